@@ -1,0 +1,95 @@
+//! Engines: the interchangeable ways convjit can execute a layer, behind one
+//! interface so the CLI, the demo and the benchmarks treat them alike.
+//!
+//! An engine first *prepares* a layer (compiles code, packs the weights) and
+//! then runs it any number of times; only [`Prepared::run`] is timed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::reference;
+use crate::spec::ValidSpec;
+
+/// A way to execute a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// The interpreted f64 reference ([`crate::reference`]): the oracle.
+    Reference,
+}
+
+impl Engine {
+    /// Every engine, in the order reports list them.
+    pub const ALL: &[Engine] = &[Engine::Reference];
+
+    /// The fastest engine convjit has: the default of `convjit run`.
+    pub fn fastest() -> Engine {
+        Engine::Reference
+    }
+
+    /// Prepares `spec` with these weights (PyTorch layout) and bias.
+    pub fn prepare(
+        self,
+        spec: &ValidSpec,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<Box<dyn Prepared>> {
+        spec.check_operands(spec.input_len(), weight.len(), bias.map(<[f32]>::len))?;
+        match self {
+            Engine::Reference => Ok(Box::new(ReferenceLayer {
+                spec: spec.clone(),
+                weight: weight.to_vec(),
+                bias: bias.map(<[f32]>::to_vec),
+            })),
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Reference => "reference",
+        })
+    }
+}
+
+impl FromStr for Engine {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Engine> {
+        Engine::ALL
+            .iter()
+            .copied()
+            .find(|e| e.to_string() == s)
+            .ok_or_else(|| Error::UnknownEngine(s.to_string()))
+    }
+}
+
+/// A layer an engine has prepared: weights bound, code ready.
+pub trait Prepared {
+    /// The spec it computes.
+    fn spec(&self) -> &ValidSpec;
+    /// Computes the output (NCHW) of `input` (NCHW). Both lengths are
+    /// checked against the spec before any work.
+    fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()>;
+}
+
+struct ReferenceLayer {
+    spec: ValidSpec,
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+impl Prepared for ReferenceLayer {
+    fn spec(&self) -> &ValidSpec {
+        &self.spec
+    }
+    fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        self.spec.check_output(output.len())?;
+        let y = reference::conv(&self.spec, input, &self.weight, self.bias.as_deref())?;
+        output.copy_from_slice(&y);
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! The library's one error type.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Everything that can go wrong in convjit, each variant naming what was
+/// wrong and the value that made it so.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A spec field holds a value that PyTorch (or convjit's limits) refuses.
+    #[error("invalid spec: {field} = {value}: {reason}")]
+    InvalidSpec {
+        /// The JSON field.
+        field: &'static str,
+        /// The value found.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The spec's JSON could not be parsed (syntax, unknown field or op, wrong type).
+    #[error("invalid spec JSON: {0}")]
+    SpecJson(String),
+    /// A tensor file could not be used.
+    #[error("{}: {reason}", path.display())]
+    TensorFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A buffer handed to the library has the wrong length for the spec.
+    #[error("{what}: expected {expected} elements for shape {shape:?}, found {found}")]
+    BufferLength {
+        /// Which tensor (input, weight, bias, output).
+        what: &'static str,
+        /// The shape the spec implies.
+        shape: Vec<usize>,
+        /// Elements expected.
+        expected: usize,
+        /// Elements given.
+        found: usize,
+    },
+    /// A bias was given to a spec without one, or none to a spec with one.
+    #[error("bias: {0}")]
+    Bias(String),
+    /// An engine name that convjit does not have.
+    #[error("unknown engine {0:?}")]
+    UnknownEngine(String),
+    /// An I/O error, with the file it concerns.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with convjit's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,23 @@
+//! convjit: a shape-specialising JIT compiler for convolution layers.
+//!
+//! A layer is described by a [`ConvSpec`] (PyTorch's names and semantics),
+//! validated into a [`ValidSpec`], and executed by an [`Engine`]. The
+//! [`reference`] interpreter is the oracle every engine is checked against;
+//! [`Complexity`] counts its work under the conventions the field uses.
+//! `ARCHITECTURE.md` at the repository root maps the modules.
+
+#![deny(missing_docs)]
+
+pub mod complexity;
+pub mod engine;
+pub mod error;
+pub mod npy;
+pub mod reference;
+pub mod spec;
+pub mod suite;
+pub mod timing;
+
+pub use complexity::Complexity;
+pub use engine::{Engine, Prepared};
+pub use error::{Error, Result};
+pub use spec::{Activation, ConvSpec, Kind, Op, ValidSpec};

@@ -1,0 +1,168 @@
+//! The interpreted reference: the oracle every engine is checked against.
+//!
+//! Plain loops straight from PyTorch's definitions, accumulating in f64, for
+//! every valid spec. It is written to be obviously correct, not fast:
+//! conv2d gathers each output from the input taps it reads; conv_transpose2d
+//! scatters each input pixel through the kernel, which is the operator's
+//! definition (the adjoint of conv2d), so it shares no index algebra with
+//! the compiled kernels that gather.
+
+use crate::error::Result;
+use crate::spec::{Op, ValidSpec};
+
+/// Computes the layer's output (NCHW, f32) from the input (NCHW), the
+/// weights in PyTorch's layout and the optional bias.
+///
+/// Every length is checked against the spec first.
+pub fn conv(
+    spec: &ValidSpec,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>> {
+    spec.check_operands(input.len(), weight.len(), bias.map(<[f32]>::len))?;
+    let mut acc = vec![0.0f64; spec.output_len()];
+    match spec.op() {
+        Op::Conv2d => conv2d(spec, input, weight, &mut acc),
+        Op::ConvTranspose2d => conv_transpose2d(spec, input, weight, &mut acc),
+    }
+    let plane = spec.out_height() * spec.out_width();
+    let activation = spec.activation();
+    Ok(acc
+        .iter()
+        .enumerate()
+        .map(|(i, &sum)| {
+            let channel = (i / plane) % spec.out_channels();
+            let biased = sum + bias.map_or(0.0, |b| f64::from(b[channel]));
+            activation.apply_f64(biased) as f32
+        })
+        .collect())
+}
+
+/// y[n, oc, oh, ow] = Σ_{ic in oc's group, i, j} x[n, ic, oh·s − p + i·d, ow·s − p + j·d] · w[oc, ic, i, j]
+fn conv2d(spec: &ValidSpec, x: &[f32], w: &[f32], y: &mut [f64]) {
+    let [n_, c_in, h, wd] = spec.input_shape();
+    let [_, c_out, ho, wo] = spec.output_shape();
+    let [kh, kw] = spec.kernel();
+    let [sh, sw] = spec.stride();
+    let [dh, dw] = spec.dilation();
+    let (pt, pl) = (spec.padding().top as isize, spec.padding().left as isize);
+    let (cig, cog) = (spec.in_per_group(), spec.out_per_group());
+    for n in 0..n_ {
+        for oc in 0..c_out {
+            let g = oc / cog;
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut sum = 0.0f64;
+                    for icg in 0..cig {
+                        let ic = g * cig + icg;
+                        for i in 0..kh {
+                            let iy = (oy * sh + i * dh) as isize - pt;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for j in 0..kw {
+                                let ix = (ox * sw + j * dw) as isize - pl;
+                                if ix < 0 || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xv = x[((n * c_in + ic) * h + iy as usize) * wd + ix as usize];
+                                let wv = w[((oc * cig + icg) * kh + i) * kw + j];
+                                sum += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                    y[((n * c_out + oc) * ho + oy) * wo + ox] = sum;
+                }
+            }
+        }
+    }
+}
+
+/// For each input pixel x[n, ic, iy, ix] and each tap (i, j) of each output
+/// channel oc of its group: y[n, oc, iy·s − p + i·d, ix·s − p + j·d] += x · w[ic, oc − g·cog, i, j],
+/// keeping only the products that land inside the (cropped) output.
+fn conv_transpose2d(spec: &ValidSpec, x: &[f32], w: &[f32], y: &mut [f64]) {
+    let [n_, c_in, h, wd] = spec.input_shape();
+    let [_, c_out, ho, wo] = spec.output_shape();
+    let [kh, kw] = spec.kernel();
+    let [sh, sw] = spec.stride();
+    let [dh, dw] = spec.dilation();
+    let (pt, pl) = (spec.padding().top as isize, spec.padding().left as isize);
+    let (cig, cog) = (spec.in_per_group(), spec.out_per_group());
+    for n in 0..n_ {
+        for ic in 0..c_in {
+            let g = ic / cig;
+            for iy in 0..h {
+                for ix in 0..wd {
+                    let xv = f64::from(x[((n * c_in + ic) * h + iy) * wd + ix]);
+                    for ocg in 0..cog {
+                        let oc = g * cog + ocg;
+                        for i in 0..kh {
+                            let oy = (iy * sh + i * dh) as isize - pt;
+                            if oy < 0 || oy >= ho as isize {
+                                continue;
+                            }
+                            for j in 0..kw {
+                                let ox = (ix * sw + j * dw) as isize - pl;
+                                if ox < 0 || ox >= wo as isize {
+                                    continue;
+                                }
+                                let wv = f64::from(w[((ic * cog + ocg) * kh + i) * kw + j]);
+                                y[((n * c_out + oc) * ho + oy as usize) * wo + ox as usize] +=
+                                    xv * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How far one output tensor is from another.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Deviation {
+    /// The largest |actual − expected| over all elements (infinite where one
+    /// side is NaN and the other is not, or where infinities differ).
+    pub max_abs: f64,
+    /// `max_abs` relative to the largest finite |expected|: a normwise
+    /// relative error, meaningful also where single outputs cancel to ~0.
+    pub max_rel: f64,
+    /// The index of the worst element, if any element differs.
+    pub worst: Option<usize>,
+}
+
+/// Compares `actual` with `expected` element by element. NaN matches NaN and
+/// an infinity matches the same infinity, as IEEE arithmetic propagates them.
+pub fn compare(actual: &[f32], expected: &[f32]) -> Deviation {
+    assert_eq!(actual.len(), expected.len(), "compare: lengths differ");
+    let scale = expected
+        .iter()
+        .filter(|e| e.is_finite())
+        .fold(0.0f64, |m, &e| m.max(f64::from(e).abs()));
+    let mut dev = Deviation::default();
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let err = if a.is_nan() || e.is_nan() {
+            if a.is_nan() && e.is_nan() {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else if a.is_infinite() || e.is_infinite() {
+            if a == e { 0.0 } else { f64::INFINITY }
+        } else {
+            (f64::from(a) - f64::from(e)).abs()
+        };
+        if err > dev.max_abs || (err > 0.0 && dev.worst.is_none()) {
+            dev.max_abs = err;
+            dev.worst = Some(i);
+        }
+    }
+    dev.max_rel = if dev.max_abs == 0.0 {
+        0.0
+    } else {
+        dev.max_abs / scale.max(f64::MIN_POSITIVE)
+    };
+    dev
+}
