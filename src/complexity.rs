@@ -42,11 +42,7 @@ impl Complexity {
         let in_pixels = u(spec.height() * spec.width());
         let out_pixels = u(spec.out_height() * spec.out_width());
         let per_position = taps * cin * cog;
-        let bias_macs = if spec.has_bias() {
-            n * cout * out_pixels
-        } else {
-            0
-        };
+        let bias_macs = if spec.has_bias() { n * cout * out_pixels } else { 0 };
 
         let (macs, positions) = match spec.op() {
             Op::Conv2d => (n * cout * out_pixels * cig * taps, n * out_pixels),
@@ -77,30 +73,16 @@ impl Complexity {
 fn valid_tap_counts(spec: &ValidSpec) -> [u64; 2] {
     let p = spec.padding();
     let axes = [
-        (
-            spec.kernel()[0],
-            spec.stride()[0],
-            spec.dilation()[0],
-            p.top,
-        ),
-        (
-            spec.kernel()[1],
-            spec.stride()[1],
-            spec.dilation()[1],
-            p.left,
-        ),
+        (spec.kernel()[0], spec.stride()[0], spec.dilation()[0], p.top),
+        (spec.kernel()[1], spec.stride()[1], spec.dilation()[1], p.left),
     ];
     let (positions, limits) = match spec.op() {
         // Positions are output pixels; the tap must read inside the input.
-        Op::Conv2d => (
-            [spec.out_height(), spec.out_width()],
-            [spec.height(), spec.width()],
-        ),
+        Op::Conv2d => ([spec.out_height(), spec.out_width()], [spec.height(), spec.width()]),
         // Positions are input pixels; the product must land inside the output.
-        Op::ConvTranspose2d => (
-            [spec.height(), spec.width()],
-            [spec.out_height(), spec.out_width()],
-        ),
+        Op::ConvTranspose2d => {
+            ([spec.height(), spec.width()], [spec.out_height(), spec.out_width()])
+        }
     };
     let mut counts = [0u64; 2];
     for (axis, &(k, s, d, pad)) in axes.iter().enumerate() {
@@ -110,11 +92,7 @@ fn valid_tap_counts(spec: &ValidSpec) -> [u64; 2] {
                 // Taps t in 0..k with 0 <= base + t·d < limit.
                 let base = pos * s as i64 - pad as i64;
                 let first = if base >= 0 { 0 } else { (-base + d - 1) / d };
-                let last = if limit - 1 - base >= 0 {
-                    (limit - 1 - base) / d
-                } else {
-                    -1
-                };
+                let last = if limit - 1 - base >= 0 { (limit - 1 - base) / d } else { -1 };
                 (last.min(k - 1) - first + 1).max(0) as u64
             })
             .sum();

@@ -70,14 +70,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Run {
-            spec,
-            input,
-            weight,
-            bias,
-            output,
-            engine,
-        } => run(&spec, &input, &weight, bias.as_deref(), &output, engine),
+        Command::Run { spec, input, weight, bias, output, engine } => {
+            run(&spec, &input, &weight, bias.as_deref(), &output, engine)
+        }
         Command::Macs { spec, suite, json } => macs(spec.as_deref(), suite.as_deref(), json),
         Command::Demo { engine, seed } => demo(engine, seed),
     };
@@ -251,9 +246,7 @@ fn demo(engine: Engine, seed: u64) -> Result<()> {
         let spec = validate(&spec)?;
         let x = random_tensor(&mut rng, spec.input_len());
         let w = random_tensor(&mut rng, spec.weight_len());
-        let b = spec
-            .has_bias()
-            .then(|| random_tensor(&mut rng, spec.out_channels()));
+        let b = spec.has_bias().then(|| random_tensor(&mut rng, spec.out_channels()));
         let layer = engine.prepare(&spec, &w, b.as_deref())?;
         let mut y = vec![0.0f32; spec.output_len()];
         let ((), took) = timing::measure(|| layer.run(&x, &mut y)).map_ok()?;

@@ -9,19 +9,14 @@ use npyz::{DType, NpyFile, NpyHeader, Order, TypeChar, WriterBuilder};
 use crate::error::{Error, Result};
 
 fn tensor_error(path: &Path, reason: impl Into<String>) -> Error {
-    Error::TensorFile {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    Error::TensorFile { path: path.to_path_buf(), reason: reason.into() }
 }
 
 /// Reads a float32 `.npy` file whose shape must be exactly `expected`.
 /// `what` names the tensor in errors ("input", "weight", "bias").
 pub fn read_f32(path: &Path, what: &str, expected: &[usize]) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes =
+        std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     let mut rest: &[u8] = &bytes;
     let header = NpyHeader::from_reader(&mut rest)
         .map_err(|e| tensor_error(path, format!("not a valid .npy file ({e})")))?;
@@ -31,18 +26,12 @@ pub fn read_f32(path: &Path, what: &str, expected: &[usize]) -> Result<Vec<f32>>
         other => {
             return Err(tensor_error(
                 path,
-                format!(
-                    "{what} must be float32 ('<f4'), found dtype {}",
-                    other.descr()
-                ),
+                format!("{what} must be float32 ('<f4'), found dtype {}", other.descr()),
             ));
         }
     }
     if file.order() != Order::C {
-        return Err(tensor_error(
-            path,
-            format!("{what} must be in C order, found Fortran order"),
-        ));
+        return Err(tensor_error(path, format!("{what} must be in C order, found Fortran order")));
     }
     let found: Vec<usize> = file.shape().iter().map(|&d| d as usize).collect();
     if found != expected {
@@ -54,11 +43,7 @@ pub fn read_f32(path: &Path, what: &str, expected: &[usize]) -> Result<Vec<f32>>
     let elements: usize = expected.iter().product();
     let data_bytes = elements * 4;
     if rest.len() != data_bytes {
-        let how = if rest.len() < data_bytes {
-            "truncated"
-        } else {
-            "has trailing bytes"
-        };
+        let how = if rest.len() < data_bytes { "truncated" } else { "has trailing bytes" };
         return Err(tensor_error(
             path,
             format!(
@@ -67,23 +52,15 @@ pub fn read_f32(path: &Path, what: &str, expected: &[usize]) -> Result<Vec<f32>>
             ),
         ));
     }
-    file.into_vec::<f32>()
-        .map_err(|e| tensor_error(path, format!("cannot read {what} data: {e}")))
+    file.into_vec::<f32>().map_err(|e| tensor_error(path, format!("cannot read {what} data: {e}")))
 }
 
 /// Writes `data` as a float32 `.npy` file of `shape`, atomically: the bytes
 /// go to a temporary file in the same folder which is renamed over `path`
 /// only once complete, so a failure never leaves a partial file behind.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    assert_eq!(
-        shape.iter().product::<usize>(),
-        data.len(),
-        "shape and data disagree"
-    );
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    assert_eq!(shape.iter().product::<usize>(), data.len(), "shape and data disagree");
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -137,18 +137,12 @@ pub struct Deviation {
 /// an infinity matches the same infinity, as IEEE arithmetic propagates them.
 pub fn compare(actual: &[f32], expected: &[f32]) -> Deviation {
     assert_eq!(actual.len(), expected.len(), "compare: lengths differ");
-    let scale = expected
-        .iter()
-        .filter(|e| e.is_finite())
-        .fold(0.0f64, |m, &e| m.max(f64::from(e).abs()));
+    let scale =
+        expected.iter().filter(|e| e.is_finite()).fold(0.0f64, |m, &e| m.max(f64::from(e).abs()));
     let mut dev = Deviation::default();
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let err = if a.is_nan() || e.is_nan() {
-            if a.is_nan() && e.is_nan() {
-                0.0
-            } else {
-                f64::INFINITY
-            }
+            if a.is_nan() && e.is_nan() { 0.0 } else { f64::INFINITY }
         } else if a.is_infinite() || e.is_infinite() {
             if a == e { 0.0 } else { f64::INFINITY }
         } else {
@@ -159,10 +153,6 @@ pub fn compare(actual: &[f32], expected: &[f32]) -> Deviation {
             dev.worst = Some(i);
         }
     }
-    dev.max_rel = if dev.max_abs == 0.0 {
-        0.0
-    } else {
-        dev.max_abs / scale.max(f64::MIN_POSITIVE)
-    };
+    dev.max_rel = if dev.max_abs == 0.0 { 0.0 } else { dev.max_abs / scale.max(f64::MIN_POSITIVE) };
     dev
 }

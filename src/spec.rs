@@ -299,11 +299,7 @@ pub struct ValidSpec {
 }
 
 fn invalid(field: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> Error {
-    Error::InvalidSpec {
-        field,
-        value: value.to_string(),
-        reason: reason.into(),
-    }
+    Error::InvalidSpec { field, value: value.to_string(), reason: reason.into() }
 }
 
 fn pair_str(p: [i64; 2]) -> String {
@@ -313,11 +309,7 @@ fn pair_str(p: [i64; 2]) -> String {
 /// Checks that `v` is in `min..=MAX_DIM` and converts it.
 fn bounded(field: &'static str, v: i64, min: i64) -> Result<usize> {
     if v < min {
-        let what = if min == 0 {
-            "not be negative"
-        } else {
-            "be at least 1"
-        };
+        let what = if min == 0 { "not be negative" } else { "be at least 1" };
         return Err(invalid(field, v, format!("must {what}")));
     }
     if v > MAX_DIM {
@@ -332,11 +324,7 @@ fn bounded_pair(field: &'static str, p: Pair, min: i64) -> Result<[usize; 2]> {
     match (check(hw[0]), check(hw[1])) {
         (Ok(h), Ok(w)) => Ok([h, w]),
         _ => {
-            let what = if min == 0 {
-                "not be negative"
-            } else {
-                "be at least 1"
-            };
+            let what = if min == 0 { "not be negative" } else { "be at least 1" };
             Err(invalid(
                 field,
                 pair_str(hw),
@@ -446,12 +434,7 @@ impl ConvSpec {
         let padding = match &self.padding {
             PaddingSpec::One(p) => {
                 let p = bounded("padding", *p, 0)?;
-                Padding {
-                    top: p,
-                    left: p,
-                    bottom: p,
-                    right: p,
-                }
+                Padding { top: p, left: p, bottom: p, right: p }
             }
             PaddingSpec::List(list) => {
                 let bad = || {
@@ -474,19 +457,9 @@ impl ConvSpec {
                 }
                 let v: Vec<usize> = list.iter().map(|&v| v as usize).collect();
                 if v.len() == 2 {
-                    Padding {
-                        top: v[0],
-                        left: v[1],
-                        bottom: v[0],
-                        right: v[1],
-                    }
+                    Padding { top: v[0], left: v[1], bottom: v[0], right: v[1] }
                 } else {
-                    Padding {
-                        top: v[0],
-                        left: v[1],
-                        bottom: v[2],
-                        right: v[3],
-                    }
+                    Padding { top: v[0], left: v[1], bottom: v[2], right: v[3] }
                 }
             }
             PaddingSpec::Named(name) => {
@@ -498,12 +471,7 @@ impl ConvSpec {
                     ));
                 }
                 match name.as_str() {
-                    "valid" => Padding {
-                        top: 0,
-                        left: 0,
-                        bottom: 0,
-                        right: 0,
-                    },
+                    "valid" => Padding { top: 0, left: 0, bottom: 0, right: 0 },
                     "same" => {
                         if stride != [1, 1] {
                             return Err(invalid(
@@ -543,10 +511,8 @@ impl ConvSpec {
                         "must be 0 for conv2d",
                     ));
                 }
-                let padded = [
-                    height + padding.top + padding.bottom,
-                    width + padding.left + padding.right,
-                ];
+                let padded =
+                    [height + padding.top + padding.bottom, width + padding.left + padding.right];
                 if padded[0] < span[0] + 1 || padded[1] < span[1] + 1 {
                     return Err(invalid(
                         "kernel",
@@ -595,10 +561,7 @@ impl ConvSpec {
                             "[{}, {}, {}, {}]",
                             padding.top, padding.left, padding.bottom, padding.right
                         ),
-                        format!(
-                            "crops the {}×{} transposed output to nothing",
-                            full[0], full[1]
-                        ),
+                        format!("crops the {}×{} transposed output to nothing", full[0], full[1]),
                     ));
                 }
                 (full[0] - crop[0], full[1] - crop[1])
@@ -625,21 +588,9 @@ impl ConvSpec {
             out_width,
         };
         for (field, elements) in [
-            (
-                "input",
-                spec.input_shape()
-                    .iter()
-                    .map(|&d| d as u128)
-                    .product::<u128>(),
-            ),
-            (
-                "weight",
-                spec.weight_shape().iter().map(|&d| d as u128).product(),
-            ),
-            (
-                "output",
-                spec.output_shape().iter().map(|&d| d as u128).product(),
-            ),
+            ("input", spec.input_shape().iter().map(|&d| d as u128).product::<u128>()),
+            ("weight", spec.weight_shape().iter().map(|&d| d as u128).product()),
+            ("output", spec.output_shape().iter().map(|&d| d as u128).product()),
         ] {
             if elements > u128::from(MAX_TENSOR_ELEMENTS) {
                 return Err(invalid(
@@ -744,29 +695,16 @@ impl ValidSpec {
     }
     /// `[N, C_out, H_out, W_out]`.
     pub fn output_shape(&self) -> [usize; 4] {
-        [
-            self.batch,
-            self.out_channels,
-            self.out_height,
-            self.out_width,
-        ]
+        [self.batch, self.out_channels, self.out_height, self.out_width]
     }
     /// PyTorch's weight layout: conv2d `[C_out, C_in/g, kh, kw]`,
     /// conv_transpose2d `[C_in, C_out/g, kh, kw]`.
     pub fn weight_shape(&self) -> [usize; 4] {
         match self.op {
-            Op::Conv2d => [
-                self.out_channels,
-                self.in_per_group(),
-                self.kernel[0],
-                self.kernel[1],
-            ],
-            Op::ConvTranspose2d => [
-                self.in_channels,
-                self.out_per_group(),
-                self.kernel[0],
-                self.kernel[1],
-            ],
+            Op::Conv2d => [self.out_channels, self.in_per_group(), self.kernel[0], self.kernel[1]],
+            Op::ConvTranspose2d => {
+                [self.in_channels, self.out_per_group(), self.kernel[0], self.kernel[1]]
+            }
         }
     }
     /// `[C_out]`, or `None` without bias.
@@ -795,12 +733,12 @@ impl ValidSpec {
         match (self.bias_shape(), bias) {
             (Some(shape), Some(len)) => check_len("bias", &shape, len),
             (None, None) => Ok(()),
-            (Some(_), None) => Err(Error::Bias(
-                "the spec has \"bias\": true but no bias was given".into(),
-            )),
-            (None, Some(_)) => Err(Error::Bias(
-                "a bias was given but the spec has \"bias\": false".into(),
-            )),
+            (Some(_), None) => {
+                Err(Error::Bias("the spec has \"bias\": true but no bias was given".into()))
+            }
+            (None, Some(_)) => {
+                Err(Error::Bias("a bias was given but the spec has \"bias\": false".into()))
+            }
         }
     }
 
@@ -905,21 +843,12 @@ fn check_len(what: &'static str, shape: &[usize], found: usize) -> Result<()> {
     if found == expected {
         Ok(())
     } else {
-        Err(Error::BufferLength {
-            what,
-            shape: shape.to_vec(),
-            expected,
-            found,
-        })
+        Err(Error::BufferLength { what, shape: shape.to_vec(), expected, found })
     }
 }
 
 fn axis_str(p: [usize; 2]) -> String {
-    if p[0] == p[1] {
-        p[0].to_string()
-    } else {
-        format!("{},{}", p[0], p[1])
-    }
+    if p[0] == p[1] { p[0].to_string() } else { format!("{},{}", p[0], p[1]) }
 }
 
 impl fmt::Display for ValidSpec {

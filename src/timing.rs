@@ -46,11 +46,5 @@ pub fn measure<T>(f: impl FnOnce() -> T) -> (T, Measurement) {
     let out = f();
     let c1 = cycles();
     let wall = start.elapsed();
-    (
-        out,
-        Measurement {
-            cycles: c1.saturating_sub(c0),
-            wall,
-        },
-    )
+    (out, Measurement { cycles: c1.saturating_sub(c0), wall })
 }
