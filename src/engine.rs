@@ -10,6 +10,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::jit::Compiler;
+use crate::kernel::{Kernel, PackedWeights};
 use crate::reference;
 use crate::spec::ValidSpec;
 
@@ -17,17 +19,19 @@ use crate::spec::ValidSpec;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Engine {
+    /// Code compiled for the exact shape by [`crate::Compiler`].
+    Jit,
     /// The interpreted f64 reference ([`crate::reference`]): the oracle.
     Reference,
 }
 
 impl Engine {
     /// Every engine, in the order reports list them.
-    pub const ALL: &[Engine] = &[Engine::Reference];
+    pub const ALL: &[Engine] = &[Engine::Jit, Engine::Reference];
 
     /// The fastest engine convjit has: the default of `convjit run`.
     pub fn fastest() -> Engine {
-        Engine::Reference
+        Engine::Jit
     }
 
     /// Prepares `spec` with these weights (PyTorch layout) and bias.
@@ -39,6 +43,11 @@ impl Engine {
     ) -> Result<Box<dyn Prepared>> {
         spec.check_operands(spec.input_len(), weight.len(), bias.map(<[f32]>::len))?;
         match self {
+            Engine::Jit => {
+                let kernel = Compiler::host()?.compile(spec)?;
+                let weights = kernel.pack(weight, bias)?;
+                Ok(Box::new(JitLayer { kernel, weights }))
+            }
             Engine::Reference => Ok(Box::new(ReferenceLayer {
                 spec: spec.clone(),
                 weight: weight.to_vec(),
@@ -51,6 +60,7 @@ impl Engine {
 impl fmt::Display for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Engine::Jit => "jit",
             Engine::Reference => "reference",
         })
     }
@@ -91,5 +101,19 @@ impl Prepared for ReferenceLayer {
         let y = reference::conv(&self.spec, input, &self.weight, self.bias.as_deref())?;
         output.copy_from_slice(&y);
         Ok(())
+    }
+}
+
+struct JitLayer {
+    kernel: Kernel,
+    weights: PackedWeights,
+}
+
+impl Prepared for JitLayer {
+    fn spec(&self) -> &ValidSpec {
+        self.kernel.spec()
+    }
+    fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        self.kernel.run(input, &self.weights, output)
     }
 }

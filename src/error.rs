@@ -44,6 +44,25 @@ pub enum Error {
     /// A bias was given to a spec without one, or none to a spec with one.
     #[error("bias: {0}")]
     Bias(String),
+    /// A schedule that cannot compute the spec it was given with.
+    #[error("invalid schedule: {field} = {value}: {reason}")]
+    InvalidSchedule {
+        /// The schedule field.
+        field: &'static str,
+        /// The value found.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The schedule's JSON could not be parsed.
+    #[error("invalid schedule JSON: {0}")]
+    ScheduleJson(String),
+    /// The host CPU or Cranelift could not compile the kernel.
+    #[error("JIT compilation failed: {0}")]
+    Jit(String),
+    /// Packed weights used with a kernel other than the one that packed them.
+    #[error("the packed weights belong to another kernel (spec or schedule differ)")]
+    ForeignWeights,
     /// An engine name that convjit does not have.
     #[error("unknown engine {0:?}")]
     UnknownEngine(String),

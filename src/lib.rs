@@ -8,11 +8,15 @@
 
 #![deny(missing_docs)]
 
+pub mod codegen;
 pub mod complexity;
 pub mod engine;
 pub mod error;
+pub mod jit;
+pub mod kernel;
 pub mod npy;
 pub mod reference;
+pub mod schedule;
 pub mod spec;
 pub mod suite;
 pub mod timing;
@@ -20,4 +24,7 @@ pub mod timing;
 pub use complexity::Complexity;
 pub use engine::{Engine, Prepared};
 pub use error::{Error, Result};
+pub use jit::Compiler;
+pub use kernel::{Kernel, PackedWeights, RunStats};
+pub use schedule::Schedule;
 pub use spec::{Activation, ConvSpec, Kind, Op, ValidSpec};

@@ -587,18 +587,25 @@ impl ConvSpec {
             out_height,
             out_width,
         };
+        // A transposed output extent can reach about 2^49, so the product of
+        // four extents can pass even u128: `None` stands for "beyond 2^128".
+        let elements =
+            |shape: [usize; 4]| shape.iter().try_fold(1u128, |n, &d| n.checked_mul(d as u128));
         for (field, elements) in [
-            ("input", spec.input_shape().iter().map(|&d| d as u128).product::<u128>()),
-            ("weight", spec.weight_shape().iter().map(|&d| d as u128).product()),
-            ("output", spec.output_shape().iter().map(|&d| d as u128).product()),
+            ("input", elements(spec.input_shape())),
+            ("weight", elements(spec.weight_shape())),
+            ("output", elements(spec.output_shape())),
         ] {
-            if elements > u128::from(MAX_TENSOR_ELEMENTS) {
-                return Err(invalid(
-                    field,
-                    format!("{elements} elements"),
-                    format!("exceeds the limit of {MAX_TENSOR_ELEMENTS} elements per tensor"),
-                ));
-            }
+            let shown = match elements {
+                Some(n) if n <= u128::from(MAX_TENSOR_ELEMENTS) => continue,
+                Some(n) => format!("{n} elements"),
+                None => "more than 2^128 elements".to_string(),
+            };
+            return Err(invalid(
+                field,
+                shown,
+                format!("exceeds the limit of {MAX_TENSOR_ELEMENTS} elements per tensor"),
+            ));
         }
         Ok(spec)
     }

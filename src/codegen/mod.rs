@@ -1,0 +1,531 @@
+//! Lowering a (spec, schedule) to Cranelift IR.
+//!
+//! One lowering serves every kind: the [`Plan`] turns the layer into phases of
+//! gathering convolutions over a padded input, and the emitter writes, for
+//! each phase, a loop nest whose innermost body is a register-tiled f32x4
+//! microkernel (CRANELIFT.md: fresh single-use broadcasts, accumulators as
+//! block parameters, top-tested loops, alternating FMA order). Every size,
+//! stride, offset and channel count is an immediate.
+//!
+//! The generated function has the C signature
+//! `fn(x, w, bias, y, begin, end)`: `x` is one padded (and, for the
+//! depthwise strategy, channel-blocked) input image, `w` and `bias` the
+//! packed weights and bias, `y` the image's NCHW output, and `[begin, end)`
+//! the range of work items (channel blocks) to compute.
+//!
+//! Invariant: codegen emits no bounds checks. Every address it forms is in
+//! range because the plan pads the input for every tap it keeps, tiles cover
+//! exactly the phase's output pixels, and lanes past a channel tail are
+//! never stored.
+
+pub mod plan;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, Endianness, Function, InstBuilder, MemFlagsData, Signature, Type, Value,
+    types,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+use plan::Phase;
+pub use plan::Plan;
+
+use crate::schedule::{Schedule, Strategy};
+use crate::spec::{Activation, ValidSpec};
+
+/// The signature of every generated kernel.
+pub fn signature(pointer: Type, call_conv: cranelift_codegen::isa::CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    for _ in 0..4 {
+        sig.params.push(AbiParam::new(pointer));
+    }
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I64));
+    sig
+}
+
+/// What the target offers the emitter.
+#[derive(Clone, Copy)]
+pub struct Target {
+    /// The pointer type and calling convention, as the frontend needs them.
+    pub frontend: cranelift_codegen::isa::TargetFrontendConfig,
+    /// Whether fused multiply-add is available; without it each FMA is a
+    /// multiply and an add (one more rounding).
+    pub has_fma: bool,
+}
+
+/// Emits the body of `func` (whose signature is [`signature`]).
+pub fn lower(
+    spec: &ValidSpec,
+    schedule: &Schedule,
+    plan: &Plan,
+    target: Target,
+    func: &mut Function,
+) {
+    let mut fctx = FunctionBuilderContext::new();
+    let mut fb = FunctionBuilder::new(func, &mut fctx);
+    let entry = fb.create_block();
+    fb.append_block_params_for_function_params(entry);
+    fb.switch_to_block(entry);
+    let params = fb.block_params(entry).to_vec();
+    let mut e = Emitter {
+        spec,
+        schedule,
+        plan,
+        target,
+        fb,
+        x: params[0],
+        w: params[1],
+        b: params[2],
+        y: params[3],
+    };
+    e.body(params[4], params[5]);
+    e.fb.ins().return_(&[]);
+    e.fb.seal_all_blocks();
+    e.fb.finalize(target.frontend);
+}
+
+/// Memory flags for every access: in bounds by construction, never aligned
+/// (unaligned vector moves cost nothing extra on this CPU).
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// Runtime values that locate one work item.
+#[derive(Clone, Copy)]
+struct Item {
+    x: Value,
+    w: Value,
+    b: Value,
+    y: Value,
+    /// Non-zero when the item's last vector block runs past the channels.
+    partial: Option<Value>,
+}
+
+struct Emitter<'a> {
+    spec: &'a ValidSpec,
+    schedule: &'a Schedule,
+    plan: &'a Plan,
+    target: Target,
+    fb: FunctionBuilder<'a>,
+    x: Value,
+    w: Value,
+    b: Value,
+    y: Value,
+}
+
+impl Emitter<'_> {
+    /// Bytes per padded input element (a channel block of 4 when blocked).
+    fn elem_bytes(&self) -> i64 {
+        if self.plan.blocked_input { 16 } else { 4 }
+    }
+
+    /// Bytes of one padded input plane (one channel, or one block of 4).
+    fn plane_bytes(&self) -> i64 {
+        (self.plan.padded[0] * self.plan.padded[1]) as i64 * self.elem_bytes()
+    }
+
+    /// Taps of the full kernel (the packed weights hold all of them).
+    fn kernel_taps(&self) -> usize {
+        self.spec.kernel()[0] * self.spec.kernel()[1]
+    }
+
+    /// Bytes of one input channel's packed weights for one work item.
+    fn w_channel_bytes(&self) -> i64 {
+        (self.kernel_taps() * self.plan.lanes * 4) as i64
+    }
+
+    fn out_plane(&self) -> i64 {
+        (self.spec.out_height() * self.spec.out_width()) as i64
+    }
+
+    /// Output channels between consecutive lanes.
+    fn lane_stride(&self) -> usize {
+        match self.schedule.strategy {
+            Strategy::Direct => 1,
+            Strategy::Depthwise => self.spec.out_per_group(),
+        }
+    }
+
+    /// Lanes valid in a partial work item (all lanes if none is partial).
+    fn partial_lanes(&self) -> usize {
+        let lanes = self.plan.lanes;
+        let channels = match self.schedule.strategy {
+            Strategy::Direct => self.spec.out_per_group(),
+            Strategy::Depthwise => self.spec.groups(),
+        };
+        match channels % lanes {
+            0 => lanes,
+            r => r,
+        }
+    }
+
+    fn iconst(&mut self, v: i64) -> Value {
+        self.fb.ins().iconst(types::I64, v)
+    }
+
+    /// `base + off` bytes.
+    fn offset(&mut self, base: Value, off: i64) -> Value {
+        if off == 0 { base } else { self.fb.ins().iadd_imm_s(base, off) }
+    }
+
+    /// `base + index · scale` bytes.
+    fn scaled(&mut self, base: Value, index: Value, scale: i64) -> Value {
+        let step = self.fb.ins().imul_imm_s(index, scale);
+        self.fb.ins().iadd(base, step)
+    }
+
+    fn load(&mut self, ty: Type, base: Value, off: i64) -> Value {
+        match i32::try_from(off) {
+            Ok(o) => self.fb.ins().load(ty, flags(), base, o),
+            Err(_) => {
+                let addr = self.fb.ins().iadd_imm_s(base, off);
+                self.fb.ins().load(ty, flags(), addr, 0)
+            }
+        }
+    }
+
+    fn store(&mut self, v: Value, base: Value, off: i64) {
+        match i32::try_from(off) {
+            Ok(o) => {
+                self.fb.ins().store(flags(), v, base, o);
+            }
+            Err(_) => {
+                let addr = self.fb.ins().iadd_imm_s(base, off);
+                self.fb.ins().store(flags(), v, addr, 0);
+            }
+        }
+    }
+
+    /// A top-tested counted loop `for i in (start..end).step_by(step)` that
+    /// carries `carried` values; `body` returns their next values.
+    fn counted_loop(
+        &mut self,
+        start: Value,
+        end: Value,
+        step: i64,
+        carried: &[Value],
+        mut body: impl FnMut(&mut Self, Value, &[Value]) -> Vec<Value>,
+    ) -> Vec<Value> {
+        let header = self.fb.create_block();
+        let body_block = self.fb.create_block();
+        let exit = self.fb.create_block();
+        let i = self.fb.append_block_param(header, types::I64);
+        let mut header_vals = Vec::with_capacity(carried.len());
+        let mut exit_vals = Vec::with_capacity(carried.len());
+        for &c in carried {
+            let ty = self.fb.func.dfg.value_type(c);
+            header_vals.push(self.fb.append_block_param(header, ty));
+            exit_vals.push(self.fb.append_block_param(exit, ty));
+        }
+        let args = |first: Value, rest: &[Value]| -> Vec<BlockArg> {
+            std::iter::once(first).chain(rest.iter().copied()).map(BlockArg::Value).collect()
+        };
+        self.fb.ins().jump(header, &args(start, carried));
+
+        self.fb.switch_to_block(header);
+        let more = self.fb.ins().icmp(IntCC::SignedLessThan, i, end);
+        let to_exit: Vec<BlockArg> = header_vals.iter().copied().map(BlockArg::Value).collect();
+        self.fb.ins().brif(more, body_block, &[], exit, &to_exit);
+
+        self.fb.switch_to_block(body_block);
+        let next = body(self, i, &header_vals);
+        let i_next = self.fb.ins().iadd_imm_s(i, step);
+        self.fb.ins().jump(header, &args(i_next, &next));
+
+        self.fb.switch_to_block(exit);
+        exit_vals
+    }
+
+    /// The whole function body: the two outer loops in the schedule's order.
+    fn body(&mut self, begin: Value, end: Value) {
+        let phases = self.plan.phases.clone();
+        match self.schedule.loop_order {
+            crate::schedule::LoopOrder::ChannelsOuter => {
+                self.counted_loop(begin, end, 1, &[], |e, wi, _| {
+                    let item = e.item(wi);
+                    for phase in &phases {
+                        let zero = e.iconst(0);
+                        let count = e.iconst(phase.rows.count as i64);
+                        e.counted_loop(zero, count, 1, &[], |e, t, _| {
+                            e.row(&item, phase, t);
+                            vec![]
+                        });
+                    }
+                    vec![]
+                });
+            }
+            crate::schedule::LoopOrder::RowsOuter => {
+                for phase in &phases {
+                    let zero = self.iconst(0);
+                    let count = self.iconst(phase.rows.count as i64);
+                    self.counted_loop(zero, count, 1, &[], |e, t, _| {
+                        e.counted_loop(begin, end, 1, &[], |e, wi, _| {
+                            let item = e.item(wi);
+                            e.row(&item, phase, t);
+                            vec![]
+                        });
+                        vec![]
+                    });
+                }
+            }
+        }
+    }
+
+    /// Decodes work item `wi` into base pointers.
+    fn item(&mut self, wi: Value) -> Item {
+        let lanes = self.plan.lanes as i64;
+        let out_plane_bytes = self.out_plane() * 4;
+        let w_item_bytes = self.spec.in_per_group() as i64 * self.w_channel_bytes();
+        let w = self.scaled(self.w, wi, w_item_bytes);
+        let b = self.scaled(self.b, wi, lanes * 4);
+        let (x, y, last, partial_at) = match self.schedule.strategy {
+            Strategy::Direct => {
+                let blocks = self.spec.out_per_group().div_ceil(self.plan.lanes) as i64;
+                let g = self.fb.ins().udiv_imm_u(wi, blocks);
+                let ocb = self.fb.ins().urem_imm_u(wi, blocks);
+                let x =
+                    self.scaled(self.x, g, self.spec.in_per_group() as i64 * self.plane_bytes());
+                // First output channel: g·cog + ocb·lanes.
+                let y = self.scaled(self.y, g, self.spec.out_per_group() as i64 * out_plane_bytes);
+                let y = self.scaled(y, ocb, lanes * out_plane_bytes);
+                (x, y, ocb, blocks - 1)
+            }
+            Strategy::Depthwise => {
+                let m = self.spec.out_per_group() as i64;
+                let blocks = self.spec.groups().div_ceil(self.plan.lanes) as i64;
+                let cb = self.fb.ins().udiv_imm_u(wi, m);
+                let k = self.fb.ins().urem_imm_u(wi, m);
+                let vectors = self.schedule.oc_vectors as i64;
+                let x = self.scaled(self.x, cb, vectors * self.plane_bytes());
+                // First output channel: (cb·lanes)·m + k.
+                let y = self.scaled(self.y, cb, lanes * m * out_plane_bytes);
+                let y = self.scaled(y, k, out_plane_bytes);
+                (x, y, cb, blocks - 1)
+            }
+        };
+        let partial = (self.partial_lanes() != self.plan.lanes)
+            .then(|| self.fb.ins().icmp_imm_s(IntCC::Equal, last, partial_at));
+        Item { x, w, b, y, partial }
+    }
+
+    /// One output row `t` of `phase` for one work item: full pixel tiles in a
+    /// loop, then the tail tile.
+    fn row(&mut self, item: &Item, phase: &Phase, t: Value) {
+        let (rows, cols) = (&phase.rows, &phase.cols);
+        let wp = self.plan.padded[1] as i64;
+        let x_row = self.scaled(item.x, t, rows.in_step as i64 * wp * self.elem_bytes());
+        let y_row = self.scaled(item.y, t, (rows.out_step * self.spec.out_width()) as i64 * 4);
+        let y_row = self
+            .offset(y_row, (rows.out_start * self.spec.out_width() + cols.out_start) as i64 * 4);
+        let row_item = Item { x: x_row, y: y_row, ..*item };
+
+        let tile = self.schedule.pixel_tile.min(cols.count);
+        let full = cols.count / tile;
+        let tail = cols.count % tile;
+        let x_step = (tile * cols.in_step) as i64 * self.elem_bytes();
+        let y_step = (tile * cols.out_step) as i64 * 4;
+        if full > 0 {
+            let zero = self.iconst(0);
+            let n = self.iconst(full as i64);
+            self.counted_loop(zero, n, 1, &[], |e, u, _| {
+                let x = e.scaled(row_item.x, u, x_step);
+                let y = e.scaled(row_item.y, u, y_step);
+                e.tile(&Item { x, y, ..row_item }, phase, tile);
+                vec![]
+            });
+        }
+        if tail > 0 {
+            let x = self.offset(row_item.x, full as i64 * x_step);
+            let y = self.offset(row_item.y, full as i64 * y_step);
+            self.tile(&Item { x, y, ..row_item }, phase, tail);
+        }
+    }
+
+    /// One register tile: `pixels` output pixels × `oc_vectors` vectors of
+    /// channels, accumulated over the reduction, then the epilogue.
+    fn tile(&mut self, item: &Item, phase: &Phase, pixels: usize) {
+        let vectors = self.schedule.oc_vectors;
+        let mut bias = Vec::with_capacity(vectors);
+        for v in 0..vectors {
+            bias.push(self.load(types::F32X4, item.b, v as i64 * 16));
+        }
+        // acc[v · pixels + p]
+        let mut accs: Vec<Value> =
+            (0..vectors).flat_map(|v| std::iter::repeat_n(bias[v], pixels)).collect();
+        let has_taps = !phase.rows.taps.is_empty() && !phase.cols.taps.is_empty();
+        if has_taps {
+            accs = match self.schedule.strategy {
+                Strategy::Direct => self.reduce_channels(item, phase, pixels, accs),
+                Strategy::Depthwise => {
+                    let mut step = 0;
+                    self.taps(item.x, item.w, phase, pixels, &mut step, accs)
+                }
+            };
+        }
+        self.epilogue(item, phase, pixels, accs);
+    }
+
+    /// The Direct reduction: a loop over the group's input channels, unrolled
+    /// by `reduction_unroll`, each channel running every tap.
+    fn reduce_channels(
+        &mut self,
+        item: &Item,
+        phase: &Phase,
+        pixels: usize,
+        accs: Vec<Value>,
+    ) -> Vec<Value> {
+        let channels = self.spec.in_per_group();
+        let unroll = self.schedule.reduction_unroll.min(channels);
+        let looped = channels - channels % unroll;
+        let (plane, wch) = (self.plane_bytes(), self.w_channel_bytes());
+        let mut accs = accs;
+        if looped > 0 {
+            let zero = self.iconst(0);
+            let end = self.iconst(looped as i64);
+            accs = self.counted_loop(zero, end, unroll as i64, &accs, |e, c, carried| {
+                let x = e.scaled(item.x, c, plane);
+                let w = e.scaled(item.w, c, wch);
+                let mut accs = carried.to_vec();
+                let mut step = 0;
+                for u in 0..unroll as i64 {
+                    let xu = e.offset(x, u * plane);
+                    let wu = e.offset(w, u * wch);
+                    accs = e.taps(xu, wu, phase, pixels, &mut step, accs);
+                }
+                accs
+            });
+        }
+        let mut step = 0;
+        for c in looped..channels {
+            let x = self.offset(item.x, c as i64 * plane);
+            let w = self.offset(item.w, c as i64 * wch);
+            accs = self.taps(x, w, phase, pixels, &mut step, accs);
+        }
+        accs
+    }
+
+    /// Every tap of `phase` for one input channel (Direct) or channel block
+    /// (Depthwise) at `x`, with that channel's weights at `w`.
+    fn taps(
+        &mut self,
+        x: Value,
+        w: Value,
+        phase: &Phase,
+        pixels: usize,
+        step: &mut usize,
+        mut accs: Vec<Value>,
+    ) -> Vec<Value> {
+        let vectors = self.schedule.oc_vectors;
+        let kw = self.spec.kernel()[1];
+        let eb = self.elem_bytes();
+        let wp = self.plan.padded[1] as i64;
+        let col_step = phase.cols.in_step as i64;
+        for rt in &phase.rows.taps {
+            for ct in &phase.cols.taps {
+                let tap = (rt.kernel * kw + ct.kernel) as i64;
+                let weights: Vec<Value> = (0..vectors)
+                    .map(|v| self.load(types::F32X4, w, (tap * vectors as i64 + v as i64) * 16))
+                    .collect();
+                let base = (rt.offset as i64 * wp + ct.offset as i64) * eb;
+                // Alternate the accumulator order on odd steps (CRANELIFT.md
+                // rule 6): it removes register moves on the loop's back edge.
+                let order: Vec<usize> = if step.is_multiple_of(2) {
+                    (0..pixels).collect()
+                } else {
+                    (0..pixels).rev().collect()
+                };
+                *step += 1;
+                for &p in &order {
+                    let off = base + p as i64 * col_step * eb;
+                    for (v, &wv) in weights.iter().enumerate() {
+                        let xv = match self.schedule.strategy {
+                            // A fresh single-use broadcast per FMA (rule 3).
+                            Strategy::Direct => {
+                                let s = self.load(types::F32, x, off);
+                                self.fb.ins().splat(types::F32X4, s)
+                            }
+                            Strategy::Depthwise => {
+                                self.load(types::F32X4, x, off + v as i64 * self.plane_bytes())
+                            }
+                        };
+                        let a = &mut accs[v * pixels + p];
+                        *a = if self.target.has_fma {
+                            self.fb.ins().fma(xv, wv, *a)
+                        } else {
+                            let m = self.fb.ins().fmul(xv, wv);
+                            self.fb.ins().fadd(m, *a)
+                        };
+                    }
+                }
+            }
+        }
+        accs
+    }
+
+    /// Activation, then the stores: lane l of vector v is output channel
+    /// `first + (4v + l) · lane_stride`.
+    fn epilogue(&mut self, item: &Item, phase: &Phase, pixels: usize, accs: Vec<Value>) {
+        let accs: Vec<Value> = accs.into_iter().map(|a| self.activate(a)).collect();
+        match item.partial {
+            None => self.stores(item, phase, pixels, &accs, self.plan.lanes),
+            Some(partial) => {
+                let short = self.fb.create_block();
+                let full = self.fb.create_block();
+                let done = self.fb.create_block();
+                self.fb.ins().brif(partial, short, &[], full, &[]);
+                self.fb.switch_to_block(short);
+                self.stores(item, phase, pixels, &accs, self.partial_lanes());
+                self.fb.ins().jump(done, &[]);
+                self.fb.switch_to_block(full);
+                self.stores(item, phase, pixels, &accs, self.plan.lanes);
+                self.fb.ins().jump(done, &[]);
+                self.fb.switch_to_block(done);
+            }
+        }
+    }
+
+    fn stores(&mut self, item: &Item, phase: &Phase, pixels: usize, accs: &[Value], lanes: usize) {
+        let lane_bytes = self.lane_stride() as i64 * self.out_plane() * 4;
+        let pixel_bytes = phase.cols.out_step as i64 * 4;
+        for lane in 0..lanes {
+            let (v, l) = (lane / 4, lane % 4);
+            for p in 0..pixels {
+                let s = self.fb.ins().extractlane(accs[v * pixels + p], l as u8);
+                self.store(s, item.y, lane as i64 * lane_bytes + p as i64 * pixel_bytes);
+            }
+        }
+    }
+
+    fn splat_const(&mut self, c: f32) -> Value {
+        let s = self.fb.ins().f32const(c);
+        self.fb.ins().splat(types::F32X4, s)
+    }
+
+    /// The fused activation. `fmax`/`fmin` return NaN when an operand is NaN,
+    /// and `x < 0` is false for NaN, so NaN propagates as in PyTorch.
+    fn activate(&mut self, a: Value) -> Value {
+        match self.spec.activation() {
+            Activation::None => a,
+            Activation::Relu => {
+                let zero = self.splat_const(0.0);
+                self.fb.ins().fmax(a, zero)
+            }
+            Activation::Relu6 => {
+                let zero = self.splat_const(0.0);
+                let six = self.splat_const(6.0);
+                let lo = self.fb.ins().fmax(a, zero);
+                self.fb.ins().fmin(lo, six)
+            }
+            Activation::LeakyRelu { negative_slope } => {
+                let zero = self.splat_const(0.0);
+                let slope = self.splat_const(negative_slope);
+                let scaled = self.fb.ins().fmul(a, slope);
+                let negative = self.fb.ins().fcmp(FloatCC::LessThan, a, zero);
+                let flags = MemFlagsData::new().with_endianness(Endianness::Little);
+                let mask = self.fb.ins().bitcast(types::F32X4, flags, negative);
+                self.fb.ins().bitselect(mask, scaled, a)
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The host ISA and the JIT: turning a (spec, schedule) into machine code
+//! owned by a [`Kernel`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::{Context, ir};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module, default_libcall_names};
+
+use crate::codegen::{self, Plan, Target};
+use crate::error::{Error, Result};
+use crate::kernel::{Kernel, KernelFn};
+use crate::schedule::{self, Schedule};
+use crate::spec::ValidSpec;
+
+/// Compiles kernels for one ISA (the host's).
+#[derive(Clone)]
+pub struct Compiler {
+    isa: Arc<dyn TargetIsa>,
+    has_fma: bool,
+}
+
+impl std::fmt::Debug for Compiler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiler")
+            .field("isa", &self.isa.triple().to_string())
+            .field("has_fma", &self.has_fma)
+            .finish()
+    }
+}
+
+/// The IR and machine code of one kernel, for `convjit ir`.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    /// Cranelift IR, as Cranelift prints it.
+    pub ir: String,
+    /// The machine code as Cranelift's backend prints it (after register
+    /// allocation), when asked for.
+    pub asm: Option<String>,
+}
+
+impl Compiler {
+    /// A compiler for this CPU: Cranelift's native detection turns on every
+    /// extension the host has (AVX, AVX2, FMA on the target machines).
+    ///
+    /// Settings (CRANELIFT.md): `opt_level = none`, which keeps instructions
+    /// in the order emitted and gave the fastest microkernels; the IR verifier
+    /// on in debug builds and tests, off in release builds.
+    pub fn host() -> Result<Compiler> {
+        let mut flags = settings::builder();
+        let set = |flags: &mut settings::Builder, k: &str, v: &str| {
+            flags.set(k, v).map_err(|e| Error::Jit(format!("setting {k}={v}: {e}")))
+        };
+        set(&mut flags, "opt_level", "none")?;
+        set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
+        set(&mut flags, "is_pic", "false")?;
+        let isa_builder =
+            cranelift_native::builder().map_err(|e| Error::Jit(format!("host ISA: {e}")))?;
+        let isa: OwnedTargetIsa = isa_builder
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| Error::Jit(format!("host ISA: {e}")))?;
+        let has_fma = host_has_fma();
+        if !has_fma {
+            log::warn!(
+                "the host has no FMA: kernels use a multiply and an add per MAC (one more rounding, \
+                 slower) instead of f32x4 fma, which Cranelift would lower to library calls"
+            );
+        }
+        Ok(Compiler { isa, has_fma })
+    }
+
+    /// Whether kernels use fused multiply-add.
+    pub fn has_fma(&self) -> bool {
+        self.has_fma
+    }
+
+    /// A short description of the target: triple and the vector extensions used.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({}, f32x4)",
+            self.isa.triple(),
+            if self.has_fma { "AVX + FMA" } else { "SSE, no FMA" }
+        )
+    }
+
+    /// Compiles `spec` with the heuristic schedule.
+    pub fn compile(&self, spec: &ValidSpec) -> Result<Kernel> {
+        self.compile_with(spec, &schedule::choose(spec))
+    }
+
+    /// Compiles `spec` with a given schedule (checked for legality first).
+    pub fn compile_with(&self, spec: &ValidSpec, schedule: &Schedule) -> Result<Kernel> {
+        schedule.legal(spec)?;
+        let start = Instant::now();
+        let plan = Plan::new(spec, schedule);
+        let mut module =
+            JITModule::new(JITBuilder::with_isa(self.isa.clone(), default_libcall_names()));
+        let result = (|| {
+            let mut ctx = module.make_context();
+            self.build(spec, schedule, &plan, &mut ctx.func);
+            let id = module
+                .declare_function("conv", Linkage::Export, &ctx.func.signature)
+                .map_err(|e| Error::Jit(e.to_string()))?;
+            module.define_function(id, &mut ctx).map_err(|e| Error::Jit(format!("{e:?}")))?;
+            module.finalize_definitions().map_err(|e| Error::Jit(e.to_string()))?;
+            Ok(module.get_finalized_function(id))
+        })();
+        let code = match result {
+            Ok(code) => code,
+            Err(e) => {
+                // SAFETY: no pointer into the module's memory escaped.
+                unsafe { module.free_memory() };
+                return Err(e);
+            }
+        };
+        // SAFETY: the function was generated with `codegen::signature`, which
+        // is exactly `KernelFn` in the System V ABI the ISA uses.
+        let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(code) };
+        let compile_time = start.elapsed();
+        log::info!("compiled {spec} with {} in {compile_time:?}", schedule.to_json());
+        Ok(Kernel::new(spec.clone(), *schedule, plan, module, function, compile_time))
+    }
+
+    /// The IR (and optionally the machine code) of `spec` under `schedule`.
+    pub fn listing(&self, spec: &ValidSpec, schedule: &Schedule, asm: bool) -> Result<Listing> {
+        schedule.legal(spec)?;
+        let plan = Plan::new(spec, schedule);
+        let mut func = ir::Function::new();
+        self.build(spec, schedule, &plan, &mut func);
+        let ir = func.display().to_string();
+        let asm = if asm {
+            let mut ctx = Context::for_function(func);
+            ctx.set_disasm(true);
+            let mut ctrl = Default::default();
+            let code = ctx
+                .compile(&*self.isa, &mut ctrl)
+                .map_err(|e| Error::Jit(format!("{:?}", e.inner)))?;
+            code.vcode.clone()
+        } else {
+            None
+        };
+        Ok(Listing { ir, asm })
+    }
+
+    fn build(&self, spec: &ValidSpec, schedule: &Schedule, plan: &Plan, func: &mut ir::Function) {
+        func.signature = codegen::signature(self.isa.pointer_type(), self.isa.default_call_conv());
+        let target = Target { frontend: self.isa.frontend_config(), has_fma: self.has_fma };
+        codegen::lower(spec, schedule, plan, target, func);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn host_has_fma() -> bool {
+    std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn host_has_fma() -> bool {
+    // aarch64 always has fused multiply-add in NEON.
+    cfg!(target_arch = "aarch64")
+}

@@ -1,0 +1,157 @@
+//! Schedules: *how* a layer is computed, as plain data.
+//!
+//! A [`Schedule`] holds every decision the code generator takes; the emitter
+//! branches on nothing else. [`choose`] is the deterministic heuristic, a user
+//! can hand one in as JSON (`convjit ir --schedule F`), and a tuner can search
+//! the space [`Schedule::legal`] admits.
+//!
+//! What every schedule shares (not a knob, because one answer measured best or
+//! is the only sound one so far):
+//! - Vectors are f32x4, the widest type Cranelift's x86-64 backend emits.
+//! - Borders are handled by a zero-padded copy of each input image made at run
+//!   time (inside the timed run), so the microkernel has no border tests.
+//! - Transposed convolutions are lowered by phase (sub-pixel) decomposition:
+//!   the output rows and columns of each residue class modulo the stride are
+//!   an ordinary stride-1 convolution with a subset of the taps, so nothing is
+//!   scattered and nothing races.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::spec::ValidSpec;
+
+/// The most accumulators a register tile may hold: x86-64 has 16 xmm
+/// registers, and the weight vectors and a broadcast need the rest
+/// (CRANELIFT.md: keep 12–14 accumulators).
+pub const MAX_ACCUMULATORS: usize = 14;
+
+/// Which microkernel family computes the layer, and so which axis is
+/// vectorised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Vectorise across the output channels of one group; each FMA multiplies
+    /// a broadcast input pixel by a vector of 4 output channels' weights.
+    /// Serves every kind; wastes lanes when a group has fewer than 4 output
+    /// channels, or a non-multiple of 4.
+    Direct,
+    /// Vectorise across groups, for layers with one input channel per group
+    /// (depthwise, with any channel multiplier): each FMA multiplies 4
+    /// channels' input pixels (a channel-blocked copy of the input) by 4
+    /// channels' weights. Needs the blocked input copy.
+    Depthwise,
+}
+
+/// The order of the two outer loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoopOrder {
+    /// For each channel block, every output row: the block's weights stay in
+    /// L1 while the whole input image streams past once per block.
+    ChannelsOuter,
+    /// For each output row, every channel block: the few input rows a row
+    /// needs stay in L1 while all the weights stream past once per row.
+    RowsOuter,
+}
+
+/// How one layer is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// The microkernel family and its vectorised axis.
+    pub strategy: Strategy,
+    /// f32x4 vectors of channels per register tile (the output-channel block
+    /// is `4 · oc_vectors`). More vectors share each input load across more
+    /// FMAs but each costs a weight register and wastes more lanes on channel
+    /// tails.
+    pub oc_vectors: usize,
+    /// Output pixels (along a row) per register tile. Accumulators are
+    /// `oc_vectors · pixel_tile`: more amortise the weight loads and hide FMA
+    /// latency, but above 14 they spill.
+    pub pixel_tile: usize,
+    /// Input channels per iteration of the reduction loop (Direct only). Larger
+    /// unrolls cut loop overhead and back-edge moves when the kernel has few
+    /// taps (1×1), at the cost of code size.
+    pub reduction_unroll: usize,
+    /// The order of the channel-block and row loops: which operand stays hot.
+    pub loop_order: LoopOrder,
+}
+
+impl Schedule {
+    /// Checks that this schedule can compute `spec`; the error names the
+    /// field that cannot.
+    pub fn legal(&self, spec: &ValidSpec) -> Result<()> {
+        let bad = |field: &'static str, value: String, reason: &str| {
+            Err(Error::InvalidSchedule { field, value, reason: reason.to_string() })
+        };
+        if self.strategy == Strategy::Depthwise && spec.in_per_group() != 1 {
+            return bad(
+                "strategy",
+                "depthwise".into(),
+                "needs exactly one input channel per group",
+            );
+        }
+        if !(1..=3).contains(&self.oc_vectors) {
+            return bad("oc_vectors", self.oc_vectors.to_string(), "must be 1, 2 or 3");
+        }
+        if self.pixel_tile == 0 || self.oc_vectors * self.pixel_tile > MAX_ACCUMULATORS {
+            return bad(
+                "pixel_tile",
+                self.pixel_tile.to_string(),
+                "must be at least 1 with oc_vectors · pixel_tile at most 14",
+            );
+        }
+        if !(1..=4).contains(&self.reduction_unroll) {
+            return bad("reduction_unroll", self.reduction_unroll.to_string(), "must be 1 to 4");
+        }
+        if self.strategy == Strategy::Depthwise && self.reduction_unroll != 1 {
+            return bad(
+                "reduction_unroll",
+                self.reduction_unroll.to_string(),
+                "must be 1 for the depthwise strategy (it has no channel reduction)",
+            );
+        }
+        Ok(())
+    }
+
+    /// Parses a schedule from JSON.
+    pub fn from_json(text: &str) -> Result<Schedule> {
+        serde_json::from_str(text).map_err(|e| Error::ScheduleJson(e.to_string()))
+    }
+
+    /// The schedule as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a Schedule always serialises")
+    }
+}
+
+/// The deterministic heuristic: a legal schedule for every valid spec.
+pub fn choose(spec: &ValidSpec) -> Schedule {
+    let taps = spec.kernel()[0] * spec.kernel()[1];
+    // One input channel per group: vectorise across groups, so no lane idles
+    // on a group's single output channel.
+    let strategy = if spec.in_per_group() == 1 && spec.groups() > 1 {
+        Strategy::Depthwise
+    } else {
+        Strategy::Direct
+    };
+    // CRANELIFT.md: one weight vector against 12 fresh broadcasts reached
+    // 7.4 MACs per core cycle, the best measured shape.
+    let oc_vectors = 1;
+    let pixel_tile = 12;
+    // 1×1 kernels have a single tap per channel: unroll the channel loop so an
+    // iteration holds enough FMAs to amortise the loop; wider kernels already
+    // unroll their taps.
+    let reduction_unroll = if strategy == Strategy::Direct && taps < 4 {
+        4.min(spec.in_per_group()).max(1)
+    } else {
+        1
+    };
+    Schedule {
+        strategy,
+        oc_vectors,
+        pixel_tile,
+        reduction_unroll,
+        loop_order: LoopOrder::RowsOuter,
+    }
+}
