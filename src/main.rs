@@ -9,8 +9,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use convjit::reference::{self, Deviation};
-use convjit::{Complexity, ConvSpec, Engine, ValidSpec, npy, suite, timing};
+use convjit::reference;
+use convjit::schedule::{self, Schedule};
+use convjit::{Compiler, Complexity, ConvSpec, Engine, ValidSpec, npy, suite, timing};
 
 /// convjit: a shape-specialising JIT compiler for convolution layers.
 #[derive(Parser)]
@@ -42,6 +43,29 @@ enum Command {
         /// The engine (default: the fastest convjit has).
         #[arg(long, default_value_t = Engine::fastest())]
         engine: Engine,
+        /// Also run the reference and print the worst absolute and relative
+        /// error; fail past the tolerance (docs/correctness.md).
+        #[arg(long)]
+        check: bool,
+        /// Print cycles, MACs/cycle, compile time and the schedule (jit).
+        #[arg(long)]
+        stats: bool,
+        /// A schedule JSON file for the jit engine (default: the heuristic's).
+        #[arg(long)]
+        schedule: Option<PathBuf>,
+    },
+    /// Prints the schedule, the Cranelift IR and optionally the machine code
+    /// of a layer's kernel.
+    Ir {
+        /// The spec: a JSON file, or the JSON text itself.
+        #[arg(long)]
+        spec: String,
+        /// A schedule JSON file (default: the heuristic's).
+        #[arg(long)]
+        schedule: Option<PathBuf>,
+        /// Also print the machine code.
+        #[arg(long)]
+        asm: bool,
     },
     /// Prints the complexity report of a layer or of a suite.
     Macs {
@@ -68,11 +92,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Run { spec, input, weight, bias, output, engine } => {
-            run(&spec, &input, &weight, bias.as_deref(), &output, engine)
+        Command::Run { spec, input, weight, bias, output, engine, check, stats, schedule } => {
+            let files = RunFiles { input, weight, bias, output };
+            run(&spec, &files, engine, RunOptions { check, stats, schedule })
         }
+        Command::Ir { spec, schedule, asm } => ir(&spec, schedule.as_deref(), asm),
         Command::Macs { spec, suite, json } => macs(spec.as_deref(), suite.as_deref(), json),
         Command::Demo { engine, seed } => demo(engine, seed),
     };
@@ -108,16 +135,32 @@ fn validate(spec: &ConvSpec) -> Result<ValidSpec> {
     })
 }
 
-fn run(
-    spec: &str,
-    input: &Path,
-    weight: &Path,
-    bias: Option<&Path>,
-    output: &Path,
-    engine: Engine,
-) -> Result<()> {
+struct RunFiles {
+    input: PathBuf,
+    weight: PathBuf,
+    bias: Option<PathBuf>,
+    output: PathBuf,
+}
+
+struct RunOptions {
+    check: bool,
+    stats: bool,
+    schedule: Option<PathBuf>,
+}
+
+fn load_schedule(path: Option<&Path>, spec: &ValidSpec) -> Result<Schedule> {
+    let Some(path) = path else { return Ok(schedule::choose(spec)) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read schedule file {}", path.display()))?;
+    let sched =
+        Schedule::from_json(&text).with_context(|| format!("schedule file {}", path.display()))?;
+    sched.legal(spec).with_context(|| format!("schedule file {}", path.display()))?;
+    Ok(sched)
+}
+
+fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Result<()> {
     let spec = validate(&load_spec(spec)?)?;
-    match (spec.has_bias(), bias) {
+    match (spec.has_bias(), &files.bias) {
         (true, None) => bail!(
             "the spec has \"bias\": true: give --bias B.npy (shape [{}])",
             spec.out_channels()
@@ -125,23 +168,72 @@ fn run(
         (false, Some(_)) => bail!("--bias was given but the spec has \"bias\": false"),
         _ => {}
     }
-    let x = npy::read_f32(input, "input", &spec.input_shape())?;
-    let w = npy::read_f32(weight, "weight", &spec.weight_shape())?;
-    let b = match bias {
+    if options.schedule.is_some() && engine != Engine::Jit {
+        bail!("--schedule applies to the jit engine only");
+    }
+    let x = npy::read_f32(&files.input, "input", &spec.input_shape())?;
+    let w = npy::read_f32(&files.weight, "weight", &spec.weight_shape())?;
+    let b = match &files.bias {
         Some(path) => Some(npy::read_f32(path, "bias", &[spec.out_channels()])?),
         None => None,
     };
-    let layer = engine.prepare(&spec, &w, b.as_deref())?;
     let mut y = vec![0.0f32; spec.output_len()];
-    let ((), took) = timing::measure(|| layer.run(&x, &mut y)).map_ok()?;
-    log::info!(
-        "{engine}: {} in {:?}, {:.2} MACs/cycle ({})",
-        spec,
-        took.wall,
-        took.macs_per_cycle(Complexity::of(&spec).macs_valid),
-        timing::CLOCK
-    );
-    npy::write_f32(output, &spec.output_shape(), &y)?;
+    let macs = Complexity::of(&spec).macs_valid;
+    if engine == Engine::Jit {
+        let compiler = Compiler::host()?;
+        let sched = load_schedule(options.schedule.as_deref(), &spec)?;
+        let kernel = compiler.compile_with(&spec, &sched)?;
+        let packed = kernel.pack(&w, b.as_deref())?;
+        let stats = kernel.run_with_stats(&x, &packed, &mut y)?;
+        if options.stats {
+            println!("target:        {}", compiler.describe());
+            println!("schedule:      {}", sched.to_json());
+            println!("compile time:  {:.3} ms", kernel.compile_time().as_secs_f64() * 1e3);
+            println!("run time:      {:.3} ms", stats.wall.as_secs_f64() * 1e3);
+            println!("cycles:        {} ({})", stats.cycles, stats.clock);
+            println!("MACs (valid):  {macs}");
+            println!("MACs/cycle:    {:.3}", stats.macs_per_cycle);
+        }
+    } else {
+        let layer = engine.prepare(&spec, &w, b.as_deref())?;
+        let ((), took) = timing::measure(|| layer.run(&x, &mut y)).map_ok()?;
+        if options.stats {
+            println!("run time:      {:.3} ms", took.wall.as_secs_f64() * 1e3);
+            println!("cycles:        {} ({})", took.cycles, timing::CLOCK);
+            println!("MACs (valid):  {macs}");
+            println!("MACs/cycle:    {:.3}", took.macs_per_cycle(macs));
+        }
+    }
+    if options.check {
+        let verdict = reference::verify(&spec, &x, &w, b.as_deref(), &y)?;
+        let d = verdict.deviation;
+        println!(
+            "check: max abs error {:.3e}, max rel error {:.3e}, worst error/bound {:.3}",
+            d.max_abs, d.max_rel, verdict.worst_ratio
+        );
+        if !verdict.passed() {
+            bail!(
+                "check failed: output element {} is {:.2}× past its error bound (docs/correctness.md)",
+                verdict.worst.unwrap_or(0),
+                verdict.worst_ratio
+            );
+        }
+    }
+    npy::write_f32(&files.output, &spec.output_shape(), &y)?;
+    Ok(())
+}
+
+fn ir(spec: &str, schedule: Option<&Path>, asm: bool) -> Result<()> {
+    let spec = validate(&load_spec(spec)?)?;
+    let sched = load_schedule(schedule, &spec)?;
+    let listing = Compiler::host()?.listing(&spec, &sched, asm)?;
+    println!("; {spec}");
+    println!("; schedule: {}", sched.to_json());
+    println!("{}", listing.ir);
+    if let Some(asm) = listing.asm {
+        println!("; machine code");
+        println!("{asm}");
+    }
     Ok(())
 }
 
@@ -232,41 +324,76 @@ fn random_tensor(rng: &mut StdRng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
+/// Runs of each layer the demo times; it reports their median.
+const DEMO_RUNS: usize = 5;
+
 fn demo(engine: Engine, seed: u64) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
     println!(
-        "convjit demo: the built-in suite on random data, engine {engine}; cycles from the {}",
+        "convjit demo: the built-in suite on random data, engine {engine}, median of {DEMO_RUNS} runs; \
+         cycles are {} ticks",
         timing::CLOCK
     );
     println!(
-        "{:<20} {:<11} {:<30} {:>12} {:>10} {:>10} {:>10}",
-        "layer", "kind", "shape", "MACs", "time ms", "MACs/cyc", "max err"
+        "{:<18} {:<11} {:<30} {:>11} {:>10} {:>9} {:>10} {:>9}",
+        "layer", "kind", "shape", "MACs", "compile ms", "run ms", "MACs/cyc", "rel err"
     );
+    let mut compile_ms = Vec::new();
     for spec in suite::builtin() {
         let spec = validate(&spec)?;
         let x = random_tensor(&mut rng, spec.input_len());
         let w = random_tensor(&mut rng, spec.weight_len());
         let b = spec.has_bias().then(|| random_tensor(&mut rng, spec.out_channels()));
-        let layer = engine.prepare(&spec, &w, b.as_deref())?;
+        let (layer, prepared) = timing::measure(|| engine.prepare(&spec, &w, b.as_deref()));
+        let layer = layer?;
         let mut y = vec![0.0f32; spec.output_len()];
-        let ((), took) = timing::measure(|| layer.run(&x, &mut y)).map_ok()?;
+        let runs = if engine == Engine::Reference { 1 } else { DEMO_RUNS };
+        let mut timings = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let ((), took) = timing::measure(|| layer.run(&x, &mut y)).map_ok()?;
+            timings.push(took);
+        }
+        timings.sort_by_key(|t| t.cycles);
+        let median = timings[timings.len() / 2];
         let err = if engine == Engine::Reference {
             "-".to_string()
         } else {
-            let want = reference::conv(&spec, &x, &w, b.as_deref())?;
-            let Deviation { max_abs, .. } = reference::compare(&y, &want);
-            format!("{max_abs:.1e}")
+            let verdict = reference::verify(&spec, &x, &w, b.as_deref(), &y)?;
+            if !verdict.passed() {
+                bail!(
+                    "{}: output differs from the reference past the error bound ({:.2}×)",
+                    spec.name().unwrap_or("layer"),
+                    verdict.worst_ratio
+                );
+            }
+            format!("{:.1e}", verdict.deviation.max_rel)
+        };
+        let compile = if engine == Engine::Jit {
+            let ms = prepared.wall.as_secs_f64() * 1e3;
+            compile_ms.push(ms);
+            format!("{ms:.2}")
+        } else {
+            "-".to_string()
         };
         let macs = Complexity::of(&spec).macs_valid;
         println!(
-            "{:<20} {:<11} {:<30} {:>12} {:>10.2} {:>10.3} {:>10}",
+            "{:<18} {:<11} {:<30} {:>11} {:>10} {:>9.2} {:>10.3} {:>9}",
             spec.name().unwrap_or("-"),
             spec.kind().to_string(),
             spec.shape_summary(),
             macs,
-            took.wall.as_secs_f64() * 1e3,
-            took.macs_per_cycle(macs),
+            compile,
+            median.wall.as_secs_f64() * 1e3,
+            median.macs_per_cycle(macs),
             err
+        );
+    }
+    if !compile_ms.is_empty() {
+        compile_ms.sort_by(f64::total_cmp);
+        println!(
+            "compile (incl. weight packing): median {:.2} ms, max {:.2} ms",
+            compile_ms[compile_ms.len() / 2],
+            compile_ms[compile_ms.len() - 1]
         );
     }
     Ok(())

@@ -141,13 +141,7 @@ pub fn compare(actual: &[f32], expected: &[f32]) -> Deviation {
         expected.iter().filter(|e| e.is_finite()).fold(0.0f64, |m, &e| m.max(f64::from(e).abs()));
     let mut dev = Deviation::default();
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
-        let err = if a.is_nan() || e.is_nan() {
-            if a.is_nan() && e.is_nan() { 0.0 } else { f64::INFINITY }
-        } else if a.is_infinite() || e.is_infinite() {
-            if a == e { 0.0 } else { f64::INFINITY }
-        } else {
-            (f64::from(a) - f64::from(e)).abs()
-        };
+        let err = element_error(a, e);
         if err > dev.max_abs || (err > 0.0 && dev.worst.is_none()) {
             dev.max_abs = err;
             dev.worst = Some(i);
@@ -155,4 +149,89 @@ pub fn compare(actual: &[f32], expected: &[f32]) -> Deviation {
     }
     dev.max_rel = if dev.max_abs == 0.0 { 0.0 } else { dev.max_abs / scale.max(f64::MIN_POSITIVE) };
     dev
+}
+
+/// The verdict of checking an engine's output against the reference.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Verdict {
+    /// Distances from the reference output.
+    pub deviation: Deviation,
+    /// The largest ratio of an element's error to its error bound; at most 1
+    /// when the output is within tolerance.
+    pub worst_ratio: f64,
+    /// The index of the element with the largest ratio.
+    pub worst: Option<usize>,
+}
+
+impl Verdict {
+    /// Whether every element is within its bound.
+    pub fn passed(&self) -> bool {
+        self.worst_ratio <= 1.0
+    }
+}
+
+/// Checks an f32 output against the reference with a tolerance that scales
+/// with the reduction length (documented in `docs/correctness.md`).
+///
+/// An output is a sum of K = (C_in/g)·kh·kw products plus the bias, summed
+/// in f32 in any order, with or without fused multiply-add. The classic bound
+/// for such a sum is |ŷ − y| ≤ γ_n · (Σ|x·w| + |b|) with γ_n = n·u/(1 − n·u),
+/// u = 2^-24, n = K + 2 (one more term for the bias, one for products
+/// rounded before the add when there is no FMA). The activation is
+/// 1-Lipschitz, so the bound survives it; the reference's own rounding to
+/// f32 adds u·|y|. Σ|x·w| is computed exactly as the reference on |x| and
+/// |w|. NaN must match NaN, infinities must match.
+pub fn verify(
+    spec: &ValidSpec,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    actual: &[f32],
+) -> Result<Verdict> {
+    spec.check_output(actual.len())?;
+    let expected = conv(spec, input, weight, bias)?;
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+    let magnitude_spec = {
+        let mut s = spec.to_conv_spec();
+        s.bias = false;
+        s.activation = crate::spec::ActivationKind::None;
+        s.negative_slope = None;
+        s.validate()?
+    };
+    let magnitude = conv(&magnitude_spec, &abs(input), &abs(weight), None)?;
+    let n = (spec.in_per_group() * spec.kernel()[0] * spec.kernel()[1] + 2) as f64;
+    let u = f64::from(f32::EPSILON) / 2.0;
+    let gamma = n * u / (1.0 - n * u);
+    let plane = spec.out_height() * spec.out_width();
+    let mut verdict =
+        Verdict { deviation: compare(actual, &expected), worst_ratio: 0.0, worst: None };
+    for (i, (&a, &e)) in actual.iter().zip(&expected).enumerate() {
+        let b = bias.map_or(0.0, |b| f64::from(b[(i / plane) % spec.out_channels()]).abs());
+        let bound = gamma * (f64::from(magnitude[i]) + b) + u * f64::from(e).abs();
+        let err = element_error(a, e);
+        let ratio = if err == 0.0 {
+            0.0
+        } else if bound > 0.0 {
+            err / bound
+        } else {
+            f64::INFINITY
+        };
+        if ratio > verdict.worst_ratio {
+            verdict.worst_ratio = ratio;
+            verdict.worst = Some(i);
+        }
+    }
+    Ok(verdict)
+}
+
+/// |a − e|, with NaN matching NaN and an infinity matching itself; any other
+/// mismatch involving NaN or infinity is infinitely wrong.
+fn element_error(a: f32, e: f32) -> f64 {
+    if a.is_nan() || e.is_nan() {
+        if a.is_nan() && e.is_nan() { 0.0 } else { f64::INFINITY }
+    } else if a.is_infinite() || e.is_infinite() {
+        if a == e { 0.0 } else { f64::INFINITY }
+    } else {
+        (f64::from(a) - f64::from(e)).abs()
+    }
 }
