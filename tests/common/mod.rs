@@ -1,0 +1,163 @@
+//! Helpers shared by the integration tests.
+//!
+//! Every comparison of two tensors goes through [`check`], which uses
+//! `convjit::reference::compare` and, on failure, reports the worst element
+//! with its NCHW coordinates.
+
+// Each test crate uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use convjit::reference::compare;
+use convjit::{ConvSpec, ValidSpec};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+/// Asserts that `actual` matches `expected`: the normwise relative error of
+/// `reference::compare` (largest |actual − expected| over the largest finite
+/// |expected|) must not exceed `tolerance`. NaN must meet NaN and an infinity
+/// the same infinity. A tolerance of 0 demands bit-for-bit equal values (up
+/// to the sign of zero). `shape` only serves to name the worst element.
+pub fn check(what: &str, shape: &[usize], actual: &[f32], expected: &[f32], tolerance: f64) {
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{what}: {} elements, expected {} (shape {shape:?})",
+        actual.len(),
+        expected.len()
+    );
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        expected.len(),
+        "{what}: shape {shape:?} does not describe {} elements",
+        expected.len()
+    );
+    let dev = compare(actual, expected);
+    if dev.max_rel <= tolerance {
+        return;
+    }
+    let worst = dev.worst.expect("a deviation above the tolerance has a worst element");
+    panic!(
+        "{what}: max relative error {:.3e} exceeds the tolerance {tolerance:.3e}; \
+         worst element #{worst} at {:?} of shape {shape:?}: actual {:?}, expected {:?} \
+         (|difference| {:.3e})",
+        dev.max_rel,
+        coordinates(shape, worst),
+        actual[worst],
+        expected[worst],
+        dev.max_abs,
+    );
+}
+
+/// The coordinates of the element at `index` of a C-order tensor of `shape`.
+pub fn coordinates(shape: &[usize], mut index: usize) -> Vec<usize> {
+    let mut coords = vec![0; shape.len()];
+    for (axis, &extent) in shape.iter().enumerate().rev() {
+        coords[axis] = index % extent;
+        index /= extent;
+    }
+    coords
+}
+
+/// Parses and validates a spec that the test expects to be valid.
+pub fn spec(json: &str) -> ValidSpec {
+    let parsed = ConvSpec::from_json(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+    parsed.validate().unwrap_or_else(|e| panic!("{json}: {e}"))
+}
+
+/// `len` values uniform in [-1, 1), reproducible from `seed`.
+pub fn random_tensor(seed: u64, len: usize) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Random small valid specs of both ops: batch ≤ 2, ≤ 3 groups of ≤ 3
+/// channels, kernels ≤ 4, stride and dilation ≤ 3, asymmetric padding ≤ 3,
+/// output_padding where legal, inputs a few pixels beyond the smallest legal
+/// size, any bias and activation. Small enough for brute force.
+pub fn small_spec() -> impl proptest::strategy::Strategy<Value = ValidSpec> {
+    use convjit::spec::{ActivationKind, PaddingSpec};
+    use proptest::prelude::*;
+    (
+        (any::<bool>(), 1i64..=2, 1i64..=3, 1i64..=3, 1i64..=3),
+        ([1i64..=4, 1i64..=4], [1i64..=3, 1i64..=3], [1i64..=3, 1i64..=3]),
+        ([0i64..=3, 0i64..=3, 0i64..=3, 0i64..=3], [0i64..=5, 0i64..=5], [0i64..=2, 0i64..=2]),
+        (any::<bool>(), 0usize..5),
+    )
+        .prop_filter_map(
+            "empty output",
+            |((transposed, batch, groups, cig, cog), (k, s, d), (p, extra, op), (bias, act))| {
+                let axis = |a: usize| {
+                    if transposed {
+                        1 + extra[a]
+                    } else {
+                        // The smallest input the dilated kernel fits in, padding counted.
+                        (d[a] * (k[a] - 1) + 1 - p[a] - p[a + 2]).max(1) + extra[a]
+                    }
+                };
+                let output_padding = if transposed {
+                    // Legal values are below the stride or below the dilation.
+                    [op[0] % s[0].max(d[0]), op[1] % s[1].max(d[1])]
+                } else {
+                    [0, 0]
+                };
+                let (activation, negative_slope) = match act {
+                    0 => (ActivationKind::None, None),
+                    1 => (ActivationKind::Relu, None),
+                    2 => (ActivationKind::Relu6, None),
+                    3 => (ActivationKind::LeakyRelu, None),
+                    _ => (ActivationKind::LeakyRelu, Some(0.25)),
+                };
+                let spec = ConvSpec {
+                    name: None,
+                    op: if transposed { convjit::Op::ConvTranspose2d } else { convjit::Op::Conv2d },
+                    batch,
+                    in_channels: groups * cig,
+                    out_channels: groups * cog,
+                    height: axis(0),
+                    width: axis(1),
+                    kernel: k.into(),
+                    stride: s.into(),
+                    padding: PaddingSpec::List(p.to_vec()),
+                    dilation: d.into(),
+                    groups,
+                    output_padding: output_padding.into(),
+                    bias,
+                    activation,
+                    negative_slope,
+                };
+                // A transposed conv can still be cropped to nothing.
+                spec.validate().ok()
+            },
+        )
+}
+
+/// Compiles `spec` with `schedule`, runs it on random tensors drawn from
+/// `seed`, and asserts that every element is within the reduction-length
+/// error bound of `convjit::reference::verify` (docs/correctness.md).
+pub fn check_kernel(spec: &ValidSpec, schedule: &convjit::Schedule, seed: u64) {
+    let compiler = convjit::Compiler::host().expect("host compiler");
+    let kernel = compiler
+        .compile_with(spec, schedule)
+        .unwrap_or_else(|e| panic!("{spec} with {schedule:?}: {e}"));
+    let x = random_tensor(seed, spec.input_len());
+    let w = random_tensor(seed ^ 0x9e37_79b9, spec.weight_len());
+    let b = spec.has_bias().then(|| random_tensor(seed ^ 0x7f4a_7c15, spec.out_channels()));
+    let packed = kernel.pack(&w, b.as_deref()).expect("pack");
+    // Poison the output so that an element the kernel forgets to write fails.
+    let mut y = vec![f32::NAN; spec.output_len()];
+    kernel.run(&x, &packed, &mut y).expect("run");
+    let verdict = convjit::reference::verify(spec, &x, &w, b.as_deref(), &y).expect("verify");
+    if !verdict.passed() {
+        let i = verdict.worst.expect("a failed verdict has a worst element");
+        let expected = convjit::reference::conv(spec, &x, &w, b.as_deref()).expect("reference");
+        panic!(
+            "{spec} ({}) with {schedule:?}: element {i} at {:?} is {} but the reference says {} \
+             ({:.2}× past the error bound)",
+            spec.to_conv_spec().to_json(),
+            coordinates(&spec.output_shape(), i),
+            y[i],
+            expected[i],
+            verdict.worst_ratio
+        );
+    }
+}

@@ -1,0 +1,355 @@
+//! The JIT against the reference: random specs of every kind with random
+//! legal schedules, named regressions, every suite layer, and bad input.
+
+mod common;
+
+use common::{check_kernel, random_tensor, spec};
+use convjit::schedule::{self, LoopOrder, Schedule, Strategy as Family};
+use convjit::spec::{ActivationKind, PaddingSpec};
+use convjit::{Compiler, ConvSpec, Error, Op, ValidSpec, suite};
+use proptest::prelude::*;
+
+/// Random valid specs of every kind, sized so that channel tails, several
+/// vector blocks, pixel tails and every phase of a transposed conv occur.
+fn any_spec() -> impl Strategy<Value = ValidSpec> {
+    (
+        (any::<bool>(), 1i64..=2, 0usize..4, 1i64..=9, 1i64..=9),
+        ([1i64..=5, 1i64..=5], [1i64..=3, 1i64..=3], [1i64..=3, 1i64..=3]),
+        ([0i64..=3, 0i64..=3, 0i64..=3, 0i64..=3], [0i64..=13, 0i64..=13], [0i64..=2, 0i64..=2]),
+        (any::<bool>(), 0usize..5),
+    )
+        .prop_filter_map(
+            "invalid spec",
+            |((transposed, batch, grouping, cig, cog), (k, s, d), (p, extra, op), (bias, act))| {
+                // grouping: 0 dense, 1 two groups, 2 three groups, 3 depthwise.
+                let (groups, cig) = match grouping {
+                    0 => (1, cig),
+                    1 => (2, cig),
+                    2 => (3, cig),
+                    _ => (cig + 1, 1),
+                };
+                let axis = |a: usize| {
+                    if transposed {
+                        1 + extra[a]
+                    } else {
+                        (d[a] * (k[a] - 1) + 1 - p[a] - p[a + 2]).max(1) + extra[a]
+                    }
+                };
+                let output_padding = if transposed {
+                    [op[0] % s[0].max(d[0]), op[1] % s[1].max(d[1])]
+                } else {
+                    [0, 0]
+                };
+                let (activation, negative_slope) = match act {
+                    0 => (ActivationKind::None, None),
+                    1 => (ActivationKind::Relu, None),
+                    2 => (ActivationKind::Relu6, None),
+                    3 => (ActivationKind::LeakyRelu, None),
+                    _ => (ActivationKind::LeakyRelu, Some(0.25)),
+                };
+                ConvSpec {
+                    name: None,
+                    op: if transposed { Op::ConvTranspose2d } else { Op::Conv2d },
+                    batch,
+                    in_channels: groups * cig,
+                    out_channels: groups * cog,
+                    height: axis(0),
+                    width: axis(1),
+                    kernel: k.into(),
+                    stride: s.into(),
+                    padding: PaddingSpec::List(p.to_vec()),
+                    dilation: d.into(),
+                    groups,
+                    output_padding: output_padding.into(),
+                    bias,
+                    activation,
+                    negative_slope,
+                }
+                .validate()
+                .ok()
+            },
+        )
+}
+
+/// A random schedule that is legal for `spec`.
+fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
+    let depthwise_ok = spec.in_per_group() == 1;
+    (any::<bool>(), 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>()).prop_map(
+        move |(depthwise, oc_vectors, tile, unroll, rows_outer)| {
+            let strategy =
+                if depthwise && depthwise_ok { Family::Depthwise } else { Family::Direct };
+            Schedule {
+                strategy,
+                oc_vectors,
+                pixel_tile: tile.min(14 / oc_vectors),
+                reduction_unroll: if strategy == Family::Depthwise { 1 } else { unroll },
+                loop_order: if rows_outer {
+                    LoopOrder::RowsOuter
+                } else {
+                    LoopOrder::ChannelsOuter
+                },
+            }
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Every valid spec, every legal schedule: the JIT matches the reference.
+    #[test]
+    fn jit_matches_reference(
+        (spec, schedule) in any_spec().prop_flat_map(|s| {
+            let sched = any_schedule(&s);
+            (Just(s), sched)
+        }),
+        seed in any::<u64>(),
+    ) {
+        prop_assert!(schedule.legal(&spec).is_ok(), "{schedule:?} illegal for {spec}");
+        check_kernel(&spec, &schedule, seed);
+    }
+
+    /// The heuristic's schedule is always legal and correct.
+    #[test]
+    fn heuristic_matches_reference(spec in any_spec(), seed in any::<u64>()) {
+        let schedule = schedule::choose(&spec);
+        prop_assert!(schedule.legal(&spec).is_ok());
+        check_kernel(&spec, &schedule, seed);
+    }
+}
+
+/// Checks `json` with the heuristic schedule and with every strategy,
+/// vector count and loop order that is legal for it.
+fn check_all(json: &str) {
+    let spec = spec(json);
+    check_kernel(&spec, &schedule::choose(&spec), 7);
+    for strategy in [Family::Direct, Family::Depthwise] {
+        for oc_vectors in 1..=3 {
+            for loop_order in [LoopOrder::ChannelsOuter, LoopOrder::RowsOuter] {
+                let s = Schedule {
+                    strategy,
+                    oc_vectors,
+                    pixel_tile: 12 / oc_vectors,
+                    reduction_unroll: if strategy == Family::Direct { 3 } else { 1 },
+                    loop_order,
+                };
+                if s.legal(&spec).is_ok() {
+                    check_kernel(&spec, &s, 11);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn depthwise_separable_block() {
+    check_all(
+        r#"{"op":"conv2d","in_channels":32,"out_channels":32,"height":14,"width":14,"kernel":3,"padding":1,"groups":32,"activation":"relu6"}"#,
+    );
+    check_all(
+        r#"{"op":"conv2d","in_channels":32,"out_channels":16,"height":14,"width":14,"kernel":1,"activation":"relu6"}"#,
+    );
+}
+
+#[test]
+fn depthwise_channel_multiplier() {
+    check_all(
+        r#"{"op":"conv2d","in_channels":6,"out_channels":18,"height":9,"width":11,"kernel":3,"padding":1,"groups":6}"#,
+    );
+    check_all(
+        r#"{"op":"conv2d","in_channels":5,"out_channels":10,"height":9,"width":11,"kernel":5,"stride":2,"padding":2,"groups":5}"#,
+    );
+}
+
+#[test]
+fn acnet_asymmetric_kernels() {
+    check_all(
+        r#"{"op":"conv2d","in_channels":8,"out_channels":12,"height":10,"width":13,"kernel":[1,3],"padding":[0,1]}"#,
+    );
+    check_all(
+        r#"{"op":"conv2d","in_channels":8,"out_channels":12,"height":10,"width":13,"kernel":[3,1],"padding":[1,0]}"#,
+    );
+}
+
+#[test]
+fn alexnet_groups_two() {
+    check_all(
+        r#"{"op":"conv2d","in_channels":12,"out_channels":20,"height":13,"width":13,"kernel":5,"padding":2,"groups":2}"#,
+    );
+}
+
+#[test]
+fn dilation_two_and_four() {
+    check_all(
+        r#"{"op":"conv2d","in_channels":6,"out_channels":8,"height":17,"width":17,"kernel":3,"padding":2,"dilation":2}"#,
+    );
+    check_all(
+        r#"{"op":"conv2d","in_channels":6,"out_channels":8,"height":17,"width":17,"kernel":3,"padding":4,"dilation":4}"#,
+    );
+}
+
+#[test]
+fn transposed_3x3_no_padding_no_stride() {
+    check_all(
+        r#"{"op":"conv_transpose2d","in_channels":5,"out_channels":7,"height":6,"width":9,"kernel":3}"#,
+    );
+}
+
+#[test]
+fn transposed_4x4_stride_2_padding_1() {
+    check_all(
+        r#"{"op":"conv_transpose2d","in_channels":8,"out_channels":4,"height":8,"width":8,"kernel":4,"stride":2,"padding":1}"#,
+    );
+}
+
+#[test]
+fn transposed_output_padding_1() {
+    check_all(
+        r#"{"op":"conv_transpose2d","in_channels":3,"out_channels":5,"height":7,"width":5,"kernel":3,"stride":2,"padding":1,"output_padding":1}"#,
+    );
+    check_all(
+        r#"{"op":"conv_transpose2d","in_channels":4,"out_channels":6,"height":5,"width":6,"kernel":3,"stride":3,"dilation":2,"output_padding":[2,1],"groups":2}"#,
+    );
+}
+
+#[test]
+fn odd_channel_counts() {
+    for c in [1, 3, 5, 7, 13] {
+        check_all(&format!(
+            r#"{{"op":"conv2d","in_channels":{c},"out_channels":{c},"height":7,"width":9,"kernel":3,"padding":1}}"#
+        ));
+        check_all(&format!(
+            r#"{{"op":"conv_transpose2d","in_channels":{c},"out_channels":{c},"height":4,"width":5,"kernel":2,"stride":2}}"#
+        ));
+    }
+}
+
+#[test]
+fn tiny_images() {
+    check_all(
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":1,"width":1,"kernel":1}"#,
+    );
+    check_all(
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":1,"width":1,"kernel":3,"padding":1}"#,
+    );
+    check_all(
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":1,"width":29,"kernel":[1,3],"padding":[0,1]}"#,
+    );
+    check_all(
+        r#"{"op":"conv_transpose2d","in_channels":3,"out_channels":5,"height":1,"width":1,"kernel":3}"#,
+    );
+}
+
+#[test]
+fn kernel_as_large_as_padded_input() {
+    check_all(
+        r#"{"op":"conv2d","in_channels":4,"out_channels":6,"height":5,"width":4,"kernel":[7,6],"padding":1}"#,
+    );
+}
+
+#[test]
+fn every_suite_layer() {
+    for layer in suite::builtin() {
+        let spec = layer.validate().expect("suite layers are valid");
+        check_kernel(&spec, &schedule::choose(&spec), 3);
+    }
+}
+
+fn small() -> ValidSpec {
+    spec(
+        r#"{"op":"conv2d","in_channels":3,"out_channels":4,"height":5,"width":5,"kernel":3,"padding":1}"#,
+    )
+}
+
+#[test]
+fn wrong_lengths_are_refused() {
+    let spec = small();
+    let kernel = Compiler::host().unwrap().compile(&spec).unwrap();
+    let w = random_tensor(1, spec.weight_len());
+    let b = random_tensor(2, 4);
+    assert!(matches!(
+        kernel.pack(&w[1..], Some(&b)),
+        Err(Error::BufferLength { what: "weight", .. })
+    ));
+    assert!(matches!(kernel.pack(&w, None), Err(Error::Bias(_))));
+    assert!(matches!(
+        kernel.pack(&w, Some(&b[1..])),
+        Err(Error::BufferLength { what: "bias", .. })
+    ));
+    let packed = kernel.pack(&w, Some(&b)).unwrap();
+    let x = random_tensor(3, spec.input_len());
+    let mut y = vec![0.0; spec.output_len()];
+    assert!(matches!(
+        kernel.run(&x[1..], &packed, &mut y),
+        Err(Error::BufferLength { what: "input", .. })
+    ));
+    let mut short = vec![0.0; spec.output_len() - 1];
+    assert!(matches!(
+        kernel.run(&x, &packed, &mut short),
+        Err(Error::BufferLength { what: "output", .. })
+    ));
+    let mut long = vec![0.0; spec.output_len() + 1];
+    assert!(matches!(
+        kernel.run(&x, &packed, &mut long),
+        Err(Error::BufferLength { what: "output", .. })
+    ));
+}
+
+#[test]
+fn weights_of_another_kernel_are_refused() {
+    let spec = small();
+    let compiler = Compiler::host().unwrap();
+    let a = compiler.compile(&spec).unwrap();
+    let b = compiler.compile(&spec).unwrap();
+    let packed = a.pack(&random_tensor(1, spec.weight_len()), Some(&random_tensor(2, 4))).unwrap();
+    let x = random_tensor(3, spec.input_len());
+    let mut y = vec![0.0; spec.output_len()];
+    assert!(matches!(b.run(&x, &packed, &mut y), Err(Error::ForeignWeights)));
+}
+
+#[test]
+fn illegal_schedules_are_refused() {
+    let spec = small();
+    let compiler = Compiler::host().unwrap();
+    let base = schedule::choose(&spec);
+    let bad = [
+        Schedule { strategy: Family::Depthwise, ..base },
+        Schedule { oc_vectors: 0, ..base },
+        Schedule { oc_vectors: 4, ..base },
+        Schedule { pixel_tile: 0, ..base },
+        Schedule { pixel_tile: 15, ..base },
+        Schedule { oc_vectors: 2, pixel_tile: 8, ..base },
+        Schedule { reduction_unroll: 0, ..base },
+        Schedule { reduction_unroll: 5, ..base },
+    ];
+    for s in bad {
+        assert!(
+            matches!(compiler.compile_with(&spec, &s), Err(Error::InvalidSchedule { .. })),
+            "{s:?}"
+        );
+    }
+    assert!(Schedule::from_json(r#"{"strategy":"direct"}"#).is_err());
+    let json = base.to_json();
+    assert_eq!(Schedule::from_json(&json).unwrap(), base);
+}
+
+#[test]
+fn nan_and_infinity_propagate() {
+    for act in ["none", "relu", "relu6", "leaky_relu"] {
+        let spec = spec(&format!(
+            r#"{{"op":"conv2d","in_channels":2,"out_channels":4,"height":6,"width":6,"kernel":3,"padding":1,"activation":"{act}"}}"#
+        ));
+        let kernel = Compiler::host().unwrap().compile(&spec).unwrap();
+        let mut x = random_tensor(1, spec.input_len());
+        x[7] = f32::NAN;
+        x[20] = f32::INFINITY;
+        let w = random_tensor(2, spec.weight_len());
+        let b = random_tensor(3, 4);
+        let packed = kernel.pack(&w, Some(&b)).unwrap();
+        let mut y = vec![0.0; spec.output_len()];
+        kernel.run(&x, &packed, &mut y).unwrap();
+        let verdict = convjit::reference::verify(&spec, &x, &w, Some(&b), &y).unwrap();
+        assert!(verdict.passed(), "{act}: {verdict:?}");
+        assert!(y.iter().any(|v| v.is_nan()), "{act}: NaN did not propagate");
+    }
+}
