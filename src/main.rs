@@ -93,7 +93,15 @@ enum Command {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print on stdout and succeed.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("convjit: error: {}", usage_error(&e));
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     let outcome = match cli.command {
         Command::Run { spec, input, weight, bias, output, engine, check, stats, schedule } => {
             let files = RunFiles { input, weight, bias, output };
@@ -110,6 +118,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's reason for refusing the command line, on one line (contract 3):
+/// its own message adds the usage and a hint over several lines.
+fn usage_error(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "no command given (try 'convjit --help')".to_string();
+    }
+    let text = e.to_string();
+    let reason = text.split("\n\n").next().unwrap_or_default();
+    let reason = reason.trim().strip_prefix("error:").unwrap_or(reason);
+    reason.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Reads a spec from a file, or from the argument itself when it is JSON.

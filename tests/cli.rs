@@ -1,0 +1,487 @@
+//! The `convjit` binary end to end (DESIGN.md, contract 3): `run` agrees
+//! with the library, `macs` reports what `Complexity` computes, `demo` covers
+//! the suite, and every failure exits non-zero with one line on stderr and
+//! no output file (nor temporary file) left behind.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use common::{check, random_tensor, spec};
+use convjit::npy::{read_f32, write_f32};
+use convjit::{Complexity, ConvSpec, ValidSpec, reference};
+use serde_json::Value;
+
+fn convjit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_convjit"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the convjit binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn succeeded(what: &str, out: &Output) {
+    assert!(out.status.success(), "{what}: {}\nstderr: {}", out.status, stderr(out));
+}
+
+/// Asserts a failure: non-zero exit, exactly one line on stderr (the
+/// "convjit: error:" reason, containing `reason`), nothing on stdout.
+fn failed(what: &str, out: &Output, reason: &str) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "{what}: succeeded\nstdout: {}", stdout(out));
+    assert!(out.status.code().is_some_and(|c| c != 0), "{what}: {}", out.status);
+    assert_eq!(err.lines().count(), 1, "{what}: stderr is not one line:\n{err}");
+    assert!(err.ends_with('\n'), "{what}: stderr line is not terminated: {err:?}");
+    assert!(err.starts_with("convjit: error: "), "{what}: {err}");
+    assert!(err.contains(reason), "{what}: stderr lacks {reason:?}: {err}");
+    assert!(out.stdout.is_empty(), "{what}: printed on stdout: {}", stdout(out));
+}
+
+/// The sorted names in a folder.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A folder holding a spec file and its input, weight and (when the spec has
+/// one) bias, as `.npy` files made through the library.
+struct Case {
+    dir: tempfile::TempDir,
+    spec: ValidSpec,
+    json: String,
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Option<Vec<f32>>,
+}
+
+impl Case {
+    fn new(json: &str) -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        let v = spec(json);
+        let x = random_tensor(1, v.input_len());
+        let w = random_tensor(2, v.weight_len());
+        let b = v.has_bias().then(|| random_tensor(3, v.out_channels()));
+        fs::write(dir.path().join("spec.json"), json).unwrap();
+        write_f32(&dir.path().join("x.npy"), &v.input_shape(), &x).unwrap();
+        write_f32(&dir.path().join("w.npy"), &v.weight_shape(), &w).unwrap();
+        if let Some(b) = &b {
+            write_f32(&dir.path().join("b.npy"), &[b.len()], b).unwrap();
+        }
+        Case { dir, spec: v, json: json.to_string(), x, w, b }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.path(name).to_str().unwrap().to_string()
+    }
+
+    /// The folder's files before any run.
+    fn inputs(&self) -> Vec<String> {
+        let mut names = vec!["spec.json".to_string(), "w.npy".to_string(), "x.npy".to_string()];
+        if self.b.is_some() {
+            names.push("b.npy".to_string());
+        }
+        names.sort();
+        names
+    }
+
+    /// `convjit run` on this case's files with `extra` arguments, writing y.npy.
+    fn run(&self, spec_arg: &str, extra: &[&str]) -> Output {
+        let (x, w, y, b) = (self.p("x.npy"), self.p("w.npy"), self.p("y.npy"), self.p("b.npy"));
+        let mut args: Vec<&str> = vec![
+            "run",
+            "--spec",
+            spec_arg,
+            "--input",
+            x.as_str(),
+            "--weight",
+            w.as_str(),
+            "--output",
+            y.as_str(),
+        ];
+        if self.b.is_some() {
+            args.extend(["--bias", b.as_str()]);
+        }
+        args.extend(extra);
+        convjit(&args)
+    }
+
+    fn expected(&self) -> Vec<f32> {
+        reference::conv(&self.spec, &self.x, &self.w, self.b.as_deref()).unwrap()
+    }
+}
+
+const CONV: &str = r#"{"op":"conv2d","batch":2,"in_channels":4,"out_channels":6,"height":9,"width":7,"kernel":[3,2],"stride":[2,1],"padding":[1,0,2,1],"dilation":[1,2],"groups":2,"activation":"relu6"}"#;
+const TCONV: &str = r#"{"op":"conv_transpose2d","in_channels":3,"out_channels":4,"height":5,"width":4,"kernel":3,"stride":2,"padding":1,"output_padding":1,"bias":false,"activation":"leaky_relu","negative_slope":0.2}"#;
+
+// ---------------------------------------------------------------------------
+// run
+// ---------------------------------------------------------------------------
+
+#[test]
+fn run_with_the_reference_engine_writes_the_reference_output() {
+    for json in [CONV, TCONV] {
+        let case = Case::new(json);
+        // The spec inline and from a file.
+        for spec_arg in [case.json.clone(), case.p("spec.json")] {
+            let out = case.run(&spec_arg, &["--engine", "reference"]);
+            succeeded(json, &out);
+            assert!(out.stderr.is_empty(), "{json}: {}", stderr(&out));
+            let y = read_f32(&case.path("y.npy"), "output", &case.spec.output_shape()).unwrap();
+            check(json, &case.spec.output_shape(), &y, &case.expected(), 0.0);
+            let mut want = case.inputs();
+            want.push("y.npy".to_string());
+            want.sort();
+            assert_eq!(entries(case.dir.path()), want, "{json}: stray files");
+            fs::remove_file(case.path("y.npy")).unwrap();
+        }
+    }
+}
+
+#[test]
+fn run_replaces_an_existing_output() {
+    let case = Case::new(TCONV);
+    fs::write(case.path("y.npy"), b"old").unwrap();
+    succeeded("run", &case.run(&case.json, &["--engine", "reference"]));
+    let y = read_f32(&case.path("y.npy"), "output", &case.spec.output_shape()).unwrap();
+    check("replaced output", &case.spec.output_shape(), &y, &case.expected(), 0.0);
+}
+
+// ---------------------------------------------------------------------------
+// macs
+// ---------------------------------------------------------------------------
+
+/// Asserts that one JSON row of `convjit macs --json` reports `v`.
+fn macs_row_matches(row: &Value, v: &ValidSpec) {
+    let c = Complexity::of(v);
+    let u = |key: &str| row[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {row}"));
+    assert_eq!(u("macs"), c.macs, "{v}");
+    assert_eq!(u("macs_valid"), c.macs_valid, "{v}");
+    assert_eq!(u("macs_ptflops"), c.macs_ptflops, "{v}");
+    assert_eq!(u("flops"), c.flops, "{v}");
+    assert_eq!(u("params"), c.params, "{v}");
+    assert_eq!(row["macs_per_pixel"].as_f64(), Some(c.macs_per_pixel), "{v}");
+    assert_eq!(row["kmac_per_pixel"].as_f64(), Some(c.macs_per_pixel / 1000.0), "{v}");
+    assert_eq!(row["op"], v.op().to_string());
+    assert_eq!(row["kind"], v.kind().to_string());
+    let shape: Vec<usize> = row["output_shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(shape, v.output_shape());
+    match v.name() {
+        Some(name) => assert_eq!(row["name"], name),
+        None => assert!(row.get("name").is_none()),
+    }
+}
+
+#[test]
+fn macs_json_for_a_spec_file_and_inline_json() {
+    for json in [CONV, TCONV] {
+        let case = Case::new(json);
+        let inline = convjit(&["macs", "--spec", json, "--json"]);
+        let file = convjit(&["macs", "--spec", &case.p("spec.json"), "--json"]);
+        succeeded(json, &inline);
+        succeeded(json, &file);
+        assert_eq!(stdout(&inline), stdout(&file));
+        let row: Value = serde_json::from_str(&stdout(&inline)).unwrap();
+        macs_row_matches(&row, &case.spec);
+    }
+    // A named layer keeps its name.
+    let named = r#"{"name":"my_layer","op":"conv2d","in_channels":2,"out_channels":2,"height":4,"width":4,"kernel":3}"#;
+    let out = convjit(&["macs", "--spec", named, "--json"]);
+    succeeded(named, &out);
+    macs_row_matches(&serde_json::from_str(&stdout(&out)).unwrap(), &spec(named));
+}
+
+fn suite_path() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/suite/layers.json").to_string()
+}
+
+#[test]
+fn macs_suite_reports_every_layer() {
+    let suite = convjit::suite::builtin();
+    let out = convjit(&["macs", "--suite", &suite_path(), "--json"]);
+    succeeded("macs --suite --json", &out);
+    let rows: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), suite.len());
+    for (row, s) in rows.iter().zip(&suite) {
+        macs_row_matches(row, &s.validate().unwrap());
+    }
+    // The table: a header, then one row per layer in order.
+    let out = convjit(&["macs", "--suite", &suite_path()]);
+    succeeded("macs --suite", &out);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1 + suite.len(), "{text}");
+    for (line, s) in lines[1..].iter().zip(&suite) {
+        let v = s.validate().unwrap();
+        assert!(line.starts_with(v.name().unwrap()), "{line}");
+        assert!(line.contains(&Complexity::of(&v).macs_valid.to_string()), "{line}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// demo
+// ---------------------------------------------------------------------------
+
+#[test]
+fn demo_prints_one_row_per_suite_layer() {
+    let start = Instant::now();
+    let out = convjit(&["demo"]);
+    let took = start.elapsed();
+    succeeded("demo", &out);
+    let text = stdout(&out);
+    let names: Vec<String> = convjit::suite::builtin()
+        .into_iter()
+        .map(|s| s.name.expect("suite layers are named"))
+        .collect();
+    // The rows are the lines that start with a layer name, in suite order.
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| names.iter().any(|n| l.split_whitespace().next() == Some(n)))
+        .collect();
+    assert_eq!(rows.len(), names.len(), "{text}");
+    for (row, name) in rows.iter().zip(&names) {
+        assert_eq!(row.split_whitespace().next(), Some(name.as_str()), "{text}");
+    }
+    eprintln!("demo took {took:.1?}");
+}
+
+// ---------------------------------------------------------------------------
+// Failures
+// ---------------------------------------------------------------------------
+
+/// Runs a failing `run`, then checks that the folder holds exactly what it
+/// held before: no output file, no temporary file.
+fn run_fails(case: &Case, what: &str, out: Output, reason: &str) {
+    failed(what, &out, reason);
+    assert_eq!(entries(case.dir.path()), case.inputs(), "{what}: files left behind");
+}
+
+#[test]
+fn an_invalid_spec_fails_cleanly() {
+    let case = Case::new(CONV);
+    let bad = CONV.replace(r#""groups":2"#, r#""groups":3"#);
+    run_fails(&case, "invalid spec", case.run(&bad, &["--engine", "reference"]), "groups");
+    let unknown = CONV.replace(r#""groups":2"#, r#""groups":2,"padding_mode":"zeros""#);
+    run_fails(
+        &case,
+        "unknown field",
+        case.run(&unknown, &["--engine", "reference"]),
+        "padding_mode",
+    );
+    run_fails(&case, "broken JSON", case.run("{\"op\":", &["--engine", "reference"]), "spec");
+    // A spec file that is not valid JSON.
+    fs::write(case.path("spec.json"), "{ not json").unwrap();
+    run_fails(
+        &case,
+        "bad spec file",
+        case.run(&case.p("spec.json"), &["--engine", "reference"]),
+        "spec.json",
+    );
+}
+
+#[test]
+fn missing_files_fail_cleanly() {
+    let case = Case::new(CONV);
+    run_fails(&case, "missing spec file", case.run(&case.p("absent.json"), &[]), "absent.json");
+    for name in ["x.npy", "w.npy", "b.npy"] {
+        let saved = fs::read(case.path(name)).unwrap();
+        fs::remove_file(case.path(name)).unwrap();
+        let out = case.run(&case.json, &["--engine", "reference"]);
+        fs::write(case.path(name), saved).unwrap();
+        run_fails(&case, &format!("missing {name}"), out, name);
+    }
+}
+
+#[test]
+fn tensors_that_do_not_match_the_spec_fail_cleanly() {
+    let case = Case::new(CONV);
+    let [n, c, h, w] = case.spec.input_shape();
+    // Same element count, other shape: never reinterpreted.
+    write_f32(&case.path("x.npy"), &[n, c, w, h], &case.x).unwrap();
+    let want = format!("expected {:?}", case.spec.input_shape());
+    run_fails(&case, "input shape", case.run(&case.json, &["--engine", "reference"]), &want);
+    write_f32(&case.path("x.npy"), &case.spec.input_shape(), &case.x).unwrap();
+    // Wrong weight shape, wrong bias length.
+    write_f32(&case.path("w.npy"), &[case.w.len()], &case.w).unwrap();
+    run_fails(&case, "weight shape", case.run(&case.json, &["--engine", "reference"]), "weight");
+    write_f32(&case.path("w.npy"), &case.spec.weight_shape(), &case.w).unwrap();
+    write_f32(&case.path("b.npy"), &[2], &[1.0, 2.0]).unwrap();
+    run_fails(&case, "bias shape", case.run(&case.json, &["--engine", "reference"]), "bias");
+    // Not .npy at all, and a header the parser reports over several lines:
+    // still one line on stderr.
+    fs::write(case.path("b.npy"), "hello\n").unwrap();
+    run_fails(&case, "bias not npy", case.run(&case.json, &["--engine", "reference"]), "b.npy");
+    write_f32(&case.path("b.npy"), &[6], &[0.0; 6]).unwrap();
+    let mut bytes = fs::read(case.path("b.npy")).unwrap();
+    assert_eq!(bytes[10], b'{');
+    bytes[10] = b'[';
+    fs::write(case.path("b.npy"), bytes).unwrap();
+    run_fails(&case, "bias header", case.run(&case.json, &["--engine", "reference"]), "b.npy");
+    // float64 weights.
+    let case = Case::new(TCONV);
+    let doubles: Vec<f64> = case.w.iter().map(|&v| f64::from(v)).collect();
+    let shape = case.spec.weight_shape();
+    let mut bytes = Vec::new();
+    {
+        use npyz::WriterBuilder;
+        let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        let mut writer = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(&mut bytes)
+            .begin_nd()
+            .unwrap();
+        writer.extend(doubles.iter().copied()).unwrap();
+        writer.finish().unwrap();
+    }
+    fs::write(case.path("w.npy"), bytes).unwrap();
+    run_fails(&case, "float64 weights", case.run(&case.json, &["--engine", "reference"]), "<f8");
+}
+
+#[test]
+fn bias_must_match_the_spec() {
+    // The spec has a bias but none is given.
+    let case = Case::new(CONV);
+    let (x, w, y) = (case.p("x.npy"), case.p("w.npy"), case.p("y.npy"));
+    let out = convjit(&[
+        "run",
+        "--spec",
+        CONV,
+        "--input",
+        &x,
+        "--weight",
+        &w,
+        "--output",
+        &y,
+        "--engine",
+        "reference",
+    ]);
+    run_fails(&case, "missing bias", out, "bias");
+    // The spec has none but one is given.
+    let case = Case::new(TCONV);
+    write_f32(&case.path("b.npy"), &[4], &[1.0; 4]).unwrap();
+    let (x, w, b, y) = (case.p("x.npy"), case.p("w.npy"), case.p("b.npy"), case.p("y.npy"));
+    let out = convjit(&[
+        "run",
+        "--spec",
+        TCONV,
+        "--input",
+        &x,
+        "--weight",
+        &w,
+        "--bias",
+        &b,
+        "--output",
+        &y,
+        "--engine",
+        "reference",
+    ]);
+    failed("unexpected bias", &out, "bias");
+    let mut want = case.inputs();
+    want.push("b.npy".to_string());
+    want.sort();
+    assert_eq!(entries(case.dir.path()), want, "unexpected bias: files left behind");
+}
+
+/// Regression, bug 2: clap's own errors (an unknown engine, a missing
+/// argument) printed three to six lines on stderr (the reason, the usage, a
+/// hint), where contract 3 allows one.
+#[test]
+fn bug_2_usage_errors_print_one_line() {
+    let case = Case::new(CONV);
+    run_fails(&case, "bad engine", case.run(&case.json, &["--engine", "warp-drive"]), "warp-drive");
+    let out = convjit(&["run", "--spec", CONV, "--input", &case.p("x.npy")]);
+    run_fails(&case, "missing arguments", out, "--weight");
+    run_fails(&case, "unknown subcommand", convjit(&["launch"]), "launch");
+    run_fails(&case, "no subcommand", convjit(&[]), "convjit");
+    run_fails(&case, "unknown flag", convjit(&["macs", "--spec", CONV, "--jsn"]), "--jsn");
+    run_fails(&case, "demo engine", convjit(&["demo", "--engine", "nope"]), "nope");
+    // Help and version are not errors: they print on stdout and succeed.
+    let help = convjit(&["--help"]);
+    succeeded("--help", &help);
+    assert!(stdout(&help).contains("macs"), "{}", stdout(&help));
+    succeeded("--version", &convjit(&["--version"]));
+}
+
+#[test]
+fn a_failed_run_keeps_a_previous_output() {
+    let case = Case::new(CONV);
+    fs::write(case.path("y.npy"), b"previous").unwrap();
+    let bad = CONV.replace(r#""groups":2"#, r#""groups":3"#);
+    let out = case.run(&bad, &["--engine", "reference"]);
+    failed("invalid spec over an old output", &out, "groups");
+    assert_eq!(fs::read(case.path("y.npy")).unwrap(), b"previous");
+    // A late failure too: the weight file is unreadable.
+    fs::write(case.path("w.npy"), b"junk").unwrap();
+    let out = case.run(&case.json, &["--engine", "reference"]);
+    failed("bad weight over an old output", &out, "w.npy");
+    assert_eq!(fs::read(case.path("y.npy")).unwrap(), b"previous");
+    let mut want = case.inputs();
+    want.push("y.npy".to_string());
+    want.sort();
+    assert_eq!(entries(case.dir.path()), want);
+}
+
+#[test]
+fn an_output_in_a_missing_folder_fails_cleanly() {
+    let case = Case::new(TCONV);
+    let (x, w) = (case.p("x.npy"), case.p("w.npy"));
+    let y = case.path("nowhere").join("y.npy");
+    let out = convjit(&[
+        "run",
+        "--spec",
+        TCONV,
+        "--input",
+        &x,
+        "--weight",
+        &w,
+        "--output",
+        y.to_str().unwrap(),
+        "--engine",
+        "reference",
+    ]);
+    run_fails(&case, "missing output folder", out, "y.npy");
+}
+
+#[test]
+fn macs_failures_print_one_line() {
+    let case = Case::new(CONV);
+    let bad = CONV.replace(r#""groups":2"#, r#""groups":3"#);
+    run_fails(&case, "macs invalid spec", convjit(&["macs", "--spec", &bad, "--json"]), "groups");
+    run_fails(
+        &case,
+        "macs missing suite",
+        convjit(&["macs", "--suite", &case.p("none.json")]),
+        "none.json",
+    );
+    // A suite with one invalid layer names it.
+    let mut layers: Vec<ConvSpec> = convjit::suite::builtin();
+    layers[3].groups = 5;
+    fs::write(case.path("suite.json"), serde_json::to_string(&layers).unwrap()).unwrap();
+    let out = convjit(&["macs", "--suite", &case.p("suite.json")]);
+    failed("macs suite with a bad layer", &out, layers[3].name.as_deref().unwrap());
+}
