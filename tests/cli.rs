@@ -485,3 +485,56 @@ fn macs_failures_print_one_line() {
     let out = convjit(&["macs", "--suite", &case.p("suite.json")]);
     failed("macs suite with a bad layer", &out, layers[3].name.as_deref().unwrap());
 }
+
+// ---------------------------------------------------------------------------
+// the jit engine, --check, --stats, --schedule, ir
+// ---------------------------------------------------------------------------
+
+#[test]
+fn run_defaults_to_the_jit_and_checks_and_reports_stats() {
+    for json in [CONV, TCONV] {
+        let case = Case::new(json);
+        let out = case.run(&case.json, &["--check", "--stats"]);
+        succeeded(json, &out);
+        let text = stdout(&out);
+        for field in
+            ["schedule:", "compile time:", "cycles:", "MACs/cycle:", "check: max abs error"]
+        {
+            assert!(text.contains(field), "{json}: no {field:?} in\n{text}");
+        }
+        let y = read_f32(&case.path("y.npy"), "output", &case.spec.output_shape()).unwrap();
+        let verdict =
+            reference::verify(&case.spec, &case.x, &case.w, case.b.as_deref(), &y).unwrap();
+        assert!(verdict.passed(), "{json}: {verdict:?}");
+    }
+}
+
+#[test]
+fn run_and_ir_take_a_schedule_file() {
+    let case = Case::new(CONV);
+    let good = case.path("good.json");
+    fs::write(&good, r#"{"strategy":"direct","oc_vectors":2,"pixel_tile":3,"reduction_unroll":2,"loop_order":"channels_outer"}"#).unwrap();
+    let out = case.run(&case.json, &["--check", "--schedule", good.to_str().unwrap()]);
+    succeeded("schedule file", &out);
+    let y = read_f32(&case.path("y.npy"), "output", &case.spec.output_shape()).unwrap();
+    assert!(
+        reference::verify(&case.spec, &case.x, &case.w, case.b.as_deref(), &y).unwrap().passed()
+    );
+
+    let out = convjit(&["ir", "--spec", &case.json, "--schedule", good.to_str().unwrap(), "--asm"]);
+    succeeded("ir", &out);
+    let text = stdout(&out);
+    assert!(text.contains(r#""oc_vectors":2"#), "{text}");
+    assert!(text.contains("function "), "no IR in\n{text}");
+    assert!(text.contains("; machine code"), "no machine code in\n{text}");
+
+    // An illegal schedule: depthwise on a layer with two input channels per group.
+    fs::remove_file(case.path("y.npy")).unwrap();
+    let bad = case.path("bad.json");
+    fs::write(&bad, r#"{"strategy":"depthwise","oc_vectors":1,"pixel_tile":4,"reduction_unroll":1,"loop_order":"rows_outer"}"#).unwrap();
+    let out = case.run(&case.json, &["--schedule", bad.to_str().unwrap()]);
+    failed("illegal schedule", &out, "strategy = depthwise");
+    assert!(!case.path("y.npy").exists(), "an output was left behind");
+    let out = convjit(&["ir", "--spec", &case.json, "--schedule", bad.to_str().unwrap()]);
+    failed("ir with an illegal schedule", &out, "strategy = depthwise");
+}
