@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::{check_kernel, random_tensor, spec};
+use common::{build_spec, check_kernel, random_tensor, spec};
 use convjit::schedule::{self, LoopOrder, Schedule, Strategy as Family};
-use convjit::spec::{ActivationKind, PaddingSpec};
-use convjit::{Compiler, ConvSpec, Error, Op, ValidSpec, suite};
+use convjit::{Compiler, Error, ValidSpec, suite};
 use proptest::prelude::*;
 
 /// Random valid specs of every kind, sized so that channel tails, several
@@ -20,7 +19,7 @@ fn any_spec() -> impl Strategy<Value = ValidSpec> {
     )
         .prop_filter_map(
             "invalid spec",
-            |((transposed, batch, grouping, cig, cog), (k, s, d), (p, extra, op), (bias, act))| {
+            |((transposed, batch, grouping, cig, cog), geometry, borders, output)| {
                 // grouping: 0 dense, 1 two groups, 2 three groups, 3 depthwise.
                 let (groups, cig) = match grouping {
                     0 => (1, cig),
@@ -28,45 +27,7 @@ fn any_spec() -> impl Strategy<Value = ValidSpec> {
                     2 => (3, cig),
                     _ => (cig + 1, 1),
                 };
-                let axis = |a: usize| {
-                    if transposed {
-                        1 + extra[a]
-                    } else {
-                        (d[a] * (k[a] - 1) + 1 - p[a] - p[a + 2]).max(1) + extra[a]
-                    }
-                };
-                let output_padding = if transposed {
-                    [op[0] % s[0].max(d[0]), op[1] % s[1].max(d[1])]
-                } else {
-                    [0, 0]
-                };
-                let (activation, negative_slope) = match act {
-                    0 => (ActivationKind::None, None),
-                    1 => (ActivationKind::Relu, None),
-                    2 => (ActivationKind::Relu6, None),
-                    3 => (ActivationKind::LeakyRelu, None),
-                    _ => (ActivationKind::LeakyRelu, Some(0.25)),
-                };
-                ConvSpec {
-                    name: None,
-                    op: if transposed { Op::ConvTranspose2d } else { Op::Conv2d },
-                    batch,
-                    in_channels: groups * cig,
-                    out_channels: groups * cog,
-                    height: axis(0),
-                    width: axis(1),
-                    kernel: k.into(),
-                    stride: s.into(),
-                    padding: PaddingSpec::List(p.to_vec()),
-                    dilation: d.into(),
-                    groups,
-                    output_padding: output_padding.into(),
-                    bias,
-                    activation,
-                    negative_slope,
-                }
-                .validate()
-                .ok()
+                build_spec((transposed, batch, groups, cig, cog), geometry, borders, output)
             },
         )
 }

@@ -75,7 +75,6 @@ pub fn random_tensor(seed: u64, len: usize) -> Vec<f32> {
 /// output_padding where legal, inputs a few pixels beyond the smallest legal
 /// size, any bias and activation. Small enough for brute force.
 pub fn small_spec() -> impl proptest::strategy::Strategy<Value = ValidSpec> {
-    use convjit::spec::{ActivationKind, PaddingSpec};
     use proptest::prelude::*;
     (
         (any::<bool>(), 1i64..=2, 1i64..=3, 1i64..=3, 1i64..=3),
@@ -83,52 +82,65 @@ pub fn small_spec() -> impl proptest::strategy::Strategy<Value = ValidSpec> {
         ([0i64..=3, 0i64..=3, 0i64..=3, 0i64..=3], [0i64..=5, 0i64..=5], [0i64..=2, 0i64..=2]),
         (any::<bool>(), 0usize..5),
     )
-        .prop_filter_map(
-            "empty output",
-            |((transposed, batch, groups, cig, cog), (k, s, d), (p, extra, op), (bias, act))| {
-                let axis = |a: usize| {
-                    if transposed {
-                        1 + extra[a]
-                    } else {
-                        // The smallest input the dilated kernel fits in, padding counted.
-                        (d[a] * (k[a] - 1) + 1 - p[a] - p[a + 2]).max(1) + extra[a]
-                    }
-                };
-                let output_padding = if transposed {
-                    // Legal values are below the stride or below the dilation.
-                    [op[0] % s[0].max(d[0]), op[1] % s[1].max(d[1])]
-                } else {
-                    [0, 0]
-                };
-                let (activation, negative_slope) = match act {
-                    0 => (ActivationKind::None, None),
-                    1 => (ActivationKind::Relu, None),
-                    2 => (ActivationKind::Relu6, None),
-                    3 => (ActivationKind::LeakyRelu, None),
-                    _ => (ActivationKind::LeakyRelu, Some(0.25)),
-                };
-                let spec = ConvSpec {
-                    name: None,
-                    op: if transposed { convjit::Op::ConvTranspose2d } else { convjit::Op::Conv2d },
-                    batch,
-                    in_channels: groups * cig,
-                    out_channels: groups * cog,
-                    height: axis(0),
-                    width: axis(1),
-                    kernel: k.into(),
-                    stride: s.into(),
-                    padding: PaddingSpec::List(p.to_vec()),
-                    dilation: d.into(),
-                    groups,
-                    output_padding: output_padding.into(),
-                    bias,
-                    activation,
-                    negative_slope,
-                };
-                // A transposed conv can still be cropped to nothing.
-                spec.validate().ok()
-            },
-        )
+        .prop_filter_map("empty output", |(shape, geometry, borders, (bias, act))| {
+            let (transposed, batch, groups, cig, cog) = shape;
+            build_spec((transposed, batch, groups, cig, cog), geometry, borders, (bias, act))
+        })
+}
+
+/// The spec a draw describes — (transposed, batch, groups, in/group,
+/// out/group), (kernel, stride, dilation), (padding t/l/b/r, extra input
+/// pixels beyond the smallest legal size, output_padding seed), (bias,
+/// activation index) — or `None` when it is invalid (a transposed
+/// conv cropped to nothing). Output padding is reduced to a legal value.
+pub fn build_spec(
+    (transposed, batch, groups, cig, cog): (bool, i64, i64, i64, i64),
+    (k, s, d): ([i64; 2], [i64; 2], [i64; 2]),
+    (p, extra, op): ([i64; 4], [i64; 2], [i64; 2]),
+    (bias, act): (bool, usize),
+) -> Option<ValidSpec> {
+    use convjit::spec::{ActivationKind, PaddingSpec};
+    let axis = |a: usize| {
+        if transposed {
+            1 + extra[a]
+        } else {
+            // The smallest input the dilated kernel fits in, padding counted.
+            (d[a] * (k[a] - 1) + 1 - p[a] - p[a + 2]).max(1) + extra[a]
+        }
+    };
+    let output_padding = if transposed {
+        // Legal values are below the stride or below the dilation.
+        [op[0] % s[0].max(d[0]), op[1] % s[1].max(d[1])]
+    } else {
+        [0, 0]
+    };
+    let (activation, negative_slope) = match act {
+        0 => (ActivationKind::None, None),
+        1 => (ActivationKind::Relu, None),
+        2 => (ActivationKind::Relu6, None),
+        3 => (ActivationKind::LeakyRelu, None),
+        _ => (ActivationKind::LeakyRelu, Some(0.25)),
+    };
+    ConvSpec {
+        name: None,
+        op: if transposed { convjit::Op::ConvTranspose2d } else { convjit::Op::Conv2d },
+        batch,
+        in_channels: groups * cig,
+        out_channels: groups * cog,
+        height: axis(0),
+        width: axis(1),
+        kernel: k.into(),
+        stride: s.into(),
+        padding: PaddingSpec::List(p.to_vec()),
+        dilation: d.into(),
+        groups,
+        output_padding: output_padding.into(),
+        bias,
+        activation,
+        negative_slope,
+    }
+    .validate()
+    .ok()
 }
 
 /// Compiles `spec` with `schedule`, runs it on random tensors drawn from
