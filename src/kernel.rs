@@ -121,42 +121,41 @@ impl Kernel {
         let mut b = vec![0.0f32; self.plan.items * lanes];
         for item in 0..self.plan.items {
             for lane in 0..lanes {
-                // The output channel of this lane, and the PyTorch index of its
-                // weight for input channel c (within the group) and tap 0.
-                let (oc, index): (usize, Box<dyn Fn(usize) -> usize>) = match self.schedule.strategy
-                {
+                // This lane's output channel, and the PyTorch index of its
+                // weight for input channel 0 of the group and tap 0, with the
+                // step between consecutive input channels.
+                let (oc, first, channel_step) = match self.schedule.strategy {
                     Strategy::Direct => {
                         let blocks = cog.div_ceil(lanes);
-                        let (g, ocb) = (item / blocks, item % blocks);
-                        let ocg = ocb * lanes + lane;
+                        let (g, ocg) = (item / blocks, (item % blocks) * lanes + lane);
                         if ocg >= cog {
                             continue;
                         }
                         let oc = g * cog + ocg;
                         match spec.op() {
-                            Op::Conv2d => (oc, Box::new(move |c| (oc * cig + c) * taps)),
-                            Op::ConvTranspose2d => {
-                                (oc, Box::new(move |c| ((g * cig + c) * cog + ocg) * taps))
-                            }
+                            // [C_out, C_in/g, kh, kw]
+                            Op::Conv2d => (oc, oc * cig * taps, taps),
+                            // [C_in, C_out/g, kh, kw]
+                            Op::ConvTranspose2d => (oc, (g * cig * cog + ocg) * taps, cog * taps),
                         }
                     }
                     Strategy::Depthwise => {
-                        // One input channel per group: both layouts index
-                        // the weight of output channel oc at oc·taps.
+                        // One input channel per group: both layouts hold the
+                        // weights of output channel oc at oc·taps.
                         let (cb, k) = (item / cog, item % cog);
                         let g = cb * lanes + lane;
                         if g >= spec.groups() {
                             continue;
                         }
                         let oc = g * cog + k;
-                        (oc, Box::new(move |_| oc * taps))
+                        (oc, oc * taps, taps)
                     }
                 };
                 if let Some(bias) = bias {
                     b[item * lanes + lane] = bias[oc];
                 }
                 for c in 0..cig {
-                    let src = index(c);
+                    let src = first + c * channel_step;
                     let dst = (item * cig + c) * taps * lanes + lane;
                     for t in 0..taps {
                         w[dst + t * lanes] = weight[src + t];
