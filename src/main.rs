@@ -216,7 +216,8 @@ fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Res
         }
     } else {
         let layer = engine.prepare(&spec, &w, b.as_deref())?;
-        let ((), took) = timing::measure(|| layer.run(&x, &mut y)).map_ok()?;
+        let (result, took) = timing::measure(|| layer.run(&x, &mut y));
+        result?;
         if options.stats {
             println!("run time:      {:.3} ms", took.wall.as_secs_f64() * 1e3);
             println!("cycles:        {} ({})", took.cycles, timing::CLOCK);
@@ -231,15 +232,23 @@ fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Res
             "check: max abs error {:.3e}, max rel error {:.3e}, worst error/bound {:.3}",
             d.max_abs, d.max_rel, verdict.worst_ratio
         );
-        if !verdict.passed() {
-            bail!(
-                "check failed: output element {} is {:.2}× past its error bound (docs/correctness.md)",
-                verdict.worst.unwrap_or(0),
-                verdict.worst_ratio
-            );
-        }
+        ensure_passed(&spec, &verdict)?;
     }
     npy::write_f32(&files.output, &spec.output_shape(), &y)?;
+    Ok(())
+}
+
+/// Fails when an output is past its error bound against the reference.
+fn ensure_passed(spec: &ValidSpec, verdict: &reference::Verdict) -> Result<()> {
+    if !verdict.passed() {
+        bail!(
+            "check failed on {}: output element {} is {:.2}× past its error bound \
+             (docs/correctness.md)",
+            spec.name().unwrap_or("the layer"),
+            verdict.worst.unwrap_or(0),
+            verdict.worst_ratio
+        );
+    }
     Ok(())
 }
 
@@ -255,17 +264,6 @@ fn ir(spec: &str, schedule: Option<&Path>, asm: bool) -> Result<()> {
         println!("{asm}");
     }
     Ok(())
-}
-
-/// Turns `(Result<T>, M)` into `Result<(T, M)>`.
-trait MapOk<T, M> {
-    fn map_ok(self) -> convjit::Result<(T, M)>;
-}
-impl<T, M> MapOk<T, M> for (convjit::Result<T>, M) {
-    fn map_ok(self) -> convjit::Result<(T, M)> {
-        let (r, m) = self;
-        r.map(|t| (t, m))
-    }
 }
 
 #[derive(Serialize)]
@@ -370,7 +368,8 @@ fn demo(engine: Engine, seed: u64) -> Result<()> {
         let runs = if engine == Engine::Reference { 1 } else { DEMO_RUNS };
         let mut timings = Vec::with_capacity(runs);
         for _ in 0..runs {
-            let ((), took) = timing::measure(|| layer.run(&x, &mut y)).map_ok()?;
+            let (result, took) = timing::measure(|| layer.run(&x, &mut y));
+            result?;
             timings.push(took);
         }
         timings.sort_by_key(|t| t.cycles);
@@ -379,13 +378,7 @@ fn demo(engine: Engine, seed: u64) -> Result<()> {
             "-".to_string()
         } else {
             let verdict = reference::verify(&spec, &x, &w, b.as_deref(), &y)?;
-            if !verdict.passed() {
-                bail!(
-                    "{}: output differs from the reference past the error bound ({:.2}×)",
-                    spec.name().unwrap_or("layer"),
-                    verdict.worst_ratio
-                );
-            }
+            ensure_passed(&spec, &verdict)?;
             format!("{:.1e}", verdict.deviation.max_rel)
         };
         let compile = if engine == Engine::Jit {
