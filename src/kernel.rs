@@ -1,5 +1,6 @@
 //! `Kernel`: the safe handle to compiled code, its weight packing, and `run`.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub struct Kernel {
     module: Option<JITModule>,
     function: KernelFn,
     compile_time: Duration,
+    /// The zero-bordered padded input copy, kept between runs.
+    scratch: Mutex<Vec<f32>>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -91,6 +94,7 @@ impl Kernel {
             module: Some(module),
             function,
             compile_time,
+            scratch: Mutex::new(Vec::new()),
         }
     }
 
@@ -183,16 +187,20 @@ impl Kernel {
         let image_in = spec.in_channels() * spec.height() * spec.width();
         let image_out = spec.out_channels() * spec.out_height() * spec.out_width();
         let needs_copy = self.plan.pad != [0; 4] || self.plan.blocked_input;
-        let mut scratch = if needs_copy {
-            vec![0.0f32; self.plan.padded_image_len(spec.in_channels()).max(1)]
-        } else {
-            Vec::new()
-        };
+        // The padded copy's borders are zero and stay zero (only the interior
+        // is written), so the buffer is zeroed once and reused by later runs.
+        // A run that finds it in use by another thread makes its own.
+        let mut cached = self.scratch.try_lock().ok();
+        let mut local = Vec::new();
+        let scratch: &mut Vec<f32> = cached.as_deref_mut().unwrap_or(&mut local);
+        if needs_copy && scratch.is_empty() {
+            *scratch = vec![0.0f32; self.plan.padded_image_len(spec.in_channels()).max(1)];
+        }
         for n in 0..spec.batch() {
             let x = &input[n * image_in..(n + 1) * image_in];
             let y = &mut output[n * image_out..(n + 1) * image_out];
             let x_ptr = if needs_copy {
-                self.copy_padded(x, &mut scratch);
+                self.copy_padded(x, scratch);
                 scratch.as_ptr()
             } else {
                 x.as_ptr()

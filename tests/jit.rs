@@ -314,3 +314,27 @@ fn nan_and_infinity_propagate() {
         assert!(y.iter().any(|v| v.is_nan()), "{act}: NaN did not propagate");
     }
 }
+
+#[test]
+fn a_kernel_runs_again_on_new_input() {
+    // The padded input copy is kept between runs: a second run with other
+    // data must not see the first one's.
+    for json in [
+        r#"{"op":"conv2d","batch":2,"in_channels":5,"out_channels":6,"height":7,"width":9,"kernel":3,"padding":[2,1,0,3]}"#,
+        r#"{"op":"conv2d","in_channels":6,"out_channels":6,"height":7,"width":9,"kernel":3,"padding":1,"groups":6}"#,
+        r#"{"op":"conv_transpose2d","in_channels":3,"out_channels":5,"height":4,"width":6,"kernel":4,"stride":2,"padding":1}"#,
+    ] {
+        let spec = spec(json);
+        let kernel = Compiler::host().unwrap().compile(&spec).unwrap();
+        let w = random_tensor(1, spec.weight_len());
+        let b = random_tensor(2, spec.out_channels());
+        let packed = kernel.pack(&w, Some(&b)).unwrap();
+        for seed in [3, 4] {
+            let x = random_tensor(seed, spec.input_len());
+            let mut y = vec![f32::NAN; spec.output_len()];
+            kernel.run(&x, &packed, &mut y).unwrap();
+            let verdict = convjit::reference::verify(&spec, &x, &w, Some(&b), &y).unwrap();
+            assert!(verdict.passed(), "{json}, run with seed {seed}: {verdict:?}");
+        }
+    }
+}
