@@ -343,8 +343,13 @@ def macs_from_convjit(command, specs):
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         return None, lines[-1] if lines else f"exit {proc.returncode}"
-    rows = json.loads(proc.stdout)
-    return [int(r["macs_valid"]) for r in rows], None
+    try:
+        got = [int(r["macs_valid"]) for r in json.loads(proc.stdout)]
+    except (ValueError, KeyError, TypeError) as e:
+        return None, f"unreadable output ({type(e).__name__}: {e})"
+    if len(got) != len(specs):
+        return None, f"{len(got)} rows for {len(specs)} specs"
+    return got, None
 
 
 def macs_valid_all(layers, args):
