@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::baseline::{Im2col, Naive};
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
 use crate::kernel::{Kernel, PackedWeights};
@@ -21,26 +22,49 @@ use crate::spec::ValidSpec;
 pub enum Engine {
     /// Code compiled for the exact shape by [`crate::Compiler`].
     Jit,
+    /// The textbook f32 loop nest ([`crate::baseline::Naive`]): a baseline.
+    Naive,
+    /// im2col + GEMM through the `gemm` crate ([`crate::baseline::Im2col`]):
+    /// a baseline.
+    Im2col,
     /// The interpreted f64 reference ([`crate::reference`]): the oracle.
     Reference,
 }
 
 impl Engine {
     /// Every engine, in the order reports list them.
-    pub const ALL: &[Engine] = &[Engine::Jit, Engine::Reference];
+    pub const ALL: &[Engine] = &[Engine::Jit, Engine::Naive, Engine::Im2col, Engine::Reference];
 
     /// The fastest engine convjit has: the default of `convjit run`.
     pub fn fastest() -> Engine {
         Engine::Jit
     }
 
-    /// Prepares `spec` with these weights (PyTorch layout) and bias.
+    /// Prepares `spec` with these weights (PyTorch layout) and bias, to run
+    /// on one thread.
     pub fn prepare(
         self,
         spec: &ValidSpec,
         weight: &[f32],
         bias: Option<&[f32]>,
     ) -> Result<Box<dyn Prepared>> {
+        self.prepare_threaded(spec, weight, bias, 1)
+    }
+
+    /// Prepares `spec` with these weights (PyTorch layout) and bias, letting
+    /// the engine use up to `threads` threads (at least 1). Only im2col uses
+    /// more than one today, through its GEMM; [`Prepared::threads`] says how
+    /// many a run actually uses.
+    pub fn prepare_threaded(
+        self,
+        spec: &ValidSpec,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        threads: usize,
+    ) -> Result<Box<dyn Prepared>> {
+        if threads == 0 {
+            return Err(Error::InvalidThreads(threads));
+        }
         spec.check_operands(spec.input_len(), weight.len(), bias.map(<[f32]>::len))?;
         match self {
             Engine::Jit => {
@@ -48,6 +72,8 @@ impl Engine {
                 let weights = kernel.pack(weight, bias)?;
                 Ok(Box::new(JitLayer { kernel, weights }))
             }
+            Engine::Naive => Ok(Box::new(Naive::new(spec, weight, bias)?)),
+            Engine::Im2col => Ok(Box::new(Im2col::new(spec, weight, bias, threads)?)),
             Engine::Reference => Ok(Box::new(ReferenceLayer {
                 spec: spec.clone(),
                 weight: weight.to_vec(),
@@ -61,6 +87,8 @@ impl fmt::Display for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Engine::Jit => "jit",
+            Engine::Naive => "naive",
+            Engine::Im2col => "im2col",
             Engine::Reference => "reference",
         })
     }
@@ -81,6 +109,8 @@ impl FromStr for Engine {
 pub trait Prepared {
     /// The spec it computes.
     fn spec(&self) -> &ValidSpec;
+    /// The number of threads a run uses (at most).
+    fn threads(&self) -> usize;
     /// Computes the output (NCHW) of `input` (NCHW). Both lengths are
     /// checked against the spec before any work.
     fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()>;
@@ -95,6 +125,9 @@ struct ReferenceLayer {
 impl Prepared for ReferenceLayer {
     fn spec(&self) -> &ValidSpec {
         &self.spec
+    }
+    fn threads(&self) -> usize {
+        1
     }
     fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
         self.spec.check_output(output.len())?;
@@ -112,6 +145,9 @@ struct JitLayer {
 impl Prepared for JitLayer {
     fn spec(&self) -> &ValidSpec {
         self.kernel.spec()
+    }
+    fn threads(&self) -> usize {
+        1
     }
     fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
         self.kernel.run(input, &self.weights, output)

@@ -66,6 +66,9 @@ pub enum Error {
     /// An engine name that convjit does not have.
     #[error("unknown engine {0:?}")]
     UnknownEngine(String),
+    /// A thread count an engine cannot use.
+    #[error("invalid thread count {0}: give at least 1")]
+    InvalidThreads(usize),
     /// An I/O error, with the file it concerns.
     #[error("{}: {source}", path.display())]
     Io {

@@ -95,6 +95,29 @@ impl Activation {
             }
         }
     }
+
+    /// Applies the activation in f32, propagating NaN exactly as
+    /// [`Activation::apply_f64`] does.
+    pub fn apply_f32(self, x: f32) -> f32 {
+        match self {
+            Activation::None => x,
+            Activation::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+            Activation::LeakyRelu { negative_slope } => {
+                if x < 0.0 {
+                    negative_slope * x
+                } else {
+                    x
+                }
+            }
+        }
+    }
 }
 
 impl fmt::Display for Activation {
