@@ -157,6 +157,23 @@ fn run_with_the_reference_engine_writes_the_reference_output() {
 }
 
 #[test]
+fn run_with_the_baseline_engines_passes_the_check() {
+    for json in [CONV, TCONV] {
+        let case = Case::new(json);
+        for engine in ["naive", "im2col"] {
+            let out = case.run(&case.json, &["--engine", engine, "--check"]);
+            succeeded(&format!("{engine} on {json}"), &out);
+            assert!(stdout(&out).contains("check: max abs error"), "{engine}: {}", stdout(&out));
+            let y = read_f32(&case.path("y.npy"), "output", &case.spec.output_shape()).unwrap();
+            let verdict =
+                reference::verify(&case.spec, &case.x, &case.w, case.b.as_deref(), &y).unwrap();
+            assert!(verdict.passed(), "{engine} on {json}: {verdict:?}");
+            fs::remove_file(case.path("y.npy")).unwrap();
+        }
+    }
+}
+
+#[test]
 fn run_replaces_an_existing_output() {
     let case = Case::new(TCONV);
     fs::write(case.path("y.npy"), b"old").unwrap();

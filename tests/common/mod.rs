@@ -173,3 +173,32 @@ pub fn check_kernel(spec: &ValidSpec, schedule: &convjit::Schedule, seed: u64) {
         );
     }
 }
+
+/// Prepares `spec` with `engine` on up to `threads` threads, runs it on
+/// random tensors drawn from `seed`, and asserts that every element is
+/// within the reduction-length error bound of `convjit::reference::verify`.
+pub fn check_engine(engine: convjit::Engine, threads: usize, spec: &ValidSpec, seed: u64) {
+    let x = random_tensor(seed, spec.input_len());
+    let w = random_tensor(seed ^ 0x9e37_79b9, spec.weight_len());
+    let b = spec.has_bias().then(|| random_tensor(seed ^ 0x7f4a_7c15, spec.out_channels()));
+    let layer = engine
+        .prepare_threaded(spec, &w, b.as_deref(), threads)
+        .unwrap_or_else(|e| panic!("{engine} on {spec}: {e}"));
+    // Poison the output so that an element the engine forgets to write fails.
+    let mut y = vec![f32::NAN; spec.output_len()];
+    layer.run(&x, &mut y).expect("run");
+    let verdict = convjit::reference::verify(spec, &x, &w, b.as_deref(), &y).expect("verify");
+    if !verdict.passed() {
+        let i = verdict.worst.expect("a failed verdict has a worst element");
+        let expected = convjit::reference::conv(spec, &x, &w, b.as_deref()).expect("reference");
+        panic!(
+            "{engine} ({threads} threads) on {spec} ({}): element {i} at {:?} is {} but the \
+             reference says {} ({:.2}× past the error bound)",
+            spec.to_conv_spec().to_json(),
+            coordinates(&spec.output_shape(), i),
+            y[i],
+            expected[i],
+            verdict.worst_ratio
+        );
+    }
+}
