@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod baseline;
 pub mod codegen;
 pub mod complexity;

@@ -1,7 +1,6 @@
 //! Tensor files: float32 `.npy` (little-endian, C order), read with their
 //! shape checked against what the spec expects and written atomically.
 
-use std::io::Write;
 use std::path::Path;
 
 use npyz::{DType, NpyFile, NpyHeader, Order, TypeChar, WriterBuilder};
@@ -60,29 +59,11 @@ pub fn read_f32(path: &Path, what: &str, expected: &[usize]) -> Result<Vec<f32>>
 /// only once complete, so a failure never leaves a partial file behind.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     assert_eq!(shape.iter().product::<usize>(), data.len(), "shape and data disagree");
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".convjit-")
-        .suffix(".npy.tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    {
-        let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-        let mut buffered = std::io::BufWriter::new(tmp.as_file_mut());
-        let mut writer = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&shape)
-            .writer(&mut buffered)
-            .begin_nd()
-            .map_err(io)?;
-        writer.extend(data.iter().copied()).map_err(io)?;
-        writer.finish().map_err(io)?;
-        buffered.flush().map_err(io)?;
-    }
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    crate::atomic::write(path, |file| {
+        let mut writer =
+            npyz::WriteOptions::new().default_dtype().shape(&shape).writer(file).begin_nd()?;
+        writer.extend(data.iter().copied())?;
+        writer.finish()
+    })
 }

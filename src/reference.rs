@@ -171,7 +171,21 @@ impl Verdict {
 }
 
 /// Checks an f32 output against the reference with a tolerance that scales
-/// with the reduction length (documented in `docs/correctness.md`).
+/// with the reduction length (documented in `docs/correctness.md`): one
+/// [`Oracle`] for one output.
+pub fn verify(
+    spec: &ValidSpec,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    actual: &[f32],
+) -> Result<Verdict> {
+    spec.check_output(actual.len())?;
+    Oracle::new(spec, input, weight, bias)?.verify(actual)
+}
+
+/// The reference output of one layer on one input, with the error bound of
+/// every element: computed once, it checks any number of engines' outputs.
 ///
 /// An output is a sum of K = (C_in/g)·kh·kw products plus the bias, summed
 /// in f32 in any order, with or without fused multiply-add. The classic bound
@@ -181,47 +195,82 @@ impl Verdict {
 /// 1-Lipschitz, so the bound survives it; the reference's own rounding to
 /// f32 adds u·|y|. Σ|x·w| is computed exactly as the reference on |x| and
 /// |w|. NaN must match NaN, infinities must match.
-pub fn verify(
-    spec: &ValidSpec,
-    input: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    actual: &[f32],
-) -> Result<Verdict> {
-    spec.check_output(actual.len())?;
-    let expected = conv(spec, input, weight, bias)?;
-    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
-    let magnitude_spec = {
-        let mut s = spec.to_conv_spec();
-        s.bias = false;
-        s.activation = crate::spec::ActivationKind::None;
-        s.negative_slope = None;
-        s.validate()?
-    };
-    let magnitude = conv(&magnitude_spec, &abs(input), &abs(weight), None)?;
-    let n = (spec.in_per_group() * spec.kernel()[0] * spec.kernel()[1] + 2) as f64;
-    let u = f64::from(f32::EPSILON) / 2.0;
-    let gamma = n * u / (1.0 - n * u);
-    let plane = spec.out_height() * spec.out_width();
-    let mut verdict =
-        Verdict { deviation: compare(actual, &expected), worst_ratio: 0.0, worst: None };
-    for (i, (&a, &e)) in actual.iter().zip(&expected).enumerate() {
-        let b = bias.map_or(0.0, |b| f64::from(b[(i / plane) % spec.out_channels()]).abs());
-        let bound = gamma * (f64::from(magnitude[i]) + b) + u * f64::from(e).abs();
-        let err = element_error(a, e);
-        let ratio = if err == 0.0 {
-            0.0
-        } else if bound > 0.0 {
-            err / bound
-        } else {
-            f64::INFINITY
+#[derive(Clone, Debug)]
+pub struct Oracle {
+    shape: [usize; 4],
+    expected: Vec<f32>,
+    bound: Vec<f64>,
+}
+
+impl Oracle {
+    /// Runs the reference (twice: on the operands and on their magnitudes).
+    pub fn new(
+        spec: &ValidSpec,
+        input: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<Oracle> {
+        let expected = conv(spec, input, weight, bias)?;
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+        let magnitude_spec = {
+            let mut s = spec.to_conv_spec();
+            s.bias = false;
+            s.activation = crate::spec::ActivationKind::None;
+            s.negative_slope = None;
+            s.validate()?
         };
-        if ratio > verdict.worst_ratio {
-            verdict.worst_ratio = ratio;
-            verdict.worst = Some(i);
-        }
+        let magnitude = conv(&magnitude_spec, &abs(input), &abs(weight), None)?;
+        let n = (spec.in_per_group() * spec.kernel()[0] * spec.kernel()[1] + 2) as f64;
+        let u = f64::from(f32::EPSILON) / 2.0;
+        let gamma = n * u / (1.0 - n * u);
+        let plane = spec.out_height() * spec.out_width();
+        let bound = expected
+            .iter()
+            .zip(&magnitude)
+            .enumerate()
+            .map(|(i, (&e, &m))| {
+                let b = bias.map_or(0.0, |b| f64::from(b[(i / plane) % spec.out_channels()]).abs());
+                gamma * (f64::from(m) + b) + u * f64::from(e).abs()
+            })
+            .collect();
+        Ok(Oracle { shape: spec.output_shape(), expected, bound })
     }
-    Ok(verdict)
+
+    /// The reference output, rounded to f32.
+    pub fn expected(&self) -> &[f32] {
+        &self.expected
+    }
+
+    /// Checks `actual` (of the output's length) element by element.
+    pub fn verify(&self, actual: &[f32]) -> Result<Verdict> {
+        if actual.len() != self.expected.len() {
+            return Err(crate::error::Error::BufferLength {
+                what: "output",
+                shape: self.shape.to_vec(),
+                expected: self.expected.len(),
+                found: actual.len(),
+            });
+        }
+        let mut verdict =
+            Verdict { deviation: compare(actual, &self.expected), worst_ratio: 0.0, worst: None };
+        for (i, ((&a, &e), &bound)) in
+            actual.iter().zip(&self.expected).zip(&self.bound).enumerate()
+        {
+            let err = element_error(a, e);
+            let ratio = if err == 0.0 {
+                0.0
+            } else if bound > 0.0 {
+                err / bound
+            } else {
+                f64::INFINITY
+            };
+            if ratio > verdict.worst_ratio {
+                verdict.worst_ratio = ratio;
+                verdict.worst = Some(i);
+            }
+        }
+        Ok(verdict)
+    }
 }
 
 /// |a − e|, with NaN matching NaN and an infinity matching itself; any other
