@@ -72,6 +72,11 @@ impl Compiler {
         Ok(Compiler { isa, has_fma })
     }
 
+    /// The ISA kernels are compiled for.
+    pub(crate) fn isa(&self) -> &Arc<dyn TargetIsa> {
+        &self.isa
+    }
+
     /// Whether kernels use fused multiply-add.
     pub fn has_fma(&self) -> bool {
         self.has_fma
