@@ -69,6 +69,25 @@ pub enum Error {
     /// A thread count an engine cannot use.
     #[error("invalid thread count {0}: give at least 1")]
     InvalidThreads(usize),
+    /// An engine's output is past its error bound against the reference: a
+    /// bug in that engine.
+    #[error(
+        "check failed: {engine} on {layer}: output element {element} is {ratio:.2}× past its \
+         error bound (docs/correctness.md)"
+    )]
+    CheckFailed {
+        /// The layer.
+        layer: String,
+        /// The engine.
+        engine: String,
+        /// The worst element.
+        element: usize,
+        /// Its error over its bound.
+        ratio: f64,
+    },
+    /// The benchmark chart could not be drawn.
+    #[error("plot: {0}")]
+    Plot(String),
     /// An I/O error, with the file it concerns.
     #[error("{}: {source}", path.display())]
     Io {

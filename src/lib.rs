@@ -10,6 +10,7 @@
 
 pub mod atomic;
 pub mod baseline;
+pub mod bench;
 pub mod ceiling;
 pub mod codegen;
 pub mod complexity;

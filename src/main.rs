@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -9,9 +10,11 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
+use convjit::bench::{self, Options as BenchOptions};
 use convjit::reference;
 use convjit::schedule::{self, Schedule};
-use convjit::{Compiler, Complexity, ConvSpec, Engine, ValidSpec, npy, suite, timing};
+use convjit::{Compiler, Complexity, ConvSpec, Engine, ValidSpec, atomic, npy, suite, timing};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// convjit: a shape-specialising JIT compiler for convolution layers.
 #[derive(Parser)]
@@ -79,6 +82,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmarks engines on a layer or a suite (default: the built-in
+    /// suite) against the ceiling measured at the start of the run.
+    Bench {
+        /// The spec: a JSON file, or the JSON text itself.
+        #[arg(long, conflicts_with = "suite")]
+        spec: Option<String>,
+        /// A suite file: a JSON list of specs (default: the built-in suite).
+        #[arg(long)]
+        suite: Option<PathBuf>,
+        /// The engines, comma-separated, in the order to report them.
+        #[arg(long, value_delimiter = ',', default_values_t = [Engine::Jit, Engine::Naive, Engine::Im2col])]
+        engines: Vec<Engine>,
+        /// Threads each engine may use.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed work per layer and engine, at least (seconds).
+        #[arg(long, default_value_t = 0.5)]
+        min_time: f64,
+        /// Skip checking every output against the reference.
+        #[arg(long)]
+        no_check: bool,
+        /// Seed of the random tensors.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print JSON (DESIGN.md contract 5) instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Also write an SVG bar chart of MACs/cycle per layer and engine.
+        #[arg(long, value_name = "OUT.svg")]
+        plot: Option<PathBuf>,
+    },
     /// The main job on a built-in example: runs the built-in layer suite on
     /// random data and prints one row per layer.
     Demo {
@@ -109,6 +143,21 @@ fn main() -> ExitCode {
         }
         Command::Ir { spec, schedule, asm } => ir(&spec, schedule.as_deref(), asm),
         Command::Macs { spec, suite, json } => macs(spec.as_deref(), suite.as_deref(), json),
+        Command::Bench { spec, suite, engines, threads, min_time, no_check, seed, json, plot } => {
+            let Ok(min_time) = Duration::try_from_secs_f64(min_time) else {
+                eprintln!("convjit: error: --min-time must be a number of seconds ≥ 0");
+                return ExitCode::FAILURE;
+            };
+            let options = BenchOptions {
+                engines,
+                threads,
+                min_time,
+                check: !no_check,
+                seed,
+                ..BenchOptions::default()
+            };
+            bench(spec.as_deref(), suite.as_deref(), &options, json, plot.as_deref())
+        }
         Command::Demo { engine, seed } => demo(engine, seed),
     };
     match outcome {
@@ -139,6 +188,12 @@ fn load_spec(arg: &str) -> Result<ConvSpec> {
     }
     let text =
         std::fs::read_to_string(arg).with_context(|| format!("cannot read spec file {arg}"))?;
+    if text.trim_start().starts_with('[') {
+        bail!(
+            "spec file {arg} holds a list of specs: --spec takes one (macs and bench take a list \
+             with --suite)"
+        );
+    }
     ConvSpec::from_json(&text).with_context(|| format!("spec file {arg}"))
 }
 
@@ -279,12 +334,7 @@ struct MacsRow<'a> {
 }
 
 fn macs(spec: Option<&str>, suite: Option<&Path>, json: bool) -> Result<()> {
-    let specs = match (spec, suite) {
-        (Some(spec), _) => vec![load_spec(spec)?],
-        (None, Some(path)) => load_suite(path)?,
-        (None, None) => bail!("give --spec or --suite"),
-    };
-    let valid = specs.iter().map(validate).collect::<Result<Vec<_>>>()?;
+    let valid = load_layers(spec, suite)?;
     let rows: Vec<MacsRow> = valid
         .iter()
         .map(|s| {
@@ -334,6 +384,59 @@ fn macs(spec: Option<&str>, suite: Option<&Path>, json: bool) -> Result<()> {
             c.params,
             row.kmac_per_pixel
         );
+    }
+    Ok(())
+}
+
+/// The layers of `--spec`, `--suite`, or the built-in suite.
+fn load_layers(spec: Option<&str>, suite: Option<&Path>) -> Result<Vec<ValidSpec>> {
+    let specs = match (spec, suite) {
+        (Some(spec), _) => vec![load_spec(spec)?],
+        (None, Some(path)) => load_suite(path)?,
+        (None, None) => suite::builtin(),
+    };
+    specs.iter().map(validate).collect()
+}
+
+fn bench(
+    spec: Option<&str>,
+    suite: Option<&Path>,
+    options: &BenchOptions,
+    json: bool,
+    plot: Option<&Path>,
+) -> Result<()> {
+    let layers = load_layers(spec, suite)?;
+    // Refuse an unwritable chart before the run, not after minutes of it.
+    if let Some(path) = plot {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            bail!("{}: the folder {} does not exist", path.display(), dir.display());
+        }
+    }
+    if options.engines.is_empty() {
+        bail!("--engines: give at least one engine");
+    }
+    let steps = (layers.len() * options.engines.len()) as u64;
+    let bar = ProgressBar::new(steps).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}] {msg}")
+            .expect("a valid template"),
+    );
+    let report = bench::run(&layers, options, |step| match step {
+        bench::Progress::Ceiling => bar.set_message("measuring the ceiling"),
+        bench::Progress::Reference { layer } => bar.set_message(format!("{layer}: reference")),
+        bench::Progress::Engine { layer, engine } => bar.set_message(format!("{layer}: {engine}")),
+        bench::Progress::Done => bar.inc(1),
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    if let Some(path) = plot {
+        let svg = bench::plot_svg(&report)?;
+        atomic::write(path, |file| file.write_all(svg.as_bytes()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
     }
     Ok(())
 }

@@ -555,3 +555,132 @@ fn run_and_ir_take_a_schedule_file() {
     let out = convjit(&["ir", "--spec", &case.json, "--schedule", bad.to_str().unwrap()]);
     failed("ir with an illegal schedule", &out, "strategy = depthwise");
 }
+
+// ---------------------------------------------------------------------------
+// bench
+// ---------------------------------------------------------------------------
+
+/// A two-layer suite small enough to bench in a test: a padded conv2d with
+/// bias and a transposed conv without.
+const BENCH_SUITE: &str = r#"[
+  {"name": "small_conv", "op": "conv2d", "batch": 1, "in_channels": 6, "out_channels": 8,
+   "height": 9, "width": 7, "kernel": 3, "padding": 1, "activation": "relu"},
+  {"name": "small_tconv", "op": "conv_transpose2d", "batch": 2, "in_channels": 4,
+   "out_channels": 6, "height": 5, "width": 5, "kernel": 4, "stride": 2, "padding": 1,
+   "groups": 2, "bias": false}
+]"#;
+
+fn number(row: &Value, key: &str) -> f64 {
+    row[key].as_f64().unwrap_or_else(|| panic!("{key} is not a number in {row}"))
+}
+
+/// Asserts that a reported figure is the one derived from the others (JSON
+/// numbers round-trip, so only the last bit may differ).
+fn derived(row: &Value, key: &str, expected: f64) {
+    let found = number(row, key);
+    assert!((found - expected).abs() <= 1e-12 * expected.abs(), "{key}: {found} ≠ {expected}");
+}
+
+#[test]
+fn bench_json_has_every_field_for_every_layer_and_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("suite.json");
+    fs::write(&suite, BENCH_SUITE).unwrap();
+    let svg = dir.path().join("chart.svg");
+    let out = convjit(&[
+        "bench",
+        "--suite",
+        suite.to_str().unwrap(),
+        "--engines",
+        "jit,naive,im2col",
+        "--min-time",
+        "0",
+        "--json",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    succeeded("bench --json --plot", &out);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(!report["machine"]["cpu"].as_str().unwrap().is_empty());
+    assert!(report["machine"]["isa"].as_str().unwrap().contains(std::env::consts::ARCH));
+    assert!(number(&report["machine"], "tsc_hz") > 1e6);
+    let ceiling = number(&report, "ceiling_macs_per_cycle");
+    assert!(ceiling > 0.0);
+    assert_eq!(report["threads"], 1);
+
+    let specs = ConvSpec::suite_from_json(BENCH_SUITE).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), specs.len() * 3);
+    for (rows, spec) in results.chunks(3).zip(&specs) {
+        let spec = spec.validate().unwrap();
+        let jit_median = number(&rows[0], "median_s");
+        for (row, engine) in rows.iter().zip(["jit", "naive", "im2col"]) {
+            assert_eq!(row["layer"], spec.name().unwrap(), "{row}");
+            assert_eq!(row["engine"], engine, "{row}");
+            assert_eq!(row["macs_valid"], Complexity::of(&spec).macs_valid, "{row}");
+            let median = number(row, "median_s");
+            assert!(median > 0.0, "{row}");
+            assert!(number(row, "min_s") <= median && median <= number(row, "max_s"), "{row}");
+            // --min-time 0: the fewest timed runs, the cap's.
+            assert!(number(row, "runs") >= 3.0, "{row}");
+            let mpc = number(row, "macs_per_cycle");
+            assert!(mpc > 0.0, "{row}");
+            derived(row, "pct_of_ceiling", 100.0 * mpc / ceiling);
+            let gflops = 2.0 * number(row, "macs_valid") / median / 1e9;
+            derived(row, "gflops", gflops);
+            assert!(number(row, "compile_ms") >= 0.0, "{row}");
+            assert!(number(row, "max_rel_error") < 1e-5, "{row}");
+            if engine == "jit" {
+                assert!(row["jit_speedup"].is_null(), "{row}");
+            } else {
+                derived(row, "jit_speedup", median / jit_median);
+            }
+        }
+    }
+    let chart = fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg"), "{}", &chart[..chart.len().min(200)]);
+    for text in ["small_conv", "small_tconv", "jit", "naive", "im2col", "ceiling"] {
+        assert!(chart.contains(text), "the chart lacks {text:?}");
+    }
+}
+
+#[test]
+fn bench_table_lists_every_engine_and_the_speedups() {
+    let spec = r#"{"name": "tiny", "op": "conv2d", "batch": 1, "in_channels": 3,
+        "out_channels": 5, "height": 6, "width": 6, "kernel": 3, "groups": 1}"#;
+    let out = convjit(&["bench", "--spec", spec, "--min-time", "0", "--threads", "2"]);
+    succeeded("bench --spec", &out);
+    let text = stdout(&out);
+    assert!(text.contains("ceiling"), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            ["jit", "naive", "im2col"].iter().any(|e| l.split_whitespace().any(|w| w == *e))
+        })
+        .filter(|l| !l.starts_with("jit × over") && !l.starts_with("layer"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    assert!(rows[0].starts_with("tiny"), "{text}");
+    assert!(text.contains("jit × over naive:") && text.contains("jit × over im2col:"), "{text}");
+}
+
+#[test]
+fn bench_failures_print_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = r#"{"op": "conv2d", "in_channels": 2, "out_channels": 2, "height": 4, "width": 4, "kernel": 1}"#;
+    let out = convjit(&["bench", "--spec", spec, "--engines", "jit,gpu"]);
+    failed("unknown engine", &out, "gpu");
+    let out = convjit(&["bench", "--spec", spec, "--threads", "0"]);
+    failed("zero threads", &out, "thread");
+    let out = convjit(&["bench", "--spec", spec, "--min-time=-1"]);
+    failed("negative min-time", &out, "min-time");
+    let out = convjit(&["bench", "--spec", r#"{"op": "conv2d"}"#]);
+    failed("invalid spec", &out, "spec");
+    let out = convjit(&["bench", "--spec", &suite_path()]);
+    failed("a suite given as --spec", &out, "--suite");
+    let chart = dir.path().join("nowhere").join("chart.svg");
+    let out =
+        convjit(&["bench", "--spec", spec, "--min-time", "0", "--plot", chart.to_str().unwrap()]);
+    failed("plot in a missing folder", &out, "chart.svg");
+    assert!(entries(dir.path()).is_empty(), "files left behind: {:?}", entries(dir.path()));
+}

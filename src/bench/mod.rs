@@ -1,0 +1,425 @@
+//! The benchmark harness behind `convjit bench`: every engine on every layer
+//! of a suite, on the same random data, in one process, against the
+//! [ceiling](crate::ceiling) measured at the start of the same run.
+//!
+//! Per layer and engine: prepare (timed: for the JIT that is compiling and
+//! packing the weights), one untimed warm-up run, then timed runs until
+//! there are at least [`Options::min_runs`] of them and [`Options::min_time`]
+//! of work, or [`Options::cap_runs`] runs and 5 × `min_time` for engines so
+//! slow that more would not change the median (the naive loop nest on big
+//! layers). Every engine's output is checked against the
+//! [reference](crate::reference) before its figures count: a fast wrong
+//! kernel fails the bench.
+//!
+//! Cycles are TSC ticks ([`timing::CLOCK`]); MACs are `macs_valid`
+//! (DESIGN.md contract 4), the work a kernel must do.
+
+mod machine;
+mod plot;
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+
+use crate::ceiling::{self, Ceiling};
+use crate::complexity::Complexity;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::jit::Compiler;
+use crate::reference::Oracle;
+use crate::spec::ValidSpec;
+use crate::timing;
+
+pub use machine::Machine;
+pub use plot::plot_svg;
+
+/// What to run and how long.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The engines, in the order reports list them.
+    pub engines: Vec<Engine>,
+    /// Threads each engine may use (engines that do not split work use one;
+    /// each result says how many it used).
+    pub threads: usize,
+    /// Timed work per layer and engine, at least.
+    pub min_time: Duration,
+    /// Timed runs per layer and engine, at least (within the cap).
+    pub min_runs: usize,
+    /// Runs after which an engine stops once it has spent 5 × `min_time`.
+    pub cap_runs: usize,
+    /// Check every engine's output against the reference.
+    pub check: bool,
+    /// Seed of the random tensors.
+    pub seed: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            engines: vec![Engine::Jit, Engine::Naive, Engine::Im2col],
+            threads: 1,
+            min_time: Duration::from_millis(500),
+            min_runs: 10,
+            cap_runs: 3,
+            check: true,
+            seed: 1,
+        }
+    }
+}
+
+/// A whole benchmark run: DESIGN.md contract 5 (fields may be added, never
+/// renamed).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The machine it ran on.
+    pub machine: Machine,
+    /// The clock cycles are counted with.
+    pub clock: &'static str,
+    /// The measured ceiling's median, MACs per TSC tick.
+    pub ceiling_macs_per_cycle: f64,
+    /// The measured ceiling in full (median, best, worst sample).
+    pub ceiling: Ceiling,
+    /// Threads the engines were allowed.
+    pub threads: usize,
+    /// One result per layer and engine, layer by layer.
+    pub results: Vec<Outcome>,
+}
+
+/// One engine on one layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// The layer's name (or its shape when it has none).
+    pub layer: String,
+    /// The layer's kind (standard, depthwise, transposed, ...).
+    pub kind: String,
+    /// The engine.
+    pub engine: Engine,
+    /// Threads the engine used.
+    pub threads: usize,
+    /// Timed runs.
+    pub runs: usize,
+    /// Median wall time of a run, seconds.
+    pub median_s: f64,
+    /// Fastest run, seconds.
+    pub min_s: f64,
+    /// Slowest run, seconds.
+    pub max_s: f64,
+    /// Interquartile range of the run times over the median: the spread.
+    pub spread: f64,
+    /// Median TSC ticks of a run.
+    pub median_cycles: u64,
+    /// `macs_valid` of the layer.
+    pub macs_valid: u64,
+    /// `macs_valid` per TSC tick of the median run.
+    pub macs_per_cycle: f64,
+    /// 2 · `macs_valid` per second of the median run, in 10⁹.
+    pub gflops: f64,
+    /// `macs_per_cycle` as a percentage of the ceiling measured in this run.
+    pub pct_of_ceiling: f64,
+    /// Time to prepare the layer, milliseconds: for the JIT, compiling the
+    /// kernel and packing the weights; for the baselines, taking the weights.
+    pub compile_ms: f64,
+    /// This engine's median over the JIT's: how many times faster the JIT
+    /// is (absent on the JIT's own row, or when the JIT did not run).
+    pub jit_speedup: Option<f64>,
+    /// Normwise relative error against the reference (absent unchecked).
+    pub max_rel_error: Option<f64>,
+}
+
+/// Where a run is, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress<'a> {
+    /// Measuring the ceiling.
+    Ceiling,
+    /// Computing the reference output of a layer.
+    Reference {
+        /// The layer.
+        layer: &'a str,
+    },
+    /// Running an engine on a layer.
+    Engine {
+        /// The layer.
+        layer: &'a str,
+        /// The engine.
+        engine: Engine,
+    },
+    /// One engine finished one layer.
+    Done,
+}
+
+/// Runs the benchmark of `specs`, telling `progress` where it is.
+pub fn run(
+    specs: &[ValidSpec],
+    options: &Options,
+    mut progress: impl FnMut(Progress),
+) -> Result<Report> {
+    if options.threads == 0 {
+        return Err(Error::InvalidThreads(0));
+    }
+    let machine = Machine::detect();
+    progress(Progress::Ceiling);
+    let ceiling = ceiling::measure(&Compiler::host()?)?;
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let mut results = Vec::with_capacity(specs.len() * options.engines.len());
+    for spec in specs {
+        let layer = spec.name().map_or_else(|| spec.shape_summary(), str::to_string);
+        let data = LayerData::random(spec, &mut rng);
+        let oracle = if options.check {
+            progress(Progress::Reference { layer: &layer });
+            Some(Oracle::new(spec, &data.input, &data.weight, data.bias.as_deref())?)
+        } else {
+            None
+        };
+        let first = results.len();
+        for &engine in &options.engines {
+            progress(Progress::Engine { layer: &layer, engine });
+            let outcome = measure_engine(spec, &layer, engine, &data, oracle.as_ref(), options)?;
+            results.push(Outcome {
+                macs_per_cycle: outcome.macs_per_cycle,
+                pct_of_ceiling: 100.0 * outcome.macs_per_cycle / ceiling.macs_per_cycle,
+                ..outcome
+            });
+            progress(Progress::Done);
+        }
+        let layer_results = &mut results[first..];
+        if let Some(jit) = layer_results.iter().find(|r| r.engine == Engine::Jit) {
+            let jit_median = jit.median_s;
+            for r in layer_results.iter_mut().filter(|r| r.engine != Engine::Jit) {
+                r.jit_speedup = Some(r.median_s / jit_median);
+            }
+        }
+    }
+    Ok(Report {
+        machine,
+        clock: timing::CLOCK,
+        ceiling_macs_per_cycle: ceiling.macs_per_cycle,
+        ceiling,
+        threads: options.threads,
+        results,
+    })
+}
+
+/// The operands every engine of one layer runs on.
+struct LayerData {
+    input: Vec<f32>,
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+impl LayerData {
+    fn random(spec: &ValidSpec, rng: &mut StdRng) -> LayerData {
+        let mut tensor = |len| (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        LayerData {
+            input: tensor(spec.input_len()),
+            weight: tensor(spec.weight_len()),
+            bias: spec.has_bias().then(|| tensor(spec.out_channels())),
+        }
+    }
+}
+
+fn measure_engine(
+    spec: &ValidSpec,
+    layer: &str,
+    engine: Engine,
+    data: &LayerData,
+    oracle: Option<&Oracle>,
+    options: &Options,
+) -> Result<Outcome> {
+    let (prepared, preparation) = timing::measure(|| {
+        engine.prepare_threaded(spec, &data.weight, data.bias.as_deref(), options.threads)
+    });
+    let prepared = prepared?;
+    let mut output = vec![0.0f32; spec.output_len()];
+    prepared.run(&data.input, &mut output)?; // warm-up: pages, caches, scratch
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    loop {
+        let (result, m) = timing::measure(|| prepared.run(&data.input, &mut output));
+        result?;
+        samples.push(m);
+        let spent = start.elapsed();
+        let enough = samples.len() >= options.min_runs && spent >= options.min_time;
+        let capped = samples.len() >= options.cap_runs && spent >= 5 * options.min_time;
+        if enough || capped {
+            break;
+        }
+    }
+    let max_rel_error = match oracle {
+        Some(oracle) => {
+            let verdict = oracle.verify(&output)?;
+            if !verdict.passed() {
+                return Err(Error::CheckFailed {
+                    layer: layer.to_string(),
+                    engine: engine.to_string(),
+                    element: verdict.worst.unwrap_or(0),
+                    ratio: verdict.worst_ratio,
+                });
+            }
+            Some(verdict.deviation.max_rel)
+        }
+        None => None,
+    };
+    let macs = Complexity::of(spec).macs_valid;
+    let stats = Stats::of(&samples);
+    Ok(Outcome {
+        layer: layer.to_string(),
+        kind: spec.kind().to_string(),
+        engine,
+        threads: prepared.threads(),
+        runs: samples.len(),
+        median_s: stats.median_s,
+        min_s: stats.min_s,
+        max_s: stats.max_s,
+        spread: stats.iqr_s / stats.median_s.max(f64::MIN_POSITIVE),
+        median_cycles: stats.median_cycles,
+        macs_valid: macs,
+        macs_per_cycle: macs as f64 / stats.median_cycles.max(1) as f64,
+        gflops: 2.0 * macs as f64 / stats.median_s.max(f64::MIN_POSITIVE) / 1e9,
+        pct_of_ceiling: 0.0, // set by the caller, which knows the ceiling
+        compile_ms: preparation.wall.as_secs_f64() * 1e3,
+        jit_speedup: None,
+        max_rel_error,
+    })
+}
+
+/// Seconds as milliseconds with at least four significant digits for runs
+/// of microseconds.
+fn milliseconds(seconds: f64) -> String {
+    let ms = seconds * 1e3;
+    if ms >= 1.0 { format!("{ms:.3}") } else { format!("{ms:.5}") }
+}
+
+/// Order statistics of the timed runs.
+struct Stats {
+    median_s: f64,
+    min_s: f64,
+    max_s: f64,
+    iqr_s: f64,
+    median_cycles: u64,
+}
+
+impl Stats {
+    fn of(samples: &[timing::Measurement]) -> Stats {
+        let mut walls: Vec<f64> = samples.iter().map(|m| m.wall.as_secs_f64()).collect();
+        walls.sort_by(f64::total_cmp);
+        let mut cycles: Vec<u64> = samples.iter().map(|m| m.cycles).collect();
+        cycles.sort_unstable();
+        let at = |q: f64| walls[((walls.len() - 1) as f64 * q).round() as usize];
+        Stats {
+            median_s: at(0.5),
+            min_s: walls[0],
+            max_s: walls[walls.len() - 1],
+            iqr_s: at(0.75) - at(0.25),
+            median_cycles: cycles[cycles.len() / 2],
+        }
+    }
+}
+
+impl Report {
+    /// The human table: one row per layer and engine, then the geometric
+    /// mean of the JIT's speedups. Column `jit ×` is this engine's median
+    /// time over the JIT's: above 1 the JIT is faster.
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let m = &self.machine;
+        let _ = writeln!(out, "machine: {} ({}), TSC {:.3} GHz", m.cpu, m.isa, m.tsc_hz / 1e9);
+        let _ = writeln!(
+            out,
+            "ceiling (Cranelift f32x4 FMA microkernel, data in L1): {:.2} MACs/cycle \
+             (samples {:.2}–{:.2}); cycles are {} ticks; MACs are macs_valid",
+            self.ceiling.macs_per_cycle,
+            self.ceiling.worst_macs_per_cycle,
+            self.ceiling.best_macs_per_cycle,
+            self.clock
+        );
+        let _ = writeln!(
+            out,
+            "{:<18} {:<11} {:<7} {:>3} {:>5} {:>11} {:>7} {:>13} {:>9} {:>8} {:>7} {:>9} {:>9}",
+            "layer",
+            "kind",
+            "engine",
+            "thr",
+            "runs",
+            "median ms",
+            "spread",
+            "MACs",
+            "MACs/cyc",
+            "GFLOP/s",
+            "% ceil",
+            "jit ×",
+            "prep ms"
+        );
+        let mut previous = "";
+        for r in &self.results {
+            let (layer, kind) =
+                if r.layer == previous { ("", "") } else { (r.layer.as_str(), r.kind.as_str()) };
+            previous = &r.layer;
+            let speedup = r.jit_speedup.map_or_else(|| "-".to_string(), |s| format!("{s:.2}×"));
+            let _ = writeln!(
+                out,
+                "{:<18} {:<11} {:<7} {:>3} {:>5} {:>11} {:>6.1}% {:>13} {:>9.3} {:>8.2} {:>6.1}% {:>9} {:>9.2}",
+                layer,
+                kind,
+                r.engine.to_string(),
+                r.threads,
+                r.runs,
+                milliseconds(r.median_s),
+                r.spread * 100.0,
+                r.macs_valid,
+                r.macs_per_cycle,
+                r.gflops,
+                r.pct_of_ceiling,
+                speedup,
+                r.compile_ms
+            );
+        }
+        for engine in self.engines().into_iter().filter(|&e| e != Engine::Jit) {
+            let speedups: Vec<f64> = self
+                .results
+                .iter()
+                .filter(|r| r.engine == engine)
+                .filter_map(|r| r.jit_speedup)
+                .collect();
+            if speedups.is_empty() {
+                continue;
+            }
+            let geomean =
+                (speedups.iter().map(|s| s.ln()).sum::<f64>() / speedups.len() as f64).exp();
+            let (lo, hi) = speedups
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+            let _ = writeln!(
+                out,
+                "jit × over {engine}: geometric mean {geomean:.2}× over {} layers (from {lo:.2}× to \
+                 {hi:.2}×; above 1 the jit is faster)",
+                speedups.len()
+            );
+        }
+        out
+    }
+
+    /// The engines in the report, in order of first appearance.
+    pub fn engines(&self) -> Vec<Engine> {
+        let mut engines = Vec::new();
+        for r in &self.results {
+            if !engines.contains(&r.engine) {
+                engines.push(r.engine);
+            }
+        }
+        engines
+    }
+
+    /// The layers in the report, in order.
+    pub fn layers(&self) -> Vec<&str> {
+        let mut layers: Vec<&str> = Vec::new();
+        for r in &self.results {
+            if layers.last() != Some(&r.layer.as_str()) {
+                layers.push(&r.layer);
+            }
+        }
+        layers
+    }
+}
