@@ -112,6 +112,9 @@ enum Command {
         /// Also write an SVG bar chart of MACs/cycle per layer and engine.
         #[arg(long, value_name = "OUT.svg")]
         plot: Option<PathBuf>,
+        /// Also write the JSON report to a file (the table still prints).
+        #[arg(long, value_name = "OUT.json")]
+        json_out: Option<PathBuf>,
     },
     /// The main job on a built-in example: runs the built-in layer suite on
     /// random data and prints one row per layer.
@@ -143,7 +146,18 @@ fn main() -> ExitCode {
         }
         Command::Ir { spec, schedule, asm } => ir(&spec, schedule.as_deref(), asm),
         Command::Macs { spec, suite, json } => macs(spec.as_deref(), suite.as_deref(), json),
-        Command::Bench { spec, suite, engines, threads, min_time, no_check, seed, json, plot } => {
+        Command::Bench {
+            spec,
+            suite,
+            engines,
+            threads,
+            min_time,
+            no_check,
+            seed,
+            json,
+            plot,
+            json_out,
+        } => {
             let Ok(min_time) = Duration::try_from_secs_f64(min_time) else {
                 eprintln!("convjit: error: --min-time must be a number of seconds ≥ 0");
                 return ExitCode::FAILURE;
@@ -156,7 +170,8 @@ fn main() -> ExitCode {
                 seed,
                 ..BenchOptions::default()
             };
-            bench(spec.as_deref(), suite.as_deref(), &options, json, plot.as_deref())
+            let outputs = BenchOutputs { json, plot, json_out };
+            bench(spec.as_deref(), suite.as_deref(), &options, &outputs)
         }
         Command::Demo { engine, seed } => demo(engine, seed),
     };
@@ -398,16 +413,22 @@ fn load_layers(spec: Option<&str>, suite: Option<&Path>) -> Result<Vec<ValidSpec
     specs.iter().map(validate).collect()
 }
 
+/// What `convjit bench` prints and writes.
+struct BenchOutputs {
+    json: bool,
+    plot: Option<PathBuf>,
+    json_out: Option<PathBuf>,
+}
+
 fn bench(
     spec: Option<&str>,
     suite: Option<&Path>,
     options: &BenchOptions,
-    json: bool,
-    plot: Option<&Path>,
+    outputs: &BenchOutputs,
 ) -> Result<()> {
     let layers = load_layers(spec, suite)?;
-    // Refuse an unwritable chart before the run, not after minutes of it.
-    if let Some(path) = plot {
+    // Refuse an unwritable file before the run, not after minutes of it.
+    for path in outputs.plot.iter().chain(&outputs.json_out) {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !dir.is_dir() {
             bail!("{}: the folder {} does not exist", path.display(), dir.display());
@@ -429,12 +450,16 @@ fn bench(
     });
     bar.finish_and_clear();
     let report = report?;
-    if let Some(path) = plot {
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &outputs.plot {
         let svg = bench::plot_svg(&report)?;
         atomic::write(path, |file| file.write_all(svg.as_bytes()))?;
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(path) = &outputs.json_out {
+        atomic::write(path, |file| writeln!(file, "{json}"))?;
+    }
+    if outputs.json {
+        println!("{json}");
     } else {
         print!("{}", report.table());
     }

@@ -648,8 +648,23 @@ fn bench_json_has_every_field_for_every_layer_and_engine() {
 fn bench_table_lists_every_engine_and_the_speedups() {
     let spec = r#"{"name": "tiny", "op": "conv2d", "batch": 1, "in_channels": 3,
         "out_channels": 5, "height": 6, "width": 6, "kernel": 3, "groups": 1}"#;
-    let out = convjit(&["bench", "--spec", spec, "--min-time", "0", "--threads", "2"]);
-    succeeded("bench --spec", &out);
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("report.json");
+    let out = convjit(&[
+        "bench",
+        "--spec",
+        spec,
+        "--min-time",
+        "0",
+        "--threads",
+        "2",
+        "--json-out",
+        saved.to_str().unwrap(),
+    ]);
+    succeeded("bench --spec --json-out", &out);
+    let report: Value = serde_json::from_str(&fs::read_to_string(&saved).unwrap()).unwrap();
+    assert_eq!(report["threads"], 2);
+    assert_eq!(report["results"].as_array().unwrap().len(), 3);
     let text = stdout(&out);
     assert!(text.contains("ceiling"), "{text}");
     let rows: Vec<&str> = text
