@@ -96,27 +96,12 @@ impl Activation {
         }
     }
 
-    /// Applies the activation in f32, propagating NaN exactly as
-    /// [`Activation::apply_f64`] does.
+    /// Applies the activation in f32: exactly [`Activation::apply_f64`]
+    /// rounded to f32, NaN included. Its one product, slope · x, is exact in
+    /// f64 for f32 operands (24 + 24 significant bits), so the rounding gives
+    /// the correctly rounded f32 product.
     pub fn apply_f32(self, x: f32) -> f32 {
-        match self {
-            Activation::None => x,
-            Activation::Relu => {
-                if x < 0.0 {
-                    0.0
-                } else {
-                    x
-                }
-            }
-            Activation::Relu6 => x.clamp(0.0, 6.0),
-            Activation::LeakyRelu { negative_slope } => {
-                if x < 0.0 {
-                    negative_slope * x
-                } else {
-                    x
-                }
-            }
-        }
+        self.apply_f64(f64::from(x)) as f32
     }
 }
 

@@ -4,35 +4,10 @@
 
 mod common;
 
-use common::{build_spec, check_engine, random_tensor, small_spec, spec};
+use common::{any_spec, build_spec, check_engine, miniature, random_tensor, small_spec, spec};
 use convjit::baseline::Im2col;
 use convjit::{Engine, Error, Prepared, ValidSpec, suite};
 use proptest::prelude::*;
-
-/// Random valid specs of every kind, larger than [`small_spec`] so that the
-/// GEMM sees several register tiles and tails: up to 9 channels per group,
-/// dense, two or three groups, or depthwise (with a channel multiplier).
-fn medium_spec() -> impl Strategy<Value = ValidSpec> {
-    (
-        (any::<bool>(), 1i64..=2, 0usize..4, 1i64..=9, 1i64..=9),
-        ([1i64..=5, 1i64..=5], [1i64..=3, 1i64..=3], [1i64..=3, 1i64..=3]),
-        ([0i64..=3, 0i64..=3, 0i64..=3, 0i64..=3], [0i64..=11, 0i64..=11], [0i64..=2, 0i64..=2]),
-        (any::<bool>(), 0usize..5),
-    )
-        .prop_filter_map(
-            "invalid spec",
-            |((transposed, batch, grouping, cig, cog), geometry, borders, output)| {
-                // grouping: 0 dense, 1 two groups, 2 three groups, 3 depthwise.
-                let (groups, cig) = match grouping {
-                    0 => (1, cig),
-                    1 => (2, cig),
-                    2 => (3, cig),
-                    _ => (cig + 1, 1),
-                };
-                build_spec((transposed, batch, groups, cig, cog), geometry, borders, output)
-            },
-        )
-}
 
 /// Random 1×1 convolutions with stride 1 and no padding, where im2col
 /// multiplies the input itself; dilation and groups vary.
@@ -64,7 +39,7 @@ proptest! {
 
     /// im2col + GEMM matches the reference on one thread and on two.
     #[test]
-    fn im2col_matches_reference(spec in medium_spec(), seed in any::<u64>(), threads in 1usize..=2) {
+    fn im2col_matches_reference(spec in any_spec(), seed in any::<u64>(), threads in 1usize..=2) {
         check_engine(Engine::Im2col, threads, &spec, seed);
     }
 }
@@ -87,16 +62,7 @@ proptest! {
 #[test]
 fn every_suite_layer_in_miniature() {
     for layer in suite::builtin() {
-        let full = layer.validate().expect("suite layers are valid");
-        let mut small = layer.clone();
-        let g = full.groups() as i64;
-        small.in_channels = g * (full.in_per_group() as i64).min(8);
-        small.out_channels = g * (full.out_per_group() as i64).min(8);
-        small.height = layer.height.min(20);
-        small.width = layer.width.min(20);
-        small.batch = layer.batch.min(2);
-        let small = small.validate().expect("the shrunk layer is valid");
-        assert_eq!(small.kind(), full.kind(), "{layer:?}");
+        let small = miniature(&layer, 8, 20);
         check_engine(Engine::Naive, 1, &small, 5);
         check_engine(Engine::Im2col, 1, &small, 6);
         check_engine(Engine::Im2col, 2, &small, 7);

@@ -3,34 +3,10 @@
 
 mod common;
 
-use common::{build_spec, check_kernel, random_tensor, spec};
+use common::{any_spec, check_kernel, random_tensor, spec};
 use convjit::schedule::{self, LoopOrder, Schedule, Strategy as Family};
 use convjit::{Compiler, Error, ValidSpec, suite};
 use proptest::prelude::*;
-
-/// Random valid specs of every kind, sized so that channel tails, several
-/// vector blocks, pixel tails and every phase of a transposed conv occur.
-fn any_spec() -> impl Strategy<Value = ValidSpec> {
-    (
-        (any::<bool>(), 1i64..=2, 0usize..4, 1i64..=9, 1i64..=9),
-        ([1i64..=5, 1i64..=5], [1i64..=3, 1i64..=3], [1i64..=3, 1i64..=3]),
-        ([0i64..=3, 0i64..=3, 0i64..=3, 0i64..=3], [0i64..=13, 0i64..=13], [0i64..=2, 0i64..=2]),
-        (any::<bool>(), 0usize..5),
-    )
-        .prop_filter_map(
-            "invalid spec",
-            |((transposed, batch, grouping, cig, cog), geometry, borders, output)| {
-                // grouping: 0 dense, 1 two groups, 2 three groups, 3 depthwise.
-                let (groups, cig) = match grouping {
-                    0 => (1, cig),
-                    1 => (2, cig),
-                    2 => (3, cig),
-                    _ => (cig + 1, 1),
-                };
-                build_spec((transposed, batch, groups, cig, cog), geometry, borders, output)
-            },
-        )
-}
 
 /// A random schedule that is legal for `spec`.
 fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {

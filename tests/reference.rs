@@ -8,9 +8,9 @@
 
 mod common;
 
-use common::{check, random_tensor, small_spec, spec};
+use common::{check, miniature, random_tensor, small_spec, spec};
 use convjit::reference::{self, Deviation, compare};
-use convjit::{ConvSpec, Engine, Error, Op, ValidSpec};
+use convjit::{ConvSpec, Engine, Error, Op};
 use proptest::prelude::*;
 
 /// Runs the reference and checks the output against `expected` exactly.
@@ -677,15 +677,7 @@ fn engine_names_parse() {
 #[test]
 fn reference_runs_every_suite_kind_in_miniature() {
     for s in convjit::suite::builtin() {
-        let full = s.validate().unwrap();
-        let mut small = s.clone();
-        let g = full.groups() as i64;
-        small.in_channels = g * (full.in_per_group() as i64).min(2);
-        small.out_channels = g * (full.out_per_group() as i64).min(2);
-        small.height = s.height.min(9);
-        small.width = s.width.min(9);
-        small.batch = s.batch.min(2);
-        let v: ValidSpec = small.validate().unwrap();
+        let v = miniature(&s, 2, 9);
         let x = random_tensor(1, v.input_len());
         let w = random_tensor(2, v.weight_len());
         let b = random_tensor(3, v.out_channels());

@@ -202,3 +202,46 @@ pub fn check_engine(engine: convjit::Engine, threads: usize, spec: &ValidSpec, s
         );
     }
 }
+
+/// Random valid specs of every kind, sized so that channel tails, several
+/// vector blocks (or GEMM register tiles), pixel tails and every phase of a
+/// transposed conv occur.
+pub fn any_spec() -> impl proptest::strategy::Strategy<Value = ValidSpec> {
+    use proptest::prelude::*;
+    (
+        (any::<bool>(), 1i64..=2, 0usize..4, 1i64..=9, 1i64..=9),
+        ([1i64..=5, 1i64..=5], [1i64..=3, 1i64..=3], [1i64..=3, 1i64..=3]),
+        ([0i64..=3, 0i64..=3, 0i64..=3, 0i64..=3], [0i64..=13, 0i64..=13], [0i64..=2, 0i64..=2]),
+        (any::<bool>(), 0usize..5),
+    )
+        .prop_filter_map(
+            "invalid spec",
+            |((transposed, batch, grouping, cig, cog), geometry, borders, output)| {
+                // grouping: 0 dense, 1 two groups, 2 three groups, 3 depthwise.
+                let (groups, cig) = match grouping {
+                    0 => (1, cig),
+                    1 => (2, cig),
+                    2 => (3, cig),
+                    _ => (cig + 1, 1),
+                };
+                build_spec((transposed, batch, groups, cig, cog), geometry, borders, output)
+            },
+        )
+}
+
+/// A suite layer in miniature: the same kernel, stride, padding, dilation,
+/// groups and kind, with at most `channels` channels per group, `size`
+/// pixels per side and 2 images.
+pub fn miniature(layer: &ConvSpec, channels: i64, size: i64) -> ValidSpec {
+    let full = layer.validate().expect("suite layers are valid");
+    let mut small = layer.clone();
+    let g = full.groups() as i64;
+    small.in_channels = g * (full.in_per_group() as i64).min(channels);
+    small.out_channels = g * (full.out_per_group() as i64).min(channels);
+    small.height = layer.height.min(size);
+    small.width = layer.width.min(size);
+    small.batch = layer.batch.min(2);
+    let small = small.validate().expect("the miniature is valid");
+    assert_eq!(small.kind(), full.kind(), "{layer:?}");
+    small
+}
