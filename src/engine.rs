@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +112,10 @@ pub trait Prepared {
     fn spec(&self) -> &ValidSpec;
     /// The number of threads a run uses (at most).
     fn threads(&self) -> usize;
+    /// How long compiling code for the layer took, for engines that compile.
+    fn compile_time(&self) -> Option<Duration> {
+        None
+    }
     /// Computes the output (NCHW) of `input` (NCHW). Both lengths are
     /// checked against the spec before any work.
     fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()>;
@@ -148,6 +153,9 @@ impl Prepared for JitLayer {
     }
     fn threads(&self) -> usize {
         1
+    }
+    fn compile_time(&self) -> Option<Duration> {
+        Some(self.kernel.compile_time())
     }
     fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
         self.kernel.run(input, &self.weights, output)

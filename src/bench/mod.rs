@@ -118,9 +118,12 @@ pub struct Outcome {
     pub gflops: f64,
     /// `macs_per_cycle` as a percentage of the ceiling measured in this run.
     pub pct_of_ceiling: f64,
-    /// Time to prepare the layer, milliseconds: for the JIT, compiling the
-    /// kernel and packing the weights; for the baselines, taking the weights.
+    /// Time to compile code for the layer, milliseconds: the JIT's
+    /// lowering, Cranelift and linking; 0 for engines that compile nothing.
     pub compile_ms: f64,
+    /// Time to prepare the layer, milliseconds: compiling (the JIT) and
+    /// taking or packing the weights.
+    pub prepare_ms: f64,
     /// This engine's median over the JIT's: how many times faster the JIT
     /// is (absent on the JIT's own row, or when the JIT did not run).
     pub jit_speedup: Option<f64>,
@@ -278,7 +281,8 @@ fn measure_engine(
         macs_per_cycle: macs as f64 / stats.median_cycles.max(1) as f64,
         gflops: 2.0 * macs as f64 / stats.median_s.max(f64::MIN_POSITIVE) / 1e9,
         pct_of_ceiling: 0.0, // set by the caller, which knows the ceiling
-        compile_ms: preparation.wall.as_secs_f64() * 1e3,
+        compile_ms: prepared.compile_time().unwrap_or_default().as_secs_f64() * 1e3,
+        prepare_ms: preparation.wall.as_secs_f64() * 1e3,
         jit_speedup: None,
         max_rel_error,
     })
@@ -337,7 +341,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<18} {:<11} {:<7} {:>3} {:>5} {:>11} {:>7} {:>13} {:>9} {:>8} {:>7} {:>9} {:>9}",
+            "{:<18} {:<11} {:<7} {:>3} {:>5} {:>11} {:>7} {:>13} {:>9} {:>8} {:>7} {:>9} {:>10} {:>8}",
             "layer",
             "kind",
             "engine",
@@ -350,6 +354,7 @@ impl Report {
             "GFLOP/s",
             "% ceil",
             "jit ×",
+            "compile ms",
             "prep ms"
         );
         let mut previous = "";
@@ -360,7 +365,7 @@ impl Report {
             let speedup = r.jit_speedup.map_or_else(|| "-".to_string(), |s| format!("{s:.2}×"));
             let _ = writeln!(
                 out,
-                "{:<18} {:<11} {:<7} {:>3} {:>5} {:>11} {:>6.1}% {:>13} {:>9.3} {:>8.2} {:>6.1}% {:>9} {:>9.2}",
+                "{:<18} {:<11} {:<7} {:>3} {:>5} {:>11} {:>6.1}% {:>13} {:>9.3} {:>8.2} {:>6.1}% {:>9} {:>10.2} {:>8.2}",
                 layer,
                 kind,
                 r.engine.to_string(),
@@ -373,7 +378,8 @@ impl Report {
                 r.gflops,
                 r.pct_of_ceiling,
                 speedup,
-                r.compile_ms
+                r.compile_ms,
+                r.prepare_ms
             );
         }
         for engine in self.engines().into_iter().filter(|&e| e != Engine::Jit) {
