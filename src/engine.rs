@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::jit::Compiler;
 use crate::kernel::{Kernel, PackedWeights};
 use crate::reference;
+use crate::schedule::{self, Schedule};
 use crate::spec::ValidSpec;
 
 /// A way to execute a convolution.
@@ -53,9 +54,10 @@ impl Engine {
     }
 
     /// Prepares `spec` with these weights (PyTorch layout) and bias, letting
-    /// the engine use up to `threads` threads (at least 1). Only im2col uses
-    /// more than one today, through its GEMM; [`Prepared::threads`] says how
-    /// many a run actually uses.
+    /// the engine use up to `threads` threads (at least 1): the JIT splits
+    /// each image's channel blocks ([`Schedule::threads`]), im2col hands
+    /// them to its GEMM, the naive loops and the reference use one.
+    /// [`Prepared::threads`] says how many a run actually uses.
     pub fn prepare_threaded(
         self,
         spec: &ValidSpec,
@@ -69,7 +71,8 @@ impl Engine {
         spec.check_operands(spec.input_len(), weight.len(), bias.map(<[f32]>::len))?;
         match self {
             Engine::Jit => {
-                let kernel = Compiler::host()?.compile(spec)?;
+                let schedule = Schedule { threads, ..schedule::choose(spec) };
+                let kernel = Compiler::host()?.compile_with(spec, &schedule)?;
                 let weights = kernel.pack(weight, bias)?;
                 Ok(Box::new(JitLayer { kernel, weights }))
             }
@@ -152,7 +155,7 @@ impl Prepared for JitLayer {
         self.kernel.spec()
     }
     fn threads(&self) -> usize {
-        1
+        self.kernel.threads()
     }
     fn compile_time(&self) -> Option<Duration> {
         Some(self.kernel.compile_time())

@@ -1,6 +1,8 @@
 //! `Kernel`: the safe handle to compiled code, its weight packing, and `run`.
 
 use std::sync::Mutex;
+
+use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use cranelift_jit::JITModule;
 use serde::Serialize;
 
 use crate::codegen::Plan;
+use crate::codegen::plan::INPUT_BLOCK;
 use crate::complexity::Complexity;
 use crate::error::{Error, Result};
 use crate::schedule::{Schedule, Strategy};
@@ -28,8 +31,10 @@ pub struct Kernel {
     spec: ValidSpec,
     schedule: Schedule,
     plan: Plan,
-    /// Owns the code `function` points into; freed on drop.
-    module: Option<JITModule>,
+    /// Owns the code `function` points into; freed on drop. Never used
+    /// otherwise: the mutex only makes the kernel `Sync` (the module has
+    /// interior mutability that threads must not share).
+    module: Mutex<Option<JITModule>>,
     function: KernelFn,
     compile_time: Duration,
     /// The zero-bordered padded input copy, kept between runs.
@@ -48,7 +53,8 @@ impl std::fmt::Debug for Kernel {
 
 impl Drop for Kernel {
     fn drop(&mut self) {
-        if let Some(module) = self.module.take() {
+        let module = self.module.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(module) = module.take() {
             // SAFETY: `function` is the only pointer into the module's memory
             // and it dies with `self`.
             unsafe { module.free_memory() };
@@ -91,7 +97,7 @@ impl Kernel {
             spec,
             schedule,
             plan,
-            module: Some(module),
+            module: Mutex::new(Some(module)),
             function,
             compile_time,
             scratch: Mutex::new(Vec::new()),
@@ -170,9 +176,21 @@ impl Kernel {
         Ok(PackedWeights { kernel: self.id, weights: w, bias: b })
     }
 
+    /// The threads a run uses: the schedule's, but no more than there are
+    /// work items to share or threads in rayon's pool.
+    pub fn threads(&self) -> usize {
+        let wanted = self.schedule.threads.min(self.plan.items);
+        // Asking rayon starts its pool: only when it is to be used.
+        if wanted > 1 { wanted.min(rayon::current_num_threads()) } else { 1 }
+    }
+
     /// Computes the output of `input` (NCHW) with packed weights into
     /// `output` (NCHW). Every length, and that `weights` were packed by this
     /// kernel, is checked before the compiled code runs.
+    ///
+    /// With [`Kernel::threads`] above 1, each image's padded copy is split
+    /// by channel planes and its work items by contiguous ranges across
+    /// rayon's pool.
     pub fn run(&self, input: &[f32], weights: &PackedWeights, output: &mut [f32]) -> Result<()> {
         let spec = &self.spec;
         spec.check_operands(
@@ -187,6 +205,7 @@ impl Kernel {
         let image_in = spec.in_channels() * spec.height() * spec.width();
         let image_out = spec.out_channels() * spec.out_height() * spec.out_width();
         let needs_copy = self.plan.pad != [0; 4] || self.plan.blocked_input;
+        let threads = self.threads();
         // The padded copy's borders are zero and stay zero (only the interior
         // is written), so the buffer is zeroed once and reused by later runs.
         // A run that finds it in use by another thread makes its own.
@@ -196,32 +215,46 @@ impl Kernel {
         if needs_copy && scratch.is_empty() {
             *scratch = vec![0.0f32; self.plan.padded_image_len(spec.in_channels()).max(1)];
         }
+        let items = self.plan.items;
         for n in 0..spec.batch() {
             let x = &input[n * image_in..(n + 1) * image_in];
             let y = &mut output[n * image_out..(n + 1) * image_out];
             let x_ptr = if needs_copy {
-                self.copy_padded(x, scratch);
+                self.copy_padded(x, scratch, threads);
                 scratch.as_ptr()
             } else {
                 x.as_ptr()
             };
-            // SAFETY: `function` was generated for `self.plan`: it reads
-            // `padded_image_len` elements from `x_ptr` (the scratch copy, or
-            // the unpadded image when the plan needs no copy, which then has
-            // the same length), `items · cig · taps · lanes` weights and
-            // `items · lanes` bias values (the lengths `pack` made, checked
-            // by the kernel id), and writes only inside the image's output,
-            // whose length was checked above. No bounds are checked inside:
-            // codegen proves every address in range (see `codegen`).
-            unsafe {
-                (self.function)(
-                    x_ptr,
-                    weights.weights.as_ptr(),
-                    weights.bias.as_ptr(),
-                    y.as_mut_ptr(),
-                    0,
-                    self.plan.items as i64,
-                );
+            let call = Call {
+                function: self.function,
+                x: x_ptr,
+                w: weights.weights.as_ptr(),
+                b: weights.bias.as_ptr(),
+                y: y.as_mut_ptr(),
+            };
+            // SAFETY (for every `call.items` below): `function` was
+            // generated for `self.plan`: it reads `padded_image_len`
+            // elements from `x` (the scratch copy, or the unpadded image
+            // when the plan needs no copy, which then has the same length),
+            // `items · cig · taps · lanes` weights and `items · lanes` bias
+            // values (the lengths `pack` made, checked by the kernel id),
+            // and writes only the output channels of the work items in its
+            // range, inside the image's output, whose length was checked
+            // above. No bounds are checked inside: codegen proves every
+            // address in range (see `codegen`). Concurrent calls get
+            // disjoint item ranges, so they write disjoint channels, and
+            // only read `x`, `w` and `b`, which nothing writes meanwhile;
+            // `y`, `scratch` and the operands outlive the scope.
+            if threads == 1 {
+                unsafe { call.items(0..items) };
+            } else {
+                let range = |t: usize| t * items / threads..(t + 1) * items / threads;
+                rayon::scope(|s| {
+                    for t in 1..threads {
+                        s.spawn(move |_| unsafe { call.items(range(t)) });
+                    }
+                    unsafe { call.items(range(0)) };
+                });
             }
         }
         Ok(())
@@ -254,26 +287,79 @@ impl Kernel {
     }
 
     /// Copies one image into the plan's padded (and maybe channel-blocked)
-    /// layout. The borders of `scratch` are zero and stay zero: only the
-    /// interior is written.
-    fn copy_padded(&self, x: &[f32], scratch: &mut [f32]) {
-        let (h, w) = (self.spec.height(), self.spec.width());
+    /// layout, split by planes (a channel, or a block of 4 channels)
+    /// across `threads`. The borders of `scratch` are zero and stay zero:
+    /// only the interior is written.
+    fn copy_padded(&self, x: &[f32], scratch: &mut [f32], threads: usize) {
         let [hp, wp] = self.plan.padded;
+        let lanes = if self.plan.blocked_input { INPUT_BLOCK } else { 1 };
+        let plane = hp * wp * lanes;
+        let copy = |(p, dst): (usize, &mut [f32])| self.copy_plane(x, p, dst);
+        if threads == 1 {
+            scratch.chunks_mut(plane).enumerate().for_each(copy);
+        } else {
+            let planes = scratch.len().div_ceil(plane);
+            scratch
+                .par_chunks_mut(plane)
+                .with_min_len(planes.div_ceil(threads))
+                .enumerate()
+                .for_each(copy);
+        }
+    }
+
+    /// Copies the channels of plane `p` of the padded layout into `dst`.
+    fn copy_plane(&self, x: &[f32], p: usize, dst: &mut [f32]) {
+        let (h, w) = (self.spec.height(), self.spec.width());
+        let wp = self.plan.padded[1];
         let [top, left, _, _] = self.plan.pad;
-        for c in 0..self.spec.in_channels() {
+        let lanes = if self.plan.blocked_input { INPUT_BLOCK } else { 1 };
+        for lane in 0..lanes {
+            let c = p * lanes + lane;
+            if c >= self.spec.in_channels() {
+                break; // lanes past the last channel stay zero
+            }
             for row in 0..h {
-                let src = &x[(c * h + row) * w..(c * h + row + 1) * w];
-                if self.plan.blocked_input {
-                    let (block, lane) = (c / 4, c % 4);
-                    let base = ((block * hp + row + top) * wp + left) * 4 + lane;
-                    for (i, &v) in src.iter().enumerate() {
-                        scratch[base + 4 * i] = v;
-                    }
+                let src = &x[(c * h + row) * w..][..w];
+                let base = ((row + top) * wp + left) * lanes + lane;
+                if lanes == 1 {
+                    dst[base..base + w].copy_from_slice(src);
                 } else {
-                    let base = (c * hp + row + top) * wp + left;
-                    scratch[base..base + w].copy_from_slice(src);
+                    for (i, &v) in src.iter().enumerate() {
+                        dst[base + lanes * i] = v;
+                    }
                 }
             }
+        }
+    }
+}
+
+/// One call of the compiled code on one image: the pointers it takes, which
+/// threads of one run share.
+#[derive(Clone, Copy)]
+struct Call {
+    function: KernelFn,
+    x: *const f32,
+    w: *const f32,
+    b: *const f32,
+    y: *mut f32,
+}
+
+// SAFETY: the pointers are only dereferenced by `Call::items`, whose callers
+// give concurrent calls disjoint item ranges (see `Kernel::run`).
+unsafe impl Send for Call {}
+unsafe impl Sync for Call {}
+
+impl Call {
+    /// Runs the work items `items` of the image.
+    ///
+    /// # Safety
+    /// The pointers must be valid for the lengths the plan implies (see
+    /// `Kernel::run`), and no other call may run an overlapping range at
+    /// the same time.
+    unsafe fn items(self, items: std::ops::Range<usize>) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            (self.function)(self.x, self.w, self.b, self.y, items.start as i64, items.end as i64)
         }
     }
 }

@@ -56,6 +56,9 @@ enum Command {
         /// A schedule JSON file for the jit engine (default: the heuristic's).
         #[arg(long)]
         schedule: Option<PathBuf>,
+        /// Threads the engine may use (for the jit: overrides the schedule's).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Prints the schedule, the Cranelift IR and optionally the machine code
     /// of a layer's kernel.
@@ -140,9 +143,20 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Command::Run { spec, input, weight, bias, output, engine, check, stats, schedule } => {
+        Command::Run {
+            spec,
+            input,
+            weight,
+            bias,
+            output,
+            engine,
+            check,
+            stats,
+            schedule,
+            threads,
+        } => {
             let files = RunFiles { input, weight, bias, output };
-            run(&spec, &files, engine, RunOptions { check, stats, schedule })
+            run(&spec, &files, engine, RunOptions { check, stats, schedule, threads })
         }
         Command::Ir { spec, schedule, asm } => ir(&spec, schedule.as_deref(), asm),
         Command::Macs { spec, suite, json } => macs(spec.as_deref(), suite.as_deref(), json),
@@ -236,6 +250,7 @@ struct RunOptions {
     check: bool,
     stats: bool,
     schedule: Option<PathBuf>,
+    threads: Option<usize>,
 }
 
 fn load_schedule(path: Option<&Path>, spec: &ValidSpec) -> Result<Schedule> {
@@ -271,7 +286,11 @@ fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Res
     let macs = Complexity::of(&spec).macs_valid;
     if engine == Engine::Jit {
         let compiler = Compiler::host()?;
-        let sched = load_schedule(options.schedule.as_deref(), &spec)?;
+        let mut sched = load_schedule(options.schedule.as_deref(), &spec)?;
+        if let Some(threads) = options.threads {
+            sched.threads = threads;
+            sched.legal(&spec).context("--threads")?;
+        }
         let kernel = compiler.compile_with(&spec, &sched)?;
         let packed = kernel.pack(&w, b.as_deref())?;
         let stats = kernel.run_with_stats(&x, &packed, &mut y)?;
@@ -285,7 +304,8 @@ fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Res
             println!("MACs/cycle:    {:.3}", stats.macs_per_cycle);
         }
     } else {
-        let layer = engine.prepare(&spec, &w, b.as_deref())?;
+        let layer =
+            engine.prepare_threaded(&spec, &w, b.as_deref(), options.threads.unwrap_or(1))?;
         let (result, took) = timing::measure(|| layer.run(&x, &mut y));
         result?;
         if options.stats {

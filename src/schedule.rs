@@ -75,7 +75,21 @@ pub struct Schedule {
     pub reduction_unroll: usize,
     /// The order of the channel-block and row loops: which operand stays hot.
     pub loop_order: LoopOrder,
+    /// Threads a run splits its work across: each image's padded copy by
+    /// channel planes, then its work items (channel blocks) in contiguous
+    /// ranges, so every thread writes its own output channels. More threads
+    /// than work items leave the extra ones idle. Not a codegen decision:
+    /// the same code serves every count.
+    #[serde(default = "one_thread")]
+    pub threads: usize,
 }
+
+fn one_thread() -> usize {
+    1
+}
+
+/// The most threads a schedule may ask for.
+pub const MAX_THREADS: usize = 256;
 
 impl Schedule {
     /// Checks that this schedule can compute `spec`; the error names the
@@ -103,6 +117,9 @@ impl Schedule {
         }
         if !(1..=4).contains(&self.reduction_unroll) {
             return bad("reduction_unroll", self.reduction_unroll.to_string(), "must be 1 to 4");
+        }
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            return bad("threads", self.threads.to_string(), "must be 1 to 256");
         }
         if self.strategy == Strategy::Depthwise && self.reduction_unroll != 1 {
             return bad(
@@ -153,5 +170,7 @@ pub fn choose(spec: &ValidSpec) -> Schedule {
         pixel_tile,
         reduction_unroll,
         loop_order: LoopOrder::RowsOuter,
+        // One thread unless the caller asks for more ([`Schedule::threads`]).
+        threads: 1,
     }
 }

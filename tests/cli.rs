@@ -527,6 +527,21 @@ fn run_defaults_to_the_jit_and_checks_and_reports_stats() {
 }
 
 #[test]
+fn run_takes_a_thread_count() {
+    let case = Case::new(CONV);
+    for engine in ["jit", "im2col"] {
+        let out = case.run(&case.json, &["--engine", engine, "--threads", "2", "--check"]);
+        succeeded(engine, &out);
+    }
+    let out = case.run(&case.json, &["--stats", "--threads", "2"]);
+    succeeded("--stats --threads 2", &out);
+    assert!(stdout(&out).contains("\"threads\":2"), "{}", stdout(&out));
+    let fresh = Case::new(CONV);
+    let out = fresh.run(&fresh.json, &["--threads", "0"]);
+    run_fails(&fresh, "--threads 0", out, "threads");
+}
+
+#[test]
 fn run_and_ir_take_a_schedule_file() {
     let case = Case::new(CONV);
     let good = case.path("good.json");

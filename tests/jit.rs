@@ -11,8 +11,8 @@ use proptest::prelude::*;
 /// A random schedule that is legal for `spec`.
 fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
     let depthwise_ok = spec.in_per_group() == 1;
-    (any::<bool>(), 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>()).prop_map(
-        move |(depthwise, oc_vectors, tile, unroll, rows_outer)| {
+    (any::<bool>(), 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>(), 1usize..=3).prop_map(
+        move |(depthwise, oc_vectors, tile, unroll, rows_outer, threads)| {
             let strategy =
                 if depthwise && depthwise_ok { Family::Depthwise } else { Family::Direct };
             Schedule {
@@ -25,6 +25,7 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
                 } else {
                     LoopOrder::ChannelsOuter
                 },
+                threads,
             }
         },
     )
@@ -69,6 +70,7 @@ fn check_all(json: &str) {
                     pixel_tile: 12 / oc_vectors,
                     reduction_unroll: if strategy == Family::Direct { 3 } else { 1 },
                     loop_order,
+                    threads: oc_vectors,
                 };
                 if s.legal(&spec).is_ok() {
                     check_kernel(&spec, &s, 11);
@@ -258,6 +260,8 @@ fn illegal_schedules_are_refused() {
         Schedule { oc_vectors: 2, pixel_tile: 8, ..base },
         Schedule { reduction_unroll: 0, ..base },
         Schedule { reduction_unroll: 5, ..base },
+        Schedule { threads: 0, ..base },
+        Schedule { threads: schedule::MAX_THREADS + 1, ..base },
     ];
     for s in bad {
         assert!(
@@ -313,4 +317,39 @@ fn a_kernel_runs_again_on_new_input() {
             assert!(verdict.passed(), "{json}, run with seed {seed}: {verdict:?}");
         }
     }
+}
+
+#[test]
+fn a_kernel_is_shared_by_threads_and_splits_its_own_runs() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<convjit::Kernel>();
+    // Two runs at once of one kernel that itself runs on two threads: the
+    // second run finds the padded copy in use and makes its own.
+    let json = r#"{"op":"conv2d","batch":2,"in_channels":12,"out_channels":20,"height":9,"width":11,"kernel":3,"padding":1,"groups":2}"#;
+    let spec = spec(json);
+    let sched = Schedule { threads: 2, ..schedule::choose(&spec) };
+    let kernel = Compiler::host().unwrap().compile_with(&spec, &sched).unwrap();
+    assert_eq!(kernel.threads(), 2.min(rayon_threads()));
+    let w = random_tensor(1, spec.weight_len());
+    let b = random_tensor(2, spec.out_channels());
+    let packed = kernel.pack(&w, Some(&b)).unwrap();
+    std::thread::scope(|s| {
+        for seed in [3, 4, 5] {
+            let (kernel, packed, w, b, spec) = (&kernel, &packed, &w, &b, &spec);
+            s.spawn(move || {
+                for _ in 0..20 {
+                    let x = random_tensor(seed, spec.input_len());
+                    let mut y = vec![f32::NAN; spec.output_len()];
+                    kernel.run(&x, packed, &mut y).unwrap();
+                    let verdict = convjit::reference::verify(spec, &x, w, Some(b), &y).unwrap();
+                    assert!(verdict.passed(), "seed {seed}: {verdict:?}");
+                }
+            });
+        }
+    });
+}
+
+/// Threads in the pool the kernels split their runs across.
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from).max(1)
 }

@@ -46,6 +46,9 @@ pub struct Phase {
     pub cols: Axis,
 }
 
+/// Channels per block of a channel-blocked input copy: one f32x4.
+pub const INPUT_BLOCK: usize = 4;
+
 /// Everything the emitter and the run-time input copy need to agree on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
