@@ -1,12 +1,11 @@
 //! `Kernel`: the safe handle to compiled code, its weight packing, and `run`.
 
 use std::sync::Mutex;
-
-use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cranelift_jit::JITModule;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::codegen::Plan;
