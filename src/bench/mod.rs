@@ -178,12 +178,8 @@ pub fn run(
         let first = results.len();
         for &engine in &options.engines {
             progress(Progress::Engine { layer: &layer, engine });
-            let outcome = measure_engine(spec, &layer, engine, &data, oracle.as_ref(), options)?;
-            results.push(Outcome {
-                macs_per_cycle: outcome.macs_per_cycle,
-                pct_of_ceiling: 100.0 * outcome.macs_per_cycle / ceiling.macs_per_cycle,
-                ..outcome
-            });
+            let layer = LayerRun { name: &layer, spec, data: &data, oracle: oracle.as_ref() };
+            results.push(measure_engine(&layer, engine, options, &ceiling)?);
             progress(Progress::Done);
         }
         let layer_results = &mut results[first..];
@@ -222,19 +218,27 @@ impl LayerData {
     }
 }
 
+/// One layer of a run, as every engine sees it.
+struct LayerRun<'a> {
+    name: &'a str,
+    spec: &'a ValidSpec,
+    data: &'a LayerData,
+    oracle: Option<&'a Oracle>,
+}
+
 fn measure_engine(
-    spec: &ValidSpec,
-    layer: &str,
+    layer: &LayerRun,
     engine: Engine,
-    data: &LayerData,
-    oracle: Option<&Oracle>,
     options: &Options,
+    ceiling: &Ceiling,
 ) -> Result<Outcome> {
+    let LayerRun { name, spec, data, oracle } = *layer;
     let (prepared, preparation) = timing::measure(|| {
         engine.prepare_threaded(spec, &data.weight, data.bias.as_deref(), options.threads)
     });
     let prepared = prepared?;
-    let mut output = vec![0.0f32; spec.output_len()];
+    // NaN: an element no run writes fails the check.
+    let mut output = vec![f32::NAN; spec.output_len()];
     prepared.run(&data.input, &mut output)?; // warm-up: pages, caches, scratch
     let mut samples = Vec::new();
     let start = Instant::now();
@@ -254,7 +258,7 @@ fn measure_engine(
             let verdict = oracle.verify(&output)?;
             if !verdict.passed() {
                 return Err(Error::CheckFailed {
-                    layer: layer.to_string(),
+                    layer: name.to_string(),
                     engine: engine.to_string(),
                     element: verdict.worst.unwrap_or(0),
                     ratio: verdict.worst_ratio,
@@ -266,8 +270,9 @@ fn measure_engine(
     };
     let macs = Complexity::of(spec).macs_valid;
     let stats = Stats::of(&samples);
+    let macs_per_cycle = macs as f64 / stats.median_cycles.max(1) as f64;
     Ok(Outcome {
-        layer: layer.to_string(),
+        layer: name.to_string(),
         kind: spec.kind().to_string(),
         engine,
         threads: prepared.threads(),
@@ -278,9 +283,9 @@ fn measure_engine(
         spread: stats.iqr_s / stats.median_s.max(f64::MIN_POSITIVE),
         median_cycles: stats.median_cycles,
         macs_valid: macs,
-        macs_per_cycle: macs as f64 / stats.median_cycles.max(1) as f64,
+        macs_per_cycle,
         gflops: 2.0 * macs as f64 / stats.median_s.max(f64::MIN_POSITIVE) / 1e9,
-        pct_of_ceiling: 0.0, // set by the caller, which knows the ceiling
+        pct_of_ceiling: 100.0 * macs_per_cycle / ceiling.macs_per_cycle,
         compile_ms: prepared.compile_time().unwrap_or_default().as_secs_f64() * 1e3,
         prepare_ms: preparation.wall.as_secs_f64() * 1e3,
         jit_speedup: None,
@@ -341,7 +346,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<18} {:<11} {:<7} {:>3} {:>5} {:>11} {:>7} {:>13} {:>9} {:>8} {:>7} {:>9} {:>10} {:>8}",
+            "{:<18} {:<11} {:<9} {:>3} {:>5} {:>11} {:>7} {:>13} {:>9} {:>8} {:>7} {:>9} {:>10} {:>8}",
             "layer",
             "kind",
             "engine",
@@ -365,7 +370,7 @@ impl Report {
             let speedup = r.jit_speedup.map_or_else(|| "-".to_string(), |s| format!("{s:.2}×"));
             let _ = writeln!(
                 out,
-                "{:<18} {:<11} {:<7} {:>3} {:>5} {:>11} {:>6.1}% {:>13} {:>9.3} {:>8.2} {:>6.1}% {:>9} {:>10.2} {:>8.2}",
+                "{:<18} {:<11} {:<9} {:>3} {:>5} {:>11} {:>6.1}% {:>13} {:>9.3} {:>8.2} {:>6.1}% {:>9} {:>10.2} {:>8.2}",
                 layer,
                 kind,
                 r.engine.to_string(),
