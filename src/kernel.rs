@@ -12,14 +12,14 @@ use crate::codegen::Plan;
 use crate::codegen::plan::INPUT_BLOCK;
 use crate::complexity::Complexity;
 use crate::error::{Error, Result};
-use crate::schedule::{Schedule, Strategy};
+use crate::schedule::{Schedule, Split, Strategy};
 use crate::spec::{Op, ValidSpec};
 use crate::timing;
 
 /// The generated function: `(x, w, bias, y, begin, end)`, see
 /// [`crate::codegen`].
 pub(crate) type KernelFn =
-    unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64);
+    unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64, i64, i64);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -176,9 +176,13 @@ impl Kernel {
     }
 
     /// The threads a run uses: the schedule's, but no more than there are
-    /// work items to share or threads in rayon's pool.
+    /// work items (or rows) to share or threads in rayon's pool.
     pub fn threads(&self) -> usize {
-        let wanted = self.schedule.threads.min(self.plan.items);
+        let shares = match self.schedule.split {
+            Split::Items => self.plan.items,
+            Split::Rows => self.plan.phases.iter().map(|p| p.rows.count).max().unwrap_or(1),
+        };
+        let wanted = self.schedule.threads.min(shares);
         // Asking rayon starts its pool: only when it is to be used.
         if wanted > 1 { wanted.min(rayon::current_num_threads()) } else { 1 }
     }
@@ -238,21 +242,29 @@ impl Kernel {
             // `items · cig · taps · lanes` weights and `items · lanes` bias
             // values (the lengths `pack` made, checked by the kernel id),
             // and writes only the output channels of the work items in its
-            // range, inside the image's output, whose length was checked
-            // above. No bounds are checked inside: codegen proves every
-            // address in range (see `codegen`). Concurrent calls get
-            // disjoint item ranges, so they write disjoint channels, and
-            // only read `x`, `w` and `b`, which nothing writes meanwhile;
-            // `y`, `scratch` and the operands outlive the scope.
+            // range, in the rows of its part, inside the image's output,
+            // whose length was checked above. No bounds are checked inside:
+            // codegen proves every address in range (see `codegen`).
+            // Concurrent calls get disjoint item ranges or disjoint row
+            // parts, so they write disjoint outputs, and only read `x`, `w`
+            // and `b`, which nothing writes meanwhile; `y`, `scratch` and the
+            // operands outlive the scope.
             if threads == 1 {
-                unsafe { call.items(0..items) };
+                unsafe { call.share(0..items, 0, 1) };
             } else {
-                let range = |t: usize| t * items / threads..(t + 1) * items / threads;
+                let share = move |t: usize| match self.schedule.split {
+                    Split::Items => (t * items / threads..(t + 1) * items / threads, 0, 1),
+                    Split::Rows => (0..items, t, threads),
+                };
                 rayon::scope(|s| {
                     for t in 1..threads {
-                        s.spawn(move |_| unsafe { call.items(range(t)) });
+                        s.spawn(move |_| {
+                            let (items, part, parts) = share(t);
+                            unsafe { call.share(items, part, parts) }
+                        });
                     }
-                    unsafe { call.items(range(0)) };
+                    let (items, part, parts) = share(0);
+                    unsafe { call.share(items, part, parts) };
                 });
             }
         }
@@ -343,22 +355,23 @@ struct Call {
     y: *mut f32,
 }
 
-// SAFETY: the pointers are only dereferenced by `Call::items`, whose callers
-// give concurrent calls disjoint item ranges (see `Kernel::run`).
+// SAFETY: the pointers are only dereferenced by `Call::share`, whose callers
+// give concurrent calls disjoint shares (see `Kernel::run`).
 unsafe impl Send for Call {}
 unsafe impl Sync for Call {}
 
 impl Call {
-    /// Runs the work items `items` of the image.
+    /// Runs the work items `items` of the image, on part `part` of `parts`
+    /// slices of its output rows.
     ///
     /// # Safety
     /// The pointers must be valid for the lengths the plan implies (see
-    /// `Kernel::run`), and no other call may run an overlapping range at
-    /// the same time.
-    unsafe fn items(self, items: std::ops::Range<usize>) {
+    /// `Kernel::run`), `part < parts`, and no other call may run an
+    /// overlapping share at the same time.
+    unsafe fn share(self, items: std::ops::Range<usize>, part: usize, parts: usize) {
+        let (begin, end) = (items.start as i64, items.end as i64);
+        let (part, parts) = (part as i64, parts as i64);
         // SAFETY: as the caller promises.
-        unsafe {
-            (self.function)(self.x, self.w, self.b, self.y, items.start as i64, items.end as i64)
-        }
+        unsafe { (self.function)(self.x, self.w, self.b, self.y, begin, end, part, parts) }
     }
 }

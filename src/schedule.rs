@@ -76,12 +76,26 @@ pub struct Schedule {
     /// The order of the channel-block and row loops: which operand stays hot.
     pub loop_order: LoopOrder,
     /// Threads a run splits its work across: each image's padded copy by
-    /// channel planes, then its work items (channel blocks) in contiguous
-    /// ranges, so every thread writes its own output channels. More threads
-    /// than work items leave the extra ones idle. Not a codegen decision:
-    /// the same code serves every count.
+    /// channel planes, then its output as [`Schedule::split`] says. Not a
+    /// codegen decision: the same code serves every count.
     #[serde(default = "one_thread")]
     pub threads: usize,
+    /// How threads share an image's output (unused on one thread).
+    #[serde(default)]
+    pub split: Split,
+}
+
+/// How the threads of a run share an image's output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    /// Contiguous ranges of work items (channel blocks): each thread reads
+    /// the whole input image and only its items' weights.
+    #[default]
+    Items,
+    /// Equal slices of every phase's output rows: each thread reads about
+    /// its share of the input and all the weights.
+    Rows,
 }
 
 fn one_thread() -> usize {
@@ -142,6 +156,17 @@ impl Schedule {
     }
 }
 
+/// How threads should share an image: the split that streams fewer bytes
+/// per thread. Splitting items, each of `T` threads reads the whole input
+/// image and 1/T of the weights; splitting rows, about 1/T of the image and
+/// all the weights. So rows win when an image is larger than the weights
+/// (large feature maps, few channels: 1×1 and depthwise layers, the early
+/// layers of a network), items when the weights are larger (deep layers).
+fn split(spec: &ValidSpec) -> Split {
+    let image = spec.in_channels() * spec.height() * spec.width();
+    if image > spec.weight_len() { Split::Rows } else { Split::Items }
+}
+
 /// The deterministic heuristic: a legal schedule for every valid spec.
 pub fn choose(spec: &ValidSpec) -> Schedule {
     let taps = spec.kernel()[0] * spec.kernel()[1];
@@ -172,5 +197,6 @@ pub fn choose(spec: &ValidSpec) -> Schedule {
         loop_order: LoopOrder::RowsOuter,
         // One thread unless the caller asks for more ([`Schedule::threads`]).
         threads: 1,
+        split: split(spec),
     }
 }

@@ -4,15 +4,16 @@
 mod common;
 
 use common::{any_spec, check_kernel, random_tensor, spec};
-use convjit::schedule::{self, LoopOrder, Schedule, Strategy as Family};
+use convjit::schedule::{self, LoopOrder, Schedule, Split, Strategy as Family};
 use convjit::{Compiler, Error, ValidSpec, suite};
 use proptest::prelude::*;
 
 /// A random schedule that is legal for `spec`.
 fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
     let depthwise_ok = spec.in_per_group() == 1;
-    (any::<bool>(), 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>(), 1usize..=3).prop_map(
-        move |(depthwise, oc_vectors, tile, unroll, rows_outer, threads)| {
+    let knobs = (any::<bool>(), 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>());
+    (knobs, 1usize..=3, any::<bool>()).prop_map(
+        move |((depthwise, oc_vectors, tile, unroll, rows_outer), threads, split_rows)| {
             let strategy =
                 if depthwise && depthwise_ok { Family::Depthwise } else { Family::Direct };
             Schedule {
@@ -26,6 +27,7 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
                     LoopOrder::ChannelsOuter
                 },
                 threads,
+                split: if split_rows { Split::Rows } else { Split::Items },
             }
         },
     )
@@ -71,6 +73,7 @@ fn check_all(json: &str) {
                     reduction_unroll: if strategy == Family::Direct { 3 } else { 1 },
                     loop_order,
                     threads: oc_vectors,
+                    split: if oc_vectors == 2 { Split::Rows } else { Split::Items },
                 };
                 if s.legal(&spec).is_ok() {
                     check_kernel(&spec, &s, 11);
@@ -327,15 +330,23 @@ fn a_kernel_is_shared_by_threads_and_splits_its_own_runs() {
     // second run finds the padded copy in use and makes its own.
     let json = r#"{"op":"conv2d","batch":2,"in_channels":12,"out_channels":20,"height":9,"width":11,"kernel":3,"padding":1,"groups":2}"#;
     let spec = spec(json);
-    let sched = Schedule { threads: 2, ..schedule::choose(&spec) };
-    let kernel = Compiler::host().unwrap().compile_with(&spec, &sched).unwrap();
-    assert_eq!(kernel.threads(), 2.min(rayon_threads()));
+    for split in [Split::Items, Split::Rows] {
+        let sched = Schedule { threads: 2, split, ..schedule::choose(&spec) };
+        let kernel = Compiler::host().unwrap().compile_with(&spec, &sched).unwrap();
+        assert_eq!(kernel.threads(), 2.min(rayon_threads()));
+        runs_at_once(&spec, &kernel);
+    }
+}
+
+/// Runs `kernel` on three threads at once, twenty times each, checking
+/// every output.
+fn runs_at_once(spec: &ValidSpec, kernel: &convjit::Kernel) {
     let w = random_tensor(1, spec.weight_len());
     let b = random_tensor(2, spec.out_channels());
     let packed = kernel.pack(&w, Some(&b)).unwrap();
     std::thread::scope(|s| {
         for seed in [3, 4, 5] {
-            let (kernel, packed, w, b, spec) = (&kernel, &packed, &w, &b, &spec);
+            let (packed, w, b) = (&packed, &w, &b);
             s.spawn(move || {
                 for _ in 0..20 {
                     let x = random_tensor(seed, spec.input_len());

@@ -8,10 +8,11 @@
 //! stride, offset and channel count is an immediate.
 //!
 //! The generated function has the C signature
-//! `fn(x, w, bias, y, begin, end)`: `x` is one padded (and, for the
+//! `fn(x, w, bias, y, begin, end, part, parts)`: `x` is one padded (and, for the
 //! depthwise strategy, channel-blocked) input image, `w` and `bias` the
-//! packed weights and bias, `y` the image's NCHW output, and `[begin, end)`
-//! the range of work items (channel blocks) to compute.
+//! packed weights and bias, `y` the image's NCHW output, `[begin, end)`
+//! the range of work items (channel blocks) to compute, and `part` of
+//! `parts` (`part < parts`) the slice of every phase's output rows.
 //!
 //! Invariant: codegen emits no bounds checks. Every address it forms is in
 //! range because the plan pads the input for every tap it keeps, tiles cover
@@ -39,8 +40,9 @@ pub fn signature(pointer: Type, call_conv: cranelift_codegen::isa::CallConv) -> 
     for _ in 0..4 {
         sig.params.push(AbiParam::new(pointer));
     }
-    sig.params.push(AbiParam::new(types::I64));
-    sig.params.push(AbiParam::new(types::I64));
+    for _ in 0..4 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
     sig
 }
 
@@ -79,7 +81,7 @@ pub fn lower(
         b: params[2],
         y: params[3],
     };
-    e.body(params[4], params[5]);
+    e.body(params[4], params[5], params[6], params[7]);
     e.fb.ins().return_(&[]);
     e.fb.seal_all_blocks();
     e.fb.finalize(target.frontend);
@@ -237,17 +239,18 @@ impl Emitter<'_> {
         exit_vals
     }
 
-    /// The whole function body: the two outer loops in the schedule's order.
-    fn body(&mut self, begin: Value, end: Value) {
+    /// The whole function body: the two outer loops in the schedule's order,
+    /// over work items `[begin, end)` and, in every phase, part `part` of
+    /// `parts` equal slices of the output rows.
+    fn body(&mut self, begin: Value, end: Value, part: Value, parts: Value) {
         let phases = self.plan.phases.clone();
         match self.schedule.loop_order {
             crate::schedule::LoopOrder::ChannelsOuter => {
                 self.counted_loop(begin, end, 1, &[], |e, wi, _| {
                     let item = e.item(wi);
                     for phase in &phases {
-                        let zero = e.iconst(0);
-                        let count = e.iconst(phase.rows.count as i64);
-                        e.counted_loop(zero, count, 1, &[], |e, t, _| {
+                        let (first, last) = e.row_slice(phase, part, parts);
+                        e.counted_loop(first, last, 1, &[], |e, t, _| {
                             e.row(&item, phase, t);
                             vec![]
                         });
@@ -257,9 +260,8 @@ impl Emitter<'_> {
             }
             crate::schedule::LoopOrder::RowsOuter => {
                 for phase in &phases {
-                    let zero = self.iconst(0);
-                    let count = self.iconst(phase.rows.count as i64);
-                    self.counted_loop(zero, count, 1, &[], |e, t, _| {
+                    let (first, last) = self.row_slice(phase, part, parts);
+                    self.counted_loop(first, last, 1, &[], |e, t, _| {
                         e.counted_loop(begin, end, 1, &[], |e, wi, _| {
                             let item = e.item(wi);
                             e.row(&item, phase, t);
@@ -270,6 +272,18 @@ impl Emitter<'_> {
                 }
             }
         }
+    }
+
+    /// Rows `[count·part / parts, count·(part + 1) / parts)` of a phase: the
+    /// slices of all parts tile its rows exactly.
+    fn row_slice(&mut self, phase: &Phase, part: Value, parts: Value) -> (Value, Value) {
+        let count = phase.rows.count as i64;
+        let first = self.fb.ins().imul_imm_s(part, count);
+        let first = self.fb.ins().udiv(first, parts);
+        let next = self.fb.ins().iadd_imm_s(part, 1);
+        let last = self.fb.ins().imul_imm_s(next, count);
+        let last = self.fb.ins().udiv(last, parts);
+        (first, last)
     }
 
     /// Decodes work item `wi` into base pointers.
