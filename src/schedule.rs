@@ -156,16 +156,17 @@ impl Schedule {
     }
 }
 
-/// How threads should share an image: the split that streams fewer bytes
-/// per thread. Splitting items, each of `T` threads reads the whole input
-/// image and 1/T of the weights; splitting rows, about 1/T of the image and
-/// all the weights. So rows win when an image is larger than the weights
-/// (large feature maps, few channels: 1×1 and depthwise layers, the early
-/// layers of a network), items when the weights are larger (deep layers).
+/// How threads should share an image. Rows measured as fast as items or
+/// faster on every suite layer, deep ones included (`examples/thread_split.rs`,
+/// `docs/schedules.md`): a thread then streams about its share of the input
+/// instead of all of it. Items serve outputs too short to slice evenly.
 fn split(spec: &ValidSpec) -> Split {
-    let image = spec.in_channels() * spec.height() * spec.width();
-    if image > spec.weight_len() { Split::Rows } else { Split::Items }
+    if spec.out_height() >= MIN_ROWS_TO_SPLIT { Split::Rows } else { Split::Items }
 }
+
+/// Output rows below which threads share channel blocks instead: 16 rows
+/// cut in 2 or 4 equal slices; fewer leave threads unevenly loaded.
+const MIN_ROWS_TO_SPLIT: usize = 16;
 
 /// The deterministic heuristic: a legal schedule for every valid spec.
 pub fn choose(spec: &ValidSpec) -> Schedule {
