@@ -16,7 +16,7 @@ use crate::schedule::{Schedule, Split, Strategy};
 use crate::spec::{Op, ValidSpec};
 use crate::timing;
 
-/// The generated function: `(x, w, bias, y, begin, end)`, see
+/// The generated function: `(x, w, bias, y, begin, end, part, parts)`, see
 /// [`crate::codegen`].
 pub(crate) type KernelFn =
     unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64, i64, i64);
