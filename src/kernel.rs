@@ -191,10 +191,9 @@ impl Kernel {
     /// `output` (NCHW). Every length, and that `weights` were packed by this
     /// kernel, is checked before the compiled code runs.
     ///
-    /// With [`Kernel::threads`] above 1, a batch of at least as many images
-    /// gives whole images to each thread; otherwise each image's padded
-    /// copy is split by channel planes and its output as
-    /// [`Schedule::split`] says, across rayon's pool.
+    /// With [`Kernel::threads`] above 1, each image's padded copy is split
+    /// by channel planes and its work items by contiguous ranges across
+    /// rayon's pool.
     pub fn run(&self, input: &[f32], weights: &PackedWeights, output: &mut [f32]) -> Result<()> {
         let spec = &self.spec;
         spec.check_operands(
@@ -208,107 +207,68 @@ impl Kernel {
         }
         let image_in = spec.in_channels() * spec.height() * spec.width();
         let image_out = spec.out_channels() * spec.out_height() * spec.out_width();
+        let needs_copy = self.plan.pad != [0; 4] || self.plan.blocked_input;
         let threads = self.threads();
-        if threads > 1 && spec.batch() >= threads {
-            // Whole images to each thread: no split inside an image, so no
-            // barrier between copy and compute; each thread zeroes its own
-            // padded copy once per run.
-            input
-                .par_chunks(image_in)
-                .zip(output.par_chunks_mut(image_out))
-                .with_min_len(spec.batch().div_ceil(threads))
-                .for_each_init(
-                    || self.new_scratch(),
-                    |scratch, (x, y)| self.run_image(x, y, weights, scratch, 1),
-                );
-            return Ok(());
-        }
         // The padded copy's borders are zero and stay zero (only the interior
         // is written), so the buffer is zeroed once and reused by later runs.
         // A run that finds it in use by another thread makes its own.
         let mut cached = self.scratch.try_lock().ok();
         let mut local = Vec::new();
         let scratch: &mut Vec<f32> = cached.as_deref_mut().unwrap_or(&mut local);
-        if scratch.is_empty() {
-            *scratch = self.new_scratch();
+        if needs_copy && scratch.is_empty() {
+            *scratch = vec![0.0f32; self.plan.padded_image_len(spec.in_channels()).max(1)];
         }
-        for (x, y) in input.chunks(image_in).zip(output.chunks_mut(image_out)) {
-            self.run_image(x, y, weights, scratch, threads);
+        let items = self.plan.items;
+        for n in 0..spec.batch() {
+            let x = &input[n * image_in..(n + 1) * image_in];
+            let y = &mut output[n * image_out..(n + 1) * image_out];
+            let x_ptr = if needs_copy {
+                self.copy_padded(x, scratch, threads);
+                scratch.as_ptr()
+            } else {
+                x.as_ptr()
+            };
+            let call = Call {
+                function: self.function,
+                x: x_ptr,
+                w: weights.weights.as_ptr(),
+                b: weights.bias.as_ptr(),
+                y: y.as_mut_ptr(),
+            };
+            // SAFETY (for every `call.items` below): `function` was
+            // generated for `self.plan`: it reads `padded_image_len`
+            // elements from `x` (the scratch copy, or the unpadded image
+            // when the plan needs no copy, which then has the same length),
+            // `items · cig · taps · lanes` weights and `items · lanes` bias
+            // values (the lengths `pack` made, checked by the kernel id),
+            // and writes only the output channels of the work items in its
+            // range, in the rows of its part, inside the image's output,
+            // whose length was checked above. No bounds are checked inside:
+            // codegen proves every address in range (see `codegen`).
+            // Concurrent calls get disjoint item ranges or disjoint row
+            // parts, so they write disjoint outputs, and only read `x`, `w`
+            // and `b`, which nothing writes meanwhile; `y`, `scratch` and the
+            // operands outlive the scope.
+            if threads == 1 {
+                unsafe { call.share(0..items, 0, 1) };
+            } else {
+                let share = move |t: usize| match self.schedule.split {
+                    Split::Items => (t * items / threads..(t + 1) * items / threads, 0, 1),
+                    Split::Rows => (0..items, t, threads),
+                };
+                rayon::scope(|s| {
+                    for t in 1..threads {
+                        s.spawn(move |_| {
+                            let (items, part, parts) = share(t);
+                            unsafe { call.share(items, part, parts) }
+                        });
+                    }
+                    let (items, part, parts) = share(0);
+                    unsafe { call.share(items, part, parts) };
+                });
+            }
         }
         Ok(())
-    }
-
-    /// A zeroed buffer for the padded copy of one image (empty when the plan
-    /// needs no copy).
-    fn new_scratch(&self) -> Vec<f32> {
-        if self.needs_copy() {
-            vec![0.0f32; self.plan.padded_image_len(self.spec.in_channels())]
-        } else {
-            Vec::new()
-        }
-    }
-
-    fn needs_copy(&self) -> bool {
-        self.plan.pad != [0; 4] || self.plan.blocked_input
-    }
-
-    /// Computes one image `x` into `y` on `threads` threads, with `scratch`
-    /// from [`Kernel::new_scratch`] (whose borders are still zero). Only
-    /// [`Kernel::run`] calls it, after checking every length and the
-    /// weights' kernel.
-    fn run_image(
-        &self,
-        x: &[f32],
-        y: &mut [f32],
-        weights: &PackedWeights,
-        scratch: &mut [f32],
-        threads: usize,
-    ) {
-        let x_ptr = if self.needs_copy() {
-            self.copy_padded(x, scratch, threads);
-            scratch.as_ptr()
-        } else {
-            x.as_ptr()
-        };
-        let items = self.plan.items;
-        let call = Call {
-            function: self.function,
-            x: x_ptr,
-            w: weights.weights.as_ptr(),
-            b: weights.bias.as_ptr(),
-            y: y.as_mut_ptr(),
-        };
-        // SAFETY (for every `call.share` below): `function` was generated
-        // for `self.plan`: it reads `padded_image_len` elements from `x`
-        // (the scratch copy, or the unpadded image when the plan needs no
-        // copy, which then has the same length), `items · cig · taps ·
-        // lanes` weights and `items · lanes` bias values (the lengths `pack`
-        // made, checked by the kernel id in `run`), and writes only the
-        // output channels of the work items in its range, in the rows of its
-        // part, inside the image's output, whose length `run` checked. No
-        // bounds are checked inside: codegen proves every address in range
-        // (see `codegen`). Concurrent calls get disjoint item ranges or
-        // disjoint row parts, so they write disjoint outputs, and only read
-        // `x`, `w` and `b`, which nothing writes meanwhile; `y`, `scratch`
-        // and the operands outlive the scope.
-        if threads == 1 {
-            unsafe { call.share(0..items, 0, 1) };
-        } else {
-            let share = move |t: usize| match self.schedule.split {
-                Split::Items => (t * items / threads..(t + 1) * items / threads, 0, 1),
-                Split::Rows => (0..items, t, threads),
-            };
-            rayon::scope(|s| {
-                for t in 1..threads {
-                    s.spawn(move |_| {
-                        let (items, part, parts) = share(t);
-                        unsafe { call.share(items, part, parts) }
-                    });
-                }
-                let (items, part, parts) = share(0);
-                unsafe { call.share(items, part, parts) };
-            });
-        }
     }
 
     /// Like [`Kernel::run`], also measuring the run.
