@@ -192,8 +192,8 @@ impl Kernel {
     /// kernel, is checked before the compiled code runs.
     ///
     /// With [`Kernel::threads`] above 1, each image's padded copy is split
-    /// by channel planes and its work items by contiguous ranges across
-    /// rayon's pool.
+    /// by channel planes and its output as [`Schedule::split`] says (row
+    /// slices or ranges of work items) across rayon's pool.
     pub fn run(&self, input: &[f32], weights: &PackedWeights, output: &mut [f32]) -> Result<()> {
         let spec = &self.spec;
         spec.check_operands(
