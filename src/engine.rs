@@ -55,8 +55,9 @@ impl Engine {
 
     /// Prepares `spec` with these weights (PyTorch layout) and bias, letting
     /// the engine use up to `threads` threads (at least 1): the JIT splits
-    /// each image's channel blocks ([`Schedule::threads`]), im2col hands
-    /// them to its GEMM, the naive loops and the reference use one.
+    /// each image's rows or channel blocks ([`Schedule::threads`],
+    /// [`Schedule::split`]), im2col hands them to its GEMM, the naive loops
+    /// and the reference use one.
     /// [`Prepared::threads`] says how many a run actually uses.
     pub fn prepare_threaded(
         self,
