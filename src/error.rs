@@ -98,5 +98,5 @@ pub enum Error {
     },
 }
 
-/// `Result` with convjit's [`Error`].
+/// `Result` with convjit's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;

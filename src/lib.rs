@@ -2,7 +2,7 @@
 //!
 //! A layer is described by a [`ConvSpec`] (PyTorch's names and semantics),
 //! validated into a [`ValidSpec`], and executed by an [`Engine`]. The
-//! [`reference`] interpreter is the oracle every engine is checked against;
+//! [`reference`](mod@reference) interpreter is the oracle every engine is checked against;
 //! [`Complexity`] counts its work under the conventions the field uses.
 //! `ARCHITECTURE.md` at the repository root maps the modules.
 

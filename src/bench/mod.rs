@@ -1,6 +1,6 @@
 //! The benchmark harness behind `convjit bench`: every engine on every layer
 //! of a suite, on the same random data, in one process, against the
-//! [ceiling](crate::ceiling) measured at the start of the same run.
+//! [ceiling](mod@crate::ceiling) measured at the start of the same run.
 //!
 //! Per layer and engine: prepare (timed: for the JIT that is compiling and
 //! packing the weights), one untimed warm-up run, then timed runs until
