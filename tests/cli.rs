@@ -6,11 +6,11 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use common::{check, random_tensor, spec};
+use common::{check, entries, random_tensor, spec};
 use convjit::npy::{read_f32, write_f32};
 use convjit::{Complexity, ConvSpec, ValidSpec, reference};
 use serde_json::Value;
@@ -46,16 +46,6 @@ fn failed(what: &str, out: &Output, reason: &str) {
     assert!(err.starts_with("convjit: error: "), "{what}: {err}");
     assert!(err.contains(reason), "{what}: stderr lacks {reason:?}: {err}");
     assert!(out.stdout.is_empty(), "{what}: printed on stdout: {}", stdout(out));
-}
-
-/// The sorted names in a folder.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// A folder holding a spec file and its input, weight and (when the spec has

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{check, random_tensor};
+use common::{check, entries, random_tensor};
 use convjit::Error;
 use convjit::npy::{read_f32, write_f32};
 
@@ -35,16 +35,6 @@ fn npy_bytes(descr: &str, fortran_order: bool, shape: &[usize], data: &[u8]) -> 
 
 fn le_f32(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-/// The names of the entries of a folder, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// Asserts that reading `path` as `expected` fails with an error naming the

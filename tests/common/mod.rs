@@ -245,3 +245,14 @@ pub fn miniature(layer: &ConvSpec, channels: i64, size: i64) -> ValidSpec {
     assert_eq!(small.kind(), full.kind(), "{layer:?}");
     small
 }
+
+/// The names of the entries of a folder, sorted: what a failed command must
+/// leave as it found.
+pub fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
