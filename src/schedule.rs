@@ -80,7 +80,9 @@ pub struct Schedule {
     /// codegen decision: the same code serves every count.
     #[serde(default = "one_thread")]
     pub threads: usize,
-    /// How threads share an image's output (unused on one thread).
+    /// How threads share an image's output (unused on one thread). A
+    /// schedule file without it splits rows, the split that measured
+    /// faster (`docs/schedules.md`).
     #[serde(default)]
     pub split: Split,
 }
@@ -91,10 +93,10 @@ pub struct Schedule {
 pub enum Split {
     /// Contiguous ranges of work items (channel blocks): each thread reads
     /// the whole input image and only its items' weights.
-    #[default]
     Items,
     /// Equal slices of every phase's output rows: each thread reads about
     /// its share of the input and all the weights.
+    #[default]
     Rows,
 }
 
