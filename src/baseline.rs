@@ -161,7 +161,7 @@ impl Im2col {
         bias: Option<&[f32]>,
         threads: usize,
     ) -> Result<Im2col> {
-        if threads == 0 {
+        if !(1..=crate::schedule::MAX_THREADS).contains(&threads) {
             return Err(Error::InvalidThreads(threads));
         }
         spec.check_operands(spec.input_len(), weight.len(), bias.map(<[f32]>::len))?;

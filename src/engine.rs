@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::jit::Compiler;
 use crate::kernel::{Kernel, PackedWeights};
 use crate::reference;
-use crate::schedule::{self, Schedule};
+use crate::schedule;
 use crate::spec::ValidSpec;
 
 /// A way to execute a convolution.
@@ -54,9 +54,9 @@ impl Engine {
     }
 
     /// Prepares `spec` with these weights (PyTorch layout) and bias, letting
-    /// the engine use up to `threads` threads (at least 1): the JIT splits
-    /// each image's rows or channel blocks ([`Schedule::threads`],
-    /// [`Schedule::split`]), im2col hands them to its GEMM, the naive loops
+    /// the engine use up to `threads` threads (1 to
+    /// [`schedule::MAX_THREADS`]): the JIT shares each image's rows, channel
+    /// blocks or groups ([`schedule::choose_threaded`]), im2col hands them to its GEMM, the naive loops
     /// and the reference use one.
     /// [`Prepared::threads`] says how many a run actually uses.
     pub fn prepare_threaded(
@@ -66,13 +66,13 @@ impl Engine {
         bias: Option<&[f32]>,
         threads: usize,
     ) -> Result<Box<dyn Prepared>> {
-        if threads == 0 {
+        if !(1..=schedule::MAX_THREADS).contains(&threads) {
             return Err(Error::InvalidThreads(threads));
         }
         spec.check_operands(spec.input_len(), weight.len(), bias.map(<[f32]>::len))?;
         match self {
             Engine::Jit => {
-                let schedule = Schedule { threads, ..schedule::choose(spec) };
+                let schedule = schedule::choose_threaded(spec, threads);
                 let kernel = Compiler::host()?.compile_with(spec, &schedule)?;
                 let weights = kernel.pack(weight, bias)?;
                 Ok(Box::new(JitLayer { kernel, weights }))

@@ -67,7 +67,7 @@ pub enum Error {
     #[error("unknown engine {0:?}")]
     UnknownEngine(String),
     /// A thread count an engine cannot use.
-    #[error("invalid thread count {0}: give at least 1")]
+    #[error("invalid thread count {0}: give 1 to 256")]
     InvalidThreads(usize),
     /// An engine's output is past its error bound against the reference: a
     /// bug in that engine.

@@ -36,8 +36,9 @@ pub struct Kernel {
     module: Mutex<Option<JITModule>>,
     function: KernelFn,
     compile_time: Duration,
-    /// The zero-bordered padded input copy, kept between runs.
-    scratch: Mutex<Vec<f32>>,
+    /// The zero-bordered padded copies (one, or one per thread when each
+    /// holds a group), kept between runs.
+    scratch: Mutex<Vec<Vec<f32>>>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -134,7 +135,7 @@ impl Kernel {
                 // weight for input channel 0 of the group and tap 0, with the
                 // step between consecutive input channels.
                 let (oc, first, channel_step) = match self.schedule.strategy {
-                    Strategy::Direct => {
+                    Strategy::Direct | Strategy::Width => {
                         let blocks = cog.div_ceil(lanes);
                         let (g, ocg) = (item / blocks, (item % blocks) * lanes + lane);
                         if ocg >= cog {
@@ -176,11 +177,15 @@ impl Kernel {
     }
 
     /// The threads a run uses: the schedule's, but no more than there are
-    /// work items (or rows) to share or threads in rayon's pool.
+    /// shares (groups, work items or rows) or threads in rayon's pool.
     pub fn threads(&self) -> usize {
-        let shares = match self.schedule.split {
-            Split::Items => self.plan.items,
-            Split::Rows => self.plan.phases.iter().map(|p| p.rows.count).max().unwrap_or(1),
+        let shares = if self.plan.copy_per_group {
+            self.plan.groups()
+        } else {
+            match self.schedule.split {
+                Split::Items => self.plan.items,
+                Split::Rows => self.plan.phases.iter().map(|p| p.rows.count).max().unwrap_or(1),
+            }
         };
         let wanted = self.schedule.threads.min(shares);
         // Asking rayon starts its pool: only when it is to be used.
@@ -191,9 +196,11 @@ impl Kernel {
     /// `output` (NCHW). Every length, and that `weights` were packed by this
     /// kernel, is checked before the compiled code runs.
     ///
-    /// With [`Kernel::threads`] above 1, each image's padded copy is split
-    /// by channel planes and its output as [`Schedule::split`] says (row
-    /// slices or ranges of work items) across rayon's pool.
+    /// With [`Kernel::threads`] above 1 the work of each image is shared
+    /// across rayon's pool: with a whole-image copy ([`crate::schedule::InputCopy`]),
+    /// the copy by channel planes and then the output as [`Schedule::split`]
+    /// says (row slices or ranges of work items); with a copy per group,
+    /// whole groups, each thread copying its own.
     pub fn run(&self, input: &[f32], weights: &PackedWeights, output: &mut [f32]) -> Result<()> {
         let spec = &self.spec;
         spec.check_operands(
@@ -207,38 +214,41 @@ impl Kernel {
         }
         let image_in = spec.in_channels() * spec.height() * spec.width();
         let image_out = spec.out_channels() * spec.out_height() * spec.out_width();
-        let needs_copy = self.plan.pad != [0; 4] || self.plan.blocked_input;
         let threads = self.threads();
-        // The padded copy's borders are zero and stay zero (only the interior
-        // is written), so the buffer is zeroed once and reused by later runs.
-        // A run that finds it in use by another thread makes its own.
+        // The padded copies' borders are zero and stay zero (only the
+        // interior is written), so the buffers are zeroed once and reused by
+        // later runs. A run that finds them in use by another thread makes
+        // its own.
         let mut cached = self.scratch.try_lock().ok();
         let mut local = Vec::new();
-        let scratch: &mut Vec<f32> = cached.as_deref_mut().unwrap_or(&mut local);
-        if needs_copy && scratch.is_empty() {
-            *scratch = vec![0.0f32; self.plan.padded_image_len(spec.in_channels()).max(1)];
+        let buffers: &mut Vec<Vec<f32>> = cached.as_deref_mut().unwrap_or(&mut local);
+        let needed = match (self.plan.needs_copy, self.plan.copy_per_group) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => threads,
+        };
+        if buffers.len() < needed {
+            buffers.resize_with(needed, Vec::new);
         }
-        let items = self.plan.items;
+        for buffer in &mut buffers[..needed] {
+            if buffer.is_empty() {
+                *buffer = vec![0.0f32; self.plan.copy_len().max(1)];
+            }
+        }
         for n in 0..spec.batch() {
             let x = &input[n * image_in..(n + 1) * image_in];
             let y = &mut output[n * image_out..(n + 1) * image_out];
-            let x_ptr = if needs_copy {
-                self.copy_padded(x, scratch, threads);
-                scratch.as_ptr()
-            } else {
-                x.as_ptr()
-            };
             let call = Call {
                 function: self.function,
-                x: x_ptr,
+                x: x.as_ptr(),
                 w: weights.weights.as_ptr(),
                 b: weights.bias.as_ptr(),
                 y: y.as_mut_ptr(),
             };
-            // SAFETY (for every `call.items` below): `function` was
-            // generated for `self.plan`: it reads `padded_image_len`
-            // elements from `x` (the scratch copy, or the unpadded image
-            // when the plan needs no copy, which then has the same length),
+            // SAFETY (for every `share` below): `function` was generated for
+            // `self.plan`: it reads `copy_len` elements from `x` (a scratch
+            // copy of that length, or the unpadded image when the plan needs
+            // no copy, which then has the same length),
             // `items · cig · taps · lanes` weights and `items · lanes` bias
             // values (the lengths `pack` made, checked by the kernel id),
             // and writes only the output channels of the work items in its
@@ -246,9 +256,22 @@ impl Kernel {
             // whose length was checked above. No bounds are checked inside:
             // codegen proves every address in range (see `codegen`).
             // Concurrent calls get disjoint item ranges or disjoint row
-            // parts, so they write disjoint outputs, and only read `x`, `w`
-            // and `b`, which nothing writes meanwhile; `y`, `scratch` and the
-            // operands outlive the scope.
+            // parts, so they write disjoint outputs; they only read `w`,
+            // `b` and their `x`, which nothing writes meanwhile (each thread
+            // of a per-group run writes only its own copy, between its own
+            // calls); `y`, the buffers and the operands outlive the scope.
+            if self.plan.copy_per_group {
+                self.run_groups(x, call, &mut buffers[..threads]);
+                continue;
+            }
+            let call = match buffers.first_mut().filter(|_| self.plan.needs_copy) {
+                Some(buffer) => {
+                    self.copy_padded(x, buffer, threads);
+                    Call { x: buffer.as_ptr(), ..call }
+                }
+                None => call,
+            };
+            let items = self.plan.items;
             if threads == 1 {
                 unsafe { call.share(0..items, 0, 1) };
             } else {
@@ -269,6 +292,36 @@ impl Kernel {
             }
         }
         Ok(())
+    }
+
+    /// One image with a copy per group: thread `t` of `buffers.len()` takes
+    /// a contiguous range of groups and, for each, copies the group's
+    /// planes into its buffer and runs the group's work items on it.
+    fn run_groups(&self, x: &[f32], call: Call, buffers: &mut [Vec<f32>]) {
+        let (groups, per_group) = (self.plan.groups(), self.plan.group_items);
+        let threads = buffers.len();
+        let call = &call; // shared whole: its fields alone are not `Sync`
+        let work = |t: usize, buffer: &mut Vec<f32>| {
+            for g in t * groups / threads..(t + 1) * groups / threads {
+                self.copy_group(x, g, buffer);
+                let call = Call { x: buffer.as_ptr(), ..*call };
+                // SAFETY: see `run`; the buffer holds group `g`'s planes,
+                // `copy_len` elements, which is what the code reads for the
+                // group's items.
+                unsafe { call.share(g * per_group..(g + 1) * per_group, 0, 1) };
+            }
+        };
+        match buffers {
+            [only] => work(0, only),
+            [first, rest @ ..] => rayon::scope(|s| {
+                for (t, buffer) in rest.iter_mut().enumerate() {
+                    let work = &work;
+                    s.spawn(move |_| work(t + 1, buffer));
+                }
+                work(0, first);
+            }),
+            [] => {}
+        }
     }
 
     /// Like [`Kernel::run`], also measuring the run.
@@ -302,9 +355,7 @@ impl Kernel {
     /// across `threads`. The borders of `scratch` are zero and stay zero:
     /// only the interior is written.
     fn copy_padded(&self, x: &[f32], scratch: &mut [f32], threads: usize) {
-        let [hp, wp] = self.plan.padded;
-        let lanes = if self.plan.blocked_input { INPUT_BLOCK } else { 1 };
-        let plane = hp * wp * lanes;
+        let plane = self.plan.plane_len();
         let copy = |(p, dst): (usize, &mut [f32])| self.copy_plane(x, p, dst);
         if threads == 1 {
             scratch.chunks_mut(plane).enumerate().for_each(copy);
@@ -318,29 +369,83 @@ impl Kernel {
         }
     }
 
-    /// Copies the channels of plane `p` of the padded layout into `dst`.
+    /// Copies the planes of group `g` into `scratch` (one group's planes),
+    /// the interior only.
+    fn copy_group(&self, x: &[f32], g: usize, scratch: &mut [f32]) {
+        let first = g * self.plan.group_planes;
+        for (i, dst) in scratch.chunks_mut(self.plan.plane_len()).enumerate() {
+            self.copy_plane(x, first + i, dst);
+        }
+    }
+
+    /// Writes the interior of plane `p` of the padded layout into `dst`:
+    /// its channels, and zeros in the lanes of a block past the last
+    /// channel.
     fn copy_plane(&self, x: &[f32], p: usize, dst: &mut [f32]) {
         let (h, w) = (self.spec.height(), self.spec.width());
-        let wp = self.plan.padded[1];
-        let [top, left, _, _] = self.plan.pad;
-        let lanes = if self.plan.blocked_input { INPUT_BLOCK } else { 1 };
+        let plan = &self.plan;
+        let [top, left, _, _] = plan.pad;
+        let lanes = if plan.blocked_input { INPUT_BLOCK } else { 1 };
         for lane in 0..lanes {
             let c = p * lanes + lane;
-            if c >= self.spec.in_channels() {
-                break; // lanes past the last channel stay zero
-            }
             for row in 0..h {
-                let src = &x[(c * h + row) * w..][..w];
-                let base = ((row + top) * wp + left) * lanes + lane;
-                if lanes == 1 {
-                    dst[base..base + w].copy_from_slice(src);
-                } else {
-                    for (i, &v) in src.iter().enumerate() {
-                        dst[base + lanes * i] = v;
-                    }
+                let dst_row = &mut dst[(row + top) * plan.row_len() * lanes..];
+                if c >= self.spec.in_channels() {
+                    // A buffer reused for another group may hold a real
+                    // channel in this lane.
+                    (0..w).for_each(|i| dst_row[(left + i) * lanes + lane] = 0.0);
+                    continue;
                 }
+                let src = &x[(c * h + row) * w..][..w];
+                if lanes > 1 {
+                    for (i, &v) in src.iter().enumerate() {
+                        dst_row[(left + i) * lanes + lane] = v;
+                    }
+                    continue;
+                }
+                copy_row(src, dst_row, left, plan);
             }
         }
+    }
+}
+
+/// Copies one input row into a stored padded row whose interior starts at
+/// padded column `left`: as is when the row has one column phase, else
+/// each phase takes every `col_phases`-th pixel.
+fn copy_row(src: &[f32], dst: &mut [f32], left: usize, plan: &Plan) {
+    let phases = plan.col_phases;
+    if phases == 1 {
+        dst[left..left + src.len()].copy_from_slice(src);
+        return;
+    }
+    // Whole runs of `phases` pixels first, then the last partial run.
+    let runs = src.len() / phases;
+    let (whole, rest) = src.split_at(runs * phases);
+    let (a, b) = (plan.col_offset(left), plan.col_offset(left + 1));
+    if phases == 2 {
+        // The common stride 2, as one deinterleaving loop the compiler
+        // vectorises. The two phases are different sub-rows: disjoint.
+        let (first, second) = if a < b {
+            let (lo, hi) = dst.split_at_mut(b);
+            (&mut lo[a..a + runs], &mut hi[..runs])
+        } else {
+            let (lo, hi) = dst.split_at_mut(a);
+            (&mut hi[..runs], &mut lo[b..b + runs])
+        };
+        for ((x, y), pair) in first.iter_mut().zip(second.iter_mut()).zip(whole.chunks_exact(2)) {
+            *x = pair[0];
+            *y = pair[1];
+        }
+    } else {
+        for first in 0..phases {
+            let start = plan.col_offset(left + first);
+            for (d, run) in dst[start..start + runs].iter_mut().zip(whole.chunks_exact(phases)) {
+                *d = run[first];
+            }
+        }
+    }
+    for (i, &v) in rest.iter().enumerate() {
+        dst[plan.col_offset(left + whole.len() + i)] = v;
     }
 }
 

@@ -40,6 +40,14 @@ pub enum Strategy {
     /// channels' input pixels (a channel-blocked copy of the input) by 4
     /// channels' weights. Needs the blocked input copy.
     Depthwise,
+    /// Vectorise along the output row: one output channel per work item, and
+    /// each FMA multiplies 4 consecutive output pixels' inputs (one vector
+    /// load from an NCHW copy) by one weight broadcast to every lane. Serves
+    /// every kind; no lane idles on channel tails and the stores are whole
+    /// vectors, but every weight is loaded once per pixel tile. Strided
+    /// layers read a copy whose rows are split into `stride` column phases
+    /// (column `c` in phase `c mod stride`), so no load gathers.
+    Width,
 }
 
 /// The order of the two outer loops.
@@ -66,8 +74,9 @@ pub struct Schedule {
     /// tails.
     pub oc_vectors: usize,
     /// Output pixels (along a row) per register tile. Accumulators are
-    /// `oc_vectors · pixel_tile`: more amortise the weight loads and hide FMA
-    /// latency, but above 14 they spill.
+    /// `oc_vectors · pixel_tile` (`pixel_tile / 4` for the width strategy,
+    /// whose tile is a multiple of 4 pixels): more amortise the weight loads
+    /// and hide FMA latency, but above 14 they spill.
     pub pixel_tile: usize,
     /// Input channels per iteration of the reduction loop (Direct only). Larger
     /// unrolls cut loop overhead and back-edge moves when the kernel has few
@@ -85,6 +94,26 @@ pub struct Schedule {
     /// faster (`docs/schedules.md`).
     #[serde(default)]
     pub split: Split,
+    /// How much of the input each padded copy holds. A schedule file
+    /// without it copies whole images.
+    #[serde(default)]
+    pub copy: InputCopy,
+}
+
+/// The granularity of the padded input copy (when the plan needs one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputCopy {
+    /// The whole image, then all of its work items: the copy is written to
+    /// memory and read back, one more pass over the input.
+    #[default]
+    Image,
+    /// One group's input channels (the channels a run of consecutive work
+    /// items reads: a group for the direct and width strategies, a block of
+    /// channels for depthwise), then that group's work items, in a buffer
+    /// that stays in cache. Threads share whole groups, each with its own
+    /// buffer, so it needs `split = items`.
+    Group,
 }
 
 /// How the threads of a run share an image's output.
@@ -124,7 +153,25 @@ impl Schedule {
         if !(1..=3).contains(&self.oc_vectors) {
             return bad("oc_vectors", self.oc_vectors.to_string(), "must be 1, 2 or 3");
         }
-        if self.pixel_tile == 0 || self.oc_vectors * self.pixel_tile > MAX_ACCUMULATORS {
+        if self.strategy == Strategy::Width {
+            if self.oc_vectors != 1 {
+                return bad(
+                    "oc_vectors",
+                    self.oc_vectors.to_string(),
+                    "must be 1 for the width strategy (one output channel per work item)",
+                );
+            }
+            if self.pixel_tile == 0
+                || !self.pixel_tile.is_multiple_of(4)
+                || self.pixel_tile / 4 > MAX_ACCUMULATORS
+            {
+                return bad(
+                    "pixel_tile",
+                    self.pixel_tile.to_string(),
+                    "must be a multiple of 4 from 4 to 56 for the width strategy",
+                );
+            }
+        } else if self.pixel_tile == 0 || self.oc_vectors * self.pixel_tile > MAX_ACCUMULATORS {
             return bad(
                 "pixel_tile",
                 self.pixel_tile.to_string(),
@@ -136,6 +183,13 @@ impl Schedule {
         }
         if !(1..=MAX_THREADS).contains(&self.threads) {
             return bad("threads", self.threads.to_string(), "must be 1 to 256");
+        }
+        if self.copy == InputCopy::Group && self.split == Split::Rows && self.threads > 1 {
+            return bad(
+                "split",
+                "rows".into(),
+                "copy = group shares whole groups between threads: needs split = items",
+            );
         }
         if self.strategy == Strategy::Depthwise && self.reduction_unroll != 1 {
             return bad(
@@ -170,36 +224,72 @@ fn split(spec: &ValidSpec) -> Split {
 /// cut in 2 or 4 equal slices; fewer leave threads unevenly loaded.
 const MIN_ROWS_TO_SPLIT: usize = 16;
 
-/// The deterministic heuristic: a legal schedule for every valid spec.
+/// The deterministic heuristic for one thread: a legal schedule for every
+/// valid spec.
 pub fn choose(spec: &ValidSpec) -> Schedule {
+    choose_threaded(spec, 1)
+}
+
+/// The deterministic heuristic for a run on `threads` threads (clamped to
+/// 1..=[`MAX_THREADS`]). The measurements behind each choice are in
+/// `docs/schedules.md` (`examples/compare_schedules.rs`).
+pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
+    let threads = threads.clamp(1, MAX_THREADS);
     let taps = spec.kernel()[0] * spec.kernel()[1];
-    // One input channel per group: vectorise across groups, so no lane idles
-    // on a group's single output channel.
-    let strategy = if spec.in_per_group() == 1 && spec.groups() > 1 {
-        Strategy::Depthwise
-    } else {
-        Strategy::Direct
+    let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
+    let strategy = match depthwise {
+        // One input channel per group. Along the row, each FMA takes its
+        // input vector straight from the NCHW copy and the stores are whole
+        // vectors; across channels (a channel-blocked copy), no lane idles
+        // on rows shorter than two vectors. Measured: the width strategy ran
+        // 1.2–2.2× faster on depthwise layers 14 to 112 pixels wide, and
+        // 0.9× on a 7-pixel one.
+        true if spec.out_width() >= MIN_WIDTH_FOR_ROWS => Strategy::Width,
+        true => Strategy::Depthwise,
+        // CRANELIFT.md: one weight vector against 12 fresh broadcasts reached
+        // 7.4 MACs per core cycle, the best measured shape.
+        false => Strategy::Direct,
     };
-    // CRANELIFT.md: one weight vector against 12 fresh broadcasts reached
-    // 7.4 MACs per core cycle, the best measured shape.
-    let oc_vectors = 1;
-    let pixel_tile = 12;
+    let pixel_tile = match strategy {
+        Strategy::Width => width_tile(spec.out_width()),
+        _ => 12,
+    };
     // 1×1 kernels have a single tap per channel: unroll the channel loop so an
     // iteration holds enough FMAs to amortise the loop; wider kernels already
     // unroll their taps.
-    let reduction_unroll = if strategy == Strategy::Direct && taps < 4 {
+    let reduction_unroll = if strategy != Strategy::Depthwise && taps < 4 {
         4.min(spec.in_per_group()).max(1)
     } else {
         1
     };
+    // A group's planes copied just before its work items stay in cache, where
+    // a whole-image copy goes to memory and back: depthwise layers ran 1.7–2×
+    // faster with it. Threads then share whole groups, so there must be
+    // enough of them to go round evenly.
+    let groups = spec.groups();
+    let per_group = groups > 1 && (groups.is_multiple_of(threads) || groups >= 4 * threads);
+    let (copy, split) =
+        if per_group { (InputCopy::Group, Split::Items) } else { (InputCopy::Image, split(spec)) };
     Schedule {
         strategy,
-        oc_vectors,
+        oc_vectors: 1,
         pixel_tile,
         reduction_unroll,
         loop_order: LoopOrder::RowsOuter,
-        // One thread unless the caller asks for more ([`Schedule::threads`]).
-        threads: 1,
-        split: split(spec),
+        threads,
+        split,
+        copy,
     }
+}
+
+/// Output rows narrower than this vectorise depthwise layers across
+/// channels: two vectors per row keep too few accumulators busy.
+const MIN_WIDTH_FOR_ROWS: usize = 8;
+
+/// The width strategy's tile: whole rows up to 14 vectors (56 pixels), longer
+/// rows cut into equal tiles of at most that, so the tail tile is not tiny.
+fn width_tile(out_width: usize) -> usize {
+    let max = 4 * MAX_ACCUMULATORS;
+    let tiles = out_width.div_ceil(max);
+    out_width.div_ceil(tiles).next_multiple_of(4).min(max)
 }

@@ -4,22 +4,29 @@
 mod common;
 
 use common::{any_spec, check_kernel, random_tensor, spec};
-use convjit::schedule::{self, LoopOrder, Schedule, Split, Strategy as Family};
+use convjit::schedule::{self, InputCopy, LoopOrder, Schedule, Split, Strategy as Family};
 use convjit::{Compiler, Error, ValidSpec, suite};
 use proptest::prelude::*;
 
 /// A random schedule that is legal for `spec`.
 fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
     let depthwise_ok = spec.in_per_group() == 1;
-    let knobs = (any::<bool>(), 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>());
-    (knobs, 1usize..=3, any::<bool>()).prop_map(
-        move |((depthwise, oc_vectors, tile, unroll, rows_outer), threads, split_rows)| {
-            let strategy =
-                if depthwise && depthwise_ok { Family::Depthwise } else { Family::Direct };
+    let knobs = (0usize..3, 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>());
+    (knobs, 1usize..=3, any::<bool>(), any::<bool>()).prop_map(
+        move |((family, oc_vectors, tile, unroll, rows_outer), threads, split_rows, per_group)| {
+            let strategy = match family {
+                1 if depthwise_ok => Family::Depthwise,
+                2 => Family::Width,
+                _ => Family::Direct,
+            };
+            let (oc_vectors, pixel_tile) = match strategy {
+                Family::Width => (1, 4 * tile),
+                _ => (oc_vectors, tile.min(14 / oc_vectors)),
+            };
             Schedule {
                 strategy,
                 oc_vectors,
-                pixel_tile: tile.min(14 / oc_vectors),
+                pixel_tile,
                 reduction_unroll: if strategy == Family::Depthwise { 1 } else { unroll },
                 loop_order: if rows_outer {
                     LoopOrder::RowsOuter
@@ -27,7 +34,9 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
                     LoopOrder::ChannelsOuter
                 },
                 threads,
-                split: if split_rows { Split::Rows } else { Split::Items },
+                // A copy per group shares groups between threads.
+                split: if split_rows && !per_group { Split::Rows } else { Split::Items },
+                copy: if per_group { InputCopy::Group } else { InputCopy::Image },
             }
         },
     )
@@ -49,10 +58,11 @@ proptest! {
         check_kernel(&spec, &schedule, seed);
     }
 
-    /// The heuristic's schedule is always legal and correct.
+    /// The heuristic's schedule, for any thread count, is always legal and
+    /// correct.
     #[test]
-    fn heuristic_matches_reference(spec in any_spec(), seed in any::<u64>()) {
-        let schedule = schedule::choose(&spec);
+    fn heuristic_matches_reference(spec in any_spec(), threads in 1usize..=4, seed in any::<u64>()) {
+        let schedule = schedule::choose_threaded(&spec, threads);
         prop_assert!(schedule.legal(&spec).is_ok());
         check_kernel(&spec, &schedule, seed);
     }
@@ -63,20 +73,23 @@ proptest! {
 fn check_all(json: &str) {
     let spec = spec(json);
     check_kernel(&spec, &schedule::choose(&spec), 7);
-    for strategy in [Family::Direct, Family::Depthwise] {
+    for strategy in [Family::Direct, Family::Depthwise, Family::Width] {
         for oc_vectors in 1..=3 {
             for loop_order in [LoopOrder::ChannelsOuter, LoopOrder::RowsOuter] {
                 let s = Schedule {
                     strategy,
                     oc_vectors,
-                    pixel_tile: 12 / oc_vectors,
+                    pixel_tile: if strategy == Family::Width { 16 } else { 12 / oc_vectors },
                     reduction_unroll: if strategy == Family::Direct { 3 } else { 1 },
                     loop_order,
                     threads: oc_vectors,
                     split: if oc_vectors == 2 { Split::Rows } else { Split::Items },
+                    copy: InputCopy::Image,
                 };
-                if s.legal(&spec).is_ok() {
-                    check_kernel(&spec, &s, 11);
+                for s in [s, Schedule { copy: InputCopy::Group, split: Split::Items, ..s }] {
+                    if s.legal(&spec).is_ok() {
+                        check_kernel(&spec, &s, 11);
+                    }
                 }
             }
         }
@@ -254,8 +267,12 @@ fn illegal_schedules_are_refused() {
     let spec = small();
     let compiler = Compiler::host().unwrap();
     let base = schedule::choose(&spec);
+    let width = Schedule { strategy: Family::Width, oc_vectors: 1, pixel_tile: 8, ..base };
     let bad = [
         Schedule { strategy: Family::Depthwise, ..base },
+        Schedule { oc_vectors: 2, ..width },
+        Schedule { pixel_tile: 6, ..width },
+        Schedule { pixel_tile: 60, ..width },
         Schedule { oc_vectors: 0, ..base },
         Schedule { oc_vectors: 4, ..base },
         Schedule { pixel_tile: 0, ..base },
@@ -264,6 +281,7 @@ fn illegal_schedules_are_refused() {
         Schedule { reduction_unroll: 0, ..base },
         Schedule { reduction_unroll: 5, ..base },
         Schedule { threads: 0, ..base },
+        Schedule { copy: InputCopy::Group, split: Split::Rows, threads: 2, ..base },
         Schedule { threads: schedule::MAX_THREADS + 1, ..base },
     ];
     for s in bad {
@@ -327,11 +345,17 @@ fn a_kernel_is_shared_by_threads_and_splits_its_own_runs() {
     fn shareable<T: Send + Sync>() {}
     shareable::<convjit::Kernel>();
     // Two runs at once of one kernel that itself runs on two threads: the
-    // second run finds the padded copy in use and makes its own.
+    // second run finds the padded copies in use and makes its own. Every
+    // way of sharing an image: items, rows, and whole groups.
     let json = r#"{"op":"conv2d","batch":2,"in_channels":12,"out_channels":20,"height":9,"width":11,"kernel":3,"padding":1,"groups":2}"#;
     let spec = spec(json);
-    for split in [Split::Items, Split::Rows] {
-        let sched = Schedule { threads: 2, split, ..schedule::choose(&spec) };
+    let shares = [
+        (Split::Items, InputCopy::Image),
+        (Split::Rows, InputCopy::Image),
+        (Split::Items, InputCopy::Group),
+    ];
+    for (split, copy) in shares {
+        let sched = Schedule { threads: 2, split, copy, ..schedule::choose(&spec) };
         let kernel = Compiler::host().unwrap().compile_with(&spec, &sched).unwrap();
         assert_eq!(kernel.threads(), 2.min(rayon_threads()));
         runs_at_once(&spec, &kernel);

@@ -122,9 +122,19 @@ impl Emitter<'_> {
         if self.plan.blocked_input { 16 } else { 4 }
     }
 
+    /// Bytes of one stored padded row.
+    fn row_bytes(&self) -> i64 {
+        self.plan.row_len() as i64 * self.elem_bytes()
+    }
+
     /// Bytes of one padded input plane (one channel, or one block of 4).
     fn plane_bytes(&self) -> i64 {
-        (self.plan.padded[0] * self.plan.padded[1]) as i64 * self.elem_bytes()
+        self.plan.padded[0] as i64 * self.row_bytes()
+    }
+
+    /// Stored elements between consecutive phase positions along a row.
+    fn col_stride(&self, phase: &Phase) -> i64 {
+        (phase.cols.in_step / self.plan.col_phases) as i64
     }
 
     /// Taps of the full kernel (the packed weights hold all of them).
@@ -144,7 +154,7 @@ impl Emitter<'_> {
     /// Output channels between consecutive lanes.
     fn lane_stride(&self) -> usize {
         match self.schedule.strategy {
-            Strategy::Direct => 1,
+            Strategy::Direct | Strategy::Width => 1,
             Strategy::Depthwise => self.spec.out_per_group(),
         }
     }
@@ -153,7 +163,7 @@ impl Emitter<'_> {
     fn partial_lanes(&self) -> usize {
         let lanes = self.plan.lanes;
         let channels = match self.schedule.strategy {
-            Strategy::Direct => self.spec.out_per_group(),
+            Strategy::Direct | Strategy::Width => self.spec.out_per_group(),
             Strategy::Depthwise => self.spec.groups(),
         };
         match channels % lanes {
@@ -286,6 +296,16 @@ impl Emitter<'_> {
         (first, last)
     }
 
+    /// The input planes of group `g` (see `Plan::group_items`): at `x`
+    /// itself when the copy holds one group.
+    fn group_input(&mut self, g: Value) -> Value {
+        if self.plan.copy_per_group {
+            self.x
+        } else {
+            self.scaled(self.x, g, self.plan.group_planes as i64 * self.plane_bytes())
+        }
+    }
+
     /// Decodes work item `wi` into base pointers.
     fn item(&mut self, wi: Value) -> Item {
         let lanes = self.plan.lanes as i64;
@@ -294,12 +314,11 @@ impl Emitter<'_> {
         let w = self.scaled(self.w, wi, w_item_bytes);
         let b = self.scaled(self.b, wi, lanes * 4);
         let (x, y, last, partial_at) = match self.schedule.strategy {
-            Strategy::Direct => {
+            Strategy::Direct | Strategy::Width => {
                 let blocks = self.spec.out_per_group().div_ceil(self.plan.lanes) as i64;
                 let g = self.fb.ins().udiv_imm_u(wi, blocks);
                 let ocb = self.fb.ins().urem_imm_u(wi, blocks);
-                let x =
-                    self.scaled(self.x, g, self.spec.in_per_group() as i64 * self.plane_bytes());
+                let x = self.group_input(g);
                 // First output channel: g·cog + ocb·lanes.
                 let y = self.scaled(self.y, g, self.spec.out_per_group() as i64 * out_plane_bytes);
                 let y = self.scaled(y, ocb, lanes * out_plane_bytes);
@@ -310,8 +329,7 @@ impl Emitter<'_> {
                 let blocks = self.spec.groups().div_ceil(self.plan.lanes) as i64;
                 let cb = self.fb.ins().udiv_imm_u(wi, m);
                 let k = self.fb.ins().urem_imm_u(wi, m);
-                let vectors = self.schedule.oc_vectors as i64;
-                let x = self.scaled(self.x, cb, vectors * self.plane_bytes());
+                let x = self.group_input(cb);
                 // First output channel: (cb·lanes)·m + k.
                 let y = self.scaled(self.y, cb, lanes * m * out_plane_bytes);
                 let y = self.scaled(y, k, out_plane_bytes);
@@ -327,8 +345,7 @@ impl Emitter<'_> {
     /// loop, then the tail tile.
     fn row(&mut self, item: &Item, phase: &Phase, t: Value) {
         let (rows, cols) = (&phase.rows, &phase.cols);
-        let wp = self.plan.padded[1] as i64;
-        let x_row = self.scaled(item.x, t, rows.in_step as i64 * wp * self.elem_bytes());
+        let x_row = self.scaled(item.x, t, rows.in_step as i64 * self.row_bytes());
         let y_row = self.scaled(item.y, t, (rows.out_step * self.spec.out_width()) as i64 * 4);
         let y_row = self
             .offset(y_row, (rows.out_start * self.spec.out_width() + cols.out_start) as i64 * 4);
@@ -337,7 +354,7 @@ impl Emitter<'_> {
         let tile = self.schedule.pixel_tile.min(cols.count);
         let full = cols.count / tile;
         let tail = cols.count % tile;
-        let x_step = (tile * cols.in_step) as i64 * self.elem_bytes();
+        let x_step = tile as i64 * self.col_stride(phase) * self.elem_bytes();
         let y_step = (tile * cols.out_step) as i64 * 4;
         if full > 0 {
             let zero = self.iconst(0);
@@ -356,21 +373,29 @@ impl Emitter<'_> {
         }
     }
 
-    /// One register tile: `pixels` output pixels × `oc_vectors` vectors of
-    /// channels, accumulated over the reduction, then the epilogue.
+    /// One register tile, accumulated over the reduction, then the
+    /// epilogue: `pixels` output pixels × `oc_vectors` vectors of channels
+    /// (accumulator `v · pixels + p`), or for the width strategy one channel
+    /// × `pixels` pixels in vectors of 4 (accumulator `p / 4`).
     fn tile(&mut self, item: &Item, phase: &Phase, pixels: usize) {
-        let vectors = self.schedule.oc_vectors;
-        let mut bias = Vec::with_capacity(vectors);
-        for v in 0..vectors {
-            bias.push(self.load(types::F32X4, item.b, v as i64 * 16));
-        }
-        // acc[v · pixels + p]
-        let mut accs: Vec<Value> =
-            (0..vectors).flat_map(|v| std::iter::repeat_n(bias[v], pixels)).collect();
+        let mut accs: Vec<Value> = if self.schedule.strategy == Strategy::Width {
+            let b = self.load(types::F32, item.b, 0);
+            let bias = self.fb.ins().splat(types::F32X4, b);
+            vec![bias; pixels.div_ceil(4)]
+        } else {
+            let vectors = self.schedule.oc_vectors;
+            let mut bias = Vec::with_capacity(vectors);
+            for v in 0..vectors {
+                bias.push(self.load(types::F32X4, item.b, v as i64 * 16));
+            }
+            (0..vectors).flat_map(|v| std::iter::repeat_n(bias[v], pixels)).collect()
+        };
         let has_taps = !phase.rows.taps.is_empty() && !phase.cols.taps.is_empty();
         if has_taps {
             accs = match self.schedule.strategy {
-                Strategy::Direct => self.reduce_channels(item, phase, pixels, accs),
+                Strategy::Direct | Strategy::Width => {
+                    self.reduce_channels(item, phase, pixels, accs)
+                }
                 Strategy::Depthwise => {
                     let mut step = 0;
                     self.taps(item.x, item.w, phase, pixels, &mut step, accs)
@@ -419,8 +444,8 @@ impl Emitter<'_> {
         accs
     }
 
-    /// Every tap of `phase` for one input channel (Direct) or channel block
-    /// (Depthwise) at `x`, with that channel's weights at `w`.
+    /// Every tap of `phase` for one input channel (Direct, Width) or channel
+    /// block (Depthwise) at `x`, with that channel's weights at `w`.
     fn taps(
         &mut self,
         x: Value,
@@ -433,43 +458,45 @@ impl Emitter<'_> {
         let vectors = self.schedule.oc_vectors;
         let kw = self.spec.kernel()[1];
         let eb = self.elem_bytes();
-        let wp = self.plan.padded[1] as i64;
-        let col_step = phase.cols.in_step as i64;
+        let col_step = self.col_stride(phase);
         for rt in &phase.rows.taps {
             for ct in &phase.cols.taps {
                 let tap = (rt.kernel * kw + ct.kernel) as i64;
+                let base = rt.offset as i64 * self.row_bytes()
+                    + self.plan.col_offset(ct.offset) as i64 * eb;
+                // Alternate the accumulator order on odd steps (CRANELIFT.md
+                // rule 6): it removes register moves on the loop's back edge.
+                let forward = step.is_multiple_of(2);
+                *step += 1;
+                if self.schedule.strategy == Strategy::Width {
+                    // One weight broadcast, reused by every vector of pixels.
+                    let s = self.load(types::F32, w, tap * 4);
+                    let wv = self.fb.ins().splat(types::F32X4, s);
+                    let n = accs.len();
+                    for i in 0..n {
+                        let p = if forward { i } else { n - 1 - i };
+                        let xv = self.load(types::F32X4, x, base + 4 * p as i64 * eb);
+                        accs[p] = self.mul_add(xv, wv, accs[p]);
+                    }
+                    continue;
+                }
                 let weights: Vec<Value> = (0..vectors)
                     .map(|v| self.load(types::F32X4, w, (tap * vectors as i64 + v as i64) * 16))
                     .collect();
-                let base = (rt.offset as i64 * wp + ct.offset as i64) * eb;
-                // Alternate the accumulator order on odd steps (CRANELIFT.md
-                // rule 6): it removes register moves on the loop's back edge.
-                let order: Vec<usize> = if step.is_multiple_of(2) {
-                    (0..pixels).collect()
-                } else {
-                    (0..pixels).rev().collect()
-                };
-                *step += 1;
+                let order: Vec<usize> =
+                    if forward { (0..pixels).collect() } else { (0..pixels).rev().collect() };
                 for &p in &order {
                     let off = base + p as i64 * col_step * eb;
                     for (v, &wv) in weights.iter().enumerate() {
-                        let xv = match self.schedule.strategy {
-                            // A fresh single-use broadcast per FMA (rule 3).
-                            Strategy::Direct => {
-                                let s = self.load(types::F32, x, off);
-                                self.fb.ins().splat(types::F32X4, s)
-                            }
-                            Strategy::Depthwise => {
-                                self.load(types::F32X4, x, off + v as i64 * self.plane_bytes())
-                            }
-                        };
-                        let a = &mut accs[v * pixels + p];
-                        *a = if self.target.has_fma {
-                            self.fb.ins().fma(xv, wv, *a)
+                        let xv = if self.schedule.strategy == Strategy::Depthwise {
+                            self.load(types::F32X4, x, off + v as i64 * self.plane_bytes())
                         } else {
-                            let m = self.fb.ins().fmul(xv, wv);
-                            self.fb.ins().fadd(m, *a)
+                            // A fresh single-use broadcast per FMA (rule 3).
+                            let s = self.load(types::F32, x, off);
+                            self.fb.ins().splat(types::F32X4, s)
                         };
+                        let a = v * pixels + p;
+                        accs[a] = self.mul_add(xv, wv, accs[a]);
                     }
                 }
             }
@@ -477,10 +504,23 @@ impl Emitter<'_> {
         accs
     }
 
+    /// `a · b + acc`, fused when the target has FMA.
+    fn mul_add(&mut self, a: Value, b: Value, acc: Value) -> Value {
+        if self.target.has_fma {
+            self.fb.ins().fma(a, b, acc)
+        } else {
+            let m = self.fb.ins().fmul(a, b);
+            self.fb.ins().fadd(m, acc)
+        }
+    }
+
     /// Activation, then the stores: lane l of vector v is output channel
     /// `first + (4v + l) · lane_stride`.
     fn epilogue(&mut self, item: &Item, phase: &Phase, pixels: usize, accs: Vec<Value>) {
         let accs: Vec<Value> = accs.into_iter().map(|a| self.activate(a)).collect();
+        if self.schedule.strategy == Strategy::Width {
+            return self.width_stores(item, phase, pixels, &accs);
+        }
         match item.partial {
             None => self.stores(item, phase, pixels, &accs, self.plan.lanes),
             Some(partial) => {
@@ -507,6 +547,26 @@ impl Emitter<'_> {
             for p in 0..pixels {
                 let s = self.fb.ins().extractlane(accs[v * pixels + p], l as u8);
                 self.store(s, item.y, lane as i64 * lane_bytes + p as i64 * pixel_bytes);
+            }
+        }
+    }
+
+    /// The width strategy's stores: vector `v` holds pixels `4v..4v + 4` of
+    /// the tile; whole vectors where the phase's output pixels are
+    /// consecutive, lane by lane where they are not (transposed phases) and
+    /// for the lanes of a last vector that are inside the row.
+    fn width_stores(&mut self, item: &Item, phase: &Phase, pixels: usize, accs: &[Value]) {
+        let pixel_bytes = phase.cols.out_step as i64 * 4;
+        for (v, &acc) in accs.iter().enumerate() {
+            let first = 4 * v;
+            let lanes = (pixels - first).min(4);
+            if lanes == 4 && phase.cols.out_step == 1 {
+                self.store(acc, item.y, first as i64 * pixel_bytes);
+                continue;
+            }
+            for l in 0..lanes {
+                let s = self.fb.ins().extractlane(acc, l as u8);
+                self.store(s, item.y, (first + l) as i64 * pixel_bytes);
             }
         }
     }

@@ -9,7 +9,7 @@
 //! with a constant input offset per tap. Every output pixel belongs to exactly
 //! one phase and is written once, so there is no scatter and no race.
 
-use crate::schedule::{Schedule, Strategy};
+use crate::schedule::{InputCopy, Schedule, Strategy};
 use crate::spec::{Op, ValidSpec};
 
 /// One tap of one axis: the kernel index and the offset, in padded input
@@ -57,14 +57,37 @@ pub struct Plan {
     pub pad: [usize; 4],
     /// Padded input height and width.
     pub padded: [usize; 2],
-    /// Whether the input copy is channel-blocked by 4 (`[C/4][Hp][Wp][4]`)
-    /// rather than planar (`[C][Hp][Wp]`).
+    /// Whether the input copy is channel-blocked by 4 (`[C/4][Hp][row][4]`)
+    /// rather than planar (`[C][Hp][row]`).
     pub blocked_input: bool,
-    /// Channels per vector block: `4 · oc_vectors`.
+    /// Each stored padded row holds its columns in this many phases:
+    /// padded column `c` is element `(c mod col_phases) · sub_row + c /
+    /// col_phases` of the row. 1 (plain rows) except for the width strategy
+    /// on a column stride, where it is the stride: each tap then reads
+    /// consecutive elements of one phase.
+    pub col_phases: usize,
+    /// Elements of one column phase of a stored row (at least the padded
+    /// width / `col_phases`, plus zeros the width strategy's whole-vector
+    /// reads past a row's last pixel need).
+    pub sub_row: usize,
+    /// Output channels per work item and vector block: `4 · oc_vectors`,
+    /// or 1 for the width strategy.
     pub lanes: usize,
-    /// Work items: `(group, output-channel block)` pairs (Direct) or
+    /// Work items: `(group, output-channel block)` pairs (Direct, Width) or
     /// `(channel block, multiplier index)` pairs (Depthwise).
     pub items: usize,
+    /// Input planes of one group: the planes (channels, or blocks of 4
+    /// channels when blocked) that `group_items` consecutive work items
+    /// read, and that nothing else reads.
+    pub group_planes: usize,
+    /// Work items per group.
+    pub group_items: usize,
+    /// Whether the compiled code reads a padded copy of the input rather
+    /// than the NCHW image itself.
+    pub needs_copy: bool,
+    /// Whether that copy holds one group (the generated code then reads
+    /// every group's planes at `x`) rather than the whole image.
+    pub copy_per_group: bool,
     /// The phases.
     pub phases: Vec<Phase>,
 }
@@ -104,33 +127,110 @@ impl Plan {
                 (rows, cols, [top, left, bottom, right])
             }
         };
-        let phases = rows
+        let phases: Vec<Phase> = rows
             .iter()
             .flat_map(|r| cols.iter().map(move |c| Phase { rows: r.clone(), cols: c.clone() }))
             .collect();
-        let lanes = 4 * schedule.oc_vectors;
+        let lanes = match schedule.strategy {
+            Strategy::Width => 1,
+            _ => 4 * schedule.oc_vectors,
+        };
         let items = match schedule.strategy {
-            Strategy::Direct => spec.groups() * spec.out_per_group().div_ceil(lanes),
+            Strategy::Direct | Strategy::Width => {
+                spec.groups() * spec.out_per_group().div_ceil(lanes)
+            }
             Strategy::Depthwise => spec.groups().div_ceil(lanes) * spec.out_per_group(),
         };
+        let padded = [spec.height() + pad[0] + pad[2], spec.width() + pad[1] + pad[3]];
+        let (col_phases, sub_row) = match schedule.strategy {
+            Strategy::Width => width_rows(&phases, padded[1]),
+            _ => (1, padded[1]),
+        };
+        let (group_planes, group_items) = match schedule.strategy {
+            Strategy::Direct | Strategy::Width => {
+                (spec.in_per_group(), spec.out_per_group().div_ceil(lanes))
+            }
+            Strategy::Depthwise => (schedule.oc_vectors, spec.out_per_group()),
+        };
+        let blocked_input = schedule.strategy == Strategy::Depthwise;
+        let needs_copy = pad != [0; 4] || blocked_input || col_phases * sub_row != spec.width();
         Plan {
             pad,
-            padded: [spec.height() + pad[0] + pad[2], spec.width() + pad[1] + pad[3]],
-            blocked_input: schedule.strategy == Strategy::Depthwise,
+            padded,
+            group_planes,
+            group_items,
+            needs_copy,
+            copy_per_group: needs_copy && schedule.copy == InputCopy::Group,
+            blocked_input,
+            col_phases,
+            sub_row,
             lanes,
             items,
             phases,
         }
     }
 
+    /// Elements of one stored padded row (every column phase).
+    pub fn row_len(&self) -> usize {
+        self.col_phases * self.sub_row
+    }
+
+    /// Elements between padded column 0 and padded column `col` of a row.
+    pub fn col_offset(&self, col: usize) -> usize {
+        (col % self.col_phases) * self.sub_row + col / self.col_phases
+    }
+
+    /// Elements of one padded input plane (a channel, or a block of 4).
+    pub fn plane_len(&self) -> usize {
+        let lanes = if self.blocked_input { INPUT_BLOCK } else { 1 };
+        self.padded[0] * self.row_len() * lanes
+    }
+
+    /// Groups of work items (see `group_items`).
+    pub fn groups(&self) -> usize {
+        self.items / self.group_items
+    }
+
     /// Elements of one padded input image.
-    pub fn padded_image_len(&self, in_channels: usize) -> usize {
+    pub fn padded_image_len(&self) -> usize {
         // A blocked copy covers every lane a work item reads: whole blocks of
         // `lanes` channels, zero past the last real channel.
-        let channels =
-            if self.blocked_input { in_channels.next_multiple_of(self.lanes) } else { in_channels };
-        channels * self.padded[0] * self.padded[1]
+        self.groups() * self.group_len()
     }
+
+    /// Elements of one group's padded input planes.
+    pub fn group_len(&self) -> usize {
+        self.group_planes * self.plane_len()
+    }
+
+    /// Elements of the copy the generated code reads (one group, or the
+    /// image).
+    pub fn copy_len(&self) -> usize {
+        if self.copy_per_group { self.group_len() } else { self.padded_image_len() }
+    }
+}
+
+/// The column phases and sub-row length of the width strategy's copy. Its
+/// tiles load whole vectors of 4 consecutive phase positions, so a row's
+/// last vector may read up to 3 positions past the last output pixel: the
+/// sub-row is long enough that those reads stay inside it (they are zero
+/// padding or real pixels, and their lanes are never stored).
+fn width_rows(phases: &[Phase], padded_width: usize) -> (usize, usize) {
+    // conv2d has one phase whose column step is the stride; the phases of
+    // conv_transpose2d all step by 1.
+    let col_phases = phases.iter().map(|p| p.cols.in_step).max().unwrap_or(1).max(1);
+    let reach = phases
+        .iter()
+        .filter_map(|p| {
+            let last_tap = p.cols.taps.iter().map(|t| t.offset).max()?;
+            Some(
+                p.cols.count.next_multiple_of(4) * p.cols.in_step / col_phases
+                    + last_tap / col_phases,
+            )
+        })
+        .max()
+        .unwrap_or(0);
+    (col_phases, padded_width.div_ceil(col_phases).max(reach))
 }
 
 /// conv2d along one axis: one phase, output position o reads padded input

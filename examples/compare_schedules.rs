@@ -1,0 +1,125 @@
+//! Times schedules against each other on suite layers, interleaved in one
+//! process: the measurement behind each heuristic in `docs/schedules.md`.
+//!
+//! ```text
+//! cargo run --release --example compare_schedules -- [--suite FILE] [--layers a,b] SCHEDULE...
+//! ```
+//!
+//! Each SCHEDULE is `heuristic` (what `schedule::choose` picks) or a JSON
+//! object of the schedule fields to change from the heuristic's, e.g.
+//! `'{"strategy":"width","oc_vectors":1,"pixel_tile":48}'`. A schedule that is
+//! illegal for a layer prints `-`. Figures are MACs (`macs_valid`) per TSC
+//! tick of the median of 15 runs.
+
+use convjit::schedule::{self, Schedule};
+use convjit::{Compiler, Complexity, ConvSpec, ValidSpec, suite, timing};
+
+const RUNS: usize = 15;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (mut layers, mut only, mut variants) = (suite::builtin(), None::<Vec<String>>, Vec::new());
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--suite" => {
+                let file = args.next().ok_or("--suite needs a file")?;
+                layers = ConvSpec::suite_from_json(&std::fs::read_to_string(file)?)?;
+            }
+            "--layers" => {
+                only = Some(
+                    args.next()
+                        .ok_or("--layers needs names")?
+                        .split(',')
+                        .map(String::from)
+                        .collect(),
+                )
+            }
+            _ => variants.push(arg),
+        }
+    }
+    if variants.is_empty() {
+        variants.push("heuristic".into());
+    }
+    let compiler = Compiler::host()?;
+    print!("{:<18}", "layer");
+    for v in 0..variants.len() {
+        print!(" {:>8}", format!("#{}", v + 1));
+    }
+    println!();
+    for layer in layers {
+        let spec = layer.validate()?;
+        let name = spec.name().unwrap_or("-").to_string();
+        if only.as_ref().is_some_and(|o| !o.contains(&name)) {
+            continue;
+        }
+        let figures = time_variants(&compiler, &spec, &variants)?;
+        print!("{name:<18}");
+        for f in figures {
+            match f {
+                Some(f) => print!(" {f:>8.2}"),
+                None => print!(" {:>8}", "-"),
+            }
+        }
+        println!();
+    }
+    for (v, text) in variants.iter().enumerate() {
+        println!("#{}: {text}", v + 1);
+    }
+    Ok(())
+}
+
+/// The schedule `text` names for `spec`: the heuristic's with the given
+/// fields replaced.
+fn variant(spec: &ValidSpec, text: &str) -> Result<Schedule, Box<dyn std::error::Error>> {
+    let heuristic = schedule::choose(spec);
+    if text == "heuristic" {
+        return Ok(heuristic);
+    }
+    let mut value = serde_json::to_value(heuristic)?;
+    let changes: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)?;
+    for (k, v) in changes {
+        value[k] = v;
+    }
+    Ok(serde_json::from_value(value)?)
+}
+
+fn time_variants(
+    compiler: &Compiler,
+    spec: &ValidSpec,
+    variants: &[String],
+) -> Result<Vec<Option<f64>>, Box<dyn std::error::Error>> {
+    let x = vec![0.5f32; spec.input_len()];
+    let w = vec![0.01f32; spec.weight_len()];
+    let b = spec.has_bias().then(|| vec![0.1f32; spec.out_channels()]);
+    let mut y = vec![0.0f32; spec.output_len()];
+    let macs = Complexity::of(spec).macs_valid;
+    let mut kernels = Vec::new();
+    for text in variants {
+        let schedule = variant(spec, text)?;
+        if schedule.legal(spec).is_err() {
+            kernels.push(None);
+            continue;
+        }
+        let kernel = compiler.compile_with(spec, &schedule)?;
+        let packed = kernel.pack(&w, b.as_deref())?;
+        kernel.run(&x, &packed, &mut y)?; // warm-up
+        kernels.push(Some((kernel, packed, Vec::with_capacity(RUNS))));
+    }
+    // Interleaved, so that a slow moment of the host hits every variant.
+    for _ in 0..RUNS {
+        for (kernel, packed, cycles) in kernels.iter_mut().flatten() {
+            let (result, m) = timing::measure(|| kernel.run(&x, packed, &mut y));
+            result?;
+            cycles.push(m.cycles);
+        }
+    }
+    Ok(kernels
+        .into_iter()
+        .map(|k| {
+            k.map(|(_, _, mut cycles)| {
+                cycles.sort_unstable();
+                macs as f64 / cycles[RUNS / 2].max(1) as f64
+            })
+        })
+        .collect())
+}
