@@ -84,6 +84,12 @@ pub struct Schedule {
     pub reduction_unroll: usize,
     /// The order of the channel-block and row loops: which operand stays hot.
     pub loop_order: LoopOrder,
+    /// With rows outer, the output pixels of a row (rounded up to whole
+    /// pixel tiles) that every work item computes before the next block
+    /// of the row starts: the input the block reads then stays in L1 while
+    /// the work items pass over it. `None` (the default) takes whole rows.
+    #[serde(default)]
+    pub col_block: Option<usize>,
     /// Threads a run splits its work across: each image's padded copy by
     /// channel planes, then its output as [`Schedule::split`] says. Not a
     /// codegen decision: the same code serves every count.
@@ -181,6 +187,17 @@ impl Schedule {
         if !(1..=4).contains(&self.reduction_unroll) {
             return bad("reduction_unroll", self.reduction_unroll.to_string(), "must be 1 to 4");
         }
+        match self.col_block {
+            Some(0) => return bad("col_block", "0".into(), "must be at least 1 pixel"),
+            Some(b) if self.loop_order == LoopOrder::ChannelsOuter => {
+                return bad(
+                    "col_block",
+                    b.to_string(),
+                    "blocks rows only when rows are outer (loop_order = rows_outer)",
+                );
+            }
+            _ => {}
+        }
         if !(1..=MAX_THREADS).contains(&self.threads) {
             return bad("threads", self.threads.to_string(), "must be 1 to 256");
         }
@@ -276,6 +293,7 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
         pixel_tile,
         reduction_unroll,
         loop_order: LoopOrder::RowsOuter,
+        col_block: None,
         threads,
         split,
         copy,

@@ -12,8 +12,15 @@ use proptest::prelude::*;
 fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
     let depthwise_ok = spec.in_per_group() == 1;
     let knobs = (0usize..3, 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>());
-    (knobs, 1usize..=3, any::<bool>(), any::<bool>()).prop_map(
-        move |((family, oc_vectors, tile, unroll, rows_outer), threads, split_rows, per_group)| {
+    let block = prop_oneof![Just(None), (1usize..=40).prop_map(Some)];
+    (knobs, 1usize..=3, any::<bool>(), any::<bool>(), block).prop_map(
+        move |(
+            (family, oc_vectors, tile, unroll, rows_outer),
+            threads,
+            split_rows,
+            per_group,
+            col_block,
+        )| {
             let strategy = match family {
                 1 if depthwise_ok => Family::Depthwise,
                 2 => Family::Width,
@@ -33,6 +40,8 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
                 } else {
                     LoopOrder::ChannelsOuter
                 },
+                // Row blocks exist only with rows outer.
+                col_block: col_block.filter(|_| rows_outer),
                 threads,
                 // A copy per group shares groups between threads.
                 split: if split_rows && !per_group { Split::Rows } else { Split::Items },
@@ -82,6 +91,7 @@ fn check_all(json: &str) {
                     pixel_tile: if strategy == Family::Width { 16 } else { 12 / oc_vectors },
                     reduction_unroll: if strategy == Family::Direct { 3 } else { 1 },
                     loop_order,
+                    col_block: (loop_order == LoopOrder::RowsOuter).then_some(5),
                     threads: oc_vectors,
                     split: if oc_vectors == 2 { Split::Rows } else { Split::Items },
                     copy: InputCopy::Image,
@@ -281,6 +291,8 @@ fn illegal_schedules_are_refused() {
         Schedule { reduction_unroll: 0, ..base },
         Schedule { reduction_unroll: 5, ..base },
         Schedule { threads: 0, ..base },
+        Schedule { col_block: Some(0), ..base },
+        Schedule { col_block: Some(8), loop_order: LoopOrder::ChannelsOuter, ..base },
         Schedule { copy: InputCopy::Group, split: Split::Rows, threads: 2, ..base },
         Schedule { threads: schedule::MAX_THREADS + 1, ..base },
     ];

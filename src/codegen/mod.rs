@@ -261,7 +261,8 @@ impl Emitter<'_> {
                     for phase in &phases {
                         let (first, last) = e.row_slice(phase, part, parts);
                         e.counted_loop(first, last, 1, &[], |e, t, _| {
-                            e.row(&item, phase, t);
+                            let zero = e.iconst(0);
+                            e.row(&item, phase, t, zero, phase.cols.count);
                             vec![]
                         });
                     }
@@ -271,12 +272,37 @@ impl Emitter<'_> {
             crate::schedule::LoopOrder::RowsOuter => {
                 for phase in &phases {
                     let (first, last) = self.row_slice(phase, part, parts);
-                    self.counted_loop(first, last, 1, &[], |e, t, _| {
+                    let count = phase.cols.count;
+                    let block = match self.schedule.col_block {
+                        Some(b) => b.next_multiple_of(self.schedule.pixel_tile).min(count),
+                        None => count,
+                    };
+                    let (full, rest) = (count / block, count % block);
+                    // Every work item over one block of the row's pixels.
+                    let items = |e: &mut Self, t: Value, start: Value, pixels: usize| {
                         e.counted_loop(begin, end, 1, &[], |e, wi, _| {
                             let item = e.item(wi);
-                            e.row(&item, phase, t);
+                            e.row(&item, phase, t, start, pixels);
                             vec![]
                         });
+                    };
+                    self.counted_loop(first, last, 1, &[], |e, t, _| {
+                        if full == 1 {
+                            let zero = e.iconst(0);
+                            items(e, t, zero, block);
+                        } else {
+                            let zero = e.iconst(0);
+                            let n = e.iconst(full as i64);
+                            e.counted_loop(zero, n, 1, &[], |e, k, _| {
+                                let start = e.fb.ins().imul_imm_s(k, block as i64);
+                                items(e, t, start, block);
+                                vec![]
+                            });
+                        }
+                        if rest > 0 {
+                            let start = e.iconst((full * block) as i64);
+                            items(e, t, start, rest);
+                        }
                         vec![]
                     });
                 }
@@ -341,21 +367,25 @@ impl Emitter<'_> {
         Item { x, w, b, y, partial }
     }
 
-    /// One output row `t` of `phase` for one work item: full pixel tiles in a
-    /// loop, then the tail tile.
-    fn row(&mut self, item: &Item, phase: &Phase, t: Value) {
+    /// Phase positions `start..start + pixels` of output row `t` of `phase`
+    /// for one work item: full pixel tiles in a loop, then the tail tile.
+    fn row(&mut self, item: &Item, phase: &Phase, t: Value, start: Value, pixels: usize) {
         let (rows, cols) = (&phase.rows, &phase.cols);
+        let x_step = self.col_stride(phase) * self.elem_bytes();
+        let y_step = cols.out_step as i64 * 4;
         let x_row = self.scaled(item.x, t, rows.in_step as i64 * self.row_bytes());
+        let x_row = self.scaled(x_row, start, x_step);
         let y_row = self.scaled(item.y, t, (rows.out_step * self.spec.out_width()) as i64 * 4);
+        let y_row = self.scaled(y_row, start, y_step);
         let y_row = self
             .offset(y_row, (rows.out_start * self.spec.out_width() + cols.out_start) as i64 * 4);
         let row_item = Item { x: x_row, y: y_row, ..*item };
 
-        let tile = self.schedule.pixel_tile.min(cols.count);
-        let full = cols.count / tile;
-        let tail = cols.count % tile;
-        let x_step = tile as i64 * self.col_stride(phase) * self.elem_bytes();
-        let y_step = (tile * cols.out_step) as i64 * 4;
+        let tile = self.schedule.pixel_tile.min(pixels);
+        let full = pixels / tile;
+        let tail = pixels % tile;
+        let x_step = tile as i64 * x_step;
+        let y_step = tile as i64 * y_step;
         if full > 0 {
             let zero = self.iconst(0);
             let n = self.iconst(full as i64);
