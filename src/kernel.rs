@@ -355,6 +355,18 @@ impl Kernel {
     /// across `threads`. The borders of `scratch` are zero and stay zero:
     /// only the interior is written.
     fn copy_padded(&self, x: &[f32], scratch: &mut [f32], threads: usize) {
+        if self.plan.interleaved {
+            // Split by stored rows instead: one plane is the whole copy.
+            let row = self.plan.row_len() * self.plan.pixel_len();
+            let channels = 0..self.spec.in_channels();
+            let copy = |(r, dst): (usize, &mut [f32])| self.interleave_row(x, &channels, r, dst);
+            if threads == 1 {
+                scratch.chunks_mut(row).enumerate().for_each(copy);
+            } else {
+                scratch.par_chunks_mut(row).enumerate().for_each(copy);
+            }
+            return;
+        }
         let plane = self.plan.plane_len();
         let copy = |(p, dst): (usize, &mut [f32])| self.copy_plane(x, p, dst);
         if threads == 1 {
@@ -373,8 +385,57 @@ impl Kernel {
     /// the interior only.
     fn copy_group(&self, x: &[f32], g: usize, scratch: &mut [f32]) {
         let first = g * self.plan.group_planes;
+        if self.plan.interleaved {
+            let channels = first..first + self.plan.group_planes;
+            let row = self.plan.row_len() * self.plan.pixel_len();
+            for (r, dst) in scratch.chunks_mut(row).enumerate() {
+                self.interleave_row(x, &channels, r, dst);
+            }
+            return;
+        }
         for (i, dst) in scratch.chunks_mut(self.plan.plane_len()).enumerate() {
             self.copy_plane(x, first + i, dst);
+        }
+    }
+
+    /// Writes the interior of stored row `r` of an interleaved copy of
+    /// `channels` into `dst`: pixel by pixel, each pixel's channels
+    /// together.
+    fn interleave_row(
+        &self,
+        x: &[f32],
+        channels: &std::ops::Range<usize>,
+        r: usize,
+        dst: &mut [f32],
+    ) {
+        let (h, w) = (self.spec.height(), self.spec.width());
+        let [top, left, _, _] = self.plan.pad;
+        if r < top || r >= top + h {
+            return; // a border row: zero, and never written
+        }
+        let row = r - top;
+        let n = channels.len();
+        let dst = &mut dst[self.plan.col_offset(left) * n..][..w * n];
+        let src = |c: usize| &x[((channels.start + c) * h + row) * w..][..w];
+        // Blocks of 4 channels × 4 pixels as 4×4 transposes, then the
+        // channels and pixels left over one by one.
+        let (quads, cols) = (n / 4 * 4, w / 4 * 4);
+        for c in (0..quads).step_by(4) {
+            let rows = [src(c), src(c + 1), src(c + 2), src(c + 3)];
+            for p in (0..cols).step_by(4) {
+                transpose4(&rows, p, &mut dst[p * n + c..], n);
+            }
+            for p in cols..w {
+                for (i, r) in rows.iter().enumerate() {
+                    dst[p * n + c + i] = r[p];
+                }
+            }
+        }
+        for c in quads..n {
+            let s = src(c);
+            for p in 0..w {
+                dst[p * n + c] = s[p];
+            }
         }
     }
 
@@ -406,6 +467,43 @@ impl Kernel {
                 copy_row(src, dst_row, left, plan);
             }
         }
+    }
+}
+
+/// Writes `rows[i][p + j]` to `dst[j · stride + i]` for `i, j < 4`.
+fn transpose4(rows: &[&[f32]; 4], p: usize, dst: &mut [f32], stride: usize) {
+    let quad = |i: usize| -> [f32; 4] { rows[i][p..p + 4].try_into().expect("4 pixels") };
+    let [a, b, c, d] = [quad(0), quad(1), quad(2), quad(3)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        let dst = &mut dst[..3 * stride + 4];
+        // SAFETY: SSE is part of x86-64; every load reads one of the 4-element
+        // arrays above and every store writes 4 elements inside `dst`, whose
+        // length was just checked.
+        unsafe {
+            let (a, b, c, d) = (
+                _mm_loadu_ps(a.as_ptr()),
+                _mm_loadu_ps(b.as_ptr()),
+                _mm_loadu_ps(c.as_ptr()),
+                _mm_loadu_ps(d.as_ptr()),
+            );
+            let (ab_lo, ab_hi) = (_mm_unpacklo_ps(a, b), _mm_unpackhi_ps(a, b));
+            let (cd_lo, cd_hi) = (_mm_unpacklo_ps(c, d), _mm_unpackhi_ps(c, d));
+            let out = [
+                _mm_movelh_ps(ab_lo, cd_lo),
+                _mm_movehl_ps(cd_lo, ab_lo),
+                _mm_movelh_ps(ab_hi, cd_hi),
+                _mm_movehl_ps(cd_hi, ab_hi),
+            ];
+            for (j, v) in out.into_iter().enumerate() {
+                _mm_storeu_ps(dst[j * stride..j * stride + 4].as_mut_ptr(), v);
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for j in 0..4 {
+        dst[j * stride..j * stride + 4].copy_from_slice(&[a[j], b[j], c[j], d[j]]);
     }
 }
 

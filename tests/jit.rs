@@ -13,13 +13,14 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
     let depthwise_ok = spec.in_per_group() == 1;
     let knobs = (0usize..3, 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>());
     let block = prop_oneof![Just(None), (1usize..=40).prop_map(Some)];
-    (knobs, 1usize..=3, any::<bool>(), any::<bool>(), block).prop_map(
+    (knobs, 1usize..=3, any::<bool>(), any::<bool>(), block, any::<bool>()).prop_map(
         move |(
             (family, oc_vectors, tile, unroll, rows_outer),
             threads,
             split_rows,
             per_group,
             col_block,
+            interleave,
         )| {
             let strategy = match family {
                 1 if depthwise_ok => Family::Depthwise,
@@ -46,6 +47,7 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
                 // A copy per group shares groups between threads.
                 split: if split_rows && !per_group { Split::Rows } else { Split::Items },
                 copy: if per_group { InputCopy::Group } else { InputCopy::Image },
+                interleave: interleave && strategy == Family::Direct,
             }
         },
     )
@@ -95,8 +97,12 @@ fn check_all(json: &str) {
                     threads: oc_vectors,
                     split: if oc_vectors == 2 { Split::Rows } else { Split::Items },
                     copy: InputCopy::Image,
+                    interleave: false,
                 };
-                for s in [s, Schedule { copy: InputCopy::Group, split: Split::Items, ..s }] {
+                let group = Schedule { copy: InputCopy::Group, split: Split::Items, ..s };
+                let nhwc = Schedule { interleave: true, ..s };
+                let nhwc_group = Schedule { interleave: true, ..group };
+                for s in [s, group, nhwc, nhwc_group] {
                     if s.legal(&spec).is_ok() {
                         check_kernel(&spec, &s, 11);
                     }
@@ -292,6 +298,7 @@ fn illegal_schedules_are_refused() {
         Schedule { reduction_unroll: 5, ..base },
         Schedule { threads: 0, ..base },
         Schedule { col_block: Some(0), ..base },
+        Schedule { interleave: true, ..width },
         Schedule { col_block: Some(8), loop_order: LoopOrder::ChannelsOuter, ..base },
         Schedule { copy: InputCopy::Group, split: Split::Rows, threads: 2, ..base },
         Schedule { threads: schedule::MAX_THREADS + 1, ..base },

@@ -117,9 +117,9 @@ struct Emitter<'a> {
 }
 
 impl Emitter<'_> {
-    /// Bytes per padded input element (a channel block of 4 when blocked).
+    /// Bytes of one stored pixel (see `Plan::pixel_len`).
     fn elem_bytes(&self) -> i64 {
-        if self.plan.blocked_input { 16 } else { 4 }
+        self.plan.pixel_len() as i64 * 4
     }
 
     /// Bytes of one stored padded row.
@@ -127,9 +127,9 @@ impl Emitter<'_> {
         self.plan.row_len() as i64 * self.elem_bytes()
     }
 
-    /// Bytes of one padded input plane (one channel, or one block of 4).
+    /// Bytes from one input plane (a channel, or a block of 4) to the next.
     fn plane_bytes(&self) -> i64 {
-        self.plan.padded[0] as i64 * self.row_bytes()
+        self.plan.plane_step() as i64 * 4
     }
 
     /// Stored elements between consecutive phase positions along a row.

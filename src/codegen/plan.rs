@@ -60,6 +60,9 @@ pub struct Plan {
     /// Whether the input copy is channel-blocked by 4 (`[C/4][Hp][row][4]`)
     /// rather than planar (`[C][Hp][row]`).
     pub blocked_input: bool,
+    /// Whether the input copy is interleaved (`[Hp][row][C]`, or `[Hp][row]
+    /// [C/groups]` for a copy per group) rather than planar.
+    pub interleaved: bool,
     /// Each stored padded row holds its columns in this many phases:
     /// padded column `c` is element `(c mod col_phases) · sub_row + c /
     /// col_phases` of the row. 1 (plain rows) except for the width strategy
@@ -153,7 +156,9 @@ impl Plan {
             Strategy::Depthwise => (schedule.oc_vectors, spec.out_per_group()),
         };
         let blocked_input = schedule.strategy == Strategy::Depthwise;
-        let needs_copy = pad != [0; 4] || blocked_input || col_phases * sub_row != spec.width();
+        let interleaved = schedule.interleave;
+        let needs_copy =
+            pad != [0; 4] || blocked_input || interleaved || col_phases * sub_row != spec.width();
         Plan {
             pad,
             padded,
@@ -162,6 +167,7 @@ impl Plan {
             needs_copy,
             copy_per_group: needs_copy && schedule.copy == InputCopy::Group,
             blocked_input,
+            interleaved,
             col_phases,
             sub_row,
             lanes,
@@ -180,10 +186,28 @@ impl Plan {
         (col % self.col_phases) * self.sub_row + col / self.col_phases
     }
 
-    /// Elements of one padded input plane (a channel, or a block of 4).
+    /// Elements of one stored pixel: 1, a block of 4 channels, or all the
+    /// channels of the copy when interleaved.
+    pub fn pixel_len(&self) -> usize {
+        if self.blocked_input {
+            INPUT_BLOCK
+        } else if self.interleaved {
+            self.group_planes * if self.copy_per_group { 1 } else { self.groups() }
+        } else {
+            1
+        }
+    }
+
+    /// Elements between one input plane (channel, or block of 4) and the
+    /// next: a whole padded plane, or 1 when interleaved.
+    pub fn plane_step(&self) -> usize {
+        if self.interleaved { 1 } else { self.plane_len() }
+    }
+
+    /// Elements of one padded input plane (a channel, or a block of 4; a
+    /// whole interleaved copy).
     pub fn plane_len(&self) -> usize {
-        let lanes = if self.blocked_input { INPUT_BLOCK } else { 1 };
-        self.padded[0] * self.row_len() * lanes
+        self.padded[0] * self.row_len() * self.pixel_len()
     }
 
     /// Groups of work items (see `group_items`).
@@ -200,7 +224,11 @@ impl Plan {
 
     /// Elements of one group's padded input planes.
     pub fn group_len(&self) -> usize {
-        self.group_planes * self.plane_len()
+        if self.interleaved {
+            self.padded[0] * self.row_len() * self.group_planes
+        } else {
+            self.group_planes * self.plane_len()
+        }
     }
 
     /// Elements of the copy the generated code reads (one group, or the
