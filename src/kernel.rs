@@ -1,5 +1,6 @@
 //! `Kernel`: the safe handle to compiled code, its weight packing, and `run`.
 
+use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -181,6 +182,8 @@ impl Kernel {
     pub fn threads(&self) -> usize {
         let shares = if self.plan.copy_per_group {
             self.plan.groups()
+        } else if let Some(bands) = self.plan.bands {
+            bands.parts
         } else {
             match self.schedule.split {
                 Split::Items => self.plan.items,
@@ -222,7 +225,8 @@ impl Kernel {
         let mut cached = self.scratch.try_lock().ok();
         let mut local = Vec::new();
         let buffers: &mut Vec<Vec<f32>> = cached.as_deref_mut().unwrap_or(&mut local);
-        let needed = match (self.plan.needs_copy, self.plan.copy_per_group) {
+        let per_thread = self.plan.copy_per_group || self.plan.bands.is_some();
+        let needed = match (self.plan.needs_copy, per_thread) {
             (false, _) => 0,
             (true, false) => 1,
             (true, true) => threads,
@@ -264,6 +268,10 @@ impl Kernel {
                 self.run_groups(x, call, &mut buffers[..threads]);
                 continue;
             }
+            if let Some(bands) = self.plan.bands {
+                self.run_bands(x, call, bands.parts, &mut buffers[..threads]);
+                continue;
+            }
             let call = match buffers.first_mut().filter(|_| self.plan.needs_copy) {
                 Some(buffer) => {
                     self.copy_padded(x, buffer, threads);
@@ -294,6 +302,33 @@ impl Kernel {
         Ok(())
     }
 
+    /// One image by bands of rows: thread `t` of `buffers.len()` takes a
+    /// contiguous range of the `parts` bands and, for each, copies the
+    /// input rows the band reads into its buffer and runs every work item
+    /// on the band.
+    fn run_bands(&self, x: &[f32], call: Call, parts: usize, buffers: &mut [Vec<f32>]) {
+        let threads = buffers.len();
+        let row = (self.plan.row_len() * self.plan.pixel_len()) as isize;
+        let items = self.plan.items;
+        let call = &call; // shared whole: its fields alone are not `Sync`
+        let work = |t: usize, buffer: &mut Vec<f32>| {
+            for b in t * parts / threads..(t + 1) * parts / threads {
+                self.copy_band(x, b, buffer);
+                // The code addresses padded row r at `x + r · row`: point
+                // `x` that many rows before the buffer, which holds the
+                // band's rows from its first on. A wrapping offset, never
+                // dereferenced outside the buffer.
+                let first = self.plan.band_rows(b).start as isize;
+                let x = buffer.as_ptr().wrapping_offset(-first * row);
+                // SAFETY: see `run`; band `b` of the code reads only the
+                // padded rows `band_rows(b)`, which the buffer holds, at
+                // most `Bands::rows` of them in each plane.
+                unsafe { Call { x, ..*call }.share(0..items, b, parts) };
+            }
+        };
+        on_threads(buffers, work);
+    }
+
     /// One image with a copy per group: thread `t` of `buffers.len()` takes
     /// a contiguous range of groups and, for each, copies the group's
     /// planes into its buffer and runs the group's work items on it.
@@ -311,17 +346,7 @@ impl Kernel {
                 unsafe { call.share(g * per_group..(g + 1) * per_group, 0, 1) };
             }
         };
-        match buffers {
-            [only] => work(0, only),
-            [first, rest @ ..] => rayon::scope(|s| {
-                for (t, buffer) in rest.iter_mut().enumerate() {
-                    let work = &work;
-                    s.spawn(move |_| work(t + 1, buffer));
-                }
-                work(0, first);
-            }),
-            [] => {}
-        }
+        on_threads(buffers, work);
     }
 
     /// Like [`Kernel::run`], also measuring the run.
@@ -368,7 +393,11 @@ impl Kernel {
             return;
         }
         let plane = self.plan.plane_len();
-        let copy = |(p, dst): (usize, &mut [f32])| self.copy_plane(x, p, dst);
+        let interior = self.interior_rows();
+        let copy = |(p, dst): (usize, &mut [f32])| {
+            let dst = &mut dst[interior.start * self.plan.row_len() * self.plan.pixel_len()..];
+            self.copy_plane(x, p, interior.clone(), dst)
+        };
         if threads == 1 {
             scratch.chunks_mut(plane).enumerate().for_each(copy);
         } else {
@@ -393,29 +422,50 @@ impl Kernel {
             }
             return;
         }
+        let interior = self.interior_rows();
         for (i, dst) in scratch.chunks_mut(self.plan.plane_len()).enumerate() {
-            self.copy_plane(x, first + i, dst);
+            let dst = &mut dst[interior.start * self.plan.row_len() * self.plan.pixel_len()..];
+            self.copy_plane(x, first + i, interior.clone(), dst);
+        }
+    }
+
+    /// The padded rows that hold input pixels.
+    fn interior_rows(&self) -> Range<usize> {
+        let top = self.plan.pad[0];
+        top..top + self.spec.height()
+    }
+
+    /// Copies the padded input rows of band `b` into `scratch` (one band's
+    /// planes, each of `Bands::rows` stored rows).
+    fn copy_band(&self, x: &[f32], b: usize, scratch: &mut [f32]) {
+        let rows = self.plan.band_rows(b);
+        if self.plan.interleaved {
+            let stride = self.plan.row_len() * self.plan.pixel_len();
+            let channels = 0..self.spec.in_channels();
+            for (r, dst) in rows.zip(scratch.chunks_mut(stride)) {
+                self.interleave_row(x, &channels, r, dst);
+            }
+            return;
+        }
+        for (p, dst) in scratch.chunks_mut(self.plan.plane_len()).enumerate() {
+            self.copy_plane(x, p, rows.clone(), dst);
         }
     }
 
     /// Writes the interior of stored row `r` of an interleaved copy of
     /// `channels` into `dst`: pixel by pixel, each pixel's channels
     /// together.
-    fn interleave_row(
-        &self,
-        x: &[f32],
-        channels: &std::ops::Range<usize>,
-        r: usize,
-        dst: &mut [f32],
-    ) {
+    fn interleave_row(&self, x: &[f32], channels: &Range<usize>, r: usize, dst: &mut [f32]) {
         let (h, w) = (self.spec.height(), self.spec.width());
         let [top, left, _, _] = self.plan.pad;
-        if r < top || r >= top + h {
-            return; // a border row: zero, and never written
-        }
-        let row = r - top;
         let n = channels.len();
         let dst = &mut dst[self.plan.col_offset(left) * n..][..w * n];
+        if r < top || r >= top + h {
+            // A border row (a reused band buffer may hold pixels there).
+            dst.fill(0.0);
+            return;
+        }
+        let row = r - top;
         let src = |c: usize| &x[((channels.start + c) * h + row) * w..][..w];
         // Blocks of 4 channels × 4 pixels as 4×4 transposes, then the
         // channels and pixels left over one by one.
@@ -439,25 +489,24 @@ impl Kernel {
         }
     }
 
-    /// Writes the interior of plane `p` of the padded layout into `dst`:
-    /// its channels, and zeros in the lanes of a block past the last
-    /// channel.
-    fn copy_plane(&self, x: &[f32], p: usize, dst: &mut [f32]) {
+    /// Writes the interior of padded rows `rows` of plane `p` into `dst`,
+    /// which holds those stored rows from `rows.start` on: the plane's
+    /// channels, zeros in border rows and in the lanes of a block past the
+    /// last channel (a reused buffer may hold real pixels there).
+    fn copy_plane(&self, x: &[f32], p: usize, rows: Range<usize>, dst: &mut [f32]) {
         let (h, w) = (self.spec.height(), self.spec.width());
         let plan = &self.plan;
         let [top, left, _, _] = plan.pad;
         let lanes = if plan.blocked_input { INPUT_BLOCK } else { 1 };
-        for lane in 0..lanes {
-            let c = p * lanes + lane;
-            for row in 0..h {
-                let dst_row = &mut dst[(row + top) * plan.row_len() * lanes..];
-                if c >= self.spec.in_channels() {
-                    // A buffer reused for another group may hold a real
-                    // channel in this lane.
-                    (0..w).for_each(|i| dst_row[(left + i) * lanes + lane] = 0.0);
+        let stride = plan.row_len() * lanes;
+        for (r, dst_row) in rows.zip(dst.chunks_mut(stride)) {
+            for lane in 0..lanes {
+                let c = p * lanes + lane;
+                if c >= self.spec.in_channels() || !(top..top + h).contains(&r) {
+                    (0..w).for_each(|i| dst_row[plan.col_offset(left + i) * lanes + lane] = 0.0);
                     continue;
                 }
-                let src = &x[(c * h + row) * w..][..w];
+                let src = &x[(c * h + r - top) * w..][..w];
                 if lanes > 1 {
                     for (i, &v) in src.iter().enumerate() {
                         dst_row[(left + i) * lanes + lane] = v;
@@ -467,6 +516,22 @@ impl Kernel {
                 copy_row(src, dst_row, left, plan);
             }
         }
+    }
+}
+
+/// Runs `work(t, buffer)` for every buffer `t`, on as many threads of
+/// rayon's pool (the calling thread takes buffer 0).
+fn on_threads(buffers: &mut [Vec<f32>], work: impl Fn(usize, &mut Vec<f32>) + Sync) {
+    match buffers {
+        [only] => work(0, only),
+        [first, rest @ ..] => rayon::scope(|s| {
+            for (t, buffer) in rest.iter_mut().enumerate() {
+                let work = &work;
+                s.spawn(move |_| work(t + 1, buffer));
+            }
+            work(0, first);
+        }),
+        [] => {}
     }
 }
 

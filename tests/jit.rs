@@ -13,12 +13,17 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
     let depthwise_ok = spec.in_per_group() == 1;
     let knobs = (0usize..3, 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>());
     let block = prop_oneof![Just(None), (1usize..=40).prop_map(Some)];
-    (knobs, 1usize..=3, any::<bool>(), any::<bool>(), block, any::<bool>()).prop_map(
+    let copy = prop_oneof![
+        Just(InputCopy::Image),
+        Just(InputCopy::Group),
+        (1usize..=9).prop_map(InputCopy::Bands)
+    ];
+    (knobs, 1usize..=3, any::<bool>(), copy, block, any::<bool>()).prop_map(
         move |(
             (family, oc_vectors, tile, unroll, rows_outer),
             threads,
             split_rows,
-            per_group,
+            copy,
             col_block,
             interleave,
         )| {
@@ -44,9 +49,14 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
                 // Row blocks exist only with rows outer.
                 col_block: col_block.filter(|_| rows_outer),
                 threads,
-                // A copy per group shares groups between threads.
-                split: if split_rows && !per_group { Split::Rows } else { Split::Items },
-                copy: if per_group { InputCopy::Group } else { InputCopy::Image },
+                // A copy per group shares groups between threads, bands
+                // share rows.
+                split: match copy {
+                    InputCopy::Image if split_rows => Split::Rows,
+                    InputCopy::Image | InputCopy::Group => Split::Items,
+                    InputCopy::Bands(_) => Split::Rows,
+                },
+                copy,
                 interleave: interleave && strategy == Family::Direct,
             }
         },
@@ -100,9 +110,11 @@ fn check_all(json: &str) {
                     interleave: false,
                 };
                 let group = Schedule { copy: InputCopy::Group, split: Split::Items, ..s };
+                let bands = Schedule { copy: InputCopy::Bands(3), split: Split::Rows, ..s };
                 let nhwc = Schedule { interleave: true, ..s };
                 let nhwc_group = Schedule { interleave: true, ..group };
-                for s in [s, group, nhwc, nhwc_group] {
+                let nhwc_bands = Schedule { interleave: true, ..bands };
+                for s in [s, group, bands, nhwc, nhwc_group, nhwc_bands] {
                     if s.legal(&spec).is_ok() {
                         check_kernel(&spec, &s, 11);
                     }
@@ -301,6 +313,8 @@ fn illegal_schedules_are_refused() {
         Schedule { interleave: true, ..width },
         Schedule { col_block: Some(8), loop_order: LoopOrder::ChannelsOuter, ..base },
         Schedule { copy: InputCopy::Group, split: Split::Rows, threads: 2, ..base },
+        Schedule { copy: InputCopy::Bands(0), ..base },
+        Schedule { copy: InputCopy::Bands(2), split: Split::Items, threads: 2, ..base },
         Schedule { threads: schedule::MAX_THREADS + 1, ..base },
     ];
     for s in bad {
@@ -372,6 +386,7 @@ fn a_kernel_is_shared_by_threads_and_splits_its_own_runs() {
         (Split::Items, InputCopy::Image),
         (Split::Rows, InputCopy::Image),
         (Split::Items, InputCopy::Group),
+        (Split::Rows, InputCopy::Bands(2)),
     ];
     for (split, copy) in shares {
         let sched = Schedule { threads: 2, split, copy, ..schedule::choose(&spec) };

@@ -49,6 +49,17 @@ pub struct Phase {
 /// Channels per block of a channel-blocked input copy: one f32x4.
 pub const INPUT_BLOCK: usize = 4;
 
+/// An image cut into bands of output rows: band `b` of `parts` is part `b`
+/// of `parts` of every phase's rows (see `codegen`'s `row_slice`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bands {
+    /// Bands per image.
+    pub parts: usize,
+    /// Stored rows of a band's copy: the most padded input rows a band
+    /// reads.
+    pub rows: usize,
+}
+
 /// Everything the emitter and the run-time input copy need to agree on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -91,6 +102,9 @@ pub struct Plan {
     /// Whether that copy holds one group (the generated code then reads
     /// every group's planes at `x`) rather than the whole image.
     pub copy_per_group: bool,
+    /// When the copy holds bands of rows: how many bands, and the most
+    /// padded input rows one band reads (the rows of each stored plane).
+    pub bands: Option<Bands>,
     /// The phases.
     pub phases: Vec<Phase>,
 }
@@ -159,6 +173,15 @@ impl Plan {
         let interleaved = schedule.interleave;
         let needs_copy =
             pad != [0; 4] || blocked_input || interleaved || col_phases * sub_row != spec.width();
+        let bands = match schedule.copy {
+            InputCopy::Bands(rows) if needs_copy => {
+                let most = phases.iter().map(|p| p.rows.count).max().unwrap_or(1);
+                let parts = most.div_ceil(rows).max(1);
+                let rows = (0..parts).map(|b| band_input_rows(&phases, b, parts).len()).max();
+                Some(Bands { parts, rows: rows.unwrap_or(0).max(1) })
+            }
+            _ => None,
+        };
         Plan {
             pad,
             padded,
@@ -166,6 +189,7 @@ impl Plan {
             group_items,
             needs_copy,
             copy_per_group: needs_copy && schedule.copy == InputCopy::Group,
+            bands,
             blocked_input,
             interleaved,
             col_phases,
@@ -207,7 +231,18 @@ impl Plan {
     /// Elements of one padded input plane (a channel, or a block of 4; a
     /// whole interleaved copy).
     pub fn plane_len(&self) -> usize {
-        self.padded[0] * self.row_len() * self.pixel_len()
+        self.stored_rows() * self.row_len() * self.pixel_len()
+    }
+
+    /// Rows of each stored plane: a band's, or the padded height.
+    pub fn stored_rows(&self) -> usize {
+        self.bands.map_or(self.padded[0], |b| b.rows)
+    }
+
+    /// The padded input rows band `b` reads (see [`Bands`]).
+    pub fn band_rows(&self, b: usize) -> std::ops::Range<usize> {
+        let parts = self.bands.map_or(1, |bands| bands.parts);
+        band_input_rows(&self.phases, b, parts)
     }
 
     /// Groups of work items (see `group_items`).
@@ -225,7 +260,7 @@ impl Plan {
     /// Elements of one group's padded input planes.
     pub fn group_len(&self) -> usize {
         if self.interleaved {
-            self.padded[0] * self.row_len() * self.group_planes
+            self.stored_rows() * self.row_len() * self.group_planes
         } else {
             self.group_planes * self.plane_len()
         }
@@ -236,6 +271,25 @@ impl Plan {
     pub fn copy_len(&self) -> usize {
         if self.copy_per_group { self.group_len() } else { self.padded_image_len() }
     }
+}
+
+/// The padded input rows that part `b` of `parts` of every phase's output
+/// rows reads (empty when it reads none).
+fn band_input_rows(phases: &[Phase], b: usize, parts: usize) -> std::ops::Range<usize> {
+    let mut rows: Option<(usize, usize)> = None;
+    for phase in phases {
+        let count = phase.rows.count;
+        let (first, last) = (count * b / parts, count * (b + 1) / parts);
+        let offsets = phase.rows.taps.iter().map(|t| t.offset);
+        let (Some(low), Some(high)) = (offsets.clone().min(), offsets.max()) else { continue };
+        if first == last || phase.cols.taps.is_empty() {
+            continue;
+        }
+        let (lo, hi) =
+            (first * phase.rows.in_step + low, (last - 1) * phase.rows.in_step + high + 1);
+        rows = Some(rows.map_or((lo, hi), |(a, z)| (a.min(lo), z.max(hi))));
+    }
+    rows.map_or(0..0, |(lo, hi)| lo..hi)
 }
 
 /// The column phases and sub-row length of the width strategy's copy. Its
