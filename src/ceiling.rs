@@ -53,34 +53,74 @@ pub struct Ceiling {
     pub worst_macs_per_cycle: f64,
 }
 
-/// Compiles the microkernel with `compiler`'s ISA and measures it.
+/// Compiles the microkernel with `compiler`'s ISA and measures it:
+/// [`SAMPLES`] samples in a row.
 pub fn measure(compiler: &Compiler) -> Result<Ceiling> {
-    let x: Vec<f32> = (0..STEPS * ACCUMULATORS).map(|i| (i % 7) as f32 * 1e-3).collect();
-    let w: Vec<f32> = (0..STEPS * 4).map(|i| (i % 5) as f32 * 1e-3).collect();
-    let mut out = vec![0.0f32; ACCUMULATORS * 4];
-    let microkernel = Microkernel::compile(compiler)?;
-    // SAFETY: the kernel reads STEPS·ACCUMULATORS floats of `x` and STEPS·4
-    // of `w` per pass and writes ACCUMULATORS·4 floats of `out`: exactly the
-    // lengths allocated above.
-    let call = |passes: u64, out: &mut [f32]| unsafe {
-        (microkernel.function)(x.as_ptr(), w.as_ptr(), out.as_mut_ptr(), passes as i64)
-    };
-    call(PASSES / 8, &mut out); // warm-up: page in the code, wake the core
-    let mut samples: Vec<f64> = (0..SAMPLES)
-        .map(|_| {
-            let ((), m) = timing::measure(|| call(PASSES, &mut out));
-            m.macs_per_cycle(PASSES * MACS_PER_PASS)
-        })
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    std::hint::black_box(&out);
-    let ceiling = Ceiling {
-        macs_per_cycle: samples[SAMPLES / 2],
-        best_macs_per_cycle: samples[SAMPLES - 1],
-        worst_macs_per_cycle: samples[0],
-    };
+    let mut meter = Meter::new(compiler)?;
+    let samples: Vec<f64> = (0..SAMPLES).map(|_| meter.sample()).collect();
+    let ceiling = Ceiling::of(&samples);
     log::info!("measured ceiling: {ceiling:?}");
     Ok(ceiling)
+}
+
+impl Ceiling {
+    /// The median, best and worst of `samples` (MACs per TSC tick; at
+    /// least one).
+    pub fn of(samples: &[f64]) -> Ceiling {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        Ceiling {
+            macs_per_cycle: sorted.get(n / 2).copied().unwrap_or(f64::NAN),
+            best_macs_per_cycle: sorted.last().copied().unwrap_or(f64::NAN),
+            worst_macs_per_cycle: sorted.first().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// The compiled microkernel and its data, ready to take samples: a
+/// benchmark takes them between its layers, so that the ceiling it divides
+/// by saw the same moments of the host as the layers did.
+pub struct Meter {
+    microkernel: Microkernel,
+    x: Vec<f32>,
+    w: Vec<f32>,
+    out: Vec<f32>,
+}
+
+impl Meter {
+    /// Compiles the microkernel with `compiler`'s ISA and warms it up.
+    pub fn new(compiler: &Compiler) -> Result<Meter> {
+        let mut meter = Meter {
+            microkernel: Microkernel::compile(compiler)?,
+            x: (0..STEPS * ACCUMULATORS).map(|i| (i % 7) as f32 * 1e-3).collect(),
+            w: (0..STEPS * 4).map(|i| (i % 5) as f32 * 1e-3).collect(),
+            out: vec![0.0f32; ACCUMULATORS * 4],
+        };
+        meter.call(PASSES / 8); // warm-up: page in the code, wake the core
+        Ok(meter)
+    }
+
+    /// One timed sample, MACs per TSC tick.
+    pub fn sample(&mut self) -> f64 {
+        let ((), m) = timing::measure(|| self.call(PASSES));
+        std::hint::black_box(&self.out);
+        m.macs_per_cycle(PASSES * MACS_PER_PASS)
+    }
+
+    fn call(&mut self, passes: u64) {
+        // SAFETY: the kernel reads STEPS·ACCUMULATORS floats of `x` and
+        // STEPS·4 of `w` per pass and writes ACCUMULATORS·4 floats of
+        // `out`: exactly the lengths allocated in `new`.
+        unsafe {
+            (self.microkernel.function)(
+                self.x.as_ptr(),
+                self.w.as_ptr(),
+                self.out.as_mut_ptr(),
+                passes as i64,
+            )
+        }
+    }
 }
 
 /// The compiled microkernel; frees its code on drop.

@@ -86,7 +86,7 @@ enum Command {
         json: bool,
     },
     /// Benchmarks engines on a layer or a suite (default: the built-in
-    /// suite) against the ceiling measured at the start of the run.
+    /// suite) against the ceiling sampled throughout the run.
     Bench {
         /// The spec: a JSON file, or the JSON text itself.
         #[arg(long, conflicts_with = "suite")]

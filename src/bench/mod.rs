@@ -1,6 +1,6 @@
 //! The benchmark harness behind `convjit bench`: every engine on every layer
 //! of a suite, on the same random data, in one process, against the
-//! [ceiling](mod@crate::ceiling) measured at the start of the same run.
+//! [ceiling](mod@crate::ceiling) sampled throughout the same run.
 //!
 //! Per layer and engine: prepare (timed: for the JIT that is compiling and
 //! packing the weights), one untimed warm-up run, then timed runs until
@@ -163,7 +163,11 @@ pub fn run(
     }
     let machine = Machine::detect();
     progress(Progress::Ceiling);
-    let ceiling = ceiling::measure(&Compiler::host()?)?;
+    // The ceiling is sampled before the first layer and after every one,
+    // and reports divide by the median of all the samples: a slow or fast
+    // spell of the host then weighs on both sides of the ratio.
+    let mut meter = ceiling::Meter::new(&Compiler::host()?)?;
+    let mut samples: Vec<f64> = (0..CEILING_SAMPLES_FIRST).map(|_| meter.sample()).collect();
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut results = Vec::with_capacity(specs.len() * options.engines.len());
     for spec in specs {
@@ -179,9 +183,10 @@ pub fn run(
         for &engine in &options.engines {
             progress(Progress::Engine { layer: &layer, engine });
             let layer = LayerRun { name: &layer, spec, data: &data, oracle: oracle.as_ref() };
-            results.push(measure_engine(&layer, engine, options, &ceiling)?);
+            results.push(measure_engine(&layer, engine, options)?);
             progress(Progress::Done);
         }
+        samples.extend((0..CEILING_SAMPLES_PER_LAYER).map(|_| meter.sample()));
         let layer_results = &mut results[first..];
         if let Some(jit) = layer_results.iter().find(|r| r.engine == Engine::Jit) {
             let jit_median = jit.median_s;
@@ -189,6 +194,10 @@ pub fn run(
                 r.jit_speedup = Some(r.median_s / jit_median);
             }
         }
+    }
+    let ceiling = Ceiling::of(&samples);
+    for r in &mut results {
+        r.pct_of_ceiling = 100.0 * r.macs_per_cycle / ceiling.macs_per_cycle;
     }
     Ok(Report {
         machine,
@@ -226,12 +235,14 @@ struct LayerRun<'a> {
     oracle: Option<&'a Oracle>,
 }
 
-fn measure_engine(
-    layer: &LayerRun,
-    engine: Engine,
-    options: &Options,
-    ceiling: &Ceiling,
-) -> Result<Outcome> {
+/// Ceiling samples before the first layer.
+const CEILING_SAMPLES_FIRST: usize = 5;
+/// Ceiling samples after each layer.
+const CEILING_SAMPLES_PER_LAYER: usize = 3;
+
+/// Measures one engine on one layer (`pct_of_ceiling` is filled in at the
+/// end of the run).
+fn measure_engine(layer: &LayerRun, engine: Engine, options: &Options) -> Result<Outcome> {
     let LayerRun { name, spec, data, oracle } = *layer;
     let (prepared, preparation) = timing::measure(|| {
         engine.prepare_threaded(spec, &data.weight, data.bias.as_deref(), options.threads)
@@ -285,7 +296,7 @@ fn measure_engine(
         macs_valid: macs,
         macs_per_cycle,
         gflops: 2.0 * macs as f64 / stats.median_s.max(f64::MIN_POSITIVE) / 1e9,
-        pct_of_ceiling: 100.0 * macs_per_cycle / ceiling.macs_per_cycle,
+        pct_of_ceiling: f64::NAN,
         compile_ms: prepared.compile_time().unwrap_or_default().as_secs_f64() * 1e3,
         prepare_ms: preparation.wall.as_secs_f64() * 1e3,
         jit_speedup: None,
