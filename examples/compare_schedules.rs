@@ -5,8 +5,9 @@
 //! cargo run --release --example compare_schedules -- [--suite FILE] [--layers a,b] SCHEDULE...
 //! ```
 //!
-//! Each SCHEDULE is `heuristic` (what `schedule::choose` picks) or a JSON
-//! object of the schedule fields to change from the heuristic's, e.g.
+//! Each SCHEDULE is `heuristic` (what `schedule::choose` picks),
+//! `heuristic:N` (what `schedule::choose_threaded` picks for N threads), or a
+//! JSON object of the schedule fields to change from the heuristic's, e.g.
 //! `'{"strategy":"width","oc_vectors":1,"pixel_tile":48}'`. A schedule that is
 //! illegal for a layer prints `-`. Figures are MACs (`macs_valid`) per TSC
 //! tick of the median of 15 runs.
@@ -74,6 +75,9 @@ fn variant(spec: &ValidSpec, text: &str) -> Result<Schedule, Box<dyn std::error:
     let heuristic = schedule::choose(spec);
     if text == "heuristic" {
         return Ok(heuristic);
+    }
+    if let Some(threads) = text.strip_prefix("heuristic:") {
+        return Ok(schedule::choose_threaded(spec, threads.parse()?));
     }
     let mut value = serde_json::to_value(heuristic)?;
     let changes: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)?;
