@@ -82,6 +82,11 @@ pub struct Schedule {
     /// unrolls cut loop overhead and back-edge moves when the kernel has few
     /// taps (1×1), at the cost of code size.
     pub reduction_unroll: usize,
+    /// Output rows per register tile: the accumulators cover `pixel_tile`
+    /// pixels in each of `row_tile` rows, so short rows still fill the
+    /// registers. A schedule file without it takes 1.
+    #[serde(default = "one")]
+    pub row_tile: usize,
     /// The order of the channel-block and row loops: which operand stays hot.
     pub loop_order: LoopOrder,
     /// With rows outer, the output pixels of a row (rounded up to whole
@@ -151,6 +156,10 @@ fn one_thread() -> usize {
     1
 }
 
+fn one() -> usize {
+    1
+}
+
 /// The most threads a schedule may ask for.
 pub const MAX_THREADS: usize = 256;
 
@@ -194,6 +203,17 @@ impl Schedule {
                 "pixel_tile",
                 self.pixel_tile.to_string(),
                 "must be at least 1 with oc_vectors · pixel_tile at most 14",
+            );
+        }
+        let per_row = match self.strategy {
+            Strategy::Width => self.pixel_tile / 4,
+            _ => self.oc_vectors * self.pixel_tile,
+        };
+        if self.row_tile == 0 || per_row * self.row_tile > MAX_ACCUMULATORS {
+            return bad(
+                "row_tile",
+                self.row_tile.to_string(),
+                "must be at least 1 with the accumulators of a row times row_tile at most 14",
             );
         }
         if !(1..=4).contains(&self.reduction_unroll) {
@@ -289,9 +309,19 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
         // 7.4 MACs per core cycle, the best measured shape.
         false => Strategy::Direct,
     };
-    let pixel_tile = match strategy {
-        Strategy::Width => width_tile(spec.out_width()),
-        _ => 12,
+    // The register tile: 12–14 accumulators (CRANELIFT.md). Measured
+    // (docs/schedules.md): for the width strategy, one vector of 4 pixels
+    // in each of 14 rows ran 1.1–1.3× faster than whole rows of up to 14
+    // vectors on depthwise layers 14 to 112 pixels wide; for the direct
+    // strategy, 7 pixels in each of 2 rows ran as fast as 12 pixels of one
+    // row on wide 3×3 layers and 1.15–1.3× faster on rows of 7 to 28 pixels
+    // (no 4-pixel tail tile, twice the accumulators on short rows), but
+    // 3–4% slower on the few-tap layers.
+    let few_taps = phase_taps(spec) <= 3 && spec.out_width() >= 12;
+    let (pixel_tile, row_tile) = match strategy {
+        Strategy::Width => (4, MAX_ACCUMULATORS),
+        Strategy::Direct if !few_taps => (7, 2),
+        _ => (12, 1),
     };
     // Unroll the channel loop so an iteration holds enough FMAs to amortise
     // the loop and its back-edge moves: 4 channels for kernels of 1–3 taps;
@@ -337,6 +367,7 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
         oc_vectors: 1,
         pixel_tile,
         reduction_unroll,
+        row_tile,
         loop_order: LoopOrder::RowsOuter,
         col_block: None,
         threads,
@@ -367,11 +398,3 @@ fn phase_taps(spec: &ValidSpec) -> usize {
 /// Output rows narrower than this vectorise depthwise layers across
 /// channels: two vectors per row keep too few accumulators busy.
 const MIN_WIDTH_FOR_ROWS: usize = 8;
-
-/// The width strategy's tile: whole rows up to 14 vectors (56 pixels), longer
-/// rows cut into equal tiles of at most that, so the tail tile is not tiny.
-fn width_tile(out_width: usize) -> usize {
-    let max = 4 * MAX_ACCUMULATORS;
-    let tiles = out_width.div_ceil(max);
-    out_width.div_ceil(tiles).next_multiple_of(4).min(max)
-}

@@ -18,7 +18,7 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
         Just(InputCopy::Group),
         (1usize..=9).prop_map(InputCopy::Bands)
     ];
-    (knobs, 1usize..=3, any::<bool>(), copy, block, any::<bool>()).prop_map(
+    (knobs, 1usize..=3, any::<bool>(), copy, block, any::<bool>(), 1usize..=4).prop_map(
         move |(
             (family, oc_vectors, tile, unroll, rows_outer),
             threads,
@@ -26,6 +26,7 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
             copy,
             col_block,
             interleave,
+            rows,
         )| {
             let strategy = match family {
                 1 if depthwise_ok => Family::Depthwise,
@@ -36,11 +37,15 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
                 Family::Width => (1, 4 * tile),
                 _ => (oc_vectors, tile.min(14 / oc_vectors)),
             };
+            // As many rows per tile as the accumulators allow, up to `rows`.
+            let per_row = if strategy == Family::Width { tile } else { oc_vectors * pixel_tile };
+            let row_tile = rows.min(14 / per_row).max(1);
             Schedule {
                 strategy,
                 oc_vectors,
                 pixel_tile,
                 reduction_unroll: if strategy == Family::Depthwise { 1 } else { unroll },
+                row_tile,
                 loop_order: if rows_outer {
                     LoopOrder::RowsOuter
                 } else {
@@ -100,8 +105,10 @@ fn check_all(json: &str) {
                 let s = Schedule {
                     strategy,
                     oc_vectors,
-                    pixel_tile: if strategy == Family::Width { 16 } else { 12 / oc_vectors },
+                    pixel_tile: if strategy == Family::Width { 16 } else { 6 / oc_vectors },
                     reduction_unroll: if strategy == Family::Direct { 3 } else { 1 },
+                    // Two rows per tile on one loop order, one on the other.
+                    row_tile: if loop_order == LoopOrder::RowsOuter { 2 } else { 1 },
                     loop_order,
                     col_block: (loop_order == LoopOrder::RowsOuter).then_some(5),
                     threads: oc_vectors,
@@ -310,6 +317,9 @@ fn illegal_schedules_are_refused() {
         Schedule { reduction_unroll: 5, ..base },
         Schedule { threads: 0, ..base },
         Schedule { col_block: Some(0), ..base },
+        Schedule { row_tile: 0, ..base },
+        Schedule { row_tile: 2, pixel_tile: 8, ..base },
+        Schedule { row_tile: 8, ..width },
         Schedule { interleave: true, ..width },
         Schedule { col_block: Some(8), loop_order: LoopOrder::ChannelsOuter, ..base },
         Schedule { copy: InputCopy::Group, split: Split::Rows, threads: 2, ..base },

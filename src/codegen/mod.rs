@@ -104,6 +104,21 @@ struct Item {
     partial: Option<Value>,
 }
 
+/// The output pixels one register tile computes: `pixels` consecutive
+/// phase positions in each of `rows` consecutive phase rows. Position
+/// `q = r · pixels + p` is pixel `p` of row `r`.
+#[derive(Clone, Copy)]
+struct Shape {
+    pixels: usize,
+    rows: usize,
+}
+
+impl Shape {
+    fn positions(self) -> usize {
+        self.pixels * self.rows
+    }
+}
+
 struct Emitter<'a> {
     spec: &'a ValidSpec,
     schedule: &'a Schedule,
@@ -260,10 +275,9 @@ impl Emitter<'_> {
                     let item = e.item(wi);
                     for phase in &phases {
                         let (first, last) = e.row_slice(phase, part, parts);
-                        e.counted_loop(first, last, 1, &[], |e, t, _| {
+                        e.row_loop(phase, first, last, |e, t, rows| {
                             let zero = e.iconst(0);
-                            e.row(&item, phase, t, zero, phase.cols.count);
-                            vec![]
+                            e.row(&item, phase, t, zero, Shape { pixels: phase.cols.count, rows });
                         });
                     }
                     vec![]
@@ -279,35 +293,65 @@ impl Emitter<'_> {
                     };
                     let (full, rest) = (count / block, count % block);
                     // Every work item over one block of the row's pixels.
-                    let items = |e: &mut Self, t: Value, start: Value, pixels: usize| {
+                    let items = |e: &mut Self, t: Value, start: Value, shape: Shape| {
                         e.counted_loop(begin, end, 1, &[], |e, wi, _| {
                             let item = e.item(wi);
-                            e.row(&item, phase, t, start, pixels);
+                            e.row(&item, phase, t, start, shape);
                             vec![]
                         });
                     };
-                    self.counted_loop(first, last, 1, &[], |e, t, _| {
+                    self.row_loop(phase, first, last, |e, t, rows| {
                         if full == 1 {
                             let zero = e.iconst(0);
-                            items(e, t, zero, block);
+                            items(e, t, zero, Shape { pixels: block, rows });
                         } else {
                             let zero = e.iconst(0);
                             let n = e.iconst(full as i64);
                             e.counted_loop(zero, n, 1, &[], |e, k, _| {
                                 let start = e.fb.ins().imul_imm_s(k, block as i64);
-                                items(e, t, start, block);
+                                items(e, t, start, Shape { pixels: block, rows });
                                 vec![]
                             });
                         }
                         if rest > 0 {
                             let start = e.iconst((full * block) as i64);
-                            items(e, t, start, rest);
+                            items(e, t, start, Shape { pixels: rest, rows });
                         }
-                        vec![]
                     });
                 }
             }
         }
+    }
+
+    /// The rows `[first, last)` of `phase` in tiles of `row_tile` rows,
+    /// then one at a time for the rest: `body(t, rows)` emits rows
+    /// `t..t + rows`.
+    fn row_loop(
+        &mut self,
+        phase: &Phase,
+        first: Value,
+        last: Value,
+        mut body: impl FnMut(&mut Self, Value, usize),
+    ) {
+        let tile = self.schedule.row_tile.min(phase.rows.count).max(1);
+        if tile == 1 {
+            self.counted_loop(first, last, 1, &[], |e, t, _| {
+                body(e, t, 1);
+                vec![]
+            });
+            return;
+        }
+        let n = self.fb.ins().isub(last, first);
+        let rest = self.fb.ins().urem_imm_u(n, tile as i64);
+        let tiled = self.fb.ins().isub(last, rest);
+        self.counted_loop(first, tiled, tile as i64, &[], |e, t, _| {
+            body(e, t, tile);
+            vec![]
+        });
+        self.counted_loop(tiled, last, 1, &[], |e, t, _| {
+            body(e, t, 1);
+            vec![]
+        });
     }
 
     /// Rows `[count·part / parts, count·(part + 1) / parts)` of a phase: the
@@ -367,9 +411,11 @@ impl Emitter<'_> {
         Item { x, w, b, y, partial }
     }
 
-    /// Phase positions `start..start + pixels` of output row `t` of `phase`
-    /// for one work item: full pixel tiles in a loop, then the tail tile.
-    fn row(&mut self, item: &Item, phase: &Phase, t: Value, start: Value, pixels: usize) {
+    /// Phase positions `start..start + shape.pixels` of output rows
+    /// `t..t + shape.rows` of `phase` for one work item: full pixel tiles in
+    /// a loop, then the tail tile.
+    fn row(&mut self, item: &Item, phase: &Phase, t: Value, start: Value, shape: Shape) {
+        let (pixels, rows_tiled) = (shape.pixels, shape.rows);
         let (rows, cols) = (&phase.rows, &phase.cols);
         let x_step = self.col_stride(phase) * self.elem_bytes();
         let y_step = cols.out_step as i64 * 4;
@@ -392,14 +438,14 @@ impl Emitter<'_> {
             self.counted_loop(zero, n, 1, &[], |e, u, _| {
                 let x = e.scaled(row_item.x, u, x_step);
                 let y = e.scaled(row_item.y, u, y_step);
-                e.tile(&Item { x, y, ..row_item }, phase, tile);
+                e.tile(&Item { x, y, ..row_item }, phase, Shape { pixels: tile, rows: rows_tiled });
                 vec![]
             });
         }
         if tail > 0 {
             let x = self.offset(row_item.x, full as i64 * x_step);
             let y = self.offset(row_item.y, full as i64 * y_step);
-            self.tile(&Item { x, y, ..row_item }, phase, tail);
+            self.tile(&Item { x, y, ..row_item }, phase, Shape { pixels: tail, rows: rows_tiled });
         }
     }
 
@@ -407,32 +453,32 @@ impl Emitter<'_> {
     /// epilogue: `pixels` output pixels × `oc_vectors` vectors of channels
     /// (accumulator `v · pixels + p`), or for the width strategy one channel
     /// × `pixels` pixels in vectors of 4 (accumulator `p / 4`).
-    fn tile(&mut self, item: &Item, phase: &Phase, pixels: usize) {
+    fn tile(&mut self, item: &Item, phase: &Phase, shape: Shape) {
         let mut accs: Vec<Value> = if self.schedule.strategy == Strategy::Width {
             let b = self.load(types::F32, item.b, 0);
             let bias = self.fb.ins().splat(types::F32X4, b);
-            vec![bias; pixels.div_ceil(4)]
+            vec![bias; shape.rows * shape.pixels.div_ceil(4)]
         } else {
             let vectors = self.schedule.oc_vectors;
             let mut bias = Vec::with_capacity(vectors);
             for v in 0..vectors {
                 bias.push(self.load(types::F32X4, item.b, v as i64 * 16));
             }
-            (0..vectors).flat_map(|v| std::iter::repeat_n(bias[v], pixels)).collect()
+            (0..vectors).flat_map(|v| std::iter::repeat_n(bias[v], shape.positions())).collect()
         };
         let has_taps = !phase.rows.taps.is_empty() && !phase.cols.taps.is_empty();
         if has_taps {
             accs = match self.schedule.strategy {
                 Strategy::Direct | Strategy::Width => {
-                    self.reduce_channels(item, phase, pixels, accs)
+                    self.reduce_channels(item, phase, shape, accs)
                 }
                 Strategy::Depthwise => {
                     let mut step = 0;
-                    self.taps(item.x, item.w, phase, pixels, &mut step, accs)
+                    self.taps(item.x, item.w, phase, shape, &mut step, accs)
                 }
             };
         }
-        self.epilogue(item, phase, pixels, accs);
+        self.epilogue(item, phase, shape, accs);
     }
 
     /// The Direct reduction: a loop over the group's input channels, unrolled
@@ -441,7 +487,7 @@ impl Emitter<'_> {
         &mut self,
         item: &Item,
         phase: &Phase,
-        pixels: usize,
+        shape: Shape,
         accs: Vec<Value>,
     ) -> Vec<Value> {
         let channels = self.spec.in_per_group();
@@ -460,7 +506,7 @@ impl Emitter<'_> {
                 for u in 0..unroll as i64 {
                     let xu = e.offset(x, u * plane);
                     let wu = e.offset(w, u * wch);
-                    accs = e.taps(xu, wu, phase, pixels, &mut step, accs);
+                    accs = e.taps(xu, wu, phase, shape, &mut step, accs);
                 }
                 accs
             });
@@ -469,7 +515,7 @@ impl Emitter<'_> {
         for c in looped..channels {
             let x = self.offset(item.x, c as i64 * plane);
             let w = self.offset(item.w, c as i64 * wch);
-            accs = self.taps(x, w, phase, pixels, &mut step, accs);
+            accs = self.taps(x, w, phase, shape, &mut step, accs);
         }
         accs
     }
@@ -481,14 +527,28 @@ impl Emitter<'_> {
         x: Value,
         w: Value,
         phase: &Phase,
-        pixels: usize,
+        shape: Shape,
         step: &mut usize,
         mut accs: Vec<Value>,
     ) -> Vec<Value> {
         let vectors = self.schedule.oc_vectors;
         let kw = self.spec.kernel()[1];
         let eb = self.elem_bytes();
-        let col_step = self.col_stride(phase);
+        let col_step = self.col_stride(phase) * eb;
+        let row_step = phase.rows.in_step as i64 * self.row_bytes();
+        let positions = shape.positions();
+        // Input bytes from the tile's first pixel to position `q`'s, or
+        // vector `q`'s for the width strategy.
+        let per_row = if self.schedule.strategy == Strategy::Width {
+            shape.pixels.div_ceil(4)
+        } else {
+            shape.pixels
+        };
+        let width = self.schedule.strategy == Strategy::Width;
+        let at = move |q: usize| {
+            let (r, p) = ((q / per_row) as i64, (q % per_row) as i64);
+            r * row_step + if width { 4 * p * eb } else { p * col_step }
+        };
         for rt in &phase.rows.taps {
             for ct in &phase.cols.taps {
                 let tap = (rt.kernel * kw + ct.kernel) as i64;
@@ -504,9 +564,9 @@ impl Emitter<'_> {
                     let wv = self.fb.ins().splat(types::F32X4, s);
                     let n = accs.len();
                     for i in 0..n {
-                        let p = if forward { i } else { n - 1 - i };
-                        let xv = self.load(types::F32X4, x, base + 4 * p as i64 * eb);
-                        accs[p] = self.mul_add(xv, wv, accs[p]);
+                        let q = if forward { i } else { n - 1 - i };
+                        let xv = self.load(types::F32X4, x, base + at(q));
+                        accs[q] = self.mul_add(xv, wv, accs[q]);
                     }
                     continue;
                 }
@@ -514,9 +574,9 @@ impl Emitter<'_> {
                     .map(|v| self.load(types::F32X4, w, (tap * vectors as i64 + v as i64) * 16))
                     .collect();
                 let order: Vec<usize> =
-                    if forward { (0..pixels).collect() } else { (0..pixels).rev().collect() };
-                for &p in &order {
-                    let off = base + p as i64 * col_step * eb;
+                    if forward { (0..positions).collect() } else { (0..positions).rev().collect() };
+                for &q in &order {
+                    let off = base + at(q);
                     for (v, &wv) in weights.iter().enumerate() {
                         let xv = if self.schedule.strategy == Strategy::Depthwise {
                             self.load(types::F32X4, x, off + v as i64 * self.plane_bytes())
@@ -525,7 +585,7 @@ impl Emitter<'_> {
                             let s = self.load(types::F32, x, off);
                             self.fb.ins().splat(types::F32X4, s)
                         };
-                        let a = v * pixels + p;
+                        let a = v * positions + q;
                         accs[a] = self.mul_add(xv, wv, accs[a]);
                     }
                 }
@@ -546,57 +606,68 @@ impl Emitter<'_> {
 
     /// Activation, then the stores: lane l of vector v is output channel
     /// `first + (4v + l) · lane_stride`.
-    fn epilogue(&mut self, item: &Item, phase: &Phase, pixels: usize, accs: Vec<Value>) {
+    fn epilogue(&mut self, item: &Item, phase: &Phase, shape: Shape, accs: Vec<Value>) {
         let accs: Vec<Value> = accs.into_iter().map(|a| self.activate(a)).collect();
         if self.schedule.strategy == Strategy::Width {
-            return self.width_stores(item, phase, pixels, &accs);
+            return self.width_stores(item, phase, shape, &accs);
         }
         match item.partial {
-            None => self.stores(item, phase, pixels, &accs, self.plan.lanes),
+            None => self.stores(item, phase, shape, &accs, self.plan.lanes),
             Some(partial) => {
                 let short = self.fb.create_block();
                 let full = self.fb.create_block();
                 let done = self.fb.create_block();
                 self.fb.ins().brif(partial, short, &[], full, &[]);
                 self.fb.switch_to_block(short);
-                self.stores(item, phase, pixels, &accs, self.partial_lanes());
+                self.stores(item, phase, shape, &accs, self.partial_lanes());
                 self.fb.ins().jump(done, &[]);
                 self.fb.switch_to_block(full);
-                self.stores(item, phase, pixels, &accs, self.plan.lanes);
+                self.stores(item, phase, shape, &accs, self.plan.lanes);
                 self.fb.ins().jump(done, &[]);
                 self.fb.switch_to_block(done);
             }
         }
     }
 
-    fn stores(&mut self, item: &Item, phase: &Phase, pixels: usize, accs: &[Value], lanes: usize) {
+    fn stores(&mut self, item: &Item, phase: &Phase, shape: Shape, accs: &[Value], lanes: usize) {
         let lane_bytes = self.lane_stride() as i64 * self.out_plane() * 4;
         let pixel_bytes = phase.cols.out_step as i64 * 4;
+        let row_bytes = self.out_row_bytes(phase);
         for lane in 0..lanes {
             let (v, l) = (lane / 4, lane % 4);
-            for p in 0..pixels {
-                let s = self.fb.ins().extractlane(accs[v * pixels + p], l as u8);
-                self.store(s, item.y, lane as i64 * lane_bytes + p as i64 * pixel_bytes);
+            for q in 0..shape.positions() {
+                let (r, p) = ((q / shape.pixels) as i64, (q % shape.pixels) as i64);
+                let s = self.fb.ins().extractlane(accs[v * shape.positions() + q], l as u8);
+                let off = lane as i64 * lane_bytes + r * row_bytes + p * pixel_bytes;
+                self.store(s, item.y, off);
             }
         }
+    }
+
+    /// Output bytes between consecutive rows of a phase.
+    fn out_row_bytes(&self, phase: &Phase) -> i64 {
+        (phase.rows.out_step * self.spec.out_width()) as i64 * 4
     }
 
     /// The width strategy's stores: vector `v` holds pixels `4v..4v + 4` of
     /// the tile; whole vectors where the phase's output pixels are
     /// consecutive, lane by lane where they are not (transposed phases) and
     /// for the lanes of a last vector that are inside the row.
-    fn width_stores(&mut self, item: &Item, phase: &Phase, pixels: usize, accs: &[Value]) {
+    fn width_stores(&mut self, item: &Item, phase: &Phase, shape: Shape, accs: &[Value]) {
         let pixel_bytes = phase.cols.out_step as i64 * 4;
-        for (v, &acc) in accs.iter().enumerate() {
-            let first = 4 * v;
-            let lanes = (pixels - first).min(4);
+        let per_row = shape.pixels.div_ceil(4);
+        let row_bytes = self.out_row_bytes(phase);
+        for (q, &acc) in accs.iter().enumerate() {
+            let row = (q / per_row) as i64 * row_bytes;
+            let first = 4 * (q % per_row);
+            let lanes = (shape.pixels - first).min(4);
             if lanes == 4 && phase.cols.out_step == 1 {
-                self.store(acc, item.y, first as i64 * pixel_bytes);
+                self.store(acc, item.y, row + first as i64 * pixel_bytes);
                 continue;
             }
             for l in 0..lanes {
                 let s = self.fb.ins().extractlane(acc, l as u8);
-                self.store(s, item.y, (first + l) as i64 * pixel_bytes);
+                self.store(s, item.y, row + (first + l) as i64 * pixel_bytes);
             }
         }
     }
