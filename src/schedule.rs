@@ -313,26 +313,25 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
     // (docs/schedules.md): for the width strategy, one vector of 4 pixels
     // in each of 14 rows ran 1.1–1.3× faster than whole rows of up to 14
     // vectors on depthwise layers 14 to 112 pixels wide; for the direct
-    // strategy, 7 pixels in each of 2 rows ran as fast as 12 pixels of one
-    // row on wide 3×3 layers and 1.15–1.3× faster on rows of 7 to 28 pixels
-    // (no 4-pixel tail tile, twice the accumulators on short rows), but
-    // 3–4% slower on the few-tap layers.
-    let few_taps = phase_taps(spec) <= 3 && spec.out_width() >= 12;
+    // strategy, 7 pixels in each of 2 rows ran 1.15–1.45× faster than 12
+    // pixels of one row on 3×3 layers with rows of 7 to 28 pixels (no
+    // 4-pixel tail tile, twice the accumulators on short rows), but only
+    // 0–3% on wider rows, where its second, one-row body (for a slice of
+    // odd rows) costs compile time, and 3–4% slower on the few-tap layers.
+    let narrow = phase_cols(spec) <= MAX_NARROW_ROW;
     let (pixel_tile, row_tile) = match strategy {
         Strategy::Width => (4, MAX_ACCUMULATORS),
-        Strategy::Direct if !few_taps => (7, 2),
+        Strategy::Direct if narrow && phase_taps(spec) > 3 => (7, 2),
         _ => (12, 1),
     };
-    // Unroll the channel loop so an iteration holds enough FMAs to amortise
-    // the loop and its back-edge moves: 4 channels for kernels of 1–3 taps;
-    // 2 for wider ones, which measured 5–20% faster than 1 on the suite's
-    // 3×3 and transposed layers, but not for a handful of channels (the 3-
-    // channel stem ran 27% slower: one looped pair and a remainder).
+    // 1×1-like kernels have a few taps per channel: unroll the channel loop
+    // so an iteration holds enough FMAs to amortise the loop; wider kernels
+    // already unroll their taps (unrolling 3×3 layers by 2 as well measured
+    // within 4% of no unrolling, for twice the code and compile time).
     let cig = spec.in_per_group();
     let reduction_unroll = match strategy {
         Strategy::Depthwise => 1,
         _ if taps < 4 => 4.min(cig),
-        _ if cig >= 8 => 2,
         _ => 1,
     };
     // Kernels of a few taps per phase read one input pixel per FMA per
@@ -374,6 +373,18 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
         split,
         copy,
         interleave,
+    }
+}
+
+/// The widest output rows (in pixels) that the direct strategy tiles two
+/// rows at a time.
+const MAX_NARROW_ROW: usize = 28;
+
+/// The most output columns any phase of the layer has.
+fn phase_cols(spec: &ValidSpec) -> usize {
+    match spec.op() {
+        crate::spec::Op::Conv2d => spec.out_width(),
+        crate::spec::Op::ConvTranspose2d => spec.out_width().div_ceil(spec.stride()[1]),
     }
 }
 
