@@ -709,3 +709,24 @@ fn bench_failures_print_one_line() {
     failed("plot in a missing folder", &out, "chart.svg");
     assert!(entries(dir.path()).is_empty(), "files left behind: {:?}", entries(dir.path()));
 }
+
+/// A reader that stops reading early (`convjit ir … | head`) ends the
+/// program quietly, not with a panic.
+#[test]
+#[cfg(unix)]
+fn a_closed_pipe_is_not_a_panic() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let spec = r#"{"op":"conv2d","in_channels":64,"out_channels":64,"height":56,"width":56,"kernel":3,"padding":1}"#;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_convjit"))
+        .args(["ir", "--asm", "--spec", spec])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap(); // then closed
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
