@@ -39,7 +39,7 @@ pub struct Kernel {
     compile_time: Duration,
     /// The zero-bordered padded copies (one, or one per thread when each
     /// holds a group), kept between runs.
-    scratch: Mutex<Vec<Vec<f32>>>,
+    scratch: Mutex<Vec<Scratch>>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -224,7 +224,7 @@ impl Kernel {
         // its own.
         let mut cached = self.scratch.try_lock().ok();
         let mut local = Vec::new();
-        let buffers: &mut Vec<Vec<f32>> = cached.as_deref_mut().unwrap_or(&mut local);
+        let buffers: &mut Vec<Scratch> = cached.as_deref_mut().unwrap_or(&mut local);
         let per_thread = self.plan.copy_per_group || self.plan.bands.is_some();
         let needed = match (self.plan.needs_copy, per_thread) {
             (false, _) => 0,
@@ -232,12 +232,7 @@ impl Kernel {
             (true, true) => threads,
         };
         if buffers.len() < needed {
-            buffers.resize_with(needed, Vec::new);
-        }
-        for buffer in &mut buffers[..needed] {
-            if buffer.is_empty() {
-                *buffer = vec![0.0f32; self.plan.copy_len().max(1)];
-            }
+            buffers.resize_with(needed, || Scratch::zeroed(self.plan.copy_len()));
         }
         for n in 0..spec.batch() {
             let x = &input[n * image_in..(n + 1) * image_in];
@@ -274,7 +269,7 @@ impl Kernel {
             }
             let call = match buffers.first_mut().filter(|_| self.plan.needs_copy) {
                 Some(buffer) => {
-                    self.copy_padded(x, buffer, threads);
+                    self.copy_padded(x, buffer.get_mut(), threads);
                     Call { x: buffer.as_ptr(), ..call }
                 }
                 None => call,
@@ -287,7 +282,7 @@ impl Kernel {
                     Split::Items => (t * items / threads..(t + 1) * items / threads, 0, 1),
                     Split::Rows => (0..items, t, threads),
                 };
-                rayon::scope(|s| {
+                rayon::in_place_scope(|s| {
                     for t in 1..threads {
                         s.spawn(move |_| {
                             let (items, part, parts) = share(t);
@@ -306,14 +301,14 @@ impl Kernel {
     /// contiguous range of the `parts` bands and, for each, copies the
     /// input rows the band reads into its buffer and runs every work item
     /// on the band.
-    fn run_bands(&self, x: &[f32], call: Call, parts: usize, buffers: &mut [Vec<f32>]) {
+    fn run_bands(&self, x: &[f32], call: Call, parts: usize, buffers: &mut [Scratch]) {
         let threads = buffers.len();
         let row = (self.plan.row_len() * self.plan.pixel_len()) as isize;
         let items = self.plan.items;
         let call = &call; // shared whole: its fields alone are not `Sync`
-        let work = |t: usize, buffer: &mut Vec<f32>| {
+        let work = |t: usize, buffer: &mut Scratch| {
             for b in t * parts / threads..(t + 1) * parts / threads {
-                self.copy_band(x, b, buffer);
+                self.copy_band(x, b, buffer.get_mut());
                 // The code addresses padded row r at `x + r · row`: point
                 // `x` that many rows before the buffer, which holds the
                 // band's rows from its first on. A wrapping offset, never
@@ -332,13 +327,13 @@ impl Kernel {
     /// One image with a copy per group: thread `t` of `buffers.len()` takes
     /// a contiguous range of groups and, for each, copies the group's
     /// planes into its buffer and runs the group's work items on it.
-    fn run_groups(&self, x: &[f32], call: Call, buffers: &mut [Vec<f32>]) {
+    fn run_groups(&self, x: &[f32], call: Call, buffers: &mut [Scratch]) {
         let (groups, per_group) = (self.plan.groups(), self.plan.group_items);
         let threads = buffers.len();
         let call = &call; // shared whole: its fields alone are not `Sync`
-        let work = |t: usize, buffer: &mut Vec<f32>| {
+        let work = |t: usize, buffer: &mut Scratch| {
             for g in t * groups / threads..(t + 1) * groups / threads {
-                self.copy_group(x, g, buffer);
+                self.copy_group(x, g, buffer.get_mut());
                 let call = Call { x: buffer.as_ptr(), ..*call };
                 // SAFETY: see `run`; the buffer holds group `g`'s planes,
                 // `copy_len` elements, which is what the code reads for the
@@ -519,12 +514,39 @@ impl Kernel {
     }
 }
 
+/// Floats in a cache line (64 bytes).
+const LINE_FLOATS: usize = 16;
+
+/// A zeroed buffer for a padded copy that shares no cache line with any
+/// other allocation: the threads of a run each write their own, and small
+/// ones side by side on the heap would otherwise bounce lines between
+/// cores (two threads ran small depthwise layers at half the speed of one).
+struct Scratch {
+    /// The buffer with a cache line of margin on each side.
+    data: Vec<f32>,
+}
+
+impl Scratch {
+    fn zeroed(len: usize) -> Scratch {
+        Scratch { data: vec![0.0; len.max(1) + 2 * LINE_FLOATS] }
+    }
+
+    fn get_mut(&mut self) -> &mut [f32] {
+        let end = self.data.len() - LINE_FLOATS;
+        &mut self.data[LINE_FLOATS..end]
+    }
+
+    fn as_ptr(&self) -> *const f32 {
+        self.data[LINE_FLOATS..].as_ptr()
+    }
+}
+
 /// Runs `work(t, buffer)` for every buffer `t`, on as many threads of
 /// rayon's pool (the calling thread takes buffer 0).
-fn on_threads(buffers: &mut [Vec<f32>], work: impl Fn(usize, &mut Vec<f32>) + Sync) {
+fn on_threads(buffers: &mut [Scratch], work: impl Fn(usize, &mut Scratch) + Sync) {
     match buffers {
         [only] => work(0, only),
-        [first, rest @ ..] => rayon::scope(|s| {
+        [first, rest @ ..] => rayon::in_place_scope(|s| {
             for (t, buffer) in rest.iter_mut().enumerate() {
                 let work = &work;
                 s.spawn(move |_| work(t + 1, buffer));

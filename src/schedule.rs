@@ -160,6 +160,10 @@ fn one() -> usize {
     1
 }
 
+/// The fewest MACs (`macs_valid`) per thread the heuristic splits a layer
+/// into: about 0.25 ms of work at 8 MACs per TSC tick.
+pub const MIN_MACS_PER_THREAD: u64 = 2_000_000;
+
 /// The most threads a schedule may ask for.
 pub const MAX_THREADS: usize = 256;
 
@@ -293,7 +297,12 @@ pub fn choose(spec: &ValidSpec) -> Schedule {
 /// 1..=[`MAX_THREADS`]). The measurements behind each choice are in
 /// `docs/schedules.md` (`examples/compare_schedules.rs`).
 pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
-    let threads = threads.clamp(1, MAX_THREADS);
+    // Waking another core costs tens of microseconds in the VMs measured:
+    // layers of a few hundred microseconds ran slower on two threads than
+    // on one. Each thread gets at least `MIN_MACS_PER_THREAD` of the work.
+    let macs = crate::complexity::Complexity::of(spec).macs_valid;
+    let worth = usize::try_from(macs / MIN_MACS_PER_THREAD).unwrap_or(usize::MAX);
+    let threads = threads.min(worth).clamp(1, MAX_THREADS);
     let taps = spec.kernel()[0] * spec.kernel()[1];
     let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
     let strategy = match depthwise {
