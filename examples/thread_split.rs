@@ -1,7 +1,8 @@
 //! How should the JIT's threads share an image: by work items (channel
 //! blocks) or by rows? Times every suite layer with the heuristic schedule
-//! on one thread and on two threads with each split, interleaved, in one
-//! process, and marks the split `schedule::choose` picks.
+//! and a whole-image copy on one thread and on two threads with each split,
+//! interleaved, in one process, and marks the split `schedule::choose`
+//! picks.
 //!
 //! ```text
 //! cargo run --release --example thread_split
@@ -10,7 +11,7 @@
 //! The result is recorded in `docs/schedules.md`. Figures are MACs
 //! (`macs_valid`) per TSC tick of the median of 15 runs.
 
-use convjit::schedule::{self, Schedule, Split};
+use convjit::schedule::{self, InputCopy, Schedule, Split};
 use convjit::{Compiler, Complexity, suite, timing};
 
 const RUNS: usize = 15;
@@ -32,7 +33,9 @@ fn main() -> convjit::Result<()> {
         let variants = [(1, heuristic.split), (2, Split::Items), (2, Split::Rows)];
         let mut kernels = Vec::new();
         for (threads, split) in variants {
-            let kernel = compiler.compile_with(&spec, &Schedule { threads, split, ..heuristic })?;
+            // With a whole-image copy, so that the split is the only difference.
+            let schedule = Schedule { threads, split, copy: InputCopy::Image, ..heuristic };
+            let kernel = compiler.compile_with(&spec, &schedule)?;
             let packed = kernel.pack(&w, b.as_deref())?;
             kernel.run(&x, &packed, &mut y)?; // warm-up
             kernels.push((kernel, packed, Vec::with_capacity(RUNS)));
