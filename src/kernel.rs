@@ -38,7 +38,7 @@ pub struct Kernel {
     function: KernelFn,
     compile_time: Duration,
     /// The zero-bordered padded copies (one, or one per thread when each
-    /// holds a group), kept between runs.
+    /// holds a group or a band), kept between runs.
     scratch: Mutex<Vec<Scratch>>,
 }
 
@@ -202,8 +202,8 @@ impl Kernel {
     /// With [`Kernel::threads`] above 1 the work of each image is shared
     /// across rayon's pool: with a whole-image copy ([`crate::schedule::InputCopy`]),
     /// the copy by channel planes and then the output as [`Schedule::split`]
-    /// says (row slices or ranges of work items); with a copy per group,
-    /// whole groups, each thread copying its own.
+    /// says (row slices or ranges of work items); with a copy per group or
+    /// by bands of rows, whole groups or bands, each thread copying its own.
     pub fn run(&self, input: &[f32], weights: &PackedWeights, output: &mut [f32]) -> Result<()> {
         let spec = &self.spec;
         spec.check_operands(

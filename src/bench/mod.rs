@@ -77,7 +77,8 @@ pub struct Report {
     pub machine: Machine,
     /// The clock cycles are counted with.
     pub clock: &'static str,
-    /// The measured ceiling's median, MACs per TSC tick.
+    /// The measured ceiling's median over every sample of the run, MACs
+    /// per TSC tick.
     pub ceiling_macs_per_cycle: f64,
     /// The measured ceiling in full (median, best, worst sample).
     pub ceiling: Ceiling,
@@ -116,8 +117,11 @@ pub struct Outcome {
     pub macs_per_cycle: f64,
     /// 2 · `macs_valid` per second of the median run, in 10⁹.
     pub gflops: f64,
-    /// `macs_per_cycle` as a percentage of the ceiling measured in this run.
+    /// `macs_per_cycle` as a percentage of `layer_ceiling`.
     pub pct_of_ceiling: f64,
+    /// The ceiling while this layer was measured: the median of the
+    /// samples taken between its rounds, MACs per TSC tick.
+    pub layer_ceiling: f64,
     /// Time to compile code for the layer, milliseconds: the JIT's
     /// lowering, Cranelift and linking; 0 for engines that compile nothing.
     pub compile_ms: f64,
@@ -163,9 +167,9 @@ pub fn run(
     }
     let machine = Machine::detect();
     progress(Progress::Ceiling);
-    // The ceiling is sampled before the first layer and after every one,
-    // and reports divide by the median of all the samples: a slow or fast
-    // spell of the host then weighs on both sides of the ratio.
+    // The ceiling is sampled before the first layer and between the rounds
+    // of every layer (`measure_layer`); the report's ceiling is the median
+    // of all the samples.
     let mut meter = ceiling::Meter::new(&Compiler::host()?)?;
     let mut samples: Vec<f64> = (0..CEILING_SAMPLES_FIRST).map(|_| meter.sample()).collect();
     let mut rng = StdRng::seed_from_u64(options.seed);
@@ -179,26 +183,23 @@ pub fn run(
         } else {
             None
         };
-        let first = results.len();
-        for &engine in &options.engines {
-            progress(Progress::Engine { layer: &layer, engine });
-            let layer = LayerRun { name: &layer, spec, data: &data, oracle: oracle.as_ref() };
-            results.push(measure_engine(&layer, engine, options)?);
-            progress(Progress::Done);
+        let run = LayerRun { name: &layer, spec, data: &data, oracle: oracle.as_ref() };
+        let (mut outcomes, ceiling_here) = measure_layer(&run, options, &mut meter, &mut progress)?;
+        samples.extend(&ceiling_here);
+        let local = Ceiling::of(&ceiling_here).macs_per_cycle;
+        for r in &mut outcomes {
+            r.layer_ceiling = local;
+            r.pct_of_ceiling = 100.0 * r.macs_per_cycle / local;
         }
-        samples.extend((0..CEILING_SAMPLES_PER_LAYER).map(|_| meter.sample()));
-        let layer_results = &mut results[first..];
-        if let Some(jit) = layer_results.iter().find(|r| r.engine == Engine::Jit) {
+        if let Some(jit) = outcomes.iter().find(|r| r.engine == Engine::Jit) {
             let jit_median = jit.median_s;
-            for r in layer_results.iter_mut().filter(|r| r.engine != Engine::Jit) {
+            for r in outcomes.iter_mut().filter(|r| r.engine != Engine::Jit) {
                 r.jit_speedup = Some(r.median_s / jit_median);
             }
         }
+        results.extend(outcomes);
     }
     let ceiling = Ceiling::of(&samples);
-    for r in &mut results {
-        r.pct_of_ceiling = 100.0 * r.macs_per_cycle / ceiling.macs_per_cycle;
-    }
     Ok(Report {
         machine,
         clock: timing::CLOCK,
@@ -237,40 +238,96 @@ struct LayerRun<'a> {
 
 /// Ceiling samples before the first layer.
 const CEILING_SAMPLES_FIRST: usize = 5;
-/// Ceiling samples after each layer.
-const CEILING_SAMPLES_PER_LAYER: usize = 3;
 
-/// Measures one engine on one layer (`pct_of_ceiling` is filled in at the
-/// end of the run).
-fn measure_engine(layer: &LayerRun, engine: Engine, options: &Options) -> Result<Outcome> {
-    let LayerRun { name, spec, data, oracle } = *layer;
-    let (prepared, preparation) = timing::measure(|| {
-        engine.prepare_threaded(spec, &data.weight, data.bias.as_deref(), options.threads)
-    });
-    let prepared = prepared?;
-    // NaN: an element no run writes fails the check.
-    let mut output = vec![f32::NAN; spec.output_len()];
-    prepared.run(&data.input, &mut output)?; // warm-up: pages, caches, scratch
-    let mut samples = Vec::new();
-    let start = Instant::now();
-    loop {
-        let (result, m) = timing::measure(|| prepared.run(&data.input, &mut output));
-        result?;
-        samples.push(m);
-        let spent = start.elapsed();
-        let enough = samples.len() >= options.min_runs && spent >= options.min_time;
-        let capped = samples.len() >= options.cap_runs && spent >= 5 * options.min_time;
-        if enough || capped {
-            break;
-        }
+/// Time each engine runs for in one round of a layer (at least one run).
+const SLICE: Duration = Duration::from_millis(25);
+
+/// One engine of one layer while it is being measured.
+struct Timing {
+    engine: Engine,
+    prepared: Box<dyn crate::engine::Prepared>,
+    preparation: timing::Measurement,
+    output: Vec<f32>,
+    samples: Vec<timing::Measurement>,
+    spent: Duration,
+}
+
+impl Timing {
+    fn done(&self, options: &Options) -> bool {
+        let n = self.samples.len();
+        let enough = n >= options.min_runs && self.spent >= options.min_time;
+        let capped = n >= options.cap_runs && self.spent >= 5 * options.min_time;
+        enough || capped
     }
+}
+
+/// Measures every engine on one layer, in rounds: each round gives every
+/// engine that still needs runs a slice of about [`SLICE`] (at least one
+/// run) and then takes one ceiling sample, until every engine has enough.
+/// So a slow or fast spell of the host falls on every engine and on the
+/// ceiling alike, and the ratios between them hold. Returns the outcomes
+/// (`pct_of_ceiling` and `jit_speedup` left for the caller) and the
+/// ceiling samples taken.
+fn measure_layer(
+    layer: &LayerRun,
+    options: &Options,
+    meter: &mut ceiling::Meter,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(Vec<Outcome>, Vec<f64>)> {
+    let LayerRun { name, spec, data, .. } = *layer;
+    let mut timings = Vec::with_capacity(options.engines.len());
+    for &engine in &options.engines {
+        progress(Progress::Engine { layer: name, engine });
+        let (prepared, preparation) = timing::measure(|| {
+            engine.prepare_threaded(spec, &data.weight, data.bias.as_deref(), options.threads)
+        });
+        let prepared = prepared?;
+        // NaN: an element no run writes fails the check.
+        let mut output = vec![f32::NAN; spec.output_len()];
+        prepared.run(&data.input, &mut output)?; // warm-up: pages, caches, scratch
+        timings.push(Timing {
+            engine,
+            prepared,
+            preparation,
+            output,
+            samples: Vec::new(),
+            spent: Duration::ZERO,
+        });
+    }
+    let mut ceiling_samples = vec![meter.sample()];
+    while timings.iter().any(|t| !t.done(options)) {
+        for t in timings.iter_mut().filter(|t| !t.done(options)) {
+            let start = Instant::now();
+            loop {
+                let (result, m) = timing::measure(|| t.prepared.run(&data.input, &mut t.output));
+                result?;
+                t.samples.push(m);
+                if start.elapsed() >= SLICE || t.done(options) {
+                    break;
+                }
+            }
+            t.spent += start.elapsed();
+        }
+        ceiling_samples.push(meter.sample());
+    }
+    let mut outcomes = Vec::with_capacity(timings.len());
+    for t in timings {
+        outcomes.push(outcome(layer, &t)?);
+        progress(Progress::Done);
+    }
+    Ok((outcomes, ceiling_samples))
+}
+
+/// The outcome of one engine on one layer, its output checked.
+fn outcome(layer: &LayerRun, t: &Timing) -> Result<Outcome> {
+    let LayerRun { name, spec, oracle, .. } = *layer;
     let max_rel_error = match oracle {
         Some(oracle) => {
-            let verdict = oracle.verify(&output)?;
+            let verdict = oracle.verify(&t.output)?;
             if !verdict.passed() {
                 return Err(Error::CheckFailed {
                     layer: name.to_string(),
-                    engine: engine.to_string(),
+                    engine: t.engine.to_string(),
                     element: verdict.worst.unwrap_or(0),
                     ratio: verdict.worst_ratio,
                 });
@@ -280,14 +337,14 @@ fn measure_engine(layer: &LayerRun, engine: Engine, options: &Options) -> Result
         None => None,
     };
     let macs = Complexity::of(spec).macs_valid;
-    let stats = Stats::of(&samples);
+    let stats = Stats::of(&t.samples);
     let macs_per_cycle = macs as f64 / stats.median_cycles.max(1) as f64;
     Ok(Outcome {
         layer: name.to_string(),
         kind: spec.kind().to_string(),
-        engine,
-        threads: prepared.threads(),
-        runs: samples.len(),
+        engine: t.engine,
+        threads: t.prepared.threads(),
+        runs: t.samples.len(),
         median_s: stats.median_s,
         min_s: stats.min_s,
         max_s: stats.max_s,
@@ -297,8 +354,9 @@ fn measure_engine(layer: &LayerRun, engine: Engine, options: &Options) -> Result
         macs_per_cycle,
         gflops: 2.0 * macs as f64 / stats.median_s.max(f64::MIN_POSITIVE) / 1e9,
         pct_of_ceiling: f64::NAN,
-        compile_ms: prepared.compile_time().unwrap_or_default().as_secs_f64() * 1e3,
-        prepare_ms: preparation.wall.as_secs_f64() * 1e3,
+        layer_ceiling: f64::NAN,
+        compile_ms: t.prepared.compile_time().unwrap_or_default().as_secs_f64() * 1e3,
+        prepare_ms: t.preparation.wall.as_secs_f64() * 1e3,
         jit_speedup: None,
         max_rel_error,
     })
