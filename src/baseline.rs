@@ -60,7 +60,7 @@ impl Prepared for Naive {
     }
 }
 
-/// y[n, oc, oy, ox] = act(b[oc] + Σ_{icg, i, j} x[n, g·cig + icg, oy·s + i·d − p, ox·s + j·d − p] · w[oc, icg, i, j]),
+/// `y[n, oc, oy, ox] = act(b[oc] + Σ_{icg, i, j} x[n, g·cig + icg, oy·s + i·d − p, ox·s + j·d − p] · w[oc, icg, i, j])`,
 /// where g is oc's group and taps in the padding are skipped.
 fn naive_conv2d(spec: &ValidSpec, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
     let [batch, c_in, h, wd] = spec.input_shape();
@@ -403,7 +403,7 @@ fn matmul(
     }
 }
 
-/// y = act(y + b[channel]) over the whole output; nothing to do without
+/// `y = act(y + b[channel])` over the whole output; nothing to do without
 /// bias and activation.
 fn epilogue(spec: &ValidSpec, bias: Option<&[f32]>, y: &mut [f32]) {
     let activation = spec.activation();

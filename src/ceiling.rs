@@ -54,7 +54,7 @@ pub struct Ceiling {
 }
 
 /// Compiles the microkernel with `compiler`'s ISA and measures it:
-/// [`SAMPLES`] samples in a row.
+/// 15 samples in a row.
 pub fn measure(compiler: &Compiler) -> Result<Ceiling> {
     let mut meter = Meter::new(compiler)?;
     let samples: Vec<f64> = (0..SAMPLES).map(|_| meter.sample()).collect();

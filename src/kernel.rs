@@ -1,17 +1,15 @@
 //! `Kernel`: the safe handle to compiled code, its weight packing, and `run`.
 
-use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cranelift_jit::JITModule;
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::codegen::Plan;
-use crate::codegen::plan::INPUT_BLOCK;
 use crate::complexity::Complexity;
+use crate::copy::{Copier, Scratch};
 use crate::error::{Error, Result};
 use crate::schedule::{Schedule, Split, Strategy};
 use crate::spec::{Op, ValidSpec};
@@ -269,7 +267,7 @@ impl Kernel {
             }
             let call = match buffers.first_mut().filter(|_| self.plan.needs_copy) {
                 Some(buffer) => {
-                    self.copy_padded(x, buffer.get_mut(), threads);
+                    self.copier().image(x, buffer.get_mut(), threads);
                     Call { x: buffer.as_ptr(), ..call }
                 }
                 None => call,
@@ -308,7 +306,7 @@ impl Kernel {
         let call = &call; // shared whole: its fields alone are not `Sync`
         let work = |t: usize, buffer: &mut Scratch| {
             for b in t * parts / threads..(t + 1) * parts / threads {
-                self.copy_band(x, b, buffer.get_mut());
+                self.copier().band(x, b, buffer.get_mut());
                 // The code addresses padded row r at `x + r · row`: point
                 // `x` that many rows before the buffer, which holds the
                 // band's rows from its first on. A wrapping offset, never
@@ -333,7 +331,7 @@ impl Kernel {
         let call = &call; // shared whole: its fields alone are not `Sync`
         let work = |t: usize, buffer: &mut Scratch| {
             for g in t * groups / threads..(t + 1) * groups / threads {
-                self.copy_group(x, g, buffer.get_mut());
+                self.copier().group(x, g, buffer.get_mut());
                 let call = Call { x: buffer.as_ptr(), ..*call };
                 // SAFETY: see `run`; the buffer holds group `g`'s planes,
                 // `copy_len` elements, which is what the code reads for the
@@ -342,6 +340,11 @@ impl Kernel {
             }
         };
         on_threads(buffers, work);
+    }
+
+    /// The padded copies of this kernel's plan.
+    fn copier(&self) -> Copier<'_> {
+        Copier { spec: &self.spec, plan: &self.plan }
     }
 
     /// Like [`Kernel::run`], also measuring the run.
@@ -369,176 +372,6 @@ impl Kernel {
         );
         Ok(stats)
     }
-
-    /// Copies one image into the plan's padded (and maybe channel-blocked)
-    /// layout, split by planes (a channel, or a block of 4 channels)
-    /// across `threads`. The borders of `scratch` are zero and stay zero:
-    /// only the interior is written.
-    fn copy_padded(&self, x: &[f32], scratch: &mut [f32], threads: usize) {
-        if self.plan.interleaved {
-            // Split by stored rows instead: one plane is the whole copy.
-            let row = self.plan.row_len() * self.plan.pixel_len();
-            let channels = 0..self.spec.in_channels();
-            let copy = |(r, dst): (usize, &mut [f32])| self.interleave_row(x, &channels, r, dst);
-            if threads == 1 {
-                scratch.chunks_mut(row).enumerate().for_each(copy);
-            } else {
-                scratch.par_chunks_mut(row).enumerate().for_each(copy);
-            }
-            return;
-        }
-        let plane = self.plan.plane_len();
-        let interior = self.interior_rows();
-        let copy = |(p, dst): (usize, &mut [f32])| {
-            let dst = &mut dst[interior.start * self.plan.row_len() * self.plan.pixel_len()..];
-            self.copy_plane(x, p, interior.clone(), dst)
-        };
-        if threads == 1 {
-            scratch.chunks_mut(plane).enumerate().for_each(copy);
-        } else {
-            let planes = scratch.len().div_ceil(plane);
-            scratch
-                .par_chunks_mut(plane)
-                .with_min_len(planes.div_ceil(threads))
-                .enumerate()
-                .for_each(copy);
-        }
-    }
-
-    /// Copies the planes of group `g` into `scratch` (one group's planes),
-    /// the interior only.
-    fn copy_group(&self, x: &[f32], g: usize, scratch: &mut [f32]) {
-        let first = g * self.plan.group_planes;
-        if self.plan.interleaved {
-            let channels = first..first + self.plan.group_planes;
-            let row = self.plan.row_len() * self.plan.pixel_len();
-            for (r, dst) in scratch.chunks_mut(row).enumerate() {
-                self.interleave_row(x, &channels, r, dst);
-            }
-            return;
-        }
-        let interior = self.interior_rows();
-        for (i, dst) in scratch.chunks_mut(self.plan.plane_len()).enumerate() {
-            let dst = &mut dst[interior.start * self.plan.row_len() * self.plan.pixel_len()..];
-            self.copy_plane(x, first + i, interior.clone(), dst);
-        }
-    }
-
-    /// The padded rows that hold input pixels.
-    fn interior_rows(&self) -> Range<usize> {
-        let top = self.plan.pad[0];
-        top..top + self.spec.height()
-    }
-
-    /// Copies the padded input rows of band `b` into `scratch` (one band's
-    /// planes, each of `Bands::rows` stored rows).
-    fn copy_band(&self, x: &[f32], b: usize, scratch: &mut [f32]) {
-        let rows = self.plan.band_rows(b);
-        if self.plan.interleaved {
-            let stride = self.plan.row_len() * self.plan.pixel_len();
-            let channels = 0..self.spec.in_channels();
-            for (r, dst) in rows.zip(scratch.chunks_mut(stride)) {
-                self.interleave_row(x, &channels, r, dst);
-            }
-            return;
-        }
-        for (p, dst) in scratch.chunks_mut(self.plan.plane_len()).enumerate() {
-            self.copy_plane(x, p, rows.clone(), dst);
-        }
-    }
-
-    /// Writes the interior of stored row `r` of an interleaved copy of
-    /// `channels` into `dst`: pixel by pixel, each pixel's channels
-    /// together.
-    fn interleave_row(&self, x: &[f32], channels: &Range<usize>, r: usize, dst: &mut [f32]) {
-        let (h, w) = (self.spec.height(), self.spec.width());
-        let [top, left, _, _] = self.plan.pad;
-        let n = channels.len();
-        let dst = &mut dst[self.plan.col_offset(left) * n..][..w * n];
-        if r < top || r >= top + h {
-            // A border row (a reused band buffer may hold pixels there).
-            dst.fill(0.0);
-            return;
-        }
-        let row = r - top;
-        let src = |c: usize| &x[((channels.start + c) * h + row) * w..][..w];
-        // Blocks of 4 channels × 4 pixels as 4×4 transposes, then the
-        // channels and pixels left over one by one.
-        let (quads, cols) = (n / 4 * 4, w / 4 * 4);
-        for c in (0..quads).step_by(4) {
-            let rows = [src(c), src(c + 1), src(c + 2), src(c + 3)];
-            for p in (0..cols).step_by(4) {
-                transpose4(&rows, p, &mut dst[p * n + c..], n);
-            }
-            for p in cols..w {
-                for (i, r) in rows.iter().enumerate() {
-                    dst[p * n + c + i] = r[p];
-                }
-            }
-        }
-        for c in quads..n {
-            let s = src(c);
-            for p in 0..w {
-                dst[p * n + c] = s[p];
-            }
-        }
-    }
-
-    /// Writes the interior of padded rows `rows` of plane `p` into `dst`,
-    /// which holds those stored rows from `rows.start` on: the plane's
-    /// channels, zeros in border rows and in the lanes of a block past the
-    /// last channel (a reused buffer may hold real pixels there).
-    fn copy_plane(&self, x: &[f32], p: usize, rows: Range<usize>, dst: &mut [f32]) {
-        let (h, w) = (self.spec.height(), self.spec.width());
-        let plan = &self.plan;
-        let [top, left, _, _] = plan.pad;
-        let lanes = if plan.blocked_input { INPUT_BLOCK } else { 1 };
-        let stride = plan.row_len() * lanes;
-        for (r, dst_row) in rows.zip(dst.chunks_mut(stride)) {
-            for lane in 0..lanes {
-                let c = p * lanes + lane;
-                if c >= self.spec.in_channels() || !(top..top + h).contains(&r) {
-                    (0..w).for_each(|i| dst_row[plan.col_offset(left + i) * lanes + lane] = 0.0);
-                    continue;
-                }
-                let src = &x[(c * h + r - top) * w..][..w];
-                if lanes > 1 {
-                    for (i, &v) in src.iter().enumerate() {
-                        dst_row[(left + i) * lanes + lane] = v;
-                    }
-                    continue;
-                }
-                copy_row(src, dst_row, left, plan);
-            }
-        }
-    }
-}
-
-/// Floats in a cache line (64 bytes).
-const LINE_FLOATS: usize = 16;
-
-/// A zeroed buffer for a padded copy that shares no cache line with any
-/// other allocation: the threads of a run each write their own, and small
-/// ones side by side on the heap would otherwise bounce lines between
-/// cores (two threads ran small depthwise layers at half the speed of one).
-struct Scratch {
-    /// The buffer with a cache line of margin on each side.
-    data: Vec<f32>,
-}
-
-impl Scratch {
-    fn zeroed(len: usize) -> Scratch {
-        Scratch { data: vec![0.0; len.max(1) + 2 * LINE_FLOATS] }
-    }
-
-    fn get_mut(&mut self) -> &mut [f32] {
-        let end = self.data.len() - LINE_FLOATS;
-        &mut self.data[LINE_FLOATS..end]
-    }
-
-    fn as_ptr(&self) -> *const f32 {
-        self.data[LINE_FLOATS..].as_ptr()
-    }
 }
 
 /// Runs `work(t, buffer)` for every buffer `t`, on as many threads of
@@ -554,83 +387,6 @@ fn on_threads(buffers: &mut [Scratch], work: impl Fn(usize, &mut Scratch) + Sync
             work(0, first);
         }),
         [] => {}
-    }
-}
-
-/// Writes `rows[i][p + j]` to `dst[j · stride + i]` for `i, j < 4`.
-fn transpose4(rows: &[&[f32]; 4], p: usize, dst: &mut [f32], stride: usize) {
-    let quad = |i: usize| -> [f32; 4] { rows[i][p..p + 4].try_into().expect("4 pixels") };
-    let [a, b, c, d] = [quad(0), quad(1), quad(2), quad(3)];
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::*;
-        let dst = &mut dst[..3 * stride + 4];
-        // SAFETY: SSE is part of x86-64; every load reads one of the 4-element
-        // arrays above and every store writes 4 elements inside `dst`, whose
-        // length was just checked.
-        unsafe {
-            let (a, b, c, d) = (
-                _mm_loadu_ps(a.as_ptr()),
-                _mm_loadu_ps(b.as_ptr()),
-                _mm_loadu_ps(c.as_ptr()),
-                _mm_loadu_ps(d.as_ptr()),
-            );
-            let (ab_lo, ab_hi) = (_mm_unpacklo_ps(a, b), _mm_unpackhi_ps(a, b));
-            let (cd_lo, cd_hi) = (_mm_unpacklo_ps(c, d), _mm_unpackhi_ps(c, d));
-            let out = [
-                _mm_movelh_ps(ab_lo, cd_lo),
-                _mm_movehl_ps(cd_lo, ab_lo),
-                _mm_movelh_ps(ab_hi, cd_hi),
-                _mm_movehl_ps(cd_hi, ab_hi),
-            ];
-            for (j, v) in out.into_iter().enumerate() {
-                _mm_storeu_ps(dst[j * stride..j * stride + 4].as_mut_ptr(), v);
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    for j in 0..4 {
-        dst[j * stride..j * stride + 4].copy_from_slice(&[a[j], b[j], c[j], d[j]]);
-    }
-}
-
-/// Copies one input row into a stored padded row whose interior starts at
-/// padded column `left`: as is when the row has one column phase, else
-/// each phase takes every `col_phases`-th pixel.
-fn copy_row(src: &[f32], dst: &mut [f32], left: usize, plan: &Plan) {
-    let phases = plan.col_phases;
-    if phases == 1 {
-        dst[left..left + src.len()].copy_from_slice(src);
-        return;
-    }
-    // Whole runs of `phases` pixels first, then the last partial run.
-    let runs = src.len() / phases;
-    let (whole, rest) = src.split_at(runs * phases);
-    let (a, b) = (plan.col_offset(left), plan.col_offset(left + 1));
-    if phases == 2 {
-        // The common stride 2, as one deinterleaving loop the compiler
-        // vectorises. The two phases are different sub-rows: disjoint.
-        let (first, second) = if a < b {
-            let (lo, hi) = dst.split_at_mut(b);
-            (&mut lo[a..a + runs], &mut hi[..runs])
-        } else {
-            let (lo, hi) = dst.split_at_mut(a);
-            (&mut hi[..runs], &mut lo[b..b + runs])
-        };
-        for ((x, y), pair) in first.iter_mut().zip(second.iter_mut()).zip(whole.chunks_exact(2)) {
-            *x = pair[0];
-            *y = pair[1];
-        }
-    } else {
-        for first in 0..phases {
-            let start = plan.col_offset(left + first);
-            for (d, run) in dst[start..start + runs].iter_mut().zip(whole.chunks_exact(phases)) {
-                *d = run[first];
-            }
-        }
-    }
-    for (i, &v) in rest.iter().enumerate() {
-        dst[plan.col_offset(left + whole.len() + i)] = v;
     }
 }
 

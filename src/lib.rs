@@ -14,6 +14,7 @@ pub mod bench;
 pub mod ceiling;
 pub mod codegen;
 pub mod complexity;
+mod copy;
 pub mod engine;
 pub mod error;
 pub mod jit;
