@@ -25,14 +25,20 @@ impl Copier<'_> {
     /// only the interior is written.
     pub(crate) fn image(&self, x: &[f32], scratch: &mut [f32], threads: usize) {
         if self.plan.interleaved {
-            // Split by stored rows instead: one plane is the whole copy.
+            // Split by runs of stored rows instead: one plane is the whole
+            // copy.
             let row = self.plan.row_len() * self.plan.pixel_len();
             let channels = 0..self.spec.in_channels();
-            let copy = |(r, dst): (usize, &mut [f32])| self.interleave_row(x, &channels, r, dst);
+            let per_share = self.plan.padded[0].div_ceil(threads).max(1);
+            let copy = |(i, dst): (usize, &mut [f32])| {
+                let first = i * per_share;
+                let rows = first..first + dst.len() / row;
+                self.interleave_rows(x, &channels, rows, dst)
+            };
             if threads == 1 {
-                scratch.chunks_mut(row).enumerate().for_each(copy);
+                scratch.chunks_mut(per_share * row).enumerate().for_each(copy);
             } else {
-                scratch.par_chunks_mut(row).enumerate().for_each(copy);
+                scratch.par_chunks_mut(per_share * row).enumerate().for_each(copy);
             }
             return;
         }
@@ -60,10 +66,7 @@ impl Copier<'_> {
         let first = g * self.plan.group_planes;
         if self.plan.interleaved {
             let channels = first..first + self.plan.group_planes;
-            let row = self.plan.row_len() * self.plan.pixel_len();
-            for (r, dst) in scratch.chunks_mut(row).enumerate() {
-                self.interleave_row(x, &channels, r, dst);
-            }
+            self.interleave_rows(x, &channels, 0..self.plan.padded[0], scratch);
             return;
         }
         let interior = self.interior_rows();
@@ -84,11 +87,8 @@ impl Copier<'_> {
     pub(crate) fn band(&self, x: &[f32], b: usize, scratch: &mut [f32]) {
         let rows = self.plan.band_rows(b);
         if self.plan.interleaved {
-            let stride = self.plan.row_len() * self.plan.pixel_len();
             let channels = 0..self.spec.in_channels();
-            for (r, dst) in rows.zip(scratch.chunks_mut(stride)) {
-                self.interleave_row(x, &channels, r, dst);
-            }
+            self.interleave_rows(x, &channels, rows, scratch);
             return;
         }
         for (p, dst) in scratch.chunks_mut(self.plan.plane_len()).enumerate() {
@@ -96,39 +96,56 @@ impl Copier<'_> {
         }
     }
 
-    /// Writes the interior of stored row `r` of an interleaved copy of
-    /// `channels` into `dst`: pixel by pixel, each pixel's channels
-    /// together.
-    fn interleave_row(&self, x: &[f32], channels: &Range<usize>, r: usize, dst: &mut [f32]) {
+    /// Writes the interior of padded rows `rows` of an interleaved copy of
+    /// `channels` into `dst`, which holds those stored rows from
+    /// `rows.start` on: pixel by pixel, each pixel's channels together, and
+    /// zeros in border rows (a reused band buffer may hold pixels there).
+    /// Channels outer, rows inner, so each input plane is read in one
+    /// sequential run rather than one row of every plane at a time.
+    fn interleave_rows(
+        &self,
+        x: &[f32],
+        channels: &Range<usize>,
+        rows: Range<usize>,
+        dst: &mut [f32],
+    ) {
         let (h, w) = (self.spec.height(), self.spec.width());
         let [top, left, _, _] = self.plan.pad;
         let n = channels.len();
-        let dst = &mut dst[self.plan.col_offset(left) * n..][..w * n];
-        if r < top || r >= top + h {
-            // A border row (a reused band buffer may hold pixels there).
-            dst.fill(0.0);
-            return;
+        let stride = self.plan.row_len() * n;
+        let start = self.plan.col_offset(left) * n;
+        let interior = rows.start.max(top)..rows.end.min(top + h);
+        for r in rows.clone().filter(|r| !interior.contains(r)) {
+            dst[(r - rows.start) * stride + start..][..w * n].fill(0.0);
         }
-        let row = r - top;
-        let src = |c: usize| &x[((channels.start + c) * h + row) * w..][..w];
         // Blocks of 4 channels × 4 pixels as 4×4 transposes, then the
         // channels and pixels left over one by one.
         let (quads, cols) = (n / 4 * 4, w / 4 * 4);
+        let src = |c: usize, r: usize| &x[((channels.start + c) * h + r - top) * w..][..w];
+        let out = |r: usize| {
+            let first = (r - rows.start) * stride + start;
+            first..first + w * n
+        };
         for c in (0..quads).step_by(4) {
-            let rows = [src(c), src(c + 1), src(c + 2), src(c + 3)];
-            for p in (0..cols).step_by(4) {
-                transpose4(&rows, p, &mut dst[p * n + c..], n);
-            }
-            for p in cols..w {
-                for (i, r) in rows.iter().enumerate() {
-                    dst[p * n + c + i] = r[p];
+            for r in interior.clone() {
+                let planes = [src(c, r), src(c + 1, r), src(c + 2, r), src(c + 3, r)];
+                let dst = &mut dst[out(r)];
+                for p in (0..cols).step_by(4) {
+                    transpose4(&planes, p, &mut dst[p * n + c..], n);
+                }
+                for p in cols..w {
+                    for (i, plane) in planes.iter().enumerate() {
+                        dst[p * n + c + i] = plane[p];
+                    }
                 }
             }
         }
         for c in quads..n {
-            let s = src(c);
-            for p in 0..w {
-                dst[p * n + c] = s[p];
+            for r in interior.clone() {
+                let first = out(r).start;
+                for (p, &v) in src(c, r).iter().enumerate() {
+                    dst[first + p * n + c] = v;
+                }
             }
         }
     }
