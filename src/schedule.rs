@@ -282,8 +282,8 @@ impl Schedule {
 }
 
 /// Output rows below which threads share channel blocks instead of rows
-/// (`examples/thread_split.rs` measured rows as fast as channel blocks or
-/// faster on every suite layer): 16 rows cut in 2 or 4 equal slices; fewer
+/// (rows measured as fast as channel blocks or faster on every suite layer,
+/// `docs/schedules.md`): 16 rows cut in 2 or 4 equal slices; fewer
 /// leave threads unevenly loaded.
 const MIN_ROWS_TO_SPLIT: usize = 16;
 
