@@ -85,6 +85,9 @@ pub enum Error {
         /// Its error over its bound.
         ratio: f64,
     },
+    /// A tuning request that cannot be carried out.
+    #[error("tuning: {0}")]
+    InvalidTuning(String),
     /// The benchmark chart could not be drawn.
     #[error("plot: {0}")]
     Plot(String),

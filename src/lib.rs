@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod spec;
 pub mod suite;
 pub mod timing;
+pub mod tune;
 
 pub use complexity::Complexity;
 pub use engine::{Engine, Prepared};

@@ -13,6 +13,7 @@ use serde::Serialize;
 use convjit::bench::{self, Options as BenchOptions};
 use convjit::reference;
 use convjit::schedule::{self, Schedule};
+use convjit::tune::{Options as TuneOptions, RecordLog, Search, TuningCache};
 use convjit::{Compiler, Complexity, ConvSpec, Engine, ValidSpec, atomic, npy, suite, timing};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -119,6 +120,43 @@ enum Command {
         #[arg(long, value_name = "OUT.json")]
         json_out: Option<PathBuf>,
     },
+    /// Searches the schedule space of a layer or a suite (default: the
+    /// built-in suite) for the fastest schedule, verifying every candidate,
+    /// and saves the best in the tuning cache.
+    Tune {
+        /// The spec: a JSON file, or the JSON text itself.
+        #[arg(long, conflicts_with = "suite")]
+        spec: Option<String>,
+        /// A suite file: a JSON list of specs (default: the built-in suite).
+        #[arg(long)]
+        suite: Option<PathBuf>,
+        /// Time per layer, everything included (seconds).
+        #[arg(long, default_value_t = 10.0)]
+        budget: f64,
+        /// How to pick candidates: auto (exhaustive when the space fits the
+        /// budget, else local), exhaustive, random or local.
+        #[arg(long, default_value_t = Search::Auto)]
+        strategy: Search,
+        /// The tuning cache to update (default: convjit/tuning.json in the
+        /// user's cache directory).
+        #[arg(long, value_name = "FILE")]
+        cache: Option<PathBuf>,
+        /// Do not write the tuning cache.
+        #[arg(long, conflicts_with = "cache")]
+        no_cache: bool,
+        /// Append every evaluated candidate to this file, a JSON line each.
+        #[arg(long, value_name = "FILE")]
+        records: Option<PathBuf>,
+        /// The most threads a schedule may use.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Seed of the test data and of the search.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print JSON (DESIGN.md contract 5) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The main job on a built-in example: runs the built-in layer suite on
     /// random data and prints one row per layer.
     Demo {
@@ -194,6 +232,28 @@ fn main() -> ExitCode {
             };
             let outputs = BenchOutputs { json, plot, json_out };
             bench(spec.as_deref(), suite.as_deref(), &options, &outputs)
+        }
+        Command::Tune {
+            spec,
+            suite,
+            budget,
+            strategy,
+            cache,
+            no_cache,
+            records,
+            threads,
+            seed,
+            json,
+        } => {
+            let Some(budget) = Duration::try_from_secs_f64(budget).ok().filter(|b| !b.is_zero())
+            else {
+                eprintln!("convjit: error: --budget must be a number of seconds > 0");
+                return ExitCode::FAILURE;
+            };
+            let options = TuneOptions { budget, search: strategy, threads, seed };
+            let cache = if no_cache { None } else { cache.or_else(TuningCache::default_path) };
+            let outputs = TuneOutputs { cache, records, json };
+            tune(spec.as_deref(), suite.as_deref(), options, &outputs)
         }
         Command::Demo { engine, seed } => demo(engine, seed),
     };
@@ -490,6 +550,122 @@ fn bench(
         println!("{json}");
     } else {
         print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// Where `convjit tune` writes.
+struct TuneOutputs {
+    cache: Option<PathBuf>,
+    records: Option<PathBuf>,
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct TuneReport<'a> {
+    budget_s: f64,
+    threads: usize,
+    cache: Option<&'a Path>,
+    results: &'a [convjit::tune::Outcome],
+}
+
+fn tune(
+    spec: Option<&str>,
+    suite: Option<&Path>,
+    options: TuneOptions,
+    outputs: &TuneOutputs,
+) -> Result<()> {
+    let layers = load_layers(spec, suite)?;
+    if !(1..=schedule::MAX_THREADS).contains(&options.threads) {
+        bail!("--threads {}: give 1 to {}", options.threads, schedule::MAX_THREADS);
+    }
+    let mut records = match &outputs.records {
+        Some(path) => Some(RecordLog::open(path)?),
+        None => None,
+    };
+    let compiler = Compiler::host()?;
+    let mut results = Vec::with_capacity(layers.len());
+    for (i, spec) in layers.iter().enumerate() {
+        let name = spec.name().map_or_else(|| spec.shape_summary(), str::to_string);
+        let bar = ProgressBar::new(options.budget.as_millis() as u64).with_style(
+            ProgressStyle::with_template("{prefix} {bar:30} {elapsed:>4}/{msg}")
+                .expect("a valid template"),
+        );
+        bar.set_prefix(format!("[{}/{}] {name:<18}", i + 1, layers.len()));
+        let outcome = convjit::tune::tune(&compiler, spec, &options, records.as_mut(), &mut |p| {
+            bar.set_position(p.elapsed.as_millis() as u64);
+            bar.set_message(format!(
+                "{:.0}s  {} candidates, best {:.2} MACs/tick",
+                p.budget.as_secs_f64(),
+                p.candidates,
+                p.best_macs_per_cycle
+            ));
+        });
+        bar.finish_and_clear();
+        let outcome = outcome.with_context(|| format!("tuning {name}"))?;
+        if let Some(path) = &outputs.cache {
+            TuningCache::update(path, outcome.entry(spec, options.threads))?;
+        }
+        results.push(outcome);
+    }
+    if outputs.json {
+        let report = TuneReport {
+            budget_s: options.budget.as_secs_f64(),
+            threads: options.threads,
+            cache: outputs.cache.as_deref(),
+            results: &results,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:<10} {:>6} {:>6} {:>5} {:>4} {:>7}  {:>5} {:>5} {:>5} {:>5} {:>5}  {:>9} {:>7} {:>7}",
+        "layer",
+        "search",
+        "space",
+        "tried",
+        "cut",
+        "bad",
+        "seconds",
+        "ref",
+        "comp",
+        "verif",
+        "meas",
+        "conf",
+        "heuristic",
+        "tuned",
+        "speedup"
+    );
+    for r in &results {
+        let t = r.time;
+        println!(
+            "{:<18} {:<10} {:>6} {:>6} {:>5} {:>4} {:>7.1}  {:>5.1} {:>5.1} {:>5.1} {:>5.1} {:>5.1}  {:>9.2} {:>7.2} {:>6.2}×",
+            r.layer,
+            r.search.to_string(),
+            r.space,
+            r.candidates,
+            r.cut,
+            r.failed,
+            r.seconds,
+            t.reference_s,
+            t.compile_s,
+            t.verify_s,
+            t.measure_s,
+            t.confirm_s,
+            r.heuristic_macs_per_cycle,
+            r.tuned_macs_per_cycle,
+            r.speedup
+        );
+    }
+    println!(
+        "MACs (macs_valid) per {} tick, medians of the final interleaved timing; times in seconds.",
+        timing::CLOCK
+    );
+    for r in &results {
+        println!("{}: {}", r.layer, r.schedule.to_json());
+    }
+    if let Some(path) = &outputs.cache {
+        println!("tuning cache: {}", path.display());
     }
     Ok(())
 }

@@ -20,11 +20,23 @@ pub fn conv(
     weight: &[f32],
     bias: Option<&[f32]>,
 ) -> Result<Vec<f32>> {
+    conv_planes(spec, input, weight, bias, &|_, _| true)
+}
+
+/// [`conv`] computed only on the output planes `(image, channel)` that
+/// `keep` admits; every other element of the result is 0.
+fn conv_planes(
+    spec: &ValidSpec,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    keep: &dyn Fn(usize, usize) -> bool,
+) -> Result<Vec<f32>> {
     spec.check_operands(input.len(), weight.len(), bias.map(<[f32]>::len))?;
     let mut acc = vec![0.0f64; spec.output_len()];
     match spec.op() {
-        Op::Conv2d => conv2d(spec, input, weight, &mut acc),
-        Op::ConvTranspose2d => conv_transpose2d(spec, input, weight, &mut acc),
+        Op::Conv2d => conv2d(spec, input, weight, &mut acc, keep),
+        Op::ConvTranspose2d => conv_transpose2d(spec, input, weight, &mut acc, keep),
     }
     let plane = spec.out_height() * spec.out_width();
     let activation = spec.activation();
@@ -40,7 +52,13 @@ pub fn conv(
 }
 
 /// y[n, oc, oh, ow] = Σ_{ic in oc's group, i, j} x[n, ic, oh·s − p + i·d, ow·s − p + j·d] · w[oc, ic, i, j]
-fn conv2d(spec: &ValidSpec, x: &[f32], w: &[f32], y: &mut [f64]) {
+fn conv2d(
+    spec: &ValidSpec,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f64],
+    keep: &dyn Fn(usize, usize) -> bool,
+) {
     let [n_, c_in, h, wd] = spec.input_shape();
     let [_, c_out, ho, wo] = spec.output_shape();
     let [kh, kw] = spec.kernel();
@@ -49,7 +67,7 @@ fn conv2d(spec: &ValidSpec, x: &[f32], w: &[f32], y: &mut [f64]) {
     let (pt, pl) = (spec.padding().top as isize, spec.padding().left as isize);
     let (cig, cog) = (spec.in_per_group(), spec.out_per_group());
     for n in 0..n_ {
-        for oc in 0..c_out {
+        for oc in (0..c_out).filter(|&oc| keep(n, oc)) {
             let g = oc / cog;
             for oy in 0..ho {
                 for ox in 0..wo {
@@ -82,7 +100,13 @@ fn conv2d(spec: &ValidSpec, x: &[f32], w: &[f32], y: &mut [f64]) {
 /// For each input pixel x[n, ic, iy, ix] and each tap (i, j) of each output
 /// channel oc of its group: y[n, oc, iy·s − p + i·d, ix·s − p + j·d] += x · w[ic, oc − g·cog, i, j],
 /// keeping only the products that land inside the (cropped) output.
-fn conv_transpose2d(spec: &ValidSpec, x: &[f32], w: &[f32], y: &mut [f64]) {
+fn conv_transpose2d(
+    spec: &ValidSpec,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f64],
+    keep: &dyn Fn(usize, usize) -> bool,
+) {
     let [n_, c_in, h, wd] = spec.input_shape();
     let [_, c_out, ho, wo] = spec.output_shape();
     let [kh, kw] = spec.kernel();
@@ -98,6 +122,9 @@ fn conv_transpose2d(spec: &ValidSpec, x: &[f32], w: &[f32], y: &mut [f64]) {
                     let xv = f64::from(x[((n * c_in + ic) * h + iy) * wd + ix]);
                     for ocg in 0..cog {
                         let oc = g * cog + ocg;
+                        if !keep(n, oc) {
+                            continue;
+                        }
                         for i in 0..kh {
                             let oy = (iy * sh + i * dh) as isize - pt;
                             if oy < 0 || oy >= ho as isize {
@@ -200,6 +227,9 @@ pub struct Oracle {
     shape: [usize; 4],
     expected: Vec<f32>,
     bound: Vec<f64>,
+    /// The `(image, channel)` planes checked, by `image · C_out + channel`;
+    /// `None` checks every element.
+    planes: Option<Vec<bool>>,
 }
 
 impl Oracle {
@@ -210,7 +240,47 @@ impl Oracle {
         weight: &[f32],
         bias: Option<&[f32]>,
     ) -> Result<Oracle> {
-        let expected = conv(spec, input, weight, bias)?;
+        Oracle::build(spec, input, weight, bias, None)
+    }
+
+    /// An oracle for the output planes `(image, channel)` listed: the
+    /// reference runs on those planes only (every pixel of each), and
+    /// [`Oracle::verify`] checks only their elements. For layers whose full
+    /// reference takes seconds, a few planes still cover every pixel
+    /// position (borders, tails, row splits) of every channel block chosen.
+    pub fn of_planes(
+        spec: &ValidSpec,
+        input: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        planes: &[(usize, usize)],
+    ) -> Result<Oracle> {
+        let (images, channels) = (spec.batch(), spec.out_channels());
+        let mut keep = vec![false; images * channels];
+        for &(n, c) in planes {
+            if n >= images || c >= channels {
+                return Err(crate::error::Error::BufferLength {
+                    what: "oracle plane",
+                    shape: vec![images, channels],
+                    expected: images * channels,
+                    found: n * channels + c,
+                });
+            }
+            keep[n * channels + c] = true;
+        }
+        Oracle::build(spec, input, weight, bias, Some(keep))
+    }
+
+    fn build(
+        spec: &ValidSpec,
+        input: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        planes: Option<Vec<bool>>,
+    ) -> Result<Oracle> {
+        let channels = spec.out_channels();
+        let keep = |n: usize, c: usize| planes.as_ref().is_none_or(|p| p[n * channels + c]);
+        let expected = conv_planes(spec, input, weight, bias, &keep)?;
         let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
         let magnitude_spec = {
             let mut s = spec.to_conv_spec();
@@ -219,7 +289,7 @@ impl Oracle {
             s.negative_slope = None;
             s.validate()?
         };
-        let magnitude = conv(&magnitude_spec, &abs(input), &abs(weight), None)?;
+        let magnitude = conv_planes(&magnitude_spec, &abs(input), &abs(weight), None, &keep)?;
         let n = (spec.in_per_group() * spec.kernel()[0] * spec.kernel()[1] + 2) as f64;
         let u = f64::from(f32::EPSILON) / 2.0;
         let gamma = n * u / (1.0 - n * u);
@@ -233,7 +303,15 @@ impl Oracle {
                 gamma * (f64::from(m) + b) + u * f64::from(e).abs()
             })
             .collect();
-        Ok(Oracle { shape: spec.output_shape(), expected, bound })
+        Ok(Oracle { shape: spec.output_shape(), expected, bound, planes })
+    }
+
+    /// How many output elements [`Oracle::verify`] checks.
+    pub fn checked(&self) -> usize {
+        let plane = self.shape[2] * self.shape[3];
+        self.planes
+            .as_ref()
+            .map_or(self.expected.len(), |p| p.iter().filter(|&&k| k).count() * plane)
     }
 
     /// The reference output, rounded to f32.
@@ -251,10 +329,25 @@ impl Oracle {
                 found: actual.len(),
             });
         }
-        let mut verdict =
-            Verdict { deviation: compare(actual, &self.expected), worst_ratio: 0.0, worst: None };
-        for (i, ((&a, &e), &bound)) in
-            actual.iter().zip(&self.expected).zip(&self.bound).enumerate()
+        let plane = self.shape[2] * self.shape[3];
+        let checked = |i: usize| self.planes.as_ref().is_none_or(|p| p[i / plane]);
+        let deviation = match &self.planes {
+            None => compare(actual, &self.expected),
+            Some(_) => {
+                let pick = |v: &[f32]| {
+                    v.iter().enumerate().filter(|&(i, _)| checked(i)).map(|(_, &x)| x).collect()
+                };
+                let (a, e): (Vec<f32>, Vec<f32>) = (pick(actual), pick(&self.expected));
+                compare(&a, &e)
+            }
+        };
+        let mut verdict = Verdict { deviation, worst_ratio: 0.0, worst: None };
+        for (i, ((&a, &e), &bound)) in actual
+            .iter()
+            .zip(&self.expected)
+            .zip(&self.bound)
+            .enumerate()
+            .filter(|&(i, _)| checked(i))
         {
             let err = element_error(a, e);
             let ratio = if err == 0.0 {

@@ -15,10 +15,14 @@
 //!   an ordinary stride-1 convolution with a subset of the taps, so nothing is
 //!   scattered and nothing races.
 
+mod space;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::spec::ValidSpec;
+
+pub use space::{KNOBS, Space};
 
 /// The most accumulators a register tile may hold: x86-64 has 16 xmm
 /// registers, and the weight vectors and a broadcast need the rest

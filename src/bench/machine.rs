@@ -25,7 +25,7 @@ impl Machine {
     }
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {
@@ -38,7 +38,7 @@ fn cpu_model() -> String {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn isa() -> String {
+pub(crate) fn isa() -> String {
     let mut features = vec!["x86_64"];
     macro_rules! detect {
         ($($f:tt),*) => {
@@ -50,7 +50,7 @@ fn isa() -> String {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn isa() -> String {
+pub(crate) fn isa() -> String {
     std::env::consts::ARCH.to_string()
 }
 

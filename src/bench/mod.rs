@@ -14,7 +14,7 @@
 //! Cycles are TSC ticks ([`timing::CLOCK`]); MACs are `macs_valid`
 //! (DESIGN.md contract 4), the work a kernel must do.
 
-mod machine;
+pub(crate) mod machine;
 mod plot;
 
 use std::time::{Duration, Instant};

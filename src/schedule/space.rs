@@ -1,0 +1,232 @@
+//! The space of schedules a tuner searches for one layer: every legal
+//! schedule built from the values below, without the ones that are the same
+//! kernel as another member or that cannot fill the FMA pipes.
+//!
+//! | knob | values |
+//! |---|---|
+//! | strategy | direct, width, and depthwise when a group has one input channel |
+//! | register tile | `oc_vectors` × `pixel_tile` × `row_tile` with at most 14 accumulators (at least 4, unless the tile covers a whole phase), no larger than the output |
+//! | reduction unroll | 1 to 4 input channels, at most the group's (1 for depthwise) |
+//! | loop nest | channels outer; rows outer with whole rows or column blocks of 16, 32 or 64 pixels (narrower than the row) |
+//! | threads | 1 to the count asked for; how they split (items or rows) when more than one |
+//! | input copy | whole image; per group (grouped layers); bands of 1, 2, 4 or 8 rows (at most the rows a phase has) — when the kernel reads a copy at all |
+//! | layout | the NHWC copy or not (direct) |
+//!
+//! Borders are not a knob: every schedule reads a zero-padded copy (or the
+//! input itself when it needs no padding), see [`super`].
+//!
+//! Two schedules are neighbours when they differ in exactly one knob; the
+//! register tile and the loop nest count as one knob each, so that a local
+//! search can reshape a tile without passing through illegal ones.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{
+    InputCopy, LoopOrder, MAX_ACCUMULATORS, Schedule, Split, Strategy, phase_cols, phase_rows,
+};
+use crate::codegen::Plan;
+use crate::spec::ValidSpec;
+
+/// Fewer accumulators than this leave the two FMA pipes (4 cycles of
+/// latency each) mostly idle; smaller tiles are only kept when they cover a
+/// whole phase of the output.
+const MIN_ACCUMULATORS: usize = 4;
+
+/// Column blocks the loop nest may take (pixels), when narrower than a row.
+const COL_BLOCKS: [usize; 3] = [16, 32, 64];
+
+/// Band heights the input copy may take (output rows).
+const BAND_ROWS: [usize; 4] = [1, 2, 4, 8];
+
+/// The knobs, in the order [`Space::knobs`] reports them.
+pub const KNOBS: [&str; 8] =
+    ["strategy", "tile", "reduction_unroll", "loop_nest", "threads", "split", "copy", "interleave"];
+
+/// The schedules a tuner may try for one layer.
+#[derive(Clone, Debug)]
+pub struct Space {
+    members: Vec<Schedule>,
+    index: HashSet<Schedule>,
+}
+
+impl Space {
+    /// Every schedule of the space for `spec` on at most `max_threads`
+    /// threads (clamped to 1..=[`super::MAX_THREADS`]), in a fixed order.
+    pub fn of(spec: &ValidSpec, max_threads: usize) -> Space {
+        let max_threads = max_threads.clamp(1, super::MAX_THREADS);
+        let (cols, rows) = (phase_cols(spec), phase_rows(spec));
+        let cig = spec.in_per_group();
+        let mut strategies = vec![Strategy::Direct, Strategy::Width];
+        if cig == 1 {
+            strategies.push(Strategy::Depthwise);
+        }
+        let mut nests = vec![(LoopOrder::ChannelsOuter, None), (LoopOrder::RowsOuter, None)];
+        nests.extend(
+            COL_BLOCKS.iter().filter(|&&b| b < cols).map(|&b| (LoopOrder::RowsOuter, Some(b))),
+        );
+        let mut copies = vec![InputCopy::Image];
+        if spec.groups() > 1 {
+            copies.push(InputCopy::Group);
+        }
+        copies.extend(BAND_ROWS.iter().filter(|&&b| b <= rows).map(|&b| InputCopy::Bands(b)));
+        let mut members = Vec::new();
+        let mut reads_copy = HashMap::new();
+        for &strategy in &strategies {
+            let unrolls = if strategy == Strategy::Depthwise { 1 } else { 4.min(cig) };
+            let interleaves: &[bool] =
+                if strategy == Strategy::Direct { &[false, true] } else { &[false] };
+            for (oc_vectors, pixel_tile, row_tile) in tiles(spec, strategy, cols, rows) {
+                for reduction_unroll in 1..=unrolls {
+                    for &(loop_order, col_block) in &nests {
+                        for threads in 1..=max_threads {
+                            let splits: &[Split] = if threads == 1 {
+                                &[Split::Rows]
+                            } else {
+                                &[Split::Items, Split::Rows]
+                            };
+                            for &split in splits {
+                                for &copy in &copies {
+                                    for &interleave in interleaves {
+                                        let s = Schedule {
+                                            strategy,
+                                            oc_vectors,
+                                            pixel_tile,
+                                            reduction_unroll,
+                                            row_tile,
+                                            loop_order,
+                                            col_block,
+                                            threads,
+                                            split,
+                                            copy,
+                                            interleave,
+                                        };
+                                        if s.legal(spec).is_err() {
+                                            continue;
+                                        }
+                                        // Without a copy to make, every copy
+                                        // granularity is the same kernel.
+                                        let copied = *reads_copy
+                                            .entry((strategy, interleave))
+                                            .or_insert_with(|| Plan::new(spec, &s).needs_copy);
+                                        if !copied && copy != InputCopy::Image {
+                                            continue;
+                                        }
+                                        members.push(s);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let index = members.iter().copied().collect();
+        Space { members, index }
+    }
+
+    /// The schedules, in a fixed order.
+    pub fn members(&self) -> &[Schedule] {
+        &self.members
+    }
+
+    /// How many schedules the space holds.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the space holds no schedule (never, for a valid spec).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Whether `schedule` is a member.
+    pub fn contains(&self, schedule: &Schedule) -> bool {
+        self.index.contains(schedule)
+    }
+
+    /// The members that differ from `schedule` in exactly one knob
+    /// ([`KNOBS`]), in the space's order.
+    pub fn neighbours(&self, schedule: &Schedule) -> Vec<Schedule> {
+        let here = Space::knobs(schedule);
+        self.members
+            .iter()
+            .filter(|m| {
+                let there = Space::knobs(m);
+                here.iter().zip(&there).filter(|(a, b)| a != b).count() == 1
+            })
+            .copied()
+            .collect()
+    }
+
+    /// The value of every knob of `schedule` (in the order of [`KNOBS`]),
+    /// encoded as a number: two schedules differ in a knob exactly when
+    /// these differ.
+    pub fn knobs(schedule: &Schedule) -> [u64; 8] {
+        let s = schedule;
+        let strategy = match s.strategy {
+            Strategy::Direct => 0,
+            Strategy::Depthwise => 1,
+            Strategy::Width => 2,
+        };
+        let tile = (s.oc_vectors * 10_000 + s.pixel_tile * 100 + s.row_tile) as u64;
+        let nest = match s.loop_order {
+            LoopOrder::ChannelsOuter => 0,
+            LoopOrder::RowsOuter => 1 + s.col_block.unwrap_or(0) as u64,
+        };
+        let copy = match s.copy {
+            InputCopy::Image => 0,
+            InputCopy::Group => 1,
+            InputCopy::Bands(rows) => 2 + rows as u64,
+        };
+        [
+            strategy,
+            tile,
+            s.reduction_unroll as u64,
+            nest,
+            s.threads as u64,
+            u64::from(s.split == Split::Items),
+            copy,
+            u64::from(s.interleave),
+        ]
+    }
+}
+
+/// The register tiles `(oc_vectors, pixel_tile, row_tile)` of a strategy
+/// worth trying on an output whose phases have at most `cols` × `rows`
+/// pixels.
+fn tiles(
+    spec: &ValidSpec,
+    strategy: Strategy,
+    cols: usize,
+    rows: usize,
+) -> Vec<(usize, usize, usize)> {
+    // Vectors of channels beyond what a group (or, for depthwise, the
+    // layer) has only add idle lanes.
+    let (vectors, pixels): (usize, Vec<usize>) = match strategy {
+        Strategy::Direct => {
+            (spec.out_per_group().div_ceil(4).min(3), (1..=MAX_ACCUMULATORS.min(cols)).collect())
+        }
+        Strategy::Depthwise => {
+            (spec.out_channels().div_ceil(4).min(3), (1..=MAX_ACCUMULATORS.min(cols)).collect())
+        }
+        Strategy::Width => {
+            (1, (1..=MAX_ACCUMULATORS).map(|v| 4 * v).filter(|&p| p < cols + 4).collect())
+        }
+    };
+    let mut out = Vec::new();
+    for oc_vectors in 1..=vectors {
+        for &pixel_tile in &pixels {
+            let per_row = match strategy {
+                Strategy::Width => pixel_tile / 4,
+                _ => oc_vectors * pixel_tile,
+            };
+            for row_tile in 1..=rows.min(MAX_ACCUMULATORS / per_row) {
+                let whole = pixel_tile >= cols && row_tile == rows;
+                if per_row * row_tile >= MIN_ACCUMULATORS || whole {
+                    out.push((oc_vectors, pixel_tile, row_tile));
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,765 @@
+//! The autotuner: searches a layer's [schedule space](crate::schedule::Space)
+//! by compiling, verifying and timing candidates within a time budget, and
+//! keeps the fastest.
+//!
+//! Each candidate is
+//! 1. **compiled** (timed) and its weights packed;
+//! 2. **verified**: run once on the layer's random input and checked
+//!    against the [reference](crate::reference) (every output element for
+//!    layers of up to [`FULL_ORACLE_MACS`]; past that, every pixel of a
+//!    sample of output planes, see [`oracle_planes`]). A candidate that fails
+//!    is a compiler bug: it is logged as one, recorded, and dropped;
+//! 3. **timed** in runs *paired* with the heuristic's schedule (run one,
+//!    run the other, alternating which goes first): the host's slow spells
+//!    last seconds and move every run alike, so the ratio of a pair is far
+//!    steadier than either time. The candidate's score is the median ratio;
+//!    timing stops after [`CUT_AFTER`] pairs when the candidate is clearly
+//!    slower than the best so far.
+//!
+//! The search ([`Search`]): the heuristic's schedule first, then every
+//! member (exhaustive) when the space fits the budget, otherwise a random
+//! sample for [`RANDOM_SHARE`] of the time and a first-improvement hill
+//! climb over neighbours (one knob changed) from the best schedules found.
+//! At the end the few best are **confirmed**: timed again, interleaved
+//! with the heuristic's in rounds, and the fastest by median wins — the
+//! heuristic's unless another beats it by [`CONFIRM_MARGIN`].
+//!
+//! The budget covers everything (test data, the reference, the search,
+//! the confirmation); the heuristic is evaluated even when one evaluation
+//! exceeds it.
+
+pub mod cache;
+pub mod records;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::complexity::Complexity;
+use crate::error::{Error, Result};
+use crate::jit::Compiler;
+use crate::kernel::{Kernel, PackedWeights};
+use crate::reference::Oracle;
+use crate::schedule::{self, Schedule, Space};
+use crate::spec::ValidSpec;
+use crate::timing;
+
+pub use cache::{Entry, TuningCache, Workload};
+pub use records::{Record, RecordLog};
+
+/// Layers of up to this many MACs (the dense count) are verified on every
+/// output element; the reference runs at about 10⁸ MACs per second, twice
+/// (values and magnitudes), so this costs about 0.3 s once per layer.
+pub const FULL_ORACLE_MACS: u64 = 16_000_000;
+
+/// Timed pairs after which a clearly slower candidate stops being timed.
+pub const CUT_AFTER: usize = 3;
+
+/// "Clearly slower": a median ratio this many times the best's.
+pub const CUT_FACTOR: f64 = 1.25;
+
+/// The share of the search time the local search spends sampling at random
+/// before it starts climbing.
+pub const RANDOM_SHARE: f64 = 0.3;
+
+/// How much faster than the heuristic's a schedule must be in the final
+/// confirmation to replace it (a fraction of the heuristic's time).
+pub const CONFIRM_MARGIN: f64 = 0.02;
+
+/// How a climb step must improve on the current schedule (a fraction of
+/// its time) to move: smaller differences are within the noise.
+const CLIMB_MARGIN: f64 = 0.01;
+
+/// Schedules besides the heuristic's that the confirmation re-times.
+const FINALISTS: usize = 4;
+
+/// Rounds of the confirmation, at most and at least.
+const CONFIRM_ROUNDS: (usize, usize) = (11, 3);
+
+/// Timed pairs per candidate: at least, at most, and the timed work per
+/// candidate aimed at in between.
+const PAIRS: (usize, usize) = (5, 21);
+const PAIR_TIME: Duration = Duration::from_millis(4);
+
+/// How the tuner picks candidates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Search {
+    /// Exhaustive when the whole space fits the budget (judged from the
+    /// cost of evaluating the heuristic's schedule), local otherwise.
+    #[default]
+    Auto,
+    /// Every member of the space, in order, until the budget ends.
+    Exhaustive,
+    /// Members drawn at random without replacement.
+    Random,
+    /// A random sample, then hill climbs from the best found.
+    Local,
+}
+
+impl fmt::Display for Search {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Search::Auto => "auto",
+            Search::Exhaustive => "exhaustive",
+            Search::Random => "random",
+            Search::Local => "local",
+        })
+    }
+}
+
+impl FromStr for Search {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Search> {
+        [Search::Auto, Search::Exhaustive, Search::Random, Search::Local]
+            .into_iter()
+            .find(|m| m.to_string() == s)
+            .ok_or_else(|| Error::InvalidTuning(format!("unknown search strategy {s:?}")))
+    }
+}
+
+/// What to tune and for how long.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Time for one layer, everything included.
+    pub budget: Duration,
+    /// How to pick candidates.
+    pub search: Search,
+    /// The most threads a schedule may use (the space holds 1 to this).
+    pub threads: usize,
+    /// Seed of the test data and of the search's random choices.
+    pub seed: u64,
+    /// Test hook: schedules whose output is corrupted after they run, to
+    /// check that a failed verification drops a candidate.
+    #[cfg(test)]
+    pub(crate) sabotage: Option<fn(&Schedule) -> bool>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            budget: Duration::from_secs(10),
+            search: Search::Auto,
+            threads: 1,
+            seed: 1,
+            #[cfg(test)]
+            sabotage: None,
+        }
+    }
+}
+
+/// Where the tuner spent a layer's time, seconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct TimeSplit {
+    /// Making the test data and running the reference.
+    pub reference_s: f64,
+    /// Compiling candidates (and packing their weights).
+    pub compile_s: f64,
+    /// Running each candidate once and checking its output.
+    pub verify_s: f64,
+    /// Timing candidates (with the heuristic runs they are paired with).
+    pub measure_s: f64,
+    /// The final interleaved re-timing of the best.
+    pub confirm_s: f64,
+}
+
+/// The result of tuning one layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// The layer's name, or its shape.
+    pub layer: String,
+    /// The search used (`auto` resolved).
+    pub search: Search,
+    /// Schedules in the space.
+    pub space: usize,
+    /// Candidates evaluated, the heuristic's included.
+    pub candidates: usize,
+    /// Candidates dropped because they failed to compile or verify.
+    pub failed: usize,
+    /// Candidates whose timing stopped early.
+    pub cut: usize,
+    /// Output elements each candidate's output was checked on, of all.
+    pub checked_elements: usize,
+    /// Output elements of the layer.
+    pub output_elements: usize,
+    /// Wall time tuning the layer took, seconds.
+    pub seconds: f64,
+    /// Where it went.
+    pub time: TimeSplit,
+    /// The heuristic's schedule.
+    pub heuristic: Schedule,
+    /// The heuristic's MACs (`macs_valid`) per TSC tick in the confirmation.
+    pub heuristic_macs_per_cycle: f64,
+    /// The best schedule: the heuristic's unless another was confirmed
+    /// faster.
+    pub schedule: Schedule,
+    /// Its MACs per TSC tick in the confirmation.
+    pub tuned_macs_per_cycle: f64,
+    /// The heuristic's median time over the best's.
+    pub speedup: f64,
+}
+
+impl Outcome {
+    /// The cache entry of this result for `spec`.
+    pub fn entry(&self, spec: &ValidSpec, threads: usize) -> Entry {
+        Entry {
+            workload: Workload::host(spec, threads),
+            schedule: self.schedule,
+            macs_per_cycle: self.tuned_macs_per_cycle,
+            heuristic_macs_per_cycle: self.heuristic_macs_per_cycle,
+            candidates: self.candidates,
+            tuned_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+/// Where a tuning run is, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Time spent on this layer.
+    pub elapsed: Duration,
+    /// The layer's budget.
+    pub budget: Duration,
+    /// Candidates evaluated so far.
+    pub candidates: usize,
+    /// The best MACs per TSC tick so far (estimated from the paired ratio).
+    pub best_macs_per_cycle: f64,
+}
+
+/// Tunes `spec` within `options.budget`, appending every evaluation to
+/// `records` when given, and telling `progress` after each.
+pub fn tune(
+    compiler: &Compiler,
+    spec: &ValidSpec,
+    options: &Options,
+    records: Option<&mut RecordLog>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Outcome> {
+    if !(1..=schedule::MAX_THREADS).contains(&options.threads) {
+        return Err(Error::InvalidThreads(options.threads));
+    }
+    let start = Instant::now();
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let mut tensor = |len| (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<f32>>();
+    let input = tensor(spec.input_len());
+    let weight = tensor(spec.weight_len());
+    let bias = spec.has_bias().then(|| tensor(spec.out_channels()));
+    let oracle = match oracle_planes(spec, &mut rng) {
+        None => Oracle::new(spec, &input, &weight, bias.as_deref())?,
+        Some(planes) => Oracle::of_planes(spec, &input, &weight, bias.as_deref(), &planes)?,
+    };
+    let heuristic = schedule::choose_threaded(spec, options.threads);
+    let mut session = Session {
+        compiler,
+        spec,
+        options,
+        layer: spec.name().map_or_else(|| spec.shape_summary(), str::to_string),
+        workload: Workload::host(spec, options.threads),
+        macs: Complexity::of(spec).macs_valid,
+        input,
+        weight,
+        bias,
+        oracle,
+        output: vec![f32::NAN; spec.output_len()],
+        start,
+        deadline: start + options.budget,
+        search_deadline: start + options.budget,
+        anchor: None,
+        anchor_cycles: Vec::new(),
+        anchor_run: Duration::ZERO,
+        pairs: PAIRS.0,
+        scores: HashMap::new(),
+        finalists: Vec::new(),
+        candidates: 0,
+        failed: 0,
+        cut: 0,
+        time: TimeSplit { reference_s: start.elapsed().as_secs_f64(), ..TimeSplit::default() },
+        records,
+        progress,
+        rng,
+    };
+    session.evaluate_heuristic(heuristic)?;
+    let space = Space::of(spec, options.threads);
+    let search = session.search(&space);
+    session.confirm(search, space.len())
+}
+
+/// The output planes `(image, channel)` a layer's candidates are checked
+/// on, or `None` for every element (layers of up to [`FULL_ORACLE_MACS`]).
+/// Otherwise the first and last image, and in each the first and last 12
+/// channels (every lane of the first and last channel blocks of any tile,
+/// and the channel tail) plus channels drawn at random, as many as keep
+/// the reference near [`FULL_ORACLE_MACS`]. Every pixel of a plane is
+/// checked, so borders, tile tails, bands and thread slices all are.
+pub fn oracle_planes(spec: &ValidSpec, rng: &mut StdRng) -> Option<Vec<(usize, usize)>> {
+    let macs = Complexity::of(spec).macs;
+    if macs <= FULL_ORACLE_MACS {
+        return None;
+    }
+    let (batch, channels) = (spec.batch(), spec.out_channels());
+    let images: Vec<usize> = if batch == 1 { vec![0] } else { vec![0, batch - 1] };
+    let per_plane = (macs / (batch * channels) as u64).max(1);
+    let affordable = (FULL_ORACLE_MACS / per_plane / images.len() as u64) as usize;
+    let count = affordable.clamp(24.min(channels), channels);
+    let mut chosen: Vec<usize> =
+        (0..12.min(channels)).chain(channels.saturating_sub(12)..channels).collect();
+    let mut rest: Vec<usize> = (0..channels).filter(|c| !chosen.contains(c)).collect();
+    rest.shuffle(rng);
+    chosen.sort_unstable();
+    chosen.dedup();
+    let more = count.saturating_sub(chosen.len());
+    chosen.extend(rest.into_iter().take(more));
+    Some(images.iter().flat_map(|&n| chosen.iter().map(move |&c| (n, c))).collect())
+}
+
+/// A compiled candidate, ready to run.
+struct Compiled {
+    schedule: Schedule,
+    kernel: Kernel,
+    weights: PackedWeights,
+}
+
+/// One layer's tuning.
+struct Session<'a> {
+    compiler: &'a Compiler,
+    spec: &'a ValidSpec,
+    options: &'a Options,
+    layer: String,
+    workload: Workload,
+    macs: u64,
+    input: Vec<f32>,
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    oracle: Oracle,
+    output: Vec<f32>,
+    start: Instant,
+    deadline: Instant,
+    /// When the search stops, leaving time for the confirmation.
+    search_deadline: Instant,
+    /// The heuristic's schedule, compiled: every candidate is timed
+    /// against it.
+    anchor: Option<Compiled>,
+    /// Every timed run of the anchor.
+    anchor_cycles: Vec<u64>,
+    /// The wall time of one run of the anchor.
+    anchor_run: Duration,
+    /// Timed pairs per candidate.
+    pairs: usize,
+    /// Every candidate evaluated: its time over the heuristic's (`None`
+    /// when it failed).
+    scores: HashMap<Schedule, Option<f64>>,
+    /// The best few, compiled, fastest first, with their scores.
+    finalists: Vec<(f64, Compiled)>,
+    candidates: usize,
+    failed: usize,
+    cut: usize,
+    time: TimeSplit,
+    records: Option<&'a mut RecordLog>,
+    progress: &'a mut dyn FnMut(&Progress),
+    rng: StdRng,
+}
+
+/// What evaluating one candidate found.
+#[derive(Default)]
+struct Evaluation {
+    compile: Duration,
+    verify: Duration,
+    measure: Duration,
+    cycles: Vec<u64>,
+    relative: Option<f64>,
+    cut: bool,
+    error: Option<String>,
+}
+
+impl Session<'_> {
+    /// Compiles and verifies the heuristic's schedule, times it alone, and
+    /// sets the number of pairs and the confirmation's reserve from its
+    /// cost.
+    fn evaluate_heuristic(&mut self, heuristic: Schedule) -> Result<()> {
+        let mut eval = Evaluation::default();
+        let compiled = match self.compile_and_verify(heuristic, &mut eval) {
+            Some(c) => c,
+            None => {
+                self.record("heuristic", heuristic, &eval)?;
+                return Err(Error::InvalidTuning(format!(
+                    "the heuristic's schedule for {} failed: {}",
+                    self.layer,
+                    eval.error.unwrap_or_default()
+                )));
+            }
+        };
+        let measure = Instant::now();
+        for _ in 0..PAIRS.0 {
+            let c = self.time_run(&compiled)?;
+            eval.cycles.push(c);
+        }
+        eval.measure = measure.elapsed();
+        let run = eval.measure / PAIRS.0 as u32;
+        self.anchor_run = run;
+        self.pairs = (PAIR_TIME.as_secs_f64() / (2.0 * run.as_secs_f64().max(1e-9)))
+            .clamp(PAIRS.0 as f64, PAIRS.1 as f64) as usize;
+        // The confirmation times the finalists and the heuristic in rounds.
+        let reserve = run * ((FINALISTS + 1) * CONFIRM_ROUNDS.0) as u32;
+        self.search_deadline = self.deadline.checked_sub(reserve).unwrap_or(self.start);
+        self.anchor_cycles.extend(&eval.cycles);
+        eval.relative = Some(1.0);
+        self.time.measure_s += eval.measure.as_secs_f64();
+        self.scores.insert(heuristic, Some(1.0));
+        self.candidates += 1;
+        self.record("heuristic", heuristic, &eval)?;
+        self.anchor = Some(compiled);
+        self.report_progress();
+        Ok(())
+    }
+
+    /// Runs the search; returns the strategy it used.
+    fn search(&mut self, space: &Space) -> Search {
+        let mut order: Vec<Schedule> = space.members().to_vec();
+        let search = match self.options.search {
+            Search::Auto => {
+                let left = self.search_deadline.saturating_duration_since(Instant::now());
+                let fits =
+                    self.cost().as_secs_f64() * space.len() as f64 <= 0.8 * left.as_secs_f64();
+                if fits { Search::Exhaustive } else { Search::Local }
+            }
+            other => other,
+        };
+        if search != Search::Exhaustive {
+            order.shuffle(&mut self.rng);
+        }
+        let mut pool = order.into_iter();
+        match search {
+            Search::Auto | Search::Exhaustive | Search::Random => {
+                let phase = if search == Search::Random { "random" } else { "exhaustive" };
+                for s in pool.by_ref() {
+                    if !self.time_left() {
+                        break;
+                    }
+                    self.evaluate(s, phase);
+                }
+            }
+            Search::Local => self.local(space, &mut pool),
+        }
+        search
+    }
+
+    /// Random sampling for [`RANDOM_SHARE`] of the search time, then hill
+    /// climbs (first improvement over shuffled neighbours) from the best
+    /// schedules found, each start used once; random samples again when
+    /// every good start has been climbed from.
+    fn local(&mut self, space: &Space, pool: &mut impl Iterator<Item = Schedule>) {
+        let now = Instant::now();
+        let sampling_end =
+            now + self.search_deadline.saturating_duration_since(now).mul_f64(RANDOM_SHARE);
+        while Instant::now() < sampling_end && self.time_left() {
+            let Some(s) = pool.next() else { break };
+            self.evaluate(s, "random");
+        }
+        let mut climbed = HashSet::new();
+        while self.time_left() {
+            let start = self.ranked().into_iter().map(|(s, _)| s).find(|s| !climbed.contains(s));
+            let Some(mut current) = start else {
+                match pool.next() {
+                    Some(s) => {
+                        self.evaluate(s, "random");
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            climbed.insert(current);
+            'climb: loop {
+                let here = self.scores[&current].unwrap_or(f64::INFINITY);
+                let mut around = space.neighbours(&current);
+                around.shuffle(&mut self.rng);
+                for s in around {
+                    if self.scores.contains_key(&s) {
+                        continue;
+                    }
+                    if !self.time_left() {
+                        return;
+                    }
+                    if self.evaluate(s, "local").is_some_and(|r| r < here * (1.0 - CLIMB_MARGIN)) {
+                        current = s;
+                        climbed.insert(s);
+                        continue 'climb;
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    /// The schedules that verified, fastest first.
+    fn ranked(&self) -> Vec<(Schedule, f64)> {
+        let mut ranked: Vec<(Schedule, f64)> =
+            self.scores.iter().filter_map(|(s, r)| r.map(|r| (*s, r))).collect();
+        ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.to_json().cmp(&b.0.to_json())));
+        ranked
+    }
+
+    /// The average cost of one evaluation so far.
+    fn cost(&self) -> Duration {
+        let t = &self.time;
+        let spent = t.compile_s + t.verify_s + t.measure_s;
+        Duration::from_secs_f64(spent / self.candidates.max(1) as f64)
+    }
+
+    /// Whether another evaluation fits before the search's deadline.
+    fn time_left(&self) -> bool {
+        Instant::now() + self.cost() <= self.search_deadline
+    }
+
+    /// Compiles, verifies and times `schedule` against the heuristic's;
+    /// returns its score (its time over the heuristic's), `None` when it
+    /// failed. Evaluated schedules are not evaluated again.
+    fn evaluate(&mut self, schedule: Schedule, phase: &str) -> Option<f64> {
+        if let Some(&score) = self.scores.get(&schedule) {
+            return score;
+        }
+        let mut eval = Evaluation::default();
+        if let Some(compiled) = self.compile_and_verify(schedule, &mut eval) {
+            self.measure(&compiled, &mut eval);
+            if let Some(r) = eval.relative.filter(|_| !eval.cut) {
+                self.offer(r, compiled);
+            }
+        }
+        self.scores.insert(schedule, eval.relative);
+        self.candidates += 1;
+        self.failed += usize::from(eval.error.is_some());
+        self.cut += usize::from(eval.cut);
+        if let Err(e) = self.record(phase, schedule, &eval) {
+            log::warn!("tuning records: {e}");
+        }
+        self.report_progress();
+        eval.relative
+    }
+
+    /// Compiles `schedule` and checks one run's output; `None` (with the
+    /// reason in `eval.error`) when either fails.
+    fn compile_and_verify(
+        &mut self,
+        schedule: Schedule,
+        eval: &mut Evaluation,
+    ) -> Option<Compiled> {
+        let started = Instant::now();
+        let compiled = self.compiler.compile_with(self.spec, &schedule).and_then(|kernel| {
+            let weights = kernel.pack(&self.weight, self.bias.as_deref())?;
+            Ok(Compiled { schedule, kernel, weights })
+        });
+        eval.compile = started.elapsed();
+        self.time.compile_s += eval.compile.as_secs_f64();
+        let compiled = match compiled {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!(
+                    "compiler bug: {} with the legal schedule {} does not compile: {e}",
+                    self.layer,
+                    schedule.to_json()
+                );
+                eval.error = Some(format!("compile: {e}"));
+                return None;
+            }
+        };
+        let started = Instant::now();
+        self.output.fill(f32::NAN); // an element no run writes fails
+        let verdict =
+            compiled.kernel.run(&self.input, &compiled.weights, &mut self.output).and_then(|()| {
+                #[cfg(test)]
+                if self.options.sabotage.is_some_and(|bad| bad(&schedule)) {
+                    self.output[0] += 1.0;
+                }
+                self.oracle.verify(&self.output)
+            });
+        eval.verify = started.elapsed();
+        self.time.verify_s += eval.verify.as_secs_f64();
+        let failure = match verdict {
+            Ok(v) if v.passed() => return Some(compiled),
+            Ok(v) => format!(
+                "verification: output element {} is {:.2}× past its error bound",
+                v.worst.unwrap_or(0),
+                v.worst_ratio
+            ),
+            Err(e) => format!("run: {e}"),
+        };
+        log::error!("compiler bug: {} with schedule {}: {failure}", self.layer, schedule.to_json());
+        eval.error = Some(failure);
+        None
+    }
+
+    /// Times `compiled` in pairs with the heuristic's kernel.
+    fn measure(&mut self, compiled: &Compiled, eval: &mut Evaluation) {
+        let started = Instant::now();
+        let best = self.finalists.first().map_or(1.0, |f| f.0).min(1.0);
+        let mut ratios = Vec::with_capacity(self.pairs);
+        let anchor = self.anchor.take().expect("the heuristic is evaluated first");
+        for i in 0..self.pairs {
+            let (a, c) = if i % 2 == 0 {
+                let a = self.time_run(&anchor);
+                (a, self.time_run(compiled))
+            } else {
+                let c = self.time_run(compiled);
+                (self.time_run(&anchor), c)
+            };
+            let (Ok(a), Ok(c)) = (a, c) else {
+                eval.error = Some("run failed while timing".into());
+                break;
+            };
+            self.anchor_cycles.push(a);
+            eval.cycles.push(c);
+            ratios.push(c as f64 / a.max(1) as f64);
+            if i + 1 == CUT_AFTER && median_f64(&ratios) > best * CUT_FACTOR {
+                eval.cut = true;
+                break;
+            }
+            if i + 1 >= CUT_AFTER && Instant::now() > self.search_deadline {
+                break;
+            }
+        }
+        self.anchor = Some(anchor);
+        if eval.error.is_none() && !ratios.is_empty() {
+            eval.relative = Some(median_f64(&ratios));
+        }
+        eval.measure = started.elapsed();
+        self.time.measure_s += eval.measure.as_secs_f64();
+    }
+
+    /// One timed run, in TSC ticks.
+    fn time_run(&mut self, c: &Compiled) -> Result<u64> {
+        let (result, m) =
+            timing::measure(|| c.kernel.run(&self.input, &c.weights, &mut self.output));
+        result.map(|()| m.cycles)
+    }
+
+    /// Keeps `compiled` among the finalists if it is one of the fastest.
+    fn offer(&mut self, score: f64, compiled: Compiled) {
+        let at = self.finalists.partition_point(|f| f.0 <= score);
+        if at < FINALISTS {
+            self.finalists.insert(at, (score, compiled));
+            self.finalists.truncate(FINALISTS);
+        }
+    }
+
+    /// Times the finalists and the heuristic in interleaved rounds and
+    /// picks the winner.
+    fn confirm(mut self, search: Search, space: usize) -> Result<Outcome> {
+        let started = Instant::now();
+        let anchor = self.anchor.take().expect("the heuristic is evaluated first");
+        let finalists = std::mem::take(&mut self.finalists);
+        let mut contestants: Vec<&Compiled> = vec![&anchor];
+        contestants.extend(finalists.iter().map(|f| &f.1));
+        let run = self.anchor_run;
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let per_round = run * contestants.len() as u32;
+        let rounds = if contestants.len() == 1 {
+            0
+        } else {
+            (left.as_secs_f64() / per_round.as_secs_f64().max(1e-9))
+                .clamp(CONFIRM_ROUNDS.1 as f64, CONFIRM_ROUNDS.0 as f64) as usize
+        };
+        let mut cycles = vec![Vec::new(); contestants.len()];
+        for round in 0..rounds {
+            for k in 0..contestants.len() {
+                let i = (k + round) % contestants.len();
+                let c = contestants[i];
+                let (result, m) =
+                    timing::measure(|| c.kernel.run(&self.input, &c.weights, &mut self.output));
+                result?;
+                cycles[i].push(m.cycles);
+            }
+        }
+        if rounds == 0 {
+            cycles[0] = self.anchor_cycles.clone();
+        }
+        let medians: Vec<u64> = cycles.iter().map(|c| median_u64(c)).collect();
+        let mut winner = 0;
+        for (i, &m) in medians.iter().enumerate().skip(1) {
+            if (m as f64) < medians[winner] as f64
+                && (m as f64) < medians[0] as f64 * (1.0 - CONFIRM_MARGIN)
+            {
+                winner = i;
+            }
+        }
+        self.time.confirm_s = started.elapsed().as_secs_f64();
+        for (i, c) in contestants.iter().enumerate().filter(|_| rounds > 0) {
+            let eval = Evaluation {
+                cycles: cycles[i].clone(),
+                relative: Some(medians[i] as f64 / medians[0].max(1) as f64),
+                ..Evaluation::default()
+            };
+            if let Err(e) = self.record("confirm", c.schedule, &eval) {
+                log::warn!("tuning records: {e}");
+            }
+        }
+        let per_cycle = |m: u64| self.macs as f64 / m.max(1) as f64;
+        Ok(Outcome {
+            layer: self.layer.clone(),
+            search,
+            space,
+            candidates: self.candidates,
+            failed: self.failed,
+            cut: self.cut,
+            checked_elements: self.oracle.checked(),
+            output_elements: self.spec.output_len(),
+            seconds: self.start.elapsed().as_secs_f64(),
+            time: self.time,
+            heuristic: anchor.schedule,
+            heuristic_macs_per_cycle: per_cycle(medians[0]),
+            schedule: contestants[winner].schedule,
+            tuned_macs_per_cycle: per_cycle(medians[winner]),
+            speedup: medians[0] as f64 / medians[winner].max(1) as f64,
+        })
+    }
+
+    fn record(&mut self, phase: &str, schedule: Schedule, eval: &Evaluation) -> Result<()> {
+        let Some(log) = self.records.as_deref_mut() else { return Ok(()) };
+        let cycles = (!eval.cycles.is_empty()).then(|| median_u64(&eval.cycles));
+        log.append(&Record {
+            workload: self.workload.clone(),
+            layer: self.spec.name().map(str::to_string),
+            phase: phase.to_string(),
+            schedule,
+            elapsed_s: self.start.elapsed().as_secs_f64(),
+            compile_ms: eval.compile.as_secs_f64() * 1e3,
+            verify_ms: eval.verify.as_secs_f64() * 1e3,
+            measure_ms: eval.measure.as_secs_f64() * 1e3,
+            runs: eval.cycles.len(),
+            cycles,
+            macs_per_cycle: cycles.map(|c| self.macs as f64 / c.max(1) as f64),
+            relative: eval.relative,
+            cut: eval.cut,
+            error: eval.error.clone(),
+        })
+    }
+
+    fn report_progress(&mut self) {
+        let best = self.ranked().first().map_or(1.0, |b| b.1);
+        let heuristic = self.macs as f64 / median_u64(&self.anchor_cycles).max(1) as f64;
+        (self.progress)(&Progress {
+            elapsed: self.start.elapsed(),
+            budget: self.options.budget,
+            candidates: self.candidates,
+            best_macs_per_cycle: heuristic / best.max(1e-9),
+        });
+    }
+}
+
+fn median_f64(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn median_u64(values: &[u64]) -> u64 {
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
