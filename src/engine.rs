@@ -66,14 +66,36 @@ impl Engine {
         bias: Option<&[f32]>,
         threads: usize,
     ) -> Result<Box<dyn Prepared>> {
+        self.prepare_with(None, spec, weight, bias, threads)
+    }
+
+    /// [`Engine::prepare_threaded`], the JIT's code compiled by `compiler`
+    /// (with its schedule, [`Compiler::schedule_for`]: tuned when it has a
+    /// tuning cache) instead of the host's compiler and the heuristic.
+    pub fn prepare_with(
+        self,
+        compiler: Option<&Compiler>,
+        spec: &ValidSpec,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        threads: usize,
+    ) -> Result<Box<dyn Prepared>> {
         if !(1..=schedule::MAX_THREADS).contains(&threads) {
             return Err(Error::InvalidThreads(threads));
         }
         spec.check_operands(spec.input_len(), weight.len(), bias.map(<[f32]>::len))?;
         match self {
             Engine::Jit => {
-                let schedule = schedule::choose_threaded(spec, threads);
-                let kernel = Compiler::host()?.compile_with(spec, &schedule)?;
+                let host;
+                let compiler = match compiler {
+                    Some(c) => c,
+                    None => {
+                        host = Compiler::host()?;
+                        &host
+                    }
+                };
+                let schedule = compiler.schedule_for(spec, threads);
+                let kernel = compiler.compile_with(spec, &schedule)?;
                 let weights = kernel.pack(weight, bias)?;
                 Ok(Box::new(JitLayer { kernel, weights }))
             }
@@ -120,6 +142,10 @@ pub trait Prepared {
     fn compile_time(&self) -> Option<Duration> {
         None
     }
+    /// The schedule of the compiled code, for engines that compile.
+    fn schedule(&self) -> Option<schedule::Schedule> {
+        None
+    }
     /// Computes the output (NCHW) of `input` (NCHW). Both lengths are
     /// checked against the spec before any work.
     fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()>;
@@ -160,6 +186,9 @@ impl Prepared for JitLayer {
     }
     fn compile_time(&self) -> Option<Duration> {
         Some(self.kernel.compile_time())
+    }
+    fn schedule(&self) -> Option<schedule::Schedule> {
+        Some(*self.kernel.schedule())
     }
     fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
         self.kernel.run(input, &self.weights, output)

@@ -1,6 +1,7 @@
 //! The host ISA and the JIT: turning a (spec, schedule) into machine code
 //! owned by a [`Kernel`].
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,12 +16,15 @@ use crate::error::{Error, Result};
 use crate::kernel::{Kernel, KernelFn};
 use crate::schedule::{self, Schedule};
 use crate::spec::ValidSpec;
+use crate::tune::TuningCache;
 
 /// Compiles kernels for one ISA (the host's).
 #[derive(Clone)]
 pub struct Compiler {
     isa: Arc<dyn TargetIsa>,
     has_fma: bool,
+    /// Tuned schedules, consulted before the heuristic.
+    tuned: Option<Arc<TuningCache>>,
 }
 
 impl std::fmt::Debug for Compiler {
@@ -28,6 +32,7 @@ impl std::fmt::Debug for Compiler {
         f.debug_struct("Compiler")
             .field("isa", &self.isa.triple().to_string())
             .field("has_fma", &self.has_fma)
+            .field("tuning_cache", &self.tuned.as_ref().and_then(|c| c.path()))
             .finish()
     }
 }
@@ -69,7 +74,31 @@ impl Compiler {
                  slower) instead of f32x4 fma, which Cranelift would lower to library calls"
             );
         }
-        Ok(Compiler { isa, has_fma })
+        Ok(Compiler { isa, has_fma, tuned: None })
+    }
+
+    /// This compiler, taking the schedule of every layer it compiles
+    /// without one from the tuning cache at `path` (`convjit tune`'s), and
+    /// from the heuristic for layers the cache does not hold. The file is
+    /// read now; a missing, corrupt or foreign entry is ignored with a
+    /// warning ([`TuningCache::load`]).
+    pub fn with_tuning_cache(self, path: impl AsRef<Path>) -> Compiler {
+        Compiler { tuned: Some(Arc::new(TuningCache::load(path.as_ref()))), ..self }
+    }
+
+    /// The schedule [`Compiler::compile`] uses for `spec` on up to
+    /// `threads` threads: the tuned one when the tuning cache holds one,
+    /// else the heuristic's ([`schedule::choose_threaded`]).
+    pub fn schedule_for(&self, spec: &ValidSpec, threads: usize) -> Schedule {
+        self.tuned
+            .as_ref()
+            .and_then(|cache| cache.lookup(spec, threads))
+            .unwrap_or_else(|| schedule::choose_threaded(spec, threads))
+    }
+
+    /// Whether a tuned schedule exists for `spec` on `threads` threads.
+    pub fn is_tuned(&self, spec: &ValidSpec, threads: usize) -> bool {
+        self.tuned.as_ref().is_some_and(|cache| cache.lookup(spec, threads).is_some())
     }
 
     /// The ISA kernels are compiled for.
@@ -91,9 +120,10 @@ impl Compiler {
         )
     }
 
-    /// Compiles `spec` with the heuristic schedule.
+    /// Compiles `spec` for one thread with the tuned schedule, or the
+    /// heuristic's ([`Compiler::schedule_for`]).
     pub fn compile(&self, spec: &ValidSpec) -> Result<Kernel> {
-        self.compile_with(spec, &schedule::choose(spec))
+        self.compile_with(spec, &self.schedule_for(spec, 1))
     }
 
     /// Compiles `spec` with a given schedule (checked for legality first).

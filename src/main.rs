@@ -55,11 +55,20 @@ enum Command {
         #[arg(long)]
         stats: bool,
         /// A schedule JSON file for the jit engine (default: the heuristic's).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tuned")]
         schedule: Option<PathBuf>,
-        /// Threads the engine may use (for the jit: overrides the schedule's).
+        /// Threads the engine may use (for the jit: overrides the schedule's;
+        /// with --tuned, the schedule tuned for this many threads).
         #[arg(long)]
         threads: Option<usize>,
+        /// Use the schedule `convjit tune` saved for this layer (the
+        /// heuristic's when the cache has none).
+        #[arg(long)]
+        tuned: bool,
+        /// The tuning cache --tuned reads (default: convjit/tuning.json in
+        /// the user's cache directory).
+        #[arg(long, value_name = "FILE", requires = "tuned")]
+        cache: Option<PathBuf>,
     },
     /// Prints the schedule, the Cranelift IR and optionally the machine code
     /// of a layer's kernel.
@@ -119,6 +128,14 @@ enum Command {
         /// Also write the JSON report to a file (the table still prints).
         #[arg(long, value_name = "OUT.json")]
         json_out: Option<PathBuf>,
+        /// Run the jit with the schedules `convjit tune` saved (the
+        /// heuristic's for layers the cache does not hold).
+        #[arg(long)]
+        tuned: bool,
+        /// The tuning cache --tuned reads (default: convjit/tuning.json in
+        /// the user's cache directory).
+        #[arg(long, value_name = "FILE", requires = "tuned")]
+        cache: Option<PathBuf>,
     },
     /// Searches the schedule space of a layer or a suite (default: the
     /// built-in suite) for the fastest schedule, verifying every candidate,
@@ -200,9 +217,12 @@ fn main() -> ExitCode {
             stats,
             schedule,
             threads,
+            tuned,
+            cache,
         } => {
             let files = RunFiles { input, weight, bias, output };
-            run(&spec, &files, engine, RunOptions { check, stats, schedule, threads })
+            let tuned = tuned_cache(tuned, cache);
+            run(&spec, &files, engine, RunOptions { check, stats, schedule, threads, tuned })
         }
         Command::Ir { spec, schedule, asm } => ir(&spec, schedule.as_deref(), asm),
         Command::Macs { spec, suite, json } => macs(spec.as_deref(), suite.as_deref(), json),
@@ -217,6 +237,8 @@ fn main() -> ExitCode {
             json,
             plot,
             json_out,
+            tuned,
+            cache,
         } => {
             let Ok(min_time) = Duration::try_from_secs_f64(min_time) else {
                 eprintln!("convjit: error: --min-time must be a number of seconds ≥ 0");
@@ -231,7 +253,8 @@ fn main() -> ExitCode {
                 ..BenchOptions::default()
             };
             let outputs = BenchOutputs { json, plot, json_out };
-            bench(spec.as_deref(), suite.as_deref(), &options, &outputs)
+            let tuned = tuned_cache(tuned, cache);
+            bench(spec.as_deref(), suite.as_deref(), options, tuned.as_deref(), &outputs)
         }
         Command::Tune {
             spec,
@@ -264,6 +287,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The tuning cache `--tuned` reads: `--cache`, else the default file.
+fn tuned_cache(tuned: bool, cache: Option<PathBuf>) -> Option<PathBuf> {
+    tuned.then(|| cache.or_else(TuningCache::default_path)).flatten()
 }
 
 /// clap's reason for refusing the command line, on one line (contract 3):
@@ -319,6 +347,8 @@ struct RunOptions {
     stats: bool,
     schedule: Option<PathBuf>,
     threads: Option<usize>,
+    /// The tuning cache to take the jit's schedule from.
+    tuned: Option<PathBuf>,
 }
 
 fn load_schedule(path: Option<&Path>, spec: &ValidSpec) -> Result<Schedule> {
@@ -341,8 +371,8 @@ fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Res
         (false, Some(_)) => bail!("--bias was given but the spec has \"bias\": false"),
         _ => {}
     }
-    if options.schedule.is_some() && engine != Engine::Jit {
-        bail!("--schedule applies to the jit engine only");
+    if (options.schedule.is_some() || options.tuned.is_some()) && engine != Engine::Jit {
+        bail!("--schedule and --tuned apply to the jit engine only");
     }
     let x = npy::read_f32(&files.input, "input", &spec.input_shape())?;
     let w = npy::read_f32(&files.weight, "weight", &spec.weight_shape())?;
@@ -353,18 +383,34 @@ fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Res
     let mut y = vec![0.0f32; spec.output_len()];
     let macs = Complexity::of(&spec).macs_valid;
     if engine == Engine::Jit {
-        let compiler = Compiler::host()?;
-        let mut sched = load_schedule(options.schedule.as_deref(), &spec)?;
-        if let Some(threads) = options.threads {
-            sched.threads = threads;
-            sched.legal(&spec).context("--threads")?;
-        }
+        let mut compiler = Compiler::host()?;
+        let (sched, origin) = if let Some(cache) = &options.tuned {
+            compiler = compiler.with_tuning_cache(cache);
+            let threads = options.threads.unwrap_or(1);
+            if !(1..=schedule::MAX_THREADS).contains(&threads) {
+                bail!("--threads {threads}: give 1 to {}", schedule::MAX_THREADS);
+            }
+            let origin = if compiler.is_tuned(&spec, threads) {
+                format!("tuned, from {}", cache.display())
+            } else {
+                format!("heuristic: {} holds no schedule for this layer", cache.display())
+            };
+            (compiler.schedule_for(&spec, threads), origin)
+        } else {
+            let mut sched = load_schedule(options.schedule.as_deref(), &spec)?;
+            if let Some(threads) = options.threads {
+                sched.threads = threads;
+                sched.legal(&spec).context("--threads")?;
+            }
+            let origin = if options.schedule.is_some() { "from --schedule" } else { "heuristic" };
+            (sched, origin.to_string())
+        };
         let kernel = compiler.compile_with(&spec, &sched)?;
         let packed = kernel.pack(&w, b.as_deref())?;
         let stats = kernel.run_with_stats(&x, &packed, &mut y)?;
         if options.stats {
             println!("target:        {}", compiler.describe());
-            println!("schedule:      {}", sched.to_json());
+            println!("schedule:      {} ({origin})", sched.to_json());
             println!("compile time:  {:.3} ms", kernel.compile_time().as_secs_f64() * 1e3);
             println!("run time:      {:.3} ms", stats.wall.as_secs_f64() * 1e3);
             println!("cycles:        {} ({})", stats.cycles, stats.clock);
@@ -511,10 +557,22 @@ struct BenchOutputs {
 fn bench(
     spec: Option<&str>,
     suite: Option<&Path>,
-    options: &BenchOptions,
+    mut options: BenchOptions,
+    tuned: Option<&Path>,
     outputs: &BenchOutputs,
 ) -> Result<()> {
     let layers = load_layers(spec, suite)?;
+    if let Some(cache) = tuned {
+        let compiler = Compiler::host()?.with_tuning_cache(cache);
+        let held = layers.iter().filter(|l| compiler.is_tuned(l, options.threads)).count();
+        eprintln!(
+            "jit schedules: {held} of {} layers tuned ({}), the heuristic's for the rest",
+            layers.len(),
+            cache.display()
+        );
+        options.compiler = Some(compiler);
+    }
+    let options = &options;
     // Refuse an unwritable file before the run, not after minutes of it.
     for path in outputs.plot.iter().chain(&outputs.json_out) {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

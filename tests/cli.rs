@@ -733,3 +733,90 @@ fn a_closed_pipe_is_not_a_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------
+// tune
+// ---------------------------------------------------------------------------
+
+#[test]
+fn tune_reports_saves_and_run_and_bench_use_the_result() {
+    let case = Case::new(CONV);
+    let (cache, records) = (case.p("cache/tuning.json"), case.p("records.jsonl"));
+    let spec_file = case.p("spec.json");
+    let args = ["tune", "--spec", &spec_file, "--budget", "0.6", "--cache", &cache];
+    let out = convjit(&[&args[..], &["--records", &records, "--json"]].concat());
+    succeeded("tune --json", &out);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let result = &report["results"][0];
+    for key in ["heuristic_macs_per_cycle", "tuned_macs_per_cycle", "seconds", "speedup"] {
+        assert!(number(result, key) > 0.0, "{key} in {result}");
+    }
+    assert!(result["candidates"].as_u64().unwrap() > 1, "{result}");
+    assert!(number(result, "seconds") < 0.6 + 0.3, "{result}");
+    let schedule: convjit::Schedule = serde_json::from_value(result["schedule"].clone()).unwrap();
+    assert!(schedule.legal(&case.spec).is_ok());
+    let lines = fs::read_to_string(&records).unwrap().lines().count() as u64;
+    assert!(lines >= result["candidates"].as_u64().unwrap());
+    let saved = convjit::tune::TuningCache::load(std::path::Path::new(&cache));
+    assert_eq!(saved.lookup(&case.spec, 1), Some(schedule));
+
+    // The human table, with the best schedule as JSON.
+    let out = convjit(&[&args[..], &["--strategy", "random"]].concat());
+    succeeded("tune", &out);
+    let text = stdout(&out);
+    assert!(text.contains("heuristic") && text.contains("\"strategy\":"), "{text}");
+
+    let out = case.run(&case.json, &["--tuned", "--cache", &cache, "--stats", "--check"]);
+    succeeded("run --tuned", &out);
+    assert!(stdout(&out).contains("(tuned, from"), "{}", stdout(&out));
+    let out = case.run(&case.json, &["--tuned", "--cache", &case.p("absent.json"), "--stats"]);
+    succeeded("run --tuned without an entry", &out);
+    assert!(stdout(&out).contains("(heuristic:"), "{}", stdout(&out));
+
+    let out = convjit(&[
+        "bench",
+        "--spec",
+        &spec_file,
+        "--engines",
+        "jit",
+        "--min-time",
+        "0.02",
+        "--tuned",
+        "--cache",
+        &cache,
+        "--json",
+    ]);
+    succeeded("bench --tuned", &out);
+    let bench: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    // The second tune replaced the first one's entry.
+    let cached = convjit::tune::TuningCache::load(std::path::Path::new(&cache));
+    let cached = serde_json::to_value(cached.lookup(&case.spec, 1).unwrap()).unwrap();
+    assert_eq!(bench["results"][0]["schedule"], cached);
+    assert!(stderr(&out).contains("1 of 1 layers tuned"), "{}", stderr(&out));
+}
+
+#[test]
+fn tune_survives_a_corrupt_cache_and_refuses_bad_options() {
+    let case = Case::new(TCONV);
+    let cache = case.p("tuning.json");
+    fs::write(&cache, "{\"format\": \"convjit-tuning-cache\", \"version\": 1, \"entr").unwrap();
+    let spec_file = case.p("spec.json");
+    let out = convjit(&["tune", "--spec", &spec_file, "--budget", "0.3", "--cache", &cache]);
+    succeeded("tune over a corrupt cache", &out);
+    assert!(stderr(&out).contains("not a convjit tuning cache"), "{}", stderr(&out));
+    let saved: Value = serde_json::from_str(&fs::read_to_string(&cache).unwrap()).unwrap();
+    assert_eq!(saved["entries"].as_array().unwrap().len(), 1);
+    assert!(entries(case.dir.path()).iter().all(|e| !e.ends_with(".tmp")), "a temporary file");
+
+    for (args, reason) in [
+        (&["--budget", "0"][..], "--budget"),
+        (&["--budget=-1"][..], "--budget"),
+        (&["--budget", "nan"][..], "--budget"),
+        (&["--strategy", "anneal"][..], "anneal"),
+        (&["--threads", "0"][..], "threads"),
+        (&["--records", "/nonexistent/dir/r.jsonl"][..], "/nonexistent/dir/r.jsonl"),
+    ] {
+        let out = convjit(&[&["tune", "--spec", &spec_file, "--no-cache"][..], args].concat());
+        failed(&format!("tune {args:?}"), &out, reason);
+    }
+}

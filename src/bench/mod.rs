@@ -53,6 +53,9 @@ pub struct Options {
     pub check: bool,
     /// Seed of the random tensors.
     pub seed: u64,
+    /// The compiler of the JIT engine (default: the host's, with heuristic
+    /// schedules); one with a tuning cache runs the tuned schedules.
+    pub compiler: Option<Compiler>,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             cap_runs: 3,
             check: true,
             seed: 1,
+            compiler: None,
         }
     }
 }
@@ -99,6 +103,9 @@ pub struct Outcome {
     pub engine: Engine,
     /// Threads the engine used.
     pub threads: usize,
+    /// The JIT's schedule (absent for other engines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedule::Schedule>,
     /// Timed runs.
     pub runs: usize,
     /// Median wall time of a run, seconds.
@@ -279,7 +286,8 @@ fn measure_layer(
     for &engine in &options.engines {
         progress(Progress::Engine { layer: name, engine });
         let (prepared, preparation) = timing::measure(|| {
-            engine.prepare_threaded(spec, &data.weight, data.bias.as_deref(), options.threads)
+            let compiler = options.compiler.as_ref();
+            engine.prepare_with(compiler, spec, &data.weight, data.bias.as_deref(), options.threads)
         });
         let prepared = prepared?;
         // NaN: an element no run writes fails the check.
@@ -344,6 +352,7 @@ fn outcome(layer: &LayerRun, t: &Timing) -> Result<Outcome> {
         kind: spec.kind().to_string(),
         engine: t.engine,
         threads: t.prepared.threads(),
+        schedule: t.prepared.schedule(),
         runs: t.samples.len(),
         median_s: stats.median_s,
         min_s: stats.min_s,

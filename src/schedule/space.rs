@@ -71,50 +71,41 @@ impl Space {
         copies.extend(BAND_ROWS.iter().filter(|&&b| b <= rows).map(|&b| InputCopy::Bands(b)));
         let mut members = Vec::new();
         let mut reads_copy = HashMap::new();
+        let threads: Vec<usize> = (1..=max_threads).collect();
         for &strategy in &strategies {
             let unrolls = if strategy == Strategy::Depthwise { 1 } else { 4.min(cig) };
             let interleaves: &[bool] =
                 if strategy == Strategy::Direct { &[false, true] } else { &[false] };
-            for (oc_vectors, pixel_tile, row_tile) in tiles(spec, strategy, cols, rows) {
-                for reduction_unroll in 1..=unrolls {
-                    for &(loop_order, col_block) in &nests {
-                        for threads in 1..=max_threads {
-                            let splits: &[Split] = if threads == 1 {
-                                &[Split::Rows]
-                            } else {
-                                &[Split::Items, Split::Rows]
-                            };
-                            for &split in splits {
-                                for &copy in &copies {
-                                    for &interleave in interleaves {
-                                        let s = Schedule {
-                                            strategy,
-                                            oc_vectors,
-                                            pixel_tile,
-                                            reduction_unroll,
-                                            row_tile,
-                                            loop_order,
-                                            col_block,
-                                            threads,
-                                            split,
-                                            copy,
-                                            interleave,
-                                        };
-                                        if s.legal(spec).is_err() {
-                                            continue;
-                                        }
-                                        // Without a copy to make, every copy
-                                        // granularity is the same kernel.
-                                        let copied = *reads_copy
-                                            .entry((strategy, interleave))
-                                            .or_insert_with(|| Plan::new(spec, &s).needs_copy);
-                                        if !copied && copy != InputCopy::Image {
-                                            continue;
-                                        }
-                                        members.push(s);
-                                    }
-                                }
-                            }
+            let tiles = tiles(spec, strategy, cols, rows);
+            let outer = product(&tiles, &(1..=unrolls).collect::<Vec<_>>());
+            for ((oc_vectors, pixel_tile, row_tile), reduction_unroll) in outer {
+                for ((loop_order, col_block), (threads, copy)) in
+                    product(&nests, &product(&threads, &copies))
+                {
+                    for (split, interleave) in product(splits(threads, copy), interleaves) {
+                        let s = Schedule {
+                            strategy,
+                            oc_vectors,
+                            pixel_tile,
+                            reduction_unroll,
+                            row_tile,
+                            loop_order,
+                            col_block,
+                            threads,
+                            split,
+                            copy,
+                            interleave,
+                        };
+                        if s.legal(spec).is_err() {
+                            continue;
+                        }
+                        // Without a copy to make, every copy granularity is
+                        // the same kernel.
+                        let copied = *reads_copy
+                            .entry((strategy, interleave))
+                            .or_insert_with(|| Plan::new(spec, &s).needs_copy);
+                        if copied || copy == InputCopy::Image {
+                            members.push(s);
                         }
                     }
                 }
@@ -188,6 +179,22 @@ impl Space {
             copy,
             u64::from(s.interleave),
         ]
+    }
+}
+
+/// Every pair of an element of `a` and one of `b`, `a` outer.
+fn product<A: Copy, B: Copy>(a: &[A], b: &[B]) -> Vec<(A, B)> {
+    a.iter().flat_map(|&x| b.iter().map(move |&y| (x, y))).collect()
+}
+
+/// How `threads` threads may split the work with this copy: one thread
+/// splits nothing, so it takes one value (the one the copy needs with
+/// more threads) and the space holds no two schedules that are one kernel.
+fn splits(threads: usize, copy: InputCopy) -> &'static [Split] {
+    match (threads, copy) {
+        (1, InputCopy::Bands(_)) => &[Split::Rows],
+        (1, _) => &[Split::Items],
+        _ => &[Split::Items, Split::Rows],
     }
 }
 

@@ -763,3 +763,61 @@ fn median_u64(values: &[u64]) -> u64 {
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A candidate whose output is wrong is dropped, logged in the records
+    /// with the reason, and never returned (so never cached).
+    #[test]
+    fn a_schedule_that_fails_verification_is_never_chosen() {
+        let spec = crate::ConvSpec::from_json(
+            r#"{"op": "conv2d", "in_channels": 8, "out_channels": 12, "height": 12,
+                "width": 12, "kernel": 3, "padding": 1}"#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let heuristic = schedule::choose(&spec);
+        // Every schedule but the heuristic's computes a wrong output.
+        fn not_heuristic(s: &Schedule) -> bool {
+            let spec = crate::ConvSpec::from_json(
+                r#"{"op": "conv2d", "in_channels": 8, "out_channels": 12, "height": 12,
+                    "width": 12, "kernel": 3, "padding": 1}"#,
+            )
+            .unwrap()
+            .validate()
+            .unwrap();
+            *s != schedule::choose(&spec)
+        }
+        let options = Options {
+            budget: Duration::from_millis(400),
+            search: Search::Random,
+            sabotage: Some(not_heuristic),
+            ..Options::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.jsonl");
+        let mut log = RecordLog::open(&path).unwrap();
+        let compiler = Compiler::host().unwrap();
+        let outcome = tune(&compiler, &spec, &options, Some(&mut log), &mut |_| {}).unwrap();
+        assert_eq!(outcome.schedule, heuristic);
+        assert!(outcome.failed > 0);
+        assert_eq!(outcome.failed, outcome.candidates - 1);
+        let (records, _) = records::read(&path).unwrap();
+        let failed: Vec<&Record> = records.iter().filter(|r| r.error.is_some()).collect();
+        assert_eq!(failed.len(), outcome.failed);
+        for r in failed {
+            assert!(r.error.as_ref().unwrap().contains("past its error bound"), "{r:?}");
+            assert_eq!(r.relative, None);
+        }
+        assert_eq!(outcome.entry(&spec, 1).schedule, heuristic);
+
+        // When the heuristic's own output is wrong, there is nothing to
+        // measure against: tuning fails with the reason.
+        let all = Options { sabotage: Some(|_| true), ..options };
+        let err = tune(&compiler, &spec, &all, None, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("heuristic"), "{err}");
+    }
+}

@@ -1,0 +1,371 @@
+//! The autotuner: its space, its budget, what it returns, and the files it
+//! writes and reads (records and the tuning cache), corrupt ones included.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{any_spec, check_kernel, random_tensor, spec};
+use convjit::schedule::{self, KNOBS, Schedule, Space};
+use convjit::tune::{self, Options, Outcome, RecordLog, Search, TuningCache, records};
+use convjit::{Compiler, ValidSpec, timing};
+use proptest::prelude::*;
+
+/// A small layer: about a million MACs, a run of a fraction of a millisecond.
+fn small() -> ValidSpec {
+    spec(
+        r#"{"name": "small", "op": "conv2d", "in_channels": 16, "out_channels": 24,
+            "height": 20, "width": 20, "kernel": 3, "padding": 1}"#,
+    )
+}
+
+fn tune_quietly(spec: &ValidSpec, options: &Options, log: Option<&mut RecordLog>) -> Outcome {
+    let compiler = Compiler::host().unwrap();
+    tune::tune(&compiler, spec, options, log, &mut |_| {}).expect("tuning succeeds")
+}
+
+fn options(budget_ms: u64, search: Search) -> Options {
+    Options { budget: Duration::from_millis(budget_ms), search, ..Options::default() }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Every member of the space is legal and unique, and a neighbour is a
+    /// member that differs in exactly one knob; members drawn at random
+    /// compute the right output.
+    #[test]
+    fn the_space_holds_legal_schedules_that_compute_the_layer(
+        spec in any_spec(),
+        threads in 1usize..=3,
+        picks in proptest::collection::vec(any::<prop::sample::Index>(), 3),
+        seed in any::<u64>(),
+    ) {
+        let space = Space::of(&spec, threads);
+        prop_assert!(!space.is_empty(), "{spec}: empty space");
+        let mut seen = std::collections::HashSet::new();
+        for s in space.members() {
+            prop_assert!(s.legal(&spec).is_ok(), "{spec}: {s:?} is illegal");
+            prop_assert!(s.threads <= threads);
+            prop_assert!(seen.insert(*s), "{spec}: {s:?} twice");
+        }
+        let first = space.members()[picks[0].index(space.len())];
+        for n in space.neighbours(&first) {
+            prop_assert!(space.contains(&n));
+            let (a, b) = (Space::knobs(&first), Space::knobs(&n));
+            let changed: Vec<&str> =
+                KNOBS.iter().zip(a.iter().zip(&b)).filter(|(_, (x, y))| x != y).map(|(k, _)| *k).collect();
+            prop_assert_eq!(changed.len(), 1, "{:?} → {:?}", first, n);
+        }
+        for pick in &picks {
+            check_kernel(&spec, &space.members()[pick.index(space.len())], seed);
+        }
+    }
+}
+
+#[test]
+fn the_space_of_a_suite_layer_spans_every_knob() {
+    let layer = spec(
+        r#"{"op": "conv2d", "in_channels": 64, "out_channels": 64, "height": 56, "width": 56,
+            "kernel": 3, "padding": 1, "groups": 2}"#,
+    );
+    let space = Space::of(&layer, 2);
+    for (k, knob) in KNOBS.iter().enumerate() {
+        let values: std::collections::HashSet<u64> =
+            space.members().iter().map(|s| Space::knobs(s)[k]).collect();
+        assert!(values.len() > 1, "knob {knob} takes one value only");
+    }
+    // The heuristic's schedule has neighbours to climb to.
+    let heuristic = schedule::choose(&layer);
+    assert!(space.contains(&heuristic));
+    assert!(space.neighbours(&heuristic).len() > 20);
+}
+
+#[test]
+fn a_tiny_budget_gives_a_verified_schedule_no_slower_than_the_heuristic() {
+    let spec = small();
+    let outcome = tune_quietly(&spec, &options(1500, Search::Auto), None);
+    assert!(outcome.schedule.legal(&spec).is_ok());
+    assert!(outcome.candidates > 1, "only {} candidates", outcome.candidates);
+    assert_eq!(outcome.failed, 0);
+    assert_eq!(outcome.heuristic, schedule::choose(&spec));
+    assert_eq!(outcome.checked_elements, outcome.output_elements);
+    assert!(
+        outcome.speedup >= 1.0 && outcome.tuned_macs_per_cycle >= outcome.heuristic_macs_per_cycle
+    );
+    check_kernel(&spec, &outcome.schedule, 7);
+
+    // Timed again here, interleaved: the tuned schedule is not slower than
+    // the heuristic's beyond the noise of a shared host.
+    let compiler = Compiler::host().unwrap();
+    let x = random_tensor(1, spec.input_len());
+    let w = random_tensor(2, spec.weight_len());
+    let b = random_tensor(3, spec.out_channels());
+    let mut y = vec![0.0; spec.output_len()];
+    let kernels: Vec<_> = [outcome.heuristic, outcome.schedule]
+        .iter()
+        .map(|s| {
+            let k = compiler.compile_with(&spec, s).unwrap();
+            let p = k.pack(&w, Some(&b)).unwrap();
+            (k, p)
+        })
+        .collect();
+    let mut cycles = [Vec::new(), Vec::new()];
+    for round in 0..31 {
+        for i in [round % 2, 1 - round % 2] {
+            let (k, p) = &kernels[i];
+            let (r, m) = timing::measure(|| k.run(&x, p, &mut y));
+            r.unwrap();
+            cycles[i].push(m.cycles);
+        }
+    }
+    for c in &mut cycles {
+        c.sort_unstable();
+    }
+    let (heuristic, tuned) = (cycles[0][15] as f64, cycles[1][15] as f64);
+    assert!(tuned <= 1.3 * heuristic, "tuned {tuned} ticks against the heuristic's {heuristic}");
+}
+
+#[test]
+fn the_budget_is_honoured() {
+    let spec = spec(
+        r#"{"op": "conv2d", "in_channels": 32, "out_channels": 32, "height": 28, "width": 28,
+            "kernel": 3, "padding": 1}"#,
+    );
+    for search in [Search::Local, Search::Random, Search::Exhaustive] {
+        let started = Instant::now();
+        let outcome = tune_quietly(&spec, &options(800, search), None);
+        let wall = started.elapsed().as_secs_f64();
+        assert!(outcome.seconds <= 0.8 + 0.15, "{search}: {} s", outcome.seconds);
+        assert!(wall <= 0.8 + 0.25, "{search}: {wall} s");
+        assert!(outcome.candidates > 1, "{search}: {} candidates", outcome.candidates);
+        assert_eq!(outcome.search, search);
+    }
+}
+
+#[test]
+fn exhaustive_search_visits_a_small_space_whole() {
+    // A 1×1 depthwise layer on a 3×3 image: a few hundred schedules.
+    let spec = spec(
+        r#"{"op": "conv2d", "in_channels": 4, "out_channels": 4, "height": 3, "width": 3,
+            "kernel": 1, "groups": 4}"#,
+    );
+    let space = Space::of(&spec, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.jsonl");
+    let mut log = RecordLog::open(&path).unwrap();
+    let outcome = tune_quietly(&spec, &options(20_000, Search::Auto), Some(&mut log));
+    assert_eq!(outcome.search, Search::Exhaustive);
+    let (records, skipped) = records::read(&path).unwrap();
+    assert_eq!(skipped, 0);
+    let tried: std::collections::HashSet<Schedule> =
+        records.iter().filter(|r| r.phase != "confirm").map(|r| r.schedule).collect();
+    for s in space.members() {
+        assert!(tried.contains(s), "{s:?} not tried");
+    }
+    assert_eq!(outcome.candidates, tried.len());
+    assert!(records.iter().all(|r| r.error.is_none()));
+}
+
+#[test]
+fn records_hold_every_candidate_and_survive_a_torn_line() {
+    let spec = small();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.jsonl");
+    // An earlier run cut short mid-line, and a line of something else.
+    std::fs::write(&path, b"not json at all\n{\"workload\": {\"spec\"").unwrap();
+    let mut log = RecordLog::open(&path).unwrap();
+    let outcome = tune_quietly(&spec, &options(700, Search::Local), Some(&mut log));
+    drop(log);
+    let (records, skipped) = records::read(&path).unwrap();
+    assert_eq!(skipped, 2);
+    let evaluated = records.iter().filter(|r| r.phase != "confirm").count();
+    assert_eq!(evaluated, outcome.candidates);
+    assert_eq!(records[0].phase, "heuristic");
+    assert_eq!(records[0].relative, Some(1.0));
+    for r in &records {
+        assert_eq!(r.workload, tune::Workload::host(&spec, 1));
+        assert_eq!(r.layer.as_deref(), Some("small"));
+        assert!(r.schedule.legal(&spec).is_ok());
+        assert!(r.elapsed_s <= outcome.seconds + 1e-3);
+        if r.error.is_none() {
+            assert!(r.macs_per_cycle.is_some_and(|m| m > 0.0) && r.runs > 0);
+        }
+    }
+    // Binary garbage is skipped too.
+    std::fs::write(&path, [0xff, 0xfe, b'\n', b'{', b'\n']).unwrap();
+    assert_eq!(records::read(&path).unwrap(), (vec![], 2));
+}
+
+#[test]
+fn the_cache_round_trips_and_the_compiler_uses_it() {
+    let other = spec(
+        r#"{"op": "conv2d", "in_channels": 3, "out_channels": 5, "height": 9, "width": 9, "kernel": 3}"#,
+    );
+    let spec = small();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join("tuning.json");
+    let outcome = tune_quietly(&spec, &options(500, Search::Local), None);
+    // A different schedule than the heuristic's, so that using it shows.
+    let mut entry = outcome.entry(&spec, 1);
+    entry.schedule = Schedule { pixel_tile: 5, row_tile: 2, ..schedule::choose(&spec) };
+    TuningCache::update(&path, entry.clone()).unwrap();
+    let cache = TuningCache::load(&path);
+    assert_eq!(cache.entries(), &[entry.clone()]);
+    assert_eq!(cache.lookup(&spec, 1), Some(entry.schedule));
+    assert_eq!(cache.lookup(&spec, 2), None, "tuned for one thread only");
+    // Same shape, another name: the same workload.
+    let mut renamed = spec.to_conv_spec();
+    renamed.name = Some("other".into());
+    assert_eq!(cache.lookup(&renamed.validate().unwrap(), 1), Some(entry.schedule));
+
+    let compiler = Compiler::host().unwrap().with_tuning_cache(&path);
+    assert!(compiler.is_tuned(&spec, 1));
+    assert_eq!(compiler.schedule_for(&spec, 1), entry.schedule);
+    assert_eq!(compiler.compile(&spec).unwrap().schedule(), &entry.schedule);
+    assert_eq!(compiler.schedule_for(&other, 1), schedule::choose(&other));
+    let jit = convjit::Engine::Jit
+        .prepare_with(
+            Some(&compiler),
+            &spec,
+            &random_tensor(1, spec.weight_len()),
+            Some(&[0.0; 24]),
+            1,
+        )
+        .unwrap();
+    assert_eq!(jit.schedule(), Some(entry.schedule));
+
+    // A second entry replaces the first of the same workload, and keeps others.
+    let mut newer = entry.clone();
+    newer.schedule = schedule::choose(&spec);
+    TuningCache::update(&path, newer.clone()).unwrap();
+    TuningCache::update(&path, outcome.entry(&other, 1)).unwrap();
+    let cache = TuningCache::load(&path);
+    assert_eq!(cache.entries().len(), 2);
+    assert_eq!(cache.lookup(&spec, 1), Some(newer.schedule));
+}
+
+#[test]
+fn corrupt_and_foreign_caches_are_ignored_not_fatal() {
+    let spec = small();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tuning.json");
+    let entry = tune::Entry {
+        schedule: Schedule { pixel_tile: 5, ..schedule::choose(&spec) },
+        ..tune_quietly(&spec, &options(300, Search::Random), None).entry(&spec, 1)
+    };
+
+    for garbage in [
+        &b"{ not json"[..],
+        b"",
+        b"[1, 2, 3]",
+        &[0xff, 0x00, 0x12][..],
+        br#"{"format": "something-else", "version": 1, "entries": []}"#,
+    ] {
+        std::fs::write(&path, garbage).unwrap();
+        let cache = TuningCache::load(&path);
+        assert!(cache.entries().is_empty());
+        assert_eq!(
+            Compiler::host().unwrap().with_tuning_cache(&path).schedule_for(&spec, 1),
+            schedule::choose(&spec)
+        );
+        // Saving a result replaces the corrupt file with a valid one.
+        TuningCache::update(&path, entry.clone()).unwrap();
+        assert_eq!(TuningCache::load(&path).lookup(&spec, 1), Some(entry.schedule));
+    }
+
+    // Entries of another CPU, another version, or that no longer parse are
+    // ignored, and kept when the file is written again.
+    let mut foreign = entry.clone();
+    foreign.workload.cpu = "Some Other CPU".into();
+    let mut old = entry.clone();
+    old.workload.convjit = "0.0.1".into();
+    let text = serde_json::json!({
+        "format": "convjit-tuning-cache", "version": 1,
+        "entries": [foreign, old, {"workload": 3, "schedule": "fast"}],
+    });
+    std::fs::write(&path, text.to_string()).unwrap();
+    let cache = TuningCache::load(&path);
+    assert!(cache.entries().is_empty());
+    assert_eq!(cache.lookup(&spec, 1), None);
+    TuningCache::update(&path, entry.clone()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(saved["entries"].as_array().unwrap().len(), 4);
+    assert_eq!(TuningCache::load(&path).lookup(&spec, 1), Some(entry.schedule));
+
+    // A schedule this layer cannot use (edited by hand) is not used.
+    let mut illegal = entry.clone();
+    illegal.schedule.pixel_tile = 99;
+    TuningCache::update(&path, illegal).unwrap();
+    assert_eq!(TuningCache::load(&path).lookup(&spec, 1), None);
+    assert_eq!(
+        Compiler::host().unwrap().with_tuning_cache(&path).schedule_for(&spec, 1),
+        schedule::choose(&spec)
+    );
+
+    // A missing file is an empty cache; a directory is an unreadable one.
+    assert!(TuningCache::load(&dir.path().join("absent.json")).entries().is_empty());
+    assert!(TuningCache::load(dir.path()).entries().is_empty());
+}
+
+#[test]
+fn threads_are_a_knob_when_more_are_allowed() {
+    let spec = spec(
+        r#"{"op": "conv2d", "in_channels": 64, "out_channels": 64, "height": 28, "width": 28,
+            "kernel": 3, "padding": 1}"#,
+    );
+    let space = Space::of(&spec, 2);
+    assert!(space.members().iter().any(|s| s.threads == 1));
+    assert!(space.members().iter().any(|s| s.threads == 2 && s.split == schedule::Split::Items));
+    let outcome = tune_quietly(&spec, &Options { threads: 2, ..options(600, Search::Local) }, None);
+    assert_eq!(outcome.heuristic, schedule::choose_threaded(&spec, 2));
+    assert!(outcome.schedule.threads <= 2);
+    check_kernel(&spec, &outcome.schedule, 3);
+    let compiler = Compiler::host().unwrap();
+    let refused = tune::tune(
+        &compiler,
+        &spec,
+        &Options { threads: 0, ..Options::default() },
+        None,
+        &mut |_| {},
+    );
+    assert!(refused.is_err());
+}
+
+#[test]
+fn big_layers_are_verified_on_sampled_planes() {
+    let layer = spec(
+        r#"{"op": "conv2d", "batch": 3, "in_channels": 64, "out_channels": 80, "height": 40,
+            "width": 40, "kernel": 3, "padding": 1}"#,
+    );
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    let planes = tune::oracle_planes(&layer, &mut rng).expect("past the full-oracle size");
+    let channels: std::collections::HashSet<usize> = planes.iter().map(|p| p.1).collect();
+    let images: std::collections::HashSet<usize> = planes.iter().map(|p| p.0).collect();
+    assert_eq!(images, [0, 2].into());
+    for c in (0..12).chain(68..80) {
+        assert!(channels.contains(&c), "channel {c} unchecked");
+    }
+    assert!(channels.len() >= 24 && channels.len() < 80);
+    let small_layer = small();
+    assert_eq!(tune::oracle_planes(&small_layer, &mut rng), None);
+
+    // An oracle of planes checks exactly those planes.
+    let x = random_tensor(1, layer.input_len());
+    let w = random_tensor(2, layer.weight_len());
+    let b = random_tensor(3, 80);
+    let oracle = convjit::reference::Oracle::of_planes(&layer, &x, &w, Some(&b), &planes).unwrap();
+    let full = convjit::reference::conv(&layer, &x, &w, Some(&b)).unwrap();
+    let mut y = full.clone();
+    assert!(oracle.verify(&y).unwrap().passed());
+    assert_eq!(oracle.checked(), planes.len() * 40 * 40);
+    let plane = 40 * 40;
+    let unchecked = (0..3 * 80).find(|p| !planes.contains(&(p / 80, p % 80))).unwrap();
+    y[unchecked * plane] += 1.0;
+    assert!(oracle.verify(&y).unwrap().passed(), "an unchecked plane is not checked");
+    let (n, c) = planes[planes.len() / 2];
+    y[(n * 80 + c) * plane + 7] += 1.0;
+    assert!(!oracle.verify(&y).unwrap().passed(), "a checked plane is checked");
+    assert!(convjit::reference::Oracle::of_planes(&layer, &x, &w, Some(&b), &[(3, 0)]).is_err());
+}
