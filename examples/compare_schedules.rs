@@ -2,30 +2,38 @@
 //! process: the measurement behind each heuristic in `docs/schedules.md`.
 //!
 //! ```text
-//! cargo run --release --example compare_schedules -- [--suite FILE] [--layers a,b] SCHEDULE...
+//! cargo run --release --example compare_schedules -- [--suite FILE] [--layers a,b] [--runs N] SCHEDULE...
 //! ```
 //!
 //! Each SCHEDULE is `heuristic` (what `schedule::choose` picks),
-//! `heuristic:N` (what `schedule::choose_threaded` picks for N threads), or a
+//! `heuristic:N` (what `schedule::choose_threaded` picks for N threads),
+//! `cache:FILE` (the schedule `convjit tune` saved in that tuning cache for
+//! one thread; `-` for layers it does not hold), or a
 //! JSON object of the schedule fields to change from the heuristic's, e.g.
 //! `'{"strategy":"width","oc_vectors":1,"pixel_tile":48}'`. A schedule that is
 //! illegal for a layer prints `-`. Figures are MACs (`macs_valid`) per TSC
-//! tick of the median of 15 runs.
+//! tick of the median of 15 runs (or `--runs N`).
+
+use std::path::Path;
 
 use convjit::schedule::{self, Schedule};
+use convjit::tune::TuningCache;
 use convjit::{Compiler, Complexity, ConvSpec, ValidSpec, suite, timing};
 
+/// Interleaved runs per schedule, unless `--runs` says otherwise.
 const RUNS: usize = 15;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (mut layers, mut only, mut variants) = (suite::builtin(), None::<Vec<String>>, Vec::new());
+    let mut runs = RUNS;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--suite" => {
                 let file = args.next().ok_or("--suite needs a file")?;
                 layers = ConvSpec::suite_from_json(&std::fs::read_to_string(file)?)?;
             }
+            "--runs" => runs = args.next().ok_or("--runs needs a number")?.parse()?,
             "--layers" => {
                 only = Some(
                     args.next()
@@ -53,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if only.as_ref().is_some_and(|o| !o.contains(&name)) {
             continue;
         }
-        let figures = time_variants(&compiler, &spec, &variants)?;
+        let figures = time_variants(&compiler, &spec, &variants, runs)?;
         print!("{name:<18}");
         for f in figures {
             match f {
@@ -69,28 +77,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The schedule `text` names for `spec`: the heuristic's with the given
-/// fields replaced.
-fn variant(spec: &ValidSpec, text: &str) -> Result<Schedule, Box<dyn std::error::Error>> {
+/// The schedule `text` names for `spec` (`None`: a cache without it).
+fn variant(spec: &ValidSpec, text: &str) -> Result<Option<Schedule>, Box<dyn std::error::Error>> {
     let heuristic = schedule::choose(spec);
     if text == "heuristic" {
-        return Ok(heuristic);
+        return Ok(Some(heuristic));
     }
     if let Some(threads) = text.strip_prefix("heuristic:") {
-        return Ok(schedule::choose_threaded(spec, threads.parse()?));
+        return Ok(Some(schedule::choose_threaded(spec, threads.parse()?)));
+    }
+    if let Some(file) = text.strip_prefix("cache:") {
+        return Ok(TuningCache::load(Path::new(file)).lookup(spec, 1));
     }
     let mut value = serde_json::to_value(heuristic)?;
     let changes: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)?;
     for (k, v) in changes {
         value[k] = v;
     }
-    Ok(serde_json::from_value(value)?)
+    Ok(Some(serde_json::from_value(value)?))
 }
 
 fn time_variants(
     compiler: &Compiler,
     spec: &ValidSpec,
     variants: &[String],
+    runs: usize,
 ) -> Result<Vec<Option<f64>>, Box<dyn std::error::Error>> {
     let x = vec![0.5f32; spec.input_len()];
     let w = vec![0.01f32; spec.weight_len()];
@@ -99,18 +110,17 @@ fn time_variants(
     let macs = Complexity::of(spec).macs_valid;
     let mut kernels = Vec::new();
     for text in variants {
-        let schedule = variant(spec, text)?;
-        if schedule.legal(spec).is_err() {
+        let Some(schedule) = variant(spec, text)?.filter(|s| s.legal(spec).is_ok()) else {
             kernels.push(None);
             continue;
-        }
+        };
         let kernel = compiler.compile_with(spec, &schedule)?;
         let packed = kernel.pack(&w, b.as_deref())?;
         kernel.run(&x, &packed, &mut y)?; // warm-up
-        kernels.push(Some((kernel, packed, Vec::with_capacity(RUNS))));
+        kernels.push(Some((kernel, packed, Vec::with_capacity(runs))));
     }
     // Interleaved, so that a slow moment of the host hits every variant.
-    for _ in 0..RUNS {
+    for _ in 0..runs.max(1) {
         for (kernel, packed, cycles) in kernels.iter_mut().flatten() {
             let (result, m) = timing::measure(|| kernel.run(&x, packed, &mut y));
             result?;
@@ -122,7 +132,7 @@ fn time_variants(
         .map(|k| {
             k.map(|(_, _, mut cycles)| {
                 cycles.sort_unstable();
-                macs as f64 / cycles[RUNS / 2].max(1) as f64
+                macs as f64 / cycles[cycles.len() / 2].max(1) as f64
             })
         })
         .collect())

@@ -7,7 +7,12 @@
 //! definition (the adjoint of conv2d), so it shares no index algebra with
 //! the compiled kernels that gather.
 
+use rayon::prelude::*;
+
 use crate::error::Result;
+
+/// Which output planes `(image, channel)` to compute.
+type Keep<'a> = dyn Fn(usize, usize) -> bool + Sync + 'a;
 use crate::spec::{Op, ValidSpec};
 
 /// Computes the layer's output (NCHW, f32) from the input (NCHW), the
@@ -30,7 +35,7 @@ fn conv_planes(
     input: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
-    keep: &dyn Fn(usize, usize) -> bool,
+    keep: &Keep<'_>,
 ) -> Result<Vec<f32>> {
     spec.check_operands(input.len(), weight.len(), bias.map(<[f32]>::len))?;
     let mut acc = vec![0.0f64; spec.output_len()];
@@ -52,99 +57,91 @@ fn conv_planes(
 }
 
 /// y[n, oc, oh, ow] = Σ_{ic in oc's group, i, j} x[n, ic, oh·s − p + i·d, ow·s − p + j·d] · w[oc, ic, i, j]
-fn conv2d(
-    spec: &ValidSpec,
-    x: &[f32],
-    w: &[f32],
-    y: &mut [f64],
-    keep: &dyn Fn(usize, usize) -> bool,
-) {
-    let [n_, c_in, h, wd] = spec.input_shape();
+///
+/// Output planes are independent: they are computed in parallel.
+fn conv2d(spec: &ValidSpec, x: &[f32], w: &[f32], y: &mut [f64], keep: &Keep<'_>) {
+    let [_, c_in, h, wd] = spec.input_shape();
     let [_, c_out, ho, wo] = spec.output_shape();
     let [kh, kw] = spec.kernel();
     let [sh, sw] = spec.stride();
     let [dh, dw] = spec.dilation();
     let (pt, pl) = (spec.padding().top as isize, spec.padding().left as isize);
     let (cig, cog) = (spec.in_per_group(), spec.out_per_group());
-    for n in 0..n_ {
-        for oc in (0..c_out).filter(|&oc| keep(n, oc)) {
-            let g = oc / cog;
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let mut sum = 0.0f64;
-                    for icg in 0..cig {
-                        let ic = g * cig + icg;
-                        for i in 0..kh {
-                            let iy = (oy * sh + i * dh) as isize - pt;
-                            if iy < 0 || iy >= h as isize {
+    y.par_chunks_mut(ho * wo).enumerate().for_each(|(p, plane)| {
+        let (n, oc) = (p / c_out, p % c_out);
+        if !keep(n, oc) {
+            return;
+        }
+        let g = oc / cog;
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let mut sum = 0.0f64;
+                for icg in 0..cig {
+                    let ic = g * cig + icg;
+                    for i in 0..kh {
+                        let iy = (oy * sh + i * dh) as isize - pt;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for j in 0..kw {
+                            let ix = (ox * sw + j * dw) as isize - pl;
+                            if ix < 0 || ix >= wd as isize {
                                 continue;
                             }
-                            for j in 0..kw {
-                                let ix = (ox * sw + j * dw) as isize - pl;
-                                if ix < 0 || ix >= wd as isize {
-                                    continue;
-                                }
-                                let xv = x[((n * c_in + ic) * h + iy as usize) * wd + ix as usize];
-                                let wv = w[((oc * cig + icg) * kh + i) * kw + j];
-                                sum += f64::from(xv) * f64::from(wv);
-                            }
+                            let xv = x[((n * c_in + ic) * h + iy as usize) * wd + ix as usize];
+                            let wv = w[((oc * cig + icg) * kh + i) * kw + j];
+                            sum += f64::from(xv) * f64::from(wv);
                         }
                     }
-                    y[((n * c_out + oc) * ho + oy) * wo + ox] = sum;
                 }
+                plane[oy * wo + ox] = sum;
             }
         }
-    }
+    });
 }
 
 /// For each input pixel x[n, ic, iy, ix] and each tap (i, j) of each output
 /// channel oc of its group: y[n, oc, iy·s − p + i·d, ix·s − p + j·d] += x · w[ic, oc − g·cog, i, j],
 /// keeping only the products that land inside the (cropped) output.
-fn conv_transpose2d(
-    spec: &ValidSpec,
-    x: &[f32],
-    w: &[f32],
-    y: &mut [f64],
-    keep: &dyn Fn(usize, usize) -> bool,
-) {
-    let [n_, c_in, h, wd] = spec.input_shape();
+///
+/// Output planes are independent (each scatters from its group's inputs
+/// only): they are computed in parallel.
+fn conv_transpose2d(spec: &ValidSpec, x: &[f32], w: &[f32], y: &mut [f64], keep: &Keep<'_>) {
+    let [_, c_in, h, wd] = spec.input_shape();
     let [_, c_out, ho, wo] = spec.output_shape();
     let [kh, kw] = spec.kernel();
     let [sh, sw] = spec.stride();
     let [dh, dw] = spec.dilation();
     let (pt, pl) = (spec.padding().top as isize, spec.padding().left as isize);
     let (cig, cog) = (spec.in_per_group(), spec.out_per_group());
-    for n in 0..n_ {
-        for ic in 0..c_in {
-            let g = ic / cig;
+    y.par_chunks_mut(ho * wo).enumerate().for_each(|(p, plane)| {
+        let (n, oc) = (p / c_out, p % c_out);
+        if !keep(n, oc) {
+            return;
+        }
+        let (g, ocg) = (oc / cog, oc % cog);
+        for ic in g * cig..(g + 1) * cig {
             for iy in 0..h {
                 for ix in 0..wd {
                     let xv = f64::from(x[((n * c_in + ic) * h + iy) * wd + ix]);
-                    for ocg in 0..cog {
-                        let oc = g * cog + ocg;
-                        if !keep(n, oc) {
+                    for i in 0..kh {
+                        let oy = (iy * sh + i * dh) as isize - pt;
+                        if oy < 0 || oy >= ho as isize {
                             continue;
                         }
-                        for i in 0..kh {
-                            let oy = (iy * sh + i * dh) as isize - pt;
-                            if oy < 0 || oy >= ho as isize {
+                        for j in 0..kw {
+                            let ox = (ix * sw + j * dw) as isize - pl;
+                            if ox < 0 || ox >= wo as isize {
                                 continue;
                             }
-                            for j in 0..kw {
-                                let ox = (ix * sw + j * dw) as isize - pl;
-                                if ox < 0 || ox >= wo as isize {
-                                    continue;
-                                }
-                                let wv = f64::from(w[((ic * cog + ocg) * kh + i) * kw + j]);
-                                y[((n * c_out + oc) * ho + oy as usize) * wo + ox as usize] +=
-                                    xv * wv;
-                            }
+                            let wv = f64::from(w[((ic * cog + ocg) * kh + i) * kw + j]);
+                            plane[oy as usize * wo + ox as usize] += xv * wv;
                         }
                     }
                 }
             }
         }
-    }
+    });
 }
 
 /// How far one output tensor is from another.

@@ -307,7 +307,6 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
     let macs = crate::complexity::Complexity::of(spec).macs_valid;
     let worth = usize::try_from(macs / MIN_MACS_PER_THREAD).unwrap_or(usize::MAX);
     let threads = threads.min(worth).clamp(1, MAX_THREADS);
-    let taps = spec.kernel()[0] * spec.kernel()[1];
     let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
     let strategy = match depthwise {
         // One input channel per group. Along the row, each FMA takes its
@@ -337,15 +336,18 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
         Strategy::Direct if narrow && phase_taps(spec) > 3 => (7, 2),
         _ => (12, 1),
     };
-    // 1×1-like kernels have a few taps per channel: unroll the channel loop
-    // so an iteration holds enough FMAs to amortise the loop; wider kernels
-    // already unroll their taps (unrolling 3×3 layers by 2 as well measured
-    // within 4% of no unrolling, for twice the code and compile time).
+    // Unroll the channel loop until an iteration holds up to 36 taps (4
+    // channels of a 3×3 kernel or of any smaller phase). The autotuner
+    // found this (docs/autotuning.md): 4 channels per iteration ran 5–11%
+    // faster than 1 on the suite's 3×3 layers and 16% on the 2×2-stride-2
+    // transposed one (whose phases have one tap each), where one channel of
+    // 9 taps leaves the loop's overhead and the accumulators' moves on every
+    // 9 FMAs; on a 7×7 kernel 4 channels (196 taps) ran 10% slower (code
+    // size), so kernels of more than 18 taps per phase are not unrolled.
     let cig = spec.in_per_group();
     let reduction_unroll = match strategy {
         Strategy::Depthwise => 1,
-        _ if taps < 4 => 4.min(cig),
-        _ => 1,
+        _ => (MAX_BODY_TAPS / phase_taps(spec)).clamp(1, 4).min(cig),
     };
     // Kernels of a few taps per phase read one input pixel per FMA per
     // channel: with many channels, an NCHW input spreads each pixel tile's
@@ -388,6 +390,10 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
         interleave,
     }
 }
+
+/// The most taps the heuristic unrolls into one iteration of the channel
+/// loop.
+const MAX_BODY_TAPS: usize = 36;
 
 /// The widest output rows (in pixels) that the direct strategy tiles two
 /// rows at a time.

@@ -64,6 +64,14 @@ pub const CUT_AFTER: usize = 3;
 /// "Clearly slower": a median ratio this many times the best's.
 pub const CUT_FACTOR: f64 = 1.25;
 
+/// "Far slower": a first timed pair whose ratio is this many times the
+/// best's ends the timing at once.
+pub const CUT_FIRST: f64 = 1.6;
+
+/// A first (cold) run this many times the best's run time ends the
+/// evaluation before any timed pair.
+pub const CUT_COLD: f64 = 3.0;
+
 /// The share of the search time the local search spends sampling at random
 /// before it starts climbing.
 pub const RANDOM_SHARE: f64 = 0.3;
@@ -72,6 +80,10 @@ pub const RANDOM_SHARE: f64 = 0.3;
 /// confirmation to replace it (a fraction of the heuristic's time).
 pub const CONFIRM_MARGIN: f64 = 0.02;
 
+/// The local search samples at random first only when the budget has room
+/// for at least this many candidates.
+const MIN_SAMPLED: f64 = 150.0;
+
 /// How a climb step must improve on the current schedule (a fraction of
 /// its time) to move: smaller differences are within the noise.
 const CLIMB_MARGIN: f64 = 0.01;
@@ -79,12 +91,16 @@ const CLIMB_MARGIN: f64 = 0.01;
 /// Schedules besides the heuristic's that the confirmation re-times.
 const FINALISTS: usize = 4;
 
+/// The share of the budget the confirmation is planned to take, at most
+/// (unless its fewest rounds take more).
+const CONFIRM_SHARE: f64 = 0.1;
+
 /// Rounds of the confirmation, at most and at least.
 const CONFIRM_ROUNDS: (usize, usize) = (11, 3);
 
 /// Timed pairs per candidate: at least, at most, and the timed work per
 /// candidate aimed at in between.
-const PAIRS: (usize, usize) = (5, 21);
+const PAIRS: (usize, usize) = (3, 21);
 const PAIR_TIME: Duration = Duration::from_millis(4);
 
 /// How the tuner picks candidates.
@@ -373,6 +389,8 @@ struct Evaluation {
     compile: Duration,
     verify: Duration,
     measure: Duration,
+    /// TSC ticks of the first (verified) run, cold.
+    first_run: u64,
     cycles: Vec<u64>,
     relative: Option<f64>,
     cut: bool,
@@ -406,8 +424,13 @@ impl Session<'_> {
         self.anchor_run = run;
         self.pairs = (PAIR_TIME.as_secs_f64() / (2.0 * run.as_secs_f64().max(1e-9)))
             .clamp(PAIRS.0 as f64, PAIRS.1 as f64) as usize;
-        // The confirmation times the finalists and the heuristic in rounds.
-        let reserve = run * ((FINALISTS + 1) * CONFIRM_ROUNDS.0) as u32;
+        // The confirmation times the finalists and the heuristic in rounds:
+        // as many as fit in a tenth of the budget, within CONFIRM_ROUNDS.
+        let per_round = run * (FINALISTS + 1) as u32;
+        let rounds = (CONFIRM_SHARE * self.options.budget.as_secs_f64()
+            / per_round.as_secs_f64().max(1e-9))
+        .clamp(CONFIRM_ROUNDS.1 as f64, CONFIRM_ROUNDS.0 as f64);
+        let reserve = per_round.mul_f64(rounds);
         self.search_deadline = self.deadline.checked_sub(reserve).unwrap_or(self.start);
         self.anchor_cycles.extend(&eval.cycles);
         eval.relative = Some(1.0);
@@ -457,8 +480,12 @@ impl Session<'_> {
     /// every good start has been climbed from.
     fn local(&mut self, space: &Space, pool: &mut impl Iterator<Item = Schedule>) {
         let now = Instant::now();
-        let sampling_end =
-            now + self.search_deadline.saturating_duration_since(now).mul_f64(RANDOM_SHARE);
+        let left = self.search_deadline.saturating_duration_since(now);
+        // With room for few candidates, the heuristic's neighbourhood is a
+        // better bet than a random sample of a space of thousands.
+        let affordable = left.as_secs_f64() / self.cost().as_secs_f64().max(1e-9);
+        let share = if affordable >= MIN_SAMPLED { RANDOM_SHARE } else { 0.0 };
+        let sampling_end = now + left.mul_f64(share);
         while Instant::now() < sampling_end && self.time_left() {
             let Some(s) = pool.next() else { break };
             self.evaluate(s, "random");
@@ -478,9 +505,7 @@ impl Session<'_> {
             climbed.insert(current);
             'climb: loop {
                 let here = self.scores[&current].unwrap_or(f64::INFINITY);
-                let mut around = space.neighbours(&current);
-                around.shuffle(&mut self.rng);
-                for s in around {
+                for s in self.knob_by_knob(space.neighbours(&current), &current) {
                     if self.scores.contains_key(&s) {
                         continue;
                     }
@@ -496,6 +521,25 @@ impl Session<'_> {
                 break;
             }
         }
+    }
+
+    /// `neighbours` of `current` in an order that takes each knob in turn
+    /// (the values of a knob shuffled): the register tile alone has dozens
+    /// of values, and a climb with room for few candidates should try
+    /// every knob early.
+    fn knob_by_knob(&mut self, neighbours: Vec<Schedule>, current: &Schedule) -> Vec<Schedule> {
+        let here = Space::knobs(current);
+        let mut by_knob: Vec<Vec<Schedule>> = vec![Vec::new(); here.len()];
+        for n in neighbours {
+            let k = Space::knobs(&n).iter().zip(&here).position(|(a, b)| a != b);
+            by_knob[k.expect("a neighbour differs in one knob")].push(n);
+        }
+        for values in &mut by_knob {
+            values.shuffle(&mut self.rng);
+        }
+        by_knob.shuffle(&mut self.rng);
+        let longest = by_knob.iter().map(Vec::len).max().unwrap_or(0);
+        (0..longest).flat_map(|i| by_knob.iter().filter_map(move |v| v.get(i).copied())).collect()
     }
 
     /// The schedules that verified, fastest first.
@@ -571,14 +615,17 @@ impl Session<'_> {
         };
         let started = Instant::now();
         self.output.fill(f32::NAN); // an element no run writes fails
-        let verdict =
-            compiled.kernel.run(&self.input, &compiled.weights, &mut self.output).and_then(|()| {
-                #[cfg(test)]
-                if self.options.sabotage.is_some_and(|bad| bad(&schedule)) {
-                    self.output[0] += 1.0;
-                }
-                self.oracle.verify(&self.output)
-            });
+        let (ran, first) = timing::measure(|| {
+            compiled.kernel.run(&self.input, &compiled.weights, &mut self.output)
+        });
+        eval.first_run = first.cycles;
+        let verdict = ran.and_then(|()| {
+            #[cfg(test)]
+            if self.options.sabotage.is_some_and(|bad| bad(&schedule)) {
+                self.output[0] += 1.0;
+            }
+            self.oracle.verify(&self.output)
+        });
         eval.verify = started.elapsed();
         self.time.verify_s += eval.verify.as_secs_f64();
         let failure = match verdict {
@@ -599,6 +646,17 @@ impl Session<'_> {
     fn measure(&mut self, compiled: &Compiled, eval: &mut Evaluation) {
         let started = Instant::now();
         let best = self.finalists.first().map_or(1.0, |f| f.0).min(1.0);
+        // Its first run, cold, already took several times the best's run:
+        // no pair can make it the best.
+        let first = eval.first_run as f64 / median_u64(&self.anchor_cycles).max(1) as f64;
+        if first > best * CUT_COLD {
+            // The one run it had is its record.
+            eval.cycles.push(eval.first_run);
+            eval.relative = Some(first);
+            eval.cut = true;
+            eval.measure = started.elapsed();
+            return;
+        }
         let mut ratios = Vec::with_capacity(self.pairs);
         let anchor = self.anchor.take().expect("the heuristic is evaluated first");
         for i in 0..self.pairs {
@@ -616,7 +674,9 @@ impl Session<'_> {
             self.anchor_cycles.push(a);
             eval.cycles.push(c);
             ratios.push(c as f64 / a.max(1) as f64);
-            if i + 1 == CUT_AFTER && median_f64(&ratios) > best * CUT_FACTOR {
+            if (i == 0 && ratios[0] > best * CUT_FIRST)
+                || (i + 1 == CUT_AFTER && median_f64(&ratios) > best * CUT_FACTOR)
+            {
                 eval.cut = true;
                 break;
             }

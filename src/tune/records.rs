@@ -34,7 +34,8 @@ pub struct Record {
     /// Time spent timing it (with the heuristic's runs it was paired with),
     /// milliseconds.
     pub measure_ms: f64,
-    /// Timed runs.
+    /// Timed runs (for a candidate cut after its first, cold run: that
+    /// one).
     pub runs: usize,
     /// Median TSC ticks of a run (absent when it failed).
     pub cycles: Option<u64>,

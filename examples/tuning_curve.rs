@@ -1,0 +1,99 @@
+//! Plots how fast the tuner finds its best: for each layer named, the best
+//! speedup over the heuristic found so far against the tuning time, from
+//! `convjit tune --records` files.
+//!
+//! ```text
+//! cargo run --release --example tuning_curve -- OUT.svg RECORDS.jsonl LAYER...
+//! ```
+//!
+//! The speedup of a candidate is 1 / its `relative` (its run time over the
+//! heuristic's, timed in pairs with it); candidates whose timing was cut
+//! short and the final confirmation are left out. A step marks each new
+//! best.
+
+use std::path::Path;
+
+use convjit::tune::records;
+use plotters::prelude::*;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [out, file, layers @ ..] = &args[..] else {
+        return Err("usage: tuning_curve OUT.svg RECORDS.jsonl LAYER...".into());
+    };
+    let (records, skipped) = records::read(Path::new(file))?;
+    if skipped > 0 {
+        eprintln!("{file}: {skipped} lines skipped");
+    }
+    // (layer, [(seconds, best speedup so far)])
+    let mut curves = Vec::new();
+    for layer in layers {
+        let mut best = 0.0f64;
+        let mut points = Vec::new();
+        for r in records.iter().filter(|r| r.layer.as_deref() == Some(layer.as_str())) {
+            if r.phase == "confirm" || r.cut {
+                continue;
+            }
+            if let Some(rel) = r.relative {
+                let speedup = 1.0 / rel;
+                if speedup > best {
+                    if let Some(&(_, last)) = points.last() {
+                        points.push((r.elapsed_s, last));
+                    }
+                    best = speedup;
+                    points.push((r.elapsed_s, best));
+                }
+            }
+        }
+        let end = records
+            .iter()
+            .filter(|r| r.layer.as_deref() == Some(layer.as_str()))
+            .map(|r| r.elapsed_s)
+            .fold(0.0, f64::max);
+        points.push((end, best));
+        if points.len() < 2 {
+            return Err(format!("{file} holds no records of {layer}").into());
+        }
+        curves.push((layer.clone(), points));
+    }
+    let seconds = curves.iter().flat_map(|c| c.1.iter().map(|p| p.0)).fold(1.0, f64::max);
+    let top = curves.iter().flat_map(|c| c.1.iter().map(|p| p.1)).fold(1.0, f64::max);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 520)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Best schedule found so far, speedup over the heuristic", ("sans-serif", 20))
+            .margin(20)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d((0.05f64..seconds * 1.05).log_scale(), 0.9f64..top * 1.05)?;
+        chart
+            .configure_mesh()
+            .x_desc("tuning time, seconds (log scale)")
+            .y_desc("speedup over the heuristic")
+            .draw()?;
+        chart.draw_series(LineSeries::new([(0.05, 1.0), (seconds * 1.05, 1.0)], BLACK.mix(0.4)))?;
+        for (i, (layer, points)) in curves.iter().enumerate() {
+            let colour = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(|&(t, s)| (t.max(0.05), s)),
+                    colour.stroke_width(2),
+                ))?
+                .label(layer.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 14, y)], colour.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    convjit::atomic::write(Path::new(out), |f| f.write_all(svg.as_bytes()))?;
+    Ok(())
+}
