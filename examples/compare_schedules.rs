@@ -2,7 +2,7 @@
 //! process: the measurement behind each heuristic in `docs/schedules.md`.
 //!
 //! ```text
-//! cargo run --release --example compare_schedules -- [--suite FILE] [--layers a,b] [--runs N] SCHEDULE...
+//! cargo run --release --example compare_schedules -- [--suite FILE] [--layers a,b] [--runs N] [--relative] SCHEDULE...
 //! ```
 //!
 //! Each SCHEDULE is `heuristic` (what `schedule::choose` picks),
@@ -12,7 +12,10 @@
 //! JSON object of the schedule fields to change from the heuristic's, e.g.
 //! `'{"strategy":"width","oc_vectors":1,"pixel_tile":48}'`. A schedule that is
 //! illegal for a layer prints `-`. Figures are MACs (`macs_valid`) per TSC
-//! tick of the median of 15 runs (or `--runs N`).
+//! tick of the median of 15 runs (or `--runs N`); with `--relative`, each is
+//! the median over the rounds of the first schedule's time over this one's
+//! in the same round (above 1: faster than the first), which cancels the
+//! host's slow spells better than medians taken apart.
 
 use std::path::Path;
 
@@ -27,12 +30,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (mut layers, mut only, mut variants) = (suite::builtin(), None::<Vec<String>>, Vec::new());
     let mut runs = RUNS;
+    let mut relative = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--suite" => {
                 let file = args.next().ok_or("--suite needs a file")?;
                 layers = ConvSpec::suite_from_json(&std::fs::read_to_string(file)?)?;
             }
+            "--relative" => relative = true,
             "--runs" => runs = args.next().ok_or("--runs needs a number")?.parse()?,
             "--layers" => {
                 only = Some(
@@ -61,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if only.as_ref().is_some_and(|o| !o.contains(&name)) {
             continue;
         }
-        let figures = time_variants(&compiler, &spec, &variants, runs)?;
+        let figures = time_variants(&compiler, &spec, &variants, runs, relative)?;
         print!("{name:<18}");
         for f in figures {
             match f {
@@ -102,6 +107,7 @@ fn time_variants(
     spec: &ValidSpec,
     variants: &[String],
     runs: usize,
+    relative: bool,
 ) -> Result<Vec<Option<f64>>, Box<dyn std::error::Error>> {
     let x = vec![0.5f32; spec.input_len()];
     let w = vec![0.01f32; spec.weight_len()];
@@ -119,20 +125,38 @@ fn time_variants(
         kernel.run(&x, &packed, &mut y)?; // warm-up
         kernels.push(Some((kernel, packed, Vec::with_capacity(runs))));
     }
-    // Interleaved, so that a slow moment of the host hits every variant.
-    for _ in 0..runs.max(1) {
-        for (kernel, packed, cycles) in kernels.iter_mut().flatten() {
-            let (result, m) = timing::measure(|| kernel.run(&x, packed, &mut y));
-            result?;
-            cycles.push(m.cycles);
+    // Interleaved, so that a slow moment of the host hits every variant;
+    // the order rotates each round, so none always runs first.
+    for round in 0..runs.max(1) {
+        let n = kernels.len();
+        for k in 0..n {
+            if let Some((kernel, packed, cycles)) = &mut kernels[(k + round) % n] {
+                let (result, m) = timing::measure(|| kernel.run(&x, packed, &mut y));
+                result?;
+                cycles.push(m.cycles);
+            }
         }
     }
+    let first: Option<Vec<u64>> = kernels.first().and_then(|k| k.as_ref()).map(|k| k.2.clone());
     Ok(kernels
         .into_iter()
         .map(|k| {
-            k.map(|(_, _, mut cycles)| {
-                cycles.sort_unstable();
-                macs as f64 / cycles[cycles.len() / 2].max(1) as f64
+            k.map(|(_, _, cycles)| match (&first, relative) {
+                // The first variant's time over this one's, round by round.
+                (Some(base), true) => {
+                    let mut ratios: Vec<f64> = base
+                        .iter()
+                        .zip(&cycles)
+                        .map(|(&b, &c)| b as f64 / c.max(1) as f64)
+                        .collect();
+                    ratios.sort_by(f64::total_cmp);
+                    ratios[ratios.len() / 2]
+                }
+                _ => {
+                    let mut cycles = cycles;
+                    cycles.sort_unstable();
+                    macs as f64 / cycles[cycles.len() / 2].max(1) as f64
+                }
             })
         })
         .collect())

@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut best = 0.0f64;
         let mut points = Vec::new();
         for r in records.iter().filter(|r| r.layer.as_deref() == Some(layer.as_str())) {
-            if r.phase == "confirm" || r.cut {
+            if r.phase.starts_with("confirm") || r.cut {
                 continue;
             }
             if let Some(rel) = r.relative {

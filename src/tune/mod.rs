@@ -20,9 +20,11 @@
 //! member (exhaustive) when the space fits the budget, otherwise a random
 //! sample for [`RANDOM_SHARE`] of the time and a first-improvement hill
 //! climb over neighbours (one knob changed) from the best schedules found.
-//! At the end the few best are **confirmed**: timed again, interleaved
-//! with the heuristic's in rounds, and the fastest by median wins — the
-//! heuristic's unless another beats it by [`CONFIRM_MARGIN`].
+//! At the end the few best are **confirmed**: timed again with the
+//! heuristic's, interleaved in rounds; the best of them is then timed
+//! against the heuristic's alone, afresh (the best of several noisy scores
+//! flatters itself), and replaces it only if it is [`CONFIRM_MARGIN`]
+//! faster there too.
 //!
 //! The budget covers everything (test data, the reference, the search,
 //! the confirmation); the heuristic is evaluated even when one evaluation
@@ -210,14 +212,17 @@ pub struct Outcome {
     pub time: TimeSplit,
     /// The heuristic's schedule.
     pub heuristic: Schedule,
-    /// The heuristic's MACs (`macs_valid`) per TSC tick in the confirmation.
+    /// The heuristic's MACs (`macs_valid`) per TSC tick in the confirmation's
+    /// last stage.
     pub heuristic_macs_per_cycle: f64,
     /// The best schedule: the heuristic's unless another was confirmed
     /// faster.
     pub schedule: Schedule,
-    /// Its MACs per TSC tick in the confirmation.
+    /// Its MACs per TSC tick: the heuristic's times `speedup`.
     pub tuned_macs_per_cycle: f64,
-    /// The heuristic's median time over the best's.
+    /// How many times faster than the heuristic's it is: the median over
+    /// the validation's rounds of the heuristic's time over its own (1
+    /// when the heuristic's schedule won).
     pub speedup: f64,
 }
 
@@ -424,9 +429,10 @@ impl Session<'_> {
         self.anchor_run = run;
         self.pairs = (PAIR_TIME.as_secs_f64() / (2.0 * run.as_secs_f64().max(1e-9)))
             .clamp(PAIRS.0 as f64, PAIRS.1 as f64) as usize;
-        // The confirmation times the finalists and the heuristic in rounds:
-        // as many as fit in a tenth of the budget, within CONFIRM_ROUNDS.
-        let per_round = run * (FINALISTS + 1) as u32;
+        // The confirmation times the finalists and the heuristic in rounds,
+        // then the winner and the heuristic in twice as many: as many as fit
+        // in a tenth of the budget, within CONFIRM_ROUNDS.
+        let per_round = run * (FINALISTS + 1 + 4) as u32;
         let rounds = (CONFIRM_SHARE * self.options.budget.as_secs_f64()
             / per_round.as_secs_f64().max(1e-9))
         .clamp(CONFIRM_ROUNDS.1 as f64, CONFIRM_ROUNDS.0 as f64);
@@ -448,9 +454,14 @@ impl Session<'_> {
         let mut order: Vec<Schedule> = space.members().to_vec();
         let search = match self.options.search {
             Search::Auto => {
+                // A candidate timed in full costs the heuristic's compile and
+                // verification plus its pairs (early cuts only make it less).
                 let left = self.search_deadline.saturating_duration_since(Instant::now());
-                let fits =
-                    self.cost().as_secs_f64() * space.len() as f64 <= 0.8 * left.as_secs_f64();
+                let t = &self.time;
+                let full = t.compile_s
+                    + t.verify_s
+                    + self.anchor_run.as_secs_f64() * (2 * self.pairs) as f64;
+                let fits = full * space.len() as f64 <= 0.8 * left.as_secs_f64();
                 if fits { Search::Exhaustive } else { Search::Local }
             }
             other => other,
@@ -708,58 +719,51 @@ impl Session<'_> {
         }
     }
 
-    /// Times the finalists and the heuristic in interleaved rounds and
-    /// picks the winner.
+    /// Picks the winner in two stages, each timing kernels in interleaved
+    /// rounds (the order rotating) and scoring each by the median over the
+    /// rounds of the heuristic's time over its own:
+    /// 1. **select**: the finalists and the heuristic; the best score wins
+    ///    the stage;
+    /// 2. **validate**: that winner against the heuristic alone, afresh. The
+    ///    winner of a stage is the best of several noisy scores, so its own
+    ///    score flatters it; a fresh sample does not. It replaces the
+    ///    heuristic only if it is [`CONFIRM_MARGIN`] faster here too.
     fn confirm(mut self, search: Search, space: usize) -> Result<Outcome> {
         let started = Instant::now();
         let anchor = self.anchor.take().expect("the heuristic is evaluated first");
         let finalists = std::mem::take(&mut self.finalists);
         let mut contestants: Vec<&Compiled> = vec![&anchor];
         contestants.extend(finalists.iter().map(|f| &f.1));
-        let run = self.anchor_run;
+        // The time left, shared by the two stages in proportion to their
+        // runs per round (the validation takes two rounds per selection's).
         let left = self.deadline.saturating_duration_since(Instant::now());
-        let per_round = run * contestants.len() as u32;
-        let rounds = if contestants.len() == 1 {
-            0
+        let per_round = self.anchor_run * (contestants.len() + 4) as u32;
+        let rounds = (left.as_secs_f64() / per_round.as_secs_f64().max(1e-9))
+            .clamp(CONFIRM_ROUNDS.1 as f64, CONFIRM_ROUNDS.0 as f64) as usize;
+        let (winner, speedup, cycles) = if contestants.len() == 1 {
+            (0, 1.0, vec![self.anchor_cycles.clone()])
         } else {
-            (left.as_secs_f64() / per_round.as_secs_f64().max(1e-9))
-                .clamp(CONFIRM_ROUNDS.1 as f64, CONFIRM_ROUNDS.0 as f64) as usize
+            let (scores, cycles) = self.rounds(&contestants, rounds)?;
+            for (c, (score, cycles)) in contestants.iter().zip(scores.iter().zip(&cycles)) {
+                self.record_confirm("select", c.schedule, cycles, 1.0 / score);
+            }
+            let best = (1..contestants.len())
+                .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+                .expect("a finalist");
+            let pair = [contestants[0], contestants[best]];
+            let (scores, cycles) = self.rounds(&pair, 2 * rounds)?;
+            for (c, (score, cycles)) in pair.iter().zip(scores.iter().zip(&cycles)) {
+                self.record_confirm("validate", c.schedule, cycles, 1.0 / score);
+            }
+            if scores[1] >= 1.0 + CONFIRM_MARGIN {
+                (best, scores[1], cycles)
+            } else {
+                (0, 1.0, vec![cycles[0].clone(), cycles[0].clone()])
+            }
         };
-        let mut cycles = vec![Vec::new(); contestants.len()];
-        for round in 0..rounds {
-            for k in 0..contestants.len() {
-                let i = (k + round) % contestants.len();
-                let c = contestants[i];
-                let (result, m) =
-                    timing::measure(|| c.kernel.run(&self.input, &c.weights, &mut self.output));
-                result?;
-                cycles[i].push(m.cycles);
-            }
-        }
-        if rounds == 0 {
-            cycles[0] = self.anchor_cycles.clone();
-        }
-        let medians: Vec<u64> = cycles.iter().map(|c| median_u64(c)).collect();
-        let mut winner = 0;
-        for (i, &m) in medians.iter().enumerate().skip(1) {
-            if (m as f64) < medians[winner] as f64
-                && (m as f64) < medians[0] as f64 * (1.0 - CONFIRM_MARGIN)
-            {
-                winner = i;
-            }
-        }
         self.time.confirm_s = started.elapsed().as_secs_f64();
-        for (i, c) in contestants.iter().enumerate().filter(|_| rounds > 0) {
-            let eval = Evaluation {
-                cycles: cycles[i].clone(),
-                relative: Some(medians[i] as f64 / medians[0].max(1) as f64),
-                ..Evaluation::default()
-            };
-            if let Err(e) = self.record("confirm", c.schedule, &eval) {
-                log::warn!("tuning records: {e}");
-            }
-        }
-        let per_cycle = |m: u64| self.macs as f64 / m.max(1) as f64;
+        let heuristic_median = median_u64(&cycles[0]);
+        let per_cycle = |m: f64| self.macs as f64 / m.max(1.0);
         Ok(Outcome {
             layer: self.layer.clone(),
             search,
@@ -772,11 +776,53 @@ impl Session<'_> {
             seconds: self.start.elapsed().as_secs_f64(),
             time: self.time,
             heuristic: anchor.schedule,
-            heuristic_macs_per_cycle: per_cycle(medians[0]),
+            heuristic_macs_per_cycle: per_cycle(heuristic_median as f64),
             schedule: contestants[winner].schedule,
-            tuned_macs_per_cycle: per_cycle(medians[winner]),
-            speedup: medians[0] as f64 / medians[winner].max(1) as f64,
+            tuned_macs_per_cycle: per_cycle(heuristic_median as f64) * speedup,
+            speedup,
         })
+    }
+
+    /// Times `kernels` in `rounds` interleaved rounds (each round in a
+    /// rotated order); returns each one's score (the median over rounds of
+    /// the first kernel's time over its own) and its runs' ticks.
+    fn rounds(
+        &mut self,
+        kernels: &[&Compiled],
+        rounds: usize,
+    ) -> Result<(Vec<f64>, Vec<Vec<u64>>)> {
+        let mut cycles = vec![Vec::with_capacity(rounds); kernels.len()];
+        for round in 0..rounds {
+            for k in 0..kernels.len() {
+                let i = (k + round) % kernels.len();
+                let c = kernels[i];
+                let (result, m) =
+                    timing::measure(|| c.kernel.run(&self.input, &c.weights, &mut self.output));
+                result?;
+                cycles[i].push(m.cycles);
+            }
+        }
+        let scores = cycles
+            .iter()
+            .map(|own| {
+                let ratios: Vec<f64> =
+                    cycles[0].iter().zip(own).map(|(&h, &c)| h as f64 / c.max(1) as f64).collect();
+                median_f64(&ratios)
+            })
+            .collect();
+        Ok((scores, cycles))
+    }
+
+    /// Records a kernel's runs in one stage of the confirmation.
+    fn record_confirm(&mut self, stage: &str, schedule: Schedule, cycles: &[u64], relative: f64) {
+        let eval = Evaluation {
+            cycles: cycles.to_vec(),
+            relative: Some(relative),
+            ..Evaluation::default()
+        };
+        if let Err(e) = self.record(&format!("confirm-{stage}"), schedule, &eval) {
+            log::warn!("tuning records: {e}");
+        }
     }
 
     fn record(&mut self, phase: &str, schedule: Schedule, eval: &Evaluation) -> Result<()> {

@@ -20,8 +20,9 @@ pub struct Record {
     /// The layer's name, when it has one.
     pub layer: Option<String>,
     /// Which part of the search proposed it: `heuristic`, `exhaustive`,
-    /// `random`, `local` or `confirm` (the final interleaved
-    /// re-measurement of the best few).
+    /// `random` or `local`; or which stage of the final confirmation timed
+    /// it again: `confirm-select` (the best few and the heuristic) or
+    /// `confirm-validate` (the winner and the heuristic, afresh).
     pub phase: String,
     /// The candidate.
     pub schedule: Schedule,
