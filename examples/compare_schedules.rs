@@ -138,26 +138,27 @@ fn time_variants(
         }
     }
     let first: Option<Vec<u64>> = kernels.first().and_then(|k| k.as_ref()).map(|k| k.2.clone());
+    if relative && first.is_none() {
+        // Nothing to be relative to on this layer.
+        return Ok(vec![None; kernels.len()]);
+    }
     Ok(kernels
         .into_iter()
         .map(|k| {
             k.map(|(_, _, cycles)| match (&first, relative) {
                 // The first variant's time over this one's, round by round.
-                (Some(base), true) => {
-                    let mut ratios: Vec<f64> = base
-                        .iter()
-                        .zip(&cycles)
-                        .map(|(&b, &c)| b as f64 / c.max(1) as f64)
-                        .collect();
-                    ratios.sort_by(f64::total_cmp);
-                    ratios[ratios.len() / 2]
-                }
-                _ => {
-                    let mut cycles = cycles;
-                    cycles.sort_unstable();
-                    macs as f64 / cycles[cycles.len() / 2].max(1) as f64
-                }
+                (Some(base), true) => median(
+                    base.iter().zip(&cycles).map(|(&b, &c)| b as f64 / c.max(1) as f64).collect(),
+                ),
+                _ => macs as f64 / median(cycles.iter().map(|&c| c as f64).collect()).max(1.0),
             })
         })
         .collect())
+}
+
+/// The median (of an even count, the mean of the two middle values).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
 }

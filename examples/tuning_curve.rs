@@ -9,7 +9,7 @@
 //! The speedup of a candidate is 1 / its `relative` (its run time over the
 //! heuristic's, timed in pairs with it); candidates whose timing was cut
 //! short and the final confirmation are left out. A step marks each new
-//! best.
+//! best. When the file holds several runs of a layer, the last is drawn.
 
 use std::path::Path;
 
@@ -28,9 +28,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // (layer, [(seconds, best speedup so far)])
     let mut curves = Vec::new();
     for layer in layers {
+        // The layer's last run, when the file holds several.
+        let of_layer = |r: &&records::Record| r.layer.as_deref() == Some(layer.as_str());
+        let last = records.iter().filter(of_layer).map(|r| r.started_at_ms).max().unwrap_or(0);
+        let run: Vec<&records::Record> =
+            records.iter().filter(of_layer).filter(|r| r.started_at_ms == last).collect();
         let mut best = 0.0f64;
         let mut points = Vec::new();
-        for r in records.iter().filter(|r| r.layer.as_deref() == Some(layer.as_str())) {
+        for r in &run {
             if r.phase.starts_with("confirm") || r.cut {
                 continue;
             }
@@ -45,11 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
-        let end = records
-            .iter()
-            .filter(|r| r.layer.as_deref() == Some(layer.as_str()))
-            .map(|r| r.elapsed_s)
-            .fold(0.0, f64::max);
+        let end = run.iter().map(|r| r.elapsed_s).fold(0.0, f64::max);
         points.push((end, best));
         if points.len() < 2 {
             return Err(format!("{file} holds no records of {layer}").into());

@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Markdown tables for docs/autotuning.md from `convjit tune --json` reports
-at two budgets, and from `compare_schedules` re-timing the schedules found.
+at two budgets, and from `compare_schedules --relative` re-timing the
+schedules found.
 
-    python3 scripts/tuning_tables.py SHORT.json LONG.json [COMPARE.txt]
+    python3 scripts/tuning_tables.py SHORT.json LONG.json [COMPARE.txt...]
 
 SHORT and LONG are `convjit tune --json` outputs (e.g. 10 s and 120 s per
-layer). COMPARE is the output of
-`cargo run --release --example compare_schedules -- heuristic cache:SHORT_CACHE cache:LONG_CACHE`,
-which times the three schedules of each layer interleaved, in one process.
+layer). Each COMPARE is the output of
+`cargo run --release --example compare_schedules -- --relative heuristic cache:SHORT_CACHE cache:LONG_CACHE`,
+which times the three schedules of each layer interleaved in one process
+and prints each one's speed relative to the heuristic's (median over
+rounds of paired ratios); with several, each cell is the median over them.
 Standard library only; nothing is measured here.
 """
 
 import json
+import statistics
 import sys
 
 
@@ -22,7 +26,7 @@ def load(path):
 
 
 def compare_rows(path):
-    """layer -> [MACs/tick per variant] from compare_schedules' table."""
+    """layer -> [speed relative to the heuristic, per variant]."""
     rows = {}
     with open(path) as f:
         for line in f:
@@ -41,7 +45,7 @@ def main(argv):
         sys.exit(__doc__)
     short_report, short = load(argv[0])
     long_report, long = load(argv[1])
-    timed = compare_rows(argv[2]) if len(argv) > 2 else {}
+    runs = [compare_rows(p) for p in argv[2:]]
     s_budget, l_budget = short_report["budget_s"], long_report["budget_s"]
 
     print(f"Each tuning run's own figures (its final interleaved timing), MACs per TSC tick:\n")
@@ -60,23 +64,25 @@ def main(argv):
             cells += ["-", "-", "-"]
         print("| " + " | ".join(cells) + " |")
 
-    if not timed:
+    if not runs:
         return
-    print(f"\nRe-timed afterwards in one process, interleaved (median MACs per TSC tick):\n")
-    print(f"| layer | heuristic | tuned {s_budget:g} s | tuned {l_budget:g} s | "
-          f"{s_budget:g} s ÷ heuristic | {s_budget:g} s ÷ {l_budget:g} s |")
-    print("|---|---|---|---|---|---|")
-    within, total, not_slower = 0, 0, 0
-    for layer, cells in timed.items():
-        if len(cells) < 3 or None in cells[:3]:
+    print(f"\nRe-timed afterwards, interleaved in one process: speed over the heuristic's "
+          f"(median over rounds of paired ratios; median of {len(runs)} runs):\n")
+    print(f"| layer | tuned {s_budget:g} s | tuned {l_budget:g} s | {s_budget:g} s ÷ {l_budget:g} s |")
+    print("|---|---|---|---|")
+    within, not_slower, total = 0, 0, 0
+    for layer in runs[0]:
+        cells = [r[layer] for r in runs if layer in r and None not in r[layer][:3]]
+        if not cells:
             continue
-        h, a, b = cells[:3]
+        a = statistics.median(c[1] for c in cells)
+        b = statistics.median(c[2] for c in cells)
         total += 1
         within += a >= 0.95 * b
-        not_slower += a >= h
-        print(f"| {layer} | {h:.2f} | {a:.2f} | {b:.2f} | {a / h:.2f} | {a / b:.2f} |")
+        not_slower += a >= 0.995
+        print(f"| {layer} | {a:.2f} | {b:.2f} | {a / b:.2f} |")
     print(f"\n{s_budget:g} s within 5% of {l_budget:g} s on {within} of {total} layers; "
-          f"{s_budget:g} s at least the heuristic on {not_slower} of {total}.")
+          f"{s_budget:g} s at least the heuristic (to 2 decimals) on {not_slower} of {total}.")
 
 
 if __name__ == "__main__":

@@ -90,15 +90,14 @@ impl Compiler {
     /// `threads` threads: the tuned one when the tuning cache holds one,
     /// else the heuristic's ([`schedule::choose_threaded`]).
     pub fn schedule_for(&self, spec: &ValidSpec, threads: usize) -> Schedule {
-        self.tuned
-            .as_ref()
-            .and_then(|cache| cache.lookup(spec, threads))
+        self.tuned_schedule(spec, threads)
             .unwrap_or_else(|| schedule::choose_threaded(spec, threads))
     }
 
-    /// Whether a tuned schedule exists for `spec` on `threads` threads.
-    pub fn is_tuned(&self, spec: &ValidSpec, threads: usize) -> bool {
-        self.tuned.as_ref().is_some_and(|cache| cache.lookup(spec, threads).is_some())
+    /// The tuned schedule for `spec` on `threads` threads, when the tuning
+    /// cache holds one this layer can use.
+    pub fn tuned_schedule(&self, spec: &ValidSpec, threads: usize) -> Option<Schedule> {
+        self.tuned.as_ref().and_then(|cache| cache.lookup(spec, threads))
     }
 
     /// The ISA kernels are compiled for.

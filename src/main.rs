@@ -221,8 +221,10 @@ fn main() -> ExitCode {
             cache,
         } => {
             let files = RunFiles { input, weight, bias, output };
-            let tuned = tuned_cache(tuned, cache);
-            run(&spec, &files, engine, RunOptions { check, stats, schedule, threads, tuned })
+            let tuned = if tuned { cache_file(cache).map(Some) } else { Ok(None) };
+            tuned.and_then(|tuned| {
+                run(&spec, &files, engine, RunOptions { check, stats, schedule, threads, tuned })
+            })
         }
         Command::Ir { spec, schedule, asm } => ir(&spec, schedule.as_deref(), asm),
         Command::Macs { spec, suite, json } => macs(spec.as_deref(), suite.as_deref(), json),
@@ -253,8 +255,10 @@ fn main() -> ExitCode {
                 ..BenchOptions::default()
             };
             let outputs = BenchOutputs { json, plot, json_out };
-            let tuned = tuned_cache(tuned, cache);
-            bench(spec.as_deref(), suite.as_deref(), options, tuned.as_deref(), &outputs)
+            let tuned = if tuned { cache_file(cache).map(Some) } else { Ok(None) };
+            tuned.and_then(|tuned| {
+                bench(spec.as_deref(), suite.as_deref(), options, tuned.as_deref(), &outputs)
+            })
         }
         Command::Tune {
             spec,
@@ -274,9 +278,11 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             let options = TuneOptions { budget, search: strategy, threads, seed };
-            let cache = if no_cache { None } else { cache.or_else(TuningCache::default_path) };
-            let outputs = TuneOutputs { cache, records, json };
-            tune(spec.as_deref(), suite.as_deref(), options, &outputs)
+            let cache = if no_cache { Ok(None) } else { cache_file(cache).map(Some) };
+            cache.and_then(|cache| {
+                let outputs = TuneOutputs { cache, records, json };
+                tune(spec.as_deref(), suite.as_deref(), options, &outputs)
+            })
         }
         Command::Demo { engine, seed } => demo(engine, seed),
     };
@@ -289,9 +295,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// The tuning cache `--tuned` reads: `--cache`, else the default file.
-fn tuned_cache(tuned: bool, cache: Option<PathBuf>) -> Option<PathBuf> {
-    tuned.then(|| cache.or_else(TuningCache::default_path)).flatten()
+/// The tuning cache file: `--cache`, else the default one in the user's
+/// cache directory.
+fn cache_file(cache: Option<PathBuf>) -> Result<PathBuf> {
+    match cache.or_else(TuningCache::default_path) {
+        Some(path) => Ok(path),
+        None => bail!("this user has no cache directory: give the tuning cache with --cache FILE"),
+    }
 }
 
 /// clap's reason for refusing the command line, on one line (contract 3):
@@ -390,12 +400,13 @@ fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Res
             if !(1..=schedule::MAX_THREADS).contains(&threads) {
                 bail!("--threads {threads}: give 1 to {}", schedule::MAX_THREADS);
             }
-            let origin = if compiler.is_tuned(&spec, threads) {
-                format!("tuned, from {}", cache.display())
-            } else {
-                format!("heuristic: {} holds no schedule for this layer", cache.display())
-            };
-            (compiler.schedule_for(&spec, threads), origin)
+            match compiler.tuned_schedule(&spec, threads) {
+                Some(tuned) => (tuned, format!("tuned, from {}", cache.display())),
+                None => (
+                    schedule::choose_threaded(&spec, threads),
+                    format!("heuristic: {} holds no schedule for this layer", cache.display()),
+                ),
+            }
         } else {
             let mut sched = load_schedule(options.schedule.as_deref(), &spec)?;
             if let Some(threads) = options.threads {
@@ -564,7 +575,8 @@ fn bench(
     let layers = load_layers(spec, suite)?;
     if let Some(cache) = tuned {
         let compiler = Compiler::host()?.with_tuning_cache(cache);
-        let held = layers.iter().filter(|l| compiler.is_tuned(l, options.threads)).count();
+        let held =
+            layers.iter().filter(|l| compiler.tuned_schedule(l, options.threads).is_some()).count();
         eprintln!(
             "jit schedules: {held} of {} layers tuned ({}), the heuristic's for the rest",
             layers.len(),

@@ -256,12 +256,10 @@ impl Oracle {
         let mut keep = vec![false; images * channels];
         for &(n, c) in planes {
             if n >= images || c >= channels {
-                return Err(crate::error::Error::BufferLength {
-                    what: "oracle plane",
-                    shape: vec![images, channels],
-                    expected: images * channels,
-                    found: n * channels + c,
-                });
+                return Err(crate::error::Error::InvalidTuning(format!(
+                    "oracle plane (image {n}, channel {c}) outside the output's {images} images \
+                     × {channels} channels"
+                )));
             }
             keep[n * channels + c] = true;
         }

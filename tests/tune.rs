@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{any_spec, check_kernel, random_tensor, spec};
@@ -17,6 +18,14 @@ fn small() -> ValidSpec {
         r#"{"name": "small", "op": "conv2d", "in_channels": 16, "out_channels": 24,
             "height": 20, "width": 20, "kernel": 3, "padding": 1}"#,
     )
+}
+
+/// Tuning measures time: the tests that tune take turns, so that they do
+/// not slow each other down past their budgets.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn tune_quietly(spec: &ValidSpec, options: &Options, log: Option<&mut RecordLog>) -> Outcome {
@@ -79,10 +88,21 @@ fn the_space_of_a_suite_layer_spans_every_knob() {
     let heuristic = schedule::choose(&layer);
     assert!(space.contains(&heuristic));
     assert!(space.neighbours(&heuristic).len() > 20);
+    // On one thread the split is no knob: a copy change is one step, from
+    // a whole-image copy to bands and to a group's.
+    let one = Space::of(&layer, 1);
+    let image =
+        Schedule { copy: schedule::InputCopy::Image, split: schedule::Split::Items, ..heuristic };
+    assert!(one.contains(&image));
+    let copies: std::collections::HashSet<_> =
+        one.neighbours(&image).iter().map(|n| n.copy).collect();
+    assert!(copies.contains(&schedule::InputCopy::Bands(4)), "{copies:?}");
+    assert!(copies.contains(&schedule::InputCopy::Group), "{copies:?}");
 }
 
 #[test]
 fn a_tiny_budget_gives_a_verified_schedule_no_slower_than_the_heuristic() {
+    let _turn = serial();
     let spec = small();
     let outcome = tune_quietly(&spec, &options(1500, Search::Auto), None);
     assert!(outcome.schedule.legal(&spec).is_ok());
@@ -90,9 +110,14 @@ fn a_tiny_budget_gives_a_verified_schedule_no_slower_than_the_heuristic() {
     assert_eq!(outcome.failed, 0);
     assert_eq!(outcome.heuristic, schedule::choose(&spec));
     assert_eq!(outcome.checked_elements, outcome.output_elements);
-    assert!(
-        outcome.speedup >= 1.0 && outcome.tuned_macs_per_cycle >= outcome.heuristic_macs_per_cycle
-    );
+    // Another schedule replaces the heuristic's only when the validation
+    // found it faster by the margin.
+    if outcome.schedule == outcome.heuristic {
+        assert_eq!(outcome.speedup, 1.0);
+    } else {
+        assert!(outcome.speedup >= 1.0 + tune::CONFIRM_MARGIN, "{}", outcome.speedup);
+    }
+    assert!(outcome.heuristic_macs_per_cycle > 0.0);
     check_kernel(&spec, &outcome.schedule, 7);
 
     // Timed again here, interleaved: the tuned schedule is not slower than
@@ -128,6 +153,7 @@ fn a_tiny_budget_gives_a_verified_schedule_no_slower_than_the_heuristic() {
 
 #[test]
 fn the_budget_is_honoured() {
+    let _turn = serial();
     let spec = spec(
         r#"{"op": "conv2d", "in_channels": 32, "out_channels": 32, "height": 28, "width": 28,
             "kernel": 3, "padding": 1}"#,
@@ -136,15 +162,25 @@ fn the_budget_is_honoured() {
         let started = Instant::now();
         let outcome = tune_quietly(&spec, &options(800, search), None);
         let wall = started.elapsed().as_secs_f64();
-        assert!(outcome.seconds <= 0.8 + 0.15, "{search}: {} s", outcome.seconds);
-        assert!(wall <= 0.8 + 0.25, "{search}: {wall} s");
+        // The last evaluation and the confirmation's fewest rounds may
+        // overrun by a few runs of this 1 ms layer.
+        assert!(outcome.seconds <= 0.8 + 0.3, "{search}: {} s", outcome.seconds);
+        assert!(wall <= 0.8 + 0.4, "{search}: {wall} s");
         assert!(outcome.candidates > 1, "{search}: {} candidates", outcome.candidates);
         assert_eq!(outcome.search, search);
     }
+    // A budget below one evaluation still evaluates the heuristic's.
+    let outcome = tune_quietly(&spec, &options(1, Search::Auto), None);
+    assert_eq!((outcome.candidates, outcome.schedule), (1, outcome.heuristic));
+    // One that time cannot hold is refused.
+    let compiler = Compiler::host().unwrap();
+    let huge = Options { budget: Duration::MAX, ..Options::default() };
+    assert!(tune::tune(&compiler, &spec, &huge, None, &mut |_| {}).is_err());
 }
 
 #[test]
 fn exhaustive_search_visits_a_small_space_whole() {
+    let _turn = serial();
     // A 1×1 depthwise layer on a 3×3 image: a few hundred schedules.
     let spec = spec(
         r#"{"op": "conv2d", "in_channels": 4, "out_channels": 4, "height": 3, "width": 3,
@@ -154,7 +190,7 @@ fn exhaustive_search_visits_a_small_space_whole() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("records.jsonl");
     let mut log = RecordLog::open(&path).unwrap();
-    let outcome = tune_quietly(&spec, &options(20_000, Search::Auto), Some(&mut log));
+    let outcome = tune_quietly(&spec, &options(20_000, Search::Exhaustive), Some(&mut log));
     assert_eq!(outcome.search, Search::Exhaustive);
     let (records, skipped) = records::read(&path).unwrap();
     assert_eq!(skipped, 0);
@@ -165,10 +201,16 @@ fn exhaustive_search_visits_a_small_space_whole() {
     }
     assert_eq!(outcome.candidates, tried.len());
     assert!(records.iter().all(|r| r.error.is_none()));
+    // It ends when the space does, not when the budget does; `auto` sees
+    // that the space fits and takes the same road.
+    assert!(outcome.seconds < 20.0);
+    let auto = tune_quietly(&spec, &options(60_000, Search::Auto), None);
+    assert_eq!((auto.search, auto.candidates), (Search::Exhaustive, outcome.candidates));
 }
 
 #[test]
 fn records_hold_every_candidate_and_survive_a_torn_line() {
+    let _turn = serial();
     let spec = small();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("records.jsonl");
@@ -199,6 +241,7 @@ fn records_hold_every_candidate_and_survive_a_torn_line() {
 
 #[test]
 fn the_cache_round_trips_and_the_compiler_uses_it() {
+    let _turn = serial();
     let other = spec(
         r#"{"op": "conv2d", "in_channels": 3, "out_channels": 5, "height": 9, "width": 9, "kernel": 3}"#,
     );
@@ -220,7 +263,7 @@ fn the_cache_round_trips_and_the_compiler_uses_it() {
     assert_eq!(cache.lookup(&renamed.validate().unwrap(), 1), Some(entry.schedule));
 
     let compiler = Compiler::host().unwrap().with_tuning_cache(&path);
-    assert!(compiler.is_tuned(&spec, 1));
+    assert_eq!(compiler.tuned_schedule(&spec, 1), Some(entry.schedule));
     assert_eq!(compiler.schedule_for(&spec, 1), entry.schedule);
     assert_eq!(compiler.compile(&spec).unwrap().schedule(), &entry.schedule);
     assert_eq!(compiler.schedule_for(&other, 1), schedule::choose(&other));
@@ -247,6 +290,7 @@ fn the_cache_round_trips_and_the_compiler_uses_it() {
 
 #[test]
 fn corrupt_and_foreign_caches_are_ignored_not_fatal() {
+    let _turn = serial();
     let spec = small();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tuning.json");
@@ -269,9 +313,11 @@ fn corrupt_and_foreign_caches_are_ignored_not_fatal() {
             Compiler::host().unwrap().with_tuning_cache(&path).schedule_for(&spec, 1),
             schedule::choose(&spec)
         );
-        // Saving a result replaces the corrupt file with a valid one.
+        // Saving a result moves the unreadable file aside, then writes a
+        // valid one.
         TuningCache::update(&path, entry.clone()).unwrap();
         assert_eq!(TuningCache::load(&path).lookup(&spec, 1), Some(entry.schedule));
+        assert_eq!(std::fs::read(dir.path().join("tuning.json.bak")).unwrap(), garbage);
     }
 
     // Entries of another CPU, another version, or that no longer parse are
@@ -311,6 +357,7 @@ fn corrupt_and_foreign_caches_are_ignored_not_fatal() {
 
 #[test]
 fn threads_are_a_knob_when_more_are_allowed() {
+    let _turn = serial();
     let spec = spec(
         r#"{"op": "conv2d", "in_channels": 64, "out_channels": 64, "height": 28, "width": 28,
             "kernel": 3, "padding": 1}"#,
@@ -340,7 +387,7 @@ fn big_layers_are_verified_on_sampled_planes() {
             "width": 40, "kernel": 3, "padding": 1}"#,
     );
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
-    let planes = tune::oracle_planes(&layer, &mut rng).expect("past the full-oracle size");
+    let planes = tune::oracle_planes(&layer, 1, &mut rng).expect("past the full-oracle size");
     let channels: std::collections::HashSet<usize> = planes.iter().map(|p| p.1).collect();
     let images: std::collections::HashSet<usize> = planes.iter().map(|p| p.0).collect();
     assert_eq!(images, [0, 2].into());
@@ -349,7 +396,18 @@ fn big_layers_are_verified_on_sampled_planes() {
     }
     assert!(channels.len() >= 24 && channels.len() < 80);
     let small_layer = small();
-    assert_eq!(tune::oracle_planes(&small_layer, &mut rng), None);
+    assert_eq!(tune::oracle_planes(&small_layer, 1, &mut rng), None);
+    // With threads sharing channel blocks, the channels where their shares
+    // meet are checked; so is every group's tail.
+    let grouped = spec(
+        r#"{"op": "conv2d", "in_channels": 64, "out_channels": 96, "height": 64, "width": 64,
+            "kernel": 3, "padding": 1, "groups": 8}"#,
+    );
+    let shared = tune::oracle_planes(&grouped, 3, &mut rng).unwrap();
+    let checked: std::collections::HashSet<usize> = shared.iter().map(|p| p.1).collect();
+    for c in [47, 48, 31, 32, 64, 11, 12, 83, 84] {
+        assert!(checked.contains(&c), "channel {c} unchecked");
+    }
 
     // An oracle of planes checks exactly those planes.
     let x = random_tensor(1, layer.input_len());

@@ -175,7 +175,9 @@ impl Space {
             s.reduction_unroll as u64,
             nest,
             s.threads as u64,
-            u64::from(s.split == Split::Items),
+            // One thread splits nothing: its split is no knob (the space
+            // ties it to the copy), so a copy change is one step.
+            u64::from(s.threads > 1 && s.split == Split::Items),
             copy,
             u64::from(s.interleave),
         ]

@@ -14,7 +14,8 @@
 //! or by another convjit version, or holds a schedule the layer cannot use,
 //! is ignored with a warning. Writes replace the file atomically (a
 //! temporary file renamed over it), keep the entries of other machines, and
-//! replace the entry of the same workload. Two processes writing at once
+//! replace the entry of the same workload; a file that could not be read is
+//! moved to `FILE.bak` first. Two processes writing at once
 //! both leave a valid file; the last rename wins.
 
 use std::path::{Path, PathBuf};
@@ -102,6 +103,9 @@ pub struct TuningCache {
     /// Entries kept as they are: other machines', other versions', and
     /// ones this version cannot read, so a shared file loses nothing.
     others: Vec<serde_json::Value>,
+    /// The file exists but is not a cache this version can read (corrupt,
+    /// or another format or layout version): saving moves it aside first.
+    unreadable: bool,
 }
 
 impl TuningCache {
@@ -120,6 +124,7 @@ impl TuningCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return cache,
             Err(e) => {
                 log::warn!("tuning cache {}: {e}; using none", path.display());
+                cache.unreadable = true;
                 return cache;
             }
         };
@@ -127,10 +132,12 @@ impl TuningCache {
             Ok(file) => file,
             Err(e) => {
                 log::warn!(
-                    "tuning cache {} is not a convjit tuning cache ({e}); ignoring it (it will be \
-                     replaced when a tuning result is saved)",
-                    path.display()
+                    "tuning cache {} is not a convjit tuning cache ({e}); ignoring it (saving a \
+                     tuning result moves it to {})",
+                    path.display(),
+                    backup(path).display()
                 );
+                cache.unreadable = true;
                 return cache;
             }
         };
@@ -142,6 +149,7 @@ impl TuningCache {
                 file.format,
                 file.version
             );
+            cache.unreadable = true;
             return cache;
         }
         let host = Workload::host_id();
@@ -205,8 +213,20 @@ impl TuningCache {
         self.entries.push(entry);
     }
 
-    /// Writes the cache to `path`, atomically.
+    /// Writes the cache to `path`, atomically. A file this version could
+    /// not read when it was loaded is first moved to `path.bak` (with a
+    /// warning), never overwritten.
     pub fn save(&self, path: &Path) -> Result<()> {
+        if self.unreadable && self.path.as_deref() == Some(path) && path.is_file() {
+            let aside = backup(path);
+            std::fs::rename(path, &aside)
+                .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+            log::warn!(
+                "tuning cache {}: the unreadable file is now {}",
+                path.display(),
+                aside.display()
+            );
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
@@ -225,6 +245,13 @@ impl TuningCache {
         cache.insert(entry);
         cache.save(path)
     }
+}
+
+/// Where an unreadable cache file is moved before a new one is written.
+fn backup(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".bak");
+    PathBuf::from(name)
 }
 
 impl Workload {

@@ -90,6 +90,9 @@ const MIN_SAMPLED: f64 = 150.0;
 /// its time) to move: smaller differences are within the noise.
 const CLIMB_MARGIN: f64 = 0.01;
 
+/// Runs of the heuristic's kernel that stand for its current time.
+const RECENT: usize = 63;
+
 /// Schedules besides the heuristic's that the confirmation re-times.
 const FINALISTS: usize = 4;
 
@@ -198,7 +201,8 @@ pub struct Outcome {
     pub space: usize,
     /// Candidates evaluated, the heuristic's included.
     pub candidates: usize,
-    /// Candidates dropped because they failed to compile or verify.
+    /// Candidates dropped because they failed to compile, to verify, or to
+    /// run while timed.
     pub failed: usize,
     /// Candidates whose timing stopped early.
     pub cut: usize,
@@ -213,7 +217,8 @@ pub struct Outcome {
     /// The heuristic's schedule.
     pub heuristic: Schedule,
     /// The heuristic's MACs (`macs_valid`) per TSC tick in the confirmation's
-    /// last stage.
+    /// last stage (its recent runs in the search when nothing else
+    /// verified).
     pub heuristic_macs_per_cycle: f64,
     /// The best schedule: the heuristic's unless another was confirmed
     /// faster.
@@ -268,12 +273,15 @@ pub fn tune(
         return Err(Error::InvalidThreads(options.threads));
     }
     let start = Instant::now();
+    let deadline = start.checked_add(options.budget).ok_or_else(|| {
+        Error::InvalidTuning(format!("a budget of {:?} is too large", options.budget))
+    })?;
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut tensor = |len| (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<f32>>();
     let input = tensor(spec.input_len());
     let weight = tensor(spec.weight_len());
     let bias = spec.has_bias().then(|| tensor(spec.out_channels()));
-    let oracle = match oracle_planes(spec, &mut rng) {
+    let oracle = match oracle_planes(spec, options.threads, &mut rng) {
         None => Oracle::new(spec, &input, &weight, bias.as_deref())?,
         Some(planes) => Oracle::of_planes(spec, &input, &weight, bias.as_deref(), &planes)?,
     };
@@ -291,8 +299,11 @@ pub fn tune(
         oracle,
         output: vec![f32::NAN; spec.output_len()],
         start,
-        deadline: start + options.budget,
-        search_deadline: start + options.budget,
+        started_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        deadline,
+        search_deadline: deadline,
         anchor: None,
         anchor_cycles: Vec::new(),
         anchor_run: Duration::ZERO,
@@ -315,29 +326,44 @@ pub fn tune(
 
 /// The output planes `(image, channel)` a layer's candidates are checked
 /// on, or `None` for every element (layers of up to [`FULL_ORACLE_MACS`]).
-/// Otherwise the first and last image, and in each the first and last 12
-/// channels (every lane of the first and last channel blocks of any tile,
-/// and the channel tail) plus channels drawn at random, as many as keep
-/// the reference near [`FULL_ORACLE_MACS`]. Every pixel of a plane is
-/// checked, so borders, tile tails, bands and thread slices all are.
-pub fn oracle_planes(spec: &ValidSpec, rng: &mut StdRng) -> Option<Vec<(usize, usize)>> {
+/// Otherwise the first and last image, and in each: the first and last 12
+/// channels (every lane of the first and last channel block of any tile,
+/// and the channel tail); the first and last channel of every group (each
+/// group's tail); the 12 channels on each side of where `threads` or fewer
+/// threads splitting the channels would meet (the items split); and
+/// channels drawn at random, as many as keep the reference near
+/// [`FULL_ORACLE_MACS`]. Every pixel of a plane is checked, so borders,
+/// tile tails, bands and row splits all are.
+pub fn oracle_planes(
+    spec: &ValidSpec,
+    threads: usize,
+    rng: &mut StdRng,
+) -> Option<Vec<(usize, usize)>> {
     let macs = Complexity::of(spec).macs;
     if macs <= FULL_ORACLE_MACS {
         return None;
     }
     let (batch, channels) = (spec.batch(), spec.out_channels());
     let images: Vec<usize> = if batch == 1 { vec![0] } else { vec![0, batch - 1] };
+    let near = |c: usize| c.saturating_sub(12)..(c + 12).min(channels);
+    let mut must = std::collections::BTreeSet::new();
+    must.extend(near(0));
+    must.extend(near(channels));
+    let per_group = spec.out_per_group();
+    for g in 1..spec.groups() {
+        must.extend([g * per_group - 1, g * per_group]);
+    }
+    for parts in 2..=threads.min(channels) {
+        for t in 1..parts {
+            must.extend(near(t * channels / parts));
+        }
+    }
     let per_plane = (macs / (batch * channels) as u64).max(1);
     let affordable = (FULL_ORACLE_MACS / per_plane / images.len() as u64) as usize;
-    let count = affordable.clamp(24.min(channels), channels);
-    let mut chosen: Vec<usize> =
-        (0..12.min(channels)).chain(channels.saturating_sub(12)..channels).collect();
-    let mut rest: Vec<usize> = (0..channels).filter(|c| !chosen.contains(c)).collect();
+    let mut rest: Vec<usize> = (0..channels).filter(|c| !must.contains(c)).collect();
     rest.shuffle(rng);
-    chosen.sort_unstable();
-    chosen.dedup();
-    let more = count.saturating_sub(chosen.len());
-    chosen.extend(rest.into_iter().take(more));
+    let more = affordable.saturating_sub(must.len());
+    let chosen: Vec<usize> = must.into_iter().chain(rest.into_iter().take(more)).collect();
     Some(images.iter().flat_map(|&n| chosen.iter().map(move |&c| (n, c))).collect())
 }
 
@@ -362,13 +388,15 @@ struct Session<'a> {
     oracle: Oracle,
     output: Vec<f32>,
     start: Instant,
+    /// `start` in milliseconds since the Unix epoch, for the records.
+    started_at_ms: u64,
     deadline: Instant,
     /// When the search stops, leaving time for the confirmation.
     search_deadline: Instant,
     /// The heuristic's schedule, compiled: every candidate is timed
     /// against it.
     anchor: Option<Compiled>,
-    /// Every timed run of the anchor.
+    /// Every timed run of the anchor, in order.
     anchor_cycles: Vec<u64>,
     /// The wall time of one run of the anchor.
     anchor_run: Duration,
@@ -471,7 +499,8 @@ impl Session<'_> {
         }
         let mut pool = order.into_iter();
         match search {
-            Search::Auto | Search::Exhaustive | Search::Random => {
+            Search::Local => self.local(space, &mut pool),
+            _ => {
                 let phase = if search == Search::Random { "random" } else { "exhaustive" };
                 for s in pool.by_ref() {
                     if !self.time_left() {
@@ -480,7 +509,6 @@ impl Session<'_> {
                     self.evaluate(s, phase);
                 }
             }
-            Search::Local => self.local(space, &mut pool),
         }
         search
     }
@@ -551,6 +579,12 @@ impl Session<'_> {
         by_knob.shuffle(&mut self.rng);
         let longest = by_knob.iter().map(Vec::len).max().unwrap_or(0);
         (0..longest).flat_map(|i| by_knob.iter().filter_map(move |v| v.get(i).copied())).collect()
+    }
+
+    /// The median of the anchor's recent runs (the last [`RECENT`]): its
+    /// time in the host's current state, without sorting every run so far.
+    fn anchor_median(&self) -> u64 {
+        median_u64(&self.anchor_cycles[self.anchor_cycles.len().saturating_sub(RECENT)..])
     }
 
     /// The schedules that verified, fastest first.
@@ -659,13 +693,14 @@ impl Session<'_> {
         let best = self.finalists.first().map_or(1.0, |f| f.0).min(1.0);
         // Its first run, cold, already took several times the best's run:
         // no pair can make it the best.
-        let first = eval.first_run as f64 / median_u64(&self.anchor_cycles).max(1) as f64;
+        let first = eval.first_run as f64 / self.anchor_median().max(1) as f64;
         if first > best * CUT_COLD {
             // The one run it had is its record.
             eval.cycles.push(eval.first_run);
             eval.relative = Some(first);
             eval.cut = true;
             eval.measure = started.elapsed();
+            self.time.measure_s += eval.measure.as_secs_f64();
             return;
         }
         let mut ratios = Vec::with_capacity(self.pairs);
@@ -740,29 +775,22 @@ impl Session<'_> {
         let per_round = self.anchor_run * (contestants.len() + 4) as u32;
         let rounds = (left.as_secs_f64() / per_round.as_secs_f64().max(1e-9))
             .clamp(CONFIRM_ROUNDS.1 as f64, CONFIRM_ROUNDS.0 as f64) as usize;
-        let (winner, speedup, cycles) = if contestants.len() == 1 {
-            (0, 1.0, vec![self.anchor_cycles.clone()])
+        let recent = self.anchor_cycles[self.anchor_cycles.len().saturating_sub(RECENT)..].to_vec();
+        let (winner, speedup, heuristic_cycles) = if contestants.len() == 1 {
+            (0, 1.0, recent)
         } else {
-            let (scores, cycles) = self.rounds(&contestants, rounds)?;
-            for (c, (score, cycles)) in contestants.iter().zip(scores.iter().zip(&cycles)) {
-                self.record_confirm("select", c.schedule, cycles, 1.0 / score);
-            }
-            let best = (1..contestants.len())
-                .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
-                .expect("a finalist");
-            let pair = [contestants[0], contestants[best]];
-            let (scores, cycles) = self.rounds(&pair, 2 * rounds)?;
-            for (c, (score, cycles)) in pair.iter().zip(scores.iter().zip(&cycles)) {
-                self.record_confirm("validate", c.schedule, cycles, 1.0 / score);
-            }
-            if scores[1] >= 1.0 + CONFIRM_MARGIN {
-                (best, scores[1], cycles)
-            } else {
-                (0, 1.0, vec![cycles[0].clone(), cycles[0].clone()])
+            match self.select_and_validate(&contestants, rounds) {
+                Ok(found) => found,
+                // A run cannot fail once it has run (lengths and weights are
+                // the same every time); if one does, keep the heuristic.
+                Err(e) => {
+                    log::error!("tuning {}: a run failed in the confirmation: {e}", self.layer);
+                    (0, 1.0, recent)
+                }
             }
         };
         self.time.confirm_s = started.elapsed().as_secs_f64();
-        let heuristic_median = median_u64(&cycles[0]);
+        let heuristic_median = median_u64(&heuristic_cycles);
         let per_cycle = |m: f64| self.macs as f64 / m.max(1.0);
         Ok(Outcome {
             layer: self.layer.clone(),
@@ -781,6 +809,37 @@ impl Session<'_> {
             tuned_macs_per_cycle: per_cycle(heuristic_median as f64) * speedup,
             speedup,
         })
+    }
+
+    /// The confirmation's two stages on `contestants` (the heuristic's
+    /// first): the winner's index, its speedup over the heuristic, and the
+    /// heuristic's runs in the last stage.
+    fn select_and_validate(
+        &mut self,
+        contestants: &[&Compiled],
+        rounds: usize,
+    ) -> Result<(usize, f64, Vec<u64>)> {
+        let (scores, cycles) = self.rounds(contestants, rounds)?;
+        for (c, (score, cycles)) in contestants.iter().zip(scores.iter().zip(&cycles)) {
+            self.record_confirm("select", c.schedule, cycles, 1.0 / score);
+        }
+        let best = (1..contestants.len())
+            .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+            .expect("a finalist");
+        if scores[best] < 1.0 + CONFIRM_MARGIN {
+            // Not even flattered by its selection: the heuristic stays.
+            return Ok((0, 1.0, cycles[0].clone()));
+        }
+        let pair = [contestants[0], contestants[best]];
+        let (scores, cycles) = self.rounds(&pair, 2 * rounds + 1)?;
+        for (c, (score, cycles)) in pair.iter().zip(scores.iter().zip(&cycles)) {
+            self.record_confirm("validate", c.schedule, cycles, 1.0 / score);
+        }
+        if scores[1] >= 1.0 + CONFIRM_MARGIN {
+            Ok((best, scores[1], cycles[0].clone()))
+        } else {
+            Ok((0, 1.0, cycles[0].clone()))
+        }
     }
 
     /// Times `kernels` in `rounds` interleaved rounds (each round in a
@@ -833,6 +892,7 @@ impl Session<'_> {
             layer: self.spec.name().map(str::to_string),
             phase: phase.to_string(),
             schedule,
+            started_at_ms: self.started_at_ms,
             elapsed_s: self.start.elapsed().as_secs_f64(),
             compile_ms: eval.compile.as_secs_f64() * 1e3,
             verify_ms: eval.verify.as_secs_f64() * 1e3,
@@ -848,7 +908,7 @@ impl Session<'_> {
 
     fn report_progress(&mut self) {
         let best = self.ranked().first().map_or(1.0, |b| b.1);
-        let heuristic = self.macs as f64 / median_u64(&self.anchor_cycles).max(1) as f64;
+        let heuristic = self.macs as f64 / self.anchor_median().max(1) as f64;
         (self.progress)(&Progress {
             elapsed: self.start.elapsed(),
             budget: self.options.budget,
@@ -858,16 +918,28 @@ impl Session<'_> {
     }
 }
 
+/// The median; of an even count, the mean of the two middle values (so
+/// that neither a candidate nor the heuristic gets the benefit of the
+/// doubt). 0 of none.
 fn median_f64(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
+/// [`median_f64`] of ticks, rounded down.
 fn median_u64(values: &[u64]) -> u64 {
     let mut v = values.to_vec();
     v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0)
+    match v.len() {
+        0 => 0,
+        n if n % 2 == 1 => v[n / 2],
+        n => v[n / 2 - 1] / 2 + v[n / 2] / 2 + (v[n / 2 - 1] % 2 + v[n / 2] % 2) / 2,
+    }
 }
 
 #[cfg(test)]
@@ -878,25 +950,21 @@ mod tests {
     /// with the reason, and never returned (so never cached).
     #[test]
     fn a_schedule_that_fails_verification_is_never_chosen() {
-        let spec = crate::ConvSpec::from_json(
-            r#"{"op": "conv2d", "in_channels": 8, "out_channels": 12, "height": 12,
-                "width": 12, "kernel": 3, "padding": 1}"#,
-        )
-        .unwrap()
-        .validate()
-        .unwrap();
-        let heuristic = schedule::choose(&spec);
-        // Every schedule but the heuristic's computes a wrong output.
-        fn not_heuristic(s: &Schedule) -> bool {
-            let spec = crate::ConvSpec::from_json(
+        fn layer() -> ValidSpec {
+            crate::ConvSpec::from_json(
                 r#"{"op": "conv2d", "in_channels": 8, "out_channels": 12, "height": 12,
                     "width": 12, "kernel": 3, "padding": 1}"#,
             )
             .unwrap()
             .validate()
-            .unwrap();
-            *s != schedule::choose(&spec)
+            .unwrap()
         }
+        // Every schedule but the heuristic's computes a wrong output.
+        fn not_heuristic(s: &Schedule) -> bool {
+            *s != schedule::choose(&layer())
+        }
+        let spec = layer();
+        let heuristic = schedule::choose(&spec);
         let options = Options {
             budget: Duration::from_millis(400),
             search: Search::Random,
@@ -925,5 +993,16 @@ mod tests {
         let all = Options { sabotage: Some(|_| true), ..options };
         let err = tune(&compiler, &spec, &all, None, &mut |_| {}).unwrap_err();
         assert!(err.to_string().contains("heuristic"), "{err}");
+    }
+
+    #[test]
+    fn medians_of_even_counts_favour_neither_side() {
+        assert_eq!(median_f64(&[1.0, 3.0, 2.0]), 2.0);
+        assert_eq!(median_f64(&[0.9, 1.1]), 1.0);
+        assert_eq!(median_f64(&[]), 0.0);
+        assert_eq!(median_u64(&[4, 1, 3, 2]), 2);
+        assert_eq!(median_u64(&[5, 8]), 6);
+        assert_eq!(median_u64(&[u64::MAX, u64::MAX]), u64::MAX);
+        assert_eq!(median_u64(&[]), 0);
     }
 }

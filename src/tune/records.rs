@@ -26,6 +26,10 @@ pub struct Record {
     pub phase: String,
     /// The candidate.
     pub schedule: Schedule,
+    /// When the layer's tuning started, in milliseconds since the Unix
+    /// epoch: it tells runs apart in a file several runs appended to.
+    #[serde(default)]
+    pub started_at_ms: u64,
     /// Seconds since the layer's tuning started, when the evaluation ended.
     pub elapsed_s: f64,
     /// Time to compile it, milliseconds.
@@ -43,13 +47,15 @@ pub struct Record {
     /// `macs_valid` per TSC tick of the median run.
     pub macs_per_cycle: Option<f64>,
     /// Its run time over the heuristic's, the median over runs paired with
-    /// the heuristic's: below 1 is faster. The search ranks on this.
+    /// the heuristic's (for a candidate cut after its cold first run, that
+    /// run over the heuristic's median): below 1 is faster. The search
+    /// ranks on this.
     pub relative: Option<f64>,
     /// Whether timing stopped early because it was clearly slower than the
     /// best so far.
     pub cut: bool,
     /// Why it was dropped: a compile error or a verification failure (both
-    /// compiler bugs).
+    /// compiler bugs), or a run that failed while it was timed.
     pub error: Option<String>,
 }
 
