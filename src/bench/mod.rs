@@ -217,15 +217,17 @@ pub fn run(
     })
 }
 
-/// The operands every engine of one layer runs on.
-struct LayerData {
-    input: Vec<f32>,
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
+/// The operands every engine of one layer runs on (and every candidate
+/// the tuner tries).
+pub(crate) struct LayerData {
+    pub(crate) input: Vec<f32>,
+    pub(crate) weight: Vec<f32>,
+    pub(crate) bias: Option<Vec<f32>>,
 }
 
 impl LayerData {
-    fn random(spec: &ValidSpec, rng: &mut StdRng) -> LayerData {
+    /// Every element uniform in [-1, 1).
+    pub(crate) fn random(spec: &ValidSpec, rng: &mut StdRng) -> LayerData {
         let mut tensor = |len| (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         LayerData {
             input: tensor(spec.input_len()),

@@ -40,9 +40,10 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::bench::LayerData;
 use crate::complexity::Complexity;
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
@@ -240,9 +241,7 @@ impl Outcome {
             macs_per_cycle: self.tuned_macs_per_cycle,
             heuristic_macs_per_cycle: self.heuristic_macs_per_cycle,
             candidates: self.candidates,
-            tuned_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            tuned_at: since_epoch().as_secs(),
         }
     }
 }
@@ -277,10 +276,7 @@ pub fn tune(
         Error::InvalidTuning(format!("a budget of {:?} is too large", options.budget))
     })?;
     let mut rng = StdRng::seed_from_u64(options.seed);
-    let mut tensor = |len| (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<f32>>();
-    let input = tensor(spec.input_len());
-    let weight = tensor(spec.weight_len());
-    let bias = spec.has_bias().then(|| tensor(spec.out_channels()));
+    let LayerData { input, weight, bias } = LayerData::random(spec, &mut rng);
     let oracle = match oracle_planes(spec, options.threads, &mut rng) {
         None => Oracle::new(spec, &input, &weight, bias.as_deref())?,
         Some(planes) => Oracle::of_planes(spec, &input, &weight, bias.as_deref(), &planes)?,
@@ -299,9 +295,7 @@ pub fn tune(
         oracle,
         output: vec![f32::NAN; spec.output_len()],
         start,
-        started_at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        started_at_ms: since_epoch().as_millis() as u64,
         deadline,
         search_deadline: deadline,
         anchor: None,
@@ -916,6 +910,11 @@ impl Session<'_> {
             best_macs_per_cycle: heuristic / best.max(1e-9),
         });
     }
+}
+
+/// The time since the Unix epoch (0 on a clock set before it).
+fn since_epoch() -> Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
 }
 
 /// The median; of an even count, the mean of the two middle values (so
