@@ -131,6 +131,15 @@ fn check_all(json: &str) {
     }
 }
 
+/// A stride-2 row split into column phases whose stored length happens to
+/// equal the image width (no padding; the last vector reaches exactly the
+/// last column): the width strategy must still read a copy, not the image.
+#[test]
+fn width_strategy_column_phases_without_padding() {
+    check_all(r#"{"op":"conv2d","in_channels":1,"out_channels":1,"height":4,"width":18,"kernel":3,"stride":2}"#);
+    check_all(r#"{"op":"conv2d","in_channels":3,"out_channels":3,"height":7,"width":18,"kernel":3,"stride":2,"groups":3}"#);
+}
+
 #[test]
 fn depthwise_separable_block() {
     check_all(

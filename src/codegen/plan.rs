@@ -171,8 +171,14 @@ impl Plan {
         };
         let blocked_input = schedule.strategy == Strategy::Depthwise;
         let interleaved = schedule.interleave;
-        let needs_copy =
-            pad != [0; 4] || blocked_input || interleaved || col_phases * sub_row != spec.width();
+        // A row split into column phases is a copy even when its length
+        // happens to equal the image's (stride 2, no padding, the last
+        // vector's reach exactly the width).
+        let needs_copy = pad != [0; 4]
+            || blocked_input
+            || interleaved
+            || col_phases > 1
+            || col_phases * sub_row != spec.width();
         let bands = match schedule.copy {
             InputCopy::Bands(rows) if needs_copy => {
                 let most = phases.iter().map(|p| p.rows.count).max().unwrap_or(1);
