@@ -205,6 +205,10 @@ impl Scratch {
     pub(crate) fn as_ptr(&self) -> *const f32 {
         self.data[LINE_FLOATS..].as_ptr()
     }
+
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut f32 {
+        self.data[LINE_FLOATS..].as_mut_ptr()
+    }
 }
 
 /// Writes `rows[i][p + j]` to `dst[j · stride + i]` for `i, j < 4`.

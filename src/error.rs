@@ -88,6 +88,18 @@ pub enum Error {
     /// A tuning request that cannot be carried out.
     #[error("tuning: {0}")]
     InvalidTuning(String),
+    /// A block (BatchNorm, ACNet, depthwise-separable) that cannot be built
+    /// from what it was given.
+    #[error("{0}")]
+    Block(String),
+    /// A model file, or its weights, that cannot be run: the layer named.
+    #[error("model: layer {layer:?}: {reason}")]
+    Model {
+        /// The layer's name.
+        layer: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The benchmark chart could not be drawn.
     #[error("plot: {0}")]
     Plot(String),

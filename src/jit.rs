@@ -2,7 +2,7 @@
 //! owned by a [`Kernel`].
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
@@ -130,11 +130,31 @@ impl Compiler {
         schedule.legal(spec)?;
         let start = Instant::now();
         let plan = Plan::new(spec, schedule);
+        let signature = codegen::signature(self.isa.pointer_type(), self.isa.default_call_conv());
+        let (code, pointer) = self.define(signature, |func, target| {
+            codegen::lower(spec, schedule, &plan, target, func)
+        })?;
+        // SAFETY: the function was generated with `codegen::signature`, which
+        // is exactly `KernelFn` in the System V ABI the ISA uses.
+        let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(pointer) };
+        let compile_time = start.elapsed();
+        log::info!("compiled {spec} with {} in {compile_time:?}", schedule.to_json());
+        Ok(Kernel::new(spec.clone(), *schedule, plan, code, function, compile_time))
+    }
+
+    /// JIT-compiles one function of `signature` whose body `lower` emits,
+    /// returning the code's owner and its address.
+    pub(crate) fn define(
+        &self,
+        signature: ir::Signature,
+        lower: impl FnOnce(&mut ir::Function, Target),
+    ) -> Result<(Code, *const u8)> {
         let mut module =
             JITModule::new(JITBuilder::with_isa(self.isa.clone(), default_libcall_names()));
         let result = (|| {
             let mut ctx = module.make_context();
-            self.build(spec, schedule, &plan, &mut ctx.func);
+            ctx.func.signature = signature;
+            lower(&mut ctx.func, self.target());
             let id = module
                 .declare_function("conv", Linkage::Export, &ctx.func.signature)
                 .map_err(|e| Error::Jit(e.to_string()))?;
@@ -142,20 +162,19 @@ impl Compiler {
             module.finalize_definitions().map_err(|e| Error::Jit(e.to_string()))?;
             Ok(module.get_finalized_function(id))
         })();
-        let code = match result {
-            Ok(code) => code,
+        match result {
+            Ok(pointer) => Ok((Code { module: Mutex::new(Some(module)) }, pointer)),
             Err(e) => {
                 // SAFETY: no pointer into the module's memory escaped.
                 unsafe { module.free_memory() };
-                return Err(e);
+                Err(e)
             }
-        };
-        // SAFETY: the function was generated with `codegen::signature`, which
-        // is exactly `KernelFn` in the System V ABI the ISA uses.
-        let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(code) };
-        let compile_time = start.elapsed();
-        log::info!("compiled {spec} with {} in {compile_time:?}", schedule.to_json());
-        Ok(Kernel::new(spec.clone(), *schedule, plan, module, function, compile_time))
+        }
+    }
+
+    /// What the emitters need to know of the target.
+    pub(crate) fn target(&self) -> Target {
+        Target { frontend: self.isa.frontend_config(), has_fma: self.has_fma }
     }
 
     /// The IR (and optionally the machine code) of `spec` under `schedule`.
@@ -181,8 +200,26 @@ impl Compiler {
 
     fn build(&self, spec: &ValidSpec, schedule: &Schedule, plan: &Plan, func: &mut ir::Function) {
         func.signature = codegen::signature(self.isa.pointer_type(), self.isa.default_call_conv());
-        let target = Target { frontend: self.isa.frontend_config(), has_fma: self.has_fma };
-        codegen::lower(spec, schedule, plan, target, func);
+        codegen::lower(spec, schedule, plan, self.target(), func);
+    }
+}
+
+/// Owns the memory of JIT-compiled code, which is freed when it is dropped:
+/// whoever holds a pointer into the code must hold its `Code` too.
+pub(crate) struct Code {
+    /// Never used but to free it: the mutex only makes `Code` `Sync` (the
+    /// module has interior mutability that threads must not share).
+    module: Mutex<Option<JITModule>>,
+}
+
+impl Drop for Code {
+    fn drop(&mut self) {
+        let module = self.module.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(module) = module.take() {
+            // SAFETY: the owner of `self` holds the only pointers into the
+            // module's memory, and they die with it.
+            unsafe { module.free_memory() };
+        }
     }
 }
 

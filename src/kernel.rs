@@ -4,13 +4,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cranelift_jit::JITModule;
 use serde::Serialize;
 
 use crate::codegen::Plan;
 use crate::complexity::Complexity;
 use crate::copy::{Copier, Scratch};
 use crate::error::{Error, Result};
+use crate::jit::Code;
 use crate::schedule::{Schedule, Split, Strategy};
 use crate::spec::{Op, ValidSpec};
 use crate::timing;
@@ -29,10 +29,8 @@ pub struct Kernel {
     spec: ValidSpec,
     schedule: Schedule,
     plan: Plan,
-    /// Owns the code `function` points into; freed on drop. Never used
-    /// otherwise: the mutex only makes the kernel `Sync` (the module has
-    /// interior mutability that threads must not share).
-    module: Mutex<Option<JITModule>>,
+    /// Owns the code `function` points into; freed on drop.
+    _code: Code,
     function: KernelFn,
     compile_time: Duration,
     /// The zero-bordered padded copies (one, or one per thread when each
@@ -47,17 +45,6 @@ impl std::fmt::Debug for Kernel {
             .field("schedule", &self.schedule)
             .field("compile_time", &self.compile_time)
             .finish()
-    }
-}
-
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        let module = self.module.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(module) = module.take() {
-            // SAFETY: `function` is the only pointer into the module's memory
-            // and it dies with `self`.
-            unsafe { module.free_memory() };
-        }
     }
 }
 
@@ -87,7 +74,7 @@ impl Kernel {
         spec: ValidSpec,
         schedule: Schedule,
         plan: Plan,
-        module: JITModule,
+        code: Code,
         function: KernelFn,
         compile_time: Duration,
     ) -> Kernel {
@@ -96,7 +83,7 @@ impl Kernel {
             spec,
             schedule,
             plan,
-            module: Mutex::new(Some(module)),
+            _code: code,
             function,
             compile_time,
             scratch: Mutex::new(Vec::new()),
@@ -376,7 +363,7 @@ impl Kernel {
 
 /// Runs `work(t, buffer)` for every buffer `t`, on as many threads of
 /// rayon's pool (the calling thread takes buffer 0).
-fn on_threads(buffers: &mut [Scratch], work: impl Fn(usize, &mut Scratch) + Sync) {
+pub(crate) fn on_threads<B: Send>(buffers: &mut [B], work: impl Fn(usize, &mut B) + Sync) {
     match buffers {
         [only] => work(0, only),
         [first, rest @ ..] => rayon::in_place_scope(|s| {

@@ -11,10 +11,11 @@
 pub mod atomic;
 pub mod baseline;
 pub mod bench;
+pub mod blocks;
 pub mod ceiling;
 pub mod codegen;
 pub mod complexity;
-mod copy;
+pub(crate) mod copy;
 pub mod engine;
 pub mod error;
 pub mod jit;

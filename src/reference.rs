@@ -314,6 +314,11 @@ impl Oracle {
         &self.expected
     }
 
+    /// Each element's error bound (meaningful in the planes checked).
+    pub fn bounds(&self) -> &[f64] {
+        &self.bound
+    }
+
     /// Checks `actual` (of the output's length) element by element.
     pub fn verify(&self, actual: &[f32]) -> Result<Verdict> {
         if actual.len() != self.expected.len() {

@@ -823,14 +823,7 @@ impl ValidSpec {
     pub fn to_conv_spec(&self) -> ConvSpec {
         let i = |v: usize| v as i64;
         let p2 = |p: [usize; 2]| Pair::Two([i(p[0]), i(p[1])]);
-        let (activation, negative_slope) = match self.activation {
-            Activation::None => (ActivationKind::None, None),
-            Activation::Relu => (ActivationKind::Relu, None),
-            Activation::Relu6 => (ActivationKind::Relu6, None),
-            Activation::LeakyRelu { negative_slope } => {
-                (ActivationKind::LeakyRelu, Some(negative_slope))
-            }
-        };
+        let (activation, negative_slope) = activation_fields(self.activation);
         let p = self.padding;
         ConvSpec {
             name: self.name.clone(),
@@ -849,6 +842,18 @@ impl ValidSpec {
             bias: self.bias,
             activation,
             negative_slope,
+        }
+    }
+}
+
+/// The JSON fields (`activation`, `negative_slope`) of an activation.
+pub fn activation_fields(activation: Activation) -> (ActivationKind, Option<f32>) {
+    match activation {
+        Activation::None => (ActivationKind::None, None),
+        Activation::Relu => (ActivationKind::Relu, None),
+        Activation::Relu6 => (ActivationKind::Relu6, None),
+        Activation::LeakyRelu { negative_slope } => {
+            (ActivationKind::LeakyRelu, Some(negative_slope))
         }
     }
 }

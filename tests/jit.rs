@@ -136,8 +136,12 @@ fn check_all(json: &str) {
 /// last column): the width strategy must still read a copy, not the image.
 #[test]
 fn width_strategy_column_phases_without_padding() {
-    check_all(r#"{"op":"conv2d","in_channels":1,"out_channels":1,"height":4,"width":18,"kernel":3,"stride":2}"#);
-    check_all(r#"{"op":"conv2d","in_channels":3,"out_channels":3,"height":7,"width":18,"kernel":3,"stride":2,"groups":3}"#);
+    check_all(
+        r#"{"op":"conv2d","in_channels":1,"out_channels":1,"height":4,"width":18,"kernel":3,"stride":2}"#,
+    );
+    check_all(
+        r#"{"op":"conv2d","in_channels":3,"out_channels":3,"height":7,"width":18,"kernel":3,"stride":2,"groups":3}"#,
+    );
 }
 
 #[test]

@@ -19,20 +19,20 @@
 //! exactly the phase's output pixels, and lanes past a channel tail are
 //! never stored.
 
+pub mod dsc;
+mod lower;
 pub mod plan;
 
-use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{
-    AbiParam, BlockArg, Endianness, Function, InstBuilder, MemFlagsData, Signature, Type, Value,
-    types,
-};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, Signature, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
+use lower::Lower;
 use plan::Phase;
 pub use plan::Plan;
 
 use crate::schedule::{Schedule, Strategy};
-use crate::spec::{Activation, ValidSpec};
+use crate::spec::ValidSpec;
 
 /// The signature of every generated kernel.
 pub fn signature(pointer: Type, call_conv: cranelift_codegen::isa::CallConv) -> Signature {
@@ -87,12 +87,6 @@ pub fn lower(
     e.fb.finalize(target.frontend);
 }
 
-/// Memory flags for every access: in bounds by construction, never aligned
-/// (unaligned vector moves cost nothing extra on this CPU).
-fn flags() -> MemFlagsData {
-    MemFlagsData::new().with_notrap()
-}
-
 /// Runtime values that locate one work item.
 #[derive(Clone, Copy)]
 struct Item {
@@ -124,6 +118,15 @@ struct Shape {
 impl Shape {
     fn positions(self) -> usize {
         self.pixels * self.rows
+    }
+}
+
+impl<'a> Lower<'a> for Emitter<'a> {
+    fn fb(&mut self) -> &mut FunctionBuilder<'a> {
+        &mut self.fb
+    }
+    fn has_fma(&self) -> bool {
+        self.target.has_fma
     }
 }
 
@@ -193,83 +196,6 @@ impl Emitter<'_> {
             0 => lanes,
             r => r,
         }
-    }
-
-    fn iconst(&mut self, v: i64) -> Value {
-        self.fb.ins().iconst(types::I64, v)
-    }
-
-    /// `base + off` bytes.
-    fn offset(&mut self, base: Value, off: i64) -> Value {
-        if off == 0 { base } else { self.fb.ins().iadd_imm_s(base, off) }
-    }
-
-    /// `base + index · scale` bytes.
-    fn scaled(&mut self, base: Value, index: Value, scale: i64) -> Value {
-        let step = self.fb.ins().imul_imm_s(index, scale);
-        self.fb.ins().iadd(base, step)
-    }
-
-    fn load(&mut self, ty: Type, base: Value, off: i64) -> Value {
-        match i32::try_from(off) {
-            Ok(o) => self.fb.ins().load(ty, flags(), base, o),
-            Err(_) => {
-                let addr = self.fb.ins().iadd_imm_s(base, off);
-                self.fb.ins().load(ty, flags(), addr, 0)
-            }
-        }
-    }
-
-    fn store(&mut self, v: Value, base: Value, off: i64) {
-        match i32::try_from(off) {
-            Ok(o) => {
-                self.fb.ins().store(flags(), v, base, o);
-            }
-            Err(_) => {
-                let addr = self.fb.ins().iadd_imm_s(base, off);
-                self.fb.ins().store(flags(), v, addr, 0);
-            }
-        }
-    }
-
-    /// A top-tested counted loop `for i in (start..end).step_by(step)` that
-    /// carries `carried` values; `body` returns their next values.
-    fn counted_loop(
-        &mut self,
-        start: Value,
-        end: Value,
-        step: i64,
-        carried: &[Value],
-        mut body: impl FnMut(&mut Self, Value, &[Value]) -> Vec<Value>,
-    ) -> Vec<Value> {
-        let header = self.fb.create_block();
-        let body_block = self.fb.create_block();
-        let exit = self.fb.create_block();
-        let i = self.fb.append_block_param(header, types::I64);
-        let mut header_vals = Vec::with_capacity(carried.len());
-        let mut exit_vals = Vec::with_capacity(carried.len());
-        for &c in carried {
-            let ty = self.fb.func.dfg.value_type(c);
-            header_vals.push(self.fb.append_block_param(header, ty));
-            exit_vals.push(self.fb.append_block_param(exit, ty));
-        }
-        let args = |first: Value, rest: &[Value]| -> Vec<BlockArg> {
-            std::iter::once(first).chain(rest.iter().copied()).map(BlockArg::Value).collect()
-        };
-        self.fb.ins().jump(header, &args(start, carried));
-
-        self.fb.switch_to_block(header);
-        let more = self.fb.ins().icmp(IntCC::SignedLessThan, i, end);
-        let to_exit: Vec<BlockArg> = header_vals.iter().copied().map(BlockArg::Value).collect();
-        self.fb.ins().brif(more, body_block, &[], exit, &to_exit);
-
-        self.fb.switch_to_block(body_block);
-        let next = body(self, i, &header_vals);
-        let i_next = self.fb.ins().iadd_imm_s(i, step);
-        self.fb.ins().jump(header, &args(i_next, &next));
-
-        self.fb.switch_to_block(exit);
-        exit_vals
     }
 
     /// The whole function body: the two outer loops in the schedule's order,
@@ -609,16 +535,6 @@ impl Emitter<'_> {
         accs
     }
 
-    /// `a · b + acc`, fused when the target has FMA.
-    fn mul_add(&mut self, a: Value, b: Value, acc: Value) -> Value {
-        if self.target.has_fma {
-            self.fb.ins().fma(a, b, acc)
-        } else {
-            let m = self.fb.ins().fmul(a, b);
-            self.fb.ins().fadd(m, acc)
-        }
-    }
-
     /// Activation, then the stores: lane l of vector v is output channel
     /// `first + (4v + l) · lane_stride`.
     fn epilogue(&mut self, item: &Item, phase: &Phase, shape: Shape, accs: Vec<Value>) {
@@ -687,35 +603,8 @@ impl Emitter<'_> {
         }
     }
 
-    fn splat_const(&mut self, c: f32) -> Value {
-        let s = self.fb.ins().f32const(c);
-        self.fb.ins().splat(types::F32X4, s)
-    }
-
-    /// The fused activation. `fmax`/`fmin` return NaN when an operand is NaN,
-    /// and `x < 0` is false for NaN, so NaN propagates as in PyTorch.
+    /// The fused activation.
     fn activate(&mut self, a: Value) -> Value {
-        match self.spec.activation() {
-            Activation::None => a,
-            Activation::Relu => {
-                let zero = self.splat_const(0.0);
-                self.fb.ins().fmax(a, zero)
-            }
-            Activation::Relu6 => {
-                let zero = self.splat_const(0.0);
-                let six = self.splat_const(6.0);
-                let lo = self.fb.ins().fmax(a, zero);
-                self.fb.ins().fmin(lo, six)
-            }
-            Activation::LeakyRelu { negative_slope } => {
-                let zero = self.splat_const(0.0);
-                let slope = self.splat_const(negative_slope);
-                let scaled = self.fb.ins().fmul(a, slope);
-                let negative = self.fb.ins().fcmp(FloatCC::LessThan, a, zero);
-                let flags = MemFlagsData::new().with_endianness(Endianness::Little);
-                let mask = self.fb.ins().bitcast(types::F32X4, flags, negative);
-                self.fb.ins().bitselect(mask, scaled, a)
-            }
-        }
+        self.activation(a, self.spec.activation())
     }
 }

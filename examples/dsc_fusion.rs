@@ -1,0 +1,106 @@
+//! Times the fused depthwise-separable kernel against the unfused pair
+//! (two JIT kernels through the whole intermediate tensor) on MobileNetV2's
+//! depthwise-separable shapes, in one process, in paired rounds.
+//!
+//! ```text
+//! cargo run --release --example dsc_fusion -- [--runs N] [--threads N] [SCHEDULE-JSON]
+//! ```
+//!
+//! SCHEDULE-JSON changes fields of the fused kernel's heuristic schedule,
+//! e.g. `'{"tile":28}'`. Figures are MACs (both convs' `macs_valid`) per
+//! TSC tick of the median run, and the median over rounds of the unfused
+//! time over the fused time in the same round (above 1: fusion is faster).
+
+use convjit::blocks::dsc::DscKernel;
+use convjit::blocks::{Dsc, DscMode};
+use convjit::codegen::dsc::DscSchedule;
+use convjit::{Activation, Compiler, Complexity, ConvSpec, Op, timing};
+
+/// (channels, input size, stride, pointwise output channels) of
+/// MobileNetV2's inverted residual blocks: the expanded depthwise 3×3 and
+/// the projection after it.
+const SHAPES: &[(i64, i64, i64, usize)] = &[
+    (32, 112, 1, 16),
+    (96, 112, 2, 24),
+    (144, 56, 1, 24),
+    (144, 56, 2, 32),
+    (192, 28, 1, 32),
+    (192, 28, 2, 64),
+    (384, 14, 1, 64),
+    (576, 14, 1, 96),
+    (576, 14, 2, 160),
+    (960, 7, 1, 160),
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (mut runs, mut threads, mut overrides) = (31usize, 1usize, None::<serde_json::Value>);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => runs = args.next().ok_or("--runs needs a number")?.parse()?,
+            "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse()?,
+            json => overrides = Some(serde_json::from_str(json)?),
+        }
+    }
+    let compiler = Compiler::host()?;
+    println!(
+        "{:<24} {:>9} {:>9} {:>9} {:>7}",
+        "block (dw 3×3 → pw)", "MMACs", "unfused", "fused", "ratio"
+    );
+    for &(c, size, stride, cout) in SHAPES {
+        let mut dw = ConvSpec::new(Op::Conv2d, 1, c, c, (size, size), [3, 3]);
+        (dw.stride, dw.padding, dw.groups) = ([stride, stride].into(), [1, 1].into(), c);
+        let dw = dw.validate()?;
+        let block = Dsc::random(&dw, cout, [Activation::Relu6, Activation::None], 1)?;
+        let mut schedule = DscSchedule::choose(&dw, block.pointwise().spec(), threads);
+        if let Some(o) = &overrides {
+            let mut v = serde_json::to_value(schedule)?;
+            for (k, x) in o.as_object().ok_or("the schedule overrides must be an object")? {
+                v[k] = x.clone();
+            }
+            schedule = serde_json::from_value(v)?;
+        }
+        let fused = DscKernel::compile(&compiler, &block, &schedule)?;
+        let unfused = block.prepare(DscMode::Unfused, Some(&compiler), threads)?;
+        let x = vec![0.5f32; dw.input_len()];
+        let mut y = vec![0.0f32; block.pointwise().spec().output_len()];
+        let (mut tf, mut tu, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..runs + 2 {
+            let mut time = |fused_run: bool| -> Result<u64, convjit::Error> {
+                let (r, m) = timing::measure(|| {
+                    if fused_run { fused.run(&x, &mut y) } else { unfused.run(&x, &mut y) }
+                });
+                r?;
+                Ok(m.cycles)
+            };
+            let (f, u) = if round % 2 == 0 {
+                let f = time(true)?;
+                (f, time(false)?)
+            } else {
+                let u = time(false)?;
+                (time(true)?, u)
+            };
+            if round >= 2 {
+                tf.push(f);
+                tu.push(u);
+                ratios.push(u as f64 / f as f64);
+            }
+        }
+        let macs =
+            Complexity::of(&dw).macs_valid + Complexity::of(block.pointwise().spec()).macs_valid;
+        let median = |v: &mut Vec<u64>| {
+            v.sort_unstable();
+            v[v.len() / 2]
+        };
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "{:<24} {:>9.2} {:>9.2} {:>9.2} {:>6.2}×",
+            format!("{c}ch {size}² s{stride} → {cout}"),
+            macs as f64 / 1e6,
+            macs as f64 / median(&mut tu) as f64,
+            macs as f64 / median(&mut tf) as f64,
+            ratios[ratios.len() / 2]
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,433 @@
+//! The depthwise-separable block of MobileNet and Xception: a depthwise
+//! k×k conv (one channel per group, any stride, padding and dilation)
+//! then a pointwise 1×1 conv, each with an optional BatchNorm (folded into
+//! its conv, [`Conv::fold`]) and activation (fused into its kernel).
+//!
+//! Two ways to run it ([`DscMode`]): two kernels through the whole
+//! intermediate tensor (`unfused`), or one fused kernel
+//! ([`crate::codegen::dsc`]) that computes a tile of the depthwise output
+//! into an L1 buffer and feeds it straight to the pointwise microkernel.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{BatchNorm, Conv};
+use crate::codegen::Plan;
+use crate::codegen::dsc::{self as lowering, DscSchedule};
+use crate::copy::{Copier, Scratch};
+use crate::engine::{Engine, Prepared};
+use crate::error::{Error, Result};
+use crate::jit::{Code, Compiler};
+use crate::kernel::on_threads;
+use crate::spec::{Activation, Op, ValidSpec};
+
+/// How a depthwise-separable block runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DscMode {
+    /// One kernel; the depthwise output goes through an L1 buffer.
+    #[default]
+    Fused,
+    /// Two kernels; the depthwise output is written whole, then read.
+    Unfused,
+}
+
+impl fmt::Display for DscMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DscMode::Fused => "fused",
+            DscMode::Unfused => "unfused",
+        })
+    }
+}
+
+impl FromStr for DscMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<DscMode> {
+        match s {
+            "fused" => Ok(DscMode::Fused),
+            "unfused" => Ok(DscMode::Unfused),
+            _ => Err(Error::Block(format!("unknown dsc mode {s:?}: give fused or unfused"))),
+        }
+    }
+}
+
+/// A depthwise conv and the pointwise conv after it, weights bound.
+#[derive(Clone, Debug)]
+pub struct Dsc {
+    depthwise: Conv,
+    pointwise: Conv,
+}
+
+impl Dsc {
+    /// The block from its two convs (BatchNorms already folded, activations
+    /// in their specs): `depthwise` a conv2d with one input and one output
+    /// channel per group, `pointwise` a 1×1 conv2d (stride 1, no padding,
+    /// one group) on exactly the depthwise's output.
+    pub fn new(depthwise: Conv, pointwise: Conv) -> Result<Dsc> {
+        let (d, p) = (depthwise.spec(), pointwise.spec());
+        if d.op() != Op::Conv2d || d.groups() != d.in_channels() || d.out_channels() != d.groups() {
+            return Err(Error::Block(format!(
+                "dsc: the depthwise conv must be a conv2d with groups = in_channels = \
+                 out_channels, not {d}"
+            )));
+        }
+        let pad = p.padding();
+        if p.op() != Op::Conv2d
+            || p.kernel() != [1, 1]
+            || p.stride() != [1, 1]
+            || p.groups() != 1
+            || [pad.top, pad.left, pad.bottom, pad.right] != [0; 4]
+        {
+            return Err(Error::Block(format!(
+                "dsc: the pointwise conv must be a 1×1 conv2d, stride 1, no padding, one group, \
+                 not {p}"
+            )));
+        }
+        if p.input_shape() != d.output_shape() {
+            return Err(Error::Block(format!(
+                "dsc: the pointwise conv takes {:?} but the depthwise one gives {:?}",
+                p.input_shape(),
+                d.output_shape()
+            )));
+        }
+        Ok(Dsc { depthwise, pointwise })
+    }
+
+    /// The block with random weights: a depthwise conv of `depthwise`'s
+    /// spec, then a pointwise one to `out_channels`, each with a random
+    /// BatchNorm folded in and its activation.
+    pub fn random(
+        depthwise: &ValidSpec,
+        out_channels: usize,
+        activations: [Activation; 2],
+        seed: u64,
+    ) -> Result<Dsc> {
+        let conv = |spec: ValidSpec, act: Activation, seed: u64| -> Result<Conv> {
+            let mut s = spec.to_conv_spec();
+            (s.bias, s.activation, s.negative_slope) = (false, Default::default(), None);
+            let bn = BatchNorm::random(spec.out_channels(), seed + 1);
+            Conv::random(s.validate()?, seed).fold(&bn)?.with_activation(act)
+        };
+        let dw = conv(depthwise.clone(), activations[0], seed)?;
+        let mut p = crate::spec::ConvSpec::new(
+            Op::Conv2d,
+            depthwise.batch() as i64,
+            depthwise.out_channels() as i64,
+            out_channels as i64,
+            (depthwise.out_height() as i64, depthwise.out_width() as i64),
+            [1, 1],
+        );
+        p.name = depthwise.name().map(|n| format!("{n}.pointwise"));
+        let pw = conv(p.validate()?, activations[1], seed + 2)?;
+        Dsc::new(dw, pw)
+    }
+
+    /// The depthwise conv.
+    pub fn depthwise(&self) -> &Conv {
+        &self.depthwise
+    }
+    /// The pointwise conv.
+    pub fn pointwise(&self) -> &Conv {
+        &self.pointwise
+    }
+
+    /// The block's output on `input` from the reference interpreter (the
+    /// depthwise output rounded to f32 between the two, as both modes
+    /// keep it).
+    pub fn reference(&self, input: &[f32]) -> Result<Vec<f32>> {
+        self.pointwise.reference(&self.depthwise.reference(input)?)
+    }
+
+    /// Prepares the block to run `mode`, compiled by `compiler` (the
+    /// host's when `None`), on up to `threads` threads.
+    pub fn prepare(
+        &self,
+        mode: DscMode,
+        compiler: Option<&Compiler>,
+        threads: usize,
+    ) -> Result<PreparedDsc> {
+        let host;
+        let compiler = match compiler {
+            Some(c) => c,
+            None => {
+                host = Compiler::host()?;
+                &host
+            }
+        };
+        let inner = match mode {
+            DscMode::Fused => {
+                let schedule =
+                    DscSchedule::choose(self.depthwise.spec(), self.pointwise.spec(), threads);
+                Inner::Fused(Box::new(DscKernel::compile(compiler, self, &schedule)?))
+            }
+            DscMode::Unfused => {
+                let dw = self.depthwise.prepare(Engine::Jit, Some(compiler), threads)?;
+                let pw = self.pointwise.prepare(Engine::Jit, Some(compiler), threads)?;
+                let mid = Mutex::new(vec![0.0; self.depthwise.spec().output_len()]);
+                Inner::Unfused { dw, pw, mid }
+            }
+        };
+        Ok(PreparedDsc {
+            input: self.depthwise.spec().clone(),
+            output: self.pointwise.spec().clone(),
+            inner,
+        })
+    }
+}
+
+/// A depthwise-separable block ready to run.
+pub struct PreparedDsc {
+    input: ValidSpec,
+    output: ValidSpec,
+    inner: Inner,
+}
+
+enum Inner {
+    Fused(Box<DscKernel>),
+    Unfused { dw: Box<dyn Prepared>, pw: Box<dyn Prepared>, mid: Mutex<Vec<f32>> },
+}
+
+impl PreparedDsc {
+    /// How it runs.
+    pub fn mode(&self) -> DscMode {
+        match self.inner {
+            Inner::Fused(_) => DscMode::Fused,
+            Inner::Unfused { .. } => DscMode::Unfused,
+        }
+    }
+
+    /// The depthwise conv's spec (whose input the block takes).
+    pub fn depthwise_spec(&self) -> &ValidSpec {
+        &self.input
+    }
+    /// The pointwise conv's spec (whose output the block gives).
+    pub fn pointwise_spec(&self) -> &ValidSpec {
+        &self.output
+    }
+
+    /// Time spent compiling its code.
+    pub fn compile_time(&self) -> Duration {
+        match &self.inner {
+            Inner::Fused(k) => k.compile_time,
+            Inner::Unfused { dw, pw, .. } => {
+                dw.compile_time().unwrap_or_default() + pw.compile_time().unwrap_or_default()
+            }
+        }
+    }
+
+    /// The output (NCHW) of `input` (NCHW); both lengths are checked first.
+    pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        match &self.inner {
+            Inner::Fused(k) => k.run(input, output),
+            Inner::Unfused { dw, pw, mid } => {
+                self.output.check_output(output.len())?;
+                let mut guard = mid.try_lock();
+                let mut local = Vec::new();
+                let mid: &mut Vec<f32> = match guard.as_deref_mut() {
+                    Ok(m) => m,
+                    Err(_) => {
+                        local.resize(self.input.output_len(), 0.0);
+                        &mut local
+                    }
+                };
+                dw.run(input, mid)?;
+                pw.run(mid, output)
+            }
+        }
+    }
+}
+
+/// The fused kernel's C signature (see [`crate::codegen::dsc`]).
+type DscFn = unsafe extern "C" fn(
+    *const f32,
+    *const f32,
+    *const f32,
+    *const f32,
+    *const f32,
+    *mut f32,
+    *mut f32,
+    i64,
+    i64,
+);
+
+/// The fused depthwise-separable kernel with its packed weights.
+pub struct DscKernel {
+    dw: ValidSpec,
+    pw: ValidSpec,
+    schedule: DscSchedule,
+    /// The depthwise plan: the padded, channel-blocked band copies.
+    plan: Plan,
+    _code: Code,
+    function: DscFn,
+    compile_time: Duration,
+    /// Depthwise weights `[channel][tap]` and bias `[channel]`.
+    w_dw: Vec<f32>,
+    b_dw: Vec<f32>,
+    /// Pointwise weights `[block][C][outputs]` and bias by output channel.
+    w_pw: Vec<f32>,
+    b_pw: Vec<f32>,
+    /// Per thread: the band copy and the tile buffer, kept between runs.
+    buffers: Mutex<Vec<(Scratch, Scratch)>>,
+}
+
+impl DscKernel {
+    /// Compiles `block` with `schedule` (checked first) and packs its
+    /// weights.
+    pub fn compile(compiler: &Compiler, block: &Dsc, schedule: &DscSchedule) -> Result<DscKernel> {
+        schedule.legal()?;
+        let start = Instant::now();
+        let (dw, pw) = (block.depthwise.spec().clone(), block.pointwise.spec().clone());
+        let plan = Plan::new(&dw, &schedule.depthwise());
+        let isa = compiler.isa();
+        let signature = lowering::signature(isa.pointer_type(), isa.default_call_conv());
+        let (code, pointer) = compiler.define(signature, |func, target| {
+            lowering::lower(&dw, &pw, schedule, &plan, target, func)
+        })?;
+        // SAFETY: the function was generated with `lowering::signature`,
+        // which is exactly `DscFn` in the System V ABI the ISA uses.
+        let function = unsafe { std::mem::transmute::<*const u8, DscFn>(pointer) };
+        let compile_time = start.elapsed();
+        let (w_dw, b_dw) = pack_depthwise(&block.depthwise);
+        let outputs = schedule.pw_outputs.min(pw.out_channels());
+        let (w_pw, b_pw) = pack_pointwise(&block.pointwise, outputs);
+        log::info!("compiled the fused {dw} + {pw} in {compile_time:?}");
+        Ok(DscKernel {
+            dw,
+            pw,
+            schedule: *schedule,
+            plan,
+            _code: code,
+            function,
+            compile_time,
+            w_dw,
+            b_dw,
+            w_pw,
+            b_pw,
+            buffers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The schedule it was compiled with.
+    pub fn schedule(&self) -> &DscSchedule {
+        &self.schedule
+    }
+
+    /// The parts of one image's output rows (its bands, or one slice per
+    /// thread when the input needs no copy), and the threads a run shares
+    /// them across.
+    fn shares(&self) -> (usize, usize) {
+        let most = self.plan.bands.map_or(self.dw.out_height(), |b| b.parts);
+        let wanted = self.schedule.threads.min(most);
+        let threads = if wanted > 1 { wanted.min(rayon::current_num_threads()) } else { 1 };
+        (if self.plan.bands.is_some() { most } else { threads }, threads)
+    }
+
+    /// The block's output (NCHW) of `input` (NCHW), lengths checked first.
+    pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        self.dw.check_operands(
+            input.len(),
+            self.dw.weight_len(),
+            self.dw.has_bias().then_some(self.dw.out_channels()),
+        )?;
+        self.pw.check_output(output.len())?;
+        let (parts, threads) = self.shares();
+        let mut cached = self.buffers.try_lock().ok();
+        let mut local = Vec::new();
+        let buffers: &mut Vec<(Scratch, Scratch)> = cached.as_deref_mut().unwrap_or(&mut local);
+        let tile_len = self.schedule.tile_len(&self.dw);
+        if buffers.len() < threads {
+            buffers.resize_with(threads, || {
+                let copy = if self.plan.bands.is_some() { self.plan.copy_len() } else { 0 };
+                (Scratch::zeroed(copy), Scratch::zeroed(tile_len))
+            });
+        }
+        let copier = Copier { spec: &self.dw, plan: &self.plan };
+        let row = (self.plan.row_len() * self.plan.pixel_len()) as isize;
+        let rows = self.dw.out_height();
+        let (image_in, image_out) =
+            (self.dw.input_len() / self.dw.batch(), self.pw.output_len() / self.pw.batch());
+        for (x, y) in input.chunks(image_in).zip(output.chunks_mut(image_out)) {
+            let call = Call { y: y.as_mut_ptr() };
+            let call = &call; // shared whole: its field alone is not `Sync`
+            let work = |t: usize, (band, tile): &mut (Scratch, Scratch)| {
+                for b in t * parts / threads..(t + 1) * parts / threads {
+                    let x = if self.plan.bands.is_some() {
+                        copier.band(x, b, band.get_mut());
+                        // Padded row r is at `x + r · row`, see
+                        // `Kernel::run_bands`.
+                        let first = self.plan.band_rows(b).start as isize;
+                        band.as_ptr().wrapping_offset(-first * row)
+                    } else {
+                        x.as_ptr()
+                    };
+                    let (lo, hi) = (rows * b / parts, rows * (b + 1) / parts);
+                    // SAFETY: the function was generated for this plan and
+                    // schedule: band `b`'s rows read only the padded rows
+                    // `band_rows(b)`, which the band buffer holds (or the
+                    // image itself, when the plan needs no copy); the
+                    // weights and biases have the lengths `pack_*` made for
+                    // the schedule's blocks; the tile buffer holds
+                    // `tile_len` floats; the output rows `lo..hi` are inside
+                    // this image's output, whose length was checked, and the
+                    // threads' bands are disjoint, so no two calls write the
+                    // same element.
+                    unsafe {
+                        (self.function)(
+                            x,
+                            self.w_dw.as_ptr(),
+                            self.b_dw.as_ptr(),
+                            self.w_pw.as_ptr(),
+                            self.b_pw.as_ptr(),
+                            call.y,
+                            tile.as_mut_ptr(),
+                            lo as i64,
+                            hi as i64,
+                        )
+                    };
+                }
+            };
+            on_threads(&mut buffers[..threads], work);
+        }
+        Ok(())
+    }
+}
+
+/// The output of one image, which the threads of a run write in disjoint
+/// rows.
+struct Call {
+    y: *mut f32,
+}
+
+// SAFETY: only the compiled code dereferences `y`, each thread in its own
+// rows (see `DscKernel::run`).
+unsafe impl Sync for Call {}
+
+/// Depthwise weights in PyTorch's layout (`[channel][tap]`) and the bias,
+/// zero without one.
+fn pack_depthwise(conv: &Conv) -> (Vec<f32>, Vec<f32>) {
+    let channels = conv.spec().out_channels();
+    (conv.weight().to_vec(), conv.bias().map_or_else(|| vec![0.0; channels], <[f32]>::to_vec))
+}
+
+/// Pointwise weights as `[output block][input channel][outputs]` and the
+/// bias by output channel, zero past the last output channel.
+fn pack_pointwise(conv: &Conv, outputs: usize) -> (Vec<f32>, Vec<f32>) {
+    let spec = conv.spec();
+    let (cin, cout) = (spec.in_channels(), spec.out_channels());
+    let blocks = cout.div_ceil(outputs);
+    let mut w = vec![0.0; blocks * cin * outputs];
+    let mut b = vec![0.0; blocks * outputs];
+    for oc in 0..cout {
+        let (block, k) = (oc / outputs, oc % outputs);
+        for c in 0..cin {
+            w[(block * cin + c) * outputs + k] = conv.weight()[oc * cin + c];
+        }
+        b[oc] = conv.bias().map_or(0.0, |bias| bias[oc]);
+    }
+    (w, b)
+}

@@ -1,0 +1,148 @@
+//! The emitting helpers every lowering shares: constants, addresses,
+//! loads and stores, top-tested counted loops (CRANELIFT.md rule 5), the
+//! multiply-add and the activations.
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{BlockArg, Endianness, InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_frontend::FunctionBuilder;
+
+use crate::spec::Activation;
+
+/// Memory flags for every access: in bounds by construction, never aligned
+/// (unaligned vector moves cost nothing extra on this CPU).
+pub(super) fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// An emitter: a function builder, and whether the target has FMA.
+pub(super) trait Lower<'a>: Sized {
+    /// The builder of the function being emitted.
+    fn fb(&mut self) -> &mut FunctionBuilder<'a>;
+
+    /// Whether fused multiply-add is available.
+    fn has_fma(&self) -> bool;
+
+    /// An i64 constant.
+    fn iconst(&mut self, v: i64) -> Value {
+        self.fb().ins().iconst(types::I64, v)
+    }
+
+    /// `base + off` bytes.
+    fn offset(&mut self, base: Value, off: i64) -> Value {
+        if off == 0 { base } else { self.fb().ins().iadd_imm_s(base, off) }
+    }
+
+    /// `base + index · scale` bytes.
+    fn scaled(&mut self, base: Value, index: Value, scale: i64) -> Value {
+        let step = self.fb().ins().imul_imm_s(index, scale);
+        self.fb().ins().iadd(base, step)
+    }
+
+    /// A load of `ty` at `base + off` bytes.
+    fn load(&mut self, ty: Type, base: Value, off: i64) -> Value {
+        match i32::try_from(off) {
+            Ok(o) => self.fb().ins().load(ty, flags(), base, o),
+            Err(_) => {
+                let addr = self.fb().ins().iadd_imm_s(base, off);
+                self.fb().ins().load(ty, flags(), addr, 0)
+            }
+        }
+    }
+
+    /// A store of `v` at `base + off` bytes.
+    fn store(&mut self, v: Value, base: Value, off: i64) {
+        match i32::try_from(off) {
+            Ok(o) => {
+                self.fb().ins().store(flags(), v, base, o);
+            }
+            Err(_) => {
+                let addr = self.fb().ins().iadd_imm_s(base, off);
+                self.fb().ins().store(flags(), v, addr, 0);
+            }
+        }
+    }
+
+    /// A top-tested counted loop `for i in (start..end).step_by(step)` that
+    /// carries `carried` values; `body` returns their next values.
+    fn counted_loop(
+        &mut self,
+        start: Value,
+        end: Value,
+        step: i64,
+        carried: &[Value],
+        mut body: impl FnMut(&mut Self, Value, &[Value]) -> Vec<Value>,
+    ) -> Vec<Value> {
+        let header = self.fb().create_block();
+        let body_block = self.fb().create_block();
+        let exit = self.fb().create_block();
+        let i = self.fb().append_block_param(header, types::I64);
+        let mut header_vals = Vec::with_capacity(carried.len());
+        let mut exit_vals = Vec::with_capacity(carried.len());
+        for &c in carried {
+            let ty = self.fb().func.dfg.value_type(c);
+            header_vals.push(self.fb().append_block_param(header, ty));
+            exit_vals.push(self.fb().append_block_param(exit, ty));
+        }
+        let args = |first: Value, rest: &[Value]| -> Vec<BlockArg> {
+            std::iter::once(first).chain(rest.iter().copied()).map(BlockArg::Value).collect()
+        };
+        self.fb().ins().jump(header, &args(start, carried));
+
+        self.fb().switch_to_block(header);
+        let more = self.fb().ins().icmp(IntCC::SignedLessThan, i, end);
+        let to_exit: Vec<BlockArg> = header_vals.iter().copied().map(BlockArg::Value).collect();
+        self.fb().ins().brif(more, body_block, &[], exit, &to_exit);
+
+        self.fb().switch_to_block(body_block);
+        let next = body(self, i, &header_vals);
+        let i_next = self.fb().ins().iadd_imm_s(i, step);
+        self.fb().ins().jump(header, &args(i_next, &next));
+
+        self.fb().switch_to_block(exit);
+        exit_vals
+    }
+
+    /// `a · b + acc`, fused when the target has FMA.
+    fn mul_add(&mut self, a: Value, b: Value, acc: Value) -> Value {
+        if self.has_fma() {
+            self.fb().ins().fma(a, b, acc)
+        } else {
+            let m = self.fb().ins().fmul(a, b);
+            self.fb().ins().fadd(m, acc)
+        }
+    }
+
+    /// `c` in every lane.
+    fn splat_const(&mut self, c: f32) -> Value {
+        let s = self.fb().ins().f32const(c);
+        self.fb().ins().splat(types::F32X4, s)
+    }
+
+    /// `activation` of every lane of `a`. `fmax`/`fmin` return NaN when an
+    /// operand is NaN, and `x < 0` is false for NaN, so NaN propagates as in
+    /// PyTorch.
+    fn activation(&mut self, a: Value, activation: Activation) -> Value {
+        match activation {
+            Activation::None => a,
+            Activation::Relu => {
+                let zero = self.splat_const(0.0);
+                self.fb().ins().fmax(a, zero)
+            }
+            Activation::Relu6 => {
+                let zero = self.splat_const(0.0);
+                let six = self.splat_const(6.0);
+                let lo = self.fb().ins().fmax(a, zero);
+                self.fb().ins().fmin(lo, six)
+            }
+            Activation::LeakyRelu { negative_slope } => {
+                let zero = self.splat_const(0.0);
+                let slope = self.splat_const(negative_slope);
+                let scaled = self.fb().ins().fmul(a, slope);
+                let negative = self.fb().ins().fcmp(FloatCC::LessThan, a, zero);
+                let flags = MemFlagsData::new().with_endianness(Endianness::Little);
+                let mask = self.fb().ins().bitcast(types::F32X4, flags, negative);
+                self.fb().ins().bitselect(mask, scaled, a)
+            }
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Blocks: BatchNorm folding, ACNet's deploy fusion and the fused
+//! depthwise-separable kernel, each against the unfused computation and the
+//! reference interpreter.
+
+mod common;
+
+use common::{check, random_tensor, spec};
+use convjit::blocks::{AcBlock, BatchNorm, Conv, Dsc, DscMode};
+use convjit::codegen::dsc::DscSchedule;
+use convjit::reference::{Oracle, compare};
+use convjit::{Activation, Compiler, Engine, ValidSpec};
+use proptest::prelude::*;
+
+/// "Within 1e-5 relative": the largest difference over the largest |value|
+/// of the expected output (a normwise relative error, meaningful where
+/// single outputs cancel to about 0).
+const RELATIVE: f64 = 1e-5;
+
+/// The reference output of `conv` then `bn`.
+fn conv_then_bn(conv: &Conv, bn: &BatchNorm, x: &[f32]) -> Vec<f32> {
+    let mut y = conv.reference(x).expect("reference");
+    bn.apply(&mut y, conv.spec().output_shape()).expect("batchnorm");
+    y
+}
+
+fn conv_with(json: &str, seed: u64) -> Conv {
+    Conv::random(spec(json), seed)
+}
+
+/// One spec of every kind, transposed ones with groups, strides and output
+/// padding.
+const EVERY_KIND: &[&str] = &[
+    r#"{"op":"conv2d","in_channels":5,"out_channels":6,"height":9,"width":8,"kernel":3,"padding":1}"#,
+    r#"{"op":"conv2d","in_channels":6,"out_channels":9,"height":9,"width":9,"kernel":3,"padding":1,"groups":3,"bias":false}"#,
+    r#"{"op":"conv2d","in_channels":7,"out_channels":14,"height":8,"width":10,"kernel":3,"stride":2,"padding":1,"groups":7}"#,
+    r#"{"op":"conv2d","in_channels":12,"out_channels":5,"height":6,"width":7,"kernel":1}"#,
+    r#"{"op":"conv2d","in_channels":4,"out_channels":4,"height":12,"width":12,"kernel":3,"padding":2,"dilation":2}"#,
+    r#"{"op":"conv2d","in_channels":4,"out_channels":8,"height":10,"width":9,"kernel":[3,1],"padding":[1,0]}"#,
+    r#"{"op":"conv2d","in_channels":3,"out_channels":8,"height":15,"width":15,"kernel":7,"stride":2,"padding":3,"bias":false}"#,
+    r#"{"op":"conv_transpose2d","in_channels":6,"out_channels":4,"height":5,"width":6,"kernel":4,"stride":2,"padding":1}"#,
+    r#"{"op":"conv_transpose2d","in_channels":6,"out_channels":9,"height":5,"width":5,"kernel":3,"stride":2,"padding":1,"output_padding":1,"groups":3,"bias":false}"#,
+    r#"{"op":"conv_transpose2d","in_channels":4,"out_channels":4,"height":4,"width":4,"kernel":2,"stride":2,"groups":4}"#,
+];
+
+#[test]
+fn bn_folding_equals_conv_then_bn_for_every_kind() {
+    let compiler = Compiler::host().expect("host");
+    for (i, json) in EVERY_KIND.iter().enumerate() {
+        let conv = conv_with(json, i as u64);
+        let bn = BatchNorm::random(conv.spec().out_channels(), 100 + i as u64);
+        let x = random_tensor(200 + i as u64, conv.spec().input_len());
+        let folded = conv.fold(&bn).expect("fold");
+        assert!(folded.spec().has_bias());
+        let expected = conv_then_bn(&conv, &bn, &x);
+        let shape = conv.spec().output_shape();
+        check(json, &shape, &folded.reference(&x).expect("reference"), &expected, RELATIVE);
+        // The JIT runs the folded conv within its own error bound.
+        let jit = folded.prepare(Engine::Jit, Some(&compiler), 1).expect("prepare");
+        let mut y = vec![f32::NAN; folded.spec().output_len()];
+        jit.run(&x, &mut y).expect("run");
+        let verdict =
+            convjit::reference::verify(folded.spec(), &x, folded.weight(), folded.bias(), &y)
+                .expect("verify");
+        assert!(verdict.passed(), "{json}: jit of the folded conv: {verdict:?}");
+        check(json, &shape, &y, &expected, RELATIVE);
+    }
+}
+
+#[test]
+fn bn_refuses_what_does_not_fold() {
+    let conv = conv_with(EVERY_KIND[0], 1);
+    let wrong = BatchNorm::random(5, 1);
+    assert!(conv.fold(&wrong).unwrap_err().to_string().contains("5 channels"));
+    let relu = conv.with_activation(Activation::Relu).expect("relu");
+    let bn = BatchNorm::random(6, 1);
+    assert!(relu.fold(&bn).unwrap_err().to_string().contains("does not fold"));
+    let bad = BatchNorm::new(vec![1.0], vec![0.0], vec![0.0], vec![-1.0], 1e-5);
+    assert!(bad.unwrap_err().to_string().contains("running_var"));
+    let short = BatchNorm::new(vec![1.0, 1.0], vec![0.0], vec![0.0; 2], vec![1.0; 2], 1e-5);
+    assert!(short.unwrap_err().to_string().contains("bias has 1"));
+}
+
+/// ACNet blocks: k 3 and 5, padding k//2 and smaller (down to 0, where the
+/// asymmetric branches crop), groups 1 and more, strides and dilation.
+fn acnet_specs() -> Vec<ValidSpec> {
+    let mut specs = Vec::new();
+    for (k, p, g, s, d) in [
+        (3, 1, 1, 1, 1),
+        (3, 0, 1, 1, 1),
+        (3, 1, 4, 2, 1),
+        (3, 0, 2, 2, 1),
+        (5, 2, 1, 1, 1),
+        (5, 1, 1, 1, 1),
+        (5, 0, 4, 1, 1),
+        (5, 1, 2, 2, 1),
+        (3, 2, 1, 1, 2),
+        (3, 1, 2, 1, 2),
+    ] {
+        specs.push(spec(&format!(
+            r#"{{"op":"conv2d","in_channels":8,"out_channels":8,"height":13,"width":11,
+                "kernel":{k},"padding":{p},"groups":{g},"stride":{s},"dilation":{d},"activation":"relu"}}"#
+        )));
+    }
+    specs
+}
+
+#[test]
+fn acnet_deploy_equals_training_form() {
+    let compiler = Compiler::host().expect("host");
+    for (i, spec) in acnet_specs().into_iter().enumerate() {
+        let block = AcBlock::random(&spec, i as u64).expect("block");
+        let x = random_tensor(50 + i as u64, spec.input_len());
+        let shape = spec.output_shape();
+        let mut training = vec![f32::NAN; spec.output_len()];
+        block
+            .training(Engine::Reference, None, 1)
+            .expect("training form")
+            .run(&x, &mut training)
+            .expect("run");
+        let deploy = block.deploy().expect("deploy");
+        assert_eq!(deploy.spec().kernel(), spec.kernel());
+        let what = format!("acblock {spec}");
+        check(&what, &shape, &deploy.reference(&x).expect("reference"), &training, RELATIVE);
+        // Both forms compiled: the fused one is one kernel.
+        let mut jit_training = vec![f32::NAN; spec.output_len()];
+        block
+            .training(Engine::Jit, Some(&compiler), 1)
+            .expect("training form")
+            .run(&x, &mut jit_training)
+            .expect("run");
+        let mut jit_deploy = vec![f32::NAN; spec.output_len()];
+        deploy
+            .prepare(Engine::Jit, Some(&compiler), 1)
+            .expect("jit")
+            .run(&x, &mut jit_deploy)
+            .expect("run");
+        check(&what, &shape, &jit_deploy, &training, RELATIVE);
+        check(&what, &shape, &jit_training, &training, RELATIVE);
+    }
+}
+
+#[test]
+fn acnet_crops_as_the_reference_code() {
+    // k = 3, padding 0: the vertical branch crops one column on each side,
+    // the horizontal one a row.
+    let s =
+        spec(r#"{"op":"conv2d","in_channels":2,"out_channels":2,"height":6,"width":7,"kernel":3}"#);
+    let block = AcBlock::random(&s, 3).expect("block");
+    let [square, vertical, horizontal] = block.branch_specs().expect("branches");
+    assert_eq!(square.1, Default::default());
+    assert_eq!((vertical.1.rows, vertical.1.cols), (0, 1));
+    assert_eq!((horizontal.1.rows, horizontal.1.cols), (1, 0));
+    assert_eq!([vertical.0.height(), vertical.0.width()], [6, 5]);
+    assert_eq!(vertical.0.kernel(), [3, 1]);
+    assert_eq!(horizontal.0.kernel(), [1, 3]);
+    // k = 5, padding 2 = k//2: no crop, the asymmetric kernels pad 0 across.
+    let s = spec(
+        r#"{"op":"conv2d","in_channels":2,"out_channels":2,"height":6,"width":7,"kernel":5,"padding":2}"#,
+    );
+    let [_, vertical, _] = AcBlock::random(&s, 3).expect("block").branch_specs().expect("branches");
+    assert_eq!(vertical.1, Default::default());
+    assert_eq!(vertical.0.padding().left, 0);
+    assert_eq!(vertical.0.padding().top, 2);
+    // Even kernels have no centre.
+    let even =
+        spec(r#"{"op":"conv2d","in_channels":2,"out_channels":2,"height":6,"width":7,"kernel":4}"#);
+    assert!(AcBlock::random(&even, 1).unwrap_err().to_string().contains("odd square kernel"));
+}
+
+/// Checks the fused block against the reference: each element within the
+/// pointwise layer's error bound on the reference's intermediate plus the
+/// depthwise errors carried through the pointwise weights.
+fn check_dsc(block: &Dsc, x: &[f32], y: &[f32], what: &str) {
+    let (dw, pw) = (block.depthwise(), block.pointwise());
+    let dw_oracle = Oracle::new(dw.spec(), x, dw.weight(), dw.bias()).expect("dw oracle");
+    let mid = dw_oracle.expected();
+    let pw_oracle = Oracle::new(pw.spec(), mid, pw.weight(), pw.bias()).expect("pw oracle");
+    let [n, cout, h, w] = pw.spec().output_shape();
+    let cin = pw.spec().in_channels();
+    let plane = h * w;
+    for (i, &actual) in y.iter().enumerate() {
+        let (img, oc, p) = (i / (cout * plane), (i / plane) % cout, i % plane);
+        let carried: f64 = (0..cin)
+            .map(|c| {
+                let m = (img * cin + c) * plane + p;
+                f64::from(pw.weight()[oc * cin + c]).abs() * dw_oracle.bounds()[m]
+            })
+            .sum();
+        let bound = pw_oracle.bounds()[i] + carried * (1.0 + 1e-6);
+        let (a, e) = (f64::from(actual), f64::from(pw_oracle.expected()[i]));
+        assert!(
+            (a - e).abs() <= bound,
+            "{what}: element {i} ({:?}) is {a}, the reference {e}, past the bound {bound:.3e}",
+            common::coordinates(&[n, cout, h, w], i)
+        );
+    }
+}
+
+fn dsc_spec(
+    c: usize,
+    size: [usize; 2],
+    k: usize,
+    s: usize,
+    p: usize,
+    d: usize,
+    n: usize,
+) -> ValidSpec {
+    spec(&format!(
+        r#"{{"op":"conv2d","batch":{n},"in_channels":{c},"out_channels":{c},"height":{},"width":{},
+            "kernel":{k},"stride":{s},"padding":{p},"dilation":{d},"groups":{c}}}"#,
+        size[0], size[1]
+    ))
+}
+
+#[test]
+fn fused_dsc_matches_the_unfused_pair_on_mobilenet_shapes() {
+    let compiler = Compiler::host().expect("host");
+    let acts = [Activation::Relu6, Activation::None];
+    for (c, hw, s, cout) in [(144, 56, 1, 24), (144, 56, 2, 32), (32, 112, 1, 16), (960, 7, 1, 160)]
+    {
+        let dw = dsc_spec(c, [hw, hw], 3, s, 1, 1, 1);
+        let block = Dsc::random(&dw, cout, acts, c as u64).expect("block");
+        let x = random_tensor(7, dw.input_len());
+        let mut fused = vec![f32::NAN; block.pointwise().spec().output_len()];
+        let mut unfused = fused.clone();
+        block
+            .prepare(DscMode::Fused, Some(&compiler), 1)
+            .expect("fused")
+            .run(&x, &mut fused)
+            .expect("run");
+        block
+            .prepare(DscMode::Unfused, Some(&compiler), 1)
+            .expect("unfused")
+            .run(&x, &mut unfused)
+            .expect("run");
+        let what = format!("dsc {dw} → {cout}");
+        check_dsc(&block, &x, &fused, &what);
+        check_dsc(&block, &x, &unfused, &what);
+        let dev = compare(&fused, &unfused);
+        assert!(dev.max_rel <= RELATIVE, "{what}: fused vs unfused {dev:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random blocks and random legal schedules: channels and output
+    /// channels off multiples of 4, every kernel to 5, strides, dilation,
+    /// asymmetric padding, batch 2, every activation, threads.
+    #[test]
+    fn fused_dsc_matches_the_reference(
+        (c, cout, k, s, d) in (1usize..=13, 1usize..=30, 1usize..=5, 1usize..=2, 1usize..=2),
+        (h, w, p, n) in (1usize..=9, 1usize..=19, 0usize..=2, 1usize..=2),
+        (a0, a1) in (0usize..4, 0usize..4),
+        (tile, dw_channels, dw_vectors, pw_vectors, pw_outputs, unroll, band_rows, threads)
+            in (1usize..=6, 1usize..=4, 1usize..=3, 1usize..=3, 1usize..=4, 1usize..=4, 1usize..=4, 1usize..=3),
+    ) {
+        let acts = [Activation::None, Activation::Relu, Activation::Relu6,
+                    Activation::LeakyRelu { negative_slope: 0.1 }];
+        let extent = d * (k - 1) + 1;
+        let (h, w) = (h + extent.saturating_sub(2 * p), w + extent.saturating_sub(2 * p));
+        let dw = dsc_spec(c, [h, w], k, s, p, d, n);
+        let block = Dsc::random(&dw, cout, [acts[a0], acts[a1]], (c * 31 + cout) as u64).expect("block");
+        let schedule = DscSchedule { tile: 4 * tile, dw_channels, dw_vectors, pw_vectors, pw_outputs, pw_unroll: unroll, band_rows, threads };
+        let compiler = Compiler::host().expect("host");
+        let kernel = convjit::blocks::dsc::DscKernel::compile(&compiler, &block, &schedule).expect("compile");
+        let x = random_tensor(k as u64, dw.input_len());
+        let mut y = vec![f32::NAN; block.pointwise().spec().output_len()];
+        kernel.run(&x, &mut y).expect("run");
+        check_dsc(&block, &x, &y, &format!("{dw} → {cout} with {schedule:?}"));
+        // Runs again on reused buffers.
+        let mut again = vec![f32::NAN; y.len()];
+        kernel.run(&x, &mut again).expect("run");
+        prop_assert_eq!(compare(&again, &y).max_abs, 0.0);
+    }
+}
+
+#[test]
+fn dsc_refuses_what_is_not_one() {
+    let dw = dsc_spec(8, [6, 6], 3, 1, 1, 1, 1);
+    let grouped = spec(
+        r#"{"op":"conv2d","in_channels":8,"out_channels":8,"height":6,"width":6,"kernel":3,"padding":1,"groups":4}"#,
+    );
+    let pw =
+        spec(r#"{"op":"conv2d","in_channels":8,"out_channels":4,"height":6,"width":6,"kernel":1}"#);
+    let pw3 = spec(
+        r#"{"op":"conv2d","in_channels":8,"out_channels":4,"height":6,"width":6,"kernel":3,"padding":1}"#,
+    );
+    let pw_wrong =
+        spec(r#"{"op":"conv2d","in_channels":8,"out_channels":4,"height":5,"width":6,"kernel":1}"#);
+    let conv = |s: &ValidSpec| Conv::random(s.clone(), 1);
+    assert!(Dsc::new(conv(&grouped), conv(&pw)).unwrap_err().to_string().contains("groups"));
+    assert!(Dsc::new(conv(&dw), conv(&pw3)).unwrap_err().to_string().contains("1×1"));
+    assert!(Dsc::new(conv(&dw), conv(&pw_wrong)).unwrap_err().to_string().contains("takes"));
+    let block = Dsc::new(conv(&dw), conv(&pw)).expect("block");
+    let prepared = block.prepare(DscMode::Fused, None, 1).expect("fused");
+    let mut y = vec![0.0; 4 * 36];
+    assert!(prepared.run(&[0.0; 10], &mut y).is_err());
+    assert!(prepared.run(&vec![0.0; 8 * 36], &mut [0.0; 3]).is_err());
+    let bad = DscSchedule { pw_vectors: 4, ..DscSchedule::choose(&dw, &pw, 1) };
+    let compiler = Compiler::host().expect("host");
+    let refused = convjit::blocks::dsc::DscKernel::compile(&compiler, &block, &bad);
+    assert!(refused.err().expect("refused").to_string().contains("pw_vectors"));
+}
