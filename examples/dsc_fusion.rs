@@ -3,42 +3,38 @@
 //! depthwise-separable shapes, in one process, in paired rounds.
 //!
 //! ```text
-//! cargo run --release --example dsc_fusion -- [--runs N] [--threads N] [SCHEDULE-JSON]
+//! cargo run --release --example dsc_fusion -- [--runs N] [--threads N] [--shape C,SIZE,STRIDE,OUT]... [SCHEDULE-JSON]
 //! ```
+//!
+//! `--shape` replaces the MobileNetV2 shapes with others: a depthwise 3×3
+//! over C channels of SIZE² with STRIDE, then a pointwise conv to OUT.
 //!
 //! SCHEDULE-JSON changes fields of the fused kernel's heuristic schedule,
 //! e.g. `'{"tile":28}'`. Figures are MACs (both convs' `macs_valid`) per
 //! TSC tick of the median run, and the median over rounds of the unfused
 //! time over the fused time in the same round (above 1: fusion is faster).
 
-use convjit::blocks::dsc::DscKernel;
+use convjit::blocks::dsc::{DscKernel, MOBILENET_V2};
 use convjit::blocks::{Dsc, DscMode};
 use convjit::codegen::dsc::DscSchedule;
-use convjit::{Activation, Compiler, Complexity, ConvSpec, Op, timing};
-
-/// (channels, input size, stride, pointwise output channels) of
-/// MobileNetV2's inverted residual blocks: the expanded depthwise 3×3 and
-/// the projection after it.
-const SHAPES: &[(i64, i64, i64, usize)] = &[
-    (32, 112, 1, 16),
-    (96, 112, 2, 24),
-    (144, 56, 1, 24),
-    (144, 56, 2, 32),
-    (192, 28, 1, 32),
-    (192, 28, 2, 64),
-    (384, 14, 1, 64),
-    (576, 14, 1, 96),
-    (576, 14, 2, 160),
-    (960, 7, 1, 160),
-];
+use convjit::{Compiler, Complexity, timing};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (mut runs, mut threads, mut overrides) = (31usize, 1usize, None::<serde_json::Value>);
+    let mut shapes = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runs" => runs = args.next().ok_or("--runs needs a number")?.parse()?,
             "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse()?,
+            "--shape" => {
+                let text = args.next().ok_or("--shape needs C,SIZE,STRIDE,OUT")?;
+                let v: Vec<usize> = text.split(',').map(str::parse).collect::<Result<_, _>>()?;
+                let [c, size, stride, out] = v[..] else {
+                    return Err("--shape needs four numbers: C,SIZE,STRIDE,OUT".into());
+                };
+                shapes.push((c, size, stride, out));
+            }
             json => overrides = Some(serde_json::from_str(json)?),
         }
     }
@@ -47,11 +43,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{:<24} {:>9} {:>9} {:>9} {:>7}",
         "block (dw 3×3 → pw)", "MMACs", "unfused", "fused", "ratio"
     );
-    for &(c, size, stride, cout) in SHAPES {
-        let mut dw = ConvSpec::new(Op::Conv2d, 1, c, c, (size, size), [3, 3]);
-        (dw.stride, dw.padding, dw.groups) = ([stride, stride].into(), [1, 1].into(), c);
-        let dw = dw.validate()?;
-        let block = Dsc::random(&dw, cout, [Activation::Relu6, Activation::None], 1)?;
+    if shapes.is_empty() {
+        shapes = MOBILENET_V2.to_vec();
+    }
+    for shape in shapes {
+        let (c, size, stride, cout) = shape;
+        let block = Dsc::mobilenet_v2(shape, 1)?;
+        let dw = block.depthwise().spec().clone();
         let mut schedule = DscSchedule::choose(&dw, block.pointwise().spec(), threads);
         if let Some(o) = &overrides {
             let mut v = serde_json::to_value(schedule)?;

@@ -252,8 +252,8 @@ proptest! {
         (c, cout, k, s, d) in (1usize..=13, 1usize..=30, 1usize..=5, 1usize..=2, 1usize..=2),
         (h, w, p, n) in (1usize..=9, 1usize..=19, 0usize..=2, 1usize..=2),
         (a0, a1) in (0usize..4, 0usize..4),
-        (tile, dw_channels, dw_vectors, pw_vectors, pw_outputs, unroll, band_rows, threads)
-            in (1usize..=6, 1usize..=4, 1usize..=3, 1usize..=3, 1usize..=4, 1usize..=4, 1usize..=4, 1usize..=3),
+        (band_rows, dw_rows, dw_vectors, pw_vectors, pw_outputs, unroll, threads)
+            in (1usize..=5, 1usize..=3, 1usize..=4, 1usize..=3, 1usize..=4, 1usize..=4, 1usize..=3),
     ) {
         let acts = [Activation::None, Activation::Relu, Activation::Relu6,
                     Activation::LeakyRelu { negative_slope: 0.1 }];
@@ -261,7 +261,7 @@ proptest! {
         let (h, w) = (h + extent.saturating_sub(2 * p), w + extent.saturating_sub(2 * p));
         let dw = dsc_spec(c, [h, w], k, s, p, d, n);
         let block = Dsc::random(&dw, cout, [acts[a0], acts[a1]], (c * 31 + cout) as u64).expect("block");
-        let schedule = DscSchedule { tile: 4 * tile, dw_channels, dw_vectors, pw_vectors, pw_outputs, pw_unroll: unroll, band_rows, threads };
+        let schedule = DscSchedule { band_rows, dw_rows, dw_vectors, pw_vectors, pw_outputs, pw_unroll: unroll, threads };
         let compiler = Compiler::host().expect("host");
         let kernel = convjit::blocks::dsc::DscKernel::compile(&compiler, &block, &schedule).expect("compile");
         let x = random_tensor(k as u64, dw.input_len());

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BatchNorm, Conv};
 use crate::codegen::Plan;
-use crate::codegen::dsc::{self as lowering, DscSchedule};
+use crate::codegen::dsc::{self as lowering, Band, DscSchedule, Stage};
 use crate::copy::{Copier, Scratch};
 use crate::engine::{Engine, Prepared};
 use crate::error::{Error, Result};
@@ -55,6 +55,25 @@ impl FromStr for DscMode {
         }
     }
 }
+
+/// The depthwise-separable units of MobileNetV2 (width 1.0, 224×224): the
+/// expanded depthwise 3×3 and the projection after it, as
+/// `(channels, input size, stride, pointwise output channels)`, one entry
+/// per distinct shape. The benchmarks of fusion run on these.
+pub const MOBILENET_V2: &[(usize, usize, usize, usize)] = &[
+    (32, 112, 1, 16),
+    (96, 112, 2, 24),
+    (144, 56, 1, 24),
+    (144, 56, 2, 32),
+    (192, 28, 1, 32),
+    (192, 28, 2, 64),
+    (384, 14, 1, 64),
+    (384, 14, 1, 96),
+    (576, 14, 1, 96),
+    (576, 14, 2, 160),
+    (960, 7, 1, 160),
+    (960, 7, 1, 320),
+];
 
 /// A depthwise conv and the pointwise conv after it, weights bound.
 #[derive(Clone, Debug)]
@@ -125,6 +144,22 @@ impl Dsc {
         p.name = depthwise.name().map(|n| format!("{n}.pointwise"));
         let pw = conv(p.validate()?, activations[1], seed + 2)?;
         Dsc::new(dw, pw)
+    }
+
+    /// The MobileNetV2 unit `(channels, size, stride, out_channels)` (see
+    /// [`MOBILENET_V2`]) with random weights: depthwise 3×3 with padding 1
+    /// and ReLU6, pointwise without activation (the linear bottleneck),
+    /// BatchNorms folded.
+    pub fn mobilenet_v2(
+        (channels, size, stride, out_channels): (usize, usize, usize, usize),
+        seed: u64,
+    ) -> Result<Dsc> {
+        let (c, hw) = (channels as i64, size as i64);
+        let mut dw = crate::spec::ConvSpec::new(Op::Conv2d, 1, c, c, (hw, hw), [3, 3]);
+        let s = stride as i64;
+        (dw.stride, dw.padding, dw.groups) = ([s, s].into(), [1, 1].into(), c);
+        dw.name = Some(format!("mbv2_dw{channels}_{size}_s{stride}"));
+        Dsc::random(&dw.validate()?, out_channels, [Activation::Relu6, Activation::None], seed)
     }
 
     /// The depthwise conv.
@@ -242,28 +277,20 @@ impl PreparedDsc {
     }
 }
 
-/// The fused kernel's C signature (see [`crate::codegen::dsc`]).
-type DscFn = unsafe extern "C" fn(
-    *const f32,
-    *const f32,
-    *const f32,
-    *const f32,
-    *const f32,
-    *mut f32,
-    *mut f32,
-    i64,
-    i64,
-);
+/// The C signature of both fused functions (see [`crate::codegen::dsc`]).
+type StageFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64);
 
 /// The fused depthwise-separable kernel with its packed weights.
 pub struct DscKernel {
     dw: ValidSpec,
     pw: ValidSpec,
     schedule: DscSchedule,
-    /// The depthwise plan: the padded, channel-blocked band copies.
+    /// The depthwise plan: the padded input rows of each band.
     plan: Plan,
-    _code: Code,
-    function: DscFn,
+    band: Band,
+    _code: [Code; 2],
+    depthwise: StageFn,
+    pointwise: StageFn,
     compile_time: Duration,
     /// Depthwise weights `[channel][tap]` and bias `[channel]`.
     w_dw: Vec<f32>,
@@ -271,7 +298,8 @@ pub struct DscKernel {
     /// Pointwise weights `[block][C][outputs]` and bias by output channel.
     w_pw: Vec<f32>,
     b_pw: Vec<f32>,
-    /// Per thread: the band copy and the tile buffer, kept between runs.
+    /// Per thread: one channel's band copy and the band buffer, kept
+    /// between runs.
     buffers: Mutex<Vec<(Scratch, Scratch)>>,
 }
 
@@ -284,25 +312,31 @@ impl DscKernel {
         let (dw, pw) = (block.depthwise.spec().clone(), block.pointwise.spec().clone());
         let plan = Plan::new(&dw, &schedule.depthwise());
         let isa = compiler.isa();
-        let signature = lowering::signature(isa.pointer_type(), isa.default_call_conv());
-        let (code, pointer) = compiler.define(signature, |func, target| {
-            lowering::lower(&dw, &pw, schedule, &plan, target, func)
-        })?;
-        // SAFETY: the function was generated with `lowering::signature`,
-        // which is exactly `DscFn` in the System V ABI the ISA uses.
-        let function = unsafe { std::mem::transmute::<*const u8, DscFn>(pointer) };
+        let stage = |stage: Stage| -> Result<(Code, StageFn)> {
+            let signature = lowering::signature(isa.pointer_type(), isa.default_call_conv());
+            let (code, pointer) = compiler.define(signature, |func, target| {
+                lowering::lower(stage, (&dw, &pw), schedule, &plan, target, func)
+            })?;
+            // SAFETY: the function was generated with `lowering::signature`,
+            // which is exactly `StageFn` in the System V ABI the ISA uses.
+            Ok((code, unsafe { std::mem::transmute::<*const u8, StageFn>(pointer) }))
+        };
+        let (dw_code, depthwise) = stage(Stage::Depthwise)?;
+        let (pw_code, pointwise) = stage(Stage::Pointwise)?;
         let compile_time = start.elapsed();
         let (w_dw, b_dw) = pack_depthwise(&block.depthwise);
         let outputs = schedule.pw_outputs.min(pw.out_channels());
         let (w_pw, b_pw) = pack_pointwise(&block.pointwise, outputs);
         log::info!("compiled the fused {dw} + {pw} in {compile_time:?}");
         Ok(DscKernel {
+            band: Band::of(&dw, schedule, &plan),
             dw,
             pw,
             schedule: *schedule,
             plan,
-            _code: code,
-            function,
+            _code: [dw_code, pw_code],
+            depthwise,
+            pointwise,
             compile_time,
             w_dw,
             b_dw,
@@ -317,76 +351,88 @@ impl DscKernel {
         &self.schedule
     }
 
-    /// The parts of one image's output rows (its bands, or one slice per
-    /// thread when the input needs no copy), and the threads a run shares
-    /// them across.
-    fn shares(&self) -> (usize, usize) {
-        let most = self.plan.bands.map_or(self.dw.out_height(), |b| b.parts);
-        let wanted = self.schedule.threads.min(most);
-        let threads = if wanted > 1 { wanted.min(rayon::current_num_threads()) } else { 1 };
-        (if self.plan.bands.is_some() { most } else { threads }, threads)
+    /// The threads a run shares an image's bands across.
+    fn threads(&self) -> usize {
+        let wanted = self.schedule.threads.min(self.band.parts);
+        if wanted > 1 { wanted.min(rayon::current_num_threads()) } else { 1 }
     }
 
     /// The block's output (NCHW) of `input` (NCHW), lengths checked first.
     pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
-        self.dw.check_operands(
+        let dw = &self.dw;
+        dw.check_operands(
             input.len(),
-            self.dw.weight_len(),
-            self.dw.has_bias().then_some(self.dw.out_channels()),
+            dw.weight_len(),
+            dw.has_bias().then_some(dw.out_channels()),
         )?;
         self.pw.check_output(output.len())?;
-        let (parts, threads) = self.shares();
+        let threads = self.threads();
         let mut cached = self.buffers.try_lock().ok();
         let mut local = Vec::new();
         let buffers: &mut Vec<(Scratch, Scratch)> = cached.as_deref_mut().unwrap_or(&mut local);
-        let tile_len = self.schedule.tile_len(&self.dw);
+        let copies = self.plan.bands.is_some();
         if buffers.len() < threads {
             buffers.resize_with(threads, || {
-                let copy = if self.plan.bands.is_some() { self.plan.copy_len() } else { 0 };
-                (Scratch::zeroed(copy), Scratch::zeroed(tile_len))
+                let copy = if copies { self.plan.plane_len() } else { 0 };
+                (Scratch::zeroed(copy), Scratch::zeroed(self.band.buffer_len()))
             });
         }
-        let copier = Copier { spec: &self.dw, plan: &self.plan };
-        let row = (self.plan.row_len() * self.plan.pixel_len()) as isize;
-        let rows = self.dw.out_height();
+        let copier = Copier { spec: dw, plan: &self.plan };
+        let row = self.plan.row_len() as isize;
         let (image_in, image_out) =
-            (self.dw.input_len() / self.dw.batch(), self.pw.output_len() / self.pw.batch());
+            (dw.input_len() / dw.batch(), self.pw.output_len() / self.pw.batch());
+        let (taps, plane) = (dw.kernel()[0] * dw.kernel()[1], dw.height() * dw.width());
+        let parts = self.band.parts;
         for (x, y) in input.chunks(image_in).zip(output.chunks_mut(image_out)) {
-            let call = Call { y: y.as_mut_ptr() };
-            let call = &call; // shared whole: its field alone is not `Sync`
-            let work = |t: usize, (band, tile): &mut (Scratch, Scratch)| {
+            let out = Out(y.as_mut_ptr());
+            let out = &out; // shared whole: its field alone is not `Sync`
+            let work = |t: usize, (copy, band): &mut (Scratch, Scratch)| {
                 for b in t * parts / threads..(t + 1) * parts / threads {
-                    let x = if self.plan.bands.is_some() {
-                        copier.band(x, b, band.get_mut());
-                        // Padded row r is at `x + r · row`, see
-                        // `Kernel::run_bands`.
-                        let first = self.plan.band_rows(b).start as isize;
-                        band.as_ptr().wrapping_offset(-first * row)
-                    } else {
-                        x.as_ptr()
-                    };
-                    let (lo, hi) = (rows * b / parts, rows * (b + 1) / parts);
-                    // SAFETY: the function was generated for this plan and
-                    // schedule: band `b`'s rows read only the padded rows
-                    // `band_rows(b)`, which the band buffer holds (or the
-                    // image itself, when the plan needs no copy); the
-                    // weights and biases have the lengths `pack_*` made for
-                    // the schedule's blocks; the tile buffer holds
-                    // `tile_len` floats; the output rows `lo..hi` are inside
-                    // this image's output, whose length was checked, and the
-                    // threads' bands are disjoint, so no two calls write the
-                    // same element.
+                    let rows = self.band.rows_of(dw.out_height(), b);
+                    let (lo, hi) = (rows.start as i64, rows.end as i64);
+                    for c in 0..dw.out_channels() {
+                        let x = if copies {
+                            copier.band_plane(x, b, c, copy.get_mut());
+                            // Padded row r is at `x + r · row`, see
+                            // `Kernel::run_bands`.
+                            let first = self.plan.band_rows(b).start as isize;
+                            copy.as_ptr().wrapping_offset(-first * row)
+                        } else {
+                            x[c * plane..].as_ptr()
+                        };
+                        let t = band.as_mut_ptr().wrapping_add(c * self.band.plane());
+                        // SAFETY: the function was generated for this plan
+                        // and schedule: band `b`'s rows of channel `c` read
+                        // only the padded rows `band_rows(b)` of its plane,
+                        // which the copy holds (or the image's plane itself,
+                        // when the plan needs no copy); one channel's weights
+                        // (`taps`) and bias; and write the band's rows of
+                        // channel `c`'s plane of the band buffer, which holds
+                        // `C · band.plane()` floats.
+                        unsafe {
+                            (self.depthwise)(
+                                x,
+                                self.w_dw[c * taps..].as_ptr(),
+                                self.b_dw[c..].as_ptr(),
+                                t,
+                                lo,
+                                hi,
+                            )
+                        };
+                    }
+                    // SAFETY: the pointwise function reads the band buffer
+                    // the depthwise calls just filled, the packed weights
+                    // and bias (`pack_pointwise`'s lengths), and writes the
+                    // band's output rows inside this image's output, whose
+                    // length was checked; the threads' bands are disjoint.
                     unsafe {
-                        (self.function)(
-                            x,
-                            self.w_dw.as_ptr(),
-                            self.b_dw.as_ptr(),
+                        (self.pointwise)(
+                            band.as_ptr(),
                             self.w_pw.as_ptr(),
                             self.b_pw.as_ptr(),
-                            call.y,
-                            tile.as_mut_ptr(),
-                            lo as i64,
-                            hi as i64,
+                            out.0,
+                            lo,
+                            hi,
                         )
                     };
                 }
@@ -399,13 +445,11 @@ impl DscKernel {
 
 /// The output of one image, which the threads of a run write in disjoint
 /// rows.
-struct Call {
-    y: *mut f32,
-}
+struct Out(*mut f32);
 
-// SAFETY: only the compiled code dereferences `y`, each thread in its own
-// rows (see `DscKernel::run`).
-unsafe impl Sync for Call {}
+// SAFETY: only the compiled code dereferences the pointer, each thread in
+// its own rows (see `DscKernel::run`).
+unsafe impl Sync for Out {}
 
 /// Depthwise weights in PyTorch's layout (`[channel][tap]`) and the bias,
 /// zero without one.

@@ -19,8 +19,8 @@ pub mod dsc;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-pub use acnet::{AcBlock, Branch, Crop};
-pub use dsc::{Dsc, DscMode};
+pub use acnet::{AcBlock, Branch, Crop, Training};
+pub use dsc::{Dsc, DscMode, PreparedDsc};
 
 use crate::engine::{Engine, Prepared};
 use crate::error::{Error, Result};

@@ -2,34 +2,36 @@
 //! (multiplier 1) and the pointwise 1×1 conv after it, as one function
 //! that never writes the depthwise output to memory.
 //!
-//! The output is computed in tiles of `tile` pixels of one output row. For
-//! each tile the depthwise stage computes every channel's output into a
-//! small buffer `t` (it stays in L1), laid out `[channel][tile]`: register
-//! tiles of `dw_channels` channels × `dw_vectors` vectors of 4 pixels, as
-//! the width strategy computes them (one weight broadcast per tap and
-//! channel, the input vectors loaded into the FMAs) from the same padded
-//! NCHW copy ([`Plan`]: strided rows split into column phases), the
-//! activation applied. The pointwise stage then reads the buffer: register
-//! tiles of `pw_outputs` output channels × `pw_vectors` vectors of pixels,
-//! a loop over the input channels unrolled `pw_unroll` times that loads
-//! each channel's buffered vectors once and multiplies them by a fresh
-//! broadcast of each output channel's weight (CRANELIFT.md rules 3–6),
-//! then the bias, the activation and whole-vector NCHW stores. Compared to
-//! two kernels, the intermediate tensor is never written and read back,
-//! and the pointwise stage reads a contiguous buffer in L1 instead of one
-//! plane per input channel.
+//! The block is computed in bands of `band_rows` output rows. For each
+//! band, and each channel in turn, the run copies the input rows the band
+//! reads into a small zero-bordered buffer (it stays in L1, as the width
+//! strategy's per-group copy does) and calls the *depthwise function*:
+//! register tiles of `dw_rows` rows × `dw_vectors` vectors of 4 pixels,
+//! one weight broadcast per tap reused by the whole tile and the input
+//! vectors loaded into the FMAs (the width strategy's microkernel), the
+//! activation, and whole-vector stores into the band buffer `t`,
+//! `[channel][band row][W₄]` (rows rounded up to whole vectors; it stays
+//! in L2). Then the *pointwise function* runs over the band's rows:
+//! register tiles of `pw_outputs` output channels × `pw_vectors` vectors of
+//! pixels, a loop over the input channels unrolled `pw_unroll` times that
+//! loads each channel's buffered vectors once and multiplies them by a
+//! fresh broadcast of each output channel's weight (CRANELIFT.md rules
+//! 3–6), then the bias, the activation and whole-vector NCHW stores.
+//! Compared to two kernels, the intermediate tensor never leaves the cache,
+//! and the pointwise stage reads a buffer laid out for it instead of one
+//! image plane per input channel.
 //!
-//! The function has the C signature
-//! `fn(x, w_dw, b_dw, w_pw, b_pw, y, t, first, last)`: `x` the padded
-//! input copy (addressed from padded row 0, as the width kernel's band
-//! copies are), the packed weights and biases of both stages (see
-//! `blocks::dsc`), `y` the image's NCHW output, `t` the tile buffer of
-//! `tile · C` floats, and `[first, last)` the output rows to compute.
+//! The depthwise function has the C signature `fn(x, w, b, t, first,
+//! last)`: `x` one channel's padded input rows (addressed from padded row
+//! 0, as band copies are), its weights and bias, `t` its plane of the band
+//! buffer, and `[first, last)` the band's output rows. The pointwise
+//! function is `fn(t, w, b, y, first, last)`: the band buffer, the packed
+//! weights and bias (see `blocks::dsc`), the image's NCHW output.
 //!
 //! As in [`super`], every address is in range by construction: the plan
 //! pads the input for every tap and for the whole vectors read at a row's
-//! end, tiles cover exactly the row's pixels, the buffer holds exactly one
-//! tile, and lanes past the row's last pixel are never stored.
+//! end, the band buffer holds every row of the largest band in whole
+//! vectors, and lanes past a row's last pixel are never stored.
 
 use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, Signature, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -48,14 +50,13 @@ use crate::spec::ValidSpec;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DscSchedule {
-    /// Output pixels (of one row) per fused tile, a multiple of 4: the
-    /// depthwise output the pointwise stage consumes at once, `tile · C · 4`
-    /// bytes of buffer.
-    pub tile: usize,
-    /// Channels per depthwise register tile.
-    pub dw_channels: usize,
+    /// Output rows per band: the depthwise output of a band, `band_rows ·
+    /// W₄ · C · 4` bytes, is what stays in cache between the stages.
+    pub band_rows: usize,
+    /// Rows per depthwise register tile.
+    pub dw_rows: usize,
     /// Vectors of 4 pixels per depthwise register tile (accumulators:
-    /// `dw_channels · dw_vectors`).
+    /// `dw_rows · dw_vectors`).
     pub dw_vectors: usize,
     /// Vectors of 4 pixels per pointwise register tile, held in registers
     /// across its output channels.
@@ -65,17 +66,11 @@ pub struct DscSchedule {
     pub pw_outputs: usize,
     /// Input channels per iteration of the pointwise reduction loop.
     pub pw_unroll: usize,
-    /// Output rows per band of the input copy: each band's input rows are
-    /// copied into a buffer that stays in cache, then computed.
-    pub band_rows: usize,
     /// Threads: each takes a contiguous share of the bands.
     pub threads: usize,
 }
 
-/// L1 bytes the heuristic lets the tile buffer take.
-const TILE_BYTES: usize = 16 * 1024;
-
-/// Input-copy bytes the heuristic lets one band take (stays in L2).
+/// Bytes the heuristic lets the band buffer take (it stays in L2).
 const BAND_BYTES: usize = 256 * 1024;
 
 /// Accumulators the heuristic's register tiles hold.
@@ -84,34 +79,25 @@ const ACCUMULATORS: usize = 12;
 impl DscSchedule {
     /// The heuristic schedule for the block `dw` then `pw` on `threads`.
     pub fn choose(dw: &ValidSpec, pw: &ValidSpec, threads: usize) -> DscSchedule {
-        let (width, channels) = (dw.out_width(), dw.out_channels());
-        let vectors = width.div_ceil(4);
-        // Whole rows when they fit the buffer, else equal tiles.
-        let most = (TILE_BYTES / (channels * 16)).clamp(1, vectors);
-        let tile = vectors.div_ceil(vectors.div_ceil(most));
-        // Register tiles that divide the tile's vectors with the least waste.
-        let pw_vectors = (1..=3).rev().min_by_key(|&v| tile.div_ceil(v) * v).unwrap_or(1);
-        let dw_vectors = tile.min(6);
+        let (height, vectors) = (dw.out_height(), dw.out_width().div_ceil(4));
+        let threads = threads.clamp(1, MAX_THREADS);
+        // Bands that fit the buffer, and at least one per thread.
+        let row_bytes = vectors * 16 * dw.out_channels();
+        let band_rows = (BAND_BYTES / row_bytes.max(1)).min(height.div_ceil(threads)).max(1);
+        // Depthwise tiles of whole columns of rows, as the width strategy's
+        // (`docs/schedules.md`); pointwise tiles that cover a row's vectors
+        // with the least waste.
+        let dw_rows = band_rows.min(ACCUMULATORS);
+        let pw_vectors = (1..=3).rev().min_by_key(|&v| vectors.div_ceil(v) * v).unwrap_or(1);
         DscSchedule {
-            tile: 4 * tile,
-            dw_channels: (ACCUMULATORS / dw_vectors).clamp(1, 4).min(channels),
-            dw_vectors,
+            band_rows,
+            dw_rows,
+            dw_vectors: (ACCUMULATORS / dw_rows).min(vectors),
             pw_vectors,
             pw_outputs: (ACCUMULATORS / pw_vectors).min(pw.out_channels()),
             pw_unroll: 4,
-            band_rows: Self::band_rows(dw),
-            threads: threads.clamp(1, MAX_THREADS),
+            threads,
         }
-    }
-
-    /// Output rows per band such that a band's input rows take about
-    /// [`BAND_BYTES`].
-    fn band_rows(dw: &ValidSpec) -> usize {
-        let p = dw.padding();
-        let padded_row = (dw.width() + p.left + p.right + 4) * dw.in_channels() * 4;
-        let reach = (dw.kernel()[0] - 1) * dw.dilation()[0] + 1;
-        let rows = (BAND_BYTES / padded_row.max(1)).saturating_sub(reach) / dw.stride()[0];
-        rows.clamp(1, dw.out_height())
     }
 
     /// Checks that this schedule can compute the block; the error names
@@ -124,17 +110,17 @@ impl DscSchedule {
                 reason: reason.to_string(),
             })
         };
-        if self.tile == 0 || !self.tile.is_multiple_of(4) {
-            return bad("tile", self.tile, "must be a positive multiple of 4");
+        if self.band_rows == 0 {
+            return bad("band_rows", self.band_rows, "must be at least 1");
         }
-        if !(1..=4).contains(&self.dw_channels) {
-            return bad("dw_channels", self.dw_channels, "must be 1 to 4");
+        if self.dw_rows == 0 {
+            return bad("dw_rows", self.dw_rows, "must be at least 1");
         }
-        if self.dw_vectors == 0 || self.dw_vectors * self.dw_channels > MAX_ACCUMULATORS {
+        if self.dw_vectors == 0 || self.dw_vectors * self.dw_rows > MAX_ACCUMULATORS {
             return bad(
                 "dw_vectors",
                 self.dw_vectors,
-                "must be at least 1, times dw_channels at most 14",
+                "must be at least 1, times dw_rows at most 14",
             );
         }
         if !(1..=3).contains(&self.pw_vectors) {
@@ -150,9 +136,6 @@ impl DscSchedule {
         if !(1..=4).contains(&self.pw_unroll) {
             return bad("pw_unroll", self.pw_unroll, "must be 1 to 4");
         }
-        if self.band_rows == 0 {
-            return bad("band_rows", self.band_rows, "must be at least 1");
-        }
         if !(1..=MAX_THREADS).contains(&self.threads) {
             return bad("threads", self.threads, "must be 1 to 256");
         }
@@ -167,7 +150,7 @@ impl DscSchedule {
             oc_vectors: 1,
             pixel_tile: 4 * self.dw_vectors,
             reduction_unroll: 1,
-            row_tile: 1,
+            row_tile: self.dw_rows,
             loop_order: LoopOrder::ChannelsOuter,
             col_block: None,
             threads: self.threads,
@@ -176,17 +159,56 @@ impl DscSchedule {
             interleave: false,
         }
     }
+}
 
-    /// Floats of the tile buffer for a block whose depthwise conv is `dw`.
-    pub fn tile_len(&self, dw: &ValidSpec) -> usize {
-        self.tile.min(dw.out_width().next_multiple_of(4)) * dw.out_channels()
+/// The bands both functions and the run agree on.
+#[derive(Clone, Copy, Debug)]
+pub struct Band {
+    /// Bands per image: band `b` is output rows `[H·b / parts, H·(b + 1) /
+    /// parts)`, the rows the plan's band copies are made for.
+    pub parts: usize,
+    /// Output rows of the largest band.
+    pub rows: usize,
+    /// Floats of one channel's row in the buffer: the width in whole
+    /// vectors.
+    pub row: usize,
+    /// Channels of the buffer.
+    pub channels: usize,
+}
+
+impl Band {
+    /// The bands of `dw` under `schedule`, whose depthwise plan is `plan`.
+    pub fn of(dw: &ValidSpec, schedule: &DscSchedule, plan: &Plan) -> Band {
+        let height = dw.out_height();
+        let parts = plan.bands.map_or(height.div_ceil(schedule.band_rows), |b| b.parts);
+        Band {
+            parts,
+            rows: height.div_ceil(parts),
+            row: dw.out_width().next_multiple_of(4),
+            channels: dw.out_channels(),
+        }
+    }
+
+    /// The output rows of band `b`.
+    pub fn rows_of(&self, height: usize, b: usize) -> std::ops::Range<usize> {
+        height * b / self.parts..height * (b + 1) / self.parts
+    }
+
+    /// Floats of one channel's plane of the band buffer.
+    pub fn plane(&self) -> usize {
+        self.rows * self.row
+    }
+
+    /// Floats of the band buffer, `[channel][band row][W₄]`.
+    pub fn buffer_len(&self) -> usize {
+        self.channels * self.plane()
     }
 }
 
-/// The signature of the fused kernel.
+/// The signature of both functions: four pointers and a row range.
 pub fn signature(pointer: Type, call_conv: cranelift_codegen::isa::CallConv) -> Signature {
     let mut sig = Signature::new(call_conv);
-    for _ in 0..7 {
+    for _ in 0..4 {
         sig.params.push(AbiParam::new(pointer));
     }
     for _ in 0..2 {
@@ -195,12 +217,21 @@ pub fn signature(pointer: Type, call_conv: cranelift_codegen::isa::CallConv) -> 
     sig
 }
 
-/// Emits the body of `func` (whose signature is [`signature`]) for the
-/// block `dw` then `pw`; `plan` is the depthwise plan of
+/// Which of the two functions to emit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// One channel's depthwise output over a band, into the band buffer.
+    Depthwise,
+    /// Every output channel over a band, from the band buffer.
+    Pointwise,
+}
+
+/// Emits the body of `func` (whose signature is [`signature`]): `stage` of
+/// the block `dw` then `pw`; `plan` is the depthwise plan of
 /// [`DscSchedule::depthwise`].
 pub fn lower(
-    dw: &ValidSpec,
-    pw: &ValidSpec,
+    stage: Stage,
+    (dw, pw): (&ValidSpec, &ValidSpec),
     schedule: &DscSchedule,
     plan: &Plan,
     target: Target,
@@ -217,23 +248,21 @@ pub fn lower(
         pw,
         s: schedule,
         plan,
+        band: Band::of(dw, schedule, plan),
         target,
         fb,
-        x: p[0],
-        w_dw: p[1],
-        b_dw: p[2],
-        w_pw: p[3],
-        b_pw: p[4],
-        y: p[5],
-        t: p[6],
+        params: [p[0], p[1], p[2], p[3]],
     };
-    e.rows(p[7], p[8]);
+    match stage {
+        Stage::Depthwise => e.depthwise(p[4], p[5]),
+        Stage::Pointwise => e.pointwise(p[4], p[5]),
+    }
     e.fb.ins().return_(&[]);
     e.fb.seal_all_blocks();
     e.fb.finalize(target.frontend);
 }
 
-/// The first pixel of a tile: known when emitted, or a loop's value.
+/// An index known when the code is emitted, or computed by it.
 #[derive(Clone, Copy)]
 enum Start {
     Fixed(usize),
@@ -245,15 +274,11 @@ struct Fused<'a> {
     pw: &'a ValidSpec,
     s: &'a DscSchedule,
     plan: &'a Plan,
+    band: Band,
     target: Target,
     fb: FunctionBuilder<'a>,
-    x: Value,
-    w_dw: Value,
-    b_dw: Value,
-    w_pw: Value,
-    b_pw: Value,
-    y: Value,
-    t: Value,
+    /// The four pointer parameters.
+    params: [Value; 4],
 }
 
 impl<'a> Lower<'a> for Fused<'a> {
@@ -266,41 +291,128 @@ impl<'a> Lower<'a> for Fused<'a> {
 }
 
 impl Fused<'_> {
-    /// Pixels of one buffered channel: the tile, in whole vectors.
-    fn tile(&self) -> usize {
-        self.s.tile.min(self.dw.out_width().next_multiple_of(4))
-    }
-
-    /// `base` advanced to pixel `start`, `step` bytes a pixel.
-    fn at(&mut self, base: Value, start: Start, step: i64) -> Value {
-        match start {
-            Start::Fixed(p) => self.offset(base, p as i64 * step),
-            Start::Variable(p) => self.scaled(base, p, step),
+    /// `base` advanced by `index` steps of `step` bytes.
+    fn at(&mut self, base: Value, index: Start, step: i64) -> Value {
+        match index {
+            Start::Fixed(i) => self.offset(base, i as i64 * step),
+            Start::Variable(i) => self.scaled(base, i, step),
         }
     }
 
-    /// Output rows `[first, last)`, each in whole tiles and a tail tile.
-    fn rows(&mut self, first: Value, last: Value) {
-        let width = self.dw.out_width();
-        let tile = self.tile();
-        let (full, tail) = (width / tile, width % tile);
-        self.counted_loop(first, last, 1, &[], |e, row, _| {
-            if full > 0 {
-                let zero = e.iconst(0);
-                let n = e.iconst(full as i64);
-                e.counted_loop(zero, n, 1, &[], |e, k, _| {
-                    let start = e.fb.ins().imul_imm_s(k, tile as i64);
-                    e.depthwise(row, Start::Variable(start), tile);
-                    e.pointwise(row, Start::Variable(start), tile);
-                    vec![]
-                });
-            }
-            if tail > 0 {
-                e.depthwise(row, Start::Fixed(full * tile), tail);
-                e.pointwise(row, Start::Fixed(full * tile), tail);
-            }
-            vec![]
+    /// Runs `body(r, rows)` over the rows `[first, last)` in tiles of
+    /// `tile` rows, then one at a time for the rest.
+    fn row_tiles(
+        &mut self,
+        first: Value,
+        last: Value,
+        tile: usize,
+        mut body: impl FnMut(&mut Self, Value, usize),
+    ) {
+        if tile > 1 {
+            let n = self.fb.ins().isub(last, first);
+            let rest = self.fb.ins().urem_imm_u(n, tile as i64);
+            let tiled = self.fb.ins().isub(last, rest);
+            self.counted_loop(first, tiled, tile as i64, &[], |e, r, _| {
+                body(e, r, tile);
+                vec![]
+            });
+            self.counted_loop(tiled, last, 1, &[], |e, r, _| {
+                body(e, r, 1);
+                vec![]
+            });
+        } else {
+            self.counted_loop(first, last, 1, &[], |e, r, _| {
+                body(e, r, 1);
+                vec![]
+            });
+        }
+    }
+
+    /// The depthwise function: one channel's output rows `[first, last)`
+    /// into its plane of the band buffer, `[band row][W₄]`.
+    fn depthwise(&mut self, first: Value, last: Value) {
+        let [x, w, b, t] = self.params;
+        let plan = self.plan;
+        let phase = &plan.phases[0];
+        let row_bytes = plan.row_len() as i64 * 4;
+        let kw = self.dw.kernel()[1];
+        let band_row = self.band.row as i64 * 4;
+        let vectors = self.band.row / 4;
+        let per_tile = self.s.dw_vectors.min(vectors);
+        // Buffer row 0 is output row `first`.
+        let t = {
+            let back = self.fb.ins().imul_imm_s(first, band_row);
+            self.fb.ins().isub(t, back)
+        };
+        let activation = self.dw.activation();
+        let tile = self.s.dw_rows.min(self.band.rows);
+        self.row_tiles(first, last, tile, |e, r, rows| {
+            // With the columns in phases, consecutive output pixels are
+            // consecutive elements of a stored row.
+            let x = e.scaled(x, r, phase.rows.in_step as i64 * row_bytes);
+            let t = e.scaled(t, r, band_row);
+            e.vector_tiles(vectors, per_tile, vectors / per_tile, |e, v0, nv| {
+                let x = e.at(x, v0, 16);
+                let t = e.at(t, v0, 16);
+                let bias = e.load(types::F32, b, 0);
+                let bias = e.fb.ins().splat(types::F32X4, bias);
+                let mut accs = vec![bias; rows * nv];
+                let mut step = 0usize;
+                for rt in &phase.rows.taps {
+                    for ct in &phase.cols.taps {
+                        let tap = (rt.kernel * kw + ct.kernel) as i64;
+                        let base =
+                            rt.offset as i64 * row_bytes + plan.col_offset(ct.offset) as i64 * 4;
+                        // One weight broadcast, reused by the whole tile.
+                        let s = e.load(types::F32, w, tap * 4);
+                        let wv = e.fb.ins().splat(types::F32X4, s);
+                        // Alternate the order on odd taps (CRANELIFT.md rule 6).
+                        let order: Vec<usize> = if step.is_multiple_of(2) {
+                            (0..rows * nv).collect()
+                        } else {
+                            (0..rows * nv).rev().collect()
+                        };
+                        step += 1;
+                        for a in order {
+                            let (rr, v) = ((a / nv) as i64, (a % nv) as i64);
+                            let off = base + rr * phase.rows.in_step as i64 * row_bytes + v * 16;
+                            let xv = e.load(types::F32X4, x, off);
+                            accs[a] = e.mul_add(xv, wv, accs[a]);
+                        }
+                    }
+                }
+                for (a, acc) in accs.into_iter().enumerate() {
+                    let (rr, v) = ((a / nv) as i64, (a % nv) as i64);
+                    let acc = e.activation(acc, activation);
+                    e.store(acc, t, rr * band_row + v * 16);
+                }
+            });
         });
+    }
+
+    /// Runs `tile(v0, n)` over the vectors `0..vectors` of a row in tiles of
+    /// `per_tile`: a loop over the first `looped` whole tiles (keeping the
+    /// code small: CRANELIFT.md rule 8), then the rest one by one, emitted
+    /// with their first vector known.
+    fn vector_tiles(
+        &mut self,
+        vectors: usize,
+        per_tile: usize,
+        looped: usize,
+        mut tile: impl FnMut(&mut Self, Start, usize),
+    ) {
+        if looped > 0 {
+            let zero = self.iconst(0);
+            let end = self.iconst(looped as i64);
+            self.counted_loop(zero, end, 1, &[], |e, k, _| {
+                let v0 = e.fb.ins().imul_imm_s(k, per_tile as i64);
+                tile(e, Start::Variable(v0), per_tile);
+                vec![]
+            });
+        }
+        for v0 in (looped * per_tile..vectors).step_by(per_tile) {
+            tile(self, Start::Fixed(v0), per_tile.min(vectors - v0));
+        }
     }
 
     /// Runs `group(c, n)` over the channels `0..count` in groups of `n`:
@@ -325,122 +437,75 @@ impl Fused<'_> {
         }
     }
 
-    /// The depthwise stage: the output of every channel at pixels
-    /// `start..start + n` of `row` into the buffer, `[channel][tile]`.
-    fn depthwise(&mut self, row: Value, start: Start, n: usize) {
-        let plan = self.plan;
-        let phase = &plan.phases[0];
-        let row_bytes = plan.row_len() as i64 * 4;
-        let plane = plan.plane_step() as i64 * 4;
-        let kw = self.dw.kernel()[1];
-        let taps = (self.dw.kernel()[0] * kw) as i64;
-        let channel_bytes = self.tile() as i64 * 4;
-        // With the columns in phases, consecutive output pixels are
-        // consecutive elements of a stored row.
-        let x = self.scaled(self.x, row, phase.rows.in_step as i64 * row_bytes);
-        let x = self.at(x, start, 4);
-        let (vectors, per_tile) = (n.div_ceil(4), self.s.dw_vectors);
-        self.channel_groups(self.dw.out_channels(), self.s.dw_channels, |e, c, count| {
-            let x = e.at(x, c, plane);
-            let w = e.at(e.w_dw, c, taps * 4);
-            let b = e.at(e.b_dw, c, 4);
-            let t = e.at(e.t, c, channel_bytes);
-            for first in (0..vectors).step_by(per_tile) {
-                let nv = per_tile.min(vectors - first);
-                let mut accs = Vec::with_capacity(count * nv);
-                for ch in 0..count {
-                    let bias = e.load(types::F32, b, ch as i64 * 4);
-                    let bias = e.fb.ins().splat(types::F32X4, bias);
-                    accs.extend(std::iter::repeat_n(bias, nv));
-                }
-                let mut step = 0usize;
-                for rt in &phase.rows.taps {
-                    for ct in &phase.cols.taps {
-                        let tap = (rt.kernel * kw + ct.kernel) as i64;
-                        let base =
-                            rt.offset as i64 * row_bytes + plan.col_offset(ct.offset) as i64 * 4;
-                        for ch in 0..count {
-                            // One weight broadcast, reused by the channel's
-                            // vectors of pixels (as the width strategy).
-                            let s = e.load(types::F32, w, (ch as i64 * taps + tap) * 4);
-                            let wv = e.fb.ins().splat(types::F32X4, s);
-                            // Alternate the order on odd steps (CRANELIFT.md rule 6).
-                            let order: Vec<usize> = if step.is_multiple_of(2) {
-                                (0..nv).collect()
-                            } else {
-                                (0..nv).rev().collect()
-                            };
-                            step += 1;
-                            for v in order {
-                                let off = ch as i64 * plane + base + (first + v) as i64 * 16;
-                                let xv = e.load(types::F32X4, x, off);
-                                let a = ch * nv + v;
-                                accs[a] = e.mul_add(xv, wv, accs[a]);
+    /// The pointwise function: every output channel of rows `[first,
+    /// last)` from the band buffer.
+    fn pointwise(&mut self, first: Value, last: Value) {
+        let [t, w, b, y] = self.params;
+        let outputs = self.s.pw_outputs.min(self.pw.out_channels());
+        let cin = self.pw.in_channels();
+        let width = self.pw.out_width();
+        let out_plane = (self.pw.out_height() * width) as i64 * 4;
+        let band_row = self.band.row as i64 * 4;
+        let (vectors, per_tile) = (self.band.row / 4, self.s.pw_vectors);
+        let activation = self.pw.activation();
+        let zero = self.iconst(0);
+        let rows = self.fb.ins().isub(last, first);
+        self.counted_loop(zero, rows, 1, &[], |e, i, _| {
+            let t = e.scaled(t, i, band_row);
+            let r = e.fb.ins().iadd(first, i);
+            let y = e.scaled(y, r, width as i64 * 4);
+            e.channel_groups(e.pw.out_channels(), outputs, |e, o, count| {
+                // Output block `o / outputs`: weights `[channel][outputs]`.
+                let block = match o {
+                    Start::Fixed(o) => Start::Fixed(o / outputs),
+                    Start::Variable(o) => Start::Variable(e.fb.ins().udiv_imm_u(o, outputs as i64)),
+                };
+                let w = e.at(w, block, (cin * outputs * 4) as i64);
+                let b = e.at(b, o, 4);
+                let y = e.at(y, o, out_plane);
+                e.vector_tiles(vectors, per_tile, width / 4 / per_tile, |e, v0, nv| {
+                    let t = e.at(t, v0, 16);
+                    let y = e.at(y, v0, 16);
+                    let first = match v0 {
+                        Start::Fixed(v) => v,
+                        Start::Variable(_) => 0,
+                    };
+                    let mut accs = Vec::with_capacity(count * nv);
+                    for k in 0..count {
+                        let bias = e.load(types::F32, b, k as i64 * 4);
+                        let bias = e.fb.ins().splat(types::F32X4, bias);
+                        accs.extend(std::iter::repeat_n(bias, nv));
+                    }
+                    let accs = e.reduce(t, w, nv, count, accs);
+                    for (a, acc) in accs.into_iter().enumerate() {
+                        let (k, v) = (a / nv, a % nv);
+                        let acc = e.activation(acc, activation);
+                        let off = k as i64 * out_plane + v as i64 * 16;
+                        // Looped tiles are whole; a tile emitted with its
+                        // first vector known may end past the row.
+                        let lanes = (width - 4 * (first + v)).min(4);
+                        if lanes == 4 {
+                            e.store(acc, y, off);
+                        } else {
+                            for l in 0..lanes {
+                                let s = e.fb.ins().extractlane(acc, l as u8);
+                                e.store(s, y, off + l as i64 * 4);
                             }
                         }
                     }
-                }
-                for (a, acc) in accs.into_iter().enumerate() {
-                    let (ch, v) = (a / nv, a % nv);
-                    let acc = e.activation(acc, e.dw.activation());
-                    e.store(acc, t, ch as i64 * channel_bytes + (first + v) as i64 * 16);
-                }
-            }
-        });
-    }
-
-    /// The pointwise stage: every output channel at pixels `start..start +
-    /// n` of `row`, from the buffer.
-    fn pointwise(&mut self, row: Value, start: Start, n: usize) {
-        let outputs = self.s.pw_outputs.min(self.pw.out_channels());
-        let cin = self.pw.in_channels();
-        let out_plane = (self.pw.out_height() * self.pw.out_width()) as i64 * 4;
-        let y = self.scaled(self.y, row, self.pw.out_width() as i64 * 4);
-        let y = self.at(y, start, 4);
-        let (vectors, per_tile) = (n.div_ceil(4), self.s.pw_vectors);
-        self.channel_groups(self.pw.out_channels(), outputs, |e, o, count| {
-            // Output block `o / outputs`: weights `[channel][outputs]`.
-            let block = match o {
-                Start::Fixed(o) => Start::Fixed(o / outputs),
-                Start::Variable(o) => Start::Variable(e.fb.ins().udiv_imm_u(o, outputs as i64)),
-            };
-            let w = e.at(e.w_pw, block, (cin * outputs * 4) as i64);
-            let b = e.at(e.b_pw, o, 4);
-            let y = e.at(y, o, out_plane);
-            for first in (0..vectors).step_by(per_tile) {
-                let nv = per_tile.min(vectors - first);
-                let mut accs = Vec::with_capacity(count * nv);
-                for k in 0..count {
-                    let bias = e.load(types::F32, b, k as i64 * 4);
-                    let bias = e.fb.ins().splat(types::F32X4, bias);
-                    accs.extend(std::iter::repeat_n(bias, nv));
-                }
-                let accs = e.reduce(w, first, nv, count, accs);
-                for (a, acc) in accs.into_iter().enumerate() {
-                    let (k, v) = (a / nv, a % nv);
-                    let acc = e.activation(acc, e.pw.activation());
-                    let off = k as i64 * out_plane + (first + v) as i64 * 16;
-                    let lanes = (n - 4 * (first + v)).min(4);
-                    if lanes == 4 {
-                        e.store(acc, y, off);
-                    } else {
-                        for l in 0..lanes {
-                            let s = e.fb.ins().extractlane(acc, l as u8);
-                            e.store(s, y, off + l as i64 * 4);
-                        }
-                    }
-                }
-            }
+                });
+            });
+            vec![]
         });
     }
 
     /// The pointwise reduction over every input channel for a register
-    /// tile of `count` output channels × buffered vectors `first..first +
-    /// nv` (accumulator `k · nv + v`), the block's weights at `w`.
+    /// tile of `count` output channels × the `nv` buffered vectors at `t`
+    /// (accumulator `k · nv + v`), the block's weights at `w`.
     fn reduce(
         &mut self,
+        t: Value,
         w: Value,
-        first: usize,
         nv: usize,
         count: usize,
         accs: Vec<Value>,
@@ -449,8 +514,7 @@ impl Fused<'_> {
         let unroll = self.s.pw_unroll.min(cin);
         let looped = cin - cin % unroll;
         let outputs = self.s.pw_outputs.min(self.pw.out_channels()) as i64;
-        let channel_bytes = self.tile() as i64 * 4;
-        let t = self.offset(self.t, first as i64 * 16);
+        let plane = self.band.plane() as i64 * 4;
         let mut accs = accs;
         let mut step = 0usize;
         if looped > 0 {
@@ -458,7 +522,7 @@ impl Fused<'_> {
             let end = self.iconst(looped as i64);
             accs = self.counted_loop(zero, end, unroll as i64, &accs, |e, c, carried| {
                 let w = e.scaled(w, c, outputs * 4);
-                let t = e.scaled(t, c, channel_bytes);
+                let t = e.scaled(t, c, plane);
                 let mut accs = carried.to_vec();
                 for u in 0..unroll {
                     accs = e.channel(w, t, u, nv, count, &mut step, accs);
@@ -487,10 +551,9 @@ impl Fused<'_> {
         mut accs: Vec<Value>,
     ) -> Vec<Value> {
         let outputs = self.s.pw_outputs.min(self.pw.out_channels()) as i64;
-        let channel_bytes = self.tile() as i64 * 4;
-        let x: Vec<Value> = (0..nv)
-            .map(|v| self.load(types::F32X4, t, c as i64 * channel_bytes + v as i64 * 16))
-            .collect();
+        let plane = self.band.plane() as i64 * 4;
+        let x: Vec<Value> =
+            (0..nv).map(|v| self.load(types::F32X4, t, c as i64 * plane + v as i64 * 16)).collect();
         let order: Vec<usize> =
             if step.is_multiple_of(2) { (0..count).collect() } else { (0..count).rev().collect() };
         *step += 1;
