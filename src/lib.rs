@@ -20,6 +20,7 @@ pub mod engine;
 pub mod error;
 pub mod jit;
 pub mod kernel;
+pub mod net;
 pub mod npy;
 pub mod reference;
 pub mod schedule;

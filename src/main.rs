@@ -11,6 +11,8 @@ use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
 use convjit::bench::{self, Options as BenchOptions};
+use convjit::blocks::DscMode;
+use convjit::net;
 use convjit::reference;
 use convjit::schedule::{self, Schedule};
 use convjit::tune::{Options as TuneOptions, RecordLog, Search, TuningCache};
@@ -174,6 +176,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Runs a whole model layer by layer (docs/networks.md): every layer's
+    /// shape, parameters, MACs and median time, and the totals.
+    Net {
+        /// The model: a JSON file, or builtin:NAME (mobilenetv2, resnet18,
+        /// jvet_lf).
+        #[arg(long, value_name = "FILE|builtin:NAME")]
+        model: String,
+        /// The weights: a PyTorch state_dict saved with safetensors (default:
+        /// random weights).
+        #[arg(long, value_name = "W.safetensors")]
+        weights: Option<PathBuf>,
+        /// The input tensor, float32 [N, C, H, W] (default: random).
+        #[arg(long, value_name = "X.npy")]
+        input: Option<PathBuf>,
+        /// Print JSON (DESIGN.md contract 5) instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Timed runs of the whole model, after one warm-up; the report
+        /// gives their medians.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Threads each layer may use.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// How depthwise-separable blocks run unless the model says: one
+        /// fused kernel or two.
+        #[arg(long, default_value_t = DscMode::Fused)]
+        dsc: DscMode,
+        /// jit, or reference: the model as written through the interpreter
+        /// (slow).
+        #[arg(long, default_value_t = Engine::Jit)]
+        engine: Engine,
+        /// Also run the model on the reference engine and fail when the
+        /// outputs differ by more than 1e-4 (normwise relative).
+        #[arg(long)]
+        check: bool,
+        /// Where to write the model's output, float32.
+        #[arg(long, value_name = "Y.npy")]
+        output: Option<PathBuf>,
+        /// Print the model as JSON (a file to start from) and exit.
+        #[arg(long)]
+        print_model: bool,
+    },
     /// The main job on a built-in example: runs the built-in layer suite on
     /// random data and prints one row per layer.
     Demo {
@@ -283,6 +328,23 @@ fn main() -> ExitCode {
                 let outputs = TuneOutputs { cache, records, json };
                 tune(spec.as_deref(), suite.as_deref(), options, &outputs)
             })
+        }
+        Command::Net {
+            model,
+            weights,
+            input,
+            json,
+            runs,
+            threads,
+            dsc,
+            engine,
+            check,
+            output,
+            print_model,
+        } => {
+            let options = net::Options { engine, dsc, threads };
+            let files = NetFiles { weights, input, output };
+            net(&model, &files, &options, NetOutputs { runs, json, check, print_model })
         }
         Command::Demo { engine, seed } => demo(engine, seed),
     };
@@ -736,6 +798,99 @@ fn tune(
     }
     if let Some(path) = &outputs.cache {
         println!("tuning cache: {}", path.display());
+    }
+    Ok(())
+}
+
+/// The files `convjit net` reads and writes.
+struct NetFiles {
+    weights: Option<PathBuf>,
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+}
+
+/// What `convjit net` does besides running the model.
+struct NetOutputs {
+    runs: usize,
+    json: bool,
+    check: bool,
+    print_model: bool,
+}
+
+/// The seed of `convjit net`'s random input.
+const NET_INPUT_SEED: u64 = 1;
+
+fn net(model: &str, files: &NetFiles, options: &net::Options, outputs: NetOutputs) -> Result<()> {
+    let model = match model.strip_prefix("builtin:") {
+        Some(name) => net::builtin(name)?,
+        None => {
+            let text = std::fs::read_to_string(model)
+                .with_context(|| format!("cannot read model file {model}"))?;
+            net::Model::from_json(&text).with_context(|| format!("model file {model}"))?
+        }
+    };
+    if outputs.print_model {
+        println!("{}", model.to_json());
+        return Ok(());
+    }
+    if !(1..=schedule::MAX_THREADS).contains(&options.threads) {
+        bail!("--threads {}: give 1 to {}", options.threads, schedule::MAX_THREADS);
+    }
+    if outputs.runs == 0 {
+        bail!("--runs: give at least 1");
+    }
+    if let Some(path) = &files.output {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            bail!("{}: the folder {} does not exist", path.display(), dir.display());
+        }
+    }
+    let graph = net::Graph::new(&model)?;
+    let tensors = match &files.weights {
+        Some(path) => Some(net::Tensors::load(path)?),
+        None => None,
+    };
+    let network = net::Network::new(graph, tensors.as_ref())?;
+    let shape = network.graph().input_shape();
+    let x = match &files.input {
+        Some(path) => npy::read_f32(path, "input", &shape)?,
+        None => net::random_input(shape, NET_INPUT_SEED),
+    };
+    let spinner = ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    spinner.set_message(format!("{}: compiling", model.name));
+    let prepared = network.prepare(options, None);
+    spinner.set_message(format!("{}: {} runs", model.name, outputs.runs + 1));
+    let measured = prepared.and_then(|mut p| p.measure(&x, outputs.runs));
+    let checked = match (&measured, outputs.check) {
+        (Ok((y, _)), true) => {
+            spinner.set_message(format!("{}: the reference run", model.name));
+            Some(network.check(&x, y))
+        }
+        _ => None,
+    };
+    spinner.finish_and_clear();
+    let (y, mut report) = measured?;
+    if let Some(deviation) = checked.transpose()? {
+        let check = net::CheckReport::from(deviation);
+        if !check.passed {
+            bail!(
+                "check failed on {}: the output is {:.3e} from the reference run (normwise \
+                 relative), past {:.0e}",
+                model.name,
+                check.max_rel,
+                check.tolerance
+            );
+        }
+        report.check = Some(check);
+    }
+    if let Some(path) = &files.output {
+        npy::write_f32(path, &network.graph().output_shape(), &y)?;
+    }
+    if outputs.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
     }
     Ok(())
 }

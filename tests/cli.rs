@@ -829,3 +829,202 @@ fn tune_survives_a_corrupt_cache_and_refuses_bad_options() {
         failed(&format!("tune {args:?}"), &out, reason);
     }
 }
+
+// ---------------------------------------------------------------------------
+// net
+// ---------------------------------------------------------------------------
+
+/// The keys of contract 5's `convjit net --json`, per layer and in total.
+const NET_LAYER_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "output_shape",
+    "params",
+    "macs",
+    "macs_valid",
+    "macs_ptflops",
+    "median_s",
+    "macs_per_cycle",
+];
+const NET_TOTAL_KEYS: &[&str] =
+    &["params", "macs", "macs_valid", "macs_ptflops", "kmac_per_pixel", "median_s"];
+
+#[test]
+fn net_json_is_contract_5_and_the_check_passes() {
+    let out = convjit(&["net", "--model", "builtin:jvet_lf", "--json", "--check", "--runs", "1"]);
+    succeeded("net --json --check", &out);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["model"], "jvet_lf");
+    assert_eq!(report["input"], serde_json::json!([1, 3, 128, 128]));
+    let graph = convjit::net::Graph::new(&convjit::net::jvet_lf()).unwrap();
+    let layers = report["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), graph.nodes().len());
+    for (row, node) in layers.iter().zip(graph.nodes()) {
+        for key in NET_LAYER_KEYS {
+            assert!(row.get(key).is_some(), "{key} missing in {row}");
+        }
+        assert_eq!(row["name"], node.name());
+        assert_eq!(row["kind"], node.kind());
+        assert_eq!(row["macs"], node.cost().macs);
+        assert_eq!(row["macs_ptflops"], node.cost().macs_ptflops);
+        let shape: Vec<usize> = serde_json::from_value(row["output_shape"].clone()).unwrap();
+        assert_eq!(shape, node.output_shape());
+        assert!(number(row, "median_s") > 0.0, "{row}");
+        if node.kind() == "conv" {
+            assert!(number(row, "macs_per_cycle") > 0.0, "{row}");
+        } else {
+            assert!(row["macs_per_cycle"].is_null(), "{row}");
+        }
+    }
+    let total = &report["total"];
+    for key in NET_TOTAL_KEYS {
+        assert!(total.get(key).is_some(), "{key} missing in {total}");
+    }
+    assert_eq!(total["macs"], graph.total().macs);
+    assert_eq!(total["macs_valid"], graph.total().macs_valid);
+    derived(total, "kmac_per_pixel", graph.total().macs_ptflops as f64 / (128.0 * 128.0) / 1000.0);
+    assert_eq!(report["check"]["passed"], true, "{}", report["check"]);
+    assert!(number(&report["check"], "max_rel") <= 1e-4);
+}
+
+#[test]
+fn net_table_has_a_row_per_layer_the_totals_and_what_is_counted() {
+    let out = convjit(&["net", "--model", "builtin:mobilenetv2", "--runs", "1"]);
+    succeeded("net table", &out);
+    let text = stdout(&out);
+    let graph = convjit::net::Graph::new(&convjit::net::mobilenet_v2()).unwrap();
+    let names: Vec<&str> = graph.nodes().iter().map(|n| n.name()).collect();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| names.iter().any(|n| l.split_whitespace().next() == Some(n)))
+        .collect();
+    assert_eq!(rows.len(), names.len(), "{text}");
+    for (row, name) in rows.iter().zip(&names) {
+        assert_eq!(row.split_whitespace().next(), Some(*name), "{text}");
+    }
+    let total = text.lines().find(|l| l.starts_with("total ")).expect("a totals line");
+    assert!(total.contains(&graph.total().macs.to_string()), "{total}");
+    assert!(text.lines().any(|l| l.starts_with("macs: dense multiply-adds")), "{text}");
+    assert!(text.contains("features.0.1") && text.contains("(folded)"), "{text}");
+}
+
+#[test]
+fn net_print_model_round_trips_through_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["resnet18", "mobilenetv2", "jvet_lf"] {
+        let builtin = format!("builtin:{name}");
+        let out = convjit(&["net", "--model", &builtin, "--print-model"]);
+        succeeded("--print-model", &out);
+        let model = convjit::net::Model::from_json(&stdout(&out)).unwrap();
+        assert_eq!(model, convjit::net::builtin(name).unwrap());
+        let file = dir.path().join(format!("{name}.json"));
+        fs::write(&file, stdout(&out)).unwrap();
+        let again = convjit(&["net", "--model", file.to_str().unwrap(), "--print-model"]);
+        succeeded("--print-model of the printed model", &again);
+        assert_eq!(stdout(&again), stdout(&out));
+    }
+    // The file runs as the built-in: the same output, bit for bit.
+    let file = dir.path().join("jvet_lf.json");
+    let (y1, y2) = (dir.path().join("y1.npy"), dir.path().join("y2.npy"));
+    for (model, y) in [("builtin:jvet_lf", &y1), (file.to_str().unwrap(), &y2)] {
+        let out =
+            convjit(&["net", "--model", model, "--runs", "1", "--output", y.to_str().unwrap()]);
+        succeeded(model, &out);
+    }
+    let shape = [1, 3, 128, 128];
+    let a = read_f32(&y1, "output", &shape).unwrap();
+    assert_eq!(a, read_f32(&y2, "output", &shape).unwrap());
+    assert!(a.iter().all(|v| v.is_finite()));
+}
+
+/// Writes f32 tensors as a safetensors file.
+fn write_safetensors(path: &std::path::Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b);
+            (name.to_string(), view.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+const NET_MODEL: &str = r#"{"name": "small", "input": [1, 2, 5, 5], "layers": [
+  {"kind": "conv", "name": "c", "out_channels": 3, "kernel": 3, "padding": 1},
+  {"kind": "activation", "name": "r", "activation": "relu"}]}"#;
+
+#[test]
+fn net_takes_weights_and_refuses_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("small.json");
+    fs::write(&model, NET_MODEL).unwrap();
+    let model = model.to_str().unwrap();
+    let weights = dir.path().join("w.safetensors");
+    let w = weights.to_str().unwrap();
+    let weight = ("c.weight", vec![3, 2, 3, 3], random_tensor(1, 54));
+    let bias = ("c.bias", vec![3], vec![0.5, -0.5, 0.25]);
+    // Every tensor, and one no layer uses: a warning, not an error.
+    let extra = ("unused.weight", vec![2], vec![1.0, 2.0]);
+    write_safetensors(&weights, &[weight.clone(), bias.clone(), extra]);
+    let y = dir.path().join("y.npy");
+    let out = convjit(&[
+        "net",
+        "--model",
+        model,
+        "--weights",
+        w,
+        "--output",
+        y.to_str().unwrap(),
+        "--check",
+    ]);
+    succeeded("net --weights", &out);
+    assert!(stderr(&out).contains("unused.weight"), "{}", stderr(&out));
+    // The output is the conv of those weights on the default input, ReLU'd.
+    let spec = spec(
+        r#"{"op":"conv2d","in_channels":2,"out_channels":3,"height":5,"width":5,"kernel":3,"padding":1,"activation":"relu"}"#,
+    );
+    let x = convjit::net::random_input([1, 2, 5, 5], 1);
+    let expected = reference::conv(&spec, &x, &weight.2, Some(&bias.2)).unwrap();
+    let found = read_f32(&y, "output", &[1, 3, 5, 5]).unwrap();
+    check("net --weights", &[1, 3, 5, 5], &found, &expected, 1e-5);
+    // A missing tensor: one line naming the layer and the tensor.
+    write_safetensors(&weights, &[weight]);
+    let out = convjit(&["net", "--model", model, "--weights", w]);
+    failed("missing tensor", &out, r#"layer "c": tensor c.bias is missing"#);
+    // Not a safetensors file.
+    fs::write(&weights, b"not a safetensors file").unwrap();
+    failed(
+        "corrupt weights",
+        &convjit(&["net", "--model", model, "--weights", w]),
+        "w.safetensors",
+    );
+}
+
+#[test]
+fn net_refuses_bad_options_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("small.json");
+    fs::write(&model, NET_MODEL).unwrap();
+    let model = model.to_str().unwrap();
+    for (args, reason) in [
+        (&["--dsc", "half"][..], "half"),
+        (&["--engine", "naive"][..], "jit or the reference"),
+        (&["--threads", "0"][..], "threads"),
+        (&["--runs", "0"][..], "--runs"),
+        (&["--output", "/nonexistent/dir/y.npy"][..], "/nonexistent/dir"),
+    ] {
+        let out = convjit(&[&["net", "--model", model][..], args].concat());
+        failed(&format!("net {args:?}"), &out, reason);
+    }
+    failed("unknown builtin", &convjit(&["net", "--model", "builtin:vgg"]), "vgg");
+    failed("missing model", &convjit(&["net", "--model", "absent.json"]), "absent.json");
+    let bad = NET_MODEL.replace(r#""padding": 1"#, r#""padding": 1, "pad": 1"#);
+    fs::write(dir.path().join("bad.json"), bad).unwrap();
+    let out = convjit(&["net", "--model", dir.path().join("bad.json").to_str().unwrap()]);
+    failed("unknown field", &out, r#"layer "c": unknown field `pad`"#);
+    assert_eq!(entries(dir.path()), ["bad.json", "small.json"]);
+}

@@ -1,0 +1,421 @@
+//! The model file: a JSON object naming the model, its input shape and its
+//! layers in order (docs/networks.md).
+//!
+//! The layer types are plain serde data that keep what the file says and
+//! nothing more: a field left out stays `None`, so a model printed with
+//! [`Model::to_json`] reads as it was written, and the defaults live in one
+//! place, the shape inference ([`super::graph`]). Parsing goes in two
+//! steps, the outer object first and then each layer on its own, so that
+//! every error (an unknown field, a missing one, a wrong type) names the
+//! layer it is in.
+
+use serde::{Deserialize, Serialize};
+
+use crate::blocks::DscMode;
+use crate::error::{Error, Result};
+use crate::spec::{ActivationKind, Op, PaddingSpec, Pair};
+
+/// What a layer reads when it names no `input`: the model's input for the
+/// first layer, the previous layer's output for the others. Also the name
+/// by which a layer names the model's input, so no layer may have it.
+pub const INPUT: &str = "input";
+
+/// The label errors give the model as a whole (its outer object).
+pub const MODEL: &str = "(model)";
+
+/// A model file: the input shape and the layers, run in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// The model's name, for reports.
+    pub name: String,
+    /// The input shape `[N, C, H, W]`.
+    pub input: [i64; 4],
+    /// The layers, in the order they run.
+    pub layers: Vec<Layer>,
+}
+
+/// The outer object, its layers not parsed yet.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Outline {
+    name: String,
+    input: [i64; 4],
+    layers: Vec<serde_json::Value>,
+}
+
+impl Model {
+    /// Parses a model from JSON text. An error in a layer names the layer
+    /// (its `name`, or its position when it has none).
+    pub fn from_json(text: &str) -> Result<Model> {
+        let outline: Outline = serde_json::from_str(text)
+            .map_err(|e| Error::Model { layer: MODEL.into(), reason: e.to_string() })?;
+        let layers = outline
+            .layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, value)| {
+                let label = match value.get("name") {
+                    Some(serde_json::Value::String(name)) => name.clone(),
+                    _ => format!("layers[{i}]"),
+                };
+                serde_json::from_value(value)
+                    .map_err(|e| Error::Model { layer: label, reason: e.to_string() })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Model { name: outline.name, input: outline.input, layers })
+    }
+
+    /// The model as JSON, one layer per line, which [`Model::from_json`]
+    /// reads back as the same model.
+    pub fn to_json(&self) -> String {
+        fn json(value: &impl Serialize) -> String {
+            serde_json::to_string(value).expect("a model always serialises")
+        }
+        let layers: Vec<String> = self.layers.iter().map(|l| format!("    {}", json(l))).collect();
+        format!(
+            "{{\n  \"name\": {},\n  \"input\": {},\n  \"layers\": [\n{}\n  ]\n}}",
+            json(&self.name),
+            json(&self.input),
+            layers.join(",\n")
+        )
+    }
+}
+
+/// One layer of a model; `kind` selects the variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Layer {
+    /// `nn.Conv2d` or `nn.ConvTranspose2d`.
+    Conv(ConvLayer),
+    /// `nn.BatchNorm2d` in eval mode.
+    Batchnorm(BatchNormLayer),
+    /// `nn.ReLU`, `nn.ReLU6`, `nn.LeakyReLU`, or the identity.
+    Activation(ActivationLayer),
+    /// A depthwise-separable block: depthwise k×k, then pointwise 1×1.
+    Dsc(DscLayer),
+    /// ACNet's asymmetric convolution block.
+    Acblock(AcBlockLayer),
+    /// The sum of two tensors of one shape.
+    Add(AddLayer),
+    /// `nn.MaxPool2d`.
+    MaxPool(MaxPoolLayer),
+    /// The mean over each channel's plane: `nn.AdaptiveAvgPool2d(1)`.
+    GlobalAvgPool(PlainLayer),
+    /// `nn.Linear` on the flattened input.
+    Linear(LinearLayer),
+}
+
+impl Layer {
+    /// The layer's name (its tensors' prefix in a PyTorch `state_dict`).
+    pub fn name(&self) -> &str {
+        self.common().0
+    }
+
+    /// The layer whose output it reads, when it names one.
+    pub fn input(&self) -> Option<&str> {
+        self.common().1.as_deref()
+    }
+
+    /// The `kind` as the file writes it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Conv(_) => "conv",
+            Layer::Batchnorm(_) => "batchnorm",
+            Layer::Activation(_) => "activation",
+            Layer::Dsc(_) => "dsc",
+            Layer::Acblock(_) => "acblock",
+            Layer::Add(_) => "add",
+            Layer::MaxPool(_) => "max_pool",
+            Layer::GlobalAvgPool(_) => "global_avg_pool",
+            Layer::Linear(_) => "linear",
+        }
+    }
+
+    fn common(&self) -> (&String, &Option<String>) {
+        match self {
+            Layer::Conv(l) => (&l.name, &l.input),
+            Layer::Batchnorm(l) => (&l.name, &l.input),
+            Layer::Activation(l) => (&l.name, &l.input),
+            Layer::Dsc(l) => (&l.name, &l.input),
+            Layer::Acblock(l) => (&l.name, &l.input),
+            Layer::Add(l) => (&l.name, &l.input),
+            Layer::MaxPool(l) => (&l.name, &l.input),
+            Layer::GlobalAvgPool(l) => (&l.name, &l.input),
+            Layer::Linear(l) => (&l.name, &l.input),
+        }
+    }
+}
+
+/// A convolution: the fields and defaults of a spec (DESIGN.md contract 1)
+/// less the input's shape, which comes from the layer's input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvLayer {
+    /// The name; tensors `{name}.weight` and `{name}.bias`.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// `conv2d` (default) or `conv_transpose2d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<Op>,
+    /// Input channels, checked against the input when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_channels: Option<i64>,
+    /// Output channels.
+    pub out_channels: i64,
+    /// Kernel size.
+    pub kernel: Pair,
+    /// Stride (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<Pair>,
+    /// Padding (default 0), in any of the spec's forms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<PaddingSpec>,
+    /// Dilation (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dilation: Option<Pair>,
+    /// Groups (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<i64>,
+    /// A transposed conv's output padding (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_padding: Option<Pair>,
+    /// Whether it adds a bias (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<bool>,
+    /// The activation after the bias (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<ActivationKind>,
+    /// `leaky_relu`'s slope (default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_slope: Option<f32>,
+}
+
+impl ConvLayer {
+    /// A conv2d of `out_channels` with a `kernel`×`kernel` window and every
+    /// other field at its default.
+    pub fn new(name: &str, out_channels: i64, kernel: i64) -> ConvLayer {
+        ConvLayer {
+            name: name.to_string(),
+            input: None,
+            op: None,
+            in_channels: None,
+            out_channels,
+            kernel: Pair::One(kernel),
+            stride: None,
+            padding: None,
+            dilation: None,
+            groups: None,
+            output_padding: None,
+            bias: None,
+            activation: None,
+            negative_slope: None,
+        }
+    }
+}
+
+/// BatchNorm2d in eval mode; tensors `{name}.weight`, `.bias`,
+/// `.running_mean`, `.running_var`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchNormLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Channels, checked against the input when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_features: Option<i64>,
+    /// ε (default 1e-5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f64>,
+}
+
+/// An activation on its own.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The function.
+    pub activation: ActivationKind,
+    /// `leaky_relu`'s slope (default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_slope: Option<f32>,
+}
+
+/// A depthwise-separable block: a depthwise k×k conv (groups = channels),
+/// an optional BatchNorm and an activation, then a 1×1 conv, an optional
+/// BatchNorm and an activation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DscLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Input channels, checked against the input when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_channels: Option<i64>,
+    /// The pointwise conv's output channels.
+    pub out_channels: i64,
+    /// The depthwise kernel size.
+    pub kernel: Pair,
+    /// The depthwise stride (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<Pair>,
+    /// The depthwise padding (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<PaddingSpec>,
+    /// The depthwise dilation (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dilation: Option<Pair>,
+    /// A BatchNorm after each conv (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batchnorm: Option<bool>,
+    /// Whether the convs have biases (default: not `batchnorm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<bool>,
+    /// The activations after the depthwise and after the pointwise conv
+    /// (default `["relu", "none"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<[ActivationKind; 2]>,
+    /// The slope of either `leaky_relu` (default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_slope: Option<f32>,
+    /// The depthwise conv's tensor prefix (default `{name}.depthwise`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depthwise: Option<String>,
+    /// Its BatchNorm's prefix (default `{name}.depthwise_bn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depthwise_bn: Option<String>,
+    /// The pointwise conv's tensor prefix (default `{name}.pointwise`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointwise: Option<String>,
+    /// Its BatchNorm's prefix (default `{name}.pointwise_bn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointwise_bn: Option<String>,
+    /// Fused into one kernel or run as two (default: the run's option).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DscMode>,
+}
+
+/// ACNet's block: k×k, k×1 and 1×k convs with BatchNorms, summed;
+/// tensors `{name}.square_conv.weight`, `{name}.square_bn.*`,
+/// `{name}.ver_conv.weight`, `{name}.ver_bn.*`, `{name}.hor_conv.weight`,
+/// `{name}.hor_bn.*`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcBlockLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Input channels, checked against the input when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_channels: Option<i64>,
+    /// Output channels.
+    pub out_channels: i64,
+    /// The square kernel's size (odd).
+    pub kernel: Pair,
+    /// Stride (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<Pair>,
+    /// Padding (default 0), symmetric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<PaddingSpec>,
+    /// Dilation (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dilation: Option<Pair>,
+    /// Groups (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<i64>,
+    /// The activation after the sum (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<ActivationKind>,
+    /// `leaky_relu`'s slope (default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_slope: Option<f32>,
+    /// Run the deploy form, one k×k conv (default true), or the three
+    /// branches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<bool>,
+}
+
+/// The sum of the input and another layer's output, of the same shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The other operand: a layer's name, or `"input"`.
+    pub with: String,
+    /// The activation after the sum (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<ActivationKind>,
+    /// `leaky_relu`'s slope (default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_slope: Option<f32>,
+}
+
+/// Max pooling with PyTorch's semantics (padding is −∞, `ceil_mode`
+/// false).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxPoolLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The window.
+    pub kernel: Pair,
+    /// Stride (default: the kernel, as PyTorch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<Pair>,
+    /// Padding (default 0), at most half the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<Pair>,
+}
+
+/// A layer with no parameters of its own.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlainLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+}
+
+/// A fully connected layer on the input flattened in C order; tensors
+/// `{name}.weight` `[out_features, C·H·W]` and `{name}.bias`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinearLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// C·H·W of the input, checked when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_features: Option<i64>,
+    /// Outputs.
+    pub out_features: i64,
+    /// Whether it adds a bias (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<bool>,
+}

@@ -1,0 +1,292 @@
+//! Weights: named tensors ([`Tensors`], read from a PyTorch `state_dict`
+//! saved with `safetensors.torch.save_file`) bound to a [`Graph`]'s layers
+//! ([`Network`]).
+//!
+//! Binding takes each tensor a layer needs under its PyTorch name
+//! (`{layer}.weight`, `{bn}.running_var`, ...), checks its dtype and exact
+//! shape, and builds the layer's block from it: a [`Conv`], a
+//! [`BatchNorm`], a [`Dsc`] with its BatchNorms folded and activations
+//! fused, an [`AcBlock`]. Without tensors every layer gets random weights,
+//! seeded by its position, from the blocks' own `random` constructors.
+//! Every failure names the layer and the tensor.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+use super::graph::{Graph, Node, Operation, in_layer};
+use crate::blocks::{AcBlock, BN_EPS, BatchNorm, Branch, Conv, Dsc};
+use crate::error::{Error, Result};
+use crate::spec::ValidSpec;
+
+/// One stored tensor: its dtype as safetensors names it, its shape, and
+/// its values when they are f32.
+#[derive(Clone, Debug)]
+struct Tensor {
+    dtype: String,
+    shape: Vec<usize>,
+    data: Option<Vec<f32>>,
+}
+
+/// Named tensors, as a PyTorch `state_dict` holds them.
+#[derive(Clone, Debug, Default)]
+pub struct Tensors {
+    tensors: BTreeMap<String, Tensor>,
+    /// The file they came from, for errors.
+    origin: Option<PathBuf>,
+}
+
+impl Tensors {
+    /// No tensors.
+    pub fn new() -> Tensors {
+        Tensors::default()
+    }
+
+    /// Reads a `.safetensors` file. A file that is not valid safetensors is
+    /// refused naming the file; tensors of other dtypes than F32 are kept
+    /// as such and refused only when a layer needs them.
+    pub fn load(path: &Path) -> Result<Tensors> {
+        let bytes =
+            std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::TensorFile {
+            path: path.to_path_buf(),
+            reason: format!("not a valid safetensors file ({e})"),
+        })?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in file.iter() {
+            let data = (view.dtype() == Dtype::F32).then(|| {
+                view.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect()
+            });
+            let tensor =
+                Tensor { dtype: view.dtype().to_string(), shape: view.shape().to_vec(), data };
+            tensors.insert(name.to_string(), tensor);
+        }
+        Ok(Tensors { tensors, origin: Some(path.to_path_buf()) })
+    }
+
+    /// Adds (or replaces) an f32 tensor of `shape`; the length is checked.
+    pub fn insert(&mut self, name: &str, shape: &[usize], data: Vec<f32>) -> Result<()> {
+        let expected = shape.iter().product();
+        if data.len() != expected {
+            return Err(Error::BufferLength {
+                what: "tensor",
+                shape: shape.to_vec(),
+                expected,
+                found: data.len(),
+            });
+        }
+        let tensor = Tensor { dtype: "F32".into(), shape: shape.to_vec(), data: Some(data) };
+        self.tensors.insert(name.to_string(), tensor);
+        Ok(())
+    }
+
+    /// The names of the tensors, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+}
+
+/// What one node runs with: its weights, bound.
+#[derive(Clone, Debug)]
+pub(crate) enum Params {
+    /// A conv or a linear layer.
+    Conv(Conv),
+    BatchNorm(BatchNorm),
+    /// The BatchNorms folded in, the activations fused.
+    Dsc(Dsc),
+    AcBlock(AcBlock),
+    /// Nothing to bind.
+    None,
+}
+
+/// A graph with its weights bound, ready to prepare on an engine
+/// ([`Network::prepare`]).
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub(crate) graph: Graph,
+    pub(crate) params: Vec<Params>,
+    unused: Vec<String>,
+}
+
+/// Where binding takes tensors from: the given ones, noting each name
+/// taken, or random values.
+struct Supply<'a> {
+    tensors: Option<&'a Tensors>,
+    used: BTreeSet<String>,
+}
+
+impl Supply<'_> {
+    /// The tensor `name` of exactly `shape`, the layer's error otherwise.
+    fn take(
+        &mut self,
+        tensors: &Tensors,
+        layer: &str,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Vec<f32>> {
+        let err = |reason: String| Error::Model { layer: layer.to_string(), reason };
+        let Some(t) = tensors.tensors.get(name) else {
+            let from =
+                tensors.origin.as_ref().map_or(String::new(), |p| format!(" in {}", p.display()));
+            return Err(err(format!("tensor {name} is missing{from}")));
+        };
+        self.used.insert(name.to_string());
+        let Some(data) = &t.data else {
+            return Err(err(format!("tensor {name} is {}, expected F32", t.dtype)));
+        };
+        if t.shape != shape {
+            return Err(err(format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape)));
+        }
+        Ok(data.clone())
+    }
+
+    /// The conv `spec` with weight `{prefix}.weight` (of `shape`, when
+    /// given: a linear layer's `[out, in]`) and, when it has one, bias
+    /// `{prefix}.bias`; random from `seed` without tensors.
+    fn conv(
+        &mut self,
+        layer: &str,
+        prefix: &str,
+        spec: &ValidSpec,
+        shape: Option<&[usize]>,
+        seed: u64,
+    ) -> Result<Conv> {
+        let Some(tensors) = self.tensors else { return Ok(Conv::random(spec.clone(), seed)) };
+        let w_shape = shape.map_or_else(|| spec.weight_shape().to_vec(), <[usize]>::to_vec);
+        let weight = self.take(tensors, layer, &format!("{prefix}.weight"), &w_shape)?;
+        let bias = if spec.has_bias() {
+            Some(self.take(tensors, layer, &format!("{prefix}.bias"), &[spec.out_channels()])?)
+        } else {
+            None
+        };
+        Conv::new(spec.clone(), weight, bias).map_err(in_layer(layer))
+    }
+
+    /// The BatchNorm `{prefix}.*` of `channels` and ε `eps`; random from
+    /// `seed` without tensors.
+    fn batchnorm(
+        &mut self,
+        layer: &str,
+        prefix: &str,
+        channels: usize,
+        eps: f64,
+        seed: u64,
+    ) -> Result<BatchNorm> {
+        let Some(tensors) = self.tensors else {
+            return Ok(BatchNorm { eps, ..BatchNorm::random(channels, seed) });
+        };
+        let mut part =
+            |what: &str| self.take(tensors, layer, &format!("{prefix}.{what}"), &[channels]);
+        let (weight, bias) = (part("weight")?, part("bias")?);
+        let (mean, var) = (part("running_mean")?, part("running_var")?);
+        BatchNorm::new(weight, bias, mean, var, eps).map_err(|e| Error::Model {
+            layer: layer.to_string(),
+            reason: format!("{prefix}: {e}"),
+        })
+    }
+}
+
+impl Network {
+    /// Binds `tensors` to the graph's layers, or random weights when
+    /// `None`. Tensors no layer uses are reported in one warning
+    /// (`num_batches_tracked` excepted) and listed by
+    /// [`Network::unused_tensors`].
+    pub fn new(graph: Graph, tensors: Option<&Tensors>) -> Result<Network> {
+        let mut supply = Supply { tensors, used: BTreeSet::new() };
+        let params = (graph.nodes().iter().enumerate())
+            .map(|(i, node)| bind(node, &mut supply, SEED + 1000 * i as u64))
+            .collect::<Result<_>>()?;
+        let used = supply.used;
+        let unused: Vec<String> = tensors
+            .map(|t| {
+                t.names()
+                    .filter(|n| !used.contains(*n) && !n.ends_with(".num_batches_tracked"))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !unused.is_empty() {
+            log::warn!(
+                "{} tensor{} no layer of {} uses: {}",
+                unused.len(),
+                if unused.len() == 1 { "" } else { "s" },
+                graph.name(),
+                unused.join(", ")
+            );
+        }
+        Ok(Network { graph, params, unused })
+    }
+
+    /// The graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The tensors no layer used (`num_batches_tracked` aside).
+    pub fn unused_tensors(&self) -> &[String] {
+        &self.unused
+    }
+}
+
+/// The seed of the first layer's random weights; each layer's is apart.
+const SEED: u64 = 0x5eed_0000;
+
+/// One node's parameters from `supply`, or random from `seed`.
+fn bind(node: &Node, supply: &mut Supply<'_>, seed: u64) -> Result<Params> {
+    let name = node.name();
+    Ok(match &node.op {
+        Operation::Conv(spec) if node.kind() == "linear" => {
+            let [out, c, h, w] = spec.weight_shape();
+            Params::Conv(supply.conv(name, name, spec, Some(&[out, c * h * w]), seed)?)
+        }
+        Operation::Conv(spec) => Params::Conv(supply.conv(name, name, spec, None, seed)?),
+        Operation::BatchNorm(eps) => {
+            Params::BatchNorm(supply.batchnorm(name, name, node.input_shape()[1], *eps, seed)?)
+        }
+        Operation::Dsc(op) => {
+            let (batchnorm, activations, t) = (op.batchnorm, op.activations, &op.tensors);
+            // Each conv with its BatchNorm folded in, then its activation.
+            let mut stage = |spec: &ValidSpec, conv: &str, bn: &str, act, seed: u64| {
+                let mut c = supply.conv(name, conv, spec, None, seed)?;
+                if batchnorm {
+                    let norm = supply.batchnorm(name, bn, spec.out_channels(), BN_EPS, seed + 1)?;
+                    c = c.fold(&norm).map_err(in_layer(name))?;
+                }
+                c.with_activation(act).map_err(in_layer(name))
+            };
+            let dw = stage(&op.depthwise, &t.depthwise, &t.depthwise_bn, activations[0], seed)?;
+            let pw = stage(&op.pointwise, &t.pointwise, &t.pointwise_bn, activations[1], seed + 2)?;
+            Params::Dsc(Dsc::new(dw, pw).map_err(in_layer(name))?)
+        }
+        Operation::AcBlock { spec, .. } => {
+            let Some(tensors) = supply.tensors else {
+                return Ok(Params::AcBlock(AcBlock::random(spec, seed).map_err(in_layer(name))?));
+            };
+            let (cout, cig, k) = (spec.out_channels(), spec.in_per_group(), spec.kernel()[0]);
+            let mut branch = |conv: &str, bn: &str, shape: [usize; 4]| -> Result<Branch> {
+                let weight =
+                    supply.take(tensors, name, &format!("{name}.{conv}.weight"), &shape)?;
+                let bn = supply.batchnorm(name, &format!("{name}.{bn}"), cout, BN_EPS, 0)?;
+                Ok(Branch { weight, bn })
+            };
+            let square = branch("square_conv", "square_bn", [cout, cig, k, k])?;
+            let vertical = branch("ver_conv", "ver_bn", [cout, cig, k, 1])?;
+            let horizontal = branch("hor_conv", "hor_bn", [cout, cig, 1, k])?;
+            let block = AcBlock::new(spec, square, vertical, horizontal);
+            Params::AcBlock(block.map_err(in_layer(name))?)
+        }
+        Operation::Activation(_)
+        | Operation::Add { .. }
+        | Operation::MaxPool(_)
+        | Operation::GlobalAvgPool => Params::None,
+    })
+}

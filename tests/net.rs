@@ -1,0 +1,558 @@
+//! Whole models (`convjit::net`): the built-ins' counts against the
+//! published ones, a model of every layer kind on the JIT against the
+//! reference run, weights from a safetensors file under PyTorch's names,
+//! the plain layers against hand-computed outputs, and every refusal
+//! naming its layer.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{check, random_tensor};
+use convjit::Engine;
+use convjit::blocks::DscMode;
+use convjit::net::{self, Graph, Model, Network, Options, Tensors};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+/// The largest normwise relative error between the JIT's run of a model
+/// and the reference's (the `--check` tolerance).
+const TOLERANCE: f64 = net::CHECK_TOLERANCE;
+
+fn graph(json: &str) -> Graph {
+    let model = Model::from_json(json).unwrap_or_else(|e| panic!("{e}"));
+    Graph::new(&model).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The error of parsing and inferring `json`, as text.
+fn refused(json: &str) -> String {
+    match Model::from_json(json).and_then(|m| Graph::new(&m)) {
+        Ok(_) => panic!("accepted: {json}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Asserts the error is about `layer` and says `what`.
+fn names(err: &str, layer: &str, what: &str) {
+    assert!(err.contains(&format!("layer {layer:?}")), "{err:?} does not name layer {layer:?}");
+    assert!(err.contains(what), "{err:?} does not say {what:?}");
+}
+
+// ---------------------------------------------------------------------------
+// The built-ins
+// ---------------------------------------------------------------------------
+
+#[test]
+fn builtin_counts_match_the_published_ones() {
+    // (model, published multiply-adds, parameters as torchvision counts them)
+    for (name, published, params) in [
+        ("mobilenetv2", 300e6, Some(3_504_872)),
+        ("resnet18", 1.8e9, Some(11_689_512)),
+        ("jvet_lf", f64::NAN, None),
+    ] {
+        let model = net::builtin(name).unwrap();
+        let graph = Graph::new(&model).unwrap();
+        let total = graph.total();
+        let kmac = total.macs_ptflops as f64 / (128.0 * 128.0) / 1000.0;
+        eprintln!(
+            "{name}: macs {}, macs_valid {}, macs_ptflops {}, params {} ({kmac:.1} kMAC/px at 128²)",
+            total.macs, total.macs_valid, total.macs_ptflops, total.params
+        );
+        if published.is_finite() {
+            let ratio = total.macs as f64 / published;
+            assert!((0.99..=1.01).contains(&ratio), "{name}: {} MACs is {ratio:.4}×", total.macs);
+        }
+        if let Some(params) = params {
+            assert_eq!(total.params, params, "{name}");
+        }
+        assert!(total.macs_valid < total.macs && total.macs <= total.macs_ptflops, "{name}");
+        let expected = if name == "jvet_lf" { [1, 3, 128, 128] } else { [1, 1000, 1, 1] };
+        assert_eq!(graph.output_shape(), expected, "{name}");
+        // The printed model reads back as itself.
+        assert_eq!(Model::from_json(&model.to_json()).unwrap(), model, "{name}");
+    }
+    // MobileNetV2: the torchvision count, to the multiply-add (convs
+    // without bias plus the classifier's 1280·1000).
+    let mbv2 = Graph::new(&net::mobilenet_v2()).unwrap();
+    assert_eq!(mbv2.total().macs, 300_774_272);
+    // ResNet-18: layer2.0 has its downsample reading the block input.
+    let resnet = Graph::new(&net::resnet18()).unwrap();
+    let down = resnet.nodes().iter().find(|n| n.name() == "layer2.0.downsample.0").unwrap();
+    assert_eq!(down.input_shape(), [1, 64, 56, 56]);
+    assert_eq!(down.output_shape(), [1, 128, 28, 28]);
+    assert!(net::builtin("vgg16").unwrap_err().to_string().contains("mobilenetv2"));
+}
+
+#[test]
+fn resnet18_runs_on_the_jit() {
+    let network = Network::new(Graph::new(&net::resnet18()).unwrap(), None).unwrap();
+    let x = net::random_input(network.graph().input_shape(), 1);
+    let mut prepared = network.prepare(&Options::default(), None).unwrap();
+    let y = prepared.run(&x).unwrap();
+    assert_eq!(y.len(), 1000);
+    // Random weights keep a deep net's activations finite and not all equal.
+    assert!(y.iter().all(|v| v.is_finite()), "{:?}", &y[..8]);
+    assert!(y.iter().any(|&v| v != y[0]));
+}
+
+// ---------------------------------------------------------------------------
+// Every layer kind
+// ---------------------------------------------------------------------------
+
+/// A model with every layer kind: BatchNorms folded (stem_bn, down_bn)
+/// and not (c2_bn: c2 is also read by an add; bn_lone: after a pool),
+/// activations fused and not, a dsc that runs as the options say (dw1) and
+/// one that always runs unfused (dw2), both ACNet forms, a transposed conv,
+/// adds, pools and linear layers, on a whole plane and on 1×1.
+const EVERY_KIND: &str = r#"{
+  "name": "every_kind", "input": [2, 3, 12, 10],
+  "layers": [
+    {"kind": "conv", "name": "stem", "out_channels": 8, "kernel": 3, "padding": 1, "bias": false},
+    {"kind": "batchnorm", "name": "stem_bn"},
+    {"kind": "activation", "name": "stem_act", "activation": "relu"},
+    {"kind": "dsc", "name": "dw1", "out_channels": 12, "kernel": 3, "stride": 2, "padding": 1,
+     "activations": ["relu6", "none"]},
+    {"kind": "dsc", "name": "dw2", "out_channels": 12, "kernel": 3, "padding": 1,
+     "batchnorm": false, "activations": ["relu", "leaky_relu"], "negative_slope": 0.1,
+     "mode": "unfused"},
+    {"kind": "acblock", "name": "ac1", "out_channels": 12, "kernel": 3, "padding": 1},
+    {"kind": "conv", "name": "c2", "out_channels": 12, "kernel": 1, "bias": false},
+    {"kind": "batchnorm", "name": "c2_bn", "num_features": 12},
+    {"kind": "add", "name": "res", "with": "c2", "activation": "relu"},
+    {"kind": "acblock", "name": "ac2", "out_channels": 12, "kernel": 3, "padding": 1,
+     "deploy": false, "activation": "relu"},
+    {"kind": "conv", "name": "up", "op": "conv_transpose2d", "out_channels": 8, "kernel": 4,
+     "stride": 2, "padding": 1, "activation": "leaky_relu"},
+    {"kind": "add", "name": "skip", "with": "stem_act"},
+    {"kind": "max_pool", "name": "pool", "kernel": 3, "stride": 2, "padding": 1},
+    {"kind": "batchnorm", "name": "bn_lone"},
+    {"kind": "conv", "name": "down", "input": "pool", "out_channels": 8, "kernel": 1},
+    {"kind": "batchnorm", "name": "down_bn"},
+    {"kind": "add", "name": "join", "input": "bn_lone", "with": "down_bn"},
+    {"kind": "linear", "name": "flat", "out_features": 16},
+    {"kind": "activation", "name": "flat_act", "activation": "relu6"},
+    {"kind": "global_avg_pool", "name": "gap", "input": "join"},
+    {"kind": "linear", "name": "fc", "out_features": 5}
+  ]
+}"#;
+
+/// Runs `network` on `engine` and returns its output on `x`.
+fn run(network: &Network, options: &Options, x: &[f32]) -> Vec<f32> {
+    let mut prepared = network.prepare(options, None).unwrap_or_else(|e| panic!("{e}"));
+    prepared.run(x).unwrap_or_else(|e| panic!("{e}")).to_vec()
+}
+
+fn reference(network: &Network, x: &[f32]) -> Vec<f32> {
+    run(network, &Options { engine: Engine::Reference, ..Options::default() }, x)
+}
+
+#[test]
+fn every_layer_kind_runs_on_the_jit_as_on_the_reference() {
+    let graph = graph(EVERY_KIND);
+    let shapes: BTreeMap<&str, [usize; 4]> =
+        graph.nodes().iter().map(|n| (n.name(), n.output_shape())).collect();
+    assert_eq!(shapes["dw1"], [2, 12, 6, 5]);
+    assert_eq!(shapes["up"], [2, 8, 12, 10]);
+    assert_eq!(shapes["pool"], [2, 8, 6, 5]);
+    assert_eq!(shapes["flat"], [2, 16, 1, 1]);
+    assert_eq!(shapes["gap"], [2, 8, 1, 1]);
+    assert_eq!(graph.output_shape(), [2, 5, 1, 1]);
+    // The last layer reads `gap`, so `flat` only shows in the report: make
+    // it the output of a second model to have it checked too.
+    let flat_end = EVERY_KIND.replace(
+        r#",
+    {"kind": "global_avg_pool", "name": "gap", "input": "join"},
+    {"kind": "linear", "name": "fc", "out_features": 5}"#,
+        "",
+    );
+    assert_ne!(flat_end, EVERY_KIND);
+    for json in [EVERY_KIND, &flat_end] {
+        let network = Network::new(self::graph(json), None).unwrap();
+        let x = net::random_input(network.graph().input_shape(), 7);
+        let expected = reference(&network, &x);
+        assert!(expected.iter().any(|&v| v != 0.0));
+        for dsc in [DscMode::Fused, DscMode::Unfused] {
+            for threads in [1, 2] {
+                let options = Options { dsc, threads, ..Options::default() };
+                let y = run(&network, &options, &x);
+                let what =
+                    format!("{} on the jit, {dsc}, {threads} threads", network.graph().name());
+                check(&what, &network.graph().output_shape(), &y, &expected, TOLERANCE);
+                // What `check` reports is the same comparison.
+                assert!(network.check(&x, &y).unwrap().max_rel <= TOLERANCE);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_report_counts_every_layer_and_shows_what_folded() {
+    let network = Network::new(graph(EVERY_KIND), None).unwrap();
+    let x = net::random_input(network.graph().input_shape(), 3);
+    let mut prepared = network.prepare(&Options::default(), None).unwrap();
+    let (y, report) = prepared.measure(&x, 3).unwrap();
+    assert_eq!(y.len(), 10);
+    let rows: BTreeMap<&str, &net::LayerReport> =
+        report.layers.iter().map(|l| (l.name.as_str(), l)).collect();
+    assert_eq!(rows.len(), network.graph().nodes().len());
+    for (name, into) in
+        [("stem_bn", "stem"), ("stem_act", "stem"), ("down_bn", "down"), ("flat_act", "flat")]
+    {
+        assert_eq!(rows[name].folded_into.as_deref(), Some(into), "{name}");
+        assert_eq!(rows[name].median_s, 0.0, "{name}");
+    }
+    // c2 is read by the add too, and bn_lone follows a pool: neither folds.
+    for name in ["c2_bn", "bn_lone", "res", "pool", "gap", "dw1", "ac2"] {
+        assert_eq!(rows[name].folded_into, None, "{name}");
+        assert!(rows[name].median_s > 0.0, "{name}");
+    }
+    // MACs/tick only where there are MACs.
+    assert!(rows["dw1"].macs_per_cycle.unwrap() > 0.0);
+    assert!(rows["pool"].macs_per_cycle.is_none());
+    // Counts: the linear layer over a 8×6×5 input is a conv with bias.
+    let flat = rows["flat"];
+    let macs = 2 * 16 * 240; // N = 2
+    assert_eq!((flat.macs, flat.macs_ptflops, flat.params), (macs, macs + 2 * 16, 16 * 241));
+    // A BatchNorm: γ and β; ptflops 2 per element. An activation, 1.
+    assert_eq!((rows["c2_bn"].params, rows["c2_bn"].macs_ptflops), (24, 2 * 2 * 12 * 30));
+    assert_eq!(rows["stem_act"].macs_ptflops, 2 * 8 * 120);
+    // The pools count their input.
+    assert_eq!(rows["pool"].macs_ptflops, 2 * 8 * 120);
+    assert_eq!(rows["gap"].macs_ptflops, 2 * 8 * 30);
+    // dw1: 3×3 depthwise on 8 channels to 6×5, 1×1 to 12, two BNs, one
+    // relu6 (the pointwise activation is none).
+    let (dw, pw) = (2 * 8 * 30 * 9, 2 * 12 * 30 * 8);
+    let dw1 = rows["dw1"];
+    assert_eq!(dw1.macs, dw + pw);
+    assert_eq!(dw1.macs_ptflops, dw + pw + 2 * (2 * 8 * 30) + 2 * (2 * 12 * 30) + 2 * 8 * 30);
+    assert_eq!(dw1.params, 8 * 9 + 12 * 8 + 2 * 8 + 2 * 12);
+    // ACNet: deploy = one 3×3 conv with bias; training = three convs and BNs.
+    let (ac1, ac2) = (rows["ac1"], rows["ac2"]);
+    assert_eq!(ac1.params, 12 * 12 * 9 + 12);
+    assert_eq!(ac2.params, 12 * 12 * (9 + 3 + 3) + 3 * 24);
+    assert_eq!(ac2.macs, 2 * 12 * 30 * 12 * (9 + 3 + 3));
+    assert_eq!(ac1.macs, 2 * 12 * 30 * 12 * 9);
+    // The totals are the sums; kMAC/pixel is per pixel of the N images.
+    let sum = |f: fn(&net::LayerReport) -> u64| report.layers.iter().map(f).sum::<u64>();
+    assert_eq!(report.total.macs, sum(|l| l.macs));
+    assert_eq!(report.total.macs_ptflops, sum(|l| l.macs_ptflops));
+    assert_eq!(report.total.params, sum(|l| l.params));
+    let per_pixel = report.total.macs_ptflops as f64 / (2.0 * 120.0) / 1000.0;
+    assert_eq!(report.total.kmac_per_pixel, per_pixel);
+    assert!(report.total.median_s > 0.0);
+    // The table: a row per layer and the totals.
+    let table = report.table();
+    for l in &report.layers {
+        assert!(table.lines().any(|line| line.starts_with(&format!("{} ", l.name))), "{table}");
+    }
+    assert!(table.lines().any(|line| line.starts_with("total ")), "{table}");
+}
+
+// ---------------------------------------------------------------------------
+// The plain layers against hand-computed outputs
+// ---------------------------------------------------------------------------
+
+/// The output of a one-layer model on `x` (`[1, C, H, W]` given by `input`).
+fn one_layer(input: [usize; 4], layer: &str, x: &[f32], tensors: Option<&Tensors>) -> Vec<f32> {
+    let json = format!(r#"{{"name": "one", "input": {input:?}, "layers": [{layer}]}}"#);
+    let network = Network::new(graph(&json), tensors).unwrap();
+    let y = run(&network, &Options::default(), x);
+    let shape = network.graph().output_shape();
+    check(layer, &shape, &y, &reference(&network, x), 1e-6);
+    y
+}
+
+#[test]
+fn plain_layers_follow_pytorch() {
+    // max_pool pads with −∞: the corner windows of an all-negative input
+    // take its values, not a zero from the padding.
+    let x: Vec<f32> = (1..=9).map(|v| -(v as f32)).collect();
+    let pool = r#"{"kind": "max_pool", "name": "p", "kernel": 2, "stride": 2, "padding": 1}"#;
+    assert_eq!(one_layer([1, 1, 3, 3], pool, &x, None), [-1.0, -2.0, -4.0, -5.0]);
+    // The stride defaults to the kernel; NaN propagates.
+    let mut x: Vec<f32> = (0..16).map(|v| v as f32).collect();
+    x[0] = f32::NAN;
+    let y = one_layer([1, 1, 4, 4], r#"{"kind": "max_pool", "name": "p", "kernel": 2}"#, &x, None);
+    assert!(y[0].is_nan());
+    assert_eq!(y[1..], [7.0, 13.0, 15.0]);
+    // global_avg_pool: each plane's mean.
+    let x = [1.0, 2.0, 3.0, 6.0, -1.0, -1.0, -1.0, -5.0];
+    let gap = r#"{"kind": "global_avg_pool", "name": "g"}"#;
+    assert_eq!(one_layer([1, 2, 2, 2], gap, &x, None), [3.0, -2.0]);
+    // An activation layer.
+    let leaky =
+        r#"{"kind": "activation", "name": "a", "activation": "leaky_relu", "negative_slope": 0.5}"#;
+    assert_eq!(one_layer([1, 1, 1, 3], leaky, &[-2.0, 0.0, 3.0], None), [-1.0, 0.0, 3.0]);
+    // add with the input and relu6.
+    let add = r#"{"kind": "add", "name": "a", "with": "input", "activation": "relu6"}"#;
+    assert_eq!(one_layer([1, 1, 1, 3], add, &[-2.0, 1.0, 4.0], None), [0.0, 2.0, 6.0]);
+    // linear flattens [C, H, W] in C order: weight [out, C·H·W].
+    let mut t = Tensors::new();
+    let w: Vec<f32> = (0..2 * 12).map(|v| v as f32 / 8.0).collect();
+    t.insert("fc.weight", &[2, 12], w.clone()).unwrap();
+    t.insert("fc.bias", &[2], vec![0.5, -0.5]).unwrap();
+    let x: Vec<f32> = (0..12).map(|v| 1.0 - v as f32 / 4.0).collect();
+    let linear = r#"{"kind": "linear", "name": "fc", "out_features": 2}"#;
+    let y = one_layer([1, 2, 3, 2], linear, &x, Some(&t));
+    let expected: Vec<f32> = (0..2)
+        .map(|o| {
+            let dot: f64 = (0..12).map(|i| f64::from(w[o * 12 + i]) * f64::from(x[i])).sum();
+            (dot + [0.5, -0.5][o]) as f32
+        })
+        .collect();
+    check("linear", &[1, 2, 1, 1], &y, &expected, 1e-6);
+    // batchnorm in eval mode: (x − μ)/√(σ² + ε)·γ + β per channel.
+    let mut t = Tensors::new();
+    for (part, v) in [
+        ("weight", [2.0, 1.0]),
+        ("bias", [1.0, 0.0]),
+        ("running_mean", [1.0, -1.0]),
+        ("running_var", [4.0, 1.0]),
+    ] {
+        t.insert(&format!("bn.{part}"), &[2], v.to_vec()).unwrap();
+    }
+    let bn = r#"{"kind": "batchnorm", "name": "bn", "eps": 0.0000001}"#;
+    let y = one_layer([1, 2, 1, 2], bn, &[3.0, 5.0, -1.0, 1.0], Some(&t));
+    check("batchnorm", &[1, 2, 1, 2], &y, &[3.0, 5.0, 0.0, 2.0], 1e-6);
+}
+
+// ---------------------------------------------------------------------------
+// Weights from a safetensors file
+// ---------------------------------------------------------------------------
+
+/// The tensors of EVERY_KIND under PyTorch's names, with their shapes.
+fn every_kind_tensors() -> Vec<(String, Vec<usize>)> {
+    let mut t: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut add = |name: &str, shape: &[usize]| t.push((name.to_string(), shape.to_vec()));
+    let bn = |add: &mut dyn FnMut(&str, &[usize]), prefix: &str, c: usize| {
+        for part in ["weight", "bias", "running_mean", "running_var"] {
+            add(&format!("{prefix}.{part}"), &[c]);
+        }
+    };
+    add("stem.weight", &[8, 3, 3, 3]);
+    bn(&mut add, "stem_bn", 8);
+    add("dw1.depthwise.weight", &[8, 1, 3, 3]);
+    bn(&mut add, "dw1.depthwise_bn", 8);
+    add("dw1.pointwise.weight", &[12, 8, 1, 1]);
+    bn(&mut add, "dw1.pointwise_bn", 12);
+    add("dw2.depthwise.weight", &[12, 1, 3, 3]);
+    add("dw2.depthwise.bias", &[12]);
+    add("dw2.pointwise.weight", &[12, 12, 1, 1]);
+    add("dw2.pointwise.bias", &[12]);
+    for block in ["ac1", "ac2"] {
+        for (branch, kernel) in [("square", [3, 3]), ("ver", [3, 1]), ("hor", [1, 3])] {
+            add(&format!("{block}.{branch}_conv.weight"), &[12, 12, kernel[0], kernel[1]]);
+            bn(&mut add, &format!("{block}.{branch}_bn"), 12);
+        }
+    }
+    add("c2.weight", &[12, 12, 1, 1]);
+    bn(&mut add, "c2_bn", 12);
+    add("up.weight", &[12, 8, 4, 4]);
+    add("up.bias", &[8]);
+    bn(&mut add, "bn_lone", 8);
+    add("down.weight", &[8, 8, 1, 1]);
+    add("down.bias", &[8]);
+    bn(&mut add, "down_bn", 8);
+    add("flat.weight", &[16, 240]);
+    add("flat.bias", &[16]);
+    add("fc.weight", &[5, 8]);
+    add("fc.bias", &[5]);
+    t
+}
+
+/// Values for a tensor: variances in [0.5, 1.5), the rest in [−0.5, 0.5).
+fn values(name: &str, len: usize, seed: u64) -> Vec<f32> {
+    let v = random_tensor(seed, len);
+    if name.ends_with("running_var") {
+        v.iter().map(|x| 1.0 + x / 2.0).collect()
+    } else {
+        v.iter().map(|x| x / 2.0).collect()
+    }
+}
+
+/// A tensor as a safetensors file stores it.
+struct Stored {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn write_safetensors(path: &Path, tensors: &BTreeMap<String, Stored>) {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            (name.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// The tensors of EVERY_KIND, as f32 data and as stored, plus a
+/// `num_batches_tracked` (I64, ignored) and a tensor no layer uses.
+fn every_kind_weights() -> (Tensors, BTreeMap<String, Stored>) {
+    let mut direct = Tensors::new();
+    let mut stored = BTreeMap::new();
+    for (i, (name, shape)) in every_kind_tensors().into_iter().enumerate() {
+        let data = values(&name, shape.iter().product(), 100 + i as u64);
+        stored.insert(
+            name.clone(),
+            Stored { dtype: Dtype::F32, shape: shape.clone(), bytes: f32_bytes(&data) },
+        );
+        direct.insert(&name, &shape, data).unwrap();
+    }
+    let count = Stored { dtype: Dtype::I64, shape: vec![], bytes: 7i64.to_le_bytes().to_vec() };
+    stored.insert("stem_bn.num_batches_tracked".into(), count);
+    let extra = Stored { dtype: Dtype::F32, shape: vec![2], bytes: f32_bytes(&[1.0, 2.0]) };
+    stored.insert("head.extra".into(), extra);
+    (direct, stored)
+}
+
+#[test]
+fn weights_from_safetensors_run_as_the_same_tensors_handed_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let (direct, stored) = every_kind_weights();
+    write_safetensors(&path, &stored);
+    let loaded = Tensors::load(&path).unwrap();
+    assert_eq!(loaded.names().count(), stored.len());
+    let from_file = Network::new(graph(EVERY_KIND), Some(&loaded)).unwrap();
+    assert_eq!(from_file.unused_tensors(), ["head.extra"]);
+    let handed_in = Network::new(graph(EVERY_KIND), Some(&direct)).unwrap();
+    assert!(handed_in.unused_tensors().is_empty());
+    let x = net::random_input(from_file.graph().input_shape(), 11);
+    let y = run(&from_file, &Options::default(), &x);
+    // Bit for bit the run of the same tensors handed in directly.
+    assert_eq!(y, run(&handed_in, &Options::default(), &x));
+    // And the reference's, within the tolerance.
+    check("weights from a file", &[2, 5, 1, 1], &y, &reference(&from_file, &x), TOLERANCE);
+    // Other weights give another output: the file's were used.
+    let random = Network::new(graph(EVERY_KIND), None).unwrap();
+    assert_ne!(y, run(&random, &Options::default(), &x));
+}
+
+/// The error binding `stored` (changed by `edit`) to EVERY_KIND gives.
+fn bind_error(edit: impl FnOnce(&mut BTreeMap<String, Stored>)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let (_, mut stored) = every_kind_weights();
+    edit(&mut stored);
+    write_safetensors(&path, &stored);
+    let tensors = Tensors::load(&path).unwrap();
+    match Network::new(graph(EVERY_KIND), Some(&tensors)) {
+        Ok(_) => panic!("the weights were accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn weights_that_do_not_fit_are_refused_naming_the_layer_and_tensor() {
+    let err = bind_error(|t| {
+        t.remove("c2_bn.running_var");
+    });
+    names(&err, "c2_bn", "tensor c2_bn.running_var is missing");
+    let err = bind_error(|t| {
+        t.remove("ac2.hor_conv.weight");
+    });
+    names(&err, "ac2", "ac2.hor_conv.weight");
+    let err = bind_error(|t| {
+        let w = t.get_mut("stem.weight").unwrap();
+        w.shape = vec![8, 3, 3, 1];
+        w.bytes.truncate(8 * 3 * 3 * 4);
+    });
+    names(&err, "stem", "tensor stem.weight has shape [8, 3, 3, 1], expected [8, 3, 3, 3]");
+    // A linear weight must be [out, C·H·W], not the conv's 4-d shape.
+    let err = bind_error(|t| t.get_mut("flat.weight").unwrap().shape = vec![16, 8, 6, 5]);
+    names(&err, "flat", "expected [16, 240]");
+    // A dsc's tensors under its prefixes.
+    let err = bind_error(|t| {
+        t.remove("dw1.pointwise_bn.bias");
+    });
+    names(&err, "dw1", "dw1.pointwise_bn.bias");
+    let err = bind_error(|t| {
+        let b = t.get_mut("fc.bias").unwrap();
+        b.dtype = Dtype::F64;
+        b.bytes = [0.5f64, 1.0, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    });
+    names(&err, "fc", "tensor fc.bias is F64, expected F32");
+    let err = bind_error(|t| {
+        let v = t.get_mut("bn_lone.running_var").unwrap();
+        v.bytes = f32_bytes(&[1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+    });
+    names(&err, "bn_lone", "running_var");
+}
+
+#[test]
+fn a_file_that_is_not_safetensors_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.safetensors");
+    std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": oops").unwrap();
+    let err = Tensors::load(&path).unwrap_err().to_string();
+    assert!(err.contains("broken.safetensors") && err.contains("safetensors"), "{err}");
+    let err = Tensors::load(&dir.path().join("absent.safetensors")).unwrap_err().to_string();
+    assert!(err.contains("absent.safetensors"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Models that do not chain
+// ---------------------------------------------------------------------------
+
+/// EVERY_KIND with `from` replaced by `to` (which must occur).
+fn edited(from: &str, to: &str) -> String {
+    assert!(EVERY_KIND.contains(from), "{from}");
+    EVERY_KIND.replacen(from, to, 1)
+}
+
+#[test]
+fn models_that_do_not_chain_are_refused_naming_the_layer() {
+    // An add of two shapes: `up` gives 8 channels, `skip` adds 12.
+    let err = refused(&edited(r#""with": "stem_act""#, r#""with": "res""#));
+    names(&err, "skip", "the shapes differ");
+    // A BatchNorm of the wrong channel count.
+    let err = refused(&edited(r#""num_features": 12"#, r#""num_features": 8"#));
+    names(&err, "c2_bn", "num_features is 8 but the layer's input has 12");
+    // A linear layer's stated input features.
+    let err =
+        refused(&edited(r#""out_features": 16"#, r#""in_features": 100, "out_features": 16"#));
+    names(&err, "flat", "in_features is 100");
+    // A duplicate name, an unknown and a later input, a layer reading itself.
+    let err = refused(&edited(r#""name": "c2""#, r#""name": "ac1""#));
+    names(&err, "ac1", "two layers have this name");
+    let err = refused(&edited(r#""input": "pool""#, r#""input": "poool""#));
+    names(&err, "down", r#"input "poool": no layer has this name"#);
+    let err = refused(&edited(r#""input": "pool""#, r#""input": "flat""#));
+    names(&err, "down", "later layer");
+    let err = refused(&edited(r#""with": "c2""#, r#""with": "res""#));
+    names(&err, "res", "the layer itself");
+    // A conv whose output would be empty: the spec's own message.
+    let err = refused(&edited(r#""kernel": 1, "bias": false"#, r#""kernel": 9, "bias": false"#));
+    names(&err, "c2", "the output would be empty");
+    // A field no layer kind has, a missing one, an unknown kind.
+    let err = refused(&edited(r#""padding": 1, "bias": false"#, r#""paddin": 1, "bias": false"#));
+    names(&err, "stem", "unknown field `paddin`");
+    let err = refused(&edited(r#", "out_features": 5"#, ""));
+    names(&err, "fc", "out_features");
+    let err = refused(&edited(r#""kind": "max_pool""#, r#""kind": "avg_pool""#));
+    names(&err, "pool", "avg_pool");
+    // A max_pool padded past half its window, as PyTorch refuses.
+    let err = refused(&edited(r#""stride": 2, "padding": 1}"#, r#""stride": 2, "padding": 2}"#));
+    names(&err, "pool", "at most half");
+    // ACNet needs an odd kernel; a dsc's slope needs a leaky_relu.
+    let err = refused(&edited(
+        r#""name": "ac1", "out_channels": 12, "kernel": 3"#,
+        r#""name": "ac1", "out_channels": 12, "kernel": 2"#,
+    ));
+    names(&err, "ac1", "odd square kernel");
+    let err =
+        refused(&edited(r#""leaky_relu"], "negative_slope""#, r#""none"], "negative_slope""#));
+    names(&err, "dw2", "negative_slope");
+    // A layer may not be called "input", and the model needs an input.
+    let err = refused(&edited(r#""name": "gap""#, r#""name": "input""#));
+    names(&err, "input", "must not be empty nor");
+    let err = refused(&EVERY_KIND.replace("[2, 3, 12, 10]", "[2, 3, 0, 10]"));
+    names(&err, net::MODEL, "every size must be at least 1");
+}
