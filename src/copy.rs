@@ -96,12 +96,6 @@ impl Copier<'_> {
         }
     }
 
-    /// Copies the padded input rows of band `b` of plane `p` (one channel,
-    /// or a block of 4) into `scratch`, which holds one plane of a band.
-    pub(crate) fn band_plane(&self, x: &[f32], b: usize, p: usize, scratch: &mut [f32]) {
-        self.plane(x, p, self.plan.band_rows(b), scratch);
-    }
-
     /// Writes the interior of padded rows `rows` of an interleaved copy of
     /// `channels` into `dst`, which holds those stored rows from
     /// `rows.start` on: pixel by pixel, each pixel's channels together, and

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{BatchNorm, Conv};
 use crate::codegen::Plan;
 use crate::codegen::dsc::{self as lowering, Band, DscSchedule, Stage};
-use crate::copy::{Copier, Scratch};
+use crate::copy::Scratch;
 use crate::engine::{Engine, Prepared};
 use crate::error::{Error, Result};
 use crate::jit::{Code, Compiler};
@@ -277,8 +277,24 @@ impl PreparedDsc {
     }
 }
 
-/// The C signature of both fused functions (see [`crate::codegen::dsc`]).
-type StageFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64);
+/// The C signature of the fused depthwise function (see
+/// [`crate::codegen::dsc`]): image, weights, bias, band buffer, copy
+/// buffer, output rows, padded input rows.
+type DepthwiseFn = unsafe extern "C" fn(
+    *const f32,
+    *const f32,
+    *const f32,
+    *mut f32,
+    *mut f32,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+
+/// The C signature of the fused pointwise function: band buffer, weights,
+/// bias, output image, output rows.
+type PointwiseFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64);
 
 /// The fused depthwise-separable kernel with its packed weights.
 pub struct DscKernel {
@@ -289,8 +305,8 @@ pub struct DscKernel {
     plan: Plan,
     band: Band,
     _code: [Code; 2],
-    depthwise: StageFn,
-    pointwise: StageFn,
+    depthwise: DepthwiseFn,
+    pointwise: PointwiseFn,
     compile_time: Duration,
     /// Depthwise weights `[channel][tap]` and bias `[channel]`.
     w_dw: Vec<f32>,
@@ -312,17 +328,23 @@ impl DscKernel {
         let (dw, pw) = (block.depthwise.spec().clone(), block.pointwise.spec().clone());
         let plan = Plan::new(&dw, &schedule.depthwise());
         let isa = compiler.isa();
-        let stage = |stage: Stage| -> Result<(Code, StageFn)> {
-            let signature = lowering::signature(isa.pointer_type(), isa.default_call_conv());
-            let (code, pointer) = compiler.define(signature, |func, target| {
+        let stage = |stage: Stage| -> Result<(Code, *const u8)> {
+            let signature = lowering::signature(stage, isa.pointer_type(), isa.default_call_conv());
+            compiler.define(signature, |func, target| {
                 lowering::lower(stage, (&dw, &pw), schedule, &plan, target, func)
-            })?;
-            // SAFETY: the function was generated with `lowering::signature`,
-            // which is exactly `StageFn` in the System V ABI the ISA uses.
-            Ok((code, unsafe { std::mem::transmute::<*const u8, StageFn>(pointer) }))
+            })
         };
         let (dw_code, depthwise) = stage(Stage::Depthwise)?;
         let (pw_code, pointwise) = stage(Stage::Pointwise)?;
+        // SAFETY: the functions were generated with `lowering::signature`
+        // of their stage, which is exactly `DepthwiseFn` / `PointwiseFn` in
+        // the System V ABI the ISA uses.
+        let (depthwise, pointwise) = unsafe {
+            (
+                std::mem::transmute::<*const u8, DepthwiseFn>(depthwise),
+                std::mem::transmute::<*const u8, PointwiseFn>(pointwise),
+            )
+        };
         let compile_time = start.elapsed();
         let (w_dw, b_dw) = pack_depthwise(&block.depthwise);
         let outputs = schedule.pw_outputs.min(pw.out_channels());
@@ -377,11 +399,8 @@ impl DscKernel {
                 (Scratch::zeroed(copy), Scratch::zeroed(self.band.buffer_len()))
             });
         }
-        let copier = Copier { spec: dw, plan: &self.plan };
-        let row = self.plan.row_len() as isize;
         let (image_in, image_out) =
             (dw.input_len() / dw.batch(), self.pw.output_len() / self.pw.batch());
-        let (taps, plane) = (dw.kernel()[0] * dw.kernel()[1], dw.height() * dw.width());
         let parts = self.band.parts;
         for (x, y) in input.chunks(image_in).zip(output.chunks_mut(image_out)) {
             let out = Out(y.as_mut_ptr());
@@ -390,36 +409,32 @@ impl DscKernel {
                 for b in t * parts / threads..(t + 1) * parts / threads {
                     let rows = self.band.rows_of(dw.out_height(), b);
                     let (lo, hi) = (rows.start as i64, rows.end as i64);
-                    for c in 0..dw.out_channels() {
-                        let x = if copies {
-                            copier.band_plane(x, b, c, copy.get_mut());
-                            // Padded row r is at `x + r · row`, see
-                            // `Kernel::run_bands`.
-                            let first = self.plan.band_rows(b).start as isize;
-                            copy.as_ptr().wrapping_offset(-first * row)
-                        } else {
-                            x[c * plane..].as_ptr()
-                        };
-                        let t = band.as_mut_ptr().wrapping_add(c * self.band.plane());
-                        // SAFETY: the function was generated for this plan
-                        // and schedule: band `b`'s rows of channel `c` read
-                        // only the padded rows `band_rows(b)` of its plane,
-                        // which the copy holds (or the image's plane itself,
-                        // when the plan needs no copy); one channel's weights
-                        // (`taps`) and bias; and write the band's rows of
-                        // channel `c`'s plane of the band buffer, which holds
-                        // `C · band.plane()` floats.
-                        unsafe {
-                            (self.depthwise)(
-                                x,
-                                self.w_dw[c * taps..].as_ptr(),
-                                self.b_dw[c..].as_ptr(),
-                                t,
-                                lo,
-                                hi,
-                            )
-                        };
-                    }
+                    let copy_rows = self.plan.band_rows(b);
+                    // SAFETY: the function was generated for this plan and
+                    // schedule. For every channel it reads the input rows
+                    // of padded rows `band_rows(b)` that hold pixels, inside
+                    // this image (whose length was checked), and writes
+                    // those padded rows into the copy buffer, which holds a
+                    // band's `Bands::rows` stored rows of one plane (it reads
+                    // the image's plane directly when the plan needs no
+                    // copy); it reads the channel's weights and bias (the
+                    // lengths `pack_depthwise` made) and writes the band's
+                    // rows of the channel's plane of the band buffer, which
+                    // holds `band.buffer_len()` floats. Each thread has its
+                    // own buffers.
+                    unsafe {
+                        (self.depthwise)(
+                            x.as_ptr(),
+                            self.w_dw.as_ptr(),
+                            self.b_dw.as_ptr(),
+                            band.as_mut_ptr(),
+                            copy.as_mut_ptr(),
+                            lo,
+                            hi,
+                            copy_rows.start as i64,
+                            copy_rows.end as i64,
+                        )
+                    };
                     // SAFETY: the pointwise function reads the band buffer
                     // the depthwise calls just filled, the packed weights
                     // and bias (`pack_pointwise`'s lengths), and writes the

@@ -2,38 +2,47 @@
 //! (multiplier 1) and the pointwise 1×1 conv after it, as one function
 //! that never writes the depthwise output to memory.
 //!
-//! The block is computed in bands of `band_rows` output rows. For each
-//! band, and each channel in turn, the run copies the input rows the band
-//! reads into a small zero-bordered buffer (it stays in L1, as the width
-//! strategy's per-group copy does) and calls the *depthwise function*:
-//! register tiles of `dw_rows` rows × `dw_vectors` vectors of 4 pixels,
-//! one weight broadcast per tap reused by the whole tile and the input
-//! vectors loaded into the FMAs (the width strategy's microkernel), the
-//! activation, and whole-vector stores into the band buffer `t`,
-//! `[channel][band row][W₄]` (rows rounded up to whole vectors; it stays
-//! in L2). Then the *pointwise function* runs over the band's rows:
-//! register tiles of `pw_outputs` output channels × `pw_vectors` vectors of
-//! pixels, a loop over the input channels unrolled `pw_unroll` times that
-//! loads each channel's buffered vectors once and multiplies them by a
-//! fresh broadcast of each output channel's weight (CRANELIFT.md rules
-//! 3–6), then the bias, the activation and whole-vector NCHW stores.
-//! Compared to two kernels, the intermediate tensor never leaves the cache,
-//! and the pointwise stage reads a buffer laid out for it instead of one
-//! image plane per input channel.
+//! The block is computed in bands of `band_rows` output rows, by two
+//! functions. The *depthwise function* takes a band's channels in turn: it
+//! copies the input rows the band reads from the channel's plane of the
+//! image into a small zero-bordered buffer (it stays in L1, as the width
+//! strategy's per-group copy does; strided rows are split into column
+//! phases there, by `shufps` pairs for stride 2), then computes the
+//! channel's rows of the band: register tiles of `dw_rows` rows ×
+//! `dw_vectors` vectors of 4 pixels, one weight broadcast per tap reused by
+//! the whole tile and the input vectors loaded into the FMAs (the width
+//! strategy's microkernel), the activation, and whole-vector stores into
+//! the band buffer `[channel][band row][W₄]` (rows rounded up to whole
+//! vectors; it stays in L2). The *pointwise function* then runs over the
+//! band's rows: register tiles of `pw_outputs` output channels ×
+//! `pw_vectors` vectors of pixels, a loop over the input channels unrolled
+//! `pw_unroll` times that loads each channel's buffered vectors once and
+//! multiplies them by a fresh broadcast of each output channel's weight
+//! (CRANELIFT.md rules 3–6), then the bias, the activation and
+//! whole-vector NCHW stores. Compared to two kernels, the intermediate
+//! tensor never leaves the cache, and the pointwise stage reads a buffer
+//! laid out for it instead of one image plane per input channel.
 //!
-//! The depthwise function has the C signature `fn(x, w, b, t, first,
-//! last)`: `x` one channel's padded input rows (addressed from padded row
-//! 0, as band copies are), its weights and bias, `t` its plane of the band
-//! buffer, and `[first, last)` the band's output rows. The pointwise
-//! function is `fn(t, w, b, y, first, last)`: the band buffer, the packed
-//! weights and bias (see `blocks::dsc`), the image's NCHW output.
+//! The depthwise function has the C signature `fn(x, w, b, t, copy, first,
+//! last, from, to)`: `x` the NCHW image, every channel's weights and bias,
+//! `t` the band buffer, `copy` the one-plane copy buffer, `[first, last)`
+//! the band's output rows and `[from, to)` the padded input rows they read.
+//! The pointwise function is `fn(t, w, b, y, first, last)`: the band
+//! buffer, the packed weights and bias (see `blocks::dsc`), the image's
+//! NCHW output.
 //!
-//! As in [`super`], every address is in range by construction: the plan
-//! pads the input for every tap and for the whole vectors read at a row's
-//! end, the band buffer holds every row of the largest band in whole
-//! vectors, and lanes past a row's last pixel are never stored.
+//! As in [`super`], every address is in range by construction: the copy
+//! reads only the image rows that hold pixels and writes only the buffer's
+//! rows of one band; the plan pads the input for every tap and for the
+//! whole vectors read at a row's end; the band buffer holds every row of
+//! the largest band in whole vectors; lanes past a row's last pixel are
+//! never stored.
 
-use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, Signature, Type, Value, types};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    AbiParam, ConstantData, Endianness, Function, InstBuilder, MemFlagsData, Signature, Type,
+    Value, types,
+};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +82,9 @@ pub struct DscSchedule {
 /// Bytes the heuristic lets the band buffer take (it stays in L2).
 const BAND_BYTES: usize = 256 * 1024;
 
-/// Accumulators the heuristic's register tiles hold.
+/// Accumulators the heuristic's pointwise register tiles hold: the
+/// buffered vectors and a broadcast need registers too (the depthwise
+/// tiles hold [`MAX_ACCUMULATORS`], as the width strategy's do).
 const ACCUMULATORS: usize = 12;
 
 impl DscSchedule {
@@ -87,12 +98,12 @@ impl DscSchedule {
         // Depthwise tiles of whole columns of rows, as the width strategy's
         // (`docs/schedules.md`); pointwise tiles that cover a row's vectors
         // with the least waste.
-        let dw_rows = band_rows.min(ACCUMULATORS);
+        let dw_rows = band_rows.min(MAX_ACCUMULATORS);
         let pw_vectors = (1..=3).rev().min_by_key(|&v| vectors.div_ceil(v) * v).unwrap_or(1);
         DscSchedule {
             band_rows,
             dw_rows,
-            dw_vectors: (ACCUMULATORS / dw_rows).min(vectors),
+            dw_vectors: (MAX_ACCUMULATORS / dw_rows).min(vectors),
             pw_vectors,
             pw_outputs: (ACCUMULATORS / pw_vectors).min(pw.out_channels()),
             pw_unroll: 4,
@@ -205,15 +216,20 @@ impl Band {
     }
 }
 
-/// The signature of both functions: four pointers and a row range.
-pub fn signature(pointer: Type, call_conv: cranelift_codegen::isa::CallConv) -> Signature {
+/// The signature of `stage`'s function: its pointers, then its row
+/// numbers.
+pub fn signature(
+    stage: Stage,
+    pointer: Type,
+    call_conv: cranelift_codegen::isa::CallConv,
+) -> Signature {
+    let (pointers, rows) = match stage {
+        Stage::Depthwise => (5, 4),
+        Stage::Pointwise => (4, 2),
+    };
     let mut sig = Signature::new(call_conv);
-    for _ in 0..4 {
-        sig.params.push(AbiParam::new(pointer));
-    }
-    for _ in 0..2 {
-        sig.params.push(AbiParam::new(types::I64));
-    }
+    sig.params.extend(std::iter::repeat_n(AbiParam::new(pointer), pointers));
+    sig.params.extend(std::iter::repeat_n(AbiParam::new(types::I64), rows));
     sig
 }
 
@@ -254,7 +270,7 @@ pub fn lower(
         params: [p[0], p[1], p[2], p[3]],
     };
     match stage {
-        Stage::Depthwise => e.depthwise(p[4], p[5]),
+        Stage::Depthwise => e.depthwise(p[4], [p[5], p[6]], [p[7], p[8]]),
         Stage::Pointwise => e.pointwise(p[4], p[5]),
     }
     e.fb.ins().return_(&[]);
@@ -328,10 +344,131 @@ impl Fused<'_> {
         }
     }
 
-    /// The depthwise function: one channel's output rows `[first, last)`
-    /// into its plane of the band buffer, `[band row][W₄]`.
-    fn depthwise(&mut self, first: Value, last: Value) {
+    /// The depthwise function: for every channel, the input rows
+    /// `[copy.0, copy.1)` (padded coordinates) of its plane of the image
+    /// into `scratch` (when the plan pads), then its output rows `rows` into
+    /// its plane of the band buffer.
+    fn depthwise(&mut self, scratch: Value, rows: [Value; 2], copy: [Value; 2]) {
         let [x, w, b, t] = self.params;
+        let (plane_in, taps) =
+            (self.dw.height() * self.dw.width(), self.dw.kernel()[0] * self.dw.kernel()[1]);
+        let plane_out = self.band.plane() as i64 * 4;
+        let row_bytes = self.plan.row_len() as i64 * 4;
+        let zero = self.iconst(0);
+        let channels = self.iconst(self.dw.out_channels() as i64);
+        self.counted_loop(zero, channels, 1, &[], |e, c, _| {
+            let x = e.scaled(x, c, plane_in as i64 * 4);
+            let x = if e.plan.bands.is_some() {
+                e.copy_rows(x, scratch, copy);
+                // Padded row r is at `scratch + (r − copy.0) · row`.
+                let back = e.fb.ins().imul_imm_s(copy[0], row_bytes);
+                e.fb.ins().isub(scratch, back)
+            } else {
+                x
+            };
+            let w = e.scaled(w, c, taps as i64 * 4);
+            let b = e.scaled(b, c, 4);
+            let t = e.scaled(t, c, plane_out);
+            e.depthwise_channel([x, w, b, t], rows);
+            vec![]
+        });
+    }
+
+    /// Copies padded rows `[rows.0, rows.1)` of one channel's plane `x` of
+    /// the image into `dst` (row `rows.0` first), in the plan's layout: the
+    /// interior of a row that holds input pixels, zeros for a row of
+    /// padding. The columns of padding are never written: they stay zero.
+    fn copy_rows(&mut self, x: Value, dst: Value, rows: [Value; 2]) {
+        let (top, height, width) = (self.plan.pad[0], self.dw.height(), self.dw.width());
+        let row_bytes = self.plan.row_len() as i64 * 4;
+        self.counted_loop(rows[0], rows[1], 1, &[], |e, r, _| {
+            let i = e.fb.ins().isub(r, rows[0]);
+            let dst = e.scaled(dst, i, row_bytes);
+            let above = e.fb.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, r, top as i64);
+            let below = e.fb.ins().icmp_imm_s(IntCC::UnsignedLessThan, r, (top + height) as i64);
+            let inside = e.fb.ins().band(above, below);
+            let (copy, clear, done) =
+                (e.fb.create_block(), e.fb.create_block(), e.fb.create_block());
+            e.fb.ins().brif(inside, copy, &[], clear, &[]);
+            e.fb.switch_to_block(copy);
+            let input_row = e.fb.ins().iadd_imm_s(r, -(top as i64));
+            let src = e.scaled(x, input_row, width as i64 * 4);
+            e.copy_row(src, dst);
+            e.fb.ins().jump(done, &[]);
+            e.fb.switch_to_block(clear);
+            e.clear_row(dst);
+            e.fb.ins().jump(done, &[]);
+            e.fb.switch_to_block(done);
+            vec![]
+        });
+    }
+
+    /// One input row at `src` into the stored row at `dst`: padded column
+    /// `left + i` takes pixel `i`, split into the plan's column phases.
+    fn copy_row(&mut self, src: Value, dst: Value) {
+        let (width, left) = (self.dw.width(), self.plan.pad[1]);
+        let phases = self.plan.col_phases;
+        let plan = self.plan;
+        let at = |c: usize| plan.col_offset(c) as i64 * 4;
+        // Vectors of `4 · phases` pixels, each phase's 4 consecutive.
+        let (runs, run) = match phases {
+            1 | 2 => (width / (4 * phases), 4 * phases),
+            _ => (0, 1),
+        };
+        if runs > 0 {
+            let zero = self.iconst(0);
+            let end = self.iconst(runs as i64);
+            self.counted_loop(zero, end, 1, &[], |e, k, _| {
+                let src = e.scaled(src, k, run as i64 * 4);
+                // Pixel `run · k + j` of phase `(left + j) mod phases` is at
+                // `col_offset(left + j) + 4k` elements.
+                let dst = e.scaled(dst, k, 16);
+                let a = e.load(types::F32X4, src, 0);
+                if phases == 1 {
+                    e.store(a, dst, at(left));
+                    return vec![];
+                }
+                let b = e.load(types::F32X4, src, 16);
+                let evens = e.interleave(a, b, [0, 2, 4, 6]);
+                let odds = e.interleave(a, b, [1, 3, 5, 7]);
+                e.store(evens, dst, at(left));
+                e.store(odds, dst, at(left + 1));
+                vec![]
+            });
+        }
+        for i in runs * run..width {
+            let v = self.load(types::F32, src, i as i64 * 4);
+            self.store(v, dst, at(left + i));
+        }
+    }
+
+    /// Lanes `lanes` of the 8 lanes of `a` then `b`.
+    fn interleave(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+        let flags = MemFlagsData::new().with_endianness(Endianness::Little);
+        let bytes: Vec<u8> = lanes.iter().flat_map(|&l| (0..4).map(move |k| 4 * l + k)).collect();
+        let mask = self.fb.func.dfg.immediates.push(ConstantData::from(bytes));
+        let a = self.fb.ins().bitcast(types::I8X16, flags, a);
+        let b = self.fb.ins().bitcast(types::I8X16, flags, b);
+        let picked = self.fb.ins().shuffle(a, b, mask);
+        self.fb.ins().bitcast(types::F32X4, flags, picked)
+    }
+
+    /// Zeros over the whole stored row at `dst`.
+    fn clear_row(&mut self, dst: Value) {
+        let len = self.plan.row_len();
+        let zero = self.splat_const(0.0);
+        for v in 0..len / 4 {
+            self.store(zero, dst, v as i64 * 16);
+        }
+        let scalar = self.fb.ins().f32const(0.0);
+        for i in len / 4 * 4..len {
+            self.store(scalar, dst, i as i64 * 4);
+        }
+    }
+
+    /// One channel's output rows `[first, last)` from its padded rows at
+    /// `x` into its plane `t` of the band buffer, `[band row][W₄]`.
+    fn depthwise_channel(&mut self, [x, w, b, t]: [Value; 4], [first, last]: [Value; 2]) {
         let plan = self.plan;
         let phase = &plan.phases[0];
         let row_bytes = plan.row_len() as i64 * 4;
