@@ -10,7 +10,7 @@
 //! over C channels of SIZE² with STRIDE, then a pointwise conv to OUT.
 //!
 //! SCHEDULE-JSON changes fields of the fused kernel's heuristic schedule,
-//! e.g. `'{"tile":28}'`. Figures are MACs (both convs' `macs_valid`) per
+//! e.g. `'{"band_rows":14}'`. Figures are MACs (both convs' `macs_valid`) per
 //! TSC tick of the median run, and the median over rounds of the unfused
 //! time over the fused time in the same round (above 1: fusion is faster).
 
@@ -43,6 +43,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{:<24} {:>9} {:>9} {:>9} {:>7}",
         "block (dw 3×3 → pw)", "MMACs", "unfused", "fused", "ratio"
     );
+    if runs == 0 {
+        return Err("--runs: give at least 1".into());
+    }
     if shapes.is_empty() {
         shapes = MOBILENET_V2.to_vec();
     }

@@ -817,6 +817,9 @@ struct NetOutputs {
     print_model: bool,
 }
 
+/// The most timed runs `convjit net` takes.
+const MAX_NET_RUNS: usize = 100_000;
+
 /// The seed of `convjit net`'s random input.
 const NET_INPUT_SEED: u64 = 1;
 
@@ -836,8 +839,8 @@ fn net(model: &str, files: &NetFiles, options: &net::Options, outputs: NetOutput
     if !(1..=schedule::MAX_THREADS).contains(&options.threads) {
         bail!("--threads {}: give 1 to {}", options.threads, schedule::MAX_THREADS);
     }
-    if outputs.runs == 0 {
-        bail!("--runs: give at least 1");
+    if !(1..=MAX_NET_RUNS).contains(&outputs.runs) {
+        bail!("--runs {}: give 1 to {MAX_NET_RUNS}", outputs.runs);
     }
     if let Some(path) = &files.output {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

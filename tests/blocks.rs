@@ -205,9 +205,22 @@ fn dsc_spec(
     d: usize,
     n: usize,
 ) -> ValidSpec {
+    dsc_spec_padded(c, size, k, s, [p; 4], d, n)
+}
+
+/// A depthwise spec with padding `[top, left, bottom, right]`.
+fn dsc_spec_padded(
+    c: usize,
+    size: [usize; 2],
+    k: usize,
+    s: usize,
+    p: [usize; 4],
+    d: usize,
+    n: usize,
+) -> ValidSpec {
     spec(&format!(
         r#"{{"op":"conv2d","batch":{n},"in_channels":{c},"out_channels":{c},"height":{},"width":{},
-            "kernel":{k},"stride":{s},"padding":{p},"dilation":{d},"groups":{c}}}"#,
+            "kernel":{k},"stride":{s},"padding":{p:?},"dilation":{d},"groups":{c}}}"#,
         size[0], size[1]
     ))
 }
@@ -250,7 +263,7 @@ proptest! {
     #[test]
     fn fused_dsc_matches_the_reference(
         (c, cout, k, s, d) in (1usize..=13, 1usize..=30, 1usize..=5, 1usize..=3, 1usize..=2),
-        (h, w, p, n) in (1usize..=9, 1usize..=19, 0usize..=2, 1usize..=2),
+        (h, w, p, n) in (1usize..=9, 1usize..=19, [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2], 1usize..=2),
         (a0, a1) in (0usize..4, 0usize..4),
         (band_rows, dw_rows, dw_vectors, pw_vectors, pw_outputs, unroll, threads)
             in (1usize..=5, 1usize..=3, 1usize..=4, 1usize..=3, 1usize..=4, 1usize..=4, 1usize..=3),
@@ -258,8 +271,9 @@ proptest! {
         let acts = [Activation::None, Activation::Relu, Activation::Relu6,
                     Activation::LeakyRelu { negative_slope: 0.1 }];
         let extent = d * (k - 1) + 1;
-        let (h, w) = (h + extent.saturating_sub(2 * p), w + extent.saturating_sub(2 * p));
-        let dw = dsc_spec(c, [h, w], k, s, p, d, n);
+        let h = h + extent.saturating_sub(p[0] + p[2]);
+        let w = w + extent.saturating_sub(p[1] + p[3]);
+        let dw = dsc_spec_padded(c, [h, w], k, s, p, d, n);
         let block = Dsc::random(&dw, cout, [acts[a0], acts[a1]], (c * 31 + cout) as u64).expect("block");
         let schedule = DscSchedule { band_rows, dw_rows, dw_vectors, pw_vectors, pw_outputs, pw_unroll: unroll, threads };
         let compiler = Compiler::host().expect("host");
@@ -272,6 +286,26 @@ proptest! {
         let mut again = vec![f32::NAN; y.len()];
         kernel.run(&x, &mut again).expect("run");
         prop_assert_eq!(compare(&again, &y).max_abs, 0.0);
+    }
+}
+
+/// The case proptest shrank a failure of an earlier fused kernel to: a
+/// stride-2 row with no padding whose column phases are exactly as long
+/// as the image row (the plan once skipped its copy).
+#[test]
+fn fused_dsc_stride_2_unpadded_row() {
+    let compiler = Compiler::host().expect("host");
+    for (c, width) in [(1, 18), (3, 15), (5, 19)] {
+        let dw = dsc_spec(c, [4, width], 3, 2, 0, 1, 1);
+        let block = Dsc::random(&dw, 2, [Activation::Relu, Activation::None], 3).expect("block");
+        let x = random_tensor(9, dw.input_len());
+        let mut y = vec![f32::NAN; block.pointwise().spec().output_len()];
+        block
+            .prepare(DscMode::Fused, Some(&compiler), 1)
+            .expect("fused")
+            .run(&x, &mut y)
+            .expect("run");
+        check_dsc(&block, &x, &y, &format!("{dw}"));
     }
 }
 

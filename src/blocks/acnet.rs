@@ -12,8 +12,11 @@
 //! into the window, so the vertical conv pads its columns by `p − (k/2)·d`
 //! instead of `p`; when that is negative (padding smaller than k / 2) it
 //! pads none and *crops* that many columns from each side of its input
-//! instead, as ACNet's reference code (`CropLayer`) does. The horizontal
-//! branch does the same to rows.
+//! instead. ACNet's reference code (`CropLayer`) does this for padding 0
+//! (it asserts that the row padding it keeps is 0, so k = 5 with padding 1
+//! is not in it); convjit generalises it to any padding below k / 2, and
+//! to dilation (the centre is `(k/2)·d` in). The horizontal branch does
+//! the same to rows.
 
 use super::{BatchNorm, Conv, with_bias};
 use crate::engine::{Engine, Prepared};

@@ -4,9 +4,10 @@
 //! its conv, [`Conv::fold`]) and activation (fused into its kernel).
 //!
 //! Two ways to run it ([`DscMode`]): two kernels through the whole
-//! intermediate tensor (`unfused`), or one fused kernel
-//! ([`crate::codegen::dsc`]) that computes a tile of the depthwise output
-//! into an L1 buffer and feeds it straight to the pointwise microkernel.
+//! intermediate tensor (`unfused`), or the fused kernel
+//! ([`crate::codegen::dsc`]), which computes the block band by band of
+//! output rows: each band's depthwise output goes into a buffer that stays
+//! in cache (about 256 KiB) and the pointwise stage reads it from there.
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,7 +30,8 @@ use crate::spec::{Activation, Op, ValidSpec};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DscMode {
-    /// One kernel; the depthwise output goes through an L1 buffer.
+    /// The fused kernel: the depthwise output goes band by band through a
+    /// buffer that stays in cache.
     #[default]
     Fused,
     /// Two kernels; the depthwise output is written whole, then read.

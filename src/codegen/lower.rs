@@ -14,6 +14,14 @@ pub(super) fn flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
+/// An index (a pixel, a channel, a vector) known when the code is emitted,
+/// or computed by it (a loop's counter).
+#[derive(Clone, Copy)]
+pub(super) enum Index {
+    Fixed(usize),
+    Variable(Value),
+}
+
 /// An emitter: a function builder, and whether the target has FMA.
 pub(super) trait Lower<'a>: Sized {
     /// The builder of the function being emitted.
@@ -36,6 +44,14 @@ pub(super) trait Lower<'a>: Sized {
     fn scaled(&mut self, base: Value, index: Value, scale: i64) -> Value {
         let step = self.fb().ins().imul_imm_s(index, scale);
         self.fb().ins().iadd(base, step)
+    }
+
+    /// `base` advanced by `index` steps of `step` bytes.
+    fn at(&mut self, base: Value, index: Index, step: i64) -> Value {
+        match index {
+            Index::Fixed(i) => self.offset(base, i as i64 * step),
+            Index::Variable(i) => self.scaled(base, i, step),
+        }
     }
 
     /// A load of `ty` at `base + off` bytes.

@@ -27,7 +27,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, Signature, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
-use lower::Lower;
+use lower::{Index, Lower};
 use plan::Phase;
 pub use plan::Plan;
 
@@ -96,14 +96,6 @@ struct Item {
     y: Value,
     /// Non-zero when the item's last vector block runs past the channels.
     partial: Option<Value>,
-}
-
-/// The first phase position of a stretch of a row: known when the code is
-/// emitted, or computed by it (a loop over column blocks).
-#[derive(Clone, Copy)]
-enum Start {
-    Fixed(usize),
-    Variable(Value),
 }
 
 /// The output pixels one register tile computes: `pixels` consecutive
@@ -211,7 +203,7 @@ impl Emitter<'_> {
                         let (first, last) = e.row_slice(phase, part, parts);
                         e.row_loop(phase, first, last, |e, t, rows| {
                             let shape = Shape { pixels: phase.cols.count, rows };
-                            e.row(&item, phase, t, Start::Fixed(0), shape);
+                            e.row(&item, phase, t, Index::Fixed(0), shape);
                         });
                     }
                     vec![]
@@ -227,7 +219,7 @@ impl Emitter<'_> {
                     };
                     let (full, rest) = (count / block, count % block);
                     // Every work item over one block of the row's pixels.
-                    let items = |e: &mut Self, t: Value, start: Start, shape: Shape| {
+                    let items = |e: &mut Self, t: Value, start: Index, shape: Shape| {
                         e.counted_loop(begin, end, 1, &[], |e, wi, _| {
                             let item = e.item(wi);
                             e.row(&item, phase, t, start, shape);
@@ -236,18 +228,18 @@ impl Emitter<'_> {
                     };
                     self.row_loop(phase, first, last, |e, t, rows| {
                         if full == 1 {
-                            items(e, t, Start::Fixed(0), Shape { pixels: block, rows });
+                            items(e, t, Index::Fixed(0), Shape { pixels: block, rows });
                         } else {
                             let zero = e.iconst(0);
                             let n = e.iconst(full as i64);
                             e.counted_loop(zero, n, 1, &[], |e, k, _| {
                                 let start = e.fb.ins().imul_imm_s(k, block as i64);
-                                items(e, t, Start::Variable(start), Shape { pixels: block, rows });
+                                items(e, t, Index::Variable(start), Shape { pixels: block, rows });
                                 vec![]
                             });
                         }
                         if rest > 0 {
-                            let start = Start::Fixed(full * block);
+                            let start = Index::Fixed(full * block);
                             items(e, t, start, Shape { pixels: rest, rows });
                         }
                     });
@@ -344,26 +336,18 @@ impl Emitter<'_> {
         Item { x, w, b, y, partial }
     }
 
-    /// `base` advanced to phase position `start`, `step` bytes a position.
-    fn at_pixel(&mut self, base: Value, start: Start, step: i64) -> Value {
-        match start {
-            Start::Fixed(p) => self.offset(base, p as i64 * step),
-            Start::Variable(p) => self.scaled(base, p, step),
-        }
-    }
-
     /// Phase positions `start..start + shape.pixels` of output rows
     /// `t..t + shape.rows` of `phase` for one work item: full pixel tiles in
     /// a loop, then the tail tile.
-    fn row(&mut self, item: &Item, phase: &Phase, t: Value, start: Start, shape: Shape) {
+    fn row(&mut self, item: &Item, phase: &Phase, t: Value, start: Index, shape: Shape) {
         let (pixels, rows_tiled) = (shape.pixels, shape.rows);
         let (rows, cols) = (&phase.rows, &phase.cols);
         let x_step = self.col_stride(phase) * self.elem_bytes();
         let y_step = cols.out_step as i64 * 4;
         let x_row = self.scaled(item.x, t, rows.in_step as i64 * self.row_bytes());
-        let x_row = self.at_pixel(x_row, start, x_step);
+        let x_row = self.at(x_row, start, x_step);
         let y_row = self.scaled(item.y, t, (rows.out_step * self.spec.out_width()) as i64 * 4);
-        let y_row = self.at_pixel(y_row, start, y_step);
+        let y_row = self.at(y_row, start, y_step);
         let y_row = self
             .offset(y_row, (rows.out_start * self.spec.out_width() + cols.out_start) as i64 * 4);
         let row_item = Item { x: x_row, y: y_row, ..*item };

@@ -17,7 +17,9 @@ use super::model::{self, INPUT, Layer, MODEL, Model};
 use crate::blocks::{AcBlock, BN_EPS, DscMode};
 use crate::complexity::Complexity;
 use crate::error::{Error, Result};
-use crate::spec::{Activation, ActivationKind, ConvSpec, Op, PaddingSpec, Pair, ValidSpec};
+use crate::spec::{
+    Activation, ActivationKind, ConvSpec, MAX_TENSOR_ELEMENTS, Op, PaddingSpec, Pair, ValidSpec,
+};
 
 /// Where a node's operand comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,11 +47,12 @@ pub struct Cost {
 impl std::ops::Add for Cost {
     type Output = Cost;
     fn add(self, o: Cost) -> Cost {
+        // Saturating: a few of the largest legal convs exceed u64.
         Cost {
-            params: self.params + o.params,
-            macs: self.macs + o.macs,
-            macs_valid: self.macs_valid + o.macs_valid,
-            macs_ptflops: self.macs_ptflops + o.macs_ptflops,
+            params: self.params.saturating_add(o.params),
+            macs: self.macs.saturating_add(o.macs),
+            macs_valid: self.macs_valid.saturating_add(o.macs_valid),
+            macs_ptflops: self.macs_ptflops.saturating_add(o.macs_ptflops),
         }
     }
 }
@@ -208,6 +211,7 @@ impl Graph {
             ));
         }
         let input = model.input.map(|d| d as usize);
+        check_size(MODEL, "input", input)?;
         if model.layers.is_empty() {
             return Err(model_error(MODEL, "the model has no layers"));
         }
@@ -257,6 +261,7 @@ impl Graph {
             };
             let shape = graph.shape_of(source);
             let (op, output_shape, cost) = infer(layer, shape, with).map_err(in_layer(name))?;
+            check_size(name, "output", output_shape)?;
             graph.nodes.push(Node {
                 name: name.to_string(),
                 kind: layer.kind(),
@@ -313,6 +318,22 @@ impl Graph {
 
 fn numel(shape: [usize; 4]) -> u64 {
     shape.iter().map(|&d| d as u64).product()
+}
+
+/// Refuses a tensor of more than [`MAX_TENSOR_ELEMENTS`] elements (the
+/// limit every conv's operands have), so that no size a model states
+/// overflows or allocates without bound.
+fn check_size(layer: &str, what: &str, shape: [usize; 4]) -> Result<()> {
+    let elements: u128 = shape.iter().map(|&d| d as u128).product();
+    if elements > u128::from(MAX_TENSOR_ELEMENTS) {
+        return Err(model_error(
+            layer,
+            format!(
+                "its {what} {shape:?} has {elements} elements, more than {MAX_TENSOR_ELEMENTS}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The activation a kind and slope stand for, by the spec's own rules
@@ -441,11 +462,9 @@ fn infer(
         }
         Layer::Activation(l) => {
             let act = activation(l.activation, l.negative_slope)?;
-            (
-                Operation::Activation(act),
-                shape,
-                Cost { macs_ptflops: numel(shape), ..Cost::default() },
-            )
+            // An identity is no module: ptflops sees nothing.
+            let ptflops = if act == Activation::None { 0 } else { numel(shape) };
+            (Operation::Activation(act), shape, Cost { macs_ptflops: ptflops, ..Cost::default() })
         }
         Layer::Add(l) => {
             let (with, other) = with.expect("an add's other operand is resolved");
