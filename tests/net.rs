@@ -556,3 +556,122 @@ fn models_that_do_not_chain_are_refused_naming_the_layer() {
     let err = refused(&EVERY_KIND.replace("[2, 3, 12, 10]", "[2, 3, 0, 10]"));
     names(&err, net::MODEL, "every size must be at least 1");
 }
+
+// ---------------------------------------------------------------------------
+// A state_dict exported from PyTorch
+// ---------------------------------------------------------------------------
+
+/// `tests/data/torch_tiny`, written by `scripts/torch_models.py --fixture
+/// tests/data/torch_tiny` from a tiny PyTorch model (`TinyNet` there): its
+/// convjit model file, its `state_dict` saved with
+/// `safetensors.torch.save_file` (`num_batches_tracked` included), an input,
+/// and PyTorch's outputs of the whole model and of `up` (before the pool).
+const TORCH_TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/torch_tiny");
+
+/// The fixture's model with its ACNet blocks in the deploy form or not, and
+/// cut after the layer `last` when given.
+fn torch_tiny(deploy: bool, last: Option<&str>) -> Model {
+    let text = std::fs::read_to_string(Path::new(TORCH_TINY).join("model.json")).unwrap();
+    let mut model = Model::from_json(&text).unwrap_or_else(|e| panic!("{e}"));
+    for layer in &mut model.layers {
+        if let net::Layer::Acblock(block) = layer {
+            block.deploy = Some(deploy);
+        }
+    }
+    if let Some(last) = last {
+        let end = model.layers.iter().position(|l| l.name() == last).unwrap();
+        model.layers.truncate(end + 1);
+    }
+    model
+}
+
+fn torch_tiny_tensor(file: &str, shape: &[usize]) -> Vec<f32> {
+    let path = Path::new(TORCH_TINY).join(file);
+    convjit::npy::read_f32(&path, file, shape).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn torch_exported_state_dict_runs() {
+    let tensors = Tensors::load(&Path::new(TORCH_TINY).join("weights.safetensors")).unwrap();
+    // The state_dict as PyTorch saves it: BatchNorms' I64 num_batches_tracked
+    // and ACNet's branch names are in it.
+    assert!(tensors.names().any(|n| n == "stem.1.num_batches_tracked"));
+    assert!(tensors.names().any(|n| n == "acb_crop.0.ver_conv.weight"));
+    let x = torch_tiny_tensor("input.npy", &[1, 3, 16, 16]);
+    // PyTorch's outputs: the logits (its [1, 10] as convjit's NCHW) and `up`.
+    let logits = (torch_tiny_tensor("output.npy", &[1, 10, 1, 1]), [1, 10, 1, 1], None);
+    let features =
+        (torch_tiny_tensor("features.npy", &[1, 8, 12, 12]), [1, 8, 12, 12], Some("up.2"));
+
+    let graph = Graph::new(&torch_tiny(true, None)).unwrap();
+    let shapes: BTreeMap<&str, [usize; 4]> =
+        graph.nodes().iter().map(|n| (n.name(), n.output_shape())).collect();
+    assert_eq!(shapes["pool"], [1, 8, 8, 8]);
+    // padding 0 < 3 / 2: the block's k×1 and 1×k branches crop their input.
+    assert_eq!(shapes["acb_crop.0"], [1, 16, 6, 6]);
+    assert_eq!(shapes["up.0"], [1, 8, 12, 12]);
+
+    let jit = |dsc| Options { dsc, ..Options::default() };
+    let reference = Options { engine: Engine::Reference, ..Options::default() };
+    for deploy in [true, false] {
+        for (expected, shape, last) in [&logits, &features] {
+            let graph = Graph::new(&torch_tiny(deploy, *last)).unwrap();
+            assert_eq!(graph.output_shape(), *shape);
+            let network = Network::new(graph, Some(&tensors)).unwrap_or_else(|e| panic!("{e}"));
+            // Every tensor is used (num_batches_tracked aside); cut after
+            // `up`, the pool and fc are not there to use fc's.
+            let unused: &[&str] = if last.is_some() { &["fc.bias", "fc.weight"] } else { &[] };
+            assert_eq!(network.unused_tensors(), unused);
+            for (how, options) in [
+                ("jit, fused dsc", jit(DscMode::Fused)),
+                ("jit, unfused dsc", jit(DscMode::Unfused)),
+                ("reference", reference),
+            ] {
+                let y = run(&network, &options, &x);
+                let what = format!(
+                    "torch_tiny up to {}, {} ACNet, {how}",
+                    last.unwrap_or("fc"),
+                    if deploy { "deploy" } else { "training" }
+                );
+                let deviation = convjit::reference::compare(&y, expected);
+                eprintln!("{what}: {:.2e} from PyTorch", deviation.max_rel);
+                check(&what, shape, &y, expected, TOLERANCE);
+            }
+        }
+    }
+
+    // The BatchNorm after the transposed conv folds into it: other running
+    // statistics give another output, far past the tolerance.
+    let mut changed = Tensors::load(&Path::new(TORCH_TINY).join("weights.safetensors")).unwrap();
+    changed.insert("up.1.running_var", &[8], vec![1.0; 8]).unwrap();
+    let network =
+        Network::new(Graph::new(&torch_tiny(true, Some("up.2"))).unwrap(), Some(&changed));
+    let y = run(&network.unwrap(), &Options::default(), &x);
+    let deviation = convjit::reference::compare(&y, &features.0);
+    assert!(deviation.max_rel > 1e-2, "{}", deviation.max_rel);
+}
+
+/// No size a model file states overflows or allocates without bound: a
+/// tensor past the limit every conv's operands have is refused, naming the
+/// layer (or the model, for its input).
+#[test]
+fn tensors_past_the_size_limit_are_refused() {
+    let huge_input = r#"{"name":"m","input":[1,16777216,16777216,1],
+        "layers":[{"kind":"activation","name":"a","activation":"relu"}]}"#;
+    names(&refused(huge_input), "(model)", "elements");
+    let huge_output = r#"{"name":"m","input":[1,1,32768,32768],
+        "layers":[{"kind":"conv","name":"c","out_channels":4,"kernel":1}]}"#;
+    assert!(refused(huge_output).contains("layer \"c\""));
+}
+
+/// An identity activation is no module: ptflops counts nothing for it.
+#[test]
+fn an_identity_activation_counts_nothing() {
+    let g = graph(
+        r#"{"name":"m","input":[1,2,3,3],"layers":[
+            {"kind":"activation","name":"id","activation":"none"},
+            {"kind":"activation","name":"relu","activation":"relu"}]}"#,
+    );
+    assert_eq!(g.nodes()[0].cost().macs_ptflops, 0);
+    assert_eq!(g.nodes()[1].cost().macs_ptflops, 18);
+}

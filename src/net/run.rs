@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::graph::{Cost, Graph, Operation, Pool, Source};
-use super::weights::{Network, Params};
-use crate::blocks::{BatchNorm, Dsc, DscMode, PreparedDsc, Training};
+use super::weights::{DscParams, Network, Params};
+use crate::blocks::{BatchNorm, DscMode, PreparedDsc, Training};
 use crate::engine::{Engine, Prepared};
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
@@ -62,8 +62,8 @@ enum Slot {
 /// What one step executes.
 enum Exec {
     Conv(Box<dyn Prepared>),
-    Dsc(PreparedDsc),
-    DscReference(Dsc),
+    Dsc(Box<PreparedDsc>),
+    DscReference(Box<DscParams>),
     AcTraining(Training),
     BatchNorm(BatchNorm),
     Activation(Activation),
@@ -192,11 +192,14 @@ impl Network {
                     }
                     Exec::Conv(conv.prepare(options.engine, compiler, threads).map_err(&within)?)
                 }
-                (Operation::Dsc(op), Params::Dsc(dsc)) if jit => {
+                (Operation::Dsc(op), Params::Dsc(params)) if jit => {
                     let mode = op.mode.unwrap_or(options.dsc);
-                    Exec::Dsc(dsc.prepare(mode, compiler, threads).map_err(&within)?)
+                    let block = params.folded().map_err(&within)?;
+                    Exec::Dsc(Box::new(block.prepare(mode, compiler, threads).map_err(&within)?))
                 }
-                (Operation::Dsc(_), Params::Dsc(dsc)) => Exec::DscReference(dsc.clone()),
+                (Operation::Dsc(_), Params::Dsc(params)) => {
+                    Exec::DscReference(Box::new(params.clone()))
+                }
                 (Operation::AcBlock { deploy: true, .. }, Params::AcBlock(block)) if jit => {
                     let conv = block.deploy().map_err(&within)?;
                     Exec::Conv(conv.prepare(Engine::Jit, compiler, threads).map_err(&within)?)

@@ -18,7 +18,7 @@ use safetensors::{Dtype, SafeTensors};
 use super::graph::{Graph, Node, Operation, in_layer};
 use crate::blocks::{AcBlock, BN_EPS, BatchNorm, Branch, Conv, Dsc};
 use crate::error::{Error, Result};
-use crate::spec::ValidSpec;
+use crate::spec::{Activation, ValidSpec};
 
 /// One stored tensor: its dtype as safetensors names it, its shape, and
 /// its values when they are f32.
@@ -101,11 +101,48 @@ pub(crate) enum Params {
     /// A conv or a linear layer.
     Conv(Conv),
     BatchNorm(BatchNorm),
-    /// The BatchNorms folded in, the activations fused.
-    Dsc(Dsc),
+    /// Each conv with its BatchNorm and activation, as the model states
+    /// them (the JIT folds them, the reference does not).
+    Dsc(DscParams),
     AcBlock(AcBlock),
     /// Nothing to bind.
     None,
+}
+
+/// A depthwise-separable layer's parameters as the model states them: for
+/// the depthwise and the pointwise conv, the conv, its BatchNorm (when the
+/// layer has them) and its activation.
+#[derive(Clone, Debug)]
+pub(crate) struct DscParams {
+    stages: [(Conv, Option<BatchNorm>, Activation); 2],
+}
+
+impl DscParams {
+    /// The block to compile: each BatchNorm folded, each activation fused.
+    pub(crate) fn folded(&self) -> Result<Dsc> {
+        let [dw, pw] = self.stages.clone().map(|(conv, bn, act)| {
+            let conv = match &bn {
+                Some(bn) => conv.fold(bn)?,
+                None => conv,
+            };
+            conv.with_activation(act)
+        });
+        Dsc::new(dw?, pw?)
+    }
+
+    /// The layer's output on `x` through the reference interpreter, as
+    /// written: each conv, then its BatchNorm, then its activation.
+    pub(crate) fn reference(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let mut y = x.to_vec();
+        for (conv, bn, act) in &self.stages {
+            y = conv.reference(&y)?;
+            if let Some(bn) = bn {
+                bn.apply(&mut y, conv.spec().output_shape())?;
+            }
+            y.iter_mut().for_each(|v| *v = act.apply_f32(*v));
+        }
+        Ok(y)
+    }
 }
 
 /// A graph with its weights bound, ready to prepare on an engine
@@ -254,18 +291,22 @@ fn bind(node: &Node, supply: &mut Supply<'_>, seed: u64) -> Result<Params> {
         }
         Operation::Dsc(op) => {
             let (batchnorm, activations, t) = (op.batchnorm, op.activations, &op.tensors);
-            // Each conv with its BatchNorm folded in, then its activation.
             let mut stage = |spec: &ValidSpec, conv: &str, bn: &str, act, seed: u64| {
-                let mut c = supply.conv(name, conv, spec, None, seed)?;
-                if batchnorm {
-                    let norm = supply.batchnorm(name, bn, spec.out_channels(), BN_EPS, seed + 1)?;
-                    c = c.fold(&norm).map_err(in_layer(name))?;
-                }
-                c.with_activation(act).map_err(in_layer(name))
+                let c = supply.conv(name, conv, spec, None, seed)?;
+                let norm = match batchnorm {
+                    true => {
+                        Some(supply.batchnorm(name, bn, spec.out_channels(), BN_EPS, seed + 1)?)
+                    }
+                    false => None,
+                };
+                Ok::<_, Error>((c, norm, act))
             };
             let dw = stage(&op.depthwise, &t.depthwise, &t.depthwise_bn, activations[0], seed)?;
             let pw = stage(&op.pointwise, &t.pointwise, &t.pointwise_bn, activations[1], seed + 2)?;
-            Params::Dsc(Dsc::new(dw, pw).map_err(in_layer(name))?)
+            let params = DscParams { stages: [dw, pw] };
+            // Refuses what is no depthwise-separable block before any run.
+            params.folded().map_err(in_layer(name))?;
+            Params::Dsc(params)
         }
         Operation::AcBlock { spec, .. } => {
             let Some(tensors) = supply.tensors else {
