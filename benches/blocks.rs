@@ -5,7 +5,7 @@
 //! `macs_valid`), so criterion reports MAC/s.
 //!
 //! `cargo bench --bench blocks` runs them all; `cargo bench --bench blocks
-//! -- mbv2_dw144_56_s1` one shape. `cargo run --release --example
+//! -- mbv2_dw144_56_s1_pw24` one shape. `cargo run --release --example
 //! dsc_fusion` times the same pairs interleaved, in MACs per TSC tick.
 
 use std::time::Duration;

@@ -160,7 +160,7 @@ impl Dsc {
         let mut dw = crate::spec::ConvSpec::new(Op::Conv2d, 1, c, c, (hw, hw), [3, 3]);
         let s = stride as i64;
         (dw.stride, dw.padding, dw.groups) = ([s, s].into(), [1, 1].into(), c);
-        dw.name = Some(format!("mbv2_dw{channels}_{size}_s{stride}"));
+        dw.name = Some(format!("mbv2_dw{channels}_{size}_s{stride}_pw{out_channels}"));
         Dsc::random(&dw.validate()?, out_channels, [Activation::Relu6, Activation::None], seed)
     }
 

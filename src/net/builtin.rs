@@ -188,18 +188,22 @@ pub fn resnet18() -> Model {
 
 /// A JVET-NNVC-style in-loop filter on a 128×128 block: eight 64-channel
 /// 3×3 convs with ReLU between a head and a tail, and a residual of the
-/// input.
+/// input. The ReLUs are layers of their own, as PyTorch's `nn.ReLU`
+/// modules are (so ptflops' count of them is in `macs_ptflops`); the run
+/// fuses each into the conv before it.
 pub fn jvet_lf() -> Model {
-    let conv3 = |name: &str, out: i64, relu: bool| {
+    let conv3 = |name: &str, out: i64| {
         Layer::Conv(ConvLayer {
             padding: Some(PaddingSpec::One(1)),
-            activation: relu.then_some(ActivationKind::Relu),
             ..ConvLayer::new(name, out, 3)
         })
     };
-    let mut layers = vec![conv3("head", 64, true)];
-    layers.extend((0..8).map(|i| conv3(&format!("body.{i}"), 64, true)));
-    layers.push(conv3("tail", 3, false));
+    let mut layers = vec![conv3("head", 64), act("head.relu", ActivationKind::Relu)];
+    for i in 0..8 {
+        layers.push(conv3(&format!("body.{i}"), 64));
+        layers.push(act(&format!("body.{i}.relu"), ActivationKind::Relu));
+    }
+    layers.push(conv3("tail", 3));
     layers.push(add("residual", super::model::INPUT, None));
     Model { name: "jvet_lf".into(), input: [1, 3, 128, 128], layers }
 }
