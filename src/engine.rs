@@ -86,14 +86,7 @@ impl Engine {
         spec.check_operands(spec.input_len(), weight.len(), bias.map(<[f32]>::len))?;
         match self {
             Engine::Jit => {
-                let host;
-                let compiler = match compiler {
-                    Some(c) => c,
-                    None => {
-                        host = Compiler::host()?;
-                        &host
-                    }
-                };
+                let compiler = &*Compiler::given_or_host(compiler)?;
                 let schedule = compiler.schedule_for(spec, threads);
                 let kernel = compiler.compile_with(spec, &schedule)?;
                 let weights = kernel.pack(weight, bias)?;

@@ -1,6 +1,7 @@
 //! The host ISA and the JIT: turning a (spec, schedule) into machine code
 //! owned by a [`Kernel`].
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -75,6 +76,14 @@ impl Compiler {
             );
         }
         Ok(Compiler { isa, has_fma, tuned: None })
+    }
+
+    /// `compiler`, or the host's when none is given.
+    pub fn given_or_host(compiler: Option<&Compiler>) -> Result<Cow<'_, Compiler>> {
+        match compiler {
+            Some(c) => Ok(Cow::Borrowed(c)),
+            None => Ok(Cow::Owned(Compiler::host()?)),
+        }
     }
 
     /// This compiler, taking the schedule of every layer it compiles

@@ -188,14 +188,7 @@ impl Dsc {
         compiler: Option<&Compiler>,
         threads: usize,
     ) -> Result<PreparedDsc> {
-        let host;
-        let compiler = match compiler {
-            Some(c) => c,
-            None => {
-                host = Compiler::host()?;
-                &host
-            }
-        };
+        let compiler = &*Compiler::given_or_host(compiler)?;
         let inner = match mode {
             DscMode::Fused => {
                 let schedule =

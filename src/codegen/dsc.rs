@@ -47,7 +47,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use serde::{Deserialize, Serialize};
 
-use super::lower::{Index, Lower};
+use super::lower::{self, Index, Lower};
 use super::{Plan, Target};
 use crate::error::{Error, Result};
 use crate::schedule::{
@@ -261,11 +261,7 @@ pub fn lower(
     func: &mut Function,
 ) {
     let mut fctx = FunctionBuilderContext::new();
-    let mut fb = FunctionBuilder::new(func, &mut fctx);
-    let entry = fb.create_block();
-    fb.append_block_params_for_function_params(entry);
-    fb.switch_to_block(entry);
-    let p = fb.block_params(entry).to_vec();
+    let (fb, p) = lower::begin(func, &mut fctx);
     let mut e = Fused {
         dw,
         pw,
@@ -280,9 +276,7 @@ pub fn lower(
         Stage::Depthwise => e.depthwise(p[4], [p[5], p[6]], [p[7], p[8]]),
         Stage::Pointwise => e.pointwise(p[4], p[5]),
     }
-    e.fb.ins().return_(&[]);
-    e.fb.seal_all_blocks();
-    e.fb.finalize(target.frontend);
+    lower::finish(e.fb, target.frontend);
 }
 
 struct Fused<'a> {

@@ -3,8 +3,11 @@
 //! multiply-add and the activations.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{BlockArg, Endianness, InstBuilder, MemFlagsData, Type, Value, types};
-use cranelift_frontend::FunctionBuilder;
+use cranelift_codegen::ir::{
+    BlockArg, Endianness, Function, InstBuilder, MemFlagsData, Type, Value, types,
+};
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use crate::spec::Activation;
 
@@ -20,6 +23,27 @@ pub(super) fn flags() -> MemFlagsData {
 pub(super) enum Index {
     Fixed(usize),
     Variable(Value),
+}
+
+/// A builder for `func`, positioned in its entry block, and the entry
+/// block's parameters (the function's).
+pub(super) fn begin<'a>(
+    func: &'a mut Function,
+    context: &'a mut FunctionBuilderContext,
+) -> (FunctionBuilder<'a>, Vec<Value>) {
+    let mut fb = FunctionBuilder::new(func, context);
+    let entry = fb.create_block();
+    fb.append_block_params_for_function_params(entry);
+    fb.switch_to_block(entry);
+    let params = fb.block_params(entry).to_vec();
+    (fb, params)
+}
+
+/// Returns from the function and finishes it.
+pub(super) fn finish(mut fb: FunctionBuilder<'_>, frontend: TargetFrontendConfig) {
+    fb.ins().return_(&[]);
+    fb.seal_all_blocks();
+    fb.finalize(frontend);
 }
 
 /// An emitter: a function builder, and whether the target has FMA.

@@ -65,11 +65,7 @@ pub fn lower(
     func: &mut Function,
 ) {
     let mut fctx = FunctionBuilderContext::new();
-    let mut fb = FunctionBuilder::new(func, &mut fctx);
-    let entry = fb.create_block();
-    fb.append_block_params_for_function_params(entry);
-    fb.switch_to_block(entry);
-    let params = fb.block_params(entry).to_vec();
+    let (fb, params) = lower::begin(func, &mut fctx);
     let mut e = Emitter {
         spec,
         schedule,
@@ -82,9 +78,7 @@ pub fn lower(
         y: params[3],
     };
     e.body(params[4], params[5], params[6], params[7]);
-    e.fb.ins().return_(&[]);
-    e.fb.seal_all_blocks();
-    e.fb.finalize(target.frontend);
+    lower::finish(e.fb, target.frontend);
 }
 
 /// Runtime values that locate one work item.
