@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the depthwise-separable block on MobileNetV2's
 //! shapes (`blocks::dsc::MOBILENET_V2`): one group per shape with the
 //! fused kernel and the unfused pair (two JIT kernels through the whole
-//! intermediate tensor) in it, throughput in MACs (both convs'
+//! intermediate tensor) in it, on one and two threads (`fused/1`,
+//! `unfused/2`, ...), throughput in MACs (both convs'
 //! `macs_valid`), so criterion reports MAC/s.
 //!
 //! `cargo bench --bench blocks` runs them all; `cargo bench --bench blocks
@@ -33,11 +34,13 @@ fn blocks(c: &mut Criterion) {
             .sample_size(20)
             .warm_up_time(Duration::from_millis(300))
             .measurement_time(Duration::from_secs(1));
-        for mode in [DscMode::Fused, DscMode::Unfused] {
-            let prepared = block.prepare(mode, Some(&compiler), 1).expect("prepare");
-            group.bench_function(BenchmarkId::from_parameter(mode), |bench| {
-                bench.iter(|| prepared.run(&x, &mut y).expect("run"))
-            });
+        for threads in [1, 2] {
+            for mode in [DscMode::Fused, DscMode::Unfused] {
+                let prepared = block.prepare(mode, Some(&compiler), threads).expect("prepare");
+                group.bench_function(BenchmarkId::new(mode.to_string(), threads), |bench| {
+                    bench.iter(|| prepared.run(&x, &mut y).expect("run"))
+                });
+            }
         }
         group.finish();
     }
