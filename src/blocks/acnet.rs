@@ -88,22 +88,14 @@ impl AcBlock {
 
     /// A block with random weights and BatchNorm statistics.
     pub fn random(spec: &ValidSpec, seed: u64) -> Result<AcBlock> {
-        check_shape(spec)?;
-        let shell = AcBlock {
-            spec: with_bias(spec, true)?,
-            branches: std::array::from_fn(|_| Branch {
-                weight: Vec::new(),
-                bn: BatchNorm::random(1, 0),
-            }),
-        };
-        let specs = shell.branch_specs()?;
         let mut i = 0;
-        let branches = specs.map(|(s, _)| {
+        let branches = AcBlock::branch_specs_of(spec)?.map(|(s, _)| {
             i += 1;
             let conv = Conv::random(s, seed.wrapping_mul(31).wrapping_add(i));
             Branch { weight: conv.weight, bn: BatchNorm::random(spec.out_channels(), seed + i) }
         });
-        AcBlock::new(spec, branches[0].clone(), branches[1].clone(), branches[2].clone())
+        let [square, vertical, horizontal] = branches;
+        AcBlock::new(spec, square, vertical, horizontal)
     }
 
     /// The deploy spec: the block as one k×k conv with bias.
@@ -119,7 +111,15 @@ impl AcBlock {
     /// The conv of each branch (no bias, no activation) and the crop of its
     /// input: square, vertical (k×1), horizontal (1×k).
     pub fn branch_specs(&self) -> Result<[(ValidSpec, Crop); 3]> {
-        let s = &self.spec;
+        AcBlock::branch_specs_of(&self.spec)
+    }
+
+    /// The branches' convs and crops of the block that `spec` describes
+    /// (see [`AcBlock::new`]), without weights: what shape inference and
+    /// counting need.
+    pub fn branch_specs_of(spec: &ValidSpec) -> Result<[(ValidSpec, Crop); 3]> {
+        check_shape(spec)?;
+        let s = spec;
         let (k, p, d) = (s.kernel()[0], s.padding(), s.dilation());
         // Padding (≥ 0) or crop (< 0) of the axis across a 1-wide kernel.
         let across = |pad: usize, dil: usize| pad as i64 - (k / 2 * dil) as i64;

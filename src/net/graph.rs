@@ -555,9 +555,9 @@ fn infer(
             )?;
             let deploy = l.deploy.unwrap_or(true);
             let out = spec.output_shape();
-            // The branch specs come from a block; building one also checks
-            // the block's shape (an odd square kernel, symmetric padding).
-            let branches = AcBlock::random(&spec, 0)?.branch_specs()?;
+            // Also checks the block's shape (an odd square kernel,
+            // symmetric padding).
+            let branches = AcBlock::branch_specs_of(&spec)?;
             let cost = if deploy {
                 Complexity::of(&spec).into()
             } else {
