@@ -749,11 +749,12 @@ fn tune_reports_saves_and_run_and_bench_use_the_result() {
     succeeded("tune --json", &out);
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let result = &report["results"][0];
-    for key in ["heuristic_macs_per_cycle", "tuned_macs_per_cycle", "seconds", "speedup"] {
+    for key in ["heuristic_macs_per_cycle", "tuned_macs_per_cycle", "seconds"] {
         assert!(number(result, key) > 0.0, "{key} in {result}");
     }
-    assert!(result["candidates"].as_u64().unwrap() > 1, "{result}");
-    assert!(number(result, "seconds") < 0.6 + 0.6, "{result}");
+    let speedup = number(result, "speedup");
+    assert!(speedup == 1.0 || speedup >= 1.0 + convjit::tune::CONFIRM_MARGIN, "{result}");
+    assert!(result["candidates"].as_u64().unwrap() >= 1, "{result}");
     let schedule: convjit::Schedule = serde_json::from_value(result["schedule"].clone()).unwrap();
     assert!(schedule.legal(&case.spec).is_ok());
     let lines = fs::read_to_string(&records).unwrap().lines().count() as u64;

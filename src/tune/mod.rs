@@ -32,6 +32,8 @@
 
 pub mod cache;
 pub mod records;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -268,13 +270,58 @@ pub fn tune(
     records: Option<&mut RecordLog>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Outcome> {
+    tune_on(compiler, spec, options, records, progress, &mut HostClock(Instant::now()))
+}
+
+/// The tuner's two clocks: the wall clock its budget is counted on, and
+/// the TSC its candidates are timed with. [`tune`] reads the host's; the
+/// tests substitute a model in which every duration is known in advance,
+/// so that what the search decides from its measurements can be asserted
+/// exactly rather than as a quiet machine usually gives it.
+pub(crate) trait Clock {
+    /// Wall time since the tuning started.
+    fn elapsed(&mut self) -> Duration;
+    /// Calls `run`, one run of `schedule`'s kernel: its result and the TSC
+    /// ticks it took.
+    fn time(
+        &mut self,
+        schedule: &Schedule,
+        run: &mut dyn FnMut() -> Result<()>,
+    ) -> (Result<()>, u64);
+}
+
+/// The host's clocks: `Instant` from the given start, and the TSC.
+struct HostClock(Instant);
+
+impl Clock for HostClock {
+    fn elapsed(&mut self) -> Duration {
+        self.0.elapsed()
+    }
+
+    fn time(&mut self, _: &Schedule, run: &mut dyn FnMut() -> Result<()>) -> (Result<()>, u64) {
+        let (result, m) = timing::measure(run);
+        (result, m.cycles)
+    }
+}
+
+/// [`tune`] on the given clock.
+pub(crate) fn tune_on<'a>(
+    compiler: &'a Compiler,
+    spec: &'a ValidSpec,
+    options: &'a Options,
+    records: Option<&'a mut RecordLog>,
+    progress: &'a mut dyn FnMut(&Progress),
+    clock: &'a mut dyn Clock,
+) -> Result<Outcome> {
     if !(1..=schedule::MAX_THREADS).contains(&options.threads) {
         return Err(Error::InvalidThreads(options.threads));
     }
-    let start = Instant::now();
-    let deadline = start.checked_add(options.budget).ok_or_else(|| {
-        Error::InvalidTuning(format!("a budget of {:?} is too large", options.budget))
-    })?;
+    // Deadlines are durations since the start; a budget no clock reading
+    // can reach is refused rather than left to overflow later.
+    if Instant::now().checked_add(options.budget).is_none() {
+        return Err(Error::InvalidTuning(format!("a budget of {:?} is too large", options.budget)));
+    }
+    let deadline = options.budget;
     let mut rng = StdRng::seed_from_u64(options.seed);
     let LayerData { input, weight, bias } = LayerData::random(spec, &mut rng);
     let oracle = match oracle_planes(spec, options.threads, &mut rng) {
@@ -294,7 +341,6 @@ pub fn tune(
         bias,
         oracle,
         output: vec![f32::NAN; spec.output_len()],
-        start,
         started_at_ms: since_epoch().as_millis() as u64,
         deadline,
         search_deadline: deadline,
@@ -307,10 +353,11 @@ pub fn tune(
         candidates: 0,
         failed: 0,
         cut: 0,
-        time: TimeSplit { reference_s: start.elapsed().as_secs_f64(), ..TimeSplit::default() },
+        time: TimeSplit { reference_s: clock.elapsed().as_secs_f64(), ..TimeSplit::default() },
         records,
         progress,
         rng,
+        clock,
     };
     session.evaluate_heuristic(heuristic)?;
     let space = Space::of(spec, options.threads);
@@ -381,12 +428,13 @@ struct Session<'a> {
     bias: Option<Vec<f32>>,
     oracle: Oracle,
     output: Vec<f32>,
-    start: Instant,
-    /// `start` in milliseconds since the Unix epoch, for the records.
+    /// When the tuning started, in milliseconds since the Unix epoch, for
+    /// the records.
     started_at_ms: u64,
-    deadline: Instant,
+    /// When the tuning should end, since it started: the budget.
+    deadline: Duration,
     /// When the search stops, leaving time for the confirmation.
-    search_deadline: Instant,
+    search_deadline: Duration,
     /// The heuristic's schedule, compiled: every candidate is timed
     /// against it.
     anchor: Option<Compiled>,
@@ -408,6 +456,7 @@ struct Session<'a> {
     records: Option<&'a mut RecordLog>,
     progress: &'a mut dyn FnMut(&Progress),
     rng: StdRng,
+    clock: &'a mut dyn Clock,
 }
 
 /// What evaluating one candidate found.
@@ -441,12 +490,12 @@ impl Session<'_> {
                 )));
             }
         };
-        let measure = Instant::now();
+        let measure = self.clock.elapsed();
         for _ in 0..PAIRS.0 {
             let c = self.time_run(&compiled)?;
             eval.cycles.push(c);
         }
-        eval.measure = measure.elapsed();
+        eval.measure = self.clock.elapsed().saturating_sub(measure);
         let run = eval.measure / PAIRS.0 as u32;
         self.anchor_run = run;
         self.pairs = (PAIR_TIME.as_secs_f64() / (2.0 * run.as_secs_f64().max(1e-9)))
@@ -459,7 +508,7 @@ impl Session<'_> {
             / per_round.as_secs_f64().max(1e-9))
         .clamp(CONFIRM_ROUNDS.1 as f64, CONFIRM_ROUNDS.0 as f64);
         let reserve = per_round.mul_f64(rounds);
-        self.search_deadline = self.deadline.checked_sub(reserve).unwrap_or(self.start);
+        self.search_deadline = self.deadline.saturating_sub(reserve);
         self.anchor_cycles.extend(&eval.cycles);
         eval.relative = Some(1.0);
         self.time.measure_s += eval.measure.as_secs_f64();
@@ -478,7 +527,7 @@ impl Session<'_> {
             Search::Auto => {
                 // A candidate timed in full costs the heuristic's compile and
                 // verification plus its pairs (early cuts only make it less).
-                let left = self.search_deadline.saturating_duration_since(Instant::now());
+                let left = self.search_deadline.saturating_sub(self.clock.elapsed());
                 let t = &self.time;
                 let full = t.compile_s
                     + t.verify_s
@@ -512,14 +561,14 @@ impl Session<'_> {
     /// schedules found, each start used once; random samples again when
     /// every good start has been climbed from.
     fn local(&mut self, space: &Space, pool: &mut impl Iterator<Item = Schedule>) {
-        let now = Instant::now();
-        let left = self.search_deadline.saturating_duration_since(now);
+        let now = self.clock.elapsed();
+        let left = self.search_deadline.saturating_sub(now);
         // With room for few candidates, the heuristic's neighbourhood is a
         // better bet than a random sample of a space of thousands.
         let affordable = left.as_secs_f64() / self.cost().as_secs_f64().max(1e-9);
         let share = if affordable >= MIN_SAMPLED { RANDOM_SHARE } else { 0.0 };
-        let sampling_end = now + left.mul_f64(share);
-        while Instant::now() < sampling_end && self.time_left() {
+        let sampling_end = now.saturating_add(left.mul_f64(share));
+        while self.clock.elapsed() < sampling_end && self.time_left() {
             let Some(s) = pool.next() else { break };
             self.evaluate(s, "random");
         }
@@ -597,8 +646,8 @@ impl Session<'_> {
     }
 
     /// Whether another evaluation fits before the search's deadline.
-    fn time_left(&self) -> bool {
-        Instant::now() + self.cost() <= self.search_deadline
+    fn time_left(&mut self) -> bool {
+        self.clock.elapsed().saturating_add(self.cost()) <= self.search_deadline
     }
 
     /// Compiles, verifies and times `schedule` against the heuristic's;
@@ -633,12 +682,12 @@ impl Session<'_> {
         schedule: Schedule,
         eval: &mut Evaluation,
     ) -> Option<Compiled> {
-        let started = Instant::now();
+        let started = self.clock.elapsed();
         let compiled = self.compiler.compile_with(self.spec, &schedule).and_then(|kernel| {
             let weights = kernel.pack(&self.weight, self.bias.as_deref())?;
             Ok(Compiled { schedule, kernel, weights })
         });
-        eval.compile = started.elapsed();
+        eval.compile = self.clock.elapsed().saturating_sub(started);
         self.time.compile_s += eval.compile.as_secs_f64();
         let compiled = match compiled {
             Ok(c) => c,
@@ -652,12 +701,12 @@ impl Session<'_> {
                 return None;
             }
         };
-        let started = Instant::now();
+        let started = self.clock.elapsed();
         self.output.fill(f32::NAN); // an element no run writes fails
-        let (ran, first) = timing::measure(|| {
+        let (ran, first) = self.clock.time(&schedule, &mut || {
             compiled.kernel.run(&self.input, &compiled.weights, &mut self.output)
         });
-        eval.first_run = first.cycles;
+        eval.first_run = first;
         let verdict = ran.and_then(|()| {
             #[cfg(test)]
             if self.options.sabotage.is_some_and(|bad| bad(&schedule)) {
@@ -665,7 +714,7 @@ impl Session<'_> {
             }
             self.oracle.verify(&self.output)
         });
-        eval.verify = started.elapsed();
+        eval.verify = self.clock.elapsed().saturating_sub(started);
         self.time.verify_s += eval.verify.as_secs_f64();
         let failure = match verdict {
             Ok(v) if v.passed() => return Some(compiled),
@@ -683,7 +732,7 @@ impl Session<'_> {
 
     /// Times `compiled` in pairs with the heuristic's kernel.
     fn measure(&mut self, compiled: &Compiled, eval: &mut Evaluation) {
-        let started = Instant::now();
+        let started = self.clock.elapsed();
         let best = self.finalists.first().map_or(1.0, |f| f.0).min(1.0);
         // Its first run, cold, already took several times the best's run:
         // no pair can make it the best.
@@ -693,7 +742,7 @@ impl Session<'_> {
             eval.cycles.push(eval.first_run);
             eval.relative = Some(first);
             eval.cut = true;
-            eval.measure = started.elapsed();
+            eval.measure = self.clock.elapsed().saturating_sub(started);
             self.time.measure_s += eval.measure.as_secs_f64();
             return;
         }
@@ -720,7 +769,7 @@ impl Session<'_> {
                 eval.cut = true;
                 break;
             }
-            if i + 1 >= CUT_AFTER && Instant::now() > self.search_deadline {
+            if i + 1 >= CUT_AFTER && self.clock.elapsed() > self.search_deadline {
                 break;
             }
         }
@@ -728,15 +777,16 @@ impl Session<'_> {
         if eval.error.is_none() && !ratios.is_empty() {
             eval.relative = Some(median_f64(&ratios));
         }
-        eval.measure = started.elapsed();
+        eval.measure = self.clock.elapsed().saturating_sub(started);
         self.time.measure_s += eval.measure.as_secs_f64();
     }
 
     /// One timed run, in TSC ticks.
     fn time_run(&mut self, c: &Compiled) -> Result<u64> {
-        let (result, m) =
-            timing::measure(|| c.kernel.run(&self.input, &c.weights, &mut self.output));
-        result.map(|()| m.cycles)
+        let (result, ticks) = self
+            .clock
+            .time(&c.schedule, &mut || c.kernel.run(&self.input, &c.weights, &mut self.output));
+        result.map(|()| ticks)
     }
 
     /// Keeps `compiled` among the finalists if it is one of the fastest.
@@ -758,14 +808,14 @@ impl Session<'_> {
     ///    score flatters it; a fresh sample does not. It replaces the
     ///    heuristic only if it is [`CONFIRM_MARGIN`] faster here too.
     fn confirm(mut self, search: Search, space: usize) -> Result<Outcome> {
-        let started = Instant::now();
+        let started = self.clock.elapsed();
         let anchor = self.anchor.take().expect("the heuristic is evaluated first");
         let finalists = std::mem::take(&mut self.finalists);
         let mut contestants: Vec<&Compiled> = vec![&anchor];
         contestants.extend(finalists.iter().map(|f| &f.1));
         // The time left, shared by the two stages in proportion to their
         // runs per round (the validation takes two rounds per selection's).
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        let left = self.deadline.saturating_sub(self.clock.elapsed());
         let per_round = self.anchor_run * (contestants.len() + 4) as u32;
         let rounds = (left.as_secs_f64() / per_round.as_secs_f64().max(1e-9))
             .clamp(CONFIRM_ROUNDS.1 as f64, CONFIRM_ROUNDS.0 as f64) as usize;
@@ -783,7 +833,8 @@ impl Session<'_> {
                 }
             }
         };
-        self.time.confirm_s = started.elapsed().as_secs_f64();
+        let seconds = self.clock.elapsed();
+        self.time.confirm_s = seconds.saturating_sub(started).as_secs_f64();
         let heuristic_median = median_u64(&heuristic_cycles);
         let per_cycle = |m: f64| self.macs as f64 / m.max(1.0);
         Ok(Outcome {
@@ -795,7 +846,7 @@ impl Session<'_> {
             cut: self.cut,
             checked_elements: self.oracle.checked(),
             output_elements: self.spec.output_len(),
-            seconds: self.start.elapsed().as_secs_f64(),
+            seconds: seconds.as_secs_f64(),
             time: self.time,
             heuristic: anchor.schedule,
             heuristic_macs_per_cycle: per_cycle(heuristic_median as f64),
@@ -848,11 +899,7 @@ impl Session<'_> {
         for round in 0..rounds {
             for k in 0..kernels.len() {
                 let i = (k + round) % kernels.len();
-                let c = kernels[i];
-                let (result, m) =
-                    timing::measure(|| c.kernel.run(&self.input, &c.weights, &mut self.output));
-                result?;
-                cycles[i].push(m.cycles);
+                cycles[i].push(self.time_run(kernels[i])?);
             }
         }
         let scores = cycles
@@ -887,7 +934,7 @@ impl Session<'_> {
             phase: phase.to_string(),
             schedule,
             started_at_ms: self.started_at_ms,
-            elapsed_s: self.start.elapsed().as_secs_f64(),
+            elapsed_s: self.clock.elapsed().as_secs_f64(),
             compile_ms: eval.compile.as_secs_f64() * 1e3,
             verify_ms: eval.verify.as_secs_f64() * 1e3,
             measure_ms: eval.measure.as_secs_f64() * 1e3,
@@ -903,8 +950,9 @@ impl Session<'_> {
     fn report_progress(&mut self) {
         let best = self.ranked().first().map_or(1.0, |b| b.1);
         let heuristic = self.macs as f64 / self.anchor_median().max(1) as f64;
+        let elapsed = self.clock.elapsed();
         (self.progress)(&Progress {
-            elapsed: self.start.elapsed(),
+            elapsed,
             budget: self.options.budget,
             candidates: self.candidates,
             best_macs_per_cycle: heuristic / best.max(1e-9),
@@ -938,70 +986,5 @@ fn median_u64(values: &[u64]) -> u64 {
         0 => 0,
         n if n % 2 == 1 => v[n / 2],
         n => v[n / 2 - 1] / 2 + v[n / 2] / 2 + (v[n / 2 - 1] % 2 + v[n / 2] % 2) / 2,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A candidate whose output is wrong is dropped, logged in the records
-    /// with the reason, and never returned (so never cached).
-    #[test]
-    fn a_schedule_that_fails_verification_is_never_chosen() {
-        fn layer() -> ValidSpec {
-            crate::ConvSpec::from_json(
-                r#"{"op": "conv2d", "in_channels": 8, "out_channels": 12, "height": 12,
-                    "width": 12, "kernel": 3, "padding": 1}"#,
-            )
-            .unwrap()
-            .validate()
-            .unwrap()
-        }
-        // Every schedule but the heuristic's computes a wrong output.
-        fn not_heuristic(s: &Schedule) -> bool {
-            *s != schedule::choose(&layer())
-        }
-        let spec = layer();
-        let heuristic = schedule::choose(&spec);
-        let options = Options {
-            budget: Duration::from_millis(400),
-            search: Search::Random,
-            sabotage: Some(not_heuristic),
-            ..Options::default()
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("records.jsonl");
-        let mut log = RecordLog::open(&path).unwrap();
-        let compiler = Compiler::host().unwrap();
-        let outcome = tune(&compiler, &spec, &options, Some(&mut log), &mut |_| {}).unwrap();
-        assert_eq!(outcome.schedule, heuristic);
-        assert!(outcome.failed > 0);
-        assert_eq!(outcome.failed, outcome.candidates - 1);
-        let (records, _) = records::read(&path).unwrap();
-        let failed: Vec<&Record> = records.iter().filter(|r| r.error.is_some()).collect();
-        assert_eq!(failed.len(), outcome.failed);
-        for r in failed {
-            assert!(r.error.as_ref().unwrap().contains("past its error bound"), "{r:?}");
-            assert_eq!(r.relative, None);
-        }
-        assert_eq!(outcome.entry(&spec, 1).schedule, heuristic);
-
-        // When the heuristic's own output is wrong, there is nothing to
-        // measure against: tuning fails with the reason.
-        let all = Options { sabotage: Some(|_| true), ..options };
-        let err = tune(&compiler, &spec, &all, None, &mut |_| {}).unwrap_err();
-        assert!(err.to_string().contains("heuristic"), "{err}");
-    }
-
-    #[test]
-    fn medians_of_even_counts_favour_neither_side() {
-        assert_eq!(median_f64(&[1.0, 3.0, 2.0]), 2.0);
-        assert_eq!(median_f64(&[0.9, 1.1]), 1.0);
-        assert_eq!(median_f64(&[]), 0.0);
-        assert_eq!(median_u64(&[4, 1, 3, 2]), 2);
-        assert_eq!(median_u64(&[5, 8]), 6);
-        assert_eq!(median_u64(&[u64::MAX, u64::MAX]), u64::MAX);
-        assert_eq!(median_u64(&[]), 0);
     }
 }
