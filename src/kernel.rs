@@ -54,6 +54,9 @@ pub struct PackedWeights {
     kernel: u64,
     weights: Vec<f32>,
     bias: Vec<f32>,
+    /// Per output channel, the activated bias that the output pixels no
+    /// tap reaches hold (only when the plan has such holes).
+    holes: Vec<f32>,
 }
 
 /// What one timed run cost.
@@ -159,7 +162,15 @@ impl Kernel {
                 }
             }
         }
-        Ok(PackedWeights { kernel: self.id, weights: w, bias: b })
+        let holes = if self.plan.holes {
+            let activation = spec.activation();
+            (0..spec.out_channels())
+                .map(|oc| activation.apply_f32(bias.map_or(0.0, |b| b[oc])))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(PackedWeights { kernel: self.id, weights: w, bias: b, holes })
     }
 
     /// The threads a run uses: the schedule's, but no more than there are
@@ -222,6 +233,14 @@ impl Kernel {
         for n in 0..spec.batch() {
             let x = &input[n * image_in..(n + 1) * image_in];
             let y = &mut output[n * image_out..(n + 1) * image_out];
+            if self.plan.holes {
+                // The pixels of no phase hold the activated bias; the
+                // phases then write theirs over it.
+                let plane = spec.out_height() * spec.out_width();
+                for (channel, &value) in y.chunks_exact_mut(plane).zip(&weights.holes) {
+                    channel.fill(value);
+                }
+            }
             let call = Call {
                 function: self.function,
                 x: x.as_ptr(),

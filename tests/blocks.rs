@@ -289,6 +289,26 @@ proptest! {
     }
 }
 
+/// A depthwise kernel past the fused kernel's unrolled taps: `fused` runs
+/// the block as its two kernels (which loop over the taps), and compiling
+/// the fused kernel itself is refused, not a blow-up.
+#[test]
+fn a_dsc_block_past_the_unroll_limit_runs_unfused() {
+    let compiler = Compiler::host().expect("host");
+    let dw = dsc_spec(5, [14, 13], 9, 1, 4, 1, 2);
+    let block = Dsc::random(&dw, 6, [Activation::Relu6, Activation::None], 4).expect("block");
+    let prepared = block.prepare(DscMode::Fused, Some(&compiler), 2).expect("prepares");
+    assert_eq!(prepared.mode(), DscMode::Unfused);
+    let x = random_tensor(3, dw.input_len());
+    let mut y = vec![f32::NAN; block.pointwise().spec().output_len()];
+    prepared.run(&x, &mut y).expect("run");
+    check_dsc(&block, &x, &y, &format!("{dw}"));
+    let schedule = DscSchedule::choose(block.depthwise().spec(), block.pointwise().spec(), 1);
+    let refused = convjit::blocks::dsc::DscKernel::compile(&compiler, &block, &schedule);
+    let Err(e) = refused else { panic!("a 9×9 fused kernel compiled") };
+    assert!(e.to_string().contains("unfused"), "{e}");
+}
+
 /// The case proptest shrank a failure of an earlier fused kernel to: a
 /// stride-2 row with no padding whose column phases are exactly as long
 /// as the image row (the plan once skipped its copy).

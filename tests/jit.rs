@@ -250,6 +250,64 @@ fn kernel_as_large_as_padded_input() {
     );
 }
 
+/// Kernels past the unroll limit (`codegen::MAX_UNROLLED_TAPS`): a loop
+/// over kernel rows, a loop over chunks of a long kernel row's columns (a
+/// width-strategy copy split into 3 column phases too), and the one-tap
+/// loop where a copy of 150 column phases breaks the chunks' pattern.
+#[test]
+fn kernels_past_the_unroll_limit() {
+    for json in [
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":20,"width":20,"kernel":9,"padding":2}"#,
+        r#"{"op":"conv2d","in_channels":2,"out_channels":3,"height":3,"width":110,"kernel":[1,100],"padding":[0,3]}"#,
+        r#"{"op":"conv2d","in_channels":1,"out_channels":2,"height":2,"width":400,"kernel":[1,150],"stride":[1,3]}"#,
+        r#"{"op":"conv2d","in_channels":1,"out_channels":1,"height":2,"width":460,"kernel":[1,200],"stride":[1,150]}"#,
+        r#"{"op":"conv2d","in_channels":2,"out_channels":2,"height":12,"width":12,"kernel":5,"dilation":2,"groups":2}"#,
+        r#"{"op":"conv_transpose2d","in_channels":2,"out_channels":3,"height":4,"width":4,"kernel":12}"#,
+        r#"{"op":"conv_transpose2d","in_channels":2,"out_channels":2,"height":5,"width":5,"kernel":20,"stride":2,"padding":3}"#,
+    ] {
+        check_all(json);
+    }
+    // A 1→1-channel 128×128 kernel: compiled in a moment, not gigabytes.
+    let big = spec(
+        r#"{"op":"conv2d","in_channels":1,"out_channels":1,"height":130,"width":131,"kernel":128}"#,
+    );
+    for strategy in [Family::Direct, Family::Width] {
+        let s = Schedule { strategy, ..schedule::choose(&big) };
+        let s = if strategy == Family::Width {
+            Schedule { oc_vectors: 1, pixel_tile: 4, ..s }
+        } else {
+            s
+        };
+        check_kernel(&big, &s, 5);
+    }
+}
+
+/// Transposed convs whose stride passes the kernel: the phases of an axis
+/// come in runs the code loops over (a few, however large the stride),
+/// and the pixels no tap reaches (residues of the stride, or of a dilation
+/// sharing a factor with it) hold the activated bias.
+#[test]
+fn transposed_strides_past_the_kernel() {
+    for json in [
+        r#"{"op":"conv_transpose2d","in_channels":2,"out_channels":3,"height":2,"width":3,"kernel":1,"stride":3}"#,
+        r#"{"op":"conv_transpose2d","in_channels":2,"out_channels":2,"height":4,"width":4,"kernel":3,"stride":2,"dilation":2,"activation":"relu"}"#,
+        r#"{"op":"conv_transpose2d","in_channels":1,"out_channels":2,"height":3,"width":3,"kernel":64,"stride":32,"padding":16}"#,
+        r#"{"op":"conv_transpose2d","in_channels":1,"out_channels":1,"height":3,"width":2,"kernel":[67,9],"stride":[45,7],"dilation":[2,3],"padding":[3,1]}"#,
+        r#"{"op":"conv_transpose2d","in_channels":1,"out_channels":2,"height":2,"width":2,"kernel":4,"stride":[300,257],"activation":"leaky_relu"}"#,
+    ] {
+        check_all(json);
+    }
+    let layer = spec(
+        r#"{"op":"conv_transpose2d","in_channels":1,"out_channels":1,"height":2,"width":2,"kernel":4,"stride":4096}"#,
+    );
+    let plan = convjit::codegen::Plan::new(&layer, &schedule::choose(&layer));
+    assert!(plan.holes);
+    assert!(plan.phases.len() <= 4, "{} phases", plan.phases.len());
+    let members: usize = plan.phases.iter().map(|p| p.rows.members * p.cols.members).sum();
+    assert_eq!(members, 16, "one phase for each tap's residue on each axis");
+    check_kernel(&layer, &schedule::choose(&layer), 9);
+}
+
 #[test]
 fn every_suite_layer() {
     for layer in suite::builtin() {

@@ -181,7 +181,9 @@ impl Dsc {
     }
 
     /// Prepares the block to run `mode`, compiled by `compiler` (the
-    /// host's when `None`), on up to `threads` threads.
+    /// host's when `None`), on up to `threads` threads. A depthwise kernel
+    /// of more than [`crate::codegen::MAX_UNROLLED_TAPS`] taps runs
+    /// unfused whatever `mode` says ([`PreparedDsc::mode`] tells).
     pub fn prepare(
         &self,
         mode: DscMode,
@@ -189,6 +191,18 @@ impl Dsc {
         threads: usize,
     ) -> Result<PreparedDsc> {
         let compiler = &*Compiler::given_or_host(compiler)?;
+        // The fused kernel unrolls every depthwise tap; past the emitter's
+        // limit the block runs as its two kernels, which loop over them.
+        let [kh, kw] = self.depthwise.spec().kernel();
+        let mode = if mode == DscMode::Fused && kh * kw > crate::codegen::MAX_UNROLLED_TAPS {
+            log::info!(
+                "dsc: a {kh}×{kw} depthwise kernel past the fused kernel's taps: the block runs \
+                 unfused"
+            );
+            DscMode::Unfused
+        } else {
+            mode
+        };
         let inner = match mode {
             DscMode::Fused => {
                 let schedule =
@@ -316,9 +330,18 @@ pub struct DscKernel {
 
 impl DscKernel {
     /// Compiles `block` with `schedule` (checked first) and packs its
-    /// weights.
+    /// weights. A depthwise kernel of more than
+    /// [`crate::codegen::MAX_UNROLLED_TAPS`] taps is refused.
     pub fn compile(compiler: &Compiler, block: &Dsc, schedule: &DscSchedule) -> Result<DscKernel> {
         schedule.legal()?;
+        let [kh, kw] = block.depthwise.spec().kernel();
+        if kh * kw > crate::codegen::MAX_UNROLLED_TAPS {
+            return Err(Error::Block(format!(
+                "dsc: the fused kernel unrolls its depthwise taps, at most {}; a {kh}×{kw} \
+                 kernel runs unfused",
+                crate::codegen::MAX_UNROLLED_TAPS
+            )));
+        }
         let start = Instant::now();
         let (dw, pw) = (block.depthwise.spec().clone(), block.pointwise.spec().clone());
         let plan = Plan::new(&dw, &schedule.depthwise());

@@ -28,11 +28,38 @@ use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, Signature, Type, Va
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use lower::{Index, Lower};
-use plan::Phase;
 pub use plan::Plan;
+use plan::{Phase, Tap};
 
 use crate::schedule::{Schedule, Strategy};
 use crate::spec::ValidSpec;
+
+/// The most taps of one channel the emitter unrolls: past this, it loops
+/// over the kernel's rows (and over chunks of a row's columns), so compile
+/// time and memory grow with the register tile and not with the kernel. A
+/// 7×7 kernel (49 taps) stays unrolled; a legal 1→1-channel conv with a
+/// 256×256 kernel compiles in milliseconds instead of needing gigabytes.
+pub const MAX_UNROLLED_TAPS: usize = 64;
+
+/// Whether `steps` (pairs) form an arithmetic progression.
+fn is_progression(steps: &[(i64, i64)]) -> bool {
+    steps
+        .windows(3)
+        .all(|w| (w[1].0 - w[0].0, w[1].1 - w[0].1) == (w[2].0 - w[1].0, w[2].1 - w[1].1))
+}
+
+/// The first pair of an arithmetic progression and its step (0 for one
+/// element). The plan's taps along an axis always form one: conv2d's step
+/// by one kernel index and the dilation, a transposed phase's by the stride
+/// over their common divisor with the dilation.
+fn progression(steps: &[(i64, i64)]) -> ((i64, i64), (i64, i64)) {
+    assert!(is_progression(steps), "the taps of an axis form an arithmetic progression");
+    let step = match steps {
+        [a, b, ..] => (b.0 - a.0, b.1 - a.1),
+        _ => (0, 0),
+    };
+    (steps[0], step)
+}
 
 /// The signature of every generated kernel.
 pub fn signature(pointer: Type, call_conv: cranelift_codegen::isa::CallConv) -> Signature {
@@ -90,6 +117,14 @@ struct Item {
     y: Value,
     /// Non-zero when the item's last vector block runs past the channels.
     partial: Option<Value>,
+}
+
+/// Which member of a phase's rows and of its columns (see
+/// `plan::Axis::members`).
+#[derive(Clone, Copy)]
+struct Member {
+    rows: Index,
+    cols: Index,
 }
 
 /// The output pixels one register tile computes: `pixels` consecutive
@@ -185,8 +220,8 @@ impl Emitter<'_> {
     }
 
     /// The whole function body: the two outer loops in the schedule's order,
-    /// over work items `[begin, end)` and, in every phase, part `part` of
-    /// `parts` equal slices of the output rows.
+    /// over work items `[begin, end)` and, in every member of every phase,
+    /// part `part` of `parts` equal slices of the output rows.
     fn body(&mut self, begin: Value, end: Value, part: Value, parts: Value) {
         let phases = self.plan.phases.clone();
         match self.schedule.loop_order {
@@ -194,10 +229,13 @@ impl Emitter<'_> {
                 self.counted_loop(begin, end, 1, &[], |e, wi, _| {
                     let item = e.item(wi);
                     for phase in &phases {
-                        let (first, last) = e.row_slice(phase, part, parts);
-                        e.row_loop(phase, first, last, |e, t, rows| {
-                            let shape = Shape { pixels: phase.cols.count, rows };
-                            e.row(&item, phase, t, Index::Fixed(0), shape);
+                        e.members(phase, |e, member| {
+                            let item = e.shifted(&item, phase, member);
+                            let (first, last) = e.row_slice(phase, part, parts);
+                            e.row_loop(phase, first, last, |e, t, rows| {
+                                let shape = Shape { pixels: phase.cols.count, rows };
+                                e.row(&item, phase, t, Index::Fixed(0), shape);
+                            });
                         });
                     }
                     vec![]
@@ -205,41 +243,90 @@ impl Emitter<'_> {
             }
             crate::schedule::LoopOrder::RowsOuter => {
                 for phase in &phases {
-                    let (first, last) = self.row_slice(phase, part, parts);
                     let count = phase.cols.count;
                     let block = match self.schedule.col_block {
                         Some(b) => b.next_multiple_of(self.schedule.pixel_tile).min(count),
                         None => count,
                     };
                     let (full, rest) = (count / block, count % block);
-                    // Every work item over one block of the row's pixels.
-                    let items = |e: &mut Self, t: Value, start: Index, shape: Shape| {
-                        e.counted_loop(begin, end, 1, &[], |e, wi, _| {
-                            let item = e.item(wi);
-                            e.row(&item, phase, t, start, shape);
-                            vec![]
-                        });
-                    };
-                    self.row_loop(phase, first, last, |e, t, rows| {
-                        if full == 1 {
-                            items(e, t, Index::Fixed(0), Shape { pixels: block, rows });
-                        } else {
-                            let zero = e.iconst(0);
-                            let n = e.iconst(full as i64);
-                            e.counted_loop(zero, n, 1, &[], |e, k, _| {
-                                let start = e.fb.ins().imul_imm_s(k, block as i64);
-                                items(e, t, Index::Variable(start), Shape { pixels: block, rows });
+                    self.members(phase, |e, member| {
+                        // Every work item over one block of the row's pixels.
+                        let items = |e: &mut Self, t: Value, start: Index, shape: Shape| {
+                            e.counted_loop(begin, end, 1, &[], |e, wi, _| {
+                                let item = e.item(wi);
+                                let item = e.shifted(&item, phase, member);
+                                e.row(&item, phase, t, start, shape);
                                 vec![]
                             });
-                        }
-                        if rest > 0 {
-                            let start = Index::Fixed(full * block);
-                            items(e, t, start, Shape { pixels: rest, rows });
-                        }
+                        };
+                        let (first, last) = e.row_slice(phase, part, parts);
+                        e.row_loop(phase, first, last, |e, t, rows| {
+                            if full == 1 {
+                                items(e, t, Index::Fixed(0), Shape { pixels: block, rows });
+                            } else {
+                                let zero = e.iconst(0);
+                                let n = e.iconst(full as i64);
+                                e.counted_loop(zero, n, 1, &[], |e, k, _| {
+                                    let start = e.fb.ins().imul_imm_s(k, block as i64);
+                                    let shape = Shape { pixels: block, rows };
+                                    items(e, t, Index::Variable(start), shape);
+                                    vec![]
+                                });
+                            }
+                            if rest > 0 {
+                                let start = Index::Fixed(full * block);
+                                items(e, t, start, Shape { pixels: rest, rows });
+                            }
+                        });
                     });
                 }
             }
         }
+    }
+
+    /// Runs `body` for every member of `phase` (see `plan::Axis::members`):
+    /// in loops over the rows' and the columns' members, or once for an
+    /// axis of one.
+    fn members(&mut self, phase: &Phase, mut body: impl FnMut(&mut Self, Member)) {
+        let (rows, cols) = (phase.rows.members as i64, phase.cols.members as i64);
+        let mut over_cols = |e: &mut Self, r: Index| {
+            if cols == 1 {
+                body(e, Member { rows: r, cols: Index::Fixed(0) });
+                return;
+            }
+            let (zero, n) = (e.iconst(0), e.iconst(cols));
+            e.counted_loop(zero, n, 1, &[], |e, c, _| {
+                body(e, Member { rows: r, cols: Index::Variable(c) });
+                vec![]
+            });
+        };
+        if rows == 1 {
+            over_cols(self, Index::Fixed(0));
+            return;
+        }
+        let (zero, n) = (self.iconst(0), self.iconst(rows));
+        self.counted_loop(zero, n, 1, &[], |e, r, _| {
+            over_cols(e, Index::Variable(r));
+            vec![]
+        });
+    }
+
+    /// `item`'s pointers moved to `member` of `phase`: its input by the
+    /// member's tap offsets, its weights by its kernel indices, its output
+    /// by its output start.
+    fn shifted(&mut self, item: &Item, phase: &Phase, member: Member) -> Item {
+        let (rows, cols) = (phase.rows.shift, phase.cols.shift);
+        // Members exist on transposed axes only, whose copies never split
+        // rows into column phases: a column step is one stored pixel.
+        debug_assert!(phase.cols.members == 1 || self.plan.col_phases == 1);
+        let (kw, tap) = (self.spec.kernel()[1] as i64, self.tap_bytes());
+        let x = self.at(item.x, member.rows, rows.offset * self.row_bytes());
+        let x = self.at(x, member.cols, cols.offset * self.elem_bytes());
+        let w = self.at(item.w, member.rows, rows.kernel * kw * tap);
+        let w = self.at(w, member.cols, cols.kernel * tap);
+        let y = self.at(item.y, member.rows, rows.out * self.spec.out_width() as i64 * 4);
+        let y = self.at(y, member.cols, cols.out * 4);
+        Item { x, w, y, ..*item }
     }
 
     /// The rows `[first, last)` of `phase` in tiles of `row_tile` rows,
@@ -439,8 +526,32 @@ impl Emitter<'_> {
         accs
     }
 
+    /// Bytes of one tap's packed weights: a vector per `oc_vectors`, or
+    /// one scalar for the width strategy.
+    fn tap_bytes(&self) -> i64 {
+        match self.schedule.strategy {
+            Strategy::Width => 4,
+            _ => self.schedule.oc_vectors as i64 * 16,
+        }
+    }
+
+    /// The byte offset of `tap` along the rows (`cols == false`) or the
+    /// columns: from the padded input's origin, its padded row's or column's
+    /// offset in the stored copy.
+    fn tap_offset(&self, tap: &Tap, cols: bool) -> i64 {
+        if cols {
+            self.plan.col_offset(tap.offset) as i64 * self.elem_bytes()
+        } else {
+            tap.offset as i64 * self.row_bytes()
+        }
+    }
+
     /// Every tap of `phase` for one input channel (Direct, Width) or channel
-    /// block (Depthwise) at `x`, with that channel's weights at `w`.
+    /// block (Depthwise) at `x`, with that channel's weights at `w`. Up to
+    /// [`MAX_UNROLLED_TAPS`] they are unrolled; past that, a loop over the
+    /// kernel's rows runs each row's taps (unrolled, or in a loop over
+    /// chunks of columns when one row alone has too many), so the code
+    /// grows with the register tile, never with the kernel.
     fn taps(
         &mut self,
         x: Value,
@@ -448,10 +559,122 @@ impl Emitter<'_> {
         phase: &Phase,
         shape: Shape,
         step: &mut usize,
+        accs: Vec<Value>,
+    ) -> Vec<Value> {
+        let (rows, cols) = (&phase.rows.taps, &phase.cols.taps);
+        let kw = self.spec.kernel()[1] as i64;
+        let tap_bytes = self.tap_bytes();
+        let row_taps: Vec<(i64, i64)> =
+            rows.iter().map(|t| (t.kernel as i64 * kw, self.tap_offset(t, false))).collect();
+        let col_taps: Vec<(i64, i64)> =
+            cols.iter().map(|t| (t.kernel as i64, self.tap_offset(t, true))).collect();
+        if rows.len() * cols.len() <= MAX_UNROLLED_TAPS {
+            return self.tap_grid(x, w, phase, shape, step, &row_taps, &col_taps, accs);
+        }
+        // The rows' taps step by constant kernel rows and padded rows (see
+        // `plan`): one iteration per kernel row, the pointers advanced.
+        let (first, row_step) = progression(&row_taps);
+        let x = self.offset(x, first.1);
+        let w = self.offset(w, first.0 * tap_bytes);
+        let zero = self.iconst(0);
+        let n = self.iconst(rows.len() as i64);
+        self.counted_loop(zero, n, 1, &accs, |e, j, carried| {
+            let x = e.scaled(x, j, row_step.1);
+            let w = e.scaled(w, j, row_step.0 * tap_bytes);
+            e.row_taps(x, w, phase, shape, cols, &col_taps, carried.to_vec())
+        })
+    }
+
+    /// One kernel row's column taps at `x` with its weights at `w` (`raw`,
+    /// and `cols` as `(kernel column, byte offset)`): unrolled up to
+    /// [`MAX_UNROLLED_TAPS`]; past that, in a loop over chunks of about that
+    /// many whose offsets repeat with a constant step (a chunk is a whole
+    /// number of column phases, so a strided width-strategy copy repeats
+    /// too); when even that does not repeat, one tap per iteration with its
+    /// offset computed.
+    #[allow(clippy::too_many_arguments)]
+    fn row_taps(
+        &mut self,
+        x: Value,
+        w: Value,
+        phase: &Phase,
+        shape: Shape,
+        raw: &[Tap],
+        cols: &[(i64, i64)],
+        accs: Vec<Value>,
+    ) -> Vec<Value> {
+        let here = [(0, 0)];
+        let mut step = 0;
+        if cols.len() <= MAX_UNROLLED_TAPS {
+            return self.tap_grid(x, w, phase, shape, &mut step, &here, cols, accs);
+        }
+        let tap_bytes = self.tap_bytes();
+        let phases = self.plan.col_phases;
+        let chunk = match MAX_UNROLLED_TAPS.next_multiple_of(phases) {
+            c if c <= 2 * MAX_UNROLLED_TAPS => c,
+            _ => MAX_UNROLLED_TAPS,
+        };
+        let chunks = cols.len() / chunk;
+        let relative = |c: usize, t: usize| {
+            let (a, a0) = (cols[c * chunk + t], cols[c * chunk]);
+            (a.0 - a0.0, a.1 - a0.1)
+        };
+        let starts: Vec<(i64, i64)> = (0..chunks).map(|c| cols[c * chunk]).collect();
+        let regular = is_progression(&starts)
+            && (1..chunks).all(|c| (0..chunk).all(|t| relative(c, t) == relative(0, t)));
+        let zero = self.iconst(0);
+        if regular {
+            let (first, chunk_step) = progression(&starts);
+            let pattern: Vec<(i64, i64)> = (0..chunk).map(|t| relative(0, t)).collect();
+            let x0 = self.offset(x, first.1);
+            let w0 = self.offset(w, first.0 * tap_bytes);
+            let n = self.iconst(chunks as i64);
+            let accs = self.counted_loop(zero, n, 1, &accs, |e, c, carried| {
+                let x = e.scaled(x0, c, chunk_step.1);
+                let w = e.scaled(w0, c, chunk_step.0 * tap_bytes);
+                let mut step = 0;
+                e.tap_grid(x, w, phase, shape, &mut step, &here, &pattern, carried.to_vec())
+            });
+            let rest = &cols[chunks * chunk..];
+            return self.tap_grid(x, w, phase, shape, &mut step, &here, rest, accs);
+        }
+        // One tap per iteration: padded column `o` is element
+        // `(o mod phases) · sub_row + o / phases` of a stored row.
+        let kernel: Vec<(i64, i64)> =
+            raw.iter().map(|t| (t.kernel as i64, t.offset as i64)).collect();
+        let (first, tap_step) = progression(&kernel);
+        let (eb, sub_row) = (self.elem_bytes(), self.plan.sub_row as i64);
+        let n = self.iconst(raw.len() as i64);
+        self.counted_loop(zero, n, 1, &accs, |e, j, carried| {
+            let o = e.fb.ins().imul_imm_s(j, tap_step.1);
+            let o = e.fb.ins().iadd_imm_s(o, first.1);
+            let phase_of = e.fb.ins().urem_imm_u(o, phases as i64);
+            let within = e.fb.ins().udiv_imm_u(o, phases as i64);
+            let x = e.scaled(x, phase_of, sub_row * eb);
+            let x = e.scaled(x, within, eb);
+            let w = e.offset(w, first.0 * tap_bytes);
+            let w = e.scaled(w, j, tap_step.0 * tap_bytes);
+            let mut step = 0;
+            e.tap_grid(x, w, phase, shape, &mut step, &here, &here, carried.to_vec())
+        })
+    }
+
+    /// The taps `rows × cols` (each `(weight tap index part, input byte
+    /// offset)`; a tap's weights are at tap index `row.0 + col.0`, its input
+    /// at `row.1 + col.1` from `x`), unrolled, for one channel (block).
+    #[allow(clippy::too_many_arguments)]
+    fn tap_grid(
+        &mut self,
+        x: Value,
+        w: Value,
+        phase: &Phase,
+        shape: Shape,
+        step: &mut usize,
+        rows: &[(i64, i64)],
+        cols: &[(i64, i64)],
         mut accs: Vec<Value>,
     ) -> Vec<Value> {
         let vectors = self.schedule.oc_vectors;
-        let kw = self.spec.kernel()[1];
         let eb = self.elem_bytes();
         let col_step = self.col_stride(phase) * eb;
         let row_step = phase.rows.in_step as i64 * self.row_bytes();
@@ -468,11 +691,10 @@ impl Emitter<'_> {
             let (r, p) = ((q / per_row) as i64, (q % per_row) as i64);
             r * row_step + if width { 4 * p * eb } else { p * col_step }
         };
-        for rt in &phase.rows.taps {
-            for ct in &phase.cols.taps {
-                let tap = (rt.kernel * kw + ct.kernel) as i64;
-                let base = rt.offset as i64 * self.row_bytes()
-                    + self.plan.col_offset(ct.offset) as i64 * eb;
+        for &(row_tap, row_offset) in rows {
+            for &(col_tap, col_offset) in cols {
+                let tap = row_tap + col_tap;
+                let base = row_offset + col_offset;
                 // Alternate the accumulator order on odd steps (CRANELIFT.md
                 // rule 6): it removes register moves on the loop's back edge.
                 let forward = step.is_multiple_of(2);

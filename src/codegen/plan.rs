@@ -35,6 +35,38 @@ pub struct Axis {
     pub in_step: usize,
     /// The taps that contribute along this axis.
     pub taps: Vec<Tap>,
+    /// How many axes this one stands for: member `j` is this axis with its
+    /// output start moved by `j · shift.out` and every tap's kernel index
+    /// and offset by `j · shift.kernel` and `j · shift.offset` (member 0 is
+    /// the axis as written). A transposed conv's phases along an axis come
+    /// in a few such runs, so the code loops over a run's members instead of
+    /// being emitted once per phase: a stride of 512 has up to 512 phases
+    /// per axis but a handful of runs. conv2d's one axis has one member.
+    pub members: usize,
+    /// The step between consecutive members.
+    pub shift: Shift,
+}
+
+/// The step from one member of an [`Axis`] to the next.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shift {
+    /// Output coordinates.
+    pub out: i64,
+    /// Kernel indices, of every tap.
+    pub kernel: i64,
+    /// Padded-input offsets, of every tap.
+    pub offset: i64,
+}
+
+impl Axis {
+    /// The smallest and largest padded-input offset any tap of any member
+    /// reads at phase position 0 (`None` without taps).
+    pub fn offset_range(&self) -> Option<(usize, usize)> {
+        let low = self.taps.iter().map(|t| t.offset).min()? as i64;
+        let high = self.taps.iter().map(|t| t.offset).max()? as i64;
+        let last = (self.members as i64 - 1) * self.shift.offset;
+        Some(((low + last.min(0)) as usize, (high + last.max(0)) as usize))
+    }
 }
 
 /// A rectangle of output pixels computed as one ordinary convolution.
@@ -105,8 +137,13 @@ pub struct Plan {
     /// When the copy holds bands of rows: how many bands, and the most
     /// padded input rows one band reads (the rows of each stored plane).
     pub bands: Option<Bands>,
-    /// The phases.
+    /// The phases (each a run of members along each axis).
     pub phases: Vec<Phase>,
+    /// Whether some output pixels belong to no phase with taps on both
+    /// axes (a transposed conv whose stride leaves residues no tap reaches):
+    /// they hold the activated bias, which the run writes over the whole
+    /// output before the phases with taps write theirs.
+    pub holes: bool,
 }
 
 impl Plan {
@@ -142,6 +179,14 @@ impl Plan {
                     p.left,
                 );
                 (rows, cols, [top, left, bottom, right])
+            }
+        };
+        let covered = |axes: &[Axis]| axes.iter().map(|a| a.members).sum::<usize>();
+        let holes = match spec.op() {
+            Op::Conv2d => false,
+            Op::ConvTranspose2d => {
+                covered(&rows) < spec.stride()[0].min(spec.out_height())
+                    || covered(&cols) < spec.stride()[1].min(spec.out_width())
             }
         };
         let phases: Vec<Phase> = rows
@@ -203,6 +248,7 @@ impl Plan {
             lanes,
             items,
             phases,
+            holes,
         }
     }
 
@@ -286,8 +332,7 @@ fn band_input_rows(phases: &[Phase], b: usize, parts: usize) -> std::ops::Range<
     for phase in phases {
         let count = phase.rows.count;
         let (first, last) = (count * b / parts, count * (b + 1) / parts);
-        let offsets = phase.rows.taps.iter().map(|t| t.offset);
-        let (Some(low), Some(high)) = (offsets.clone().min(), offsets.max()) else { continue };
+        let Some((low, high)) = phase.rows.offset_range() else { continue };
         if first == last || phase.cols.taps.is_empty() {
             continue;
         }
@@ -310,7 +355,7 @@ fn width_rows(phases: &[Phase], padded_width: usize) -> (usize, usize) {
     let reach = phases
         .iter()
         .filter_map(|p| {
-            let last_tap = p.cols.taps.iter().map(|t| t.offset).max()?;
+            let (_, last_tap) = p.cols.offset_range()?;
             Some(
                 p.cols.count.next_multiple_of(4) * p.cols.in_step / col_phases
                     + last_tap / col_phases,
@@ -330,12 +375,19 @@ fn conv_axis(out: usize, k: usize, s: usize, d: usize) -> Vec<Axis> {
         count: out,
         in_step: s,
         taps: (0..k).map(|i| Tap { kernel: i, offset: i * d }).collect(),
+        members: 1,
+        shift: Shift::default(),
     }]
 }
 
-/// conv_transpose2d along one axis: one phase per residue of the output
-/// coordinate modulo the stride. Taps that never read a real input pixel are
-/// dropped; the padding returned makes every remaining read in bounds.
+/// conv_transpose2d along one axis: one phase per residue `r` of the output
+/// coordinate modulo the stride that some tap reaches, grouped into runs
+/// ([`Axis::members`]). Taps that never read a real input pixel are dropped;
+/// the padding returned makes every remaining read in bounds. Residues no
+/// tap reaches have no phase (see [`Plan::holes`]).
+///
+/// Tap `i` serves the one residue `r ≡ i·d − crop (mod s)`, so the work is
+/// over the `k` taps, not the `s` residues: a stride of 2^20 costs nothing.
 fn transposed_axis(
     input: usize,
     out: usize,
@@ -345,39 +397,90 @@ fn transposed_axis(
     crop: usize,
 ) -> (Vec<Axis>, [usize; 2]) {
     let (n, s_i, d_i) = (input as i64, s as i64, d as i64);
-    // (residue, count, [(kernel index, q)]) with input index t + q.
-    let mut raw = Vec::new();
-    for r in 0..s.min(out) {
-        let count = (out - r).div_ceil(s);
-        let taps: Vec<(usize, i64)> = (0..k)
-            .filter_map(|i| {
-                let num = (r + crop) as i64 - i as i64 * d_i;
-                (num.rem_euclid(s_i) == 0).then(|| (i, num.div_euclid(s_i)))
-            })
-            // Keep a tap only if some t in 0..count reads a real pixel.
-            .filter(|&(_, q)| q < n && q + count as i64 > 0)
-            .collect();
-        raw.push((r, count, taps));
+    let residues = s.min(out) as i64;
+    let count = |r: i64| (out as i64 - r).div_euclid(s_i) + i64::from((out as i64 - r) % s_i != 0);
+    // Residue → its taps `(kernel index, q)`, input index `t + q` for
+    // output `r + s·t`.
+    let mut by_residue: std::collections::BTreeMap<i64, Vec<(i64, i64)>> = Default::default();
+    for i in 0..k as i64 {
+        let r = (i * d_i - crop as i64).rem_euclid(s_i);
+        if r >= residues {
+            continue;
+        }
+        let q = (r + crop as i64 - i * d_i) / s_i;
+        // Keep a tap only if some t in 0..count reads a real pixel.
+        if q < n && q + count(r) > 0 {
+            by_residue.entry(r).or_default().push((i, q));
+        }
     }
-    let low = raw.iter().flat_map(|(_, _, t)| t.iter().map(|&(_, q)| -q)).max().unwrap_or(0).max(0);
-    let high = raw
+    let low = by_residue.values().flatten().map(|&(_, q)| -q).max().unwrap_or(0).max(0);
+    let high = by_residue
         .iter()
-        .flat_map(|(_, c, t)| t.iter().map(move |&(_, q)| q + *c as i64 - n))
+        .flat_map(|(&r, taps)| taps.iter().map(move |&(_, q)| q + count(r) - n))
         .max()
         .unwrap_or(0)
         .max(0);
-    let axes = raw
+    let phases: Vec<(i64, Vec<(i64, i64)>)> = by_residue.into_iter().collect();
+    // Runs in order of the first kernel index (a dilation steps residues by
+    // d) or of the residue: whichever makes fewer.
+    let mut by_kernel = phases.clone();
+    by_kernel.sort_by_key(|(_, taps)| taps[0].0);
+    let (a, b) = (runs(&phases, &count), runs(&by_kernel, &count));
+    let runs = if b.len() < a.len() { b } else { a };
+    let axes = runs
         .into_iter()
-        .map(|(r, count, taps)| Axis {
-            out_start: r,
+        .map(|(r, taps, members, shift)| Axis {
+            out_start: r as usize,
             out_step: s,
-            count,
+            count: count(r) as usize,
             in_step: 1,
             taps: taps
-                .into_iter()
-                .map(|(i, q)| Tap { kernel: i, offset: (q + low) as usize })
+                .iter()
+                .map(|&(i, q)| Tap { kernel: i as usize, offset: (q + low) as usize })
                 .collect(),
+            members,
+            shift,
         })
         .collect();
     (axes, [low as usize, high as usize])
+}
+
+/// A transposed axis's phases `(residue, taps)` taken in order into runs:
+/// consecutive phases join a run while they have the run's output count and
+/// tap count and step from the one before by the run's one shift (of the
+/// residue, and of every tap's kernel index and `q`). Returns each run's
+/// first phase, its members and shift.
+#[allow(clippy::type_complexity)]
+fn runs(
+    phases: &[(i64, Vec<(i64, i64)>)],
+    count: &impl Fn(i64) -> i64,
+) -> Vec<(i64, Vec<(i64, i64)>, usize, Shift)> {
+    let step = |a: &(i64, Vec<(i64, i64)>), b: &(i64, Vec<(i64, i64)>)| -> Option<Shift> {
+        if count(a.0) != count(b.0) || a.1.len() != b.1.len() {
+            return None;
+        }
+        let kernel = b.1[0].0 - a.1[0].0;
+        let offset = b.1[0].1 - a.1[0].1;
+        let same = a.1.iter().zip(&b.1).all(|(x, y)| y.0 - x.0 == kernel && y.1 - x.1 == offset);
+        same.then_some(Shift { out: b.0 - a.0, kernel, offset })
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < phases.len() {
+        let mut members = 1;
+        let mut shift = Shift::default();
+        if let Some(first) = phases.get(i + 1).and_then(|next| step(&phases[i], next)) {
+            shift = first;
+            members = 2;
+            while let Some(next) = phases.get(i + members) {
+                if step(&phases[i + members - 1], next) != Some(shift) {
+                    break;
+                }
+                members += 1;
+            }
+        }
+        out.push((phases[i].0, phases[i].1.clone(), members, shift));
+        i += members;
+    }
+    out
 }
