@@ -11,6 +11,7 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
+use crate::border::Border;
 use crate::engine::Prepared;
 use crate::error::{Error, Result};
 use crate::spec::{Activation, Op, ValidSpec};
@@ -147,6 +148,9 @@ pub struct Im2col {
     spec: ValidSpec,
     weight: Vec<f32>,
     bias: Option<Vec<f32>>,
+    /// conv2d's column matrix holds zeros for the padding: the outputs a
+    /// non-finite weight meets them in are redone exactly (see `border`).
+    border: Option<Border>,
     threads: usize,
     columns: Mutex<Vec<f32>>,
 }
@@ -171,6 +175,10 @@ impl Im2col {
             spec: spec.clone(),
             weight: weight.to_vec(),
             bias: bias.map(<[f32]>::to_vec),
+            border: match spec.op() {
+                Op::Conv2d => Border::new(spec, weight, bias),
+                Op::ConvTranspose2d => None, // col2im multiplies real pixels only
+            },
             threads,
             columns: Mutex::new(vec![0.0; columns_len(spec)]),
         })
@@ -260,6 +268,9 @@ impl Prepared for Im2col {
             Op::ConvTranspose2d => self.conv_transpose2d(input, output, columns),
         }
         epilogue(&self.spec, self.bias.as_deref(), output);
+        if let Some(border) = &self.border {
+            border.apply(input, output);
+        }
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::border::Border;
 use crate::codegen::Plan;
 use crate::complexity::Complexity;
 use crate::copy::{Copier, Scratch};
@@ -57,6 +58,9 @@ pub struct PackedWeights {
     /// Per output channel, the activated bias that the output pixels no
     /// tap reaches hold (only when the plan has such holes).
     holes: Vec<f32>,
+    /// The outputs to redo exactly after each run when a non-finite weight
+    /// meets the padded copy's zeros (see `border`).
+    border: Option<Box<Border>>,
 }
 
 /// What one timed run cost.
@@ -170,7 +174,8 @@ impl Kernel {
         } else {
             Vec::new()
         };
-        Ok(PackedWeights { kernel: self.id, weights: w, bias: b, holes })
+        let border = Border::new(spec, weight, bias).map(Box::new);
+        Ok(PackedWeights { kernel: self.id, weights: w, bias: b, holes, border })
     }
 
     /// The threads a run uses: the schedule's, but no more than there are
@@ -297,6 +302,9 @@ impl Kernel {
                     unsafe { call.share(items, part, parts) };
                 });
             }
+        }
+        if let Some(border) = &weights.border {
+            border.apply(input, output);
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod atomic;
 pub mod baseline;
 pub mod bench;
 pub mod blocks;
+mod border;
 pub mod ceiling;
 pub mod codegen;
 pub mod complexity;

@@ -182,8 +182,9 @@ impl Dsc {
 
     /// Prepares the block to run `mode`, compiled by `compiler` (the
     /// host's when `None`), on up to `threads` threads. A depthwise kernel
-    /// of more than [`crate::codegen::MAX_UNROLLED_TAPS`] taps runs
-    /// unfused whatever `mode` says ([`PreparedDsc::mode`] tells).
+    /// of more than [`crate::codegen::MAX_UNROLLED_TAPS`] taps, or with a
+    /// non-finite weight, runs unfused whatever `mode` says
+    /// ([`PreparedDsc::mode`] tells).
     pub fn prepare(
         &self,
         mode: DscMode,
@@ -193,11 +194,22 @@ impl Dsc {
         let compiler = &*Compiler::given_or_host(compiler)?;
         // The fused kernel unrolls every depthwise tap; past the emitter's
         // limit the block runs as its two kernels, which loop over them.
+        // So does a block whose depthwise weights hold ±∞ or NaN: the fused
+        // kernel multiplies its band copies' zero borders, which such a
+        // weight makes NaN, where the kernels redo those outputs exactly
+        // (see `border`).
         let [kh, kw] = self.depthwise.spec().kernel();
-        let mode = if mode == DscMode::Fused && kh * kw > crate::codegen::MAX_UNROLLED_TAPS {
+        let nonfinite = self.depthwise.weight().iter().any(|w| !w.is_finite());
+        let mode = if mode == DscMode::Fused
+            && (kh * kw > crate::codegen::MAX_UNROLLED_TAPS || nonfinite)
+        {
             log::info!(
-                "dsc: a {kh}×{kw} depthwise kernel past the fused kernel's taps: the block runs \
-                 unfused"
+                "dsc: a {kh}×{kw} depthwise kernel{}: the block runs unfused",
+                if nonfinite {
+                    " with non-finite weights"
+                } else {
+                    " past the fused kernel's taps"
+                }
             );
             DscMode::Unfused
         } else {
