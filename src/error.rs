@@ -85,6 +85,21 @@ pub enum Error {
         /// Its error over its bound.
         ratio: f64,
     },
+    /// A kernel compiled in the checked lowering tried to access memory
+    /// outside one of its buffers: a compiler bug, caught. The access was
+    /// not made.
+    #[error(
+        "checked kernel: an access to the {buffer} at byte offset {offset} is outside its \
+         {len} bytes (a compiler bug; the access was not made)"
+    )]
+    CheckedAccess {
+        /// The buffer: input, weights, bias or output.
+        buffer: &'static str,
+        /// The access's address less the buffer's start, in bytes.
+        offset: i64,
+        /// The buffer's length in bytes.
+        len: u64,
+    },
     /// A tuning request that cannot be carried out.
     #[error("tuning: {0}")]
     InvalidTuning(String),

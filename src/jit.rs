@@ -24,6 +24,8 @@ use crate::tune::TuningCache;
 pub struct Compiler {
     isa: Arc<dyn TargetIsa>,
     has_fma: bool,
+    /// Whether kernels are compiled in the checked lowering.
+    checked: bool,
     /// Tuned schedules, consulted before the heuristic.
     tuned: Option<Arc<TuningCache>>,
 }
@@ -33,6 +35,7 @@ impl std::fmt::Debug for Compiler {
         f.debug_struct("Compiler")
             .field("isa", &self.isa.triple().to_string())
             .field("has_fma", &self.has_fma)
+            .field("checked", &self.checked)
             .field("tuning_cache", &self.tuned.as_ref().and_then(|c| c.path()))
             .finish()
     }
@@ -75,7 +78,22 @@ impl Compiler {
                  slower) instead of f32x4 fma, which Cranelift would lower to library calls"
             );
         }
-        Ok(Compiler { isa, has_fma, tuned: None })
+        Ok(Compiler { isa, has_fma, checked: false, tuned: None })
+    }
+
+    /// This compiler, emitting the checked lowering (see [`crate::codegen`]):
+    /// every load and store of a kernel's code is tested against the
+    /// bounds of its buffer, and an access outside is not made but reported
+    /// by [`Kernel::run`] as [`Error::CheckedAccess`]. Several times slower;
+    /// for tests and for `convjit run --checked`. The fused
+    /// depthwise-separable kernel (`blocks::DscKernel`) has no checked form.
+    pub fn checked(self) -> Compiler {
+        Compiler { checked: true, ..self }
+    }
+
+    /// Whether this compiler emits the checked lowering.
+    pub fn is_checked(&self) -> bool {
+        self.checked
     }
 
     /// `compiler`, or the host's when none is given.
@@ -148,7 +166,7 @@ impl Compiler {
         let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(pointer) };
         let compile_time = start.elapsed();
         log::info!("compiled {spec} with {} in {compile_time:?}", schedule.to_json());
-        Ok(Kernel::new(spec.clone(), *schedule, plan, code, function, compile_time))
+        Ok(Kernel::new(spec.clone(), *schedule, plan, code, function, compile_time, self.checked))
     }
 
     /// JIT-compiles one function of `signature` whose body `lower` emits,
@@ -183,7 +201,11 @@ impl Compiler {
 
     /// What the emitters need to know of the target.
     pub(crate) fn target(&self) -> Target {
-        Target { frontend: self.isa.frontend_config(), has_fma: self.has_fma }
+        Target {
+            frontend: self.isa.frontend_config(),
+            has_fma: self.has_fma,
+            checked: self.checked,
+        }
     }
 
     /// The IR (and optionally the machine code) of `spec` under `schedule`.

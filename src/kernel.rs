@@ -18,8 +18,50 @@ use crate::timing;
 
 /// The generated function: `(x, w, bias, y, begin, end, part, parts)`, see
 /// [`crate::codegen`].
-pub(crate) type KernelFn =
-    unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64, i64, i64);
+pub(crate) type KernelFn = unsafe extern "C" fn(
+    *const f32,
+    *const f32,
+    *const f32,
+    *mut f32,
+    i64,
+    i64,
+    i64,
+    i64,
+    *mut Guard,
+);
+
+/// The guard block of the checked lowering (see [`crate::codegen`]): the
+/// `[lo, hi)` byte addresses of the input, weights, bias and output a call
+/// may touch, then the fault record the code writes when an access falls
+/// outside (the buffer's index plus one, and the address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Guard {
+    bounds: [[u64; 2]; 4],
+    fault: [u64; 2],
+}
+
+/// The buffers of a guard block, in its order.
+const GUARDED: [&str; 4] = ["input", "weights", "bias", "output"];
+
+impl Guard {
+    /// The bounds of the four buffers, each `(start, length in elements)`.
+    fn new(buffers: [(*const f32, usize); 4]) -> Guard {
+        let bounds = buffers.map(|(p, len)| [p as u64, p as u64 + 4 * len as u64]);
+        Guard { bounds, fault: [0; 2] }
+    }
+
+    /// The fault the code recorded, if any.
+    fn fault(&self) -> Option<Error> {
+        let which = usize::try_from(self.fault[0]).ok()?.checked_sub(1)?;
+        let [lo, hi] = *self.bounds.get(which)?;
+        Some(Error::CheckedAccess {
+            buffer: GUARDED[which],
+            offset: self.fault[1].wrapping_sub(lo) as i64,
+            len: hi - lo,
+        })
+    }
+}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -34,6 +76,8 @@ pub struct Kernel {
     _code: Code,
     function: KernelFn,
     compile_time: Duration,
+    /// Whether the code is the checked lowering, which reads a guard block.
+    checked: bool,
     /// The zero-bordered padded copies (one, or one per thread when each
     /// holds a group or a band), kept between runs.
     scratch: Mutex<Vec<Scratch>>,
@@ -84,6 +128,7 @@ impl Kernel {
         code: Code,
         function: KernelFn,
         compile_time: Duration,
+        checked: bool,
     ) -> Kernel {
         Kernel {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -93,6 +138,7 @@ impl Kernel {
             _code: code,
             function,
             compile_time,
+            checked,
             scratch: Mutex::new(Vec::new()),
         }
     }
@@ -223,6 +269,8 @@ impl Kernel {
         // interior is written), so the buffers are zeroed once and reused by
         // later runs. A run that finds them in use by another thread makes
         // its own.
+        // Where the checked lowering's calls report an access out of bounds.
+        let faults: Mutex<Option<Error>> = Mutex::new(None);
         let mut cached = self.scratch.try_lock().ok();
         let mut local = Vec::new();
         let buffers: &mut Vec<Scratch> = cached.as_deref_mut().unwrap_or(&mut local);
@@ -252,6 +300,13 @@ impl Kernel {
                 w: weights.weights.as_ptr(),
                 b: weights.bias.as_ptr(),
                 y: y.as_mut_ptr(),
+                buffers: [
+                    (x.as_ptr(), x.len()),
+                    (weights.weights.as_ptr(), weights.weights.len()),
+                    (weights.bias.as_ptr(), weights.bias.len()),
+                    (y.as_ptr(), y.len()),
+                ],
+                faults: self.checked.then_some(&raw const faults),
             };
             // SAFETY (for every `share` below): `function` was generated for
             // `self.plan`: it reads `copy_len` elements from `x` (a scratch
@@ -279,7 +334,7 @@ impl Kernel {
             let call = match buffers.first_mut().filter(|_| self.plan.needs_copy) {
                 Some(buffer) => {
                     self.copier().image(x, buffer.get_mut(), threads);
-                    Call { x: buffer.as_ptr(), ..call }
+                    call.reading(buffer.as_ptr(), buffer.as_ptr(), self.plan.copy_len())
                 }
                 None => call,
             };
@@ -302,6 +357,9 @@ impl Kernel {
                     unsafe { call.share(items, part, parts) };
                 });
             }
+        }
+        if let Some(fault) = faults.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(fault);
         }
         if let Some(border) = &weights.border {
             border.apply(input, output);
@@ -330,7 +388,8 @@ impl Kernel {
                 // SAFETY: see `run`; band `b` of the code reads only the
                 // padded rows `band_rows(b)`, which the buffer holds, at
                 // most `Bands::rows` of them in each plane.
-                unsafe { Call { x, ..*call }.share(0..items, b, parts) };
+                let copy = self.plan.copy_len();
+                unsafe { call.reading(x, buffer.as_ptr(), copy).share(0..items, b, parts) };
             }
         };
         on_threads(buffers, work);
@@ -346,7 +405,7 @@ impl Kernel {
         let work = |t: usize, buffer: &mut Scratch| {
             for g in t * groups / threads..(t + 1) * groups / threads {
                 self.copier().group(x, g, buffer.get_mut());
-                let call = Call { x: buffer.as_ptr(), ..*call };
+                let call = call.reading(buffer.as_ptr(), buffer.as_ptr(), self.plan.copy_len());
                 // SAFETY: see `run`; the buffer holds group `g`'s planes,
                 // `copy_len` elements, which is what the code reads for the
                 // group's items.
@@ -413,16 +472,33 @@ struct Call {
     w: *const f32,
     b: *const f32,
     y: *mut f32,
+    /// The start and length (elements) of the buffers `x`, `w`, `b` and
+    /// `y` point into, for the checked lowering's guard block (`x` may
+    /// point before its band's buffer).
+    buffers: [(*const f32, usize); 4],
+    /// For checked code: where a call reports an access out of bounds.
+    faults: Option<*const Mutex<Option<Error>>>,
 }
 
 // SAFETY: the pointers are only dereferenced by `Call::share`, whose callers
-// give concurrent calls disjoint shares (see `Kernel::run`).
+// give concurrent calls disjoint shares (see `Kernel::run`); `faults` points
+// to a mutex that outlives every call of the run.
 unsafe impl Send for Call {}
 unsafe impl Sync for Call {}
 
 impl Call {
+    /// This call reading its input at `x`, in the buffer of `len` elements
+    /// at `buffer` (a padded copy).
+    fn reading(self, x: *const f32, buffer: *const f32, len: usize) -> Call {
+        let mut buffers = self.buffers;
+        buffers[0] = (buffer, len);
+        Call { x, buffers, ..self }
+    }
+
     /// Runs the work items `items` of the image, on part `part` of `parts`
-    /// slices of its output rows.
+    /// slices of its output rows. Checked code gets a guard block of the
+    /// call's buffers; an access it found outside them is reported to the
+    /// run's `faults`.
     ///
     /// # Safety
     /// The pointers must be valid for the lengths the plan implies (see
@@ -431,7 +507,96 @@ impl Call {
     unsafe fn share(self, items: std::ops::Range<usize>, part: usize, parts: usize) {
         let (begin, end) = (items.start as i64, items.end as i64);
         let (part, parts) = (part as i64, parts as i64);
-        // SAFETY: as the caller promises.
-        unsafe { (self.function)(self.x, self.w, self.b, self.y, begin, end, part, parts) }
+        let Some(faults) = self.faults else {
+            // SAFETY: as the caller promises; plain code ignores the guard.
+            let guard = std::ptr::null_mut();
+            unsafe {
+                (self.function)(self.x, self.w, self.b, self.y, begin, end, part, parts, guard)
+            };
+            return;
+        };
+        let mut guard = Guard::new(self.buffers);
+        // SAFETY: as the caller promises; checked code reads and writes the
+        // guard block, which lives on this stack frame for the call.
+        unsafe {
+            (self.function)(self.x, self.w, self.b, self.y, begin, end, part, parts, &mut guard)
+        };
+        if let Some(fault) = guard.fault() {
+            // SAFETY: `faults` outlives the run's calls (see `Call`).
+            let faults = unsafe { &*faults };
+            let mut first = faults.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert(fault);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jit::Compiler;
+
+    /// The checked lowering reports an access past a buffer's bounds and
+    /// does not make it: here the guard block says the output is half as
+    /// long as it is, so the code's writes to the second half are caught,
+    /// and that half keeps what it held.
+    #[test]
+    fn the_checked_lowering_reports_and_skips_an_access_out_of_bounds() {
+        let spec = crate::ConvSpec::from_json(
+            r#"{"op": "conv2d", "in_channels": 3, "out_channels": 8, "height": 6, "width": 7,
+                "kernel": 3, "padding": 1}"#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        for checked in [false, true] {
+            let compiler = Compiler::host().unwrap();
+            let compiler = if checked { compiler.checked() } else { compiler };
+            // A whole-image copy, which the single call below makes.
+            let schedule = Schedule {
+                copy: crate::schedule::InputCopy::Image,
+                ..crate::schedule::choose(&spec)
+            };
+            let kernel = compiler.compile_with(&spec, &schedule).unwrap();
+            assert_eq!(kernel.checked, checked);
+            let x: Vec<f32> = (0..spec.input_len()).map(|i| (i % 7) as f32).collect();
+            let w = vec![0.5; spec.weight_len()];
+            let packed = kernel.pack(&w, Some(&[1.0; 8])).unwrap();
+            let mut y = vec![f32::NAN; spec.output_len()];
+            kernel.run(&x, &packed, &mut y).unwrap();
+            assert!(y.iter().all(|v| v.is_finite()));
+            if !checked {
+                continue;
+            }
+            // One call on the image with a guard that halves the output.
+            let half = y.len() / 2;
+            let mut z = vec![f32::NAN; y.len()];
+            let faults = Mutex::new(None);
+            let call = Call {
+                function: kernel.function,
+                x: std::ptr::null(),
+                w: packed.weights.as_ptr(),
+                b: packed.bias.as_ptr(),
+                y: z.as_mut_ptr(),
+                buffers: [
+                    (std::ptr::null(), 0),
+                    (packed.weights.as_ptr(), packed.weights.len()),
+                    (packed.bias.as_ptr(), packed.bias.len()),
+                    (z.as_ptr(), half),
+                ],
+                faults: Some(&raw const faults),
+            };
+            let mut copy = Scratch::zeroed(kernel.plan.copy_len());
+            kernel.copier().image(&x, copy.get_mut(), 1);
+            let call = call.reading(copy.as_ptr(), copy.as_ptr(), kernel.plan.copy_len());
+            // SAFETY: the pointers are valid for the plan's lengths; the
+            // guard only claims less.
+            unsafe { call.share(0..kernel.plan.items, 0, 1) };
+            let fault = faults.into_inner().unwrap().expect("a fault");
+            let Error::CheckedAccess { buffer, offset, len } = fault else { panic!("{fault}") };
+            assert_eq!((buffer, len), ("output", 4 * half as u64));
+            assert!(offset >= len as i64, "{offset}");
+            assert_eq!(z[..half], y[..half], "inside the bounds, the writes were made");
+            assert!(z[half..].iter().all(|v| v.is_nan()), "past them, none was");
+        }
     }
 }

@@ -53,6 +53,12 @@ enum Command {
         /// error; fail past the tolerance (docs/correctness.md).
         #[arg(long)]
         check: bool,
+        /// Compile the jit's kernel in the checked lowering: every load and
+        /// store is tested against its buffer's bounds, and an access
+        /// outside is reported as an error instead of made (several times
+        /// slower; docs/correctness.md).
+        #[arg(long)]
+        checked: bool,
         /// Print cycles, MACs/cycle, compile time and the schedule (jit).
         #[arg(long)]
         stats: bool,
@@ -259,6 +265,7 @@ fn main() -> ExitCode {
             output,
             engine,
             check,
+            checked,
             stats,
             schedule,
             threads,
@@ -268,7 +275,8 @@ fn main() -> ExitCode {
             let files = RunFiles { input, weight, bias, output };
             let tuned = if tuned { cache_file(cache).map(Some) } else { Ok(None) };
             tuned.and_then(|tuned| {
-                run(&spec, &files, engine, RunOptions { check, stats, schedule, threads, tuned })
+                let options = RunOptions { check, checked, stats, schedule, threads, tuned };
+                run(&spec, &files, engine, options)
             })
         }
         Command::Ir { spec, schedule, asm } => ir(&spec, schedule.as_deref(), asm),
@@ -416,6 +424,8 @@ struct RunFiles {
 
 struct RunOptions {
     check: bool,
+    /// Compile the jit's kernel in the checked lowering.
+    checked: bool,
     stats: bool,
     schedule: Option<PathBuf>,
     threads: Option<usize>,
@@ -443,8 +453,10 @@ fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Res
         (false, Some(_)) => bail!("--bias was given but the spec has \"bias\": false"),
         _ => {}
     }
-    if (options.schedule.is_some() || options.tuned.is_some()) && engine != Engine::Jit {
-        bail!("--schedule and --tuned apply to the jit engine only");
+    if (options.schedule.is_some() || options.tuned.is_some() || options.checked)
+        && engine != Engine::Jit
+    {
+        bail!("--schedule, --tuned and --checked apply to the jit engine only");
     }
     let x = npy::read_f32(&files.input, "input", &spec.input_shape())?;
     let w = npy::read_f32(&files.weight, "weight", &spec.weight_shape())?;
@@ -456,6 +468,9 @@ fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Res
     let macs = Complexity::of(&spec).macs_valid;
     if engine == Engine::Jit {
         let mut compiler = Compiler::host()?;
+        if options.checked {
+            compiler = compiler.checked();
+        }
         let (sched, origin) = if let Some(cache) = &options.tuned {
             compiler = compiler.with_tuning_cache(cache);
             let threads = options.threads.unwrap_or(1);

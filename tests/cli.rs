@@ -517,6 +517,22 @@ fn run_defaults_to_the_jit_and_checks_and_reports_stats() {
 }
 
 #[test]
+fn run_checked_compiles_the_checked_lowering_and_refuses_other_engines() {
+    for json in [CONV, TCONV] {
+        let case = Case::new(json);
+        let out = case.run(&case.json, &["--checked", "--check", "--threads", "2"]);
+        succeeded(json, &out);
+        let y = read_f32(&case.path("y.npy"), "output", &case.spec.output_shape()).unwrap();
+        let verdict =
+            reference::verify(&case.spec, &case.x, &case.w, case.b.as_deref(), &y).unwrap();
+        assert!(verdict.passed(), "{json}: {verdict:?}");
+    }
+    let case = Case::new(CONV);
+    let out = case.run(&case.json, &["--checked", "--engine", "naive"]);
+    run_fails(&case, "--checked on naive", out, "--checked");
+}
+
+#[test]
 fn run_takes_a_thread_count() {
     let case = Case::new(CONV);
     for engine in ["jit", "im2col"] {

@@ -46,6 +46,35 @@ pub(super) fn finish(mut fb: FunctionBuilder<'_>, frontend: TargetFrontendConfig
     fb.finalize(frontend);
 }
 
+/// The buffers a kernel addresses, by their index in the guard block (see
+/// [`Checks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Buffer {
+    Input = 0,
+    Weights = 1,
+    Bias = 2,
+    Output = 3,
+}
+
+/// Byte offset, in the guard block, of the fault record: the faulting
+/// buffer's index plus one, then the address.
+pub(super) const GUARD_FAULT: i32 = 64;
+
+/// The checked lowering's state: the guard block (`[lo, hi)` byte
+/// addresses of each [`Buffer`], then the fault record) and which buffer
+/// each pointer value the emitter formed belongs to.
+pub(super) struct Checks {
+    pub guard: Value,
+    pub owners: std::collections::HashMap<Value, Buffer>,
+}
+
+impl Checks {
+    /// The checks of a function whose pointer parameters are `buffers`.
+    pub fn new(guard: Value, buffers: [(Value, Buffer); 4]) -> Checks {
+        Checks { guard, owners: buffers.into_iter().collect() }
+    }
+}
+
 /// An emitter: a function builder, and whether the target has FMA.
 pub(super) trait Lower<'a>: Sized {
     /// The builder of the function being emitted.
@@ -54,6 +83,24 @@ pub(super) trait Lower<'a>: Sized {
     /// Whether fused multiply-add is available.
     fn has_fma(&self) -> bool;
 
+    /// In the checked lowering, the state of its checks: every pointer the
+    /// emitter forms from another through [`Lower::offset`],
+    /// [`Lower::scaled`] or [`Lower::at`] belongs to that one's buffer, and
+    /// every load and store tests its address against its buffer's bounds.
+    fn checks(&mut self) -> Option<&mut Checks> {
+        None
+    }
+
+    /// Records that `derived` points into the buffer `base` points into.
+    fn derive(&mut self, base: Value, derived: Value) -> Value {
+        if let Some(checks) = self.checks()
+            && let Some(&owner) = checks.owners.get(&base)
+        {
+            checks.owners.insert(derived, owner);
+        }
+        derived
+    }
+
     /// An i64 constant.
     fn iconst(&mut self, v: i64) -> Value {
         self.fb().ins().iconst(types::I64, v)
@@ -61,13 +108,18 @@ pub(super) trait Lower<'a>: Sized {
 
     /// `base + off` bytes.
     fn offset(&mut self, base: Value, off: i64) -> Value {
-        if off == 0 { base } else { self.fb().ins().iadd_imm_s(base, off) }
+        if off == 0 {
+            return base;
+        }
+        let derived = self.fb().ins().iadd_imm_s(base, off);
+        self.derive(base, derived)
     }
 
     /// `base + index · scale` bytes.
     fn scaled(&mut self, base: Value, index: Value, scale: i64) -> Value {
         let step = self.fb().ins().imul_imm_s(index, scale);
-        self.fb().ins().iadd(base, step)
+        let derived = self.fb().ins().iadd(base, step);
+        self.derive(base, derived)
     }
 
     /// `base` advanced by `index` steps of `step` bytes.
@@ -80,6 +132,14 @@ pub(super) trait Lower<'a>: Sized {
 
     /// A load of `ty` at `base + off` bytes.
     fn load(&mut self, ty: Type, base: Value, off: i64) -> Value {
+        if self.checks().is_some() {
+            return self.checked(ty, base, off, None).expect("a load gives a value");
+        }
+        self.raw_load(ty, base, off)
+    }
+
+    /// A load with no check.
+    fn raw_load(&mut self, ty: Type, base: Value, off: i64) -> Value {
         match i32::try_from(off) {
             Ok(o) => self.fb().ins().load(ty, flags(), base, o),
             Err(_) => {
@@ -91,6 +151,76 @@ pub(super) trait Lower<'a>: Sized {
 
     /// A store of `v` at `base + off` bytes.
     fn store(&mut self, v: Value, base: Value, off: i64) {
+        if self.checks().is_some() {
+            let ty = self.fb().func.dfg.value_type(v);
+            self.checked(ty, base, off, Some(v));
+            return;
+        }
+        self.raw_store(v, base, off);
+    }
+
+    /// The checked lowering's access of `ty` at `base + off`: a load (when
+    /// `value` is `None`, giving what it read) or a store of `value`, done
+    /// only if its bytes lie inside the bounds of `base`'s buffer. An access
+    /// outside them is not done: it writes the buffer and the address into
+    /// the guard block's fault record (for `Kernel::run` to report), and a
+    /// load gives zeros. A pointer of no known buffer is an emitter bug,
+    /// caught when the code is emitted.
+    fn checked(&mut self, ty: Type, base: Value, off: i64, value: Option<Value>) -> Option<Value> {
+        let checks = self.checks().expect("the checked lowering");
+        let guard = checks.guard;
+        let owner = *checks.owners.get(&base).expect("every address is formed from a buffer's");
+        let bounds = owner as i32 * 16;
+        let fb = self.fb();
+        let flags = MemFlagsData::new().with_notrap();
+        let lo = fb.ins().load(types::I64, flags, guard, bounds);
+        let hi = fb.ins().load(types::I64, flags, guard, bounds + 8);
+        let addr = fb.ins().iadd_imm_s(base, off);
+        let end = fb.ins().iadd_imm_s(addr, i64::from(ty.bytes()));
+        let above = fb.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, addr, lo);
+        let below = fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, hi);
+        let inside = fb.ins().band(above, below);
+        let access = fb.create_block();
+        let fault = fb.create_block();
+        let done = fb.create_block();
+        let result = value.is_none().then(|| fb.append_block_param(done, ty));
+        fb.ins().brif(inside, access, &[], fault, &[]);
+
+        fb.switch_to_block(access);
+        let read = match value {
+            None => Some(self.raw_load(ty, addr, 0)),
+            Some(v) => {
+                self.raw_store(v, addr, 0);
+                None
+            }
+        };
+        let fb = self.fb();
+        let args: Vec<BlockArg> = read.into_iter().map(BlockArg::Value).collect();
+        fb.ins().jump(done, &args);
+
+        fb.switch_to_block(fault);
+        let which = fb.ins().iconst(types::I64, owner as i64 + 1);
+        fb.ins().store(flags, which, guard, GUARD_FAULT);
+        fb.ins().store(flags, addr, guard, GUARD_FAULT + 8);
+        let zero = value.is_none().then(|| {
+            if ty.is_vector() {
+                let z = fb.ins().f32const(0.0);
+                fb.ins().splat(ty, z)
+            } else if ty == types::F32 {
+                fb.ins().f32const(0.0)
+            } else {
+                fb.ins().iconst(ty, 0)
+            }
+        });
+        let args: Vec<BlockArg> = zero.into_iter().map(BlockArg::Value).collect();
+        fb.ins().jump(done, &args);
+
+        fb.switch_to_block(done);
+        result
+    }
+
+    /// A store with no check.
+    fn raw_store(&mut self, v: Value, base: Value, off: i64) {
         match i32::try_from(off) {
             Ok(o) => {
                 self.fb().ins().store(flags(), v, base, o);

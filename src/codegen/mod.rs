@@ -8,16 +8,26 @@
 //! stride, offset and channel count is an immediate.
 //!
 //! The generated function has the C signature
-//! `fn(x, w, bias, y, begin, end, part, parts)`: `x` is one padded (and, for the
+//! `fn(x, w, bias, y, begin, end, part, parts, guard)`: `x` is one padded (and, for the
 //! depthwise strategy, channel-blocked) input image, `w` and `bias` the
 //! packed weights and bias, `y` the image's NCHW output, `[begin, end)`
 //! the range of work items (channel blocks) to compute, and `part` of
 //! `parts` (`part < parts`) the slice of every phase's output rows.
 //!
-//! Invariant: codegen emits no bounds checks. Every address it forms is in
-//! range because the plan pads the input for every tap it keeps, tiles cover
-//! exactly the phase's output pixels, and lanes past a channel tail are
-//! never stored.
+//! Invariant: the plain lowering emits no bounds checks. Every address it
+//! forms is in range because the plan pads the input for every tap it
+//! keeps, tiles cover exactly the phase's output pixels, and lanes past a
+//! channel tail are never stored.
+//!
+//! The **checked lowering** (`Target::checked`, from
+//! `Compiler::checked`) tests that claim instead of trusting it: every
+//! pointer is formed from one of the four buffer parameters, and every load
+//! and store compares its bytes with that buffer's bounds, which the caller
+//! writes into the guard block `guard` points to (`[lo, hi)` byte addresses
+//! of the input, weights, bias and output, then a fault record). An access
+//! outside is not made; the fault is recorded and `Kernel::run` reports it
+//! as an error. The property tests run a share of their cases this way,
+//! and `convjit run --checked` does on request.
 
 pub mod dsc;
 mod lower;
@@ -27,7 +37,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, Signature, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
-use lower::{Index, Lower};
+use lower::{Checks, Index, Lower};
 pub use plan::Plan;
 use plan::{Phase, Tap};
 
@@ -70,6 +80,8 @@ pub fn signature(pointer: Type, call_conv: cranelift_codegen::isa::CallConv) -> 
     for _ in 0..4 {
         sig.params.push(AbiParam::new(types::I64));
     }
+    // The guard block of the checked lowering (unused by the plain one).
+    sig.params.push(AbiParam::new(pointer));
     sig
 }
 
@@ -81,6 +93,9 @@ pub struct Target {
     /// Whether fused multiply-add is available; without it each FMA is a
     /// multiply and an add (one more rounding).
     pub has_fma: bool,
+    /// Whether to emit the checked lowering: every load and store tested
+    /// against the bounds of its buffer (see [`lower`]).
+    pub checked: bool,
 }
 
 /// Emits the body of `func` (whose signature is [`signature`]).
@@ -93,6 +108,12 @@ pub fn lower(
 ) {
     let mut fctx = FunctionBuilderContext::new();
     let (fb, params) = lower::begin(func, &mut fctx);
+    let checks = target.checked.then(|| {
+        use lower::Buffer::{Bias, Input, Output, Weights};
+        let buffers =
+            [(params[0], Input), (params[1], Weights), (params[2], Bias), (params[3], Output)];
+        Checks::new(params[8], buffers)
+    });
     let mut e = Emitter {
         spec,
         schedule,
@@ -103,6 +124,7 @@ pub fn lower(
         w: params[1],
         b: params[2],
         y: params[3],
+        checks,
     };
     e.body(params[4], params[5], params[6], params[7]);
     lower::finish(e.fb, target.frontend);
@@ -149,6 +171,9 @@ impl<'a> Lower<'a> for Emitter<'a> {
     fn has_fma(&self) -> bool {
         self.target.has_fma
     }
+    fn checks(&mut self) -> Option<&mut Checks> {
+        self.checks.as_mut()
+    }
 }
 
 struct Emitter<'a> {
@@ -161,6 +186,8 @@ struct Emitter<'a> {
     w: Value,
     b: Value,
     y: Value,
+    /// The checked lowering's state, when it is the one emitted.
+    checks: Option<Checks>,
 }
 
 impl Emitter<'_> {
