@@ -118,6 +118,15 @@ pub enum Error {
     /// The benchmark chart could not be drawn.
     #[error("plot: {0}")]
     Plot(String),
+    /// A file convjit refuses to read: not a regular file, or larger than
+    /// its kind of file may be (`crate::files`).
+    #[error("{}: {reason}", path.display())]
+    InputFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
     /// An I/O error, with the file it concerns.
     #[error("{}: {source}", path.display())]
     Io {

@@ -19,6 +19,7 @@ pub mod complexity;
 pub(crate) mod copy;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod jit;
 pub mod kernel;
 pub mod net;

@@ -16,7 +16,9 @@ use convjit::net;
 use convjit::reference;
 use convjit::schedule::{self, Schedule};
 use convjit::tune::{Options as TuneOptions, RecordLog, Search, TuningCache};
-use convjit::{Compiler, Complexity, ConvSpec, Engine, ValidSpec, atomic, npy, suite, timing};
+use convjit::{
+    Compiler, Complexity, ConvSpec, Engine, ValidSpec, atomic, files, npy, suite, timing,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// convjit: a shape-specialising JIT compiler for convolution layers.
@@ -359,10 +361,22 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("convjit: error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("convjit: error: {}", reasons(&e).replace('\n', " "));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, as `{e:#}` gives them, but without a cause
+/// its error already ends with (a file's I/O error names its cause).
+fn reasons(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain().map(ToString::to_string) {
+        if !text.ends_with(&cause) {
+            text = if text.is_empty() { cause } else { format!("{text}: {cause}") };
+        }
+    }
+    text
 }
 
 /// The tuning cache file: `--cache`, else the default one in the user's
@@ -389,10 +403,13 @@ fn usage_error(e: &clap::Error) -> String {
 /// Reads a spec from a file, or from the argument itself when it is JSON.
 fn load_spec(arg: &str) -> Result<ConvSpec> {
     if arg.trim_start().starts_with('{') {
+        if arg.len() as u64 > files::SPEC.limit {
+            bail!("--spec: the JSON given is {} bytes, more than a spec may hold", arg.len());
+        }
         return Ok(ConvSpec::from_json(arg)?);
     }
     let text =
-        std::fs::read_to_string(arg).with_context(|| format!("cannot read spec file {arg}"))?;
+        files::read_text(Path::new(arg), files::SPEC).context("cannot read the spec file")?;
     if text.trim_start().starts_with('[') {
         bail!(
             "spec file {arg} holds a list of specs: --spec takes one (macs and bench take a list \
@@ -403,8 +420,7 @@ fn load_spec(arg: &str) -> Result<ConvSpec> {
 }
 
 fn load_suite(path: &Path) -> Result<Vec<ConvSpec>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read suite file {}", path.display()))?;
+    let text = files::read_text(path, files::SUITE).context("cannot read the suite file")?;
     ConvSpec::suite_from_json(&text).with_context(|| format!("suite file {}", path.display()))
 }
 
@@ -435,8 +451,7 @@ struct RunOptions {
 
 fn load_schedule(path: Option<&Path>, spec: &ValidSpec) -> Result<Schedule> {
     let Some(path) = path else { return Ok(schedule::choose(spec)) };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read schedule file {}", path.display()))?;
+    let text = files::read_text(path, files::SCHEDULE).context("cannot read the schedule file")?;
     let sched =
         Schedule::from_json(&text).with_context(|| format!("schedule file {}", path.display()))?;
     sched.legal(spec).with_context(|| format!("schedule file {}", path.display()))?;
@@ -842,8 +857,8 @@ fn net(model: &str, files: &NetFiles, options: &net::Options, outputs: NetOutput
     let model = match model.strip_prefix("builtin:") {
         Some(name) => net::builtin(name)?,
         None => {
-            let text = std::fs::read_to_string(model)
-                .with_context(|| format!("cannot read model file {model}"))?;
+            let text = files::read_text(Path::new(model), files::MODEL)
+                .context("cannot read the model file")?;
             net::Model::from_json(&text).with_context(|| format!("model file {model}"))?
         }
     };

@@ -11,9 +11,11 @@
 //! Every failure names the layer and the tensor.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
+use safetensors::tensor::{Metadata, TensorInfo};
 
 use super::graph::{Graph, Node, Operation, in_layer};
 use crate::blocks::{AcBlock, BN_EPS, BatchNorm, Branch, Conv, Dsc};
@@ -46,24 +48,72 @@ impl Tensors {
     /// Reads a `.safetensors` file. A file that is not valid safetensors is
     /// refused naming the file; tensors of other dtypes than F32 are kept
     /// as such and refused only when a layer needs them.
+    ///
+    /// Nothing is read on trust: the file must be a regular one, its
+    /// header's length at most the format's cap (100 MB) and within the
+    /// file, and the data the header declares exactly what the file holds
+    /// after it, all checked before the data is read; the tensors are then
+    /// read one at a time.
     pub fn load(path: &Path) -> Result<Tensors> {
-        let bytes =
-            std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::TensorFile {
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let invalid = |reason: String| Error::TensorFile {
             path: path.to_path_buf(),
-            reason: format!("not a valid safetensors file ({e})"),
-        })?;
+            reason: format!("not a valid safetensors file ({reason})"),
+        };
+        let (file, size) = crate::files::open(path, "safetensors weights")?;
+        let mut reader = BufReader::new(file);
+        if size < 8 {
+            return Err(invalid(format!("{size} bytes, shorter than the header's length")));
+        }
+        let mut length = [0u8; 8];
+        reader.read_exact(&mut length).map_err(io)?;
+        let header_len = u64::from_le_bytes(length);
+        if header_len > MAX_SAFETENSORS_HEADER {
+            return Err(invalid(format!(
+                "a header of {header_len} bytes, more than the format's {MAX_SAFETENSORS_HEADER}"
+            )));
+        }
+        if header_len > size - 8 {
+            return Err(invalid(format!(
+                "truncated: the header is {header_len} bytes, the file holds {} after its length",
+                size - 8
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        reader.read_exact(&mut header).map_err(io)?;
+        // The format's own reader checks the header: JSON, tensors in
+        // contiguous ranges, each range the size of its dtype and shape.
+        let metadata: Metadata =
+            serde_json::from_slice(&header).map_err(|e| invalid(format!("its header: {e}")))?;
+        drop(header);
+        let declared = metadata.data_len() as u64;
+        let held = size - 8 - header_len;
+        if declared != held {
+            return Err(invalid(format!(
+                "its header declares {declared} bytes of tensor data, the file holds {held}"
+            )));
+        }
+        let names = metadata.tensors();
+        let mut ordered: Vec<(&String, &TensorInfo)> = names.iter().map(|(n, t)| (n, *t)).collect();
+        ordered.sort_by_key(|(_, info)| info.data_offsets);
         let mut tensors = BTreeMap::new();
-        for (name, view) in file.iter() {
-            let data = (view.dtype() == Dtype::F32).then(|| {
-                view.data()
+        for (name, info) in ordered {
+            let (start, end) = info.data_offsets;
+            let mut bytes = vec![0u8; end - start];
+            reader.read_exact(&mut bytes).map_err(|e| {
+                invalid(format!("tensor {name} could not be read (did the file change?): {e}"))
+            })?;
+            let data = (info.dtype == Dtype::F32).then(|| {
+                bytes
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect()
             });
-            let tensor =
-                Tensor { dtype: view.dtype().to_string(), shape: view.shape().to_vec(), data };
-            tensors.insert(name.to_string(), tensor);
+            let tensor = Tensor { dtype: info.dtype.to_string(), shape: info.shape.clone(), data };
+            tensors.insert(name.clone(), tensor);
+        }
+        if reader.read(&mut [0u8]).map_err(io)? != 0 {
+            return Err(invalid("the file grew while it was read".into()));
         }
         Ok(Tensors { tensors, origin: Some(path.to_path_buf()) })
     }
@@ -273,6 +323,9 @@ impl Network {
         &self.unused
     }
 }
+
+/// The longest safetensors header read, in bytes: the format's own cap.
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
 
 /// The seed of the first layer's random weights; each layer's is apart.
 const SEED: u64 = 0x5eed_0000;

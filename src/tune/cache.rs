@@ -10,9 +10,11 @@
 //! ```
 //!
 //! Reading never fails: a missing file is an empty cache; an unreadable or
-//! corrupt file, and any entry that does not parse, was tuned on another CPU
-//! or by another convjit version, or holds a schedule the layer cannot use,
-//! is ignored with a warning. Writes replace the file atomically (a
+//! corrupt file, one that is not a regular file or is larger than
+//! [`crate::files::TUNING_CACHE`] allows (64 MiB, refused unread), and any
+//! entry that does not parse, was tuned on another CPU or by another
+//! convjit version, or holds a schedule the layer cannot use, is ignored
+//! with a warning. Writes replace the file atomically (a
 //! temporary file renamed over it), keep the entries of other machines, and
 //! replace the entry of the same workload; a file that could not be read is
 //! moved to `FILE.bak` first. Two processes writing at once
@@ -119,11 +121,13 @@ impl TuningCache {
     /// warning (see the module's documentation).
     pub fn load(path: &Path) -> TuningCache {
         let mut cache = TuningCache { path: Some(path.to_path_buf()), ..TuningCache::default() };
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::files::read_text(path, crate::files::TUNING_CACHE) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return cache,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return cache;
+            }
             Err(e) => {
-                log::warn!("tuning cache {}: {e}; using none", path.display());
+                log::warn!("tuning cache: {e}; using none");
                 cache.unreadable = true;
                 return cache;
             }

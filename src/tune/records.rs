@@ -3,7 +3,7 @@
 //! studied and plotted afterwards (`examples/tuning_curve.rs`).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -96,23 +96,71 @@ impl RecordLog {
     }
 }
 
+/// The longest line [`read`] parses, in bytes; a record takes under one
+/// kilobyte. A longer line is skipped unread, like any that does not parse.
+pub const MAX_LINE: usize = 64 << 10;
+
 /// Reads a records file: the records that parse, and how many lines did
-/// not (each skipped with a warning).
+/// not (each skipped with a warning). The file must be a regular one of at
+/// most [`crate::files::RECORDS`]' bound (1 GiB); it is read a line at a
+/// time, a line longer than [`MAX_LINE`] skipped without being held.
 pub fn read(path: &Path) -> Result<(Vec<Record>, usize)> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let bytes = std::fs::read(path).map_err(io)?;
+    let kind = crate::files::RECORDS;
+    let (file, size) = crate::files::open(path, kind.what)?;
+    if size > kind.limit {
+        return Err(crate::files::too_large(path, kind, Some(size)));
+    }
+    let mut reader = BufReader::new(file.take(kind.limit));
     let (mut records, mut skipped) = (Vec::new(), 0);
-    for (number, line) in bytes.split(|&b| b == b'\n').enumerate() {
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let read =
+            (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).map_err(io)?;
+        if read == 0 {
+            break;
+        }
+        if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
+            skip_line(&mut reader).map_err(io)?;
+            skipped += 1;
+            log::warn!(
+                "{}:{number}: a line longer than {MAX_LINE} bytes is no tuning record; skipped",
+                path.display()
+            );
+            continue;
+        }
         if line.trim_ascii().is_empty() {
             continue;
         }
-        match serde_json::from_slice(line) {
+        match serde_json::from_slice(&line) {
             Ok(record) => records.push(record),
             Err(e) => {
                 skipped += 1;
-                log::warn!("{}:{}: not a tuning record ({e}); skipped", path.display(), number + 1);
+                log::warn!("{}:{number}: not a tuning record ({e}); skipped", path.display());
             }
         }
     }
     Ok((records, skipped))
+}
+
+/// Consumes the rest of the current line, up to and with its newline,
+/// without holding it.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buffer = reader.fill_buf()?;
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        match buffer.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                reader.consume(end + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buffer.len();
+                reader.consume(n);
+            }
+        }
+    }
 }
