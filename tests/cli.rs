@@ -561,6 +561,49 @@ fn run_and_ir_take_a_schedule_file() {
     failed("ir with an illegal schedule", &out, "strategy = depthwise");
 }
 
+/// A `col_block` of 2^64 − 1 passed `Schedule::legal`, wrapped to 0 when
+/// rounded up to whole pixel tiles, and the compiler divided by it: a
+/// panic from `run --schedule`, `ir --schedule`, and `run --tuned` on a
+/// cache holding it. Now the schedule file is refused in one line naming
+/// the field, and the cache entry is ignored (reading a cache never fails).
+#[test]
+fn bug_a_col_block_of_u64_max_fails_cleanly() {
+    let case = Case::new(CONV);
+    let huge = u64::MAX.to_string();
+    let file = case.path("huge.json");
+    let json = format!(
+        r#"{{"strategy":"direct","oc_vectors":1,"pixel_tile":4,"reduction_unroll":1,"loop_order":"rows_outer","col_block":{huge}}}"#
+    );
+    fs::write(&file, json).unwrap();
+    let reason = format!("col_block = {huge}");
+    let out = case.run(&case.json, &["--schedule", file.to_str().unwrap()]);
+    failed("run --schedule", &out, &reason);
+    assert!(!case.path("y.npy").exists(), "an output was left behind");
+    let out = convjit(&["ir", "--spec", &case.json, "--schedule", file.to_str().unwrap()]);
+    failed("ir --schedule", &out, &reason);
+
+    let cache = case.path("tuning.json");
+    let schedule = convjit::Schedule {
+        col_block: Some(usize::MAX),
+        loop_order: convjit::schedule::LoopOrder::RowsOuter,
+        ..convjit::schedule::choose(&case.spec)
+    };
+    let entry = convjit::tune::Entry {
+        workload: convjit::tune::Workload::host(&case.spec, 1),
+        schedule,
+        macs_per_cycle: 1.0,
+        heuristic_macs_per_cycle: 1.0,
+        candidates: 1,
+        tuned_at: 0,
+    };
+    convjit::tune::TuningCache::update(&cache, entry).unwrap();
+    let out = case.run(&case.json, &["--tuned", "--cache", cache.to_str().unwrap(), "--check"]);
+    succeeded("run --tuned over a cache entry with col_block 2^64 - 1", &out);
+    assert!(stderr(&out).contains("col_block"), "no warning: {}", stderr(&out));
+    let y = read_f32(&case.path("y.npy"), "output", &case.spec.output_shape()).unwrap();
+    check("run --tuned", &case.spec.output_shape(), &y, &case.expected(), 1e-5);
+}
+
 // ---------------------------------------------------------------------------
 // bench
 // ---------------------------------------------------------------------------
