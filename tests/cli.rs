@@ -1081,3 +1081,33 @@ fn net_refuses_bad_options_in_one_line() {
     failed("unknown field", &out, r#"layer "c": unknown field `pad`"#);
     assert_eq!(entries(dir.path()), ["bad.json", "small.json"]);
 }
+
+/// A max_pool padding of 2^63 − 2 wrapped in the shape inference and
+/// `convjit net` wrote a wrong output with exit status 0; 2^63 − 1
+/// panicked. Both now fail in one line naming the layer, the field and the
+/// value, and write nothing.
+#[test]
+fn bug_net_max_pool_padding_near_2_63_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    for padding in [i64::MAX - 1, i64::MAX] {
+        let model = format!(
+            r#"{{"name": "m", "input": [1, 1, 8, 8], "layers": [
+                {{"kind": "max_pool", "name": "pool", "kernel": 3, "padding": {padding}}}]}}"#
+        );
+        let file = dir.path().join("model.json");
+        fs::write(&file, model).unwrap();
+        let y = dir.path().join("y.npy");
+        let out = convjit(&[
+            "net",
+            "--model",
+            file.to_str().unwrap(),
+            "--output",
+            y.to_str().unwrap(),
+            "--runs",
+            "1",
+        ]);
+        failed("net", &out, &format!(r#"layer "pool": max_pool padding [{padding}, {padding}]"#));
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(entries(dir.path()), ["model.json"]);
+    }
+}

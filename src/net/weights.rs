@@ -68,9 +68,15 @@ impl Tensors {
         Ok(Tensors { tensors, origin: Some(path.to_path_buf()) })
     }
 
-    /// Adds (or replaces) an f32 tensor of `shape`; the length is checked.
+    /// Adds (or replaces) an f32 tensor of `shape`; the length is checked
+    /// (a shape whose product of sizes overflows describes no tensor).
     pub fn insert(&mut self, name: &str, shape: &[usize], data: Vec<f32>) -> Result<()> {
-        let expected = shape.iter().product();
+        let Some(expected) = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
+            return Err(Error::Model {
+                layer: super::model::MODEL.into(),
+                reason: format!("tensor {name} has shape {shape:?}: its element count overflows"),
+            });
+        };
         if data.len() != expected {
             return Err(Error::BufferLength {
                 what: "tensor",
