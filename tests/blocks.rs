@@ -24,7 +24,7 @@ fn conv_then_bn(conv: &Conv, bn: &BatchNorm, x: &[f32]) -> Vec<f32> {
 }
 
 fn conv_with(json: &str, seed: u64) -> Conv {
-    Conv::random(spec(json), seed)
+    Conv::random(spec(json), seed).expect("random conv")
 }
 
 /// One spec of every kind, transposed ones with groups, strides and output
@@ -395,7 +395,7 @@ fn dsc_refuses_what_is_not_one() {
     );
     let pw_wrong =
         spec(r#"{"op":"conv2d","in_channels":8,"out_channels":4,"height":5,"width":6,"kernel":1}"#);
-    let conv = |s: &ValidSpec| Conv::random(s.clone(), 1);
+    let conv = |s: &ValidSpec| Conv::random(s.clone(), 1).expect("random conv");
     assert!(Dsc::new(conv(&grouped), conv(&pw)).unwrap_err().to_string().contains("groups"));
     assert!(Dsc::new(conv(&dw), conv(&pw3)).unwrap_err().to_string().contains("1×1"));
     assert!(Dsc::new(conv(&dw), conv(&pw_wrong)).unwrap_err().to_string().contains("takes"));

@@ -95,23 +95,23 @@ impl Case {
 
     /// `convjit run` on this case's files with `extra` arguments, writing y.npy.
     fn run(&self, spec_arg: &str, extra: &[&str]) -> Output {
-        let (x, w, y, b) = (self.p("x.npy"), self.p("w.npy"), self.p("y.npy"), self.p("b.npy"));
-        let mut args: Vec<&str> = vec![
-            "run",
-            "--spec",
-            spec_arg,
-            "--input",
-            x.as_str(),
-            "--weight",
-            w.as_str(),
-            "--output",
-            y.as_str(),
-        ];
+        let args = self.run_args(spec_arg, extra);
+        convjit(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The arguments of [`Case::run`].
+    fn run_args(&self, spec_arg: &str, extra: &[&str]) -> Vec<String> {
+        let (x, w, y) = (self.p("x.npy"), self.p("w.npy"), self.p("y.npy"));
+        let mut args =
+            vec!["run", "--spec", spec_arg, "--input", &x, "--weight", &w, "--output", &y]
+                .into_iter()
+                .map(str::to_string)
+                .collect::<Vec<_>>();
         if self.b.is_some() {
-            args.extend(["--bias", b.as_str()]);
+            args.extend(["--bias".to_string(), self.p("b.npy")]);
         }
-        args.extend(extra);
-        convjit(&args)
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
     }
 
     fn expected(&self) -> Vec<f32> {
@@ -1040,7 +1040,7 @@ fn net_takes_weights_and_refuses_what_does_not_fit() {
     let spec = spec(
         r#"{"op":"conv2d","in_channels":2,"out_channels":3,"height":5,"width":5,"kernel":3,"padding":1,"activation":"relu"}"#,
     );
-    let x = convjit::net::random_input([1, 2, 5, 5], 1);
+    let x = convjit::net::random_input([1, 2, 5, 5], 1).unwrap();
     let expected = reference::conv(&spec, &x, &weight.2, Some(&bias.2)).unwrap();
     let found = read_f32(&y, "output", &[1, 3, 5, 5]).unwrap();
     check("net --weights", &[1, 3, 5, 5], &found, &expected, 1e-5);
@@ -1110,4 +1110,117 @@ fn bug_net_max_pool_padding_near_2_63_fails_cleanly() {
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(entries(dir.path()), ["model.json"]);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Legal work too large for the memory
+// ---------------------------------------------------------------------------
+
+/// The address space the commands below may use: 1 GiB.
+#[cfg(target_os = "linux")]
+const MEMORY_LIMIT: u64 = 1 << 30;
+
+/// `convjit` with `args` under an address-space limit of `bytes`
+/// (`RLIMIT_AS`). Linux overcommits: without a limit a buffer of gigabytes
+/// is granted and the process is killed later, when it touches the pages;
+/// under one, the allocation itself is refused, as on a host without the
+/// memory.
+#[cfg(target_os = "linux")]
+fn convjit_limited(args: &[String], bytes: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_convjit"));
+    command.args(args).env_remove("RUST_LOG");
+    // SAFETY: between fork and exec the closure calls only setrlimit, which
+    // is async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+            match libc::setrlimit(libc::RLIMIT_AS, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    command.output().expect("the convjit binary runs")
+}
+
+/// Runs `args` under [`MEMORY_LIMIT`] and asserts a clean refusal: exit
+/// status 1 (not SIGABRT's 134), one line naming `reason`, within seconds.
+#[cfg(target_os = "linux")]
+fn refused_for_memory(what: &str, args: &[String], reason: &str) {
+    let start = Instant::now();
+    let out = convjit_limited(args, MEMORY_LIMIT);
+    let took = start.elapsed();
+    failed(what, &out, reason);
+    assert_eq!(out.status.code(), Some(1), "{what}: {}", out.status);
+    assert!(took.as_secs_f64() < 10.0, "{what}: took {took:?}");
+}
+
+/// A conv_transpose2d of stride 32768 on a 2×2 input is legal and asks for
+/// a 32770×32770 output, 4.3 GB: the process aborted on the allocation.
+/// It is now refused, before anything is compiled, in one line naming the
+/// output and its size.
+#[cfg(target_os = "linux")]
+#[test]
+fn bug_a_transposed_conv_of_stride_32768_fails_cleanly_for_memory() {
+    let case = Case::new(
+        r#"{"op":"conv_transpose2d","in_channels":1,"out_channels":1,"height":2,"width":2,"kernel":2,"stride":32768}"#,
+    );
+    assert_eq!(case.spec.output_shape(), [1, 1, 32770, 32770]);
+    let bytes = 32770u64 * 32770 * 4;
+    let reason = format!("cannot allocate the output: 4.3 GB ({bytes} bytes)");
+    refused_for_memory("stride 32768", &case.run_args(&case.json, &[]), &reason);
+    assert_eq!(entries(case.dir.path()), case.inputs(), "files left behind");
+}
+
+/// A conv2d whose output is legal (padding 16384 around one pixel: 32769²
+/// elements) but past the memory, on every engine; and a legal output
+/// whose reference run (`--engine reference`, f64 accumulators of twice
+/// its size) is past it.
+#[cfg(target_os = "linux")]
+#[test]
+fn legal_layers_past_the_memory_fail_cleanly() {
+    let case = Case::new(
+        r#"{"op":"conv2d","in_channels":1,"out_channels":1,"height":1,"width":1,"kernel":1,"padding":16384}"#,
+    );
+    let bytes = 32769u64 * 32769 * 4;
+    let reason = format!("cannot allocate the output: 4.3 GB ({bytes} bytes)");
+    for engine in ["jit", "naive", "im2col", "reference"] {
+        let args = case.run_args(&case.json, &["--engine", engine, "--check"]);
+        refused_for_memory(engine, &args, &reason);
+    }
+    assert_eq!(entries(case.dir.path()), case.inputs(), "files left behind");
+
+    // 128 × 1023 × 1023 outputs: 536 MB of f32, 1.07 GB of f64.
+    let case = Case::new(
+        r#"{"op":"conv2d","in_channels":1,"out_channels":128,"height":1,"width":1,"kernel":1,"padding":511}"#,
+    );
+    let args = case.run_args(&case.json, &["--engine", "reference"]);
+    refused_for_memory(
+        "reference",
+        &args,
+        "cannot allocate the reference's f64 accumulators: 1.1 GB",
+    );
+    assert_eq!(entries(case.dir.path()), case.inputs(), "files left behind");
+}
+
+/// A model whose activations are legal but past the memory fails naming
+/// the layer, before any kernel is compiled.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_model_past_the_memory_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.json");
+    fs::write(
+        &model,
+        r#"{"name": "m", "input": [1, 1, 1, 1], "layers": [
+            {"kind": "conv", "name": "c", "out_channels": 1, "kernel": 1, "padding": 16384}]}"#,
+    )
+    .unwrap();
+    let args = ["net", "--model", model.to_str().unwrap(), "--runs", "1"].map(str::to_string);
+    refused_for_memory(
+        "net",
+        &args,
+        r#"model: layer "c": cannot allocate the layer's output: 4.3 GB"#,
+    );
 }

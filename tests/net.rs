@@ -88,7 +88,7 @@ fn builtin_counts_match_the_published_ones() {
 #[test]
 fn resnet18_runs_on_the_jit() {
     let network = Network::new(Graph::new(&net::resnet18()).unwrap(), None).unwrap();
-    let x = net::random_input(network.graph().input_shape(), 1);
+    let x = net::random_input(network.graph().input_shape(), 1).unwrap();
     let mut prepared = network.prepare(&Options::default(), None).unwrap();
     let y = prepared.run(&x).unwrap();
     assert_eq!(y.len(), 1000);
@@ -170,7 +170,7 @@ fn every_layer_kind_runs_on_the_jit_as_on_the_reference() {
     assert_ne!(flat_end, EVERY_KIND);
     for json in [EVERY_KIND, &flat_end] {
         let network = Network::new(self::graph(json), None).unwrap();
-        let x = net::random_input(network.graph().input_shape(), 7);
+        let x = net::random_input(network.graph().input_shape(), 7).unwrap();
         let expected = reference(&network, &x);
         assert!(expected.iter().any(|&v| v != 0.0));
         for dsc in [DscMode::Fused, DscMode::Unfused] {
@@ -190,7 +190,7 @@ fn every_layer_kind_runs_on_the_jit_as_on_the_reference() {
 #[test]
 fn the_report_counts_every_layer_and_shows_what_folded() {
     let network = Network::new(graph(EVERY_KIND), None).unwrap();
-    let x = net::random_input(network.graph().input_shape(), 3);
+    let x = net::random_input(network.graph().input_shape(), 3).unwrap();
     let mut prepared = network.prepare(&Options::default(), None).unwrap();
     let (y, report) = prepared.measure(&x, 3).unwrap();
     assert_eq!(y.len(), 10);
@@ -425,7 +425,7 @@ fn weights_from_safetensors_run_as_the_same_tensors_handed_in() {
     assert_eq!(from_file.unused_tensors(), ["head.extra"]);
     let handed_in = Network::new(graph(EVERY_KIND), Some(&direct)).unwrap();
     assert!(handed_in.unused_tensors().is_empty());
-    let x = net::random_input(from_file.graph().input_shape(), 11);
+    let x = net::random_input(from_file.graph().input_shape(), 11).unwrap();
     let y = run(&from_file, &Options::default(), &x);
     // Bit for bit the run of the same tensors handed in directly.
     assert_eq!(y, run(&handed_in, &Options::default(), &x));

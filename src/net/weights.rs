@@ -126,20 +126,28 @@ pub(crate) struct DscParams {
 impl DscParams {
     /// The block to compile: each BatchNorm folded, each activation fused.
     pub(crate) fn folded(&self) -> Result<Dsc> {
-        let [dw, pw] = self.stages.clone().map(|(conv, bn, act)| {
-            let conv = match &bn {
-                Some(bn) => conv.fold(bn)?,
-                None => conv,
-            };
-            conv.with_activation(act)
+        let [dw, pw] = self.stages.each_ref().map(|(conv, bn, act)| match bn {
+            Some(bn) => conv.fold(bn)?.with_activation(*act),
+            None => conv.with_activation(*act),
         });
         Dsc::new(dw?, pw?)
+    }
+
+    /// A copy, its weights allocated fallibly ([`Conv::try_clone`]).
+    pub(crate) fn try_clone(&self) -> Result<DscParams> {
+        let [(dw, dw_bn, dw_act), (pw, pw_bn, pw_act)] = &self.stages;
+        Ok(DscParams {
+            stages: [
+                (dw.try_clone()?, dw_bn.clone(), *dw_act),
+                (pw.try_clone()?, pw_bn.clone(), *pw_act),
+            ],
+        })
     }
 
     /// The layer's output on `x` through the reference interpreter, as
     /// written: each conv, then its BatchNorm, then its activation.
     pub(crate) fn reference(&self, x: &[f32]) -> Result<Vec<f32>> {
-        let mut y = x.to_vec();
+        let mut y = crate::alloc::copied(x, "the layer's input")?;
         for (conv, bn, act) in &self.stages {
             y = conv.reference(&y)?;
             if let Some(bn) = bn {
@@ -189,7 +197,7 @@ impl Supply<'_> {
         if t.shape != shape {
             return Err(err(format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape)));
         }
-        Ok(data.clone())
+        crate::alloc::copied(data, "a copy of the tensor").map_err(in_layer(layer))
     }
 
     /// The conv `spec` with weight `{prefix}.weight` (of `shape`, when
@@ -203,7 +211,9 @@ impl Supply<'_> {
         shape: Option<&[usize]>,
         seed: u64,
     ) -> Result<Conv> {
-        let Some(tensors) = self.tensors else { return Ok(Conv::random(spec.clone(), seed)) };
+        let Some(tensors) = self.tensors else {
+            return Conv::random(spec.clone(), seed).map_err(in_layer(layer));
+        };
         let w_shape = shape.map_or_else(|| spec.weight_shape().to_vec(), <[usize]>::to_vec);
         let weight = self.take(tensors, layer, &format!("{prefix}.weight"), &w_shape)?;
         let bias = if spec.has_bias() {
