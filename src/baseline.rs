@@ -11,6 +11,7 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
+use crate::alloc;
 use crate::border::Border;
 use crate::engine::Prepared;
 use crate::error::{Error, Result};
@@ -34,7 +35,8 @@ impl Naive {
     /// their lengths.
     pub fn new(spec: &ValidSpec, weight: &[f32], bias: Option<&[f32]>) -> Result<Naive> {
         spec.check_operands(spec.input_len(), weight.len(), bias.map(<[f32]>::len))?;
-        Ok(Naive { spec: spec.clone(), weight: weight.to_vec(), bias: bias.map(<[f32]>::to_vec) })
+        let weight = alloc::copied(weight, "the weights")?;
+        Ok(Naive { spec: spec.clone(), weight, bias: bias.map(<[f32]>::to_vec) })
     }
 }
 
@@ -173,14 +175,14 @@ impl Im2col {
         let threads = if threads > 1 { threads.min(rayon::current_num_threads()) } else { 1 };
         Ok(Im2col {
             spec: spec.clone(),
-            weight: weight.to_vec(),
+            weight: alloc::copied(weight, "the weights")?,
             bias: bias.map(<[f32]>::to_vec),
             border: match spec.op() {
                 Op::Conv2d => Border::new(spec, weight, bias),
                 Op::ConvTranspose2d => None, // col2im multiplies real pixels only
             },
             threads,
-            columns: Mutex::new(vec![0.0; columns_len(spec)]),
+            columns: Mutex::new(alloc::zeroed_f32(columns_len(spec), COLUMNS)?),
         })
     }
 
@@ -255,11 +257,11 @@ impl Prepared for Im2col {
     fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
         check_buffers(&self.spec, input, output)?;
         let mut cached = self.columns.try_lock().ok();
-        let mut local = Vec::new();
+        let mut local;
         let columns: &mut Vec<f32> = match cached.as_deref_mut() {
             Some(columns) => columns,
             None => {
-                local.resize(columns_len(&self.spec), 0.0);
+                local = alloc::zeroed_f32(columns_len(&self.spec), COLUMNS)?;
                 &mut local
             }
         };
@@ -275,13 +277,19 @@ impl Prepared for Im2col {
     }
 }
 
-/// The length of the column matrix of one image and group.
+/// The column matrix, for errors.
+const COLUMNS: &str = "the im2col column matrix";
+
+/// The length of the column matrix of one image and group: the product of
+/// a weight's and a tensor's sizes, so up to about 2^62 for a legal spec;
+/// `usize::MAX` (refused by the allocation) past that.
 fn columns_len(spec: &ValidSpec) -> usize {
     let taps = spec.kernel()[0] * spec.kernel()[1];
-    match spec.op() {
-        Op::Conv2d => spec.in_per_group() * taps * spec.out_height() * spec.out_width(),
-        Op::ConvTranspose2d => spec.out_per_group() * taps * spec.height() * spec.width(),
-    }
+    let [rows, pixels] = match spec.op() {
+        Op::Conv2d => [spec.in_per_group() * taps, spec.out_height() * spec.out_width()],
+        Op::ConvTranspose2d => [spec.out_per_group() * taps, spec.height() * spec.width()],
+    };
+    rows.saturating_mul(pixels)
 }
 
 /// columns[(icg·kh + i)·kw + j][oy·wo + ox] = image[icg, oy·s + i·d − p, ox·s + j·d − p],

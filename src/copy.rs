@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::codegen::Plan;
 use crate::codegen::plan::INPUT_BLOCK;
+use crate::error::Result;
 use crate::spec::ValidSpec;
 
 /// Makes the copies of one kernel's plan.
@@ -193,8 +194,11 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    pub(crate) fn zeroed(len: usize) -> Scratch {
-        Scratch { data: vec![0.0; len.max(1) + 2 * LINE_FLOATS] }
+    /// A zeroed buffer of `len` floats (at least 1), named `what` if the
+    /// memory is refused.
+    pub(crate) fn zeroed(len: usize, what: &'static str) -> Result<Scratch> {
+        let len = len.max(1).saturating_add(2 * LINE_FLOATS);
+        Ok(Scratch { data: crate::alloc::zeroed_f32(len, what)? })
     }
 
     pub(crate) fn get_mut(&mut self) -> &mut [f32] {

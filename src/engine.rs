@@ -96,7 +96,7 @@ impl Engine {
             Engine::Im2col => Ok(Box::new(Im2col::new(spec, weight, bias, threads)?)),
             Engine::Reference => Ok(Box::new(ReferenceLayer {
                 spec: spec.clone(),
-                weight: weight.to_vec(),
+                weight: crate::alloc::copied(weight, "the weights")?,
                 bias: bias.map(<[f32]>::to_vec),
             })),
         }

@@ -115,6 +115,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A buffer the work needs could not be allocated (see
+    /// [`crate::alloc`]): the layer or model is legal but too large for
+    /// the memory the process may have.
+    #[error("cannot allocate {what}: {} ({bytes} bytes)", crate::alloc::human_bytes(*bytes))]
+    Allocation {
+        /// The buffer, as a phrase ("the output").
+        what: &'static str,
+        /// Its size in bytes.
+        bytes: u128,
+    },
     /// The benchmark chart could not be drawn.
     #[error("plot: {0}")]
     Plot(String),

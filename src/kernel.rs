@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::alloc;
 use crate::border::Border;
 use crate::codegen::Plan;
 use crate::complexity::Complexity;
@@ -166,8 +167,8 @@ impl Kernel {
         let lanes = self.plan.lanes;
         let taps = spec.kernel()[0] * spec.kernel()[1];
         let (cig, cog) = (spec.in_per_group(), spec.out_per_group());
-        let mut w = vec![0.0f32; self.plan.items * cig * taps * lanes];
-        let mut b = vec![0.0f32; self.plan.items * lanes];
+        let mut w = alloc::zeroed_f32(self.plan.items * cig * taps * lanes, "the packed weights")?;
+        let mut b = alloc::zeroed_f32(self.plan.items * lanes, "the packed bias")?;
         for item in 0..self.plan.items {
             for lane in 0..lanes {
                 // This lane's output channel, and the PyTorch index of its
@@ -280,8 +281,8 @@ impl Kernel {
             (true, false) => 1,
             (true, true) => threads,
         };
-        if buffers.len() < needed {
-            buffers.resize_with(needed, || Scratch::zeroed(self.plan.copy_len()));
+        while buffers.len() < needed {
+            buffers.push(Scratch::zeroed(self.plan.copy_len(), "the padded input copy")?);
         }
         for n in 0..spec.batch() {
             let x = &input[n * image_in..(n + 1) * image_in];
@@ -585,7 +586,7 @@ mod tests {
                 ],
                 faults: Some(&raw const faults),
             };
-            let mut copy = Scratch::zeroed(kernel.plan.copy_len());
+            let mut copy = Scratch::zeroed(kernel.plan.copy_len(), "the input copy").unwrap();
             kernel.copier().image(&x, copy.get_mut(), 1);
             let call = call.reading(copy.as_ptr(), copy.as_ptr(), kernel.plan.copy_len());
             // SAFETY: the pointers are valid for the plan's lengths; the

@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod alloc;
 pub mod atomic;
 pub mod baseline;
 pub mod bench;

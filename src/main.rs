@@ -479,7 +479,9 @@ fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Res
         Some(path) => Some(npy::read_f32(path, "bias", &[spec.out_channels()])?),
         None => None,
     };
-    let mut y = vec![0.0f32; spec.output_len()];
+    // Before anything is compiled: a legal layer too large for the memory
+    // the process may have fails here, in one line.
+    let mut y = convjit::alloc::zeroed_f32(spec.output_len(), "the output")?;
     let macs = Complexity::of(&spec).macs_valid;
     if engine == Engine::Jit {
         let mut compiler = Compiler::host()?;
@@ -887,7 +889,7 @@ fn net(model: &str, files: &NetFiles, options: &net::Options, outputs: NetOutput
     let shape = network.graph().input_shape();
     let x = match &files.input {
         Some(path) => npy::read_f32(path, "input", &shape)?,
-        None => net::random_input(shape, NET_INPUT_SEED),
+        None => net::random_input(shape, NET_INPUT_SEED)?,
     };
     let spinner = ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(120));

@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use crate::alloc;
 use crate::error::Result;
 
 /// Which output planes `(image, channel)` to compute.
@@ -38,22 +39,20 @@ fn conv_planes(
     keep: &Keep<'_>,
 ) -> Result<Vec<f32>> {
     spec.check_operands(input.len(), weight.len(), bias.map(<[f32]>::len))?;
-    let mut acc = vec![0.0f64; spec.output_len()];
+    let mut acc = alloc::zeroed_f64(spec.output_len(), "the reference's f64 accumulators")?;
     match spec.op() {
         Op::Conv2d => conv2d(spec, input, weight, &mut acc, keep),
         Op::ConvTranspose2d => conv_transpose2d(spec, input, weight, &mut acc, keep),
     }
     let plane = spec.out_height() * spec.out_width();
     let activation = spec.activation();
-    Ok(acc
-        .iter()
-        .enumerate()
-        .map(|(i, &sum)| {
-            let channel = (i / plane) % spec.out_channels();
-            let biased = sum + bias.map_or(0.0, |b| f64::from(b[channel]));
-            activation.apply_f64(biased) as f32
-        })
-        .collect())
+    let mut output = alloc::zeroed_f32(acc.len(), "the reference output")?;
+    for (i, (y, &sum)) in output.iter_mut().zip(&acc).enumerate() {
+        let channel = (i / plane) % spec.out_channels();
+        let biased = sum + bias.map_or(0.0, |b| f64::from(b[channel]));
+        *y = activation.apply_f64(biased) as f32;
+    }
+    Ok(output)
 }
 
 /// y[n, oc, oh, ow] = Σ_{ic in oc's group, i, j} x[n, ic, oh·s − p + i·d, ow·s − p + j·d] · w[oc, ic, i, j]
@@ -253,7 +252,7 @@ impl Oracle {
         planes: &[(usize, usize)],
     ) -> Result<Oracle> {
         let (images, channels) = (spec.batch(), spec.out_channels());
-        let mut keep = vec![false; images * channels];
+        let mut keep = alloc::filled(images * channels, false, "the oracle's list of planes")?;
         for &(n, c) in planes {
             if n >= images || c >= channels {
                 return Err(crate::error::Error::InvalidTuning(format!(
@@ -276,7 +275,11 @@ impl Oracle {
         let channels = spec.out_channels();
         let keep = |n: usize, c: usize| planes.as_ref().is_none_or(|p| p[n * channels + c]);
         let expected = conv_planes(spec, input, weight, bias, &keep)?;
-        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+        let abs = |v: &[f32], what| -> Result<Vec<f32>> {
+            let mut a = alloc::copied(v, what)?;
+            a.iter_mut().for_each(|x| *x = x.abs());
+            Ok(a)
+        };
         let magnitude_spec = {
             let mut s = spec.to_conv_spec();
             s.bias = false;
@@ -284,20 +287,21 @@ impl Oracle {
             s.negative_slope = None;
             s.validate()?
         };
-        let magnitude = conv_planes(&magnitude_spec, &abs(input), &abs(weight), None, &keep)?;
+        let (input_abs, weight_abs) =
+            (abs(input, "the input's magnitudes")?, abs(weight, "the weights' magnitudes")?);
+        let magnitude = conv_planes(&magnitude_spec, &input_abs, &weight_abs, None, &keep)?;
+        drop((input_abs, weight_abs));
         let n = (spec.in_per_group() * spec.kernel()[0] * spec.kernel()[1] + 2) as f64;
         let u = f64::from(f32::EPSILON) / 2.0;
         let gamma = n * u / (1.0 - n * u);
         let plane = spec.out_height() * spec.out_width();
-        let bound = expected
-            .iter()
-            .zip(&magnitude)
-            .enumerate()
-            .map(|(i, (&e, &m))| {
-                let b = bias.map_or(0.0, |b| f64::from(b[(i / plane) % spec.out_channels()]).abs());
-                gamma * (f64::from(m) + b) + u * f64::from(e).abs()
-            })
-            .collect();
+        let mut bound = alloc::zeroed_f64(expected.len(), "the error bounds")?;
+        for (i, (bound, (&e, &m))) in
+            bound.iter_mut().zip(expected.iter().zip(&magnitude)).enumerate()
+        {
+            let b = bias.map_or(0.0, |b| f64::from(b[(i / plane) % spec.out_channels()]).abs());
+            *bound = gamma * (f64::from(m) + b) + u * f64::from(e).abs();
+        }
         Ok(Oracle { shape: spec.output_shape(), expected, bound, planes })
     }
 
@@ -334,11 +338,13 @@ impl Oracle {
         let deviation = match &self.planes {
             None => compare(actual, &self.expected),
             Some(_) => {
-                let pick = |v: &[f32]| {
-                    v.iter().enumerate().filter(|&(i, _)| checked(i)).map(|(_, &x)| x).collect()
+                let pick = |v: &[f32]| -> Result<Vec<f32>> {
+                    let mut picked = alloc::zeroed_f32(self.checked(), "the checked outputs")?;
+                    let chosen = v.iter().enumerate().filter(|&(i, _)| checked(i));
+                    picked.iter_mut().zip(chosen).for_each(|(p, (_, &x))| *p = x);
+                    Ok(picked)
                 };
-                let (a, e): (Vec<f32>, Vec<f32>) = (pick(actual), pick(&self.expected));
-                compare(&a, &e)
+                compare(&pick(actual)?, &pick(&self.expected)?)
             }
         };
         let mut verdict = Verdict { deviation, worst_ratio: 0.0, worst: None };

@@ -171,9 +171,18 @@ pub const MIN_MACS_PER_THREAD: u64 = 2_000_000;
 /// The most threads a schedule may ask for.
 pub const MAX_THREADS: usize = 256;
 
+/// The largest column block or band of rows a schedule may ask for: the
+/// spec's [`MAX_DIM`](crate::spec::MAX_DIM) (2^24), so that rounding a
+/// block up to whole pixel tiles cannot overflow. A block or band larger
+/// than the layer's rows computes them whole.
+pub const MAX_KNOB: usize = crate::spec::MAX_DIM as usize;
+
 impl Schedule {
     /// Checks that this schedule can compute `spec`; the error names the
-    /// field that cannot.
+    /// field that cannot. Every numeric knob is bounded (the accumulators'
+    /// by [`MAX_ACCUMULATORS`], threads by [`MAX_THREADS`], column blocks
+    /// and bands by [`MAX_KNOB`]) before any product of knobs is formed, so
+    /// no arithmetic on a legal schedule overflows.
     pub fn legal(&self, spec: &ValidSpec) -> Result<()> {
         let bad = |field: &'static str, value: String, reason: &str| {
             Err(Error::InvalidSchedule { field, value, reason: reason.to_string() })
@@ -206,7 +215,9 @@ impl Schedule {
                     "must be a multiple of 4 from 4 to 56 for the width strategy",
                 );
             }
-        } else if self.pixel_tile == 0 || self.oc_vectors * self.pixel_tile > MAX_ACCUMULATORS {
+        } else if !(1..=MAX_ACCUMULATORS).contains(&self.pixel_tile)
+            || self.oc_vectors * self.pixel_tile > MAX_ACCUMULATORS
+        {
             return bad(
                 "pixel_tile",
                 self.pixel_tile.to_string(),
@@ -217,7 +228,9 @@ impl Schedule {
             Strategy::Width => self.pixel_tile / 4,
             _ => self.oc_vectors * self.pixel_tile,
         };
-        if self.row_tile == 0 || per_row * self.row_tile > MAX_ACCUMULATORS {
+        if !(1..=MAX_ACCUMULATORS).contains(&self.row_tile)
+            || per_row * self.row_tile > MAX_ACCUMULATORS
+        {
             return bad(
                 "row_tile",
                 self.row_tile.to_string(),
@@ -228,7 +241,9 @@ impl Schedule {
             return bad("reduction_unroll", self.reduction_unroll.to_string(), "must be 1 to 4");
         }
         match self.col_block {
-            Some(0) => return bad("col_block", "0".into(), "must be at least 1 pixel"),
+            Some(b) if !(1..=MAX_KNOB).contains(&b) => {
+                return bad("col_block", b.to_string(), &format!("must be 1 to {MAX_KNOB} pixels"));
+            }
             Some(b) if self.loop_order == LoopOrder::ChannelsOuter => {
                 return bad(
                     "col_block",
@@ -252,8 +267,12 @@ impl Schedule {
                     "copy = group shares whole groups between threads: needs split = items",
                 );
             }
-            InputCopy::Bands(0) => {
-                return bad("copy", "bands of 0 rows".into(), "a band has at least 1 row");
+            InputCopy::Bands(rows) if !(1..=MAX_KNOB).contains(&rows) => {
+                return bad(
+                    "copy",
+                    format!("bands of {rows} rows"),
+                    &format!("a band has 1 to {MAX_KNOB} rows"),
+                );
             }
             InputCopy::Bands(_) if self.split == Split::Items && self.threads > 1 => {
                 return bad(

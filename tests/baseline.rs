@@ -224,3 +224,25 @@ fn im2col_reuses_its_columns_across_runs_and_threads() {
         });
     }
 }
+
+/// A legal layer whose im2col column matrix is 2048 · 1024 taps by 31746 ·
+/// 32769 output pixels (8.7 PB): preparing it is refused naming the
+/// matrix and its size, not an abort (nor an overflow in the length).
+#[test]
+fn a_column_matrix_past_the_memory_is_refused() {
+    let spec = spec(
+        r#"{"op":"conv2d","in_channels":2048,"out_channels":1,"height":1,"width":1,"kernel":[1024,1],"padding":16384,"bias":false}"#,
+    );
+    let weight = vec![0.5; spec.weight_len()];
+    match Engine::Im2col.prepare(&spec, &weight, None) {
+        Err(e @ Error::Allocation { .. }) => {
+            let text = e.to_string();
+            assert!(text.starts_with("cannot allocate the im2col column matrix: 8.7 PB"), "{text}");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("an 8.7 PB column matrix was allocated"),
+    }
+    // Lengths past usize are refused as well.
+    let e = convjit::alloc::zeroed_f64(usize::MAX, "a buffer").unwrap_err().to_string();
+    assert!(e.starts_with("cannot allocate a buffer: 147.6 EB ("), "{e}");
+}

@@ -24,7 +24,7 @@ fn conv_then_bn(conv: &Conv, bn: &BatchNorm, x: &[f32]) -> Vec<f32> {
 }
 
 fn conv_with(json: &str, seed: u64) -> Conv {
-    Conv::random(spec(json), seed)
+    Conv::random(spec(json), seed).expect("random conv")
 }
 
 /// One spec of every kind, transposed ones with groups, strides and output
@@ -309,6 +309,79 @@ fn a_dsc_block_past_the_unroll_limit_runs_unfused() {
     assert!(e.to_string().contains("unfused"), "{e}");
 }
 
+/// A knob value at or past one of `DscSchedule::legal`'s bounds: small
+/// values, the bounds and one past them, and values that overflow any
+/// product (2^32, 2^63, 2^64 − 1).
+fn any_knob() -> impl Strategy<Value = usize> + Clone {
+    let edges = vec![
+        14,
+        15,
+        256,
+        257,
+        convjit::schedule::MAX_KNOB,
+        convjit::schedule::MAX_KNOB + 1,
+        1 << 32,
+        1 << 63,
+        usize::MAX,
+    ];
+    prop_oneof![12 => 1usize..=3, 1 => 0usize..=16, 1 => prop::sample::select(edges)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Any value of any knob of the fused kernel's schedule: `legal`
+    /// refuses it naming a field, or the kernel compiles and matches the
+    /// reference. Never a panic (`dw_vectors · dw_rows` and `pw_outputs ·
+    /// pw_vectors` once wrapped past the accumulator limit).
+    #[test]
+    fn any_dsc_knob_value_is_refused_or_computes_the_block(
+        (band_rows, dw_rows, dw_vectors, pw_vectors) in (any_knob(), any_knob(), any_knob(), any_knob()),
+        (pw_outputs, pw_unroll, threads) in (any_knob(), any_knob(), any_knob()),
+        (c, cout, s) in (1usize..=6, 1usize..=9, 1usize..=2),
+    ) {
+        let dw = dsc_spec(c, [7, 10], 3, s, 1, 1, 1);
+        let block = Dsc::random(&dw, cout, [Activation::Relu, Activation::None], 5).expect("block");
+        let schedule =
+            DscSchedule { band_rows, dw_rows, dw_vectors, pw_vectors, pw_outputs, pw_unroll, threads };
+        let compiler = Compiler::host().expect("host");
+        match convjit::blocks::dsc::DscKernel::compile(&compiler, &block, &schedule) {
+            Ok(kernel) => {
+                prop_assert!(schedule.legal().is_ok());
+                let x = random_tensor(3, dw.input_len());
+                let mut y = vec![f32::NAN; block.pointwise().spec().output_len()];
+                kernel.run(&x, &mut y).expect("run");
+                check_dsc(&block, &x, &y, &format!("{dw} → {cout} with {schedule:?}"));
+            }
+            Err(e) => prop_assert!(matches!(e, convjit::Error::InvalidSchedule { .. }), "{e}"),
+        }
+    }
+}
+
+/// The knob values whose products wrapped: `dw_rows` or `pw_outputs` of
+/// 2^63 times 2 is 0 in 64 bits, within the accumulator limit; each is now
+/// refused naming its field.
+#[test]
+fn bug_overflowing_dsc_knobs_are_refused() {
+    let dw = dsc_spec(4, [6, 6], 3, 1, 1, 1, 1);
+    let block = Dsc::random(&dw, 3, [Activation::Relu, Activation::None], 1).expect("block");
+    let base = DscSchedule::choose(block.depthwise().spec(), block.pointwise().spec(), 1);
+    let half = 1usize << 63;
+    let compiler = Compiler::host().expect("host");
+    for (field, schedule) in [
+        ("dw_rows", DscSchedule { dw_rows: half, dw_vectors: 2, ..base }),
+        ("dw_vectors", DscSchedule { dw_rows: 2, dw_vectors: half, ..base }),
+        ("pw_outputs", DscSchedule { pw_outputs: half, pw_vectors: 2, ..base }),
+        ("band_rows", DscSchedule { band_rows: usize::MAX, ..base }),
+    ] {
+        match convjit::blocks::dsc::DscKernel::compile(&compiler, &block, &schedule) {
+            Err(convjit::Error::InvalidSchedule { field: f, .. }) => assert_eq!(f, field),
+            Err(e) => panic!("{schedule:?}: {e}"),
+            Ok(_) => panic!("{schedule:?} compiled"),
+        }
+    }
+}
+
 /// The case proptest shrank a failure of an earlier fused kernel to: a
 /// stride-2 row with no padding whose column phases are exactly as long
 /// as the image row (the plan once skipped its copy).
@@ -342,7 +415,7 @@ fn dsc_refuses_what_is_not_one() {
     );
     let pw_wrong =
         spec(r#"{"op":"conv2d","in_channels":8,"out_channels":4,"height":5,"width":6,"kernel":1}"#);
-    let conv = |s: &ValidSpec| Conv::random(s.clone(), 1);
+    let conv = |s: &ValidSpec| Conv::random(s.clone(), 1).expect("random conv");
     assert!(Dsc::new(conv(&grouped), conv(&pw)).unwrap_err().to_string().contains("groups"));
     assert!(Dsc::new(conv(&dw), conv(&pw3)).unwrap_err().to_string().contains("1×1"));
     assert!(Dsc::new(conv(&dw), conv(&pw_wrong)).unwrap_err().to_string().contains("takes"));

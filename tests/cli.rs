@@ -95,23 +95,23 @@ impl Case {
 
     /// `convjit run` on this case's files with `extra` arguments, writing y.npy.
     fn run(&self, spec_arg: &str, extra: &[&str]) -> Output {
-        let (x, w, y, b) = (self.p("x.npy"), self.p("w.npy"), self.p("y.npy"), self.p("b.npy"));
-        let mut args: Vec<&str> = vec![
-            "run",
-            "--spec",
-            spec_arg,
-            "--input",
-            x.as_str(),
-            "--weight",
-            w.as_str(),
-            "--output",
-            y.as_str(),
-        ];
+        let args = self.run_args(spec_arg, extra);
+        convjit(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The arguments of [`Case::run`].
+    fn run_args(&self, spec_arg: &str, extra: &[&str]) -> Vec<String> {
+        let (x, w, y) = (self.p("x.npy"), self.p("w.npy"), self.p("y.npy"));
+        let mut args =
+            vec!["run", "--spec", spec_arg, "--input", &x, "--weight", &w, "--output", &y]
+                .into_iter()
+                .map(str::to_string)
+                .collect::<Vec<_>>();
         if self.b.is_some() {
-            args.extend(["--bias", b.as_str()]);
+            args.extend(["--bias".to_string(), self.p("b.npy")]);
         }
-        args.extend(extra);
-        convjit(&args)
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
     }
 
     fn expected(&self) -> Vec<f32> {
@@ -577,6 +577,49 @@ fn run_and_ir_take_a_schedule_file() {
     failed("ir with an illegal schedule", &out, "strategy = depthwise");
 }
 
+/// A `col_block` of 2^64 − 1 passed `Schedule::legal`, wrapped to 0 when
+/// rounded up to whole pixel tiles, and the compiler divided by it: a
+/// panic from `run --schedule`, `ir --schedule`, and `run --tuned` on a
+/// cache holding it. Now the schedule file is refused in one line naming
+/// the field, and the cache entry is ignored (reading a cache never fails).
+#[test]
+fn bug_a_col_block_of_u64_max_fails_cleanly() {
+    let case = Case::new(CONV);
+    let huge = u64::MAX.to_string();
+    let file = case.path("huge.json");
+    let json = format!(
+        r#"{{"strategy":"direct","oc_vectors":1,"pixel_tile":4,"reduction_unroll":1,"loop_order":"rows_outer","col_block":{huge}}}"#
+    );
+    fs::write(&file, json).unwrap();
+    let reason = format!("col_block = {huge}");
+    let out = case.run(&case.json, &["--schedule", file.to_str().unwrap()]);
+    failed("run --schedule", &out, &reason);
+    assert!(!case.path("y.npy").exists(), "an output was left behind");
+    let out = convjit(&["ir", "--spec", &case.json, "--schedule", file.to_str().unwrap()]);
+    failed("ir --schedule", &out, &reason);
+
+    let cache = case.path("tuning.json");
+    let schedule = convjit::Schedule {
+        col_block: Some(usize::MAX),
+        loop_order: convjit::schedule::LoopOrder::RowsOuter,
+        ..convjit::schedule::choose(&case.spec)
+    };
+    let entry = convjit::tune::Entry {
+        workload: convjit::tune::Workload::host(&case.spec, 1),
+        schedule,
+        macs_per_cycle: 1.0,
+        heuristic_macs_per_cycle: 1.0,
+        candidates: 1,
+        tuned_at: 0,
+    };
+    convjit::tune::TuningCache::update(&cache, entry).unwrap();
+    let out = case.run(&case.json, &["--tuned", "--cache", cache.to_str().unwrap(), "--check"]);
+    succeeded("run --tuned over a cache entry with col_block 2^64 - 1", &out);
+    assert!(stderr(&out).contains("col_block"), "no warning: {}", stderr(&out));
+    let y = read_f32(&case.path("y.npy"), "output", &case.spec.output_shape()).unwrap();
+    check("run --tuned", &case.spec.output_shape(), &y, &case.expected(), 1e-5);
+}
+
 // ---------------------------------------------------------------------------
 // bench
 // ---------------------------------------------------------------------------
@@ -1013,7 +1056,7 @@ fn net_takes_weights_and_refuses_what_does_not_fit() {
     let spec = spec(
         r#"{"op":"conv2d","in_channels":2,"out_channels":3,"height":5,"width":5,"kernel":3,"padding":1,"activation":"relu"}"#,
     );
-    let x = convjit::net::random_input([1, 2, 5, 5], 1);
+    let x = convjit::net::random_input([1, 2, 5, 5], 1).unwrap();
     let expected = reference::conv(&spec, &x, &weight.2, Some(&bias.2)).unwrap();
     let found = read_f32(&y, "output", &[1, 3, 5, 5]).unwrap();
     check("net --weights", &[1, 3, 5, 5], &found, &expected, 1e-5);
@@ -1053,4 +1096,147 @@ fn net_refuses_bad_options_in_one_line() {
     let out = convjit(&["net", "--model", dir.path().join("bad.json").to_str().unwrap()]);
     failed("unknown field", &out, r#"layer "c": unknown field `pad`"#);
     assert_eq!(entries(dir.path()), ["bad.json", "small.json"]);
+}
+
+/// A max_pool padding of 2^63 − 2 wrapped in the shape inference and
+/// `convjit net` wrote a wrong output with exit status 0; 2^63 − 1
+/// panicked. Both now fail in one line naming the layer, the field and the
+/// value, and write nothing.
+#[test]
+fn bug_net_max_pool_padding_near_2_63_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    for padding in [i64::MAX - 1, i64::MAX] {
+        let model = format!(
+            r#"{{"name": "m", "input": [1, 1, 8, 8], "layers": [
+                {{"kind": "max_pool", "name": "pool", "kernel": 3, "padding": {padding}}}]}}"#
+        );
+        let file = dir.path().join("model.json");
+        fs::write(&file, model).unwrap();
+        let y = dir.path().join("y.npy");
+        let out = convjit(&[
+            "net",
+            "--model",
+            file.to_str().unwrap(),
+            "--output",
+            y.to_str().unwrap(),
+            "--runs",
+            "1",
+        ]);
+        failed("net", &out, &format!(r#"layer "pool": max_pool padding [{padding}, {padding}]"#));
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(entries(dir.path()), ["model.json"]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Legal work too large for the memory
+// ---------------------------------------------------------------------------
+
+/// The address space the commands below may use: 1 GiB.
+#[cfg(target_os = "linux")]
+const MEMORY_LIMIT: u64 = 1 << 30;
+
+/// `convjit` with `args` under an address-space limit of `bytes`
+/// (`RLIMIT_AS`). Linux overcommits: without a limit a buffer of gigabytes
+/// is granted and the process is killed later, when it touches the pages;
+/// under one, the allocation itself is refused, as on a host without the
+/// memory.
+#[cfg(target_os = "linux")]
+fn convjit_limited(args: &[String], bytes: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_convjit"));
+    command.args(args).env_remove("RUST_LOG");
+    // SAFETY: between fork and exec the closure calls only setrlimit, which
+    // is async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+            match libc::setrlimit(libc::RLIMIT_AS, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    command.output().expect("the convjit binary runs")
+}
+
+/// Runs `args` under [`MEMORY_LIMIT`] and asserts a clean refusal: exit
+/// status 1 (not SIGABRT's 134), one line naming `reason`, within seconds.
+#[cfg(target_os = "linux")]
+fn refused_for_memory(what: &str, args: &[String], reason: &str) {
+    let start = Instant::now();
+    let out = convjit_limited(args, MEMORY_LIMIT);
+    let took = start.elapsed();
+    failed(what, &out, reason);
+    assert_eq!(out.status.code(), Some(1), "{what}: {}", out.status);
+    assert!(took.as_secs_f64() < 10.0, "{what}: took {took:?}");
+}
+
+/// A conv_transpose2d of stride 32768 on a 2×2 input is legal and asks for
+/// a 32770×32770 output, 4.3 GB: the process aborted on the allocation.
+/// It is now refused, before anything is compiled, in one line naming the
+/// output and its size.
+#[cfg(target_os = "linux")]
+#[test]
+fn bug_a_transposed_conv_of_stride_32768_fails_cleanly_for_memory() {
+    let case = Case::new(
+        r#"{"op":"conv_transpose2d","in_channels":1,"out_channels":1,"height":2,"width":2,"kernel":2,"stride":32768}"#,
+    );
+    assert_eq!(case.spec.output_shape(), [1, 1, 32770, 32770]);
+    let bytes = 32770u64 * 32770 * 4;
+    let reason = format!("cannot allocate the output: 4.3 GB ({bytes} bytes)");
+    refused_for_memory("stride 32768", &case.run_args(&case.json, &[]), &reason);
+    assert_eq!(entries(case.dir.path()), case.inputs(), "files left behind");
+}
+
+/// A conv2d whose output is legal (padding 16384 around one pixel: 32769²
+/// elements) but past the memory, on every engine; and a legal output
+/// whose reference run (`--engine reference`, f64 accumulators of twice
+/// its size) is past it.
+#[cfg(target_os = "linux")]
+#[test]
+fn legal_layers_past_the_memory_fail_cleanly() {
+    let case = Case::new(
+        r#"{"op":"conv2d","in_channels":1,"out_channels":1,"height":1,"width":1,"kernel":1,"padding":16384}"#,
+    );
+    let bytes = 32769u64 * 32769 * 4;
+    let reason = format!("cannot allocate the output: 4.3 GB ({bytes} bytes)");
+    for engine in ["jit", "naive", "im2col", "reference"] {
+        let args = case.run_args(&case.json, &["--engine", engine, "--check"]);
+        refused_for_memory(engine, &args, &reason);
+    }
+    assert_eq!(entries(case.dir.path()), case.inputs(), "files left behind");
+
+    // 128 × 1023 × 1023 outputs: 536 MB of f32, 1.07 GB of f64.
+    let case = Case::new(
+        r#"{"op":"conv2d","in_channels":1,"out_channels":128,"height":1,"width":1,"kernel":1,"padding":511}"#,
+    );
+    let args = case.run_args(&case.json, &["--engine", "reference"]);
+    refused_for_memory(
+        "reference",
+        &args,
+        "cannot allocate the reference's f64 accumulators: 1.1 GB",
+    );
+    assert_eq!(entries(case.dir.path()), case.inputs(), "files left behind");
+}
+
+/// A model whose activations are legal but past the memory fails naming
+/// the layer, before any kernel is compiled.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_model_past_the_memory_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.json");
+    fs::write(
+        &model,
+        r#"{"name": "m", "input": [1, 1, 1, 1], "layers": [
+            {"kind": "conv", "name": "c", "out_channels": 1, "kernel": 1, "padding": 16384}]}"#,
+    )
+    .unwrap();
+    let args = ["net", "--model", model.to_str().unwrap(), "--runs", "1"].map(str::to_string);
+    refused_for_memory(
+        "net",
+        &args,
+        r#"model: layer "c": cannot allocate the layer's output: 4.3 GB"#,
+    );
 }

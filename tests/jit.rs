@@ -94,6 +94,84 @@ proptest! {
     }
 }
 
+/// A knob value at or past one of `Schedule::legal`'s bounds: small values
+/// (0 and each accumulator count), the bounds and one past them (56
+/// pixels, 256 threads, 2^24), and values that overflow any product or
+/// rounding (2^32, 2^63, 2^64 − 1).
+fn any_knob() -> impl Strategy<Value = usize> + Clone {
+    let edges = vec![
+        56,
+        57,
+        schedule::MAX_THREADS,
+        schedule::MAX_THREADS + 1,
+        schedule::MAX_KNOB - 1,
+        schedule::MAX_KNOB,
+        schedule::MAX_KNOB + 1,
+        1 << 32,
+        1 << 63,
+        (1 << 63) + 1,
+        usize::MAX - 1,
+        usize::MAX,
+    ];
+    prop_oneof![12 => 1usize..=3, 1 => 0usize..=16, 1 => prop::sample::select(edges)]
+}
+
+/// A schedule with every numeric knob drawn from [`any_knob`] and every
+/// other field at random: mostly illegal.
+fn wild_schedule() -> impl Strategy<Value = Schedule> {
+    let k = any_knob();
+    let copy = prop_oneof![
+        Just(InputCopy::Image),
+        Just(InputCopy::Group),
+        k.clone().prop_map(InputCopy::Bands)
+    ];
+    (
+        (0usize..3, k.clone(), k.clone(), k.clone(), k.clone()),
+        (any::<bool>(), prop::option::of(k.clone()), k, any::<bool>(), copy, any::<bool>()),
+    )
+        .prop_map(
+            |(
+                (family, oc_vectors, pixel_tile, reduction_unroll, row_tile),
+                (rows_outer, col_block, threads, split_rows, copy, interleave),
+            )| Schedule {
+                strategy: [Family::Direct, Family::Depthwise, Family::Width][family],
+                oc_vectors,
+                pixel_tile,
+                reduction_unroll,
+                row_tile,
+                loop_order: if rows_outer {
+                    LoopOrder::RowsOuter
+                } else {
+                    LoopOrder::ChannelsOuter
+                },
+                col_block,
+                threads,
+                split: if split_rows { Split::Rows } else { Split::Items },
+                copy,
+                interleave,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+    /// Any value of any knob: `legal` refuses the schedule naming a field,
+    /// or the kernel compiles and matches the reference. Never a panic
+    /// (an overflowing product of knobs once passed `legal`).
+    #[test]
+    fn any_knob_value_is_refused_or_computes_the_layer(
+        spec in any_spec(),
+        schedule in wild_schedule(),
+        seed in any::<u64>(),
+    ) {
+        match schedule.legal(&spec) {
+            Ok(()) => check_kernel(&spec, &schedule, seed),
+            Err(e) => prop_assert!(matches!(e, Error::InvalidSchedule { .. }), "{e}"),
+        }
+    }
+}
+
 /// Checks `json` with the heuristic schedule and with every strategy,
 /// vector count and loop order that is legal for it.
 fn check_all(json: &str) {
@@ -397,6 +475,8 @@ fn illegal_schedules_are_refused() {
         Schedule { copy: InputCopy::Bands(0), ..base },
         Schedule { copy: InputCopy::Bands(2), split: Split::Items, threads: 2, ..base },
         Schedule { threads: schedule::MAX_THREADS + 1, ..base },
+        Schedule { col_block: Some(schedule::MAX_KNOB + 1), ..base },
+        Schedule { copy: InputCopy::Bands(schedule::MAX_KNOB + 1), ..base },
     ];
     for s in bad {
         assert!(
@@ -407,6 +487,42 @@ fn illegal_schedules_are_refused() {
     assert!(Schedule::from_json(r#"{"strategy":"direct"}"#).is_err());
     let json = base.to_json();
     assert_eq!(Schedule::from_json(&json).unwrap(), base);
+}
+
+/// Knob values whose arithmetic overflowed: a `col_block` of 2^64 − 1
+/// rounded up to whole pixel tiles wrapped to 0 and the compiler divided
+/// by it; a `pixel_tile` or `row_tile` of 2^63 made the accumulator count
+/// `oc_vectors · pixel_tile · row_tile` wrap to 0, within the limit of 14.
+/// Each passed `legal`; each is now refused naming its field, and the
+/// largest legal column block and band still compute the layer.
+#[test]
+fn bug_overflowing_knobs_are_refused() {
+    let spec = small();
+    let compiler = Compiler::host().unwrap();
+    let base = Schedule { loop_order: LoopOrder::RowsOuter, ..schedule::choose(&spec) };
+    let (max, half) = (usize::MAX, 1usize << 63);
+    for (field, value, s) in [
+        ("col_block", max, Schedule { col_block: Some(max), ..base }),
+        ("col_block", half, Schedule { col_block: Some(half), ..base }),
+        ("pixel_tile", half, Schedule { oc_vectors: 2, pixel_tile: half, row_tile: 1, ..base }),
+        ("row_tile", half, Schedule { oc_vectors: 2, pixel_tile: 1, row_tile: half, ..base }),
+        ("copy", max, Schedule { copy: InputCopy::Bands(max), split: Split::Rows, ..base }),
+    ] {
+        match compiler.compile_with(&spec, &s) {
+            Err(Error::InvalidSchedule { field: f, value: v, .. }) => {
+                assert_eq!(f, field, "{s:?}");
+                assert!(v.contains(&value.to_string()), "{field}: {v}");
+            }
+            other => panic!("{s:?}: {other:?}"),
+        }
+    }
+    let largest = Schedule {
+        col_block: Some(schedule::MAX_KNOB),
+        copy: InputCopy::Bands(schedule::MAX_KNOB),
+        split: Split::Rows,
+        ..base
+    };
+    check_kernel(&spec, &largest, 5);
 }
 
 #[test]

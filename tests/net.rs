@@ -13,6 +13,7 @@ use common::{check, random_tensor};
 use convjit::Engine;
 use convjit::blocks::DscMode;
 use convjit::net::{self, Graph, Model, Network, Options, Tensors};
+use proptest::prelude::*;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
@@ -87,7 +88,7 @@ fn builtin_counts_match_the_published_ones() {
 #[test]
 fn resnet18_runs_on_the_jit() {
     let network = Network::new(Graph::new(&net::resnet18()).unwrap(), None).unwrap();
-    let x = net::random_input(network.graph().input_shape(), 1);
+    let x = net::random_input(network.graph().input_shape(), 1).unwrap();
     let mut prepared = network.prepare(&Options::default(), None).unwrap();
     let y = prepared.run(&x).unwrap();
     assert_eq!(y.len(), 1000);
@@ -169,7 +170,7 @@ fn every_layer_kind_runs_on_the_jit_as_on_the_reference() {
     assert_ne!(flat_end, EVERY_KIND);
     for json in [EVERY_KIND, &flat_end] {
         let network = Network::new(self::graph(json), None).unwrap();
-        let x = net::random_input(network.graph().input_shape(), 7);
+        let x = net::random_input(network.graph().input_shape(), 7).unwrap();
         let expected = reference(&network, &x);
         assert!(expected.iter().any(|&v| v != 0.0));
         for dsc in [DscMode::Fused, DscMode::Unfused] {
@@ -189,7 +190,7 @@ fn every_layer_kind_runs_on_the_jit_as_on_the_reference() {
 #[test]
 fn the_report_counts_every_layer_and_shows_what_folded() {
     let network = Network::new(graph(EVERY_KIND), None).unwrap();
-    let x = net::random_input(network.graph().input_shape(), 3);
+    let x = net::random_input(network.graph().input_shape(), 3).unwrap();
     let mut prepared = network.prepare(&Options::default(), None).unwrap();
     let (y, report) = prepared.measure(&x, 3).unwrap();
     assert_eq!(y.len(), 10);
@@ -424,7 +425,7 @@ fn weights_from_safetensors_run_as_the_same_tensors_handed_in() {
     assert_eq!(from_file.unused_tensors(), ["head.extra"]);
     let handed_in = Network::new(graph(EVERY_KIND), Some(&direct)).unwrap();
     assert!(handed_in.unused_tensors().is_empty());
-    let x = net::random_input(from_file.graph().input_shape(), 11);
+    let x = net::random_input(from_file.graph().input_shape(), 11).unwrap();
     let y = run(&from_file, &Options::default(), &x);
     // Bit for bit the run of the same tensors handed in directly.
     assert_eq!(y, run(&handed_in, &Options::default(), &x));
@@ -674,4 +675,219 @@ fn an_identity_activation_counts_nothing() {
     );
     assert_eq!(g.nodes()[0].cost().macs_ptflops, 0);
     assert_eq!(g.nodes()[1].cost().macs_ptflops, 18);
+}
+
+// ---------------------------------------------------------------------------
+// Fields at and past their bounds
+// ---------------------------------------------------------------------------
+
+/// A one-layer model on an input of `input`.
+fn one_layer_model(input: [i64; 4], layer: &str) -> String {
+    format!(r#"{{"name": "m", "input": {input:?}, "layers": [{layer}]}}"#)
+}
+
+/// `max_pool` of `x` (NCHW of `shape`) straight from PyTorch's definition:
+/// each output the largest input of its window, positions in the padding
+/// skipped, NaN winning.
+fn brute_max_pool(
+    x: &[f32],
+    shape: [usize; 4],
+    k: [usize; 2],
+    s: [usize; 2],
+    p: [usize; 2],
+) -> Vec<f32> {
+    let [n, c, h, w] = shape;
+    let (oh, ow) = ((h + 2 * p[0] - k[0]) / s[0] + 1, (w + 2 * p[1] - k[1]) / s[1] + 1);
+    let mut y = Vec::new();
+    for plane in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut m = f32::NEG_INFINITY;
+                for i in 0..k[0] {
+                    for j in 0..k[1] {
+                        let (iy, ix) =
+                            ((oy * s[0] + i).checked_sub(p[0]), (ox * s[1] + j).checked_sub(p[1]));
+                        if let (Some(iy), Some(ix)) = (iy, ix)
+                            && iy < h
+                            && ix < w
+                        {
+                            let v = x[(plane * h + iy) * w + ix];
+                            if v > m || v.is_nan() {
+                                m = v;
+                            }
+                        }
+                    }
+                }
+                y.push(m);
+            }
+        }
+    }
+    y
+}
+
+/// A max_pool padding of 2^63 − 1 made `2 · padding` wrap in the shape
+/// inference and the pool panic; 2^63 − 2 wrapped to −4, passed, and the
+/// pool gave a wrong output with exit status 0. Every pool field is now
+/// bounded by `MAX_DIM` before any arithmetic, and refused naming the
+/// layer, the field and the value.
+#[test]
+fn bug_max_pool_fields_near_2_63_are_refused() {
+    let pool = |fields: &str| {
+        one_layer_model(
+            [1, 2, 9, 9],
+            &format!(r#"{{"kind": "max_pool", "name": "pool", {fields}}}"#),
+        )
+    };
+    for (fields, field, value) in [
+        (r#""kernel": 3, "padding": 9223372036854775807"#, "padding", "9223372036854775807"),
+        (r#""kernel": 3, "padding": 9223372036854775806"#, "padding", "9223372036854775806"),
+        (r#""kernel": 3, "padding": [0, 9223372036854775806]"#, "padding", "9223372036854775806"),
+        (r#""kernel": 3, "padding": -1"#, "padding", "-1"),
+        (r#""kernel": 3, "padding": 16777217"#, "padding", "16777217"),
+        (r#""kernel": 9223372036854775807"#, "kernel", "9223372036854775807"),
+        (r#""kernel": -9223372036854775808"#, "kernel", "-9223372036854775808"),
+        (r#""kernel": 3, "stride": 9223372036854775807"#, "stride", "9223372036854775807"),
+        (r#""kernel": 3, "stride": 0"#, "stride", "0"),
+    ] {
+        let err = refused(&pool(fields));
+        names(&err, "pool", &format!("max_pool {field}"));
+        assert!(err.contains(value), "{fields}: {err}");
+    }
+    // The largest legal padding of the largest legal kernel.
+    let g = graph(&one_layer_model(
+        [1, 1, 1, 1],
+        r#"{"kind": "max_pool", "name": "pool", "kernel": 16777216, "padding": 8388608}"#,
+    ));
+    assert_eq!(g.output_shape(), [1, 1, 1, 1]);
+}
+
+/// A field value at or past a bound: sizes up to `small` (mostly), 0 and −1, the
+/// spec's `MAX_DIM` and one past, the element limit 2^31, 2^32, 2^62 and
+/// the ends of i64.
+fn any_field(small: i64) -> impl Strategy<Value = i64> + Clone {
+    let edges = vec![
+        -1,
+        0,
+        i64::MIN,
+        i64::MAX,
+        i64::MAX - 1,
+        1 << 24,
+        (1 << 24) + 1,
+        1 << 31,
+        1 << 32,
+        1 << 62,
+    ];
+    prop_oneof![8 => 1i64..=small, 1 => prop::sample::select(edges)]
+}
+
+/// One layer of a random kind with every numeric field from [`any_field`].
+fn wild_layer() -> impl Strategy<Value = String> {
+    let f = any_field(4);
+    (0usize..7, [f.clone(), f.clone(), f.clone(), f.clone()], [f.clone(), f.clone(), f], any::<bool>())
+        .prop_map(|(kind, [a, b, c, d], [e, g, h], transposed)| match kind {
+            0 => {
+                let op = if transposed { "conv_transpose2d" } else { "conv2d" };
+                format!(
+                    r#"{{"kind": "conv", "name": "l", "op": "{op}", "out_channels": {a}, "kernel": {b},
+                        "stride": {c}, "padding": {d}, "dilation": {e}, "groups": {},
+                        "output_padding": {}}}"#,
+                    // Mostly one group: few small counts divide the channels.
+                    if (1..=4).contains(&g) { 1 } else { g },
+                    h.saturating_sub(1)
+                )
+            }
+            1 => format!(r#"{{"kind": "linear", "name": "l", "out_features": {a}}}"#),
+            2 => format!(r#"{{"kind": "batchnorm", "name": "l", "num_features": {a}}}"#),
+            3 => format!(
+                r#"{{"kind": "dsc", "name": "l", "out_channels": {a}, "kernel": {b},
+                    "stride": {c}, "padding": {d}, "dilation": {e}}}"#
+            ),
+            4 => format!(
+                r#"{{"kind": "acblock", "name": "l", "out_channels": {a}, "kernel": {},
+                    "stride": {c}, "padding": {d}, "dilation": {e}, "groups": {}}}"#,
+                (b / 2).saturating_mul(2).saturating_add(1),
+                if (1..=4).contains(&g) { 1 } else { g }
+            ),
+            _ => format!(
+                r#"{{"kind": "max_pool", "name": "l", "kernel": {b}, "stride": {c}, "padding": {}}}"#,
+                d.saturating_sub(1)
+            ),
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Any value of any field of any layer, on any input shape: shape
+    /// inference refuses the model naming the layer (or the model, for
+    /// its input), or every tensor it infers is within the element limit
+    /// and the JIT's run matches the reference run (and a max_pool,
+    /// whose one loop both runs share, a brute-force pool). Never a panic
+    /// (pool fields near 2^63 once wrapped).
+    #[test]
+    fn any_field_value_is_refused_or_runs_correctly(
+        input in [any_field(2), any_field(6), any_field(12), any_field(12)],
+        layer in wild_layer(),
+        seed in any::<u64>(),
+    ) {
+        let json = one_layer_model(input, &layer);
+        let model = Model::from_json(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        let graph = match Graph::new(&model) {
+            Ok(graph) => graph,
+            Err(e) => {
+                let err = e.to_string();
+                prop_assert!(
+                    matches!(e, convjit::Error::Model { .. })
+                        && (err.contains("layer \"l\"") || err.contains(net::MODEL)),
+                    "{json}: {err}"
+                );
+                return Ok(());
+            }
+        };
+        let limit = convjit::spec::MAX_TENSOR_ELEMENTS as usize;
+        for node in graph.nodes() {
+            prop_assert!(node.output_shape().iter().product::<usize>() <= limit);
+        }
+        // Run what is small enough to run in a test.
+        let elements = |s: [usize; 4]| s.iter().product::<usize>();
+        let (inputs, outputs) = (elements(graph.input_shape()), elements(graph.output_shape()));
+        if inputs > 50_000 || outputs > 50_000 || graph.total().macs > 2_000_000 {
+            return Ok(());
+        }
+        let shape = graph.input_shape();
+        let node = graph.nodes()[0].clone();
+        let network = Network::new(graph, None).unwrap_or_else(|e| panic!("{json}: {e}"));
+        let x = random_tensor(seed, inputs);
+        let y = run(&network, &Options::default(), &x);
+        check(&json, &network.graph().output_shape(), &y, &reference(&network, &x), TOLERANCE);
+        if node.kind() == "max_pool" {
+            let model: serde_json::Value = serde_json::from_str(&json).unwrap();
+            let l = &model["layers"][0];
+            let k = l["kernel"].as_u64().unwrap() as usize;
+            let s = l["stride"].as_u64().unwrap() as usize;
+            let p = l["padding"].as_u64().unwrap() as usize;
+            let expected = brute_max_pool(&x, shape, [k, k], [s, s], [p, p]);
+            check(&json, &network.graph().output_shape(), &y, &expected, 0.0);
+        }
+    }
+}
+
+/// `Tensors::insert` with a shape whose product of sizes overflows is
+/// refused, not a panic; a safetensors file declaring one is refused
+/// naming the file.
+#[test]
+fn bug_tensor_shapes_that_overflow_are_refused() {
+    let mut tensors = Tensors::new();
+    let err = tensors.insert("w", &[usize::MAX, 2], vec![]).unwrap_err().to_string();
+    assert!(err.contains("tensor w") && err.contains("overflows"), "{err}");
+    assert!(tensors.insert("w", &[1 << 62, 0], vec![]).is_ok(), "an empty tensor is one");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.safetensors");
+    let header = br#"{"w":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,0]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    std::fs::write(&path, bytes).unwrap();
+    let err = Tensors::load(&path).unwrap_err().to_string();
+    assert!(err.contains("huge.safetensors") && err.contains("overflow"), "{err}");
 }

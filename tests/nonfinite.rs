@@ -130,7 +130,7 @@ fn a_dsc_block_with_a_nonfinite_depthwise_weight() {
     weight[0] = f32::INFINITY;
     let depthwise = Conv::new(dw.clone(), weight, Some(random_tensor(5, 6))).unwrap();
     let depthwise = depthwise.with_activation(Activation::Relu6).unwrap();
-    let pointwise = Conv::random(pw, 6);
+    let pointwise = Conv::random(pw, 6).unwrap();
     let block = Dsc::new(depthwise, pointwise).unwrap();
     let prepared = block.prepare(DscMode::Fused, None, 1).unwrap();
     assert_eq!(prepared.mode(), DscMode::Unfused);

@@ -183,7 +183,7 @@ pub fn run(
     let mut results = Vec::with_capacity(specs.len() * options.engines.len());
     for spec in specs {
         let layer = spec.name().map_or_else(|| spec.shape_summary(), str::to_string);
-        let data = LayerData::random(spec, &mut rng);
+        let data = LayerData::random(spec, &mut rng)?;
         let oracle = if options.check {
             progress(Progress::Reference { layer: &layer });
             Some(Oracle::new(spec, &data.input, &data.weight, data.bias.as_deref())?)
@@ -227,13 +227,20 @@ pub(crate) struct LayerData {
 
 impl LayerData {
     /// Every element uniform in [-1, 1).
-    pub(crate) fn random(spec: &ValidSpec, rng: &mut StdRng) -> LayerData {
-        let mut tensor = |len| (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        LayerData {
-            input: tensor(spec.input_len()),
-            weight: tensor(spec.weight_len()),
-            bias: spec.has_bias().then(|| tensor(spec.out_channels())),
-        }
+    pub(crate) fn random(spec: &ValidSpec, rng: &mut StdRng) -> Result<LayerData> {
+        let mut tensor = |len, what| -> Result<Vec<f32>> {
+            let mut v = crate::alloc::zeroed_f32(len, what)?;
+            v.iter_mut().for_each(|x| *x = rng.random_range(-1.0f32..1.0));
+            Ok(v)
+        };
+        Ok(LayerData {
+            input: tensor(spec.input_len(), "the test input")?,
+            weight: tensor(spec.weight_len(), "the test weights")?,
+            bias: match spec.has_bias() {
+                true => Some(tensor(spec.out_channels(), "the test bias")?),
+                false => None,
+            },
+        })
     }
 }
 
@@ -293,7 +300,7 @@ fn measure_layer(
         });
         let prepared = prepared?;
         // NaN: an element no run writes fails the check.
-        let mut output = vec![f32::NAN; spec.output_len()];
+        let mut output = crate::alloc::filled(spec.output_len(), f32::NAN, "the output")?;
         prepared.run(&data.input, &mut output)?; // warm-up: pages, caches, scratch
         timings.push(Timing {
             engine,

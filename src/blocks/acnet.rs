@@ -19,6 +19,7 @@
 //! the same to rows.
 
 use super::{BatchNorm, Conv, with_bias};
+use crate::alloc;
 use crate::engine::{Engine, Prepared};
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
@@ -91,10 +92,12 @@ impl AcBlock {
         let mut i = 0;
         let branches = AcBlock::branch_specs_of(spec)?.map(|(s, _)| {
             i += 1;
-            let conv = Conv::random(s, seed.wrapping_mul(31).wrapping_add(i));
-            Branch { weight: conv.weight, bn: BatchNorm::random(spec.out_channels(), seed + i) }
+            let conv = Conv::random(s, seed.wrapping_mul(31).wrapping_add(i))?;
+            let bn = BatchNorm::random(spec.out_channels(), seed + i);
+            Ok::<_, Error>(Branch { weight: conv.weight, bn })
         });
         let [square, vertical, horizontal] = branches;
+        let (square, vertical, horizontal) = (square?, vertical?, horizontal?);
         AcBlock::new(spec, square, vertical, horizontal)
     }
 
@@ -163,10 +166,13 @@ impl AcBlock {
             .branches
             .iter()
             .zip(&specs)
-            .map(|(b, (spec, _))| Conv::new(spec.clone(), b.weight.clone(), None)?.fold(&b.bn))
+            .map(|(b, (spec, _))| {
+                let weight = alloc::copied(&b.weight, "a branch's weights")?;
+                Conv::new(spec.clone(), weight, None)?.fold(&b.bn)
+            })
             .collect::<Result<_>>()?;
         let k = self.spec.kernel()[0];
-        let mut weight = folded[0].weight.clone();
+        let mut weight = alloc::copied(&folded[0].weight, "the deployed weights")?;
         // Each run of k taps: one (output channel, input channel) pair.
         for (pair, w) in weight.chunks_mut(k * k).enumerate() {
             for i in 0..k {
@@ -226,13 +232,13 @@ impl Training {
         spec.check_operands(input.len(), spec.weight_len(), Some(spec.out_channels()))?;
         spec.check_output(output.len())?;
         output.fill(0.0);
-        let mut y = vec![0.0f32; output.len()];
+        let mut y = alloc::zeroed_f32(output.len(), "a branch's output")?;
         for (layer, crop, bn) in &self.branches {
             let cropped;
             let x = if *crop == Crop::default() {
                 input
             } else {
-                cropped = crop_nchw(input, spec.input_shape(), *crop);
+                cropped = crop_nchw(input, spec.input_shape(), *crop)?;
                 &cropped
             };
             layer.run(x, &mut y)?;
@@ -248,14 +254,15 @@ impl Training {
 
 /// `x` (NCHW of `shape`) without `crop.rows` rows at the top and bottom and
 /// `crop.cols` columns at the left and right of every plane.
-pub fn crop_nchw(x: &[f32], shape: [usize; 4], crop: Crop) -> Vec<f32> {
+pub fn crop_nchw(x: &[f32], shape: [usize; 4], crop: Crop) -> Result<Vec<f32>> {
     let [_, _, h, w] = shape;
     let (rows, cols) = (crop.rows..h - crop.rows, crop.cols..w - crop.cols);
-    x.chunks(h * w)
-        .flat_map(|plane| {
-            let cols = cols.clone();
-            rows.clone().flat_map(move |r| plane[r * w + cols.start..r * w + cols.end].iter())
-        })
-        .copied()
-        .collect()
+    let planes = x.len() / (h * w).max(1);
+    let mut y = alloc::zeroed_f32(planes * rows.len() * cols.len(), "a branch's cropped input")?;
+    let kept = x.chunks(h * w).flat_map(|plane| {
+        let cols = cols.clone();
+        rows.clone().flat_map(move |r| plane[r * w + cols.start..r * w + cols.end].iter())
+    });
+    y.iter_mut().zip(kept).for_each(|(y, &x)| *y = x);
+    Ok(y)
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{BatchNorm, Conv};
+use crate::alloc;
 use crate::codegen::Plan;
 use crate::codegen::dsc::{self as lowering, Band, DscSchedule, Stage};
 use crate::copy::Scratch;
@@ -132,7 +133,7 @@ impl Dsc {
             let mut s = spec.to_conv_spec();
             (s.bias, s.activation, s.negative_slope) = (false, Default::default(), None);
             let bn = BatchNorm::random(spec.out_channels(), seed + 1);
-            Conv::random(s.validate()?, seed).fold(&bn)?.with_activation(act)
+            Conv::random(s.validate()?, seed)?.fold(&bn)?.with_activation(act)
         };
         let dw = conv(depthwise.clone(), activations[0], seed)?;
         let mut p = crate::spec::ConvSpec::new(
@@ -224,7 +225,8 @@ impl Dsc {
             DscMode::Unfused => {
                 let dw = self.depthwise.prepare(Engine::Jit, Some(compiler), threads)?;
                 let pw = self.pointwise.prepare(Engine::Jit, Some(compiler), threads)?;
-                let mid = Mutex::new(vec![0.0; self.depthwise.spec().output_len()]);
+                let mid = alloc::zeroed_f32(self.depthwise.spec().output_len(), MID)?;
+                let mid = Mutex::new(mid);
                 Inner::Unfused { dw, pw, mid }
             }
         };
@@ -235,6 +237,9 @@ impl Dsc {
         })
     }
 }
+
+/// The unfused block's intermediate tensor, for errors.
+const MID: &str = "the depthwise output";
 
 /// A depthwise-separable block ready to run.
 pub struct PreparedDsc {
@@ -283,11 +288,11 @@ impl PreparedDsc {
             Inner::Unfused { dw, pw, mid } => {
                 self.output.check_output(output.len())?;
                 let mut guard = mid.try_lock();
-                let mut local = Vec::new();
+                let mut local;
                 let mid: &mut Vec<f32> = match guard.as_deref_mut() {
                     Ok(m) => m,
                     Err(_) => {
-                        local.resize(self.input.output_len(), 0.0);
+                        local = alloc::zeroed_f32(self.input.output_len(), MID)?;
                         &mut local
                     }
                 };
@@ -376,9 +381,9 @@ impl DscKernel {
             )
         };
         let compile_time = start.elapsed();
-        let (w_dw, b_dw) = pack_depthwise(&block.depthwise);
+        let (w_dw, b_dw) = pack_depthwise(&block.depthwise)?;
         let outputs = schedule.pw_outputs.min(pw.out_channels());
-        let (w_pw, b_pw) = pack_pointwise(&block.pointwise, outputs);
+        let (w_pw, b_pw) = pack_pointwise(&block.pointwise, outputs)?;
         log::info!("compiled the fused {dw} + {pw} in {compile_time:?}");
         Ok(DscKernel {
             band: Band::of(&dw, schedule, &plan),
@@ -423,11 +428,12 @@ impl DscKernel {
         let mut local = Vec::new();
         let buffers: &mut Vec<(Scratch, Scratch)> = cached.as_deref_mut().unwrap_or(&mut local);
         let copies = self.plan.bands.is_some();
-        if buffers.len() < threads {
-            buffers.resize_with(threads, || {
-                let copy = if copies { self.plan.plane_len() } else { 0 };
-                (Scratch::zeroed(copy), Scratch::zeroed(self.band.buffer_len()))
-            });
+        while buffers.len() < threads {
+            let copy = if copies { self.plan.plane_len() } else { 0 };
+            buffers.push((
+                Scratch::zeroed(copy, "the fused block's band copy")?,
+                Scratch::zeroed(self.band.buffer_len(), "the fused block's band buffer")?,
+            ));
         }
         let (image_in, image_out) =
             (dw.input_len() / dw.batch(), self.pw.output_len() / self.pw.batch());
@@ -498,19 +504,25 @@ unsafe impl Sync for Out {}
 
 /// Depthwise weights in PyTorch's layout (`[channel][tap]`) and the bias,
 /// zero without one.
-fn pack_depthwise(conv: &Conv) -> (Vec<f32>, Vec<f32>) {
+fn pack_depthwise(conv: &Conv) -> Result<(Vec<f32>, Vec<f32>)> {
     let channels = conv.spec().out_channels();
-    (conv.weight().to_vec(), conv.bias().map_or_else(|| vec![0.0; channels], <[f32]>::to_vec))
+    let what = "the fused block's depthwise weights";
+    let bias = match conv.bias() {
+        Some(bias) => alloc::copied(bias, what)?,
+        None => alloc::zeroed_f32(channels, what)?,
+    };
+    Ok((alloc::copied(conv.weight(), what)?, bias))
 }
 
 /// Pointwise weights as `[output block][input channel][outputs]` and the
 /// bias by output channel, zero past the last output channel.
-fn pack_pointwise(conv: &Conv, outputs: usize) -> (Vec<f32>, Vec<f32>) {
+fn pack_pointwise(conv: &Conv, outputs: usize) -> Result<(Vec<f32>, Vec<f32>)> {
     let spec = conv.spec();
     let (cin, cout) = (spec.in_channels(), spec.out_channels());
     let blocks = cout.div_ceil(outputs);
-    let mut w = vec![0.0; blocks * cin * outputs];
-    let mut b = vec![0.0; blocks * outputs];
+    let what = "the fused block's pointwise weights";
+    let mut w = alloc::zeroed_f32(blocks * cin * outputs, what)?;
+    let mut b = alloc::zeroed_f32(blocks * outputs, what)?;
     for oc in 0..cout {
         let (block, k) = (oc / outputs, oc % outputs);
         for c in 0..cin {
@@ -518,5 +530,5 @@ fn pack_pointwise(conv: &Conv, outputs: usize) -> (Vec<f32>, Vec<f32>) {
         }
         b[oc] = conv.bias().map_or(0.0, |bias| bias[oc]);
     }
-    (w, b)
+    Ok((w, b))
 }

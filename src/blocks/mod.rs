@@ -22,6 +22,7 @@ use rand::{RngExt, SeedableRng};
 pub use acnet::{AcBlock, Branch, Crop, Training};
 pub use dsc::{Dsc, DscMode, PreparedDsc};
 
+use crate::alloc;
 use crate::engine::{Engine, Prepared};
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
@@ -152,14 +153,21 @@ impl Conv {
 
     /// A conv with random weights (and bias, when the spec has one) in
     /// [−1, 1) scaled by 1/√fan-in, as PyTorch initialises them.
-    pub fn random(spec: ValidSpec, seed: u64) -> Conv {
+    pub fn random(spec: ValidSpec, seed: u64) -> Result<Conv> {
         let mut rng = StdRng::seed_from_u64(seed);
         let fan_in = spec.in_per_group() * spec.kernel()[0] * spec.kernel()[1];
         let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-        let mut v = |len: usize| (0..len).map(|_| rng.random_range(-bound..bound)).collect();
-        let weight = v(spec.weight_len());
-        let bias = spec.has_bias().then(|| v(spec.out_channels()));
-        Conv { spec, weight, bias }
+        let mut v = |len: usize, what| -> Result<Vec<f32>> {
+            let mut v = alloc::zeroed_f32(len, what)?;
+            v.iter_mut().for_each(|x| *x = rng.random_range(-bound..bound));
+            Ok(v)
+        };
+        let weight = v(spec.weight_len(), "the random weights")?;
+        let bias = match spec.has_bias() {
+            true => Some(v(spec.out_channels(), "the random bias")?),
+            false => None,
+        };
+        Ok(Conv { spec, weight, bias })
     }
 
     /// The spec.
@@ -204,15 +212,11 @@ impl Conv {
             // [C_in, C_out/g, kh, kw]: input channel ci is in group ci / cig.
             Op::ConvTranspose2d => (run / cog) / cig * cog + run % cog,
         };
-        let weight = self
-            .weight
-            .chunks(taps)
-            .enumerate()
-            .flat_map(|(run, w)| {
-                let (scale, _) = bn.affine(out_channel(run));
-                w.iter().map(move |&v| (f64::from(v) * scale) as f32)
-            })
-            .collect();
+        let mut weight = alloc::copied(&self.weight, "the folded weights")?;
+        for (run, w) in weight.chunks_mut(taps).enumerate() {
+            let (scale, _) = bn.affine(out_channel(run));
+            w.iter_mut().for_each(|v| *v = (f64::from(*v) * scale) as f32);
+        }
         let bias = (0..spec.out_channels())
             .map(|c| {
                 let (scale, shift) = bn.affine(c);
@@ -227,7 +231,14 @@ impl Conv {
     pub fn with_activation(&self, activation: Activation) -> Result<Conv> {
         let mut s = self.spec.to_conv_spec();
         (s.activation, s.negative_slope) = crate::spec::activation_fields(activation);
-        Ok(Conv { spec: s.validate()?, ..self.clone() })
+        Ok(Conv { spec: s.validate()?, ..self.try_clone()? })
+    }
+
+    /// A copy, its weights allocated fallibly ([`crate::alloc`]): `clone`
+    /// aborts the process when the memory is refused.
+    pub fn try_clone(&self) -> Result<Conv> {
+        let weight = alloc::copied(&self.weight, "a copy of the conv's weights")?;
+        Ok(Conv { spec: self.spec.clone(), weight, bias: self.bias.clone() })
     }
 
     /// Prepares it to run on `engine` (compiled by `compiler` when given).

@@ -51,7 +51,7 @@ use super::lower::{self, Index, Lower};
 use super::{Plan, Target};
 use crate::error::{Error, Result};
 use crate::schedule::{
-    InputCopy, LoopOrder, MAX_ACCUMULATORS, MAX_THREADS, Schedule, Split, Strategy,
+    InputCopy, LoopOrder, MAX_ACCUMULATORS, MAX_KNOB, MAX_THREADS, Schedule, Split, Strategy,
 };
 use crate::spec::ValidSpec;
 
@@ -119,7 +119,8 @@ impl DscSchedule {
     }
 
     /// Checks that this schedule can compute the block; the error names
-    /// the field that cannot.
+    /// the field that cannot. Every knob is bounded before any product of
+    /// knobs is formed, so no arithmetic on a legal schedule overflows.
     pub fn legal(&self) -> Result<()> {
         let bad = |field: &'static str, value: usize, reason: &str| {
             Err(Error::InvalidSchedule {
@@ -128,13 +129,15 @@ impl DscSchedule {
                 reason: reason.to_string(),
             })
         };
-        if self.band_rows == 0 {
-            return bad("band_rows", self.band_rows, "must be at least 1");
+        if !(1..=MAX_KNOB).contains(&self.band_rows) {
+            return bad("band_rows", self.band_rows, &format!("must be 1 to {MAX_KNOB}"));
         }
-        if self.dw_rows == 0 {
-            return bad("dw_rows", self.dw_rows, "must be at least 1");
+        if !(1..=MAX_ACCUMULATORS).contains(&self.dw_rows) {
+            return bad("dw_rows", self.dw_rows, "must be 1 to 14");
         }
-        if self.dw_vectors == 0 || self.dw_vectors * self.dw_rows > MAX_ACCUMULATORS {
+        if !(1..=MAX_ACCUMULATORS).contains(&self.dw_vectors)
+            || self.dw_vectors * self.dw_rows > MAX_ACCUMULATORS
+        {
             return bad(
                 "dw_vectors",
                 self.dw_vectors,
@@ -144,7 +147,9 @@ impl DscSchedule {
         if !(1..=3).contains(&self.pw_vectors) {
             return bad("pw_vectors", self.pw_vectors, "must be 1, 2 or 3");
         }
-        if self.pw_outputs == 0 || self.pw_outputs * self.pw_vectors > MAX_ACCUMULATORS {
+        if !(1..=MAX_ACCUMULATORS).contains(&self.pw_outputs)
+            || self.pw_outputs * self.pw_vectors > MAX_ACCUMULATORS
+        {
             return bad(
                 "pw_outputs",
                 self.pw_outputs,

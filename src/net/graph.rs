@@ -18,7 +18,8 @@ use crate::blocks::{AcBlock, BN_EPS, DscMode};
 use crate::complexity::Complexity;
 use crate::error::{Error, Result};
 use crate::spec::{
-    Activation, ActivationKind, ConvSpec, MAX_TENSOR_ELEMENTS, Op, PaddingSpec, Pair, ValidSpec,
+    Activation, ActivationKind, ConvSpec, MAX_DIM, MAX_TENSOR_ELEMENTS, Op, PaddingSpec, Pair,
+    ValidSpec,
 };
 
 /// Where a node's operand comes from.
@@ -200,13 +201,12 @@ impl Graph {
     /// Infers every layer's shapes and costs, in order; refuses what does
     /// not chain, naming the layer.
     pub fn new(model: &Model) -> Result<Graph> {
-        if model.input.iter().any(|&d| !(1..=crate::spec::MAX_DIM).contains(&d)) {
+        if model.input.iter().any(|&d| !(1..=MAX_DIM).contains(&d)) {
             return Err(model_error(
                 MODEL,
                 format!(
-                    "input {:?}: every size must be at least 1 and at most {}",
-                    model.input,
-                    crate::spec::MAX_DIM
+                    "input {:?}: every size must be at least 1 and at most {MAX_DIM}",
+                    model.input
                 ),
             ));
         }
@@ -386,11 +386,22 @@ fn conv_spec(name: &str, shape: [usize; 4], f: ConvFields) -> Result<ValidSpec> 
     spec.validate()
 }
 
-fn pair(p: Pair) -> [i64; 2] {
-    match p {
+/// A pooling layer's `field` as `[h, w]`, each value checked to be in
+/// `min..=`[`MAX_DIM`] (the spec's bound on every size, which keeps the
+/// pool's index arithmetic far from overflow).
+fn pool_pair(layer: &str, field: &str, p: Pair, min: i64) -> Result<[usize; 2]> {
+    let hw = match p {
         Pair::One(v) => [v, v],
         Pair::Two(hw) => hw,
+    };
+    if hw.iter().all(|v| (min..=MAX_DIM).contains(v)) {
+        return Ok(hw.map(|v| v as usize));
     }
+    let least = if min == 0 { "not be negative" } else { "be at least 1" };
+    Err(model_error(
+        layer,
+        format!("max_pool {field} {hw:?}: each value must {least} and at most {MAX_DIM}"),
+    ))
 }
 
 /// A node's operation, output shape and cost; `with` is an `add`'s other
@@ -488,45 +499,35 @@ fn infer(
             )
         }
         Layer::MaxPool(l) => {
-            let kernel = pair(l.kernel);
-            let stride = l.stride.map_or(kernel, pair);
-            let padding = l.padding.map_or([0, 0], pair);
+            // Each value bounded before any arithmetic on it (a padding
+            // near 2^63 once wrapped, and the pool read out of bounds).
+            let kernel = pool_pair(name, "kernel", l.kernel, 1)?;
+            let stride = l.stride.map_or(Ok(kernel), |s| pool_pair(name, "stride", s, 1))?;
+            let padding = l.padding.map_or(Ok([0, 0]), |p| pool_pair(name, "padding", p, 0))?;
+            if (0..2).any(|axis| 2 * padding[axis] > kernel[axis]) {
+                return Err(model_error(
+                    name,
+                    format!(
+                        "padding {padding:?} must be at most half the kernel {kernel:?} (as PyTorch)"
+                    ),
+                ));
+            }
+            let padded = [h + 2 * padding[0], w + 2 * padding[1]];
+            if padded[0] < kernel[0] || padded[1] < kernel[1] {
+                return Err(model_error(
+                    name,
+                    format!(
+                        "the {kernel:?} window is larger than the padded {}×{} input: the \
+                         output would be empty",
+                        padded[0], padded[1]
+                    ),
+                ));
+            }
             let mut out = shape;
             for axis in 0..2 {
-                let (k, s, p, size) =
-                    (kernel[axis], stride[axis], padding[axis], shape[2 + axis] as i64);
-                if k < 1 || s < 1 || p < 0 || k > crate::spec::MAX_DIM || s > crate::spec::MAX_DIM {
-                    return Err(model_error(
-                        name,
-                        format!(
-                            "kernel {kernel:?}, stride {stride:?}, padding {padding:?}: kernel and \
-                             stride must be at least 1, padding not negative"
-                        ),
-                    ));
-                }
-                if 2 * p > k {
-                    return Err(model_error(
-                        name,
-                        format!(
-                            "padding {padding:?} must be at most half the kernel {kernel:?} (as PyTorch)"
-                        ),
-                    ));
-                }
-                if size + 2 * p < k {
-                    return Err(model_error(
-                        name,
-                        format!(
-                            "the {kernel:?} window is larger than the padded {}×{} input: the \
-                             output would be empty",
-                            h + 2 * padding[0] as usize,
-                            w + 2 * padding[1] as usize
-                        ),
-                    ));
-                }
-                out[2 + axis] = ((size + 2 * p - k) / s + 1) as usize;
+                out[2 + axis] = (padded[axis] - kernel[axis]) / stride[axis] + 1;
             }
-            let u = |p: [i64; 2]| p.map(|v| v as usize);
-            let pool = Pool { kernel: u(kernel), stride: u(stride), padding: u(padding) };
+            let pool = Pool { kernel, stride, padding };
             (Operation::MaxPool(pool), out, Cost { macs_ptflops: numel(shape), ..Cost::default() })
         }
         Layer::GlobalAvgPool(_) => {

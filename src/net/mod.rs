@@ -47,7 +47,9 @@ use rand::{RngExt, SeedableRng};
 
 /// A reproducible input for a model: `[N, C, H, W]` values uniform in
 /// [−1, 1), drawn from `seed`.
-pub fn random_input(shape: [usize; 4], seed: u64) -> Vec<f32> {
+pub fn random_input(shape: [usize; 4], seed: u64) -> crate::Result<Vec<f32>> {
     let mut rng = StdRng::seed_from_u64(seed);
-    (0..shape.iter().product()).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    let mut x = crate::alloc::zeroed_f32(shape.iter().product(), "the model's random input")?;
+    x.iter_mut().for_each(|v| *v = rng.random_range(-1.0f32..1.0));
+    Ok(x)
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::graph::{Cost, Graph, Operation, Pool, Source};
+use super::graph::{Cost, Graph, Operation, Pool, Source, in_layer};
 use super::weights::{DscParams, Network, Params};
 use crate::blocks::{BatchNorm, DscMode, PreparedDsc, Training};
 use crate::engine::{Engine, Prepared};
@@ -160,6 +160,18 @@ impl Network {
         let graph = &self.graph;
         let nodes = graph.nodes();
         let folded = if jit { fold_plan(self) } else { vec![None; nodes.len()] };
+        // Every node not folded into a conv is a step with an output of
+        // its own. They are allocated before anything is compiled, so a
+        // model too large for the memory fails at once.
+        let outputs = nodes
+            .iter()
+            .zip(&folded)
+            .filter(|(_, folded)| folded.is_none())
+            .map(|(node, _)| {
+                let len = node.output_shape().iter().product();
+                crate::alloc::zeroed_f32(len, "the layer's output").map_err(in_layer(node.name()))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let threads = options.threads;
         let mut steps: Vec<Step> = Vec::new();
         let mut value = vec![0; nodes.len()];
@@ -178,7 +190,7 @@ impl Network {
             let exec = match (&node.op, &self.params[i]) {
                 (Operation::Conv(_), Params::Conv(conv)) => {
                     // Fold what the plan gives this conv.
-                    let mut conv = conv.clone();
+                    let mut conv = conv.try_clone().map_err(&within)?;
                     for (k, other) in nodes.iter().enumerate().skip(i + 1) {
                         if folded[k] != Some(i) {
                             continue;
@@ -198,7 +210,7 @@ impl Network {
                     Exec::Dsc(Box::new(block.prepare(mode, compiler, threads).map_err(&within)?))
                 }
                 (Operation::Dsc(_), Params::Dsc(params)) => {
-                    Exec::DscReference(Box::new(params.clone()))
+                    Exec::DscReference(Box::new(params.try_clone().map_err(&within)?))
                 }
                 (Operation::AcBlock { deploy: true, .. }, Params::AcBlock(block)) if jit => {
                     let conv = block.deploy().map_err(&within)?;
@@ -224,10 +236,7 @@ impl Network {
                 exec,
             });
         }
-        let outputs = steps
-            .iter()
-            .map(|s| vec![0.0; nodes[s.node].output_shape().iter().product()])
-            .collect();
+        debug_assert_eq!(outputs.len(), steps.len(), "one output per step");
         let compile_time = start.elapsed();
         log::info!("prepared {} ({} steps) in {compile_time:?}", graph.name(), steps.len());
         Ok(PreparedNet {
@@ -286,10 +295,7 @@ impl Exec {
                 }
                 Ok(())
             }
-            Exec::MaxPool(pool) => {
-                max_pool(pool, x, shape, y);
-                Ok(())
-            }
+            Exec::MaxPool(pool) => max_pool(pool, x, shape, y),
             Exec::GlobalAvgPool => {
                 let plane = shape[2] * shape[3];
                 for (y, x) in y.iter_mut().zip(x.chunks(plane)) {
@@ -305,7 +311,7 @@ impl Exec {
 /// input of its window, the padding never chosen (PyTorch's −∞); NaN wins,
 /// as in PyTorch. Separable: each input row's maxima over the column
 /// windows first, then the maxima of those over the row windows.
-fn max_pool(pool: &Pool, x: &[f32], shape: [usize; 4], y: &mut [f32]) {
+fn max_pool(pool: &Pool, x: &[f32], shape: [usize; 4], y: &mut [f32]) -> Result<()> {
     let [_, _, h, w] = shape;
     let (kernel, stride, pad) = (pool.kernel, pool.stride, pool.padding);
     let out_w = (w + 2 * pad[1] - kernel[1]) / stride[1] + 1;
@@ -317,7 +323,7 @@ fn max_pool(pool: &Pool, x: &[f32], shape: [usize; 4], y: &mut [f32]) {
         start.max(0) as usize..end
     };
     let larger = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
-    let mut rows = vec![f32::NEG_INFINITY; h * out_w];
+    let mut rows = crate::alloc::filled(h * out_w, f32::NEG_INFINITY, "the pool's row maxima")?;
     for (x, y) in x.chunks(h * w).zip(y.chunks_mut(out_h * out_w)) {
         for (row, maxima) in x.chunks(w).zip(rows.chunks_mut(out_w)) {
             for (ox, m) in maxima.iter_mut().enumerate() {
@@ -333,6 +339,7 @@ fn max_pool(pool: &Pool, x: &[f32], shape: [usize; 4], y: &mut [f32]) {
             }
         }
     }
+    Ok(())
 }
 
 impl PreparedNet {
@@ -413,7 +420,7 @@ impl PreparedNet {
             }
         }
         let report = self.report(&steps, &totals, runs);
-        Ok((self.output().to_vec(), report))
+        Ok((crate::alloc::copied(self.output(), "the model's output")?, report))
     }
 
     fn report(&self, steps: &[Vec<Measurement>], totals: &[Measurement], runs: usize) -> Report {

@@ -118,9 +118,15 @@ impl Tensors {
         Ok(Tensors { tensors, origin: Some(path.to_path_buf()) })
     }
 
-    /// Adds (or replaces) an f32 tensor of `shape`; the length is checked.
+    /// Adds (or replaces) an f32 tensor of `shape`; the length is checked
+    /// (a shape whose product of sizes overflows describes no tensor).
     pub fn insert(&mut self, name: &str, shape: &[usize], data: Vec<f32>) -> Result<()> {
-        let expected = shape.iter().product();
+        let Some(expected) = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
+            return Err(Error::Model {
+                layer: super::model::MODEL.into(),
+                reason: format!("tensor {name} has shape {shape:?}: its element count overflows"),
+            });
+        };
         if data.len() != expected {
             return Err(Error::BufferLength {
                 what: "tensor",
@@ -170,20 +176,28 @@ pub(crate) struct DscParams {
 impl DscParams {
     /// The block to compile: each BatchNorm folded, each activation fused.
     pub(crate) fn folded(&self) -> Result<Dsc> {
-        let [dw, pw] = self.stages.clone().map(|(conv, bn, act)| {
-            let conv = match &bn {
-                Some(bn) => conv.fold(bn)?,
-                None => conv,
-            };
-            conv.with_activation(act)
+        let [dw, pw] = self.stages.each_ref().map(|(conv, bn, act)| match bn {
+            Some(bn) => conv.fold(bn)?.with_activation(*act),
+            None => conv.with_activation(*act),
         });
         Dsc::new(dw?, pw?)
+    }
+
+    /// A copy, its weights allocated fallibly ([`Conv::try_clone`]).
+    pub(crate) fn try_clone(&self) -> Result<DscParams> {
+        let [(dw, dw_bn, dw_act), (pw, pw_bn, pw_act)] = &self.stages;
+        Ok(DscParams {
+            stages: [
+                (dw.try_clone()?, dw_bn.clone(), *dw_act),
+                (pw.try_clone()?, pw_bn.clone(), *pw_act),
+            ],
+        })
     }
 
     /// The layer's output on `x` through the reference interpreter, as
     /// written: each conv, then its BatchNorm, then its activation.
     pub(crate) fn reference(&self, x: &[f32]) -> Result<Vec<f32>> {
-        let mut y = x.to_vec();
+        let mut y = crate::alloc::copied(x, "the layer's input")?;
         for (conv, bn, act) in &self.stages {
             y = conv.reference(&y)?;
             if let Some(bn) = bn {
@@ -233,7 +247,7 @@ impl Supply<'_> {
         if t.shape != shape {
             return Err(err(format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape)));
         }
-        Ok(data.clone())
+        crate::alloc::copied(data, "a copy of the tensor").map_err(in_layer(layer))
     }
 
     /// The conv `spec` with weight `{prefix}.weight` (of `shape`, when
@@ -247,7 +261,9 @@ impl Supply<'_> {
         shape: Option<&[usize]>,
         seed: u64,
     ) -> Result<Conv> {
-        let Some(tensors) = self.tensors else { return Ok(Conv::random(spec.clone(), seed)) };
+        let Some(tensors) = self.tensors else {
+            return Conv::random(spec.clone(), seed).map_err(in_layer(layer));
+        };
         let w_shape = shape.map_or_else(|| spec.weight_shape().to_vec(), <[usize]>::to_vec);
         let weight = self.take(tensors, layer, &format!("{prefix}.weight"), &w_shape)?;
         let bias = if spec.has_bias() {

@@ -323,7 +323,8 @@ pub(crate) fn tune_on<'a>(
     }
     let deadline = options.budget;
     let mut rng = StdRng::seed_from_u64(options.seed);
-    let LayerData { input, weight, bias } = LayerData::random(spec, &mut rng);
+    let LayerData { input, weight, bias } = LayerData::random(spec, &mut rng)?;
+    let output = crate::alloc::filled(spec.output_len(), f32::NAN, "the output")?;
     let oracle = match oracle_planes(spec, options.threads, &mut rng) {
         None => Oracle::new(spec, &input, &weight, bias.as_deref())?,
         Some(planes) => Oracle::of_planes(spec, &input, &weight, bias.as_deref(), &planes)?,
@@ -340,7 +341,7 @@ pub(crate) fn tune_on<'a>(
         weight,
         bias,
         oracle,
-        output: vec![f32::NAN; spec.output_len()],
+        output,
         started_at_ms: since_epoch().as_millis() as u64,
         deadline,
         search_deadline: deadline,
