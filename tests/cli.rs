@@ -1054,3 +1054,58 @@ fn net_refuses_bad_options_in_one_line() {
     failed("unknown field", &out, r#"layer "c": unknown field `pad`"#);
     assert_eq!(entries(dir.path()), ["bad.json", "small.json"]);
 }
+
+// ---------------------------------------------------------------------------
+// Output paths, OS errors, names on the terminal
+// ---------------------------------------------------------------------------
+
+/// `convjit run` of `case`, writing `output`, on the reference engine
+/// unless `extra` names another.
+fn run_to(case: &Case, output: &str, extra: &[&str]) -> Output {
+    let (x, w, b) = (case.p("x.npy"), case.p("w.npy"), case.p("b.npy"));
+    let mut args = vec!["run", "--spec", &case.json, "--input", &x, "--weight", &w];
+    args.extend(["--output", output]);
+    if !extra.contains(&"--engine") {
+        args.extend(["--engine", "reference"]);
+    }
+    if case.b.is_some() {
+        args.extend(["--bias", b.as_str()]);
+    }
+    args.extend(extra);
+    convjit(&args)
+}
+
+/// Regression: as root, `--output /dev/null` replaced the device node with
+/// a regular file; a symbolic link was replaced rather than followed.
+#[test]
+fn run_writes_through_links_and_devices() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
+    let case = Case::new(TCONV);
+    let out = run_to(&case, &case.p("y.npy"), &[]);
+    succeeded("run", &out);
+    let expected = fs::read(case.path("y.npy")).unwrap();
+    fs::remove_file(case.path("y.npy")).unwrap();
+
+    let before = fs::symlink_metadata("/dev/null").unwrap();
+    succeeded("--output /dev/null", &run_to(&case, "/dev/null", &[]));
+    let after = fs::symlink_metadata("/dev/null").unwrap();
+    assert!(after.file_type().is_char_device(), "/dev/null is no longer a device");
+    assert_eq!((after.ino(), after.rdev()), (before.ino(), before.rdev()));
+
+    // Standard output, directly and through a link: the bytes come out there.
+    let links = tempfile::tempdir().unwrap();
+    let to_stdout = links.path().join("stdout.npy");
+    symlink("/proc/self/fd/1", &to_stdout).unwrap();
+    for path in ["/proc/self/fd/1", to_stdout.to_str().unwrap()] {
+        let out = run_to(&case, path, &[]);
+        succeeded(path, &out);
+        assert!(out.stdout == expected, "{path}: stdout is not the output file");
+    }
+    // A link to a file: the link stays, its target is written.
+    let link = links.path().join("y.npy");
+    symlink(case.path("target.npy"), &link).unwrap();
+    succeeded("through a link", &run_to(&case, link.to_str().unwrap(), &[]));
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read(case.path("target.npy")).unwrap(), expected);
+    assert_eq!(entries(links.path()), ["stdout.npy", "y.npy"]);
+}
