@@ -1,7 +1,8 @@
 //! What convjit writes, where the path is not a plain file (`convjit::atomic`):
 //! symbolic links are followed and kept, character devices and FIFOs are
 //! written in place and never replaced, folders are refused, permission
-//! bits are kept.
+//! bits are kept; and the tuning cache under concurrent writers (a lock),
+//! with every unreadable version kept.
 //!
 //! Device nodes: the tests write `/dev/null` only through the code under
 //! test and assert that it is still the same character device afterwards;
@@ -15,12 +16,14 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{check, entries};
+use common::{check, entries, spec};
 use convjit::Error;
 use convjit::npy::{read_f32, write_f32};
+use convjit::schedule;
+use convjit::tune::{Entry, TuningCache, Workload};
 
 const DATA: [f32; 4] = [1.0, -2.0, 3.5, 0.25];
 
@@ -264,4 +267,145 @@ fn an_existing_file_keeps_its_mode_and_a_new_one_gets_the_umask() {
     symlink(&target, &link).unwrap();
     write_f32(&link, &[2, 2], &DATA).unwrap();
     assert_eq!(mode(&target), 0o640);
+}
+
+// ---------------------------------------------------------------------------
+// The tuning cache
+// ---------------------------------------------------------------------------
+
+/// An entry for a 1×1 conv with `out` output channels: workloads differ by
+/// `out`.
+fn entry(out: usize) -> Entry {
+    let layer = spec(&format!(
+        r#"{{"op": "conv2d", "in_channels": 4, "out_channels": {out}, "height": 6, "width": 6, "kernel": 1}}"#
+    ));
+    Entry {
+        workload: Workload::host(&layer, 1),
+        schedule: schedule::choose(&layer),
+        macs_per_cycle: out as f64,
+        heuristic_macs_per_cycle: 1.0,
+        candidates: out,
+        tuned_at: 1_800_000_000,
+    }
+}
+
+fn workloads(path: &Path) -> Vec<Workload> {
+    TuningCache::load(path).entries().iter().map(|e| e.workload.clone()).collect()
+}
+
+/// Regression: two writers each loaded the cache, added their entry and
+/// renamed their file over it; the last rename won and the other's entry
+/// was lost.
+#[test]
+fn concurrent_updates_keep_every_entry() {
+    const WRITERS: usize = 8;
+    const EACH: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tuning.json");
+    let barrier = std::sync::Barrier::new(WRITERS);
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let (path, barrier) = (&path, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..EACH {
+                    TuningCache::update(path, entry(1 + w * EACH + i)).unwrap();
+                }
+            });
+        }
+    });
+    let found = workloads(&path);
+    assert_eq!(found.len(), WRITERS * EACH, "entries lost");
+    for out in 1..=WRITERS * EACH {
+        assert!(found.contains(&entry(out).workload), "the entry of {out} channels is lost");
+    }
+    assert_eq!(entries(dir.path()), ["tuning.json", "tuning.json.lock"]);
+}
+
+/// Regression: the second unreadable cache was moved over the first one's
+/// backup, though the documentation says an unreadable file is never
+/// overwritten.
+#[test]
+fn successive_unreadable_caches_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tuning.json");
+    let garbage: [&[u8]; 3] =
+        [b"{ not json", b"[1, 2, 3]", br#"{"format": "other", "version": 1, "entries": []}"#];
+    for (n, bad) in garbage.iter().enumerate() {
+        fs::write(&path, bad).unwrap();
+        TuningCache::update(&path, entry(n + 1)).unwrap();
+        assert_eq!(workloads(&path), [entry(n + 1).workload]);
+    }
+    assert_eq!(fs::read(dir.path().join("tuning.json.bak")).unwrap(), garbage[0]);
+    assert_eq!(fs::read(dir.path().join("tuning.json.bak.1")).unwrap(), garbage[1]);
+    assert_eq!(fs::read(dir.path().join("tuning.json.bak.2")).unwrap(), garbage[2]);
+    // A readable cache is updated in place: no further backup.
+    TuningCache::update(&path, entry(9)).unwrap();
+    assert_eq!(
+        entries(dir.path()),
+        [
+            "tuning.json",
+            "tuning.json.bak",
+            "tuning.json.bak.1",
+            "tuning.json.bak.2",
+            "tuning.json.lock"
+        ]
+    );
+}
+
+/// Regression: a cache reached through a symbolic link was replaced by a
+/// regular file, so the file the link named silently stopped being updated.
+#[test]
+fn a_symlinked_cache_stays_a_link_and_is_updated() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    let target = shared.join("tuning.json");
+    let link = dir.path().join("tuning.json");
+    symlink(&target, &link).unwrap();
+    TuningCache::update(&link, entry(1)).unwrap();
+    TuningCache::update(&target, entry(2)).unwrap();
+    TuningCache::update(&link, entry(3)).unwrap();
+    assert!(is_link(&link));
+    assert_eq!(workloads(&target), [1, 2, 3].map(|o| entry(o).workload));
+    // One lock for both paths, beside the target; nothing beside the link.
+    assert_eq!(entries(&shared), ["tuning.json", "tuning.json.lock"]);
+    assert_eq!(entries(dir.path()), ["shared", "tuning.json"]);
+    // An unreadable target is kept beside itself, the link still a link.
+    fs::write(&target, b"junk").unwrap();
+    TuningCache::update(&link, entry(4)).unwrap();
+    assert!(is_link(&link));
+    assert_eq!(fs::read(shared.join("tuning.json.bak")).unwrap(), b"junk");
+    assert_eq!(workloads(&link), [entry(4).workload]);
+}
+
+#[test]
+fn loading_takes_no_lock_and_reads_a_read_only_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("ro");
+    let path = folder.join("tuning.json");
+    TuningCache::update(&path, entry(1)).unwrap();
+    fs::remove_file(folder.join("tuning.json.lock")).unwrap();
+    fs::set_permissions(&folder, fs::Permissions::from_mode(0o555)).unwrap();
+    let loaded = workloads(&path);
+    let compiler = convjit::Compiler::host().unwrap().with_tuning_cache(&path);
+    fs::set_permissions(&folder, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(loaded, [entry(1).workload]);
+    let layer = spec(
+        r#"{"op": "conv2d", "in_channels": 4, "out_channels": 1, "height": 6, "width": 6, "kernel": 1}"#,
+    );
+    assert_eq!(compiler.tuned_schedule(&layer, 1), Some(entry(1).schedule));
+    // Loading made no lock file (root may write a read-only folder anyway).
+    assert_eq!(entries(&folder), ["tuning.json"]);
+}
+
+#[test]
+fn a_cache_on_dev_null_is_written_in_place() {
+    let before = fs::symlink_metadata("/dev/null").unwrap();
+    TuningCache::update(Path::new("/dev/null"), entry(1)).unwrap();
+    let after = fs::symlink_metadata("/dev/null").unwrap();
+    assert!(after.file_type().is_char_device(), "/dev/null is no longer a device");
+    assert_eq!((after.ino(), after.rdev()), (before.ino(), before.rdev()));
+    assert!(!PathBuf::from("/dev/null.lock").exists());
+    assert!(!PathBuf::from("/dev/null.bak").exists());
 }
