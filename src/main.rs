@@ -459,6 +459,8 @@ fn load_schedule(path: Option<&Path>, spec: &ValidSpec) -> Result<Schedule> {
 }
 
 fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Result<()> {
+    // Refuse an output that cannot be written before the work, not after.
+    atomic::check(&files.output)?;
     let spec = validate(&load_spec(spec)?)?;
     match (spec.has_bias(), &files.bias) {
         (true, None) => bail!(
@@ -679,10 +681,7 @@ fn bench(
     let options = &options;
     // Refuse an unwritable file before the run, not after minutes of it.
     for path in outputs.plot.iter().chain(&outputs.json_out) {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            bail!("{}: the folder {} does not exist", path.display(), dir.display());
-        }
+        atomic::check(path)?;
     }
     if options.engines.is_empty() {
         bail!("--engines: give at least one engine");
@@ -873,10 +872,7 @@ fn net(model: &str, files: &NetFiles, options: &net::Options, outputs: NetOutput
         bail!("--runs {}: give 1 to {MAX_NET_RUNS}", outputs.runs);
     }
     if let Some(path) = &files.output {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            bail!("{}: the folder {} does not exist", path.display(), dir.display());
-        }
+        atomic::check(path)?;
     }
     let graph = net::Graph::new(&model)?;
     let tensors = match &files.weights {

@@ -1109,3 +1109,21 @@ fn run_writes_through_links_and_devices() {
     assert_eq!(fs::read(case.path("target.npy")).unwrap(), expected);
     assert_eq!(entries(links.path()), ["stdout.npy", "y.npy"]);
 }
+
+/// Regression: `convjit run` found out that its output folder was missing
+/// only after the run (and its --stats lines); it now refuses first, as
+/// `net` and `bench` do, through the same check.
+#[test]
+fn run_refuses_its_output_before_the_work() {
+    let case = Case::new(
+        r#"{"op":"conv2d","in_channels":32,"out_channels":32,"height":40,"width":40,"kernel":3,"padding":1}"#,
+    );
+    let nowhere = case.p("nowhere/y.npy");
+    for engine in ["jit", "reference"] {
+        let out = run_to(&case, &nowhere, &["--engine", engine, "--stats", "--check"]);
+        // `failed` asserts that nothing reached stdout: no stats line.
+        run_fails(&case, &format!("{engine}: missing folder"), out, "does not exist");
+    }
+    let out = run_to(&case, case.dir.path().to_str().unwrap(), &["--stats"]);
+    run_fails(&case, "a folder as the output", out, "is a folder");
+}
