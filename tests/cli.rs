@@ -1127,3 +1127,79 @@ fn run_refuses_its_output_before_the_work() {
     let out = run_to(&case, case.dir.path().to_str().unwrap(), &["--stats"]);
     run_fails(&case, "a folder as the output", out, "is a folder");
 }
+
+/// A name holding an escape sequence and a carriage return.
+const RAW_NAME: &str = r"red\u001b[31m\rname";
+/// How convjit prints it.
+const SHOWN_NAME: &str = r"red\u{1b}[31m\rname";
+
+/// Asserts that neither stream holds an ESC or CR byte.
+fn no_control_bytes(what: &str, out: &Output) {
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(
+            !bytes.iter().any(|&b| b == 0x1b || b == b'\r'),
+            "{what}: a raw control character on {stream}: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+/// Regression: names from spec, suite and model files and file paths were
+/// printed raw in tables and errors, so an escape sequence in one drove the
+/// terminal.
+#[test]
+fn control_characters_in_names_are_escaped_on_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!(
+        r#"{{"name": "{RAW_NAME}", "op": "conv2d", "in_channels": 2, "out_channels": 2, "height": 4, "width": 4, "kernel": 1}}"#
+    );
+    let shown = |what: &str, out: &Output, text: &str| {
+        no_control_bytes(what, out);
+        assert!(text.contains(SHOWN_NAME), "{what}: the name is not shown escaped: {text}");
+    };
+    let out = convjit(&["macs", "--spec", &spec]);
+    succeeded("macs", &out);
+    shown("macs", &out, &stdout(&out));
+    // JSON keeps serde's escaping.
+    let out = convjit(&["macs", "--spec", &spec, "--json"]);
+    succeeded("macs --json", &out);
+    no_control_bytes("macs --json", &out);
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["name"], "red\x1b[31m\rname");
+    let out = convjit(&["bench", "--spec", &spec, "--engines", "jit", "--min-time", "0"]);
+    succeeded("bench", &out);
+    shown("bench", &out, &stdout(&out));
+    let out = convjit(&["tune", "--spec", &spec, "--budget", "0.3", "--no-cache"]);
+    succeeded("tune", &out);
+    shown("tune", &out, &stdout(&out));
+    let model = NET_MODEL
+        .replace(r#""name": "small""#, &format!(r#""name": "{RAW_NAME}""#))
+        .replace(r#""name": "c""#, &format!(r#""name": "c{RAW_NAME}""#));
+    fs::write(dir.path().join("model.json"), model).unwrap();
+    let out = convjit(&[
+        "net",
+        "--model",
+        dir.path().join("model.json").to_str().unwrap(),
+        "--runs",
+        "1",
+    ]);
+    succeeded("net", &out);
+    shown("net", &out, &stdout(&out));
+    assert!(stdout(&out).contains(&format!("c{SHOWN_NAME}")), "{}", stdout(&out));
+
+    // Errors: a layer's name, a file's path.
+    let bad = spec.replace(r#""kernel": 1"#, r#""kernel": 0"#);
+    let out = convjit(&["macs", "--spec", &bad]);
+    failed("invalid layer", &out, "kernel");
+    shown("invalid layer", &out, &stderr(&out));
+    let path = dir.path().join("red\x1b[31m\rname.json");
+    let out = convjit(&["macs", "--suite", path.to_str().unwrap()]);
+    failed("missing suite", &out, "(os error 2)");
+    shown("missing suite", &out, &stderr(&out));
+    // A warning quoting a path, and the --stats line naming the cache.
+    fs::write(&path, "junk").unwrap();
+    let case = Case::new(CONV);
+    let out = case.run(&case.json, &["--tuned", "--cache", path.to_str().unwrap(), "--stats"]);
+    succeeded("run --tuned --stats", &out);
+    shown("run --stats", &out, &stdout(&out));
+    shown("the cache's warning", &out, &stderr(&out));
+}
