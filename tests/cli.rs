@@ -1203,3 +1203,33 @@ fn control_characters_in_names_are_escaped_on_the_terminal() {
     shown("run --stats", &out, &stdout(&out));
     shown("the cache's warning", &out, &stderr(&out));
 }
+
+/// Asserts a one-line failure that names `path` and holds `os_error` once.
+fn os_error_once(what: &str, out: &Output, path: &str, os_error: &str) {
+    failed(what, out, path);
+    let err = stderr(out);
+    assert_eq!(err.matches(os_error).count(), 1, "{what}: {os_error:?} not exactly once: {err}");
+}
+
+/// Regression: an OS error was printed twice in one message (`Error::Io`'s
+/// message holds it, and the chain printed it again as its cause).
+#[test]
+fn os_errors_are_printed_once() {
+    let case = Case::new(CONV);
+    let (x, missing) = (case.p("x.npy"), case.p("absent.npy"));
+    let saved = fs::read(&x).unwrap();
+    fs::remove_file(&x).unwrap();
+    let out = case.run(&case.json, &["--engine", "reference"]);
+    fs::write(&x, saved).unwrap();
+    os_error_once("missing input", &out, &x, "(os error 2)");
+    // An output below a file: the OS says the folder is not one.
+    let below = format!("{x}/y.npy");
+    let out = run_to(&case, &below, &[]);
+    os_error_once("output below a file", &out, &below, "(os error 20)");
+    assert_eq!(entries(case.dir.path()), case.inputs());
+    let out = convjit(&["net", "--model", "builtin:jvet_lf", "--weights", &missing]);
+    os_error_once("missing weights", &out, "absent.npy", "(os error 2)");
+    let records = format!("{x}/records.jsonl");
+    let out = convjit(&["tune", "--spec", CONV, "--no-cache", "--records", &records]);
+    os_error_once("records below a file", &out, &records, "(os error 20)");
+}
