@@ -137,6 +137,15 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// An output path convjit will not write (a folder, a block device, a
+    /// FIFO nobody reads, a missing folder): see [`crate::atomic`].
+    #[error("{}: {reason}", path.display())]
+    Output {
+        /// The path given.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
     /// An I/O error, with the file it concerns.
     #[error("{}: {source}", path.display())]
     Io {

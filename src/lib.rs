@@ -29,6 +29,7 @@ pub mod reference;
 pub mod schedule;
 pub mod spec;
 pub mod suite;
+pub mod terminal;
 pub mod timing;
 pub mod tune;
 

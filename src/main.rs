@@ -17,7 +17,7 @@ use convjit::reference;
 use convjit::schedule::{self, Schedule};
 use convjit::tune::{Options as TuneOptions, RecordLog, Search, TuningCache};
 use convjit::{
-    Compiler, Complexity, ConvSpec, Engine, ValidSpec, atomic, files, npy, suite, timing,
+    Compiler, Complexity, ConvSpec, Engine, ValidSpec, atomic, files, npy, suite, terminal, timing,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -248,13 +248,28 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|buf, record| {
+            use std::io::Write;
+            // env_logger's own layout, with the message escaped: warnings
+            // quote names and paths (convjit::terminal).
+            let style = buf.default_level_style(record.level());
+            writeln!(
+                buf,
+                "[{} {style}{:<5}{style:#} {}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                terminal::escape(&record.args().to_string())
+            )
+        })
+        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version print on stdout and succeed.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            eprintln!("convjit: error: {}", usage_error(&e));
+            eprintln!("convjit: error: {}", terminal::escape(&usage_error(&e)));
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
@@ -361,7 +376,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("convjit: error: {}", reasons(&e).replace('\n', " "));
+            eprintln!("convjit: error: {}", terminal::escape(&reasons(&e).replace('\n', " ")));
             ExitCode::FAILURE
         }
     }
@@ -459,6 +474,8 @@ fn load_schedule(path: Option<&Path>, spec: &ValidSpec) -> Result<Schedule> {
 }
 
 fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Result<()> {
+    // Refuse an output that cannot be written before the work, not after.
+    atomic::check(&files.output)?;
     let spec = validate(&load_spec(spec)?)?;
     match (spec.has_bias(), &files.bias) {
         (true, None) => bail!(
@@ -515,7 +532,7 @@ fn run(spec: &str, files: &RunFiles, engine: Engine, options: RunOptions) -> Res
         let stats = kernel.run_with_stats(&x, &packed, &mut y)?;
         if options.stats {
             println!("target:        {}", compiler.describe());
-            println!("schedule:      {} ({origin})", sched.to_json());
+            println!("schedule:      {} ({})", sched.to_json(), terminal::escape(&origin));
             println!("compile time:  {:.3} ms", kernel.compile_time().as_secs_f64() * 1e3);
             println!("run time:      {:.3} ms", stats.wall.as_secs_f64() * 1e3);
             println!("cycles:        {} ({})", stats.cycles, stats.clock);
@@ -628,7 +645,7 @@ fn macs(spec: Option<&str>, suite: Option<&Path>, json: bool) -> Result<()> {
         let c = row.complexity;
         println!(
             "{:<20} {:<11} {:<32} {:>14} {:>14} {:>14} {:>9.3} {:>10} {:>10.3}",
-            s.name().unwrap_or("-"),
+            terminal::escape(s.name().unwrap_or("-")),
             row.kind,
             s.shape_summary(),
             c.macs,
@@ -674,17 +691,14 @@ fn bench(
         eprintln!(
             "jit schedules: {held} of {} layers tuned ({}), the heuristic's for the rest",
             layers.len(),
-            cache.display()
+            terminal::escape(&cache.display().to_string())
         );
         options.compiler = Some(compiler);
     }
     let options = &options;
     // Refuse an unwritable file before the run, not after minutes of it.
     for path in outputs.plot.iter().chain(&outputs.json_out) {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            bail!("{}: the folder {} does not exist", path.display(), dir.display());
-        }
+        atomic::check(path)?;
     }
     if options.engines.is_empty() {
         bail!("--engines: give at least one engine");
@@ -696,8 +710,12 @@ fn bench(
     );
     let report = bench::run(&layers, options, |step| match step {
         bench::Progress::Ceiling => bar.set_message("measuring the ceiling"),
-        bench::Progress::Reference { layer } => bar.set_message(format!("{layer}: reference")),
-        bench::Progress::Engine { layer, engine } => bar.set_message(format!("{layer}: {engine}")),
+        bench::Progress::Reference { layer } => {
+            bar.set_message(format!("{}: reference", terminal::escape(layer)));
+        }
+        bench::Progress::Engine { layer, engine } => {
+            bar.set_message(format!("{}: {engine}", terminal::escape(layer)));
+        }
         bench::Progress::Done => bar.inc(1),
     });
     bar.finish_and_clear();
@@ -755,7 +773,7 @@ fn tune(
             ProgressStyle::with_template("{prefix} {bar:30} {elapsed:>4}/{msg}")
                 .expect("a valid template"),
         );
-        bar.set_prefix(format!("[{}/{}] {name:<18}", i + 1, layers.len()));
+        bar.set_prefix(format!("[{}/{}] {:<18}", i + 1, layers.len(), terminal::escape(&name)));
         let outcome = convjit::tune::tune(&compiler, spec, &options, records.as_mut(), &mut |p| {
             bar.set_position(p.elapsed.as_millis() as u64);
             bar.set_message(format!(
@@ -804,7 +822,7 @@ fn tune(
         let t = r.time;
         println!(
             "{:<18} {:<10} {:>6} {:>6} {:>5} {:>4} {:>7.1}  {:>5.1} {:>5.1} {:>5.1} {:>5.1} {:>5.1}  {:>9.2} {:>7.2} {:>6.2}×",
-            r.layer,
+            terminal::escape(&r.layer),
             r.search.to_string(),
             r.space,
             r.candidates,
@@ -826,10 +844,10 @@ fn tune(
         timing::CLOCK
     );
     for r in &results {
-        println!("{}: {}", r.layer, r.schedule.to_json());
+        println!("{}: {}", terminal::escape(&r.layer), r.schedule.to_json());
     }
     if let Some(path) = &outputs.cache {
-        println!("tuning cache: {}", path.display());
+        println!("tuning cache: {}", terminal::escape(&path.display().to_string()));
     }
     Ok(())
 }
@@ -875,10 +893,7 @@ fn net(model: &str, files: &NetFiles, options: &net::Options, outputs: NetOutput
         bail!("--runs {}: give 1 to {MAX_NET_RUNS}", outputs.runs);
     }
     if let Some(path) = &files.output {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            bail!("{}: the folder {} does not exist", path.display(), dir.display());
-        }
+        atomic::check(path)?;
     }
     let graph = net::Graph::new(&model)?;
     let tensors = match &files.weights {
@@ -893,13 +908,14 @@ fn net(model: &str, files: &NetFiles, options: &net::Options, outputs: NetOutput
     };
     let spinner = ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(120));
-    spinner.set_message(format!("{}: compiling", model.name));
+    let name = terminal::escape(&model.name);
+    spinner.set_message(format!("{name}: compiling"));
     let prepared = network.prepare(options, None);
-    spinner.set_message(format!("{}: {} runs", model.name, outputs.runs + 1));
+    spinner.set_message(format!("{name}: {} runs", outputs.runs + 1));
     let measured = prepared.and_then(|mut p| p.measure(&x, outputs.runs));
     let checked = match (&measured, outputs.check) {
         (Ok((y, _)), true) => {
-            spinner.set_message(format!("{}: the reference run", model.name));
+            spinner.set_message(format!("{name}: the reference run"));
             Some(network.check(&x, y))
         }
         _ => None,

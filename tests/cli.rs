@@ -1240,3 +1240,182 @@ fn a_model_past_the_memory_fails_cleanly() {
         r#"model: layer "c": cannot allocate the layer's output: 4.3 GB"#,
     );
 }
+
+// ---------------------------------------------------------------------------
+// Output paths, OS errors, names on the terminal
+// ---------------------------------------------------------------------------
+
+/// `convjit run` of `case`, writing `output`, on the reference engine
+/// unless `extra` names another.
+fn run_to(case: &Case, output: &str, extra: &[&str]) -> Output {
+    let (x, w, b) = (case.p("x.npy"), case.p("w.npy"), case.p("b.npy"));
+    let mut args = vec!["run", "--spec", &case.json, "--input", &x, "--weight", &w];
+    args.extend(["--output", output]);
+    if !extra.contains(&"--engine") {
+        args.extend(["--engine", "reference"]);
+    }
+    if case.b.is_some() {
+        args.extend(["--bias", b.as_str()]);
+    }
+    args.extend(extra);
+    convjit(&args)
+}
+
+/// Regression: as root, `--output /dev/null` replaced the device node with
+/// a regular file; a symbolic link was replaced rather than followed.
+#[test]
+fn run_writes_through_links_and_devices() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
+    let case = Case::new(TCONV);
+    let out = run_to(&case, &case.p("y.npy"), &[]);
+    succeeded("run", &out);
+    let expected = fs::read(case.path("y.npy")).unwrap();
+    fs::remove_file(case.path("y.npy")).unwrap();
+
+    let before = fs::symlink_metadata("/dev/null").unwrap();
+    succeeded("--output /dev/null", &run_to(&case, "/dev/null", &[]));
+    let after = fs::symlink_metadata("/dev/null").unwrap();
+    assert!(after.file_type().is_char_device(), "/dev/null is no longer a device");
+    assert_eq!((after.ino(), after.rdev()), (before.ino(), before.rdev()));
+
+    // Standard output, directly and through a link: the bytes come out there.
+    let links = tempfile::tempdir().unwrap();
+    let to_stdout = links.path().join("stdout.npy");
+    symlink("/proc/self/fd/1", &to_stdout).unwrap();
+    for path in ["/proc/self/fd/1", to_stdout.to_str().unwrap()] {
+        let out = run_to(&case, path, &[]);
+        succeeded(path, &out);
+        assert!(out.stdout == expected, "{path}: stdout is not the output file");
+    }
+    // A link to a file: the link stays, its target is written.
+    let link = links.path().join("y.npy");
+    symlink(case.path("target.npy"), &link).unwrap();
+    succeeded("through a link", &run_to(&case, link.to_str().unwrap(), &[]));
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read(case.path("target.npy")).unwrap(), expected);
+    assert_eq!(entries(links.path()), ["stdout.npy", "y.npy"]);
+}
+
+/// Regression: `convjit run` found out that its output folder was missing
+/// only after the run (and its --stats lines); it now refuses first, as
+/// `net` and `bench` do, through the same check.
+#[test]
+fn run_refuses_its_output_before_the_work() {
+    let case = Case::new(
+        r#"{"op":"conv2d","in_channels":32,"out_channels":32,"height":40,"width":40,"kernel":3,"padding":1}"#,
+    );
+    let nowhere = case.p("nowhere/y.npy");
+    for engine in ["jit", "reference"] {
+        let out = run_to(&case, &nowhere, &["--engine", engine, "--stats", "--check"]);
+        // `failed` asserts that nothing reached stdout: no stats line.
+        run_fails(&case, &format!("{engine}: missing folder"), out, "does not exist");
+    }
+    let out = run_to(&case, case.dir.path().to_str().unwrap(), &["--stats"]);
+    run_fails(&case, "a folder as the output", out, "is a folder");
+}
+
+/// A name holding an escape sequence and a carriage return.
+const RAW_NAME: &str = r"red\u001b[31m\rname";
+/// How convjit prints it.
+const SHOWN_NAME: &str = r"red\u{1b}[31m\rname";
+
+/// Asserts that neither stream holds an ESC or CR byte.
+fn no_control_bytes(what: &str, out: &Output) {
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(
+            !bytes.iter().any(|&b| b == 0x1b || b == b'\r'),
+            "{what}: a raw control character on {stream}: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+/// Regression: names from spec, suite and model files and file paths were
+/// printed raw in tables and errors, so an escape sequence in one drove the
+/// terminal.
+#[test]
+fn control_characters_in_names_are_escaped_on_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!(
+        r#"{{"name": "{RAW_NAME}", "op": "conv2d", "in_channels": 2, "out_channels": 2, "height": 4, "width": 4, "kernel": 1}}"#
+    );
+    let shown = |what: &str, out: &Output, text: &str| {
+        no_control_bytes(what, out);
+        assert!(text.contains(SHOWN_NAME), "{what}: the name is not shown escaped: {text}");
+    };
+    let out = convjit(&["macs", "--spec", &spec]);
+    succeeded("macs", &out);
+    shown("macs", &out, &stdout(&out));
+    // JSON keeps serde's escaping.
+    let out = convjit(&["macs", "--spec", &spec, "--json"]);
+    succeeded("macs --json", &out);
+    no_control_bytes("macs --json", &out);
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["name"], "red\x1b[31m\rname");
+    let out = convjit(&["bench", "--spec", &spec, "--engines", "jit", "--min-time", "0"]);
+    succeeded("bench", &out);
+    shown("bench", &out, &stdout(&out));
+    let out = convjit(&["tune", "--spec", &spec, "--budget", "0.3", "--no-cache"]);
+    succeeded("tune", &out);
+    shown("tune", &out, &stdout(&out));
+    let model = NET_MODEL
+        .replace(r#""name": "small""#, &format!(r#""name": "{RAW_NAME}""#))
+        .replace(r#""name": "c""#, &format!(r#""name": "c{RAW_NAME}""#));
+    fs::write(dir.path().join("model.json"), model).unwrap();
+    let out = convjit(&[
+        "net",
+        "--model",
+        dir.path().join("model.json").to_str().unwrap(),
+        "--runs",
+        "1",
+    ]);
+    succeeded("net", &out);
+    shown("net", &out, &stdout(&out));
+    assert!(stdout(&out).contains(&format!("c{SHOWN_NAME}")), "{}", stdout(&out));
+
+    // Errors: a layer's name, a file's path.
+    let bad = spec.replace(r#""kernel": 1"#, r#""kernel": 0"#);
+    let out = convjit(&["macs", "--spec", &bad]);
+    failed("invalid layer", &out, "kernel");
+    shown("invalid layer", &out, &stderr(&out));
+    let path = dir.path().join("red\x1b[31m\rname.json");
+    let out = convjit(&["macs", "--suite", path.to_str().unwrap()]);
+    failed("missing suite", &out, "(os error 2)");
+    shown("missing suite", &out, &stderr(&out));
+    // A warning quoting a path, and the --stats line naming the cache.
+    fs::write(&path, "junk").unwrap();
+    let case = Case::new(CONV);
+    let out = case.run(&case.json, &["--tuned", "--cache", path.to_str().unwrap(), "--stats"]);
+    succeeded("run --tuned --stats", &out);
+    shown("run --stats", &out, &stdout(&out));
+    shown("the cache's warning", &out, &stderr(&out));
+}
+
+/// Asserts a one-line failure that names `path` and holds `os_error` once.
+fn os_error_once(what: &str, out: &Output, path: &str, os_error: &str) {
+    failed(what, out, path);
+    let err = stderr(out);
+    assert_eq!(err.matches(os_error).count(), 1, "{what}: {os_error:?} not exactly once: {err}");
+}
+
+/// Regression: an OS error was printed twice in one message (`Error::Io`'s
+/// message holds it, and the chain printed it again as its cause).
+#[test]
+fn os_errors_are_printed_once() {
+    let case = Case::new(CONV);
+    let (x, missing) = (case.p("x.npy"), case.p("absent.npy"));
+    let saved = fs::read(&x).unwrap();
+    fs::remove_file(&x).unwrap();
+    let out = case.run(&case.json, &["--engine", "reference"]);
+    fs::write(&x, saved).unwrap();
+    os_error_once("missing input", &out, &x, "(os error 2)");
+    // An output below a file: the OS says the folder is not one.
+    let below = format!("{x}/y.npy");
+    let out = run_to(&case, &below, &[]);
+    os_error_once("output below a file", &out, &below, "(os error 20)");
+    assert_eq!(entries(case.dir.path()), case.inputs());
+    let out = convjit(&["net", "--model", "builtin:jvet_lf", "--weights", &missing]);
+    os_error_once("missing weights", &out, "absent.npy", "(os error 2)");
+    let records = format!("{x}/records.jsonl");
+    let out = convjit(&["tune", "--spec", CONV, "--no-cache", "--records", &records]);
+    os_error_once("records below a file", &out, &records, "(os error 20)");
+}

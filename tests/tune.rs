@@ -263,13 +263,16 @@ fn corrupt_and_foreign_caches_are_ignored_not_fatal() {
         ..tune_quietly(&spec, &options(300, Search::Random), None).entry(&spec, 1)
     };
 
-    for garbage in [
+    for (n, garbage) in [
         &b"{ not json"[..],
         b"",
         b"[1, 2, 3]",
         &[0xff, 0x00, 0x12][..],
         br#"{"format": "something-else", "version": 1, "entries": []}"#,
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         std::fs::write(&path, garbage).unwrap();
         let cache = TuningCache::load(&path);
         assert!(cache.entries().is_empty());
@@ -277,11 +280,13 @@ fn corrupt_and_foreign_caches_are_ignored_not_fatal() {
             Compiler::host().unwrap().with_tuning_cache(&path).schedule_for(&spec, 1),
             schedule::choose(&spec)
         );
-        // Saving a result moves the unreadable file aside, then writes a
-        // valid one.
+        // Saving a result keeps the unreadable file under the next free
+        // backup name, then writes a valid one.
         TuningCache::update(&path, entry.clone()).unwrap();
         assert_eq!(TuningCache::load(&path).lookup(&spec, 1), Some(entry.schedule));
-        assert_eq!(std::fs::read(dir.path().join("tuning.json.bak")).unwrap(), garbage);
+        let backup =
+            if n == 0 { "tuning.json.bak".to_string() } else { format!("tuning.json.bak.{n}") };
+        assert_eq!(std::fs::read(dir.path().join(backup)).unwrap(), garbage);
     }
 
     // Entries of another CPU, another version, or that no longer parse are

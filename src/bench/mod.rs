@@ -458,7 +458,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{:<18} {:<11} {:<9} {:>3} {:>5} {:>11} {:>6.1}% {:>13} {:>9.3} {:>8.2} {:>6.1}% {:>9} {:>10.2} {:>8.2}",
-                layer,
+                crate::terminal::escape(layer),
                 kind,
                 r.engine.to_string(),
                 r.threads,

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::jit::Compiler;
 use crate::reference::{self, Deviation};
 use crate::spec::Activation;
+use crate::terminal::escape;
 use crate::timing::{self, Measurement};
 
 /// How [`Network::prepare`] runs a network.
@@ -603,12 +604,14 @@ impl Report {
     pub fn table(&self) -> String {
         use std::fmt::Write;
         let pixels = (self.input[0] * self.input[2] * self.input[3]) as f64;
-        let width = self.layers.iter().map(|l| l.name.chars().count()).max().unwrap_or(5).max(5);
+        // Names are the model file's: escaped for the terminal (crate::terminal).
+        let names: Vec<_> = self.layers.iter().map(|l| escape(&l.name)).collect();
+        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(5).max(5);
         let mut out = String::new();
         let _ = writeln!(
             out,
             "{}: input {}, engine {}, dsc {}, {} thread{}, median of {} runs, prepared in {:.1} ms",
-            self.model,
+            escape(&self.model),
             shape_str(self.input),
             self.engine,
             self.dsc,
@@ -653,14 +656,14 @@ impl Report {
                 mpc
             );
         };
-        for l in &self.layers {
+        for (l, name) in self.layers.iter().zip(&names) {
             let kind = match &l.folded_into {
                 Some(_) => format!("{} (folded)", l.kind),
                 None => l.kind.to_string(),
             };
             let mpc = l.macs_per_cycle.map_or_else(|| "-".to_string(), |m| format!("{m:.2}"));
             let c = [l.params, l.macs, l.macs_valid, l.macs_ptflops];
-            row(&mut out, &l.name, &kind, &shape_str(l.output_shape), c, l.median_s, mpc);
+            row(&mut out, name, &kind, &shape_str(l.output_shape), c, l.median_s, mpc);
         }
         let t = &self.total;
         let c = [t.params, t.macs, t.macs_valid, t.macs_ptflops];

@@ -14,11 +14,21 @@
 //! [`crate::files::TUNING_CACHE`] allows (64 MiB, refused unread), and any
 //! entry that does not parse, was tuned on another CPU or by another
 //! convjit version, or holds a schedule the layer cannot use, is ignored
-//! with a warning. Writes replace the file atomically (a
-//! temporary file renamed over it), keep the entries of other machines, and
-//! replace the entry of the same workload; a file that could not be read is
-//! moved to `FILE.bak` first. Two processes writing at once
-//! both leave a valid file; the last rename wins.
+//! with a warning. Reading takes no lock, so a cache in a folder
+//! the reader may not write is read as any other: writers replace the file
+//! whole ([`crate::atomic`]: a temporary file renamed over it, through a
+//! symbolic link to its target), so a reader sees one complete version.
+//!
+//! Writes keep the entries of other machines and replace the entry of the
+//! same workload. A writer holds an exclusive advisory lock (`flock`) on
+//! `FILE.lock` beside the file while it reads, merges and writes it
+//! ([`TuningCache::update`]), so two `convjit tune` runs on one cache both
+//! keep their entries: the second reads what the first wrote. The lock is
+//! on a file of its own because the cache itself is replaced, not rewritten;
+//! the lock file stays (empty), and the lock ends with its holder, even a
+//! killed one. A file that could not be read is kept, never overwritten:
+//! before the new cache replaces it, it gets a second name, the first free
+//! of `FILE.bak`, `FILE.bak.1`, `FILE.bak.2`, …
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -106,7 +116,8 @@ pub struct TuningCache {
     /// ones this version cannot read, so a shared file loses nothing.
     others: Vec<serde_json::Value>,
     /// The file exists but is not a cache this version can read (corrupt,
-    /// or another format or layout version): saving moves it aside first.
+    /// or another format or layout version): saving keeps it under a backup
+    /// name first.
     unreadable: bool,
 }
 
@@ -137,9 +148,10 @@ impl TuningCache {
             Err(e) => {
                 log::warn!(
                     "tuning cache {} is not a convjit tuning cache ({e}); ignoring it (saving a \
-                     tuning result moves it to {})",
+                     tuning result keeps it as {} or the first free {}.N)",
                     path.display(),
-                    backup(path).display()
+                    backup(path, 0).display(),
+                    backup(path, 0).display()
                 );
                 cache.unreadable = true;
                 return cache;
@@ -217,23 +229,40 @@ impl TuningCache {
         self.entries.push(entry);
     }
 
-    /// Writes the cache to `path`, atomically. A file this version could
-    /// not read when it was loaded is first moved to `path.bak` (with a
-    /// warning), never overwritten.
+    /// Writes the cache to `path`, atomically, holding the cache's lock:
+    /// the file then holds exactly this cache's entries (to add an entry
+    /// to what the file holds now, use [`TuningCache::update`]). A file
+    /// this version could not read when it was loaded is first kept under
+    /// a backup name (with a warning), never overwritten.
     pub fn save(&self, path: &Path) -> Result<()> {
-        if self.unreadable && self.path.as_deref() == Some(path) && path.is_file() {
-            let aside = backup(path);
-            std::fs::rename(path, &aside)
-                .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-            log::warn!(
-                "tuning cache {}: the unreadable file is now {}",
-                path.display(),
-                aside.display()
-            );
-        }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        let _lock = Lock::take(path)?;
+        self.save_locked(path)
+    }
+
+    /// Loads `path`, adds `entry` and writes it back, all under the cache's
+    /// lock, so that concurrent updates all keep their entries: what
+    /// `convjit tune` does after each layer, so an interrupted run keeps
+    /// what it found.
+    pub fn update(path: &Path, entry: Entry) -> Result<()> {
+        let _lock = Lock::take(path)?;
+        // Read under the lock: another writer may have saved since.
+        let mut cache = TuningCache::load(path);
+        cache.insert(entry);
+        cache.save_locked(path)
+    }
+
+    /// [`TuningCache::save`], the lock held.
+    fn save_locked(&self, path: &Path) -> Result<()> {
+        if self.unreadable && self.path.as_deref() == Some(path) {
+            let target = crate::atomic::final_target(path)?;
+            if target.is_file() {
+                let aside = keep_aside(&target)?;
+                log::warn!(
+                    "tuning cache {}: the unreadable file is kept as {}",
+                    path.display(),
+                    aside.display()
+                );
+            }
         }
         let mut entries = self.others.clone();
         entries.extend(self.entries.iter().map(|e| serde_json::to_value(e).expect("serialises")));
@@ -241,21 +270,90 @@ impl TuningCache {
         let text = serde_json::to_string_pretty(&file).expect("a cache always serialises");
         crate::atomic::write(path, |out| writeln!(out, "{text}"))
     }
-
-    /// Loads `path`, adds `entry` and writes it back: what `convjit tune`
-    /// does after each layer, so an interrupted run keeps what it found.
-    pub fn update(path: &Path, entry: Entry) -> Result<()> {
-        let mut cache = TuningCache::load(path);
-        cache.insert(entry);
-        cache.save(path)
-    }
 }
 
-/// Where an unreadable cache file is moved before a new one is written.
-fn backup(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
+/// The most backups of unreadable caches kept beside one cache.
+const MAX_BACKUPS: usize = 1000;
+
+/// The `n`-th backup name of `target`: `FILE.bak`, then `FILE.bak.1`, ….
+fn backup(target: &Path, n: usize) -> PathBuf {
+    let mut name = target.as_os_str().to_owned();
     name.push(".bak");
+    if n > 0 {
+        name.push(format!(".{n}"));
+    }
     PathBuf::from(name)
+}
+
+/// Gives the unreadable file `target` the first free backup name and
+/// returns it. A hard link, so that the file stays at `target` until the
+/// new cache replaces it (readers never find it missing) and an existing
+/// backup is never replaced; a rename where the file system has no hard
+/// links.
+fn keep_aside(target: &Path) -> Result<PathBuf> {
+    let io = |path: &Path, source| Error::Io { path: path.to_path_buf(), source };
+    for n in 0..MAX_BACKUPS {
+        let aside = backup(target, n);
+        match std::fs::hard_link(target, &aside) {
+            Ok(()) => return Ok(aside),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => match std::fs::symlink_metadata(&aside) {
+                Ok(_) => {}
+                Err(missing) if missing.kind() == std::io::ErrorKind::NotFound => {
+                    // No hard links here: the lock keeps other convjit
+                    // writers from taking the name meanwhile.
+                    std::fs::rename(target, &aside).map_err(|_| io(target, e))?;
+                    return Ok(aside);
+                }
+                Err(other) => return Err(io(&aside, other)),
+            },
+        }
+    }
+    Err(Error::Output {
+        path: target.to_path_buf(),
+        reason: format!(
+            "unreadable and not overwritten, but {MAX_BACKUPS} backups of it exist already \
+             ({} to {}): remove them",
+            backup(target, 0).display(),
+            backup(target, MAX_BACKUPS - 1).display()
+        ),
+    })
+}
+
+/// The exclusive lock writers of one cache hold, on `FILE.lock` beside its
+/// final target (so two paths to one cache share it); released when
+/// dropped, or when its process ends.
+struct Lock {
+    /// The open lock file, which holds the lock; none for a device.
+    _file: Option<std::fs::File>,
+}
+
+impl Lock {
+    /// Waits for the lock of the cache at `path`, making its folder first.
+    /// A cache that is a device (`/dev/null`) is written in place and not
+    /// locked: no lock file is made beside a device.
+    fn take(path: &Path) -> Result<Lock> {
+        let target = crate::atomic::final_target(path)?;
+        if target.exists() && !target.is_file() {
+            return Ok(Lock { _file: None });
+        }
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        }
+        let mut name = target.into_os_string();
+        name.push(".lock");
+        let lock_path = PathBuf::from(name);
+        let io = |source| Error::Io { path: lock_path.clone(), source };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        file.lock().map_err(io)?;
+        Ok(Lock { _file: Some(file) })
+    }
 }
 
 impl Workload {
