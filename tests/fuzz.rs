@@ -427,10 +427,12 @@ fn read_spec(path: &Path) -> Result<convjit::ValidSpec, Error> {
     ConvSpec::from_json(&files::read_text(path, files::SPEC)?)?.validate()
 }
 
-/// Reads a schedule file. Whether the schedule is legal for a layer is not
-/// asked here: bounds on the values of its fields are another matter.
+/// Reads a schedule file and asks whether it is legal for the layer it
+/// was made for (a knob's value may overflow a product there).
 fn read_schedule(path: &Path) -> Result<Schedule, Error> {
-    Schedule::from_json(&files::read_text(path, files::SCHEDULE)?)
+    let schedule = Schedule::from_json(&files::read_text(path, files::SCHEDULE)?)?;
+    schedule.legal(&layer())?;
+    Ok(schedule)
 }
 
 fn read_suite(path: &Path) -> Result<usize, Error> {
@@ -438,10 +440,10 @@ fn read_suite(path: &Path) -> Result<usize, Error> {
     specs.iter().map(ConvSpec::validate).collect::<Result<Vec<_>, _>>().map(|v| v.len())
 }
 
-/// Reads a model file. Its shapes are not inferred here: bounds on the
-/// values of its fields are another matter.
-fn read_model(path: &Path) -> Result<Model, Error> {
-    Model::from_json(&files::read_text(path, files::MODEL)?)
+/// Reads a model file and infers its shapes (a field's value may
+/// overflow the shape arithmetic there).
+fn read_model(path: &Path) -> Result<Graph, Error> {
+    Graph::new(&Model::from_json(&files::read_text(path, files::MODEL)?)?)
 }
 
 fn tiny_graph() -> Graph {
@@ -534,15 +536,20 @@ proptest! {
     }
 
     /// A cache never fails to load: what does not parse is ignored, so it
-    /// holds at most the one entry of this machine it was made with.
-    /// (Whether that entry's schedule is legal for a layer is not asked
-    /// here: bounds on the values of a schedule's fields are another
-    /// matter.)
+    /// holds at most the one entry of this machine it was made with; a
+    /// lookup gives a schedule only when it is legal for the layer.
     #[test]
     fn tuning_caches(edits in edits()) {
         let file = scratch("tuning.json", &edited(&cache_file(), &edits));
-        let held = bounded("tuning cache", || TuningCache::load(&file.path).entries().len());
+        let spec = layer();
+        let (held, found) = bounded("tuning cache", || {
+            let cache = TuningCache::load(&file.path);
+            (cache.entries().len(), cache.lookup(&spec, 1))
+        });
         prop_assert!(held <= 1, "{held} entries");
+        if let Some(schedule) = found {
+            prop_assert!(schedule.legal(&spec).is_ok());
+        }
     }
 
     /// A records file always reads: the lines that parse, the others

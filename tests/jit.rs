@@ -360,6 +360,28 @@ fn kernels_past_the_unroll_limit() {
     }
 }
 
+/// Taps that meet only padding, for every output, are not kept, and the
+/// copy is padded only as far as the kept ones reach: a padding and a
+/// dilation of 2^24 around a 1×1 image compute (the copy once asked for
+/// 288 PB, and with 16384 channels its size overflowed), and a stride that
+/// steps over the image leaves no tap at all (the output is the bias).
+#[test]
+fn padding_past_every_tap() {
+    for json in [
+        r#"{"op":"conv2d","in_channels":4,"out_channels":3,"height":1,"width":1,"kernel":3,"dilation":16777216,"padding":16777216}"#,
+        r#"{"op":"conv2d","in_channels":2,"out_channels":3,"height":1,"width":3,"kernel":1,"stride":2,"padding":1,"activation":"relu"}"#,
+        r#"{"op":"conv2d","in_channels":3,"out_channels":2,"height":2,"width":5,"kernel":[3,4],"stride":3,"padding":[4,6],"dilation":[1,2]}"#,
+    ] {
+        check_all(json);
+    }
+    let wide = spec(
+        r#"{"op":"conv2d","in_channels":16384,"out_channels":4,"height":1,"width":1,"kernel":3,"dilation":16777216,"padding":16777216}"#,
+    );
+    let plan = convjit::codegen::Plan::new(&wide, &schedule::choose(&wide));
+    assert_eq!((plan.pad, plan.padded), ([0; 4], [1, 1]));
+    check_kernel(&wide, &schedule::choose(&wide), 2);
+}
+
 /// Transposed convs whose stride passes the kernel: the phases of an axis
 /// come in runs the code loops over (a few, however large the stride),
 /// and the pixels no tap reaches (residues of the stride, or of a dilation

@@ -156,17 +156,18 @@ fn executable_mappings() -> (usize, u64) {
     (count, bytes)
 }
 
-/// Rounds after the warm-up (43 kernels each, about 0.3 s in the dev
-/// profile).
+/// Rounds after the warm-up, at least (43 kernels each, about 0.2 s in
+/// the dev profile); more when a round's code is too small for a leak of
+/// it to show past `RSS_SLACK`.
 const ROUNDS: usize = 32;
 
 /// Resident memory the loop may add: what the allocator keeps of freed
 /// buffers (glibc's per-thread arenas, which a round's new threads reuse
 /// but do not shrink); measured: under 100 KiB. A leak of every kernel's
 /// code and buffers would add far more: one round's kernels hold about
-/// 16 KiB of code pages each, some 650 KiB a round resident, so 32 rounds
-/// would leak about 20 MiB. The test measures that figure and asserts the
-/// loop passes this bound three times over with it.
+/// 16 KiB of code pages each, some 600 KiB a round resident, so 32 rounds
+/// would leak about 19 MiB. The test measures that figure and runs enough
+/// rounds that the leak would pass this bound three times over.
 const RSS_SLACK: u64 = 6 << 20;
 
 /// Executable mappings the loop may add: none are expected, a few allow
@@ -233,14 +234,18 @@ fn kernels_compiled_run_and_dropped_in_a_loop_leak_nothing() {
     let rss_alive = resident_bytes().saturating_sub(rss_before);
     drop(alive);
 
+    // Enough rounds that leaking each round's kernels would pass the
+    // resident bound three times over, however small the code of a round.
+    let per_round = exec_alive.max(rss_alive).max(1);
+    let rounds = ((3 * RSS_SLACK) / per_round + 1).max(ROUNDS as u64) as usize;
     let mut compiled = 0;
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         compiled += round(&compiler, &cases, &blocks, threads);
     }
     let (rss_after, (maps_after, exec_after)) = (resident_bytes(), executable_mappings());
     let took = start.elapsed();
     eprintln!(
-        "{compiled} kernels in {ROUNDS} rounds, {took:.1?}: resident {} → {} KiB; executable \
+        "{compiled} kernels in {rounds} rounds, {took:.1?}: resident {} → {} KiB; executable \
          mappings {maps_before} → {maps_after}, {} → {} KiB; one round's kernels alive held {} KiB \
          of code and {} KiB resident",
         rss_before >> 10,
@@ -256,8 +261,8 @@ fn kernels_compiled_run_and_dropped_in_a_loop_leak_nothing() {
     // resident bound.
     assert!(exec_alive > 0, "compiled kernels hold no executable pages");
     assert!(
-        ROUNDS as u64 * exec_alive.max(rss_alive) > 3 * RSS_SLACK,
-        "the loop is too short to tell a leak from allocator slack: {ROUNDS} rounds of {} KiB",
+        rounds as u64 * per_round > 3 * RSS_SLACK,
+        "the loop is too short to tell a leak from allocator slack: {rounds} rounds of {} KiB",
         exec_alive.max(rss_alive) >> 10
     );
     assert!(

@@ -151,16 +151,25 @@ impl Plan {
     pub fn new(spec: &ValidSpec, schedule: &Schedule) -> Plan {
         let p = spec.padding();
         let (rows, cols, pad) = match spec.op() {
-            Op::Conv2d => (
-                conv_axis(
+            Op::Conv2d => {
+                let (rows, [top, bottom]) = conv_axis(
+                    spec.height(),
                     spec.out_height(),
                     spec.kernel()[0],
                     spec.stride()[0],
                     spec.dilation()[0],
-                ),
-                conv_axis(spec.out_width(), spec.kernel()[1], spec.stride()[1], spec.dilation()[1]),
-                [p.top, p.left, p.bottom, p.right],
-            ),
+                    p.top,
+                );
+                let (cols, [left, right]) = conv_axis(
+                    spec.width(),
+                    spec.out_width(),
+                    spec.kernel()[1],
+                    spec.stride()[1],
+                    spec.dilation()[1],
+                    p.left,
+                );
+                (rows, cols, [top, left, bottom, right])
+            }
             Op::ConvTranspose2d => {
                 let (rows, [top, bottom]) = transposed_axis(
                     spec.height(),
@@ -367,17 +376,45 @@ fn width_rows(phases: &[Phase], padded_width: usize) -> (usize, usize) {
 }
 
 /// conv2d along one axis: one phase, output position o reads padded input
-/// `o·s + i·d` for every tap i.
-fn conv_axis(out: usize, k: usize, s: usize, d: usize) -> Vec<Axis> {
-    vec![Axis {
+/// `o·s + offset_i` for every tap i kept, and the padding `[before, after]`
+/// the copy needs. The taps kept run from the first to the last that reads
+/// a real pixel for some output (a tap that meets only padding is not
+/// multiplied: it adds nothing); the copy is padded as far as they reach
+/// and no further — a padding of 2^24 around a 1×1 input with a dilation
+/// to match asks for no copy of 2^48 pixels.
+fn conv_axis(
+    input: usize,
+    out: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+    pad: usize,
+) -> (Vec<Axis>, [usize; 2]) {
+    let (n, out_i, s_i, d_i, p) = (input as i64, out as i64, s as i64, d as i64, pad as i64);
+    // Tap i reads o·s + i·d − p: its first output at or past the input's
+    // start, and whether that one is before the input's end.
+    let real = |i: i64| {
+        let first =
+            (p - i * d_i).max(0).div_euclid(s_i) + i64::from((p - i * d_i).max(0) % s_i != 0);
+        first < out_i && first * s_i + i * d_i - p < n
+    };
+    let kept = (0..k as i64).find(|&i| real(i)).zip((0..k as i64).rev().find(|&i| real(i)));
+    let axis = |taps: Vec<Tap>| Axis {
         out_start: 0,
         out_step: 1,
         count: out,
         in_step: s,
-        taps: (0..k).map(|i| Tap { kernel: i, offset: i * d }).collect(),
+        taps,
         members: 1,
         shift: Shift::default(),
-    }]
+    };
+    let Some((first, last)) = kept else { return (vec![axis(Vec::new())], [0, 0]) };
+    let before = (p - first * d_i).max(0);
+    let after = ((out_i - 1) * s_i + last * d_i - p - (n - 1)).max(0);
+    let taps = (first..=last)
+        .map(|i| Tap { kernel: i as usize, offset: (i * d_i - p + before) as usize })
+        .collect();
+    (vec![axis(taps)], [before as usize, after as usize])
 }
 
 /// conv_transpose2d along one axis: one phase per residue `r` of the output
