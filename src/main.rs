@@ -312,8 +312,13 @@ fn main() -> ExitCode {
             tuned,
             cache,
         } => {
-            let Ok(min_time) = Duration::try_from_secs_f64(min_time) else {
-                eprintln!("convjit: error: --min-time must be a number of seconds ≥ 0");
+            let Some(min_time) =
+                Duration::try_from_secs_f64(min_time).ok().filter(|t| *t <= bench::MAX_MIN_TIME)
+            else {
+                eprintln!(
+                    "convjit: error: --min-time must be a number of seconds from 0 to {}",
+                    bench::MAX_MIN_TIME.as_secs()
+                );
                 return ExitCode::FAILURE;
             };
             let options = BenchOptions {

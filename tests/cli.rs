@@ -762,6 +762,9 @@ fn bench_failures_print_one_line() {
     failed("zero threads", &out, "thread");
     let out = convjit(&["bench", "--spec", spec, "--min-time=-1"]);
     failed("negative min-time", &out, "min-time");
+    // Five times 10^19 seconds overflowed a Duration: a panic.
+    let out = convjit(&["bench", "--spec", spec, "--min-time", "1e19"]);
+    failed("huge min-time", &out, "min-time");
     let out = convjit(&["bench", "--spec", r#"{"op": "conv2d"}"#]);
     failed("invalid spec", &out, "spec");
     let out = convjit(&["bench", "--spec", &suite_path()]);
@@ -885,6 +888,8 @@ fn tune_survives_a_corrupt_cache_and_refuses_bad_options() {
         (&["--strategy", "anneal"][..], "anneal"),
         (&["--threads", "0"][..], "threads"),
         (&["--records", "/nonexistent/dir/r.jsonl"][..], "/nonexistent/dir/r.jsonl"),
+        // Not a regular file: a FIFO blocked the tuner once its buffer filled.
+        (&["--records", "/dev/null"][..], "not a regular file"),
     ] {
         let out = convjit(&[&["tune", "--spec", &spec_file, "--no-cache"][..], args].concat());
         failed(&format!("tune {args:?}"), &out, reason);

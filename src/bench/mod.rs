@@ -73,6 +73,10 @@ impl Default for Options {
     }
 }
 
+/// The longest `min_time` the CLI takes: an hour of timed work per layer
+/// and engine. (The library takes any; past this it only runs longer.)
+pub const MAX_MIN_TIME: Duration = Duration::from_secs(3600);
+
 /// A whole benchmark run: DESIGN.md contract 5 (fields may be added, never
 /// renamed).
 #[derive(Clone, Debug, Serialize)]
@@ -272,7 +276,7 @@ impl Timing {
     fn done(&self, options: &Options) -> bool {
         let n = self.samples.len();
         let enough = n >= options.min_runs && self.spent >= options.min_time;
-        let capped = n >= options.cap_runs && self.spent >= 5 * options.min_time;
+        let capped = n >= options.cap_runs && self.spent >= options.min_time.saturating_mul(5);
         enough || capped
     }
 }

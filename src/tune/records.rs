@@ -67,11 +67,23 @@ pub struct RecordLog {
 }
 
 impl RecordLog {
-    /// Opens `path` for appending, creating it. A last line cut short (by
+    /// Opens `path` for appending, creating it; anything but a regular file
+    /// (after symbolic links) is refused. A last line cut short (by
     /// an interrupted run) is ended first, so new records start on a line
     /// of their own.
     pub fn open(path: &Path) -> Result<RecordLog> {
         let io = |source| Error::Io { path: path.to_path_buf(), source };
+        // Records are appended to a regular file: a FIFO would block the
+        // tuner once its buffer filled, a device takes what it is given.
+        match std::fs::metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(Error::Output {
+                    path: path.to_path_buf(),
+                    reason: "not a regular file: records are appended to a file".into(),
+                });
+            }
+            _ => {}
+        }
         let mut file =
             OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
