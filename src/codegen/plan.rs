@@ -150,46 +150,20 @@ impl Plan {
     /// The plan for `spec` computed with `schedule` (which must be legal).
     pub fn new(spec: &ValidSpec, schedule: &Schedule) -> Plan {
         let p = spec.padding();
-        let (rows, cols, pad) = match spec.op() {
-            Op::Conv2d => {
-                let (rows, [top, bottom]) = conv_axis(
-                    spec.height(),
-                    spec.out_height(),
-                    spec.kernel()[0],
-                    spec.stride()[0],
-                    spec.dilation()[0],
-                    p.top,
-                );
-                let (cols, [left, right]) = conv_axis(
-                    spec.width(),
-                    spec.out_width(),
-                    spec.kernel()[1],
-                    spec.stride()[1],
-                    spec.dilation()[1],
-                    p.left,
-                );
-                (rows, cols, [top, left, bottom, right])
-            }
-            Op::ConvTranspose2d => {
-                let (rows, [top, bottom]) = transposed_axis(
-                    spec.height(),
-                    spec.out_height(),
-                    spec.kernel()[0],
-                    spec.stride()[0],
-                    spec.dilation()[0],
-                    p.top,
-                );
-                let (cols, [left, right]) = transposed_axis(
-                    spec.width(),
-                    spec.out_width(),
-                    spec.kernel()[1],
-                    spec.stride()[1],
-                    spec.dilation()[1],
-                    p.left,
-                );
-                (rows, cols, [top, left, bottom, right])
+        // One axis (0 rows, 1 columns): its phases and the copy's padding
+        // before and after it.
+        let axis = |a: usize, before: usize| {
+            let input = [spec.height(), spec.width()][a];
+            let out = [spec.out_height(), spec.out_width()][a];
+            let (k, s, d) = (spec.kernel()[a], spec.stride()[a], spec.dilation()[a]);
+            match spec.op() {
+                Op::Conv2d => conv_axis(input, out, k, s, d, before),
+                Op::ConvTranspose2d => transposed_axis(input, out, k, s, d, before),
             }
         };
+        let (rows, [top, bottom]) = axis(0, p.top);
+        let (cols, [left, right]) = axis(1, p.left);
+        let pad = [top, left, bottom, right];
         let covered = |axes: &[Axis]| axes.iter().map(|a| a.members).sum::<usize>();
         let holes = match spec.op() {
             Op::Conv2d => false,
