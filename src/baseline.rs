@@ -178,7 +178,7 @@ impl Im2col {
             weight: alloc::copied(weight, "the weights")?,
             bias: bias.map(<[f32]>::to_vec),
             border: match spec.op() {
-                Op::Conv2d => Border::new(spec, weight, bias),
+                Op::Conv2d => Border::new(spec, weight, bias)?,
                 Op::ConvTranspose2d => None, // col2im multiplies real pixels only
             },
             threads,

@@ -12,6 +12,7 @@
 //! with a non-finite weight, tap by tap as the naive loop does. Finite
 //! weights, the common case, cost nothing: [`Border::new`] returns `None`.
 
+use crate::error::Result;
 use crate::spec::{Op, ValidSpec};
 
 /// What an engine needs to redo the outputs of non-finite weights that
@@ -32,8 +33,13 @@ pub(crate) struct Border {
 
 impl Border {
     /// The border work of `spec` with these weights (PyTorch's layout), or
-    /// `None` when every weight is finite or no tap meets padding.
-    pub(crate) fn new(spec: &ValidSpec, weight: &[f32], bias: Option<&[f32]>) -> Option<Border> {
+    /// `None` when every weight is finite or no tap meets padding. It keeps
+    /// a copy of the weights, allocated fallibly.
+    pub(crate) fn new(
+        spec: &ValidSpec,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<Option<Border>> {
         let taps = spec.kernel()[0] * spec.kernel()[1];
         let (cig, cog) = (spec.in_per_group(), spec.out_per_group());
         let channels: Vec<usize> = (0..spec.out_channels())
@@ -51,22 +57,22 @@ impl Border {
             })
             .collect();
         if channels.is_empty() {
-            return None;
+            return Ok(None);
         }
         let rows = border(spec, 0);
         let cols = border(spec, 1);
         let [oh, ow] = [spec.out_height(), spec.out_width()];
         if rows == [0, oh] && cols == [0, ow] {
-            return None; // no tap meets padding anywhere
+            return Ok(None); // no tap meets padding anywhere
         }
-        Some(Border {
+        Ok(Some(Border {
             spec: spec.clone(),
-            weight: weight.to_vec(),
+            weight: crate::alloc::copied(weight, "the weights kept for the border outputs")?,
             bias: bias.map(<[f32]>::to_vec),
             channels,
             rows,
             cols,
-        })
+        }))
     }
 
     /// Recomputes, in `y`, every output of the flagged channels that lies

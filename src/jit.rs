@@ -157,6 +157,7 @@ impl Compiler {
         schedule.legal(spec)?;
         let start = Instant::now();
         let plan = Plan::new(spec, schedule);
+        plan.compilable()?;
         let signature = codegen::signature(self.isa.pointer_type(), self.isa.default_call_conv());
         let (code, pointer) = self.define(signature, |func, target| {
             codegen::lower(spec, schedule, &plan, target, func)
@@ -212,6 +213,7 @@ impl Compiler {
     pub fn listing(&self, spec: &ValidSpec, schedule: &Schedule, asm: bool) -> Result<Listing> {
         schedule.legal(spec)?;
         let plan = Plan::new(spec, schedule);
+        plan.compilable()?;
         let mut func = ir::Function::new();
         self.build(spec, schedule, &plan, &mut func);
         let ir = func.display().to_string();

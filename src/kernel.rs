@@ -17,7 +17,8 @@ use crate::schedule::{Schedule, Split, Strategy};
 use crate::spec::{Op, ValidSpec};
 use crate::timing;
 
-/// The generated function: `(x, w, bias, y, begin, end, part, parts)`, see
+/// The generated function: `(x, w, bias, y, begin, end, part, parts,
+/// guard)`, see
 /// [`crate::codegen`].
 pub(crate) type KernelFn = unsafe extern "C" fn(
     *const f32,
@@ -221,7 +222,7 @@ impl Kernel {
         } else {
             Vec::new()
         };
-        let border = Border::new(spec, weight, bias).map(Box::new);
+        let border = Border::new(spec, weight, bias)?.map(Box::new);
         Ok(PackedWeights { kernel: self.id, weights: w, bias: b, holes, border })
     }
 

@@ -92,8 +92,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// The longest one read of a small file may take, on a busy machine.
-const MAX_TIME: Duration = Duration::from_secs(1);
+/// The longest one read of a small file may take: a hang detector. A read
+/// takes milliseconds, however busy the machine; the inputs this suite
+/// guards against took from seconds to hours, and grow exponentially with
+/// the nesting the mutations draw.
+const MAX_TIME: Duration = Duration::from_secs(10);
 
 /// The most memory one read of a small file may hold at once: far above
 /// what any of them needs, far below what reading without bounds took.
@@ -102,13 +105,18 @@ const MAX_HELD: isize = 32 << 20;
 /// Runs `read` on this thread and asserts that it took less than
 /// [`MAX_TIME`] and never held [`MAX_HELD`] bytes more than before.
 fn bounded<T>(what: &str, read: impl FnOnce() -> T) -> T {
+    bounded_by(what, MAX_TIME, read)
+}
+
+/// [`bounded`] with a time bound of `limit`.
+fn bounded_by<T>(what: &str, limit: Duration, read: impl FnOnce() -> T) -> T {
     let before = HELD.with(Cell::get);
     PEAK.with(|peak| peak.set(before));
     let start = Instant::now();
     let result = read();
     let took = start.elapsed();
     let held = PEAK.with(Cell::get) - before;
-    assert!(took < MAX_TIME, "{what}: took {took:?}");
+    assert!(took < limit, "{what}: took {took:?}");
     assert!(held < MAX_HELD, "{what}: held {held} bytes at once");
     result
 }
@@ -119,7 +127,9 @@ fn bounded<T>(what: &str, read: impl FnOnce() -> T) -> T {
 fn the_bounds_catch_a_read_past_them() {
     let held = std::panic::catch_unwind(|| bounded("64 MiB", || vec![1u8; 64 << 20].len()));
     assert!(held.is_err(), "64 MiB held passed the memory bound");
-    let slow = std::panic::catch_unwind(|| bounded("slow", || std::thread::sleep(2 * MAX_TIME)));
+    let limit = Duration::from_millis(20);
+    let slow =
+        std::panic::catch_unwind(|| bounded_by("slow", limit, || std::thread::sleep(2 * limit)));
     assert!(slow.is_err(), "a slow read passed the time bound");
     assert_eq!(bounded("small", || vec![1u8; 1 << 20].len()), 1 << 20);
 }
@@ -875,8 +885,9 @@ fn convjit(args: &[&str], limit: bool) -> (Output, Duration) {
 }
 
 /// Asserts the failure contract: exit status 1, one line on stderr naming
-/// the reason (with every fragment), nothing on stdout, well within two
-/// seconds.
+/// the reason (with every fragment), nothing on stdout, and no hang: these
+/// runs take milliseconds (measured: 0.00 s each); the bound only tells a
+/// hang (the inputs took from seconds to hours) from a busy machine.
 fn fails(what: &str, (out, took): (Output, Duration), fragments: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{what}: {}\nstderr: {err}", out.status);
@@ -886,7 +897,7 @@ fn fails(what: &str, (out, took): (Output, Duration), fragments: &[&str]) {
         assert!(err.contains(fragment), "{what}: stderr lacks {fragment:?}: {err}");
     }
     assert!(out.stdout.is_empty(), "{what}: printed {}", String::from_utf8_lossy(&out.stdout));
-    assert!(took < Duration::from_secs(2), "{what}: took {took:?}");
+    assert!(took < Duration::from_secs(10), "{what}: took {took:?}");
 }
 
 /// A folder with a valid spec file, its input, weight and bias, and a
@@ -976,7 +987,7 @@ fn cli_a_fifo_as_spec_or_input_fails_without_waiting_for_a_writer() {
 }
 
 #[test]
-fn cli_a_deep_nested_npy_fails_well_under_two_seconds() {
+fn cli_a_deep_nested_npy_fails_at_once() {
     let case = Case::new();
     let v = spec(SPECS[0]);
     let nested = case.p("nested.npy");

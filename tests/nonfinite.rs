@@ -141,7 +141,8 @@ fn a_dsc_block_with_a_nonfinite_depthwise_weight() {
     common::check("dsc", &block.pointwise().spec().output_shape(), &y, &expected, 1e-5);
 }
 
-/// Finite weights take the engines' own path: nothing is redone.
+/// Finite weights: the engines still match (they take their own path; the
+/// border is redone only when a weight is not finite).
 #[test]
 fn finite_weights_still_match() {
     let spec = spec(

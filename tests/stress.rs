@@ -161,6 +161,10 @@ fn executable_mappings() -> (usize, u64) {
 /// it to show past `RSS_SLACK`.
 const ROUNDS: usize = 32;
 
+/// Rounds at most: a round whose kernels hold so little that more would be
+/// needed fails the test as unable to see a leak.
+const MAX_ROUNDS: u64 = 128;
+
 /// Resident memory the loop may add: what the allocator keeps of freed
 /// buffers (glibc's per-thread arenas, which a round's new threads reuse
 /// but do not shrink); measured: under 100 KiB. A leak of every kernel's
@@ -234,10 +238,11 @@ fn kernels_compiled_run_and_dropped_in_a_loop_leak_nothing() {
     let rss_alive = resident_bytes().saturating_sub(rss_before);
     drop(alive);
 
-    // Enough rounds that leaking each round's kernels would pass the
-    // resident bound three times over, however small the code of a round.
-    let per_round = exec_alive.max(rss_alive).max(1);
-    let rounds = ((3 * RSS_SLACK) / per_round + 1).max(ROUNDS as u64) as usize;
+    // Enough rounds that leaking each round's kernels — their code, or
+    // their buffers — would pass the resident bound three times over,
+    // however small a round is (but no more than MAX_ROUNDS).
+    let per_round = exec_alive.min(rss_alive).max(1);
+    let rounds = ((3 * RSS_SLACK) / per_round + 1).clamp(ROUNDS as u64, MAX_ROUNDS) as usize;
     let mut compiled = 0;
     for _ in 0..rounds {
         compiled += round(&compiler, &cases, &blocks, threads);
@@ -263,7 +268,7 @@ fn kernels_compiled_run_and_dropped_in_a_loop_leak_nothing() {
     assert!(
         rounds as u64 * per_round > 3 * RSS_SLACK,
         "the loop is too short to tell a leak from allocator slack: {rounds} rounds of {} KiB",
-        exec_alive.max(rss_alive) >> 10
+        per_round >> 10
     );
     assert!(
         exec_after <= exec_before,

@@ -176,10 +176,16 @@ pub(super) trait Lower<'a>: Sized {
         let lo = fb.ins().load(types::I64, flags, guard, bounds);
         let hi = fb.ins().load(types::I64, flags, guard, bounds + 8);
         let addr = fb.ins().iadd_imm_s(base, off);
-        let end = fb.ins().iadd_imm_s(addr, i64::from(ty.bytes()));
-        let above = fb.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, addr, lo);
-        let below = fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, hi);
-        let inside = fb.ins().band(above, below);
+        // Inside when `addr − lo ≤ (hi − lo) − size` and the buffer holds
+        // `size` bytes: no sum that can wrap (an address below `lo` makes
+        // `addr − lo` huge, and fails).
+        let size = i64::from(ty.bytes());
+        let span = fb.ins().isub(hi, lo);
+        let from_start = fb.ins().isub(addr, lo);
+        let room = fb.ins().iadd_imm_s(span, -size);
+        let holds = fb.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, span, size);
+        let fits = fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, from_start, room);
+        let inside = fb.ins().band(holds, fits);
         let access = fb.create_block();
         let fault = fb.create_block();
         let done = fb.create_block();

@@ -578,7 +578,8 @@ impl Emitter<'_> {
     /// [`MAX_UNROLLED_TAPS`] they are unrolled; past that, a loop over the
     /// kernel's rows runs each row's taps (unrolled, or in a loop over
     /// chunks of columns when one row alone has too many), so the code
-    /// grows with the register tile, never with the kernel.
+    /// grows with the register tile, not with the kernel (whose taps the
+    /// plan holds as data).
     fn taps(
         &mut self,
         x: Value,
@@ -641,6 +642,10 @@ impl Emitter<'_> {
             c if c <= 2 * MAX_UNROLLED_TAPS => c,
             _ => MAX_UNROLLED_TAPS,
         };
+        if cols.len() <= chunk {
+            // One chunk (a whole number of column phases) holds them all.
+            return self.tap_grid(x, w, phase, shape, &mut step, &here, cols, accs);
+        }
         let chunks = cols.len() / chunk;
         let relative = |c: usize, t: usize| {
             let (a, a0) = (cols[c * chunk + t], cols[c * chunk]);

@@ -41,7 +41,9 @@ pub struct Axis {
     /// the axis as written). A transposed conv's phases along an axis come
     /// in a few such runs, so the code loops over a run's members instead of
     /// being emitted once per phase: a stride of 512 has up to 512 phases
-    /// per axis but a handful of runs. conv2d's one axis has one member.
+    /// per axis but one to four runs (a dilation that shares no pattern with
+    /// the stride makes more; see [`MAX_PHASES`]). conv2d's one axis has one
+    /// member.
     pub members: usize,
     /// The step between consecutive members.
     pub shift: Shift,
@@ -77,6 +79,13 @@ pub struct Phase {
     /// The columns.
     pub cols: Axis,
 }
+
+/// The most phases (runs of rows × runs of columns) the JIT compiles, each
+/// a loop nest of its own: compile memory grows with them. Real layers have
+/// 1 to 4 (FCN-32s' stride-32 upsampling has 1 to 4); a dilation that shares
+/// no pattern with the stride can make runs of two or three phases, and a
+/// kernel as wide as a large stride then hundreds of runs per axis.
+pub const MAX_PHASES: usize = 64;
 
 /// Channels per block of a channel-blocked input copy: one f32x4.
 pub const INPUT_BLOCK: usize = 4;
@@ -137,8 +146,11 @@ pub struct Plan {
     /// When the copy holds bands of rows: how many bands, and the most
     /// padded input rows one band reads (the rows of each stored plane).
     pub bands: Option<Bands>,
-    /// The phases (each a run of members along each axis).
+    /// The phases (each a run of members along each axis); none when there
+    /// would be more than [`MAX_PHASES`].
     pub phases: Vec<Phase>,
+    /// How many phases the layer has.
+    pub phase_count: usize,
     /// Whether some output pixels belong to no phase with taps on both
     /// axes (a transposed conv whose stride leaves residues no tap reaches):
     /// they hold the activated bias, which the run writes over the whole
@@ -172,10 +184,14 @@ impl Plan {
                     || covered(&cols) < spec.stride()[1].min(spec.out_width())
             }
         };
-        let phases: Vec<Phase> = rows
-            .iter()
-            .flat_map(|r| cols.iter().map(move |c| Phase { rows: r.clone(), cols: c.clone() }))
-            .collect();
+        let phase_count = rows.len().saturating_mul(cols.len());
+        let phases: Vec<Phase> = if phase_count > MAX_PHASES {
+            Vec::new() // not compilable: see `Plan::compilable`
+        } else {
+            rows.iter()
+                .flat_map(|r| cols.iter().map(move |c| Phase { rows: r.clone(), cols: c.clone() }))
+                .collect()
+        };
         let lanes = match schedule.strategy {
             Strategy::Width => 1,
             _ => 4 * schedule.oc_vectors,
@@ -231,8 +247,22 @@ impl Plan {
             lanes,
             items,
             phases,
+            phase_count,
             holes,
         }
+    }
+
+    /// Whether the JIT compiles this plan: at most [`MAX_PHASES`] phases.
+    pub fn compilable(&self) -> crate::error::Result<()> {
+        if self.phase_count <= MAX_PHASES {
+            return Ok(());
+        }
+        Err(crate::error::Error::Jit(format!(
+            "the transposed conv's phases come in {} runs of rows times columns, past the {} \
+             the JIT compiles (a dilation and stride whose residues follow no pattern it can \
+             loop over); the im2col and naive engines compute it",
+            self.phase_count, MAX_PHASES
+        )))
     }
 
     /// Elements of one stored padded row (every column phase).
