@@ -267,12 +267,12 @@ impl Kernel {
         let image_in = spec.in_channels() * spec.height() * spec.width();
         let image_out = spec.out_channels() * spec.out_height() * spec.out_width();
         let threads = self.threads();
+        // Where the checked lowering's calls report an access out of bounds.
+        let faults: Mutex<Option<Error>> = Mutex::new(None);
         // The padded copies' borders are zero and stay zero (only the
         // interior is written), so the buffers are zeroed once and reused by
         // later runs. A run that finds them in use by another thread makes
         // its own.
-        // Where the checked lowering's calls report an access out of bounds.
-        let faults: Mutex<Option<Error>> = Mutex::new(None);
         let mut cached = self.scratch.try_lock().ok();
         let mut local = Vec::new();
         let buffers: &mut Vec<Scratch> = cached.as_deref_mut().unwrap_or(&mut local);

@@ -172,6 +172,60 @@ proptest! {
     }
 }
 
+/// Random specs past the emitter's limits: kernels of up to 90 taps per
+/// axis (a loop over kernel rows; chunks of a kernel row's columns, in a
+/// width copy split into column phases too), strides to 40 (transposed
+/// phases in runs, pixels no tap reaches), padding past the kernel's reach
+/// (taps that meet only padding dropped), with one, two or three channels.
+fn large_spec() -> impl Strategy<Value = ValidSpec> {
+    (
+        (any::<bool>(), 1i64..=3, 1i64..=2),
+        ([1i64..=90, 1i64..=90], [1i64..=40, 1i64..=40], [1i64..=3, 1i64..=3]),
+        ([0i64..=50, 0i64..=50, 0i64..=50, 0i64..=50], [0i64..=3, 0i64..=3], [0i64..=2, 0i64..=2]),
+        (any::<bool>(), 0usize..5),
+    )
+        .prop_filter_map(
+            "invalid spec",
+            |((transposed, groups, cog), geometry, borders, output)| {
+                let (k, s, d) = geometry;
+                // Keep the outputs and the reference small: a short kernel on
+                // one axis when the other is long.
+                let k = if k[0] * k[1] > 1200 { [k[0], 1] } else { k };
+                let s = if transposed { s } else { [s[0].min(4), s[1].min(4)] };
+                common::build_spec((transposed, 1, groups, 1, cog), (k, s, d), borders, output)
+            },
+        )
+        .prop_filter("small enough for the reference", |v| {
+            v.output_len() <= 200_000 && convjit::Complexity::of(v).macs <= 20_000_000
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Past the limits, every legal schedule still matches the reference
+    /// (half the cases in the checked lowering) — or, for a transposed conv
+    /// whose phases come in more runs than the JIT compiles, is refused in
+    /// one error while the im2col engine computes it.
+    #[test]
+    fn large_kernels_and_strides_match_reference(
+        (spec, schedule) in large_spec().prop_flat_map(|s| {
+            let sched = any_schedule(&s);
+            (Just(s), sched)
+        }),
+        seed in any::<u64>(),
+    ) {
+        let plan = convjit::codegen::Plan::new(&spec, &schedule);
+        if plan.compilable().is_err() {
+            let refused = Compiler::host().unwrap().compile_with(&spec, &schedule).unwrap_err();
+            prop_assert!(refused.to_string().contains("im2col"), "{refused}");
+            common::check_engine(convjit::Engine::Im2col, 1, &spec, seed);
+        } else {
+            check_kernel(&spec, &schedule, seed & !1);
+        }
+    }
+}
+
 /// Checks `json` with the heuristic schedule and with every strategy,
 /// vector count and loop order that is legal for it.
 fn check_all(json: &str) {
