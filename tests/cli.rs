@@ -930,13 +930,13 @@ fn net_json_is_contract_5_and_the_check_passes() {
             assert!(row.get(key).is_some(), "{key} missing in {row}");
         }
         assert_eq!(row["name"], node.name());
-        assert_eq!(row["kind"], node.kind());
+        assert_eq!(row["kind"], node.kind().as_str());
         assert_eq!(row["macs"], node.cost().macs);
         assert_eq!(row["macs_ptflops"], node.cost().macs_ptflops);
         let shape: Vec<usize> = serde_json::from_value(row["output_shape"].clone()).unwrap();
         assert_eq!(shape, node.output_shape());
         // jvet_lf's ReLUs fold into the convs before them: no step, no time.
-        if node.kind() == "activation" {
+        if node.kind() == convjit::net::LayerKind::Activation {
             assert_eq!(number(row, "median_s"), 0.0, "{row}");
             assert!(
                 row["folded_into"].as_str().is_some_and(|c| row["name"] == format!("{c}.relu"))
@@ -944,7 +944,7 @@ fn net_json_is_contract_5_and_the_check_passes() {
         } else {
             assert!(number(row, "median_s") > 0.0, "{row}");
         }
-        if node.kind() == "conv" {
+        if node.kind() == convjit::net::LayerKind::Conv {
             assert!(number(row, "macs_per_cycle") > 0.0, "{row}");
         } else {
             assert!(row["macs_per_cycle"].is_null(), "{row}");

@@ -12,7 +12,7 @@ use std::path::Path;
 use common::{check, random_tensor};
 use convjit::Engine;
 use convjit::blocks::DscMode;
-use convjit::net::{self, Graph, Model, Network, Options, Tensors};
+use convjit::net::{self, Graph, LayerKind, Model, Network, Options, Tensors};
 use proptest::prelude::*;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -860,7 +860,7 @@ proptest! {
         let x = random_tensor(seed, inputs);
         let y = run(&network, &Options::default(), &x);
         check(&json, &network.graph().output_shape(), &y, &reference(&network, &x), TOLERANCE);
-        if node.kind() == "max_pool" {
+        if node.kind() == LayerKind::MaxPool {
             let model: serde_json::Value = serde_json::from_str(&json).unwrap();
             let l = &model["layers"][0];
             let k = l["kernel"].as_u64().unwrap() as usize;

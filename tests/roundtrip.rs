@@ -10,7 +10,7 @@ mod common;
 use common::spec;
 use convjit::bench::{self, Machine};
 use convjit::ceiling::Ceiling;
-use convjit::net::{CheckReport, LayerReport, Model, Report as NetReport, Total};
+use convjit::net::{CheckReport, LayerKind, LayerReport, Model, Report as NetReport, Total};
 use convjit::schedule;
 use convjit::tune::{self, Entry, Record, RecordLog, TimeSplit, TuningCache, Workload, records};
 use convjit::{Complexity, ConvSpec, Engine};
@@ -244,7 +244,7 @@ proptest! {
             compile_s: f[9],
             layers: vec![LayerReport {
                 name: "c".into(),
-                kind: "conv",
+                kind: LayerKind::Conv,
                 output_shape: [1, 4, 8, 8],
                 params: 112,
                 macs: 6912,

@@ -9,10 +9,10 @@
 //! when a residual `add` takes the block's name (`features.3.conv`).
 
 use super::model::{
-    ActivationLayer, AddLayer, BatchNormLayer, ConvLayer, DscLayer, Layer, LinearLayer,
-    MaxPoolLayer, Model, PlainLayer,
+    ActivationLayer, AddLayer, BatchNormLayer, ConvLayer, DscLayer, INPUT, Layer, LinearLayer,
+    MODEL, MaxPoolLayer, Model, PlainLayer,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::spec::{ActivationKind, PaddingSpec, Pair};
 
 /// The names `builtin:NAME` accepts.
@@ -24,10 +24,10 @@ pub fn builtin(name: &str) -> Result<Model> {
         "mobilenetv2" => Ok(mobilenet_v2()),
         "resnet18" => Ok(resnet18()),
         "jvet_lf" => Ok(jvet_lf()),
-        _ => Err(Error::Model {
-            layer: super::model::MODEL.into(),
-            reason: format!("no built-in model {name:?}: give one of {}", BUILTINS.join(", ")),
-        }),
+        _ => Err(super::model_error(
+            MODEL,
+            format!("no built-in model {name:?}: give one of {}", BUILTINS.join(", ")),
+        )),
     }
 }
 
@@ -204,6 +204,6 @@ pub fn jvet_lf() -> Model {
         layers.push(act(&format!("body.{i}.relu"), ActivationKind::Relu));
     }
     layers.push(conv3("tail", 3));
-    layers.push(add("residual", super::model::INPUT, None));
+    layers.push(add("residual", INPUT, None));
     Model { name: "jvet_lf".into(), input: [1, 3, 128, 128], layers }
 }

@@ -4,7 +4,7 @@
 //! The layer types are plain serde data that keep what the file says and
 //! nothing more: a field left out stays `None`, so a model printed with
 //! [`Model::to_json`] reads as it was written, and the defaults live in one
-//! place, the shape inference ([`super::graph`]). Parsing goes in two
+//! place, the shape inference ([`super::infer`]). Parsing goes in two
 //! steps, the outer object first and then each layer on its own, so that
 //! every error (an unknown field, a missing one, a wrong type) names the
 //! layer it is in.
@@ -106,6 +106,77 @@ pub enum Layer {
     Linear(LinearLayer),
 }
 
+/// The kind of a layer, without its fields: what reports print and what
+/// code that treats kinds differently matches on.
+///
+/// Each variant is [`Layer`]'s of the same name and serialises as
+/// [`LayerKind::as_str`], the file's `kind` (a unit test holds it to
+/// [`Layer`]'s serde tag). Files are read through that tag alone, so an
+/// unknown kind is refused there, naming the layer and the kinds there are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LayerKind {
+    /// [`Layer::Conv`].
+    Conv,
+    /// [`Layer::Batchnorm`].
+    Batchnorm,
+    /// [`Layer::Activation`].
+    Activation,
+    /// [`Layer::Dsc`].
+    Dsc,
+    /// [`Layer::Acblock`].
+    Acblock,
+    /// [`Layer::Add`].
+    Add,
+    /// [`Layer::MaxPool`].
+    MaxPool,
+    /// [`Layer::GlobalAvgPool`].
+    GlobalAvgPool,
+    /// [`Layer::Linear`].
+    Linear,
+}
+
+impl LayerKind {
+    /// Every kind, in [`Layer`]'s order.
+    pub const ALL: [LayerKind; 9] = [
+        LayerKind::Conv,
+        LayerKind::Batchnorm,
+        LayerKind::Activation,
+        LayerKind::Dsc,
+        LayerKind::Acblock,
+        LayerKind::Add,
+        LayerKind::MaxPool,
+        LayerKind::GlobalAvgPool,
+        LayerKind::Linear,
+    ];
+
+    /// The `kind` as the model file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerKind::Conv => "conv",
+            LayerKind::Batchnorm => "batchnorm",
+            LayerKind::Activation => "activation",
+            LayerKind::Dsc => "dsc",
+            LayerKind::Acblock => "acblock",
+            LayerKind::Add => "add",
+            LayerKind::MaxPool => "max_pool",
+            LayerKind::GlobalAvgPool => "global_avg_pool",
+            LayerKind::Linear => "linear",
+        }
+    }
+}
+
+impl Serialize for LayerKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for LayerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 impl Layer {
     /// The layer's name (its tensors' prefix in a PyTorch `state_dict`).
     pub fn name(&self) -> &str {
@@ -117,18 +188,18 @@ impl Layer {
         self.common().1.as_deref()
     }
 
-    /// The `kind` as the file writes it.
-    pub fn kind(&self) -> &'static str {
+    /// The layer's kind.
+    pub fn kind(&self) -> LayerKind {
         match self {
-            Layer::Conv(_) => "conv",
-            Layer::Batchnorm(_) => "batchnorm",
-            Layer::Activation(_) => "activation",
-            Layer::Dsc(_) => "dsc",
-            Layer::Acblock(_) => "acblock",
-            Layer::Add(_) => "add",
-            Layer::MaxPool(_) => "max_pool",
-            Layer::GlobalAvgPool(_) => "global_avg_pool",
-            Layer::Linear(_) => "linear",
+            Layer::Conv(_) => LayerKind::Conv,
+            Layer::Batchnorm(_) => LayerKind::Batchnorm,
+            Layer::Activation(_) => LayerKind::Activation,
+            Layer::Dsc(_) => LayerKind::Dsc,
+            Layer::Acblock(_) => LayerKind::Acblock,
+            Layer::Add(_) => LayerKind::Add,
+            Layer::MaxPool(_) => LayerKind::MaxPool,
+            Layer::GlobalAvgPool(_) => LayerKind::GlobalAvgPool,
+            Layer::Linear(_) => LayerKind::Linear,
         }
     }
 
@@ -418,4 +489,50 @@ pub struct LinearLayer {
     /// Whether it adds a bias (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bias: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One layer of each kind, as a file writes it.
+    const EVERY_KIND: &str = r#"{"name": "m", "input": [1, 4, 8, 8], "layers": [
+        {"kind": "conv", "name": "c", "out_channels": 4, "kernel": 3},
+        {"kind": "batchnorm", "name": "bn"},
+        {"kind": "activation", "name": "a", "activation": "relu"},
+        {"kind": "dsc", "name": "d", "out_channels": 4, "kernel": 3},
+        {"kind": "acblock", "name": "ac", "out_channels": 4, "kernel": 3},
+        {"kind": "add", "name": "s", "with": "c"},
+        {"kind": "max_pool", "name": "p", "kernel": 2},
+        {"kind": "global_avg_pool", "name": "g"},
+        {"kind": "linear", "name": "l", "out_features": 2}]}"#;
+
+    /// A layer's typed kind is spelt as the file's `kind` tag, for every
+    /// kind, both ways: the one read and the one written.
+    #[test]
+    fn layer_kinds_are_spelt_as_the_files_tag() {
+        let model = Model::from_json(EVERY_KIND).unwrap();
+        let written: serde_json::Value = serde_json::from_str(EVERY_KIND).unwrap();
+        let kinds: Vec<LayerKind> = model.layers.iter().map(Layer::kind).collect();
+        assert_eq!(kinds, LayerKind::ALL);
+        for (layer, file) in model.layers.iter().zip(written["layers"].as_array().unwrap()) {
+            let kind = layer.kind();
+            assert_eq!(file["kind"], kind.as_str());
+            assert_eq!(serde_json::to_value(layer).unwrap()["kind"], kind.as_str());
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+    }
+
+    /// An unknown kind is refused naming the layer, the kind and the
+    /// kinds there are.
+    #[test]
+    fn an_unknown_kind_names_the_layer_and_the_known_kinds() {
+        let text = EVERY_KIND.replace(r#""kind": "max_pool""#, r#""kind": "avg_pool""#);
+        let err = Model::from_json(&text).unwrap_err().to_string();
+        assert!(err.contains(r#"layer "p""#) && err.contains("avg_pool"), "{err}");
+        for kind in LayerKind::ALL {
+            assert!(err.contains(kind.as_str()), "{err}");
+        }
+    }
 }

@@ -17,8 +17,11 @@ use std::path::{Path, PathBuf};
 use safetensors::Dtype;
 use safetensors::tensor::{Metadata, TensorInfo};
 
-use super::graph::{Graph, Node, Operation, in_layer};
-use crate::blocks::{AcBlock, BN_EPS, BatchNorm, Branch, Conv, Dsc};
+use super::graph::{Graph, Node};
+use super::infer::Operation;
+use super::model::{LayerKind, MODEL};
+use super::{in_layer, model_error};
+use crate::blocks::{AcBlock, BN_EPS, BatchNorm, Branch, Conv};
 use crate::error::{Error, Result};
 use crate::spec::{Activation, ValidSpec};
 
@@ -122,10 +125,10 @@ impl Tensors {
     /// (a shape whose product of sizes overflows describes no tensor).
     pub fn insert(&mut self, name: &str, shape: &[usize], data: Vec<f32>) -> Result<()> {
         let Some(expected) = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
-            return Err(Error::Model {
-                layer: super::model::MODEL.into(),
-                reason: format!("tensor {name} has shape {shape:?}: its element count overflows"),
-            });
+            return Err(model_error(
+                MODEL,
+                format!("tensor {name} has shape {shape:?}: its element count overflows"),
+            ));
         };
         if data.len() != expected {
             return Err(Error::BufferLength {
@@ -167,22 +170,14 @@ pub(crate) enum Params {
 
 /// A depthwise-separable layer's parameters as the model states them: for
 /// the depthwise and the pointwise conv, the conv, its BatchNorm (when the
-/// layer has them) and its activation.
+/// layer has them) and its activation. The JIT compiles them folded
+/// ([`DscParams::folded`], in `folding.rs`).
 #[derive(Clone, Debug)]
 pub(crate) struct DscParams {
-    stages: [(Conv, Option<BatchNorm>, Activation); 2],
+    pub(super) stages: [(Conv, Option<BatchNorm>, Activation); 2],
 }
 
 impl DscParams {
-    /// The block to compile: each BatchNorm folded, each activation fused.
-    pub(crate) fn folded(&self) -> Result<Dsc> {
-        let [dw, pw] = self.stages.each_ref().map(|(conv, bn, act)| match bn {
-            Some(bn) => conv.fold(bn)?.with_activation(*act),
-            None => conv.with_activation(*act),
-        });
-        Dsc::new(dw?, pw?)
-    }
-
     /// A copy, its weights allocated fallibly ([`Conv::try_clone`]).
     pub(crate) fn try_clone(&self) -> Result<DscParams> {
         let [(dw, dw_bn, dw_act), (pw, pw_bn, pw_act)] = &self.stages;
@@ -192,20 +187,6 @@ impl DscParams {
                 (pw.try_clone()?, pw_bn.clone(), *pw_act),
             ],
         })
-    }
-
-    /// The layer's output on `x` through the reference interpreter, as
-    /// written: each conv, then its BatchNorm, then its activation.
-    pub(crate) fn reference(&self, x: &[f32]) -> Result<Vec<f32>> {
-        let mut y = crate::alloc::copied(x, "the layer's input")?;
-        for (conv, bn, act) in &self.stages {
-            y = conv.reference(&y)?;
-            if let Some(bn) = bn {
-                bn.apply(&mut y, conv.spec().output_shape())?;
-            }
-            y.iter_mut().for_each(|v| *v = act.apply_f32(*v));
-        }
-        Ok(y)
     }
 }
 
@@ -234,7 +215,7 @@ impl Supply<'_> {
         name: &str,
         shape: &[usize],
     ) -> Result<Vec<f32>> {
-        let err = |reason: String| Error::Model { layer: layer.to_string(), reason };
+        let err = |reason: String| model_error(layer, reason);
         let Some(t) = tensors.tensors.get(name) else {
             let from =
                 tensors.origin.as_ref().map_or(String::new(), |p| format!(" in {}", p.display()));
@@ -291,10 +272,8 @@ impl Supply<'_> {
             |what: &str| self.take(tensors, layer, &format!("{prefix}.{what}"), &[channels]);
         let (weight, bias) = (part("weight")?, part("bias")?);
         let (mean, var) = (part("running_mean")?, part("running_var")?);
-        BatchNorm::new(weight, bias, mean, var, eps).map_err(|e| Error::Model {
-            layer: layer.to_string(),
-            reason: format!("{prefix}: {e}"),
-        })
+        BatchNorm::new(weight, bias, mean, var, eps)
+            .map_err(|e| model_error(layer, format!("{prefix}: {e}")))
     }
 }
 
@@ -350,7 +329,7 @@ const SEED: u64 = 0x5eed_0000;
 fn bind(node: &Node, supply: &mut Supply<'_>, seed: u64) -> Result<Params> {
     let name = node.name();
     Ok(match &node.op {
-        Operation::Conv(spec) if node.kind() == "linear" => {
+        Operation::Conv(spec) if node.kind() == LayerKind::Linear => {
             let [out, c, h, w] = spec.weight_shape();
             Params::Conv(supply.conv(name, name, spec, Some(&[out, c * h * w]), seed)?)
         }

@@ -1,0 +1,286 @@
+//! Execution: a [`Network`] prepared on an engine — the fold plan
+//! ([`super::folding`]), each step's op compiled or bound
+//! ([`super::ops`]), every buffer allocated — and run, step by step,
+//! timed for the [`Report`] when measured.
+//!
+//! On the JIT, convs run with what folds into them, blocks as a
+//! [`PreparedDsc`](crate::blocks::PreparedDsc) or an ACNet block's deploy
+//! conv or training form. The reference engine runs the model as written,
+//! as the oracle (`--check`): nothing folded, every conv through the
+//! reference interpreter, a depthwise-separable block as its two convs
+//! ([`Dsc::reference`](crate::blocks::Dsc::reference)), an ACNet block as
+//! its three branches.
+
+use std::time::{Duration, Instant};
+
+use super::graph::{Graph, Node};
+use super::infer::{Operation, Source};
+use super::model::MODEL;
+use super::ops::Exec;
+use super::report::Report;
+use super::weights::{Network, Params};
+use super::{Options, folding, in_layer, model_error};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::jit::Compiler;
+use crate::reference::{self, Deviation};
+use crate::timing::{self, Measurement};
+
+/// Where a step's operand is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Input,
+    Step(usize),
+}
+
+struct Step {
+    /// The node it reports on.
+    node: usize,
+    input: Slot,
+    /// An add's second operand.
+    with: Option<Slot>,
+    in_shape: [usize; 4],
+    exec: Exec,
+}
+
+/// A network prepared on an engine: every kernel compiled, every weight
+/// packed, every buffer allocated.
+pub struct PreparedNet {
+    graph: Graph,
+    options: Options,
+    steps: Vec<Step>,
+    /// Per node: the step whose output is its value.
+    value: Vec<usize>,
+    /// Per node: the conv node it was folded into.
+    folded_into: Vec<Option<usize>>,
+    outputs: Vec<Vec<f32>>,
+    compile_time: Duration,
+}
+
+/// A network being prepared: its options, the engine's compiler (none for
+/// the reference) and the fold plan.
+struct Preparing<'a> {
+    network: &'a Network,
+    options: &'a Options,
+    compiler: Option<&'a Compiler>,
+    /// Per node, the conv it folds into (none on the reference engine).
+    plan: Vec<Option<usize>>,
+}
+
+impl Preparing<'_> {
+    fn jit(&self) -> bool {
+        self.options.engine == Engine::Jit
+    }
+
+    /// Node `i`'s op, compiled or bound.
+    fn exec(&self, i: usize, node: &Node) -> Result<Exec> {
+        let (options, compiler, threads) = (self.options, self.compiler, self.options.threads);
+        let within = in_layer(node.name());
+        Ok(match (&node.op, &self.network.params[i]) {
+            (Operation::Conv(_), Params::Conv(conv)) => {
+                let conv = folding::fold_into(self.network, &self.plan, i, conv)?;
+                Exec::Conv(conv.prepare(options.engine, compiler, threads).map_err(&within)?)
+            }
+            (Operation::Dsc(op), Params::Dsc(params)) if self.jit() => {
+                let mode = op.mode.unwrap_or(options.dsc);
+                let block = params.folded().map_err(&within)?;
+                Exec::Dsc(Box::new(block.prepare(mode, compiler, threads).map_err(&within)?))
+            }
+            (Operation::Dsc(_), Params::Dsc(params)) => {
+                Exec::DscReference(Box::new(params.try_clone().map_err(&within)?))
+            }
+            (Operation::AcBlock { deploy: true, .. }, Params::AcBlock(block)) if self.jit() => {
+                let conv = block.deploy().map_err(&within)?;
+                Exec::Conv(conv.prepare(Engine::Jit, compiler, threads).map_err(&within)?)
+            }
+            (Operation::AcBlock { .. }, Params::AcBlock(block)) => Exec::AcTraining(
+                block.training(options.engine, compiler, threads).map_err(&within)?,
+            ),
+            (Operation::BatchNorm(_), Params::BatchNorm(bn)) => Exec::BatchNorm(bn.clone()),
+            (Operation::Activation(act), _) => Exec::Activation(*act),
+            (Operation::Add { activation, .. }, _) => Exec::Add(*activation),
+            (Operation::MaxPool(pool), _) => Exec::MaxPool(*pool),
+            (Operation::GlobalAvgPool, _) => Exec::GlobalAvgPool,
+            _ => unreachable!("binding gives every operation its parameters"),
+        })
+    }
+}
+
+impl Network {
+    /// Prepares every step on `options.engine`, compiled by `compiler`
+    /// (the host's when `None`).
+    pub fn prepare(&self, options: &Options, compiler: Option<&Compiler>) -> Result<PreparedNet> {
+        let start = Instant::now();
+        let jit = match options.engine {
+            Engine::Jit => true,
+            Engine::Reference => false,
+            other => {
+                return Err(model_error(
+                    MODEL,
+                    format!("networks run on the jit or the reference engine, not {other}"),
+                ));
+            }
+        };
+        // The reference engine compiles nothing.
+        let host;
+        let compiler = match compiler {
+            Some(c) => Some(c),
+            None if jit => {
+                host = Compiler::host()?;
+                Some(&host)
+            }
+            None => None,
+        };
+        let graph = &self.graph;
+        let nodes = graph.nodes();
+        let plan = if jit { folding::plan(self) } else { vec![None; nodes.len()] };
+        // Every node not folded into a conv is a step with an output of
+        // its own. They are allocated before anything is compiled, so a
+        // model too large for the memory fails at once.
+        let outputs = nodes
+            .iter()
+            .zip(&plan)
+            .filter(|(_, folded)| folded.is_none())
+            .map(|(node, _)| {
+                let len = node.output_shape().iter().product();
+                crate::alloc::zeroed_f32(len, "the layer's output").map_err(in_layer(node.name()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let preparing = Preparing { network: self, options, compiler, plan };
+        let mut steps: Vec<Step> = Vec::new();
+        let mut value = vec![0; nodes.len()];
+        let slot = |value: &[usize], s: Source| match s {
+            Source::Input => Slot::Input,
+            Source::Node(j) => Slot::Step(value[j]),
+        };
+        for (i, node) in nodes.iter().enumerate() {
+            if let Some(c) = preparing.plan[i] {
+                // The step of the conv it folds into computes it.
+                value[i] = value[c];
+                continue;
+            }
+            let exec = preparing.exec(i, node)?;
+            value[i] = steps.len();
+            steps.push(Step {
+                node: i,
+                input: slot(&value, node.input()),
+                with: node.with().map(|w| slot(&value, w)),
+                in_shape: node.input_shape(),
+                exec,
+            });
+        }
+        debug_assert_eq!(outputs.len(), steps.len(), "one output per step");
+        let compile_time = start.elapsed();
+        log::info!("prepared {} ({} steps) in {compile_time:?}", graph.name(), steps.len());
+        Ok(PreparedNet {
+            graph: graph.clone(),
+            options: *options,
+            steps,
+            value,
+            folded_into: preparing.plan,
+            outputs,
+            compile_time,
+        })
+    }
+
+    /// Runs the network as written on the reference engine and compares
+    /// `output` (this network's output on `input`, from any engine) with
+    /// its output.
+    pub fn check(&self, input: &[f32], output: &[f32]) -> Result<Deviation> {
+        let options = Options { engine: Engine::Reference, ..Options::default() };
+        let mut reference = self.prepare(&options, None)?;
+        let expected = reference.run(input)?;
+        if output.len() != expected.len() {
+            return Err(Error::BufferLength {
+                what: "network output",
+                shape: self.graph.output_shape().to_vec(),
+                expected: expected.len(),
+                found: output.len(),
+            });
+        }
+        Ok(reference::compare(output, expected))
+    }
+}
+
+impl PreparedNet {
+    /// The graph it runs.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// How long preparing (compiling, packing) took.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// The output of the network on `input` (`[N, C, H, W]` of the model's
+    /// input), its length checked first.
+    pub fn run(&mut self, input: &[f32]) -> Result<&[f32]> {
+        self.forward(input, None)?;
+        Ok(self.output())
+    }
+
+    fn output(&self) -> &[f32] {
+        let last = self.value[self.graph.nodes().len() - 1];
+        &self.outputs[last]
+    }
+
+    /// One run, each step measured into `times` when given.
+    fn forward(&mut self, input: &[f32], mut times: Option<&mut Vec<Measurement>>) -> Result<()> {
+        let shape = self.graph.input_shape();
+        let expected: usize = shape.iter().product();
+        if input.len() != expected {
+            return Err(Error::BufferLength {
+                what: "model input",
+                shape: shape.to_vec(),
+                expected,
+                found: input.len(),
+            });
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let (done, rest) = self.outputs.split_at_mut(i);
+            let read = |slot: Slot| match slot {
+                Slot::Input => input,
+                Slot::Step(j) => &done[j][..],
+            };
+            let (x, with) = (read(step.input), step.with.map(read));
+            let (result, took) =
+                timing::measure(|| step.exec.run(x, with, &mut rest[0], step.in_shape));
+            result.map_err(in_layer(self.graph.nodes()[step.node].name()))?;
+            if let Some(times) = times.as_deref_mut() {
+                times.push(took);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the network once to warm up, then `runs` times, timing every
+    /// step; returns the last run's output and the report of medians.
+    pub fn measure(&mut self, input: &[f32], runs: usize) -> Result<(Vec<f32>, Report)> {
+        if runs == 0 {
+            return Err(model_error(MODEL, "give at least one timed run"));
+        }
+        self.forward(input, None)?;
+        let mut steps: Vec<(usize, Vec<Measurement>)> =
+            self.steps.iter().map(|s| (s.node, Vec::with_capacity(runs))).collect();
+        let mut totals = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let mut times = Vec::with_capacity(self.steps.len());
+            let (result, total) = timing::measure(|| self.forward(input, Some(&mut times)));
+            result?;
+            totals.push(total);
+            for ((_, all), took) in steps.iter_mut().zip(times) {
+                all.push(took);
+            }
+        }
+        let report = Report::new(
+            &self.graph,
+            &self.options,
+            self.compile_time,
+            &self.folded_into,
+            &steps,
+            &totals,
+        );
+        Ok((crate::alloc::copied(self.output(), "the model's output")?, report))
+    }
+}

@@ -1,0 +1,88 @@
+//! Folding: on the JIT, the layers a conv's kernel computes besides the
+//! conv, so that they cost no step (docs/networks.md, "How a model runs").
+//!
+//! A BatchNorm folds into the conv (or linear layer) right before it when
+//! nothing else reads that conv's output and the conv has no activation;
+//! an activation that alone reads a conv's (or its folded BatchNorm's)
+//! output is fused into the conv's kernel. A depthwise-separable block
+//! folds its own BatchNorms and activations ([`DscParams::folded`]). The
+//! folded layers keep their report rows, with no time of their own. The
+//! reference engine folds nothing: it runs the model as written.
+
+use super::in_layer;
+use super::infer::{Operation, Source};
+use super::weights::{DscParams, Network, Params};
+use crate::blocks::{Conv, Dsc};
+use crate::error::Result;
+use crate::spec::Activation;
+
+/// Which nodes fold into which: per node, the conv node whose kernel
+/// computes it, when it is not computed on its own.
+pub(crate) fn plan(network: &Network) -> Vec<Option<usize>> {
+    let graph = &network.graph;
+    let readers = graph.readers();
+    let nodes = graph.nodes();
+    let mut folded: Vec<Option<usize>> = vec![None; nodes.len()];
+    // Per conv node: whether its kernel has taken a BatchNorm, an activation.
+    let mut has_bn = vec![false; nodes.len()];
+    let mut has_act = vec![false; nodes.len()];
+    // A conv or a linear layer (the nodes bound to a `Conv`) without an
+    // activation of its own.
+    let is_conv = |j: usize| matches!(&network.params[j], Params::Conv(c) if c.spec().activation() == Activation::None);
+    for (i, node) in nodes.iter().enumerate() {
+        let Source::Node(j) = node.input() else { continue };
+        if readers[j] != 1 {
+            continue;
+        }
+        match node.op {
+            Operation::BatchNorm(_) if is_conv(j) && folded[j].is_none() && !has_bn[j] => {
+                folded[i] = Some(j);
+                has_bn[j] = true;
+            }
+            Operation::Activation(_) => {
+                let conv = folded[j].or(is_conv(j).then_some(j));
+                if let Some(c) = conv.filter(|&c| !has_act[c]) {
+                    folded[i] = Some(c);
+                    has_act[c] = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    folded
+}
+
+/// `conv`, node `i`'s, with every node that `plan` folds into it applied in
+/// order: a BatchNorm folded into its weights, an activation fused.
+pub(crate) fn fold_into(
+    network: &Network,
+    plan: &[Option<usize>],
+    i: usize,
+    conv: &Conv,
+) -> Result<Conv> {
+    let nodes = network.graph.nodes();
+    let mut conv = conv.try_clone().map_err(in_layer(nodes[i].name()))?;
+    for (k, other) in nodes.iter().enumerate().skip(i + 1) {
+        if plan[k] != Some(i) {
+            continue;
+        }
+        conv = match (&other.op, &network.params[k]) {
+            (Operation::BatchNorm(_), Params::BatchNorm(bn)) => conv.fold(bn),
+            (Operation::Activation(act), _) => conv.with_activation(*act),
+            _ => unreachable!("only BatchNorms and activations fold"),
+        }
+        .map_err(in_layer(other.name()))?;
+    }
+    Ok(conv)
+}
+
+impl DscParams {
+    /// The block to compile: each BatchNorm folded, each activation fused.
+    pub(crate) fn folded(&self) -> Result<Dsc> {
+        let [dw, pw] = self.stages.each_ref().map(|(conv, bn, act)| match bn {
+            Some(bn) => conv.fold(bn)?.with_activation(*act),
+            None => conv.with_activation(*act),
+        });
+        Dsc::new(dw?, pw?)
+    }
+}

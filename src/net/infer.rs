@@ -1,0 +1,365 @@
+//! Shape inference, layer by layer: what a node computes ([`Operation`]),
+//! with its shapes resolved, the shape it gives and its [`Cost`].
+//!
+//! Every conv a layer implies (a conv, a linear layer, a block's convs)
+//! becomes a [`ValidSpec`] here, its input shape taken from the layer it
+//! reads, so the spec's own validation (contract 1) judges it; its errors
+//! come back naming the layer ([`super::in_layer`]). The model as a whole
+//! (names, what each layer reads, tensor sizes) is [`super::graph`]'s.
+
+use super::cost::Cost;
+use super::model::{self, Layer};
+use super::model_error;
+use crate::blocks::{AcBlock, BN_EPS, DscMode};
+use crate::error::Result;
+use crate::spec::{
+    Activation, ActivationKind, ConvSpec, MAX_DIM, Op, PaddingSpec, Pair, ValidSpec,
+};
+
+/// Where a node's operand comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The model's input.
+    Input,
+    /// The output of the node at this index.
+    Node(usize),
+}
+
+/// The tensor prefixes of a depthwise-separable block.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct DscTensors {
+    pub depthwise: String,
+    pub depthwise_bn: String,
+    pub pointwise: String,
+    pub pointwise_bn: String,
+}
+
+/// A depthwise-separable block, resolved.
+#[derive(Clone, Debug)]
+pub(crate) struct DscOp {
+    /// The depthwise conv: bias as declared, no activation.
+    pub depthwise: ValidSpec,
+    /// The pointwise conv: bias as declared, no activation.
+    pub pointwise: ValidSpec,
+    /// Whether a BatchNorm follows each conv.
+    pub batchnorm: bool,
+    /// After the depthwise conv and after the pointwise one.
+    pub activations: [Activation; 2],
+    pub tensors: DscTensors,
+    /// How the layer says it runs, if it does.
+    pub mode: Option<DscMode>,
+}
+
+/// Max pooling's geometry, per axis `[h, w]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pool {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+/// What a node computes, its shapes resolved.
+#[derive(Clone, Debug)]
+pub(crate) enum Operation {
+    /// A conv (also a linear layer, as a conv over the whole plane).
+    Conv(ValidSpec),
+    /// BatchNorm with this ε.
+    BatchNorm(f64),
+    Activation(Activation),
+    Dsc(Box<DscOp>),
+    AcBlock {
+        /// The block as one conv (with bias), its activation included.
+        spec: ValidSpec,
+        deploy: bool,
+    },
+    Add {
+        with: Source,
+        activation: Activation,
+    },
+    MaxPool(Pool),
+    GlobalAvgPool,
+}
+
+/// The activation a kind and slope stand for, by the spec's own rules
+/// (contract 1): a leaky ReLU's slope defaults to 0.01 and must be finite,
+/// and a slope is only allowed with one.
+pub(crate) fn activation(kind: ActivationKind, negative_slope: Option<f32>) -> Result<Activation> {
+    let mut probe = ConvSpec::new(Op::Conv2d, 1, 1, 1, (1, 1), [1, 1]);
+    (probe.activation, probe.negative_slope) = (kind, negative_slope);
+    Ok(probe.validate()?.activation())
+}
+
+/// Checks a channel count the layer states against the one it reads.
+fn check_count(layer: &str, field: &str, stated: Option<i64>, found: usize) -> Result<()> {
+    match stated {
+        Some(c) if c != found as i64 => {
+            Err(model_error(layer, format!("{field} is {c} but the layer's input has {found}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The spec of a conv2d on `shape` with the fields a layer gives.
+struct ConvFields {
+    op: Option<Op>,
+    out_channels: i64,
+    kernel: Pair,
+    stride: Option<Pair>,
+    padding: Option<PaddingSpec>,
+    dilation: Option<Pair>,
+    groups: Option<i64>,
+    output_padding: Option<Pair>,
+    bias: bool,
+    activation: Option<ActivationKind>,
+    negative_slope: Option<f32>,
+}
+
+impl ConvFields {
+    /// A conv2d of `out_channels` with a `kernel` window and `bias`, every
+    /// other field at its default.
+    fn plain(out_channels: i64, kernel: Pair, bias: bool) -> ConvFields {
+        ConvFields {
+            op: None,
+            out_channels,
+            kernel,
+            stride: None,
+            padding: None,
+            dilation: None,
+            groups: None,
+            output_padding: None,
+            bias,
+            activation: None,
+            negative_slope: None,
+        }
+    }
+}
+
+fn conv_spec(name: &str, shape: [usize; 4], f: ConvFields) -> Result<ValidSpec> {
+    let [n, c, h, w] = shape.map(|d| d as i64);
+    let mut spec = ConvSpec::new(f.op.unwrap_or(Op::Conv2d), n, c, f.out_channels, (h, w), [1, 1]);
+    spec.name = Some(name.to_string());
+    spec.kernel = f.kernel;
+    spec.stride = f.stride.unwrap_or(Pair::One(1));
+    spec.padding = f.padding.unwrap_or_default();
+    spec.dilation = f.dilation.unwrap_or(Pair::One(1));
+    spec.groups = f.groups.unwrap_or(1);
+    spec.output_padding = f.output_padding.unwrap_or(Pair::One(0));
+    spec.bias = f.bias;
+    spec.activation = f.activation.unwrap_or_default();
+    spec.negative_slope = f.negative_slope;
+    spec.validate()
+}
+
+/// A pooling layer's `field` as `[h, w]`, each value checked to be in
+/// `min..=`[`MAX_DIM`] (the spec's bound on every size, which keeps the
+/// pool's index arithmetic far from overflow).
+fn pool_pair(layer: &str, field: &str, p: Pair, min: i64) -> Result<[usize; 2]> {
+    let hw = match p {
+        Pair::One(v) => [v, v],
+        Pair::Two(hw) => hw,
+    };
+    if hw.iter().all(|v| (min..=MAX_DIM).contains(v)) {
+        return Ok(hw.map(|v| v as usize));
+    }
+    let least = if min == 0 { "not be negative" } else { "be at least 1" };
+    Err(model_error(
+        layer,
+        format!("max_pool {field} {hw:?}: each value must {least} and at most {MAX_DIM}"),
+    ))
+}
+
+/// A node's operation, output shape and cost; `with` is an `add`'s other
+/// operand and its shape. Errors other than [`crate::Error::Model`] are the
+/// layer's: the caller names it.
+pub(crate) fn infer(
+    layer: &Layer,
+    shape: [usize; 4],
+    with: Option<(Source, [usize; 4])>,
+) -> Result<(Operation, [usize; 4], Cost)> {
+    let name = layer.name();
+    let [n, c, h, w] = shape;
+    Ok(match layer {
+        Layer::Conv(l) => {
+            check_count(name, "in_channels", l.in_channels, c)?;
+            let spec = conv_spec(
+                name,
+                shape,
+                ConvFields {
+                    op: l.op,
+                    stride: l.stride,
+                    padding: l.padding.clone(),
+                    dilation: l.dilation,
+                    groups: l.groups,
+                    output_padding: l.output_padding,
+                    activation: l.activation,
+                    negative_slope: l.negative_slope,
+                    ..ConvFields::plain(l.out_channels, l.kernel, l.bias.unwrap_or(true))
+                },
+            )?;
+            let cost = Cost::conv(&spec);
+            let out = spec.output_shape();
+            (Operation::Conv(spec), out, cost)
+        }
+        Layer::Linear(l) => {
+            check_count(name, "in_features", l.in_features, c * h * w)?;
+            let spec = conv_spec(
+                name,
+                shape,
+                ConvFields::plain(
+                    l.out_features,
+                    Pair::Two([h as i64, w as i64]),
+                    l.bias.unwrap_or(true),
+                ),
+            )?;
+            let cost = Cost::conv(&spec);
+            let out = spec.output_shape();
+            (Operation::Conv(spec), out, cost)
+        }
+        Layer::Batchnorm(l) => {
+            check_count(name, "num_features", l.num_features, c)?;
+            let eps = l.eps.unwrap_or(BN_EPS);
+            if !(eps.is_finite() && eps > 0.0) {
+                return Err(model_error(name, format!("eps {eps} must be positive")));
+            }
+            (Operation::BatchNorm(eps), shape, Cost::batchnorm(shape))
+        }
+        Layer::Activation(l) => {
+            let act = activation(l.activation, l.negative_slope)?;
+            (Operation::Activation(act), shape, Cost::activation(shape, act))
+        }
+        Layer::Add(l) => {
+            let (with, other) = with.expect("an add's other operand is resolved");
+            if other != shape {
+                return Err(model_error(
+                    name,
+                    format!(
+                        "adds {shape:?} (its input) and {other:?} ({:?}): the shapes differ",
+                        l.with
+                    ),
+                ));
+            }
+            let act = activation(l.activation.unwrap_or_default(), l.negative_slope)?;
+            // The `+` is functional (no module hook sees it); an activation
+            // after it is a module.
+            (Operation::Add { with, activation: act }, shape, Cost::activation(shape, act))
+        }
+        Layer::MaxPool(l) => {
+            // Each value bounded before any arithmetic on it (a padding
+            // near 2^63 once wrapped, and the pool read out of bounds).
+            let kernel = pool_pair(name, "kernel", l.kernel, 1)?;
+            let stride = l.stride.map_or(Ok(kernel), |s| pool_pair(name, "stride", s, 1))?;
+            let padding = l.padding.map_or(Ok([0, 0]), |p| pool_pair(name, "padding", p, 0))?;
+            if (0..2).any(|axis| 2 * padding[axis] > kernel[axis]) {
+                return Err(model_error(
+                    name,
+                    format!(
+                        "padding {padding:?} must be at most half the kernel {kernel:?} (as PyTorch)"
+                    ),
+                ));
+            }
+            let padded = [h + 2 * padding[0], w + 2 * padding[1]];
+            if padded[0] < kernel[0] || padded[1] < kernel[1] {
+                return Err(model_error(
+                    name,
+                    format!(
+                        "the {kernel:?} window is larger than the padded {}×{} input: the \
+                         output would be empty",
+                        padded[0], padded[1]
+                    ),
+                ));
+            }
+            let mut out = shape;
+            for axis in 0..2 {
+                out[2 + axis] = (padded[axis] - kernel[axis]) / stride[axis] + 1;
+            }
+            let pool = Pool { kernel, stride, padding };
+            (Operation::MaxPool(pool), out, Cost::pool(shape))
+        }
+        Layer::GlobalAvgPool(_) => (Operation::GlobalAvgPool, [n, c, 1, 1], Cost::pool(shape)),
+        Layer::Dsc(l) => dsc(l, shape)?,
+        Layer::Acblock(l) => {
+            check_count(name, "in_channels", l.in_channels, c)?;
+            let spec = conv_spec(
+                name,
+                shape,
+                ConvFields {
+                    stride: l.stride,
+                    padding: l.padding.clone(),
+                    dilation: l.dilation,
+                    groups: l.groups,
+                    activation: l.activation,
+                    negative_slope: l.negative_slope,
+                    ..ConvFields::plain(l.out_channels, l.kernel, true)
+                },
+            )?;
+            let deploy = l.deploy.unwrap_or(true);
+            let out = spec.output_shape();
+            // Also checks the block's shape (an odd square kernel,
+            // symmetric padding).
+            let branches = AcBlock::branch_specs_of(&spec)?;
+            let cost = if deploy {
+                Cost::conv(&spec)
+            } else {
+                // Three bias-free convs, each with a BatchNorm.
+                branches.iter().map(|(s, _)| Cost::conv(s) + Cost::batchnorm(out)).sum()
+            };
+            (Operation::AcBlock { spec, deploy }, out, cost)
+        }
+    })
+}
+
+/// A depthwise-separable block's operation, output shape and cost.
+fn dsc(l: &model::DscLayer, shape: [usize; 4]) -> Result<(Operation, [usize; 4], Cost)> {
+    let name = &l.name;
+    let c = shape[1];
+    check_count(name, "in_channels", l.in_channels, c)?;
+    let batchnorm = l.batchnorm.unwrap_or(true);
+    let bias = l.bias.unwrap_or(!batchnorm);
+    let kinds = l.activations.unwrap_or([ActivationKind::Relu, ActivationKind::None]);
+    if l.negative_slope.is_some() && !kinds.contains(&ActivationKind::LeakyRelu) {
+        return Err(model_error(
+            name,
+            "negative_slope is only allowed with a \"leaky_relu\" in \"activations\"",
+        ));
+    }
+    let slope =
+        |k: ActivationKind| if k == ActivationKind::LeakyRelu { l.negative_slope } else { None };
+    let activations =
+        [activation(kinds[0], slope(kinds[0]))?, activation(kinds[1], slope(kinds[1]))?];
+    let depthwise = conv_spec(
+        &format!("{name}.depthwise"),
+        shape,
+        ConvFields {
+            stride: l.stride,
+            padding: l.padding.clone(),
+            dilation: l.dilation,
+            groups: Some(c as i64),
+            ..ConvFields::plain(c as i64, l.kernel, bias)
+        },
+    )?;
+    let pointwise = conv_spec(
+        &format!("{name}.pointwise"),
+        depthwise.output_shape(),
+        ConvFields::plain(l.out_channels, Pair::One(1), bias),
+    )?;
+    let (mid, out) = (depthwise.output_shape(), pointwise.output_shape());
+    let mut cost = Cost::conv(&depthwise) + Cost::conv(&pointwise);
+    for (shape, act) in [(mid, activations[0]), (out, activations[1])] {
+        if batchnorm {
+            cost = cost + Cost::batchnorm(shape);
+        }
+        cost = cost + Cost::activation(shape, act);
+    }
+    let prefix = |given: &Option<String>, suffix: &str| {
+        given.clone().unwrap_or_else(|| format!("{name}.{suffix}"))
+    };
+    let tensors = DscTensors {
+        depthwise: prefix(&l.depthwise, "depthwise"),
+        depthwise_bn: prefix(&l.depthwise_bn, "depthwise_bn"),
+        pointwise: prefix(&l.pointwise, "pointwise"),
+        pointwise_bn: prefix(&l.pointwise_bn, "pointwise_bn"),
+    };
+    let op = DscOp { depthwise, pointwise, batchnorm, activations, tensors, mode: l.mode };
+    let op = Operation::Dsc(Box::new(op));
+    Ok((op, out, cost))
+}
