@@ -45,14 +45,15 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::bench::LayerData;
 use crate::complexity::Complexity;
+use crate::data::LayerData;
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
 use crate::kernel::{Kernel, PackedWeights};
 use crate::reference::Oracle;
 use crate::schedule::{self, Schedule, Space};
 use crate::spec::ValidSpec;
+use crate::stats::{median as median_f64, median_ticks as median_u64};
 use crate::timing;
 
 pub use cache::{Entry, TuningCache, Workload};
@@ -964,28 +965,4 @@ impl Session<'_> {
 /// The time since the Unix epoch (0 on a clock set before it).
 fn since_epoch() -> Duration {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
-}
-
-/// The median; of an even count, the mean of the two middle values (so
-/// that neither a candidate nor the heuristic gets the benefit of the
-/// doubt). 0 of none.
-fn median_f64(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// [`median_f64`] of ticks, rounded down.
-fn median_u64(values: &[u64]) -> u64 {
-    let mut v = values.to_vec();
-    v.sort_unstable();
-    match v.len() {
-        0 => 0,
-        n if n % 2 == 1 => v[n / 2],
-        n => v[n / 2 - 1] / 2 + v[n / 2] / 2 + (v[n / 2 - 1] % 2 + v[n / 2] % 2) / 2,
-    }
 }

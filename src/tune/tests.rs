@@ -290,14 +290,3 @@ fn a_schedule_that_fails_verification_is_never_chosen() {
         tune_on(&compiler, &spec, &all, None, &mut |_| {}, &mut ModelClock::new(cost)).unwrap_err();
     assert!(err.to_string().contains("heuristic"), "{err}");
 }
-
-#[test]
-fn medians_of_even_counts_favour_neither_side() {
-    assert_eq!(median_f64(&[1.0, 3.0, 2.0]), 2.0);
-    assert_eq!(median_f64(&[0.9, 1.1]), 1.0);
-    assert_eq!(median_f64(&[]), 0.0);
-    assert_eq!(median_u64(&[4, 1, 3, 2]), 2);
-    assert_eq!(median_u64(&[5, 8]), 6);
-    assert_eq!(median_u64(&[u64::MAX, u64::MAX]), u64::MAX);
-    assert_eq!(median_u64(&[]), 0);
-}
