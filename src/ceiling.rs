@@ -67,11 +67,9 @@ impl Ceiling {
     /// The median, best and worst of `samples` (MACs per TSC tick; at
     /// least one).
     pub fn of(samples: &[f64]) -> Ceiling {
-        let mut sorted = samples.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
+        let sorted = crate::stats::sorted(samples.iter().copied());
         Ceiling {
-            macs_per_cycle: sorted.get(n / 2).copied().unwrap_or(f64::NAN),
+            macs_per_cycle: crate::stats::quantile(&sorted, 0.5).unwrap_or(f64::NAN),
             best_macs_per_cycle: sorted.last().copied().unwrap_or(f64::NAN),
             worst_macs_per_cycle: sorted.first().copied().unwrap_or(f64::NAN),
         }

@@ -14,25 +14,25 @@
 //! Cycles are TSC ticks ([`timing::CLOCK`]); MACs are `macs_valid`
 //! (DESIGN.md contract 4), the work a kernel must do.
 
-pub(crate) mod machine;
 mod plot;
 
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
 use crate::ceiling::{self, Ceiling};
 use crate::complexity::Complexity;
+use crate::data::LayerData;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
 use crate::reference::Oracle;
 use crate::spec::ValidSpec;
-use crate::timing;
+use crate::{stats, timing};
 
-pub use machine::Machine;
+pub use crate::machine::Machine;
 pub use plot::plot_svg;
 
 /// What to run and how long.
@@ -221,33 +221,6 @@ pub fn run(
     })
 }
 
-/// The operands every engine of one layer runs on (and every candidate
-/// the tuner tries).
-pub(crate) struct LayerData {
-    pub(crate) input: Vec<f32>,
-    pub(crate) weight: Vec<f32>,
-    pub(crate) bias: Option<Vec<f32>>,
-}
-
-impl LayerData {
-    /// Every element uniform in [-1, 1).
-    pub(crate) fn random(spec: &ValidSpec, rng: &mut StdRng) -> Result<LayerData> {
-        let mut tensor = |len, what| -> Result<Vec<f32>> {
-            let mut v = crate::alloc::zeroed_f32(len, what)?;
-            v.iter_mut().for_each(|x| *x = rng.random_range(-1.0f32..1.0));
-            Ok(v)
-        };
-        Ok(LayerData {
-            input: tensor(spec.input_len(), "the test input")?,
-            weight: tensor(spec.weight_len(), "the test weights")?,
-            bias: match spec.has_bias() {
-                true => Some(tensor(spec.out_channels(), "the test bias")?),
-                false => None,
-            },
-        })
-    }
-}
-
 /// One layer of a run, as every engine sees it.
 struct LayerRun<'a> {
     name: &'a str,
@@ -391,7 +364,7 @@ fn milliseconds(seconds: f64) -> String {
     if ms >= 1.0 { format!("{ms:.3}") } else { format!("{ms:.5}") }
 }
 
-/// Order statistics of the timed runs.
+/// Order statistics of the timed runs, by nearest rank ([`stats::quantile`]).
 struct Stats {
     median_s: f64,
     min_s: f64,
@@ -402,17 +375,16 @@ struct Stats {
 
 impl Stats {
     fn of(samples: &[timing::Measurement]) -> Stats {
-        let mut walls: Vec<f64> = samples.iter().map(|m| m.wall.as_secs_f64()).collect();
-        walls.sort_by(f64::total_cmp);
+        let walls = stats::sorted(samples.iter().map(|m| m.wall.as_secs_f64()));
         let mut cycles: Vec<u64> = samples.iter().map(|m| m.cycles).collect();
         cycles.sort_unstable();
-        let at = |q: f64| walls[((walls.len() - 1) as f64 * q).round() as usize];
+        let at = |q: f64| stats::quantile(&walls, q).expect("a timed run");
         Stats {
             median_s: at(0.5),
-            min_s: walls[0],
-            max_s: walls[walls.len() - 1],
+            min_s: at(0.0),
+            max_s: at(1.0),
             iqr_s: at(0.75) - at(0.25),
-            median_cycles: cycles[cycles.len() / 2],
+            median_cycles: stats::quantile(&cycles, 0.5).expect("a timed run"),
         }
     }
 }

@@ -360,8 +360,7 @@ impl Workload {
     /// The machine and compiler part of a workload (its spec left empty).
     fn host_id() -> Workload {
         static HOST: OnceLock<(String, String)> = OnceLock::new();
-        let (cpu, isa) =
-            HOST.get_or_init(|| (crate::bench::machine::cpu_model(), crate::bench::machine::isa()));
+        let (cpu, isa) = HOST.get_or_init(|| (crate::machine::cpu_model(), crate::machine::isa()));
         Workload {
             spec: serde_json::Value::Null,
             threads: 0,

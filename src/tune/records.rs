@@ -12,9 +12,9 @@ use super::cache::Workload;
 use crate::error::{Error, Result};
 use crate::schedule::Schedule;
 
-/// One evaluated candidate.
+/// One evaluated candidate (a config `C` of the op tuned).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Record {
+pub struct Record<C = Schedule> {
     /// What was tuned.
     pub workload: Workload,
     /// The layer's name, when it has one.
@@ -25,7 +25,7 @@ pub struct Record {
     /// `confirm-validate` (the winner and the heuristic, afresh).
     pub phase: String,
     /// The candidate.
-    pub schedule: Schedule,
+    pub schedule: C,
     /// When the layer's tuning started, in milliseconds since the Unix
     /// epoch: it tells runs apart in a file several runs appended to.
     #[serde(default)]
@@ -99,7 +99,7 @@ impl RecordLog {
     }
 
     /// Appends one record as one line.
-    pub fn append(&mut self, record: &Record) -> Result<()> {
+    pub fn append<C: Serialize>(&mut self, record: &Record<C>) -> Result<()> {
         let mut line = serde_json::to_string(record).expect("a record always serialises");
         line.push('\n');
         self.file

@@ -5,7 +5,17 @@
 //! the budget ends it) is then exact, so it is asserted exactly; the
 //! kernels still run and are still verified against the reference.
 
+use std::collections::HashSet;
+
+use rand::rngs::StdRng;
+
+use super::confirm::{CONFIRM_ROUNDS, FINALISTS};
+use super::conv::ConvTuning;
+use super::measure::{Clock, PAIRS};
 use super::*;
+use crate::complexity::Complexity;
+use crate::kernel::{Kernel, PackedWeights};
+use crate::schedule::Space;
 
 /// How far the wall clock moves at each reading the tuner takes: the
 /// model's stand-in for compiling, packing and checking.
@@ -24,7 +34,7 @@ impl<F: Fn(&Schedule) -> u64> ModelClock<F> {
     }
 }
 
-impl<F: Fn(&Schedule) -> u64> Clock for ModelClock<F> {
+impl<F: Fn(&Schedule) -> u64> Clock<Schedule> for ModelClock<F> {
     fn elapsed(&mut self) -> Duration {
         self.now += STEP;
         self.now
@@ -71,14 +81,24 @@ fn options(budget: Duration, search: Search) -> Options {
 fn tune_model(
     spec: &ValidSpec,
     options: &Options,
-    clock: &mut dyn Clock,
+    clock: &mut dyn Clock<Schedule>,
+) -> (Outcome, Vec<Record>) {
+    let compiler = Compiler::host().unwrap();
+    tune_recorded(options, clock, |rng| ConvTuning::new(&compiler, spec, options.threads, rng))
+}
+
+/// Tunes the op `make` builds on `clock`, writing the records to a file;
+/// returns the outcome and the records.
+fn tune_recorded<T: Tunable<Config = Schedule>>(
+    options: &Options,
+    clock: &mut dyn Clock<Schedule>,
+    make: impl FnOnce(&mut StdRng) -> Result<T>,
 ) -> (Outcome, Vec<Record>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("records.jsonl");
     let mut log = RecordLog::open(&path).unwrap();
-    let compiler = Compiler::host().unwrap();
     let outcome =
-        tune_on(&compiler, spec, options, Some(&mut log), &mut |_| {}, clock).expect("tunes");
+        session::tune_op(options, Some(&mut log), &mut |_| {}, clock, make).expect("tunes");
     drop(log);
     let (records, skipped) = records::read(&path).unwrap();
     assert_eq!(skipped, 0);
@@ -248,29 +268,92 @@ fn every_search_keeps_to_its_budget() {
     assert_eq!((outcome.candidates, outcome.schedule), (1, outcome.heuristic));
 }
 
+/// A layer whose output is corrupted after every run of the schedules
+/// `bad` picks: a compiler bug, as the verification sees one.
+struct Sabotaged<'a> {
+    layer: ConvTuning<'a>,
+    bad: &'a dyn Fn(&Schedule) -> bool,
+}
+
+impl Tunable for Sabotaged<'_> {
+    type Config = Schedule;
+    /// Whether the schedule is sabotaged, and its kernel.
+    type Compiled = (bool, (Kernel, PackedWeights));
+
+    fn name(&self) -> Option<&str> {
+        self.layer.name()
+    }
+    fn summary(&self) -> String {
+        self.layer.summary()
+    }
+    fn workload(&self) -> Workload {
+        self.layer.workload()
+    }
+    fn counted_macs(&self) -> u64 {
+        self.layer.counted_macs()
+    }
+    fn heuristic(&self) -> Schedule {
+        self.layer.heuristic()
+    }
+    fn members(&self) -> &[Schedule] {
+        self.layer.members()
+    }
+    fn neighbours(&self, s: &Schedule) -> Vec<Schedule> {
+        self.layer.neighbours(s)
+    }
+    fn knobs(&self, s: &Schedule) -> Vec<u64> {
+        self.layer.knobs(s)
+    }
+    fn compile(&self, s: &Schedule) -> Result<Self::Compiled> {
+        Ok(((self.bad)(s), self.layer.compile(s)?))
+    }
+    fn poison_output(&mut self) {
+        self.layer.poison_output();
+    }
+    fn run(&mut self, (bad, compiled): &Self::Compiled) -> Result<()> {
+        self.layer.run(compiled)?;
+        if *bad {
+            self.layer.output[0] += 1.0;
+        }
+        Ok(())
+    }
+    fn verify(&self) -> Result<Option<String>> {
+        self.layer.verify()
+    }
+    fn checked(&self) -> usize {
+        self.layer.checked()
+    }
+    fn output_len(&self) -> usize {
+        self.layer.output_len()
+    }
+}
+
+/// Builds `spec`'s op with the schedules `bad` picks sabotaged.
+fn sabotaged<'a>(
+    compiler: &'a Compiler,
+    spec: &'a ValidSpec,
+    bad: &'a dyn Fn(&Schedule) -> bool,
+) -> impl FnOnce(&mut StdRng) -> Result<Sabotaged<'a>> {
+    move |rng| Ok(Sabotaged { layer: ConvTuning::new(compiler, spec, 1, rng)?, bad })
+}
+
 /// A candidate whose output is wrong is dropped, logged in the records
 /// with the reason, and never returned (so never cached).
 #[test]
 fn a_schedule_that_fails_verification_is_never_chosen() {
-    fn layer() -> ValidSpec {
-        super::tests::layer(
-            r#"{"op": "conv2d", "in_channels": 8, "out_channels": 12, "height": 12,
-                "width": 12, "kernel": 3, "padding": 1}"#,
-        )
-    }
-    // Every schedule but the heuristic's computes a wrong output.
-    fn not_heuristic(s: &Schedule) -> bool {
-        *s != schedule::choose(&layer())
-    }
-    let spec = layer();
+    let spec = layer(
+        r#"{"op": "conv2d", "in_channels": 8, "out_channels": 12, "height": 12,
+            "width": 12, "kernel": 3, "padding": 1}"#,
+    );
     let heuristic = schedule::choose(&spec);
+    // Every schedule but the heuristic's computes a wrong output.
+    let not_heuristic = |s: &Schedule| *s != heuristic;
     // The sabotaged schedules would be twice as fast.
     let cost = |s: &Schedule| if *s == heuristic { 200_000 } else { 100_000 };
-    let options = Options {
-        sabotage: Some(not_heuristic),
-        ..options(Duration::from_millis(400), Search::Random)
-    };
-    let (outcome, records) = tune_model(&spec, &options, &mut ModelClock::new(cost));
+    let options = options(Duration::from_millis(400), Search::Random);
+    let compiler = Compiler::host().unwrap();
+    let make = sabotaged(&compiler, &spec, &not_heuristic);
+    let (outcome, records) = tune_recorded(&options, &mut ModelClock::new(cost), make);
     assert_eq!(outcome.schedule, heuristic);
     assert!(outcome.candidates > 1, "{} candidates", outcome.candidates);
     assert_eq!(outcome.failed, outcome.candidates - 1);
@@ -284,20 +367,8 @@ fn a_schedule_that_fails_verification_is_never_chosen() {
 
     // When the heuristic's own output is wrong, there is nothing to
     // measure against: tuning fails with the reason.
-    let all = Options { sabotage: Some(|_| true), ..options };
-    let compiler = Compiler::host().unwrap();
-    let err =
-        tune_on(&compiler, &spec, &all, None, &mut |_| {}, &mut ModelClock::new(cost)).unwrap_err();
+    let make = sabotaged(&compiler, &spec, &|_| true);
+    let err = session::tune_op(&options, None, &mut |_| {}, &mut ModelClock::new(cost), make)
+        .unwrap_err();
     assert!(err.to_string().contains("heuristic"), "{err}");
-}
-
-#[test]
-fn medians_of_even_counts_favour_neither_side() {
-    assert_eq!(median_f64(&[1.0, 3.0, 2.0]), 2.0);
-    assert_eq!(median_f64(&[0.9, 1.1]), 1.0);
-    assert_eq!(median_f64(&[]), 0.0);
-    assert_eq!(median_u64(&[4, 1, 3, 2]), 2);
-    assert_eq!(median_u64(&[5, 8]), 6);
-    assert_eq!(median_u64(&[u64::MAX, u64::MAX]), u64::MAX);
-    assert_eq!(median_u64(&[]), 0);
 }

@@ -1,4 +1,6 @@
-//! What a benchmark ran on: CPU model, vector extensions, TSC frequency.
+//! The host as reports and caches name it: CPU model, vector extensions,
+//! TSC frequency. The benchmark reports it; the tuning cache keys entries
+//! by it.
 
 use std::time::{Duration, Instant};
 
@@ -6,7 +8,7 @@ use serde::Serialize;
 
 use crate::timing;
 
-/// The machine of a benchmark run (DESIGN.md contract 5).
+/// The machine of a benchmark run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Machine {
     /// The CPU model, as the OS reports it.
@@ -58,15 +60,12 @@ pub(crate) fn isa() -> String {
 /// clocks. (The TSC rate is constant on the target machines; the kernel
 /// does not export it in a portable place.)
 fn tsc_hz() -> f64 {
-    let mut rates: Vec<f64> = (0..3)
-        .map(|_| {
-            let start = Instant::now();
-            let c0 = timing::cycles();
-            std::thread::sleep(Duration::from_millis(20));
-            let c1 = timing::cycles();
-            c1.saturating_sub(c0) as f64 / start.elapsed().as_secs_f64()
-        })
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    rates[1]
+    let rates = crate::stats::sorted((0..3).map(|_| {
+        let start = Instant::now();
+        let c0 = timing::cycles();
+        std::thread::sleep(Duration::from_millis(20));
+        let c1 = timing::cycles();
+        c1.saturating_sub(c0) as f64 / start.elapsed().as_secs_f64()
+    }));
+    crate::stats::quantile(&rates, 0.5).expect("three windows")
 }
