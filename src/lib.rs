@@ -27,6 +27,7 @@ pub mod net;
 pub mod npy;
 pub mod reference;
 pub mod schedule;
+pub mod source;
 pub mod spec;
 pub mod suite;
 pub mod terminal;
