@@ -70,8 +70,9 @@ impl Engine {
     }
 
     /// [`Engine::prepare_threaded`], the JIT's code compiled by `compiler`
-    /// (with its schedule, [`Compiler::schedule_for`]: tuned when it has a
-    /// tuning cache) instead of the host's compiler and the heuristic.
+    /// (with its schedule, [`Compiler::schedule_for`]: its schedule
+    /// source's, a tuning cache's, when it holds one) instead of the host's
+    /// compiler and the heuristic.
     pub fn prepare_with(
         self,
         compiler: Option<&Compiler>,

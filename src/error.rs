@@ -57,6 +57,19 @@ pub enum Error {
     /// The schedule's JSON could not be parsed.
     #[error("invalid schedule JSON: {0}")]
     ScheduleJson(String),
+    /// A schedule file that cannot be read: not a regular file, too large,
+    /// or an I/O error (the cause names the file).
+    #[error("cannot read the schedule file: {0}")]
+    ScheduleFileUnreadable(#[source] Box<Error>),
+    /// A schedule file whose schedule does not parse, or cannot compute the
+    /// layer it was given for.
+    #[error("schedule file {}: {source}", path.display())]
+    ScheduleFile {
+        /// The file.
+        path: PathBuf,
+        /// Why its schedule cannot be used.
+        source: Box<Error>,
+    },
     /// The host CPU or Cranelift could not compile the kernel.
     #[error("JIT compilation failed: {0}")]
     Jit(String),

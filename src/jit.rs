@@ -2,7 +2,6 @@
 //! owned by a [`Kernel`].
 
 use std::borrow::Cow;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -15,9 +14,9 @@ use cranelift_module::{Linkage, Module, default_libcall_names};
 use crate::codegen::{self, Plan, Target};
 use crate::error::{Error, Result};
 use crate::kernel::{Kernel, KernelFn};
-use crate::schedule::{self, Schedule};
+use crate::schedule::Schedule;
+use crate::source::{self, Request, Resolved, ScheduleSource};
 use crate::spec::ValidSpec;
-use crate::tune::TuningCache;
 
 /// Compiles kernels for one ISA (the host's).
 #[derive(Clone)]
@@ -26,8 +25,9 @@ pub struct Compiler {
     has_fma: bool,
     /// Whether kernels are compiled in the checked lowering.
     checked: bool,
-    /// Tuned schedules, consulted before the heuristic.
-    tuned: Option<Arc<TuningCache>>,
+    /// Schedules chosen ahead of the run (a tuning cache), asked before
+    /// the heuristic.
+    source: Option<Arc<dyn ScheduleSource>>,
 }
 
 impl std::fmt::Debug for Compiler {
@@ -36,7 +36,7 @@ impl std::fmt::Debug for Compiler {
             .field("isa", &self.isa.triple().to_string())
             .field("has_fma", &self.has_fma)
             .field("checked", &self.checked)
-            .field("tuning_cache", &self.tuned.as_ref().and_then(|c| c.path()))
+            .field("schedule_source", &self.source.as_ref().map(|s| s.describe()))
             .finish()
     }
 }
@@ -78,7 +78,7 @@ impl Compiler {
                  slower) instead of f32x4 fma, which Cranelift would lower to library calls"
             );
         }
-        Ok(Compiler { isa, has_fma, checked: false, tuned: None })
+        Ok(Compiler { isa, has_fma, checked: false, source: None })
     }
 
     /// This compiler, emitting the checked lowering (see [`crate::codegen`]):
@@ -105,26 +105,31 @@ impl Compiler {
     }
 
     /// This compiler, taking the schedule of every layer it compiles
-    /// without one from the tuning cache at `path` (`convjit tune`'s), and
-    /// from the heuristic for layers the cache does not hold. The file is
-    /// read now; a missing, corrupt or foreign entry is ignored with a
-    /// warning ([`TuningCache::load`]).
-    pub fn with_tuning_cache(self, path: impl AsRef<Path>) -> Compiler {
-        Compiler { tuned: Some(Arc::new(TuningCache::load(path.as_ref()))), ..self }
+    /// without one from `source` when it holds one, else from the
+    /// heuristic (a tuning cache: [`Compiler::with_tuning_cache`]).
+    pub fn with_source(self, source: Arc<dyn ScheduleSource>) -> Compiler {
+        Compiler { source: Some(source), ..self }
+    }
+
+    /// The schedule `request` asks for `spec`, and where it came from
+    /// ([`source::resolve`]: a given schedule with the request's threads,
+    /// else the source's, else the heuristic's for the request's threads).
+    pub fn resolve(&self, spec: &ValidSpec, request: &Request) -> Result<Resolved> {
+        source::resolve(spec, request, self.source.as_deref())
     }
 
     /// The schedule [`Compiler::compile`] uses for `spec` on up to
-    /// `threads` threads: the tuned one when the tuning cache holds one,
-    /// else the heuristic's ([`schedule::choose_threaded`]).
+    /// `threads` threads: the source's when it holds one, else the
+    /// heuristic's ([`crate::schedule::choose_threaded`]); see
+    /// [`source::lookup`].
     pub fn schedule_for(&self, spec: &ValidSpec, threads: usize) -> Schedule {
-        self.tuned_schedule(spec, threads)
-            .unwrap_or_else(|| schedule::choose_threaded(spec, threads))
+        source::lookup(spec, threads, self.source.as_deref()).schedule
     }
 
-    /// The tuned schedule for `spec` on `threads` threads, when the tuning
-    /// cache holds one this layer can use.
+    /// The schedule source's schedule for `spec` on `threads` threads
+    /// (the tuned one), when it holds one this layer can use.
     pub fn tuned_schedule(&self, spec: &ValidSpec, threads: usize) -> Option<Schedule> {
-        self.tuned.as_ref().and_then(|cache| cache.lookup(spec, threads))
+        self.source.as_ref().and_then(|source| source.schedule(spec, threads))
     }
 
     /// The ISA kernels are compiled for.

@@ -29,6 +29,7 @@ pub mod net;
 pub mod npy;
 pub mod reference;
 pub mod schedule;
+pub mod source;
 pub mod spec;
 pub mod stats;
 pub mod suite;

@@ -539,12 +539,49 @@ fn run_takes_a_thread_count() {
         let out = case.run(&case.json, &["--engine", engine, "--threads", "2", "--check"]);
         succeeded(engine, &out);
     }
+    // Too little work to share: the heuristic for two threads takes one.
     let out = case.run(&case.json, &["--stats", "--threads", "2"]);
     succeeded("--stats --threads 2", &out);
+    let threaded = convjit::schedule::choose_threaded(&case.spec, 2);
+    assert_eq!(threaded.threads, 1);
+    let line = format!("schedule:      {} (heuristic)", threaded.to_json());
+    assert!(stdout(&out).contains(&line), "{}", stdout(&out));
+    // A schedule file's threads give way to --threads.
+    let file = case.path("schedule.json");
+    fs::write(&file, convjit::schedule::choose(&case.spec).to_json()).unwrap();
+    let args = ["--stats", "--threads", "2", "--schedule", file.to_str().unwrap(), "--check"];
+    let out = case.run(&case.json, &args);
+    succeeded("--schedule with --threads 2", &out);
     assert!(stdout(&out).contains("\"threads\":2"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("(from --schedule)"), "{}", stdout(&out));
     let fresh = Case::new(CONV);
     let out = fresh.run(&fresh.json, &["--threads", "0"]);
     run_fails(&fresh, "--threads 0", out, "threads");
+}
+
+/// A layer with enough work for two threads (9.4 M MACs) and 16 output
+/// rows, where the heuristic for two threads copies bands of 2 rows, and
+/// the one for one thread bands of 4.
+const SHARED: &str = r#"{"op":"conv2d","in_channels":64,"out_channels":64,"height":16,"width":16,"kernel":3,"padding":1}"#;
+
+/// `run --threads 2` took the one-thread heuristic and overwrote its
+/// `threads`, while the library (`Engine::prepare_threaded`) took the
+/// heuristic for two threads: the CLI and the library ran different
+/// schedules for one request. Both now take the library's
+/// (`convjit::source`).
+#[test]
+fn bug_run_threads_takes_the_heuristic_for_that_many_threads() {
+    let case = Case::new(SHARED);
+    let threaded = convjit::schedule::choose_threaded(&case.spec, 2);
+    let overwritten = convjit::Schedule { threads: 2, ..convjit::schedule::choose(&case.spec) };
+    assert_ne!(threaded, overwritten, "the layer no longer tells the two apart");
+    let out = case.run(&case.json, &["--threads", "2", "--stats", "--check"]);
+    succeeded("run --threads 2", &out);
+    let line = format!("schedule:      {} (heuristic)", threaded.to_json());
+    assert!(stdout(&out).contains(&line), "{}", stdout(&out));
+    let prepared =
+        convjit::Engine::Jit.prepare_threaded(&case.spec, &case.w, case.b.as_deref(), 2).unwrap();
+    assert_eq!(prepared.schedule(), Some(threaded));
 }
 
 #[test]

@@ -91,15 +91,10 @@ impl Report {
     }
 }
 
-/// The median; of an even count, the mean of the two middle values.
+/// [`crate::stats::median`] of `values`: of an even count, the mean of the
+/// two middle values.
 fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
+    crate::stats::median(&values.collect::<Vec<f64>>())
 }
 
 /// One layer's row of a [`Report`] (DESIGN.md contract 5).

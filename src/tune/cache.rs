@@ -31,12 +31,14 @@
 //! of `FILE.bak`, `FILE.bak.1`, `FILE.bak.2`, …
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::jit::Compiler;
 use crate::schedule::Schedule;
+use crate::source::ScheduleSource;
 use crate::spec::ValidSpec;
 
 /// The `format` tag of a cache file.
@@ -269,6 +271,29 @@ impl TuningCache {
         let file = File { format: FORMAT.to_string(), version: VERSION, entries };
         let text = serde_json::to_string_pretty(&file).expect("a cache always serialises");
         crate::atomic::write(path, |out| writeln!(out, "{text}"))
+    }
+}
+
+/// The compiler asks a tuning cache for a layer's schedule through
+/// [`ScheduleSource`], and knows nothing of its file.
+impl ScheduleSource for TuningCache {
+    fn schedule(&self, spec: &ValidSpec, threads: usize) -> Option<Schedule> {
+        self.lookup(spec, threads)
+    }
+
+    fn describe(&self) -> String {
+        self.path.as_ref().map_or_else(|| "a tuning cache".to_string(), |p| p.display().to_string())
+    }
+}
+
+impl Compiler {
+    /// This compiler, taking the schedule of every layer it compiles
+    /// without one from the tuning cache at `path` (`convjit tune`'s), and
+    /// from the heuristic for layers the cache does not hold. The file is
+    /// read now; a missing, corrupt or foreign entry is ignored with a
+    /// warning ([`TuningCache::load`]).
+    pub fn with_tuning_cache(self, path: impl AsRef<Path>) -> Compiler {
+        self.with_source(Arc::new(TuningCache::load(path.as_ref())))
     }
 }
 

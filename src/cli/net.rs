@@ -1,0 +1,150 @@
+//! `convjit net`: a whole model, layer by layer.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use indicatif::ProgressBar;
+
+use convjit::blocks::DscMode;
+use convjit::{Engine, atomic, files, net, npy, terminal};
+
+use super::common::check_threads;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model: a JSON file, or builtin:NAME (mobilenetv2, resnet18,
+    /// jvet_lf).
+    #[arg(long, value_name = "FILE|builtin:NAME")]
+    model: String,
+    /// The weights: a PyTorch state_dict saved with safetensors (default:
+    /// random weights).
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
+    /// The input tensor, float32 [N, C, H, W] (default: random).
+    #[arg(long, value_name = "X.npy")]
+    input: Option<PathBuf>,
+    /// Print JSON (DESIGN.md contract 5) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Timed runs of the whole model, after one warm-up; the report
+    /// gives their medians.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Threads each layer may use.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// How depthwise-separable blocks run unless the model says: one
+    /// fused kernel or two.
+    #[arg(long, default_value_t = DscMode::Fused)]
+    dsc: DscMode,
+    /// jit, or reference: the model as written through the interpreter
+    /// (slow).
+    #[arg(long, default_value_t = Engine::Jit)]
+    engine: Engine,
+    /// Also run the model on the reference engine and fail when the
+    /// outputs differ by more than 1e-4 (normwise relative).
+    #[arg(long)]
+    check: bool,
+    /// Where to write the model's output, float32.
+    #[arg(long, value_name = "Y.npy")]
+    output: Option<PathBuf>,
+    /// Print the model as JSON (a file to start from) and exit.
+    #[arg(long)]
+    print_model: bool,
+}
+
+/// The most timed runs `convjit net` takes.
+const MAX_NET_RUNS: usize = 100_000;
+
+/// The seed of `convjit net`'s random input.
+const NET_INPUT_SEED: u64 = 1;
+
+pub fn main(args: Args) -> Result<()> {
+    let model = load_model(&args.model)?;
+    if args.print_model {
+        println!("{}", model.to_json());
+        return Ok(());
+    }
+    check_threads(args.threads)?;
+    if !(1..=MAX_NET_RUNS).contains(&args.runs) {
+        bail!("--runs {}: give 1 to {MAX_NET_RUNS}", args.runs);
+    }
+    if let Some(path) = &args.output {
+        atomic::check(path)?;
+    }
+    let graph = net::Graph::new(&model)?;
+    let tensors = match &args.weights {
+        Some(path) => Some(net::Tensors::load(path)?),
+        None => None,
+    };
+    let network = net::Network::new(graph, tensors.as_ref())?;
+    let shape = network.graph().input_shape();
+    let x = match &args.input {
+        Some(path) => npy::read_f32(path, "input", &shape)?,
+        None => net::random_input(shape, NET_INPUT_SEED)?,
+    };
+    let options = net::Options { engine: args.engine, dsc: args.dsc, threads: args.threads };
+    let (y, report) = measure(&network, &model.name, &x, &options, &args)?;
+    if let Some(path) = &args.output {
+        npy::write_f32(path, &network.graph().output_shape(), &y)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// `builtin:NAME`, or the model file at that path.
+fn load_model(model: &str) -> Result<net::Model> {
+    Ok(match model.strip_prefix("builtin:") {
+        Some(name) => net::builtin(name)?,
+        None => {
+            let text = files::read_text(Path::new(model), files::MODEL)
+                .context("cannot read the model file")?;
+            net::Model::from_json(&text).with_context(|| format!("model file {model}"))?
+        }
+    })
+}
+
+/// Compiles and times the model, and with `--check` compares its output
+/// with the reference run's, behind a spinner: the output and the report.
+fn measure(
+    network: &net::Network,
+    model: &str,
+    x: &[f32],
+    options: &net::Options,
+    args: &Args,
+) -> Result<(Vec<f32>, net::Report)> {
+    let spinner = ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let name = terminal::escape(model);
+    spinner.set_message(format!("{name}: compiling"));
+    let prepared = network.prepare(options, None);
+    spinner.set_message(format!("{name}: {} runs", args.runs + 1));
+    let measured = prepared.and_then(|mut p| p.measure(x, args.runs));
+    let checked = match (&measured, args.check) {
+        (Ok((y, _)), true) => {
+            spinner.set_message(format!("{name}: the reference run"));
+            Some(network.check(x, y))
+        }
+        _ => None,
+    };
+    spinner.finish_and_clear();
+    let (y, mut report) = measured?;
+    if let Some(deviation) = checked.transpose()? {
+        let check = net::CheckReport::from(deviation);
+        if !check.passed {
+            bail!(
+                "check failed on {model}: the output is {:.3e} from the reference run (normwise \
+                 relative), past {:.0e}",
+                check.max_rel,
+                check.tolerance
+            );
+        }
+        report.check = Some(check);
+    }
+    Ok((y, report))
+}
