@@ -1,6 +1,6 @@
 //! Writing output files all or nothing (DESIGN.md contract 3): every file
 //! convjit writes (`.npy` outputs, the bench's JSON report and chart, the
-//! tuning cache) goes through [`write`].
+//! tuning cache) goes through [`write`](fn@write).
 //!
 //! What the path names decides how it is written:
 //!
@@ -50,7 +50,7 @@ pub fn write(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<(
     }
 }
 
-/// Checks that [`write`] could write `path`, without writing it: that it
+/// Checks that [`write`](fn@write) could write `path`, without writing it: that it
 /// is not a folder, a block device or a socket, and that the folder a new
 /// file would go in exists. Whether the folder may be written is known
 /// only by writing it.

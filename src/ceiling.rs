@@ -4,27 +4,24 @@
 //! A benchmark figure alone says little on a shared, frequency-scaling VM; as
 //! a fraction of what the best code Cranelift emits reaches in the same run,
 //! it says how much of the machine a kernel uses and stays comparable across
-//! runs. The microkernel is the best shape in `CRANELIFT.md`: one f32x4
-//! weight vector times [`ACCUMULATORS`] fresh single-use broadcasts of the
-//! input per reduction step (so each broadcast folds into a
-//! `vbroadcastss mem`), accumulators carried as block parameters through a
-//! top-tested loop, the reduction unrolled [`UNROLL`]× with the accumulator
-//! order reversed on odd steps. Its data (3 KiB of input, 1 KiB of weights)
+//! runs. The microkernel (`codegen::ceiling`) is the shared register tile at
+//! its best shape: one weight vector times [`ACCUMULATORS`] fresh
+//! single-use broadcasts of the input per reduction step (so each broadcast
+//! folds into a `vbroadcastss mem`), accumulators carried as block
+//! parameters through a top-tested loop, the reduction unrolled [`UNROLL`]×
+//! with the accumulator order reversed on odd steps. Its data (3 KiB of input, 1 KiB of weights)
 //! stays in L1, so nothing but the FMA pipes limits it.
 
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{AbiParam, BlockArg, InstBuilder, MemFlagsData, Signature, types};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, Module, default_libcall_names};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::abi::{CeilingFn, Code};
+use crate::codegen;
+use crate::error::Result;
 use crate::jit::Compiler;
 use crate::timing;
 
-/// f32x4 accumulators of the microkernel (CRANELIFT.md: 12–14 of the 16
-/// xmm registers; one more holds the weight vector).
+/// Vector accumulators of the microkernel (12 to 14 of the 16 registers
+/// measured best; one more holds the weight vector).
 pub const ACCUMULATORS: usize = 12;
 /// Reduction steps per loop iteration.
 pub const UNROLL: usize = 4;
@@ -37,10 +34,6 @@ const MACS_PER_PASS: u64 = (STEPS * ACCUMULATORS * 4) as u64;
 const PASSES: u64 = 8192;
 /// Timed samples; the report is their median.
 const SAMPLES: usize = 15;
-
-/// `fn(x, w, out, passes)`: `passes` times over `STEPS` reduction steps,
-/// then the accumulators are stored to `out` (so none of the work is dead).
-type CeilingFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64);
 
 /// The ceiling as measured.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -111,7 +104,7 @@ impl Meter {
         // STEPS·4 of `w` per pass and writes ACCUMULATORS·4 floats of
         // `out`: exactly the lengths allocated in `new`.
         unsafe {
-            (self.microkernel.function)(
+            self.microkernel.function.call(
                 self.x.as_ptr(),
                 self.w.as_ptr(),
                 self.out.as_mut_ptr(),
@@ -121,147 +114,26 @@ impl Meter {
     }
 }
 
-/// The compiled microkernel; frees its code on drop.
+/// The compiled microkernel, and the code it lives in.
 struct Microkernel {
-    module: Option<JITModule>,
+    /// Owns the memory `function` points into.
+    _code: Code,
     function: CeilingFn,
-}
-
-impl Drop for Microkernel {
-    fn drop(&mut self) {
-        if let Some(module) = self.module.take() {
-            // SAFETY: `function` is the only pointer into the module's memory
-            // and it dies with `self`.
-            unsafe { module.free_memory() };
-        }
-    }
 }
 
 impl Microkernel {
     fn compile(compiler: &Compiler) -> Result<Microkernel> {
-        let isa = compiler.isa().clone();
-        let ptr = isa.pointer_type();
-        let mut module = JITModule::new(JITBuilder::with_isa(isa.clone(), default_libcall_names()));
-        let mut ctx = module.make_context();
-        let mut sig = Signature::new(isa.default_call_conv());
-        sig.params.extend([ptr, ptr, ptr, types::I64].map(AbiParam::new));
-        ctx.func.signature = sig.clone();
-        emit(&mut ctx.func, isa.frontend_config(), compiler.has_fma());
-        let result = (|| {
-            let id = module
-                .declare_function("ceiling", Linkage::Export, &sig)
-                .map_err(|e| Error::Jit(e.to_string()))?;
-            module.define_function(id, &mut ctx).map_err(|e| Error::Jit(format!("{e:?}")))?;
-            module.finalize_definitions().map_err(|e| Error::Jit(e.to_string()))?;
-            Ok(module.get_finalized_function(id))
-        })();
-        match result {
-            // SAFETY: the function was built with exactly `CeilingFn`'s
-            // signature in the ISA's default (System V) calling convention.
-            Ok(code) => Ok(Microkernel {
-                module: Some(module),
-                function: unsafe { std::mem::transmute::<*const u8, CeilingFn>(code) },
-            }),
-            Err(e) => {
-                // SAFETY: no pointer into the module's memory escaped.
-                unsafe { module.free_memory() };
-                Err(e)
-            }
-        }
+        let isa = compiler.isa();
+        let signature = CeilingFn::signature(isa.pointer_type(), isa.default_call_conv());
+        let shape =
+            codegen::ceiling::Shape { accumulators: ACCUMULATORS, unroll: UNROLL, steps: STEPS };
+        let (code, pointer) = compiler
+            .define(signature, |func, target| codegen::ceiling::lower(shape, target, func))?;
+        // SAFETY: the function was compiled with `CeilingFn::signature` in
+        // the ISA's default calling convention; `code` owns it.
+        let function = unsafe { CeilingFn::from_code(pointer) };
+        Ok(Microkernel { _code: code, function })
     }
-}
-
-/// The IR: an outer loop over passes around an inner loop over
-/// `STEPS / UNROLL` unrolled groups of reduction steps.
-fn emit(
-    func: &mut cranelift_codegen::ir::Function,
-    frontend: cranelift_codegen::isa::TargetFrontendConfig,
-    has_fma: bool,
-) {
-    let mut fctx = FunctionBuilderContext::new();
-    let mut fb = FunctionBuilder::new(func, &mut fctx);
-    let flags = MemFlagsData::new().with_notrap();
-    let vec = types::F32X4;
-
-    let entry = fb.create_block();
-    fb.append_block_params_for_function_params(entry);
-    let outer = fb.create_block();
-    let inner = fb.create_block();
-    let body = fb.create_block();
-    let latch = fb.create_block();
-    let exit = fb.create_block();
-    let ptr = fb.func.signature.params[0].value_type;
-    let passes = fb.append_block_param(outer, types::I64);
-    let (xp, wp, steps) = (
-        fb.append_block_param(inner, ptr),
-        fb.append_block_param(inner, ptr),
-        fb.append_block_param(inner, types::I64),
-    );
-    let acc_params = |fb: &mut FunctionBuilder, block| {
-        (0..ACCUMULATORS).map(|_| fb.append_block_param(block, vec)).collect::<Vec<_>>()
-    };
-    let outer_acc = acc_params(&mut fb, outer);
-    let inner_acc = acc_params(&mut fb, inner);
-    let latch_acc = acc_params(&mut fb, latch);
-    let exit_acc = acc_params(&mut fb, exit);
-    let args = |head: &[_], acc: &[_]| -> Vec<BlockArg> {
-        head.iter().chain(acc).copied().map(BlockArg::Value).collect()
-    };
-
-    fb.switch_to_block(entry);
-    let [x, w, out, n] = fb.block_params(entry).to_vec()[..] else { unreachable!() };
-    let zero = fb.ins().f32const(0.0);
-    let zero = fb.ins().splat(vec, zero);
-    fb.ins().jump(outer, &args(&[n], &[zero; ACCUMULATORS]));
-
-    // outer(passes, acc): while passes > 0, run the inner loop.
-    fb.switch_to_block(outer);
-    let more = fb.ins().icmp_imm_s(IntCC::SignedGreaterThan, passes, 0);
-    let steps0 = fb.ins().iconst(types::I64, (STEPS / UNROLL) as i64);
-    fb.ins().brif(more, inner, &args(&[x, w, steps0], &outer_acc), exit, &args(&[], &outer_acc));
-
-    // inner(x, w, steps, acc): top-tested.
-    fb.switch_to_block(inner);
-    fb.ins().brif(steps, body, &[], latch, &args(&[], &inner_acc));
-
-    fb.switch_to_block(body);
-    let mut acc = inner_acc.clone();
-    for u in 0..UNROLL {
-        let wv = fb.ins().load(vec, flags, wp, (u * 16) as i32);
-        let order: Vec<usize> = if u % 2 == 0 {
-            (0..ACCUMULATORS).collect()
-        } else {
-            (0..ACCUMULATORS).rev().collect()
-        };
-        for j in order {
-            let offset = ((u * ACCUMULATORS + j) * 4) as i32;
-            let s = fb.ins().load(types::F32, flags, xp, offset);
-            let xv = fb.ins().splat(vec, s);
-            acc[j] = if has_fma {
-                fb.ins().fma(xv, wv, acc[j])
-            } else {
-                let p = fb.ins().fmul(xv, wv);
-                fb.ins().fadd(p, acc[j])
-            };
-        }
-    }
-    let xp_next = fb.ins().iadd_imm_s(xp, (UNROLL * ACCUMULATORS * 4) as i64);
-    let wp_next = fb.ins().iadd_imm_s(wp, (UNROLL * 16) as i64);
-    let steps_next = fb.ins().iadd_imm_s(steps, -1);
-    fb.ins().jump(inner, &args(&[xp_next, wp_next, steps_next], &acc));
-
-    // latch(acc): one pass done.
-    fb.switch_to_block(latch);
-    let passes_next = fb.ins().iadd_imm_s(passes, -1);
-    fb.ins().jump(outer, &args(&[passes_next], &latch_acc));
-
-    fb.switch_to_block(exit);
-    for (j, &a) in exit_acc.iter().enumerate() {
-        fb.ins().store(flags, a, out, (j * 16) as i32);
-    }
-    fb.ins().return_(&[]);
-    fb.seal_all_blocks();
-    fb.finalize(frontend);
 }
 
 #[cfg(test)]
@@ -279,7 +151,7 @@ mod tests {
         let mut out = vec![f32::NAN; ACCUMULATORS * 4];
         let passes = 3;
         // SAFETY: the lengths are the ones the kernel reads and writes.
-        unsafe { (microkernel.function)(x.as_ptr(), w.as_ptr(), out.as_mut_ptr(), passes) };
+        unsafe { microkernel.function.call(x.as_ptr(), w.as_ptr(), out.as_mut_ptr(), passes) };
         for j in 0..ACCUMULATORS {
             for lane in 0..4 {
                 let dot: f32 = (0..STEPS).map(|k| x[k * ACCUMULATORS + j] * w[k * 4 + lane]).sum();

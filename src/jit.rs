@@ -2,7 +2,7 @@
 //! owned by a [`Kernel`].
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
@@ -11,9 +11,10 @@ use cranelift_codegen::{Context, ir};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 
+use crate::abi::{Code, ConvFn};
 use crate::codegen::{self, Plan, Target};
 use crate::error::{Error, Result};
-use crate::kernel::{Kernel, KernelFn};
+use crate::kernel::Kernel;
 use crate::schedule::Schedule;
 use crate::source::{self, Request, Resolved, ScheduleSource};
 use crate::spec::ValidSpec;
@@ -55,7 +56,7 @@ impl Compiler {
     /// A compiler for this CPU: Cranelift's native detection turns on every
     /// extension the host has (AVX, AVX2, FMA on the target machines).
     ///
-    /// Settings (CRANELIFT.md): `opt_level = none`, which keeps instructions
+    /// Settings (the rules in `codegen::tile`): `opt_level = none`, which keeps instructions
     /// in the order emitted and gave the fastest microkernels; the IR verifier
     /// on in debug builds and tests, off in release builds.
     pub fn host() -> Result<Compiler> {
@@ -71,7 +72,7 @@ impl Compiler {
         let isa: OwnedTargetIsa = isa_builder
             .finish(settings::Flags::new(flags))
             .map_err(|e| Error::Jit(format!("host ISA: {e}")))?;
-        let has_fma = host_has_fma();
+        let has_fma = crate::target::host_has_fma();
         if !has_fma {
             log::warn!(
                 "the host has no FMA: kernels use a multiply and an add per MAC (one more rounding, \
@@ -163,13 +164,13 @@ impl Compiler {
         let start = Instant::now();
         let plan = Plan::new(spec, schedule);
         plan.compilable()?;
-        let signature = codegen::signature(self.isa.pointer_type(), self.isa.default_call_conv());
+        let signature = ConvFn::signature(self.isa.pointer_type(), self.isa.default_call_conv());
         let (code, pointer) = self.define(signature, |func, target| {
             codegen::lower(spec, schedule, &plan, target, func)
         })?;
-        // SAFETY: the function was generated with `codegen::signature`, which
-        // is exactly `KernelFn` in the System V ABI the ISA uses.
-        let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(pointer) };
+        // SAFETY: the function was compiled with `ConvFn::signature` in the
+        // ISA's default calling convention; `code` owns it.
+        let function = unsafe { ConvFn::from_code(pointer) };
         let compile_time = start.elapsed();
         log::info!("compiled {spec} with {} in {compile_time:?}", schedule.to_json());
         Ok(Kernel::new(spec.clone(), *schedule, plan, code, function, compile_time, self.checked))
@@ -196,7 +197,7 @@ impl Compiler {
             Ok(module.get_finalized_function(id))
         })();
         match result {
-            Ok(pointer) => Ok((Code { module: Mutex::new(Some(module)) }, pointer)),
+            Ok(pointer) => Ok((Code::new(module), pointer)),
             Err(e) => {
                 // SAFETY: no pointer into the module's memory escaped.
                 unsafe { module.free_memory() };
@@ -209,6 +210,7 @@ impl Compiler {
     pub(crate) fn target(&self) -> Target {
         Target {
             frontend: self.isa.frontend_config(),
+            vector: crate::target::VECTOR,
             has_fma: self.has_fma,
             checked: self.checked,
         }
@@ -237,37 +239,7 @@ impl Compiler {
     }
 
     fn build(&self, spec: &ValidSpec, schedule: &Schedule, plan: &Plan, func: &mut ir::Function) {
-        func.signature = codegen::signature(self.isa.pointer_type(), self.isa.default_call_conv());
+        func.signature = ConvFn::signature(self.isa.pointer_type(), self.isa.default_call_conv());
         codegen::lower(spec, schedule, plan, self.target(), func);
     }
-}
-
-/// Owns the memory of JIT-compiled code, which is freed when it is dropped:
-/// whoever holds a pointer into the code must hold its `Code` too.
-pub(crate) struct Code {
-    /// Never used but to free it: the mutex only makes `Code` `Sync` (the
-    /// module has interior mutability that threads must not share).
-    module: Mutex<Option<JITModule>>,
-}
-
-impl Drop for Code {
-    fn drop(&mut self) {
-        let module = self.module.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(module) = module.take() {
-            // SAFETY: the owner of `self` holds the only pointers into the
-            // module's memory, and they die with it.
-            unsafe { module.free_memory() };
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn host_has_fma() -> bool {
-    std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn host_has_fma() -> bool {
-    // aarch64 always has fused multiply-add in NEON.
-    cfg!(target_arch = "aarch64")
 }

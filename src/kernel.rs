@@ -6,64 +6,16 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::abi::{Code, ConvFn, Guard};
 use crate::alloc;
 use crate::border::Border;
 use crate::codegen::Plan;
 use crate::complexity::Complexity;
 use crate::copy::{Copier, Scratch};
 use crate::error::{Error, Result};
-use crate::jit::Code;
 use crate::schedule::{Schedule, Split, Strategy};
 use crate::spec::{Op, ValidSpec};
 use crate::timing;
-
-/// The generated function: `(x, w, bias, y, begin, end, part, parts,
-/// guard)`, see
-/// [`crate::codegen`].
-pub(crate) type KernelFn = unsafe extern "C" fn(
-    *const f32,
-    *const f32,
-    *const f32,
-    *mut f32,
-    i64,
-    i64,
-    i64,
-    i64,
-    *mut Guard,
-);
-
-/// The guard block of the checked lowering (see [`crate::codegen`]): the
-/// `[lo, hi)` byte addresses of the input, weights, bias and output a call
-/// may touch, then the fault record the code writes when an access falls
-/// outside (the buffer's index plus one, and the address).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Guard {
-    bounds: [[u64; 2]; 4],
-    fault: [u64; 2],
-}
-
-/// The buffers of a guard block, in its order.
-const GUARDED: [&str; 4] = ["input", "weights", "bias", "output"];
-
-impl Guard {
-    /// The bounds of the four buffers, each `(start, length in elements)`.
-    fn new(buffers: [(*const f32, usize); 4]) -> Guard {
-        let bounds = buffers.map(|(p, len)| [p as u64, p as u64 + 4 * len as u64]);
-        Guard { bounds, fault: [0; 2] }
-    }
-
-    /// The fault the code recorded, if any.
-    fn fault(&self) -> Option<Error> {
-        let which = usize::try_from(self.fault[0]).ok()?.checked_sub(1)?;
-        let [lo, hi] = *self.bounds.get(which)?;
-        Some(Error::CheckedAccess {
-            buffer: GUARDED[which],
-            offset: self.fault[1].wrapping_sub(lo) as i64,
-            len: hi - lo,
-        })
-    }
-}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -76,7 +28,7 @@ pub struct Kernel {
     plan: Plan,
     /// Owns the code `function` points into; freed on drop.
     _code: Code,
-    function: KernelFn,
+    function: ConvFn,
     compile_time: Duration,
     /// Whether the code is the checked lowering, which reads a guard block.
     checked: bool,
@@ -128,7 +80,7 @@ impl Kernel {
         schedule: Schedule,
         plan: Plan,
         code: Code,
-        function: KernelFn,
+        function: ConvFn,
         compile_time: Duration,
         checked: bool,
     ) -> Kernel {
@@ -469,7 +421,7 @@ pub(crate) fn on_threads<B: Send>(buffers: &mut [B], work: impl Fn(usize, &mut B
 /// threads of one run share.
 #[derive(Clone, Copy)]
 struct Call {
-    function: KernelFn,
+    function: ConvFn,
     x: *const f32,
     w: *const f32,
     b: *const f32,
@@ -513,7 +465,7 @@ impl Call {
             // SAFETY: as the caller promises; plain code ignores the guard.
             let guard = std::ptr::null_mut();
             unsafe {
-                (self.function)(self.x, self.w, self.b, self.y, begin, end, part, parts, guard)
+                self.function.call(self.x, self.w, self.b, self.y, begin, end, part, parts, guard)
             };
             return;
         };
@@ -521,7 +473,7 @@ impl Call {
         // SAFETY: as the caller promises; checked code reads and writes the
         // guard block, which lives on this stack frame for the call.
         unsafe {
-            (self.function)(self.x, self.w, self.b, self.y, begin, end, part, parts, &mut guard)
+            self.function.call(self.x, self.w, self.b, self.y, begin, end, part, parts, &mut guard)
         };
         if let Some(fault) = guard.fault() {
             // SAFETY: `faults` outlives the run's calls (see `Call`).

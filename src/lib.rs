@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+mod abi;
 pub mod alloc;
 pub mod atomic;
 pub mod baseline;
@@ -33,6 +34,7 @@ pub mod source;
 pub mod spec;
 pub mod stats;
 pub mod suite;
+pub mod target;
 pub mod terminal;
 pub mod timing;
 pub mod tune;

@@ -24,10 +24,10 @@ use crate::spec::ValidSpec;
 
 pub use space::{KNOBS, Space};
 
-/// The most accumulators a register tile may hold: x86-64 has 16 xmm
-/// registers, and the weight vectors and a broadcast need the rest
-/// (CRANELIFT.md: keep 12–14 accumulators).
-pub const MAX_ACCUMULATORS: usize = 14;
+/// The most accumulators a register tile may hold: the target's vector
+/// registers but the two its operands need
+/// ([`crate::target::VectorIsa::max_accumulators`]; 14 on f32x4).
+pub const MAX_ACCUMULATORS: usize = crate::target::VECTOR.max_accumulators();
 
 /// Which microkernel family computes the layer, and so which axis is
 /// vectorised.
@@ -336,11 +336,11 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
         // 0.9× on a 7-pixel one.
         true if spec.out_width() >= MIN_WIDTH_FOR_ROWS => Strategy::Width,
         true => Strategy::Depthwise,
-        // CRANELIFT.md: one weight vector against 12 fresh broadcasts reached
-        // 7.4 MACs per core cycle, the best measured shape.
+        // One weight vector against 12 fresh broadcasts: the best measured
+        // shape of the register tile (`codegen::tile`), the ceiling's.
         false => Strategy::Direct,
     };
-    // The register tile: 12–14 accumulators (CRANELIFT.md). Measured
+    // The register tile: 12–14 accumulators (rule 2 of `codegen::tile`). Measured
     // (docs/schedules.md): for the width strategy, one vector of 4 pixels
     // in each of 14 rows ran 1.1–1.3× faster than whole rows of up to 14
     // vectors on depthwise layers 14 to 112 pixels wide; for the direct

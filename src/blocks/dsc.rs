@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{BatchNorm, Conv};
+use crate::abi::{Code, DepthwiseFn, PointwiseFn};
 use crate::alloc;
 use crate::codegen::Plan;
 use crate::codegen::dsc::{self as lowering, Band, DscSchedule, Stage};
 use crate::copy::Scratch;
 use crate::engine::{Engine, Prepared};
 use crate::error::{Error, Result};
-use crate::jit::{Code, Compiler};
+use crate::jit::Compiler;
 use crate::kernel::on_threads;
 use crate::spec::{Activation, Op, ValidSpec};
 
@@ -303,25 +304,6 @@ impl PreparedDsc {
     }
 }
 
-/// The C signature of the fused depthwise function (see
-/// [`crate::codegen::dsc`]): image, weights, bias, band buffer, copy
-/// buffer, output rows, padded input rows.
-type DepthwiseFn = unsafe extern "C" fn(
-    *const f32,
-    *const f32,
-    *const f32,
-    *mut f32,
-    *mut f32,
-    i64,
-    i64,
-    i64,
-    i64,
-);
-
-/// The C signature of the fused pointwise function: band buffer, weights,
-/// bias, output image, output rows.
-type PointwiseFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64);
-
 /// The fused depthwise-separable kernel with its packed weights.
 pub struct DscKernel {
     dw: ValidSpec,
@@ -363,23 +345,20 @@ impl DscKernel {
         let (dw, pw) = (block.depthwise.spec().clone(), block.pointwise.spec().clone());
         let plan = Plan::new(&dw, &schedule.depthwise());
         let isa = compiler.isa();
-        let stage = |stage: Stage| -> Result<(Code, *const u8)> {
-            let signature = lowering::signature(stage, isa.pointer_type(), isa.default_call_conv());
+        let (pointer, call_conv) = (isa.pointer_type(), isa.default_call_conv());
+        let stage = |stage: Stage, signature| -> Result<(Code, *const u8)> {
             compiler.define(signature, |func, target| {
                 lowering::lower(stage, (&dw, &pw), schedule, &plan, target, func)
             })
         };
-        let (dw_code, depthwise) = stage(Stage::Depthwise)?;
-        let (pw_code, pointwise) = stage(Stage::Pointwise)?;
-        // SAFETY: the functions were generated with `lowering::signature`
-        // of their stage, which is exactly `DepthwiseFn` / `PointwiseFn` in
-        // the System V ABI the ISA uses.
-        let (depthwise, pointwise) = unsafe {
-            (
-                std::mem::transmute::<*const u8, DepthwiseFn>(depthwise),
-                std::mem::transmute::<*const u8, PointwiseFn>(pointwise),
-            )
-        };
+        let (dw_code, depthwise) =
+            stage(Stage::Depthwise, DepthwiseFn::signature(pointer, call_conv))?;
+        let (pw_code, pointwise) =
+            stage(Stage::Pointwise, PointwiseFn::signature(pointer, call_conv))?;
+        // SAFETY: each function was compiled with its handle's signature in
+        // the ISA's default calling convention; the codes own them.
+        let (depthwise, pointwise) =
+            unsafe { (DepthwiseFn::from_code(depthwise), PointwiseFn::from_code(pointwise)) };
         let compile_time = start.elapsed();
         let (w_dw, b_dw) = pack_depthwise(&block.depthwise)?;
         let outputs = schedule.pw_outputs.min(pw.out_channels());
@@ -459,7 +438,7 @@ impl DscKernel {
                     // holds `band.buffer_len()` floats. Each thread has its
                     // own buffers.
                     unsafe {
-                        (self.depthwise)(
+                        self.depthwise.call(
                             x.as_ptr(),
                             self.w_dw.as_ptr(),
                             self.b_dw.as_ptr(),
@@ -477,7 +456,7 @@ impl DscKernel {
                     // band's output rows inside this image's output, whose
                     // length was checked; the threads' bands are disjoint.
                     unsafe {
-                        (self.pointwise)(
+                        self.pointwise.call(
                             band.as_ptr(),
                             self.w_pw.as_ptr(),
                             self.b_pw.as_ptr(),

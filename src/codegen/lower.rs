@@ -1,6 +1,7 @@
 //! The emitting helpers every lowering shares: constants, addresses,
-//! loads and stores, top-tested counted loops (CRANELIFT.md rule 5), the
-//! multiply-add and the activations.
+//! loads, broadcasts and stores, top-tested counted loops (rule 5 of
+//! [`super::tile`]) and tiled row loops, the multiply-add and the
+//! activations.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -9,7 +10,9 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
+use crate::abi::{GUARD_BOUNDS, GUARD_FAULT};
 use crate::spec::Activation;
+use crate::target::VectorIsa;
 
 /// Memory flags for every access: in bounds by construction, never aligned
 /// (unaligned vector moves cost nothing extra on this CPU).
@@ -56,10 +59,6 @@ pub(super) enum Buffer {
     Output = 3,
 }
 
-/// Byte offset, in the guard block, of the fault record: the faulting
-/// buffer's index plus one, then the address.
-pub(super) const GUARD_FAULT: i32 = 64;
-
 /// The checked lowering's state: the guard block (`[lo, hi)` byte
 /// addresses of each [`Buffer`], then the fault record) and which buffer
 /// each pointer value the emitter formed belongs to.
@@ -82,6 +81,9 @@ pub(super) trait Lower<'a>: Sized {
 
     /// Whether fused multiply-add is available.
     fn has_fma(&self) -> bool;
+
+    /// The vector ISA written.
+    fn vector(&self) -> VectorIsa;
 
     /// In the checked lowering, the state of its checks: every pointer the
     /// emitter forms from another through [`Lower::offset`],
@@ -149,6 +151,26 @@ pub(super) trait Lower<'a>: Sized {
         }
     }
 
+    /// The f32 at `base + off` bytes in every lane of a vector.
+    fn broadcast(&mut self, base: Value, off: i64) -> Value {
+        let s = self.load(types::F32, base, off);
+        let ty = self.vector().ty;
+        self.fb().ins().splat(ty, s)
+    }
+
+    /// The first `lanes` lanes of `v` at `base + off` bytes, lane `l` at
+    /// `l · lane_bytes` from there: one vector store when that is the whole
+    /// vector, side by side; else lane by lane.
+    fn store_lanes(&mut self, v: Value, base: Value, off: i64, lanes: usize, lane_bytes: i64) {
+        if lanes == self.vector().lanes && lane_bytes == 4 {
+            return self.store(v, base, off);
+        }
+        for l in 0..lanes {
+            let s = self.fb().ins().extractlane(v, l as u8);
+            self.store(s, base, off + l as i64 * lane_bytes);
+        }
+    }
+
     /// A store of `v` at `base + off` bytes.
     fn store(&mut self, v: Value, base: Value, off: i64) {
         if self.checks().is_some() {
@@ -170,7 +192,7 @@ pub(super) trait Lower<'a>: Sized {
         let checks = self.checks().expect("the checked lowering");
         let guard = checks.guard;
         let owner = *checks.owners.get(&base).expect("every address is formed from a buffer's");
-        let bounds = owner as i32 * 16;
+        let bounds = owner as i32 * GUARD_BOUNDS;
         let fb = self.fb();
         let flags = MemFlagsData::new().with_notrap();
         let lo = fb.ins().load(types::I64, flags, guard, bounds);
@@ -278,6 +300,35 @@ pub(super) trait Lower<'a>: Sized {
         exit_vals
     }
 
+    /// Runs `body(r, rows)` over the rows `[first, last)` in tiles of
+    /// `tile` rows, then one at a time for the rest.
+    fn row_tiles(
+        &mut self,
+        first: Value,
+        last: Value,
+        tile: usize,
+        mut body: impl FnMut(&mut Self, Value, usize),
+    ) {
+        if tile <= 1 {
+            self.counted_loop(first, last, 1, &[], |e, r, _| {
+                body(e, r, 1);
+                vec![]
+            });
+            return;
+        }
+        let n = self.fb().ins().isub(last, first);
+        let rest = self.fb().ins().urem_imm_u(n, tile as i64);
+        let tiled = self.fb().ins().isub(last, rest);
+        self.counted_loop(first, tiled, tile as i64, &[], |e, r, _| {
+            body(e, r, tile);
+            vec![]
+        });
+        self.counted_loop(tiled, last, 1, &[], |e, r, _| {
+            body(e, r, 1);
+            vec![]
+        });
+    }
+
     /// `a · b + acc`, fused when the target has FMA.
     fn mul_add(&mut self, a: Value, b: Value, acc: Value) -> Value {
         if self.has_fma() {
@@ -291,7 +342,8 @@ pub(super) trait Lower<'a>: Sized {
     /// `c` in every lane.
     fn splat_const(&mut self, c: f32) -> Value {
         let s = self.fb().ins().f32const(c);
-        self.fb().ins().splat(types::F32X4, s)
+        let ty = self.vector().ty;
+        self.fb().ins().splat(ty, s)
     }
 
     /// `activation` of every lane of `a`, NaN propagated as PyTorch does
@@ -327,7 +379,8 @@ pub(super) trait Lower<'a>: Sized {
     fn select_below(&mut self, x: Value, y: Value, then: Value, otherwise: Value) -> Value {
         let below = self.fb().ins().fcmp(FloatCC::LessThan, x, y);
         let flags = MemFlagsData::new().with_endianness(Endianness::Little);
-        let mask = self.fb().ins().bitcast(types::F32X4, flags, below);
+        let ty = self.vector().ty;
+        let mask = self.fb().ins().bitcast(ty, flags, below);
         self.fb().ins().bitselect(mask, then, otherwise)
     }
 }

@@ -87,8 +87,8 @@ pub struct Phase {
 /// kernel as wide as a large stride then hundreds of runs per axis.
 pub const MAX_PHASES: usize = 64;
 
-/// Channels per block of a channel-blocked input copy: one f32x4.
-pub const INPUT_BLOCK: usize = 4;
+/// Channels per block of a channel-blocked input copy: one vector.
+pub const INPUT_BLOCK: usize = crate::target::LANES;
 
 /// An image cut into bands of output rows: band `b` of `parts` is part `b`
 /// of `parts` of every phase's rows (see `codegen`'s `row_slice`).

@@ -5,7 +5,7 @@
 //! 1. [`Model`] (`model.rs`): the JSON file as written — the input shape
 //!    and the layers (conv, batchnorm, activation, dsc, acblock, add,
 //!    max_pool, global_avg_pool, linear) with PyTorch's names and
-//!    defaults; or a built-in ([`builtin`]). Code that treats kinds
+//!    defaults; or a built-in (`builtin`). Code that treats kinds
 //!    differently matches on [`LayerKind`], never on the file's spelling.
 //! 2. [`Graph`] (`graph.rs`): shapes inferred over the whole file before
 //!    anything is compiled (`infer.rs`, layer by layer). Every conv a

@@ -5,7 +5,7 @@
 //! Binding takes each tensor a layer needs under its PyTorch name
 //! (`{layer}.weight`, `{bn}.running_var`, ...), checks its dtype and exact
 //! shape, and builds the layer's block from it: a [`Conv`], a
-//! [`BatchNorm`], a [`Dsc`] with its BatchNorms folded and activations
+//! [`BatchNorm`], a [`Dsc`](crate::blocks::Dsc) with its BatchNorms folded and activations
 //! fused, an [`AcBlock`]. Without tensors every layer gets random weights,
 //! seeded by its position, from the blocks' own `random` constructors.
 //! Every failure names the layer and the tensor.

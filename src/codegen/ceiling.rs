@@ -1,0 +1,84 @@
+//! The ceiling's microkernel (see [`crate::ceiling`]): the register tile of
+//! `codegen::tile` at its best shape, alone — one weight vector reused by
+//! `accumulators` fresh broadcasts of the input per step — over data that
+//! stays in L1, so that nothing but the FMA pipes limits it.
+//!
+//! The function has the C signature `fn(x, w, out, passes)`: `passes` times
+//! over `steps` steps (`x` holds `accumulators` floats per step, `w` one
+//! vector per step), then the accumulators are stored to `out`, one vector
+//! each, so none of the work is dead.
+
+use cranelift_codegen::ir::Function;
+use cranelift_frontend::FunctionBuilder;
+
+use super::Target;
+use super::lower::{self, Lower};
+use super::tile::{self, Form, Layout, Operand, Tile};
+use crate::target::VectorIsa;
+
+/// The microkernel's shape.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    /// Accumulators of the register tile, one fresh broadcast each per step.
+    pub accumulators: usize,
+    /// Steps per iteration of the loop over the steps.
+    pub unroll: usize,
+    /// Steps per pass over the data (a multiple of `unroll`).
+    pub steps: usize,
+}
+
+/// Emits the body of `func` (whose signature is `abi::CeilingFn`'s): a loop over
+/// the passes around a loop over the steps, `shape.unroll` steps per
+/// iteration.
+pub fn lower(shape: Shape, target: Target, func: &mut Function) {
+    let mut fctx = cranelift_frontend::FunctionBuilderContext::new();
+    let (fb, p) = lower::begin(func, &mut fctx);
+    let mut e = Ceiling { fb, target };
+    let [x, w, out, passes] = [p[0], p[1], p[2], p[3]];
+    let vector_bytes = target.vector.bytes() as i64;
+    let tile = Tile { reused: 1, fresh: shape.accumulators, layout: Layout::ReusedMajor };
+    let zero = e.splat_const(0.0);
+    let accs = vec![zero; shape.accumulators];
+    let first = e.iconst(0);
+    let accs = e.counted_loop(first, passes, 1, &accs, |e, _, carried| {
+        let (first, steps) = (e.iconst(0), e.iconst(shape.steps as i64));
+        e.counted_loop(first, steps, shape.unroll as i64, carried, |e, k, carried| {
+            let x = e.scaled(x, k, shape.accumulators as i64 * 4);
+            let w = e.scaled(w, k, vector_bytes);
+            let mut accs = carried.to_vec();
+            let mut step = 0;
+            for u in 0..shape.unroll {
+                let u = u as i64;
+                let weights = Operand { base: w, form: Form::Vector, at: |_| u * vector_bytes };
+                let pixels = Operand {
+                    base: x,
+                    form: Form::Broadcast,
+                    at: |f: usize, _| (u * shape.accumulators as i64 + f as i64) * 4,
+                };
+                tile::step(e, tile, &weights, &pixels, &mut step, &mut accs);
+            }
+            accs
+        })
+    });
+    for (j, &a) in accs.iter().enumerate() {
+        e.store(a, out, j as i64 * vector_bytes);
+    }
+    lower::finish(e.fb, target.frontend);
+}
+
+struct Ceiling<'a> {
+    fb: FunctionBuilder<'a>,
+    target: Target,
+}
+
+impl<'a> Lower<'a> for Ceiling<'a> {
+    fn fb(&mut self) -> &mut FunctionBuilder<'a> {
+        &mut self.fb
+    }
+    fn has_fma(&self) -> bool {
+        self.target.has_fma
+    }
+    fn vector(&self) -> VectorIsa {
+        self.target.vector
+    }
+}

@@ -1,0 +1,80 @@
+//! The conv lowering's epilogue: the activation, then the stores of a
+//! register tile — channels in lanes scattered to their planes (direct,
+//! depthwise), or pixels in lanes stored as vectors (width).
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use super::{Emitter, Item, Shape};
+use crate::codegen::lower::Lower;
+use crate::codegen::plan::Phase;
+use crate::schedule::Strategy;
+
+impl Emitter<'_> {
+    /// Activation, then the stores: lane l of vector v is output channel
+    /// `first + (4v + l) · lane_stride`.
+    pub(super) fn epilogue(&mut self, item: &Item, phase: &Phase, shape: Shape, accs: Vec<Value>) {
+        let accs: Vec<Value> = accs.into_iter().map(|a| self.activate(a)).collect();
+        if self.schedule.strategy == Strategy::Width {
+            return self.width_stores(item, phase, shape, &accs);
+        }
+        match item.partial {
+            None => self.stores(item, phase, shape, &accs, self.plan.lanes),
+            Some(partial) => {
+                let short = self.fb.create_block();
+                let full = self.fb.create_block();
+                let done = self.fb.create_block();
+                self.fb.ins().brif(partial, short, &[], full, &[]);
+                self.fb.switch_to_block(short);
+                self.stores(item, phase, shape, &accs, self.partial_lanes());
+                self.fb.ins().jump(done, &[]);
+                self.fb.switch_to_block(full);
+                self.stores(item, phase, shape, &accs, self.plan.lanes);
+                self.fb.ins().jump(done, &[]);
+                self.fb.switch_to_block(done);
+            }
+        }
+    }
+
+    fn stores(&mut self, item: &Item, phase: &Phase, shape: Shape, accs: &[Value], lanes: usize) {
+        let lane_bytes = self.lane_stride() as i64 * self.out_plane() * 4;
+        let pixel_bytes = phase.cols.out_step as i64 * 4;
+        let row_bytes = self.out_row_bytes(phase);
+        for lane in 0..lanes {
+            let (v, l) = (lane / self.target.vector.lanes, lane % self.target.vector.lanes);
+            for q in 0..shape.positions() {
+                let (r, p) = ((q / shape.pixels) as i64, (q % shape.pixels) as i64);
+                let s = self.fb.ins().extractlane(accs[v * shape.positions() + q], l as u8);
+                let off = lane as i64 * lane_bytes + r * row_bytes + p * pixel_bytes;
+                self.store(s, item.y, off);
+            }
+        }
+    }
+
+    /// Output bytes between consecutive rows of a phase.
+    fn out_row_bytes(&self, phase: &Phase) -> i64 {
+        (phase.rows.out_step * self.spec.out_width()) as i64 * 4
+    }
+
+    /// The width strategy's stores: vector `v` holds pixels `4v..4v + 4` of
+    /// the tile; whole vectors where the phase's output pixels are
+    /// consecutive, lane by lane where they are not (transposed phases) and
+    /// for the lanes of a last vector that are inside the row.
+    fn width_stores(&mut self, item: &Item, phase: &Phase, shape: Shape, accs: &[Value]) {
+        let pixel_bytes = phase.cols.out_step as i64 * 4;
+        let lanes = self.target.vector.lanes;
+        let per_row = shape.pixels.div_ceil(lanes);
+        let row_bytes = self.out_row_bytes(phase);
+        for (q, &acc) in accs.iter().enumerate() {
+            let row = (q / per_row) as i64 * row_bytes;
+            let first = lanes * (q % per_row);
+            let valid = (shape.pixels - first).min(lanes);
+            let off = row + first as i64 * pixel_bytes;
+            self.store_lanes(acc, item.y, off, valid, pixel_bytes);
+        }
+    }
+
+    /// The fused activation.
+    fn activate(&mut self, a: Value) -> Value {
+        self.activation(a, self.spec.activation())
+    }
+}

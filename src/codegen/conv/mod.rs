@@ -1,0 +1,448 @@
+//! Lowering a conv layer (spec, schedule) to Cranelift IR.
+//!
+//! One lowering serves every kind: the [`Plan`] turns the layer into phases of
+//! gathering convolutions over a padded input, and the emitter writes, for
+//! each phase, a loop nest whose innermost body is the register tile of
+//! `codegen::tile` (fresh single-use broadcasts, accumulators as block
+//! parameters, top-tested loops, alternating FMA order). Every size,
+//! stride, offset and channel count is an immediate.
+//!
+//! The generated function has the C signature
+//! `fn(x, w, bias, y, begin, end, part, parts, guard)`: `x` is one padded (and, for the
+//! depthwise strategy, channel-blocked) input image, `w` and `bias` the
+//! packed weights and bias, `y` the image's NCHW output, `[begin, end)`
+//! the range of work items (channel blocks) to compute, and `part` of
+//! `parts` (`part < parts`) the slice of every phase's output rows.
+//!
+//! Invariant: the plain lowering emits no bounds checks. Every address it
+//! forms is in range because the plan pads the input for every tap it
+//! keeps, tiles cover exactly the phase's output pixels, and lanes past a
+//! channel tail are never stored.
+//!
+//! The **checked lowering** (`Target::checked`, from
+//! `Compiler::checked`) tests that claim instead of trusting it: every
+//! pointer is formed from one of the four buffer parameters, and every load
+//! and store compares its bytes with that buffer's bounds, which the caller
+//! writes into the guard block `guard` points to (`[lo, hi)` byte addresses
+//! of the input, weights, bias and output, then a fault record). An access
+//! outside is not made; the fault is recorded and `Kernel::run` reports it
+//! as an error. The property tests run a share of their cases this way,
+//! and `convjit run --checked` does on request.
+
+mod epilogue;
+mod taps;
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{Function, InstBuilder, Value};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+use super::Target;
+use super::lower::{self, Checks, Index, Lower};
+use super::plan::{Phase, Plan};
+use crate::schedule::{Schedule, Strategy};
+use crate::spec::ValidSpec;
+use crate::target::VectorIsa;
+pub use taps::MAX_UNROLLED_TAPS;
+
+/// Emits the body of `func` (whose signature is `abi::ConvFn`'s).
+pub fn lower(
+    spec: &ValidSpec,
+    schedule: &Schedule,
+    plan: &Plan,
+    target: Target,
+    func: &mut Function,
+) {
+    let mut fctx = FunctionBuilderContext::new();
+    let (fb, params) = lower::begin(func, &mut fctx);
+    let checks = target.checked.then(|| {
+        use lower::Buffer::{Bias, Input, Output, Weights};
+        let buffers =
+            [(params[0], Input), (params[1], Weights), (params[2], Bias), (params[3], Output)];
+        Checks::new(params[8], buffers)
+    });
+    let mut e = Emitter {
+        spec,
+        schedule,
+        plan,
+        target,
+        fb,
+        x: params[0],
+        w: params[1],
+        b: params[2],
+        y: params[3],
+        checks,
+    };
+    e.body(params[4], params[5], params[6], params[7]);
+    lower::finish(e.fb, target.frontend);
+}
+
+/// Runtime values that locate one work item.
+#[derive(Clone, Copy)]
+struct Item {
+    x: Value,
+    w: Value,
+    b: Value,
+    y: Value,
+    /// Non-zero when the item's last vector block runs past the channels.
+    partial: Option<Value>,
+}
+
+/// Which member of a phase's rows and of its columns (see
+/// `plan::Axis::members`).
+#[derive(Clone, Copy)]
+struct Member {
+    rows: Index,
+    cols: Index,
+}
+
+/// The output pixels one register tile computes: `pixels` consecutive
+/// phase positions in each of `rows` consecutive phase rows. Position
+/// `q = r · pixels + p` is pixel `p` of row `r`.
+#[derive(Clone, Copy)]
+struct Shape {
+    pixels: usize,
+    rows: usize,
+}
+
+impl Shape {
+    fn positions(self) -> usize {
+        self.pixels * self.rows
+    }
+}
+
+impl<'a> Lower<'a> for Emitter<'a> {
+    fn fb(&mut self) -> &mut FunctionBuilder<'a> {
+        &mut self.fb
+    }
+    fn has_fma(&self) -> bool {
+        self.target.has_fma
+    }
+    fn vector(&self) -> VectorIsa {
+        self.target.vector
+    }
+    fn checks(&mut self) -> Option<&mut Checks> {
+        self.checks.as_mut()
+    }
+}
+
+struct Emitter<'a> {
+    spec: &'a ValidSpec,
+    schedule: &'a Schedule,
+    plan: &'a Plan,
+    target: Target,
+    fb: FunctionBuilder<'a>,
+    x: Value,
+    w: Value,
+    b: Value,
+    y: Value,
+    /// The checked lowering's state, when it is the one emitted.
+    checks: Option<Checks>,
+}
+
+impl Emitter<'_> {
+    /// Bytes of one stored pixel (see `Plan::pixel_len`).
+    fn elem_bytes(&self) -> i64 {
+        self.plan.pixel_len() as i64 * 4
+    }
+
+    /// Bytes of one stored padded row.
+    fn row_bytes(&self) -> i64 {
+        self.plan.row_len() as i64 * self.elem_bytes()
+    }
+
+    /// Bytes from one input plane (a channel, or a block of 4) to the next.
+    fn plane_bytes(&self) -> i64 {
+        self.plan.plane_step() as i64 * 4
+    }
+
+    /// Stored elements between consecutive phase positions along a row.
+    fn col_stride(&self, phase: &Phase) -> i64 {
+        (phase.cols.in_step / self.plan.col_phases) as i64
+    }
+
+    /// Taps of the full kernel (the packed weights hold all of them).
+    fn kernel_taps(&self) -> usize {
+        self.spec.kernel()[0] * self.spec.kernel()[1]
+    }
+
+    /// Bytes of one input channel's packed weights for one work item.
+    fn w_channel_bytes(&self) -> i64 {
+        (self.kernel_taps() * self.plan.lanes * 4) as i64
+    }
+
+    fn out_plane(&self) -> i64 {
+        (self.spec.out_height() * self.spec.out_width()) as i64
+    }
+
+    /// Output channels between consecutive lanes.
+    fn lane_stride(&self) -> usize {
+        match self.schedule.strategy {
+            Strategy::Direct | Strategy::Width => 1,
+            Strategy::Depthwise => self.spec.out_per_group(),
+        }
+    }
+
+    /// Lanes valid in a partial work item (all lanes if none is partial).
+    fn partial_lanes(&self) -> usize {
+        let lanes = self.plan.lanes;
+        let channels = match self.schedule.strategy {
+            Strategy::Direct | Strategy::Width => self.spec.out_per_group(),
+            Strategy::Depthwise => self.spec.groups(),
+        };
+        match channels % lanes {
+            0 => lanes,
+            r => r,
+        }
+    }
+
+    /// The whole function body: the two outer loops in the schedule's order,
+    /// over work items `[begin, end)` and, in every member of every phase,
+    /// part `part` of `parts` equal slices of the output rows.
+    fn body(&mut self, begin: Value, end: Value, part: Value, parts: Value) {
+        let phases = self.plan.phases.clone();
+        match self.schedule.loop_order {
+            crate::schedule::LoopOrder::ChannelsOuter => {
+                self.counted_loop(begin, end, 1, &[], |e, wi, _| {
+                    let item = e.item(wi);
+                    for phase in &phases {
+                        e.members(phase, |e, member| {
+                            let item = e.shifted(&item, phase, member);
+                            let (first, last) = e.row_slice(phase, part, parts);
+                            e.row_loop(phase, first, last, |e, t, rows| {
+                                let shape = Shape { pixels: phase.cols.count, rows };
+                                e.row(&item, phase, t, Index::Fixed(0), shape);
+                            });
+                        });
+                    }
+                    vec![]
+                });
+            }
+            crate::schedule::LoopOrder::RowsOuter => {
+                for phase in &phases {
+                    let count = phase.cols.count;
+                    let block = match self.schedule.col_block {
+                        Some(b) => b.next_multiple_of(self.schedule.pixel_tile).min(count),
+                        None => count,
+                    };
+                    let (full, rest) = (count / block, count % block);
+                    self.members(phase, |e, member| {
+                        // Every work item over one block of the row's pixels.
+                        let items = |e: &mut Self, t: Value, start: Index, shape: Shape| {
+                            e.counted_loop(begin, end, 1, &[], |e, wi, _| {
+                                let item = e.item(wi);
+                                let item = e.shifted(&item, phase, member);
+                                e.row(&item, phase, t, start, shape);
+                                vec![]
+                            });
+                        };
+                        let (first, last) = e.row_slice(phase, part, parts);
+                        e.row_loop(phase, first, last, |e, t, rows| {
+                            if full == 1 {
+                                items(e, t, Index::Fixed(0), Shape { pixels: block, rows });
+                            } else {
+                                let zero = e.iconst(0);
+                                let n = e.iconst(full as i64);
+                                e.counted_loop(zero, n, 1, &[], |e, k, _| {
+                                    let start = e.fb.ins().imul_imm_s(k, block as i64);
+                                    let shape = Shape { pixels: block, rows };
+                                    items(e, t, Index::Variable(start), shape);
+                                    vec![]
+                                });
+                            }
+                            if rest > 0 {
+                                let start = Index::Fixed(full * block);
+                                items(e, t, start, Shape { pixels: rest, rows });
+                            }
+                        });
+                    });
+                }
+            }
+        }
+    }
+
+    /// Runs `body` for every member of `phase` (see `plan::Axis::members`):
+    /// in loops over the rows' and the columns' members, or once for an
+    /// axis of one.
+    fn members(&mut self, phase: &Phase, mut body: impl FnMut(&mut Self, Member)) {
+        let (rows, cols) = (phase.rows.members as i64, phase.cols.members as i64);
+        let mut over_cols = |e: &mut Self, r: Index| {
+            if cols == 1 {
+                body(e, Member { rows: r, cols: Index::Fixed(0) });
+                return;
+            }
+            let (zero, n) = (e.iconst(0), e.iconst(cols));
+            e.counted_loop(zero, n, 1, &[], |e, c, _| {
+                body(e, Member { rows: r, cols: Index::Variable(c) });
+                vec![]
+            });
+        };
+        if rows == 1 {
+            over_cols(self, Index::Fixed(0));
+            return;
+        }
+        let (zero, n) = (self.iconst(0), self.iconst(rows));
+        self.counted_loop(zero, n, 1, &[], |e, r, _| {
+            over_cols(e, Index::Variable(r));
+            vec![]
+        });
+    }
+
+    /// `item`'s pointers moved to `member` of `phase`: its input by the
+    /// member's tap offsets, its weights by its kernel indices, its output
+    /// by its output start.
+    fn shifted(&mut self, item: &Item, phase: &Phase, member: Member) -> Item {
+        let (rows, cols) = (phase.rows.shift, phase.cols.shift);
+        // Members exist on transposed axes only, whose copies never split
+        // rows into column phases: a column step is one stored pixel.
+        debug_assert!(phase.cols.members == 1 || self.plan.col_phases == 1);
+        let (kw, tap) = (self.spec.kernel()[1] as i64, self.tap_bytes());
+        let x = self.at(item.x, member.rows, rows.offset * self.row_bytes());
+        let x = self.at(x, member.cols, cols.offset * self.elem_bytes());
+        let w = self.at(item.w, member.rows, rows.kernel * kw * tap);
+        let w = self.at(w, member.cols, cols.kernel * tap);
+        let y = self.at(item.y, member.rows, rows.out * self.spec.out_width() as i64 * 4);
+        let y = self.at(y, member.cols, cols.out * 4);
+        Item { x, w, y, ..*item }
+    }
+
+    /// The rows `[first, last)` of `phase` in tiles of `row_tile` rows,
+    /// then one at a time for the rest: `body(t, rows)` emits rows
+    /// `t..t + rows`.
+    fn row_loop(
+        &mut self,
+        phase: &Phase,
+        first: Value,
+        last: Value,
+        body: impl FnMut(&mut Self, Value, usize),
+    ) {
+        let tile = self.schedule.row_tile.min(phase.rows.count).max(1);
+        self.row_tiles(first, last, tile, body);
+    }
+
+    /// Rows `[count·part / parts, count·(part + 1) / parts)` of a phase: the
+    /// slices of all parts tile its rows exactly.
+    fn row_slice(&mut self, phase: &Phase, part: Value, parts: Value) -> (Value, Value) {
+        let count = phase.rows.count as i64;
+        let first = self.fb.ins().imul_imm_s(part, count);
+        let first = self.fb.ins().udiv(first, parts);
+        let next = self.fb.ins().iadd_imm_s(part, 1);
+        let last = self.fb.ins().imul_imm_s(next, count);
+        let last = self.fb.ins().udiv(last, parts);
+        (first, last)
+    }
+
+    /// The input planes of group `g` (see `Plan::group_items`): at `x`
+    /// itself when the copy holds one group.
+    fn group_input(&mut self, g: Value) -> Value {
+        if self.plan.copy_per_group {
+            self.x
+        } else {
+            self.scaled(self.x, g, self.plan.group_planes as i64 * self.plane_bytes())
+        }
+    }
+
+    /// Decodes work item `wi` into base pointers.
+    fn item(&mut self, wi: Value) -> Item {
+        let lanes = self.plan.lanes as i64;
+        let out_plane_bytes = self.out_plane() * 4;
+        let w_item_bytes = self.spec.in_per_group() as i64 * self.w_channel_bytes();
+        let w = self.scaled(self.w, wi, w_item_bytes);
+        let b = self.scaled(self.b, wi, lanes * 4);
+        let (x, y, last, partial_at) = match self.schedule.strategy {
+            Strategy::Direct | Strategy::Width => {
+                let blocks = self.spec.out_per_group().div_ceil(self.plan.lanes) as i64;
+                let g = self.fb.ins().udiv_imm_u(wi, blocks);
+                let ocb = self.fb.ins().urem_imm_u(wi, blocks);
+                let x = self.group_input(g);
+                // First output channel: g·cog + ocb·lanes.
+                let y = self.scaled(self.y, g, self.spec.out_per_group() as i64 * out_plane_bytes);
+                let y = self.scaled(y, ocb, lanes * out_plane_bytes);
+                (x, y, ocb, blocks - 1)
+            }
+            Strategy::Depthwise => {
+                let m = self.spec.out_per_group() as i64;
+                let blocks = self.spec.groups().div_ceil(self.plan.lanes) as i64;
+                let cb = self.fb.ins().udiv_imm_u(wi, m);
+                let k = self.fb.ins().urem_imm_u(wi, m);
+                let x = self.group_input(cb);
+                // First output channel: (cb·lanes)·m + k.
+                let y = self.scaled(self.y, cb, lanes * m * out_plane_bytes);
+                let y = self.scaled(y, k, out_plane_bytes);
+                (x, y, cb, blocks - 1)
+            }
+        };
+        let partial = (self.partial_lanes() != self.plan.lanes)
+            .then(|| self.fb.ins().icmp_imm_s(IntCC::Equal, last, partial_at));
+        Item { x, w, b, y, partial }
+    }
+
+    /// Phase positions `start..start + shape.pixels` of output rows
+    /// `t..t + shape.rows` of `phase` for one work item: full pixel tiles in
+    /// a loop, then the tail tile.
+    fn row(&mut self, item: &Item, phase: &Phase, t: Value, start: Index, shape: Shape) {
+        let (pixels, rows_tiled) = (shape.pixels, shape.rows);
+        let (rows, cols) = (&phase.rows, &phase.cols);
+        let x_step = self.col_stride(phase) * self.elem_bytes();
+        let y_step = cols.out_step as i64 * 4;
+        let x_row = self.scaled(item.x, t, rows.in_step as i64 * self.row_bytes());
+        let x_row = self.at(x_row, start, x_step);
+        let y_row = self.scaled(item.y, t, (rows.out_step * self.spec.out_width()) as i64 * 4);
+        let y_row = self.at(y_row, start, y_step);
+        let y_row = self
+            .offset(y_row, (rows.out_start * self.spec.out_width() + cols.out_start) as i64 * 4);
+        let row_item = Item { x: x_row, y: y_row, ..*item };
+
+        let tile = self.schedule.pixel_tile.min(pixels);
+        let full = pixels / tile;
+        let tail = pixels % tile;
+        let x_step = tile as i64 * x_step;
+        let y_step = tile as i64 * y_step;
+        if full > 0 {
+            let zero = self.iconst(0);
+            let n = self.iconst(full as i64);
+            self.counted_loop(zero, n, 1, &[], |e, u, _| {
+                let x = e.scaled(row_item.x, u, x_step);
+                let y = e.scaled(row_item.y, u, y_step);
+                e.tile(&Item { x, y, ..row_item }, phase, Shape { pixels: tile, rows: rows_tiled });
+                vec![]
+            });
+        }
+        if tail > 0 {
+            let x = self.offset(row_item.x, full as i64 * x_step);
+            let y = self.offset(row_item.y, full as i64 * y_step);
+            self.tile(&Item { x, y, ..row_item }, phase, Shape { pixels: tail, rows: rows_tiled });
+        }
+    }
+
+    /// One register tile, accumulated over the reduction, then the
+    /// epilogue: `pixels` output pixels × `oc_vectors` vectors of channels
+    /// (accumulator `v · pixels + p`), or for the width strategy one channel
+    /// × `pixels` pixels in vectors of 4 (accumulator `p / 4`).
+    fn tile(&mut self, item: &Item, phase: &Phase, shape: Shape) {
+        let mut accs: Vec<Value> = if self.schedule.strategy == Strategy::Width {
+            let bias = self.broadcast(item.b, 0);
+            vec![bias; shape.rows * shape.pixels.div_ceil(self.target.vector.lanes)]
+        } else {
+            let vectors = self.schedule.oc_vectors;
+            let mut bias = Vec::with_capacity(vectors);
+            for v in 0..vectors {
+                let (ty, bytes) = (self.target.vector.ty, self.target.vector.bytes() as i64);
+                bias.push(self.load(ty, item.b, v as i64 * bytes));
+            }
+            (0..vectors).flat_map(|v| std::iter::repeat_n(bias[v], shape.positions())).collect()
+        };
+        let has_taps = !phase.rows.taps.is_empty() && !phase.cols.taps.is_empty();
+        if has_taps {
+            accs = match self.schedule.strategy {
+                Strategy::Direct | Strategy::Width => {
+                    self.reduce_channels(item, phase, shape, accs)
+                }
+                Strategy::Depthwise => {
+                    let mut step = 0;
+                    self.taps(item.x, item.w, phase, shape, &mut step, accs)
+                }
+            };
+        }
+        self.epilogue(item, phase, shape, accs);
+    }
+}
