@@ -8,7 +8,7 @@
 //! vector per step), then the accumulators are stored to `out`, one vector
 //! each, so none of the work is dead.
 
-use cranelift_codegen::ir::Function;
+use cranelift_codegen::ir::{Function, Value};
 use cranelift_frontend::FunctionBuilder;
 
 use super::Target;
@@ -42,10 +42,14 @@ pub fn lower(shape: Shape, target: Target, func: &mut Function) {
     let first = e.iconst(0);
     let accs = e.counted_loop(first, passes, 1, &accs, |e, _, carried| {
         let (first, steps) = (e.iconst(0), e.iconst(shape.steps as i64));
-        e.counted_loop(first, steps, shape.unroll as i64, carried, |e, k, carried| {
-            let x = e.scaled(x, k, shape.accumulators as i64 * 4);
-            let w = e.scaled(w, k, vector_bytes);
-            let mut accs = carried.to_vec();
+        // The pointers advance with the loop, carried beside the
+        // accumulators: the loop's index scaled into each address measured
+        // 18% slower (medians of 9.0 against 11.0 MACs per tick,
+        // `convjit bench` against the previous build, interleaved).
+        let carried: Vec<Value> = [x, w].iter().chain(carried).copied().collect();
+        let done = e.counted_loop(first, steps, shape.unroll as i64, &carried, |e, _, carried| {
+            let (x, w) = (carried[0], carried[1]);
+            let mut accs = carried[2..].to_vec();
             let mut step = 0;
             for u in 0..shape.unroll {
                 let u = u as i64;
@@ -57,8 +61,12 @@ pub fn lower(shape: Shape, target: Target, func: &mut Function) {
                 };
                 tile::step(e, tile, &weights, &pixels, &mut step, &mut accs);
             }
-            accs
-        })
+            let unroll = shape.unroll as i64;
+            let x = e.offset(x, unroll * shape.accumulators as i64 * 4);
+            let w = e.offset(w, unroll * vector_bytes);
+            [x, w].into_iter().chain(accs).collect()
+        });
+        done[2..].to_vec()
     });
     for (j, &a) in accs.iter().enumerate() {
         e.store(a, out, j as i64 * vector_bytes);
