@@ -9,12 +9,10 @@
 //! each, so none of the work is dead.
 
 use cranelift_codegen::ir::{Function, Value};
-use cranelift_frontend::FunctionBuilder;
 
 use super::Target;
-use super::lower::{self, Lower};
+use super::lower::{self, Base, Lower};
 use super::tile::{self, Form, Layout, Operand, Tile};
-use crate::target::VectorIsa;
 
 /// The microkernel's shape.
 #[derive(Clone, Copy, Debug)]
@@ -32,8 +30,8 @@ pub struct Shape {
 /// iteration.
 pub fn lower(shape: Shape, target: Target, func: &mut Function) {
     let mut fctx = cranelift_frontend::FunctionBuilderContext::new();
-    let (fb, p) = lower::begin(func, &mut fctx);
-    let mut e = Ceiling { fb, target };
+    let (base, p) = lower::begin(func, &mut fctx, target);
+    let mut e = Ceiling { base };
     let [x, w, out, passes] = [p[0], p[1], p[2], p[3]];
     let vector_bytes = target.vector.bytes() as i64;
     let tile = Tile { reused: 1, fresh: shape.accumulators, layout: Layout::ReusedMajor };
@@ -71,22 +69,15 @@ pub fn lower(shape: Shape, target: Target, func: &mut Function) {
     for (j, &a) in accs.iter().enumerate() {
         e.store(a, out, j as i64 * vector_bytes);
     }
-    lower::finish(e.fb, target.frontend);
+    lower::finish(e.base);
 }
 
 struct Ceiling<'a> {
-    fb: FunctionBuilder<'a>,
-    target: Target,
+    base: Base<'a>,
 }
 
 impl<'a> Lower<'a> for Ceiling<'a> {
-    fn fb(&mut self) -> &mut FunctionBuilder<'a> {
-        &mut self.fb
-    }
-    fn has_fma(&self) -> bool {
-        self.target.has_fma
-    }
-    fn vector(&self) -> VectorIsa {
-        self.target.vector
+    fn base(&mut self) -> &mut Base<'a> {
+        &mut self.base
     }
 }

@@ -7,9 +7,9 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
     BlockArg, Endianness, Function, InstBuilder, MemFlagsData, Type, Value, types,
 };
-use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
+use super::Target;
 use crate::abi::{GUARD_BOUNDS, GUARD_FAULT};
 use crate::spec::Activation;
 use crate::target::VectorIsa;
@@ -33,20 +33,33 @@ pub(super) enum Index {
 pub(super) fn begin<'a>(
     func: &'a mut Function,
     context: &'a mut FunctionBuilderContext,
-) -> (FunctionBuilder<'a>, Vec<Value>) {
+    target: Target,
+) -> (Base<'a>, Vec<Value>) {
     let mut fb = FunctionBuilder::new(func, context);
     let entry = fb.create_block();
     fb.append_block_params_for_function_params(entry);
     fb.switch_to_block(entry);
     let params = fb.block_params(entry).to_vec();
-    (fb, params)
+    (Base { fb, target, checks: None }, params)
 }
 
 /// Returns from the function and finishes it.
-pub(super) fn finish(mut fb: FunctionBuilder<'_>, frontend: TargetFrontendConfig) {
+pub(super) fn finish(base: Base<'_>) {
+    let Base { mut fb, target, .. } = base;
     fb.ins().return_(&[]);
     fb.seal_all_blocks();
-    fb.finalize(frontend);
+    fb.finalize(target.frontend);
+}
+
+/// What every emitter holds: the builder of its function, the target, and
+/// the checked lowering's state when it emits that one: every pointer the
+/// emitter forms from another through [`Lower::offset`], [`Lower::scaled`]
+/// or [`Lower::at`] belongs to that one's buffer, and every load and store
+/// tests its address against its buffer's bounds.
+pub(super) struct Base<'a> {
+    pub fb: FunctionBuilder<'a>,
+    pub target: Target,
+    pub checks: Option<Checks>,
 }
 
 /// The buffers a kernel addresses, by their index in the guard block (see
@@ -74,28 +87,29 @@ impl Checks {
     }
 }
 
-/// An emitter: a function builder, and whether the target has FMA.
+/// An emitter: what it holds in its [`Base`], and the helpers it emits with.
 pub(super) trait Lower<'a>: Sized {
+    /// The emitter's builder, target and checks.
+    fn base(&mut self) -> &mut Base<'a>;
+
     /// The builder of the function being emitted.
-    fn fb(&mut self) -> &mut FunctionBuilder<'a>;
+    fn fb(&mut self) -> &mut FunctionBuilder<'a> {
+        &mut self.base().fb
+    }
 
     /// Whether fused multiply-add is available.
-    fn has_fma(&self) -> bool;
+    fn has_fma(&mut self) -> bool {
+        self.base().target.has_fma
+    }
 
     /// The vector ISA written.
-    fn vector(&self) -> VectorIsa;
-
-    /// In the checked lowering, the state of its checks: every pointer the
-    /// emitter forms from another through [`Lower::offset`],
-    /// [`Lower::scaled`] or [`Lower::at`] belongs to that one's buffer, and
-    /// every load and store tests its address against its buffer's bounds.
-    fn checks(&mut self) -> Option<&mut Checks> {
-        None
+    fn vector(&mut self) -> VectorIsa {
+        self.base().target.vector
     }
 
     /// Records that `derived` points into the buffer `base` points into.
     fn derive(&mut self, base: Value, derived: Value) -> Value {
-        if let Some(checks) = self.checks()
+        if let Some(checks) = self.base().checks.as_mut()
             && let Some(&owner) = checks.owners.get(&base)
         {
             checks.owners.insert(derived, owner);
@@ -134,7 +148,7 @@ pub(super) trait Lower<'a>: Sized {
 
     /// A load of `ty` at `base + off` bytes.
     fn load(&mut self, ty: Type, base: Value, off: i64) -> Value {
-        if self.checks().is_some() {
+        if self.base().checks.is_some() {
             return self.checked(ty, base, off, None).expect("a load gives a value");
         }
         self.raw_load(ty, base, off)
@@ -173,7 +187,7 @@ pub(super) trait Lower<'a>: Sized {
 
     /// A store of `v` at `base + off` bytes.
     fn store(&mut self, v: Value, base: Value, off: i64) {
-        if self.checks().is_some() {
+        if self.base().checks.is_some() {
             let ty = self.fb().func.dfg.value_type(v);
             self.checked(ty, base, off, Some(v));
             return;
@@ -189,7 +203,7 @@ pub(super) trait Lower<'a>: Sized {
     /// load gives zeros. A pointer of no known buffer is an emitter bug,
     /// caught when the code is emitted.
     fn checked(&mut self, ty: Type, base: Value, off: i64, value: Option<Value>) -> Option<Value> {
-        let checks = self.checks().expect("the checked lowering");
+        let checks = self.base().checks.as_ref().expect("the checked lowering");
         let guard = checks.guard;
         let owner = *checks.owners.get(&base).expect("every address is formed from a buffer's");
         let bounds = owner as i32 * GUARD_BOUNDS;

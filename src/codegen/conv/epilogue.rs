@@ -20,17 +20,17 @@ impl Emitter<'_> {
         match item.partial {
             None => self.stores(item, phase, shape, &accs, self.plan.lanes),
             Some(partial) => {
-                let short = self.fb.create_block();
-                let full = self.fb.create_block();
-                let done = self.fb.create_block();
-                self.fb.ins().brif(partial, short, &[], full, &[]);
-                self.fb.switch_to_block(short);
+                let short = self.base.fb.create_block();
+                let full = self.base.fb.create_block();
+                let done = self.base.fb.create_block();
+                self.base.fb.ins().brif(partial, short, &[], full, &[]);
+                self.base.fb.switch_to_block(short);
                 self.stores(item, phase, shape, &accs, self.partial_lanes());
-                self.fb.ins().jump(done, &[]);
-                self.fb.switch_to_block(full);
+                self.base.fb.ins().jump(done, &[]);
+                self.base.fb.switch_to_block(full);
                 self.stores(item, phase, shape, &accs, self.plan.lanes);
-                self.fb.ins().jump(done, &[]);
-                self.fb.switch_to_block(done);
+                self.base.fb.ins().jump(done, &[]);
+                self.base.fb.switch_to_block(done);
             }
         }
     }
@@ -40,10 +40,11 @@ impl Emitter<'_> {
         let pixel_bytes = phase.cols.out_step as i64 * 4;
         let row_bytes = self.out_row_bytes(phase);
         for lane in 0..lanes {
-            let (v, l) = (lane / self.target.vector.lanes, lane % self.target.vector.lanes);
+            let (v, l) =
+                (lane / self.base.target.vector.lanes, lane % self.base.target.vector.lanes);
             for q in 0..shape.positions() {
                 let (r, p) = ((q / shape.pixels) as i64, (q % shape.pixels) as i64);
-                let s = self.fb.ins().extractlane(accs[v * shape.positions() + q], l as u8);
+                let s = self.base.fb.ins().extractlane(accs[v * shape.positions() + q], l as u8);
                 let off = lane as i64 * lane_bytes + r * row_bytes + p * pixel_bytes;
                 self.store(s, item.y, off);
             }
@@ -61,7 +62,7 @@ impl Emitter<'_> {
     /// for the lanes of a last vector that are inside the row.
     fn width_stores(&mut self, item: &Item, phase: &Phase, shape: Shape, accs: &[Value]) {
         let pixel_bytes = phase.cols.out_step as i64 * 4;
-        let lanes = self.target.vector.lanes;
+        let lanes = self.base.target.vector.lanes;
         let per_row = shape.pixels.div_ceil(lanes);
         let row_bytes = self.out_row_bytes(phase);
         for (q, &acc) in accs.iter().enumerate() {

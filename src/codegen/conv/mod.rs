@@ -34,14 +34,13 @@ mod taps;
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{Function, InstBuilder, Value};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::FunctionBuilderContext;
 
 use super::Target;
-use super::lower::{self, Checks, Index, Lower};
+use super::lower::{self, Base, Checks, Index, Lower};
 use super::plan::{Phase, Plan};
 use crate::schedule::{Schedule, Strategy};
 use crate::spec::ValidSpec;
-use crate::target::VectorIsa;
 pub use taps::MAX_UNROLLED_TAPS;
 
 /// Emits the body of `func` (whose signature is `abi::ConvFn`'s).
@@ -53,8 +52,8 @@ pub fn lower(
     func: &mut Function,
 ) {
     let mut fctx = FunctionBuilderContext::new();
-    let (fb, params) = lower::begin(func, &mut fctx);
-    let checks = target.checked.then(|| {
+    let (mut base, params) = lower::begin(func, &mut fctx, target);
+    base.checks = target.checked.then(|| {
         use lower::Buffer::{Bias, Input, Output, Weights};
         let buffers =
             [(params[0], Input), (params[1], Weights), (params[2], Bias), (params[3], Output)];
@@ -64,16 +63,14 @@ pub fn lower(
         spec,
         schedule,
         plan,
-        target,
-        fb,
+        base,
         x: params[0],
         w: params[1],
         b: params[2],
         y: params[3],
-        checks,
     };
     e.body(params[4], params[5], params[6], params[7]);
-    lower::finish(e.fb, target.frontend);
+    lower::finish(e.base);
 }
 
 /// Runtime values that locate one work item.
@@ -111,17 +108,8 @@ impl Shape {
 }
 
 impl<'a> Lower<'a> for Emitter<'a> {
-    fn fb(&mut self) -> &mut FunctionBuilder<'a> {
-        &mut self.fb
-    }
-    fn has_fma(&self) -> bool {
-        self.target.has_fma
-    }
-    fn vector(&self) -> VectorIsa {
-        self.target.vector
-    }
-    fn checks(&mut self) -> Option<&mut Checks> {
-        self.checks.as_mut()
+    fn base(&mut self) -> &mut Base<'a> {
+        &mut self.base
     }
 }
 
@@ -129,14 +117,13 @@ struct Emitter<'a> {
     spec: &'a ValidSpec,
     schedule: &'a Schedule,
     plan: &'a Plan,
-    target: Target,
-    fb: FunctionBuilder<'a>,
+    /// The builder, the target, and the checked lowering's state when it
+    /// is the one emitted.
+    base: Base<'a>,
     x: Value,
     w: Value,
     b: Value,
     y: Value,
-    /// The checked lowering's state, when it is the one emitted.
-    checks: Option<Checks>,
 }
 
 impl Emitter<'_> {
@@ -243,7 +230,7 @@ impl Emitter<'_> {
                                 let zero = e.iconst(0);
                                 let n = e.iconst(full as i64);
                                 e.counted_loop(zero, n, 1, &[], |e, k, _| {
-                                    let start = e.fb.ins().imul_imm_s(k, block as i64);
+                                    let start = e.base.fb.ins().imul_imm_s(k, block as i64);
                                     let shape = Shape { pixels: block, rows };
                                     items(e, t, Index::Variable(start), shape);
                                     vec![]
@@ -323,11 +310,11 @@ impl Emitter<'_> {
     /// slices of all parts tile its rows exactly.
     fn row_slice(&mut self, phase: &Phase, part: Value, parts: Value) -> (Value, Value) {
         let count = phase.rows.count as i64;
-        let first = self.fb.ins().imul_imm_s(part, count);
-        let first = self.fb.ins().udiv(first, parts);
-        let next = self.fb.ins().iadd_imm_s(part, 1);
-        let last = self.fb.ins().imul_imm_s(next, count);
-        let last = self.fb.ins().udiv(last, parts);
+        let first = self.base.fb.ins().imul_imm_s(part, count);
+        let first = self.base.fb.ins().udiv(first, parts);
+        let next = self.base.fb.ins().iadd_imm_s(part, 1);
+        let last = self.base.fb.ins().imul_imm_s(next, count);
+        let last = self.base.fb.ins().udiv(last, parts);
         (first, last)
     }
 
@@ -351,8 +338,8 @@ impl Emitter<'_> {
         let (x, y, last, partial_at) = match self.schedule.strategy {
             Strategy::Direct | Strategy::Width => {
                 let blocks = self.spec.out_per_group().div_ceil(self.plan.lanes) as i64;
-                let g = self.fb.ins().udiv_imm_u(wi, blocks);
-                let ocb = self.fb.ins().urem_imm_u(wi, blocks);
+                let g = self.base.fb.ins().udiv_imm_u(wi, blocks);
+                let ocb = self.base.fb.ins().urem_imm_u(wi, blocks);
                 let x = self.group_input(g);
                 // First output channel: g·cog + ocb·lanes.
                 let y = self.scaled(self.y, g, self.spec.out_per_group() as i64 * out_plane_bytes);
@@ -362,8 +349,8 @@ impl Emitter<'_> {
             Strategy::Depthwise => {
                 let m = self.spec.out_per_group() as i64;
                 let blocks = self.spec.groups().div_ceil(self.plan.lanes) as i64;
-                let cb = self.fb.ins().udiv_imm_u(wi, m);
-                let k = self.fb.ins().urem_imm_u(wi, m);
+                let cb = self.base.fb.ins().udiv_imm_u(wi, m);
+                let k = self.base.fb.ins().urem_imm_u(wi, m);
                 let x = self.group_input(cb);
                 // First output channel: (cb·lanes)·m + k.
                 let y = self.scaled(self.y, cb, lanes * m * out_plane_bytes);
@@ -372,7 +359,7 @@ impl Emitter<'_> {
             }
         };
         let partial = (self.partial_lanes() != self.plan.lanes)
-            .then(|| self.fb.ins().icmp_imm_s(IntCC::Equal, last, partial_at));
+            .then(|| self.base.fb.ins().icmp_imm_s(IntCC::Equal, last, partial_at));
         Item { x, w, b, y, partial }
     }
 
@@ -421,12 +408,13 @@ impl Emitter<'_> {
     fn tile(&mut self, item: &Item, phase: &Phase, shape: Shape) {
         let mut accs: Vec<Value> = if self.schedule.strategy == Strategy::Width {
             let bias = self.broadcast(item.b, 0);
-            vec![bias; shape.rows * shape.pixels.div_ceil(self.target.vector.lanes)]
+            vec![bias; shape.rows * shape.pixels.div_ceil(self.base.target.vector.lanes)]
         } else {
             let vectors = self.schedule.oc_vectors;
             let mut bias = Vec::with_capacity(vectors);
             for v in 0..vectors {
-                let (ty, bytes) = (self.target.vector.ty, self.target.vector.bytes() as i64);
+                let (ty, bytes) =
+                    (self.base.target.vector.ty, self.base.target.vector.bytes() as i64);
                 bias.push(self.load(ty, item.b, v as i64 * bytes));
             }
             (0..vectors).flat_map(|v| std::iter::repeat_n(bias[v], shape.positions())).collect()

@@ -83,7 +83,7 @@ impl Emitter<'_> {
     pub(super) fn tap_bytes(&self) -> i64 {
         match self.schedule.strategy {
             Strategy::Width => 4,
-            _ => (self.schedule.oc_vectors * self.target.vector.bytes()) as i64,
+            _ => (self.schedule.oc_vectors * self.base.target.vector.bytes()) as i64,
         }
     }
 
@@ -203,10 +203,10 @@ impl Emitter<'_> {
         let (eb, sub_row) = (self.elem_bytes(), self.plan.sub_row as i64);
         let n = self.iconst(raw.len() as i64);
         self.counted_loop(zero, n, 1, &accs, |e, j, carried| {
-            let o = e.fb.ins().imul_imm_s(j, tap_step.1);
-            let o = e.fb.ins().iadd_imm_s(o, first.1);
-            let phase_of = e.fb.ins().urem_imm_u(o, phases as i64);
-            let within = e.fb.ins().udiv_imm_u(o, phases as i64);
+            let o = e.base.fb.ins().imul_imm_s(j, tap_step.1);
+            let o = e.base.fb.ins().iadd_imm_s(o, first.1);
+            let phase_of = e.base.fb.ins().urem_imm_u(o, phases as i64);
+            let within = e.base.fb.ins().udiv_imm_u(o, phases as i64);
             let x = e.scaled(x, phase_of, sub_row * eb);
             let x = e.scaled(x, within, eb);
             let w = e.offset(w, first.0 * tap_bytes);
@@ -232,8 +232,8 @@ impl Emitter<'_> {
         mut accs: Vec<Value>,
     ) -> Vec<Value> {
         let vectors = self.schedule.oc_vectors;
-        let vector_bytes = self.target.vector.bytes() as i64;
-        let lanes = self.target.vector.lanes;
+        let vector_bytes = self.base.target.vector.bytes() as i64;
+        let lanes = self.base.target.vector.lanes;
         let (eb, plane) = (self.elem_bytes(), self.plane_bytes());
         let col_step = self.col_stride(phase) * eb;
         let row_step = phase.rows.in_step as i64 * self.row_bytes();

@@ -28,8 +28,8 @@ impl Fused<'_> {
             let x = if e.plan.bands.is_some() {
                 e.copy_rows(x, scratch, copy);
                 // Padded row r is at `scratch + (r − copy.0) · row`.
-                let back = e.fb.ins().imul_imm_s(copy[0], row_bytes);
-                e.fb.ins().isub(scratch, back)
+                let back = e.base.fb.ins().imul_imm_s(copy[0], row_bytes);
+                e.base.fb.ins().isub(scratch, back)
             } else {
                 x
             };
@@ -49,23 +49,25 @@ impl Fused<'_> {
         let (top, height, width) = (self.plan.pad[0], self.dw.height(), self.dw.width());
         let row_bytes = self.plan.row_len() as i64 * 4;
         self.counted_loop(rows[0], rows[1], 1, &[], |e, r, _| {
-            let i = e.fb.ins().isub(r, rows[0]);
+            let i = e.base.fb.ins().isub(r, rows[0]);
             let dst = e.scaled(dst, i, row_bytes);
-            let above = e.fb.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, r, top as i64);
-            let below = e.fb.ins().icmp_imm_s(IntCC::UnsignedLessThan, r, (top + height) as i64);
-            let inside = e.fb.ins().band(above, below);
+            let above =
+                e.base.fb.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, r, top as i64);
+            let below =
+                e.base.fb.ins().icmp_imm_s(IntCC::UnsignedLessThan, r, (top + height) as i64);
+            let inside = e.base.fb.ins().band(above, below);
             let (copy, clear, done) =
-                (e.fb.create_block(), e.fb.create_block(), e.fb.create_block());
-            e.fb.ins().brif(inside, copy, &[], clear, &[]);
-            e.fb.switch_to_block(copy);
-            let input_row = e.fb.ins().iadd_imm_s(r, -(top as i64));
+                (e.base.fb.create_block(), e.base.fb.create_block(), e.base.fb.create_block());
+            e.base.fb.ins().brif(inside, copy, &[], clear, &[]);
+            e.base.fb.switch_to_block(copy);
+            let input_row = e.base.fb.ins().iadd_imm_s(r, -(top as i64));
             let src = e.scaled(x, input_row, width as i64 * 4);
             e.copy_row(src, dst);
-            e.fb.ins().jump(done, &[]);
-            e.fb.switch_to_block(clear);
+            e.base.fb.ins().jump(done, &[]);
+            e.base.fb.switch_to_block(clear);
             e.clear_row(dst);
-            e.fb.ins().jump(done, &[]);
-            e.fb.switch_to_block(done);
+            e.base.fb.ins().jump(done, &[]);
+            e.base.fb.switch_to_block(done);
             vec![]
         });
     }
@@ -77,9 +79,10 @@ impl Fused<'_> {
         let phases = self.plan.col_phases;
         let plan = self.plan;
         let at = |c: usize| plan.col_offset(c) as i64 * 4;
-        let (ty, vector_bytes) = (self.target.vector.ty, self.target.vector.bytes() as i64);
+        let (ty, vector_bytes) =
+            (self.base.target.vector.ty, self.base.target.vector.bytes() as i64);
         // Vectors of `4 · phases` pixels, each phase's 4 consecutive.
-        let lanes = self.target.vector.lanes;
+        let lanes = self.base.target.vector.lanes;
         let (runs, run) = match phases {
             1 | 2 => (width / (lanes * phases), lanes * phases),
             _ => (0, 1),
@@ -115,27 +118,28 @@ impl Fused<'_> {
     /// `b`: one shuffle.
     fn deinterleave(&mut self, a: Value, b: Value, odd: u8) -> Value {
         let flags = MemFlagsData::new().with_endianness(Endianness::Little);
-        let lanes = self.target.vector.lanes as u8;
+        let lanes = self.base.target.vector.lanes as u8;
         let bytes: Vec<u8> =
             (0..lanes).map(|i| 2 * i + odd).flat_map(|l| (0..4).map(move |k| 4 * l + k)).collect();
-        let mask = self.fb.func.dfg.immediates.push(ConstantData::from(bytes));
-        let ty = self.target.vector.ty;
+        let mask = self.base.fb.func.dfg.immediates.push(ConstantData::from(bytes));
+        let ty = self.base.target.vector.ty;
         let bytes = types::I8.by(ty.bytes()).expect("a vector of bytes as wide as the vector");
-        let a = self.fb.ins().bitcast(bytes, flags, a);
-        let b = self.fb.ins().bitcast(bytes, flags, b);
-        let picked = self.fb.ins().shuffle(a, b, mask);
-        self.fb.ins().bitcast(ty, flags, picked)
+        let a = self.base.fb.ins().bitcast(bytes, flags, a);
+        let b = self.base.fb.ins().bitcast(bytes, flags, b);
+        let picked = self.base.fb.ins().shuffle(a, b, mask);
+        self.base.fb.ins().bitcast(ty, flags, picked)
     }
 
     /// Zeros over the whole stored row at `dst`.
     fn clear_row(&mut self, dst: Value) {
         let len = self.plan.row_len();
         let zero = self.splat_const(0.0);
-        let (lanes, vector_bytes) = (self.target.vector.lanes, self.target.vector.bytes() as i64);
+        let (lanes, vector_bytes) =
+            (self.base.target.vector.lanes, self.base.target.vector.bytes() as i64);
         for v in 0..len / lanes {
             self.store(zero, dst, v as i64 * vector_bytes);
         }
-        let scalar = self.fb.ins().f32const(0.0);
+        let scalar = self.base.fb.ins().f32const(0.0);
         for i in len / lanes * lanes..len {
             self.store(scalar, dst, i as i64 * 4);
         }
@@ -149,13 +153,14 @@ impl Fused<'_> {
         let row_bytes = plan.row_len() as i64 * 4;
         let kw = self.dw.kernel()[1];
         let band_row = self.band.row as i64 * 4;
-        let (lanes, vector_bytes) = (self.target.vector.lanes, self.target.vector.bytes() as i64);
+        let (lanes, vector_bytes) =
+            (self.base.target.vector.lanes, self.base.target.vector.bytes() as i64);
         let vectors = self.band.row / lanes;
         let per_tile = self.s.dw_vectors.min(vectors);
         // Buffer row 0 is output row `first`.
         let t = {
-            let back = self.fb.ins().imul_imm_s(first, band_row);
-            self.fb.ins().isub(t, back)
+            let back = self.base.fb.ins().imul_imm_s(first, band_row);
+            self.base.fb.ins().isub(t, back)
         };
         let activation = self.dw.activation();
         let tile = self.s.dw_rows.min(self.band.rows);

@@ -44,12 +44,11 @@ mod pointwise;
 mod schedule;
 
 use cranelift_codegen::ir::{Function, InstBuilder, Value};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::FunctionBuilderContext;
 
-use super::lower::{self, Index, Lower};
+use super::lower::{self, Base, Index, Lower};
 use super::{Plan, Target};
 use crate::spec::ValidSpec;
-use crate::target::VectorIsa;
 pub use schedule::{Band, DscSchedule};
 
 /// Which of the two functions to emit.
@@ -73,22 +72,21 @@ pub fn lower(
     func: &mut Function,
 ) {
     let mut fctx = FunctionBuilderContext::new();
-    let (fb, p) = lower::begin(func, &mut fctx);
+    let (base, p) = lower::begin(func, &mut fctx, target);
     let mut e = Fused {
         dw,
         pw,
         s: schedule,
         plan,
         band: Band::of(dw, schedule, plan),
-        target,
-        fb,
+        base,
         params: [p[0], p[1], p[2], p[3]],
     };
     match stage {
         Stage::Depthwise => e.depthwise(p[4], [p[5], p[6]], [p[7], p[8]]),
         Stage::Pointwise => e.pointwise(p[4], p[5]),
     }
-    lower::finish(e.fb, target.frontend);
+    lower::finish(e.base);
 }
 
 struct Fused<'a> {
@@ -97,21 +95,14 @@ struct Fused<'a> {
     s: &'a DscSchedule,
     plan: &'a Plan,
     band: Band,
-    target: Target,
-    fb: FunctionBuilder<'a>,
+    base: Base<'a>,
     /// The four pointer parameters.
     params: [Value; 4],
 }
 
 impl<'a> Lower<'a> for Fused<'a> {
-    fn fb(&mut self) -> &mut FunctionBuilder<'a> {
-        &mut self.fb
-    }
-    fn has_fma(&self) -> bool {
-        self.target.has_fma
-    }
-    fn vector(&self) -> VectorIsa {
-        self.target.vector
+    fn base(&mut self) -> &mut Base<'a> {
+        &mut self.base
     }
 }
 
@@ -131,7 +122,7 @@ impl Fused<'_> {
             let zero = self.iconst(0);
             let end = self.iconst(looped as i64);
             self.counted_loop(zero, end, 1, &[], |e, k, _| {
-                let v0 = e.fb.ins().imul_imm_s(k, per_tile as i64);
+                let v0 = e.base.fb.ins().imul_imm_s(k, per_tile as i64);
                 tile(e, Index::Variable(v0), per_tile);
                 vec![]
             });

@@ -19,20 +19,23 @@ impl Fused<'_> {
         let width = self.pw.out_width();
         let out_plane = (self.pw.out_height() * width) as i64 * 4;
         let band_row = self.band.row as i64 * 4;
-        let (lanes, vector_bytes) = (self.target.vector.lanes, self.target.vector.bytes() as i64);
+        let (lanes, vector_bytes) =
+            (self.base.target.vector.lanes, self.base.target.vector.bytes() as i64);
         let (vectors, per_tile) = (self.band.row / lanes, self.s.pw_vectors);
         let activation = self.pw.activation();
         let zero = self.iconst(0);
-        let rows = self.fb.ins().isub(last, first);
+        let rows = self.base.fb.ins().isub(last, first);
         self.counted_loop(zero, rows, 1, &[], |e, i, _| {
             let t = e.scaled(t, i, band_row);
-            let r = e.fb.ins().iadd(first, i);
+            let r = e.base.fb.ins().iadd(first, i);
             let y = e.scaled(y, r, width as i64 * 4);
             e.channel_groups(e.pw.out_channels(), outputs, |e, o, count| {
                 // Output block `o / outputs`: weights `[channel][outputs]`.
                 let block = match o {
                     Index::Fixed(o) => Index::Fixed(o / outputs),
-                    Index::Variable(o) => Index::Variable(e.fb.ins().udiv_imm_u(o, outputs as i64)),
+                    Index::Variable(o) => {
+                        Index::Variable(e.base.fb.ins().udiv_imm_u(o, outputs as i64))
+                    }
                 };
                 let w = e.at(w, block, (cin * outputs * 4) as i64);
                 let b = e.at(b, o, 4);
@@ -119,7 +122,7 @@ impl Fused<'_> {
     ) -> Vec<Value> {
         let outputs = self.s.pw_outputs.min(self.pw.out_channels()) as i64;
         let plane = self.band.plane() as i64 * 4;
-        let vector_bytes = self.target.vector.bytes() as i64;
+        let vector_bytes = self.base.target.vector.bytes() as i64;
         let tile = Tile { reused: nv, fresh: count, layout: Layout::FreshMajor };
         let pixels = Operand {
             base: t,
