@@ -45,17 +45,3 @@ pub fn copied<T: Clone + Default>(values: &[T], what: &'static str) -> Result<Ve
     v.clone_from_slice(values);
     Ok(v)
 }
-
-/// A byte count for people: "4.3 GB", "512 kB", "12 bytes" (decimal
-/// units, one decimal).
-pub fn human_bytes(bytes: u128) -> String {
-    const UNITS: [(&str, f64); 5] =
-        [("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6)];
-    let b = bytes as f64;
-    for (unit, size) in UNITS {
-        if b >= size {
-            return format!("{:.1} {unit}", b / size);
-        }
-    }
-    if b >= 1e3 { format!("{:.1} kB", b / 1e3) } else { format!("{bytes} bytes") }
-}

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 
 use crate::alloc;
 use crate::border::Border;
-use crate::engine::Prepared;
 use crate::error::{Error, Result};
+use crate::prepared::Prepared;
 use crate::spec::{Activation, Op, ValidSpec};
 
 /// The textbook loop nest: rustc-optimised f32 loops, one thread, no hand

@@ -14,6 +14,7 @@ use crate::baseline::{Im2col, Naive};
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
 use crate::kernel::{Kernel, PackedWeights};
+pub use crate::prepared::Prepared;
 use crate::reference;
 use crate::schedule;
 use crate::spec::ValidSpec;
@@ -124,25 +125,6 @@ impl FromStr for Engine {
             .find(|e| e.to_string() == s)
             .ok_or_else(|| Error::UnknownEngine(s.to_string()))
     }
-}
-
-/// A layer an engine has prepared: weights bound, code ready.
-pub trait Prepared {
-    /// The spec it computes.
-    fn spec(&self) -> &ValidSpec;
-    /// The number of threads a run uses (at most).
-    fn threads(&self) -> usize;
-    /// How long compiling code for the layer took, for engines that compile.
-    fn compile_time(&self) -> Option<Duration> {
-        None
-    }
-    /// The schedule of the compiled code, for engines that compile.
-    fn schedule(&self) -> Option<schedule::Schedule> {
-        None
-    }
-    /// Computes the output (NCHW) of `input` (NCHW). Both lengths are
-    /// checked against the spec before any work.
-    fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()>;
 }
 
 struct ReferenceLayer {

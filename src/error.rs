@@ -131,7 +131,7 @@ pub enum Error {
     /// A buffer the work needs could not be allocated (see
     /// [`crate::alloc`]): the layer or model is legal but too large for
     /// the memory the process may have.
-    #[error("cannot allocate {what}: {} ({bytes} bytes)", crate::alloc::human_bytes(*bytes))]
+    #[error("cannot allocate {what}: {} ({bytes} bytes)", human_bytes(*bytes))]
     Allocation {
         /// The buffer, as a phrase ("the output").
         what: &'static str,
@@ -171,3 +171,17 @@ pub enum Error {
 
 /// `Result` with convjit's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A byte count for people: "4.3 GB", "512 kB", "12 bytes" (decimal
+/// units, one decimal).
+pub fn human_bytes(bytes: u128) -> String {
+    const UNITS: [(&str, f64); 5] =
+        [("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6)];
+    let b = bytes as f64;
+    for (unit, size) in UNITS {
+        if b >= size {
+            return format!("{:.1} {unit}", b / size);
+        }
+    }
+    if b >= 1e3 { format!("{:.1} kB", b / 1e3) } else { format!("{bytes} bytes") }
+}

@@ -28,6 +28,7 @@ pub mod kernel;
 pub mod machine;
 pub mod net;
 pub mod npy;
+mod prepared;
 pub mod reference;
 pub mod schedule;
 pub mod source;

@@ -15,14 +15,10 @@
 //!   an ordinary stride-1 convolution with a subset of the taps, so nothing is
 //!   scattered and nothing races.
 
-mod space;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::spec::ValidSpec;
-
-pub use space::{KNOBS, Space};
 
 /// The most accumulators a register tile may hold: the target's vector
 /// registers but the two its operands need
@@ -419,7 +415,7 @@ const MAX_BODY_TAPS: usize = 36;
 const MAX_NARROW_ROW: usize = 28;
 
 /// The most output columns any phase of the layer has.
-fn phase_cols(spec: &ValidSpec) -> usize {
+pub(crate) fn phase_cols(spec: &ValidSpec) -> usize {
     match spec.op() {
         crate::spec::Op::Conv2d => spec.out_width(),
         crate::spec::Op::ConvTranspose2d => spec.out_width().div_ceil(spec.stride()[1]),
@@ -427,7 +423,7 @@ fn phase_cols(spec: &ValidSpec) -> usize {
 }
 
 /// The most output rows any phase of the layer has.
-fn phase_rows(spec: &ValidSpec) -> usize {
+pub(crate) fn phase_rows(spec: &ValidSpec) -> usize {
     match spec.op() {
         crate::spec::Op::Conv2d => spec.out_height(),
         crate::spec::Op::ConvTranspose2d => spec.out_height().div_ceil(spec.stride()[0]),

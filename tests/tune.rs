@@ -7,8 +7,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::{any_spec, check_kernel, random_tensor, spec};
-use convjit::schedule::{self, KNOBS, Schedule, Space};
+use convjit::schedule::{self, Schedule};
 use convjit::tune::{self, Options, Outcome, RecordLog, Search, TuningCache, records};
+use convjit::tune::{KNOBS, Space};
 use convjit::{Compiler, ValidSpec};
 use proptest::prelude::*;
 

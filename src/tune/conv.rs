@@ -4,6 +4,7 @@
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
+use super::Space;
 use super::Tunable;
 use super::cache::Workload;
 use crate::complexity::Complexity;
@@ -12,7 +13,7 @@ use crate::error::Result;
 use crate::jit::Compiler;
 use crate::kernel::{Kernel, PackedWeights};
 use crate::reference::Oracle;
-use crate::schedule::{self, Schedule, Space};
+use crate::schedule::{self, Schedule};
 use crate::spec::ValidSpec;
 
 /// Layers of up to this many MACs (the dense count) are verified on every

@@ -1,4 +1,4 @@
-//! The autotuner: searches a layer's [schedule space](crate::schedule::Space)
+//! The autotuner: searches a layer's [schedule space](Space)
 //! by compiling, verifying and timing candidates within a time budget, and
 //! keeps the fastest.
 //!
@@ -31,7 +31,8 @@
 //! exceeds it.
 //!
 //! The tuner works on any [`Tunable`] op (a convolution layer today) and is
-//! split by concern: `search` picks candidates, `measure` times them,
+//! split by concern: [`space`] holds the schedules a layer may take,
+//! `search` picks candidates, `measure` times them,
 //! `confirm` re-times the best, `session` evaluates one candidate and
 //! drives the rest; [`records`] logs every evaluation and [`cache`] keeps
 //! the winners.
@@ -43,6 +44,7 @@ mod measure;
 pub mod records;
 mod search;
 mod session;
+pub mod space;
 #[cfg(test)]
 mod tests;
 mod tunable;
@@ -62,6 +64,7 @@ pub use conv::{FULL_ORACLE_MACS, oracle_planes};
 pub use measure::{CUT_AFTER, CUT_COLD, CUT_FACTOR, CUT_FIRST};
 pub use records::{Record, RecordLog};
 pub use search::{RANDOM_SHARE, Search};
+pub use space::{KNOBS, Space};
 pub use tunable::Tunable;
 
 /// What to tune and for how long.

@@ -9,13 +9,13 @@ use std::collections::HashSet;
 
 use rand::rngs::StdRng;
 
+use super::Space;
 use super::confirm::{CONFIRM_ROUNDS, FINALISTS};
 use super::conv::ConvTuning;
 use super::measure::{Clock, PAIRS};
 use super::*;
 use crate::complexity::Complexity;
 use crate::kernel::{Kernel, PackedWeights};
-use crate::schedule::Space;
 
 /// How far the wall clock moves at each reading the tuner takes: the
 /// model's stand-in for compiling, packing and checking.

@@ -13,7 +13,7 @@
 //! | layout | the NHWC copy or not (direct) |
 //!
 //! Borders are not a knob: every schedule reads a zero-padded copy (or the
-//! input itself when it needs no padding), see [`super`].
+//! input itself when it needs no padding), see [`crate::schedule`].
 //!
 //! Two schedules are neighbours when they differ in exactly one knob; the
 //! register tile and the loop nest count as one knob each, so that a local
@@ -21,10 +21,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{
+use crate::codegen::Plan;
+use crate::schedule::{
     InputCopy, LoopOrder, MAX_ACCUMULATORS, Schedule, Split, Strategy, phase_cols, phase_rows,
 };
-use crate::codegen::Plan;
 use crate::spec::ValidSpec;
 
 /// Fewer accumulators than this leave the two FMA pipes (4 cycles of
@@ -51,9 +51,9 @@ pub struct Space {
 
 impl Space {
     /// Every schedule of the space for `spec` on at most `max_threads`
-    /// threads (clamped to 1..=[`super::MAX_THREADS`]), in a fixed order.
+    /// threads (clamped to 1..=[`crate::schedule::MAX_THREADS`]), in a fixed order.
     pub fn of(spec: &ValidSpec, max_threads: usize) -> Space {
-        let max_threads = max_threads.clamp(1, super::MAX_THREADS);
+        let max_threads = max_threads.clamp(1, crate::schedule::MAX_THREADS);
         let (cols, rows) = (phase_cols(spec), phase_rows(spec));
         let cig = spec.in_per_group();
         let mut strategies = vec![Strategy::Direct, Strategy::Width];
