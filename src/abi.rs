@@ -95,8 +95,9 @@ macro_rules! jit_functions {
 jit_functions! {
     /// A conv kernel (see `codegen::conv`): one padded input image, the
     /// packed weights and bias, the image's NCHW output, the work items
-    /// `[begin, end)`, part `part` of `parts` slices of the output rows,
-    /// and the checked lowering's guard block (null for plain code).
+    /// `[begin, end)`, the output rows `[first, last)` of each phase (two
+    /// i64 a phase), and the checked lowering's guard block (null for
+    /// plain code).
     ConvFn(
         x: *const f32,
         w: *const f32,
@@ -104,8 +105,7 @@ jit_functions! {
         y: *mut f32,
         begin: i64,
         end: i64,
-        part: i64,
-        parts: i64,
+        rows: *const i64,
         guard: *mut Guard,
     );
     /// The fused block's depthwise function (see `codegen::dsc`): the NCHW
@@ -140,16 +140,19 @@ jit_functions! {
 }
 
 /// The guard block of the checked lowering (see `codegen::conv`): the
-/// `[lo, hi)` byte addresses of the input, weights, bias and output a call
-/// may touch, then the fault record the code writes when an access falls
-/// outside (the buffer's index plus one, and the address). The emitter
-/// addresses it by [`GUARD_BOUNDS`] and [`GUARD_FAULT`].
+/// `[lo, hi)` byte addresses of the input, weights, bias, output and row
+/// ranges a call may touch, then the fault record the code writes when an
+/// access falls outside (the buffer's index plus one, and the address).
+/// The emitter addresses it by [`GUARD_BOUNDS`] and [`GUARD_FAULT`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Guard {
-    bounds: [[u64; 2]; 4],
+    bounds: [[u64; 2]; GUARDED],
     fault: [u64; 2],
 }
+
+/// The buffers a guard block bounds.
+pub(crate) const GUARDED: usize = 5;
 
 /// Bytes, in the guard block, of one buffer's bounds (buffer `i`'s at
 /// `i · GUARD_BOUNDS`).
@@ -159,12 +162,12 @@ pub(crate) const GUARD_BOUNDS: i32 = std::mem::size_of::<[u64; 2]>() as i32;
 pub(crate) const GUARD_FAULT: i32 = std::mem::offset_of!(Guard, fault) as i32;
 
 /// The buffers of a guard block, in its order.
-const GUARDED: [&str; 4] = ["input", "weights", "bias", "output"];
+const GUARDED_NAMES: [&str; GUARDED] = ["input", "weights", "bias", "output", "row ranges"];
 
 impl Guard {
-    /// The bounds of the four buffers, each `(start, length in elements)`.
-    pub(crate) fn new(buffers: [(*const f32, usize); 4]) -> Guard {
-        let bounds = buffers.map(|(p, len)| [p as u64, p as u64 + 4 * len as u64]);
+    /// The bounds of the buffers, each `(start, length in bytes)`.
+    pub(crate) fn new(buffers: [(*const u8, usize); GUARDED]) -> Guard {
+        let bounds = buffers.map(|(p, len)| [p as u64, p as u64 + len as u64]);
         Guard { bounds, fault: [0; 2] }
     }
 
@@ -173,7 +176,7 @@ impl Guard {
         let which = usize::try_from(self.fault[0]).ok()?.checked_sub(1)?;
         let [lo, hi] = *self.bounds.get(which)?;
         Some(Error::CheckedAccess {
-            buffer: GUARDED[which],
+            buffer: GUARDED_NAMES[which],
             offset: self.fault[1].wrapping_sub(lo) as i64,
             len: hi - lo,
         })
@@ -213,7 +216,7 @@ mod tests {
     #[test]
     fn the_guard_block_is_laid_out_as_the_emitter_addresses_it() {
         assert_eq!(GUARD_BOUNDS, 16);
-        assert_eq!(GUARD_FAULT, 4 * GUARD_BOUNDS);
+        assert_eq!(GUARD_FAULT, GUARDED as i32 * GUARD_BOUNDS);
         assert_eq!(std::mem::size_of::<Guard>(), GUARD_FAULT as usize + 16);
     }
 
@@ -222,7 +225,7 @@ mod tests {
         let sig = ConvFn::signature(types::I64, CallConv::SystemV);
         let params: Vec<Type> = sig.params.iter().map(|p| p.value_type).collect();
         let p = types::I64;
-        assert_eq!(params, [p, p, p, p, types::I64, types::I64, types::I64, types::I64, p]);
+        assert_eq!(params, [p, p, p, p, types::I64, types::I64, p, p]);
         assert_eq!(PointwiseFn::signature(types::I32, CallConv::SystemV).params.len(), 6);
         assert_eq!(
             DepthwiseFn::signature(types::I32, CallConv::SystemV).params[4].value_type,

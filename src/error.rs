@@ -106,7 +106,7 @@ pub enum Error {
          {len} bytes (a compiler bug; the access was not made)"
     )]
     CheckedAccess {
-        /// The buffer: input, weights, bias or output.
+        /// The buffer: input, weights, bias, output or row ranges.
         buffer: &'static str,
         /// The access's address less the buffer's start, in bytes.
         offset: i64,

@@ -10,6 +10,7 @@ use crate::abi::{Code, ConvFn, Guard};
 use crate::alloc;
 use crate::border::Border;
 use crate::codegen::Plan;
+use crate::codegen::plan::MAX_PHASES;
 use crate::complexity::Complexity;
 use crate::copy::{Copier, Scratch};
 use crate::error::{Error, Result};
@@ -237,6 +238,9 @@ impl Kernel {
         while buffers.len() < needed {
             buffers.push(Scratch::zeroed(self.plan.copy_len(), "the padded input copy")?);
         }
+        let mut whole = [0i64; 2 * MAX_PHASES];
+        let phases = fill_ranges(&self.plan, 0, 1, &mut whole);
+        let whole = &whole[..phases];
         for n in 0..spec.batch() {
             let x = &input[n * image_in..(n + 1) * image_in];
             let y = &mut output[n * image_out..(n + 1) * image_out];
@@ -254,11 +258,13 @@ impl Kernel {
                 w: weights.weights.as_ptr(),
                 b: weights.bias.as_ptr(),
                 y: y.as_mut_ptr(),
+                plan: &self.plan,
+                whole,
                 buffers: [
-                    (x.as_ptr(), x.len()),
-                    (weights.weights.as_ptr(), weights.weights.len()),
-                    (weights.bias.as_ptr(), weights.bias.len()),
-                    (y.as_ptr(), y.len()),
+                    floats(x.as_ptr(), x.len()),
+                    floats(weights.weights.as_ptr(), weights.weights.len()),
+                    floats(weights.bias.as_ptr(), weights.bias.len()),
+                    floats(y.as_ptr(), y.len()),
                 ],
                 faults: self.checked.then_some(&raw const faults),
             };
@@ -420,16 +426,22 @@ pub(crate) fn on_threads<B: Send>(buffers: &mut [B], work: impl Fn(usize, &mut B
 /// One call of the compiled code on one image: the pointers it takes, which
 /// threads of one run share.
 #[derive(Clone, Copy)]
-struct Call {
+struct Call<'a> {
     function: ConvFn,
+    /// The plan the code was compiled for: the output rows of each part.
+    plan: &'a Plan,
+    /// The output rows of every phase, `[first, last)` as the code reads
+    /// them: computed once a run, for the calls on whole phases (the many
+    /// calls of a run by groups make no more of them).
+    whole: &'a [i64],
     x: *const f32,
     w: *const f32,
     b: *const f32,
     y: *mut f32,
-    /// The start and length (elements) of the buffers `x`, `w`, `b` and
-    /// `y` point into, for the checked lowering's guard block (`x` may
-    /// point before its band's buffer).
-    buffers: [(*const f32, usize); 4],
+    /// The start and length (bytes) of the buffers `x`, `w`, `b` and `y`
+    /// point into, for the checked lowering's guard block (`x` may point
+    /// before its band's buffer).
+    buffers: [(*const u8, usize); 4],
     /// For checked code: where a call reports an access out of bounds.
     faults: Option<*const Mutex<Option<Error>>>,
 }
@@ -437,15 +449,32 @@ struct Call {
 // SAFETY: the pointers are only dereferenced by `Call::share`, whose callers
 // give concurrent calls disjoint shares (see `Kernel::run`); `faults` points
 // to a mutex that outlives every call of the run.
-unsafe impl Send for Call {}
-unsafe impl Sync for Call {}
+unsafe impl Send for Call<'_> {}
+unsafe impl Sync for Call<'_> {}
 
-impl Call {
+/// Writes the output rows of each phase of `plan` for part `part` of
+/// `parts` into `ranges` as the code reads them (`[first, last)`, two i64
+/// a phase); returns how many it wrote.
+fn fill_ranges(plan: &Plan, part: usize, parts: usize, ranges: &mut [i64]) -> usize {
+    let mut n = 0;
+    for (range, slot) in plan.part_rows(part, parts).zip(ranges.chunks_exact_mut(2)) {
+        slot.copy_from_slice(&[range.start as i64, range.end as i64]);
+        n += 2;
+    }
+    n
+}
+
+/// The guard block's bounds of `len` floats at `p`.
+fn floats(p: *const f32, len: usize) -> (*const u8, usize) {
+    (p.cast(), len * 4)
+}
+
+impl<'a> Call<'a> {
     /// This call reading its input at `x`, in the buffer of `len` elements
     /// at `buffer` (a padded copy).
-    fn reading(self, x: *const f32, buffer: *const f32, len: usize) -> Call {
+    fn reading(self, x: *const f32, buffer: *const f32, len: usize) -> Call<'a> {
         let mut buffers = self.buffers;
-        buffers[0] = (buffer, len);
+        buffers[0] = floats(buffer, len);
         Call { x, buffers, ..self }
     }
 
@@ -460,21 +489,29 @@ impl Call {
     /// overlapping share at the same time.
     unsafe fn share(self, items: std::ops::Range<usize>, part: usize, parts: usize) {
         let (begin, end) = (items.start as i64, items.end as i64);
-        let (part, parts) = (part as i64, parts as i64);
+        // The output rows of each phase, `[first, last)`: the code reads
+        // two i64 per phase of the plan (at most `MAX_PHASES`, or it would
+        // not have compiled).
+        let mut part_ranges: [i64; 2 * MAX_PHASES];
+        let ranges = if parts == 1 {
+            self.whole
+        } else {
+            part_ranges = [0; 2 * MAX_PHASES];
+            let n = fill_ranges(self.plan, part, parts, &mut part_ranges);
+            &part_ranges[..n]
+        };
+        let rows = ranges.as_ptr();
         let Some(faults) = self.faults else {
             // SAFETY: as the caller promises; plain code ignores the guard.
             let guard = std::ptr::null_mut();
-            unsafe {
-                self.function.call(self.x, self.w, self.b, self.y, begin, end, part, parts, guard)
-            };
+            unsafe { self.function.call(self.x, self.w, self.b, self.y, begin, end, rows, guard) };
             return;
         };
-        let mut guard = Guard::new(self.buffers);
+        let [x, w, b, y] = self.buffers;
+        let mut guard = Guard::new([x, w, b, y, (rows.cast(), 8 * ranges.len())]);
         // SAFETY: as the caller promises; checked code reads and writes the
         // guard block, which lives on this stack frame for the call.
-        unsafe {
-            self.function.call(self.x, self.w, self.b, self.y, begin, end, part, parts, &mut guard)
-        };
+        unsafe { self.function.call(self.x, self.w, self.b, self.y, begin, end, rows, &mut guard) };
         if let Some(fault) = guard.fault() {
             // SAFETY: `faults` outlives the run's calls (see `Call`).
             let faults = unsafe { &*faults };
@@ -525,17 +562,21 @@ mod tests {
             let half = y.len() / 2;
             let mut z = vec![f32::NAN; y.len()];
             let faults = Mutex::new(None);
+            let mut whole = [0i64; 2 * MAX_PHASES];
+            let n = fill_ranges(&kernel.plan, 0, 1, &mut whole);
             let call = Call {
                 function: kernel.function,
+                plan: &kernel.plan,
+                whole: &whole[..n],
                 x: std::ptr::null(),
                 w: packed.weights.as_ptr(),
                 b: packed.bias.as_ptr(),
                 y: z.as_mut_ptr(),
                 buffers: [
-                    (std::ptr::null(), 0),
-                    (packed.weights.as_ptr(), packed.weights.len()),
-                    (packed.bias.as_ptr(), packed.bias.len()),
-                    (z.as_ptr(), half),
+                    floats(std::ptr::null(), 0),
+                    floats(packed.weights.as_ptr(), packed.weights.len()),
+                    floats(packed.bias.as_ptr(), packed.bias.len()),
+                    floats(z.as_ptr(), half),
                 ],
                 faults: Some(&raw const faults),
             };

@@ -226,6 +226,35 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The parts the runtime hands the code tile every phase's rows
+    /// exactly: in order, without a gap or an overlap, for any count of
+    /// parts.
+    #[test]
+    fn part_rows_tile_every_phase(
+        (spec, schedule) in any_spec().prop_flat_map(|s| {
+            let sched = any_schedule(&s);
+            (Just(s), sched)
+        }),
+        parts in 1usize..9,
+    ) {
+        let plan = convjit::codegen::Plan::new(&spec, &schedule);
+        let mut next: Vec<usize> = vec![0; plan.phases.len()];
+        for part in 0..parts {
+            for (phase, rows) in plan.part_rows(part, parts).enumerate() {
+                prop_assert_eq!(rows.start, next[phase]);
+                prop_assert!(rows.start <= rows.end);
+                next[phase] = rows.end;
+            }
+        }
+        for (phase, &end) in next.iter().enumerate() {
+            prop_assert_eq!(end, plan.phases[phase].rows.count);
+        }
+    }
+}
+
 /// Checks `json` with the heuristic schedule and with every strategy,
 /// vector count and loop order that is legal for it.
 fn check_all(json: &str) {

@@ -10,7 +10,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use super::Target;
-use crate::abi::{GUARD_BOUNDS, GUARD_FAULT};
+use crate::abi::{GUARD_BOUNDS, GUARD_FAULT, GUARDED};
 use crate::spec::Activation;
 use crate::target::VectorIsa;
 
@@ -70,6 +70,8 @@ pub(super) enum Buffer {
     Weights = 1,
     Bias = 2,
     Output = 3,
+    /// The output rows of each phase, as the caller computed them.
+    Rows = 4,
 }
 
 /// The checked lowering's state: the guard block (`[lo, hi)` byte
@@ -82,7 +84,7 @@ pub(super) struct Checks {
 
 impl Checks {
     /// The checks of a function whose pointer parameters are `buffers`.
-    pub fn new(guard: Value, buffers: [(Value, Buffer); 4]) -> Checks {
+    pub fn new(guard: Value, buffers: [(Value, Buffer); GUARDED]) -> Checks {
         Checks { guard, owners: buffers.into_iter().collect() }
     }
 }

@@ -69,6 +69,12 @@ impl Axis {
         let last = (self.members as i64 - 1) * self.shift.offset;
         Some(((low + last.min(0)) as usize, (high + last.max(0)) as usize))
     }
+
+    /// Part `part` of `parts` equal slices of the positions:
+    /// `[count·part / parts, count·(part + 1) / parts)`.
+    pub fn part(&self, part: usize, parts: usize) -> std::ops::Range<usize> {
+        self.count * part / parts..self.count * (part + 1) / parts
+    }
 }
 
 /// A rectangle of output pixels computed as one ordinary convolution.
@@ -304,6 +310,19 @@ impl Plan {
         self.bands.map_or(self.padded[0], |b| b.rows)
     }
 
+    /// The output rows, of each phase, that part `part` of `parts` computes:
+    /// `[count·part / parts, count·(part + 1) / parts)` of a phase of
+    /// `count` rows, so that the parts tile every phase exactly. The one
+    /// place the partition is computed: the runtime passes these ranges to
+    /// the code, and the band copies hold the input rows they read.
+    pub fn part_rows(
+        &self,
+        part: usize,
+        parts: usize,
+    ) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        self.phases.iter().map(move |phase| phase.rows.part(part, parts))
+    }
+
     /// The padded input rows band `b` reads (see [`Bands`]).
     pub fn band_rows(&self, b: usize) -> std::ops::Range<usize> {
         let parts = self.bands.map_or(1, |bands| bands.parts);
@@ -343,8 +362,7 @@ impl Plan {
 fn band_input_rows(phases: &[Phase], b: usize, parts: usize) -> std::ops::Range<usize> {
     let mut rows: Option<(usize, usize)> = None;
     for phase in phases {
-        let count = phase.rows.count;
-        let (first, last) = (count * b / parts, count * (b + 1) / parts);
+        let std::ops::Range { start: first, end: last } = phase.rows.part(b, parts);
         let Some((low, high)) = phase.rows.offset_range() else { continue };
         if first == last || phase.cols.taps.is_empty() {
             continue;

@@ -8,11 +8,13 @@
 //! stride, offset and channel count is an immediate.
 //!
 //! The generated function has the C signature
-//! `fn(x, w, bias, y, begin, end, part, parts, guard)`: `x` is one padded (and, for the
-//! depthwise strategy, channel-blocked) input image, `w` and `bias` the
+//! `fn(x, w, bias, y, begin, end, rows, guard)`: `x` is one padded (and, for
+//! the depthwise strategy, channel-blocked) input image, `w` and `bias` the
 //! packed weights and bias, `y` the image's NCHW output, `[begin, end)`
-//! the range of work items (channel blocks) to compute, and `part` of
-//! `parts` (`part < parts`) the slice of every phase's output rows.
+//! the range of work items (channel blocks) to compute, and `rows` the
+//! output rows of each phase to compute, `[first, last)` as two i64 per
+//! phase: the caller computes them (`Plan::part_rows`), so the partition
+//! of the rows among threads and bands is stated once, on the host.
 //!
 //! Invariant: the plain lowering emits no bounds checks. Every address it
 //! forms is in range because the plan pads the input for every tap it
@@ -21,10 +23,11 @@
 //!
 //! The **checked lowering** (`Target::checked`, from
 //! `Compiler::checked`) tests that claim instead of trusting it: every
-//! pointer is formed from one of the four buffer parameters, and every load
+//! pointer is formed from one of the five buffer parameters, and every load
 //! and store compares its bytes with that buffer's bounds, which the caller
 //! writes into the guard block `guard` points to (`[lo, hi)` byte addresses
-//! of the input, weights, bias and output, then a fault record). An access
+//! of the input, weights, bias, output and row ranges, then a fault
+//! record). An access
 //! outside is not made; the fault is recorded and `Kernel::run` reports it
 //! as an error. The property tests run a share of their cases this way,
 //! and `convjit run --checked` does on request.
@@ -33,7 +36,7 @@ mod epilogue;
 mod taps;
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{Function, InstBuilder, Value};
+use cranelift_codegen::ir::{Function, InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilderContext;
 
 use super::Target;
@@ -54,10 +57,15 @@ pub fn lower(
     let mut fctx = FunctionBuilderContext::new();
     let (mut base, params) = lower::begin(func, &mut fctx, target);
     base.checks = target.checked.then(|| {
-        use lower::Buffer::{Bias, Input, Output, Weights};
-        let buffers =
-            [(params[0], Input), (params[1], Weights), (params[2], Bias), (params[3], Output)];
-        Checks::new(params[8], buffers)
+        use lower::Buffer::{Bias, Input, Output, Rows, Weights};
+        let buffers = [
+            (params[0], Input),
+            (params[1], Weights),
+            (params[2], Bias),
+            (params[3], Output),
+            (params[6], Rows),
+        ];
+        Checks::new(params[7], buffers)
     });
     let mut e = Emitter {
         spec,
@@ -69,7 +77,7 @@ pub fn lower(
         b: params[2],
         y: params[3],
     };
-    e.body(params[4], params[5], params[6], params[7]);
+    e.body(params[4], params[5], params[6]);
     lower::finish(e.base);
 }
 
@@ -184,17 +192,17 @@ impl Emitter<'_> {
 
     /// The whole function body: the two outer loops in the schedule's order,
     /// over work items `[begin, end)` and, in every member of every phase,
-    /// part `part` of `parts` equal slices of the output rows.
-    fn body(&mut self, begin: Value, end: Value, part: Value, parts: Value) {
+    /// the output rows `rows` gives it.
+    fn body(&mut self, begin: Value, end: Value, rows: Value) {
         let phases = self.plan.phases.clone();
         match self.schedule.loop_order {
             crate::schedule::LoopOrder::ChannelsOuter => {
                 self.counted_loop(begin, end, 1, &[], |e, wi, _| {
                     let item = e.item(wi);
-                    for phase in &phases {
+                    for (index, phase) in phases.iter().enumerate() {
                         e.members(phase, |e, member| {
                             let item = e.shifted(&item, phase, member);
-                            let (first, last) = e.row_slice(phase, part, parts);
+                            let (first, last) = e.row_range(rows, index);
                             e.row_loop(phase, first, last, |e, t, rows| {
                                 let shape = Shape { pixels: phase.cols.count, rows };
                                 e.row(&item, phase, t, Index::Fixed(0), shape);
@@ -205,7 +213,7 @@ impl Emitter<'_> {
                 });
             }
             crate::schedule::LoopOrder::RowsOuter => {
-                for phase in &phases {
+                for (index, phase) in phases.iter().enumerate() {
                     let count = phase.cols.count;
                     let block = match self.schedule.col_block {
                         Some(b) => b.next_multiple_of(self.schedule.pixel_tile).min(count),
@@ -222,7 +230,7 @@ impl Emitter<'_> {
                                 vec![]
                             });
                         };
-                        let (first, last) = e.row_slice(phase, part, parts);
+                        let (first, last) = e.row_range(rows, index);
                         e.row_loop(phase, first, last, |e, t, rows| {
                             if full == 1 {
                                 items(e, t, Index::Fixed(0), Shape { pixels: block, rows });
@@ -306,15 +314,11 @@ impl Emitter<'_> {
         self.row_tiles(first, last, tile, body);
     }
 
-    /// Rows `[count·part / parts, count·(part + 1) / parts)` of a phase: the
-    /// slices of all parts tile its rows exactly.
-    fn row_slice(&mut self, phase: &Phase, part: Value, parts: Value) -> (Value, Value) {
-        let count = phase.rows.count as i64;
-        let first = self.base.fb.ins().imul_imm_s(part, count);
-        let first = self.base.fb.ins().udiv(first, parts);
-        let next = self.base.fb.ins().iadd_imm_s(part, 1);
-        let last = self.base.fb.ins().imul_imm_s(next, count);
-        let last = self.base.fb.ins().udiv(last, parts);
+    /// The output rows `[first, last)` of phase `index`, as the caller
+    /// wrote them at `rows`.
+    fn row_range(&mut self, rows: Value, index: usize) -> (Value, Value) {
+        let first = self.load(types::I64, rows, index as i64 * 16);
+        let last = self.load(types::I64, rows, index as i64 * 16 + 8);
         (first, last)
     }
 
