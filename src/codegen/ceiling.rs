@@ -41,9 +41,10 @@ pub fn lower(shape: Shape, target: Target, func: &mut Function) {
     let accs = e.counted_loop(first, passes, 1, &accs, |e, _, carried| {
         let (first, steps) = (e.iconst(0), e.iconst(shape.steps as i64));
         // The pointers advance with the loop, carried beside the
-        // accumulators: the loop's index scaled into each address measured
-        // 18% slower (medians of 9.0 against 11.0 MACs per tick,
-        // `convjit bench` against the previous build, interleaved).
+        // accumulators (rule 9 of `codegen::tile`): the loop's index scaled
+        // into each address measured 18% slower (medians of 9.0 against
+        // 11.0 MACs per tick, `convjit bench` against the previous build,
+        // interleaved).
         let carried: Vec<Value> = [x, w].iter().chain(carried).copied().collect();
         let done = e.counted_loop(first, steps, shape.unroll as i64, &carried, |e, _, carried| {
             let (x, w) = (carried[0], carried[1]);

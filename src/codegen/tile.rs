@@ -37,6 +37,10 @@
 //!    gave the fastest microkernels.
 //! 8. Functions stay small: loops, not full unrolling (straight-line code
 //!    costs register-allocation time far beyond its speed).
+//! 9. In the innermost loop, carry the operands' pointers as block
+//!    parameters and advance them, rather than scaling the loop's index
+//!    into every address: the ceiling's tile ran 18% slower with the index
+//!    scaled (9.0 against 11.0 MACs per tick).
 
 use cranelift_codegen::ir::Value;
 
