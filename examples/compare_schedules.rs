@@ -8,8 +8,11 @@
 //! Each SCHEDULE is `heuristic` (what `schedule::choose` picks),
 //! `heuristic:N` (what `schedule::choose_threaded` picks for N threads),
 //! `cache:FILE` (the schedule `convjit tune` saved in that tuning cache for
-//! one thread; `-` for layers it does not hold), or a
-//! JSON object of the schedule fields to change from the heuristic's, e.g.
+//! one thread; `-` for layers it does not hold), or a JSON object of the
+//! schedule fields to change from the heuristic's, e.g.
+//! `'{"algorithm":{"width":{"pixel_vectors":12,"row_tile":1,"reduction_unroll":1}}}'`
+//! or `'{"copy":"image"}'` (fields of the typed form replace the heuristic's
+//! whole), or in the flat form of older schedule files, e.g.
 //! `'{"strategy":"width","oc_vectors":1,"pixel_tile":48}'`. A schedule that is
 //! illegal for a layer prints `-`. Figures are MACs (`macs_valid`) per TSC
 //! tick of the median of 15 runs (or `--runs N`); with `--relative`, each is
@@ -19,7 +22,7 @@
 
 use std::path::Path;
 
-use convjit::schedule::{self, Schedule};
+use convjit::schedule::{self, LoopNest, Schedule};
 use convjit::tune::TuningCache;
 use convjit::{Compiler, Complexity, ConvSpec, ValidSpec, suite, timing};
 
@@ -94,12 +97,53 @@ fn variant(spec: &ValidSpec, text: &str) -> Result<Option<Schedule>, Box<dyn std
     if let Some(file) = text.strip_prefix("cache:") {
         return Ok(TuningCache::load(Path::new(file)).lookup(spec, 1));
     }
-    let mut value = serde_json::to_value(heuristic)?;
     let changes: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)?;
+    // Fields of the flat form change the heuristic's flat view; the typed
+    // form's fields replace its own.
+    let mut value = match changes.keys().any(|k| FLAT.contains(&k.as_str())) {
+        true => flat(&heuristic),
+        false => serde_json::to_value(heuristic)?,
+    };
     for (k, v) in changes {
         value[k] = v;
     }
-    Ok(Some(serde_json::from_value(value)?))
+    Ok(Some(Schedule::from_json(&value.to_string())?))
+}
+
+/// The fields only the flat form of a schedule has.
+const FLAT: [&str; 8] = [
+    "strategy",
+    "oc_vectors",
+    "pixel_tile",
+    "row_tile",
+    "reduction_unroll",
+    "loop_order",
+    "col_block",
+    "interleave",
+];
+
+/// `s` in the flat form older schedule files have (which
+/// `Schedule::from_json` still reads), so that the commands recorded in the
+/// docs with flat fields still run.
+fn flat(s: &Schedule) -> serde_json::Value {
+    let (loop_order, col_block) = match s.loop_nest {
+        LoopNest::ChannelsOuter => ("channels_outer", None),
+        LoopNest::RowsOuter => ("rows_outer", None),
+        LoopNest::ColumnBlocks(b) => ("rows_outer", Some(b)),
+    };
+    serde_json::json!({
+        "strategy": s.strategy(),
+        "oc_vectors": s.oc_vectors(),
+        "pixel_tile": s.pixel_tile(),
+        "row_tile": s.row_tile(),
+        "reduction_unroll": s.reduction_unroll(),
+        "loop_order": loop_order,
+        "col_block": col_block,
+        "interleave": s.interleave(),
+        "threads": s.threads,
+        "split": s.split,
+        "copy": s.copy,
+    })
 }
 
 fn time_variants(

@@ -128,7 +128,7 @@ impl Kernel {
                 // This lane's output channel, and the PyTorch index of its
                 // weight for input channel 0 of the group and tap 0, with the
                 // step between consecutive input channels.
-                let (oc, first, channel_step) = match self.schedule.strategy {
+                let (oc, first, channel_step) = match self.schedule.strategy() {
                     Strategy::Direct | Strategy::Width => {
                         let blocks = cog.div_ceil(lanes);
                         let (g, ocg) = (item / blocks, (item % blocks) * lanes + lane);

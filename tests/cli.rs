@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use common::{check, entries, random_tensor, spec};
 use convjit::npy::{read_f32, write_f32};
+use convjit::schedule::{Algorithm, Direct, Layout, Tile};
 use convjit::{Complexity, ConvSpec, ValidSpec, reference};
 use serde_json::Value;
 
@@ -588,13 +589,26 @@ fn bug_run_threads_takes_the_heuristic_for_that_many_threads() {
 fn run_and_ir_take_a_schedule_file() {
     let case = Case::new(CONV);
     let good = case.path("good.json");
-    fs::write(&good, r#"{"strategy":"direct","oc_vectors":2,"pixel_tile":3,"reduction_unroll":2,"loop_order":"channels_outer"}"#).unwrap();
-    let out = case.run(&case.json, &["--check", "--schedule", good.to_str().unwrap()]);
-    succeeded("schedule file", &out);
-    let y = read_f32(&case.path("y.npy"), "output", &case.spec.output_shape()).unwrap();
-    assert!(
-        reference::verify(&case.spec, &case.x, &case.w, case.b.as_deref(), &y).unwrap().passed()
-    );
+    fs::write(&good, r#"{"algorithm":{"direct":{"tile":{"oc_vectors":2,"pixel_tile":3,"row_tile":1},"reduction_unroll":2}},"loop_nest":"channels_outer"}"#).unwrap();
+    // The same schedule in the flat form files had before schedules were
+    // typed: migrated as it is read.
+    let flat = case.path("flat.json");
+    fs::write(&flat, r#"{"strategy":"direct","oc_vectors":2,"pixel_tile":3,"reduction_unroll":2,"loop_order":"channels_outer"}"#).unwrap();
+    for file in [&good, &flat] {
+        let out = case.run(&case.json, &["--check", "--schedule", file.to_str().unwrap()]);
+        succeeded("schedule file", &out);
+        let y = read_f32(&case.path("y.npy"), "output", &case.spec.output_shape()).unwrap();
+        assert!(
+            reference::verify(&case.spec, &case.x, &case.w, case.b.as_deref(), &y)
+                .unwrap()
+                .passed()
+        );
+    }
+    // A flat schedule the typed form cannot hold is refused, naming the field.
+    let unmigratable = case.path("unmigratable.json");
+    fs::write(&unmigratable, r#"{"strategy":"width","oc_vectors":2,"pixel_tile":4,"reduction_unroll":1,"loop_order":"rows_outer"}"#).unwrap();
+    let out = case.run(&case.json, &["--schedule", unmigratable.to_str().unwrap()]);
+    failed("a flat schedule with no typed form", &out, "oc_vectors");
 
     let out = convjit(&["ir", "--spec", &case.json, "--schedule", good.to_str().unwrap(), "--asm"]);
     succeeded("ir", &out);
@@ -606,12 +620,12 @@ fn run_and_ir_take_a_schedule_file() {
     // An illegal schedule: depthwise on a layer with two input channels per group.
     fs::remove_file(case.path("y.npy")).unwrap();
     let bad = case.path("bad.json");
-    fs::write(&bad, r#"{"strategy":"depthwise","oc_vectors":1,"pixel_tile":4,"reduction_unroll":1,"loop_order":"rows_outer"}"#).unwrap();
+    fs::write(&bad, r#"{"algorithm":{"depthwise":{"tile":{"oc_vectors":1,"pixel_tile":4,"row_tile":1}}},"loop_nest":"rows_outer"}"#).unwrap();
     let out = case.run(&case.json, &["--schedule", bad.to_str().unwrap()]);
-    failed("illegal schedule", &out, "strategy = depthwise");
+    failed("illegal schedule", &out, "algorithm = depthwise");
     assert!(!case.path("y.npy").exists(), "an output was left behind");
     let out = convjit(&["ir", "--spec", &case.json, "--schedule", bad.to_str().unwrap()]);
-    failed("ir with an illegal schedule", &out, "strategy = depthwise");
+    failed("ir with an illegal schedule", &out, "algorithm = depthwise");
 }
 
 /// A `col_block` of 2^64 − 1 passed `Schedule::legal`, wrapped to 0 when
@@ -624,21 +638,25 @@ fn bug_a_col_block_of_u64_max_fails_cleanly() {
     let case = Case::new(CONV);
     let huge = u64::MAX.to_string();
     let file = case.path("huge.json");
-    let json = format!(
+    let typed = format!(
+        r#"{{"algorithm":{{"direct":{{"tile":{{"oc_vectors":1,"pixel_tile":4,"row_tile":1}},"reduction_unroll":1}}}},"loop_nest":{{"column_blocks":{huge}}}}}"#
+    );
+    let flat = format!(
         r#"{{"strategy":"direct","oc_vectors":1,"pixel_tile":4,"reduction_unroll":1,"loop_order":"rows_outer","col_block":{huge}}}"#
     );
-    fs::write(&file, json).unwrap();
-    let reason = format!("col_block = {huge}");
-    let out = case.run(&case.json, &["--schedule", file.to_str().unwrap()]);
-    failed("run --schedule", &out, &reason);
-    assert!(!case.path("y.npy").exists(), "an output was left behind");
-    let out = convjit(&["ir", "--spec", &case.json, "--schedule", file.to_str().unwrap()]);
-    failed("ir --schedule", &out, &reason);
+    let reason = format!("loop_nest = column blocks of {huge}");
+    for json in [typed, flat] {
+        fs::write(&file, json).unwrap();
+        let out = case.run(&case.json, &["--schedule", file.to_str().unwrap()]);
+        failed("run --schedule", &out, &reason);
+        assert!(!case.path("y.npy").exists(), "an output was left behind");
+        let out = convjit(&["ir", "--spec", &case.json, "--schedule", file.to_str().unwrap()]);
+        failed("ir --schedule", &out, &reason);
+    }
 
     let cache = case.path("tuning.json");
     let schedule = convjit::Schedule {
-        col_block: Some(usize::MAX),
-        loop_order: convjit::schedule::LoopOrder::RowsOuter,
+        loop_nest: convjit::schedule::LoopNest::ColumnBlocks(usize::MAX),
         ..convjit::schedule::choose(&case.spec)
     };
     let entry = convjit::tune::Entry {
@@ -652,7 +670,7 @@ fn bug_a_col_block_of_u64_max_fails_cleanly() {
     convjit::tune::TuningCache::update(&cache, entry).unwrap();
     let out = case.run(&case.json, &["--tuned", "--cache", cache.to_str().unwrap(), "--check"]);
     succeeded("run --tuned over a cache entry with col_block 2^64 - 1", &out);
-    assert!(stderr(&out).contains("col_block"), "no warning: {}", stderr(&out));
+    assert!(stderr(&out).contains("loop_nest"), "no warning: {}", stderr(&out));
     let y = read_f32(&case.path("y.npy"), "output", &case.spec.output_shape()).unwrap();
     check("run --tuned", &case.spec.output_shape(), &y, &case.expected(), 1e-5);
 }
@@ -865,7 +883,7 @@ fn tune_reports_saves_and_run_and_bench_use_the_result() {
     let out = convjit(&[&args[..], &["--strategy", "random"]].concat());
     succeeded("tune", &out);
     let text = stdout(&out);
-    assert!(text.contains("heuristic") && text.contains("\"strategy\":"), "{text}");
+    assert!(text.contains("heuristic") && text.contains("\"algorithm\":"), "{text}");
 
     let out = case.run(&case.json, &["--tuned", "--cache", &cache, "--stats", "--check"]);
     succeeded("run --tuned", &out);
@@ -876,7 +894,11 @@ fn tune_reports_saves_and_run_and_bench_use_the_result() {
     // An entry this layer cannot use (edited by hand) is ignored, warned of.
     let edited = case.p("edited.json");
     let mut entry = saved.entries()[0].clone();
-    entry.schedule.pixel_tile = 99;
+    entry.schedule.algorithm = Algorithm::Direct(Direct {
+        tile: Tile { oc_vectors: 1, pixel_tile: 99, row_tile: 1 },
+        reduction_unroll: 1,
+        layout: Layout::Nchw,
+    });
     convjit::tune::TuningCache::update(std::path::Path::new(&edited), entry).unwrap();
     let out = case.run(&case.json, &["--tuned", "--cache", &edited, "--stats", "--check"]);
     succeeded("run --tuned with an unusable entry", &out);

@@ -4,9 +4,23 @@
 mod common;
 
 use common::{any_spec, check_kernel, random_tensor, spec};
-use convjit::schedule::{self, InputCopy, LoopOrder, Schedule, Split, Strategy as Family};
+use convjit::schedule::{
+    self, Algorithm, Depthwise, Direct, InputCopy, Layout, LoopNest, Schedule, Split,
+    Strategy as Family, Tile, Width,
+};
+use convjit::target::LANES;
 use convjit::{Compiler, Error, ValidSpec, suite};
 use proptest::prelude::*;
+
+/// The loop nest with rows outer or not, in column blocks when given
+/// (which exist only with rows outer).
+fn nest(rows_outer: bool, col_block: Option<usize>) -> LoopNest {
+    match (rows_outer, col_block) {
+        (false, _) => LoopNest::ChannelsOuter,
+        (true, None) => LoopNest::RowsOuter,
+        (true, Some(b)) => LoopNest::ColumnBlocks(b),
+    }
+}
 
 /// A random schedule that is legal for `spec`.
 fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
@@ -34,25 +48,29 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
                 _ => Family::Direct,
             };
             let (oc_vectors, pixel_tile) = match strategy {
-                Family::Width => (1, 4 * tile),
+                Family::Width => (1, LANES * tile),
                 _ => (oc_vectors, tile.min(14 / oc_vectors)),
             };
             // As many rows per tile as the accumulators allow, up to `rows`.
             let per_row = if strategy == Family::Width { tile } else { oc_vectors * pixel_tile };
             let row_tile = rows.min(14 / per_row).max(1);
+            let tile = Tile { oc_vectors, pixel_tile, row_tile };
+            let algorithm = match strategy {
+                Family::Direct => Algorithm::Direct(Direct {
+                    tile,
+                    reduction_unroll: unroll,
+                    layout: if interleave { Layout::Nhwc } else { Layout::Nchw },
+                }),
+                Family::Depthwise => Algorithm::Depthwise(Depthwise { tile }),
+                Family::Width => Algorithm::Width(Width {
+                    pixel_vectors: tile.pixel_tile / LANES,
+                    row_tile,
+                    reduction_unroll: unroll,
+                }),
+            };
             Schedule {
-                strategy,
-                oc_vectors,
-                pixel_tile,
-                reduction_unroll: if strategy == Family::Depthwise { 1 } else { unroll },
-                row_tile,
-                loop_order: if rows_outer {
-                    LoopOrder::RowsOuter
-                } else {
-                    LoopOrder::ChannelsOuter
-                },
-                // Row blocks exist only with rows outer.
-                col_block: col_block.filter(|_| rows_outer),
+                algorithm,
+                loop_nest: nest(rows_outer, col_block),
                 threads,
                 // A copy per group shares groups between threads, bands
                 // share rows.
@@ -62,7 +80,6 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
                     InputCopy::Bands(_) => Split::Rows,
                 },
                 copy,
-                interleave: interleave && strategy == Family::Direct,
             }
         },
     )
@@ -133,22 +150,29 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
             |(
                 (family, oc_vectors, pixel_tile, reduction_unroll, row_tile),
                 (rows_outer, col_block, threads, split_rows, copy, interleave),
-            )| Schedule {
-                strategy: [Family::Direct, Family::Depthwise, Family::Width][family],
-                oc_vectors,
-                pixel_tile,
-                reduction_unroll,
-                row_tile,
-                loop_order: if rows_outer {
-                    LoopOrder::RowsOuter
-                } else {
-                    LoopOrder::ChannelsOuter
-                },
-                col_block,
-                threads,
-                split: if split_rows { Split::Rows } else { Split::Items },
-                copy,
-                interleave,
+            )| {
+                let tile = Tile { oc_vectors, pixel_tile, row_tile };
+                let algorithm = match family {
+                    0 => Algorithm::Direct(Direct {
+                        tile,
+                        reduction_unroll,
+                        layout: if interleave { Layout::Nhwc } else { Layout::Nchw },
+                    }),
+                    1 => Algorithm::Depthwise(Depthwise { tile }),
+                    // The width tile in vectors: any knob value, as drawn.
+                    _ => Algorithm::Width(Width {
+                        pixel_vectors: pixel_tile,
+                        row_tile,
+                        reduction_unroll,
+                    }),
+                };
+                Schedule {
+                    algorithm,
+                    loop_nest: nest(rows_outer, col_block),
+                    threads,
+                    split: if split_rows { Split::Rows } else { Split::Items },
+                    copy,
+                }
             },
         )
 }
@@ -262,28 +286,39 @@ fn check_all(json: &str) {
     check_kernel(&spec, &schedule::choose(&spec), 7);
     for strategy in [Family::Direct, Family::Depthwise, Family::Width] {
         for oc_vectors in 1..=3 {
-            for loop_order in [LoopOrder::ChannelsOuter, LoopOrder::RowsOuter] {
-                let s = Schedule {
-                    strategy,
+            // The width algorithm computes one channel per tile.
+            if strategy == Family::Width && oc_vectors > 1 {
+                continue;
+            }
+            for rows_outer in [false, true] {
+                let tile = Tile {
                     oc_vectors,
                     pixel_tile: if strategy == Family::Width { 16 } else { 6 / oc_vectors },
-                    reduction_unroll: if strategy == Family::Direct { 3 } else { 1 },
                     // Two rows per tile on one loop order, one on the other.
-                    row_tile: if loop_order == LoopOrder::RowsOuter { 2 } else { 1 },
-                    loop_order,
-                    col_block: (loop_order == LoopOrder::RowsOuter).then_some(5),
+                    row_tile: if rows_outer { 2 } else { 1 },
+                };
+                let unroll = if strategy == Family::Direct { 3 } else { 1 };
+                let s = Schedule {
+                    algorithm: common::algorithm(strategy, tile, unroll, false),
+                    loop_nest: if rows_outer {
+                        LoopNest::ColumnBlocks(5)
+                    } else {
+                        LoopNest::ChannelsOuter
+                    },
                     threads: oc_vectors,
                     split: if oc_vectors == 2 { Split::Rows } else { Split::Items },
                     copy: InputCopy::Image,
-                    interleave: false,
                 };
                 let group = Schedule { copy: InputCopy::Group, split: Split::Items, ..s };
                 let bands = Schedule { copy: InputCopy::Bands(3), split: Split::Rows, ..s };
-                let nhwc = Schedule { interleave: true, ..s };
-                let nhwc_group = Schedule { interleave: true, ..group };
-                let nhwc_bands = Schedule { interleave: true, ..bands };
+                let mut variants = vec![s, group, bands];
+                // The NHWC copy is the direct algorithm's.
+                if strategy == Family::Direct {
+                    let nhwc = common::algorithm(strategy, tile, unroll, true);
+                    variants.extend([s, group, bands].map(|v| Schedule { algorithm: nhwc, ..v }));
+                }
                 // Every other variant in the checked lowering (seed 12).
-                for (i, s) in [s, group, bands, nhwc, nhwc_group, nhwc_bands].iter().enumerate() {
+                for (i, s) in variants.iter().enumerate() {
                     if s.legal(&spec).is_ok() {
                         check_kernel(&spec, s, 11 + i as u64 % 2);
                     }
@@ -437,12 +472,13 @@ fn kernels_past_the_unroll_limit() {
         r#"{"op":"conv2d","in_channels":1,"out_channels":1,"height":130,"width":131,"kernel":128}"#,
     );
     for strategy in [Family::Direct, Family::Width] {
-        let s = Schedule { strategy, ..schedule::choose(&big) };
-        let s = if strategy == Family::Width {
-            Schedule { oc_vectors: 1, pixel_tile: 4, ..s }
-        } else {
-            s
+        let heuristic = schedule::choose(&big);
+        let tile = match strategy {
+            Family::Width => Tile { oc_vectors: 1, pixel_tile: LANES, ..heuristic.tile() },
+            _ => heuristic.tile(),
         };
+        let algorithm = common::algorithm(strategy, tile, heuristic.reduction_unroll(), false);
+        let s = Schedule { algorithm, ..heuristic };
         check_kernel(&big, &s, 4); // checked (a seed that is a multiple of 4)
     }
 }
@@ -585,31 +621,36 @@ fn illegal_schedules_are_refused() {
     let spec = small();
     let compiler = Compiler::host().unwrap();
     let base = schedule::choose(&spec);
-    let width = Schedule { strategy: Family::Width, oc_vectors: 1, pixel_tile: 8, ..base };
+    let t = base.tile();
+    let direct = |tile: Tile, reduction_unroll: usize| Schedule {
+        algorithm: Algorithm::Direct(Direct { tile, reduction_unroll, layout: Layout::Nchw }),
+        ..base
+    };
+    let width = |pixel_vectors: usize, row_tile: usize| Schedule {
+        algorithm: Algorithm::Width(Width { pixel_vectors, row_tile, reduction_unroll: 1 }),
+        ..base
+    };
     let bad = [
-        Schedule { strategy: Family::Depthwise, ..base },
-        Schedule { oc_vectors: 2, ..width },
-        Schedule { pixel_tile: 6, ..width },
-        Schedule { pixel_tile: 60, ..width },
-        Schedule { oc_vectors: 0, ..base },
-        Schedule { oc_vectors: 4, ..base },
-        Schedule { pixel_tile: 0, ..base },
-        Schedule { pixel_tile: 15, ..base },
-        Schedule { oc_vectors: 2, pixel_tile: 8, ..base },
-        Schedule { reduction_unroll: 0, ..base },
-        Schedule { reduction_unroll: 5, ..base },
+        Schedule { algorithm: Algorithm::Depthwise(Depthwise { tile: t }), ..base },
+        width(15, t.row_tile),
+        width(0, 1),
+        width(2, 8),
+        direct(Tile { oc_vectors: 0, ..t }, 1),
+        direct(Tile { oc_vectors: 4, ..t }, 1),
+        direct(Tile { pixel_tile: 0, ..t }, 1),
+        direct(Tile { pixel_tile: 15, ..t }, 1),
+        direct(Tile { oc_vectors: 2, pixel_tile: 8, ..t }, 1),
+        direct(t, 0),
+        direct(t, 5),
+        direct(Tile { row_tile: 0, ..t }, 1),
+        direct(Tile { row_tile: 2, pixel_tile: 8, ..t }, 1),
         Schedule { threads: 0, ..base },
-        Schedule { col_block: Some(0), ..base },
-        Schedule { row_tile: 0, ..base },
-        Schedule { row_tile: 2, pixel_tile: 8, ..base },
-        Schedule { row_tile: 8, ..width },
-        Schedule { interleave: true, ..width },
-        Schedule { col_block: Some(8), loop_order: LoopOrder::ChannelsOuter, ..base },
+        Schedule { loop_nest: LoopNest::ColumnBlocks(0), ..base },
         Schedule { copy: InputCopy::Group, split: Split::Rows, threads: 2, ..base },
         Schedule { copy: InputCopy::Bands(0), ..base },
         Schedule { copy: InputCopy::Bands(2), split: Split::Items, threads: 2, ..base },
         Schedule { threads: schedule::MAX_THREADS + 1, ..base },
-        Schedule { col_block: Some(schedule::MAX_KNOB + 1), ..base },
+        Schedule { loop_nest: LoopNest::ColumnBlocks(schedule::MAX_KNOB + 1), ..base },
         Schedule { copy: InputCopy::Bands(schedule::MAX_KNOB + 1), ..base },
     ];
     for s in bad {
@@ -617,6 +658,33 @@ fn illegal_schedules_are_refused() {
             matches!(compiler.compile_with(&spec, &s), Err(Error::InvalidSchedule { .. })),
             "{s:?}"
         );
+    }
+    // What the typed form cannot write down, the flat form of older files
+    // could: such a file is refused as it is read, naming the field.
+    for (json, field) in [
+        (
+            r#"{"strategy":"width","oc_vectors":2,"pixel_tile":8,"reduction_unroll":1,"loop_order":"rows_outer"}"#,
+            "oc_vectors",
+        ),
+        (
+            r#"{"strategy":"width","oc_vectors":1,"pixel_tile":6,"reduction_unroll":1,"loop_order":"rows_outer"}"#,
+            "pixel_tile",
+        ),
+        (
+            r#"{"strategy":"depthwise","oc_vectors":1,"pixel_tile":6,"reduction_unroll":2,"loop_order":"rows_outer"}"#,
+            "reduction_unroll",
+        ),
+        (
+            r#"{"strategy":"direct","oc_vectors":1,"pixel_tile":6,"reduction_unroll":1,"loop_order":"channels_outer","col_block":8}"#,
+            "col_block",
+        ),
+        (
+            r#"{"strategy":"width","oc_vectors":1,"pixel_tile":8,"reduction_unroll":1,"loop_order":"rows_outer","interleave":true}"#,
+            "interleave",
+        ),
+    ] {
+        let e = Schedule::from_json(json).unwrap_err().to_string();
+        assert!(e.contains(field), "{json}: {e}");
     }
     assert!(Schedule::from_json(r#"{"strategy":"direct"}"#).is_err());
     let json = base.to_json();
@@ -633,13 +701,17 @@ fn illegal_schedules_are_refused() {
 fn bug_overflowing_knobs_are_refused() {
     let spec = small();
     let compiler = Compiler::host().unwrap();
-    let base = Schedule { loop_order: LoopOrder::RowsOuter, ..schedule::choose(&spec) };
+    let base = Schedule { loop_nest: LoopNest::RowsOuter, ..schedule::choose(&spec) };
+    let direct = |tile: Tile| Schedule {
+        algorithm: Algorithm::Direct(Direct { tile, reduction_unroll: 1, layout: Layout::Nchw }),
+        ..base
+    };
     let (max, half) = (usize::MAX, 1usize << 63);
     for (field, value, s) in [
-        ("col_block", max, Schedule { col_block: Some(max), ..base }),
-        ("col_block", half, Schedule { col_block: Some(half), ..base }),
-        ("pixel_tile", half, Schedule { oc_vectors: 2, pixel_tile: half, row_tile: 1, ..base }),
-        ("row_tile", half, Schedule { oc_vectors: 2, pixel_tile: 1, row_tile: half, ..base }),
+        ("loop_nest", max, Schedule { loop_nest: LoopNest::ColumnBlocks(max), ..base }),
+        ("loop_nest", half, Schedule { loop_nest: LoopNest::ColumnBlocks(half), ..base }),
+        ("pixel_tile", half, direct(Tile { oc_vectors: 2, pixel_tile: half, row_tile: 1 })),
+        ("row_tile", half, direct(Tile { oc_vectors: 2, pixel_tile: 1, row_tile: half })),
         ("copy", max, Schedule { copy: InputCopy::Bands(max), split: Split::Rows, ..base }),
     ] {
         match compiler.compile_with(&spec, &s) {
@@ -651,7 +723,7 @@ fn bug_overflowing_knobs_are_refused() {
         }
     }
     let largest = Schedule {
-        col_block: Some(schedule::MAX_KNOB),
+        loop_nest: LoopNest::ColumnBlocks(schedule::MAX_KNOB),
         copy: InputCopy::Bands(schedule::MAX_KNOB),
         split: Split::Rows,
         ..base
@@ -752,4 +824,46 @@ fn runs_at_once(spec: &ValidSpec, kernel: &convjit::Kernel) {
 /// Threads in the pool the kernels split their runs across.
 fn rayon_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from).max(1)
+}
+
+/// Schedules in the flat form that files held before schedules were typed
+/// (the tuning caches under docs/tuning were written so) migrate field for
+/// field, and the typed form round-trips.
+#[test]
+fn flat_schedules_of_older_files_migrate() {
+    // An enum's name in JSON.
+    fn text<T: serde::Serialize>(value: &T) -> String {
+        serde_json::to_value(value).unwrap().as_str().unwrap().to_string()
+    }
+    let mut seen = 0;
+    for file in ["docs/tuning/cache-10s.json", "docs/tuning/cache-120s.json"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let cache: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for entry in cache["entries"].as_array().unwrap() {
+            let flat = &entry["schedule"];
+            let s = Schedule::from_json(&flat.to_string()).unwrap();
+            let n = |field: &str| flat[field].as_u64().unwrap() as usize;
+            let name = |field: &str| flat[field].as_str().unwrap().to_string();
+            assert_eq!(text(&s.strategy()), name("strategy"), "{flat}");
+            assert_eq!(
+                (s.oc_vectors(), s.pixel_tile(), s.row_tile(), s.reduction_unroll()),
+                (n("oc_vectors"), n("pixel_tile"), n("row_tile"), n("reduction_unroll")),
+                "{flat}"
+            );
+            assert_eq!(s.interleave(), flat["interleave"].as_bool().unwrap(), "{flat}");
+            let nest = match (name("loop_order").as_str(), flat["col_block"].as_u64()) {
+                ("channels_outer", None) => LoopNest::ChannelsOuter,
+                ("rows_outer", None) => LoopNest::RowsOuter,
+                ("rows_outer", Some(b)) => LoopNest::ColumnBlocks(b as usize),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(s.loop_nest, nest, "{flat}");
+            assert_eq!((s.threads, text(&s.split)), (n("threads"), name("split")), "{flat}");
+            assert_eq!(serde_json::to_value(s.copy).unwrap(), flat["copy"], "{flat}");
+            assert_eq!(Schedule::from_json(&s.to_json()).unwrap(), s);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 10, "{seen} schedules");
 }

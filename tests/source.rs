@@ -6,8 +6,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::spec;
-use convjit::schedule::{self, InputCopy, Schedule, Split};
+use common::{spec, with_pixel_tile};
+use convjit::schedule::{self, Algorithm, Depthwise, InputCopy, Schedule, Split};
 use convjit::source::{Given, Origin, Request, ScheduleSource};
 use convjit::{Compiler, Error, ValidSpec};
 
@@ -56,7 +56,7 @@ fn without_a_source_the_heuristic_for_the_requested_threads() {
 #[test]
 fn a_source_is_asked_before_the_heuristic() {
     let layer = spec(LAYER);
-    let held = Schedule { pixel_tile: 5, ..schedule::choose(&layer) };
+    let held = with_pixel_tile(schedule::choose(&layer), 5);
     let compiler = Compiler::host().unwrap().with_source(Arc::new(OneThread(held)));
     let resolved = compiler.resolve(&layer, &request(None)).unwrap();
     assert_eq!(resolved.schedule, held);
@@ -76,9 +76,9 @@ fn a_source_is_asked_before_the_heuristic() {
 #[test]
 fn a_given_schedule_wins_and_takes_the_requested_threads_only() {
     let layer = spec(LAYER);
-    let held = Schedule { pixel_tile: 5, ..schedule::choose(&layer) };
+    let held = with_pixel_tile(schedule::choose(&layer), 5);
     let compiler = Compiler::host().unwrap().with_source(Arc::new(OneThread(held)));
-    let file = Schedule { pixel_tile: 3, ..schedule::choose(&layer) };
+    let file = with_pixel_tile(schedule::choose(&layer), 3);
     let given = Given::new(file, &layer, "a file").unwrap();
     for threads in [None, Some(1), Some(3)] {
         let request = Request { given: Some(given.clone()), threads };
@@ -99,7 +99,8 @@ fn a_given_schedule_wins_and_takes_the_requested_threads_only() {
     let refused = compiler.resolve(&layer, &request);
     assert!(matches!(refused, Err(Error::InvalidSchedule { field: "threads", .. })), "{refused:?}");
     // A schedule the layer cannot use is refused when it is given.
-    let depthwise = Schedule { strategy: schedule::Strategy::Depthwise, ..file };
+    let tile = file.tile();
+    let depthwise = Schedule { algorithm: Algorithm::Depthwise(Depthwise { tile }), ..file };
     assert!(Given::new(depthwise, &layer, "depthwise").is_err());
 }
 
@@ -108,7 +109,7 @@ fn a_schedule_file_is_read_checked_and_named() {
     let layer = spec(LAYER);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("schedule.json");
-    let file = Schedule { pixel_tile: 3, ..schedule::choose(&layer) };
+    let file = with_pixel_tile(schedule::choose(&layer), 3);
     std::fs::write(&path, file.to_json()).unwrap();
     let given = Given::load(&path, &layer).unwrap();
     assert_eq!(*given.schedule(), file);
@@ -124,7 +125,7 @@ fn a_schedule_file_is_read_checked_and_named() {
     std::fs::write(&path, "{").unwrap();
     let e = Given::load(&path, &layer).unwrap_err().to_string();
     assert!(e.starts_with(&format!("schedule file {shown}: invalid schedule JSON")), "{e}");
-    let huge = Schedule { pixel_tile: 99, ..file };
+    let huge = with_pixel_tile(file, 99);
     std::fs::write(&path, huge.to_json()).unwrap();
     let e = Given::load(&path, &layer).unwrap_err().to_string();
     assert!(e.starts_with(&format!("schedule file {shown}: invalid schedule: pixel_tile")), "{e}");

@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::{any_spec, check_kernel, random_tensor, spec};
+use common::{any_spec, check_kernel, random_tensor, spec, with_pixel_tile, with_tile};
 use convjit::schedule::{self, Schedule};
 use convjit::tune::{self, Options, Outcome, RecordLog, Search, TuningCache, records};
 use convjit::tune::{KNOBS, Space};
@@ -216,7 +216,7 @@ fn the_cache_round_trips_and_the_compiler_uses_it() {
     let outcome = tune_quietly(&spec, &options(500, Search::Local), None);
     // A different schedule than the heuristic's, so that using it shows.
     let mut entry = outcome.entry(&spec, 1);
-    entry.schedule = Schedule { pixel_tile: 5, row_tile: 2, ..schedule::choose(&spec) };
+    entry.schedule = with_tile(schedule::choose(&spec), 5, 2);
     TuningCache::update(&path, entry.clone()).unwrap();
     let cache = TuningCache::load(&path);
     assert_eq!(cache.entries(), &[entry.clone()]);
@@ -260,7 +260,7 @@ fn corrupt_and_foreign_caches_are_ignored_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tuning.json");
     let entry = tune::Entry {
-        schedule: Schedule { pixel_tile: 5, ..schedule::choose(&spec) },
+        schedule: with_pixel_tile(schedule::choose(&spec), 5),
         ..tune_quietly(&spec, &options(300, Search::Random), None).entry(&spec, 1)
     };
 
@@ -312,7 +312,7 @@ fn corrupt_and_foreign_caches_are_ignored_not_fatal() {
 
     // A schedule this layer cannot use (edited by hand) is not used.
     let mut illegal = entry.clone();
-    illegal.schedule.pixel_tile = 99;
+    illegal.schedule = with_pixel_tile(illegal.schedule, 99);
     TuningCache::update(&path, illegal).unwrap();
     assert_eq!(TuningCache::load(&path).lookup(&spec, 1), None);
     assert_eq!(

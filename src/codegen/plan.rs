@@ -198,29 +198,29 @@ impl Plan {
                 .flat_map(|r| cols.iter().map(move |c| Phase { rows: r.clone(), cols: c.clone() }))
                 .collect()
         };
-        let lanes = match schedule.strategy {
+        let lanes = match schedule.strategy() {
             Strategy::Width => 1,
-            _ => 4 * schedule.oc_vectors,
+            _ => 4 * schedule.oc_vectors(),
         };
-        let items = match schedule.strategy {
+        let items = match schedule.strategy() {
             Strategy::Direct | Strategy::Width => {
                 spec.groups() * spec.out_per_group().div_ceil(lanes)
             }
             Strategy::Depthwise => spec.groups().div_ceil(lanes) * spec.out_per_group(),
         };
         let padded = [spec.height() + pad[0] + pad[2], spec.width() + pad[1] + pad[3]];
-        let (col_phases, sub_row) = match schedule.strategy {
+        let (col_phases, sub_row) = match schedule.strategy() {
             Strategy::Width => width_rows(&phases, padded[1]),
             _ => (1, padded[1]),
         };
-        let (group_planes, group_items) = match schedule.strategy {
+        let (group_planes, group_items) = match schedule.strategy() {
             Strategy::Direct | Strategy::Width => {
                 (spec.in_per_group(), spec.out_per_group().div_ceil(lanes))
             }
-            Strategy::Depthwise => (schedule.oc_vectors, spec.out_per_group()),
+            Strategy::Depthwise => (schedule.oc_vectors(), spec.out_per_group()),
         };
-        let blocked_input = schedule.strategy == Strategy::Depthwise;
-        let interleaved = schedule.interleave;
+        let blocked_input = schedule.strategy() == Strategy::Depthwise;
+        let interleaved = schedule.interleave();
         // A row split into column phases is a copy even when its length
         // happens to equal the image's (stride 2, no padding, the last
         // vector's reach exactly the width).

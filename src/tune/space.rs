@@ -4,13 +4,13 @@
 //!
 //! | knob | values |
 //! |---|---|
-//! | strategy | direct, width, and depthwise when a group has one input channel |
+//! | algorithm | direct, width, and depthwise when a group has one input channel |
 //! | register tile | `oc_vectors` × `pixel_tile` × `row_tile` with at most 14 accumulators (at least 4, unless the tile covers a whole phase), no larger than the output |
 //! | reduction unroll | 1 to 4 input channels, at most the group's (1 for depthwise) |
 //! | loop nest | channels outer; rows outer with whole rows or column blocks of 16, 32 or 64 pixels (narrower than the row) |
 //! | threads | 1 to the count asked for; how they split (items or rows) when more than one |
 //! | input copy | whole image; per group (grouped layers); bands of 1, 2, 4 or 8 rows (at most the rows a phase has) — when the kernel reads a copy at all |
-//! | layout | the NHWC copy or not (direct) |
+//! | layout | NCHW or NHWC (direct) |
 //!
 //! Borders are not a knob: every schedule reads a zero-padded copy (or the
 //! input itself when it needs no padding), see [`crate::schedule`].
@@ -23,9 +23,11 @@ use std::collections::{HashMap, HashSet};
 
 use crate::codegen::Plan;
 use crate::schedule::{
-    InputCopy, LoopOrder, MAX_ACCUMULATORS, Schedule, Split, Strategy, phase_cols, phase_rows,
+    Algorithm, InputCopy, LoopNest, MAX_ACCUMULATORS, MAX_OC_VECTORS, Schedule, Split, Strategy,
+    Tile, phase_cols, phase_rows,
 };
 use crate::spec::ValidSpec;
+use crate::target::LANES;
 
 /// Fewer accumulators than this leave the two FMA pipes (4 cycles of
 /// latency each) mostly idle; smaller tiles are only kept when they cover a
@@ -40,7 +42,7 @@ const BAND_ROWS: [usize; 4] = [1, 2, 4, 8];
 
 /// The knobs, in the order [`Space::knobs`] reports them.
 pub const KNOBS: [&str; 8] =
-    ["strategy", "tile", "reduction_unroll", "loop_nest", "threads", "split", "copy", "interleave"];
+    ["algorithm", "tile", "reduction_unroll", "loop_nest", "threads", "split", "copy", "layout"];
 
 /// The schedules a tuner may try for one layer.
 #[derive(Clone, Debug)]
@@ -60,10 +62,8 @@ impl Space {
         if cig == 1 {
             strategies.push(Strategy::Depthwise);
         }
-        let mut nests = vec![(LoopOrder::ChannelsOuter, None), (LoopOrder::RowsOuter, None)];
-        nests.extend(
-            COL_BLOCKS.iter().filter(|&&b| b < cols).map(|&b| (LoopOrder::RowsOuter, Some(b))),
-        );
+        let mut nests = vec![LoopNest::ChannelsOuter, LoopNest::RowsOuter];
+        nests.extend(COL_BLOCKS.iter().filter(|&&b| b < cols).map(|&b| LoopNest::ColumnBlocks(b)));
         let mut copies = vec![InputCopy::Image];
         if spec.groups() > 1 {
             copies.push(InputCopy::Group);
@@ -79,23 +79,12 @@ impl Space {
             let tiles = tiles(spec, strategy, cols, rows);
             let outer = product(&tiles, &(1..=unrolls).collect::<Vec<_>>());
             for ((oc_vectors, pixel_tile, row_tile), reduction_unroll) in outer {
-                for ((loop_order, col_block), (threads, copy)) in
-                    product(&nests, &product(&threads, &copies))
-                {
+                for (loop_nest, (threads, copy)) in product(&nests, &product(&threads, &copies)) {
                     for (split, interleave) in product(splits(threads, copy), interleaves) {
-                        let s = Schedule {
-                            strategy,
-                            oc_vectors,
-                            pixel_tile,
-                            reduction_unroll,
-                            row_tile,
-                            loop_order,
-                            col_block,
-                            threads,
-                            split,
-                            copy,
-                            interleave,
-                        };
+                        let tile = Tile { oc_vectors, pixel_tile, row_tile };
+                        let algorithm =
+                            Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave);
+                        let s = Schedule { algorithm, loop_nest, copy, threads, split };
                         if s.legal(spec).is_err() {
                             continue;
                         }
@@ -154,15 +143,16 @@ impl Space {
     /// these differ.
     pub fn knobs(schedule: &Schedule) -> [u64; 8] {
         let s = schedule;
-        let strategy = match s.strategy {
+        let strategy = match s.strategy() {
             Strategy::Direct => 0,
             Strategy::Depthwise => 1,
             Strategy::Width => 2,
         };
-        let tile = (s.oc_vectors * 10_000 + s.pixel_tile * 100 + s.row_tile) as u64;
-        let nest = match s.loop_order {
-            LoopOrder::ChannelsOuter => 0,
-            LoopOrder::RowsOuter => 1 + s.col_block.unwrap_or(0) as u64,
+        let tile = (s.oc_vectors() * 10_000 + s.pixel_tile() * 100 + s.row_tile()) as u64;
+        let nest = match s.loop_nest {
+            LoopNest::ChannelsOuter => 0,
+            LoopNest::RowsOuter => 1,
+            LoopNest::ColumnBlocks(b) => 1 + b as u64,
         };
         let copy = match s.copy {
             InputCopy::Image => 0,
@@ -172,14 +162,14 @@ impl Space {
         [
             strategy,
             tile,
-            s.reduction_unroll as u64,
+            s.reduction_unroll() as u64,
             nest,
             s.threads as u64,
             // One thread splits nothing: its split is no knob (the space
             // ties it to the copy), so a copy change is one step.
             u64::from(s.threads > 1 && s.split == Split::Items),
             copy,
-            u64::from(s.interleave),
+            u64::from(s.interleave()),
         ]
     }
 }
@@ -212,21 +202,23 @@ fn tiles(
     // Vectors of channels beyond what a group (or, for depthwise, the
     // layer) has only add idle lanes.
     let (vectors, pixels): (usize, Vec<usize>) = match strategy {
-        Strategy::Direct => {
-            (spec.out_per_group().div_ceil(4).min(3), (1..=MAX_ACCUMULATORS.min(cols)).collect())
-        }
-        Strategy::Depthwise => {
-            (spec.out_channels().div_ceil(4).min(3), (1..=MAX_ACCUMULATORS.min(cols)).collect())
-        }
+        Strategy::Direct => (
+            spec.out_per_group().div_ceil(LANES).min(MAX_OC_VECTORS),
+            (1..=MAX_ACCUMULATORS.min(cols)).collect(),
+        ),
+        Strategy::Depthwise => (
+            spec.out_channels().div_ceil(LANES).min(MAX_OC_VECTORS),
+            (1..=MAX_ACCUMULATORS.min(cols)).collect(),
+        ),
         Strategy::Width => {
-            (1, (1..=MAX_ACCUMULATORS).map(|v| 4 * v).filter(|&p| p < cols + 4).collect())
+            (1, (1..=MAX_ACCUMULATORS).map(|v| LANES * v).filter(|&p| p < cols + LANES).collect())
         }
     };
     let mut out = Vec::new();
     for oc_vectors in 1..=vectors {
         for &pixel_tile in &pixels {
             let per_row = match strategy {
-                Strategy::Width => pixel_tile / 4,
+                Strategy::Width => pixel_tile / LANES,
                 _ => oc_vectors * pixel_tile,
             };
             for row_tile in 1..=rows.min(MAX_ACCUMULATORS / per_row) {

@@ -261,3 +261,58 @@ pub fn entries(dir: &std::path::Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// `schedule` with its register tile `pixels` wide and `rows` high: the
+/// direct and depthwise algorithms' tile (the width algorithm's is whole
+/// vectors; a test that needs it says so).
+pub fn with_tile(schedule: convjit::Schedule, pixels: usize, rows: usize) -> convjit::Schedule {
+    use convjit::schedule::Algorithm;
+    let mut s = schedule;
+    match &mut s.algorithm {
+        Algorithm::Direct(convjit::schedule::Direct { tile, .. })
+        | Algorithm::Depthwise(convjit::schedule::Depthwise { tile }) => {
+            tile.pixel_tile = pixels;
+            tile.row_tile = rows;
+        }
+        Algorithm::Width(_) => panic!("the width algorithm's tile is whole vectors"),
+    }
+    s
+}
+
+/// `schedule` with its register tile `pixels` wide ([`with_tile`]).
+pub fn with_pixel_tile(schedule: convjit::Schedule, pixels: usize) -> convjit::Schedule {
+    with_tile(schedule, pixels, schedule.row_tile())
+}
+
+/// The algorithm of `family` with a register tile in the terms every family
+/// shares (pixels, also for the width family, whose tile must then be one
+/// vector of channels by whole vectors of pixels), as tests draw them.
+pub fn algorithm(
+    family: convjit::schedule::Strategy,
+    tile: convjit::schedule::Tile,
+    reduction_unroll: usize,
+    nhwc: bool,
+) -> convjit::schedule::Algorithm {
+    use convjit::schedule::{Algorithm, Depthwise, Direct, Layout, Strategy, Width};
+    use convjit::target::LANES;
+    assert!(!nhwc || family == Strategy::Direct, "only the direct algorithm reads NHWC");
+    match family {
+        Strategy::Direct => Algorithm::Direct(Direct {
+            tile,
+            reduction_unroll,
+            layout: if nhwc { Layout::Nhwc } else { Layout::Nchw },
+        }),
+        Strategy::Depthwise => {
+            assert_eq!(reduction_unroll, 1, "the depthwise algorithm has no channel reduction");
+            Algorithm::Depthwise(Depthwise { tile })
+        }
+        Strategy::Width => {
+            assert!(tile.oc_vectors == 1 && tile.pixel_tile.is_multiple_of(LANES), "{tile:?}");
+            Algorithm::Width(Width {
+                pixel_vectors: tile.pixel_tile / LANES,
+                row_tile: tile.row_tile,
+                reduction_unroll,
+            })
+        }
+    }
+}

@@ -14,7 +14,7 @@ impl Emitter<'_> {
     /// `first + (4v + l) · lane_stride`.
     pub(super) fn epilogue(&mut self, item: &Item, phase: &Phase, shape: Shape, accs: Vec<Value>) {
         let accs: Vec<Value> = accs.into_iter().map(|a| self.activate(a)).collect();
-        if self.schedule.strategy == Strategy::Width {
+        if self.schedule.strategy() == Strategy::Width {
             return self.width_stores(item, phase, shape, &accs);
         }
         match item.partial {

@@ -42,7 +42,7 @@ use cranelift_frontend::FunctionBuilderContext;
 use super::Target;
 use super::lower::{self, Base, Checks, Index, Lower};
 use super::plan::{Phase, Plan};
-use crate::schedule::{Schedule, Strategy};
+use crate::schedule::{LoopNest, Schedule, Strategy};
 use crate::spec::ValidSpec;
 pub use taps::MAX_UNROLLED_TAPS;
 
@@ -171,7 +171,7 @@ impl Emitter<'_> {
 
     /// Output channels between consecutive lanes.
     fn lane_stride(&self) -> usize {
-        match self.schedule.strategy {
+        match self.schedule.strategy() {
             Strategy::Direct | Strategy::Width => 1,
             Strategy::Depthwise => self.spec.out_per_group(),
         }
@@ -180,7 +180,7 @@ impl Emitter<'_> {
     /// Lanes valid in a partial work item (all lanes if none is partial).
     fn partial_lanes(&self) -> usize {
         let lanes = self.plan.lanes;
-        let channels = match self.schedule.strategy {
+        let channels = match self.schedule.strategy() {
             Strategy::Direct | Strategy::Width => self.spec.out_per_group(),
             Strategy::Depthwise => self.spec.groups(),
         };
@@ -195,8 +195,8 @@ impl Emitter<'_> {
     /// the output rows `rows` gives it.
     fn body(&mut self, begin: Value, end: Value, rows: Value) {
         let phases = self.plan.phases.clone();
-        match self.schedule.loop_order {
-            crate::schedule::LoopOrder::ChannelsOuter => {
+        match self.schedule.loop_nest {
+            LoopNest::ChannelsOuter => {
                 self.counted_loop(begin, end, 1, &[], |e, wi, _| {
                     let item = e.item(wi);
                     for (index, phase) in phases.iter().enumerate() {
@@ -212,12 +212,14 @@ impl Emitter<'_> {
                     vec![]
                 });
             }
-            crate::schedule::LoopOrder::RowsOuter => {
+            LoopNest::RowsOuter | LoopNest::ColumnBlocks(_) => {
                 for (index, phase) in phases.iter().enumerate() {
                     let count = phase.cols.count;
-                    let block = match self.schedule.col_block {
-                        Some(b) => b.next_multiple_of(self.schedule.pixel_tile).min(count),
-                        None => count,
+                    let block = match self.schedule.loop_nest {
+                        LoopNest::ColumnBlocks(b) => {
+                            b.next_multiple_of(self.schedule.pixel_tile()).min(count)
+                        }
+                        _ => count,
                     };
                     let (full, rest) = (count / block, count % block);
                     self.members(phase, |e, member| {
@@ -310,7 +312,7 @@ impl Emitter<'_> {
         last: Value,
         body: impl FnMut(&mut Self, Value, usize),
     ) {
-        let tile = self.schedule.row_tile.min(phase.rows.count).max(1);
+        let tile = self.schedule.row_tile().min(phase.rows.count).max(1);
         self.row_tiles(first, last, tile, body);
     }
 
@@ -339,7 +341,7 @@ impl Emitter<'_> {
         let w_item_bytes = self.spec.in_per_group() as i64 * self.w_channel_bytes();
         let w = self.scaled(self.w, wi, w_item_bytes);
         let b = self.scaled(self.b, wi, lanes * 4);
-        let (x, y, last, partial_at) = match self.schedule.strategy {
+        let (x, y, last, partial_at) = match self.schedule.strategy() {
             Strategy::Direct | Strategy::Width => {
                 let blocks = self.spec.out_per_group().div_ceil(self.plan.lanes) as i64;
                 let g = self.base.fb.ins().udiv_imm_u(wi, blocks);
@@ -383,7 +385,7 @@ impl Emitter<'_> {
             .offset(y_row, (rows.out_start * self.spec.out_width() + cols.out_start) as i64 * 4);
         let row_item = Item { x: x_row, y: y_row, ..*item };
 
-        let tile = self.schedule.pixel_tile.min(pixels);
+        let tile = self.schedule.pixel_tile().min(pixels);
         let full = pixels / tile;
         let tail = pixels % tile;
         let x_step = tile as i64 * x_step;
@@ -410,11 +412,11 @@ impl Emitter<'_> {
     /// (accumulator `v · pixels + p`), or for the width strategy one channel
     /// × `pixels` pixels in vectors of 4 (accumulator `p / 4`).
     fn tile(&mut self, item: &Item, phase: &Phase, shape: Shape) {
-        let mut accs: Vec<Value> = if self.schedule.strategy == Strategy::Width {
+        let mut accs: Vec<Value> = if self.schedule.strategy() == Strategy::Width {
             let bias = self.broadcast(item.b, 0);
             vec![bias; shape.rows * shape.pixels.div_ceil(self.base.target.vector.lanes)]
         } else {
-            let vectors = self.schedule.oc_vectors;
+            let vectors = self.schedule.oc_vectors();
             let mut bias = Vec::with_capacity(vectors);
             for v in 0..vectors {
                 let (ty, bytes) =
@@ -425,7 +427,7 @@ impl Emitter<'_> {
         };
         let has_taps = !phase.rows.taps.is_empty() && !phase.cols.taps.is_empty();
         if has_taps {
-            accs = match self.schedule.strategy {
+            accs = match self.schedule.strategy() {
                 Strategy::Direct | Strategy::Width => {
                     self.reduce_channels(item, phase, shape, accs)
                 }

@@ -49,7 +49,7 @@ impl Emitter<'_> {
         accs: Vec<Value>,
     ) -> Vec<Value> {
         let channels = self.spec.in_per_group();
-        let unroll = self.schedule.reduction_unroll.min(channels);
+        let unroll = self.schedule.reduction_unroll().min(channels);
         let looped = channels - channels % unroll;
         let (plane, wch) = (self.plane_bytes(), self.w_channel_bytes());
         let mut accs = accs;
@@ -81,9 +81,9 @@ impl Emitter<'_> {
     /// Bytes of one tap's packed weights: a vector per `oc_vectors`, or
     /// one scalar for the width strategy.
     pub(super) fn tap_bytes(&self) -> i64 {
-        match self.schedule.strategy {
+        match self.schedule.strategy() {
             Strategy::Width => 4,
-            _ => (self.schedule.oc_vectors * self.base.target.vector.bytes()) as i64,
+            _ => (self.schedule.oc_vectors() * self.base.target.vector.bytes()) as i64,
         }
     }
 
@@ -231,13 +231,13 @@ impl Emitter<'_> {
         cols: &[(i64, i64)],
         mut accs: Vec<Value>,
     ) -> Vec<Value> {
-        let vectors = self.schedule.oc_vectors;
+        let vectors = self.schedule.oc_vectors();
         let vector_bytes = self.base.target.vector.bytes() as i64;
         let lanes = self.base.target.vector.lanes;
         let (eb, plane) = (self.elem_bytes(), self.plane_bytes());
         let col_step = self.col_stride(phase) * eb;
         let row_step = phase.rows.in_step as i64 * self.row_bytes();
-        let strategy = self.schedule.strategy;
+        let strategy = self.schedule.strategy();
         let width = strategy == Strategy::Width;
         // Input bytes from the tile's first pixel to position `q`'s, or
         // vector `q`'s for the width strategy.

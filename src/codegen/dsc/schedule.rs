@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::Plan;
 use crate::error::{Error, Result};
 use crate::schedule::{
-    InputCopy, LoopOrder, MAX_ACCUMULATORS, MAX_KNOB, MAX_THREADS, Schedule, Split, Strategy,
+    Algorithm, InputCopy, LoopNest, MAX_ACCUMULATORS, MAX_KNOB, MAX_THREADS, Schedule, Split, Width,
 };
 use crate::spec::ValidSpec;
 use crate::target::{Caches, LANES, VECTOR};
@@ -129,17 +129,15 @@ impl DscSchedule {
     /// bands, strided rows split into column phases) the fused kernel reads.
     pub fn depthwise(&self) -> Schedule {
         Schedule {
-            strategy: Strategy::Width,
-            oc_vectors: 1,
-            pixel_tile: 4 * self.dw_vectors,
-            reduction_unroll: 1,
-            row_tile: self.dw_rows,
-            loop_order: LoopOrder::ChannelsOuter,
-            col_block: None,
+            algorithm: Algorithm::Width(Width {
+                pixel_vectors: self.dw_vectors,
+                row_tile: self.dw_rows,
+                reduction_unroll: 1,
+            }),
+            loop_nest: LoopNest::ChannelsOuter,
+            copy: InputCopy::Bands(self.band_rows),
             threads: self.threads,
             split: Split::Rows,
-            copy: InputCopy::Bands(self.band_rows),
-            interleave: false,
         }
     }
 }

@@ -1,0 +1,146 @@
+//! The deterministic heuristic: a legal schedule for every valid spec, each
+//! rule with the measurement behind it.
+
+use super::{
+    Algorithm, InputCopy, LoopNest, MAX_ACCUMULATORS, MAX_THREADS, Schedule, Split, Strategy, Tile,
+};
+use crate::spec::ValidSpec;
+use crate::target::LANES;
+
+/// The fewest MACs (`macs_valid`) per thread the heuristic splits a layer
+/// into: about 0.25 ms of work at 8 MACs per TSC tick.
+pub const MIN_MACS_PER_THREAD: u64 = 2_000_000;
+
+/// Output rows below which threads share channel blocks instead of rows
+/// (rows measured as fast as channel blocks or faster on every suite layer,
+/// `docs/schedules.md`): 16 rows cut in 2 or 4 equal slices; fewer
+/// leave threads unevenly loaded.
+const MIN_ROWS_TO_SPLIT: usize = 16;
+
+/// The deterministic heuristic for one thread: a legal schedule for every
+/// valid spec.
+pub fn choose(spec: &ValidSpec) -> Schedule {
+    choose_threaded(spec, 1)
+}
+
+/// The deterministic heuristic for a run on `threads` threads (clamped to
+/// 1..=[`MAX_THREADS`]). The measurements behind each choice are in
+/// `docs/schedules.md` (`examples/compare_schedules.rs`).
+pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
+    // Waking another core costs tens of microseconds in the VMs measured:
+    // layers of a few hundred microseconds ran slower on two threads than
+    // on one. Each thread gets at least `MIN_MACS_PER_THREAD` of the work.
+    let macs = crate::complexity::Complexity::of(spec).macs_valid;
+    let worth = usize::try_from(macs / MIN_MACS_PER_THREAD).unwrap_or(usize::MAX);
+    let threads = threads.min(worth).clamp(1, MAX_THREADS);
+    let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
+    let strategy = match depthwise {
+        // One input channel per group. Along the row, each FMA takes its
+        // input vector straight from the NCHW copy and the stores are whole
+        // vectors; across channels (a channel-blocked copy), no lane idles
+        // on rows shorter than two vectors. Measured: the width strategy ran
+        // 1.2–2.2× faster on depthwise layers 14 to 112 pixels wide, and
+        // 0.9× on a 7-pixel one.
+        true if spec.out_width() >= MIN_WIDTH_FOR_ROWS => Strategy::Width,
+        true => Strategy::Depthwise,
+        // One weight vector against 12 fresh broadcasts: the best measured
+        // shape of the register tile (`codegen::tile`), the ceiling's.
+        false => Strategy::Direct,
+    };
+    // The register tile: 12–14 accumulators (rule 2 of `codegen::tile`). Measured
+    // (docs/schedules.md): for the width strategy, one vector of 4 pixels
+    // in each of 14 rows ran 1.1–1.3× faster than whole rows of up to 14
+    // vectors on depthwise layers 14 to 112 pixels wide; for the direct
+    // strategy, 7 pixels in each of 2 rows ran 1.15–1.45× faster than 12
+    // pixels of one row on 3×3 layers with rows of 7 to 28 pixels (no
+    // 4-pixel tail tile, twice the accumulators on short rows), but only
+    // 0–3% on wider rows, where its second, one-row body (for a slice of
+    // odd rows) costs compile time, and 3–4% slower on the few-tap layers.
+    let narrow = phase_cols(spec) <= MAX_NARROW_ROW;
+    let (pixel_tile, row_tile) = match strategy {
+        Strategy::Width => (LANES, MAX_ACCUMULATORS),
+        Strategy::Direct if narrow && phase_taps(spec) > 3 => (7, 2),
+        _ => (12, 1),
+    };
+    // Unroll the channel loop until an iteration holds up to 36 taps (4
+    // channels of a 3×3 kernel or of any smaller phase). The autotuner
+    // found this (docs/autotuning.md): 4 channels per iteration ran 5–11%
+    // faster than 1 on the suite's 3×3 layers and 16% on the 2×2-stride-2
+    // transposed one (whose phases have one tap each), where one channel of
+    // 9 taps leaves the loop's overhead and the accumulators' moves on every
+    // 9 FMAs; on a 7×7 kernel 4 channels (196 taps) ran 10% slower (code
+    // size), so kernels of more than 18 taps per phase are not unrolled.
+    let cig = spec.in_per_group();
+    let reduction_unroll = match strategy {
+        Strategy::Depthwise => 1,
+        _ => (MAX_BODY_TAPS / phase_taps(spec)).clamp(1, 4).min(cig),
+    };
+    // Kernels of a few taps per phase read one input pixel per FMA per
+    // channel: with many channels, an NCHW input spreads each pixel tile's
+    // reduction over as many planes. The NHWC copy keeps a tile's channels
+    // together; it measured 1.3–1.5× faster on the suite's 1×1, 3×1 and
+    // 2×2-stride-2 transposed layers with 64–256 input channels, and 0.9×
+    // on 3×3 layers and on 32 channels.
+    let interleave = strategy == Strategy::Direct && phase_taps(spec) <= 3 && cig >= 64;
+    // A group's planes copied just before its work items stay in cache, where
+    // a whole-image copy goes to memory and back: depthwise layers ran 1.7–2×
+    // faster with it. Threads then share whole groups, so there must be
+    // enough of them to go round evenly.
+    let groups = spec.groups();
+    let per_group = groups > 1 && (groups.is_multiple_of(threads) || groups >= 4 * threads);
+    // Likewise the rows a band of output rows reads: bands of up to 4 rows
+    // measured 3–14% faster than a whole-image copy on one thread on the
+    // suite's 1×1, transposed and 128×128 layers (the copy stays in L2), as
+    // fast elsewhere, and on two threads up to 1.4× faster, as each thread
+    // copies its own bands in the one parallel region. Smaller bands when
+    // there are few rows, so that threads share them evenly.
+    let rows = phase_rows(spec);
+    let (copy, split) = if per_group {
+        (InputCopy::Group, Split::Items)
+    } else if rows >= MIN_ROWS_TO_SPLIT {
+        (InputCopy::Bands((rows / (4 * threads)).clamp(1, 4)), Split::Rows)
+    } else {
+        (InputCopy::Image, Split::Items)
+    };
+    let tile = Tile { oc_vectors: 1, pixel_tile, row_tile };
+    let algorithm = Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave);
+    Schedule { algorithm, loop_nest: LoopNest::RowsOuter, copy, threads, split }
+}
+
+/// The most taps the heuristic unrolls into one iteration of the channel
+/// loop.
+const MAX_BODY_TAPS: usize = 36;
+
+/// The widest output rows (in pixels) that the direct strategy tiles two
+/// rows at a time.
+const MAX_NARROW_ROW: usize = 28;
+
+/// The most output columns any phase of the layer has.
+pub(crate) fn phase_cols(spec: &ValidSpec) -> usize {
+    match spec.op() {
+        crate::spec::Op::Conv2d => spec.out_width(),
+        crate::spec::Op::ConvTranspose2d => spec.out_width().div_ceil(spec.stride()[1]),
+    }
+}
+
+/// The most output rows any phase of the layer has.
+pub(crate) fn phase_rows(spec: &ValidSpec) -> usize {
+    match spec.op() {
+        crate::spec::Op::Conv2d => spec.out_height(),
+        crate::spec::Op::ConvTranspose2d => spec.out_height().div_ceil(spec.stride()[0]),
+    }
+}
+
+/// The most taps any phase of the layer has: the kernel's for conv2d, about
+/// `⌈k/s⌉` per axis for conv_transpose2d.
+fn phase_taps(spec: &ValidSpec) -> usize {
+    let axis = |i: usize| match spec.op() {
+        crate::spec::Op::Conv2d => spec.kernel()[i],
+        crate::spec::Op::ConvTranspose2d => spec.kernel()[i].div_ceil(spec.stride()[i]),
+    };
+    axis(0) * axis(1)
+}
+
+/// Output rows narrower than this vectorise depthwise layers across
+/// channels: two vectors per row keep too few accumulators busy.
+const MIN_WIDTH_FOR_ROWS: usize = 8;
