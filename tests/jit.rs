@@ -55,19 +55,11 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
             let per_row = if strategy == Family::Width { tile } else { oc_vectors * pixel_tile };
             let row_tile = rows.min(14 / per_row).max(1);
             let tile = Tile { oc_vectors, pixel_tile, row_tile };
-            let algorithm = match strategy {
-                Family::Direct => Algorithm::Direct(Direct {
-                    tile,
-                    reduction_unroll: unroll,
-                    layout: if interleave { Layout::Nhwc } else { Layout::Nchw },
-                }),
-                Family::Depthwise => Algorithm::Depthwise(Depthwise { tile }),
-                Family::Width => Algorithm::Width(Width {
-                    pixel_vectors: tile.pixel_tile / LANES,
-                    row_tile,
-                    reduction_unroll: unroll,
-                }),
-            };
+            // The depthwise algorithm has no reduction, only the direct one
+            // an NHWC copy.
+            let unroll = if strategy == Family::Depthwise { 1 } else { unroll };
+            let nhwc = interleave && strategy == Family::Direct;
+            let algorithm = common::algorithm(strategy, tile, unroll, nhwc);
             Schedule {
                 algorithm,
                 loop_nest: nest(rows_outer, col_block),

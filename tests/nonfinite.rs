@@ -8,7 +8,7 @@ mod common;
 
 use common::{check_engine, random_tensor, small_spec, spec};
 use convjit::blocks::{Conv, Dsc, DscMode};
-use convjit::schedule::{self, Algorithm, Depthwise, Direct, Layout, Schedule, Strategy, Width};
+use convjit::schedule::{self, Schedule, Strategy, Tile};
 use convjit::{Activation, Compiler, Engine, ValidSpec, reference};
 use proptest::prelude::*;
 
@@ -35,16 +35,12 @@ fn every_engine_agrees(spec: &ValidSpec, x: &[f32], w: &[f32], b: Option<&[f32]>
     for strategy in [Strategy::Direct, Strategy::Depthwise, Strategy::Width] {
         let tile = heuristic.tile();
         let algorithm = match strategy {
-            Strategy::Width => Algorithm::Width(Width {
-                pixel_vectors: 8 / convjit::target::LANES,
-                row_tile: tile.row_tile,
-                reduction_unroll: heuristic.reduction_unroll(),
-            }),
-            Strategy::Direct => {
-                let layout = if heuristic.interleave() { Layout::Nhwc } else { Layout::Nchw };
-                Algorithm::Direct(Direct { tile, reduction_unroll: 1, layout })
+            Strategy::Width => {
+                let tile = Tile { oc_vectors: 1, pixel_tile: 8, ..tile };
+                common::algorithm(strategy, tile, heuristic.reduction_unroll(), false)
             }
-            Strategy::Depthwise => Algorithm::Depthwise(Depthwise { tile }),
+            Strategy::Direct => common::algorithm(strategy, tile, 1, heuristic.interleave()),
+            Strategy::Depthwise => common::algorithm(strategy, tile, 1, false),
         };
         let s = Schedule { algorithm, ..heuristic };
         if s.legal(spec).is_err() {

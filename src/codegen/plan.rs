@@ -200,7 +200,7 @@ impl Plan {
         };
         let lanes = match schedule.strategy() {
             Strategy::Width => 1,
-            _ => 4 * schedule.oc_vectors(),
+            _ => crate::target::LANES * schedule.oc_vectors(),
         };
         let items = match schedule.strategy() {
             Strategy::Direct | Strategy::Width => {
