@@ -140,8 +140,8 @@ fn flat(s: &Schedule) -> serde_json::Value {
         "loop_order": loop_order,
         "col_block": col_block,
         "interleave": s.interleave(),
-        "threads": s.threads,
-        "split": s.split,
+        "threads": s.run.threads,
+        "split": s.run.split,
         "copy": s.copy,
     })
 }

@@ -2,7 +2,7 @@
 //! fixes their layout): NCHW, NHWC (interleaved) or channel-blocked,
 //! with strided rows split into column phases; of a whole image, one group,
 //! or one band of rows. Only a copy's interior is ever written, so its
-//! zero borders are made once, by [`Scratch::zeroed`].
+//! zero borders are made once, by [`crate::runtime::Scratch::zeroed`].
 
 use std::ops::Range;
 
@@ -10,7 +10,6 @@ use rayon::prelude::*;
 
 use crate::codegen::Plan;
 use crate::codegen::plan::INPUT_BLOCK;
-use crate::error::Result;
 use crate::spec::ValidSpec;
 
 /// Makes the copies of one kernel's plan.
@@ -30,7 +29,7 @@ impl Copier<'_> {
             // copy.
             let row = self.plan.row_len() * self.plan.pixel_len();
             let channels = 0..self.spec.in_channels();
-            let per_share = self.plan.padded[0].div_ceil(threads).max(1);
+            let per_share = self.plan.geometry.padded[0].div_ceil(threads).max(1);
             let copy = |(i, dst): (usize, &mut [f32])| {
                 let first = i * per_share;
                 let rows = first..first + dst.len() / row;
@@ -67,7 +66,7 @@ impl Copier<'_> {
         let first = g * self.plan.group_planes;
         if self.plan.interleaved {
             let channels = first..first + self.plan.group_planes;
-            self.interleave_rows(x, &channels, 0..self.plan.padded[0], scratch);
+            self.interleave_rows(x, &channels, 0..self.plan.geometry.padded[0], scratch);
             return;
         }
         let interior = self.interior_rows();
@@ -79,7 +78,7 @@ impl Copier<'_> {
 
     /// The padded rows that hold input pixels.
     fn interior_rows(&self) -> Range<usize> {
-        let top = self.plan.pad[0];
+        let top = self.plan.geometry.pad[0];
         top..top + self.spec.height()
     }
 
@@ -111,7 +110,7 @@ impl Copier<'_> {
         dst: &mut [f32],
     ) {
         let (h, w) = (self.spec.height(), self.spec.width());
-        let [top, left, _, _] = self.plan.pad;
+        let [top, left, _, _] = self.plan.geometry.pad;
         let n = channels.len();
         let stride = self.plan.row_len() * n;
         let start = self.plan.col_offset(left) * n;
@@ -158,7 +157,7 @@ impl Copier<'_> {
     fn plane(&self, x: &[f32], p: usize, rows: Range<usize>, dst: &mut [f32]) {
         let (h, w) = (self.spec.height(), self.spec.width());
         let plan = &self.plan;
-        let [top, left, _, _] = plan.pad;
+        let [top, left, _, _] = plan.geometry.pad;
         let lanes = if plan.blocked_input { INPUT_BLOCK } else { 1 };
         let stride = plan.row_len() * lanes;
         for (r, dst_row) in rows.zip(dst.chunks_mut(stride)) {
@@ -178,40 +177,6 @@ impl Copier<'_> {
                 copy_row(src, dst_row, left, plan);
             }
         }
-    }
-}
-
-/// Floats in a cache line (64 bytes).
-const LINE_FLOATS: usize = 16;
-
-/// A zeroed buffer for a padded copy that shares no cache line with any
-/// other allocation: the threads of a run each write their own, and small
-/// ones side by side on the heap would otherwise bounce lines between
-/// cores (two threads ran small depthwise layers at half the speed of one).
-pub(crate) struct Scratch {
-    /// The buffer with a cache line of margin on each side.
-    data: Vec<f32>,
-}
-
-impl Scratch {
-    /// A zeroed buffer of `len` floats (at least 1), named `what` if the
-    /// memory is refused.
-    pub(crate) fn zeroed(len: usize, what: &'static str) -> Result<Scratch> {
-        let len = len.max(1).saturating_add(2 * LINE_FLOATS);
-        Ok(Scratch { data: crate::alloc::zeroed_f32(len, what)? })
-    }
-
-    pub(crate) fn get_mut(&mut self) -> &mut [f32] {
-        let end = self.data.len() - LINE_FLOATS;
-        &mut self.data[LINE_FLOATS..end]
-    }
-
-    pub(crate) fn as_ptr(&self) -> *const f32 {
-        self.data[LINE_FLOATS..].as_ptr()
-    }
-
-    pub(crate) fn as_mut_ptr(&mut self) -> *mut f32 {
-        self.data[LINE_FLOATS..].as_mut_ptr()
     }
 }
 

@@ -143,7 +143,7 @@ pub fn resolve(
     if let Some(given) = &request.given {
         let mut schedule = given.schedule;
         if let Some(threads) = request.threads {
-            schedule.threads = threads;
+            schedule.run.threads = threads;
         }
         schedule.legal(spec)?;
         return Ok(Resolved { schedule, origin: Origin::Given(given.name.clone()) });

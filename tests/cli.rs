@@ -544,7 +544,7 @@ fn run_takes_a_thread_count() {
     let out = case.run(&case.json, &["--stats", "--threads", "2"]);
     succeeded("--stats --threads 2", &out);
     let threaded = convjit::schedule::choose_threaded(&case.spec, 2);
-    assert_eq!(threaded.threads, 1);
+    assert_eq!(threaded.run.threads, 1);
     let line = format!("schedule:      {} (heuristic)", threaded.to_json());
     assert!(stdout(&out).contains(&line), "{}", stdout(&out));
     // A schedule file's threads give way to --threads.
@@ -574,7 +574,10 @@ const SHARED: &str = r#"{"op":"conv2d","in_channels":64,"out_channels":64,"heigh
 fn bug_run_threads_takes_the_heuristic_for_that_many_threads() {
     let case = Case::new(SHARED);
     let threaded = convjit::schedule::choose_threaded(&case.spec, 2);
-    let overwritten = convjit::Schedule { threads: 2, ..convjit::schedule::choose(&case.spec) };
+    let overwritten = convjit::Schedule {
+        run: convjit::schedule::Run::threads(2),
+        ..convjit::schedule::choose(&case.spec)
+    };
     assert_ne!(threaded, overwritten, "the layer no longer tells the two apart");
     let out = case.run(&case.json, &["--threads", "2", "--stats", "--check"]);
     succeeded("run --threads 2", &out);

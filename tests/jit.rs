@@ -4,8 +4,9 @@
 mod common;
 
 use common::{any_spec, check_kernel, random_tensor, spec};
+use convjit::geometry::{self, Geometry};
 use convjit::schedule::{
-    self, Algorithm, Depthwise, Direct, InputCopy, Layout, LoopNest, Schedule, Split,
+    self, Algorithm, Depthwise, Direct, InputCopy, Layout, LoopNest, Run, Schedule, Split,
     Strategy as Family, Tile, Width,
 };
 use convjit::target::LANES;
@@ -63,13 +64,15 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
             Schedule {
                 algorithm,
                 loop_nest: nest(rows_outer, col_block),
-                threads,
                 // A copy per group shares groups between threads, bands
                 // share rows.
-                split: match copy {
-                    InputCopy::Image if split_rows => Split::Rows,
-                    InputCopy::Image | InputCopy::Group => Split::Items,
-                    InputCopy::Bands(_) => Split::Rows,
+                run: Run {
+                    threads,
+                    split: match copy {
+                        InputCopy::Image if split_rows => Split::Rows,
+                        InputCopy::Image | InputCopy::Group => Split::Items,
+                        InputCopy::Bands(_) => Split::Rows,
+                    },
                 },
                 copy,
             }
@@ -161,8 +164,10 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
                 Schedule {
                     algorithm,
                     loop_nest: nest(rows_outer, col_block),
-                    threads,
-                    split: if split_rows { Split::Rows } else { Split::Items },
+                    run: Run {
+                        threads,
+                        split: if split_rows { Split::Rows } else { Split::Items },
+                    },
                     copy,
                 }
             },
@@ -257,7 +262,7 @@ proptest! {
         parts in 1usize..9,
     ) {
         let plan = convjit::codegen::Plan::new(&spec, &schedule);
-        let mut next: Vec<usize> = vec![0; plan.phases.len()];
+        let mut next: Vec<usize> = vec![0; plan.geometry.phases.len()];
         for part in 0..parts {
             for (phase, rows) in plan.part_rows(part, parts).enumerate() {
                 prop_assert_eq!(rows.start, next[phase]);
@@ -266,7 +271,7 @@ proptest! {
             }
         }
         for (phase, &end) in next.iter().enumerate() {
-            prop_assert_eq!(end, plan.phases[phase].rows.count);
+            prop_assert_eq!(end, plan.geometry.phases[phase].rows.count);
         }
     }
 }
@@ -297,12 +302,16 @@ fn check_all(json: &str) {
                     } else {
                         LoopNest::ChannelsOuter
                     },
-                    threads: oc_vectors,
-                    split: if oc_vectors == 2 { Split::Rows } else { Split::Items },
+                    run: Run {
+                        threads: oc_vectors,
+                        split: if oc_vectors == 2 { Split::Rows } else { Split::Items },
+                    },
                     copy: InputCopy::Image,
                 };
-                let group = Schedule { copy: InputCopy::Group, split: Split::Items, ..s };
-                let bands = Schedule { copy: InputCopy::Bands(3), split: Split::Rows, ..s };
+                let group =
+                    Schedule { copy: InputCopy::Group, run: s.run.split(Split::Items), ..s };
+                let bands =
+                    Schedule { copy: InputCopy::Bands(3), run: s.run.split(Split::Rows), ..s };
                 let mut variants = vec![s, group, bands];
                 // The NHWC copy is the direct algorithm's.
                 if strategy == Family::Direct {
@@ -492,8 +501,8 @@ fn padding_past_every_tap() {
     let wide = spec(
         r#"{"op":"conv2d","in_channels":16384,"out_channels":4,"height":1,"width":1,"kernel":3,"dilation":16777216,"padding":16777216}"#,
     );
-    let plan = convjit::codegen::Plan::new(&wide, &schedule::choose(&wide));
-    assert_eq!((plan.pad, plan.padded), ([0; 4], [1, 1]));
+    let geometry = Geometry::of(&wide);
+    assert_eq!((geometry.pad, geometry.padded), ([0; 4], [1, 1]));
     check_kernel(&wide, &schedule::choose(&wide), 4);
 }
 
@@ -515,16 +524,16 @@ fn transposed_strides_past_the_kernel() {
     let layer = spec(
         r#"{"op":"conv_transpose2d","in_channels":1,"out_channels":1,"height":2,"width":2,"kernel":4,"stride":4096}"#,
     );
-    let plan = convjit::codegen::Plan::new(&layer, &schedule::choose(&layer));
-    assert!(plan.holes);
-    assert!(plan.phases.len() <= 4, "{} phases", plan.phases.len());
-    let members: usize = plan.phases.iter().map(|p| p.rows.members * p.cols.members).sum();
+    let geometry = Geometry::of(&layer);
+    assert!(geometry.holes);
+    assert!(geometry.phases.len() <= 4, "{} phases", geometry.phases.len());
+    let members: usize = geometry.phases.iter().map(|p| p.rows.members * p.cols.members).sum();
     assert_eq!(members, 16, "one phase for each tap's residue on each axis");
     check_kernel(&layer, &schedule::choose(&layer), 8);
 }
 
 /// A dilation sharing no pattern with the stride breaks the phases of a
-/// large kernel into runs of two or three: past `plan::MAX_PHASES` runs the
+/// large kernel into runs of two or three: past `geometry::MAX_PHASES` runs the
 /// JIT refuses the layer in one error (compile memory would grow with
 /// them), which names the engines that compute it, and they do.
 #[test]
@@ -534,9 +543,9 @@ fn transposed_phases_past_the_limit_are_refused_not_compiled() {
         r#"{"op":"conv_transpose2d","in_channels":1,"out_channels":1,"height":473,"width":473,"kernel":1009,"stride":1009,"dilation":471,"padding":474958}"#,
     ] {
         let layer = spec(json);
-        let plan = convjit::codegen::Plan::new(&layer, &schedule::choose(&layer));
-        assert!(plan.phase_count > convjit::codegen::plan::MAX_PHASES, "{}", plan.phase_count);
-        assert!(plan.phases.is_empty());
+        let geometry = Geometry::of(&layer);
+        assert!(geometry.phase_count > geometry::MAX_PHASES, "{}", geometry.phase_count);
+        assert!(geometry.phases.is_empty());
         let refused = Compiler::host().unwrap().compile(&layer).unwrap_err();
         assert!(matches!(refused, Error::Jit(_)) && refused.to_string().contains("im2col"));
     }
@@ -636,12 +645,16 @@ fn illegal_schedules_are_refused() {
         direct(t, 5),
         direct(Tile { row_tile: 0, ..t }, 1),
         direct(Tile { row_tile: 2, pixel_tile: 8, ..t }, 1),
-        Schedule { threads: 0, ..base },
+        Schedule { run: Run::threads(0), ..base },
         Schedule { loop_nest: LoopNest::ColumnBlocks(0), ..base },
-        Schedule { copy: InputCopy::Group, split: Split::Rows, threads: 2, ..base },
+        Schedule { copy: InputCopy::Group, run: Run { threads: 2, split: Split::Rows }, ..base },
         Schedule { copy: InputCopy::Bands(0), ..base },
-        Schedule { copy: InputCopy::Bands(2), split: Split::Items, threads: 2, ..base },
-        Schedule { threads: schedule::MAX_THREADS + 1, ..base },
+        Schedule {
+            copy: InputCopy::Bands(2),
+            run: Run { threads: 2, split: Split::Items },
+            ..base
+        },
+        Schedule { run: Run::threads(schedule::MAX_THREADS + 1), ..base },
         Schedule { loop_nest: LoopNest::ColumnBlocks(schedule::MAX_KNOB + 1), ..base },
         Schedule { copy: InputCopy::Bands(schedule::MAX_KNOB + 1), ..base },
     ];
@@ -704,7 +717,11 @@ fn bug_overflowing_knobs_are_refused() {
         ("loop_nest", half, Schedule { loop_nest: LoopNest::ColumnBlocks(half), ..base }),
         ("pixel_tile", half, direct(Tile { oc_vectors: 2, pixel_tile: half, row_tile: 1 })),
         ("row_tile", half, direct(Tile { oc_vectors: 2, pixel_tile: 1, row_tile: half })),
-        ("copy", max, Schedule { copy: InputCopy::Bands(max), split: Split::Rows, ..base }),
+        (
+            "copy",
+            max,
+            Schedule { copy: InputCopy::Bands(max), run: base.run.split(Split::Rows), ..base },
+        ),
     ] {
         match compiler.compile_with(&spec, &s) {
             Err(Error::InvalidSchedule { field: f, value: v, .. }) => {
@@ -717,7 +734,7 @@ fn bug_overflowing_knobs_are_refused() {
     let largest = Schedule {
         loop_nest: LoopNest::ColumnBlocks(schedule::MAX_KNOB),
         copy: InputCopy::Bands(schedule::MAX_KNOB),
-        split: Split::Rows,
+        run: base.run.split(Split::Rows),
         ..base
     };
     check_kernel(&spec, &largest, 5);
@@ -784,10 +801,47 @@ fn a_kernel_is_shared_by_threads_and_splits_its_own_runs() {
         (Split::Rows, InputCopy::Bands(2)),
     ];
     for (split, copy) in shares {
-        let sched = Schedule { threads: 2, split, copy, ..schedule::choose(&spec) };
+        let sched = Schedule { run: Run { threads: 2, split }, copy, ..schedule::choose(&spec) };
         let kernel = Compiler::host().unwrap().compile_with(&spec, &sched).unwrap();
         assert_eq!(kernel.threads(), 2.min(rayon_threads()));
         runs_at_once(&spec, &kernel);
+    }
+}
+
+#[test]
+fn a_kernel_takes_another_run_without_compiling_again() {
+    // One kernel compiled for one thread, then run on two by every split
+    // its copy allows; a run its copy cannot take is refused, naming the
+    // field, and the kernel is not changed by asking.
+    let json = r#"{"op":"conv2d","batch":2,"in_channels":12,"out_channels":20,"height":9,"width":11,"kernel":3,"padding":1,"groups":2}"#;
+    let spec = spec(json);
+    let compiler = Compiler::host().unwrap();
+    for (copy, splits, refused) in [
+        (InputCopy::Image, &[Split::Items, Split::Rows][..], None),
+        (InputCopy::Group, &[Split::Items], Some(Split::Rows)),
+        (InputCopy::Bands(2), &[Split::Rows], Some(Split::Items)),
+    ] {
+        let one =
+            Schedule { copy, run: Run::threads(1).split(splits[0]), ..schedule::choose(&spec) };
+        let mut kernel = compiler.compile_with(&spec, &one).unwrap();
+        assert_eq!(kernel.threads(), 1);
+        for &split in splits {
+            let run = Run { threads: 2, split };
+            kernel = kernel.with_run(run).unwrap();
+            assert_eq!(kernel.schedule().run, run);
+            assert_eq!(kernel.schedule().code_key(), one.code_key());
+            assert_eq!(kernel.threads(), 2.min(rayon_threads()));
+            runs_at_once(&spec, &kernel);
+        }
+        if let Some(split) = refused {
+            let other = compiler.compile_with(&spec, &one).unwrap();
+            match other.with_run(Run { threads: 2, split }) {
+                Err(Error::InvalidSchedule { field: "split", .. }) => {}
+                other => panic!("{copy:?} with split {split:?}: {other:?}"),
+            }
+        }
+        let zero = compiler.compile_with(&spec, &one).unwrap().with_run(Run::threads(0));
+        assert!(matches!(zero, Err(Error::InvalidSchedule { field: "threads", .. })), "{zero:?}");
     }
 }
 
@@ -851,7 +905,11 @@ fn flat_schedules_of_older_files_migrate() {
                 other => panic!("{other:?}"),
             };
             assert_eq!(s.loop_nest, nest, "{flat}");
-            assert_eq!((s.threads, text(&s.split)), (n("threads"), name("split")), "{flat}");
+            assert_eq!(
+                (s.run.threads, text(&s.run.split)),
+                (n("threads"), name("split")),
+                "{flat}"
+            );
             assert_eq!(serde_json::to_value(s.copy).unwrap(), flat["copy"], "{flat}");
             assert_eq!(Schedule::from_json(&s.to_json()).unwrap(), s);
             seen += 1;

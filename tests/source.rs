@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{spec, with_pixel_tile};
-use convjit::schedule::{self, Algorithm, Depthwise, InputCopy, Schedule, Split};
+use convjit::schedule::{self, Algorithm, Depthwise, InputCopy, Run, Schedule, Split};
 use convjit::source::{Given, Origin, Request, ScheduleSource};
 use convjit::{Compiler, Error, ValidSpec};
 
@@ -84,13 +84,16 @@ fn a_given_schedule_wins_and_takes_the_requested_threads_only() {
         let request = Request { given: Some(given.clone()), threads };
         let resolved = compiler.resolve(&layer, &request).unwrap();
         // The file's bands of 4 rows stay: nothing is re-derived for the count.
-        let want = Schedule { threads: threads.unwrap_or(file.threads), ..file };
+        let want = Schedule {
+            run: Run { threads: threads.unwrap_or(file.run.threads), ..file.run },
+            ..file
+        };
         assert_eq!(resolved.schedule, want, "{threads:?}");
         assert_eq!(resolved.origin, Origin::Given("a file".to_string()));
         assert_eq!(resolved.origin.to_string(), "from a file");
     }
     // Threads that the given schedule cannot take are refused, naming the field.
-    let groups = Schedule { copy: InputCopy::Group, split: Split::Rows, ..file };
+    let groups = Schedule { copy: InputCopy::Group, run: file.run.split(Split::Rows), ..file };
     let request =
         Request { given: Some(Given::new(groups, &layer, "groups").unwrap()), threads: Some(2) };
     let refused = compiler.resolve(&layer, &request);

@@ -17,7 +17,7 @@ use convjit::blocks::Dsc;
 use convjit::blocks::dsc::DscKernel;
 use convjit::codegen::dsc::DscSchedule;
 use convjit::reference::Oracle;
-use convjit::schedule::{self, InputCopy, Split};
+use convjit::schedule::{self, InputCopy, Run, Split};
 use convjit::{Activation, Compiler, Kernel, PackedWeights, Schedule, ValidSpec};
 
 /// Layers of every kind, small enough to compile and run in milliseconds,
@@ -41,11 +41,17 @@ fn layers() -> Vec<(ValidSpec, Schedule)> {
         let spec = spec(json);
         let heuristic = schedule::choose(&spec);
         layers.push((spec.clone(), heuristic));
-        let threaded = Schedule { threads: 2, ..heuristic };
-        let bands =
-            Schedule { threads: 2, copy: InputCopy::Bands(2), split: Split::Rows, ..heuristic };
-        let groups =
-            Schedule { threads: 2, copy: InputCopy::Group, split: Split::Items, ..heuristic };
+        let threaded = Schedule { run: Run::threads(2), ..heuristic };
+        let bands = Schedule {
+            copy: InputCopy::Bands(2),
+            run: Run { threads: 2, split: Split::Rows },
+            ..heuristic
+        };
+        let groups = Schedule {
+            copy: InputCopy::Group,
+            run: Run { threads: 2, split: Split::Items },
+            ..heuristic
+        };
         for s in [threaded, bands, groups] {
             if s.legal(&spec).is_ok() && !layers.contains(&(spec.clone(), s)) {
                 layers.push((spec.clone(), s));

@@ -56,7 +56,7 @@ proptest! {
         let mut seen = std::collections::HashSet::new();
         for s in space.members() {
             prop_assert!(s.legal(&spec).is_ok(), "{spec}: {s:?} is illegal");
-            prop_assert!(s.threads <= threads);
+            prop_assert!(s.run.threads <= threads);
             prop_assert!(seen.insert(*s), "{spec}: {s:?} twice");
         }
         let first = space.members()[picks[0].index(space.len())];
@@ -92,8 +92,11 @@ fn the_space_of_a_suite_layer_spans_every_knob() {
     // On one thread the split is no knob: a copy change is one step, from
     // a whole-image copy to bands and to a group's.
     let one = Space::of(&layer, 1);
-    let image =
-        Schedule { copy: schedule::InputCopy::Image, split: schedule::Split::Items, ..heuristic };
+    let image = Schedule {
+        copy: schedule::InputCopy::Image,
+        run: heuristic.run.split(schedule::Split::Items),
+        ..heuristic
+    };
     assert!(one.contains(&image));
     let copies: std::collections::HashSet<_> =
         one.neighbours(&image).iter().map(|n| n.copy).collect();
@@ -333,11 +336,13 @@ fn threads_are_a_knob_when_more_are_allowed() {
             "kernel": 3, "padding": 1}"#,
     );
     let space = Space::of(&spec, 2);
-    assert!(space.members().iter().any(|s| s.threads == 1));
-    assert!(space.members().iter().any(|s| s.threads == 2 && s.split == schedule::Split::Items));
+    assert!(space.members().iter().any(|s| s.run.threads == 1));
+    assert!(
+        space.members().iter().any(|s| s.run.threads == 2 && s.run.split == schedule::Split::Items)
+    );
     let outcome = tune_quietly(&spec, &Options { threads: 2, ..options(600, Search::Local) }, None);
     assert_eq!(outcome.heuristic, schedule::choose_threaded(&spec, 2));
-    assert!(outcome.schedule.threads <= 2);
+    assert!(outcome.schedule.run.threads <= 2);
     check_kernel(&spec, &outcome.schedule, 3);
     let compiler = Compiler::host().unwrap();
     let refused = tune::tune(

@@ -229,7 +229,7 @@ impl Training {
     /// (cropped) input, its BatchNorm, the sum, the activation.
     pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
         let spec = &self.spec;
-        spec.check_operands(input.len(), spec.weight_len(), Some(spec.out_channels()))?;
+        spec.check_input(input.len())?;
         spec.check_output(output.len())?;
         output.fill(0.0);
         let mut y = alloc::zeroed_f32(output.len(), "a branch's output")?;

@@ -21,11 +21,10 @@ use crate::abi::{Code, DepthwiseFn, PointwiseFn};
 use crate::alloc;
 use crate::codegen::Plan;
 use crate::codegen::dsc::{self as lowering, Band, DscSchedule, Stage};
-use crate::copy::Scratch;
 use crate::engine::{Engine, Prepared};
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
-use crate::kernel::on_threads;
+use crate::runtime::{self, Kept, Scratch};
 use crate::spec::{Activation, Op, ValidSpec};
 
 /// How a depthwise-separable block runs.
@@ -324,7 +323,7 @@ pub struct DscKernel {
     b_pw: Vec<f32>,
     /// Per thread: one channel's band copy and the band buffer, kept
     /// between runs.
-    buffers: Mutex<Vec<(Scratch, Scratch)>>,
+    buffers: Kept<(Scratch, Scratch)>,
 }
 
 impl DscKernel {
@@ -378,7 +377,7 @@ impl DscKernel {
             b_dw,
             w_pw,
             b_pw,
-            buffers: Mutex::new(Vec::new()),
+            buffers: Kept::default(),
         })
     }
 
@@ -389,31 +388,30 @@ impl DscKernel {
 
     /// The threads a run shares an image's bands across.
     fn threads(&self) -> usize {
-        let wanted = self.schedule.threads.min(self.band.parts);
-        if wanted > 1 { wanted.min(rayon::current_num_threads()) } else { 1 }
+        runtime::threads(self.schedule.threads, self.band.parts)
     }
 
     /// The block's output (NCHW) of `input` (NCHW), lengths checked first.
     pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
-        let dw = &self.dw;
-        dw.check_operands(
-            input.len(),
-            dw.weight_len(),
-            dw.has_bias().then_some(dw.out_channels()),
-        )?;
+        self.dw.check_input(input.len())?;
         self.pw.check_output(output.len())?;
         let threads = self.threads();
-        let mut cached = self.buffers.try_lock().ok();
-        let mut local = Vec::new();
-        let buffers: &mut Vec<(Scratch, Scratch)> = cached.as_deref_mut().unwrap_or(&mut local);
-        let copies = self.plan.bands.is_some();
-        while buffers.len() < threads {
-            let copy = if copies { self.plan.plane_len() } else { 0 };
-            buffers.push((
+        let copy = if self.plan.bands.is_some() { self.plan.plane_len() } else { 0 };
+        let make = || {
+            Ok((
                 Scratch::zeroed(copy, "the fused block's band copy")?,
                 Scratch::zeroed(self.band.buffer_len(), "the fused block's band buffer")?,
-            ));
-        }
+            ))
+        };
+        self.buffers.with(threads, make, |buffers| {
+            self.run_images(input, output, &mut buffers[..threads]);
+            Ok(())
+        })
+    }
+
+    /// Every image, its bands dealt out to one thread a pair of buffers.
+    fn run_images(&self, input: &[f32], output: &mut [f32], buffers: &mut [(Scratch, Scratch)]) {
+        let (dw, threads) = (&self.dw, buffers.len());
         let (image_in, image_out) =
             (dw.input_len() / dw.batch(), self.pw.output_len() / self.pw.batch());
         let parts = self.band.parts;
@@ -421,7 +419,7 @@ impl DscKernel {
             let out = Out(y.as_mut_ptr());
             let out = &out; // shared whole: its field alone is not `Sync`
             let work = |t: usize, (copy, band): &mut (Scratch, Scratch)| {
-                for b in t * parts / threads..(t + 1) * parts / threads {
+                for b in runtime::share(parts, t, threads) {
                     let rows = self.band.rows_of(dw.out_height(), b);
                     let (lo, hi) = (rows.start as i64, rows.end as i64);
                     let copy_rows = self.plan.band_rows(b);
@@ -467,9 +465,8 @@ impl DscKernel {
                     };
                 }
             };
-            on_threads(&mut buffers[..threads], work);
+            runtime::on_threads(buffers, work);
         }
-        Ok(())
     }
 }
 

@@ -2,8 +2,10 @@
 //! rule with the measurement behind it.
 
 use super::{
-    Algorithm, InputCopy, LoopNest, MAX_ACCUMULATORS, MAX_THREADS, Schedule, Split, Strategy, Tile,
+    Algorithm, InputCopy, LoopNest, MAX_ACCUMULATORS, MAX_THREADS, Run, Schedule, Split, Strategy,
+    Tile,
 };
+use crate::geometry::Geometry;
 use crate::spec::ValidSpec;
 use crate::target::LANES;
 
@@ -33,6 +35,8 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
     let macs = crate::complexity::Complexity::of(spec).macs_valid;
     let worth = usize::try_from(macs / MIN_MACS_PER_THREAD).unwrap_or(usize::MAX);
     let threads = threads.min(worth).clamp(1, MAX_THREADS);
+    let geometry = Geometry::of(spec);
+    let taps = geometry.most_taps();
     let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
     let strategy = match depthwise {
         // One input channel per group. Along the row, each FMA takes its
@@ -56,10 +60,10 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
     // 4-pixel tail tile, twice the accumulators on short rows), but only
     // 0–3% on wider rows, where its second, one-row body (for a slice of
     // odd rows) costs compile time, and 3–4% slower on the few-tap layers.
-    let narrow = phase_cols(spec) <= MAX_NARROW_ROW;
+    let narrow = geometry.most_cols() <= MAX_NARROW_ROW;
     let (pixel_tile, row_tile) = match strategy {
         Strategy::Width => (LANES, MAX_ACCUMULATORS),
-        Strategy::Direct if narrow && phase_taps(spec) > 3 => (7, 2),
+        Strategy::Direct if narrow && taps > 3 => (7, 2),
         _ => (12, 1),
     };
     // Unroll the channel loop until an iteration holds up to 36 taps (4
@@ -73,7 +77,7 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
     let cig = spec.in_per_group();
     let reduction_unroll = match strategy {
         Strategy::Depthwise => 1,
-        _ => (MAX_BODY_TAPS / phase_taps(spec)).clamp(1, 4).min(cig),
+        _ => (MAX_BODY_TAPS / taps).clamp(1, 4).min(cig),
     };
     // Kernels of a few taps per phase read one input pixel per FMA per
     // channel: with many channels, an NCHW input spreads each pixel tile's
@@ -81,7 +85,7 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
     // together; it measured 1.3–1.5× faster on the suite's 1×1, 3×1 and
     // 2×2-stride-2 transposed layers with 64–256 input channels, and 0.9×
     // on 3×3 layers and on 32 channels.
-    let interleave = strategy == Strategy::Direct && phase_taps(spec) <= 3 && cig >= 64;
+    let interleave = strategy == Strategy::Direct && taps <= 3 && cig >= 64;
     // A group's planes copied just before its work items stay in cache, where
     // a whole-image copy goes to memory and back: depthwise layers ran 1.7–2×
     // faster with it. Threads then share whole groups, so there must be
@@ -94,7 +98,7 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
     // fast elsewhere, and on two threads up to 1.4× faster, as each thread
     // copies its own bands in the one parallel region. Smaller bands when
     // there are few rows, so that threads share them evenly.
-    let rows = phase_rows(spec);
+    let rows = geometry.most_rows();
     let (copy, split) = if per_group {
         (InputCopy::Group, Split::Items)
     } else if rows >= MIN_ROWS_TO_SPLIT {
@@ -104,7 +108,7 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
     };
     let tile = Tile { oc_vectors: 1, pixel_tile, row_tile };
     let algorithm = Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave);
-    Schedule { algorithm, loop_nest: LoopNest::RowsOuter, copy, threads, split }
+    Schedule { algorithm, loop_nest: LoopNest::RowsOuter, copy, run: Run { threads, split } }
 }
 
 /// The most taps the heuristic unrolls into one iteration of the channel
@@ -114,32 +118,6 @@ const MAX_BODY_TAPS: usize = 36;
 /// The widest output rows (in pixels) that the direct strategy tiles two
 /// rows at a time.
 const MAX_NARROW_ROW: usize = 28;
-
-/// The most output columns any phase of the layer has.
-pub(crate) fn phase_cols(spec: &ValidSpec) -> usize {
-    match spec.op() {
-        crate::spec::Op::Conv2d => spec.out_width(),
-        crate::spec::Op::ConvTranspose2d => spec.out_width().div_ceil(spec.stride()[1]),
-    }
-}
-
-/// The most output rows any phase of the layer has.
-pub(crate) fn phase_rows(spec: &ValidSpec) -> usize {
-    match spec.op() {
-        crate::spec::Op::Conv2d => spec.out_height(),
-        crate::spec::Op::ConvTranspose2d => spec.out_height().div_ceil(spec.stride()[0]),
-    }
-}
-
-/// The most taps any phase of the layer has: the kernel's for conv2d, about
-/// `⌈k/s⌉` per axis for conv_transpose2d.
-fn phase_taps(spec: &ValidSpec) -> usize {
-    let axis = |i: usize| match spec.op() {
-        crate::spec::Op::Conv2d => spec.kernel()[i],
-        crate::spec::Op::ConvTranspose2d => spec.kernel()[i].div_ceil(spec.stride()[i]),
-    };
-    axis(0) * axis(1)
-}
 
 /// Output rows narrower than this vectorise depthwise layers across
 /// channels: two vectors per row keep too few accumulators busy.

@@ -15,8 +15,8 @@
 use serde::Deserialize;
 
 use super::{
-    Algorithm, Depthwise, Direct, InputCopy, Layout, LoopNest, Schedule, Split, Strategy, Tile,
-    Width,
+    Algorithm, Depthwise, Direct, InputCopy, Layout, LoopNest, Run, Schedule, Split, Strategy,
+    Tile, Width,
 };
 use crate::target::LANES;
 
@@ -109,8 +109,7 @@ impl Flat {
             algorithm,
             loop_nest,
             copy: self.copy,
-            threads: self.threads,
-            split: self.split,
+            run: Run { threads: self.threads, split: self.split },
         })
     }
 }

@@ -13,8 +13,9 @@
 //! - the **loop nest** ([`LoopNest`]): which operand stays hot;
 //! - the **staging** ([`InputCopy`]): how much of the input each padded
 //!   copy holds;
-//! - the **run** (`threads`, [`Split`]): not a codegen decision, the same
-//!   code serves every count.
+//! - the **run** ([`Run`]: threads and how they [`Split`] the work): not
+//!   compiled, so it is outside the [`CodeKey`]; one kernel serves every
+//!   run ([`crate::Kernel::with_run`]).
 //!
 //! What is left to [`Schedule::legal`] are the checks against the spec
 //! (the depthwise algorithm needs one input channel per group) and the
@@ -45,7 +46,6 @@ use crate::spec::ValidSpec;
 use crate::target::LANES;
 
 pub use heuristic::{MIN_MACS_PER_THREAD, choose, choose_threaded};
-pub(crate) use heuristic::{phase_cols, phase_rows};
 
 /// The most accumulators a register tile may hold: the target's vector
 /// registers but the two its operands need
@@ -195,12 +195,76 @@ pub struct Schedule {
     pub loop_nest: LoopNest,
     /// How much of the input each padded copy holds.
     pub copy: InputCopy,
+    /// How a run shares the work among threads: not compiled, so one
+    /// kernel serves every run ([`crate::Kernel::with_run`]). In JSON its
+    /// fields sit beside the others.
+    #[serde(flatten)]
+    pub run: Run,
+}
+
+/// What a schedule compiles: all of it but the [`Run`]. Two schedules with
+/// the same code key are the same code (the tuner compiles it once and
+/// times each run on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CodeKey {
+    algorithm: Algorithm,
+    loop_nest: LoopNest,
+    copy: InputCopy,
+}
+
+/// How a run of a compiled kernel shares each image among threads; chosen
+/// per run, never compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Run {
     /// Threads a run splits its work across: each image's padded copy by
-    /// channel planes, then its output as [`Schedule::split`] says. Not a
-    /// codegen decision: the same code serves every count.
+    /// channel planes, then its output as [`Run::split`] says (or, with a
+    /// copy per group or by bands, whole groups or bands).
     pub threads: usize,
     /// How threads share an image's output (unused on one thread).
     pub split: Split,
+}
+
+impl Default for Run {
+    /// One thread.
+    fn default() -> Run {
+        Run { threads: 1, split: Split::default() }
+    }
+}
+
+impl Run {
+    /// `threads` threads sharing rows.
+    pub fn threads(threads: usize) -> Run {
+        Run { threads, ..Run::default() }
+    }
+
+    /// This run with its threads splitting the work by `split`.
+    pub fn split(self, split: Split) -> Run {
+        Run { split, ..self }
+    }
+
+    /// Checks that this run can share the work of a kernel compiled with
+    /// `copy`; the error names the field that cannot.
+    pub fn legal(&self, copy: InputCopy) -> Result<()> {
+        let bad = |field: &'static str, value: String, reason: &str| {
+            Err(Error::InvalidSchedule { field, value, reason: reason.to_string() })
+        };
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            return bad("threads", self.threads.to_string(), "must be 1 to 256");
+        }
+        match copy {
+            InputCopy::Group if self.split == Split::Rows && self.threads > 1 => bad(
+                "split",
+                "rows".into(),
+                "copy = group shares whole groups between threads: needs split = items",
+            ),
+            InputCopy::Bands(_) if self.split == Split::Items && self.threads > 1 => bad(
+                "split",
+                "items".into(),
+                "copy = bands shares whole bands of rows between threads: needs split = rows",
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The granularity of the padded input copy (when the plan needs one).
@@ -288,6 +352,11 @@ impl Schedule {
     /// The microkernel family.
     pub fn strategy(&self) -> Strategy {
         self.algorithm.strategy()
+    }
+
+    /// What this schedule compiles (all but its run).
+    pub fn code_key(&self) -> CodeKey {
+        CodeKey { algorithm: self.algorithm, loop_nest: self.loop_nest, copy: self.copy }
     }
 
     /// Vectors of output channels per register tile (1 for the width
@@ -429,34 +498,16 @@ impl Schedule {
                 &format!("a column block has 1 to {MAX_KNOB} pixels"),
             );
         }
-        if !(1..=MAX_THREADS).contains(&self.threads) {
-            return bad("threads", self.threads.to_string(), "must be 1 to 256");
+        if let InputCopy::Bands(rows) = self.copy
+            && !(1..=MAX_KNOB).contains(&rows)
+        {
+            return bad(
+                "copy",
+                format!("bands of {rows} rows"),
+                &format!("a band has 1 to {MAX_KNOB} rows"),
+            );
         }
-        match self.copy {
-            InputCopy::Group if self.split == Split::Rows && self.threads > 1 => {
-                return bad(
-                    "split",
-                    "rows".into(),
-                    "copy = group shares whole groups between threads: needs split = items",
-                );
-            }
-            InputCopy::Bands(rows) if !(1..=MAX_KNOB).contains(&rows) => {
-                return bad(
-                    "copy",
-                    format!("bands of {rows} rows"),
-                    &format!("a band has 1 to {MAX_KNOB} rows"),
-                );
-            }
-            InputCopy::Bands(_) if self.split == Split::Items && self.threads > 1 => {
-                return bad(
-                    "split",
-                    "items".into(),
-                    "copy = bands shares whole bands of rows between threads: needs split = rows",
-                );
-            }
-            _ => {}
-        }
-        Ok(())
+        self.run.legal(self.copy)
     }
 
     /// Parses a schedule from JSON: the typed form, or the flat form of
@@ -507,8 +558,7 @@ impl<'de> Deserialize<'de> for Schedule {
             algorithm: t.algorithm,
             loop_nest: t.loop_nest,
             copy: t.copy,
-            threads: t.threads,
-            split: t.split,
+            run: Run { threads: t.threads, split: t.split },
         })
     }
 }

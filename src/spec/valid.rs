@@ -182,6 +182,12 @@ impl ValidSpec {
         }
     }
 
+    /// Checks the length of an input buffer (of a run whose weights and
+    /// bias are already bound) against the spec.
+    pub fn check_input(&self, input: usize) -> Result<()> {
+        check_len("input", &self.input_shape(), input)
+    }
+
     /// Checks the length of an output buffer against the spec.
     pub fn check_output(&self, output: usize) -> Result<()> {
         check_len("output", &self.output_shape(), output)

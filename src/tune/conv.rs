@@ -1,6 +1,10 @@
 //! A convolution layer as a [`Tunable`] op: its schedule space, its kernels,
 //! and its random test data checked against the reference.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
@@ -13,13 +17,22 @@ use crate::error::Result;
 use crate::jit::Compiler;
 use crate::kernel::{Kernel, PackedWeights};
 use crate::reference::Oracle;
-use crate::schedule::{self, Schedule};
+use crate::schedule::{self, CodeKey, Run, Schedule};
 use crate::spec::ValidSpec;
 
 /// Layers of up to this many MACs (the dense count) are verified on every
 /// output element; the reference runs at about 10⁸ MACs per second, twice
 /// (values and magnitudes), so this costs about 0.3 s once per layer.
 pub const FULL_ORACLE_MACS: u64 = 16_000_000;
+
+/// Kernels compiled lately that the memo keeps alive, for the next
+/// candidates that differ from them only in their run (the space lists a
+/// code's runs one after another, and a climb tries them as neighbours).
+const RECENT_KERNELS: usize = 8;
+
+/// A kernel and the layer's weights packed for it, shared by every
+/// candidate whose schedule compiles to it.
+type Built = (Kernel, PackedWeights);
 
 /// One layer being tuned on `threads` threads at most.
 pub(crate) struct ConvTuning<'a> {
@@ -32,6 +45,11 @@ pub(crate) struct ConvTuning<'a> {
     pub(super) output: Vec<f32>,
     heuristic: Schedule,
     space: Space,
+    /// The kernel of each code still held (by a finalist, the heuristic or
+    /// the recent few): a candidate that differs from another only in its
+    /// [`Run`] runs on the same kernel, compiled once.
+    built: RefCell<HashMap<CodeKey, Weak<Built>>>,
+    recent: RefCell<VecDeque<Rc<Built>>>,
 }
 
 impl<'a> ConvTuning<'a> {
@@ -59,13 +77,15 @@ impl<'a> ConvTuning<'a> {
             output,
             heuristic: schedule::choose_threaded(spec, threads),
             space: Space::of(spec, threads),
+            built: RefCell::default(),
+            recent: RefCell::default(),
         })
     }
 }
 
 impl Tunable for ConvTuning<'_> {
     type Config = Schedule;
-    type Compiled = (Kernel, PackedWeights);
+    type Compiled = (Rc<Built>, Run);
 
     fn name(&self) -> Option<&str> {
         self.spec.name()
@@ -99,18 +119,40 @@ impl Tunable for ConvTuning<'_> {
         Space::knobs(schedule).to_vec()
     }
 
-    fn compile(&self, schedule: &Schedule) -> Result<(Kernel, PackedWeights)> {
-        let kernel = self.compiler.compile_with(self.spec, schedule)?;
-        let weights = kernel.pack(&self.data.weight, self.data.bias.as_deref())?;
-        Ok((kernel, weights))
+    /// Compiles the schedule's code, or finds it compiled for another run.
+    fn compile(&self, schedule: &Schedule) -> Result<(Rc<Built>, Run)> {
+        schedule.legal(self.spec)?;
+        let key = schedule.code_key();
+        let held = self.built.borrow().get(&key).and_then(Weak::upgrade);
+        let built = match held {
+            Some(built) => built,
+            None => {
+                let kernel = self.compiler.compile_with(self.spec, schedule)?;
+                let weights = kernel.pack(&self.data.weight, self.data.bias.as_deref())?;
+                let built = Rc::new((kernel, weights));
+                let mut map = self.built.borrow_mut();
+                map.retain(|_, b| b.strong_count() > 0);
+                map.insert(key, Rc::downgrade(&built));
+                built
+            }
+        };
+        let mut recent = self.recent.borrow_mut();
+        if !recent.iter().any(|b| Rc::ptr_eq(b, &built)) {
+            if recent.len() == RECENT_KERNELS {
+                recent.pop_front();
+            }
+            recent.push_back(Rc::clone(&built));
+        }
+        Ok((built, schedule.run))
     }
 
     fn poison_output(&mut self) {
         self.output.fill(f32::NAN);
     }
 
-    fn run(&mut self, (kernel, weights): &(Kernel, PackedWeights)) -> Result<()> {
-        kernel.run(&self.data.input, weights, &mut self.output)
+    fn run(&mut self, (built, run): &(Rc<Built>, Run)) -> Result<()> {
+        let (kernel, weights) = &**built;
+        kernel.run_as(run, &self.data.input, weights, &mut self.output)
     }
 
     fn verify(&self) -> Result<Option<String>> {

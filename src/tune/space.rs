@@ -12,6 +12,10 @@
 //! | input copy | whole image; per group (grouped layers); bands of 1, 2, 4 or 8 rows (at most the rows a phase has) — when the kernel reads a copy at all |
 //! | layout | NCHW or NHWC (direct) |
 //!
+//! Threads and split are the [`Run`], not the code: the members that
+//! differ only in them are listed one after another and share one compiled
+//! kernel (each run still verified and timed on its own).
+//!
 //! Borders are not a knob: every schedule reads a zero-padded copy (or the
 //! input itself when it needs no padding), see [`crate::schedule`].
 //!
@@ -22,9 +26,10 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::codegen::Plan;
+use crate::geometry::Geometry;
 use crate::schedule::{
-    Algorithm, InputCopy, LoopNest, MAX_ACCUMULATORS, MAX_OC_VECTORS, Schedule, Split, Strategy,
-    Tile, phase_cols, phase_rows,
+    Algorithm, InputCopy, LoopNest, MAX_ACCUMULATORS, MAX_OC_VECTORS, Run, Schedule, Split,
+    Strategy, Tile,
 };
 use crate::spec::ValidSpec;
 use crate::target::LANES;
@@ -56,7 +61,8 @@ impl Space {
     /// threads (clamped to 1..=[`crate::schedule::MAX_THREADS`]), in a fixed order.
     pub fn of(spec: &ValidSpec, max_threads: usize) -> Space {
         let max_threads = max_threads.clamp(1, crate::schedule::MAX_THREADS);
-        let (cols, rows) = (phase_cols(spec), phase_rows(spec));
+        let geometry = Geometry::of(spec);
+        let (cols, rows) = (geometry.most_cols(), geometry.most_rows());
         let cig = spec.in_per_group();
         let mut strategies = vec![Strategy::Direct, Strategy::Width];
         if cig == 1 {
@@ -79,12 +85,17 @@ impl Space {
             let tiles = tiles(spec, strategy, cols, rows);
             let outer = product(&tiles, &(1..=unrolls).collect::<Vec<_>>());
             for ((oc_vectors, pixel_tile, row_tile), reduction_unroll) in outer {
-                for (loop_nest, (threads, copy)) in product(&nests, &product(&threads, &copies)) {
-                    for (split, interleave) in product(splits(threads, copy), interleaves) {
+                for (loop_nest, (copy, interleave)) in
+                    product(&nests, &product(&copies, interleaves))
+                {
+                    // The runs of one code innermost: the tuner compiles
+                    // it once and times them one after another.
+                    for (threads, split) in runs(&threads, copy) {
                         let tile = Tile { oc_vectors, pixel_tile, row_tile };
                         let algorithm =
                             Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave);
-                        let s = Schedule { algorithm, loop_nest, copy, threads, split };
+                        let s =
+                            Schedule { algorithm, loop_nest, copy, run: Run { threads, split } };
                         if s.legal(spec).is_err() {
                             continue;
                         }
@@ -92,7 +103,7 @@ impl Space {
                         // the same kernel.
                         let copied = *reads_copy
                             .entry((strategy, interleave))
-                            .or_insert_with(|| Plan::new(spec, &s).needs_copy);
+                            .or_insert_with(|| Plan::of(spec, geometry.clone(), &s).needs_copy);
                         if copied || copy == InputCopy::Image {
                             members.push(s);
                         }
@@ -164,10 +175,10 @@ impl Space {
             tile,
             s.reduction_unroll() as u64,
             nest,
-            s.threads as u64,
+            s.run.threads as u64,
             // One thread splits nothing: its split is no knob (the space
             // ties it to the copy), so a copy change is one step.
-            u64::from(s.threads > 1 && s.split == Split::Items),
+            u64::from(s.run.threads > 1 && s.run.split == Split::Items),
             copy,
             u64::from(s.interleave()),
         ]
@@ -177,6 +188,12 @@ impl Space {
 /// Every pair of an element of `a` and one of `b`, `a` outer.
 fn product<A: Copy, B: Copy>(a: &[A], b: &[B]) -> Vec<(A, B)> {
     a.iter().flat_map(|&x| b.iter().map(move |&y| (x, y))).collect()
+}
+
+/// Every run a kernel with `copy` may take: each thread count, with the
+/// ways it may split the work.
+fn runs(threads: &[usize], copy: InputCopy) -> Vec<(usize, Split)> {
+    threads.iter().flat_map(|&t| splits(t, copy).iter().map(move |&s| (t, s))).collect()
 }
 
 /// How `threads` threads may split the work with this copy: one thread

@@ -6,7 +6,9 @@
 //! kernels still run and are still verified against the reference.
 
 use std::collections::HashSet;
+use std::rc::Rc;
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::Space;
@@ -15,7 +17,6 @@ use super::conv::ConvTuning;
 use super::measure::{Clock, PAIRS};
 use super::*;
 use crate::complexity::Complexity;
-use crate::kernel::{Kernel, PackedWeights};
 
 /// How far the wall clock moves at each reading the tuner takes: the
 /// model's stand-in for compiling, packing and checking.
@@ -108,6 +109,35 @@ fn tune_recorded<T: Tunable<Config = Schedule>>(
 /// The records of the search proper (the confirmation's left out).
 fn searched(records: &[Record]) -> Vec<&Record> {
     records.iter().filter(|r| !r.phase.starts_with("confirm")).collect()
+}
+
+#[test]
+fn schedules_that_differ_only_in_their_run_share_one_kernel() {
+    let compiler = Compiler::host().unwrap();
+    let spec = small();
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut layer = ConvTuning::new(&compiler, &spec, 2, &mut rng).unwrap();
+    let one = crate::schedule::choose(&spec);
+    let two = Schedule { run: crate::schedule::Run::threads(2), ..one };
+    let (a, b) = (layer.compile(&one).unwrap(), layer.compile(&two).unwrap());
+    assert!(Rc::ptr_eq(&a.0, &b.0), "one code, one kernel");
+    assert_eq!((a.1, b.1), (one.run, two.run));
+    // Each run still computes the layer on the shared kernel.
+    for compiled in [&a, &b] {
+        layer.poison_output();
+        layer.run(compiled).unwrap();
+        assert_eq!(layer.verify().unwrap(), None, "{:?}", compiled.1);
+    }
+    // Another code is another kernel.
+    let nest = match one.loop_nest {
+        crate::schedule::LoopNest::ChannelsOuter => crate::schedule::LoopNest::RowsOuter,
+        _ => crate::schedule::LoopNest::ChannelsOuter,
+    };
+    let other = layer.compile(&Schedule { loop_nest: nest, ..one }).unwrap();
+    assert!(!Rc::ptr_eq(&a.0, &other.0));
+    // An illegal run is refused even when its code is compiled already.
+    let bad = Schedule { run: crate::schedule::Run::threads(0), ..one };
+    assert!(layer.compile(&bad).is_err());
 }
 
 #[test]
@@ -275,10 +305,10 @@ struct Sabotaged<'a> {
     bad: &'a dyn Fn(&Schedule) -> bool,
 }
 
-impl Tunable for Sabotaged<'_> {
+impl<'a> Tunable for Sabotaged<'a> {
     type Config = Schedule;
     /// Whether the schedule is sabotaged, and its kernel.
-    type Compiled = (bool, (Kernel, PackedWeights));
+    type Compiled = (bool, <ConvTuning<'a> as Tunable>::Compiled);
 
     fn name(&self) -> Option<&str> {
         self.layer.name()

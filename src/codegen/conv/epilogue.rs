@@ -6,7 +6,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 
 use super::{Emitter, Item, Shape};
 use crate::codegen::lower::Lower;
-use crate::codegen::plan::Phase;
+use crate::geometry::Phase;
 use crate::schedule::Strategy;
 
 impl Emitter<'_> {

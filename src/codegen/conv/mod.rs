@@ -41,7 +41,8 @@ use cranelift_frontend::FunctionBuilderContext;
 
 use super::Target;
 use super::lower::{self, Base, Checks, Index, Lower};
-use super::plan::{Phase, Plan};
+use super::plan::Plan;
+use crate::geometry::Phase;
 use crate::schedule::{LoopNest, Schedule, Strategy};
 use crate::spec::ValidSpec;
 pub use taps::MAX_UNROLLED_TAPS;
@@ -93,7 +94,7 @@ struct Item {
 }
 
 /// Which member of a phase's rows and of its columns (see
-/// `plan::Axis::members`).
+/// `geometry::Axis::members`).
 #[derive(Clone, Copy)]
 struct Member {
     rows: Index,
@@ -194,7 +195,7 @@ impl Emitter<'_> {
     /// over work items `[begin, end)` and, in every member of every phase,
     /// the output rows `rows` gives it.
     fn body(&mut self, begin: Value, end: Value, rows: Value) {
-        let phases = self.plan.phases.clone();
+        let phases = self.plan.geometry.phases.clone();
         match self.schedule.loop_nest {
             LoopNest::ChannelsOuter => {
                 self.counted_loop(begin, end, 1, &[], |e, wi, _| {
@@ -257,7 +258,7 @@ impl Emitter<'_> {
         }
     }
 
-    /// Runs `body` for every member of `phase` (see `plan::Axis::members`):
+    /// Runs `body` for every member of `phase` (see `geometry::Axis::members`):
     /// in loops over the rows' and the columns' members, or once for an
     /// axis of one.
     fn members(&mut self, phase: &Phase, mut body: impl FnMut(&mut Self, Member)) {

@@ -7,8 +7,8 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 
 use super::{Emitter, Item, Shape};
 use crate::codegen::lower::Lower;
-use crate::codegen::plan::{Phase, Tap};
 use crate::codegen::tile::{self, Form, Layout, Operand, Tile};
+use crate::geometry::{Phase, Tap};
 use crate::schedule::Strategy;
 
 /// The most taps of one channel the emitter unrolls: past this, it loops

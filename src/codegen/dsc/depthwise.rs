@@ -46,7 +46,7 @@ impl Fused<'_> {
     /// interior of a row that holds input pixels, zeros for a row of
     /// padding. The columns of padding are never written: they stay zero.
     fn copy_rows(&mut self, x: Value, dst: Value, rows: [Value; 2]) {
-        let (top, height, width) = (self.plan.pad[0], self.dw.height(), self.dw.width());
+        let (top, height, width) = (self.plan.geometry.pad[0], self.dw.height(), self.dw.width());
         let row_bytes = self.plan.row_len() as i64 * 4;
         self.counted_loop(rows[0], rows[1], 1, &[], |e, r, _| {
             let i = e.base.fb.ins().isub(r, rows[0]);
@@ -75,7 +75,7 @@ impl Fused<'_> {
     /// One input row at `src` into the stored row at `dst`: padded column
     /// `left + i` takes pixel `i`, split into the plan's column phases.
     fn copy_row(&mut self, src: Value, dst: Value) {
-        let (width, left) = (self.dw.width(), self.plan.pad[1]);
+        let (width, left) = (self.dw.width(), self.plan.geometry.pad[1]);
         let phases = self.plan.col_phases;
         let plan = self.plan;
         let at = |c: usize| plan.col_offset(c) as i64 * 4;
@@ -149,7 +149,7 @@ impl Fused<'_> {
     /// `x` into its plane `t` of the band buffer, `[band row][W₄]`.
     fn depthwise_channel(&mut self, [x, w, b, t]: [Value; 4], [first, last]: [Value; 2]) {
         let plan = self.plan;
-        let phase = &plan.phases[0];
+        let phase = &plan.geometry.phases[0];
         let row_bytes = plan.row_len() as i64 * 4;
         let kw = self.dw.kernel()[1];
         let band_row = self.band.row as i64 * 4;

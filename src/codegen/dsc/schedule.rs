@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::Plan;
 use crate::error::{Error, Result};
 use crate::schedule::{
-    Algorithm, InputCopy, LoopNest, MAX_ACCUMULATORS, MAX_KNOB, MAX_THREADS, Schedule, Split, Width,
+    Algorithm, InputCopy, LoopNest, MAX_ACCUMULATORS, MAX_KNOB, MAX_THREADS, Run, Schedule, Width,
 };
 use crate::spec::ValidSpec;
 use crate::target::{Caches, LANES, VECTOR};
@@ -136,8 +136,7 @@ impl DscSchedule {
             }),
             loop_nest: LoopNest::ChannelsOuter,
             copy: InputCopy::Bands(self.band_rows),
-            threads: self.threads,
-            split: Split::Rows,
+            run: Run::threads(self.threads),
         }
     }
 }

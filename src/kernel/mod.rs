@@ -6,15 +6,20 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::abi::{Code, ConvFn, Guard};
+mod call;
+
+use call::{Call, fill_ranges, floats};
+
+use crate::abi::{Code, ConvFn};
 use crate::alloc;
 use crate::border::Border;
 use crate::codegen::Plan;
-use crate::codegen::plan::MAX_PHASES;
 use crate::complexity::Complexity;
-use crate::copy::{Copier, Scratch};
+use crate::copy::Copier;
 use crate::error::{Error, Result};
-use crate::schedule::{Schedule, Split, Strategy};
+use crate::geometry::MAX_PHASES;
+use crate::runtime::{self, Kept, Scratch};
+use crate::schedule::{Run, Schedule, Split, Strategy};
 use crate::spec::{Op, ValidSpec};
 use crate::timing;
 
@@ -35,7 +40,7 @@ pub struct Kernel {
     checked: bool,
     /// The zero-bordered padded copies (one, or one per thread when each
     /// holds a group or a band), kept between runs.
-    scratch: Mutex<Vec<Scratch>>,
+    scratch: Kept<Scratch>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -94,7 +99,7 @@ impl Kernel {
             function,
             compile_time,
             checked,
-            scratch: Mutex::new(Vec::new()),
+            scratch: Kept::default(),
         }
     }
 
@@ -102,9 +107,20 @@ impl Kernel {
     pub fn spec(&self) -> &ValidSpec {
         &self.spec
     }
-    /// The schedule it was compiled with.
+    /// The schedule it was compiled with, and the run it runs with.
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
+    }
+
+    /// This kernel, running with `run` instead of its schedule's: the same
+    /// code, shared among threads another way, without compiling again.
+    /// Fails when `run` cannot share this kernel's work (its threads are
+    /// outside 1 to [`crate::schedule::MAX_THREADS`], or it splits
+    /// otherwise than its input copy needs).
+    pub fn with_run(mut self, run: Run) -> Result<Kernel> {
+        run.legal(self.schedule.copy)?;
+        self.schedule.run = run;
+        Ok(self)
     }
     /// How long compilation took (lowering, Cranelift, linking).
     pub fn compile_time(&self) -> Duration {
@@ -167,7 +183,7 @@ impl Kernel {
                 }
             }
         }
-        let holes = if self.plan.holes {
+        let holes = if self.plan.geometry.holes {
             let activation = spec.activation();
             (0..spec.out_channels())
                 .map(|oc| activation.apply_f32(bias.map_or(0.0, |b| b[oc])))
@@ -182,19 +198,24 @@ impl Kernel {
     /// The threads a run uses: the schedule's, but no more than there are
     /// shares (groups, work items or rows) or threads in rayon's pool.
     pub fn threads(&self) -> usize {
+        self.threads_of(&self.schedule.run)
+    }
+
+    /// The threads `run` uses on this kernel.
+    fn threads_of(&self, run: &Run) -> usize {
         let shares = if self.plan.copy_per_group {
             self.plan.groups()
         } else if let Some(bands) = self.plan.bands {
             bands.parts
         } else {
-            match self.schedule.split {
+            match run.split {
                 Split::Items => self.plan.items,
-                Split::Rows => self.plan.phases.iter().map(|p| p.rows.count).max().unwrap_or(1),
+                Split::Rows => {
+                    self.plan.geometry.phases.iter().map(|p| p.rows.count).max().unwrap_or(1)
+                }
             }
         };
-        let wanted = self.schedule.threads.min(shares);
-        // Asking rayon starts its pool: only when it is to be used.
-        if wanted > 1 { wanted.min(rayon::current_num_threads()) } else { 1 }
+        runtime::threads(run.threads, shares)
     }
 
     /// Computes the output of `input` (NCHW) with packed weights into
@@ -207,44 +228,70 @@ impl Kernel {
     /// says (row slices or ranges of work items); with a copy per group or
     /// by bands of rows, whole groups or bands, each thread copying its own.
     pub fn run(&self, input: &[f32], weights: &PackedWeights, output: &mut [f32]) -> Result<()> {
+        self.run_as(&self.schedule.run, input, weights, output)
+    }
+
+    /// [`Kernel::run`] shared among threads as `run` says (legal for this
+    /// kernel's copy: the tuner checks every run it tries).
+    pub(crate) fn run_as(
+        &self,
+        run: &Run,
+        input: &[f32],
+        weights: &PackedWeights,
+        output: &mut [f32],
+    ) -> Result<()> {
         let spec = &self.spec;
-        spec.check_operands(
-            input.len(),
-            spec.weight_len(),
-            spec.has_bias().then_some(spec.out_channels()),
-        )?;
+        spec.check_input(input.len())?;
         spec.check_output(output.len())?;
         if weights.kernel != self.id {
             return Err(Error::ForeignWeights);
         }
-        let image_in = spec.in_channels() * spec.height() * spec.width();
-        let image_out = spec.out_channels() * spec.out_height() * spec.out_width();
-        let threads = self.threads();
+        let threads = self.threads_of(run);
         // Where the checked lowering's calls report an access out of bounds.
         let faults: Mutex<Option<Error>> = Mutex::new(None);
-        // The padded copies' borders are zero and stay zero (only the
-        // interior is written), so the buffers are zeroed once and reused by
-        // later runs. A run that finds them in use by another thread makes
-        // its own.
-        let mut cached = self.scratch.try_lock().ok();
-        let mut local = Vec::new();
-        let buffers: &mut Vec<Scratch> = cached.as_deref_mut().unwrap_or(&mut local);
         let per_thread = self.plan.copy_per_group || self.plan.bands.is_some();
         let needed = match (self.plan.needs_copy, per_thread) {
             (false, _) => 0,
             (true, false) => 1,
             (true, true) => threads,
         };
-        while buffers.len() < needed {
-            buffers.push(Scratch::zeroed(self.plan.copy_len(), "the padded input copy")?);
+        let copy = || Scratch::zeroed(self.plan.copy_len(), "the padded input copy");
+        self.scratch.with(needed, copy, |buffers| {
+            self.run_images(run, threads, input, weights, output, buffers, &faults);
+            Ok(())
+        })?;
+        if let Some(fault) = faults.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(fault);
         }
+        if let Some(border) = &weights.border {
+            border.apply(input, output);
+        }
+        Ok(())
+    }
+
+    /// Every image of a run on `threads` threads, with the padded copies in
+    /// `buffers` (as many as the plan needs: none, one, or one a thread).
+    #[allow(clippy::too_many_arguments)]
+    fn run_images(
+        &self,
+        run: &Run,
+        threads: usize,
+        input: &[f32],
+        weights: &PackedWeights,
+        output: &mut [f32],
+        buffers: &mut [Scratch],
+        faults: &Mutex<Option<Error>>,
+    ) {
+        let spec = &self.spec;
+        let image_in = spec.in_channels() * spec.height() * spec.width();
+        let image_out = spec.out_channels() * spec.out_height() * spec.out_width();
         let mut whole = [0i64; 2 * MAX_PHASES];
         let phases = fill_ranges(&self.plan, 0, 1, &mut whole);
         let whole = &whole[..phases];
         for n in 0..spec.batch() {
             let x = &input[n * image_in..(n + 1) * image_in];
             let y = &mut output[n * image_out..(n + 1) * image_out];
-            if self.plan.holes {
+            if self.plan.geometry.holes {
                 // The pixels of no phase hold the activated bias; the
                 // phases then write theirs over it.
                 let plane = spec.out_height() * spec.out_width();
@@ -266,7 +313,7 @@ impl Kernel {
                     floats(weights.bias.as_ptr(), weights.bias.len()),
                     floats(y.as_ptr(), y.len()),
                 ],
-                faults: self.checked.then_some(&raw const faults),
+                faults: self.checked.then_some(faults as *const _),
             };
             // SAFETY (for every `share` below): `function` was generated for
             // `self.plan`: it reads `copy_len` elements from `x` (a scratch
@@ -299,32 +346,15 @@ impl Kernel {
                 None => call,
             };
             let items = self.plan.items;
-            if threads == 1 {
-                unsafe { call.share(0..items, 0, 1) };
-            } else {
-                let share = move |t: usize| match self.schedule.split {
-                    Split::Items => (t * items / threads..(t + 1) * items / threads, 0, 1),
+            let split = run.split;
+            runtime::on_each(threads, move |t| {
+                let (items, part, parts) = match split {
+                    Split::Items => (runtime::share(items, t, threads), 0, 1),
                     Split::Rows => (0..items, t, threads),
                 };
-                rayon::in_place_scope(|s| {
-                    for t in 1..threads {
-                        s.spawn(move |_| {
-                            let (items, part, parts) = share(t);
-                            unsafe { call.share(items, part, parts) }
-                        });
-                    }
-                    let (items, part, parts) = share(0);
-                    unsafe { call.share(items, part, parts) };
-                });
-            }
+                unsafe { call.share(items, part, parts) }
+            });
         }
-        if let Some(fault) = faults.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(fault);
-        }
-        if let Some(border) = &weights.border {
-            border.apply(input, output);
-        }
-        Ok(())
     }
 
     /// One image by bands of rows: thread `t` of `buffers.len()` takes a
@@ -337,7 +367,7 @@ impl Kernel {
         let items = self.plan.items;
         let call = &call; // shared whole: its fields alone are not `Sync`
         let work = |t: usize, buffer: &mut Scratch| {
-            for b in t * parts / threads..(t + 1) * parts / threads {
+            for b in runtime::share(parts, t, threads) {
                 self.copier().band(x, b, buffer.get_mut());
                 // The code addresses padded row r at `x + r · row`: point
                 // `x` that many rows before the buffer, which holds the
@@ -352,7 +382,7 @@ impl Kernel {
                 unsafe { call.reading(x, buffer.as_ptr(), copy).share(0..items, b, parts) };
             }
         };
-        on_threads(buffers, work);
+        runtime::on_threads(buffers, work);
     }
 
     /// One image with a copy per group: thread `t` of `buffers.len()` takes
@@ -363,7 +393,7 @@ impl Kernel {
         let threads = buffers.len();
         let call = &call; // shared whole: its fields alone are not `Sync`
         let work = |t: usize, buffer: &mut Scratch| {
-            for g in t * groups / threads..(t + 1) * groups / threads {
+            for g in runtime::share(groups, t, threads) {
                 self.copier().group(x, g, buffer.get_mut());
                 let call = call.reading(buffer.as_ptr(), buffer.as_ptr(), self.plan.copy_len());
                 // SAFETY: see `run`; the buffer holds group `g`'s planes,
@@ -372,7 +402,7 @@ impl Kernel {
                 unsafe { call.share(g * per_group..(g + 1) * per_group, 0, 1) };
             }
         };
-        on_threads(buffers, work);
+        runtime::on_threads(buffers, work);
     }
 
     /// The padded copies of this kernel's plan.
@@ -404,120 +434,6 @@ impl Kernel {
             stats.clock
         );
         Ok(stats)
-    }
-}
-
-/// Runs `work(t, buffer)` for every buffer `t`, on as many threads of
-/// rayon's pool (the calling thread takes buffer 0).
-pub(crate) fn on_threads<B: Send>(buffers: &mut [B], work: impl Fn(usize, &mut B) + Sync) {
-    match buffers {
-        [only] => work(0, only),
-        [first, rest @ ..] => rayon::in_place_scope(|s| {
-            for (t, buffer) in rest.iter_mut().enumerate() {
-                let work = &work;
-                s.spawn(move |_| work(t + 1, buffer));
-            }
-            work(0, first);
-        }),
-        [] => {}
-    }
-}
-
-/// One call of the compiled code on one image: the pointers it takes, which
-/// threads of one run share.
-#[derive(Clone, Copy)]
-struct Call<'a> {
-    function: ConvFn,
-    /// The plan the code was compiled for: the output rows of each part.
-    plan: &'a Plan,
-    /// The output rows of every phase, `[first, last)` as the code reads
-    /// them: computed once a run, for the calls on whole phases (the many
-    /// calls of a run by groups make no more of them).
-    whole: &'a [i64],
-    x: *const f32,
-    w: *const f32,
-    b: *const f32,
-    y: *mut f32,
-    /// The start and length (bytes) of the buffers `x`, `w`, `b` and `y`
-    /// point into, for the checked lowering's guard block (`x` may point
-    /// before its band's buffer).
-    buffers: [(*const u8, usize); 4],
-    /// For checked code: where a call reports an access out of bounds.
-    faults: Option<*const Mutex<Option<Error>>>,
-}
-
-// SAFETY: the pointers are only dereferenced by `Call::share`, whose callers
-// give concurrent calls disjoint shares (see `Kernel::run`); `faults` points
-// to a mutex that outlives every call of the run.
-unsafe impl Send for Call<'_> {}
-unsafe impl Sync for Call<'_> {}
-
-/// Writes the output rows of each phase of `plan` for part `part` of
-/// `parts` into `ranges` as the code reads them (`[first, last)`, two i64
-/// a phase); returns how many it wrote.
-fn fill_ranges(plan: &Plan, part: usize, parts: usize, ranges: &mut [i64]) -> usize {
-    let mut n = 0;
-    for (range, slot) in plan.part_rows(part, parts).zip(ranges.chunks_exact_mut(2)) {
-        slot.copy_from_slice(&[range.start as i64, range.end as i64]);
-        n += 2;
-    }
-    n
-}
-
-/// The guard block's bounds of `len` floats at `p`.
-fn floats(p: *const f32, len: usize) -> (*const u8, usize) {
-    (p.cast(), len * 4)
-}
-
-impl<'a> Call<'a> {
-    /// This call reading its input at `x`, in the buffer of `len` elements
-    /// at `buffer` (a padded copy).
-    fn reading(self, x: *const f32, buffer: *const f32, len: usize) -> Call<'a> {
-        let mut buffers = self.buffers;
-        buffers[0] = floats(buffer, len);
-        Call { x, buffers, ..self }
-    }
-
-    /// Runs the work items `items` of the image, on part `part` of `parts`
-    /// slices of its output rows. Checked code gets a guard block of the
-    /// call's buffers; an access it found outside them is reported to the
-    /// run's `faults`.
-    ///
-    /// # Safety
-    /// The pointers must be valid for the lengths the plan implies (see
-    /// `Kernel::run`), `part < parts`, and no other call may run an
-    /// overlapping share at the same time.
-    unsafe fn share(self, items: std::ops::Range<usize>, part: usize, parts: usize) {
-        let (begin, end) = (items.start as i64, items.end as i64);
-        // The output rows of each phase, `[first, last)`: the code reads
-        // two i64 per phase of the plan (at most `MAX_PHASES`, or it would
-        // not have compiled).
-        let mut part_ranges: [i64; 2 * MAX_PHASES];
-        let ranges = if parts == 1 {
-            self.whole
-        } else {
-            part_ranges = [0; 2 * MAX_PHASES];
-            let n = fill_ranges(self.plan, part, parts, &mut part_ranges);
-            &part_ranges[..n]
-        };
-        let rows = ranges.as_ptr();
-        let Some(faults) = self.faults else {
-            // SAFETY: as the caller promises; plain code ignores the guard.
-            let guard = std::ptr::null_mut();
-            unsafe { self.function.call(self.x, self.w, self.b, self.y, begin, end, rows, guard) };
-            return;
-        };
-        let [x, w, b, y] = self.buffers;
-        let mut guard = Guard::new([x, w, b, y, (rows.cast(), 8 * ranges.len())]);
-        // SAFETY: as the caller promises; checked code reads and writes the
-        // guard block, which lives on this stack frame for the call.
-        unsafe { self.function.call(self.x, self.w, self.b, self.y, begin, end, rows, &mut guard) };
-        if let Some(fault) = guard.fault() {
-            // SAFETY: `faults` outlives the run's calls (see `Call`).
-            let faults = unsafe { &*faults };
-            let mut first = faults.lock().unwrap_or_else(|p| p.into_inner());
-            first.get_or_insert(fault);
-        }
     }
 }
 
