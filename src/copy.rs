@@ -63,9 +63,9 @@ impl Copier<'_> {
     /// Copies the planes of group `g` into `scratch` (one group's planes),
     /// the interior only.
     pub(crate) fn group(&self, x: &[f32], g: usize, scratch: &mut [f32]) {
-        let first = g * self.plan.group_planes;
+        let first = g * self.plan.work.group_planes;
         if self.plan.interleaved {
-            let channels = first..first + self.plan.group_planes;
+            let channels = first..first + self.plan.work.group_planes;
             self.interleave_rows(x, &channels, 0..self.plan.geometry.padded[0], scratch);
             return;
         }
@@ -158,7 +158,7 @@ impl Copier<'_> {
         let (h, w) = (self.spec.height(), self.spec.width());
         let plan = &self.plan;
         let [top, left, _, _] = plan.geometry.pad;
-        let lanes = if plan.blocked_input { INPUT_BLOCK } else { 1 };
+        let lanes = if plan.work.blocked_input { INPUT_BLOCK } else { 1 };
         let stride = plan.row_len() * lanes;
         for (r, dst_row) in rows.zip(dst.chunks_mut(stride)) {
             for lane in 0..lanes {

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod abi;
+pub mod algorithm;
 pub mod alloc;
 pub mod atomic;
 pub mod baseline;

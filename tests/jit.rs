@@ -4,6 +4,7 @@
 mod common;
 
 use common::{any_spec, check_kernel, random_tensor, spec};
+use convjit::algorithm;
 use convjit::geometry::{self, Geometry};
 use convjit::schedule::{
     self, Algorithm, Depthwise, Direct, InputCopy, Layout, LoopNest, Run, Schedule, Split,
@@ -25,8 +26,9 @@ fn nest(rows_outer: bool, col_block: Option<usize>) -> LoopNest {
 
 /// A random schedule that is legal for `spec`.
 fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
-    let depthwise_ok = spec.in_per_group() == 1;
-    let knobs = (0usize..3, 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>());
+    // Every algorithm of the registry that accepts the layer.
+    let accepted: Vec<Family> = algorithm::accepting(spec).map(|f| f.strategy()).collect();
+    let knobs = (0..accepted.len(), 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>());
     let block = prop_oneof![Just(None), (1usize..=40).prop_map(Some)];
     let copy = prop_oneof![
         Just(InputCopy::Image),
@@ -43,11 +45,7 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
             interleave,
             rows,
         )| {
-            let strategy = match family {
-                1 if depthwise_ok => Family::Depthwise,
-                2 => Family::Width,
-                _ => Family::Direct,
-            };
+            let strategy = accepted[family];
             let (oc_vectors, pixel_tile) = match strategy {
                 Family::Width => (1, LANES * tile),
                 _ => (oc_vectors, tile.min(14 / oc_vectors)),
@@ -272,6 +270,38 @@ proptest! {
         }
         for (phase, &end) in next.iter().enumerate() {
             prop_assert_eq!(end, plan.geometry.phases[phase].rows.count);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Every algorithm's work items and lanes reach every output channel
+    /// exactly once, and no other: the packing, the plan and the emitted
+    /// item decoding all read this one map, so a lane that reached no
+    /// channel or two would leave an output unwritten or write it twice.
+    /// The items of one group of items are consecutive and share their
+    /// group's input: each reaches only channels of one conv group (or,
+    /// depthwise, of the groups of one block of lanes).
+    #[test]
+    fn work_items_reach_every_channel_once(spec in any_spec(), oc_vectors in 1usize..=3) {
+        for family in algorithm::accepting(&spec) {
+            let work = family.work(&spec, oc_vectors);
+            prop_assert_eq!(work.groups() * work.group_items, work.items);
+            let mut seen = vec![0u32; spec.out_channels()];
+            for item in 0..work.items {
+                let q = item / work.group_items;
+                for lane in 0..work.lanes {
+                    let Some(oc) = work.channel(item, lane) else { continue };
+                    prop_assert!(oc < spec.out_channels(), "{}: {item}/{lane} → {oc}", family.name());
+                    seen[oc] += 1;
+                    let group = oc / spec.out_per_group();
+                    let input_group = if work.blocked_input { group / work.lanes } else { group };
+                    prop_assert_eq!(input_group, q, "{}: item {} lane {}", family.name(), item, lane);
+                }
+            }
+            prop_assert!(seen.iter().all(|&n| n == 1), "{}: {:?}", family.name(), seen);
         }
     }
 }

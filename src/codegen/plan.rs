@@ -2,8 +2,9 @@
 //! input) with what the schedule adds to it — how channels are grouped into
 //! vector blocks and work items, and how the padded copy is laid out.
 
+use crate::algorithm::Work;
 use crate::geometry::{Geometry, Phase};
-use crate::schedule::{InputCopy, Schedule, Strategy};
+use crate::schedule::{InputCopy, Schedule};
 use crate::spec::ValidSpec;
 
 /// Channels per block of a channel-blocked input copy: one vector.
@@ -25,9 +26,9 @@ pub struct Bands {
 pub struct Plan {
     /// The layer's phases and padding.
     pub geometry: Geometry,
-    /// Whether the input copy is channel-blocked by 4 (`[C/4][Hp][row][4]`)
-    /// rather than planar (`[C][Hp][row]`).
-    pub blocked_input: bool,
+    /// How the algorithm's work items map onto channels (and whether it
+    /// reads a channel-blocked copy).
+    pub work: Work,
     /// Whether the input copy is interleaved (`[Hp][row][C]`, or `[Hp][row]
     /// [C/groups]` for a copy per group) rather than planar.
     pub interleaved: bool,
@@ -41,18 +42,6 @@ pub struct Plan {
     /// width / `col_phases`, plus zeros the width strategy's whole-vector
     /// reads past a row's last pixel need).
     pub sub_row: usize,
-    /// Output channels per work item and vector block: `4 · oc_vectors`,
-    /// or 1 for the width strategy.
-    pub lanes: usize,
-    /// Work items: `(group, output-channel block)` pairs (Direct, Width) or
-    /// `(channel block, multiplier index)` pairs (Depthwise).
-    pub items: usize,
-    /// Input planes of one group: the planes (channels, or blocks of 4
-    /// channels when blocked) that `group_items` consecutive work items
-    /// read, and that nothing else reads.
-    pub group_planes: usize,
-    /// Work items per group.
-    pub group_items: usize,
     /// Whether the compiled code reads a padded copy of the input rather
     /// than the NCHW image itself.
     pub needs_copy: bool,
@@ -74,27 +63,10 @@ impl Plan {
     /// `schedule` (which must be legal).
     pub fn of(spec: &ValidSpec, geometry: Geometry, schedule: &Schedule) -> Plan {
         let (pad, padded) = (geometry.pad, geometry.padded);
-        let lanes = match schedule.strategy() {
-            Strategy::Width => 1,
-            _ => crate::target::LANES * schedule.oc_vectors(),
-        };
-        let items = match schedule.strategy() {
-            Strategy::Direct | Strategy::Width => {
-                spec.groups() * spec.out_per_group().div_ceil(lanes)
-            }
-            Strategy::Depthwise => spec.groups().div_ceil(lanes) * spec.out_per_group(),
-        };
-        let (col_phases, sub_row) = match schedule.strategy() {
-            Strategy::Width => width_rows(&geometry.phases, padded[1]),
-            _ => (1, padded[1]),
-        };
-        let (group_planes, group_items) = match schedule.strategy() {
-            Strategy::Direct | Strategy::Width => {
-                (spec.in_per_group(), spec.out_per_group().div_ceil(lanes))
-            }
-            Strategy::Depthwise => (schedule.oc_vectors(), spec.out_per_group()),
-        };
-        let blocked_input = schedule.strategy() == Strategy::Depthwise;
+        let work = schedule.algorithm.work(spec);
+        let family = schedule.algorithm.family();
+        let (col_phases, sub_row) = family.row_phases(&geometry.phases, padded[1]);
+        let blocked_input = work.blocked_input;
         let interleaved = schedule.interleave();
         // A row split into column phases is a copy even when its length
         // happens to equal the image's (stride 2, no padding, the last
@@ -116,17 +88,13 @@ impl Plan {
         };
         Plan {
             geometry,
-            group_planes,
-            group_items,
+            work,
             needs_copy,
             copy_per_group: needs_copy && schedule.copy == InputCopy::Group,
             bands,
-            blocked_input,
             interleaved,
             col_phases,
             sub_row,
-            lanes,
-            items,
         }
     }
 
@@ -148,10 +116,10 @@ impl Plan {
     /// Elements of one stored pixel: 1, a block of 4 channels, or all the
     /// channels of the copy when interleaved.
     pub fn pixel_len(&self) -> usize {
-        if self.blocked_input {
+        if self.work.blocked_input {
             INPUT_BLOCK
         } else if self.interleaved {
-            self.group_planes * if self.copy_per_group { 1 } else { self.groups() }
+            self.work.group_planes * if self.copy_per_group { 1 } else { self.groups() }
         } else {
             1
         }
@@ -195,7 +163,7 @@ impl Plan {
 
     /// Groups of work items (see `group_items`).
     pub fn groups(&self) -> usize {
-        self.items / self.group_items
+        self.work.groups()
     }
 
     /// Elements of one padded input image.
@@ -208,9 +176,9 @@ impl Plan {
     /// Elements of one group's padded input planes.
     pub fn group_len(&self) -> usize {
         if self.interleaved {
-            self.stored_rows() * self.row_len() * self.group_planes
+            self.stored_rows() * self.row_len() * self.work.group_planes
         } else {
-            self.group_planes * self.plane_len()
+            self.work.group_planes * self.plane_len()
         }
     }
 
@@ -236,27 +204,4 @@ fn band_input_rows(phases: &[Phase], b: usize, parts: usize) -> std::ops::Range<
         rows = Some(rows.map_or((lo, hi), |(a, z)| (a.min(lo), z.max(hi))));
     }
     rows.map_or(0..0, |(lo, hi)| lo..hi)
-}
-
-/// The column phases and sub-row length of the width strategy's copy. Its
-/// tiles load whole vectors of 4 consecutive phase positions, so a row's
-/// last vector may read up to 3 positions past the last output pixel: the
-/// sub-row is long enough that those reads stay inside it (they are zero
-/// padding or real pixels, and their lanes are never stored).
-fn width_rows(phases: &[Phase], padded_width: usize) -> (usize, usize) {
-    // conv2d has one phase whose column step is the stride; the phases of
-    // conv_transpose2d all step by 1.
-    let col_phases = phases.iter().map(|p| p.cols.in_step).max().unwrap_or(1).max(1);
-    let reach = phases
-        .iter()
-        .filter_map(|p| {
-            let (_, last_tap) = p.cols.offset_range()?;
-            Some(
-                p.cols.count.next_multiple_of(4) * p.cols.in_step / col_phases
-                    + last_tap / col_phases,
-            )
-        })
-        .max()
-        .unwrap_or(0);
-    (col_phases, padded_width.div_ceil(col_phases).max(reach))
 }

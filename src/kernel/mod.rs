@@ -19,7 +19,7 @@ use crate::copy::Copier;
 use crate::error::{Error, Result};
 use crate::geometry::MAX_PHASES;
 use crate::runtime::{self, Kept, Scratch};
-use crate::schedule::{Run, Schedule, Split, Strategy};
+use crate::schedule::{Run, Schedule, Split};
 use crate::spec::{Op, ValidSpec};
 use crate::timing;
 
@@ -129,46 +129,31 @@ impl Kernel {
 
     /// Packs PyTorch-layout weights and the bias (present exactly when the
     /// spec has one) into this kernel's layout: per work item, per input
-    /// channel, per tap, a block of `lanes` output channels, zero past the
-    /// channel tail.
+    /// channel, per tap, a block of `lanes` output channels (the channel of
+    /// each lane as the algorithm's [`crate::algorithm::Work`] maps it),
+    /// zero past the channel tail.
     pub fn pack(&self, weight: &[f32], bias: Option<&[f32]>) -> Result<PackedWeights> {
         let spec = &self.spec;
         spec.check_operands(spec.input_len(), weight.len(), bias.map(<[f32]>::len))?;
-        let lanes = self.plan.lanes;
+        let work = &self.plan.work;
+        let lanes = work.lanes;
         let taps = spec.kernel()[0] * spec.kernel()[1];
         let (cig, cog) = (spec.in_per_group(), spec.out_per_group());
-        let mut w = alloc::zeroed_f32(self.plan.items * cig * taps * lanes, "the packed weights")?;
-        let mut b = alloc::zeroed_f32(self.plan.items * lanes, "the packed bias")?;
-        for item in 0..self.plan.items {
+        let mut w = alloc::zeroed_f32(work.items * cig * taps * lanes, "the packed weights")?;
+        let mut b = alloc::zeroed_f32(work.items * lanes, "the packed bias")?;
+        for item in 0..work.items {
             for lane in 0..lanes {
-                // This lane's output channel, and the PyTorch index of its
-                // weight for input channel 0 of the group and tap 0, with the
-                // step between consecutive input channels.
-                let (oc, first, channel_step) = match self.schedule.strategy() {
-                    Strategy::Direct | Strategy::Width => {
-                        let blocks = cog.div_ceil(lanes);
-                        let (g, ocg) = (item / blocks, (item % blocks) * lanes + lane);
-                        if ocg >= cog {
-                            continue;
-                        }
-                        let oc = g * cog + ocg;
-                        match spec.op() {
-                            // [C_out, C_in/g, kh, kw]
-                            Op::Conv2d => (oc, oc * cig * taps, taps),
-                            // [C_in, C_out/g, kh, kw]
-                            Op::ConvTranspose2d => (oc, (g * cig * cog + ocg) * taps, cog * taps),
-                        }
-                    }
-                    Strategy::Depthwise => {
-                        // One input channel per group: both layouts hold the
-                        // weights of output channel oc at oc·taps.
-                        let (cb, k) = (item / cog, item % cog);
-                        let g = cb * lanes + lane;
-                        if g >= spec.groups() {
-                            continue;
-                        }
-                        let oc = g * cog + k;
-                        (oc, oc * taps, taps)
+                let Some(oc) = work.channel(item, lane) else { continue };
+                // The PyTorch index of output channel oc's weight for input
+                // channel 0 of its group and tap 0, and the step between
+                // consecutive input channels.
+                let (first, channel_step) = match spec.op() {
+                    // [C_out, C_in/g, kh, kw]
+                    Op::Conv2d => (oc * cig * taps, taps),
+                    // [C_in, C_out/g, kh, kw]
+                    Op::ConvTranspose2d => {
+                        let (g, ocg) = (oc / cog, oc % cog);
+                        ((g * cig * cog + ocg) * taps, cog * taps)
                     }
                 };
                 if let Some(bias) = bias {
@@ -209,7 +194,7 @@ impl Kernel {
             bands.parts
         } else {
             match run.split {
-                Split::Items => self.plan.items,
+                Split::Items => self.plan.work.items,
                 Split::Rows => {
                     self.plan.geometry.phases.iter().map(|p| p.rows.count).max().unwrap_or(1)
                 }
@@ -345,7 +330,7 @@ impl Kernel {
                 }
                 None => call,
             };
-            let items = self.plan.items;
+            let items = self.plan.work.items;
             let split = run.split;
             runtime::on_each(threads, move |t| {
                 let (items, part, parts) = match split {
@@ -364,7 +349,7 @@ impl Kernel {
     fn run_bands(&self, x: &[f32], call: Call, parts: usize, buffers: &mut [Scratch]) {
         let threads = buffers.len();
         let row = (self.plan.row_len() * self.plan.pixel_len()) as isize;
-        let items = self.plan.items;
+        let items = self.plan.work.items;
         let call = &call; // shared whole: its fields alone are not `Sync`
         let work = |t: usize, buffer: &mut Scratch| {
             for b in runtime::share(parts, t, threads) {
@@ -389,7 +374,7 @@ impl Kernel {
     /// a contiguous range of groups and, for each, copies the group's
     /// planes into its buffer and runs the group's work items on it.
     fn run_groups(&self, x: &[f32], call: Call, buffers: &mut [Scratch]) {
-        let (groups, per_group) = (self.plan.groups(), self.plan.group_items);
+        let (groups, per_group) = (self.plan.groups(), self.plan.work.group_items);
         let threads = buffers.len();
         let call = &call; // shared whole: its fields alone are not `Sync`
         let work = |t: usize, buffer: &mut Scratch| {
@@ -501,7 +486,7 @@ mod tests {
             let call = call.reading(copy.as_ptr(), copy.as_ptr(), kernel.plan.copy_len());
             // SAFETY: the pointers are valid for the plan's lengths; the
             // guard only claims less.
-            unsafe { call.share(0..kernel.plan.items, 0, 1) };
+            unsafe { call.share(0..kernel.plan.work.items, 0, 1) };
             let fault = faults.into_inner().unwrap().expect("a fault");
             let Error::CheckedAccess { buffer, offset, len } = fault else { panic!("{fault}") };
             assert_eq!((buffer, len), ("output", 4 * half as u64));

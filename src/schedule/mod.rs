@@ -43,130 +43,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::spec::ValidSpec;
-use crate::target::LANES;
 
+pub use crate::algorithm::{
+    Algorithm, Depthwise, Direct, Layout, MAX_ACCUMULATORS, MAX_OC_VECTORS, MAX_REDUCTION_UNROLL,
+    Strategy, Tile, Width,
+};
 pub use heuristic::{MIN_MACS_PER_THREAD, choose, choose_threaded};
-
-/// The most accumulators a register tile may hold: the target's vector
-/// registers but the two its operands need
-/// ([`crate::target::VectorIsa::max_accumulators`]; 14 on f32x4).
-pub const MAX_ACCUMULATORS: usize = crate::target::VECTOR.max_accumulators();
-
-/// The most vectors of output channels a register tile may hold.
-pub const MAX_OC_VECTORS: usize = 3;
-
-/// The most input channels one iteration of the reduction loop may take.
-pub const MAX_REDUCTION_UNROLL: usize = 4;
-
-/// The algorithm that computes a layer, with its configuration: the
-/// microkernel family, and so which axis is vectorised. In JSON, an object
-/// with one field named after the algorithm, e.g. `{"direct": {…}}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Algorithm {
-    /// Vectorise across the output channels of one group; each FMA
-    /// multiplies a broadcast input pixel by a vector of output channels'
-    /// weights. Serves every kind; wastes lanes when a group has fewer
-    /// output channels than a vector holds, or a non-multiple.
-    Direct(Direct),
-    /// Vectorise across groups, for layers with one input channel per group
-    /// (depthwise, with any channel multiplier): each FMA multiplies a
-    /// vector of channels' input pixels (a channel-blocked copy of the
-    /// input) by as many channels' weights. Needs the blocked input copy.
-    Depthwise(Depthwise),
-    /// Vectorise along the output row: one output channel per work item, and
-    /// each FMA multiplies a vector of consecutive output pixels' inputs (one
-    /// load from an NCHW copy) by one weight broadcast to every lane. Serves
-    /// every kind; no lane idles on channel tails and the stores are whole
-    /// vectors, but every weight is loaded once per pixel tile. Strided
-    /// layers read a copy whose rows are split into `stride` column phases
-    /// (column `c` in phase `c mod stride`), so no load gathers.
-    Width(Width),
-}
-
-/// The register tile of the algorithms that vectorise across channels:
-/// `oc_vectors · pixel_tile · row_tile` accumulators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tile {
-    /// Vectors of channels per register tile (the output-channel block is
-    /// `lanes · oc_vectors`). More vectors share each input load across
-    /// more FMAs but each costs a weight register and wastes more lanes on
-    /// channel tails.
-    pub oc_vectors: usize,
-    /// Output pixels (along a row) per register tile: more amortise the
-    /// weight loads and hide FMA latency, but past the register file they
-    /// spill.
-    pub pixel_tile: usize,
-    /// Output rows per register tile: the accumulators cover `pixel_tile`
-    /// pixels in each of `row_tile` rows, so short rows still fill the
-    /// registers.
-    pub row_tile: usize,
-}
-
-/// The direct algorithm's configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Direct {
-    /// The register tile.
-    pub tile: Tile,
-    /// Input channels per iteration of the reduction loop. Larger unrolls
-    /// cut loop overhead and back-edge moves when the kernel has few taps
-    /// (1×1), at the cost of code size.
-    pub reduction_unroll: usize,
-    /// The layout of the padded copy the microkernel reads.
-    #[serde(default)]
-    pub layout: Layout,
-}
-
-/// The depthwise algorithm's configuration: its register tile (it has no
-/// channel reduction to unroll).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Depthwise {
-    /// The register tile.
-    pub tile: Tile,
-}
-
-/// The width algorithm's configuration: one output channel per tile, so its
-/// register tile is `pixel_vectors · row_tile` accumulators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Width {
-    /// Vectors of consecutive output pixels per row of the tile (the tile is
-    /// `lanes · pixel_vectors` pixels wide).
-    pub pixel_vectors: usize,
-    /// Output rows per register tile.
-    pub row_tile: usize,
-    /// Input channels per iteration of the reduction loop.
-    pub reduction_unroll: usize,
-}
-
-/// The layout of the direct algorithm's padded input copy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Layout {
-    /// Each channel's plane: the reduction over input channels reads one
-    /// plane per channel.
-    #[default]
-    Nchw,
-    /// Each pixel's channels together, so the reduction over input channels
-    /// walks consecutive addresses. The copy is then a transpose, and is
-    /// always made.
-    Nhwc,
-}
-
-/// Which microkernel family an [`Algorithm`] is, without its configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// [`Algorithm::Direct`].
-    Direct,
-    /// [`Algorithm::Depthwise`].
-    Depthwise,
-    /// [`Algorithm::Width`].
-    Width,
-}
 
 /// The order of the two outer loops. In JSON: `"channels_outer"`,
 /// `"rows_outer"` or `{"column_blocks": 32}`.
@@ -311,43 +193,6 @@ pub const MAX_THREADS: usize = 256;
 /// than the layer's rows computes them whole.
 pub const MAX_KNOB: usize = crate::spec::MAX_DIM as usize;
 
-impl Algorithm {
-    /// The algorithm of `strategy` from the knobs in the terms the
-    /// heuristic and the space draw them in: the tile in pixels (the width
-    /// algorithm takes `pixel_tile / lanes` vectors and one channel), the
-    /// unroll (the depthwise algorithm has none) and the NHWC layout (the
-    /// direct algorithm's only).
-    pub(crate) fn from_knobs(
-        strategy: Strategy,
-        tile: Tile,
-        reduction_unroll: usize,
-        nhwc: bool,
-    ) -> Algorithm {
-        match strategy {
-            Strategy::Direct => Algorithm::Direct(Direct {
-                tile,
-                reduction_unroll,
-                layout: if nhwc { Layout::Nhwc } else { Layout::Nchw },
-            }),
-            Strategy::Depthwise => Algorithm::Depthwise(Depthwise { tile }),
-            Strategy::Width => Algorithm::Width(Width {
-                pixel_vectors: tile.pixel_tile / LANES,
-                row_tile: tile.row_tile,
-                reduction_unroll,
-            }),
-        }
-    }
-
-    /// The microkernel family, without its configuration.
-    pub fn strategy(&self) -> Strategy {
-        match self {
-            Algorithm::Direct(_) => Strategy::Direct,
-            Algorithm::Depthwise(_) => Strategy::Depthwise,
-            Algorithm::Width(_) => Strategy::Width,
-        }
-    }
-}
-
 impl Schedule {
     /// The microkernel family.
     pub fn strategy(&self) -> Strategy {
@@ -359,70 +204,39 @@ impl Schedule {
         CodeKey { algorithm: self.algorithm, loop_nest: self.loop_nest, copy: self.copy }
     }
 
-    /// Vectors of output channels per register tile (1 for the width
-    /// algorithm, which computes one channel at a time).
+    /// Vectors of output channels per register tile ([`Algorithm::oc_vectors`]).
     pub fn oc_vectors(&self) -> usize {
-        match self.algorithm {
-            Algorithm::Direct(Direct { tile, .. }) | Algorithm::Depthwise(Depthwise { tile }) => {
-                tile.oc_vectors
-            }
-            Algorithm::Width(_) => 1,
-        }
+        self.algorithm.oc_vectors()
     }
 
     /// Output pixels along a row per register tile.
     pub fn pixel_tile(&self) -> usize {
-        match self.algorithm {
-            Algorithm::Direct(Direct { tile, .. }) | Algorithm::Depthwise(Depthwise { tile }) => {
-                tile.pixel_tile
-            }
-            Algorithm::Width(w) => w.pixel_vectors * LANES,
-        }
+        self.algorithm.pixel_tile()
     }
 
     /// Output rows per register tile.
     pub fn row_tile(&self) -> usize {
-        match self.algorithm {
-            Algorithm::Direct(Direct { tile, .. }) | Algorithm::Depthwise(Depthwise { tile }) => {
-                tile.row_tile
-            }
-            Algorithm::Width(w) => w.row_tile,
-        }
+        self.algorithm.row_tile()
     }
 
-    /// The register tile's shape, in the terms of the algorithms that
-    /// vectorise across channels (the width algorithm's is one vector of
-    /// channels by its pixels).
+    /// The register tile's shape ([`Algorithm::tile`]).
     pub fn tile(&self) -> Tile {
-        Tile {
-            oc_vectors: self.oc_vectors(),
-            pixel_tile: self.pixel_tile(),
-            row_tile: self.row_tile(),
-        }
+        self.algorithm.tile()
     }
 
     /// Accumulators in one row of the register tile.
     pub fn accumulators_per_row(&self) -> usize {
-        match self.algorithm {
-            Algorithm::Width(w) => w.pixel_vectors,
-            _ => self.oc_vectors() * self.pixel_tile(),
-        }
+        self.algorithm.accumulators_per_row()
     }
 
-    /// Input channels per iteration of the reduction loop (1 for the
-    /// depthwise algorithm, which has no channel reduction).
+    /// Input channels per iteration of the reduction loop.
     pub fn reduction_unroll(&self) -> usize {
-        match self.algorithm {
-            Algorithm::Direct(d) => d.reduction_unroll,
-            Algorithm::Width(w) => w.reduction_unroll,
-            Algorithm::Depthwise(_) => 1,
-        }
+        self.algorithm.reduction_unroll()
     }
 
-    /// Whether the microkernel reads an NHWC copy (the direct algorithm's
-    /// [`Layout::Nhwc`]).
+    /// Whether the microkernel reads an NHWC copy.
     pub fn interleave(&self) -> bool {
-        matches!(self.algorithm, Algorithm::Direct(Direct { layout: Layout::Nhwc, .. }))
+        self.algorithm.interleave()
     }
 
     /// Checks that this schedule can compute `spec`; the error names the
@@ -434,61 +248,7 @@ impl Schedule {
         let bad = |field: &'static str, value: String, reason: &str| {
             Err(Error::InvalidSchedule { field, value, reason: reason.to_string() })
         };
-        match self.algorithm {
-            Algorithm::Depthwise(_) if spec.in_per_group() != 1 => {
-                return bad(
-                    "algorithm",
-                    "depthwise".into(),
-                    "needs exactly one input channel per group",
-                );
-            }
-            Algorithm::Direct(Direct { tile, .. }) | Algorithm::Depthwise(Depthwise { tile }) => {
-                if !(1..=MAX_OC_VECTORS).contains(&tile.oc_vectors) {
-                    return bad("oc_vectors", tile.oc_vectors.to_string(), "must be 1, 2 or 3");
-                }
-                if !(1..=MAX_ACCUMULATORS).contains(&tile.pixel_tile)
-                    || tile.oc_vectors * tile.pixel_tile > MAX_ACCUMULATORS
-                {
-                    return bad(
-                        "pixel_tile",
-                        tile.pixel_tile.to_string(),
-                        &format!(
-                            "must be at least 1 with oc_vectors · pixel_tile at most \
-                             {MAX_ACCUMULATORS}"
-                        ),
-                    );
-                }
-            }
-            Algorithm::Width(w) => {
-                if !(1..=MAX_ACCUMULATORS).contains(&w.pixel_vectors) {
-                    return bad(
-                        "pixel_vectors",
-                        w.pixel_vectors.to_string(),
-                        &format!("must be 1 to {MAX_ACCUMULATORS}"),
-                    );
-                }
-            }
-        }
-        let row_tile = self.row_tile();
-        if !(1..=MAX_ACCUMULATORS).contains(&row_tile)
-            || self.accumulators_per_row() * row_tile > MAX_ACCUMULATORS
-        {
-            return bad(
-                "row_tile",
-                row_tile.to_string(),
-                &format!(
-                    "must be at least 1 with the accumulators of a row times row_tile at most \
-                     {MAX_ACCUMULATORS}"
-                ),
-            );
-        }
-        if !(1..=MAX_REDUCTION_UNROLL).contains(&self.reduction_unroll()) {
-            return bad(
-                "reduction_unroll",
-                self.reduction_unroll().to_string(),
-                &format!("must be 1 to {MAX_REDUCTION_UNROLL}"),
-            );
-        }
+        self.algorithm.legal(spec)?;
         if let LoopNest::ColumnBlocks(b) = self.loop_nest
             && !(1..=MAX_KNOB).contains(&b)
         {

@@ -25,14 +25,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::algorithm::{self, Algorithm, Layout};
 use crate::codegen::Plan;
 use crate::geometry::Geometry;
-use crate::schedule::{
-    Algorithm, InputCopy, LoopNest, MAX_ACCUMULATORS, MAX_OC_VECTORS, Run, Schedule, Split,
-    Strategy, Tile,
-};
+use crate::schedule::{InputCopy, LoopNest, Run, Schedule, Split, Strategy};
 use crate::spec::ValidSpec;
-use crate::target::LANES;
 
 /// Fewer accumulators than this leave the two FMA pipes (4 cycles of
 /// latency each) mostly idle; smaller tiles are only kept when they cover a
@@ -63,11 +60,6 @@ impl Space {
         let max_threads = max_threads.clamp(1, crate::schedule::MAX_THREADS);
         let geometry = Geometry::of(spec);
         let (cols, rows) = (geometry.most_cols(), geometry.most_rows());
-        let cig = spec.in_per_group();
-        let mut strategies = vec![Strategy::Direct, Strategy::Width];
-        if cig == 1 {
-            strategies.push(Strategy::Depthwise);
-        }
         let mut nests = vec![LoopNest::ChannelsOuter, LoopNest::RowsOuter];
         nests.extend(COL_BLOCKS.iter().filter(|&&b| b < cols).map(|&b| LoopNest::ColumnBlocks(b)));
         let mut copies = vec![InputCopy::Image];
@@ -78,20 +70,19 @@ impl Space {
         let mut members = Vec::new();
         let mut reads_copy = HashMap::new();
         let threads: Vec<usize> = (1..=max_threads).collect();
-        for &strategy in &strategies {
-            let unrolls = if strategy == Strategy::Depthwise { 1 } else { 4.min(cig) };
-            let interleaves: &[bool] =
-                if strategy == Strategy::Direct { &[false, true] } else { &[false] };
-            let tiles = tiles(spec, strategy, cols, rows);
-            let outer = product(&tiles, &(1..=unrolls).collect::<Vec<_>>());
-            for ((oc_vectors, pixel_tile, row_tile), reduction_unroll) in outer {
+        for family in algorithm::accepting(spec) {
+            let strategy = family.strategy();
+            let unrolls: Vec<usize> = (1..=family.max_unroll(spec)).collect();
+            let interleaves: Vec<bool> =
+                family.layouts().iter().map(|&l| l == Layout::Nhwc).collect();
+            let tiles = family.tiles(spec, &geometry, MIN_ACCUMULATORS);
+            for (tile, reduction_unroll) in product(&tiles, &unrolls) {
                 for (loop_nest, (copy, interleave)) in
-                    product(&nests, &product(&copies, interleaves))
+                    product(&nests, &product(&copies, &interleaves))
                 {
                     // The runs of one code innermost: the tuner compiles
                     // it once and times them one after another.
                     for (threads, split) in runs(&threads, copy) {
-                        let tile = Tile { oc_vectors, pixel_tile, row_tile };
                         let algorithm =
                             Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave);
                         let s =
@@ -205,46 +196,4 @@ fn splits(threads: usize, copy: InputCopy) -> &'static [Split] {
         (1, _) => &[Split::Items],
         _ => &[Split::Items, Split::Rows],
     }
-}
-
-/// The register tiles `(oc_vectors, pixel_tile, row_tile)` of a strategy
-/// worth trying on an output whose phases have at most `cols` × `rows`
-/// pixels.
-fn tiles(
-    spec: &ValidSpec,
-    strategy: Strategy,
-    cols: usize,
-    rows: usize,
-) -> Vec<(usize, usize, usize)> {
-    // Vectors of channels beyond what a group (or, for depthwise, the
-    // layer) has only add idle lanes.
-    let (vectors, pixels): (usize, Vec<usize>) = match strategy {
-        Strategy::Direct => (
-            spec.out_per_group().div_ceil(LANES).min(MAX_OC_VECTORS),
-            (1..=MAX_ACCUMULATORS.min(cols)).collect(),
-        ),
-        Strategy::Depthwise => (
-            spec.out_channels().div_ceil(LANES).min(MAX_OC_VECTORS),
-            (1..=MAX_ACCUMULATORS.min(cols)).collect(),
-        ),
-        Strategy::Width => {
-            (1, (1..=MAX_ACCUMULATORS).map(|v| LANES * v).filter(|&p| p < cols + LANES).collect())
-        }
-    };
-    let mut out = Vec::new();
-    for oc_vectors in 1..=vectors {
-        for &pixel_tile in &pixels {
-            let per_row = match strategy {
-                Strategy::Width => pixel_tile / LANES,
-                _ => oc_vectors * pixel_tile,
-            };
-            for row_tile in 1..=rows.min(MAX_ACCUMULATORS / per_row) {
-                let whole = pixel_tile >= cols && row_tile == rows;
-                if per_row * row_tile >= MIN_ACCUMULATORS || whole {
-                    out.push((oc_vectors, pixel_tile, row_tile));
-                }
-            }
-        }
-    }
-    out
 }

@@ -5,20 +5,20 @@
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 use super::{Emitter, Item, Shape};
+use crate::algorithm::Lanes;
 use crate::codegen::lower::Lower;
 use crate::geometry::Phase;
-use crate::schedule::Strategy;
 
 impl Emitter<'_> {
     /// Activation, then the stores: lane l of vector v is output channel
     /// `first + (4v + l) · lane_stride`.
     pub(super) fn epilogue(&mut self, item: &Item, phase: &Phase, shape: Shape, accs: Vec<Value>) {
         let accs: Vec<Value> = accs.into_iter().map(|a| self.activate(a)).collect();
-        if self.schedule.strategy() == Strategy::Width {
+        if self.microkernel().lanes == Lanes::Pixels {
             return self.width_stores(item, phase, shape, &accs);
         }
         match item.partial {
-            None => self.stores(item, phase, shape, &accs, self.plan.lanes),
+            None => self.stores(item, phase, shape, &accs, self.plan.work.lanes),
             Some(partial) => {
                 let short = self.base.fb.create_block();
                 let full = self.base.fb.create_block();
@@ -28,7 +28,7 @@ impl Emitter<'_> {
                 self.stores(item, phase, shape, &accs, self.partial_lanes());
                 self.base.fb.ins().jump(done, &[]);
                 self.base.fb.switch_to_block(full);
-                self.stores(item, phase, shape, &accs, self.plan.lanes);
+                self.stores(item, phase, shape, &accs, self.plan.work.lanes);
                 self.base.fb.ins().jump(done, &[]);
                 self.base.fb.switch_to_block(done);
             }

@@ -42,8 +42,10 @@ use cranelift_frontend::FunctionBuilderContext;
 use super::Target;
 use super::lower::{self, Base, Checks, Index, Lower};
 use super::plan::Plan;
+use crate::algorithm::Coordinate;
+use crate::algorithm::{Lanes, Microkernel};
 use crate::geometry::Phase;
-use crate::schedule::{LoopNest, Schedule, Strategy};
+use crate::schedule::{LoopNest, Schedule};
 use crate::spec::ValidSpec;
 pub use taps::MAX_UNROLLED_TAPS;
 
@@ -163,32 +165,26 @@ impl Emitter<'_> {
 
     /// Bytes of one input channel's packed weights for one work item.
     fn w_channel_bytes(&self) -> i64 {
-        (self.kernel_taps() * self.plan.lanes * 4) as i64
+        (self.kernel_taps() * self.plan.work.lanes * 4) as i64
     }
 
     fn out_plane(&self) -> i64 {
         (self.spec.out_height() * self.spec.out_width()) as i64
     }
 
+    /// What the algorithm's register tile holds and multiplies.
+    fn microkernel(&self) -> Microkernel {
+        self.schedule.algorithm.microkernel()
+    }
+
     /// Output channels between consecutive lanes.
     fn lane_stride(&self) -> usize {
-        match self.schedule.strategy() {
-            Strategy::Direct | Strategy::Width => 1,
-            Strategy::Depthwise => self.spec.out_per_group(),
-        }
+        self.plan.work.lane_stride
     }
 
     /// Lanes valid in a partial work item (all lanes if none is partial).
     fn partial_lanes(&self) -> usize {
-        let lanes = self.plan.lanes;
-        let channels = match self.schedule.strategy() {
-            Strategy::Direct | Strategy::Width => self.spec.out_per_group(),
-            Strategy::Depthwise => self.spec.groups(),
-        };
-        match channels % lanes {
-            0 => lanes,
-            r => r,
-        }
+        self.plan.work.tail.lanes
     }
 
     /// The whole function body: the two outer loops in the schedule's order,
@@ -331,42 +327,34 @@ impl Emitter<'_> {
         if self.plan.copy_per_group {
             self.x
         } else {
-            self.scaled(self.x, g, self.plan.group_planes as i64 * self.plane_bytes())
+            self.scaled(self.x, g, self.plan.work.group_planes as i64 * self.plane_bytes())
         }
     }
 
     /// Decodes work item `wi` into base pointers.
     fn item(&mut self, wi: Value) -> Item {
-        let lanes = self.plan.lanes as i64;
+        let lanes = self.plan.work.lanes as i64;
         let out_plane_bytes = self.out_plane() * 4;
         let w_item_bytes = self.spec.in_per_group() as i64 * self.w_channel_bytes();
         let w = self.scaled(self.w, wi, w_item_bytes);
         let b = self.scaled(self.b, wi, lanes * 4);
-        let (x, y, last, partial_at) = match self.schedule.strategy() {
-            Strategy::Direct | Strategy::Width => {
-                let blocks = self.spec.out_per_group().div_ceil(self.plan.lanes) as i64;
-                let g = self.base.fb.ins().udiv_imm_u(wi, blocks);
-                let ocb = self.base.fb.ins().urem_imm_u(wi, blocks);
-                let x = self.group_input(g);
-                // First output channel: g·cog + ocb·lanes.
-                let y = self.scaled(self.y, g, self.spec.out_per_group() as i64 * out_plane_bytes);
-                let y = self.scaled(y, ocb, lanes * out_plane_bytes);
-                (x, y, ocb, blocks - 1)
-            }
-            Strategy::Depthwise => {
-                let m = self.spec.out_per_group() as i64;
-                let blocks = self.spec.groups().div_ceil(self.plan.lanes) as i64;
-                let cb = self.base.fb.ins().udiv_imm_u(wi, m);
-                let k = self.base.fb.ins().urem_imm_u(wi, m);
-                let x = self.group_input(cb);
-                // First output channel: (cb·lanes)·m + k.
-                let y = self.scaled(self.y, cb, lanes * m * out_plane_bytes);
-                let y = self.scaled(y, k, out_plane_bytes);
-                (x, y, cb, blocks - 1)
-            }
+        // Item wi is (q, r) = (wi / group_items, wi % group_items): the
+        // input of group q, and first output channel q·q_channels +
+        // r·r_channels (see `algorithm::Work`).
+        let work = self.plan.work;
+        let per_group = work.group_items as i64;
+        let q = self.base.fb.ins().udiv_imm_u(wi, per_group);
+        let r = self.base.fb.ins().urem_imm_u(wi, per_group);
+        let x = self.group_input(q);
+        let y = self.scaled(self.y, q, work.q_channels as i64 * out_plane_bytes);
+        let y = self.scaled(y, r, work.r_channels as i64 * out_plane_bytes);
+        let last = match work.tail.coordinate {
+            Coordinate::Q => q,
+            Coordinate::R => r,
         };
-        let partial = (self.partial_lanes() != self.plan.lanes)
-            .then(|| self.base.fb.ins().icmp_imm_s(IntCC::Equal, last, partial_at));
+        let partial = work
+            .partial()
+            .then(|| self.base.fb.ins().icmp_imm_s(IntCC::Equal, last, work.last_block() as i64));
         Item { x, w, b, y, partial }
     }
 
@@ -413,7 +401,7 @@ impl Emitter<'_> {
     /// (accumulator `v · pixels + p`), or for the width strategy one channel
     /// × `pixels` pixels in vectors of 4 (accumulator `p / 4`).
     fn tile(&mut self, item: &Item, phase: &Phase, shape: Shape) {
-        let mut accs: Vec<Value> = if self.schedule.strategy() == Strategy::Width {
+        let mut accs: Vec<Value> = if self.microkernel().lanes == Lanes::Pixels {
             let bias = self.broadcast(item.b, 0);
             vec![bias; shape.rows * shape.pixels.div_ceil(self.base.target.vector.lanes)]
         } else {
@@ -428,14 +416,11 @@ impl Emitter<'_> {
         };
         let has_taps = !phase.rows.taps.is_empty() && !phase.cols.taps.is_empty();
         if has_taps {
-            accs = match self.schedule.strategy() {
-                Strategy::Direct | Strategy::Width => {
-                    self.reduce_channels(item, phase, shape, accs)
-                }
-                Strategy::Depthwise => {
-                    let mut step = 0;
-                    self.taps(item.x, item.w, phase, shape, &mut step, accs)
-                }
+            accs = if self.microkernel().reduces_channels {
+                self.reduce_channels(item, phase, shape, accs)
+            } else {
+                let mut step = 0;
+                self.taps(item.x, item.w, phase, shape, &mut step, accs)
             };
         }
         self.epilogue(item, phase, shape, accs);

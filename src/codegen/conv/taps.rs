@@ -6,10 +6,10 @@
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 use super::{Emitter, Item, Shape};
+use crate::algorithm::{Input, Lanes};
 use crate::codegen::lower::Lower;
 use crate::codegen::tile::{self, Form, Layout, Operand, Tile};
 use crate::geometry::{Phase, Tap};
-use crate::schedule::Strategy;
 
 /// The most taps of one channel the emitter unrolls: past this, it loops
 /// over the kernel's rows (and over chunks of a row's columns), so compile
@@ -81,9 +81,11 @@ impl Emitter<'_> {
     /// Bytes of one tap's packed weights: a vector per `oc_vectors`, or
     /// one scalar for the width strategy.
     pub(super) fn tap_bytes(&self) -> i64 {
-        match self.schedule.strategy() {
-            Strategy::Width => 4,
-            _ => (self.schedule.oc_vectors() * self.base.target.vector.bytes()) as i64,
+        match self.microkernel().lanes {
+            Lanes::Pixels => 4,
+            Lanes::Channels => {
+                (self.schedule.oc_vectors() * self.base.target.vector.bytes()) as i64
+            }
         }
     }
 
@@ -237,8 +239,8 @@ impl Emitter<'_> {
         let (eb, plane) = (self.elem_bytes(), self.plane_bytes());
         let col_step = self.col_stride(phase) * eb;
         let row_step = phase.rows.in_step as i64 * self.row_bytes();
-        let strategy = self.schedule.strategy();
-        let width = strategy == Strategy::Width;
+        let microkernel = self.microkernel();
+        let width = microkernel.lanes == Lanes::Pixels;
         // Input bytes from the tile's first pixel to position `q`'s, or
         // vector `q`'s for the width strategy.
         let per_row = if width { shape.pixels.div_ceil(lanes) } else { shape.pixels };
@@ -249,23 +251,29 @@ impl Emitter<'_> {
         // Width: one weight broadcast reused by every vector of pixels.
         // Direct: the item's weight vectors reused by a fresh broadcast of
         // each pixel; depthwise: by a vector of each pixel's channels.
-        let (fresh, reused, weights, pixels) = match strategy {
-            Strategy::Width => (accs.len(), 1, Form::Broadcast, Form::Vector),
-            Strategy::Direct => (shape.positions(), vectors, Form::Vector, Form::Broadcast),
-            Strategy::Depthwise => (shape.positions(), vectors, Form::Vector, Form::Vector),
+        let (fresh, reused, weights, pixels) = match (microkernel.lanes, microkernel.input) {
+            (Lanes::Pixels, _) => (accs.len(), 1, Form::Broadcast, Form::Vector),
+            (Lanes::Channels, Input::Broadcast) => {
+                (shape.positions(), vectors, Form::Vector, Form::Broadcast)
+            }
+            (Lanes::Channels, Input::Vector) => {
+                (shape.positions(), vectors, Form::Vector, Form::Vector)
+            }
         };
+        // A vector of channels' inputs is one plane of the channel-blocked
+        // copy per vector of the tile.
+        let blocked = microkernel.lanes == Lanes::Channels && microkernel.input == Input::Vector;
         let tile = Tile { reused, fresh, layout: Layout::ReusedMajor };
         for &(row_tap, row_offset) in rows {
             for &(col_tap, col_offset) in cols {
                 let tap = row_tap + col_tap;
                 let base = row_offset + col_offset;
-                let w_at = |r: usize| match strategy {
-                    Strategy::Width => tap * 4,
-                    _ => (tap * vectors as i64 + r as i64) * vector_bytes,
+                let w_at = |r: usize| match microkernel.lanes {
+                    Lanes::Pixels => tap * 4,
+                    Lanes::Channels => (tap * vectors as i64 + r as i64) * vector_bytes,
                 };
-                let x_at = |f: usize, r: usize| match strategy {
-                    Strategy::Depthwise => base + at(f) + r as i64 * plane,
-                    _ => base + at(f),
+                let x_at = |f: usize, r: usize| {
+                    if blocked { base + at(f) + r as i64 * plane } else { base + at(f) }
                 };
                 let weights = Operand { base: w, form: weights, at: w_at };
                 let pixels = Operand { base: x, form: pixels, at: x_at };

@@ -1,0 +1,506 @@
+//! The algorithms a layer can be computed by, as a registry: each in its
+//! own file here with its configuration (typed, as schedules hold it), the
+//! layers it accepts, the values the tuning space tries, and how its work
+//! items map onto channels — which the plan, the weight packing and the
+//! emitted code all read from one [`Work`].
+//!
+//! | algorithm | file | vectorised axis |
+//! |---|---|---|
+//! | direct | `direct.rs` | a group's output channels |
+//! | depthwise | `depthwise.rs` | groups of one input channel each |
+//! | width | `width.rs` | consecutive output pixels of one channel |
+//!
+//! Adding one: its file (configuration, [`Family`]), a variant of
+//! [`Algorithm`] and of [`Strategy`], and its line in [`REGISTRY`]. The
+//! lowering (`codegen::conv`) matches on no algorithm: it reads the
+//! [`Work`] and the [`Microkernel`] — what a tile's lanes hold, which
+//! operand is broadcast, whether it reduces over channels — so an
+//! algorithm that is such a register tile needs no code of its own there;
+//! one that is not (a Winograd transform) brings its own lowering.
+
+mod depthwise;
+mod direct;
+mod width;
+
+use serde::{Deserialize, Serialize};
+
+pub use depthwise::Depthwise;
+pub use direct::Direct;
+pub use width::Width;
+
+use crate::error::{Error, Result};
+use crate::geometry::{Geometry, Phase};
+use crate::spec::ValidSpec;
+use crate::target::LANES;
+
+/// The most accumulators a register tile may hold: the target's vector
+/// registers but the two its operands need
+/// ([`crate::target::VectorIsa::max_accumulators`]; 14 on f32x4).
+pub const MAX_ACCUMULATORS: usize = crate::target::VECTOR.max_accumulators();
+
+/// The most vectors of output channels a register tile may hold.
+pub const MAX_OC_VECTORS: usize = 3;
+
+/// The most input channels one iteration of the reduction loop may take.
+pub const MAX_REDUCTION_UNROLL: usize = 4;
+
+/// The algorithm that computes a layer, with its configuration: the
+/// microkernel family, and so which axis is vectorised. In JSON, an object
+/// with one field named after the algorithm, e.g. `{"direct": {…}}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Vectorise across the output channels of one group; each FMA
+    /// multiplies a broadcast input pixel by a vector of output channels'
+    /// weights. Serves every kind; wastes lanes when a group has fewer
+    /// output channels than a vector holds, or a non-multiple.
+    Direct(Direct),
+    /// Vectorise across groups, for layers with one input channel per group
+    /// (depthwise, with any channel multiplier): each FMA multiplies a
+    /// vector of channels' input pixels (a channel-blocked copy of the
+    /// input) by as many channels' weights. Needs the blocked input copy.
+    Depthwise(Depthwise),
+    /// Vectorise along the output row: one output channel per work item, and
+    /// each FMA multiplies a vector of consecutive output pixels' inputs (one
+    /// load from an NCHW copy) by one weight broadcast to every lane. Serves
+    /// every kind; no lane idles on channel tails and the stores are whole
+    /// vectors, but every weight is loaded once per pixel tile. Strided
+    /// layers read a copy whose rows are split into `stride` column phases
+    /// (column `c` in phase `c mod stride`), so no load gathers.
+    Width(Width),
+}
+
+/// The register tile of the algorithms that vectorise across channels:
+/// `oc_vectors · pixel_tile · row_tile` accumulators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tile {
+    /// Vectors of channels per register tile (the output-channel block is
+    /// `lanes · oc_vectors`). More vectors share each input load across
+    /// more FMAs but each costs a weight register and wastes more lanes on
+    /// channel tails.
+    pub oc_vectors: usize,
+    /// Output pixels (along a row) per register tile: more amortise the
+    /// weight loads and hide FMA latency, but past the register file they
+    /// spill.
+    pub pixel_tile: usize,
+    /// Output rows per register tile: the accumulators cover `pixel_tile`
+    /// pixels in each of `row_tile` rows, so short rows still fill the
+    /// registers.
+    pub row_tile: usize,
+}
+
+/// The layout of the direct algorithm's padded input copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// Each channel's plane: the reduction over input channels reads one
+    /// plane per channel.
+    #[default]
+    Nchw,
+    /// Each pixel's channels together, so the reduction over input channels
+    /// walks consecutive addresses. The copy is then a transpose, and is
+    /// always made.
+    Nhwc,
+}
+
+/// Which microkernel family an [`Algorithm`] is, without its configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// [`Algorithm::Direct`].
+    Direct,
+    /// [`Algorithm::Depthwise`].
+    Depthwise,
+    /// [`Algorithm::Width`].
+    Width,
+}
+
+impl Algorithm {
+    /// The algorithm of `strategy` from the knobs in the terms the
+    /// heuristic and the space draw them in: the tile in pixels (the width
+    /// algorithm takes `pixel_tile / lanes` vectors and one channel), the
+    /// unroll (the depthwise algorithm has none) and the NHWC layout (the
+    /// direct algorithm's only).
+    pub(crate) fn from_knobs(
+        strategy: Strategy,
+        tile: Tile,
+        reduction_unroll: usize,
+        nhwc: bool,
+    ) -> Algorithm {
+        match strategy {
+            Strategy::Direct => Algorithm::Direct(Direct {
+                tile,
+                reduction_unroll,
+                layout: if nhwc { Layout::Nhwc } else { Layout::Nchw },
+            }),
+            Strategy::Depthwise => Algorithm::Depthwise(Depthwise { tile }),
+            Strategy::Width => Algorithm::Width(Width {
+                pixel_vectors: tile.pixel_tile / LANES,
+                row_tile: tile.row_tile,
+                reduction_unroll,
+            }),
+        }
+    }
+
+    /// The microkernel family, without its configuration.
+    pub fn strategy(&self) -> Strategy {
+        match self {
+            Algorithm::Direct(_) => Strategy::Direct,
+            Algorithm::Depthwise(_) => Strategy::Depthwise,
+            Algorithm::Width(_) => Strategy::Width,
+        }
+    }
+
+    /// This algorithm's entry in the registry.
+    pub fn family(&self) -> &'static dyn Family {
+        family(self.strategy())
+    }
+
+    /// How its work items map onto the channels of `spec`.
+    pub fn work(&self, spec: &ValidSpec) -> Work {
+        self.family().work(spec, self.oc_vectors())
+    }
+
+    /// What its register tile holds and multiplies.
+    pub fn microkernel(&self) -> Microkernel {
+        self.family().microkernel()
+    }
+
+    /// Vectors of output channels per register tile (1 for the width
+    /// algorithm, which computes one channel at a time).
+    pub fn oc_vectors(&self) -> usize {
+        match *self {
+            Algorithm::Direct(Direct { tile, .. }) | Algorithm::Depthwise(Depthwise { tile }) => {
+                tile.oc_vectors
+            }
+            Algorithm::Width(_) => 1,
+        }
+    }
+
+    /// Output pixels along a row per register tile.
+    pub fn pixel_tile(&self) -> usize {
+        match *self {
+            Algorithm::Direct(Direct { tile, .. }) | Algorithm::Depthwise(Depthwise { tile }) => {
+                tile.pixel_tile
+            }
+            Algorithm::Width(w) => w.pixel_vectors * LANES,
+        }
+    }
+
+    /// Output rows per register tile.
+    pub fn row_tile(&self) -> usize {
+        match *self {
+            Algorithm::Direct(Direct { tile, .. }) | Algorithm::Depthwise(Depthwise { tile }) => {
+                tile.row_tile
+            }
+            Algorithm::Width(w) => w.row_tile,
+        }
+    }
+
+    /// The register tile's shape, in the terms of the algorithms that
+    /// vectorise across channels (the width algorithm's is one vector of
+    /// channels by its pixels).
+    pub fn tile(&self) -> Tile {
+        Tile {
+            oc_vectors: self.oc_vectors(),
+            pixel_tile: self.pixel_tile(),
+            row_tile: self.row_tile(),
+        }
+    }
+
+    /// Accumulators in one row of the register tile.
+    pub fn accumulators_per_row(&self) -> usize {
+        match *self {
+            Algorithm::Width(w) => w.pixel_vectors,
+            _ => self.oc_vectors() * self.pixel_tile(),
+        }
+    }
+
+    /// Input channels per iteration of the reduction loop (1 for the
+    /// depthwise algorithm, which has no channel reduction).
+    pub fn reduction_unroll(&self) -> usize {
+        match *self {
+            Algorithm::Direct(d) => d.reduction_unroll,
+            Algorithm::Width(w) => w.reduction_unroll,
+            Algorithm::Depthwise(_) => 1,
+        }
+    }
+
+    /// Whether the microkernel reads an NHWC copy (the direct algorithm's
+    /// [`Layout::Nhwc`]).
+    pub fn interleave(&self) -> bool {
+        matches!(*self, Algorithm::Direct(Direct { layout: Layout::Nhwc, .. }))
+    }
+
+    /// Checks this configuration against `spec`: that the algorithm accepts
+    /// the layer, and the bounds of its numbers (the register tile fits the
+    /// register file, the unroll is at most [`MAX_REDUCTION_UNROLL`]). The
+    /// error names the field.
+    pub fn legal(&self, spec: &ValidSpec) -> Result<()> {
+        let bad = |field: &'static str, value: String, reason: &str| {
+            Err(Error::InvalidSchedule { field, value, reason: reason.to_string() })
+        };
+        if let Some(reason) = self.family().refuses(spec) {
+            return bad("algorithm", self.family().name().into(), reason);
+        }
+        match *self {
+            Algorithm::Direct(Direct { tile, .. }) | Algorithm::Depthwise(Depthwise { tile }) => {
+                if !(1..=MAX_OC_VECTORS).contains(&tile.oc_vectors) {
+                    return bad("oc_vectors", tile.oc_vectors.to_string(), "must be 1, 2 or 3");
+                }
+                if !(1..=MAX_ACCUMULATORS).contains(&tile.pixel_tile)
+                    || tile.oc_vectors * tile.pixel_tile > MAX_ACCUMULATORS
+                {
+                    return bad(
+                        "pixel_tile",
+                        tile.pixel_tile.to_string(),
+                        &format!(
+                            "must be at least 1 with oc_vectors · pixel_tile at most \
+                             {MAX_ACCUMULATORS}"
+                        ),
+                    );
+                }
+            }
+            Algorithm::Width(w) => {
+                if !(1..=MAX_ACCUMULATORS).contains(&w.pixel_vectors) {
+                    return bad(
+                        "pixel_vectors",
+                        w.pixel_vectors.to_string(),
+                        &format!("must be 1 to {MAX_ACCUMULATORS}"),
+                    );
+                }
+            }
+        }
+        let row_tile = self.row_tile();
+        if !(1..=MAX_ACCUMULATORS).contains(&row_tile)
+            || self.accumulators_per_row() * row_tile > MAX_ACCUMULATORS
+        {
+            return bad(
+                "row_tile",
+                row_tile.to_string(),
+                &format!(
+                    "must be at least 1 with the accumulators of a row times row_tile at most \
+                     {MAX_ACCUMULATORS}"
+                ),
+            );
+        }
+        if !(1..=MAX_REDUCTION_UNROLL).contains(&self.reduction_unroll()) {
+            return bad(
+                "reduction_unroll",
+                self.reduction_unroll().to_string(),
+                &format!("must be 1 to {MAX_REDUCTION_UNROLL}"),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Every algorithm, in the order the tuning space lists them.
+pub const REGISTRY: [&dyn Family; 3] = [&direct::FAMILY, &width::FAMILY, &depthwise::FAMILY];
+
+/// The registry's entry for `strategy`.
+pub fn family(strategy: Strategy) -> &'static dyn Family {
+    let found = REGISTRY.iter().find(|f| f.strategy() == strategy);
+    *found.expect("every strategy is registered")
+}
+
+/// The algorithms that can compute `spec`, in the registry's order.
+pub fn accepting(spec: &ValidSpec) -> impl Iterator<Item = &'static dyn Family> + '_ {
+    REGISTRY.into_iter().filter(|f| f.refuses(spec).is_none())
+}
+
+/// What the compiler asks of an algorithm, whatever its configuration.
+pub trait Family: Sync {
+    /// Its kind.
+    fn strategy(&self) -> Strategy;
+    /// Its name in schedules and errors.
+    fn name(&self) -> &'static str;
+    /// Why it cannot compute `spec`, when it cannot.
+    fn refuses(&self, _spec: &ValidSpec) -> Option<&'static str> {
+        None
+    }
+    /// The register tiles the tuning space tries on phases of at most
+    /// `cols` × `rows` output pixels, in the terms of
+    /// [`Algorithm::from_knobs`]; fewer than `min_accumulators`
+    /// accumulators only when the tile covers a whole phase.
+    fn tiles(&self, spec: &ValidSpec, geometry: &Geometry, min_accumulators: usize) -> Vec<Tile>;
+    /// The most input channels per iteration of the reduction the space
+    /// tries.
+    fn max_unroll(&self, spec: &ValidSpec) -> usize {
+        MAX_REDUCTION_UNROLL.min(spec.in_per_group())
+    }
+    /// The input layouts it can read (the space's `layout` knob).
+    fn layouts(&self) -> &'static [Layout] {
+        &[Layout::Nchw]
+    }
+    /// How its work items map onto the channels of `spec` with a register
+    /// tile of `oc_vectors` vectors of channels.
+    fn work(&self, spec: &ValidSpec, oc_vectors: usize) -> Work;
+    /// What its register tile holds and multiplies, as the lowering emits
+    /// it.
+    fn microkernel(&self) -> Microkernel;
+    /// The column phases of each stored row of the padded copy and the
+    /// length of one (see `codegen::Plan::col_phases`): plain rows of the
+    /// padded width, unless the algorithm reads strided rows split.
+    fn row_phases(&self, _phases: &[Phase], padded_width: usize) -> (usize, usize) {
+        (1, padded_width)
+    }
+}
+
+/// What an algorithm's register tile is, in the terms the lowering of the
+/// microkernel (`codegen::tile`) takes: every algorithm here is a register
+/// tile reduced over a list of (input, weight) offsets, and they differ in
+/// what a vector's lanes hold and which operand is broadcast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Microkernel {
+    /// What the lanes of an accumulator hold.
+    pub lanes: Lanes,
+    /// The input operand of each FMA.
+    pub input: Input,
+    /// Whether the tile sums over the input channels of its group, or only
+    /// over its taps (one input channel per output channel).
+    pub reduces_channels: bool,
+}
+
+/// What the lanes of an accumulator hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lanes {
+    /// Output channels: the tile is vectors of channels × pixels, and each
+    /// FMA takes a vector of the channels' weights for one tap.
+    Channels,
+    /// Consecutive output pixels of one channel: each FMA takes the tap's
+    /// one weight broadcast to every lane.
+    Pixels,
+}
+
+/// The input operand of each FMA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// One input pixel broadcast to every lane.
+    Broadcast,
+    /// A vector load: the lanes' channels of one pixel (a channel-blocked
+    /// copy) or consecutive pixels of one channel.
+    Vector,
+}
+
+/// How the work items of a layer map onto its channels. Item `wi` is the
+/// pair `(q, r) = (wi / group_items, wi % group_items)`: its input is the
+/// planes of the `q`-th group of items, and its first output channel
+/// `q · q_channels + r · r_channels`; lane `l` of its channel block is
+/// output channel `first + l · lane_stride`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Work {
+    /// Output channels per work item: one per lane of the tile's channel
+    /// block (`lanes · oc_vectors`), or 1 for the width algorithm.
+    pub lanes: usize,
+    /// Work items of one image.
+    pub items: usize,
+    /// Consecutive work items that read the same input planes.
+    pub group_items: usize,
+    /// The input planes of one group of items (channels, or blocks of
+    /// [`LANES`] channels in a channel-blocked copy), which nothing else
+    /// reads.
+    pub group_planes: usize,
+    /// Output channels from one group of items to the next.
+    pub q_channels: usize,
+    /// Output channels from one item of a group to the next.
+    pub r_channels: usize,
+    /// Output channels between consecutive lanes of an item.
+    pub lane_stride: usize,
+    /// The channel block that may hold fewer channels than lanes.
+    pub tail: Tail,
+    /// Whether it reads a channel-blocked copy (`[C/lanes][Hp][row][lanes]`).
+    pub blocked_input: bool,
+}
+
+/// The work items whose channel block runs past the last channel: those
+/// whose coordinate `coordinate` is its last value, where only the first
+/// `lanes` lanes are channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tail {
+    /// Which coordinate counts channel blocks.
+    pub coordinate: Coordinate,
+    /// The lanes of the last block that are channels (all of them when no
+    /// block is partial).
+    pub lanes: usize,
+}
+
+/// A coordinate of a work item (see [`Work`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coordinate {
+    /// The group of items, `wi / group_items`.
+    Q,
+    /// The item within its group, `wi % group_items`.
+    R,
+}
+
+impl Work {
+    /// Groups of work items.
+    pub fn groups(&self) -> usize {
+        self.items / self.group_items
+    }
+
+    /// Whether some work item's channel block is partial.
+    pub fn partial(&self) -> bool {
+        self.tail.lanes != self.lanes
+    }
+
+    /// The last value of the tail's coordinate.
+    pub fn last_block(&self) -> usize {
+        match self.tail.coordinate {
+            Coordinate::Q => self.groups() - 1,
+            Coordinate::R => self.group_items - 1,
+        }
+    }
+
+    /// The output channel of lane `lane` of work item `item`, or `None`
+    /// past the last channel.
+    pub fn channel(&self, item: usize, lane: usize) -> Option<usize> {
+        let (q, r) = (item / self.group_items, item % self.group_items);
+        let block = match self.tail.coordinate {
+            Coordinate::Q => q,
+            Coordinate::R => r,
+        };
+        if block == self.last_block() && lane >= self.tail.lanes {
+            return None;
+        }
+        Some(q * self.q_channels + r * self.r_channels + lane * self.lane_stride)
+    }
+}
+
+/// The lanes of the last of the blocks of `lanes` that `channels` fill.
+pub(crate) fn tail_lanes(channels: usize, lanes: usize) -> usize {
+    match channels % lanes {
+        0 => lanes,
+        r => r,
+    }
+}
+
+/// The register tiles of `vectors` vectors of channels at most by each of
+/// `pixels` pixels along a row, and as many rows as the register file and
+/// the phases' `rows` allow, whose accumulators (`per_row(oc_vectors,
+/// pixel_tile)` a row) number at least `min_accumulators` or cover a whole
+/// phase of `cols` × `rows` pixels.
+pub(crate) fn tiles_of(
+    vectors: usize,
+    pixels: &[usize],
+    per_row: impl Fn(usize, usize) -> usize,
+    geometry: &Geometry,
+    min_accumulators: usize,
+) -> Vec<Tile> {
+    let (cols, rows) = (geometry.most_cols(), geometry.most_rows());
+    let mut out = Vec::new();
+    for oc_vectors in 1..=vectors {
+        for &pixel_tile in pixels {
+            let per_row = per_row(oc_vectors, pixel_tile);
+            for row_tile in 1..=rows.min(MAX_ACCUMULATORS / per_row) {
+                let whole = pixel_tile >= cols && row_tile == rows;
+                if per_row * row_tile >= min_accumulators || whole {
+                    out.push(Tile { oc_vectors, pixel_tile, row_tile });
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,86 @@
+//! The width algorithm: vectorise along the output row; one output channel
+//! per work item, and each FMA multiplies a vector of consecutive output
+//! pixels' inputs (one load from an NCHW copy) by one weight broadcast to
+//! every lane. Strided layers read a copy whose rows are split into
+//! `stride` column phases, so no load gathers.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Family, Input, Lanes, MAX_ACCUMULATORS, Microkernel, Strategy, Tile, Work, tiles_of};
+use crate::geometry::{Geometry, Phase};
+use crate::spec::ValidSpec;
+use crate::target::LANES;
+
+/// The width algorithm's configuration: one output channel per tile, so its
+/// register tile is `pixel_vectors · row_tile` accumulators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Width {
+    /// Vectors of consecutive output pixels per row of the tile (the tile is
+    /// `lanes · pixel_vectors` pixels wide).
+    pub pixel_vectors: usize,
+    /// Output rows per register tile.
+    pub row_tile: usize,
+    /// Input channels per iteration of the reduction loop.
+    pub reduction_unroll: usize,
+}
+
+/// The width algorithm's registry entry.
+pub(super) struct WidthFamily;
+
+/// The one instance.
+pub(super) const FAMILY: WidthFamily = WidthFamily;
+
+impl Family for WidthFamily {
+    fn strategy(&self) -> Strategy {
+        Strategy::Width
+    }
+
+    fn name(&self) -> &'static str {
+        "width"
+    }
+
+    /// Whole vectors of pixels, up to the first that covers the widest
+    /// phase; one channel.
+    fn tiles(&self, _spec: &ValidSpec, geometry: &Geometry, min_accumulators: usize) -> Vec<Tile> {
+        let cols = geometry.most_cols();
+        let pixels: Vec<usize> =
+            (1..=MAX_ACCUMULATORS).map(|v| LANES * v).filter(|&p| p < cols + LANES).collect();
+        tiles_of(1, &pixels, |_, p| p / LANES, geometry, min_accumulators)
+    }
+
+    /// One output channel per item: the direct algorithm's items with
+    /// blocks of one channel.
+    fn work(&self, spec: &ValidSpec, _oc_vectors: usize) -> Work {
+        super::direct::channel_blocks(spec, 1)
+    }
+
+    /// A vector of consecutive pixels' inputs times the tap's weight
+    /// broadcast, summed over the group's input channels.
+    fn microkernel(&self) -> Microkernel {
+        Microkernel { lanes: Lanes::Pixels, input: Input::Vector, reduces_channels: true }
+    }
+
+    /// The column phases and sub-row length of the width strategy's copy. Its
+    /// tiles load whole vectors of `LANES` consecutive phase positions, so a row's
+    /// last vector may read up to `LANES − 1` positions past the last output pixel: the
+    /// sub-row is long enough that those reads stay inside it (they are zero
+    /// padding or real pixels, and their lanes are never stored).
+    fn row_phases(&self, phases: &[Phase], padded_width: usize) -> (usize, usize) {
+        // conv2d has one phase whose column step is the stride; the phases of
+        // conv_transpose2d all step by 1.
+        let col_phases = phases.iter().map(|p| p.cols.in_step).max().unwrap_or(1).max(1);
+        let reach = phases
+            .iter()
+            .filter_map(|p| {
+                let (_, last_tap) = p.cols.offset_range()?;
+                Some(
+                    p.cols.count.next_multiple_of(LANES) * p.cols.in_step / col_phases
+                        + last_tap / col_phases,
+                )
+            })
+            .max()
+            .unwrap_or(0);
+        (col_phases, padded_width.div_ceil(col_phases).max(reach))
+    }
+}
