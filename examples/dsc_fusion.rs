@@ -3,8 +3,12 @@
 //! depthwise-separable shapes, in one process, in paired rounds.
 //!
 //! ```text
-//! cargo run --release --example dsc_fusion -- [--runs N] [--threads N] [--shape C,SIZE,STRIDE,OUT]... [SCHEDULE-JSON]
+//! cargo run --release --example dsc_fusion -- [--runs N] [--threads N] [--tune SECONDS] [--shape C,SIZE,STRIDE,OUT]... [SCHEDULE-JSON]
 //! ```
+//!
+//! `--tune SECONDS` first tunes each block's fused kernel for that long
+//! (`tune::tune_dsc`, on up to `--threads` threads) and times the tuned
+//! schedule; it prints the tuner's confirmed speedup over the heuristic's.
 //!
 //! `--shape` replaces the MobileNetV2 shapes with others: a depthwise 3×3
 //! over C channels of SIZE² with STRIDE, then a pointwise conv to OUT.
@@ -17,16 +21,19 @@
 use convjit::blocks::dsc::{DscKernel, MOBILENET_V2};
 use convjit::blocks::{Dsc, DscMode};
 use convjit::codegen::dsc::DscSchedule;
+use convjit::tune::{self, Options, Search};
 use convjit::{Compiler, Complexity, timing};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (mut runs, mut threads, mut overrides) = (31usize, 1usize, None::<serde_json::Value>);
+    let mut tune_s = None::<f64>;
     let mut shapes = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runs" => runs = args.next().ok_or("--runs needs a number")?.parse()?,
             "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse()?,
+            "--tune" => tune_s = Some(args.next().ok_or("--tune needs seconds")?.parse()?),
             "--shape" => {
                 let text = args.next().ok_or("--shape needs C,SIZE,STRIDE,OUT")?;
                 let v: Vec<usize> = text.split(',').map(str::parse).collect::<Result<_, _>>()?;
@@ -40,8 +47,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let compiler = Compiler::host()?;
     println!(
-        "{:<24} {:>9} {:>9} {:>9} {:>7}",
-        "block (dw 3×3 → pw)", "MMACs", "unfused", "fused", "ratio"
+        "{:<24} {:>9} {:>9} {:>9} {:>7}{}",
+        "block (dw 3×3 → pw)",
+        "MMACs",
+        "unfused",
+        "fused",
+        "ratio",
+        if tune_s.is_some() { "  tuned over heuristic" } else { "" }
     );
     if runs == 0 {
         return Err("--runs: give at least 1".into());
@@ -60,6 +72,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 v[k] = x.clone();
             }
             schedule = serde_json::from_value(v)?;
+        }
+        let mut tuned = String::new();
+        if let Some(seconds) = tune_s {
+            let budget = std::time::Duration::from_secs_f64(seconds);
+            let options = Options { budget, search: Search::Auto, threads, seed: 1 };
+            let outcome = tune::tune_dsc(&compiler, &block, &options, None, &mut |_| {})?;
+            schedule = outcome.schedule;
+            tuned = format!("  {:.2}× ({} candidates)", outcome.speedup, outcome.candidates);
         }
         let fused = DscKernel::compile(&compiler, &block, &schedule)?;
         let unfused = block.prepare(DscMode::Unfused, Some(&compiler), threads)?;
@@ -95,7 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         ratios.sort_by(f64::total_cmp);
         println!(
-            "{:<24} {:>9.2} {:>9.2} {:>9.2} {:>6.2}×",
+            "{:<24} {:>9.2} {:>9.2} {:>9.2} {:>6.2}×{tuned}",
             format!("{c}ch {size}² s{stride} → {cout}"),
             macs as f64 / 1e6,
             macs as f64 / median(&mut tu) as f64,

@@ -305,6 +305,52 @@ impl Oracle {
         Ok(Oracle { shape: spec.output_shape(), expected, bound, planes })
     }
 
+    /// The oracle of a pointwise conv (1×1, stride 1, no padding, one
+    /// group) `spec` that takes this oracle's output as its input: the
+    /// pointwise reference runs on this one's expected output, and each
+    /// element's bound is the pointwise bound plus the errors this one
+    /// allows carried through the pointwise weights
+    /// (`Σ_c |w[o, c]| · bound[c, p]`, with a margin for the f64 sum). It is
+    /// how a fused block (depthwise then pointwise, the intermediate kept
+    /// in f32) is checked. Both must check every element.
+    pub fn then_pointwise(
+        &self,
+        spec: &ValidSpec,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<Oracle> {
+        let pad = spec.padding();
+        let pointwise = spec.kernel() == [1, 1]
+            && spec.stride() == [1, 1]
+            && spec.groups() == 1
+            && [pad.top, pad.left, pad.bottom, pad.right] == [0; 4];
+        if !pointwise || spec.input_shape() != self.shape || self.planes.is_some() {
+            return Err(crate::error::Error::Block(format!(
+                "a chained oracle needs a pointwise conv on the whole of the first output \
+                 ({:?}), not {spec}",
+                self.shape
+            )));
+        }
+        let mut second = Oracle::new(spec, &self.expected, weight, bias)?;
+        let [n, cout, h, w] = spec.output_shape();
+        let (cin, plane) = (spec.in_channels(), h * w);
+        // The carried sums are rounded in f64 (at most cin terms): a
+        // relative margin on them far above that rounding.
+        const MARGIN: f64 = 1.0 + 1e-6;
+        for img in 0..n {
+            for oc in 0..cout {
+                let row = &weight[oc * cin..(oc + 1) * cin];
+                let bounds = &mut second.bound[(img * cout + oc) * plane..][..plane];
+                for (c, &wc) in row.iter().enumerate() {
+                    let carried = &self.bound[(img * cin + c) * plane..][..plane];
+                    let wc = f64::from(wc).abs() * MARGIN;
+                    bounds.iter_mut().zip(carried).for_each(|(b, &e)| *b += wc * e);
+                }
+            }
+        }
+        Ok(second)
+    }
+
     /// How many output elements [`Oracle::verify`] checks.
     pub fn checked(&self) -> usize {
         let plane = self.shape[2] * self.shape[3];

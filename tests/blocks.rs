@@ -172,26 +172,15 @@ fn acnet_crops_as_the_reference_code() {
 /// depthwise errors carried through the pointwise weights.
 fn check_dsc(block: &Dsc, x: &[f32], y: &[f32], what: &str) {
     let (dw, pw) = (block.depthwise(), block.pointwise());
-    let dw_oracle = Oracle::new(dw.spec(), x, dw.weight(), dw.bias()).expect("dw oracle");
-    let mid = dw_oracle.expected();
-    let pw_oracle = Oracle::new(pw.spec(), mid, pw.weight(), pw.bias()).expect("pw oracle");
-    let [n, cout, h, w] = pw.spec().output_shape();
-    let cin = pw.spec().in_channels();
-    let plane = h * w;
-    for (i, &actual) in y.iter().enumerate() {
-        let (img, oc, p) = (i / (cout * plane), (i / plane) % cout, i % plane);
-        let carried: f64 = (0..cin)
-            .map(|c| {
-                let m = (img * cin + c) * plane + p;
-                f64::from(pw.weight()[oc * cin + c]).abs() * dw_oracle.bounds()[m]
-            })
-            .sum();
-        let bound = pw_oracle.bounds()[i] + carried * (1.0 + 1e-6);
-        let (a, e) = (f64::from(actual), f64::from(pw_oracle.expected()[i]));
-        assert!(
-            (a - e).abs() <= bound,
+    let oracle = Oracle::new(dw.spec(), x, dw.weight(), dw.bias())
+        .and_then(|dw_oracle| dw_oracle.then_pointwise(pw.spec(), pw.weight(), pw.bias()))
+        .expect("the block's oracle");
+    let verdict = oracle.verify(y).expect("verify");
+    if let Some(i) = verdict.worst.filter(|_| !verdict.passed()) {
+        let (a, e, bound) = (y[i], oracle.expected()[i], oracle.bounds()[i]);
+        panic!(
             "{what}: element {i} ({:?}) is {a}, the reference {e}, past the bound {bound:.3e}",
-            common::coordinates(&[n, cout, h, w], i)
+            common::coordinates(&pw.spec().output_shape(), i)
         );
     }
 }

@@ -7,10 +7,15 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::{any_spec, check_kernel, random_tensor, spec, with_pixel_tile, with_tile};
+use convjit::blocks::Dsc;
+use convjit::blocks::dsc::DscKernel;
+use convjit::codegen::dsc::DscSchedule;
+use convjit::reference::Oracle;
 use convjit::schedule::{self, Schedule};
+use convjit::tune::dsc::DscSpace;
 use convjit::tune::{self, Options, Outcome, RecordLog, Search, TuningCache, records};
 use convjit::tune::{KNOBS, Space};
-use convjit::{Compiler, ValidSpec};
+use convjit::{Activation, Compiler, Error, ValidSpec};
 use proptest::prelude::*;
 
 /// A small layer: about a million MACs, a run of a fraction of a millisecond.
@@ -130,6 +135,68 @@ fn a_tuned_schedule_is_verified_and_replaces_the_heuristic_only_when_confirmed_f
     assert!(outcome.heuristic_macs_per_cycle > 0.0);
     assert_eq!(outcome.tuned_macs_per_cycle, outcome.heuristic_macs_per_cycle * outcome.speedup);
     check_kernel(&spec, &outcome.schedule, 7);
+}
+
+/// The fused depthwise-separable block is tuned as a conv layer is: a
+/// space of legal schedules around the heuristic's, every candidate
+/// checked against the reference of the two convs, the heuristic replaced
+/// only when confirmed faster; and what it returns computes the block.
+#[test]
+fn the_fused_block_is_tuned_as_a_layer_is() {
+    let _turn = serial();
+    let block = Dsc::mobilenet_v2((32, 14, 1, 24), 3).unwrap();
+    let (dw, pw) = (block.depthwise().spec(), block.pointwise().spec());
+    let heuristic = DscSchedule::choose(dw, pw, 2);
+    let space = DscSpace::of(dw, pw, 2);
+    assert!(space.members().contains(&heuristic));
+    assert!(space.members().iter().all(|s| s.legal().is_ok()));
+    assert!(space.members().iter().any(|s| s.threads == 2));
+    let neighbours = space.neighbours(&heuristic);
+    assert!(!neighbours.is_empty());
+    for n in &neighbours {
+        let (a, b) = (DscSpace::knobs(n), DscSpace::knobs(&heuristic));
+        assert_eq!(a.iter().zip(&b).filter(|(x, y)| x != y).count(), 1, "{n:?}");
+    }
+    let compiler = Compiler::host().unwrap();
+    let options = Options { threads: 2, ..options(1500, Search::Local) };
+    let outcome = tune::tune_dsc(&compiler, &block, &options, None, &mut |_| {}).unwrap();
+    assert_eq!(outcome.heuristic, heuristic);
+    assert_eq!(outcome.space, space.members().len());
+    assert!(outcome.candidates > 1, "{}", outcome.candidates);
+    assert_eq!(outcome.failed, 0);
+    assert_eq!(outcome.checked_elements, outcome.output_elements);
+    if outcome.schedule == outcome.heuristic {
+        assert_eq!(outcome.speedup, 1.0);
+    } else {
+        assert!(outcome.speedup >= 1.0 + tune::CONFIRM_MARGIN, "{}", outcome.speedup);
+    }
+    let kernel = DscKernel::compile(&compiler, &block, &outcome.schedule).unwrap();
+    let x = random_tensor(5, dw.input_len());
+    let mut y = vec![f32::NAN; pw.output_len()];
+    kernel.run(&x, &mut y).unwrap();
+    let (d, p) = (block.depthwise(), block.pointwise());
+    let oracle = Oracle::new(dw, &x, d.weight(), d.bias())
+        .and_then(|o| o.then_pointwise(pw, p.weight(), p.bias()))
+        .unwrap();
+    let verdict = oracle.verify(&y).unwrap();
+    assert!(verdict.passed(), "{:?}: {verdict:?}", outcome.schedule);
+}
+
+/// A block the fused kernel does not compute (a depthwise kernel past its
+/// unrolled taps) is refused before anything is compiled.
+#[test]
+fn a_block_without_a_fused_kernel_is_not_tuned() {
+    let dw = spec(
+        r#"{"op": "conv2d", "in_channels": 4, "out_channels": 4, "groups": 4, "height": 12,
+            "width": 12, "kernel": 9, "padding": 4}"#,
+    );
+    let block = Dsc::random(&dw, 6, [Activation::Relu6, Activation::None], 4).unwrap();
+    let compiler = Compiler::host().unwrap();
+    let refused = tune::tune_dsc(&compiler, &block, &options(500, Search::Auto), None, &mut |_| {});
+    match refused {
+        Err(Error::Block(why)) => assert!(why.contains("no fused kernel"), "{why}"),
+        other => panic!("{:?}", other.map(|o| o.schedule)),
+    }
 }
 
 #[test]

@@ -181,6 +181,21 @@ impl Dsc {
         self.pointwise.reference(&self.depthwise.reference(input)?)
     }
 
+    /// Why the fused kernel cannot compute this block, when it cannot. It
+    /// unrolls every depthwise tap, so a kernel past the emitter's limit
+    /// runs as the two kernels, which loop over them; so does a block whose
+    /// depthwise weights hold ±∞ or NaN, since the fused kernel multiplies
+    /// its band copies' zero borders, which such a weight makes NaN, where
+    /// the kernels redo those outputs exactly (see `border`).
+    pub fn unfusable(&self) -> Option<String> {
+        let [kh, kw] = self.depthwise.spec().kernel();
+        if kh * kw > crate::codegen::MAX_UNROLLED_TAPS {
+            return Some(format!("a {kh}×{kw} depthwise kernel is past the fused kernel's taps"));
+        }
+        let nonfinite = self.depthwise.weight().iter().any(|w| !w.is_finite());
+        nonfinite.then(|| format!("a {kh}×{kw} depthwise kernel has non-finite weights"))
+    }
+
     /// Prepares the block to run `mode`, compiled by `compiler` (the
     /// host's when `None`), on up to `threads` threads. A depthwise kernel
     /// of more than [`crate::codegen::MAX_UNROLLED_TAPS`] taps, or with a
@@ -193,28 +208,12 @@ impl Dsc {
         threads: usize,
     ) -> Result<PreparedDsc> {
         let compiler = &*Compiler::given_or_host(compiler)?;
-        // The fused kernel unrolls every depthwise tap; past the emitter's
-        // limit the block runs as its two kernels, which loop over them.
-        // So does a block whose depthwise weights hold ±∞ or NaN: the fused
-        // kernel multiplies its band copies' zero borders, which such a
-        // weight makes NaN, where the kernels redo those outputs exactly
-        // (see `border`).
-        let [kh, kw] = self.depthwise.spec().kernel();
-        let nonfinite = self.depthwise.weight().iter().any(|w| !w.is_finite());
-        let mode = if mode == DscMode::Fused
-            && (kh * kw > crate::codegen::MAX_UNROLLED_TAPS || nonfinite)
-        {
-            log::info!(
-                "dsc: a {kh}×{kw} depthwise kernel{}: the block runs unfused",
-                if nonfinite {
-                    " with non-finite weights"
-                } else {
-                    " past the fused kernel's taps"
-                }
-            );
-            DscMode::Unfused
-        } else {
-            mode
+        let mode = match (mode, self.unfusable()) {
+            (DscMode::Fused, Some(why)) => {
+                log::info!("dsc: {why}: the block runs unfused");
+                DscMode::Unfused
+            }
+            _ => mode,
         };
         let inner = match mode {
             DscMode::Fused => {
@@ -342,7 +341,11 @@ impl DscKernel {
         }
         let start = Instant::now();
         let (dw, pw) = (block.depthwise.spec().clone(), block.pointwise.spec().clone());
-        let plan = Plan::new(&dw, &schedule.depthwise());
+        // The depthwise stage is the width algorithm's copy and tiles: its
+        // schedule passes the same checks as any layer's.
+        let depthwise = schedule.depthwise();
+        depthwise.legal(&dw)?;
+        let plan = Plan::new(&dw, &depthwise);
         let isa = compiler.isa();
         let (pointer, call_conv) = (isa.pointer_type(), isa.default_call_conv());
         let stage = |stage: Stage, signature| -> Result<(Code, *const u8)> {

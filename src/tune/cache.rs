@@ -53,7 +53,9 @@ const VERSION: u32 = 1;
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     /// The spec as JSON, in canonical form (explicit pairs, four paddings),
-    /// without its name: layers of the same shape share a schedule.
+    /// without its name: layers of the same shape share a schedule. For a
+    /// fused depthwise-separable block, its two specs so:
+    /// `{"depthwise": …, "pointwise": …}`.
     pub spec: serde_json::Value,
     /// The most threads a run may use.
     pub threads: usize,
@@ -75,6 +77,14 @@ impl Workload {
             threads,
             ..Workload::host_id()
         }
+    }
+
+    /// The fused block `dw` then `pw` on `threads` threads on this machine
+    /// with this convjit.
+    pub fn host_block(dw: &ValidSpec, pw: &ValidSpec, threads: usize) -> Workload {
+        let [dw, pw] = [dw, pw].map(|s| Workload::host(s, threads).spec);
+        let spec = serde_json::json!({"depthwise": dw, "pointwise": pw});
+        Workload { spec, threads, ..Workload::host_id() }
     }
 
     /// Whether this workload was measured on another CPU or by another

@@ -40,6 +40,7 @@
 pub mod cache;
 mod confirm;
 mod conv;
+pub mod dsc;
 mod measure;
 pub mod records;
 mod search;
@@ -53,6 +54,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::blocks::Dsc;
+use crate::codegen::dsc::DscSchedule;
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
 use crate::schedule::{self, Schedule};
@@ -210,6 +213,28 @@ fn tune_on(
 ) -> Result<Outcome> {
     session::tune_op(options, records, progress, clock, |rng| {
         conv::ConvTuning::new(compiler, spec, options.threads, rng)
+    })
+}
+
+/// Tunes the fused kernel of the depthwise-separable `block` (its
+/// [`DscSchedule`]: bands, the two stages' register tiles, the pointwise
+/// unroll, the threads) within `options.budget`, as [`tune`] tunes a conv
+/// layer: every candidate run on random input and checked against the
+/// reference of the two convs before it is timed. Fails for a block the
+/// fused kernel does not compute ([`Dsc::unfusable`]).
+pub fn tune_dsc(
+    compiler: &Compiler,
+    block: &Dsc,
+    options: &Options,
+    records: Option<&mut RecordLog>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Outcome<DscSchedule>> {
+    if let Some(why) = block.unfusable() {
+        return Err(Error::Block(format!("dsc: {why}: no fused kernel to tune")));
+    }
+    let clock = &mut measure::HostClock(Instant::now());
+    session::tune_op(options, records, progress, clock, |rng| {
+        dsc::DscTuning::new(compiler, block, options.threads, rng)
     })
 }
 

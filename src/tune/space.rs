@@ -129,15 +129,7 @@ impl Space {
     /// The members that differ from `schedule` in exactly one knob
     /// ([`KNOBS`]), in the space's order.
     pub fn neighbours(&self, schedule: &Schedule) -> Vec<Schedule> {
-        let here = Space::knobs(schedule);
-        self.members
-            .iter()
-            .filter(|m| {
-                let there = Space::knobs(m);
-                here.iter().zip(&there).filter(|(a, b)| a != b).count() == 1
-            })
-            .copied()
-            .collect()
+        one_knob_apart(&self.members, schedule, Space::knobs)
     }
 
     /// The value of every knob of `schedule` (in the order of [`KNOBS`]),
@@ -174,6 +166,18 @@ impl Space {
             u64::from(s.interleave()),
         ]
     }
+}
+
+/// The members whose knobs (as `knobs` encodes them) differ from
+/// `config`'s in exactly one position, in the members' order.
+pub(super) fn one_knob_apart<C: Copy, const N: usize>(
+    members: &[C],
+    config: &C,
+    knobs: impl Fn(&C) -> [u64; N],
+) -> Vec<C> {
+    let here = knobs(config);
+    let apart = |m: &&C| knobs(m).iter().zip(&here).filter(|(a, b)| a != b).count() == 1;
+    members.iter().filter(apart).copied().collect()
 }
 
 /// Every pair of an element of `a` and one of `b`, `a` outer.

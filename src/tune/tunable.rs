@@ -12,8 +12,9 @@ use crate::error::Result;
 /// op's own test data and checked against its reference. The op owns its
 /// operands, its output and its oracle, so the search, the timing and the
 /// confirmation see only configs and compiled code. A convolution layer
-/// implements it (`tune/conv.rs`); the fused depthwise-separable block can
-/// with its `DscSchedule` and `DscKernel` once it has a space.
+/// implements it (`tune/conv.rs`), and so does the fused depthwise-separable
+/// block, with its `DscSchedule`, its `DscSpace` and its `DscKernel`
+/// (`tune/dsc.rs`).
 pub trait Tunable {
     /// A point of the space: plain data, compiled as given, recorded and
     /// cached.
