@@ -191,6 +191,18 @@ impl Verdict {
     pub fn passed(&self) -> bool {
         self.worst_ratio <= 1.0
     }
+
+    /// Why the output failed, when it did: its worst element and how far
+    /// past its bound.
+    pub fn failure(&self) -> Option<String> {
+        (!self.passed()).then(|| {
+            format!(
+                "output element {} is {:.2}× past its error bound",
+                self.worst.unwrap_or(0),
+                self.worst_ratio
+            )
+        })
+    }
 }
 
 /// Checks an f32 output against the reference with a tolerance that scales

@@ -389,16 +389,18 @@ impl DscKernel {
         &self.schedule
     }
 
-    /// The threads a run shares an image's bands across.
-    fn threads(&self) -> usize {
-        runtime::threads(self.schedule.threads, self.band.parts)
+    /// The block's output (NCHW) of `input` (NCHW), lengths checked first,
+    /// on the schedule's threads.
+    pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        self.run_on(self.schedule.threads, input, output)
     }
 
-    /// The block's output (NCHW) of `input` (NCHW), lengths checked first.
-    pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+    /// [`DscKernel::run`] on up to `threads` threads instead of the
+    /// schedule's (the code does not depend on them).
+    pub fn run_on(&self, threads: usize, input: &[f32], output: &mut [f32]) -> Result<()> {
         self.dw.check_input(input.len())?;
         self.pw.check_output(output.len())?;
-        let threads = self.threads();
+        let threads = runtime::threads(threads, self.band.parts);
         let copy = if self.plan.bands.is_some() { self.plan.plane_len() } else { 0 };
         let make = || {
             Ok((

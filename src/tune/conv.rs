@@ -1,9 +1,7 @@
 //! A convolution layer as a [`Tunable`] op: its schedule space, its kernels,
 //! and its random test data checked against the reference.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -11,6 +9,7 @@ use rand::seq::SliceRandom;
 use super::Space;
 use super::Tunable;
 use super::cache::Workload;
+use super::memo::Memo;
 use crate::complexity::Complexity;
 use crate::data::LayerData;
 use crate::error::Result;
@@ -24,11 +23,6 @@ use crate::spec::ValidSpec;
 /// output element; the reference runs at about 10⁸ MACs per second, twice
 /// (values and magnitudes), so this costs about 0.3 s once per layer.
 pub const FULL_ORACLE_MACS: u64 = 16_000_000;
-
-/// Kernels compiled lately that the memo keeps alive, for the next
-/// candidates that differ from them only in their run (the space lists a
-/// code's runs one after another, and a climb tries them as neighbours).
-const RECENT_KERNELS: usize = 8;
 
 /// A kernel and the layer's weights packed for it, shared by every
 /// candidate whose schedule compiles to it.
@@ -48,8 +42,7 @@ pub(crate) struct ConvTuning<'a> {
     /// The kernel of each code still held (by a finalist, the heuristic or
     /// the recent few): a candidate that differs from another only in its
     /// [`Run`] runs on the same kernel, compiled once.
-    built: RefCell<HashMap<CodeKey, Weak<Built>>>,
-    recent: RefCell<VecDeque<Rc<Built>>>,
+    built: Memo<CodeKey, Built>,
 }
 
 impl<'a> ConvTuning<'a> {
@@ -77,8 +70,7 @@ impl<'a> ConvTuning<'a> {
             output,
             heuristic: schedule::choose_threaded(spec, threads),
             space: Space::of(spec, threads),
-            built: RefCell::default(),
-            recent: RefCell::default(),
+            built: Memo::default(),
         })
     }
 }
@@ -122,27 +114,11 @@ impl Tunable for ConvTuning<'_> {
     /// Compiles the schedule's code, or finds it compiled for another run.
     fn compile(&self, schedule: &Schedule) -> Result<(Rc<Built>, Run)> {
         schedule.legal(self.spec)?;
-        let key = schedule.code_key();
-        let held = self.built.borrow().get(&key).and_then(Weak::upgrade);
-        let built = match held {
-            Some(built) => built,
-            None => {
-                let kernel = self.compiler.compile_with(self.spec, schedule)?;
-                let weights = kernel.pack(&self.data.weight, self.data.bias.as_deref())?;
-                let built = Rc::new((kernel, weights));
-                let mut map = self.built.borrow_mut();
-                map.retain(|_, b| b.strong_count() > 0);
-                map.insert(key, Rc::downgrade(&built));
-                built
-            }
-        };
-        let mut recent = self.recent.borrow_mut();
-        if !recent.iter().any(|b| Rc::ptr_eq(b, &built)) {
-            if recent.len() == RECENT_KERNELS {
-                recent.pop_front();
-            }
-            recent.push_back(Rc::clone(&built));
-        }
+        let built = self.built.get_or_build(schedule.code_key(), || {
+            let kernel = self.compiler.compile_with(self.spec, schedule)?;
+            let weights = kernel.pack(&self.data.weight, self.data.bias.as_deref())?;
+            Ok((kernel, weights))
+        })?;
         Ok((built, schedule.run))
     }
 
@@ -156,14 +132,7 @@ impl Tunable for ConvTuning<'_> {
     }
 
     fn verify(&self) -> Result<Option<String>> {
-        let verdict = self.oracle.verify(&self.output)?;
-        Ok((!verdict.passed()).then(|| {
-            format!(
-                "output element {} is {:.2}× past its error bound",
-                verdict.worst.unwrap_or(0),
-                verdict.worst_ratio
-            )
-        }))
+        Ok(self.oracle.verify(&self.output)?.failure())
     }
 
     fn checked(&self) -> usize {

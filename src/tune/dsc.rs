@@ -11,10 +11,13 @@
 //! | pointwise unroll | 1 to 4 input channels |
 //! | threads | 1 to the count asked for |
 
+use std::rc::Rc;
+
 use rand::rngs::StdRng;
 
 use super::Tunable;
 use super::cache::Workload;
+use super::memo::Memo;
 use super::space::one_knob_apart;
 use crate::blocks::Dsc;
 use crate::blocks::dsc::DscKernel;
@@ -127,6 +130,10 @@ pub(crate) struct DscTuning<'a> {
     output: Vec<f32>,
     heuristic: DscSchedule,
     space: DscSpace,
+    /// The kernel of each schedule, by its schedule on one thread: the
+    /// threads are the run's, so the candidates that differ only in them
+    /// run on one kernel, compiled once.
+    built: Memo<DscSchedule, DscKernel>,
 }
 
 impl<'a> DscTuning<'a> {
@@ -154,13 +161,14 @@ impl<'a> DscTuning<'a> {
             output,
             heuristic: DscSchedule::choose(dw.spec(), pw.spec(), threads),
             space: DscSpace::of(dw.spec(), pw.spec(), threads),
+            built: Memo::default(),
         })
     }
 }
 
 impl Tunable for DscTuning<'_> {
     type Config = DscSchedule;
-    type Compiled = DscKernel;
+    type Compiled = (Rc<DscKernel>, usize);
 
     fn name(&self) -> Option<&str> {
         self.block.depthwise().spec().name()
@@ -197,27 +205,25 @@ impl Tunable for DscTuning<'_> {
         DscSpace::knobs(schedule).to_vec()
     }
 
-    fn compile(&self, schedule: &DscSchedule) -> Result<DscKernel> {
-        DscKernel::compile(self.compiler, self.block, schedule)
+    fn compile(&self, schedule: &DscSchedule) -> Result<(Rc<DscKernel>, usize)> {
+        schedule.legal()?;
+        let code = DscSchedule { threads: 1, ..*schedule };
+        let kernel = self
+            .built
+            .get_or_build(code, || DscKernel::compile(self.compiler, self.block, &code))?;
+        Ok((kernel, schedule.threads))
     }
 
     fn poison_output(&mut self) {
         self.output.fill(f32::NAN);
     }
 
-    fn run(&mut self, kernel: &DscKernel) -> Result<()> {
-        kernel.run(&self.input, &mut self.output)
+    fn run(&mut self, (kernel, threads): &(Rc<DscKernel>, usize)) -> Result<()> {
+        kernel.run_on(*threads, &self.input, &mut self.output)
     }
 
     fn verify(&self) -> Result<Option<String>> {
-        let verdict = self.oracle.verify(&self.output)?;
-        Ok((!verdict.passed()).then(|| {
-            format!(
-                "output element {} is {:.2}× past its error bound",
-                verdict.worst.unwrap_or(0),
-                verdict.worst_ratio
-            )
-        }))
+        Ok(self.oracle.verify(&self.output)?.failure())
     }
 
     fn checked(&self) -> usize {

@@ -42,6 +42,7 @@ mod confirm;
 mod conv;
 pub mod dsc;
 mod measure;
+mod memo;
 pub mod records;
 mod search;
 mod session;

@@ -141,6 +141,29 @@ fn schedules_that_differ_only_in_their_run_share_one_kernel() {
 }
 
 #[test]
+fn fused_schedules_that_differ_only_in_their_threads_share_one_kernel() {
+    use crate::codegen::dsc::DscSchedule;
+    let compiler = Compiler::host().unwrap();
+    let block = crate::blocks::Dsc::mobilenet_v2((16, 14, 1, 8), 2).unwrap();
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut op = super::dsc::DscTuning::new(&compiler, &block, 2, &mut rng).unwrap();
+    let heuristic = op.heuristic();
+    let (one, two) =
+        (DscSchedule { threads: 1, ..heuristic }, DscSchedule { threads: 2, ..heuristic });
+    let (a, b) = (op.compile(&one).unwrap(), op.compile(&two).unwrap());
+    assert!(Rc::ptr_eq(&a.0, &b.0), "one code, one kernel");
+    assert_eq!((a.1, b.1), (1, 2));
+    for compiled in [&a, &b] {
+        op.poison_output();
+        op.run(compiled).unwrap();
+        assert_eq!(op.verify().unwrap(), None, "{} threads", compiled.1);
+    }
+    let other = op.compile(&DscSchedule { pw_unroll: 1 + heuristic.pw_unroll % 4, ..one }).unwrap();
+    assert!(!Rc::ptr_eq(&a.0, &other.0));
+    assert!(op.compile(&DscSchedule { threads: 0, ..one }).is_err());
+}
+
+#[test]
 fn exhaustive_search_finds_the_fastest_schedule_and_cuts_the_slow_ones() {
     let spec = tiny();
     let space = Space::of(&spec, 1);
