@@ -1,4 +1,4 @@
-//! The geometry of a layer, computed once from its spec: which input pixels
+//! The geometry of a layer, from its spec alone: which input pixels
 //! each output pixel reads, as a list of phases of ordinary (gathering)
 //! convolutions over a padded input. It depends on the spec alone, so the
 //! heuristic, the tuning space and every plan read the same one.

@@ -317,14 +317,18 @@ impl Oracle {
         Ok(Oracle { shape: spec.output_shape(), expected, bound, planes })
     }
 
-    /// The oracle of a pointwise conv (1×1, stride 1, no padding, one
+    /// The oracle of a pointwise conv2d (1×1, stride 1, no padding, one
     /// group) `spec` that takes this oracle's output as its input: the
-    /// pointwise reference runs on this one's expected output, and each
-    /// element's bound is the pointwise bound plus the errors this one
-    /// allows carried through the pointwise weights
-    /// (`Σ_c |w[o, c]| · bound[c, p]`, with a margin for the f64 sum). It is
-    /// how a fused block (depthwise then pointwise, the intermediate kept
-    /// in f32) is checked. Both must check every element.
+    /// pointwise reference runs on this one's expected output `e`, and each
+    /// element's bound is the pointwise bound on `e` plus the errors this
+    /// one allows carried through the pointwise weights. The engine's
+    /// intermediate `ê` is within `bound` of `e`, so its pointwise output
+    /// is off the reference's by at most `Σ_c |w[o, c]| · bound[c, p]` plus
+    /// its own rounding, whose bound grows by `γ · Σ_c |w| · bound` with
+    /// `|ê|` in place of `|e|`: the carried term is taken `1 + γ` times,
+    /// with a margin for its f64 sum. It is how a fused block (depthwise
+    /// then pointwise, the intermediate kept in f32) is checked. Both must
+    /// check every element.
     pub fn then_pointwise(
         &self,
         spec: &ValidSpec,
@@ -332,7 +336,8 @@ impl Oracle {
         bias: Option<&[f32]>,
     ) -> Result<Oracle> {
         let pad = spec.padding();
-        let pointwise = spec.kernel() == [1, 1]
+        let pointwise = spec.op() == crate::spec::Op::Conv2d
+            && spec.kernel() == [1, 1]
             && spec.stride() == [1, 1]
             && spec.groups() == 1
             && [pad.top, pad.left, pad.bottom, pad.right] == [0; 4];
@@ -346,16 +351,19 @@ impl Oracle {
         let mut second = Oracle::new(spec, &self.expected, weight, bias)?;
         let [n, cout, h, w] = spec.output_shape();
         let (cin, plane) = (spec.in_channels(), h * w);
-        // The carried sums are rounded in f64 (at most cin terms): a
-        // relative margin on them far above that rounding.
-        const MARGIN: f64 = 1.0 + 1e-6;
+        // γ of the pointwise sum (as `build` takes it), and a relative
+        // margin for the carried sums' own f64 rounding (at most cin
+        // terms), far above it.
+        let terms = (cin + 2) as f64;
+        let u = f64::from(f32::EPSILON) / 2.0;
+        let carry = (1.0 + terms * u / (1.0 - terms * u)) * (1.0 + 1e-6);
         for img in 0..n {
             for oc in 0..cout {
                 let row = &weight[oc * cin..(oc + 1) * cin];
                 let bounds = &mut second.bound[(img * cout + oc) * plane..][..plane];
                 for (c, &wc) in row.iter().enumerate() {
                     let carried = &self.bound[(img * cin + c) * plane..][..plane];
-                    let wc = f64::from(wc).abs() * MARGIN;
+                    let wc = f64::from(wc).abs() * carry;
                     bounds.iter_mut().zip(carried).for_each(|(b, &e)| *b += wc * e);
                 }
             }

@@ -185,6 +185,52 @@ fn check_dsc(block: &Dsc, x: &[f32], y: &[f32], what: &str) {
     }
 }
 
+/// `Oracle::then_pointwise` against its formula, computed here by hand:
+/// the pointwise oracle on the depthwise reference's output, each bound
+/// widened by the depthwise bounds carried through the pointwise weights'
+/// magnitudes (and by no more than a hair past that); and the oracles it
+/// refuses to chain.
+#[test]
+fn the_chained_oracle_is_its_formula() {
+    let dw = dsc_spec(6, [7, 9], 3, 1, 1, 1, 2);
+    let block = Dsc::random(&dw, 5, [Activation::Relu6, Activation::None], 9).expect("block");
+    let (d, p) = (block.depthwise(), block.pointwise());
+    let x = random_tensor(4, dw.input_len());
+    let dw_oracle = Oracle::new(d.spec(), &x, d.weight(), d.bias()).expect("dw oracle");
+    let chained = dw_oracle.then_pointwise(p.spec(), p.weight(), p.bias()).expect("chained");
+    let pw_oracle =
+        Oracle::new(p.spec(), dw_oracle.expected(), p.weight(), p.bias()).expect("pw oracle");
+    assert_eq!(chained.expected(), pw_oracle.expected());
+    let [_, cout, h, w] = p.spec().output_shape();
+    let (cin, plane) = (p.spec().in_channels(), h * w);
+    for (i, &bound) in chained.bounds().iter().enumerate() {
+        let (img, oc, px) = (i / (cout * plane), (i / plane) % cout, i % plane);
+        let carried: f64 = (0..cin)
+            .map(|c| {
+                let m = (img * cin + c) * plane + px;
+                f64::from(p.weight()[oc * cin + c]).abs() * dw_oracle.bounds()[m]
+            })
+            .sum();
+        let own = pw_oracle.bounds()[i];
+        assert!(bound >= own + carried, "element {i}: {bound} < {own} + {carried}");
+        assert!(bound <= own + carried * (1.0 + 1e-4), "element {i}: {bound} ≫ {own} + {carried}");
+    }
+    // Only a pointwise conv2d on the whole of the first output chains.
+    let refused = |second: &ValidSpec, first: &Oracle| {
+        let weight = random_tensor(5, second.weight_len());
+        let bias = second.has_bias().then(|| random_tensor(6, second.out_channels()));
+        first.then_pointwise(second, &weight, bias.as_deref()).is_err()
+    };
+    let mid = r#""batch":2,"in_channels":6,"out_channels":5,"height":7,"width":9"#;
+    let transposed = spec(&format!(r#"{{"op":"conv_transpose2d",{mid},"kernel":1}}"#));
+    let three = spec(&format!(r#"{{"op":"conv2d",{mid},"kernel":3,"padding":1}}"#));
+    assert!(refused(&transposed, &dw_oracle));
+    assert!(refused(&three, &dw_oracle));
+    let sampled =
+        Oracle::of_planes(d.spec(), &x, d.weight(), d.bias(), &[(0, 0)]).expect("sampled");
+    assert!(refused(p.spec(), &sampled));
+}
+
 fn dsc_spec(
     c: usize,
     size: [usize; 2],

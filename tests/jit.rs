@@ -857,21 +857,23 @@ fn a_kernel_takes_another_run_without_compiling_again() {
         assert_eq!(kernel.threads(), 1);
         for &split in splits {
             let run = Run { threads: 2, split };
-            kernel = kernel.with_run(run).unwrap();
+            kernel.set_run(run).unwrap();
             assert_eq!(kernel.schedule().run, run);
             assert_eq!(kernel.schedule().code_key(), one.code_key());
             assert_eq!(kernel.threads(), 2.min(rayon_threads()));
             runs_at_once(&spec, &kernel);
         }
+        let kept = *kernel.schedule();
         if let Some(split) = refused {
-            let other = compiler.compile_with(&spec, &one).unwrap();
-            match other.with_run(Run { threads: 2, split }) {
+            match kernel.set_run(Run { threads: 2, split }) {
                 Err(Error::InvalidSchedule { field: "split", .. }) => {}
                 other => panic!("{copy:?} with split {split:?}: {other:?}"),
             }
         }
-        let zero = compiler.compile_with(&spec, &one).unwrap().with_run(Run::threads(0));
+        let zero = kernel.set_run(Run::threads(0));
         assert!(matches!(zero, Err(Error::InvalidSchedule { field: "threads", .. })), "{zero:?}");
+        assert_eq!(*kernel.schedule(), kept, "a refused run changes nothing");
+        runs_at_once(&spec, &kernel);
     }
 }
 

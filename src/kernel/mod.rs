@@ -112,16 +112,18 @@ impl Kernel {
         &self.schedule
     }
 
-    /// This kernel, running with `run` instead of its schedule's: the same
-    /// code, shared among threads another way, without compiling again.
-    /// Fails when `run` cannot share this kernel's work (its threads are
-    /// outside 1 to [`crate::schedule::MAX_THREADS`], or it splits
-    /// otherwise than its input copy needs).
-    pub fn with_run(mut self, run: Run) -> Result<Kernel> {
+    /// Runs this kernel with `run` from now on instead of its schedule's:
+    /// the same code, shared among threads another way, without compiling
+    /// again. Fails, changing nothing, when `run` cannot share this
+    /// kernel's work (its threads are outside 1 to
+    /// [`crate::schedule::MAX_THREADS`], or it splits otherwise than its
+    /// input copy needs).
+    pub fn set_run(&mut self, run: Run) -> Result<()> {
         run.legal(self.schedule.copy)?;
         self.schedule.run = run;
-        Ok(self)
+        Ok(())
     }
+
     /// How long compilation took (lowering, Cranelift, linking).
     pub fn compile_time(&self) -> Duration {
         self.compile_time
@@ -209,7 +211,7 @@ impl Kernel {
     ///
     /// With [`Kernel::threads`] above 1 the work of each image is shared
     /// across rayon's pool: with a whole-image copy ([`crate::schedule::InputCopy`]),
-    /// the copy by channel planes and then the output as [`Schedule::split`]
+    /// the copy by channel planes and then the output as [`Run::split`]
     /// says (row slices or ranges of work items); with a copy per group or
     /// by bands of rows, whole groups or bands, each thread copying its own.
     pub fn run(&self, input: &[f32], weights: &PackedWeights, output: &mut [f32]) -> Result<()> {

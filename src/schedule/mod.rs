@@ -15,7 +15,7 @@
 //!   copy holds;
 //! - the **run** ([`Run`]: threads and how they [`Split`] the work): not
 //!   compiled, so it is outside the [`CodeKey`]; one kernel serves every
-//!   run ([`crate::Kernel::with_run`]).
+//!   run ([`crate::Kernel::set_run`]).
 //!
 //! What is left to [`Schedule::legal`] are the checks against the spec
 //! (the depthwise algorithm needs one input channel per group) and the
@@ -78,7 +78,7 @@ pub struct Schedule {
     /// How much of the input each padded copy holds.
     pub copy: InputCopy,
     /// How a run shares the work among threads: not compiled, so one
-    /// kernel serves every run ([`crate::Kernel::with_run`]). In JSON its
+    /// kernel serves every run ([`crate::Kernel::set_run`]). In JSON its
     /// fields sit beside the others.
     #[serde(flatten)]
     pub run: Run,

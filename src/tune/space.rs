@@ -1,6 +1,7 @@
 //! The space of schedules a tuner searches for one layer: every legal
 //! schedule built from the values below, without the ones that are the same
-//! kernel as another member or that cannot fill the FMA pipes.
+//! kernel run the same way as another member or that cannot fill the FMA
+//! pipes.
 //!
 //! | knob | values |
 //! |---|---|

@@ -1,7 +1,7 @@
 //! Lowering a conv layer (spec, schedule) to Cranelift IR.
 //!
-//! One lowering serves every kind: the [`Plan`] turns the layer into phases of
-//! gathering convolutions over a padded input, and the emitter writes, for
+//! One lowering serves every kind: the layer's geometry (the [`Plan`]'s) is
+//! phases of gathering convolutions over a padded input, and the emitter writes, for
 //! each phase, a loop nest whose innermost body is the register tile of
 //! `codegen::tile` (fresh single-use broadcasts, accumulators as block
 //! parameters, top-tested loops, alternating FMA order). Every size,

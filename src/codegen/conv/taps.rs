@@ -262,7 +262,7 @@ impl Emitter<'_> {
         };
         // A vector of channels' inputs is one plane of the channel-blocked
         // copy per vector of the tile.
-        let blocked = microkernel.lanes == Lanes::Channels && microkernel.input == Input::Vector;
+        let blocked = self.plan.work.blocked_input;
         let tile = Tile { reused, fresh, layout: Layout::ReusedMajor };
         for &(row_tap, row_offset) in rows {
             for &(col_tap, col_offset) in cols {
