@@ -17,7 +17,7 @@ pub(super) struct Call<'a> {
     /// The plan the code was compiled for: the output rows of each part.
     pub(super) plan: &'a Plan,
     /// The output rows of every phase, `[first, last)` as the code reads
-    /// them: computed once a run, for the calls on whole phases (the many
+    /// them: computed once per kernel, for the calls on whole phases (the many
     /// calls of a run by groups make no more of them).
     pub(super) whole: &'a [i64],
     pub(super) x: *const f32,

@@ -17,7 +17,6 @@ use crate::codegen::Plan;
 use crate::complexity::Complexity;
 use crate::copy::Copier;
 use crate::error::{Error, Result};
-use crate::geometry::MAX_PHASES;
 use crate::runtime::{self, Kept, Scratch};
 use crate::schedule::{Run, Schedule, Split};
 use crate::spec::{Op, ValidSpec};
@@ -32,6 +31,9 @@ pub struct Kernel {
     spec: ValidSpec,
     schedule: Schedule,
     plan: Plan,
+    /// The output rows of every phase, `[first, last)` as the code reads
+    /// them, for the calls on whole phases: computed once, with the plan.
+    whole: Vec<i64>,
     /// Owns the code `function` points into; freed on drop.
     _code: Code,
     function: ConvFn,
@@ -90,11 +92,14 @@ impl Kernel {
         compile_time: Duration,
         checked: bool,
     ) -> Kernel {
+        let mut whole = vec![0; 2 * plan.geometry.phases.len()];
+        fill_ranges(&plan, 0, 1, &mut whole);
         Kernel {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             spec,
             schedule,
             plan,
+            whole,
             _code: code,
             function,
             compile_time,
@@ -272,9 +277,6 @@ impl Kernel {
         let spec = &self.spec;
         let image_in = spec.in_channels() * spec.height() * spec.width();
         let image_out = spec.out_channels() * spec.out_height() * spec.out_width();
-        let mut whole = [0i64; 2 * MAX_PHASES];
-        let phases = fill_ranges(&self.plan, 0, 1, &mut whole);
-        let whole = &whole[..phases];
         for n in 0..spec.batch() {
             let x = &input[n * image_in..(n + 1) * image_in];
             let y = &mut output[n * image_out..(n + 1) * image_out];
@@ -293,7 +295,7 @@ impl Kernel {
                 b: weights.bias.as_ptr(),
                 y: y.as_mut_ptr(),
                 plan: &self.plan,
-                whole,
+                whole: &self.whole,
                 buffers: [
                     floats(x.as_ptr(), x.len()),
                     floats(weights.weights.as_ptr(), weights.weights.len()),
@@ -465,12 +467,10 @@ mod tests {
             let half = y.len() / 2;
             let mut z = vec![f32::NAN; y.len()];
             let faults = Mutex::new(None);
-            let mut whole = [0i64; 2 * MAX_PHASES];
-            let n = fill_ranges(&kernel.plan, 0, 1, &mut whole);
             let call = Call {
                 function: kernel.function,
                 plan: &kernel.plan,
-                whole: &whole[..n],
+                whole: &kernel.whole,
                 x: std::ptr::null(),
                 w: packed.weights.as_ptr(),
                 b: packed.bias.as_ptr(),
