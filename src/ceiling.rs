@@ -127,8 +127,10 @@ impl Microkernel {
         let signature = CeilingFn::signature(isa.pointer_type(), isa.default_call_conv());
         let shape =
             codegen::ceiling::Shape { accumulators: ACCUMULATORS, unroll: UNROLL, steps: STEPS };
-        let (code, pointer) = compiler
-            .define(signature, |func, target| codegen::ceiling::lower(shape, target, func))?;
+        let (code, pointer) = compiler.define(signature, |func, target, _| {
+            codegen::ceiling::lower(shape, target, func);
+            Ok(())
+        })?;
         // SAFETY: the function was compiled with `CeilingFn::signature` in
         // the ISA's default calling convention; `code` owns it.
         let function = unsafe { CeilingFn::from_code(pointer) };

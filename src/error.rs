@@ -79,6 +79,9 @@ pub enum Error {
     /// An engine name that convjit does not have.
     #[error("unknown engine {0:?}")]
     UnknownEngine(String),
+    /// A vector ISA this host does not have.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// A thread count an engine cannot use.
     #[error("invalid thread count {0}: give 1 to 256")]
     InvalidThreads(usize),

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
+use cranelift_codegen::ir::types;
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, ir};
@@ -12,18 +13,23 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 
 use crate::abi::{Code, ConvFn};
+use crate::codegen::wide::{self, Linker};
 use crate::codegen::{self, Plan, Target};
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::schedule::Schedule;
 use crate::source::{self, Request, Resolved, ScheduleSource};
 use crate::spec::ValidSpec;
+use crate::target::Isa;
 
 /// Compiles kernels for one ISA (the host's).
 #[derive(Clone)]
 pub struct Compiler {
     isa: Arc<dyn TargetIsa>,
     has_fma: bool,
+    /// The widest vector ISA its schedules may use (the host's, unless
+    /// limited by [`Compiler::with_vector_isa`]).
+    vector_isa: Isa,
     /// Whether kernels are compiled in the checked lowering.
     checked: bool,
     /// Schedules chosen ahead of the run (a tuning cache), asked before
@@ -36,6 +42,7 @@ impl std::fmt::Debug for Compiler {
         f.debug_struct("Compiler")
             .field("isa", &self.isa.triple().to_string())
             .field("has_fma", &self.has_fma)
+            .field("vector_isa", &self.vector_isa)
             .field("checked", &self.checked)
             .field("schedule_source", &self.source.as_ref().map(|s| s.describe()))
             .finish()
@@ -50,6 +57,10 @@ pub struct Listing {
     /// The machine code as Cranelift's backend prints it (after register
     /// allocation), when asked for.
     pub asm: Option<String>,
+    /// The assembled register tiles the IR calls (a wider ISA's), each
+    /// with its name in the IR's listing (`tile0`, …, the user functions
+    /// `u1:0`, … in that order) and its instructions.
+    pub tiles: Vec<(String, String)>,
 }
 
 impl Compiler {
@@ -79,7 +90,26 @@ impl Compiler {
                  slower) instead of f32x4 fma, which Cranelift would lower to library calls"
             );
         }
-        Ok(Compiler { isa, has_fma, checked: false, source: None })
+        Ok(Compiler { isa, has_fma, vector_isa: Isa::host(), checked: false, source: None })
+    }
+
+    /// This compiler, its schedules limited to vector ISAs up to `isa`:
+    /// the heuristic chooses among them, the tuner searches them, and a
+    /// schedule asking for a wider one is refused. An error when the host
+    /// does not have `isa`.
+    pub fn with_vector_isa(self, isa: Isa) -> Result<Compiler> {
+        if !isa.on_host() {
+            return Err(Error::Unsupported(format!(
+                "this host has no {isa} (its widest vector ISA is {})",
+                Isa::host()
+            )));
+        }
+        Ok(Compiler { vector_isa: isa, ..self })
+    }
+
+    /// The widest vector ISA this compiler's schedules may use.
+    pub fn vector_isa(&self) -> Isa {
+        self.vector_isa
     }
 
     /// This compiler, emitting the checked lowering (see [`crate::codegen`]):
@@ -116,7 +146,7 @@ impl Compiler {
     /// ([`source::resolve`]: a given schedule with the request's threads,
     /// else the source's, else the heuristic's for the request's threads).
     pub fn resolve(&self, spec: &ValidSpec, request: &Request) -> Result<Resolved> {
-        source::resolve(spec, request, self.source.as_deref())
+        source::resolve(spec, request, self.vector_isa, self.source.as_deref())
     }
 
     /// The schedule [`Compiler::compile`] uses for `spec` on up to
@@ -124,13 +154,14 @@ impl Compiler {
     /// heuristic's ([`crate::schedule::choose_threaded`]); see
     /// [`source::lookup`].
     pub fn schedule_for(&self, spec: &ValidSpec, threads: usize) -> Schedule {
-        source::lookup(spec, threads, self.source.as_deref()).schedule
+        source::lookup(spec, threads, self.vector_isa, self.source.as_deref()).schedule
     }
 
     /// The schedule source's schedule for `spec` on `threads` threads
     /// (the tuned one), when it holds one this layer can use.
     pub fn tuned_schedule(&self, spec: &ValidSpec, threads: usize) -> Option<Schedule> {
-        self.source.as_ref().and_then(|source| source.schedule(spec, threads))
+        let tuned = self.source.as_ref().and_then(|source| source.schedule(spec, threads));
+        tuned.filter(|s| s.isa <= self.vector_isa)
     }
 
     /// The ISA kernels are compiled for.
@@ -143,12 +174,14 @@ impl Compiler {
         self.has_fma
     }
 
-    /// A short description of the target: triple and the vector extensions used.
+    /// A short description of the target: triple, the vector extensions
+    /// Cranelift's code uses, and the widest vector ISA of the tiles.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({}, f32x4)",
+            "{} ({}, f32x4; tiles up to {})",
             self.isa.triple(),
-            if self.has_fma { "AVX + FMA" } else { "SSE, no FMA" }
+            if self.has_fma { "AVX + FMA" } else { "SSE, no FMA" },
+            self.vector_isa
         )
     }
 
@@ -160,13 +193,13 @@ impl Compiler {
 
     /// Compiles `spec` with a given schedule (checked for legality first).
     pub fn compile_with(&self, spec: &ValidSpec, schedule: &Schedule) -> Result<Kernel> {
-        schedule.legal(spec)?;
+        self.admits(spec, schedule)?;
         let start = Instant::now();
         let plan = Plan::new(spec, schedule);
         plan.compilable()?;
         let signature = ConvFn::signature(self.isa.pointer_type(), self.isa.default_call_conv());
-        let (code, pointer) = self.define(signature, |func, target| {
-            codegen::lower(spec, schedule, &plan, target, func)
+        let (code, pointer) = self.define(signature, |func, target, linker| {
+            codegen::lower(spec, schedule, &plan, target, func, linker)
         })?;
         // SAFETY: the function was compiled with `ConvFn::signature` in the
         // ISA's default calling convention; `code` owns it.
@@ -176,19 +209,35 @@ impl Compiler {
         Ok(Kernel::new(spec.clone(), *schedule, plan, code, function, compile_time, self.checked))
     }
 
-    /// JIT-compiles one function of `signature` whose body `lower` emits,
+    /// Checks that this compiler can compile `spec` with `schedule`: the
+    /// schedule is legal, and its vector ISA is within this compiler's
+    /// (and so the host's).
+    fn admits(&self, spec: &ValidSpec, schedule: &Schedule) -> Result<()> {
+        schedule.legal(spec)?;
+        if schedule.isa > self.vector_isa {
+            return Err(Error::InvalidSchedule {
+                field: "isa",
+                value: schedule.isa.to_string(),
+                reason: format!("this compiler's tiles go up to {}", self.vector_isa),
+            });
+        }
+        Ok(())
+    }
+
+    /// JIT-compiles one function of `signature` whose body `lower` emits
+    /// (linking any assembled code through the [`Linker`] it is given),
     /// returning the code's owner and its address.
     pub(crate) fn define(
         &self,
         signature: ir::Signature,
-        lower: impl FnOnce(&mut ir::Function, Target),
+        lower: impl FnOnce(&mut ir::Function, Target, &mut dyn Linker) -> Result<()>,
     ) -> Result<(Code, *const u8)> {
         let mut module =
             JITModule::new(JITBuilder::with_isa(self.isa.clone(), default_libcall_names()));
         let result = (|| {
             let mut ctx = module.make_context();
             ctx.func.signature = signature;
-            lower(&mut ctx.func, self.target());
+            lower(&mut ctx.func, self.target(), &mut ModuleLinker { module: &mut module })?;
             let id = module
                 .declare_function("conv", Linkage::Export, &ctx.func.signature)
                 .map_err(|e| Error::Jit(e.to_string()))?;
@@ -218,11 +267,13 @@ impl Compiler {
 
     /// The IR (and optionally the machine code) of `spec` under `schedule`.
     pub fn listing(&self, spec: &ValidSpec, schedule: &Schedule, asm: bool) -> Result<Listing> {
-        schedule.legal(spec)?;
+        self.admits(spec, schedule)?;
         let plan = Plan::new(spec, schedule);
         plan.compilable()?;
         let mut func = ir::Function::new();
-        self.build(spec, schedule, &plan, &mut func);
+        func.signature = ConvFn::signature(self.isa.pointer_type(), self.isa.default_call_conv());
+        let mut tiles = ListingLinker::default();
+        codegen::lower(spec, schedule, &plan, self.target(), &mut func, &mut tiles)?;
         let ir = func.display().to_string();
         let asm = if asm {
             let mut ctx = Context::for_function(func);
@@ -235,11 +286,48 @@ impl Compiler {
         } else {
             None
         };
-        Ok(Listing { ir, asm })
+        Ok(Listing { ir, asm, tiles: tiles.tiles })
     }
+}
 
-    fn build(&self, spec: &ValidSpec, schedule: &Schedule, plan: &Plan, func: &mut ir::Function) {
-        func.signature = ConvFn::signature(self.isa.pointer_type(), self.isa.default_call_conv());
-        codegen::lower(spec, schedule, plan, self.target(), func);
+/// Links assembled code into the kernel's JIT module.
+struct ModuleLinker<'m> {
+    module: &'m mut JITModule,
+}
+
+impl Linker for ModuleLinker<'_> {
+    fn link(&mut self, func: &mut ir::Function, _name: &str, code: &[u8]) -> Result<ir::FuncRef> {
+        let jit = |e: cranelift_module::ModuleError| Error::Jit(e.to_string());
+        let signature = wide::signature(self.module.isa().pointer_type());
+        let id = self.module.declare_anonymous_function(&signature).map_err(jit)?;
+        self.module.define_function_bytes(id, 64, code, &[]).map_err(jit)?;
+        let callee = self.module.declare_func_in_func(id, func);
+        // Called through its absolute address rather than a 32-bit
+        // offset, which the JIT would have to fit wherever the two pieces
+        // of code land (measured no slower).
+        func.dfg.ext_funcs[callee].colocated = false;
+        Ok(callee)
+    }
+}
+
+/// Keeps the assembled code for a listing, named as the IR calls it.
+#[derive(Default)]
+struct ListingLinker {
+    tiles: Vec<(String, String)>,
+}
+
+impl Linker for ListingLinker {
+    fn link(&mut self, func: &mut ir::Function, name: &str, code: &[u8]) -> Result<ir::FuncRef> {
+        let user = ir::UserExternalName::new(1, self.tiles.len() as u32);
+        let name_ref = func.declare_imported_user_function(user);
+        let signature = func.import_signature(wide::signature(types::I64));
+        let callee = func.import_function(ir::ExtFuncData {
+            name: ir::ExternalName::user(name_ref),
+            signature,
+            colocated: false,
+            patchable: false,
+        });
+        self.tiles.push((name.to_string(), wide::listing(code)));
+        Ok(callee)
     }
 }

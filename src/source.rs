@@ -29,6 +29,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::schedule::{self, Schedule};
 use crate::spec::ValidSpec;
+use crate::target::Isa;
 
 /// A store of schedules chosen ahead of the run, which the compiler asks
 /// before the heuristic. The compiler knows nothing else of it (the tuning
@@ -138,6 +139,7 @@ pub struct Resolved {
 pub fn resolve(
     spec: &ValidSpec,
     request: &Request,
+    isa: Isa,
     source: Option<&dyn ScheduleSource>,
 ) -> Result<Resolved> {
     if let Some(given) = &request.given {
@@ -152,20 +154,27 @@ pub fn resolve(
     if !(1..=schedule::MAX_THREADS).contains(&threads) {
         return Err(Error::InvalidThreads(threads));
     }
-    Ok(lookup(spec, threads, source))
+    Ok(lookup(spec, threads, isa, source))
 }
 
-/// Rules 2 and 3 for `spec` on `threads` threads: `source`'s schedule, else
-/// the heuristic's (which clamps `threads` to 1 to
-/// [`schedule::MAX_THREADS`]).
-pub fn lookup(spec: &ValidSpec, threads: usize, source: Option<&dyn ScheduleSource>) -> Resolved {
-    let held = source.and_then(|s| s.schedule(spec, threads).map(|schedule| (s, schedule)));
+/// Rules 2 and 3 for `spec` on `threads` threads with vector ISAs up to
+/// `isa`: `source`'s schedule (when its ISA is within `isa`), else the
+/// heuristic's (which clamps `threads` to 1 to [`schedule::MAX_THREADS`]).
+pub fn lookup(
+    spec: &ValidSpec,
+    threads: usize,
+    isa: Isa,
+    source: Option<&dyn ScheduleSource>,
+) -> Resolved {
+    let held = source.and_then(|s| {
+        s.schedule(spec, threads).filter(|schedule| schedule.isa <= isa).map(|sc| (s, sc))
+    });
     match held {
         Some((source, schedule)) => {
             Resolved { schedule, origin: Origin::Source(source.describe()) }
         }
         None => Resolved {
-            schedule: schedule::choose_threaded(spec, threads),
+            schedule: schedule::choose_for(spec, threads, isa),
             origin: Origin::Heuristic { missed: source.map(ScheduleSource::describe) },
         },
     }

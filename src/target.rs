@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use cranelift_codegen::ir::{Type, types};
+use serde::{Deserialize, Serialize};
 
 /// A vector instruction set as the emitters see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,8 +51,120 @@ impl VectorIsa {
     }
 }
 
-/// The vector ISA every emitter writes for.
+/// The vector ISA Cranelift's emitters write for: the widest type its
+/// x86-64 backend emits. The register tiles of wider ISAs ([`Isa`]) are
+/// assembled (`codegen::wide`); everything around them stays this.
 pub const VECTOR: VectorIsa = VectorIsa::F32X4;
+
+/// The vector instruction set a kernel's register tiles use. In schedules
+/// and on the command line: `"sse"`, `"avx2"`, `"avx512"`.
+///
+/// | ISA | vector | register tile from |
+/// |---|---|---|
+/// | `sse` | 128-bit, 4 f32 (VEX-encoded with FMA where the host has it) | Cranelift IR |
+/// | `avx2` | 256-bit `ymm`, 8 f32, AVX2 + FMA | assembled |
+/// | `avx512` | 512-bit `zmm`, 16 f32, AVX-512F | assembled |
+///
+/// Cranelift's x86-64 backend expresses no vector wider than 128 bits, so
+/// the wider tiles are machine code assembled for the layer and linked
+/// into the kernel's JIT module; the loops around them stay Cranelift IR.
+/// The order is the order of width: a host that has one has the ones
+/// before it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Isa {
+    /// 128-bit vectors, Cranelift's own: every host.
+    #[default]
+    Sse,
+    /// 256-bit vectors with fused multiply-add.
+    Avx2,
+    /// 512-bit vectors.
+    Avx512,
+}
+
+impl Isa {
+    /// Every ISA, narrowest first.
+    pub const ALL: [Isa; 3] = [Isa::Sse, Isa::Avx2, Isa::Avx512];
+
+    /// Its name in schedules, reports and `--isa`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Sse => "sse",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// f32 lanes of one vector.
+    pub const fn lanes(self) -> usize {
+        match self {
+            Isa::Sse => 4,
+            Isa::Avx2 => 8,
+            Isa::Avx512 => 16,
+        }
+    }
+
+    /// Bytes of one vector.
+    pub const fn bytes(self) -> usize {
+        self.lanes() * 4
+    }
+
+    /// Whether its tiles are assembled rather than Cranelift IR.
+    pub const fn is_assembled(self) -> bool {
+        !matches!(self, Isa::Sse)
+    }
+
+    /// The ISA named `name` (see [`Isa::name`]).
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL.into_iter().find(|isa| isa.name() == name)
+    }
+
+    /// Whether this host can run its code: AVX2 with FMA, or AVX-512F
+    /// (with AVX2 and FMA, which every AVX-512 core has).
+    pub fn on_host(self) -> bool {
+        match self {
+            Isa::Sse => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Isa::Avx2.on_host() && std::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The widest ISA this host has, detected once: AVX-512F, else
+    /// AVX2 + FMA, else `sse`.
+    pub fn host() -> Isa {
+        static HOST: OnceLock<Isa> = OnceLock::new();
+        *HOST.get_or_init(|| {
+            Isa::ALL.into_iter().rev().find(|isa| isa.on_host()).unwrap_or_default()
+        })
+    }
+
+    /// The ISAs this host has, narrowest first.
+    pub fn available() -> impl Iterator<Item = Isa> {
+        Isa::ALL.into_iter().filter(|isa| *isa <= Isa::host())
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Isa {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Isa, String> {
+        Isa::from_name(s).ok_or_else(|| format!("unknown ISA {s:?}: expected sse, avx2 or avx512"))
+    }
+}
 
 /// f32 lanes of [`VECTOR`]: the channels of one block of a channel-blocked
 /// copy, the pixels of one vector of the width strategy.

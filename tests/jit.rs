@@ -10,7 +10,7 @@ use convjit::schedule::{
     self, Algorithm, Depthwise, Direct, InputCopy, Layout, LoopNest, Run, Schedule, Split,
     Strategy as Family, Tile, Width,
 };
-use convjit::target::LANES;
+use convjit::target::{Isa, LANES};
 use convjit::{Compiler, Error, ValidSpec, suite};
 use proptest::prelude::*;
 
@@ -27,7 +27,14 @@ fn nest(rows_outer: bool, col_block: Option<usize>) -> LoopNest {
 /// A random schedule that is legal for `spec`.
 fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
     // Every algorithm of the registry that accepts the layer.
-    let accepted: Vec<Family> = algorithm::accepting(spec).map(|f| f.strategy()).collect();
+    // Each with each of its vector ISAs the host has: CI runs every
+    // backend the machine has.
+    let accepted: Vec<(Family, Isa)> = algorithm::accepting(spec)
+        .flat_map(|f| {
+            let isas = Isa::available().filter(move |i| f.isas().contains(i));
+            isas.map(move |i| (f.strategy(), i))
+        })
+        .collect();
     let knobs = (0..accepted.len(), 1usize..=3, 1usize..=14, 1usize..=4, any::<bool>());
     let block = prop_oneof![Just(None), (1usize..=40).prop_map(Some)];
     let copy = prop_oneof![
@@ -45,14 +52,15 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
             interleave,
             rows,
         )| {
-            let strategy = accepted[family];
+            let (strategy, isa) = accepted[family];
+            let most = algorithm::isa_accumulators(isa, oc_vectors);
             let (oc_vectors, pixel_tile) = match strategy {
                 Family::Width => (1, LANES * tile),
-                _ => (oc_vectors, tile.min(14 / oc_vectors)),
+                _ => (oc_vectors, tile.min(most / oc_vectors)),
             };
             // As many rows per tile as the accumulators allow, up to `rows`.
             let per_row = if strategy == Family::Width { tile } else { oc_vectors * pixel_tile };
-            let row_tile = rows.min(14 / per_row).max(1);
+            let row_tile = rows.min(most / per_row).max(1);
             let tile = Tile { oc_vectors, pixel_tile, row_tile };
             // The depthwise algorithm has no reduction, only the direct one
             // an NHWC copy.
@@ -60,6 +68,7 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
             let nhwc = interleave && strategy == Family::Direct;
             let algorithm = common::algorithm(strategy, tile, unroll, nhwc);
             Schedule {
+                isa,
                 algorithm,
                 loop_nest: nest(rows_outer, col_block),
                 // A copy per group shares groups between threads, bands
@@ -135,14 +144,17 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
         Just(InputCopy::Group),
         k.clone().prop_map(InputCopy::Bands)
     ];
+    let isas: Vec<Isa> = Isa::available().collect();
     (
         (0usize..3, k.clone(), k.clone(), k.clone(), k.clone()),
         (any::<bool>(), prop::option::of(k.clone()), k, any::<bool>(), copy, any::<bool>()),
+        prop::sample::select(isas),
     )
         .prop_map(
             |(
                 (family, oc_vectors, pixel_tile, reduction_unroll, row_tile),
                 (rows_outer, col_block, threads, split_rows, copy, interleave),
+                isa,
             )| {
                 let tile = Tile { oc_vectors, pixel_tile, row_tile };
                 let algorithm = match family {
@@ -160,6 +172,7 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
                     }),
                 };
                 Schedule {
+                    isa,
                     algorithm,
                     loop_nest: nest(rows_outer, col_block),
                     run: Run {
@@ -286,8 +299,10 @@ proptest! {
     /// depthwise, of the groups of one block of lanes).
     #[test]
     fn work_items_reach_every_channel_once(spec in any_spec(), oc_vectors in 1usize..=3) {
-        for family in algorithm::accepting(&spec) {
-            let work = family.work(&spec, oc_vectors);
+        let families = algorithm::accepting(&spec)
+            .flat_map(|f| f.isas().iter().map(move |&isa| (f, isa)));
+        for (family, isa) in families {
+            let work = family.work(&spec, isa, oc_vectors);
             prop_assert_eq!(work.groups() * work.group_items, work.items);
             let mut seen = vec![0u32; spec.out_channels()];
             for item in 0..work.items {
@@ -326,6 +341,7 @@ fn check_all(json: &str) {
                 };
                 let unroll = if strategy == Family::Direct { 3 } else { 1 };
                 let s = Schedule {
+                    isa: Isa::Sse,
                     algorithm: common::algorithm(strategy, tile, unroll, false),
                     loop_nest: if rows_outer {
                         LoopNest::ColumnBlocks(5)
@@ -343,10 +359,18 @@ fn check_all(json: &str) {
                 let bands =
                     Schedule { copy: InputCopy::Bands(3), run: s.run.split(Split::Rows), ..s };
                 let mut variants = vec![s, group, bands];
-                // The NHWC copy is the direct algorithm's.
+                // The NHWC copy is the direct algorithm's, as are the
+                // assembled tiles of the wider ISAs.
                 if strategy == Family::Direct {
                     let nhwc = common::algorithm(strategy, tile, unroll, true);
                     variants.extend([s, group, bands].map(|v| Schedule { algorithm: nhwc, ..v }));
+                    let wide = Isa::available().filter(|isa| isa.is_assembled());
+                    let wide: Vec<Schedule> = wide
+                        .flat_map(|isa| {
+                            variants.clone().into_iter().map(move |v| Schedule { isa, ..v })
+                        })
+                        .collect();
+                    variants.extend(wide);
                 }
                 // Every other variant in the checked lowering (seed 12).
                 for (i, s) in variants.iter().enumerate() {

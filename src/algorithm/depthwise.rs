@@ -11,7 +11,7 @@ use super::{
 };
 use crate::geometry::Geometry;
 use crate::spec::ValidSpec;
-use crate::target::LANES;
+use crate::target::{Isa, LANES};
 
 /// The depthwise algorithm's configuration: its register tile (it has no
 /// channel reduction to unroll).
@@ -41,11 +41,17 @@ impl Family for DepthwiseFamily {
         (spec.in_per_group() != 1).then_some("needs exactly one input channel per group")
     }
 
-    fn tiles(&self, spec: &ValidSpec, geometry: &Geometry, min_accumulators: usize) -> Vec<Tile> {
+    fn tiles(
+        &self,
+        spec: &ValidSpec,
+        geometry: &Geometry,
+        min_accumulators: usize,
+        isa: Isa,
+    ) -> Vec<Tile> {
         // Vectors of channels beyond what the layer has only add idle lanes.
         let vectors = spec.out_channels().div_ceil(LANES).min(MAX_OC_VECTORS);
         let pixels: Vec<usize> = (1..=MAX_ACCUMULATORS.min(geometry.most_cols())).collect();
-        tiles_of(vectors, &pixels, |v, p| v * p, geometry, min_accumulators)
+        tiles_of(vectors, &pixels, |v, p| v * p, geometry, min_accumulators, isa)
     }
 
     /// It has no reduction over input channels.
@@ -57,7 +63,7 @@ impl Family for DepthwiseFamily {
     /// multipliers of a block consecutive and reading the block's
     /// `oc_vectors` planes of the channel-blocked copy; the last block may
     /// be partial.
-    fn work(&self, spec: &ValidSpec, oc_vectors: usize) -> Work {
+    fn work(&self, spec: &ValidSpec, _isa: Isa, oc_vectors: usize) -> Work {
         let (lanes, m) = (LANES * oc_vectors, spec.out_per_group());
         Work {
             lanes,

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::geometry::Geometry;
 use crate::spec::ValidSpec;
-use crate::target::LANES;
+use crate::target::Isa;
 
 /// The direct algorithm's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,11 +42,23 @@ impl Family for DirectFamily {
         "direct"
     }
 
-    fn tiles(&self, spec: &ValidSpec, geometry: &Geometry, min_accumulators: usize) -> Vec<Tile> {
+    fn tiles(
+        &self,
+        spec: &ValidSpec,
+        geometry: &Geometry,
+        min_accumulators: usize,
+        isa: Isa,
+    ) -> Vec<Tile> {
         // Vectors of channels beyond what a group has only add idle lanes.
-        let vectors = spec.out_per_group().div_ceil(LANES).min(MAX_OC_VECTORS);
+        let vectors = spec.out_per_group().div_ceil(isa.lanes()).min(MAX_OC_VECTORS);
         let pixels: Vec<usize> = (1..=MAX_ACCUMULATORS.min(geometry.most_cols())).collect();
-        tiles_of(vectors, &pixels, |v, p| v * p, geometry, min_accumulators)
+        tiles_of(vectors, &pixels, |v, p| v * p, geometry, min_accumulators, isa)
+    }
+
+    /// Every ISA: its tile is the one assembled for the wider ones
+    /// (`codegen::wide`).
+    fn isas(&self) -> &'static [Isa] {
+        &Isa::ALL
     }
 
     fn layouts(&self) -> &'static [Layout] {
@@ -55,8 +67,8 @@ impl Family for DirectFamily {
 
     /// Items are `(group, block of lanes output channels)`, the blocks of a
     /// group consecutive; the last block of each group may be partial.
-    fn work(&self, spec: &ValidSpec, oc_vectors: usize) -> Work {
-        channel_blocks(spec, LANES * oc_vectors)
+    fn work(&self, spec: &ValidSpec, isa: Isa, oc_vectors: usize) -> Work {
+        channel_blocks(spec, isa.lanes() * oc_vectors)
     }
 
     /// A broadcast input pixel times a vector of channels' weights, summed

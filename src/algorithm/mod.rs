@@ -31,12 +31,39 @@ pub use width::Width;
 use crate::error::{Error, Result};
 use crate::geometry::{Geometry, Phase};
 use crate::spec::ValidSpec;
-use crate::target::LANES;
+use crate::target::{Isa, LANES};
 
 /// The most accumulators a register tile may hold: the target's vector
 /// registers but the two its operands need
 /// ([`crate::target::VectorIsa::max_accumulators`]; 14 on f32x4).
 pub const MAX_ACCUMULATORS: usize = crate::target::VECTOR.max_accumulators();
+
+/// The most accumulators a register tile of `oc_vectors` vectors of
+/// `isa`'s channels may hold. Cranelift's tiles (`sse`):
+/// [`MAX_ACCUMULATORS`], its register allocator placing the operands.
+/// The assembled tiles name their registers: the accumulators, a register
+/// per vector of weights and, on AVX2, one for the broadcast input
+/// (AVX-512 broadcasts it from memory inside the FMA) share the 16 vector
+/// registers every ISA has, and never more than [`MAX_ACCUMULATORS`].
+pub const fn isa_accumulators(isa: Isa, oc_vectors: usize) -> usize {
+    let operands = match isa {
+        Isa::Sse => return MAX_ACCUMULATORS,
+        Isa::Avx2 => oc_vectors + 1,
+        Isa::Avx512 => oc_vectors,
+    };
+    let most = 16usize.saturating_sub(operands);
+    if most < MAX_ACCUMULATORS { most } else { MAX_ACCUMULATORS }
+}
+
+/// The most column taps of one kernel row (of a phase) an assembled tile
+/// takes: it unrolls a row's taps (see `codegen::wide`), so a wider
+/// kernel row is computed with Cranelift's tiles (`sse`).
+pub const MAX_ASSEMBLED_ROW_TAPS: usize = 256;
+
+/// The most bytes an assembled tile's input or weights may span: its
+/// displacements are 32-bit. A layer whose (padded) input or one group's
+/// weights are larger is computed with Cranelift's tiles.
+pub const MAX_ASSEMBLED_REACH: i64 = i32::MAX as i64;
 
 /// The most vectors of output channels a register tile may hold.
 pub const MAX_OC_VECTORS: usize = 3;
@@ -157,9 +184,10 @@ impl Algorithm {
         family(self.strategy())
     }
 
-    /// How its work items map onto the channels of `spec`.
-    pub fn work(&self, spec: &ValidSpec) -> Work {
-        self.family().work(spec, self.oc_vectors())
+    /// How its work items map onto the channels of `spec` when its tiles
+    /// are vectors of `isa`.
+    pub fn work(&self, spec: &ValidSpec, isa: Isa) -> Work {
+        self.family().work(spec, isa, self.oc_vectors())
     }
 
     /// What its register tile holds and multiplies.
@@ -233,16 +261,23 @@ impl Algorithm {
         matches!(*self, Algorithm::Direct(Direct { layout: Layout::Nhwc, .. }))
     }
 
-    /// Checks this configuration against `spec`: that the algorithm accepts
-    /// the layer, and the bounds of its numbers (the register tile fits the
-    /// register file, the unroll is at most [`MAX_REDUCTION_UNROLL`]). The
-    /// error names the field.
-    pub fn legal(&self, spec: &ValidSpec) -> Result<()> {
+    /// Checks this configuration against `spec` with tiles of `isa`: that
+    /// the algorithm accepts the layer and has tiles of that ISA, and the
+    /// bounds of its numbers (the register tile fits the register file,
+    /// the unroll is at most [`MAX_REDUCTION_UNROLL`]). The error names the
+    /// field.
+    pub fn legal(&self, spec: &ValidSpec, isa: Isa) -> Result<()> {
         let bad = |field: &'static str, value: String, reason: &str| {
             Err(Error::InvalidSchedule { field, value, reason: reason.to_string() })
         };
         if let Some(reason) = self.family().refuses(spec) {
             return bad("algorithm", self.family().name().into(), reason);
+        }
+        if !self.family().isas().contains(&isa) {
+            let has: Vec<&str> = self.family().isas().iter().map(|i| i.name()).collect();
+            let name = self.family().name();
+            let reason = format!("the {name} algorithm has tiles of {} only", has.join(", "));
+            return bad("isa", isa.name().into(), &reason);
         }
         match *self {
             Algorithm::Direct(Direct { tile, .. }) | Algorithm::Depthwise(Depthwise { tile }) => {
@@ -292,8 +327,54 @@ impl Algorithm {
                 &format!("must be 1 to {MAX_REDUCTION_UNROLL}"),
             );
         }
+        // With every knob bounded: the assembled tiles' own limits.
+        let most = isa_accumulators(isa, self.oc_vectors());
+        if self.accumulators_per_row() * row_tile > most {
+            return bad(
+                "row_tile",
+                row_tile.to_string(),
+                &format!(
+                    "{isa} tiles of {} vectors hold at most {most} accumulators",
+                    self.oc_vectors()
+                ),
+            );
+        }
+        if isa.is_assembled()
+            && let Some(reason) = beyond_assembled(spec, isa.lanes() * self.oc_vectors())
+        {
+            return bad("isa", isa.name().into(), &reason);
+        }
         Ok(())
     }
+}
+
+/// Why an assembled tile of `lanes` channels cannot compute `spec`, when
+/// it cannot: a kernel row of more than [`MAX_ASSEMBLED_ROW_TAPS`] taps, or
+/// an input or a group's weights past [`MAX_ASSEMBLED_REACH`] bytes.
+fn beyond_assembled(spec: &ValidSpec, lanes: usize) -> Option<String> {
+    let geometry = Geometry::of(spec);
+    let row_taps = geometry.phases.iter().map(|p| p.cols.taps.len()).max().unwrap_or(0);
+    if row_taps > MAX_ASSEMBLED_ROW_TAPS {
+        return Some(format!(
+            "an assembled tile takes kernel rows of at most {MAX_ASSEMBLED_ROW_TAPS} taps; \
+             this layer's have {row_taps} (use sse)"
+        ));
+    }
+    let [h, w] = geometry.padded;
+    let [kh, kw] = spec.kernel();
+    let input =
+        [h, w, spec.in_channels(), 4].iter().try_fold(1u64, |a, &b| a.checked_mul(b as u64));
+    let weights = [spec.in_per_group(), kh, kw, lanes, 4]
+        .iter()
+        .try_fold(1u64, |a, &b| a.checked_mul(b as u64));
+    let reach = MAX_ASSEMBLED_REACH as u64;
+    if input.is_none_or(|b| b > reach) || weights.is_none_or(|b| b > reach) {
+        return Some(format!(
+            "an assembled tile addresses at most {reach} bytes of input and of a group's \
+             weights (use sse)"
+        ));
+    }
+    None
 }
 
 /// Every algorithm, in the order the tuning space lists them.
@@ -324,7 +405,17 @@ pub trait Family: Sync {
     /// `cols` × `rows` output pixels, in the terms of
     /// [`Algorithm::from_knobs`]; fewer than `min_accumulators`
     /// accumulators only when the tile covers a whole phase.
-    fn tiles(&self, spec: &ValidSpec, geometry: &Geometry, min_accumulators: usize) -> Vec<Tile>;
+    fn tiles(
+        &self,
+        spec: &ValidSpec,
+        geometry: &Geometry,
+        min_accumulators: usize,
+        isa: Isa,
+    ) -> Vec<Tile>;
+    /// The vector ISAs it has register tiles of.
+    fn isas(&self) -> &'static [Isa] {
+        &[Isa::Sse]
+    }
     /// The most input channels per iteration of the reduction the space
     /// tries.
     fn max_unroll(&self, spec: &ValidSpec) -> usize {
@@ -335,8 +426,8 @@ pub trait Family: Sync {
         &[Layout::Nchw]
     }
     /// How its work items map onto the channels of `spec` with a register
-    /// tile of `oc_vectors` vectors of channels.
-    fn work(&self, spec: &ValidSpec, oc_vectors: usize) -> Work;
+    /// tile of `oc_vectors` vectors of `isa`'s channels.
+    fn work(&self, spec: &ValidSpec, isa: Isa, oc_vectors: usize) -> Work;
     /// What its register tile holds and multiplies, as the lowering emits
     /// it.
     fn microkernel(&self) -> Microkernel;
@@ -488,13 +579,15 @@ pub(crate) fn tiles_of(
     per_row: impl Fn(usize, usize) -> usize,
     geometry: &Geometry,
     min_accumulators: usize,
+    isa: Isa,
 ) -> Vec<Tile> {
     let (cols, rows) = (geometry.most_cols(), geometry.most_rows());
     let mut out = Vec::new();
     for oc_vectors in 1..=vectors {
+        let most = isa_accumulators(isa, oc_vectors);
         for &pixel_tile in pixels {
             let per_row = per_row(oc_vectors, pixel_tile);
-            for row_tile in 1..=rows.min(MAX_ACCUMULATORS / per_row) {
+            for row_tile in 1..=rows.min(most / per_row) {
                 let whole = pixel_tile >= cols && row_tile == rows;
                 if per_row * row_tile >= min_accumulators || whole {
                     out.push(Tile { oc_vectors, pixel_tile, row_tile });

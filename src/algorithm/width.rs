@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Family, Input, Lanes, MAX_ACCUMULATORS, Microkernel, Strategy, Tile, Work, tiles_of};
 use crate::geometry::{Geometry, Phase};
 use crate::spec::ValidSpec;
-use crate::target::LANES;
+use crate::target::{Isa, LANES};
 
 /// The width algorithm's configuration: one output channel per tile, so its
 /// register tile is `pixel_vectors · row_tile` accumulators.
@@ -42,16 +42,22 @@ impl Family for WidthFamily {
 
     /// Whole vectors of pixels, up to the first that covers the widest
     /// phase; one channel.
-    fn tiles(&self, _spec: &ValidSpec, geometry: &Geometry, min_accumulators: usize) -> Vec<Tile> {
+    fn tiles(
+        &self,
+        _spec: &ValidSpec,
+        geometry: &Geometry,
+        min_accumulators: usize,
+        isa: Isa,
+    ) -> Vec<Tile> {
         let cols = geometry.most_cols();
         let pixels: Vec<usize> =
             (1..=MAX_ACCUMULATORS).map(|v| LANES * v).filter(|&p| p < cols + LANES).collect();
-        tiles_of(1, &pixels, |_, p| p / LANES, geometry, min_accumulators)
+        tiles_of(1, &pixels, |_, p| p / LANES, geometry, min_accumulators, isa)
     }
 
     /// One output channel per item: the direct algorithm's items with
     /// blocks of one channel.
-    fn work(&self, spec: &ValidSpec, _oc_vectors: usize) -> Work {
+    fn work(&self, spec: &ValidSpec, _isa: Isa, _oc_vectors: usize) -> Work {
         super::direct::channel_blocks(spec, 1)
     }
 

@@ -349,8 +349,9 @@ impl DscKernel {
         let isa = compiler.isa();
         let (pointer, call_conv) = (isa.pointer_type(), isa.default_call_conv());
         let stage = |stage: Stage, signature| -> Result<(Code, *const u8)> {
-            compiler.define(signature, |func, target| {
-                lowering::lower(stage, (&dw, &pw), schedule, &plan, target, func)
+            compiler.define(signature, |func, target, _| {
+                lowering::lower(stage, (&dw, &pw), schedule, &plan, target, func);
+                Ok(())
             })
         };
         let (dw_code, depthwise) =

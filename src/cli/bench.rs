@@ -47,6 +47,10 @@ pub struct Args {
     /// the user's cache directory).
     #[arg(long, value_name = "FILE", requires = "tuned")]
     cache: Option<PathBuf>,
+    /// The widest vector ISA of the jit's register tiles: avx512, avx2 or
+    /// sse (default: the widest the host has).
+    #[arg(long)]
+    isa: Option<convjit::schedule::Isa>,
 }
 
 pub fn main(args: Args) -> Result<()> {
@@ -65,9 +69,11 @@ pub fn main(args: Args) -> Result<()> {
     };
     let tuned = if args.tuned { Some(cache_file(args.cache)?) } else { None };
     let layers = args.layers.load()?;
-    if let Some(cache) = &tuned {
-        options.compiler = Some(tuned_compiler(&layers, cache, options.threads)?);
-    }
+    let compiler = super::common::host_compiler(args.isa)?;
+    options.compiler = Some(match &tuned {
+        Some(cache) => tuned_compiler(compiler, &layers, cache, options.threads)?,
+        None => compiler,
+    });
     // Refuse an unwritable file before the run, not after minutes of it.
     for path in args.plot.iter().chain(&args.json_out) {
         atomic::check(path)?;
@@ -92,10 +98,15 @@ pub fn main(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The host's compiler with the tuning cache at `cache`, after saying how
-/// many of the layers it holds.
-fn tuned_compiler(layers: &[ValidSpec], cache: &Path, threads: usize) -> Result<Compiler> {
-    let compiler = Compiler::host()?.with_tuning_cache(cache);
+/// `compiler` with the tuning cache at `cache`, after saying how many of
+/// the layers it holds.
+fn tuned_compiler(
+    compiler: Compiler,
+    layers: &[ValidSpec],
+    cache: &Path,
+    threads: usize,
+) -> Result<Compiler> {
+    let compiler = compiler.with_tuning_cache(cache);
     let held = layers.iter().filter(|l| compiler.tuned_schedule(l, threads).is_some()).count();
     eprintln!(
         "jit schedules: {held} of {} layers tuned ({}), the heuristic's for the rest",

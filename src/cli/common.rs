@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use convjit::schedule::Isa;
 use convjit::tune::TuningCache;
-use convjit::{ConvSpec, ValidSpec, files, reference, schedule, suite};
+use convjit::{Compiler, ConvSpec, ValidSpec, files, reference, schedule, suite};
 
 /// The error and its causes, as `{e:#}` gives them, but without a cause
 /// its error already ends with (a file's I/O error names its cause).
@@ -39,6 +40,16 @@ pub fn cache_file(cache: Option<PathBuf>) -> Result<PathBuf> {
         Some(path) => Ok(path),
         None => bail!("this user has no cache directory: give the tuning cache with --cache FILE"),
     }
+}
+
+/// The host's compiler, its tiles limited to `--isa` when given (an error
+/// when the host does not have that ISA).
+pub fn host_compiler(isa: Option<Isa>) -> Result<Compiler> {
+    let compiler = Compiler::host()?;
+    Ok(match isa {
+        Some(isa) => compiler.with_vector_isa(isa).context("--isa")?,
+        None => compiler,
+    })
 }
 
 /// Refuses a `--threads` outside 1 to [`schedule::MAX_THREADS`].

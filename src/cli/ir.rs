@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use convjit::Compiler;
 use convjit::source::{Given, Request};
 
 use super::common::{load_spec, validate};
@@ -21,6 +20,10 @@ pub struct Args {
     /// Also print the machine code.
     #[arg(long)]
     asm: bool,
+    /// The widest vector ISA of the jit's register tiles: avx512, avx2 or
+    /// sse (default: the widest the host has).
+    #[arg(long)]
+    isa: Option<convjit::schedule::Isa>,
 }
 
 pub fn main(args: &Args) -> Result<()> {
@@ -29,7 +32,7 @@ pub fn main(args: &Args) -> Result<()> {
         Some(path) => Some(Given::load(path, &spec)?),
         None => None,
     };
-    let compiler = Compiler::host()?;
+    let compiler = super::common::host_compiler(args.isa)?;
     let schedule = compiler.resolve(&spec, &Request { given, threads: None })?.schedule;
     let listing = compiler.listing(&spec, &schedule, args.asm)?;
     println!("; {spec}");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 
 use convjit::source::{Given, Request, Resolved};
-use convjit::{Compiler, Complexity, Engine, ValidSpec, atomic, npy, reference, terminal, timing};
+use convjit::{Complexity, Engine, ValidSpec, atomic, npy, reference, terminal, timing};
 
 use super::common::{cache_file, ensure_passed, load_spec, validate};
 
@@ -58,6 +58,10 @@ pub struct Args {
     /// the user's cache directory).
     #[arg(long, value_name = "FILE", requires = "tuned")]
     cache: Option<PathBuf>,
+    /// The widest vector ISA of the jit's register tiles: avx512, avx2 or
+    /// sse (default: the widest the host has).
+    #[arg(long)]
+    isa: Option<convjit::schedule::Isa>,
 }
 
 /// The operands of a run, read and checked against the spec.
@@ -123,7 +127,7 @@ fn run_jit(
     operands: &Operands,
     y: &mut [f32],
 ) -> Result<()> {
-    let mut compiler = Compiler::host()?;
+    let mut compiler = super::common::host_compiler(args.isa)?;
     if args.checked {
         compiler = compiler.checked();
     }

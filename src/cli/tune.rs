@@ -42,6 +42,10 @@ pub struct Args {
     /// Print JSON (DESIGN.md contract 5) instead of the table.
     #[arg(long)]
     json: bool,
+    /// The widest vector ISA of the jit's register tiles: avx512, avx2 or
+    /// sse (default: the widest the host has).
+    #[arg(long)]
+    isa: Option<convjit::schedule::Isa>,
 }
 
 /// The JSON report (`--json`).
@@ -66,7 +70,7 @@ pub fn main(args: Args) -> Result<()> {
         Some(path) => Some(RecordLog::open(path)?),
         None => None,
     };
-    let compiler = Compiler::host()?;
+    let compiler = super::common::host_compiler(args.isa)?;
     let mut results = Vec::with_capacity(layers.len());
     for (i, spec) in layers.iter().enumerate() {
         let outcome = tune_layer(&compiler, spec, (i, layers.len()), &options, records.as_mut())?;

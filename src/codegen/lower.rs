@@ -263,6 +263,40 @@ pub(super) trait Lower<'a>: Sized {
         result
     }
 
+    /// The checked lowering's test of `size` bytes at `base + off`: a
+    /// non-zero i8 when they lie inside the bounds of `base`'s buffer;
+    /// otherwise zero, with the buffer and the address written into the
+    /// guard block's fault record (as [`Lower::checked`] does). For an
+    /// access the IR does not make itself: an assembled tile's reads.
+    fn checked_span(&mut self, base: Value, off: i64, size: i64) -> Value {
+        let checks = self.base().checks.as_ref().expect("the checked lowering");
+        let guard = checks.guard;
+        let owner = *checks.owners.get(&base).expect("every address is formed from a buffer's");
+        let bounds = owner as i32 * GUARD_BOUNDS;
+        let fb = self.fb();
+        let flags = MemFlagsData::new().with_notrap();
+        let lo = fb.ins().load(types::I64, flags, guard, bounds);
+        let hi = fb.ins().load(types::I64, flags, guard, bounds + 8);
+        let addr = fb.ins().iadd_imm_s(base, off);
+        // As in `checked`: no sum that can wrap.
+        let span = fb.ins().isub(hi, lo);
+        let from_start = fb.ins().isub(addr, lo);
+        let room = fb.ins().iadd_imm_s(span, -size);
+        let holds = fb.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, span, size);
+        let fits = fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, from_start, room);
+        let inside = fb.ins().band(holds, fits);
+        let fault = fb.create_block();
+        let done = fb.create_block();
+        fb.ins().brif(inside, done, &[], fault, &[]);
+        fb.switch_to_block(fault);
+        let which = fb.ins().iconst(types::I64, owner as i64 + 1);
+        fb.ins().store(flags, which, guard, GUARD_FAULT);
+        fb.ins().store(flags, addr, guard, GUARD_FAULT + 8);
+        fb.ins().jump(done, &[]);
+        fb.switch_to_block(done);
+        inside
+    }
+
     /// A store with no check.
     fn raw_store(&mut self, v: Value, base: Value, off: i64) {
         match i32::try_from(off) {

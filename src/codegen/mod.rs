@@ -6,7 +6,9 @@
 //!   and stores, loops, the activations);
 //! - [`conv`]: a conv layer (every kind and strategy) over its [`Plan`];
 //! - [`dsc`]: the fused depthwise-separable block's two functions;
-//! - [`ceiling`]: the tile alone, for the measured ceiling.
+//! - [`ceiling`]: the tile alone, for the measured ceiling;
+//! - [`wide`]: the register tiles of the ISAs wider than Cranelift's
+//!   vectors, assembled, and their audit.
 //!
 //! [`Target`] is what every emitter is told of the machine: the vector ISA
 //! of [`crate::target`], FMA, and whether to emit the checked lowering.
@@ -17,6 +19,7 @@ pub mod dsc;
 mod lower;
 pub mod plan;
 mod tile;
+pub mod wide;
 
 pub use conv::{MAX_UNROLLED_TAPS, lower};
 pub use plan::Plan;

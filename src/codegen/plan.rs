@@ -63,7 +63,7 @@ impl Plan {
     /// `schedule` (which must be legal).
     pub fn of(spec: &ValidSpec, geometry: Geometry, schedule: &Schedule) -> Plan {
         let (pad, padded) = (geometry.pad, geometry.padded);
-        let work = schedule.algorithm.work(spec);
+        let work = schedule.algorithm.work(spec, schedule.isa);
         let family = schedule.algorithm.family();
         let (col_phases, sub_row) = family.row_phases(&geometry.phases, padded[1]);
         let blocked_input = work.blocked_input;

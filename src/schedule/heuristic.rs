@@ -7,7 +7,7 @@ use super::{
 };
 use crate::geometry::Geometry;
 use crate::spec::ValidSpec;
-use crate::target::LANES;
+use crate::target::{Isa, LANES};
 
 /// The fewest MACs (`macs_valid`) per thread the heuristic splits a layer
 /// into: about 0.25 ms of work at 8 MACs per TSC tick.
@@ -26,9 +26,16 @@ pub fn choose(spec: &ValidSpec) -> Schedule {
 }
 
 /// The deterministic heuristic for a run on `threads` threads (clamped to
-/// 1..=[`MAX_THREADS`]). The measurements behind each choice are in
-/// `docs/schedules.md` (`examples/compare_schedules.rs`).
+/// 1..=[`MAX_THREADS`]) with the host's vector ISAs.
 pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
+    choose_for(spec, threads, Isa::host())
+}
+
+/// The deterministic heuristic for a run on `threads` threads (clamped to
+/// 1..=[`MAX_THREADS`]) with vector ISAs up to `widest` (those of them the
+/// host has). The measurements behind each choice are in
+/// `docs/schedules.md` (`examples/compare_schedules.rs`).
+pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     // Waking another core costs tens of microseconds in the VMs measured:
     // layers of a few hundred microseconds ran slower on two threads than
     // on one. Each thread gets at least `MIN_MACS_PER_THREAD` of the work.
@@ -61,9 +68,18 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
     // 0–3% on wider rows, where its second, one-row body (for a slice of
     // odd rows) costs compile time, and 3–4% slower on the few-tap layers.
     let narrow = geometry.most_cols() <= MAX_NARROW_ROW;
+    let isa = match strategy {
+        Strategy::Direct => direct_isa(spec, widest),
+        _ => Isa::Sse,
+    };
+    // The assembled tiles take 14 accumulators, the measured best on
+    // AVX-512 (one more register holds the weights, the pixels are
+    // broadcast from memory inside each FMA) and as many as AVX2's 16
+    // registers leave room for (with its weights and broadcast pixel).
     let (pixel_tile, row_tile) = match strategy {
         Strategy::Width => (LANES, MAX_ACCUMULATORS),
         Strategy::Direct if narrow && taps > 3 => (7, 2),
+        Strategy::Direct if isa.is_assembled() => (14, 1),
         _ => (12, 1),
     };
     // Unroll the channel loop until an iteration holds up to 36 taps (4
@@ -108,7 +124,29 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
     };
     let tile = Tile { oc_vectors: 1, pixel_tile, row_tile };
     let algorithm = Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave);
-    Schedule { algorithm, loop_nest: LoopNest::RowsOuter, copy, run: Run { threads, split } }
+    let run = Run { threads, split };
+    Schedule { isa, algorithm, loop_nest: LoopNest::RowsOuter, copy, run }
+}
+
+/// The vector ISA of the direct algorithm's tiles, up to `widest`: the one
+/// whose FMAs compute the most output channels of a group, with one
+/// vector of channels per tile — a vector's lanes past a group's channels
+/// idle —, the narrower on a tie. FMAs of every width issue at the same
+/// rate on the cores measured (two per cycle), so a wider ISA is only as
+/// much faster as its lanes hold channels: 8 output channels per group run
+/// on AVX2, 3 on `sse`.
+fn direct_isa(spec: &ValidSpec, widest: Isa) -> Isa {
+    let cog = spec.out_per_group();
+    let useful = |isa: Isa| cog as f64 / cog.div_ceil(isa.lanes()) as f64;
+    let tile = Algorithm::from_knobs(
+        Strategy::Direct,
+        Tile { oc_vectors: 1, pixel_tile: 1, row_tile: 1 },
+        1,
+        false,
+    );
+    let candidates = Isa::available().filter(|&isa| isa <= widest);
+    let fits = candidates.filter(|&isa| tile.legal(spec, isa).is_ok());
+    fits.fold(Isa::Sse, |best, isa| if useful(isa) > useful(best) { isa } else { best })
 }
 
 /// The most taps the heuristic unrolls into one iteration of the channel

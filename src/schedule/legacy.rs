@@ -106,6 +106,7 @@ impl Flat {
             (LoopOrder::RowsOuter, Some(b)) => LoopNest::ColumnBlocks(b),
         };
         Ok(Schedule {
+            isa: crate::target::Isa::Sse,
             algorithm,
             loop_nest,
             copy: self.copy,

@@ -43,12 +43,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::spec::ValidSpec;
+pub use crate::target::Isa;
 
 pub use crate::algorithm::{
     Algorithm, Depthwise, Direct, Layout, MAX_ACCUMULATORS, MAX_OC_VECTORS, MAX_REDUCTION_UNROLL,
     Strategy, Tile, Width,
 };
-pub use heuristic::{MIN_MACS_PER_THREAD, choose, choose_threaded};
+pub use heuristic::{MIN_MACS_PER_THREAD, choose, choose_for, choose_threaded};
 
 /// The order of the two outer loops. In JSON: `"channels_outer"`,
 /// `"rows_outer"` or `{"column_blocks": 32}`.
@@ -71,6 +72,11 @@ pub enum LoopNest {
 /// How one layer is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Schedule {
+    /// The vector ISA of the register tiles ([`Isa`]): Cranelift's 128-bit
+    /// vectors, or a wider ISA's assembled tiles. In JSON `"isa"`; a
+    /// schedule without one is `"sse"`, what every schedule meant before
+    /// the wider tiles.
+    pub isa: Isa,
     /// The algorithm and its configuration.
     pub algorithm: Algorithm,
     /// The order of the channel-block and row loops: which operand stays hot.
@@ -89,6 +95,7 @@ pub struct Schedule {
 /// times each run on it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CodeKey {
+    isa: Isa,
     algorithm: Algorithm,
     loop_nest: LoopNest,
     copy: InputCopy,
@@ -201,7 +208,12 @@ impl Schedule {
 
     /// What this schedule compiles (all but its run).
     pub fn code_key(&self) -> CodeKey {
-        CodeKey { algorithm: self.algorithm, loop_nest: self.loop_nest, copy: self.copy }
+        CodeKey {
+            isa: self.isa,
+            algorithm: self.algorithm,
+            loop_nest: self.loop_nest,
+            copy: self.copy,
+        }
     }
 
     /// Vectors of output channels per register tile ([`Algorithm::oc_vectors`]).
@@ -248,7 +260,7 @@ impl Schedule {
         let bad = |field: &'static str, value: String, reason: &str| {
             Err(Error::InvalidSchedule { field, value, reason: reason.to_string() })
         };
-        self.algorithm.legal(spec)?;
+        self.algorithm.legal(spec, self.isa)?;
         if let LoopNest::ColumnBlocks(b) = self.loop_nest
             && !(1..=MAX_KNOB).contains(&b)
         {
@@ -287,6 +299,8 @@ impl Schedule {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Typed {
+    #[serde(default)]
+    isa: Isa,
     algorithm: Algorithm,
     loop_nest: LoopNest,
     #[serde(default)]
@@ -315,6 +329,7 @@ impl<'de> Deserialize<'de> for Schedule {
         }
         let t: Typed = serde_json::from_value(value).map_err(D::Error::custom)?;
         Ok(Schedule {
+            isa: t.isa,
             algorithm: t.algorithm,
             loop_nest: t.loop_nest,
             copy: t.copy,

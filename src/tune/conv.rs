@@ -68,8 +68,8 @@ impl<'a> ConvTuning<'a> {
             data,
             oracle,
             output,
-            heuristic: schedule::choose_threaded(spec, threads),
-            space: Space::of(spec, threads),
+            heuristic: schedule::choose_for(spec, threads, compiler.vector_isa()),
+            space: Space::up_to(spec, threads, compiler.vector_isa()),
             built: Memo::default(),
         })
     }

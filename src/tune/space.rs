@@ -5,8 +5,9 @@
 //!
 //! | knob | values |
 //! |---|---|
+//! | isa | every vector ISA of the host (or up to the compiler's), among the algorithm's |
 //! | algorithm | direct, width, and depthwise when a group has one input channel |
-//! | register tile | `oc_vectors` × `pixel_tile` × `row_tile` with at most 14 accumulators (at least 4, unless the tile covers a whole phase), no larger than the output |
+//! | register tile | `oc_vectors` × `pixel_tile` × `row_tile` with at most 14 accumulators, fewer where an assembled tile's operands need the registers (at least 4, unless the tile covers a whole phase), no larger than the output |
 //! | reduction unroll | 1 to 4 input channels, at most the group's (1 for depthwise) |
 //! | loop nest | channels outer; rows outer with whole rows or column blocks of 16, 32 or 64 pixels (narrower than the row) |
 //! | threads | 1 to the count asked for; how they split (items or rows) when more than one |
@@ -31,6 +32,7 @@ use crate::codegen::Plan;
 use crate::geometry::Geometry;
 use crate::schedule::{InputCopy, LoopNest, Run, Schedule, Split, Strategy};
 use crate::spec::ValidSpec;
+use crate::target::Isa;
 
 /// Fewer accumulators than this leave the two FMA pipes (4 cycles of
 /// latency each) mostly idle; smaller tiles are only kept when they cover a
@@ -44,8 +46,17 @@ const COL_BLOCKS: [usize; 3] = [16, 32, 64];
 const BAND_ROWS: [usize; 4] = [1, 2, 4, 8];
 
 /// The knobs, in the order [`Space::knobs`] reports them.
-pub const KNOBS: [&str; 8] =
-    ["algorithm", "tile", "reduction_unroll", "loop_nest", "threads", "split", "copy", "layout"];
+pub const KNOBS: [&str; 9] = [
+    "isa",
+    "algorithm",
+    "tile",
+    "reduction_unroll",
+    "loop_nest",
+    "threads",
+    "split",
+    "copy",
+    "layout",
+];
 
 /// The schedules a tuner may try for one layer.
 #[derive(Clone, Debug)]
@@ -56,8 +67,16 @@ pub struct Space {
 
 impl Space {
     /// Every schedule of the space for `spec` on at most `max_threads`
-    /// threads (clamped to 1..=[`crate::schedule::MAX_THREADS`]), in a fixed order.
+    /// threads (clamped to 1..=[`crate::schedule::MAX_THREADS`]) with the
+    /// host's vector ISAs, in a fixed order.
     pub fn of(spec: &ValidSpec, max_threads: usize) -> Space {
+        Space::up_to(spec, max_threads, Isa::host())
+    }
+
+    /// [`Space::of`] with the vector ISAs up to `isa` (those of them the
+    /// host has).
+    pub fn up_to(spec: &ValidSpec, max_threads: usize, isa: Isa) -> Space {
+        let isas: Vec<Isa> = Isa::available().filter(|&i| i <= isa).collect();
         let max_threads = max_threads.clamp(1, crate::schedule::MAX_THREADS);
         let geometry = Geometry::of(spec);
         let (cols, rows) = (geometry.most_cols(), geometry.most_rows());
@@ -71,12 +90,14 @@ impl Space {
         let mut members = Vec::new();
         let mut reads_copy = HashMap::new();
         let threads: Vec<usize> = (1..=max_threads).collect();
-        for family in algorithm::accepting(spec) {
+        let families = algorithm::accepting(spec)
+            .flat_map(|f| isas.iter().filter(|i| f.isas().contains(i)).map(move |&i| (f, i)));
+        for (family, isa) in families {
             let strategy = family.strategy();
             let unrolls: Vec<usize> = (1..=family.max_unroll(spec)).collect();
             let interleaves: Vec<bool> =
                 family.layouts().iter().map(|&l| l == Layout::Nhwc).collect();
-            let tiles = family.tiles(spec, &geometry, MIN_ACCUMULATORS);
+            let tiles = family.tiles(spec, &geometry, MIN_ACCUMULATORS, isa);
             for (tile, reduction_unroll) in product(&tiles, &unrolls) {
                 for (loop_nest, (copy, interleave)) in
                     product(&nests, &product(&copies, &interleaves))
@@ -86,8 +107,8 @@ impl Space {
                     for (threads, split) in runs(&threads, copy) {
                         let algorithm =
                             Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave);
-                        let s =
-                            Schedule { algorithm, loop_nest, copy, run: Run { threads, split } };
+                        let run = Run { threads, split };
+                        let s = Schedule { isa, algorithm, loop_nest, copy, run };
                         if s.legal(spec).is_err() {
                             continue;
                         }
@@ -136,7 +157,7 @@ impl Space {
     /// The value of every knob of `schedule` (in the order of [`KNOBS`]),
     /// encoded as a number: two schedules differ in a knob exactly when
     /// these differ.
-    pub fn knobs(schedule: &Schedule) -> [u64; 8] {
+    pub fn knobs(schedule: &Schedule) -> [u64; 9] {
         let s = schedule;
         let strategy = match s.strategy() {
             Strategy::Direct => 0,
@@ -155,6 +176,7 @@ impl Space {
             InputCopy::Bands(rows) => 2 + rows as u64,
         };
         [
+            s.isa as u64,
             strategy,
             tile,
             s.reduction_unroll() as u64,

@@ -32,8 +32,11 @@
 //! as an error. The property tests run a share of their cases this way,
 //! and `convjit run --checked` does on request.
 
+mod assembled;
 mod epilogue;
 mod taps;
+
+use std::collections::HashMap;
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{Function, InstBuilder, Value, types};
@@ -42,21 +45,26 @@ use cranelift_frontend::FunctionBuilderContext;
 use super::Target;
 use super::lower::{self, Base, Checks, Index, Lower};
 use super::plan::Plan;
+use super::wide::Linker;
 use crate::algorithm::Coordinate;
 use crate::algorithm::{Lanes, Microkernel};
+use crate::error::Result;
 use crate::geometry::Phase;
 use crate::schedule::{LoopNest, Schedule};
 use crate::spec::ValidSpec;
+use assembled::Assembled;
 pub use taps::MAX_UNROLLED_TAPS;
 
-/// Emits the body of `func` (whose signature is `abi::ConvFn`'s).
+/// Emits the body of `func` (whose signature is `abi::ConvFn`'s), the
+/// register tiles of a wider ISA assembled and linked by `linker`.
 pub fn lower(
     spec: &ValidSpec,
     schedule: &Schedule,
     plan: &Plan,
     target: Target,
     func: &mut Function,
-) {
+    linker: &mut dyn Linker,
+) -> Result<()> {
     let mut fctx = FunctionBuilderContext::new();
     let (mut base, params) = lower::begin(func, &mut fctx, target);
     base.checks = target.checked.then(|| {
@@ -79,9 +87,14 @@ pub fn lower(
         w: params[1],
         b: params[2],
         y: params[3],
+        assembled: Assembled { linker, tiles: HashMap::new(), slot: None, failed: None },
     };
     e.body(params[4], params[5], params[6]);
+    if let Some(error) = e.assembled.failed.take() {
+        return Err(error);
+    }
     lower::finish(e.base);
+    Ok(())
 }
 
 /// Runtime values that locate one work item.
@@ -125,6 +138,8 @@ impl<'a> Lower<'a> for Emitter<'a> {
 }
 
 struct Emitter<'a> {
+    /// The wider ISA's assembled tiles, linked once each.
+    assembled: Assembled<'a>,
     spec: &'a ValidSpec,
     schedule: &'a Schedule,
     plan: &'a Plan,
@@ -401,11 +416,16 @@ impl Emitter<'_> {
     /// (accumulator `v · pixels + p`), or for the width strategy one channel
     /// × `pixels` pixels in vectors of 4 (accumulator `p / 4`).
     fn tile(&mut self, item: &Item, phase: &Phase, shape: Shape) {
+        let has_taps = !phase.rows.taps.is_empty() && !phase.cols.taps.is_empty();
+        if self.schedule.isa.is_assembled() && has_taps {
+            let accs = self.assembled_tile(item, phase, shape);
+            return self.epilogue(item, phase, shape, accs);
+        }
         let mut accs: Vec<Value> = if self.microkernel().lanes == Lanes::Pixels {
             let bias = self.broadcast(item.b, 0);
             vec![bias; shape.rows * shape.pixels.div_ceil(self.base.target.vector.lanes)]
         } else {
-            let vectors = self.schedule.oc_vectors();
+            let vectors = self.plan.work.lanes / self.base.target.vector.lanes;
             let mut bias = Vec::with_capacity(vectors);
             for v in 0..vectors {
                 let (ty, bytes) =
@@ -414,7 +434,6 @@ impl Emitter<'_> {
             }
             (0..vectors).flat_map(|v| std::iter::repeat_n(bias[v], shape.positions())).collect()
         };
-        let has_taps = !phase.rows.taps.is_empty() && !phase.cols.taps.is_empty();
         if has_taps {
             accs = if self.microkernel().reduces_channels {
                 self.reduce_channels(item, phase, shape, accs)

@@ -29,7 +29,7 @@ fn is_progression(steps: &[(i64, i64)]) -> bool {
 /// element). The plan's taps along an axis always form one: conv2d's step
 /// by one kernel index and the dilation, a transposed phase's by the stride
 /// over their common divisor with the dilation.
-fn progression(steps: &[(i64, i64)]) -> ((i64, i64), (i64, i64)) {
+pub(super) fn progression(steps: &[(i64, i64)]) -> ((i64, i64), (i64, i64)) {
     assert!(is_progression(steps), "the taps of an axis form an arithmetic progression");
     let step = match steps {
         [a, b, ..] => (b.0 - a.0, b.1 - a.1),
@@ -78,21 +78,20 @@ impl Emitter<'_> {
         accs
     }
 
-    /// Bytes of one tap's packed weights: a vector per `oc_vectors`, or
-    /// one scalar for the width strategy.
+    /// Bytes of one tap's packed weights: one f32 per lane of a work item
+    /// (`oc_vectors` vectors of the schedule's ISA), or one scalar for the
+    /// width strategy.
     pub(super) fn tap_bytes(&self) -> i64 {
         match self.microkernel().lanes {
             Lanes::Pixels => 4,
-            Lanes::Channels => {
-                (self.schedule.oc_vectors() * self.base.target.vector.bytes()) as i64
-            }
+            Lanes::Channels => self.plan.work.lanes as i64 * 4,
         }
     }
 
     /// The byte offset of `tap` along the rows (`cols == false`) or the
     /// columns: from the padded input's origin, its padded row's or column's
     /// offset in the stored copy.
-    fn tap_offset(&self, tap: &Tap, cols: bool) -> i64 {
+    pub(super) fn tap_offset(&self, tap: &Tap, cols: bool) -> i64 {
         if cols {
             self.plan.col_offset(tap.offset) as i64 * self.elem_bytes()
         } else {

@@ -129,6 +129,7 @@ impl DscSchedule {
     /// bands, strided rows split into column phases) the fused kernel reads.
     pub fn depthwise(&self) -> Schedule {
         Schedule {
+            isa: crate::target::Isa::Sse,
             algorithm: Algorithm::Width(Width {
                 pixel_vectors: self.dw_vectors,
                 row_tile: self.dw_rows,

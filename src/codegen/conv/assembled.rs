@@ -1,0 +1,194 @@
+//! The conv lowering's calls to an assembled register tile (`codegen::wide`)
+//! for the wider ISAs: the tile's reduction described in the lowering's
+//! terms, assembled and linked once per distinct tile, called with the
+//! item's pointers and a block of stack where it leaves its accumulators,
+//! which the IR epilogue reads as f32x4 vectors.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{FuncRef, InstBuilder, StackSlotData, StackSlotKind, Value};
+
+use super::taps::progression;
+use super::{Emitter, Item, Shape};
+use crate::algorithm::{Input, Lanes, MAX_ACCUMULATORS};
+use crate::codegen::MAX_UNROLLED_TAPS;
+use crate::codegen::lower::Lower;
+use crate::codegen::wide::{self, Linker, Taps, Tile};
+use crate::error::Error;
+use crate::geometry::Phase;
+
+/// The lowering's assembled tiles: each distinct tile is assembled and
+/// linked once, however many places call it.
+pub(super) struct Assembled<'a> {
+    pub linker: &'a mut dyn Linker,
+    pub tiles: HashMap<Tile, FuncRef>,
+    /// The stack block the tiles leave their accumulators in (one per
+    /// function, as large as the largest tile's).
+    pub slot: Option<cranelift_codegen::ir::StackSlot>,
+    /// The first error assembling or linking met: the lowering then
+    /// finishes without it and returns the error.
+    pub failed: Option<Error>,
+}
+
+/// Bytes of the accumulator block: the most accumulators of the widest
+/// vector.
+const SLOT_BYTES: u32 = (MAX_ACCUMULATORS * crate::target::Isa::Avx512.bytes()) as u32;
+
+impl Emitter<'_> {
+    /// The assembled tile computing `shape` at `item` in `phase`, called,
+    /// and its accumulators read back as f32x4 vectors in the order the
+    /// epilogue takes (vector `v` of 4 lanes, position `q` at
+    /// `v · positions + q`).
+    pub(super) fn assembled_tile(
+        &mut self,
+        item: &Item,
+        phase: &Phase,
+        shape: Shape,
+    ) -> Vec<Value> {
+        let microkernel = self.microkernel();
+        debug_assert!(
+            microkernel.lanes == Lanes::Channels
+                && microkernel.input == Input::Broadcast
+                && microkernel.reduces_channels,
+            "the assembled tile is the direct algorithm's"
+        );
+        let tile = self.describe(phase, shape);
+        let func = self.linked(&tile);
+        let slot = *self.assembled.slot.get_or_insert_with(|| {
+            let data = StackSlotData::new(StackSlotKind::ExplicitSlot, SLOT_BYTES, 6);
+            self.base.fb.create_sized_stack_slot(data)
+        });
+        let pointer = self.base.target.frontend.pointer_type();
+        let acc = self.base.fb.ins().stack_addr(pointer, slot, 0);
+        // Without a function (linking failed), the error is returned once
+        // the lowering ends.
+        if let Some(func) = func {
+            self.guarded_call(func, &tile, item, acc);
+        }
+        // Wide vector `v` of position `q` holds 4-lane vectors `v · k + j`.
+        let (p, vb) = (tile.positions.len(), tile.isa.bytes() as i64);
+        let k = tile.isa.lanes() / self.base.target.vector.lanes;
+        let ty = self.base.target.vector.ty;
+        let mut accs = Vec::with_capacity(tile.vectors * k * p);
+        for v in 0..tile.vectors {
+            for j in 0..k {
+                for q in 0..p {
+                    let off = (v * p + q) as i64 * vb + j as i64 * 16;
+                    accs.push(self.raw_load(ty, acc, off));
+                }
+            }
+        }
+        accs
+    }
+
+    /// The assembled tile of `shape` in `phase`: its positions, taps and
+    /// channels as the IR lowering would have stepped through them.
+    fn describe(&self, phase: &Phase, shape: Shape) -> Tile {
+        let eb = self.elem_bytes();
+        let col_step = self.col_stride(phase) * eb;
+        let row_step = phase.rows.in_step as i64 * self.row_bytes();
+        let positions = (0..shape.positions())
+            .map(|q| (q / shape.pixels) as i64 * row_step + (q % shape.pixels) as i64 * col_step)
+            .collect();
+        let kw = self.spec.kernel()[1] as i64;
+        let tap_bytes = self.tap_bytes();
+        let rows: Vec<(i64, i64)> = phase
+            .rows
+            .taps
+            .iter()
+            .map(|t| (t.kernel as i64 * kw, self.tap_offset(t, false)))
+            .collect();
+        let cols: Vec<(i64, i64)> =
+            phase.cols.taps.iter().map(|t| (t.kernel as i64, self.tap_offset(t, true))).collect();
+        let grid = |rows: &[(i64, i64)]| -> Vec<(i64, i64)> {
+            rows.iter()
+                .flat_map(|r| cols.iter().map(move |c| ((r.0 + c.0) * tap_bytes, r.1 + c.1)))
+                .collect()
+        };
+        let taps = if rows.len() * cols.len() <= MAX_UNROLLED_TAPS {
+            Taps { rows: 1, row_step: (0, 0), taps: grid(&rows) }
+        } else {
+            // A loop over the kernel's rows, which step by constant kernel
+            // rows and padded rows (see `plan`).
+            let (first, step) = progression(&rows);
+            Taps { rows: rows.len(), row_step: (step.0 * tap_bytes, step.1), taps: grid(&[first]) }
+        };
+        let channels = self.spec.in_per_group();
+        Tile {
+            isa: self.schedule.isa,
+            vectors: self.schedule.oc_vectors(),
+            positions,
+            channels,
+            unroll: self.schedule.reduction_unroll().min(channels),
+            plane: self.plane_bytes(),
+            w_channel: self.w_channel_bytes(),
+            taps,
+        }
+    }
+
+    /// The function of `tile`, assembled and linked on first use; `None`
+    /// once assembling or linking has failed.
+    fn linked(&mut self, tile: &Tile) -> Option<FuncRef> {
+        if self.assembled.failed.is_some() {
+            return None;
+        }
+        if let Some(&func) = self.assembled.tiles.get(tile) {
+            return Some(func);
+        }
+        let name = format!("tile{}", self.assembled.tiles.len());
+        // Every tile is audited before it is linked (`wide::audit`): a
+        // compiler bug there is an error, never code that runs.
+        let linked = wide::assemble(tile).and_then(|(code, intended)| {
+            wide::audit(&code, &intended)
+                .map_err(|e| Error::Jit(format!("an assembled tile failed its audit: {e}")))?;
+            self.assembled.linker.link(self.base.fb.func, &name, &code)
+        });
+        match linked {
+            Ok(func) => {
+                self.assembled.tiles.insert(tile.clone(), func);
+                Some(func)
+            }
+            Err(e) => {
+                self.assembled.failed = Some(e);
+                None
+            }
+        }
+    }
+
+    /// Calls `func` on the item's input, weights and bias with `acc`; in
+    /// the checked lowering only when every byte the tile reads
+    /// ([`Tile::footprint`]) lies inside its buffer, a fault recorded
+    /// otherwise.
+    fn guarded_call(&mut self, func: FuncRef, tile: &Tile, item: &Item, acc: Value) {
+        let args = [item.x, item.w, item.b, acc];
+        if self.base.checks.is_none() {
+            self.base.fb.ins().call(func, &args);
+            return;
+        }
+        let [x, w, b] = tile.footprint();
+        let mut inside = None;
+        for (base, (lo, hi)) in [(item.x, x), (item.w, w), (item.b, b)] {
+            if hi <= lo {
+                continue;
+            }
+            let here = self.checked_span(base, lo, hi - lo);
+            inside = Some(match inside {
+                None => here,
+                Some(all) => self.base.fb.ins().band(all, here),
+            });
+        }
+        let Some(inside) = inside else {
+            self.base.fb.ins().call(func, &args);
+            return;
+        };
+        let call = self.base.fb.create_block();
+        let done = self.base.fb.create_block();
+        let inside = self.base.fb.ins().icmp_imm_s(IntCC::NotEqual, inside, 0);
+        self.base.fb.ins().brif(inside, call, &[], done, &[]);
+        self.base.fb.switch_to_block(call);
+        self.base.fb.ins().call(func, &args);
+        self.base.fb.ins().jump(done, &[]);
+        self.base.fb.switch_to_block(done);
+    }
+}
