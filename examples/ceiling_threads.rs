@@ -1,6 +1,6 @@
 //! What two cores of this machine deliver at once: the ceiling microkernel
-//! (`src/ceiling.rs`) on one thread, then on two threads at the same time,
-//! alternating, 15 rounds.
+//! (`src/ceiling.rs`, the widest vector ISA the host has) on one thread,
+//! then on two threads at the same time, alternating, 15 rounds.
 //!
 //! ```text
 //! cargo run --release --example ceiling_threads
@@ -20,10 +20,10 @@ fn main() -> Result<()> {
     let (mut a, mut b) = (Meter::new(&compiler)?, Meter::new(&compiler)?);
     let (mut alone, mut together) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        alone.push(a.sample());
+        alone.push(a.sample().widest);
         let (x, y) = std::thread::scope(|s| {
-            let other = s.spawn(|| b.sample());
-            let mine = a.sample();
+            let other = s.spawn(|| b.sample().widest);
+            let mine = a.sample().widest;
             (mine, other.join().expect("the other thread ran"))
         });
         together.push(x + y);

@@ -12,6 +12,7 @@
 //! | [`ConvFn`] | `codegen::conv` | `Kernel::run` |
 //! | [`DepthwiseFn`], [`PointwiseFn`] | `codegen::dsc` | `DscKernel::run` |
 //! | [`CeilingFn`] | `codegen::ceiling` | `ceiling::Meter` |
+//! | [`TileFn`] | `codegen::wide` | conv kernels' IR; `ceiling::Meter` |
 
 use std::sync::Mutex;
 
@@ -137,6 +138,12 @@ jit_functions! {
     /// The ceiling's microkernel (see `codegen::ceiling`): `passes` passes
     /// over its input and weights, the accumulators stored to `out`.
     CeilingFn(x: *const f32, w: *const f32, out: *mut f32, passes: i64);
+    /// An assembled register tile (see `codegen::wide`), always in the
+    /// System V convention: its input, weights and bias, the block it
+    /// stores its accumulators to, and — when it stores its outputs
+    /// itself — the output and the channels to store. Called from conv
+    /// kernels' IR, and by the ceiling.
+    TileFn(x: *const f32, w: *const f32, bias: *const f32, acc: *mut f32, y: *mut f32, lanes: i64);
 }
 
 /// The guard block of the checked lowering (see `codegen::conv`): the

@@ -255,6 +255,30 @@ impl Compiler {
         }
     }
 
+    /// Places assembled machine code (a [`wide::signature`] function that
+    /// passed [`wide::audit`]) in a JIT module of its own, returning the
+    /// code's owner and its address.
+    pub(crate) fn define_assembled(&self, code: &[u8]) -> Result<(Code, *const u8)> {
+        let mut module =
+            JITModule::new(JITBuilder::with_isa(self.isa.clone(), default_libcall_names()));
+        let jit = |e: cranelift_module::ModuleError| Error::Jit(e.to_string());
+        let result = (|| {
+            let signature = wide::signature(self.isa.pointer_type());
+            let id = module.declare_function("tile", Linkage::Export, &signature).map_err(jit)?;
+            module.define_function_bytes(id, 64, code, &[]).map_err(jit)?;
+            module.finalize_definitions().map_err(jit)?;
+            Ok(module.get_finalized_function(id))
+        })();
+        match result {
+            Ok(pointer) => Ok((Code::new(module), pointer)),
+            Err(e) => {
+                // SAFETY: no pointer into the module's memory escaped.
+                unsafe { module.free_memory() };
+                Err(e)
+            }
+        }
+    }
+
     /// What the emitters need to know of the target.
     pub(crate) fn target(&self) -> Target {
         Target {

@@ -204,6 +204,8 @@ proptest! {
             clock: convjit::timing::CLOCK,
             ceiling_macs_per_cycle: f[0],
             ceiling,
+            ceiling_isa: convjit::schedule::Isa::Avx512,
+            ceiling_f32x4: Ceiling { macs_per_cycle: f[1], ..ceiling },
             threads: 1,
             results: vec![row],
         });

@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::jit::Compiler;
 use crate::reference::Oracle;
 use crate::spec::ValidSpec;
+use crate::target::Isa;
 use crate::{stats, timing};
 
 pub use crate::machine::Machine;
@@ -86,10 +87,14 @@ pub struct Report {
     /// The clock cycles are counted with.
     pub clock: &'static str,
     /// The measured ceiling's median over every sample of the run, MACs
-    /// per TSC tick.
+    /// per TSC tick: with the widest vector ISA the host has.
     pub ceiling_macs_per_cycle: f64,
     /// The measured ceiling in full (median, best, worst sample).
     pub ceiling: Ceiling,
+    /// The vector ISA of the ceiling: the host's widest.
+    pub ceiling_isa: Isa,
+    /// The ceiling of Cranelift's f32x4 tile, sampled beside it.
+    pub ceiling_f32x4: Ceiling,
     /// Threads the engines were allowed.
     pub threads: usize,
     /// One result per layer and engine, layer by layer.
@@ -182,7 +187,8 @@ pub fn run(
     // of every layer (`measure_layer`); the report's ceiling is the median
     // of all the samples.
     let mut meter = ceiling::Meter::new(&Compiler::host()?)?;
-    let mut samples: Vec<f64> = (0..CEILING_SAMPLES_FIRST).map(|_| meter.sample()).collect();
+    let mut samples: Vec<ceiling::Sample> =
+        (0..CEILING_SAMPLES_FIRST).map(|_| meter.sample()).collect();
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut results = Vec::with_capacity(specs.len() * options.engines.len());
     for spec in specs {
@@ -197,7 +203,8 @@ pub fn run(
         let run = LayerRun { name: &layer, spec, data: &data, oracle: oracle.as_ref() };
         let (mut outcomes, ceiling_here) = measure_layer(&run, options, &mut meter, &mut progress)?;
         samples.extend(&ceiling_here);
-        let local = Ceiling::of(&ceiling_here).macs_per_cycle;
+        let here: Vec<f64> = ceiling_here.iter().map(|s| s.widest).collect();
+        let local = Ceiling::of(&here).macs_per_cycle;
         for r in &mut outcomes {
             r.layer_ceiling = local;
             r.pct_of_ceiling = 100.0 * r.macs_per_cycle / local;
@@ -210,12 +217,16 @@ pub fn run(
         }
         results.extend(outcomes);
     }
-    let ceiling = Ceiling::of(&samples);
+    let widest: Vec<f64> = samples.iter().map(|s| s.widest).collect();
+    let f32x4: Vec<f64> = samples.iter().map(|s| s.f32x4).collect();
+    let ceiling = Ceiling::of(&widest);
     Ok(Report {
         machine,
         clock: timing::CLOCK,
         ceiling_macs_per_cycle: ceiling.macs_per_cycle,
         ceiling,
+        ceiling_isa: meter.isa(),
+        ceiling_f32x4: Ceiling::of(&f32x4),
         threads: options.threads,
         results,
     })
@@ -266,7 +277,7 @@ fn measure_layer(
     options: &Options,
     meter: &mut ceiling::Meter,
     progress: &mut impl FnMut(Progress),
-) -> Result<(Vec<Outcome>, Vec<f64>)> {
+) -> Result<(Vec<Outcome>, Vec<ceiling::Sample>)> {
     let LayerRun { name, spec, data, .. } = *layer;
     let mut timings = Vec::with_capacity(options.engines.len());
     for &engine in &options.engines {
@@ -400,11 +411,13 @@ impl Report {
         let _ = writeln!(out, "machine: {} ({}), TSC {:.3} GHz", m.cpu, m.isa, m.tsc_hz / 1e9);
         let _ = writeln!(
             out,
-            "ceiling (Cranelift f32x4 FMA microkernel, data in L1): {:.2} MACs/cycle \
-             (samples {:.2}–{:.2}); cycles are {} ticks; MACs are macs_valid",
+            "ceiling ({} register tile, data in L1): {:.2} MACs/cycle (samples {:.2}–{:.2}); \
+             f32x4 (Cranelift) {:.2}; cycles are {} ticks; MACs are macs_valid",
+            self.ceiling_isa,
             self.ceiling.macs_per_cycle,
             self.ceiling.worst_macs_per_cycle,
             self.ceiling.best_macs_per_cycle,
+            self.ceiling_f32x4.macs_per_cycle,
             self.clock
         );
         let _ = writeln!(

@@ -14,9 +14,10 @@ use super::{Emitter, Item, Shape};
 use crate::algorithm::{Input, Lanes, MAX_ACCUMULATORS};
 use crate::codegen::MAX_UNROLLED_TAPS;
 use crate::codegen::lower::Lower;
-use crate::codegen::wide::{self, Linker, Taps, Tile};
+use crate::codegen::wide::{self, Linker, Stores, Taps, Tile};
 use crate::error::Error;
 use crate::geometry::Phase;
+use crate::target::Isa;
 
 /// The lowering's assembled tiles: each distinct tile is assembled and
 /// linked once, however many places call it.
@@ -36,16 +37,16 @@ pub(super) struct Assembled<'a> {
 const SLOT_BYTES: u32 = (MAX_ACCUMULATORS * crate::target::Isa::Avx512.bytes()) as u32;
 
 impl Emitter<'_> {
-    /// The assembled tile computing `shape` at `item` in `phase`, called,
-    /// and its accumulators read back as f32x4 vectors in the order the
-    /// epilogue takes (vector `v` of 4 lanes, position `q` at
-    /// `v · positions + q`).
+    /// The assembled tile computing `shape` at `item` in `phase`, called;
+    /// `None` when it stored its outputs itself, else its accumulators
+    /// read back as f32x4 vectors in the order the IR epilogue takes
+    /// (vector `v` of 4 lanes, position `q` at `v · positions + q`).
     pub(super) fn assembled_tile(
         &mut self,
         item: &Item,
         phase: &Phase,
         shape: Shape,
-    ) -> Vec<Value> {
+    ) -> Option<Vec<Value>> {
         let microkernel = self.microkernel();
         debug_assert!(
             microkernel.lanes == Lanes::Channels
@@ -66,6 +67,9 @@ impl Emitter<'_> {
         if let Some(func) = func {
             self.guarded_call(func, &tile, item, acc);
         }
+        if tile.stores.is_some() {
+            return None;
+        }
         // Wide vector `v` of position `q` holds 4-lane vectors `v · k + j`.
         let (p, vb) = (tile.positions.len(), tile.isa.bytes() as i64);
         let k = tile.isa.lanes() / self.base.target.vector.lanes;
@@ -79,7 +83,25 @@ impl Emitter<'_> {
                 }
             }
         }
-        accs
+        Some(accs)
+    }
+
+    /// The epilogue an AVX-512 tile does itself: on rows of consecutive
+    /// output pixels, outside the checked lowering (whose stores are the
+    /// IR's, each tested), when its offsets fit its displacements.
+    fn own_stores(&self, phase: &Phase, shape: Shape) -> Option<Stores> {
+        let isa = self.schedule.isa;
+        if isa != Isa::Avx512 || phase.cols.out_step != 1 || self.base.checks.is_some() {
+            return None;
+        }
+        let work = self.plan.work;
+        Some(Stores {
+            pixels: shape.pixels,
+            out_row: (phase.rows.out_step * self.spec.out_width()) as i64 * 4,
+            out_plane: (work.lane_stride as i64) * self.out_plane() * 4,
+            activation: self.spec.activation().into(),
+            min_lanes: work.tail.lanes.min(work.lanes),
+        })
     }
 
     /// The assembled tile of `shape` in `phase`: its positions, taps and
@@ -124,7 +146,9 @@ impl Emitter<'_> {
             plane: self.plane_bytes(),
             w_channel: self.w_channel_bytes(),
             taps,
+            stores: self.own_stores(phase, shape),
         }
+        .reaching()
     }
 
     /// The function of `tile`, assembled and linked on first use; `None`
@@ -161,7 +185,16 @@ impl Emitter<'_> {
     /// ([`Tile::footprint`]) lies inside its buffer, a fault recorded
     /// otherwise.
     fn guarded_call(&mut self, func: FuncRef, tile: &Tile, item: &Item, acc: Value) {
-        let args = [item.x, item.w, item.b, acc];
+        let work = self.plan.work;
+        let full = self.iconst(work.lanes as i64);
+        let lanes = match item.partial {
+            Some(partial) if tile.stores.is_some() => {
+                let tail = self.iconst(work.tail.lanes as i64);
+                self.base.fb.ins().select(partial, tail, full)
+            }
+            _ => full,
+        };
+        let args = [item.x, item.w, item.b, acc, item.y, lanes];
         if self.base.checks.is_none() {
             self.base.fb.ins().call(func, &args);
             return;

@@ -418,8 +418,10 @@ impl Emitter<'_> {
     fn tile(&mut self, item: &Item, phase: &Phase, shape: Shape) {
         let has_taps = !phase.rows.taps.is_empty() && !phase.cols.taps.is_empty();
         if self.schedule.isa.is_assembled() && has_taps {
-            let accs = self.assembled_tile(item, phase, shape);
-            return self.epilogue(item, phase, shape, accs);
+            if let Some(accs) = self.assembled_tile(item, phase, shape) {
+                self.epilogue(item, phase, shape, accs);
+            }
+            return;
         }
         let mut accs: Vec<Value> = if self.microkernel().lanes == Lanes::Pixels {
             let bias = self.broadcast(item.b, 0);

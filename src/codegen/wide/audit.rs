@@ -26,10 +26,18 @@ pub struct Audit {
     pub fmas: usize,
 }
 
-/// The registers a tile may address memory through: its four pointer
-/// arguments and the kernel-row loop's two pointers.
-const POINTERS: [Register; 6] =
-    [Register::RDI, Register::RSI, Register::RDX, Register::RCX, Register::R8, Register::R9];
+/// The registers a tile may address memory through: its five pointer
+/// arguments (`x`, `w`, `bias`, `acc`, `y`) and the kernel-row loop's two
+/// pointers.
+const POINTERS: [Register; 7] = [
+    Register::RDI,
+    Register::RSI,
+    Register::RDX,
+    Register::RCX,
+    Register::R8,
+    Register::R10,
+    Register::R11,
+];
 
 /// The registers the System V ABI has a function keep for its caller, and
 /// the stack pointer.
@@ -99,20 +107,26 @@ pub fn audit(bytes: &[u8], intended: &[Instruction]) -> Result<Audit, String> {
     Ok(Audit { instructions: decoded.len(), fmas })
 }
 
-/// The bytes each pointer argument of a tile's code reads or writes, found
-/// by running its integer instructions (the pointer arithmetic and the
-/// loops) and collecting every memory operand's address: `[lo, hi)`
-/// offsets from `x`, `w`, `bias` and `acc` (`(0, 0)` for one it never
-/// touches). For tests: it takes every iteration of every loop.
-pub fn reach(bytes: &[u8]) -> Result<[(i64, i64); 4], String> {
+/// The bytes each pointer argument of a tile's code reads or writes when
+/// called with `lanes` as its last argument, found by running its integer
+/// instructions (the pointer arithmetic, the loops, the masks) and
+/// collecting every memory operand's bytes (a masked store's unmasked
+/// lanes only): `[lo, hi)` offsets from `x`, `w`, `bias`, `acc` and `y`
+/// (`(0, 0)` for one it never touches). For tests: it takes every
+/// iteration of every loop.
+pub fn reach(bytes: &[u8], lanes: i64) -> Result<[(i64, i64); 5], String> {
+    use iced_x86::Mnemonic as M;
     let code = decode(bytes);
     let at = |ip: u64| code.iter().position(|i| i.ip() == ip);
-    // Each register: the argument it points into (0–3) and its offset, or
+    // Each register: the argument it points into (0–4) and its offset, or
     // a plain number.
+    let arguments = [Register::RDI, Register::RSI, Register::RDX, Register::RCX, Register::R8];
     let mut regs: std::collections::HashMap<Register, (Option<usize>, i64)> =
-        POINTERS[..4].iter().enumerate().map(|(i, &r)| (r, (Some(i), 0))).collect();
-    let mut reach = [(i64::MAX, i64::MIN); 4];
-    let (mut pc, mut zero, mut steps) = (0usize, false, 0u64);
+        arguments.iter().enumerate().map(|(i, &r)| (r, (Some(i), 0))).collect();
+    regs.insert(Register::R9, (None, lanes));
+    let mut reach = [(i64::MAX, i64::MIN); 5];
+    // The last comparison's two sides (`sub` compares its result with 0).
+    let (mut pc, mut flags, mut steps) = (0usize, (0i64, 0i64), 0u64);
     while pc < code.len() {
         steps += 1;
         if steps > 100_000_000 {
@@ -120,39 +134,61 @@ pub fn reach(bytes: &[u8]) -> Result<[(i64, i64); 4], String> {
         }
         let i = &code[pc];
         let text = format(i);
+        let value = |regs: &std::collections::HashMap<_, _>, r: Register| {
+            regs.get(&r.full_register()).copied().ok_or(format!("`{text}` reads an unset register"))
+        };
         let memory = (0..i.op_count()).any(|o| i.op_kind(o) == OpKind::Memory);
-        if memory && i.mnemonic() != iced_x86::Mnemonic::Lea {
+        if memory && i.mnemonic() != M::Lea {
             let Some(&(Some(origin), offset)) = regs.get(&i.memory_base()) else {
                 return Err(format!("`{text}` addresses memory through no pointer"));
             };
-            let size = if i.is_broadcast() { 4 } else { i.memory_size().size() as i64 };
-            let lo = offset + i.memory_displacement64() as i64;
-            reach[origin] = (reach[origin].0.min(lo), reach[origin].1.max(lo + size));
+            let start = offset + i.memory_displacement64() as i64;
+            let (lo, hi) = if i.is_broadcast() {
+                (start, start + 4)
+            } else if i.op_mask() != Register::None {
+                let mask = value(&regs, i.op_mask())?.1 as u64;
+                let size = i.memory_size().size() as i64 / 4;
+                let set: Vec<i64> = (0..size).filter(|b| mask >> b & 1 == 1).collect();
+                match (set.first(), set.last()) {
+                    (Some(&a), Some(&b)) => (start + 4 * a, start + 4 * (b + 1)),
+                    _ => (i64::MAX, i64::MIN),
+                }
+            } else {
+                (start, start + i.memory_size().size() as i64)
+            };
+            reach[origin] = (reach[origin].0.min(lo), reach[origin].1.max(hi));
         }
         let dest = i.op0_register().full_register();
         match i.mnemonic() {
-            iced_x86::Mnemonic::Mov if i.op1_kind() != OpKind::Register => {
+            M::Mov if i.op1_kind() != OpKind::Register => {
                 regs.insert(dest, (None, i.immediate(1) as i64));
             }
-            iced_x86::Mnemonic::Lea => {
-                let Some(&(origin, offset)) = regs.get(&i.memory_base()) else {
-                    return Err(format!("`{text}` from an unset register"));
-                };
-                regs.insert(dest, (origin, offset + i.memory_displacement64() as i64));
+            M::Kmovw => {
+                let v = value(&regs, i.op1_register())?;
+                regs.insert(i.op0_register(), (None, v.1 & 0xffff));
             }
-            iced_x86::Mnemonic::Add | iced_x86::Mnemonic::Sub => {
-                let Some(value) = regs.get_mut(&dest) else {
+            M::Lea => {
+                let base = value(&regs, i.memory_base())?;
+                regs.insert(dest, (base.0, base.1 + i.memory_displacement64() as i64));
+            }
+            M::Add | M::Sub => {
+                let Some(v) = regs.get_mut(&dest) else {
                     return Err(format!("`{text}` on an unset register"));
                 };
                 let imm = i.immediate(1) as i64;
-                value.1 += if i.mnemonic() == iced_x86::Mnemonic::Add { imm } else { -imm };
-                zero = value.1 == 0 && value.0.is_none();
+                v.1 += if i.mnemonic() == M::Add { imm } else { -imm };
+                flags = (if v.0.is_none() { v.1 } else { 1 }, 0);
             }
-            iced_x86::Mnemonic::Jne if !zero => {
+            M::Cmp => flags = (value(&regs, dest)?.1, i.immediate(1) as i64),
+            M::Jne if flags.0 != flags.1 => {
                 pc = at(i.near_branch_target()).ok_or("a branch into no instruction")?;
                 continue;
             }
-            iced_x86::Mnemonic::Ret => break,
+            M::Jbe if (flags.0 as u64) <= (flags.1 as u64) => {
+                pc = at(i.near_branch_target()).ok_or("a branch into no instruction")?;
+                continue;
+            }
+            M::Ret => break,
             _ => {}
         }
         pc += 1;

@@ -6,13 +6,24 @@
 //! | register | holds |
 //! |---|---|
 //! | `rdi`, `rsi` | the input and the weights of the current channel |
-//! | `rdx` | the bias (read once) |
+//! | `rdx` | the bias (read once), then the kernel-row loop's count |
 //! | `rcx` | the accumulator block (written once, at the end) |
-//! | `rax` | the channel loop's count |
-//! | `r8`, `r9`, `r10` | the kernel-row loop's input, weights and count |
+//! | `r8`, `r9` | the output and the channels to store (with [`Stores`]) |
+//! | `rax` | the channel loop's count; the epilogue's constants |
+//! | `r10`, `r11` | the kernel-row loop's input and weights |
 //! | vector 0 … A−1 | the accumulators, `(v, q)` at `v · positions + q` |
 //! | vector A … A+V−1 | the tap's weight vectors, loaded once per tap |
 //! | vector A+V | AVX2 only: the broadcast input pixel |
+//! | `zmm16`–`zmm31`, `k1`, `k2` | the epilogue's transpose and masks (AVX-512) |
+//!
+//! The epilogue of a tile with [`Stores`] (AVX-512): the accumulators go
+//! to the `acc` block, then for each vector of channels its 16 (or fewer)
+//! positions are loaded back, activated, and transposed in registers
+//! (unpack by floats, by pairs, then two shuffles of 128-bit blocks: 64
+//! shuffles for 16 × 16), so that register `c` holds channel `c`'s
+//! positions; each row of the tile is then one store per channel, masked
+//! to the row's pixels (a masked-off lane is neither written nor read, so
+//! the store's base may lie before the row).
 //!
 //! On AVX-512 each FMA broadcasts its input pixel from memory
 //! (`vfmadd231ps zmm, zmm, dword bcst [...]`), the shape that measured
@@ -24,7 +35,7 @@
 use iced_x86::IcedError;
 use iced_x86::code_asm::*;
 
-use super::{MAX_REACH, Tile};
+use super::{Activation, MAX_REACH, Stores, Tile};
 use crate::error::{Error, Result};
 use crate::target::Isa;
 
@@ -32,9 +43,10 @@ const YMM: [AsmRegisterYmm; 16] = [
     ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14,
     ymm15,
 ];
-const ZMM: [AsmRegisterZmm; 16] = [
+const ZMM: [AsmRegisterZmm; 32] = [
     zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11, zmm12, zmm13, zmm14,
-    zmm15,
+    zmm15, zmm16, zmm17, zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27,
+    zmm28, zmm29, zmm30, zmm31,
 ];
 
 /// The machine code of `tile`, and the instructions it was assembled from
@@ -47,7 +59,10 @@ pub fn assemble(tile: &Tile) -> Result<(Vec<u8>, Vec<iced_x86::Instruction>)> {
             Isa::Avx2 => 1,
             _ => 0,
         };
-    if !tile.isa.is_assembled() || registers > 16 || tile.accumulators() == 0 {
+    let stores_ok = tile.stores.as_ref().is_none_or(|st| {
+        tile.isa == Isa::Avx512 && st.pixels > 0 && tile.positions.len().is_multiple_of(st.pixels)
+    });
+    if !tile.isa.is_assembled() || registers > 16 || tile.accumulators() == 0 || !stores_ok {
         return Err(Error::Jit(format!(
             "no {} tile of {} accumulators × {} weight vectors",
             tile.isa,
@@ -138,8 +153,110 @@ impl Emit<'_> {
         for a in 0..self.accs() {
             self.mov_store(rcx, a as i64 * vb, a)?;
         }
+        if let Some(stores) = &self.tile.stores {
+            self.stores(stores)?;
+        }
         self.a.vzeroupper()?;
         self.a.ret()
+    }
+
+    /// The epilogue of [`Stores`] (AVX-512; see the module's notes).
+    fn stores(&mut self, st: &Stores) -> R {
+        let p = self.positions();
+        let (zero, constant) = (ZMM[16], ZMM[17]);
+        self.a.vxorps(zero, zero, zero)?;
+        match st.activation {
+            Activation::Relu6 => self.broadcast_bits(constant, 6.0f32.to_bits())?,
+            Activation::LeakyRelu(slope) => self.broadcast_bits(constant, slope)?,
+            Activation::None | Activation::Relu => {}
+        }
+        let rows = p / st.pixels;
+        for v in 0..self.tile.vectors {
+            for (q, &r) in ZMM[..16].iter().enumerate() {
+                if q >= p {
+                    self.a.vxorps(r, r, r)?;
+                    continue;
+                }
+                self.a.vmovups(r, zmmword_ptr(rcx + disp(((v * p + q) * 64) as i64)?))?;
+                match st.activation {
+                    Activation::None => {}
+                    // `vmaxps a, b` gives b when either is NaN: NaN stays.
+                    Activation::Relu => self.a.vmaxps(r, zero, r)?,
+                    Activation::Relu6 => {
+                        self.a.vmaxps(r, zero, r)?;
+                        self.a.vminps(r, constant, r)?;
+                    }
+                    Activation::LeakyRelu(_) => {
+                        // Below zero (false for NaN): times the slope.
+                        self.a.vcmpps(k2, r, zero, 1)?; // LT_OS
+                        self.a.vmulps(r.k2(), r, constant)?;
+                    }
+                }
+            }
+            self.transpose()?;
+            for row in 0..rows {
+                let mask = ((1u32 << st.pixels) - 1) << (row * st.pixels);
+                self.a.mov(eax, mask)?;
+                self.a.kmovw(k1, eax)?;
+                let mut done = self.a.create_label();
+                for (c, &register) in ZMM[..16].iter().enumerate() {
+                    let channel = v * 16 + c;
+                    if channel >= st.min_lanes {
+                        self.a.cmp(r9, channel as i32)?;
+                        self.a.jbe(done)?;
+                    }
+                    let off = channel as i64 * st.out_plane + row as i64 * st.out_row
+                        - (row * st.pixels * 4) as i64;
+                    self.a.vmovups(zmmword_ptr(r8 + disp(off)?).k1(), register)?;
+                }
+                // The label goes on the next instruction: the next row's
+                // mask, the next vector's first load, or `vzeroupper`.
+                self.a.set_label(&mut done)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `bits` as an f32 in every lane of `reg`.
+    fn broadcast_bits(&mut self, reg: AsmRegisterZmm, bits: u32) -> R {
+        self.a.mov(eax, bits)?;
+        self.a.vpbroadcastd(reg, eax)
+    }
+
+    /// Transposes the 16 × 16 floats of `zmm0`–`zmm15` (row `q` =
+    /// position `q`, lane = channel) so that `zmm c` holds channel `c`,
+    /// through `zmm16`–`zmm31`.
+    fn transpose(&mut self) -> R {
+        let (z, t) = (&ZMM[..16], &ZMM[16..]);
+        // Floats of row pairs interleaved: T[2k], T[2k+1].
+        for k in 0..8 {
+            self.a.vunpcklps(t[2 * k], z[2 * k], z[2 * k + 1])?;
+            self.a.vunpckhps(t[2 * k + 1], z[2 * k], z[2 * k + 1])?;
+        }
+        // Pairs of those: U[4m + c] holds, in 128-bit block b, positions
+        // 4m..4m+3 of channel 4b + c.
+        for m in 0..4 {
+            let (a, b) = (4 * m, 4 * m + 2);
+            self.a.vunpcklpd(z[4 * m], t[a], t[b])?;
+            self.a.vunpckhpd(z[4 * m + 1], t[a], t[b])?;
+            self.a.vunpcklpd(z[4 * m + 2], t[a + 1], t[b + 1])?;
+            self.a.vunpckhpd(z[4 * m + 3], t[a + 1], t[b + 1])?;
+        }
+        // The 128-bit blocks of the four registers of each c transposed:
+        // channel 4b + c lands in register 4b + c.
+        for c in 0..4 {
+            let u = [z[c], z[4 + c], z[8 + c], z[12 + c]];
+            let s = [t[4 * c], t[4 * c + 1], t[4 * c + 2], t[4 * c + 3]];
+            self.a.vshuff32x4(s[0], u[0], u[1], 0x44)?;
+            self.a.vshuff32x4(s[1], u[0], u[1], 0xEE)?;
+            self.a.vshuff32x4(s[2], u[2], u[3], 0x44)?;
+            self.a.vshuff32x4(s[3], u[2], u[3], 0xEE)?;
+            self.a.vshuff32x4(z[c], s[0], s[2], 0x88)?;
+            self.a.vshuff32x4(z[4 + c], s[0], s[2], 0xDD)?;
+            self.a.vshuff32x4(z[8 + c], s[1], s[3], 0x88)?;
+            self.a.vshuff32x4(z[12 + c], s[1], s[3], 0xDD)?;
+        }
+        Ok(())
     }
 
     /// `reg += bytes`.
@@ -160,15 +277,15 @@ impl Emit<'_> {
             }
             // A loop over the kernel's rows, the pointers advanced.
             let (w_step, x_step) = self.tile.taps.row_step;
-            self.a.lea(r8, qword_ptr(rdi + disp(u * plane)?))?;
-            self.a.lea(r9, qword_ptr(rsi + disp(u * wch)?))?;
-            self.a.mov(r10, self.tile.taps.rows as u64)?;
+            self.a.lea(r10, qword_ptr(rdi + disp(u * plane)?))?;
+            self.a.lea(r11, qword_ptr(rsi + disp(u * wch)?))?;
+            self.a.mov(rdx, self.tile.taps.rows as u64)?;
             let mut row = self.a.create_label();
             self.a.set_label(&mut row)?;
-            self.taps(r8, r9, 0, 0)?;
-            self.advance(r8, x_step)?;
-            self.advance(r9, w_step)?;
-            self.a.sub(r10, 1)?;
+            self.taps(r10, r11, 0, 0)?;
+            self.advance(r10, x_step)?;
+            self.advance(r11, w_step)?;
+            self.a.sub(rdx, 1)?;
             self.a.jne(row)?;
         }
         Ok(())

@@ -34,7 +34,7 @@ mod avx;
 pub use audit::{Audit, audit, listing, reach};
 pub use avx::assemble;
 
-use cranelift_codegen::ir::{AbiParam, Function, Signature, Type};
+use cranelift_codegen::ir::{Function, Signature, Type};
 use cranelift_codegen::isa::CallConv;
 
 use crate::error::Result;
@@ -58,12 +58,10 @@ pub trait Linker {
     ) -> Result<cranelift_codegen::ir::FuncRef>;
 }
 
-/// The signature of every assembled tile: four pointers (`x`, `w`,
-/// `bias`, `acc`) in the System V convention.
+/// The signature of every assembled tile ([`crate::abi::TileFn`]'s):
+/// `x`, `w`, `bias`, `acc`, `y` and `lanes` in the System V convention.
 pub fn signature(pointer: Type) -> Signature {
-    let mut sig = Signature::new(CallConv::SystemV);
-    sig.params.extend([AbiParam::new(pointer); 4]);
-    sig
+    crate::abi::TileFn::signature(pointer, CallConv::SystemV)
 }
 
 /// One assembled register tile: accumulators `(v, q)` for `vectors`
@@ -88,6 +86,57 @@ pub struct Tile {
     pub w_channel: i64,
     /// One channel's taps.
     pub taps: Taps,
+    /// The epilogue, when the tile stores its outputs itself (AVX-512
+    /// on rows of consecutive output pixels); without one it leaves its
+    /// accumulators in `acc` for the IR's epilogue.
+    pub stores: Option<Stores>,
+}
+
+/// An assembled tile's own epilogue: the activation, the accumulators
+/// transposed from channels-in-lanes to pixels-in-lanes through the `acc`
+/// block, and each channel's pixels of each row stored with one masked
+/// store. Position `q` of the tile is pixel `q % pixels` of row
+/// `q / pixels`; channel `c`'s output is at `y + c · out_plane`. Only
+/// the first `lanes` channels (the call's last argument) are stored.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Stores {
+    /// Consecutive output pixels per row.
+    pub pixels: usize,
+    /// Output bytes from one row of the tile to the next.
+    pub out_row: i64,
+    /// Output bytes from one channel to the next.
+    pub out_plane: i64,
+    /// The activation.
+    pub activation: Activation,
+    /// Channels every call stores (the call's `lanes` is checked only
+    /// past these).
+    pub min_lanes: usize,
+}
+
+/// An activation as an assembled epilogue applies it (the parameter's
+/// bits, so that tiles hash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// Identity.
+    None,
+    /// `max(x, 0)`, NaN kept.
+    Relu,
+    /// `min(max(x, 0), 6)`, NaN kept.
+    Relu6,
+    /// `x` if `x ≥ 0`, else the slope (these f32 bits) times `x`.
+    LeakyRelu(u32),
+}
+
+impl From<crate::spec::Activation> for Activation {
+    fn from(a: crate::spec::Activation) -> Activation {
+        use crate::spec::Activation as A;
+        match a {
+            A::None => Activation::None,
+            A::Relu => Activation::Relu,
+            A::Relu6 => Activation::Relu6,
+            A::LeakyRelu { negative_slope } => Activation::LeakyRelu(negative_slope.to_bits()),
+        }
+    }
 }
 
 /// One channel's taps: `rows` iterations (a loop when more than one), each
@@ -116,6 +165,15 @@ impl Tile {
         self.accumulators() * self.isa.bytes()
     }
 
+    /// This tile, without its own stores when their offsets would not fit
+    /// its displacements (the IR epilogue stores them then).
+    pub fn reaching(self) -> Tile {
+        if self.stores.is_some() && !self.within_reach() {
+            return Tile { stores: None, ..self };
+        }
+        self
+    }
+
     /// Whether every displacement and step the tile's code forms is
     /// within [`MAX_REACH`] (the footprint bounds every displacement).
     pub fn within_reach(&self) -> bool {
@@ -128,7 +186,28 @@ impl Tile {
             self.acc_bytes() as i64,
         ];
         let [x, w, b] = self.footprint();
-        steps.iter().chain(&[x.0, x.1, w.0, w.1, b.1]).all(|v| v.abs() <= MAX_REACH)
+        let y = match &self.stores {
+            Some(st) => {
+                let rows = (self.positions.len() / st.pixels.max(1)) as i64;
+                let reach = (self.vectors * self.isa.lanes()) as i64 * st.out_plane.abs()
+                    + rows * (st.out_row.abs() + st.pixels as i64 * 4);
+                [reach, -reach]
+            }
+            None => [0, 0],
+        };
+        steps.iter().chain(&[x.0, x.1, w.0, w.1, b.1]).chain(&y).all(|v| v.abs() <= MAX_REACH)
+    }
+
+    /// The bytes of the output a tile with [`Stores`] writes when it
+    /// stores `lanes` channels, as `[lo, hi)` offsets from `y`.
+    pub fn output_footprint(&self, lanes: usize) -> Option<(i64, i64)> {
+        let st = self.stores.as_ref()?;
+        let rows = self.positions.len() / st.pixels;
+        if lanes == 0 || rows == 0 {
+            return Some((0, 0));
+        }
+        let last = (lanes - 1) as i64 * st.out_plane + (rows - 1) as i64 * st.out_row;
+        Some((0, last + st.pixels as i64 * 4))
     }
 
     /// The bytes of each buffer the tile reads, as `[lo, hi)` offsets from
@@ -172,34 +251,55 @@ mod tests {
     use proptest::prelude::*;
 
     /// A tile with random positions, taps and strides, of an ISA this
-    /// host may not have (the code is assembled and decoded, never run).
+    /// host may not have (the code is assembled and decoded, never run);
+    /// on AVX-512, with its own stores half the time.
     fn any_tile() -> impl Strategy<Value = Tile> {
         let isa = prop_oneof![Just(Isa::Avx2), Just(Isa::Avx512)];
         let shape = (1usize..=3, 1usize..=12).prop_map(|(v, p)| (v, p.min(12 / v)));
         let grid = prop::collection::vec((0i64..40, 0i64..400), 1..=9);
-        (isa, shape, 0usize..=6, 1usize..=4, (1i64..2000, 1i64..600), grid, 1usize..=3, 1i64..50)
-            .prop_map(
-                |(isa, (vectors, p), channels, unroll, (plane, w_channel), grid, rows, step)| {
-                    let vb = isa.bytes() as i64;
-                    Tile {
-                        isa,
-                        vectors,
-                        positions: (0..p as i64).map(|q| q * 8).collect(),
-                        channels,
-                        unroll,
-                        plane: plane * 4,
-                        w_channel: w_channel * vectors as i64 * vb,
-                        taps: Taps {
-                            rows,
-                            row_step: (step * vectors as i64 * vb, step * 100),
-                            taps: grid
-                                .iter()
-                                .map(|&(w, x)| (w * vectors as i64 * vb, x * 4))
-                                .collect(),
-                        },
-                    }
+        let stores = (any::<bool>(), 1usize..=4, 0usize..=4, 0u32..4, 0usize..=48);
+        let sizes = (0usize..=6, 1usize..=4, (1i64..2000, 1i64..600), 1usize..=3, 1i64..50);
+        (isa, shape, grid, sizes, stores).prop_map(|(isa, (vectors, p), grid, sizes, stores)| {
+            let (channels, unroll, (plane, w_channel), rows, step) = sizes;
+            let (own, rows_of, plane_out, activation, min_lanes) = stores;
+            let vb = isa.bytes() as i64;
+            // Positions in whole rows when the tile stores them.
+            let (p, stores) = if own && isa == Isa::Avx512 {
+                let rows_of = rows_of.min(p);
+                let pixels = p / rows_of;
+                let activation = [
+                    Activation::None,
+                    Activation::Relu,
+                    Activation::Relu6,
+                    Activation::LeakyRelu(0.5f32.to_bits()),
+                ][activation as usize];
+                let stores = Stores {
+                    pixels,
+                    out_row: 4 * (pixels as i64 + 3),
+                    out_plane: 4 * (rows_of * (pixels + 3) + plane_out) as i64,
+                    activation,
+                    min_lanes: min_lanes.min(vectors * 16),
+                };
+                (pixels * rows_of, Some(stores))
+            } else {
+                (p, None)
+            };
+            Tile {
+                isa,
+                vectors,
+                positions: (0..p as i64).map(|q| q * 8).collect(),
+                channels,
+                unroll,
+                plane: plane * 4,
+                w_channel: w_channel * vectors as i64 * vb,
+                taps: Taps {
+                    rows,
+                    row_step: (step * vectors as i64 * vb, step * 100),
+                    taps: grid.iter().map(|&(w, x)| (w * vectors as i64 * vb, x * 4)).collect(),
                 },
-            )
+                stores,
+            }
+        })
     }
 
     proptest! {
@@ -208,16 +308,22 @@ mod tests {
         /// Every tile decodes to the instructions it was assembled from,
         /// keeps the System V ABI, and addresses exactly its footprint
         /// (found by running its pointer arithmetic and loops): the bytes
-        /// the checked lowering tests before each call.
+        /// the checked lowering tests before each call; a tile that
+        /// stores its outputs writes exactly the channels it is asked for.
         #[test]
-        fn tiles_decode_keep_the_abi_and_stay_in_their_footprint(tile in any_tile()) {
+        fn tiles_decode_keep_the_abi_and_stay_in_their_footprint(
+            tile in any_tile(),
+            lanes in 1usize..=48,
+        ) {
             let (code, intended) = assemble(&tile).unwrap();
             let audit = audit(&code, &intended).unwrap();
             prop_assert_eq!(audit.fmas, tile_fmas(&tile));
-            let [x, w, b, acc] = reach(&code).unwrap();
-            let footprint = tile.footprint();
-            prop_assert_eq!([x, w, b], footprint);
+            let all = tile.vectors * tile.isa.lanes();
+            let lanes = lanes.clamp(tile.stores.as_ref().map_or(1, |s| s.min_lanes.max(1)), all);
+            let [x, w, b, acc, y] = reach(&code, lanes as i64).unwrap();
+            prop_assert_eq!([x, w, b], tile.footprint());
             prop_assert_eq!(acc, (0, tile.acc_bytes() as i64));
+            prop_assert_eq!(y, tile.output_footprint(lanes).unwrap_or((0, 0)));
         }
     }
 
