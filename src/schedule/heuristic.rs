@@ -72,14 +72,20 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
         Strategy::Direct => direct_isa(spec, widest),
         _ => Isa::Sse,
     };
-    // The assembled tiles take 14 accumulators, the measured best on
+    // The assembled tiles take up to 14 accumulators, the measured best on
     // AVX-512 (one more register holds the weights, the pixels are
     // broadcast from memory inside each FMA) and as many as AVX2's 16
-    // registers leave room for (with its weights and broadcast pixel).
+    // registers leave room for (with its weights and broadcast pixel),
+    // the row cut into equal tiles rather than 14s and a short tail
+    // (33 pixels: 3 × 11, not 14 + 14 + 5).
+    let cols = geometry.most_cols();
     let (pixel_tile, row_tile) = match strategy {
         Strategy::Width => (LANES, MAX_ACCUMULATORS),
         Strategy::Direct if narrow && taps > 3 => (7, 2),
-        Strategy::Direct if isa.is_assembled() => (14, 1),
+        Strategy::Direct if isa.is_assembled() => {
+            let most = MAX_ACCUMULATORS;
+            (cols.div_ceil(cols.div_ceil(most).max(1)).clamp(1, most), 1)
+        }
         _ => (12, 1),
     };
     // Unroll the channel loop until an iteration holds up to 36 taps (4
@@ -90,18 +96,27 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     // 9 taps leaves the loop's overhead and the accumulators' moves on every
     // 9 FMAs; on a 7×7 kernel 4 channels (196 taps) ran 10% slower (code
     // size), so kernels of more than 18 taps per phase are not unrolled.
+    // The assembled tiles' loop bodies are longer in bytes (EVEX FMAs
+    // with memory operands): one channel of 3 taps or more per iteration
+    // ran 8–21% faster than 4 on the suite's 3×3 layers and 8–19% on its
+    // 1×3 and 3×1 ones (AVX-512, `compare_schedules`, docs/schedules.md).
     let cig = spec.in_per_group();
     let reduction_unroll = match strategy {
         Strategy::Depthwise => 1,
-        _ => (MAX_BODY_TAPS / taps).clamp(1, 4).min(cig),
-    };
+        Strategy::Direct if isa.is_assembled() => (MAX_ASSEMBLED_BODY_TAPS / taps).clamp(1, 4),
+        _ => (MAX_BODY_TAPS / taps).clamp(1, 4),
+    }
+    .min(cig);
     // Kernels of a few taps per phase read one input pixel per FMA per
     // channel: with many channels, an NCHW input spreads each pixel tile's
     // reduction over as many planes. The NHWC copy keeps a tile's channels
     // together; it measured 1.3–1.5× faster on the suite's 1×1, 3×1 and
     // 2×2-stride-2 transposed layers with 64–256 input channels, and 0.9×
     // on 3×3 layers and on 32 channels.
-    let interleave = strategy == Strategy::Direct && taps <= 3 && cig >= 64;
+    // With the assembled tiles, only the 1×1 layers keep it: on 1×3 and
+    // 3×1 the NCHW input ran as fast or faster.
+    let few_taps = if isa.is_assembled() { 1 } else { 3 };
+    let interleave = strategy == Strategy::Direct && taps <= few_taps && cig >= 64;
     // A group's planes copied just before its work items stay in cache, where
     // a whole-image copy goes to memory and back: depthwise layers ran 1.7–2×
     // faster with it. Threads then share whole groups, so there must be
@@ -152,6 +167,11 @@ fn direct_isa(spec: &ValidSpec, widest: Isa) -> Isa {
 /// The most taps the heuristic unrolls into one iteration of the channel
 /// loop.
 const MAX_BODY_TAPS: usize = 36;
+
+/// The most taps the heuristic unrolls into one iteration of an assembled
+/// tile's channel loop (4 channels of a 1×1 kernel, 2 of a 1×2, one of
+/// anything larger).
+const MAX_ASSEMBLED_BODY_TAPS: usize = 4;
 
 /// The widest output rows (in pixels) that the direct strategy tiles two
 /// rows at a time.
