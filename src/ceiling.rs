@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::abi::{CeilingFn, Code, TileFn};
 use crate::codegen;
-use crate::codegen::wide::{self, Taps, Tile};
+use crate::codegen::wide::{self, Form, Taps, Tile};
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
 use crate::target::Isa;
@@ -197,6 +197,7 @@ impl Wide {
                 taps: (0..WIDE_TAPS as i64).map(|t| (t * vb, t * tap_x)).collect(),
             },
             stores: None,
+            form: Form::Channels,
         };
         let (code, intended) = wide::assemble(&tile)?;
         wide::audit(&code, &intended)

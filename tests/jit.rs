@@ -54,14 +54,28 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
         )| {
             let (strategy, isa) = accepted[family];
             let most = algorithm::isa_accumulators(isa, oc_vectors);
-            let (oc_vectors, pixel_tile) = match strategy {
-                Family::Width => (1, LANES * tile),
-                _ => (oc_vectors, tile.min(most / oc_vectors)),
+            let tile = match strategy {
+                // Channels (more than one on the assembled ISAs) × vectors
+                // of pixels × rows, as many as the registers hold.
+                Family::Width => {
+                    let m = if isa.is_assembled() { oc_vectors } else { 1 };
+                    let (mut pv, mut rt) = (tile.min(14 / m).max(1), rows);
+                    let fits = |pv: usize, rt: usize| {
+                        m * pv * rt <= algorithm::isa_accumulators(isa, m.min(pv * rt))
+                    };
+                    while !fits(pv, rt) {
+                        if rt > 1 { rt -= 1 } else { pv -= 1 }
+                    }
+                    Tile { oc_vectors: m, pixel_tile: LANES * pv, row_tile: rt }
+                }
+                _ => {
+                    let pixel_tile = tile.min(most / oc_vectors);
+                    // As many rows per tile as the accumulators allow, up
+                    // to `rows`.
+                    let row_tile = rows.min(most / (oc_vectors * pixel_tile)).max(1);
+                    Tile { oc_vectors, pixel_tile, row_tile }
+                }
             };
-            // As many rows per tile as the accumulators allow, up to `rows`.
-            let per_row = if strategy == Family::Width { tile } else { oc_vectors * pixel_tile };
-            let row_tile = rows.min(most / per_row).max(1);
-            let tile = Tile { oc_vectors, pixel_tile, row_tile };
             // The depthwise algorithm has no reduction, only the direct one
             // an NHWC copy.
             let unroll = if strategy == Family::Depthwise { 1 } else { unroll };
@@ -169,6 +183,7 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
                         pixel_vectors: pixel_tile,
                         row_tile,
                         reduction_unroll,
+                        channels: oc_vectors,
                     }),
                 };
                 Schedule {
@@ -682,7 +697,12 @@ fn illegal_schedules_are_refused() {
         ..base
     };
     let width = |pixel_vectors: usize, row_tile: usize| Schedule {
-        algorithm: Algorithm::Width(Width { pixel_vectors, row_tile, reduction_unroll: 1 }),
+        algorithm: Algorithm::Width(Width {
+            pixel_vectors,
+            row_tile,
+            reduction_unroll: 1,
+            channels: 1,
+        }),
         ..base
     };
     let bad = [

@@ -31,25 +31,26 @@ pub use width::Width;
 use crate::error::{Error, Result};
 use crate::geometry::{Geometry, Phase};
 use crate::spec::ValidSpec;
-use crate::target::{Isa, LANES};
+use crate::target::Isa;
 
 /// The most accumulators a register tile may hold: the target's vector
 /// registers but the two its operands need
 /// ([`crate::target::VectorIsa::max_accumulators`]; 14 on f32x4).
 pub const MAX_ACCUMULATORS: usize = crate::target::VECTOR.max_accumulators();
 
-/// The most accumulators a register tile of `oc_vectors` vectors of
-/// `isa`'s channels may hold. Cranelift's tiles (`sse`):
-/// [`MAX_ACCUMULATORS`], its register allocator placing the operands.
-/// The assembled tiles name their registers: the accumulators, a register
-/// per vector of weights and, on AVX2, one for the broadcast input
-/// (AVX-512 broadcasts it from memory inside the FMA) share the 16 vector
-/// registers every ISA has, and never more than [`MAX_ACCUMULATORS`].
-pub const fn isa_accumulators(isa: Isa, oc_vectors: usize) -> usize {
+/// The most accumulators a register tile of `isa` that reuses `reused`
+/// registers per step ([`Algorithm::reused_registers`]) may hold.
+/// Cranelift's tiles (`sse`): [`MAX_ACCUMULATORS`], its register allocator
+/// placing the operands. The assembled tiles name their registers: the
+/// accumulators, the reused operands and, on AVX2, one for the broadcast
+/// operand (AVX-512 broadcasts it from memory inside the FMA) share the
+/// 16 vector registers every ISA has, and never more than
+/// [`MAX_ACCUMULATORS`].
+pub const fn isa_accumulators(isa: Isa, reused: usize) -> usize {
     let operands = match isa {
         Isa::Sse => return MAX_ACCUMULATORS,
-        Isa::Avx2 => oc_vectors + 1,
-        Isa::Avx512 => oc_vectors,
+        Isa::Avx2 => reused.saturating_add(1),
+        Isa::Avx512 => reused,
     };
     let most = 16usize.saturating_sub(operands);
     if most < MAX_ACCUMULATORS { most } else { MAX_ACCUMULATORS }
@@ -149,11 +150,14 @@ impl Algorithm {
     /// algorithm takes `pixel_tile / lanes` vectors and one channel), the
     /// unroll (the depthwise algorithm has none) and the NHWC layout (the
     /// direct algorithm's only).
+    /// For the width algorithm, `oc_vectors` is its channels per tile and
+    /// `pixel_tile` is in pixels (whole vectors of `isa`'s lanes).
     pub(crate) fn from_knobs(
         strategy: Strategy,
         tile: Tile,
         reduction_unroll: usize,
         nhwc: bool,
+        isa: Isa,
     ) -> Algorithm {
         match strategy {
             Strategy::Direct => Algorithm::Direct(Direct {
@@ -163,9 +167,10 @@ impl Algorithm {
             }),
             Strategy::Depthwise => Algorithm::Depthwise(Depthwise { tile }),
             Strategy::Width => Algorithm::Width(Width {
-                pixel_vectors: tile.pixel_tile / LANES,
+                pixel_vectors: tile.pixel_tile / isa.lanes(),
                 row_tile: tile.row_tile,
                 reduction_unroll,
+                channels: tile.oc_vectors,
             }),
         }
     }
@@ -195,24 +200,24 @@ impl Algorithm {
         self.family().microkernel()
     }
 
-    /// Vectors of output channels per register tile (1 for the width
-    /// algorithm, which computes one channel at a time).
+    /// Vectors of output channels per register tile; for the width
+    /// algorithm, its output channels per tile (each its own accumulators).
     pub fn oc_vectors(&self) -> usize {
         match *self {
             Algorithm::Direct(Direct { tile, .. }) | Algorithm::Depthwise(Depthwise { tile }) => {
                 tile.oc_vectors
             }
-            Algorithm::Width(_) => 1,
+            Algorithm::Width(w) => w.channels,
         }
     }
 
-    /// Output pixels along a row per register tile.
-    pub fn pixel_tile(&self) -> usize {
+    /// Output pixels along a row per register tile with vectors of `isa`.
+    pub fn pixel_tile(&self, isa: Isa) -> usize {
         match *self {
             Algorithm::Direct(Direct { tile, .. }) | Algorithm::Depthwise(Depthwise { tile }) => {
                 tile.pixel_tile
             }
-            Algorithm::Width(w) => w.pixel_vectors * LANES,
+            Algorithm::Width(w) => w.pixel_vectors.saturating_mul(isa.lanes()),
         }
     }
 
@@ -226,13 +231,13 @@ impl Algorithm {
         }
     }
 
-    /// The register tile's shape, in the terms of the algorithms that
-    /// vectorise across channels (the width algorithm's is one vector of
-    /// channels by its pixels).
-    pub fn tile(&self) -> Tile {
+    /// The register tile's shape with vectors of `isa`, in the terms of
+    /// the algorithms that vectorise across channels (the width
+    /// algorithm's is its channels by its pixels).
+    pub fn tile(&self, isa: Isa) -> Tile {
         Tile {
             oc_vectors: self.oc_vectors(),
-            pixel_tile: self.pixel_tile(),
+            pixel_tile: self.pixel_tile(isa),
             row_tile: self.row_tile(),
         }
     }
@@ -240,8 +245,22 @@ impl Algorithm {
     /// Accumulators in one row of the register tile.
     pub fn accumulators_per_row(&self) -> usize {
         match *self {
-            Algorithm::Width(w) => w.pixel_vectors,
-            _ => self.oc_vectors() * self.pixel_tile(),
+            Algorithm::Width(w) => w.pixel_vectors.saturating_mul(w.channels),
+            Algorithm::Direct(Direct { tile, .. }) | Algorithm::Depthwise(Depthwise { tile }) => {
+                tile.oc_vectors * tile.pixel_tile
+            }
+        }
+    }
+
+    /// The vector registers one step of its tile reuses across its
+    /// multiply-adds (the weight vectors of the direct and depthwise
+    /// algorithms; for the width algorithm, the pixel vectors or the
+    /// broadcast weights, the fewer), which the accumulators share the
+    /// register file with.
+    pub fn reused_registers(&self) -> usize {
+        match *self {
+            Algorithm::Width(w) => w.channels.min(w.pixel_vectors.saturating_mul(w.row_tile)),
+            _ => self.oc_vectors(),
         }
     }
 
@@ -305,6 +324,25 @@ impl Algorithm {
                         &format!("must be 1 to {MAX_ACCUMULATORS}"),
                     );
                 }
+                if !(1..=MAX_ACCUMULATORS).contains(&w.channels)
+                    || w.channels * w.pixel_vectors > MAX_ACCUMULATORS
+                {
+                    return bad(
+                        "channels",
+                        w.channels.to_string(),
+                        &format!(
+                            "must be at least 1 with channels · pixel_vectors at most \
+                             {MAX_ACCUMULATORS}"
+                        ),
+                    );
+                }
+                if w.channels > 1 && !isa.is_assembled() {
+                    return bad(
+                        "channels",
+                        w.channels.to_string(),
+                        "sse width tiles hold one channel (more need an assembled ISA)",
+                    );
+                }
             }
         }
         let row_tile = self.row_tile();
@@ -328,19 +366,19 @@ impl Algorithm {
             );
         }
         // With every knob bounded: the assembled tiles' own limits.
-        let most = isa_accumulators(isa, self.oc_vectors());
+        let most = isa_accumulators(isa, self.reused_registers());
         if self.accumulators_per_row() * row_tile > most {
             return bad(
                 "row_tile",
                 row_tile.to_string(),
                 &format!(
-                    "{isa} tiles of {} vectors hold at most {most} accumulators",
-                    self.oc_vectors()
+                    "{isa} tiles reusing {} registers hold at most {most} accumulators",
+                    self.reused_registers()
                 ),
             );
         }
         if isa.is_assembled()
-            && let Some(reason) = beyond_assembled(spec, isa.lanes() * self.oc_vectors())
+            && let Some(reason) = beyond_assembled(spec, self.work(spec, isa).lanes)
         {
             return bad("isa", isa.name().into(), &reason);
         }
@@ -433,8 +471,9 @@ pub trait Family: Sync {
     fn microkernel(&self) -> Microkernel;
     /// The column phases of each stored row of the padded copy and the
     /// length of one (see `codegen::Plan::col_phases`): plain rows of the
-    /// padded width, unless the algorithm reads strided rows split.
-    fn row_phases(&self, _phases: &[Phase], padded_width: usize) -> (usize, usize) {
+    /// padded width, unless the algorithm reads strided rows split (and
+    /// loads whole vectors of `lanes` pixels).
+    fn row_phases(&self, _phases: &[Phase], padded_width: usize, _lanes: usize) -> (usize, usize) {
         (1, padded_width)
     }
 }

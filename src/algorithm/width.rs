@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::{Family, Input, Lanes, MAX_ACCUMULATORS, Microkernel, Strategy, Tile, Work, tiles_of};
 use crate::geometry::{Geometry, Phase};
 use crate::spec::ValidSpec;
-use crate::target::{Isa, LANES};
+use crate::target::Isa;
 
-/// The width algorithm's configuration: one output channel per tile, so its
-/// register tile is `pixel_vectors · row_tile` accumulators.
+/// The width algorithm's configuration: `channels` output channels per
+/// tile, so its register tile is `channels · pixel_vectors · row_tile`
+/// accumulators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Width {
@@ -23,6 +24,18 @@ pub struct Width {
     pub row_tile: usize,
     /// Input channels per iteration of the reduction loop.
     pub reduction_unroll: usize,
+    /// Output channels per tile, each with its own accumulators and its
+    /// weight broadcast (default 1; more on the assembled ISAs only).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub channels: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// The width algorithm's registry entry.
@@ -41,24 +54,38 @@ impl Family for WidthFamily {
     }
 
     /// Whole vectors of pixels, up to the first that covers the widest
-    /// phase; one channel.
+    /// phase; one channel (`sse`), or up to as many as a group has
+    /// (assembled: 1, 2, 4, 7, 14).
     fn tiles(
         &self,
-        _spec: &ValidSpec,
+        spec: &ValidSpec,
         geometry: &Geometry,
         min_accumulators: usize,
         isa: Isa,
     ) -> Vec<Tile> {
-        let cols = geometry.most_cols();
+        let (cols, lanes) = (geometry.most_cols(), isa.lanes());
         let pixels: Vec<usize> =
-            (1..=MAX_ACCUMULATORS).map(|v| LANES * v).filter(|&p| p < cols + LANES).collect();
-        tiles_of(1, &pixels, |_, p| p / LANES, geometry, min_accumulators, isa)
+            (1..=MAX_ACCUMULATORS).map(|v| lanes * v).filter(|&p| p < cols + lanes).collect();
+        let mut out = Vec::new();
+        let channels: &[usize] = if isa.is_assembled() { &[1, 2, 4, 7, 14] } else { &[1] };
+        for &m in channels.iter().filter(|&&m| m == 1 || m <= spec.out_per_group()) {
+            let per_row = |_, p: usize| m * (p / lanes);
+            let tiles = tiles_of(1, &pixels, per_row, geometry, min_accumulators, isa);
+            out.extend(tiles.into_iter().map(|t| Tile { oc_vectors: m, ..t }));
+        }
+        out
     }
 
-    /// One output channel per item: the direct algorithm's items with
-    /// blocks of one channel.
-    fn work(&self, spec: &ValidSpec, _isa: Isa, _oc_vectors: usize) -> Work {
-        super::direct::channel_blocks(spec, 1)
+    /// Every ISA: on the wider ones its tile is assembled
+    /// (`codegen::wide`).
+    fn isas(&self) -> &'static [Isa] {
+        &Isa::ALL
+    }
+
+    /// `channels` output channels per item: the direct algorithm's items
+    /// with blocks of that many channels.
+    fn work(&self, spec: &ValidSpec, _isa: Isa, channels: usize) -> Work {
+        super::direct::channel_blocks(spec, channels)
     }
 
     /// A vector of consecutive pixels' inputs times the tap's weight
@@ -68,11 +95,11 @@ impl Family for WidthFamily {
     }
 
     /// The column phases and sub-row length of the width strategy's copy. Its
-    /// tiles load whole vectors of `LANES` consecutive phase positions, so a row's
-    /// last vector may read up to `LANES − 1` positions past the last output pixel: the
+    /// tiles load whole vectors of `lanes` consecutive phase positions, so a row's
+    /// last vector may read up to `lanes − 1` positions past the last output pixel: the
     /// sub-row is long enough that those reads stay inside it (they are zero
     /// padding or real pixels, and their lanes are never stored).
-    fn row_phases(&self, phases: &[Phase], padded_width: usize) -> (usize, usize) {
+    fn row_phases(&self, phases: &[Phase], padded_width: usize, lanes: usize) -> (usize, usize) {
         // conv2d has one phase whose column step is the stride; the phases of
         // conv_transpose2d all step by 1.
         let col_phases = phases.iter().map(|p| p.cols.in_step).max().unwrap_or(1).max(1);
@@ -81,7 +108,7 @@ impl Family for WidthFamily {
             .filter_map(|p| {
                 let (_, last_tap) = p.cols.offset_range()?;
                 Some(
-                    p.cols.count.next_multiple_of(LANES) * p.cols.in_step / col_phases
+                    p.cols.count.next_multiple_of(lanes) * p.cols.in_step / col_phases
                         + last_tap / col_phases,
                 )
             })

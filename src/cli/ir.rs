@@ -41,6 +41,11 @@ pub fn main(args: &Args) -> Result<()> {
     if let Some(asm) = listing.asm {
         println!("; machine code");
         println!("{asm}");
+        // The assembled tiles the IR calls (its user functions u1:0, u1:1, …).
+        for (i, (name, code)) in listing.tiles.iter().enumerate() {
+            println!("; {name} = u1:{i}: the assembled {} register tile", schedule.isa);
+            print!("{code}");
+        }
     }
     Ok(())
 }

@@ -263,12 +263,13 @@ pub(super) trait Lower<'a>: Sized {
         result
     }
 
-    /// The checked lowering's test of `size` bytes at `base + off`: a
+    /// The checked lowering's test of `size` bytes (a run-time value) at
+    /// `base + off`: a
     /// non-zero i8 when they lie inside the bounds of `base`'s buffer;
     /// otherwise zero, with the buffer and the address written into the
     /// guard block's fault record (as [`Lower::checked`] does). For an
     /// access the IR does not make itself: an assembled tile's reads.
-    fn checked_span(&mut self, base: Value, off: i64, size: i64) -> Value {
+    fn checked_span(&mut self, base: Value, off: i64, size: Value) -> Value {
         let checks = self.base().checks.as_ref().expect("the checked lowering");
         let guard = checks.guard;
         let owner = *checks.owners.get(&base).expect("every address is formed from a buffer's");
@@ -281,8 +282,8 @@ pub(super) trait Lower<'a>: Sized {
         // As in `checked`: no sum that can wrap.
         let span = fb.ins().isub(hi, lo);
         let from_start = fb.ins().isub(addr, lo);
-        let room = fb.ins().iadd_imm_s(span, -size);
-        let holds = fb.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, span, size);
+        let room = fb.ins().isub(span, size);
+        let holds = fb.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, span, size);
         let fits = fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, from_start, room);
         let inside = fb.ins().band(holds, fits);
         let fault = fb.create_block();

@@ -65,7 +65,8 @@ impl Plan {
         let (pad, padded) = (geometry.pad, geometry.padded);
         let work = schedule.algorithm.work(spec, schedule.isa);
         let family = schedule.algorithm.family();
-        let (col_phases, sub_row) = family.row_phases(&geometry.phases, padded[1]);
+        let (col_phases, sub_row) =
+            family.row_phases(&geometry.phases, padded[1], schedule.isa.lanes());
         let blocked_input = work.blocked_input;
         let interleaved = schedule.interleave();
         // A row split into column phases is a copy even when its length

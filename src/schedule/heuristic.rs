@@ -54,6 +54,21 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
         // 0.9× on a 7-pixel one.
         true if spec.out_width() >= MIN_WIDTH_FOR_ROWS => Strategy::Width,
         true => Strategy::Depthwise,
+        // With assembled tiles, a group of few output channels, or a short
+        // reduction, takes the width algorithm with several channels per
+        // tile: the direct tile's lanes would idle on the channels, or its
+        // epilogue (a transpose per 16 channels) would weigh on few FMAs.
+        // Measured (AVX-512, docs/schedules.md): 1.28–1.36× on grouped
+        // layers of 4 and 8 channels per group, 1.19–1.34× on a 1×1 layer
+        // of 32 input channels and a 5×5 one of 1; 0.64–0.89× on 1×1 layers
+        // of 64 to 256.
+        false
+            if widest_assembled(widest)
+                && ((spec.groups() > 1 && spec.out_per_group() <= MAX_WIDTH_GROUP)
+                    || spec.in_per_group() * taps <= MAX_WIDTH_REDUCTION) =>
+        {
+            Strategy::Width
+        }
         // One weight vector against 12 fresh broadcasts: the best measured
         // shape of the register tile (`codegen::tile`), the ceiling's.
         false => Strategy::Direct,
@@ -70,6 +85,7 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     let narrow = geometry.most_cols() <= MAX_NARROW_ROW;
     let isa = match strategy {
         Strategy::Direct => direct_isa(spec, widest),
+        Strategy::Width if widest_assembled(widest) => Isa::host().min(widest),
         _ => Isa::Sse,
     };
     // The assembled tiles take up to 14 accumulators, the measured best on
@@ -79,7 +95,24 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     // the row cut into equal tiles rather than 14s and a short tail
     // (33 pixels: 3 × 11, not 14 + 14 + 5).
     let cols = geometry.most_cols();
+    // The assembled width tile: one channel per tile for depthwise
+    // layers, else up to 7 (4 when the reduction is long), and 14
+    // accumulators' worth of pixel vectors, along the row first (measured:
+    // on depthwise layers 14 to 56 pixels wide, rows of 4, 2 or 1 vectors
+    // in 3, 7 or 14 rows ran 1.1–1.5× faster than the f32x4 tile).
+    let width_channels = match depthwise {
+        true => 1,
+        false if spec.in_per_group() * taps <= MAX_WIDTH_REDUCTION => spec.out_per_group().min(7),
+        false => spec.out_per_group().min(4),
+    };
     let (pixel_tile, row_tile) = match strategy {
+        Strategy::Width if isa.is_assembled() => {
+            let m = width_channels;
+            let fits = |j: usize| m * j <= crate::algorithm::isa_accumulators(isa, m.min(j));
+            let vectors = (1..=MAX_ACCUMULATORS).rev().find(|&j| fits(j)).unwrap_or(1);
+            let along = vectors.min(cols_of(&geometry).div_ceil(isa.lanes())).max(1);
+            (along * isa.lanes(), (vectors / along).clamp(1, geometry.most_rows().max(1)))
+        }
         Strategy::Width => (LANES, MAX_ACCUMULATORS),
         Strategy::Direct if narrow && taps > 3 => (7, 2),
         Strategy::Direct if isa.is_assembled() => {
@@ -103,7 +136,7 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     let cig = spec.in_per_group();
     let reduction_unroll = match strategy {
         Strategy::Depthwise => 1,
-        Strategy::Direct if isa.is_assembled() => (MAX_ASSEMBLED_BODY_TAPS / taps).clamp(1, 4),
+        _ if isa.is_assembled() => (MAX_ASSEMBLED_BODY_TAPS / taps).clamp(1, 4),
         _ => (MAX_BODY_TAPS / taps).clamp(1, 4),
     }
     .min(cig);
@@ -137,8 +170,9 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     } else {
         (InputCopy::Image, Split::Items)
     };
-    let tile = Tile { oc_vectors: 1, pixel_tile, row_tile };
-    let algorithm = Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave);
+    let oc_vectors = if strategy == Strategy::Width { width_channels } else { 1 };
+    let tile = Tile { oc_vectors, pixel_tile, row_tile };
+    let algorithm = Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave, isa);
     let run = Run { threads, split };
     Schedule { isa, algorithm, loop_nest: LoopNest::RowsOuter, copy, run }
 }
@@ -158,6 +192,7 @@ fn direct_isa(spec: &ValidSpec, widest: Isa) -> Isa {
         Tile { oc_vectors: 1, pixel_tile: 1, row_tile: 1 },
         1,
         false,
+        Isa::Sse,
     );
     let candidates = Isa::available().filter(|&isa| isa <= widest);
     let fits = candidates.filter(|&isa| tile.legal(spec, isa).is_ok());
@@ -167,6 +202,25 @@ fn direct_isa(spec: &ValidSpec, widest: Isa) -> Isa {
 /// The most taps the heuristic unrolls into one iteration of the channel
 /// loop.
 const MAX_BODY_TAPS: usize = 36;
+
+/// Output channels per group up to which grouped layers take the
+/// assembled width tile.
+const MAX_WIDTH_GROUP: usize = 8;
+
+/// Reduction lengths (input channels per group × taps) up to which layers
+/// take the assembled width tile.
+const MAX_WIDTH_REDUCTION: usize = 32;
+
+/// Whether `widest` lets the heuristic use the assembled tiles on this
+/// host.
+fn widest_assembled(widest: Isa) -> bool {
+    Isa::host().min(widest).is_assembled()
+}
+
+/// The most output columns of a phase.
+fn cols_of(geometry: &Geometry) -> usize {
+    geometry.most_cols().max(1)
+}
 
 /// The most taps the heuristic unrolls into one iteration of an assembled
 /// tile's channel loop (4 channels of a 1×1 kernel, 2 of a 1×2, one of

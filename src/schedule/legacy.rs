@@ -95,6 +95,7 @@ impl Flat {
                 pixel_vectors: self.pixel_tile / LANES,
                 row_tile: self.row_tile,
                 reduction_unroll: self.reduction_unroll,
+                channels: 1,
             }),
         };
         let loop_nest = match (self.loop_order, self.col_block) {

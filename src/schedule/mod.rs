@@ -223,7 +223,7 @@ impl Schedule {
 
     /// Output pixels along a row per register tile.
     pub fn pixel_tile(&self) -> usize {
-        self.algorithm.pixel_tile()
+        self.algorithm.pixel_tile(self.isa)
     }
 
     /// Output rows per register tile.
@@ -233,7 +233,7 @@ impl Schedule {
 
     /// The register tile's shape ([`Algorithm::tile`]).
     pub fn tile(&self) -> Tile {
-        self.algorithm.tile()
+        self.algorithm.tile(self.isa)
     }
 
     /// Accumulators in one row of the register tile.

@@ -105,8 +105,13 @@ impl Space {
                     // The runs of one code innermost: the tuner compiles
                     // it once and times them one after another.
                     for (threads, split) in runs(&threads, copy) {
-                        let algorithm =
-                            Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave);
+                        let algorithm = Algorithm::from_knobs(
+                            strategy,
+                            tile,
+                            reduction_unroll,
+                            interleave,
+                            isa,
+                        );
                         let run = Run { threads, split };
                         let s = Schedule { isa, algorithm, loop_nest, copy, run };
                         if s.legal(spec).is_err() {

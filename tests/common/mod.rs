@@ -285,8 +285,8 @@ pub fn with_pixel_tile(schedule: convjit::Schedule, pixels: usize) -> convjit::S
 }
 
 /// The algorithm of `family` with a register tile in the terms every family
-/// shares (pixels, also for the width family, whose tile must then be one
-/// vector of channels by whole vectors of pixels), as tests draw them.
+/// shares (pixels, also for the width family, whose tile must then be its
+/// channels by whole f32x4 vectors of pixels), as tests draw them.
 pub fn algorithm(
     family: convjit::schedule::Strategy,
     tile: convjit::schedule::Tile,
@@ -306,12 +306,15 @@ pub fn algorithm(
             assert_eq!(reduction_unroll, 1, "the depthwise algorithm has no channel reduction");
             Algorithm::Depthwise(Depthwise { tile })
         }
+        // The width tile's channels are `oc_vectors`, its vectors of
+        // pixels counted in f32x4 vectors (whatever the ISA's lanes).
         Strategy::Width => {
-            assert!(tile.oc_vectors == 1 && tile.pixel_tile.is_multiple_of(LANES), "{tile:?}");
+            assert!(tile.pixel_tile.is_multiple_of(LANES), "{tile:?}");
             Algorithm::Width(Width {
                 pixel_vectors: tile.pixel_tile / LANES,
                 row_tile: tile.row_tile,
                 reduction_unroll,
+                channels: tile.oc_vectors,
             })
         }
     }

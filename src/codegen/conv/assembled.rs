@@ -14,7 +14,7 @@ use super::{Emitter, Item, Shape};
 use crate::algorithm::{Input, Lanes, MAX_ACCUMULATORS};
 use crate::codegen::MAX_UNROLLED_TAPS;
 use crate::codegen::lower::Lower;
-use crate::codegen::wide::{self, Linker, Stores, Taps, Tile};
+use crate::codegen::wide::{self, Form, Linker, PixelStores, Stores, Taps, Tile};
 use crate::error::Error;
 use crate::geometry::Phase;
 use crate::target::Isa;
@@ -33,8 +33,8 @@ pub(super) struct Assembled<'a> {
 }
 
 /// Bytes of the accumulator block: the most accumulators of the widest
-/// vector.
-const SLOT_BYTES: u32 = (MAX_ACCUMULATORS * crate::target::Isa::Avx512.bytes()) as u32;
+/// vector, and one vector of a constant past them.
+const SLOT_BYTES: u32 = ((MAX_ACCUMULATORS + 1) * crate::target::Isa::Avx512.bytes()) as u32;
 
 impl Emitter<'_> {
     /// The assembled tile computing `shape` at `item` in `phase`, called;
@@ -49,10 +49,12 @@ impl Emitter<'_> {
     ) -> Option<Vec<Value>> {
         let microkernel = self.microkernel();
         debug_assert!(
-            microkernel.lanes == Lanes::Channels
-                && microkernel.input == Input::Broadcast
-                && microkernel.reduces_channels,
-            "the assembled tile is the direct algorithm's"
+            microkernel.reduces_channels
+                && match microkernel.lanes {
+                    Lanes::Channels => microkernel.input == Input::Broadcast,
+                    Lanes::Pixels => microkernel.input == Input::Vector,
+                },
+            "the assembled tiles are the direct and width algorithms'"
         );
         let tile = self.describe(phase, shape);
         let func = self.linked(&tile);
@@ -67,7 +69,7 @@ impl Emitter<'_> {
         if let Some(func) = func {
             self.guarded_call(func, &tile, item, acc);
         }
-        if tile.stores.is_some() {
+        if tile.stores.is_some() || matches!(tile.form, Form::Pixels(_)) {
             return None;
         }
         // Wide vector `v` of position `q` holds 4-lane vectors `v · k + j`.
@@ -104,15 +106,56 @@ impl Emitter<'_> {
         })
     }
 
+    /// The pixels-in-lanes form of `shape` in `phase`: each row's pixels
+    /// in vectors of the ISA's lanes, the last masked to the row; the
+    /// input offsets of the vectors.
+    fn pixel_form(&self, phase: &Phase, shape: Shape) -> (Vec<i64>, Form) {
+        let isa = self.schedule.isa;
+        let lanes = isa.lanes();
+        let (eb, row_step) = (self.elem_bytes(), phase.rows.in_step as i64 * self.row_bytes());
+        let per_row = shape.pixels.div_ceil(lanes);
+        let pixel_out = phase.cols.out_step as i64 * 4;
+        let out_row = (phase.rows.out_step * self.spec.out_width()) as i64 * 4;
+        let (mut positions, mut out, mut valid) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..shape.rows {
+            for n in 0..per_row {
+                // The column-phase copy keeps a phase's pixels consecutive.
+                positions.push(r as i64 * row_step + (lanes * n) as i64 * eb);
+                out.push(r as i64 * out_row + (lanes * n) as i64 * pixel_out);
+                valid.push((shape.pixels - lanes * n).min(lanes));
+            }
+        }
+        let work = self.plan.work;
+        let stores = PixelStores {
+            out,
+            valid,
+            out_step: pixel_out,
+            out_plane: work.lane_stride as i64 * self.out_plane() * 4,
+            activation: self.spec.activation().into(),
+            min_lanes: work.tail.lanes.min(work.lanes),
+        };
+        (positions, Form::Pixels(stores))
+    }
+
     /// The assembled tile of `shape` in `phase`: its positions, taps and
     /// channels as the IR lowering would have stepped through them.
     fn describe(&self, phase: &Phase, shape: Shape) -> Tile {
         let eb = self.elem_bytes();
         let col_step = self.col_stride(phase) * eb;
         let row_step = phase.rows.in_step as i64 * self.row_bytes();
-        let positions = (0..shape.positions())
-            .map(|q| (q / shape.pixels) as i64 * row_step + (q % shape.pixels) as i64 * col_step)
-            .collect();
+        let (positions, form) = match self.microkernel().lanes {
+            Lanes::Pixels => self.pixel_form(phase, shape),
+            Lanes::Channels => {
+                let at = |q: usize| {
+                    (q / shape.pixels) as i64 * row_step + (q % shape.pixels) as i64 * col_step
+                };
+                ((0..shape.positions()).map(at).collect(), Form::Channels)
+            }
+        };
+        let own_stores = match form {
+            Form::Channels => self.own_stores(phase, shape),
+            Form::Pixels(_) => None,
+        };
         let kw = self.spec.kernel()[1] as i64;
         let tap_bytes = self.tap_bytes();
         let rows: Vec<(i64, i64)> = phase
@@ -146,7 +189,8 @@ impl Emitter<'_> {
             plane: self.plane_bytes(),
             w_channel: self.w_channel_bytes(),
             taps,
-            stores: self.own_stores(phase, shape),
+            stores: own_stores,
+            form,
         }
         .reaching()
     }
@@ -187,8 +231,9 @@ impl Emitter<'_> {
     fn guarded_call(&mut self, func: FuncRef, tile: &Tile, item: &Item, acc: Value) {
         let work = self.plan.work;
         let full = self.iconst(work.lanes as i64);
+        let stores_itself = tile.stores.is_some() || matches!(tile.form, Form::Pixels(_));
         let lanes = match item.partial {
-            Some(partial) if tile.stores.is_some() => {
+            Some(partial) if stores_itself => {
                 let tail = self.iconst(work.tail.lanes as i64);
                 self.base.fb.ins().select(partial, tail, full)
             }
@@ -201,11 +246,22 @@ impl Emitter<'_> {
         }
         let [x, w, b] = tile.footprint();
         let mut inside = None;
+        let mut spans = Vec::new();
         for (base, (lo, hi)) in [(item.x, x), (item.w, w), (item.b, b)] {
-            if hi <= lo {
-                continue;
+            if hi > lo {
+                let size = self.iconst(hi - lo);
+                spans.push((base, lo, size));
             }
-            let here = self.checked_span(base, lo, hi - lo);
+        }
+        // A tile that stores its outputs: the bytes of the channels this
+        // call stores, `(lanes − 1) · out_plane` past those of the first.
+        if let (Form::Pixels(st), Some((lo, hi))) = (&tile.form, tile.output_footprint(1)) {
+            let size = self.base.fb.ins().imul_imm_s(lanes, st.out_plane);
+            let size = self.base.fb.ins().iadd_imm_s(size, hi - lo - st.out_plane);
+            spans.push((item.y, lo, size));
+        }
+        for (base, lo, size) in spans {
+            let here = self.checked_span(base, lo, size);
             inside = Some(match inside {
                 None => here,
                 Some(all) => self.base.fb.ins().band(all, here),

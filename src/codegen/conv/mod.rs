@@ -417,7 +417,11 @@ impl Emitter<'_> {
     /// × `pixels` pixels in vectors of 4 (accumulator `p / 4`).
     fn tile(&mut self, item: &Item, phase: &Phase, shape: Shape) {
         let has_taps = !phase.rows.taps.is_empty() && !phase.cols.taps.is_empty();
-        if self.schedule.isa.is_assembled() && has_taps {
+        // An assembled channels tile without taps is the bias, which the
+        // IR stores; a pixels tile is always assembled (the IR's holds one
+        // channel).
+        let pixels = self.microkernel().lanes == Lanes::Pixels;
+        if self.schedule.isa.is_assembled() && (has_taps || pixels) {
             if let Some(accs) = self.assembled_tile(item, phase, shape) {
                 self.epilogue(item, phase, shape, accs);
             }

@@ -78,14 +78,13 @@ impl Emitter<'_> {
         accs
     }
 
-    /// Bytes of one tap's packed weights: one f32 per lane of a work item
-    /// (`oc_vectors` vectors of the schedule's ISA), or one scalar for the
-    /// width strategy.
+    /// Bytes of one tap's packed weights: one f32 per channel of a work
+    /// item (`oc_vectors` vectors of the schedule's ISA, or the width
+    /// tile's channels).
     pub(super) fn tap_bytes(&self) -> i64 {
-        match self.microkernel().lanes {
-            Lanes::Pixels => 4,
-            Lanes::Channels => self.plan.work.lanes as i64 * 4,
-        }
+        // One f32 per channel of the work item: the lanes of its vectors
+        // of channels, or the width tile's channels.
+        self.plan.work.lanes as i64 * 4
     }
 
     /// The byte offset of `tap` along the rows (`cols == false`) or the

@@ -134,6 +134,7 @@ impl DscSchedule {
                 pixel_vectors: self.dw_vectors,
                 row_tile: self.dw_rows,
                 reduction_unroll: 1,
+                channels: 1,
             }),
             loop_nest: LoopNest::ChannelsOuter,
             copy: InputCopy::Bands(self.band_rows),

@@ -160,8 +160,13 @@ pub fn reach(bytes: &[u8], lanes: i64) -> Result<[(i64, i64); 5], String> {
         }
         let dest = i.op0_register().full_register();
         match i.mnemonic() {
-            M::Mov if i.op1_kind() != OpKind::Register => {
-                regs.insert(dest, (None, i.immediate(1) as i64));
+            M::Mov if i.op0_kind() == OpKind::Register => {
+                // An immediate, or a float copied through a register.
+                let value = match i.op1_kind() {
+                    OpKind::Memory | OpKind::Register => 0,
+                    _ => i.immediate(1) as i64,
+                };
+                regs.insert(dest, (None, value));
             }
             M::Kmovw => {
                 let v = value(&regs, i.op1_register())?;

@@ -35,10 +35,14 @@
 use iced_x86::IcedError;
 use iced_x86::code_asm::*;
 
-use super::{Activation, MAX_REACH, Stores, Tile};
+use super::{Activation, Form, MAX_REACH, PixelStores, Stores, Tile};
 use crate::error::{Error, Result};
 use crate::target::Isa;
 
+const XMM: [AsmRegisterXmm; 16] = [
+    xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13, xmm14,
+    xmm15,
+];
 const YMM: [AsmRegisterYmm; 16] = [
     ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14,
     ymm15,
@@ -53,12 +57,7 @@ const ZMM: [AsmRegisterZmm; 32] = [
 /// (for the audit).
 pub fn assemble(tile: &Tile) -> Result<(Vec<u8>, Vec<iced_x86::Instruction>)> {
     let fail = |e: IcedError| Error::Jit(format!("assembling a {} tile: {e}", tile.isa));
-    let registers = tile.accumulators()
-        + tile.vectors
-        + match tile.isa {
-            Isa::Avx2 => 1,
-            _ => 0,
-        };
+    let registers = tile.accumulators() + reused(tile) + usize::from(broadcasts(tile));
     let stores_ok = tile.stores.as_ref().is_none_or(|st| {
         tile.isa == Isa::Avx512 && st.pixels > 0 && tile.positions.len().is_multiple_of(st.pixels)
     });
@@ -82,6 +81,27 @@ pub fn assemble(tile: &Tile) -> Result<(Vec<u8>, Vec<iced_x86::Instruction>)> {
     let instructions = a.instructions().to_vec();
     let bytes = a.assemble(0).map_err(fail)?;
     Ok((bytes, instructions))
+}
+
+/// The vector registers a tile holds through a tap: the weight vectors
+/// (channels in lanes), or the fewer of its channels' broadcast weights
+/// and its pixel vectors (pixels in lanes).
+fn reused(tile: &Tile) -> usize {
+    match tile.form {
+        Form::Channels => tile.vectors,
+        Form::Pixels(_) => tile.vectors.min(tile.positions.len()),
+    }
+}
+
+/// Whether the tile needs a register to broadcast an operand into (AVX2,
+/// which has no embedded broadcast, when the broadcast operand is the one
+/// read by each FMA).
+fn broadcasts(tile: &Tile) -> bool {
+    let fresh_broadcast = match tile.form {
+        Form::Channels => true,
+        Form::Pixels(_) => tile.positions.len() < tile.vectors,
+    };
+    tile.isa == Isa::Avx2 && fresh_broadcast
 }
 
 /// An assembler and the tile it writes.
@@ -131,7 +151,11 @@ impl Emit<'_> {
         let p = self.positions();
         for v in 0..self.tile.vectors {
             for q in 0..p {
-                self.mov_load(v * p + q, rdx, v as i64 * vb)?;
+                match self.tile.form {
+                    Form::Channels => self.mov_load(v * p + q, rdx, v as i64 * vb)?,
+                    // Channel v's bias in every lane.
+                    Form::Pixels(_) => self.broadcast_load(v * p + q, rdx, v as i64 * 4)?,
+                }
             }
         }
         let has_taps = !self.tile.taps.taps.is_empty() && self.tile.taps.rows > 0;
@@ -150,14 +174,199 @@ impl Emit<'_> {
             }
             self.channels(rest)?;
         }
-        for a in 0..self.accs() {
-            self.mov_store(rcx, a as i64 * vb, a)?;
-        }
-        if let Some(stores) = &self.tile.stores {
-            self.stores(stores)?;
+        if let Form::Pixels(stores) = &self.tile.form {
+            self.pixel_stores(stores)?;
+        } else {
+            for a in 0..self.accs() {
+                self.mov_store(rcx, a as i64 * vb, a)?;
+            }
+            if let Some(stores) = &self.tile.stores {
+                self.stores(stores)?;
+            }
         }
         self.a.vzeroupper()?;
         self.a.ret()
+    }
+
+    /// The f32 at `base + off` broadcast to every lane of register `reg`.
+    fn broadcast_load(&mut self, reg: usize, base: AsmRegister64, off: i64) -> R {
+        match self.tile.isa {
+            Isa::Avx512 => self.a.vbroadcastss(ZMM[reg], dword_ptr(base + disp(off)?)),
+            _ => self.a.vbroadcastss(YMM[reg], dword_ptr(base + disp(off)?)),
+        }
+    }
+
+    /// `acc += a · b`, registers.
+    fn fma(&mut self, acc: usize, a: usize, b: usize) -> R {
+        match self.tile.isa {
+            Isa::Avx512 => self.a.vfmadd231ps(ZMM[acc], ZMM[a], ZMM[b]),
+            _ => self.a.vfmadd231ps(YMM[acc], YMM[a], YMM[b]),
+        }
+    }
+
+    /// `acc += a · vector at base + off`.
+    fn fma_vector(&mut self, acc: usize, a: usize, base: AsmRegister64, off: i64) -> R {
+        match self.tile.isa {
+            Isa::Avx512 => self.a.vfmadd231ps(ZMM[acc], ZMM[a], zmmword_ptr(base + disp(off)?)),
+            _ => self.a.vfmadd231ps(YMM[acc], YMM[a], ymmword_ptr(base + disp(off)?)),
+        }
+    }
+
+    /// One tap of a pixels-in-lanes tile (see [`Form::Pixels`]), the
+    /// input at `x + x_off + tx`, the weights at `w + w_off + tw`.
+    fn pixel_tap(&mut self, x: AsmRegister64, w: AsmRegister64, x_at: i64, w_at: i64) -> R {
+        let (accs, m, j) = (self.accs(), self.tile.vectors, self.positions());
+        let positions = self.tile.positions.clone();
+        if m <= j {
+            // The channels' weights broadcast into registers, each pixel
+            // vector read by its FMAs.
+            for c in 0..m {
+                self.broadcast_load(accs + c, w, w_at + 4 * c as i64)?;
+            }
+            for (q, &at) in positions.iter().enumerate() {
+                for c in 0..m {
+                    self.fma_vector(c * j + q, accs + c, x, x_at + at)?;
+                }
+            }
+            return Ok(());
+        }
+        // The pixel vectors in registers, each weight broadcast by its
+        // FMAs (from memory on AVX-512, into a register on AVX2).
+        for (q, &at) in positions.iter().enumerate() {
+            self.mov_load(accs + q, x, x_at + at)?;
+        }
+        for c in 0..m {
+            let weight = disp(w_at + 4 * c as i64)?;
+            match self.tile.isa {
+                Isa::Avx512 => {
+                    for q in 0..j {
+                        let (acc, pixels) = (ZMM[c * j + q], ZMM[accs + q]);
+                        self.a.vfmadd231ps(acc, pixels, dword_bcst(w + weight))?;
+                    }
+                }
+                _ => {
+                    let tmp = accs + j;
+                    self.a.vbroadcastss(YMM[tmp], dword_ptr(w + weight))?;
+                    for q in 0..j {
+                        self.fma(c * j + q, accs + q, tmp)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The epilogue of a pixels-in-lanes tile (see [`PixelStores`]): with
+    /// the reduction done, the registers past the accumulators are free.
+    fn pixel_stores(&mut self, st: &PixelStores) -> R {
+        let (accs, m, j) = (self.accs(), self.tile.vectors, self.positions());
+        let (zero, constant) = (accs, accs + 1);
+        let avx512 = self.tile.isa == Isa::Avx512;
+        let vb = self.tile.isa.bytes() as i64;
+        // Constants: zero in a register; 6 or the slope in `acc` past the
+        // accumulators' block, read as a memory operand (AVX2 keeps only
+        // two registers free).
+        let constant_at = (accs as i64) * vb;
+        self.vxor(zero)?;
+        let bits = match st.activation {
+            Activation::Relu6 => Some(6.0f32.to_bits()),
+            Activation::LeakyRelu(slope) => Some(slope),
+            _ => None,
+        };
+        if let Some(bits) = bits {
+            self.a.mov(eax, bits)?;
+            if avx512 {
+                self.a.vpbroadcastd(ZMM[constant], eax)?;
+            } else {
+                self.a.vmovd(XMM[constant], eax)?;
+                self.a.vbroadcastss(YMM[constant], XMM[constant])?;
+            }
+            self.mov_store(rcx, constant_at, constant)?;
+        }
+        for a in 0..accs {
+            match st.activation {
+                Activation::None => {}
+                Activation::Relu => self.maxps(a, zero, a)?,
+                Activation::Relu6 => {
+                    self.maxps(a, zero, a)?;
+                    self.mov_load(constant, rcx, constant_at)?;
+                    self.minps(a, constant, a)?;
+                }
+                Activation::LeakyRelu(_) => {
+                    // max(x, 0) + slope · min(x, 0): NaN and −0 kept.
+                    self.minps(constant, zero, a)?;
+                    self.mulps_mem(constant, rcx, constant_at)?;
+                    self.maxps(a, zero, a)?;
+                    self.addps(a, a, constant)?;
+                }
+            }
+        }
+        let mut done = self.a.create_label();
+        for c in 0..m {
+            if c >= st.min_lanes {
+                self.a.cmp(r9, c as i32)?;
+                self.a.jbe(done)?;
+            }
+            for q in 0..j {
+                let (a, valid) = (c * j + q, st.valid[q]);
+                let off = c as i64 * st.out_plane + st.out[q];
+                let lanes = self.tile.isa.lanes();
+                if st.out_step == 4 && valid == lanes {
+                    self.mov_store(r8, off, a)?;
+                } else if st.out_step == 4 && avx512 {
+                    self.a.mov(eax, (1u32 << valid) - 1)?;
+                    self.a.kmovw(k1, eax)?;
+                    self.a.vmovups(zmmword_ptr(r8 + disp(off)?).k1(), ZMM[a])?;
+                } else {
+                    // Lane by lane, through the accumulator block.
+                    self.mov_store(rcx, 0, a)?;
+                    for lane in 0..valid as i64 {
+                        self.a.mov(eax, dword_ptr(rcx + disp(4 * lane)?))?;
+                        self.a.mov(dword_ptr(r8 + disp(off + lane * st.out_step)?), eax)?;
+                    }
+                }
+            }
+        }
+        self.a.set_label(&mut done)?;
+        Ok(())
+    }
+
+    fn vxor(&mut self, r: usize) -> R {
+        match self.tile.isa {
+            Isa::Avx512 => self.a.vxorps(ZMM[r], ZMM[r], ZMM[r]),
+            _ => self.a.vxorps(YMM[r], YMM[r], YMM[r]),
+        }
+    }
+
+    /// `d = a > b ? a : b` (`b` when either is NaN).
+    fn maxps(&mut self, d: usize, a: usize, b: usize) -> R {
+        match self.tile.isa {
+            Isa::Avx512 => self.a.vmaxps(ZMM[d], ZMM[a], ZMM[b]),
+            _ => self.a.vmaxps(YMM[d], YMM[a], YMM[b]),
+        }
+    }
+
+    /// `d = a < b ? a : b` (`b` when either is NaN).
+    fn minps(&mut self, d: usize, a: usize, b: usize) -> R {
+        match self.tile.isa {
+            Isa::Avx512 => self.a.vminps(ZMM[d], ZMM[a], ZMM[b]),
+            _ => self.a.vminps(YMM[d], YMM[a], YMM[b]),
+        }
+    }
+
+    fn addps(&mut self, d: usize, a: usize, b: usize) -> R {
+        match self.tile.isa {
+            Isa::Avx512 => self.a.vaddps(ZMM[d], ZMM[a], ZMM[b]),
+            _ => self.a.vaddps(YMM[d], YMM[a], YMM[b]),
+        }
+    }
+
+    /// `d *= the vector at base + off`.
+    fn mulps_mem(&mut self, d: usize, base: AsmRegister64, off: i64) -> R {
+        match self.tile.isa {
+            Isa::Avx512 => self.a.vmulps(ZMM[d], ZMM[d], zmmword_ptr(base + disp(off)?)),
+            _ => self.a.vmulps(YMM[d], YMM[d], ymmword_ptr(base + disp(off)?)),
+        }
     }
 
     /// The epilogue of [`Stores`] (AVX-512; see the module's notes).
@@ -298,6 +507,12 @@ impl Emit<'_> {
         let (accs, vectors, p) = (self.accs(), self.tile.vectors, self.positions());
         let vb = self.tile.isa.bytes() as i64;
         let taps = self.tile.taps.taps.clone();
+        if matches!(self.tile.form, Form::Pixels(_)) {
+            for (tw, tx) in taps {
+                self.pixel_tap(x, w, x_off + tx, w_off + tw)?;
+            }
+            return Ok(());
+        }
         for (tw, tx) in taps {
             for v in 0..vectors {
                 self.mov_load(accs + v, w, w_off + tw + v as i64 * vb)?;

@@ -86,10 +86,49 @@ pub struct Tile {
     pub w_channel: i64,
     /// One channel's taps.
     pub taps: Taps,
-    /// The epilogue, when the tile stores its outputs itself (AVX-512
-    /// on rows of consecutive output pixels); without one it leaves its
-    /// accumulators in `acc` for the IR's epilogue.
+    /// The epilogue, when a channels-in-lanes tile stores its outputs
+    /// itself (AVX-512 on rows of consecutive output pixels); without one
+    /// it leaves its accumulators in `acc` for the IR's epilogue.
     pub stores: Option<Stores>,
+    /// What the lanes hold.
+    pub form: Form,
+}
+
+/// What an assembled tile's lanes hold.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Form {
+    /// Output channels (the direct algorithm): `vectors` vectors of the
+    /// tap's weights, reused by every position, times each position's
+    /// pixel broadcast; accumulator `(v, q)` at `v · positions + q`.
+    Channels,
+    /// Consecutive output pixels (the width algorithm): `vectors` output
+    /// channels times `positions.len()` vectors of pixels, each position
+    /// the input offset of a vector; accumulator `(m, j)` at
+    /// `m · positions + j`. The fewer of the two operands is held in
+    /// registers through a tap, the other read by each FMA. It always
+    /// stores its outputs itself.
+    Pixels(PixelStores),
+}
+
+/// The epilogue of a pixels-in-lanes tile: the activation, then for each
+/// channel `m` (the first `lanes` only) and pixel vector `j`, its `valid[j]`
+/// lanes stored at `y + m · out_plane + out[j]`, `out_step` bytes apart —
+/// a whole vector (masked on AVX-512) where they are consecutive, lane by
+/// lane through `acc` where they are not.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PixelStores {
+    /// Output bytes of each pixel vector's first pixel.
+    pub out: Vec<i64>,
+    /// The lanes of each pixel vector that are pixels of the row.
+    pub valid: Vec<usize>,
+    /// Output bytes between consecutive pixels of a vector.
+    pub out_step: i64,
+    /// Output bytes from one channel to the next.
+    pub out_plane: i64,
+    /// The activation.
+    pub activation: Activation,
+    /// Channels every call stores.
+    pub min_lanes: usize,
 }
 
 /// An assembled tile's own epilogue: the activation, the accumulators
@@ -159,10 +198,13 @@ impl Tile {
         self.vectors * self.positions.len()
     }
 
-    /// Bytes of the accumulator block the tile stores: accumulator
-    /// `(v, q)` at `(v · positions + q) · vector bytes`.
+    /// Bytes of the accumulator block the tile uses: accumulator `(v, q)`
+    /// at `(v · positions + q) · vector bytes`; a pixels tile uses it for
+    /// its stores lane by lane and one vector past the accumulators for
+    /// its activation's constant.
     pub fn acc_bytes(&self) -> usize {
-        self.accumulators() * self.isa.bytes()
+        let extra = usize::from(matches!(self.form, Form::Pixels(_)));
+        (self.accumulators() + extra) * self.isa.bytes()
     }
 
     /// This tile, without its own stores when their offsets would not fit
@@ -186,14 +228,21 @@ impl Tile {
             self.acc_bytes() as i64,
         ];
         let [x, w, b] = self.footprint();
-        let y = match &self.stores {
-            Some(st) => {
+        let y = match (&self.stores, &self.form) {
+            (Some(st), _) => {
                 let rows = (self.positions.len() / st.pixels.max(1)) as i64;
                 let reach = (self.vectors * self.isa.lanes()) as i64 * st.out_plane.abs()
                     + rows * (st.out_row.abs() + st.pixels as i64 * 4);
                 [reach, -reach]
             }
-            None => [0, 0],
+            (None, Form::Pixels(st)) => {
+                let out = st.out.iter().map(|o| o.abs()).max().unwrap_or(0);
+                let reach = self.vectors as i64 * st.out_plane.abs()
+                    + out
+                    + self.isa.lanes() as i64 * st.out_step.abs();
+                [reach, -reach]
+            }
+            (None, Form::Channels) => [0, 0],
         };
         steps.iter().chain(&[x.0, x.1, w.0, w.1, b.1]).chain(&y).all(|v| v.abs() <= MAX_REACH)
     }
@@ -201,6 +250,16 @@ impl Tile {
     /// The bytes of the output a tile with [`Stores`] writes when it
     /// stores `lanes` channels, as `[lo, hi)` offsets from `y`.
     pub fn output_footprint(&self, lanes: usize) -> Option<(i64, i64)> {
+        if let Form::Pixels(st) = &self.form {
+            let lanes = lanes.min(self.vectors);
+            if lanes == 0 {
+                return Some((0, 0));
+            }
+            let ends = st.out.iter().zip(&st.valid);
+            let lo = ends.clone().map(|(&o, _)| o).min().unwrap_or(0);
+            let hi = ends.map(|(&o, &v)| o + (v as i64 - 1) * st.out_step + 4).max().unwrap_or(0);
+            return Some((lo, (lanes - 1) as i64 * st.out_plane + hi));
+        }
         let st = self.stores.as_ref()?;
         let rows = self.positions.len() / st.pixels;
         if lanes == 0 || rows == 0 {
@@ -237,11 +296,16 @@ impl Tile {
         let at = range(&mut self.positions.iter().copied());
         let x = sum(&[channels, rows, taps, at]);
         let w = sum(&[w_channels, w_rows, w_taps]);
-        let bias = self.vectors as i64 * vb;
+        // What one address reads: a pixel broadcast and a vector of
+        // weights, or a vector of pixels and a weight broadcast.
+        let (pixel, weights, bias) = match self.form {
+            Form::Channels => (4, self.vectors as i64 * vb, self.vectors as i64 * vb),
+            Form::Pixels(_) => (vb, self.vectors as i64 * 4, self.vectors as i64 * 4),
+        };
         if self.taps.taps.is_empty() || self.channels == 0 {
             return [(0, 0), (0, 0), (0, bias)];
         }
-        [(x.0, x.1 + 4), (w.0, w.1 + self.vectors as i64 * vb), (0, bias)]
+        [(x.0, x.1 + pixel), (w.0, w.1 + weights), (0, bias)]
     }
 }
 
@@ -251,55 +315,113 @@ mod tests {
     use proptest::prelude::*;
 
     /// A tile with random positions, taps and strides, of an ISA this
-    /// host may not have (the code is assembled and decoded, never run);
-    /// on AVX-512, with its own stores half the time.
+    /// host may not have (the code is assembled and decoded, never run):
+    /// channels in lanes (on AVX-512, with its own stores half the time),
+    /// or pixels in lanes.
     fn any_tile() -> impl Strategy<Value = Tile> {
         let isa = prop_oneof![Just(Isa::Avx2), Just(Isa::Avx512)];
         let shape = (1usize..=3, 1usize..=12).prop_map(|(v, p)| (v, p.min(12 / v)));
-        let grid = prop::collection::vec((0i64..40, 0i64..400), 1..=9);
-        let stores = (any::<bool>(), 1usize..=4, 0usize..=4, 0u32..4, 0usize..=48);
+        let grid = prop::collection::vec((0i64..40, 0i64..400), 0..=9);
+        let stores = (0u8..3, 1usize..=4, 0usize..=4, 0u32..4, 0usize..=48);
         let sizes = (0usize..=6, 1usize..=4, (1i64..2000, 1i64..600), 1usize..=3, 1i64..50);
-        (isa, shape, grid, sizes, stores).prop_map(|(isa, (vectors, p), grid, sizes, stores)| {
-            let (channels, unroll, (plane, w_channel), rows, step) = sizes;
-            let (own, rows_of, plane_out, activation, min_lanes) = stores;
-            let vb = isa.bytes() as i64;
-            // Positions in whole rows when the tile stores them.
-            let (p, stores) = if own && isa == Isa::Avx512 {
-                let rows_of = rows_of.min(p);
-                let pixels = p / rows_of;
+        let pixels = (1usize..=14, 1usize..=4, 1usize..=40, any::<bool>());
+        (isa, shape, grid, sizes, (stores, pixels)).prop_map(
+            |(isa, (vectors, p), grid, sizes, (stores, pixels))| {
+                let (kind, rows_of, plane_out, activation, min_lanes) = stores;
                 let activation = [
                     Activation::None,
                     Activation::Relu,
                     Activation::Relu6,
                     Activation::LeakyRelu(0.5f32.to_bits()),
                 ][activation as usize];
-                let stores = Stores {
-                    pixels,
-                    out_row: 4 * (pixels as i64 + 3),
-                    out_plane: 4 * (rows_of * (pixels + 3) + plane_out) as i64,
-                    activation,
-                    min_lanes: min_lanes.min(vectors * 16),
+                let lanes = isa.lanes();
+                // Pixels in lanes: m channels × vectors of a row's pixels.
+                if kind == 2 {
+                    let (m, rows_of, row_pixels, strided) = pixels;
+                    let per_row = row_pixels.div_ceil(lanes);
+                    let j = per_row * rows_of;
+                    let fits = |m: usize| {
+                        m * j + m.min(j) + usize::from(isa == Isa::Avx2 && j < m) <= 16
+                            && m * j <= 14
+                    };
+                    if !fits(1) {
+                        return any_channels_tile(isa, (1, 1), vec![(0, 0)], sizes, None);
+                    }
+                    let m = (1..=m).rev().find(|&m| fits(m)).unwrap_or(1);
+                    let out_step = if strided { 8 } else { 4 };
+                    let out_row = 4 * (row_pixels as i64 * 2 + 5);
+                    let (mut positions, mut out, mut valid) = (vec![], vec![], vec![]);
+                    for r in 0..rows_of {
+                        for n in 0..per_row {
+                            positions.push(r as i64 * 400 + (lanes * n * 4) as i64);
+                            out.push(r as i64 * out_row + (lanes * n) as i64 * out_step);
+                            valid.push((row_pixels - lanes * n).min(lanes));
+                        }
+                    }
+                    let stores = PixelStores {
+                        out,
+                        valid,
+                        out_step,
+                        out_plane: out_row * rows_of as i64 + 4 * plane_out as i64,
+                        activation,
+                        min_lanes: min_lanes.min(m),
+                    };
+                    let mut tile = any_channels_tile(isa, (m, 1), grid, sizes, None);
+                    tile.positions = positions;
+                    tile.w_channel = tile.w_channel / (vectors_bytes(isa, 1)) * 4 * m as i64;
+                    tile.taps.taps = tile.taps.taps.iter().map(|&(w, x)| (w / 4 * 4, x)).collect();
+                    tile.form = Form::Pixels(stores);
+                    return tile;
+                }
+                // Positions in whole rows when the tile stores them.
+                let (p, stores) = if kind == 1 && isa == Isa::Avx512 {
+                    let rows_of = rows_of.min(p);
+                    let pixels = p / rows_of;
+                    let stores = Stores {
+                        pixels,
+                        out_row: 4 * (pixels as i64 + 3),
+                        out_plane: 4 * (rows_of * (pixels + 3) + plane_out) as i64,
+                        activation,
+                        min_lanes: min_lanes.min(vectors * 16),
+                    };
+                    (pixels * rows_of, Some(stores))
+                } else {
+                    (p, None)
                 };
-                (pixels * rows_of, Some(stores))
-            } else {
-                (p, None)
-            };
-            Tile {
-                isa,
-                vectors,
-                positions: (0..p as i64).map(|q| q * 8).collect(),
-                channels,
-                unroll,
-                plane: plane * 4,
-                w_channel: w_channel * vectors as i64 * vb,
-                taps: Taps {
-                    rows,
-                    row_step: (step * vectors as i64 * vb, step * 100),
-                    taps: grid.iter().map(|&(w, x)| (w * vectors as i64 * vb, x * 4)).collect(),
-                },
-                stores,
-            }
-        })
+                any_channels_tile(isa, (vectors, p), grid, sizes, stores)
+            },
+        )
+    }
+
+    fn vectors_bytes(isa: Isa, vectors: usize) -> i64 {
+        (vectors * isa.bytes()) as i64
+    }
+
+    /// A channels-in-lanes tile of `vectors` × `p` from the drawn sizes.
+    fn any_channels_tile(
+        isa: Isa,
+        (vectors, p): (usize, usize),
+        grid: Vec<(i64, i64)>,
+        (channels, unroll, (plane, w_channel), rows, step): (usize, usize, (i64, i64), usize, i64),
+        stores: Option<Stores>,
+    ) -> Tile {
+        let vb = vectors_bytes(isa, vectors);
+        Tile {
+            isa,
+            vectors,
+            positions: (0..p as i64).map(|q| q * 8).collect(),
+            channels,
+            unroll,
+            plane: plane * 4,
+            w_channel: w_channel * vb,
+            taps: Taps {
+                rows,
+                row_step: (step * vb, step * 100),
+                taps: grid.iter().map(|&(w, x)| (w * vb, x * 4)).collect(),
+            },
+            stores,
+            form: Form::Channels,
+        }
     }
 
     proptest! {
@@ -318,17 +440,32 @@ mod tests {
             let (code, intended) = assemble(&tile).unwrap();
             let audit = audit(&code, &intended).unwrap();
             prop_assert_eq!(audit.fmas, tile_fmas(&tile));
-            let all = tile.vectors * tile.isa.lanes();
-            let lanes = lanes.clamp(tile.stores.as_ref().map_or(1, |s| s.min_lanes.max(1)), all);
+            let (all, least) = match &tile.form {
+                Form::Pixels(st) => (tile.vectors, st.min_lanes),
+                Form::Channels => {
+                    (tile.vectors * tile.isa.lanes(), tile.stores.as_ref().map_or(1, |s| s.min_lanes))
+                }
+            };
+            let lanes = lanes.clamp(least.max(1), all);
             let [x, w, b, acc, y] = reach(&code, lanes as i64).unwrap();
             prop_assert_eq!([x, w, b], tile.footprint());
-            prop_assert_eq!(acc, (0, tile.acc_bytes() as i64));
+            match tile.form {
+                // Within the block: the stores lane by lane and the
+                // constant use parts of it.
+                Form::Pixels(_) => {
+                    prop_assert!(acc.0 >= 0 && acc.1 <= tile.acc_bytes() as i64, "{:?}", acc)
+                }
+                Form::Channels => prop_assert_eq!(acc, (0, tile.acc_bytes() as i64)),
+            }
             prop_assert_eq!(y, tile.output_footprint(lanes).unwrap_or((0, 0)));
         }
     }
 
     /// The FMA instructions a tile's code holds (loops counted once).
     fn tile_fmas(tile: &Tile) -> usize {
+        if tile.taps.taps.is_empty() {
+            return 0;
+        }
         if tile.channels == 0 {
             return 0;
         }
