@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Markdown tables for docs/benchmarks.md and the README from `convjit bench
 --json-out` reports: runs on one thread and, optionally, as many runs on two
-threads (run i of one thread paired with run i of two).
+threads (run i of one thread paired with run i of two), and as many
+`scripts/peers.py --json` runs of the peers made right after each (run i of
+convjit paired with run i of the peers, for the threads of each).
 
     python3 scripts/bench_tables.py ONE_THREAD.json... [--two TWO_THREADS.json...]
+        [--peers PEERS.json...]
 
 With several runs, every cell is the median over the runs of that run's own
 figure (a ratio is taken within each run, then the median of the ratios), so
@@ -108,10 +111,58 @@ def two_threads(ones, twos):
               f"{max(gains_big):.2f}× (median {statistics.median(gains_big):.2f}×).")
 
 
+def load_peers(path):
+    """{(layer, engine, threads): macs_per_cycle} of one peers.py --json run."""
+    with open(path) as f:
+        report = json.load(f)
+    return {(r["layer"], r["engine"], r["threads"]): r.get("macs_per_cycle")
+            for r in report["results"] if not r.get("error")}
+
+
+def against_peers(runs, peers, threads):
+    """jit, im2col and naive against onnxruntime and OpenVINO, each cell the
+    median over the paired runs; ratios taken within each pair."""
+    print(f"\n{threads} thread{'s' if threads > 1 else ''}, MACs per TSC tick "
+          "(jit ÷ ort: the jit's speed over onnxruntime's):\n")
+    print("| layer | jit | im2col | naive | onnxruntime | OpenVINO | jit ÷ ort | jit ÷ im2col |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    ratios = []
+    for layer in runs[0][1]:
+        def mine(engine):
+            return field(runs, layer, engine, "macs_per_cycle")
+
+        def peer(engine):
+            return median([p.get((layer, engine, threads)) for p in peers])
+
+        ratio = median([
+            rows[layer]["jit"]["macs_per_cycle"] / p[(layer, "onnxruntime", threads)]
+            for (_, rows), p in zip(runs, peers)
+            if p.get((layer, "onnxruntime", threads))
+        ])
+        if ratio is not None:
+            ratios.append(ratio)
+        print("| " + " | ".join([
+            layer,
+            cell(mine("jit"), "{:.2f}"),
+            cell(mine("im2col"), "{:.2f}"),
+            cell(mine("naive"), "{:.3f}"),
+            cell(peer("onnxruntime"), "{:.2f}"),
+            cell(peer("openvino"), "{:.2f}"),
+            cell(ratio, "{:.2f}×"),
+            cell(field(runs, layer, "im2col", "jit_speedup"), "{:.2f}×"),
+        ]) + " |")
+    if ratios:
+        print(f"\njit ÷ onnxruntime: geometric mean {geomean(ratios):.2f}× "
+              f"({min(ratios):.2f}× to {max(ratios):.2f}×).")
+
+
 def main():
     args = sys.argv[1:]
     if not args or args[0].startswith("-"):
         sys.exit(__doc__)
+    peers_at = args.index("--peers") if "--peers" in args else len(args)
+    peers = [load_peers(p) for p in args[peers_at + 1:]]
+    args = args[:peers_at]
     split = args.index("--two") if "--two" in args else len(args)
     ones = [load(p) for p in args[:split]]
     twos = [load(p) for p in args[split + 1:]]
@@ -120,6 +171,12 @@ def main():
         if len(twos) != len(ones):
             sys.exit("give as many two-thread runs as one-thread runs")
         two_threads(ones, twos)
+    if peers:
+        if len(peers) != len(ones):
+            sys.exit("give as many peers runs as one-thread runs")
+        against_peers(ones, peers, 1)
+        if twos:
+            against_peers(twos, peers, 2)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,18 @@ pub struct Deviation {
     pub max_rel: f64,
     /// The index of the worst element, if any element differs.
     pub worst: Option<usize>,
+    /// The largest finite |expected|, which `max_rel` is relative to.
+    pub scale: f64,
+}
+
+impl Deviation {
+    /// Whether every element is within `tolerance · (1 + the largest
+    /// |expected|)` of what was expected: relative to the output's size,
+    /// and absolute where the whole output is near zero (a single output
+    /// that cancels to ~0 has no size of its own to be relative to).
+    pub fn within(&self, tolerance: f64) -> bool {
+        self.max_abs <= tolerance * (1.0 + self.scale)
+    }
 }
 
 /// Compares `actual` with `expected` element by element. NaN matches NaN and
@@ -162,7 +174,7 @@ pub fn compare(actual: &[f32], expected: &[f32]) -> Deviation {
     assert_eq!(actual.len(), expected.len(), "compare: lengths differ");
     let scale =
         expected.iter().filter(|e| e.is_finite()).fold(0.0f64, |m, &e| m.max(f64::from(e).abs()));
-    let mut dev = Deviation::default();
+    let mut dev = Deviation { scale, ..Deviation::default() };
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let err = element_error(a, e);
         if err > dev.max_abs || (err > 0.0 && dev.worst.is_none()) {

@@ -458,11 +458,16 @@ fn compare_reports_the_worst_element() {
     let expected = [1.0, -4.0, 2.0, 0.0];
     assert_eq!(
         compare(&expected, &expected),
-        Deviation { max_abs: 0.0, max_rel: 0.0, worst: None }
+        Deviation { max_abs: 0.0, max_rel: 0.0, worst: None, scale: 4.0 }
     );
     let dev = compare(&[1.0, -4.5, 2.25, 0.0], &expected);
     assert_eq!(dev.worst, Some(1));
     assert_eq!(dev.max_abs, 0.5);
+    // Within 0.1 · (1 + 4) but not 0.05 · 5; an output near zero is held
+    // to the tolerance absolutely.
+    assert!(dev.within(0.1) && !dev.within(0.05));
+    let tiny = compare(&[1.1e-4], &[1.0e-4]);
+    assert!(tiny.max_rel > 0.09 && tiny.within(1e-4));
     assert_eq!(dev.max_rel, 0.5 / 4.0);
     // NaN meets only NaN; an infinity only the same infinity.
     assert_eq!(compare(&[NAN, INF], &[NAN, INF]).max_abs, 0.0);
@@ -631,7 +636,8 @@ proptest! {
         let b = v.has_bias().then(|| random_tensor(seed ^ 2, v.out_channels()));
         let want = reference::conv(&v, &x, &w, b.as_deref()).unwrap();
         prop_assert_eq!(want.len(), v.output_len());
-        prop_assert_eq!(compare(&want, &want), Deviation { max_abs: 0.0, max_rel: 0.0, worst: None });
+        let scale = want.iter().filter(|e| e.is_finite()).fold(0.0f64, |m, &e| m.max(f64::from(e).abs()));
+        prop_assert_eq!(compare(&want, &want), Deviation { max_abs: 0.0, max_rel: 0.0, worst: None, scale });
         prop_assert_eq!(compare(&want, &want.clone()).max_abs, 0.0);
 
         for &engine in Engine::ALL {

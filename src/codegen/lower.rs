@@ -89,6 +89,22 @@ impl Checks {
     }
 }
 
+/// The bytes a checked access covers: a constant, or a run-time value.
+#[derive(Clone, Copy)]
+pub(super) enum Size {
+    Bytes(i64),
+    Value(Value),
+}
+
+/// What [`Lower::bounds_test`] found: whether the access is inside, its
+/// address, its buffer, and the guard block.
+pub(super) struct Bounds {
+    pub inside: Value,
+    pub addr: Value,
+    pub owner: Buffer,
+    pub guard: Value,
+}
+
 /// An emitter: what it holds in its [`Base`], and the helpers it emits with.
 pub(super) trait Lower<'a>: Sized {
     /// The emitter's builder, target and checks.
@@ -205,25 +221,10 @@ pub(super) trait Lower<'a>: Sized {
     /// load gives zeros. A pointer of no known buffer is an emitter bug,
     /// caught when the code is emitted.
     fn checked(&mut self, ty: Type, base: Value, off: i64, value: Option<Value>) -> Option<Value> {
-        let checks = self.base().checks.as_ref().expect("the checked lowering");
-        let guard = checks.guard;
-        let owner = *checks.owners.get(&base).expect("every address is formed from a buffer's");
-        let bounds = owner as i32 * GUARD_BOUNDS;
-        let fb = self.fb();
+        let size = Size::Bytes(i64::from(ty.bytes()));
+        let Bounds { inside, addr, owner, guard } = self.bounds_test(base, off, size);
         let flags = MemFlagsData::new().with_notrap();
-        let lo = fb.ins().load(types::I64, flags, guard, bounds);
-        let hi = fb.ins().load(types::I64, flags, guard, bounds + 8);
-        let addr = fb.ins().iadd_imm_s(base, off);
-        // Inside when `addr − lo ≤ (hi − lo) − size` and the buffer holds
-        // `size` bytes: no sum that can wrap (an address below `lo` makes
-        // `addr − lo` huge, and fails).
-        let size = i64::from(ty.bytes());
-        let span = fb.ins().isub(hi, lo);
-        let from_start = fb.ins().isub(addr, lo);
-        let room = fb.ins().iadd_imm_s(span, -size);
-        let holds = fb.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, span, size);
-        let fits = fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, from_start, room);
-        let inside = fb.ins().band(holds, fits);
+        let fb = self.fb();
         let access = fb.create_block();
         let fault = fb.create_block();
         let done = fb.create_block();
@@ -270,22 +271,9 @@ pub(super) trait Lower<'a>: Sized {
     /// guard block's fault record (as [`Lower::checked`] does). For an
     /// access the IR does not make itself: an assembled tile's reads.
     fn checked_span(&mut self, base: Value, off: i64, size: Value) -> Value {
-        let checks = self.base().checks.as_ref().expect("the checked lowering");
-        let guard = checks.guard;
-        let owner = *checks.owners.get(&base).expect("every address is formed from a buffer's");
-        let bounds = owner as i32 * GUARD_BOUNDS;
-        let fb = self.fb();
+        let Bounds { inside, addr, owner, guard } = self.bounds_test(base, off, Size::Value(size));
         let flags = MemFlagsData::new().with_notrap();
-        let lo = fb.ins().load(types::I64, flags, guard, bounds);
-        let hi = fb.ins().load(types::I64, flags, guard, bounds + 8);
-        let addr = fb.ins().iadd_imm_s(base, off);
-        // As in `checked`: no sum that can wrap.
-        let span = fb.ins().isub(hi, lo);
-        let from_start = fb.ins().isub(addr, lo);
-        let room = fb.ins().isub(span, size);
-        let holds = fb.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, span, size);
-        let fits = fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, from_start, room);
-        let inside = fb.ins().band(holds, fits);
+        let fb = self.fb();
         let fault = fb.create_block();
         let done = fb.create_block();
         fb.ins().brif(inside, done, &[], fault, &[]);
@@ -296,6 +284,39 @@ pub(super) trait Lower<'a>: Sized {
         fb.ins().jump(done, &[]);
         fb.switch_to_block(done);
         inside
+    }
+
+    /// The test of the checked lowering: whether `size` bytes at `base +
+    /// off` lie inside the bounds the guard block gives `base`'s buffer
+    /// (`addr − lo ≤ (hi − lo) − size` and the buffer holds `size` bytes:
+    /// no sum that can wrap, since an address below `lo` makes `addr − lo`
+    /// huge, and fails). A pointer of no known buffer is an emitter bug,
+    /// caught when the code is emitted.
+    fn bounds_test(&mut self, base: Value, off: i64, size: Size) -> Bounds {
+        let checks = self.base().checks.as_ref().expect("the checked lowering");
+        let guard = checks.guard;
+        let owner = *checks.owners.get(&base).expect("every address is formed from a buffer's");
+        let bounds = owner as i32 * GUARD_BOUNDS;
+        let fb = self.fb();
+        let flags = MemFlagsData::new().with_notrap();
+        let lo = fb.ins().load(types::I64, flags, guard, bounds);
+        let hi = fb.ins().load(types::I64, flags, guard, bounds + 8);
+        let addr = fb.ins().iadd_imm_s(base, off);
+        let span = fb.ins().isub(hi, lo);
+        let from_start = fb.ins().isub(addr, lo);
+        let (room, holds) = match size {
+            Size::Bytes(size) => (
+                fb.ins().iadd_imm_s(span, -size),
+                fb.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, span, size),
+            ),
+            Size::Value(size) => (
+                fb.ins().isub(span, size),
+                fb.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, span, size),
+            ),
+        };
+        let fits = fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, from_start, room);
+        let inside = fb.ins().band(holds, fits);
+        Bounds { inside, addr, owner, guard }
     }
 
     /// A store with no check.

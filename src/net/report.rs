@@ -17,8 +17,10 @@ use crate::reference::Deviation;
 use crate::terminal::escape;
 use crate::timing::{self, Measurement};
 
-/// The normwise relative error (`reference::compare`'s `max_rel`) past
-/// which a network's output fails its check against the reference run.
+/// The tolerance of a network's check against the reference run: every
+/// output within `CHECK_TOLERANCE · (1 + the largest |expected|)`
+/// ([`Deviation::within`]): a normwise relative error, absolute where the
+/// whole output is near zero.
 pub const CHECK_TOLERANCE: f64 = 1e-4;
 
 impl Report {
@@ -156,7 +158,7 @@ pub struct CheckReport {
     pub max_rel: f64,
     /// The tolerance it is held to.
     pub tolerance: f64,
-    /// Whether `max_rel` is within it.
+    /// Whether `max_abs` is within it times 1 + the largest |expected|.
     pub passed: bool,
 }
 
@@ -166,7 +168,7 @@ impl From<Deviation> for CheckReport {
             max_abs: d.max_abs,
             max_rel: d.max_rel,
             tolerance: CHECK_TOLERANCE,
-            passed: d.max_rel <= CHECK_TOLERANCE,
+            passed: d.within(CHECK_TOLERANCE),
         }
     }
 }
