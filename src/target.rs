@@ -122,17 +122,19 @@ impl Isa {
     }
 
     /// Whether this host can run its code: AVX2 with FMA, or AVX-512F
-    /// (with AVX2 and FMA, which every AVX-512 core has).
+    /// (with AVX2 and FMA, which every AVX-512 core has). The assembled
+    /// tiles follow the System V calling convention, which `extern "C"` is
+    /// on x86-64 Unix hosts: elsewhere, `sse` only.
     pub fn on_host(self) -> bool {
         match self {
             Isa::Sse => true,
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", unix))]
             Isa::Avx2 => {
                 std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
             }
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", unix))]
             Isa::Avx512 => Isa::Avx2.on_host() && std::is_x86_feature_detected!("avx512f"),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(not(all(target_arch = "x86_64", unix)))]
             _ => false,
         }
     }

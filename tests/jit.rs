@@ -993,3 +993,49 @@ fn flat_schedules_of_older_files_migrate() {
     }
     assert!(seen >= 10, "{seen} schedules");
 }
+
+/// Assembled channels tiles of two and three vectors of channels, with
+/// more than 16 channels per group and every activation: the AVX-512
+/// tile's epilogue sets its activation's constants again for each vector
+/// (the transpose of the vector before reuses their registers; a relu on
+/// the second vector once compared with leftovers of the first).
+#[test]
+fn assembled_tiles_activate_every_vector_of_channels() {
+    for activation in ["none", "relu", "relu6", "leaky_relu"] {
+        let spec = spec(&format!(
+            r#"{{"op":"conv2d","in_channels":8,"out_channels":40,"height":6,"width":16,
+                "kernel":3,"padding":1,"activation":"{activation}"}}"#
+        ));
+        for isa in Isa::available().filter(|isa| isa.is_assembled()) {
+            for (oc_vectors, pixel_tile) in [(2, 6), (3, 4)] {
+                let tile = Tile { oc_vectors, pixel_tile, row_tile: 1 };
+                let schedule = Schedule {
+                    isa,
+                    algorithm: common::algorithm(Family::Direct, tile, 1, false),
+                    ..schedule::choose(&spec)
+                };
+                // Plain (the tile's own epilogue) and checked (the IR's).
+                for seed in [1, 4] {
+                    check_kernel(&spec, &schedule, seed);
+                }
+            }
+        }
+    }
+}
+
+/// Layers an assembled tile cannot take (a kernel row of more than 256
+/// taps) get a legal schedule of Cranelift's tiles from the heuristic,
+/// whatever algorithm it would have chosen.
+#[test]
+fn the_heuristic_falls_back_to_sse_past_the_assembled_tiles_limits() {
+    for json in [
+        r#"{"op":"conv2d","in_channels":2,"out_channels":2,"groups":2,"height":2,"width":300,"kernel":[1,270]}"#,
+        r#"{"op":"conv2d","in_channels":1,"out_channels":20,"height":1,"width":300,"kernel":[1,270]}"#,
+    ] {
+        let spec = spec(json);
+        let schedule = schedule::choose(&spec);
+        assert!(schedule.legal(&spec).is_ok(), "{schedule:?}");
+        assert_eq!(schedule.isa, Isa::Sse);
+        check_kernel(&spec, &schedule, 3);
+    }
+}

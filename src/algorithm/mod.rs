@@ -388,7 +388,9 @@ impl Algorithm {
 
 /// Why an assembled tile of `lanes` channels cannot compute `spec`, when
 /// it cannot: a kernel row of more than [`MAX_ASSEMBLED_ROW_TAPS`] taps, or
-/// an input or a group's weights past [`MAX_ASSEMBLED_REACH`] bytes.
+/// an input copy (bounded from above: rows split into column phases, each
+/// with room for a last vector), an output or a group's weights past
+/// [`MAX_ASSEMBLED_REACH`] bytes.
 fn beyond_assembled(spec: &ValidSpec, lanes: usize) -> Option<String> {
     let geometry = Geometry::of(spec);
     let row_taps = geometry.phases.iter().map(|p| p.cols.taps.len()).max().unwrap_or(0);
@@ -400,16 +402,19 @@ fn beyond_assembled(spec: &ValidSpec, lanes: usize) -> Option<String> {
     }
     let [h, w] = geometry.padded;
     let [kh, kw] = spec.kernel();
-    let input =
-        [h, w, spec.in_channels(), 4].iter().try_fold(1u64, |a, &b| a.checked_mul(b as u64));
-    let weights = [spec.in_per_group(), kh, kw, lanes, 4]
-        .iter()
-        .try_fold(1u64, |a, &b| a.checked_mul(b as u64));
+    let bytes = |dims: &[usize]| dims.iter().try_fold(4u64, |a, &b| a.checked_mul(b as u64));
+    // The stored copy: its rows may be split into column phases (a stride
+    // each), each long enough for a last vector of 16 lanes past the row.
+    let row = w.checked_add(spec.out_width()).and_then(|r| r.checked_add(16));
+    let row = row.and_then(|r| r.checked_mul(spec.stride()[1]));
+    let input = row.and_then(|row| bytes(&[h, row, spec.in_channels()]));
+    let weights = bytes(&[spec.in_per_group(), kh, kw, lanes]);
+    let output = bytes(&[spec.out_height(), spec.out_width(), spec.out_channels()]);
     let reach = MAX_ASSEMBLED_REACH as u64;
-    if input.is_none_or(|b| b > reach) || weights.is_none_or(|b| b > reach) {
+    if [input, weights, output].iter().any(|b| b.is_none_or(|b| b > reach)) {
         return Some(format!(
-            "an assembled tile addresses at most {reach} bytes of input and of a group's \
-             weights (use sse)"
+            "an assembled tile addresses at most {reach} bytes of input, of output and of a \
+             group's weights (use sse)"
         ));
     }
     None
@@ -522,7 +527,7 @@ pub enum Input {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Work {
     /// Output channels per work item: one per lane of the tile's channel
-    /// block (`lanes · oc_vectors`), or 1 for the width algorithm.
+    /// block (`lanes · oc_vectors`), or the width algorithm's `channels`.
     pub lanes: usize,
     /// Work items of one image.
     pub items: usize,

@@ -174,7 +174,14 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     let tile = Tile { oc_vectors, pixel_tile, row_tile };
     let algorithm = Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave, isa);
     let run = Run { threads, split };
-    Schedule { isa, algorithm, loop_nest: LoopNest::RowsOuter, copy, run }
+    let schedule = Schedule { isa, algorithm, loop_nest: LoopNest::RowsOuter, copy, run };
+    // A layer the assembled tiles cannot take (a kernel row of more than
+    // 256 taps, buffers past their 32-bit displacements) gets the
+    // schedule Cranelift's tiles would have.
+    if isa.is_assembled() && schedule.legal(spec).is_err() {
+        return choose_for(spec, threads, Isa::Sse);
+    }
+    schedule
 }
 
 /// The vector ISA of the direct algorithm's tiles, up to `widest`: the one

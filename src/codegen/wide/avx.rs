@@ -373,14 +373,16 @@ impl Emit<'_> {
     fn stores(&mut self, st: &Stores) -> R {
         let p = self.positions();
         let (zero, constant) = (ZMM[16], ZMM[17]);
-        self.a.vxorps(zero, zero, zero)?;
-        match st.activation {
-            Activation::Relu6 => self.broadcast_bits(constant, 6.0f32.to_bits())?,
-            Activation::LeakyRelu(slope) => self.broadcast_bits(constant, slope)?,
-            Activation::None | Activation::Relu => {}
-        }
         let rows = p / st.pixels;
         for v in 0..self.tile.vectors {
+            // Set for each vector of channels: the transpose of the one
+            // before used every register from zmm16 on.
+            self.a.vxorps(zero, zero, zero)?;
+            match st.activation {
+                Activation::Relu6 => self.broadcast_bits(constant, 6.0f32.to_bits())?,
+                Activation::LeakyRelu(slope) => self.broadcast_bits(constant, slope)?,
+                Activation::None | Activation::Relu => {}
+            }
             for (q, &r) in ZMM[..16].iter().enumerate() {
                 if q >= p {
                     self.a.vxorps(r, r, r)?;

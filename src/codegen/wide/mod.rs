@@ -7,9 +7,11 @@
 //! tile is within a few percent of hand-written 128-bit code, and a third
 //! of what 512-bit FMAs do on the same core. So the tile alone is
 //! assembled, per layer, with every offset an immediate as in the IR
-//! lowering; the loop nest around it, the input copies, the item decoding
-//! and the epilogue (activation, the stores and their channel tails) stay
-//! Cranelift IR, and call the tile as a function.
+//! lowering, and with it the epilogue where the IR's would cost as much
+//! as the tile (the activation and the stores of an AVX-512 channels tile,
+//! through a transpose; every pixels tile's); the loop nest around it, the
+//! input copies and the item decoding stay Cranelift IR, and call the tile
+//! as a function.
 //!
 //! - [`Tile`]: what one assembled tile computes, in the lowering's terms
 //!   (the reduction's taps and channels, the pixels of the tile), and the
@@ -20,10 +22,11 @@
 //!   not cover it — the bytes decode to the instructions intended, and
 //!   they keep the System V ABI — and its listing for `convjit ir --asm`.
 //!
-//! A tile is a System V function `tile(x, w, bias, acc)`: it loads its
-//! accumulators from the bias, reduces over the channels and taps, and
-//! stores the accumulators to `acc`, where the IR epilogue reads them as
-//! f32x4 vectors. It is a leaf that touches no stack and no callee-saved
+//! A tile is a System V function `tile(x, w, bias, acc, y, lanes)`: it
+//! loads its accumulators from the bias, reduces over the channels and
+//! taps, and either stores the accumulators to `acc`, where the IR
+//! epilogue reads them as f32x4 vectors, or stores the first `lanes`
+//! channels of its outputs to `y` itself ([`Stores`], [`Form::Pixels`]). It is a leaf that touches no stack and no callee-saved
 //! register, and ends with `vzeroupper` before `ret`: it needs no unwind
 //! information, and leaves the upper halves of the vector registers clean
 //! for the SSE code around it.
