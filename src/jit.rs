@@ -5,7 +5,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cranelift_codegen::ir::types;
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, ir};
@@ -232,43 +231,44 @@ impl Compiler {
         signature: ir::Signature,
         lower: impl FnOnce(&mut ir::Function, Target, &mut dyn Linker) -> Result<()>,
     ) -> Result<(Code, *const u8)> {
-        let mut module =
-            JITModule::new(JITBuilder::with_isa(self.isa.clone(), default_libcall_names()));
-        let result = (|| {
+        self.in_module(|module| {
             let mut ctx = module.make_context();
             ctx.func.signature = signature;
-            lower(&mut ctx.func, self.target(), &mut ModuleLinker { module: &mut module })?;
+            lower(&mut ctx.func, self.target(), &mut ModuleLinker { module })?;
             let id = module
                 .declare_function("conv", Linkage::Export, &ctx.func.signature)
                 .map_err(|e| Error::Jit(e.to_string()))?;
             module.define_function(id, &mut ctx).map_err(|e| Error::Jit(format!("{e:?}")))?;
-            module.finalize_definitions().map_err(|e| Error::Jit(e.to_string()))?;
-            Ok(module.get_finalized_function(id))
-        })();
-        match result {
-            Ok(pointer) => Ok((Code::new(module), pointer)),
-            Err(e) => {
-                // SAFETY: no pointer into the module's memory escaped.
-                unsafe { module.free_memory() };
-                Err(e)
-            }
-        }
+            Ok(id)
+        })
     }
 
     /// Places assembled machine code (a [`wide::signature`] function that
     /// passed [`wide::audit`]) in a JIT module of its own, returning the
     /// code's owner and its address.
     pub(crate) fn define_assembled(&self, code: &[u8]) -> Result<(Code, *const u8)> {
-        let mut module =
-            JITModule::new(JITBuilder::with_isa(self.isa.clone(), default_libcall_names()));
-        let jit = |e: cranelift_module::ModuleError| Error::Jit(e.to_string());
-        let result = (|| {
+        self.in_module(|module| {
+            let jit = |e: cranelift_module::ModuleError| Error::Jit(e.to_string());
             let signature = wide::signature(self.isa.pointer_type());
             let id = module.declare_function("tile", Linkage::Export, &signature).map_err(jit)?;
             module.define_function_bytes(id, 64, code, &[]).map_err(jit)?;
-            module.finalize_definitions().map_err(jit)?;
+            Ok(id)
+        })
+    }
+
+    /// A JIT module of its own in which `define` defines the function it
+    /// returns, finalized: the code's owner and the function's address.
+    /// On an error the module's memory is freed.
+    fn in_module(
+        &self,
+        define: impl FnOnce(&mut JITModule) -> Result<cranelift_module::FuncId>,
+    ) -> Result<(Code, *const u8)> {
+        let mut module =
+            JITModule::new(JITBuilder::with_isa(self.isa.clone(), default_libcall_names()));
+        let result = define(&mut module).and_then(|id| {
+            module.finalize_definitions().map_err(|e| Error::Jit(e.to_string()))?;
             Ok(module.get_finalized_function(id))
-        })();
+        });
         match result {
             Ok(pointer) => Ok((Code::new(module), pointer)),
             Err(e) => {
@@ -296,7 +296,7 @@ impl Compiler {
         plan.compilable()?;
         let mut func = ir::Function::new();
         func.signature = ConvFn::signature(self.isa.pointer_type(), self.isa.default_call_conv());
-        let mut tiles = ListingLinker::default();
+        let mut tiles = ListingLinker { pointer: self.isa.pointer_type(), tiles: Vec::new() };
         codegen::lower(spec, schedule, &plan, self.target(), &mut func, &mut tiles)?;
         let ir = func.display().to_string();
         let asm = if asm {
@@ -335,8 +335,8 @@ impl Linker for ModuleLinker<'_> {
 }
 
 /// Keeps the assembled code for a listing, named as the IR calls it.
-#[derive(Default)]
 struct ListingLinker {
+    pointer: ir::Type,
     tiles: Vec<(String, String)>,
 }
 
@@ -344,7 +344,7 @@ impl Linker for ListingLinker {
     fn link(&mut self, func: &mut ir::Function, name: &str, code: &[u8]) -> Result<ir::FuncRef> {
         let user = ir::UserExternalName::new(1, self.tiles.len() as u32);
         let name_ref = func.declare_imported_user_function(user);
-        let signature = func.import_signature(wide::signature(types::I64));
+        let signature = func.import_signature(wide::signature(self.pointer));
         let callee = func.import_function(ir::ExtFuncData {
             name: ir::ExternalName::user(name_ref),
             signature,
