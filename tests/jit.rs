@@ -1039,3 +1039,36 @@ fn the_heuristic_falls_back_to_sse_past_the_assembled_tiles_limits() {
         check_kernel(&spec, &schedule, 3);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Groups of more output channels than one vector of the widest ISA
+    /// holds (which `any_spec` does not draw), with every activation, on
+    /// assembled direct tiles of one to three vectors of channels: every
+    /// vector's epilogue against the reference, plain and checked.
+    #[test]
+    fn assembled_tiles_of_wide_groups_match_reference(
+        (cin, cout, h, w, k, pad) in (1usize..=6, 17usize..=52, 1usize..=7, 1usize..=20, 1usize..=3, 0usize..=1),
+        activation in prop::sample::select(vec!["none", "relu", "relu6", "leaky_relu"]),
+        (oc_vectors, pixel_tile) in (1usize..=3, 1usize..=7),
+        seed in any::<u64>(),
+    ) {
+        let spec = spec(&format!(
+            r#"{{"op":"conv2d","in_channels":{cin},"out_channels":{cout},"height":{},"width":{},
+                "kernel":{k},"padding":{pad},"activation":"{activation}"}}"#,
+            h + k, w + k
+        ));
+        for isa in Isa::available().filter(|isa| isa.is_assembled()) {
+            let most = algorithm::isa_accumulators(isa, oc_vectors);
+            let tile = Tile { oc_vectors, pixel_tile: pixel_tile.min(most / oc_vectors), row_tile: 1 };
+            let schedule = Schedule {
+                isa,
+                algorithm: common::algorithm(Family::Direct, tile, 1, false),
+                ..schedule::choose(&spec)
+            };
+            prop_assert!(schedule.legal(&spec).is_ok(), "{schedule:?}");
+            check_kernel(&spec, &schedule, seed);
+        }
+    }
+}
