@@ -194,11 +194,12 @@ impl Compiler {
     pub fn compile_with(&self, spec: &ValidSpec, schedule: &Schedule) -> Result<Kernel> {
         self.admits(spec, schedule)?;
         let start = Instant::now();
-        let plan = Plan::new(spec, schedule);
+        let lowered = schedule.lowered(spec);
+        let plan = Plan::new(&lowered, schedule);
         plan.compilable()?;
         let signature = ConvFn::signature(self.isa.pointer_type(), self.isa.default_call_conv());
         let (code, pointer) = self.define(signature, |func, target, linker| {
-            codegen::lower(spec, schedule, &plan, target, func, linker)
+            codegen::lower(&lowered, schedule, &plan, target, func, linker)
         })?;
         // SAFETY: the function was compiled with `ConvFn::signature` in the
         // ISA's default calling convention; `code` owns it.
@@ -292,12 +293,13 @@ impl Compiler {
     /// The IR (and optionally the machine code) of `spec` under `schedule`.
     pub fn listing(&self, spec: &ValidSpec, schedule: &Schedule, asm: bool) -> Result<Listing> {
         self.admits(spec, schedule)?;
-        let plan = Plan::new(spec, schedule);
+        let lowered = schedule.lowered(spec);
+        let plan = Plan::new(&lowered, schedule);
         plan.compilable()?;
         let mut func = ir::Function::new();
         func.signature = ConvFn::signature(self.isa.pointer_type(), self.isa.default_call_conv());
         let mut tiles = ListingLinker { pointer: self.isa.pointer_type(), tiles: Vec::new() };
-        codegen::lower(spec, schedule, &plan, self.target(), &mut func, &mut tiles)?;
+        codegen::lower(&lowered, schedule, &plan, self.target(), &mut func, &mut tiles)?;
         let ir = func.display().to_string();
         let asm = if asm {
             let mut ctx = Context::for_function(func);

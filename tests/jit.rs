@@ -127,6 +127,77 @@ proptest! {
     }
 }
 
+/// A 1×1 conv2d of stride 1 without padding, whose input and output
+/// planes are the same pixels: the layers the width algorithm may compute
+/// in rows of another length. Up to 3 groups of up to 40 channels (tails
+/// of every tile the heuristic and the space take), planes of up to
+/// 24 × 24 pixels, 1 or 2 images.
+fn flat_spec() -> impl Strategy<Value = ValidSpec> {
+    ((1i64..=2, 1i64..=3, 1i64..=40, 1i64..=40), [0i64..=23, 0i64..=23], (any::<bool>(), 0usize..5))
+        .prop_filter_map("invalid spec", |((batch, groups, cig, cog), extra, output)| {
+            let kernel = ([1, 1], [1, 1], [1, 1]);
+            common::build_spec(
+                (false, batch, groups, cig, cog),
+                kernel,
+                ([0; 4], extra, [0, 0]),
+                output,
+            )
+        })
+}
+
+/// A legal width schedule for the flat `spec` on its planes cut into rows
+/// of a length that divides them (any, the plane's own width and the
+/// whole plane among them): any tile, channels and ISA, any loop nest,
+/// copy and threads.
+fn any_flat_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
+    let pixels = spec.height() * spec.width();
+    let lengths: Vec<usize> = (1..=pixels).filter(|l| pixels.is_multiple_of(*l)).collect();
+    let spec = spec.clone();
+    (any_schedule(&spec), prop::sample::select(lengths), 1usize..=14, 1usize..=3).prop_map(
+        move |(mut schedule, len, channels, vectors)| {
+            let isa = schedule.isa;
+            let m = if isa.is_assembled() { channels } else { 1 };
+            let fits = |v: usize| m * v <= algorithm::isa_accumulators(isa, m.min(v));
+            let Some(pixel_vectors) = (1..=vectors).rev().find(|&v| fits(v)) else {
+                return schedule;
+            };
+            let width = Width {
+                pixel_vectors,
+                row_tile: 1,
+                reduction_unroll: schedule.reduction_unroll().min(spec.in_per_group()),
+                channels: m,
+                row_length: Some(len),
+            };
+            let candidate = Schedule { algorithm: Algorithm::Width(width), ..schedule };
+            if candidate.legal(&spec).is_ok() {
+                schedule = candidate;
+            }
+            schedule
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// A flat layer computed on its planes cut into rows of any length
+    /// that divides them (a vector's pixels then span the layer's rows)
+    /// matches the reference, with every ISA, tile, loop nest, copy and
+    /// thread count — and so does the heuristic's schedule for it.
+    #[test]
+    fn flat_planes_in_rows_of_any_length_match_reference(
+        (spec, schedule) in flat_spec().prop_flat_map(|s| {
+            let sched = any_flat_schedule(&s);
+            (Just(s), sched)
+        }),
+        seed in any::<u64>(),
+    ) {
+        prop_assert!(schedule.legal(&spec).is_ok(), "{schedule:?} illegal for {spec}");
+        check_kernel(&spec, &schedule, seed);
+        check_kernel(&spec, &schedule::choose(&spec), seed);
+    }
+}
+
 /// A knob value at or past one of `Schedule::legal`'s bounds: small values
 /// (0 and each accumulator count), the bounds and one past them (56
 /// pixels, 256 threads, 2^24), and values that overflow any product or
@@ -161,14 +232,14 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
     let isas: Vec<Isa> = Isa::available().collect();
     (
         (0usize..3, k.clone(), k.clone(), k.clone(), k.clone()),
-        (any::<bool>(), prop::option::of(k.clone()), k, any::<bool>(), copy, any::<bool>()),
-        prop::sample::select(isas),
+        (any::<bool>(), prop::option::of(k.clone()), k.clone(), any::<bool>(), copy, any::<bool>()),
+        (prop::sample::select(isas), prop::option::of(k)),
     )
         .prop_map(
             |(
                 (family, oc_vectors, pixel_tile, reduction_unroll, row_tile),
                 (rows_outer, col_block, threads, split_rows, copy, interleave),
-                isa,
+                (isa, row_length),
             )| {
                 let tile = Tile { oc_vectors, pixel_tile, row_tile };
                 let algorithm = match family {
@@ -184,6 +255,7 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
                         row_tile,
                         reduction_unroll,
                         channels: oc_vectors,
+                        row_length,
                     }),
                 };
                 Schedule {
@@ -702,6 +774,7 @@ fn illegal_schedules_are_refused() {
             row_tile,
             reduction_unroll: 1,
             channels: 1,
+            row_length: None,
         }),
         ..base
     };
@@ -1070,5 +1143,47 @@ proptest! {
             prop_assert!(schedule.legal(&spec).is_ok(), "{schedule:?}");
             check_kernel(&spec, &schedule, seed);
         }
+    }
+}
+
+/// Rows of another length are a schedule of flat planes only (a 1×1
+/// conv2d of stride 1 without padding) and of lengths that divide a
+/// plane: anything else is refused naming the field; a legal one reads
+/// and writes the same tensors as the layer's own rows.
+#[test]
+fn rows_of_another_length_are_for_flat_planes_only() {
+    let compiler = Compiler::host().unwrap();
+    let in_rows = |spec: &ValidSpec, len: usize| Schedule {
+        algorithm: Algorithm::Width(Width {
+            pixel_vectors: 1,
+            row_tile: 1,
+            reduction_unroll: 1,
+            channels: 1,
+            row_length: Some(len),
+        }),
+        isa: Isa::Sse,
+        ..schedule::choose(spec)
+    };
+    let flat = spec(
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":1,"bias":true}"#,
+    );
+    for json in [
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":3}"#,
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":1,"stride":2}"#,
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":1,"padding":1}"#,
+        r#"{"op":"conv_transpose2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":1}"#,
+    ] {
+        let layer = spec(json);
+        let e = compiler.compile_with(&layer, &in_rows(&layer, 12)).unwrap_err();
+        assert!(matches!(&e, Error::InvalidSchedule { field: "row_length", .. }), "{json}: {e}");
+    }
+    for len in [0, 7, 61, 120] {
+        let e = compiler.compile_with(&flat, &in_rows(&flat, len)).unwrap_err();
+        assert!(matches!(&e, Error::InvalidSchedule { field: "row_length", .. }), "{len}: {e}");
+    }
+    for len in [1, 4, 12, 60] {
+        let schedule = in_rows(&flat, len);
+        check_kernel(&flat, &schedule, len as u64);
+        assert_eq!(Schedule::from_json(&schedule.to_json()).unwrap(), schedule);
     }
 }

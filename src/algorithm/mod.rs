@@ -22,6 +22,8 @@ mod depthwise;
 mod direct;
 mod width;
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 pub use depthwise::Depthwise;
@@ -171,6 +173,7 @@ impl Algorithm {
                 row_tile: tile.row_tile,
                 reduction_unroll,
                 channels: tile.oc_vectors,
+                row_length: None,
             }),
         }
     }
@@ -274,6 +277,25 @@ impl Algorithm {
         }
     }
 
+    /// The length of the rows it computes the layer's planes as, when not
+    /// the layer's own ([`Width::row_length`]).
+    pub fn row_length(&self) -> Option<usize> {
+        match *self {
+            Algorithm::Width(w) => w.row_length,
+            _ => None,
+        }
+    }
+
+    /// The layer as this configuration computes it: `spec`, or `spec` on
+    /// its planes cut into rows of [`Algorithm::row_length`] (the same
+    /// tensors in memory). For a configuration legal for `spec`.
+    pub fn lowered<'a>(&self, spec: &'a ValidSpec) -> Cow<'a, ValidSpec> {
+        match self.row_length().and_then(|len| spec.as_rows(len)) {
+            Some(rows) => Cow::Owned(rows),
+            None => Cow::Borrowed(spec),
+        }
+    }
+
     /// Whether the microkernel reads an NHWC copy (the direct algorithm's
     /// [`Layout::Nhwc`]).
     pub fn interleave(&self) -> bool {
@@ -334,6 +356,17 @@ impl Algorithm {
                             "must be at least 1 with channels · pixel_vectors at most \
                              {MAX_ACCUMULATORS}"
                         ),
+                    );
+                }
+                if let Some(len) = w.row_length
+                    && spec.as_rows(len).is_none()
+                {
+                    return bad(
+                        "row_length",
+                        len.to_string(),
+                        "rows of another length compute only a 1×1 conv2d of stride 1 \
+                         without padding (its input and output planes are the same pixels), \
+                         and the length must divide the pixels of a plane",
                     );
                 }
                 if w.channels > 1 && !isa.is_assembled() {

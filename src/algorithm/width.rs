@@ -28,6 +28,13 @@ pub struct Width {
     /// weight broadcast (default 1; more on the assembled ISAs only).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub channels: usize,
+    /// The length of the rows the layer's planes are computed as, when not
+    /// its own width: a 1×1 conv2d of stride 1 without padding reads and
+    /// writes the same `H·W` consecutive pixels of each plane, so any
+    /// length that divides them computes it (rows of whole tiles: no
+    /// vector masked at a row's end). Absent: the layer's rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_length: Option<usize>,
 }
 
 fn one() -> usize {
@@ -55,7 +62,7 @@ impl Family for WidthFamily {
 
     /// Whole vectors of pixels, up to the first that covers the widest
     /// phase; one channel (`sse`), or up to as many as a group has
-    /// (assembled: 1, 2, 4, 7, 14).
+    /// (assembled: 1, 2, 4, 6, 7, 14).
     fn tiles(
         &self,
         spec: &ValidSpec,
@@ -67,7 +74,7 @@ impl Family for WidthFamily {
         let pixels: Vec<usize> =
             (1..=MAX_ACCUMULATORS).map(|v| lanes * v).filter(|&p| p < cols + lanes).collect();
         let mut out = Vec::new();
-        let channels: &[usize] = if isa.is_assembled() { &[1, 2, 4, 7, 14] } else { &[1] };
+        let channels: &[usize] = if isa.is_assembled() { &[1, 2, 4, 6, 7, 14] } else { &[1] };
         for &m in channels.iter().filter(|&&m| m == 1 || m <= spec.out_per_group()) {
             let per_row = |_, p: usize| m * (p / lanes);
             let tiles = tiles_of(1, &pixels, per_row, geometry, min_accumulators, isa);

@@ -29,6 +29,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Kernel {
     id: u64,
     spec: ValidSpec,
+    /// The spec the plan and the code were made for: `spec`, or `spec` on
+    /// its planes cut into rows of another length ([`Schedule::lowered`]).
+    lowered: ValidSpec,
     schedule: Schedule,
     plan: Plan,
     /// The output rows of every phase, `[first, last)` as the code reads
@@ -96,6 +99,7 @@ impl Kernel {
         fill_ranges(&plan, 0, 1, &mut whole);
         Kernel {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            lowered: schedule.lowered(&spec).into_owned(),
             spec,
             schedule,
             plan,
@@ -396,7 +400,7 @@ impl Kernel {
 
     /// The padded copies of this kernel's plan.
     fn copier(&self) -> Copier<'_> {
-        Copier { spec: &self.spec, plan: &self.plan }
+        Copier { spec: &self.lowered, plan: &self.plan }
     }
 
     /// Like [`Kernel::run`], also measuring the run.

@@ -3,7 +3,7 @@
 
 use super::{
     Algorithm, InputCopy, LoopNest, MAX_ACCUMULATORS, MAX_THREADS, Run, Schedule, Split, Strategy,
-    Tile,
+    Tile, Width,
 };
 use crate::geometry::Geometry;
 use crate::spec::ValidSpec;
@@ -42,6 +42,9 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     let macs = crate::complexity::Complexity::of(spec).macs_valid;
     let worth = usize::try_from(macs / MIN_MACS_PER_THREAD).unwrap_or(usize::MAX);
     let threads = threads.min(worth).clamp(1, MAX_THREADS);
+    if let Some(schedule) = flat_plane(spec, threads, widest) {
+        return schedule;
+    }
     let geometry = Geometry::of(spec);
     let taps = geometry.most_taps();
     let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
@@ -150,26 +153,7 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     // 3×1 the NCHW input ran as fast or faster.
     let few_taps = if isa.is_assembled() { 1 } else { 3 };
     let interleave = strategy == Strategy::Direct && taps <= few_taps && cig >= 64;
-    // A group's planes copied just before its work items stay in cache, where
-    // a whole-image copy goes to memory and back: depthwise layers ran 1.7–2×
-    // faster with it. Threads then share whole groups, so there must be
-    // enough of them to go round evenly.
-    let groups = spec.groups();
-    let per_group = groups > 1 && (groups.is_multiple_of(threads) || groups >= 4 * threads);
-    // Likewise the rows a band of output rows reads: bands of up to 4 rows
-    // measured 3–14% faster than a whole-image copy on one thread on the
-    // suite's 1×1, transposed and 128×128 layers (the copy stays in L2), as
-    // fast elsewhere, and on two threads up to 1.4× faster, as each thread
-    // copies its own bands in the one parallel region. Smaller bands when
-    // there are few rows, so that threads share them evenly.
-    let rows = geometry.most_rows();
-    let (copy, split) = if per_group {
-        (InputCopy::Group, Split::Items)
-    } else if rows >= MIN_ROWS_TO_SPLIT {
-        (InputCopy::Bands((rows / (4 * threads)).clamp(1, 4)), Split::Rows)
-    } else {
-        (InputCopy::Image, Split::Items)
-    };
+    let (copy, split) = staging(spec, &geometry, threads);
     let oc_vectors = if strategy == Strategy::Width { width_channels } else { 1 };
     let tile = Tile { oc_vectors, pixel_tile, row_tile };
     let algorithm = Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave, isa);
@@ -183,6 +167,99 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     }
     schedule
 }
+
+/// The input copy and how threads share the work, for `spec` (whose
+/// geometry is `geometry`) on `threads` threads.
+fn staging(spec: &ValidSpec, geometry: &Geometry, threads: usize) -> (InputCopy, Split) {
+    // A group's planes copied just before its work items stay in cache, where
+    // a whole-image copy goes to memory and back: depthwise layers ran 1.7–2×
+    // faster with it. Threads then share whole groups, so there must be
+    // enough of them to go round evenly.
+    let groups = spec.groups();
+    let per_group = groups > 1 && (groups.is_multiple_of(threads) || groups >= 4 * threads);
+    // Likewise the rows a band of output rows reads: bands of up to 4 rows
+    // measured 3–14% faster than a whole-image copy on one thread on the
+    // suite's 1×1, transposed and 128×128 layers (the copy stays in L2), as
+    // fast elsewhere, and on two threads up to 1.4× faster, as each thread
+    // copies its own bands in the one parallel region. Smaller bands when
+    // there are few rows, so that threads share them evenly.
+    let rows = geometry.most_rows();
+    if per_group {
+        (InputCopy::Group, Split::Items)
+    } else if rows >= MIN_ROWS_TO_SPLIT {
+        (InputCopy::Bands((rows / (4 * threads)).clamp(1, 4)), Split::Rows)
+    } else {
+        (InputCopy::Image, Split::Items)
+    }
+}
+
+/// The schedule of a 1×1 conv2d of stride 1 without padding (whose input
+/// and output planes are the same pixels, [`ValidSpec::plane_is_flat`])
+/// on AVX2, for planes of at least [`MIN_FLAT_PIXELS`] pixels: a GEMM of
+/// the weights by the plane. The width tile of up to 6 output channels by
+/// 2 vectors (16 pixels: 12 accumulators, 2 pixel vectors, a broadcast
+/// weight), on the plane cut into rows of whole tiles — the longest of up
+/// to 4 tiles that divides it, else the plane as one row, computed in
+/// column blocks of 32 pixels that stay in cache while every channel block
+/// passes. No tile stops at a row's end: the layer's own 14-, 28- or
+/// 56-pixel rows leave vectors half empty, and its NHWC direct tile
+/// reads 14 pixels' channels a cache line each. Measured (AVX2,
+/// `compare_schedules`, docs/schedules.md): 1.19–1.52× the direct NHWC
+/// tile on 1×1 layers of 64 to 256 input channels on 56×56, 28×28 and
+/// 14×14 planes, 3.2× on one of 1,024 channels at 14×14; 0.73× on a 7×7
+/// one of 2,048 channels (49 pixels, left to the direct tile). `None` for
+/// other layers and ISAs (on AVX-512 it has not been measured).
+fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
+    let isa = Isa::host().min(widest);
+    let pixels = spec.out_height() * spec.out_width();
+    let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
+    if isa != Isa::Avx2 || !spec.plane_is_flat() || depthwise || pixels < MIN_FLAT_PIXELS {
+        return None;
+    }
+    let tile = FLAT_PIXEL_VECTORS * isa.lanes();
+    let whole = (1..=4).rev().map(|t| t * tile).find(|&len| pixels.is_multiple_of(len));
+    let len = whole.unwrap_or(pixels);
+    let lowered = spec.as_rows(len)?;
+    let geometry = Geometry::of(&lowered);
+    let (copy, split) = staging(&lowered, &geometry, threads);
+    let loop_nest = match geometry.most_rows() {
+        1 => LoopNest::ColumnBlocks(FLAT_COLUMN_BLOCK),
+        _ => LoopNest::RowsOuter,
+    };
+    let algorithm = Algorithm::Width(Width {
+        pixel_vectors: FLAT_PIXEL_VECTORS,
+        row_tile: 1,
+        reduction_unroll: MAX_ASSEMBLED_BODY_TAPS.min(spec.in_per_group()),
+        channels: spec.out_per_group().min(FLAT_CHANNELS),
+        row_length: Some(len),
+    });
+    let run = Run { threads, split };
+    let schedule = Schedule { isa, algorithm, loop_nest, copy, run };
+    schedule.legal(spec).ok()?;
+    // Rows of whole vectors need no copy (no padding, no room past a
+    // row): the code reads the image itself, in any band, and one thread
+    // splits nothing.
+    let (col_phases, sub_row) =
+        algorithm.family().row_phases(&geometry.phases, geometry.padded[1], isa.lanes());
+    if col_phases > 1 || sub_row != len {
+        return Some(schedule);
+    }
+    let split = if threads > 1 { split } else { Split::Items };
+    Some(Schedule { copy: InputCopy::Image, run: Run { threads, split }, ..schedule })
+}
+
+/// The fewest pixels of a plane the heuristic computes as a GEMM
+/// ([`flat_plane`]).
+const MIN_FLAT_PIXELS: usize = 64;
+
+/// Output channels of the GEMM's tile ([`flat_plane`]).
+const FLAT_CHANNELS: usize = 6;
+
+/// Pixel vectors of the GEMM's tile ([`flat_plane`]).
+const FLAT_PIXEL_VECTORS: usize = 2;
+
+/// Pixels per column block of a plane computed as one row ([`flat_plane`]).
+const FLAT_COLUMN_BLOCK: usize = 32;
 
 /// The vector ISA of the direct algorithm's tiles, up to `widest`: the one
 /// whose FMAs compute the most output channels of a group, with one

@@ -96,6 +96,7 @@ impl Flat {
                 row_tile: self.row_tile,
                 reduction_unroll: self.reduction_unroll,
                 channels: 1,
+                row_length: None,
             }),
         };
         let loop_nest = match (self.loop_order, self.col_block) {

@@ -246,6 +246,12 @@ impl Schedule {
         self.algorithm.reduction_unroll()
     }
 
+    /// The layer as this schedule computes it ([`Algorithm::lowered`]): the
+    /// spec the plan and the code are made for.
+    pub fn lowered<'a>(&self, spec: &'a ValidSpec) -> std::borrow::Cow<'a, ValidSpec> {
+        self.algorithm.lowered(spec)
+    }
+
     /// Whether the microkernel reads an NHWC copy.
     pub fn interleave(&self) -> bool {
         self.algorithm.interleave()

@@ -227,6 +227,37 @@ impl ValidSpec {
         s
     }
 
+    /// Whether the input and output planes are the same pixels in the same
+    /// order (a 1×1 conv2d of stride 1 without padding), so that the layer
+    /// may be computed on its planes cut into rows of any length that
+    /// divides them ([`ValidSpec::as_rows`]).
+    pub fn plane_is_flat(&self) -> bool {
+        let p = self.padding;
+        self.op == Op::Conv2d
+            && self.kernel == [1, 1]
+            && self.stride == [1, 1]
+            && [p.top, p.left, p.bottom, p.right] == [0; 4]
+    }
+
+    /// The same layer on its planes cut into rows of `len` pixels: the
+    /// same tensors in memory, element for element, when
+    /// [`ValidSpec::plane_is_flat`] and `len` divides the pixels of a
+    /// plane; `None` otherwise.
+    pub fn as_rows(&self, len: usize) -> Option<ValidSpec> {
+        let pixels = self.height * self.width;
+        if !self.plane_is_flat() || len == 0 || !pixels.is_multiple_of(len) {
+            return None;
+        }
+        let rows = pixels / len;
+        Some(ValidSpec {
+            height: rows,
+            width: len,
+            out_height: rows,
+            out_width: len,
+            ..self.clone()
+        })
+    }
+
     /// The spec in its JSON form again (normalised: every field explicit,
     /// padding as `[top, left, bottom, right]`).
     pub fn to_conv_spec(&self) -> ConvSpec {

@@ -13,6 +13,7 @@
 //! | threads | 1 to the count asked for; how they split (items or rows) when more than one |
 //! | input copy | whole image; per group (grouped layers); bands of 1, 2, 4 or 8 rows (at most the rows a phase has) — when the kernel reads a copy at all |
 //! | layout | NCHW or NHWC (direct) |
+//! | row length | the layer's rows; for a 1×1 conv2d of stride 1 without padding (width), its planes as rows of 2, 4 or 8 vectors, or as one row |
 //!
 //! Threads and split are the [`Run`], not the code: the members that
 //! differ only in them are listed one after another and share one compiled
@@ -46,7 +47,7 @@ const COL_BLOCKS: [usize; 3] = [16, 32, 64];
 const BAND_ROWS: [usize; 4] = [1, 2, 4, 8];
 
 /// The knobs, in the order [`Space::knobs`] reports them.
-pub const KNOBS: [&str; 9] = [
+pub const KNOBS: [&str; 10] = [
     "isa",
     "algorithm",
     "tile",
@@ -56,6 +57,7 @@ pub const KNOBS: [&str; 9] = [
     "split",
     "copy",
     "layout",
+    "row_length",
 ];
 
 /// The schedules a tuner may try for one layer.
@@ -78,15 +80,6 @@ impl Space {
     pub fn up_to(spec: &ValidSpec, max_threads: usize, isa: Isa) -> Space {
         let isas: Vec<Isa> = Isa::available().filter(|&i| i <= isa).collect();
         let max_threads = max_threads.clamp(1, crate::schedule::MAX_THREADS);
-        let geometry = Geometry::of(spec);
-        let (cols, rows) = (geometry.most_cols(), geometry.most_rows());
-        let mut nests = vec![LoopNest::ChannelsOuter, LoopNest::RowsOuter];
-        nests.extend(COL_BLOCKS.iter().filter(|&&b| b < cols).map(|&b| LoopNest::ColumnBlocks(b)));
-        let mut copies = vec![InputCopy::Image];
-        if spec.groups() > 1 {
-            copies.push(InputCopy::Group);
-        }
-        copies.extend(BAND_ROWS.iter().filter(|&&b| b <= rows).map(|&b| InputCopy::Bands(b)));
         let mut members = Vec::new();
         let mut reads_copy = HashMap::new();
         let threads: Vec<usize> = (1..=max_threads).collect();
@@ -97,33 +90,48 @@ impl Space {
             let unrolls: Vec<usize> = (1..=family.max_unroll(spec)).collect();
             let interleaves: Vec<bool> =
                 family.layouts().iter().map(|&l| l == Layout::Nhwc).collect();
-            let tiles = family.tiles(spec, &geometry, MIN_ACCUMULATORS, isa);
-            for (tile, reduction_unroll) in product(&tiles, &unrolls) {
-                for (loop_nest, (copy, interleave)) in
-                    product(&nests, &product(&copies, &interleaves))
-                {
-                    // The runs of one code innermost: the tuner compiles
-                    // it once and times them one after another.
-                    for (threads, split) in runs(&threads, copy) {
-                        let algorithm = Algorithm::from_knobs(
-                            strategy,
-                            tile,
-                            reduction_unroll,
-                            interleave,
-                            isa,
-                        );
-                        let run = Run { threads, split };
-                        let s = Schedule { isa, algorithm, loop_nest, copy, run };
-                        if s.legal(spec).is_err() {
-                            continue;
-                        }
-                        // Without a copy to make, every copy granularity is
-                        // the same kernel.
-                        let copied = *reads_copy
-                            .entry((strategy, interleave))
-                            .or_insert_with(|| Plan::of(spec, geometry.clone(), &s).needs_copy);
-                        if copied || copy == InputCopy::Image {
-                            members.push(s);
+            let views = match strategy {
+                Strategy::Width => row_lengths(spec, isa),
+                _ => vec![None],
+            };
+            for row_length in views {
+                // The layer as the schedules of this view compute it.
+                let lowered = row_length.and_then(|len| spec.as_rows(len));
+                let view = lowered.as_ref().unwrap_or(spec);
+                let geometry = Geometry::of(view);
+                let (nests, copies) = staging(view, &geometry);
+                let tiles = family.tiles(view, &geometry, MIN_ACCUMULATORS, isa);
+                for (tile, reduction_unroll) in product(&tiles, &unrolls) {
+                    for (loop_nest, (copy, interleave)) in
+                        product(&nests, &product(&copies, &interleaves))
+                    {
+                        // The runs of one code innermost: the tuner
+                        // compiles it once and times them one after
+                        // another.
+                        for (threads, split) in runs(&threads, copy) {
+                            let mut algorithm = Algorithm::from_knobs(
+                                strategy,
+                                tile,
+                                reduction_unroll,
+                                interleave,
+                                isa,
+                            );
+                            if let Algorithm::Width(w) = &mut algorithm {
+                                w.row_length = row_length;
+                            }
+                            let run = Run { threads, split };
+                            let s = Schedule { isa, algorithm, loop_nest, copy, run };
+                            if s.legal(spec).is_err() {
+                                continue;
+                            }
+                            // Without a copy to make, every copy
+                            // granularity is the same kernel.
+                            let copied = *reads_copy
+                                .entry((strategy, interleave, row_length))
+                                .or_insert_with(|| Plan::of(view, geometry.clone(), &s).needs_copy);
+                            if copied || copy == InputCopy::Image {
+                                members.push(s);
+                            }
                         }
                     }
                 }
@@ -162,7 +170,7 @@ impl Space {
     /// The value of every knob of `schedule` (in the order of [`KNOBS`]),
     /// encoded as a number: two schedules differ in a knob exactly when
     /// these differ.
-    pub fn knobs(schedule: &Schedule) -> [u64; 9] {
+    pub fn knobs(schedule: &Schedule) -> [u64; 10] {
         let s = schedule;
         let strategy = match s.strategy() {
             Strategy::Direct => 0,
@@ -192,9 +200,47 @@ impl Space {
             u64::from(s.run.threads > 1 && s.run.split == Split::Items),
             copy,
             u64::from(s.interleave()),
+            s.algorithm.row_length().unwrap_or(0) as u64,
         ]
     }
 }
+
+/// The loop nests and input copies the space tries on a layer of
+/// `geometry`.
+fn staging(spec: &ValidSpec, geometry: &Geometry) -> (Vec<LoopNest>, Vec<InputCopy>) {
+    let (cols, rows) = (geometry.most_cols(), geometry.most_rows());
+    let mut nests = vec![LoopNest::ChannelsOuter, LoopNest::RowsOuter];
+    nests.extend(COL_BLOCKS.iter().filter(|&&b| b < cols).map(|&b| LoopNest::ColumnBlocks(b)));
+    let mut copies = vec![InputCopy::Image];
+    if spec.groups() > 1 {
+        copies.push(InputCopy::Group);
+    }
+    copies.extend(BAND_ROWS.iter().filter(|&&b| b <= rows).map(|&b| InputCopy::Bands(b)));
+    (nests, copies)
+}
+
+/// The row lengths the width algorithm may compute `spec`'s planes as
+/// ([`crate::algorithm::Width::row_length`]): the layer's own rows, and
+/// for a layer whose planes are flat ([`ValidSpec::plane_is_flat`]) rows
+/// of 2, 4 and 8 vectors of `isa` that divide a plane, and the plane as
+/// one row.
+fn row_lengths(spec: &ValidSpec, isa: Isa) -> Vec<Option<usize>> {
+    let mut lengths = vec![None];
+    if spec.plane_is_flat() {
+        let pixels = spec.height() * spec.width();
+        let tiles = ROW_VECTORS.iter().map(|&v| v * isa.lanes()).chain([pixels]);
+        let fit = tiles.filter(|&len| len != spec.width() && pixels.is_multiple_of(len));
+        for len in fit {
+            if !lengths.contains(&Some(len)) {
+                lengths.push(Some(len));
+            }
+        }
+    }
+    lengths
+}
+
+/// Vectors per row the width algorithm may cut a flat plane into.
+const ROW_VECTORS: [usize; 3] = [2, 4, 8];
 
 /// The members whose knobs (as `knobs` encodes them) differ from
 /// `config`'s in exactly one position, in the members' order.

@@ -315,6 +315,7 @@ pub fn algorithm(
                 row_tile: tile.row_tile,
                 reduction_unroll,
                 channels: tile.oc_vectors,
+                row_length: None,
             })
         }
     }

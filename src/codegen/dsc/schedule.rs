@@ -135,6 +135,7 @@ impl DscSchedule {
                 row_tile: self.dw_rows,
                 reduction_unroll: 1,
                 channels: 1,
+                row_length: None,
             }),
             loop_nest: LoopNest::ChannelsOuter,
             copy: InputCopy::Bands(self.band_rows),
