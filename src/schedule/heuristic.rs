@@ -108,7 +108,26 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
         false if spec.in_per_group() * taps <= MAX_WIDTH_REDUCTION => spec.out_per_group().min(7),
         false => spec.out_per_group().min(4),
     };
+    // On AVX2, two vectors of channels (16) by up to 6 pixels where a
+    // group's channels fill whole pairs of vectors: each broadcast pixel
+    // then feeds two FMAs, 8 loads per 12 FMAs where one vector by 14
+    // pixels takes 15 per 14 (AVX2 has no broadcast inside the FMA, and
+    // the cores measured load two vectors per cycle). Measured (AVX2,
+    // docs/schedules.md): 1.05–1.39× the one-vector tile of 14 on the
+    // dense, strided, dilated and asymmetric layers (alexnet_g2_3x3 as
+    // fast) and on unet_tconv2x2s2; but 0.74–0.95× on the transposed layers whose
+    // phases have several taps (dcgan_tconv4x4s2, fcn_tconv4x4s2), which
+    // keep one vector.
+    let pairs = isa == Isa::Avx2
+        && strategy == Strategy::Direct
+        && (spec.op() == crate::spec::Op::Conv2d || taps == 1)
+        && spec.out_per_group().div_ceil(isa.lanes()).is_multiple_of(2);
     let (pixel_tile, row_tile) = match strategy {
+        Strategy::Direct if pairs => {
+            let most = crate::algorithm::isa_accumulators(isa, AVX2_CHANNEL_VECTORS)
+                / AVX2_CHANNEL_VECTORS;
+            (cols.div_ceil(cols.div_ceil(most).max(1)).clamp(1, most), 1)
+        }
         Strategy::Width if isa.is_assembled() => {
             let m = width_channels;
             let fits = |j: usize| m * j <= crate::algorithm::isa_accumulators(isa, m.min(j));
@@ -154,7 +173,11 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     let few_taps = if isa.is_assembled() { 1 } else { 3 };
     let interleave = strategy == Strategy::Direct && taps <= few_taps && cig >= 64;
     let (copy, split) = staging(spec, &geometry, threads);
-    let oc_vectors = if strategy == Strategy::Width { width_channels } else { 1 };
+    let oc_vectors = match strategy {
+        Strategy::Width => width_channels,
+        _ if pairs => AVX2_CHANNEL_VECTORS,
+        _ => 1,
+    };
     let tile = Tile { oc_vectors, pixel_tile, row_tile };
     let algorithm = Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave, isa);
     let run = Run { threads, split };
@@ -247,6 +270,10 @@ fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule>
     let split = if threads > 1 { split } else { Split::Items };
     Some(Schedule { copy: InputCopy::Image, run: Run { threads, split }, ..schedule })
 }
+
+/// Vectors of output channels of the direct tile on AVX2, where a group's
+/// channels fill them.
+const AVX2_CHANNEL_VECTORS: usize = 2;
 
 /// The fewest pixels of a plane the heuristic computes as a GEMM
 /// ([`flat_plane`]).
