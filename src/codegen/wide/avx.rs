@@ -317,6 +317,8 @@ impl Emit<'_> {
                     self.a.mov(eax, (1u32 << valid) - 1)?;
                     self.a.kmovw(k1, eax)?;
                     self.a.vmovups(zmmword_ptr(r8 + disp(off)?).k1(), ZMM[a])?;
+                } else if st.out_step == 4 {
+                    self.partial_store(off, a, valid, zero)?;
                 } else {
                     // Lane by lane, through the accumulator block.
                     self.mov_store(rcx, 0, a)?;
@@ -328,6 +330,28 @@ impl Emit<'_> {
             }
         }
         self.a.set_label(&mut done)?;
+        Ok(())
+    }
+
+    /// The first `valid` (below 8) lanes of AVX2 register `a` stored at
+    /// `y + off`, in pieces of 4, 2 and 1 lanes (AVX2's masked store is
+    /// slow on some cores, and the lane-by-lane copy through `acc` takes
+    /// two instructions a lane); `free` is a register the stores may use.
+    fn partial_store(&mut self, off: i64, a: usize, valid: usize, free: usize) -> R {
+        let (mut from, mut at, mut left) = (XMM[a], off, valid);
+        if left >= 4 {
+            self.a.vmovups(xmmword_ptr(r8 + disp(at)?), XMM[a])?;
+            self.a.vextractf128(XMM[free], YMM[a], 1)?;
+            (from, at, left) = (XMM[free], at + 16, left - 4);
+        }
+        if left >= 2 {
+            self.a.vmovlps(qword_ptr(r8 + disp(at)?), from)?;
+            if left == 3 {
+                self.a.vextractps(dword_ptr(r8 + disp(at + 8)?), from, 2)?;
+            }
+        } else if left == 1 {
+            self.a.vmovss(dword_ptr(r8 + disp(at)?), from)?;
+        }
         Ok(())
     }
 

@@ -116,7 +116,8 @@ pub enum Form {
 /// The epilogue of a pixels-in-lanes tile: the activation, then for each
 /// channel `m` (the first `lanes` only) and pixel vector `j`, its `valid[j]`
 /// lanes stored at `y + m · out_plane + out[j]`, `out_step` bytes apart —
-/// a whole vector (masked on AVX-512) where they are consecutive, lane by
+/// a whole vector where they are consecutive (the valid lanes of a partial
+/// one: masked on AVX-512, in pieces of 4, 2 and 1 lanes on AVX2), lane by
 /// lane through `acc` where they are not.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PixelStores {
