@@ -210,7 +210,15 @@ fn staging(spec: &ValidSpec, geometry: &Geometry, threads: usize) -> (InputCopy,
     if per_group {
         (InputCopy::Group, Split::Items)
     } else if rows >= MIN_ROWS_TO_SPLIT {
-        (InputCopy::Bands((rows / (4 * threads)).clamp(1, 4)), Split::Rows)
+        // As many bands for every thread: of up to twice the rows, the
+        // count nearest that cuts them so (33 rows on two threads: 6
+        // bands of 5 or 6 rows, where bands of 4 left one thread 5 bands
+        // and the other 4).
+        let nominal = (rows / (4 * threads)).clamp(1, 4);
+        let even = (1..=2 * nominal)
+            .filter(|&b| rows.div_ceil(b).is_multiple_of(threads))
+            .min_by_key(|&b| b.abs_diff(nominal));
+        (InputCopy::Bands(even.unwrap_or(nominal)), Split::Rows)
     } else {
         (InputCopy::Image, Split::Items)
     }
