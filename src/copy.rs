@@ -9,7 +9,6 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::codegen::Plan;
-use crate::codegen::plan::INPUT_BLOCK;
 use crate::spec::ValidSpec;
 
 /// Makes the copies of one kernel's plan.
@@ -20,7 +19,7 @@ pub(crate) struct Copier<'a> {
 
 impl Copier<'_> {
     /// Copies one image into the plan's padded (and maybe channel-blocked)
-    /// layout, split by planes (a channel, or a block of 4 channels)
+    /// layout, split by planes (a channel, or a block of a vector's channels)
     /// across `threads`. The borders of `scratch` are zero and stay zero:
     /// only the interior is written.
     pub(crate) fn image(&self, x: &[f32], scratch: &mut [f32], threads: usize) {
@@ -158,23 +157,53 @@ impl Copier<'_> {
         let (h, w) = (self.spec.height(), self.spec.width());
         let plan = &self.plan;
         let [top, left, _, _] = plan.geometry.pad;
-        let lanes = if plan.work.blocked_input { INPUT_BLOCK } else { 1 };
+        let lanes = if plan.work.blocked_input { plan.work.input_block() } else { 1 };
         let stride = plan.row_len() * lanes;
         for (r, dst_row) in rows.zip(dst.chunks_mut(stride)) {
-            for lane in 0..lanes {
+            // The row of each lane's channel, or none (zeros).
+            let src = |lane: usize| {
                 let c = p * lanes + lane;
-                if c >= self.spec.in_channels() || !(top..top + h).contains(&r) {
-                    (0..w).for_each(|i| dst_row[plan.col_offset(left + i) * lanes + lane] = 0.0);
-                    continue;
+                let inside = c < self.spec.in_channels() && (top..top + h).contains(&r);
+                inside.then(|| &x[(c * h + r - top) * w..][..w])
+            };
+            if lanes == 1 {
+                match src(0) {
+                    Some(src) => copy_row(src, dst_row, left, plan),
+                    None => (0..w).for_each(|i| dst_row[plan.col_offset(left + i)] = 0.0),
                 }
-                let src = &x[(c * h + r - top) * w..][..w];
-                if lanes > 1 {
-                    for (i, &v) in src.iter().enumerate() {
-                        dst_row[(left + i) * lanes + lane] = v;
+                continue;
+            }
+            // A blocked row: pixel-major, `lanes` channels each. Quads of
+            // channels are transposed 4 × 4 pixels at a time.
+            let mut lane = 0;
+            while lane < lanes {
+                let quad = [src(lane), src(lane + 1), src(lane + 2), src(lane + 3)];
+                if lane + 4 <= lanes
+                    && let [Some(a), Some(b), Some(c), Some(d)] = quad
+                {
+                    let rows = [a, b, c, d];
+                    let quads = w / 4 * 4;
+                    for i in (0..quads).step_by(4) {
+                        let at = (left + i) * lanes + lane;
+                        transpose4(&rows, i, &mut dst_row[at..], lanes);
                     }
+                    for (k, row) in rows.iter().enumerate() {
+                        for (i, &v) in row.iter().enumerate().skip(quads) {
+                            dst_row[(left + i) * lanes + lane + k] = v;
+                        }
+                    }
+                    lane += 4;
                     continue;
                 }
-                copy_row(src, dst_row, left, plan);
+                match src(lane) {
+                    Some(src) => {
+                        for (i, &v) in src.iter().enumerate() {
+                            dst_row[(left + i) * lanes + lane] = v;
+                        }
+                    }
+                    None => (0..w).for_each(|i| dst_row[(left + i) * lanes + lane] = 0.0),
+                }
+                lane += 1;
             }
         }
     }

@@ -566,9 +566,9 @@ pub struct Work {
     pub items: usize,
     /// Consecutive work items that read the same input planes.
     pub group_items: usize,
-    /// The input planes of one group of items (channels, or blocks of
-    /// [`LANES`] channels in a channel-blocked copy), which nothing else
-    /// reads.
+    /// The input planes of one group of items (channels, or blocks of one
+    /// vector's channels in a channel-blocked copy, [`Work::input_block`]),
+    /// which nothing else reads.
     pub group_planes: usize,
     /// Output channels from one group of items to the next.
     pub q_channels: usize,
@@ -607,6 +607,12 @@ impl Work {
     /// Groups of work items.
     pub fn groups(&self) -> usize {
         self.items / self.group_items
+    }
+
+    /// Channels per block of a channel-blocked copy: one vector of the
+    /// tile's ISA (each of the group's planes is a block).
+    pub fn input_block(&self) -> usize {
+        self.lanes / self.group_planes.max(1)
     }
 
     /// Whether some work item's channel block is partial.

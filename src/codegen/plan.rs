@@ -7,9 +7,6 @@ use crate::geometry::{Geometry, Phase};
 use crate::schedule::{InputCopy, Schedule};
 use crate::spec::ValidSpec;
 
-/// Channels per block of a channel-blocked input copy: one vector.
-pub const INPUT_BLOCK: usize = crate::target::LANES;
-
 /// An image cut into bands of output rows: band `b` of `parts` is part `b`
 /// of `parts` of every phase's rows (see `codegen`'s `row_slice`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,11 +111,11 @@ impl Plan {
         (col % self.col_phases) * self.sub_row + col / self.col_phases
     }
 
-    /// Elements of one stored pixel: 1, a block of 4 channels, or all the
+    /// Elements of one stored pixel: 1, a block of one vector's channels, or all the
     /// channels of the copy when interleaved.
     pub fn pixel_len(&self) -> usize {
         if self.work.blocked_input {
-            INPUT_BLOCK
+            self.work.input_block()
         } else if self.interleaved {
             self.work.group_planes * if self.copy_per_group { 1 } else { self.groups() }
         } else {

@@ -48,7 +48,18 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     let geometry = Geometry::of(spec);
     let taps = geometry.most_taps();
     let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
+    // On AVX2, the assembled depthwise tile (8 channels in lanes, over a
+    // copy blocked by 8) on rows under 8 output pixels and on strided
+    // rows of up to 28: measured (AVX2, docs/schedules.md), 1.25× the
+    // f32x4 depthwise tile at 7 pixels and 1.12–1.16× the width tile on
+    // mbv2_dw3x3_s2 and effnet_dw5x5_s2; the width tile stays on wider
+    // or unstrided rows (the depthwise tile ran 0.54–0.82× there).
+    let avx2_depthwise = depthwise
+        && Isa::host().min(widest) == Isa::Avx2
+        && (spec.out_width() < MIN_WIDTH_FOR_ROWS
+            || (spec.stride()[1] > 1 && spec.out_width() <= MAX_NARROW_ROW));
     let strategy = match depthwise {
+        true if avx2_depthwise => Strategy::Depthwise,
         // One input channel per group. Along the row, each FMA takes its
         // input vector straight from the NCHW copy and the stores are whole
         // vectors; across channels (a channel-blocked copy), no lane idles
@@ -89,6 +100,7 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     let isa = match strategy {
         Strategy::Direct => direct_isa(spec, widest),
         Strategy::Width if widest_assembled(widest) => Isa::host().min(widest),
+        Strategy::Depthwise if avx2_depthwise => Isa::Avx2,
         _ => Isa::Sse,
     };
     // The assembled tiles take up to 14 accumulators, the measured best on
@@ -136,6 +148,7 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
             (along * isa.lanes(), (vectors / along).clamp(1, geometry.most_rows().max(1)))
         }
         Strategy::Width => (LANES, MAX_ACCUMULATORS),
+        Strategy::Depthwise if avx2_depthwise => (MAX_ACCUMULATORS, 1),
         Strategy::Direct if narrow && taps > 3 => (7, 2),
         Strategy::Direct if isa.is_assembled() => {
             let most = MAX_ACCUMULATORS;

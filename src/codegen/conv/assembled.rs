@@ -49,12 +49,12 @@ impl Emitter<'_> {
     ) -> Option<Vec<Value>> {
         let microkernel = self.microkernel();
         debug_assert!(
-            microkernel.reduces_channels
-                && match microkernel.lanes {
-                    Lanes::Channels => microkernel.input == Input::Broadcast,
-                    Lanes::Pixels => microkernel.input == Input::Vector,
-                },
-            "the assembled tiles are the direct and width algorithms'"
+            match microkernel.lanes {
+                Lanes::Channels =>
+                    microkernel.reduces_channels == (microkernel.input == Input::Broadcast),
+                Lanes::Pixels => microkernel.reduces_channels && microkernel.input == Input::Vector,
+            },
+            "the assembled tiles are the direct, width and depthwise algorithms'"
         );
         let tile = self.describe(phase, shape);
         let func = self.linked(&tile);
@@ -149,12 +149,16 @@ impl Emitter<'_> {
                 let at = |q: usize| {
                     (q / shape.pixels) as i64 * row_step + (q % shape.pixels) as i64 * col_step
                 };
-                ((0..shape.positions()).map(at).collect(), Form::Channels)
+                let form = match self.microkernel().input {
+                    Input::Broadcast => Form::Channels,
+                    Input::Vector => Form::Depthwise,
+                };
+                ((0..shape.positions()).map(at).collect(), form)
             }
         };
         let own_stores = match form {
             Form::Channels => self.own_stores(phase, shape),
-            Form::Pixels(_) => None,
+            Form::Pixels(_) | Form::Depthwise => None,
         };
         let kw = self.spec.kernel()[1] as i64;
         let tap_bytes = self.tap_bytes();

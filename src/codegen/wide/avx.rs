@@ -13,7 +13,7 @@
 //! | `r10`, `r11` | the kernel-row loop's input and weights |
 //! | vector 0 … A−1 | the accumulators, `(v, q)` at `v · positions + q` |
 //! | vector A … A+V−1 | the tap's weight vectors, loaded once per tap |
-//! | vector A+V | AVX2 only: the broadcast input pixel |
+//! | vector A+V | AVX2 only: the broadcast input pixel (not in a depthwise tile, whose FMAs read a vector of pixels) |
 //! | `zmm16`–`zmm31`, `k1`, `k2` | the epilogue's transpose and masks (AVX-512) |
 //!
 //! The epilogue of a tile with [`Stores`] (AVX-512): the accumulators go
@@ -88,7 +88,7 @@ pub fn assemble(tile: &Tile) -> Result<(Vec<u8>, Vec<iced_x86::Instruction>)> {
 /// and its pixel vectors (pixels in lanes).
 fn reused(tile: &Tile) -> usize {
     match tile.form {
-        Form::Channels => tile.vectors,
+        Form::Channels | Form::Depthwise => tile.vectors,
         Form::Pixels(_) => tile.vectors.min(tile.positions.len()),
     }
 }
@@ -100,6 +100,7 @@ fn broadcasts(tile: &Tile) -> bool {
     let fresh_broadcast = match tile.form {
         Form::Channels => true,
         Form::Pixels(_) => tile.positions.len() < tile.vectors,
+        Form::Depthwise => false,
     };
     tile.isa == Isa::Avx2 && fresh_broadcast
 }
@@ -152,7 +153,9 @@ impl Emit<'_> {
         for v in 0..self.tile.vectors {
             for q in 0..p {
                 match self.tile.form {
-                    Form::Channels => self.mov_load(v * p + q, rdx, v as i64 * vb)?,
+                    Form::Channels | Form::Depthwise => {
+                        self.mov_load(v * p + q, rdx, v as i64 * vb)?
+                    }
                     // Channel v's bias in every lane.
                     Form::Pixels(_) => self.broadcast_load(v * p + q, rdx, v as i64 * 4)?,
                 }
@@ -536,6 +539,22 @@ impl Emit<'_> {
         if matches!(self.tile.form, Form::Pixels(_)) {
             for (tw, tx) in taps {
                 self.pixel_tap(x, w, x_off + tx, w_off + tw)?;
+            }
+            return Ok(());
+        }
+        if self.tile.form == Form::Depthwise {
+            // Each weight vector times its plane's vector of the pixel.
+            let plane = self.tile.plane;
+            for (tw, tx) in taps {
+                for v in 0..vectors {
+                    self.mov_load(accs + v, w, w_off + tw + v as i64 * vb)?;
+                }
+                for q in 0..p {
+                    let at = x_off + tx + self.tile.positions[q];
+                    for v in 0..vectors {
+                        self.fma_vector(v * p + q, accs + v, x, at + v as i64 * plane)?;
+                    }
+                }
             }
             return Ok(());
         }

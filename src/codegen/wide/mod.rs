@@ -111,6 +111,12 @@ pub enum Form {
     /// registers through a tap, the other read by each FMA. It always
     /// stores its outputs itself.
     Pixels(PixelStores),
+    /// Channels of one group each (the depthwise algorithm): `vectors`
+    /// vectors of the tap's weights, each times the vector of its channels'
+    /// input pixel, read by the FMA from plane `v` (`plane` bytes apart) of
+    /// the channel-blocked copy; no reduction over channels. Accumulator
+    /// `(v, q)` at `v · positions + q`, left in `acc` for the IR epilogue.
+    Depthwise,
 }
 
 /// The epilogue of a pixels-in-lanes tile: the activation, then for each
@@ -246,7 +252,7 @@ impl Tile {
                     + self.isa.lanes() as i64 * st.out_step.abs();
                 [reach, -reach]
             }
-            (None, Form::Channels) => [0, 0],
+            (None, Form::Channels | Form::Depthwise) => [0, 0],
         };
         steps.iter().chain(&[x.0, x.1, w.0, w.1, b.1]).chain(&y).all(|v| v.abs() <= MAX_REACH)
     }
@@ -298,13 +304,20 @@ impl Tile {
         let taps = range(&mut self.taps.taps.iter().map(|t| t.1));
         let w_taps = range(&mut self.taps.taps.iter().map(|t| t.0));
         let at = range(&mut self.positions.iter().copied());
-        let x = sum(&[channels, rows, taps, at]);
+        // A depthwise tile's vectors read their own planes.
+        let planes = match self.form {
+            Form::Depthwise => span(self.vectors, self.plane),
+            _ => (0, 0),
+        };
+        let x = sum(&[channels, rows, taps, at, planes]);
         let w = sum(&[w_channels, w_rows, w_taps]);
         // What one address reads: a pixel broadcast and a vector of
-        // weights, or a vector of pixels and a weight broadcast.
+        // weights, a vector of pixels and a weight broadcast, or a vector
+        // of each.
         let (pixel, weights, bias) = match self.form {
             Form::Channels => (4, self.vectors as i64 * vb, self.vectors as i64 * vb),
             Form::Pixels(_) => (vb, self.vectors as i64 * 4, self.vectors as i64 * 4),
+            Form::Depthwise => (vb, self.vectors as i64 * vb, self.vectors as i64 * vb),
         };
         if self.taps.taps.is_empty() || self.channels == 0 {
             return [(0, 0), (0, 0), (0, bias)];
@@ -326,7 +339,7 @@ mod tests {
         let isa = prop_oneof![Just(Isa::Avx2), Just(Isa::Avx512)];
         let shape = (1usize..=3, 1usize..=12).prop_map(|(v, p)| (v, p.min(12 / v)));
         let grid = prop::collection::vec((0i64..40, 0i64..400), 0..=9);
-        let stores = (0u8..3, 1usize..=4, 0usize..=4, 0u32..4, 0usize..=48);
+        let stores = (0u8..4, 1usize..=4, 0usize..=4, 0u32..4, 0usize..=48);
         let sizes = (0usize..=6, 1usize..=4, (1i64..2000, 1i64..600), 1usize..=3, 1i64..50);
         let pixels = (1usize..=14, 1usize..=4, 1usize..=40, any::<bool>());
         (isa, shape, grid, sizes, (stores, pixels)).prop_map(
@@ -375,6 +388,13 @@ mod tests {
                     tile.w_channel = tile.w_channel / (vectors_bytes(isa, 1)) * 4 * m as i64;
                     tile.taps.taps = tile.taps.taps.iter().map(|&(w, x)| (w / 4 * 4, x)).collect();
                     tile.form = Form::Pixels(stores);
+                    return tile;
+                }
+                // Channels of a group each: vectors of weights times
+                // vectors of pixels, each vector its own plane.
+                if kind == 3 {
+                    let mut tile = any_channels_tile(isa, (vectors, p), grid, sizes, None);
+                    tile.form = Form::Depthwise;
                     return tile;
                 }
                 // Positions in whole rows when the tile stores them.
@@ -446,7 +466,7 @@ mod tests {
             prop_assert_eq!(audit.fmas, tile_fmas(&tile));
             let (all, least) = match &tile.form {
                 Form::Pixels(st) => (tile.vectors, st.min_lanes),
-                Form::Channels => {
+                Form::Channels | Form::Depthwise => {
                     (tile.vectors * tile.isa.lanes(), tile.stores.as_ref().map_or(1, |s| s.min_lanes))
                 }
             };
@@ -459,7 +479,9 @@ mod tests {
                 Form::Pixels(_) => {
                     prop_assert!(acc.0 >= 0 && acc.1 <= tile.acc_bytes() as i64, "{:?}", acc)
                 }
-                Form::Channels => prop_assert_eq!(acc, (0, tile.acc_bytes() as i64)),
+                Form::Channels | Form::Depthwise => {
+                    prop_assert_eq!(acc, (0, tile.acc_bytes() as i64))
+                }
             }
             prop_assert_eq!(y, tile.output_footprint(lanes).unwrap_or((0, 0)));
         }
