@@ -275,7 +275,8 @@ fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule>
         row_tile: 1,
         reduction_unroll: MAX_ASSEMBLED_BODY_TAPS.min(spec.in_per_group()),
         channels: spec.out_per_group().min(FLAT_CHANNELS),
-        row_length: Some(len),
+        // The layer's own rows when they are whole tiles already.
+        row_length: (len != spec.width()).then_some(len),
     });
     let run = Run { threads, split };
     let schedule = Schedule { isa, algorithm, loop_nest, copy, run };
