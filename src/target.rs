@@ -4,8 +4,9 @@
 //! heuristics size their buffers by, read from the host.
 //!
 //! Everything else asks here: the schedule's bounds on register tiles
-//! ([`VectorIsa::max_accumulators`]), the channel-blocked input copy
-//! ([`LANES`] channels per block), the emitters' loads, splats and stores
+//! ([`VectorIsa::max_accumulators`]), the channel-blocked input copy of
+//! Cranelift's depthwise tiles ([`LANES`] channels per block; an assembled
+//! tile's block is its ISA's lanes), the emitters' loads, splats and stores
 //! ([`VectorIsa::ty`]), the fused block's band buffer ([`Caches::l2`]).
 //! A wider vector backend is a second [`VectorIsa`], not a sweep through
 //! the crate.

@@ -93,6 +93,16 @@ fn the_space_of_a_suite_layer_spans_every_knob() {
     );
     let flat = Space::of(&pointwise, 1);
     assert!(flat.contains(&schedule::choose(&pointwise)));
+    // So is its schedule for other planes and group widths: rows the
+    // plane divides into, channels fewer than the tile's.
+    for (h, w, cog) in [(12, 12, 40), (14, 14, 5), (8, 16, 3), (56, 56, 24)] {
+        let layer = spec(&format!(
+            r#"{{"op": "conv2d", "in_channels": 48, "out_channels": {cog}, "height": {h},
+                "width": {w}, "kernel": 1}}"#
+        ));
+        let heuristic = schedule::choose(&layer);
+        assert!(Space::of(&layer, 1).contains(&heuristic), "{layer}: {}", heuristic.to_json());
+    }
     for (k, knob) in KNOBS.iter().enumerate() {
         let space = if *knob == "row_length" { &flat } else { &space };
         let values: std::collections::HashSet<u64> =

@@ -62,7 +62,7 @@ impl Family for WidthFamily {
 
     /// Whole vectors of pixels, up to the first that covers the widest
     /// phase; one channel (`sse`), or up to as many as a group has
-    /// (assembled: 1, 2, 4, 6, 7, 14).
+    /// (assembled: 1 to 7, and 14).
     fn tiles(
         &self,
         spec: &ValidSpec,
@@ -74,7 +74,7 @@ impl Family for WidthFamily {
         let pixels: Vec<usize> =
             (1..=MAX_ACCUMULATORS).map(|v| lanes * v).filter(|&p| p < cols + lanes).collect();
         let mut out = Vec::new();
-        let channels: &[usize] = if isa.is_assembled() { &[1, 2, 4, 6, 7, 14] } else { &[1] };
+        let channels: &[usize] = if isa.is_assembled() { &[1, 2, 3, 4, 5, 6, 7, 14] } else { &[1] };
         for &m in channels.iter().filter(|&&m| m == 1 || m <= spec.out_per_group()) {
             let per_row = |_, p: usize| m * (p / lanes);
             let tiles = tiles_of(1, &pixels, per_row, geometry, min_accumulators, isa);

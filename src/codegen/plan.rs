@@ -123,13 +123,15 @@ impl Plan {
         }
     }
 
-    /// Elements between one input plane (channel, or block of 4) and the
+    /// Elements between one input plane (channel, or block of one vector's
+    /// channels) and the
     /// next: a whole padded plane, or 1 when interleaved.
     pub fn plane_step(&self) -> usize {
         if self.interleaved { 1 } else { self.plane_len() }
     }
 
-    /// Elements of one padded input plane (a channel, or a block of 4; a
+    /// Elements of one padded input plane (a channel, or a block of one
+    /// vector's channels; a
     /// whole interleaved copy).
     pub fn plane_len(&self) -> usize {
         self.stored_rows() * self.row_len() * self.pixel_len()

@@ -55,6 +55,7 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     // mbv2_dw3x3_s2 and effnet_dw5x5_s2; the width tile stays on wider
     // or unstrided rows (the depthwise tile ran 0.54–0.82× there).
     let avx2_depthwise = depthwise
+        && spec.op() == crate::spec::Op::Conv2d
         && Isa::host().min(widest) == Isa::Avx2
         && (spec.out_width() < MIN_WIDTH_FOR_ROWS
             || (spec.stride()[1] > 1 && spec.out_width() <= MAX_NARROW_ROW));
@@ -242,8 +243,8 @@ fn staging(spec: &ValidSpec, geometry: &Geometry, threads: usize) -> (InputCopy,
 /// on AVX2, for planes of at least [`MIN_FLAT_PIXELS`] pixels: a GEMM of
 /// the weights by the plane. The width tile of up to 6 output channels by
 /// 2 vectors (16 pixels: 12 accumulators, 2 pixel vectors, a broadcast
-/// weight), on the plane cut into rows of whole tiles — the longest of up
-/// to 4 tiles that divides it, else the plane as one row, computed in
+/// weight), on the plane cut into rows of whole tiles — the longest of 4,
+/// 2 or 1 tiles that divides it, else the plane as one row, computed in
 /// column blocks of 32 pixels that stay in cache while every channel block
 /// passes. No tile stops at a row's end: the layer's own 14-, 28- or
 /// 56-pixel rows leave vectors half empty, and its NHWC direct tile
@@ -261,7 +262,7 @@ fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule>
         return None;
     }
     let tile = FLAT_PIXEL_VECTORS * isa.lanes();
-    let whole = (1..=4).rev().map(|t| t * tile).find(|&len| pixels.is_multiple_of(len));
+    let whole = [4, 2, 1].map(|t| t * tile).into_iter().find(|&len| pixels.is_multiple_of(len));
     let len = whole.unwrap_or(pixels);
     let lowered = spec.as_rows(len)?;
     let geometry = Geometry::of(&lowered);

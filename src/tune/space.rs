@@ -127,7 +127,7 @@ impl Space {
                             // Without a copy to make, every copy
                             // granularity is the same kernel.
                             let copied = *reads_copy
-                                .entry((strategy, interleave, row_length))
+                                .entry((strategy, isa, interleave, row_length))
                                 .or_insert_with(|| Plan::of(view, geometry.clone(), &s).needs_copy);
                             if copied || copy == InputCopy::Image {
                                 members.push(s);

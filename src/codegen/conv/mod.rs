@@ -163,7 +163,8 @@ impl Emitter<'_> {
         self.plan.row_len() as i64 * self.elem_bytes()
     }
 
-    /// Bytes from one input plane (a channel, or a block of 4) to the next.
+    /// Bytes from one input plane (a channel, or a block of one vector's
+    /// channels) to the next.
     fn plane_bytes(&self) -> i64 {
         self.plan.plane_step() as i64 * 4
     }
