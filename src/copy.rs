@@ -177,10 +177,9 @@ impl Copier<'_> {
             // channels are transposed 4 × 4 pixels at a time.
             let mut lane = 0;
             while lane < lanes {
-                let quad = [src(lane), src(lane + 1), src(lane + 2), src(lane + 3)];
-                if lane + 4 <= lanes
-                    && let [Some(a), Some(b), Some(c), Some(d)] = quad
-                {
+                let quad = (lane + 4 <= lanes)
+                    .then(|| [src(lane), src(lane + 1), src(lane + 2), src(lane + 3)]);
+                if let Some([Some(a), Some(b), Some(c), Some(d)]) = quad {
                     let rows = [a, b, c, d];
                     let quads = w / 4 * 4;
                     for i in (0..quads).step_by(4) {

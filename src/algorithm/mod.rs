@@ -296,6 +296,23 @@ impl Algorithm {
         }
     }
 
+    /// Whether its code reads a copy of the input rather than the NCHW
+    /// image itself, for `spec` (whose geometry is `geometry`) with tiles
+    /// of `isa`: a padded, channel-blocked or NHWC copy, or one whose rows
+    /// are split into column phases or stored longer than the image's.
+    pub fn reads_copy(&self, spec: &ValidSpec, geometry: &Geometry, isa: Isa) -> bool {
+        let (col_phases, sub_row) =
+            self.family().row_phases(&geometry.phases, geometry.padded[1], isa.lanes());
+        // A row split into column phases is a copy even when its length
+        // happens to equal the image's (stride 2, no padding, the last
+        // vector's reach exactly the width).
+        geometry.pad != [0; 4]
+            || self.work(spec, isa).blocked_input
+            || self.interleave()
+            || col_phases > 1
+            || col_phases * sub_row != spec.width()
+    }
+
     /// Whether the microkernel reads an NHWC copy (the direct algorithm's
     /// [`Layout::Nhwc`]).
     pub fn interleave(&self) -> bool {

@@ -59,21 +59,13 @@ impl Plan {
     /// The plan for `spec`, whose geometry is `geometry`, computed with
     /// `schedule` (which must be legal).
     pub fn of(spec: &ValidSpec, geometry: Geometry, schedule: &Schedule) -> Plan {
-        let (pad, padded) = (geometry.pad, geometry.padded);
+        let padded = geometry.padded;
         let work = schedule.algorithm.work(spec, schedule.isa);
         let family = schedule.algorithm.family();
         let (col_phases, sub_row) =
             family.row_phases(&geometry.phases, padded[1], schedule.isa.lanes());
-        let blocked_input = work.blocked_input;
         let interleaved = schedule.interleave();
-        // A row split into column phases is a copy even when its length
-        // happens to equal the image's (stride 2, no padding, the last
-        // vector's reach exactly the width).
-        let needs_copy = pad != [0; 4]
-            || blocked_input
-            || interleaved
-            || col_phases > 1
-            || col_phases * sub_row != spec.width();
+        let needs_copy = schedule.algorithm.reads_copy(spec, &geometry, schedule.isa);
         let bands = match schedule.copy {
             InputCopy::Bands(rows) if needs_copy => {
                 let phases = &geometry.phases;
@@ -111,8 +103,8 @@ impl Plan {
         (col % self.col_phases) * self.sub_row + col / self.col_phases
     }
 
-    /// Elements of one stored pixel: 1, a block of one vector's channels, or all the
-    /// channels of the copy when interleaved.
+    /// Elements of one stored pixel: 1, a block of one vector's channels,
+    /// or all the channels of the copy when interleaved.
     pub fn pixel_len(&self) -> usize {
         if self.work.blocked_input {
             self.work.input_block()
@@ -124,15 +116,13 @@ impl Plan {
     }
 
     /// Elements between one input plane (channel, or block of one vector's
-    /// channels) and the
-    /// next: a whole padded plane, or 1 when interleaved.
+    /// channels) and the next: a whole padded plane, or 1 when interleaved.
     pub fn plane_step(&self) -> usize {
         if self.interleaved { 1 } else { self.plane_len() }
     }
 
     /// Elements of one padded input plane (a channel, or a block of one
-    /// vector's channels; a
-    /// whole interleaved copy).
+    /// vector's channels; a whole interleaved copy).
     pub fn plane_len(&self) -> usize {
         self.stored_rows() * self.row_len() * self.pixel_len()
     }

@@ -285,9 +285,7 @@ fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule>
     // Rows of whole vectors need no copy (no padding, no room past a
     // row): the code reads the image itself, in any band, and one thread
     // splits nothing.
-    let (col_phases, sub_row) =
-        algorithm.family().row_phases(&geometry.phases, geometry.padded[1], isa.lanes());
-    if col_phases > 1 || sub_row != len {
+    if algorithm.reads_copy(&lowered, &geometry, isa) {
         return Some(schedule);
     }
     let split = if threads > 1 { split } else { Split::Items };

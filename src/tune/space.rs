@@ -29,7 +29,6 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::algorithm::{self, Algorithm, Layout};
-use crate::codegen::Plan;
 use crate::geometry::Geometry;
 use crate::schedule::{InputCopy, LoopNest, Run, Schedule, Split, Strategy};
 use crate::spec::ValidSpec;
@@ -128,7 +127,7 @@ impl Space {
                             // granularity is the same kernel.
                             let copied = *reads_copy
                                 .entry((strategy, isa, interleave, row_length))
-                                .or_insert_with(|| Plan::of(view, geometry.clone(), &s).needs_copy);
+                                .or_insert_with(|| s.algorithm.reads_copy(view, &geometry, isa));
                             if copied || copy == InputCopy::Image {
                                 members.push(s);
                             }

@@ -165,7 +165,14 @@ impl Emit<'_> {
         if has_taps {
             let unroll = self.tile.unroll.clamp(1, self.tile.channels.max(1));
             let (full, rest) = (self.tile.channels / unroll, self.tile.channels % unroll);
-            if full > 0 {
+            if full == 1 {
+                // One iteration (a depthwise tile's one channel): no loop.
+                self.channels(unroll)?;
+                if rest > 0 {
+                    self.advance(rdi, unroll as i64 * self.tile.plane)?;
+                    self.advance(rsi, unroll as i64 * self.tile.w_channel)?;
+                }
+            } else if full > 1 {
                 let mut top = self.a.create_label();
                 self.a.mov(rax, full as u64)?;
                 self.a.set_label(&mut top)?;
@@ -531,7 +538,8 @@ impl Emit<'_> {
 
     /// One row iteration's taps, the input at `x + x_off`, the weights at
     /// `w + w_off`: per tap, the weight vectors loaded, then each
-    /// position's pixel multiplied into its accumulators.
+    /// position's pixel (depthwise: each plane's vector of it) multiplied
+    /// into its accumulators.
     fn taps(&mut self, x: AsmRegister64, w: AsmRegister64, x_off: i64, w_off: i64) -> R {
         let (accs, vectors, p) = (self.accs(), self.tile.vectors, self.positions());
         let vb = self.tile.isa.bytes() as i64;
@@ -542,36 +550,29 @@ impl Emit<'_> {
             }
             return Ok(());
         }
-        if self.tile.form == Form::Depthwise {
-            // Each weight vector times its plane's vector of the pixel.
-            let plane = self.tile.plane;
-            for (tw, tx) in taps {
-                for v in 0..vectors {
-                    self.mov_load(accs + v, w, w_off + tw + v as i64 * vb)?;
-                }
-                for q in 0..p {
-                    let at = x_off + tx + self.tile.positions[q];
-                    for v in 0..vectors {
-                        self.fma_vector(v * p + q, accs + v, x, at + v as i64 * plane)?;
-                    }
-                }
-            }
-            return Ok(());
-        }
+        let plane = self.tile.plane;
         for (tw, tx) in taps {
             for v in 0..vectors {
                 self.mov_load(accs + v, w, w_off + tw + v as i64 * vb)?;
             }
             for q in 0..p {
-                let at = disp(x_off + tx + self.tile.positions[q])?;
-                match self.tile.isa {
-                    Isa::Avx512 => {
+                let off = x_off + tx + self.tile.positions[q];
+                let at = disp(off)?;
+                match (self.tile.form == Form::Depthwise, self.tile.isa) {
+                    // Each weight vector times its plane's vector of the
+                    // pixel.
+                    (true, _) => {
+                        for v in 0..vectors {
+                            self.fma_vector(v * p + q, accs + v, x, off + v as i64 * plane)?;
+                        }
+                    }
+                    (false, Isa::Avx512) => {
                         for v in 0..vectors {
                             let (acc, weight) = (ZMM[v * p + q], ZMM[accs + v]);
                             self.a.vfmadd231ps(acc, weight, dword_bcst(x + at))?;
                         }
                     }
-                    _ => {
+                    (false, _) => {
                         let pixel = YMM[accs + vectors];
                         self.a.vbroadcastss(pixel, dword_ptr(x + at))?;
                         for v in 0..vectors {
