@@ -240,10 +240,11 @@ fn staging(spec: &ValidSpec, geometry: &Geometry, threads: usize) -> (InputCopy,
 
 /// The schedule of a 1×1 conv2d of stride 1 without padding (whose input
 /// and output planes are the same pixels, [`ValidSpec::plane_is_flat`])
-/// on AVX2, for planes of at least [`MIN_FLAT_PIXELS`] pixels: a GEMM of
-/// the weights by the plane. The width tile of up to 6 output channels by
-/// 2 vectors (16 pixels: 12 accumulators, 2 pixel vectors, a broadcast
-/// weight), on the plane cut into rows of whole tiles — the longest of 4,
+/// with assembled tiles, for planes of at least [`MIN_FLAT_PIXELS`]
+/// pixels: a GEMM of the weights by the plane. The width tile of up to 6
+/// output channels by 2 vectors (16 pixels on AVX2, 32 on AVX-512: 12
+/// accumulators, 2 pixel vectors, a broadcast weight), on the plane cut
+/// into rows of whole tiles — the longest of 4,
 /// 2 or 1 tiles that divides it, else the plane as one row, computed in
 /// column blocks of 32 pixels that stay in cache while every channel block
 /// passes. No tile stops at a row's end: the layer's own 14-, 28- or
@@ -252,13 +253,15 @@ fn staging(spec: &ValidSpec, geometry: &Geometry, threads: usize) -> (InputCopy,
 /// `compare_schedules`, docs/schedules.md): 1.19–1.52× the direct NHWC
 /// tile on 1×1 layers of 64 to 256 input channels on 56×56, 28×28 and
 /// 14×14 planes, 3.2× on one of 1,024 channels at 14×14; 0.73× on a 7×7
-/// one of 2,048 channels (49 pixels, left to the direct tile). `None` for
-/// other layers and ISAs (on AVX-512 it has not been measured).
+/// one of 2,048 channels (49 pixels, left to the direct tile). On
+/// AVX-512 (an AMD host, `compare_schedules`, the same 1×1 layers): 1.06–1.74×
+/// the direct NHWC tile on planes of 14×14 to 112×112, 0.95–0.97× on the
+/// 7×7 ones. `None` for other layers and for `sse`.
 fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
     let isa = Isa::host().min(widest);
     let pixels = spec.out_height() * spec.out_width();
     let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
-    if isa != Isa::Avx2 || !spec.plane_is_flat() || depthwise || pixels < MIN_FLAT_PIXELS {
+    if !isa.is_assembled() || !spec.plane_is_flat() || depthwise || pixels < MIN_FLAT_PIXELS {
         return None;
     }
     let tile = FLAT_PIXEL_VECTORS * isa.lanes();
