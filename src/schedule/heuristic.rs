@@ -48,15 +48,18 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     let geometry = Geometry::of(spec);
     let taps = geometry.most_taps();
     let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
-    // On AVX2, the assembled depthwise tile (8 channels in lanes, over a
-    // copy blocked by 8) on rows under 8 output pixels and on strided
-    // rows of up to 28: measured (AVX2, docs/schedules.md), 1.25× the
-    // f32x4 depthwise tile at 7 pixels and 1.12–1.16× the width tile on
-    // mbv2_dw3x3_s2 and effnet_dw5x5_s2; the width tile stays on wider
-    // or unstrided rows (the depthwise tile ran 0.54–0.82× there).
+    // With AVX2 or more, AVX2's assembled depthwise tile (8 channels in
+    // lanes, over a copy blocked by 8) on rows under 8 output pixels and
+    // on strided rows of up to 28: measured (docs/schedules.md), on AVX2
+    // 1.25× the f32x4 depthwise tile at 7 pixels and 1.12–1.16× the width
+    // tile on mbv2_dw3x3_s2 and effnet_dw5x5_s2, on AVX-512 1.09–1.17×
+    // and 1.13–1.14× on effnet_dw5x5_s2 (0.93–1.02× on mbv2_dw3x3_s2;
+    // AVX-512's 16-channel tile ran slower than AVX2's on all three); the
+    // width tile stays on wider or unstrided rows (the depthwise tile ran
+    // 0.54–0.82× there).
     let avx2_depthwise = depthwise
         && spec.op() == crate::spec::Op::Conv2d
-        && Isa::host().min(widest) == Isa::Avx2
+        && Isa::host().min(widest) >= Isa::Avx2
         && (spec.out_width() < MIN_WIDTH_FOR_ROWS
             || (spec.stride()[1] > 1 && spec.out_width() <= MAX_NARROW_ROW));
     let strategy = match depthwise {
@@ -244,8 +247,8 @@ fn staging(spec: &ValidSpec, geometry: &Geometry, threads: usize) -> (InputCopy,
 /// pixels: a GEMM of the weights by the plane. The width tile of up to 6
 /// output channels by 2 vectors (16 pixels on AVX2, 32 on AVX-512: 12
 /// accumulators, 2 pixel vectors, a broadcast weight), on the plane cut
-/// into rows of whole tiles — the longest of 4,
-/// 2 or 1 tiles that divides it, else the plane as one row, computed in
+/// into rows of whole tiles — the longest of 4, 2 or 1 tiles that
+/// divides it, else the plane as one row, computed in
 /// column blocks of 32 pixels that stay in cache while every channel block
 /// passes. No tile stops at a row's end: the layer's own 14-, 28- or
 /// 56-pixel rows leave vectors half empty, and its NHWC direct tile
@@ -254,7 +257,7 @@ fn staging(spec: &ValidSpec, geometry: &Geometry, threads: usize) -> (InputCopy,
 /// tile on 1×1 layers of 64 to 256 input channels on 56×56, 28×28 and
 /// 14×14 planes, 3.2× on one of 1,024 channels at 14×14; 0.73× on a 7×7
 /// one of 2,048 channels (49 pixels, left to the direct tile). On
-/// AVX-512 (an AMD host, `compare_schedules`, the same 1×1 layers): 1.06–1.74×
+/// AVX-512 (an AMD host, `compare_schedules`, the same 1×1 layers): 1.05–1.74×
 /// the direct NHWC tile on planes of 14×14 to 112×112, 0.95–0.97× on the
 /// 7×7 ones. `None` for other layers and for `sse`.
 fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
