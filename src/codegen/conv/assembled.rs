@@ -88,17 +88,19 @@ impl Emitter<'_> {
         Some(accs)
     }
 
-    /// The epilogue an AVX-512 tile does itself: on rows of consecutive
-    /// output pixels, outside the checked lowering (whose stores are the
-    /// IR's, each tested), when its offsets fit its displacements.
+    /// The epilogue an AVX-512 tile does itself: on rows of output pixels
+    /// (consecutive, or a transposed phase's, `stride` apart), outside the
+    /// checked lowering (whose stores are the IR's, each tested), when its
+    /// offsets fit its displacements.
     fn own_stores(&self, phase: &Phase, shape: Shape) -> Option<Stores> {
         let isa = self.schedule.isa;
-        if isa != Isa::Avx512 || phase.cols.out_step != 1 || self.base.checks.is_some() {
+        if isa != Isa::Avx512 || self.base.checks.is_some() {
             return None;
         }
         let work = self.plan.work;
         Some(Stores {
             pixels: shape.pixels,
+            pixel_step: phase.cols.out_step,
             out_row: (phase.rows.out_step * self.spec.out_width()) as i64 * 4,
             out_plane: (work.lane_stride as i64) * self.out_plane() * 4,
             activation: self.spec.activation().into(),

@@ -23,7 +23,10 @@
 //! shuffles for 16 × 16), so that register `c` holds channel `c`'s
 //! positions; each row of the tile is then one store per channel, masked
 //! to the row's pixels (a masked-off lane is neither written nor read, so
-//! the store's base may lie before the row).
+//! the store's base may lie before the row). A transposed phase's pixels
+//! lie `stride` apart: runs of `⌈16 / stride⌉` of them are rotated to lane
+//! 0 (`valignd`), spread to every `stride`-th lane (`vexpandps`) and
+//! stored under that mask.
 //!
 //! On AVX-512 each FMA broadcasts its input pixel from memory
 //! (`vfmadd231ps zmm, zmm, dword bcst [...]`), the shape that measured
@@ -440,26 +443,65 @@ impl Emit<'_> {
             }
             self.transpose()?;
             for row in 0..rows {
-                let mask = ((1u32 << st.pixels) - 1) << (row * st.pixels);
-                self.a.mov(eax, mask)?;
-                self.a.kmovw(k1, eax)?;
-                let mut done = self.a.create_label();
-                for (c, &register) in ZMM[..16].iter().enumerate() {
-                    let channel = v * 16 + c;
-                    if channel >= st.min_lanes {
-                        self.a.cmp(r9, channel as i32)?;
-                        self.a.jbe(done)?;
-                    }
-                    let off = channel as i64 * st.out_plane + row as i64 * st.out_row
-                        - (row * st.pixels * 4) as i64;
-                    self.a.vmovups(zmmword_ptr(r8 + disp(off)?).k1(), register)?;
+                if st.pixel_step == 1 {
+                    let mask = ((1u32 << st.pixels) - 1) << (row * st.pixels);
+                    let off = row as i64 * st.out_row - (row * st.pixels * 4) as i64;
+                    self.row_stores(v, st, mask, off, |_, register| Ok(register))?;
+                    continue;
                 }
-                // The label goes on the next instruction: the next row's
-                // mask, the next vector's first load, or `vzeroupper`.
-                self.a.set_label(&mut done)?;
+                // Pixels `step` apart: runs of up to ⌈16 / step⌉ of the
+                // row's pixels, each rotated down to lane 0 and spread to
+                // every step-th lane, stored under the same mask.
+                let step = st.pixel_step;
+                let run = 16usize.div_ceil(step);
+                for first in (0..st.pixels).step_by(run) {
+                    let count = run.min(st.pixels - first);
+                    let mask = (0..count).fold(0u32, |m, i| m | 1 << (i * step));
+                    let (shift, spread) = (row * st.pixels + first, ZMM[18]);
+                    let off = row as i64 * st.out_row + (first * step * 4) as i64;
+                    self.row_stores(v, st, mask, off, |a, register| {
+                        let source = if shift == 0 {
+                            register
+                        } else {
+                            a.valignd(spread, register, register, shift as i32)?;
+                            spread
+                        };
+                        a.vexpandps(spread.k1().z(), source)?;
+                        Ok(spread)
+                    })?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// One masked store per channel of vector `v` (the first `lanes`),
+    /// under `mask`, at `off` past the channel's plane: of the register
+    /// `prepare` makes of the channel's register (in `k1` the mask).
+    fn row_stores(
+        &mut self,
+        v: usize,
+        st: &Stores,
+        mask: u32,
+        off: i64,
+        mut prepare: impl FnMut(&mut CodeAssembler, AsmRegisterZmm) -> Result<AsmRegisterZmm, IcedError>,
+    ) -> R {
+        self.a.mov(eax, mask)?;
+        self.a.kmovw(k1, eax)?;
+        let mut done = self.a.create_label();
+        for (c, &register) in ZMM[..16].iter().enumerate() {
+            let channel = v * 16 + c;
+            if channel >= st.min_lanes {
+                self.a.cmp(r9, channel as i32)?;
+                self.a.jbe(done)?;
+            }
+            let stored = prepare(self.a, register)?;
+            let off = channel as i64 * st.out_plane + off;
+            self.a.vmovups(zmmword_ptr(r8 + disp(off)?).k1(), stored)?;
+        }
+        // The label goes on the next instruction: the next row's mask, the
+        // next vector's first load, or `vzeroupper`.
+        self.a.set_label(&mut done)
     }
 
     /// `bits` as an f32 in every lane of `reg`.

@@ -144,13 +144,19 @@ pub struct PixelStores {
 /// An assembled tile's own epilogue: the activation, the accumulators
 /// transposed from channels-in-lanes to pixels-in-lanes through the `acc`
 /// block, and each channel's pixels of each row stored with one masked
-/// store. Position `q` of the tile is pixel `q % pixels` of row
-/// `q / pixels`; channel `c`'s output is at `y + c · out_plane`. Only
-/// the first `lanes` channels (the call's last argument) are stored.
+/// store, or, `pixel_step` apart, with one masked store per
+/// `⌈16 / pixel_step⌉` pixels spread to every `pixel_step`-th lane. Position
+/// `q` of the tile is pixel `q % pixels` of row `q / pixels`, at
+/// `y + (q % pixels) · pixel_step · 4` in the row; channel `c`'s output
+/// is at `y + c · out_plane`. Only the first `lanes` channels (the call's
+/// last argument) are stored.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Stores {
-    /// Consecutive output pixels per row.
+    /// Output pixels per row of the tile.
     pub pixels: usize,
+    /// Output pixels from one pixel of a row to the next: 1, or a
+    /// transposed convolution's stride (its phases' pixels interleave).
+    pub pixel_step: usize,
     /// Output bytes from one row of the tile to the next.
     pub out_row: i64,
     /// Output bytes from one channel to the next.
@@ -160,6 +166,13 @@ pub struct Stores {
     /// Channels every call stores (the call's `lanes` is checked only
     /// past these).
     pub min_lanes: usize,
+}
+
+impl Stores {
+    /// Output bytes from a row's first pixel to the end of its last.
+    pub fn row_bytes(&self) -> i64 {
+        ((self.pixels.max(1) - 1) * self.pixel_step + 1) as i64 * 4
+    }
 }
 
 /// An activation as an assembled epilogue applies it (the parameter's
@@ -242,7 +255,7 @@ impl Tile {
             (Some(st), _) => {
                 let rows = (self.positions.len() / st.pixels.max(1)) as i64;
                 let reach = (self.vectors * self.isa.lanes()) as i64 * st.out_plane.abs()
-                    + rows * (st.out_row.abs() + st.pixels as i64 * 4);
+                    + rows * (st.out_row.abs() + st.row_bytes());
                 [reach, -reach]
             }
             (None, Form::Pixels(st)) => {
@@ -276,7 +289,7 @@ impl Tile {
             return Some((0, 0));
         }
         let last = (lanes - 1) as i64 * st.out_plane + (rows - 1) as i64 * st.out_row;
-        Some((0, last + st.pixels as i64 * 4))
+        Some((0, last + st.row_bytes()))
     }
 
     /// The bytes of each buffer the tile reads, as `[lo, hi)` offsets from
@@ -401,10 +414,15 @@ mod tests {
                 let (p, stores) = if kind == 1 && isa == Isa::Avx512 {
                     let rows_of = rows_of.min(p);
                     let pixels = p / rows_of;
+                    // Consecutive pixels, or a transposed phase's (every
+                    // 2nd or 3rd), the rows far enough apart.
+                    let pixel_step = [1, 1, 2, 3][plane_out % 4];
+                    let row = pixels * pixel_step + 3;
                     let stores = Stores {
                         pixels,
-                        out_row: 4 * (pixels as i64 + 3),
-                        out_plane: 4 * (rows_of * (pixels + 3) + plane_out) as i64,
+                        pixel_step,
+                        out_row: 4 * row as i64,
+                        out_plane: 4 * (rows_of * row + plane_out) as i64,
                         activation,
                         min_lanes: min_lanes.min(vectors * 16),
                     };
