@@ -198,6 +198,7 @@ impl Wide {
             },
             stores: None,
             form: Form::Channels,
+            masks: Vec::new(),
         };
         let (code, intended) = wide::assemble(&tile)?;
         wide::audit(&code, &intended)

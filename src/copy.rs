@@ -159,6 +159,25 @@ impl Copier<'_> {
         let [top, left, _, _] = plan.geometry.pad;
         let lanes = if plan.work.blocked_input { plan.work.input_block() } else { 1 };
         let stride = plan.row_len() * lanes;
+        if plan.joined {
+            // Rows back to back, row i's pixels from element i · stride +
+            // left on (running into the next row's padding columns): the
+            // image rows among `rows` are one run, copied at once.
+            let inside = if p < self.spec.in_channels() {
+                rows.start.max(top)..rows.end.min(top + h)
+            } else {
+                0..0
+            };
+            if !inside.is_empty() {
+                let at = (inside.start - rows.start) * stride + left;
+                let src = &x[(p * h + inside.start - top) * w..][..inside.len() * w];
+                dst[at..at + src.len()].copy_from_slice(src);
+            }
+            for r in rows.clone().filter(|r| !inside.contains(r)) {
+                dst[(r - rows.start) * stride + left..][..w].fill(0.0);
+            }
+            return;
+        }
         for (r, dst_row) in rows.zip(dst.chunks_mut(stride)) {
             // The row of each lane's channel, or none (zeros).
             let src = |lane: usize| {

@@ -167,6 +167,7 @@ fn any_flat_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<
                 reduction_unroll: schedule.reduction_unroll().min(spec.in_per_group()),
                 channels: m,
                 row_length: Some(len),
+                joined: false,
             };
             let candidate = Schedule { algorithm: Algorithm::Width(width), ..schedule };
             if candidate.legal(&spec).is_ok() {
@@ -195,6 +196,99 @@ proptest! {
         prop_assert!(schedule.legal(&spec).is_ok(), "{schedule:?} illegal for {spec}");
         check_kernel(&spec, &schedule, seed);
         check_kernel(&spec, &schedule::choose(&spec), seed);
+    }
+}
+
+/// A conv2d of stride 1 whose output rows are as wide as its input rows:
+/// the layers whose rows an AVX-512 width tile may join. Kernels up to
+/// 5 × 5, dilation 1 or 2, any vertical padding, the horizontal padding
+/// as wide as the kernel reaches split left and right in any way; up to
+/// 3 groups of up to 12 channels (depthwise among them), planes up to
+/// 20 × 20, 1 or 2 images, every activation.
+fn joinable_spec() -> impl Strategy<Value = ValidSpec> {
+    let shape = (1i64..=2, 1i64..=3, 1i64..=12, 1i64..=12);
+    let kernel = ((1i64..=5, 1i64..=5), (1i64..=2, 1i64..=2));
+    let pads = (0i64..=3, 0i64..=3, 0i64..=8);
+    let sizes = ([0i64..=19, 0i64..=19], (any::<bool>(), 0usize..5));
+    (shape, kernel, pads, sizes).prop_filter_map(
+        "invalid spec",
+        |(
+            (batch, groups, cig, cog),
+            ((kh, kw), (dh, dw)),
+            (top, bottom, left),
+            (extra, output),
+        )| {
+            let across = (kw - 1) * dw;
+            let left = left.min(across);
+            common::build_spec(
+                (false, batch, groups, cig, cog),
+                ([kh, kw], [1, 1], [dh, dw]),
+                ([top, left, bottom, across - left], extra, [0, 0]),
+                output,
+            )
+        },
+    )
+}
+
+/// A joined-rows width schedule for `spec`, if one of the drawn shape is
+/// legal: `row_tile` rows (up to the plane's) as one run, 1 to 3
+/// channels, any unroll, copy, loop nest and threads.
+fn joined_schedule(spec: &ValidSpec) -> impl Strategy<Value = Option<Schedule>> + use<> {
+    let spec = spec.clone();
+    let copy = prop_oneof![
+        Just(InputCopy::Image),
+        Just(InputCopy::Group),
+        (1usize..=4).prop_map(InputCopy::Bands)
+    ];
+    (1usize..=20, 1usize..=3, 1usize..=4, copy, any::<bool>(), 1usize..=2).prop_map(
+        move |(rows, channels, unroll, copy, rows_outer, threads)| {
+            let rows = rows.min(spec.out_height());
+            let width = Width {
+                pixel_vectors: (rows * spec.width()).div_ceil(Isa::Avx512.lanes()),
+                row_tile: rows,
+                reduction_unroll: unroll.min(spec.in_per_group()),
+                channels: channels.min(spec.out_per_group()),
+                row_length: None,
+                joined: true,
+            };
+            let split = match copy {
+                InputCopy::Bands(_) => Split::Rows,
+                _ => Split::Items,
+            };
+            let schedule = Schedule {
+                isa: Isa::Avx512,
+                algorithm: Algorithm::Width(width),
+                loop_nest: nest(rows_outer, None),
+                copy,
+                run: Run { threads, split },
+            };
+            schedule.legal(&spec).is_ok().then_some(schedule)
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Rows joined into runs (a vector spanning the end of one row and the
+    /// start of the next, each tap's lanes across a row's edge masked)
+    /// match the reference, plain and checked (`check_kernel` checks a
+    /// quarter of its seeds), with every copy and thread count. On hosts
+    /// without AVX-512 every such schedule is refused instead.
+    #[test]
+    fn joined_rows_match_reference(
+        (spec, schedule) in joinable_spec().prop_flat_map(|s| {
+            let sched = joined_schedule(&s);
+            (Just(s), sched)
+        }),
+        seed in any::<u64>(),
+    ) {
+        let Some(schedule) = schedule else { return Ok(()) };
+        if !Isa::Avx512.on_host() {
+            prop_assert!(Compiler::host().unwrap().compile_with(&spec, &schedule).is_err());
+            return Ok(());
+        }
+        check_kernel(&spec, &schedule, seed);
     }
 }
 
@@ -256,6 +350,8 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
                         reduction_unroll,
                         channels: oc_vectors,
                         row_length,
+                        // The layout's bool, drawn for the width tile.
+                        joined: interleave,
                     }),
                 };
                 Schedule {
@@ -775,6 +871,7 @@ fn illegal_schedules_are_refused() {
             reduction_unroll: 1,
             channels: 1,
             row_length: None,
+            joined: false,
         }),
         ..base
     };
@@ -1160,6 +1257,7 @@ fn rows_of_another_length_are_for_flat_planes_only() {
             reduction_unroll: 1,
             channels: 1,
             row_length: Some(len),
+            joined: false,
         }),
         isa: Isa::Sse,
         ..schedule::choose(spec)

@@ -174,6 +174,7 @@ impl Algorithm {
                 reduction_unroll,
                 channels: tile.oc_vectors,
                 row_length: None,
+                joined: false,
             }),
         }
     }
@@ -255,6 +256,33 @@ impl Algorithm {
         }
     }
 
+    /// Accumulators of the whole register tile: a row's times the rows,
+    /// or, for a width tile of joined rows, its channels times its vectors.
+    pub fn accumulators(&self) -> usize {
+        match *self {
+            Algorithm::Width(w) if w.joined => w.channels.saturating_mul(w.pixel_vectors),
+            _ => self.accumulators_per_row().saturating_mul(self.row_tile()),
+        }
+    }
+
+    /// Whether its tiles compute rows joined into one run of pixels
+    /// ([`Width::joined`]).
+    pub fn joined(&self) -> bool {
+        matches!(*self, Algorithm::Width(Width { joined: true, .. }))
+    }
+
+    /// The column phases and sub-row length of its copy of a layer of
+    /// `geometry` with vectors of `isa` (see `codegen::Plan`): the
+    /// family's, or for joined rows the input's own width, with no
+    /// columns of padding.
+    pub fn row_phases(&self, geometry: &Geometry, isa: Isa) -> (usize, usize) {
+        if self.joined() {
+            let [_, left, _, right] = geometry.pad;
+            return (1, geometry.padded[1] - left - right);
+        }
+        self.family().row_phases(&geometry.phases, geometry.padded[1], isa.lanes())
+    }
+
     /// The vector registers one step of its tile reuses across its
     /// multiply-adds (the weight vectors of the direct and depthwise
     /// algorithms; for the width algorithm, the pixel vectors or the
@@ -262,6 +290,7 @@ impl Algorithm {
     /// register file with.
     pub fn reused_registers(&self) -> usize {
         match *self {
+            Algorithm::Width(w) if w.joined => w.channels.min(w.pixel_vectors),
             Algorithm::Width(w) => w.channels.min(w.pixel_vectors.saturating_mul(w.row_tile)),
             _ => self.oc_vectors(),
         }
@@ -301,8 +330,7 @@ impl Algorithm {
     /// of `isa`: a padded, channel-blocked or NHWC copy, or one whose rows
     /// are split into column phases or stored longer than the image's.
     pub fn reads_copy(&self, spec: &ValidSpec, geometry: &Geometry, isa: Isa) -> bool {
-        let (col_phases, sub_row) =
-            self.family().row_phases(&geometry.phases, geometry.padded[1], isa.lanes());
+        let (col_phases, sub_row) = self.row_phases(geometry, isa);
         // A row split into column phases is a copy even when its length
         // happens to equal the image's (stride 2, no padding, the last
         // vector's reach exactly the width).
@@ -386,6 +414,36 @@ impl Algorithm {
                          and the length must divide the pixels of a plane",
                     );
                 }
+                if w.joined {
+                    let runs = |why: &str| bad("joined", "true".into(), why);
+                    if isa != Isa::Avx512 {
+                        return runs(
+                            "rows are joined on avx512 only (its masks zero a tap's lanes)",
+                        );
+                    }
+                    if spec.op() != crate::spec::Op::Conv2d
+                        || spec.stride() != [1, 1]
+                        || spec.out_width() != spec.width()
+                    {
+                        return runs(
+                            "joined rows compute a conv2d of stride 1 whose output rows are as \
+                             wide as its input rows",
+                        );
+                    }
+                    if w.row_length.is_some() {
+                        return runs("rows of another length are not joined");
+                    }
+                    let needed = w.row_tile.saturating_mul(spec.width()).div_ceil(isa.lanes());
+                    if w.pixel_vectors != needed {
+                        return bad(
+                            "pixel_vectors",
+                            w.pixel_vectors.to_string(),
+                            &format!(
+                                "joined rows take exactly the vectors of row_tile rows: {needed}"
+                            ),
+                        );
+                    }
+                }
                 if w.channels > 1 && !isa.is_assembled() {
                     return bad(
                         "channels",
@@ -396,9 +454,7 @@ impl Algorithm {
             }
         }
         let row_tile = self.row_tile();
-        if !(1..=MAX_ACCUMULATORS).contains(&row_tile)
-            || self.accumulators_per_row() * row_tile > MAX_ACCUMULATORS
-        {
+        if !(1..=MAX_ACCUMULATORS).contains(&row_tile) || self.accumulators() > MAX_ACCUMULATORS {
             return bad(
                 "row_tile",
                 row_tile.to_string(),
@@ -417,7 +473,7 @@ impl Algorithm {
         }
         // With every knob bounded: the assembled tiles' own limits.
         let most = isa_accumulators(isa, self.reused_registers());
-        if self.accumulators_per_row() * row_tile > most {
+        if self.accumulators() > most {
             return bad(
                 "row_tile",
                 row_tile.to_string(),

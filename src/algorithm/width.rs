@@ -35,6 +35,17 @@ pub struct Width {
     /// vector masked at a row's end). Absent: the layer's rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_length: Option<usize>,
+    /// Whether the tile's `row_tile` rows are computed as one run of
+    /// `row_tile · width` consecutive pixels, in `pixel_vectors` vectors
+    /// (exactly as many as the run needs): the copy stores each plane's
+    /// rows back to back, without columns of padding, so a vector may
+    /// span the end of one row and the start of the next, and each tap's
+    /// lanes whose input lies left or right of the row are loaded as
+    /// zeros (AVX-512 masks). For a conv2d of stride 1 whose output rows
+    /// are as wide as its input rows; rows narrower than a vector no
+    /// longer leave lanes idle (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joined: bool,
 }
 
 fn one() -> usize {

@@ -48,6 +48,12 @@ pub struct Plan {
     /// When the copy holds bands of rows: how many bands, and the most
     /// padded input rows one band reads (the rows of each stored plane).
     pub bands: Option<Bands>,
+    /// Whether the copy's rows hold no columns of padding (the width
+    /// algorithm's joined rows): padded column `c` of stored row `r` is
+    /// element `r · sub_row + c`, so a row's last pixels run `left`
+    /// elements into the next row (whose padding columns they are), and
+    /// each plane ends with `left` more elements for its last row's.
+    pub joined: bool,
 }
 
 impl Plan {
@@ -59,11 +65,8 @@ impl Plan {
     /// The plan for `spec`, whose geometry is `geometry`, computed with
     /// `schedule` (which must be legal).
     pub fn of(spec: &ValidSpec, geometry: Geometry, schedule: &Schedule) -> Plan {
-        let padded = geometry.padded;
         let work = schedule.algorithm.work(spec, schedule.isa);
-        let family = schedule.algorithm.family();
-        let (col_phases, sub_row) =
-            family.row_phases(&geometry.phases, padded[1], schedule.isa.lanes());
+        let (col_phases, sub_row) = schedule.algorithm.row_phases(&geometry, schedule.isa);
         let interleaved = schedule.interleave();
         let needs_copy = schedule.algorithm.reads_copy(spec, &geometry, schedule.isa);
         let bands = match schedule.copy {
@@ -85,6 +88,7 @@ impl Plan {
             interleaved,
             col_phases,
             sub_row,
+            joined: schedule.algorithm.joined(),
         }
     }
 
@@ -124,7 +128,8 @@ impl Plan {
     /// Elements of one padded input plane (a channel, or a block of one
     /// vector's channels; a whole interleaved copy).
     pub fn plane_len(&self) -> usize {
-        self.stored_rows() * self.row_len() * self.pixel_len()
+        let spill = if self.joined { self.geometry.pad[1] } else { 0 };
+        self.stored_rows() * self.row_len() * self.pixel_len() + spill
     }
 
     /// Rows of each stored plane: a band's, or the padded height.

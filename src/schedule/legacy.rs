@@ -97,6 +97,7 @@ impl Flat {
                 reduction_unroll: self.reduction_unroll,
                 channels: 1,
                 row_length: None,
+                joined: false,
             }),
         };
         let loop_nest = match (self.loop_order, self.col_block) {

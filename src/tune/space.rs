@@ -46,7 +46,7 @@ const COL_BLOCKS: [usize; 3] = [16, 32, 64];
 const BAND_ROWS: [usize; 4] = [1, 2, 4, 8];
 
 /// The knobs, in the order [`Space::knobs`] reports them.
-pub const KNOBS: [&str; 10] = [
+pub const KNOBS: [&str; 11] = [
     "isa",
     "algorithm",
     "tile",
@@ -57,6 +57,7 @@ pub const KNOBS: [&str; 10] = [
     "copy",
     "layout",
     "row_length",
+    "joined",
 ];
 
 /// The schedules a tuner may try for one layer.
@@ -93,13 +94,28 @@ impl Space {
                 Strategy::Width => row_lengths(spec, isa),
                 _ => vec![None],
             };
-            for row_length in views {
+            // The layer's own rows once more, joined into runs
+            // ([`algorithm::Width::joined`]), where an AVX-512 width tile
+            // may join them.
+            let joinable = strategy == Strategy::Width && isa == Isa::Avx512 && joins(spec);
+            let views =
+                views.into_iter().map(|v| (v, false)).chain(joinable.then_some((None, true)));
+            for (row_length, joined) in views {
                 // The layer as the schedules of this view compute it.
                 let lowered = row_length.and_then(|len| spec.as_rows(len));
                 let view = lowered.as_ref().unwrap_or(spec);
                 let geometry = Geometry::of(view);
                 let (nests, copies) = staging(view, &geometry);
-                let tiles = family.tiles(view, &geometry, MIN_ACCUMULATORS, isa);
+                let mut tiles = family.tiles(view, &geometry, MIN_ACCUMULATORS, isa);
+                if joined {
+                    // Each tile's channels and rows, its pixels the run's.
+                    let run = |rows: usize| rows * spec.width();
+                    for t in &mut tiles {
+                        t.pixel_tile = run(t.row_tile).next_multiple_of(isa.lanes());
+                    }
+                    let mut seen = HashSet::new();
+                    tiles.retain(|t| seen.insert(*t));
+                }
                 for (tile, reduction_unroll) in product(&tiles, &unrolls) {
                     for (loop_nest, (copy, interleave)) in
                         product(&nests, &product(&copies, &interleaves))
@@ -117,6 +133,7 @@ impl Space {
                             );
                             if let Algorithm::Width(w) = &mut algorithm {
                                 w.row_length = row_length;
+                                w.joined = joined;
                             }
                             let run = Run { threads, split };
                             let s = Schedule { isa, algorithm, loop_nest, copy, run };
@@ -126,7 +143,7 @@ impl Space {
                             // Without a copy to make, every copy
                             // granularity is the same kernel.
                             let copied = *reads_copy
-                                .entry((strategy, isa, interleave, row_length))
+                                .entry((strategy, isa, interleave, row_length, joined))
                                 .or_insert_with(|| s.algorithm.reads_copy(view, &geometry, isa));
                             if copied || copy == InputCopy::Image {
                                 members.push(s);
@@ -169,7 +186,7 @@ impl Space {
     /// The value of every knob of `schedule` (in the order of [`KNOBS`]),
     /// encoded as a number: two schedules differ in a knob exactly when
     /// these differ.
-    pub fn knobs(schedule: &Schedule) -> [u64; 10] {
+    pub fn knobs(schedule: &Schedule) -> [u64; 11] {
         let s = schedule;
         let strategy = match s.strategy() {
             Strategy::Direct => 0,
@@ -200,6 +217,7 @@ impl Space {
             copy,
             u64::from(s.interleave()),
             s.algorithm.row_length().unwrap_or(0) as u64,
+            u64::from(s.algorithm.joined()),
         ]
     }
 }
@@ -236,6 +254,15 @@ fn row_lengths(spec: &ValidSpec, isa: Isa) -> Vec<Option<usize>> {
         }
     }
     lengths
+}
+
+/// Whether the width algorithm may join `spec`'s rows into runs
+/// ([`algorithm::Width::joined`]): a conv2d of stride 1 whose output
+/// rows are as wide as its input rows.
+fn joins(spec: &ValidSpec) -> bool {
+    spec.op() == crate::spec::Op::Conv2d
+        && spec.stride() == [1, 1]
+        && spec.out_width() == spec.width()
 }
 
 /// Vectors per row the width algorithm may cut a flat plane into.

@@ -316,6 +316,7 @@ pub fn algorithm(
                 reduction_unroll,
                 channels: tile.oc_vectors,
                 row_length: None,
+                joined: false,
             })
         }
     }

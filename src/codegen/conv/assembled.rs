@@ -109,7 +109,8 @@ impl Emitter<'_> {
     }
 
     /// The pixels-in-lanes form of `shape` in `phase`: each row's pixels
-    /// in vectors of the ISA's lanes, the last masked to the row; the
+    /// in vectors of the ISA's lanes, the last masked to the row (or, for
+    /// joined rows, the run of all its rows' pixels in vectors); the
     /// input offsets of the vectors.
     fn pixel_form(&self, phase: &Phase, shape: Shape) -> (Vec<i64>, Form) {
         let isa = self.schedule.isa;
@@ -119,12 +120,26 @@ impl Emitter<'_> {
         let pixel_out = phase.cols.out_step as i64 * 4;
         let out_row = (phase.rows.out_step * self.spec.out_width()) as i64 * 4;
         let (mut positions, mut out, mut valid) = (Vec::new(), Vec::new(), Vec::new());
-        for r in 0..shape.rows {
-            for n in 0..per_row {
-                // The column-phase copy keeps a phase's pixels consecutive.
-                positions.push(r as i64 * row_step + (lanes * n) as i64 * eb);
-                out.push(r as i64 * out_row + (lanes * n) as i64 * pixel_out);
-                valid.push((shape.pixels - lanes * n).min(lanes));
+        if self.plan.joined {
+            // Whole rows as one run: input and output rows are both
+            // `pixels` long (a legal joined schedule's), so the run's
+            // vectors are consecutive in both.
+            debug_assert_eq!(shape.pixels, self.spec.width());
+            let run = shape.positions();
+            for n in 0..run.div_ceil(lanes) {
+                positions.push((lanes * n) as i64 * eb);
+                out.push((lanes * n) as i64 * 4);
+                valid.push((run - lanes * n).min(lanes));
+            }
+        } else {
+            for r in 0..shape.rows {
+                for n in 0..per_row {
+                    // The column-phase copy keeps a phase's pixels
+                    // consecutive.
+                    positions.push(r as i64 * row_step + (lanes * n) as i64 * eb);
+                    out.push(r as i64 * out_row + (lanes * n) as i64 * pixel_out);
+                    valid.push((shape.pixels - lanes * n).min(lanes));
+                }
             }
         }
         let work = self.plan.work;
@@ -185,6 +200,13 @@ impl Emitter<'_> {
             let (first, step) = progression(&rows);
             Taps { rows: rows.len(), row_step: (step.0 * tap_bytes, step.1), taps: grid(&[first]) }
         };
+        let masks = if self.plan.joined {
+            let offsets: Vec<usize> = phase.cols.taps.iter().map(|t| t.offset).collect();
+            let per_iteration = taps.taps.len() / offsets.len().max(1);
+            self.joined_masks(shape, &offsets, per_iteration)
+        } else {
+            Vec::new()
+        };
         let channels = self.spec.in_per_group();
         Tile {
             isa: self.schedule.isa,
@@ -197,8 +219,35 @@ impl Emitter<'_> {
             taps,
             stores: own_stores,
             form,
+            masks,
         }
         .reaching()
+    }
+
+    /// The lanes each tap of a tile of joined rows loads (see
+    /// [`Tile::masks`]): its taps are `rows` kernel rows of the column
+    /// taps at padded offsets `cols`, row-major; lane `l` of vector `n`
+    /// is pixel `f = lanes · n + l` of the run, column `f mod width` of
+    /// its row, and loads where that column plus the tap's offset lies
+    /// in the row's pixels and `f` in the run.
+    fn joined_masks(&self, shape: Shape, cols: &[usize], rows: usize) -> Vec<u16> {
+        let (lanes, width) = (self.schedule.isa.lanes(), self.spec.width());
+        let left = self.plan.geometry.pad[1];
+        let run = shape.positions();
+        let vectors = run.div_ceil(lanes);
+        let mut masks = Vec::with_capacity(rows * cols.len() * vectors);
+        for _ in 0..rows {
+            for &offset in cols {
+                for n in 0..vectors {
+                    let inside = |l: &usize| {
+                        let f = lanes * n + l;
+                        f < run && (left..left + width).contains(&(f % width + offset))
+                    };
+                    masks.push((0..lanes).filter(inside).fold(0u16, |m, l| m | 1 << l));
+                }
+            }
+        }
+        masks
     }
 
     /// The function of `tile`, assembled and linked on first use; `None`

@@ -136,6 +136,7 @@ impl DscSchedule {
                 reduction_unroll: 1,
                 channels: 1,
                 row_length: None,
+                joined: false,
             }),
             loop_nest: LoopNest::ChannelsOuter,
             copy: InputCopy::Bands(self.band_rows),

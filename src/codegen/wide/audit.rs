@@ -168,6 +168,14 @@ pub fn reach(bytes: &[u8], lanes: i64) -> Result<[(i64, i64); 5], String> {
                 };
                 regs.insert(dest, (None, value));
             }
+            // A register kept in a vector register and brought back.
+            M::Vmovq if i.op0_kind() == OpKind::Register && i.op1_kind() == OpKind::Register => {
+                let (to, from) =
+                    (i.op0_register().full_register(), i.op1_register().full_register());
+                let kept =
+                    regs.get(&from).copied().ok_or(format!("`{text}` reads an unset register"))?;
+                regs.insert(to, kept);
+            }
             M::Kmovw => {
                 let v = value(&regs, i.op1_register())?;
                 regs.insert(i.op0_register(), (None, v.1 & 0xffff));

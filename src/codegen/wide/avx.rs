@@ -8,13 +8,14 @@
 //! | `rdi`, `rsi` | the input and the weights of the current channel |
 //! | `rdx` | the bias (read once), then the kernel-row loop's count |
 //! | `rcx` | the accumulator block (written once, at the end) |
-//! | `r8`, `r9` | the output and the channels to store (with [`Stores`]) |
+//! | `r8`, `r9` | the output and the channels to store (with [`Stores`]); `r9` builds a tile's load masks, the channels kept in `xmm31` meanwhile |
 //! | `rax` | the channel loop's count; the epilogue's constants |
 //! | `r10`, `r11` | the kernel-row loop's input and weights |
 //! | vector 0 … A−1 | the accumulators, `(v, q)` at `v · positions + q` |
 //! | vector A … A+V−1 | the tap's weight vectors, loaded once per tap |
 //! | vector A+V | AVX2 only: the broadcast input pixel (not in a depthwise tile, whose FMAs read a vector of pixels) |
 //! | `zmm16`–`zmm31`, `k1`, `k2` | the epilogue's transpose and masks (AVX-512) |
+//! | `zmm16`, `k3` | a masked load of joined rows, zeros in the lanes it skips (AVX-512) |
 //!
 //! The epilogue of a tile with [`Stores`] (AVX-512): the accumulators go
 //! to the `acc` block, then for each vector of channels its 16 (or fewer)
@@ -64,7 +65,17 @@ pub fn assemble(tile: &Tile) -> Result<(Vec<u8>, Vec<iced_x86::Instruction>)> {
     let stores_ok = tile.stores.as_ref().is_none_or(|st| {
         tile.isa == Isa::Avx512 && st.pixels > 0 && tile.positions.len().is_multiple_of(st.pixels)
     });
-    if !tile.isa.is_assembled() || registers > 16 || tile.accumulators() == 0 || !stores_ok {
+    // Masks are an AVX-512 pixels tile's, one per tap and position.
+    let masks_ok = tile.masks.is_empty()
+        || (tile.isa == Isa::Avx512
+            && matches!(tile.form, Form::Pixels(_))
+            && tile.masks.len() == tile.taps.taps.len() * tile.positions.len());
+    if !tile.isa.is_assembled()
+        || registers > 16
+        || tile.accumulators() == 0
+        || !stores_ok
+        || !masks_ok
+    {
         return Err(Error::Jit(format!(
             "no {} tile of {} accumulators × {} weight vectors",
             tile.isa,
@@ -165,6 +176,12 @@ impl Emit<'_> {
             }
         }
         let has_taps = !self.tile.taps.taps.is_empty() && self.tile.taps.rows > 0;
+        // A tile with masks builds them in `r9`: the channels to store
+        // wait in `xmm31` (a pixels tile's epilogue reads them last).
+        let masked = !self.tile.masks.is_empty();
+        if masked {
+            self.keep(xmm31, r9)?;
+        }
         if has_taps {
             let unroll = self.tile.unroll.clamp(1, self.tile.channels.max(1));
             let (full, rest) = (self.tile.channels / unroll, self.tile.channels % unroll);
@@ -187,6 +204,9 @@ impl Emit<'_> {
             }
             self.channels(rest)?;
         }
+        if masked {
+            self.bring_back(r9, xmm31)?;
+        }
         if let Form::Pixels(stores) = &self.tile.form {
             self.pixel_stores(stores)?;
         } else {
@@ -199,6 +219,22 @@ impl Emit<'_> {
         }
         self.a.vzeroupper()?;
         self.a.ret()
+    }
+
+    /// `vmovq keep, reg`: `xmm16`–`xmm31` have EVEX encodings only.
+    fn keep(&mut self, keep: AsmRegisterXmm, reg: AsmRegister64) -> R {
+        self.a.set_prefer_vex(false);
+        let done = self.a.vmovq(keep, reg);
+        self.a.set_prefer_vex(true);
+        done
+    }
+
+    /// `vmovq reg, kept`, as [`Emit::keep`] encodes it.
+    fn bring_back(&mut self, reg: AsmRegister64, kept: AsmRegisterXmm) -> R {
+        self.a.set_prefer_vex(false);
+        let done = self.a.vmovq(reg, kept);
+        self.a.set_prefer_vex(true);
+        done
     }
 
     /// The f32 at `base + off` broadcast to every lane of register `reg`.
@@ -225,18 +261,50 @@ impl Emit<'_> {
         }
     }
 
+    /// The lanes of position `q` that tap `tap` loads (see [`Tile::masks`]),
+    /// when not all of them.
+    fn lanes_of(&self, tap: usize, q: usize) -> Option<u16> {
+        let mask = *self.tile.masks.get(tap * self.positions() + q)?;
+        (mask != u16::MAX).then_some(mask)
+    }
+
+    /// The vector at `x + off` into `reg` (AVX-512), only the lanes of
+    /// `mask`, the others zero: a masked-off lane reads no memory.
+    fn masked_load(&mut self, reg: AsmRegisterZmm, x: AsmRegister64, off: i64, mask: u16) -> R {
+        // `r9` is free through the reduction (see `function`).
+        self.a.mov(r9d, u32::from(mask))?;
+        self.a.kmovw(k3, r9d)?;
+        self.a.vmovups(reg.k3().z(), zmmword_ptr(x + disp(off)?))
+    }
+
     /// One tap of a pixels-in-lanes tile (see [`Form::Pixels`]), the
-    /// input at `x + x_off + tx`, the weights at `w + w_off + tw`.
-    fn pixel_tap(&mut self, x: AsmRegister64, w: AsmRegister64, x_at: i64, w_at: i64) -> R {
+    /// input at `x + x_off + tx`, the weights at `w + w_off + tw`; `tap`
+    /// its index, for its masks.
+    fn pixel_tap(
+        &mut self,
+        x: AsmRegister64,
+        w: AsmRegister64,
+        x_at: i64,
+        w_at: i64,
+        tap: usize,
+    ) -> R {
         let (accs, m, j) = (self.accs(), self.tile.vectors, self.positions());
         let positions = self.tile.positions.clone();
         if m <= j {
             // The channels' weights broadcast into registers, each pixel
-            // vector read by its FMAs.
+            // vector read by its FMAs (loaded first into `zmm16` where a
+            // mask zeroes some of its lanes).
             for c in 0..m {
                 self.broadcast_load(accs + c, w, w_at + 4 * c as i64)?;
             }
             for (q, &at) in positions.iter().enumerate() {
+                if let Some(mask) = self.lanes_of(tap, q) {
+                    self.masked_load(ZMM[16], x, x_at + at, mask)?;
+                    for c in 0..m {
+                        self.a.vfmadd231ps(ZMM[c * j + q], ZMM[accs + c], ZMM[16])?;
+                    }
+                    continue;
+                }
                 for c in 0..m {
                     self.fma_vector(c * j + q, accs + c, x, x_at + at)?;
                 }
@@ -246,7 +314,10 @@ impl Emit<'_> {
         // The pixel vectors in registers, each weight broadcast by its
         // FMAs (from memory on AVX-512, into a register on AVX2).
         for (q, &at) in positions.iter().enumerate() {
-            self.mov_load(accs + q, x, x_at + at)?;
+            match self.lanes_of(tap, q) {
+                Some(mask) => self.masked_load(ZMM[accs + q], x, x_at + at, mask)?,
+                None => self.mov_load(accs + q, x, x_at + at)?,
+            }
         }
         for c in 0..m {
             let weight = disp(w_at + 4 * c as i64)?;
@@ -587,8 +658,8 @@ impl Emit<'_> {
         let vb = self.tile.isa.bytes() as i64;
         let taps = self.tile.taps.taps.clone();
         if matches!(self.tile.form, Form::Pixels(_)) {
-            for (tw, tx) in taps {
-                self.pixel_tap(x, w, x_off + tx, w_off + tw)?;
+            for (i, (tw, tx)) in taps.into_iter().enumerate() {
+                self.pixel_tap(x, w, x_off + tx, w_off + tw, i)?;
             }
             return Ok(());
         }

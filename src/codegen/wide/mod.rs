@@ -95,6 +95,11 @@ pub struct Tile {
     pub stores: Option<Stores>,
     /// What the lanes hold.
     pub form: Form,
+    /// For a pixels tile of joined rows (AVX-512): the lanes of position
+    /// `q` whose input at tap `i` (of [`Taps::taps`]) lies in the row and
+    /// the run, at `masks[i · positions + q]`; the others are loaded as
+    /// zeros. Empty: every lane of every load.
+    pub masks: Vec<u16>,
 }
 
 /// What an assembled tile's lanes hold.
@@ -335,6 +340,27 @@ impl Tile {
         if self.taps.taps.is_empty() || self.channels == 0 {
             return [(0, 0), (0, 0), (0, bias)];
         }
+        if !self.masks.is_empty() {
+            // Masked loads read their lanes alone: the tap and the position
+            // bound together, by each load's first and last lane.
+            let p = self.positions.len();
+            let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+            for (i, &(_, tx)) in self.taps.taps.iter().enumerate() {
+                for (q, &at) in self.positions.iter().enumerate() {
+                    let mask = self.masks.get(i * p + q).copied().unwrap_or(u16::MAX);
+                    if mask != 0 {
+                        let (first, last) = (mask.trailing_zeros(), 15 - mask.leading_zeros());
+                        lo = lo.min(tx + at + 4 * first as i64);
+                        hi = hi.max(tx + at + 4 * (last as i64 + 1));
+                    }
+                }
+            }
+            if lo > hi {
+                return [(0, 0), (w.0, w.1 + weights), (0, bias)];
+            }
+            let x = sum(&[channels, rows, (lo, hi)]);
+            return [x, (w.0, w.1 + weights), (0, bias)];
+        }
         [(x.0, x.1 + pixel), (w.0, w.1 + weights), (0, bias)]
     }
 }
@@ -355,8 +381,10 @@ mod tests {
         let stores = (0u8..4, 1usize..=4, 0usize..=4, 0u32..4, 0usize..=48);
         let sizes = (0usize..=6, 1usize..=4, (1i64..2000, 1i64..600), 1usize..=3, 1i64..50);
         let pixels = (1usize..=14, 1usize..=4, 1usize..=40, any::<bool>());
-        (isa, shape, grid, sizes, (stores, pixels)).prop_map(
-            |(isa, (vectors, p), grid, sizes, (stores, pixels))| {
+        // Lane masks of joined rows (AVX-512 pixels tiles), half the time.
+        let masks = prop::option::of(prop::collection::vec(any::<u16>(), 9 * 14));
+        (isa, shape, grid, sizes, (stores, pixels, masks)).prop_map(
+            |(isa, (vectors, p), grid, sizes, (stores, pixels, masks))| {
                 let (kind, rows_of, plane_out, activation, min_lanes) = stores;
                 let activation = [
                     Activation::None,
@@ -401,6 +429,10 @@ mod tests {
                     tile.w_channel = tile.w_channel / (vectors_bytes(isa, 1)) * 4 * m as i64;
                     tile.taps.taps = tile.taps.taps.iter().map(|&(w, x)| (w / 4 * 4, x)).collect();
                     tile.form = Form::Pixels(stores);
+                    if let (Isa::Avx512, Some(masks)) = (isa, masks) {
+                        let n = tile.taps.taps.len() * tile.positions.len();
+                        tile.masks = masks.into_iter().cycle().take(n).collect();
+                    }
                     return tile;
                 }
                 // Channels of a group each: vectors of weights times
@@ -463,6 +495,7 @@ mod tests {
             },
             stores,
             form: Form::Channels,
+            masks: Vec::new(),
         }
     }
 
