@@ -1,8 +1,11 @@
 //! The padded input copies the compiled code reads (`codegen::Plan`
 //! fixes their layout): NCHW, NHWC (interleaved) or channel-blocked,
-//! with strided rows split into column phases; of a whole image, one group,
-//! or one band of rows. Only a copy's interior is ever written, so its
-//! zero borders are made once, by [`crate::runtime::Scratch::zeroed`].
+//! with strided rows split into column phases, or rows back to back
+//! without columns of padding (joined rows, whose padding columns hold
+//! the neighbouring rows' pixels, read only by masked-off lanes); of a
+//! whole image, one group, or one band of rows. Only a copy's interior is
+//! ever written, so its zero borders are made once, by
+//! [`crate::runtime::Scratch::zeroed`].
 
 use std::ops::Range;
 

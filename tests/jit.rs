@@ -267,6 +267,60 @@ fn joined_schedule(spec: &ValidSpec) -> impl Strategy<Value = Option<Schedule>> 
     )
 }
 
+/// Joined rows are refused, naming the field, where they do not apply:
+/// below AVX-512, on strided or transposed layers, on output rows
+/// narrower than the input's, with another row length, and with other
+/// than the run's vectors.
+#[test]
+fn joined_rows_are_refused_where_they_do_not_apply() {
+    let joined = |isa: Isa, pixel_vectors: usize, row_length: Option<usize>| Schedule {
+        isa,
+        algorithm: Algorithm::Width(Width {
+            pixel_vectors,
+            row_tile: 2,
+            reduction_unroll: 1,
+            channels: 1,
+            row_length,
+            joined: true,
+        }),
+        loop_nest: LoopNest::RowsOuter,
+        copy: InputCopy::Image,
+        run: Run::default(),
+    };
+    // 2 rows of 12 pixels: 2 vectors of 16.
+    let same = spec(
+        r#"{"op":"conv2d","in_channels":4,"out_channels":4,"height":12,"width":12,"kernel":3,"padding":1,"groups":4}"#,
+    );
+    assert!(joined(Isa::Avx512, 2, None).legal(&same).is_ok());
+    let refused = |spec: &ValidSpec, s: Schedule, field: &str| {
+        let e = s.legal(spec).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidSchedule { field: f, .. } if *f == field),
+            "{spec} with {s:?}: {e}"
+        );
+    };
+    refused(&same, joined(Isa::Avx2, 2, None), "joined");
+    refused(&same, joined(Isa::Sse, 2, None), "joined");
+    refused(&same, joined(Isa::Avx512, 3, None), "pixel_vectors");
+    // A 1×1 layer's planes may be cut into rows of another length, but
+    // not joined as well.
+    let flat = spec(
+        r#"{"op":"conv2d","in_channels":4,"out_channels":4,"height":12,"width":12,"kernel":1}"#,
+    );
+    assert!(joined(Isa::Avx512, 2, None).legal(&flat).is_ok());
+    refused(&flat, joined(Isa::Avx512, 3, Some(24)), "joined");
+    let others = [
+        r#"{"op":"conv2d","in_channels":4,"out_channels":4,"height":12,"width":12,"kernel":3,"padding":1,"stride":2}"#,
+        r#"{"op":"conv2d","in_channels":4,"out_channels":4,"height":12,"width":12,"kernel":3}"#,
+        r#"{"op":"conv_transpose2d","in_channels":4,"out_channels":4,"height":12,"width":12,"kernel":3,"padding":1}"#,
+    ];
+    for json in others {
+        let layer = spec(json);
+        let vectors = (2 * layer.out_width()).div_ceil(16);
+        refused(&layer, joined(Isa::Avx512, vectors, None), "joined");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -327,13 +381,13 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
     (
         (0usize..3, k.clone(), k.clone(), k.clone(), k.clone()),
         (any::<bool>(), prop::option::of(k.clone()), k.clone(), any::<bool>(), copy, any::<bool>()),
-        (prop::sample::select(isas), prop::option::of(k)),
+        (prop::sample::select(isas), prop::option::of(k), any::<bool>()),
     )
         .prop_map(
             |(
                 (family, oc_vectors, pixel_tile, reduction_unroll, row_tile),
                 (rows_outer, col_block, threads, split_rows, copy, interleave),
-                (isa, row_length),
+                (isa, row_length, joined),
             )| {
                 let tile = Tile { oc_vectors, pixel_tile, row_tile };
                 let algorithm = match family {
@@ -350,8 +404,7 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
                         reduction_unroll,
                         channels: oc_vectors,
                         row_length,
-                        // The layout's bool, drawn for the width tile.
-                        joined: interleave,
+                        joined,
                     }),
                 };
                 Schedule {

@@ -246,7 +246,8 @@ impl Algorithm {
         }
     }
 
-    /// Accumulators in one row of the register tile.
+    /// Accumulators in one row of the register tile (for joined rows, the
+    /// whole run's: see [`Algorithm::accumulators`]).
     pub fn accumulators_per_row(&self) -> usize {
         match *self {
             Algorithm::Width(w) => w.pixel_vectors.saturating_mul(w.channels),
@@ -459,8 +460,8 @@ impl Algorithm {
                 "row_tile",
                 row_tile.to_string(),
                 &format!(
-                    "must be at least 1 with the accumulators of a row times row_tile at most \
-                     {MAX_ACCUMULATORS}"
+                    "must be at least 1 with the tile's accumulators (a row's times row_tile; \
+                     joined rows: channels · pixel_vectors) at most {MAX_ACCUMULATORS}"
                 ),
             );
         }

@@ -18,7 +18,8 @@ use crate::target::Isa;
 #[serde(deny_unknown_fields)]
 pub struct Width {
     /// Vectors of consecutive output pixels per row of the tile (the tile is
-    /// `lanes · pixel_vectors` pixels wide).
+    /// `lanes · pixel_vectors` pixels wide); with joined rows, the vectors
+    /// of the whole run of `row_tile` rows.
     pub pixel_vectors: usize,
     /// Output rows per register tile.
     pub row_tile: usize,

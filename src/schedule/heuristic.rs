@@ -305,10 +305,13 @@ fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule>
 /// The schedule of a depthwise conv2d of stride 1 whose output rows are
 /// as wide as its input rows, on AVX-512: the width tile of one channel
 /// on rows joined into runs ([`Width::joined`]), no lane idle at a row's
-/// end. A plane of up to [`MAX_JOINED_VECTORS`] vectors is one run, read
-/// from a copy of the whole image; a larger one runs
-/// [`JOINED_RUN_VECTORS`] vectors' worth of whole rows at a time, from a
-/// copy of each channel made just before it. Measured (an AMD AVX-512
+/// end. A plane of up to [`MAX_JOINED_VECTORS`] vectors (and rows) is
+/// one run, read from a copy of the whole image; a larger one runs
+/// [`JOINED_RUN_VECTORS`] vectors' worth of whole rows at a time, over the
+/// copy the other depthwise layers take ([`staging`]: each channel's,
+/// made just before it, where the channels share evenly among the
+/// threads). Rows of more than 224 pixels (a row past 14 vectors) are
+/// left to the rules below. Measured (an AMD AVX-512
 /// host, `compare_schedules --relative`, docs/schedules.md), against
 /// the AVX2 depthwise tile and the width tile of the layer's own rows:
 /// 2.0× on 7×7 planes, 1.6× on 14×14, 1.2× on 28×28 (5×5 kernel),
@@ -324,10 +327,12 @@ fn joined_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule
     }
     let (isa, lanes) = (Isa::Avx512, Isa::Avx512.lanes());
     let (height, width) = (spec.out_height(), spec.width());
-    let whole = (height * width).div_ceil(lanes) <= MAX_JOINED_VECTORS;
+    // A tile holds at most `MAX_ACCUMULATORS` rows, as many vectors.
+    let whole =
+        height <= MAX_ACCUMULATORS && (height * width).div_ceil(lanes) <= MAX_JOINED_VECTORS;
     let rows = match whole {
         true => height,
-        false => (JOINED_RUN_VECTORS * lanes / width).clamp(1, height),
+        false => (JOINED_RUN_VECTORS * lanes / width).clamp(1, height.min(MAX_ACCUMULATORS)),
     };
     let algorithm = Algorithm::Width(Width {
         pixel_vectors: (rows * width).div_ceil(lanes),

@@ -116,6 +116,14 @@ impl Space {
                     let mut seen = HashSet::new();
                     tiles.retain(|t| seen.insert(*t));
                 }
+                // Joined tiles span whole rows: a column block is the row.
+                let nests: Vec<LoopNest> = match joined {
+                    true => nests
+                        .into_iter()
+                        .filter(|n| !matches!(n, LoopNest::ColumnBlocks(_)))
+                        .collect(),
+                    false => nests,
+                };
                 for (tile, reduction_unroll) in product(&tiles, &unrolls) {
                     for (loop_nest, (copy, interleave)) in
                         product(&nests, &product(&copies, &interleaves))

@@ -225,18 +225,19 @@ impl Emitter<'_> {
     }
 
     /// The lanes each tap of a tile of joined rows loads (see
-    /// [`Tile::masks`]): its taps are `rows` kernel rows of the column
-    /// taps at padded offsets `cols`, row-major; lane `l` of vector `n`
+    /// [`Tile::masks`]): its taps are `kernel_rows` kernel rows (those one
+    /// iteration of the tap loop runs) of the column taps at padded
+    /// offsets `cols`, row-major; lane `l` of vector `n`
     /// is pixel `f = lanes · n + l` of the run, column `f mod width` of
     /// its row, and loads where that column plus the tap's offset lies
     /// in the row's pixels and `f` in the run.
-    fn joined_masks(&self, shape: Shape, cols: &[usize], rows: usize) -> Vec<u16> {
+    fn joined_masks(&self, shape: Shape, cols: &[usize], kernel_rows: usize) -> Vec<u16> {
         let (lanes, width) = (self.schedule.isa.lanes(), self.spec.width());
         let left = self.plan.geometry.pad[1];
         let run = shape.positions();
         let vectors = run.div_ceil(lanes);
-        let mut masks = Vec::with_capacity(rows * cols.len() * vectors);
-        for _ in 0..rows {
+        let mut masks = Vec::with_capacity(kernel_rows * cols.len() * vectors);
+        for _ in 0..kernel_rows {
             for &offset in cols {
                 for n in 0..vectors {
                     let inside = |l: &usize| {

@@ -90,8 +90,8 @@ pub struct Tile {
     /// One channel's taps.
     pub taps: Taps,
     /// The epilogue, when a channels-in-lanes tile stores its outputs
-    /// itself (AVX-512 on rows of consecutive output pixels); without one
-    /// it leaves its accumulators in `acc` for the IR's epilogue.
+    /// itself (AVX-512, outside the checked lowering); without one it
+    /// leaves its accumulators in `acc` for the IR's epilogue.
     pub stores: Option<Stores>,
     /// What the lanes hold.
     pub form: Form,
