@@ -51,22 +51,23 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     let geometry = Geometry::of(spec);
     let taps = geometry.most_taps();
     let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
-    // With AVX2 or more, AVX2's assembled depthwise tile (8 channels in
-    // lanes, over a copy blocked by 8) on rows under 8 output pixels and
-    // on strided rows of up to 28: measured (docs/schedules.md), on AVX2
-    // 1.25× the f32x4 depthwise tile at 7 pixels and 1.12–1.16× the width
-    // tile on mbv2_dw3x3_s2 and effnet_dw5x5_s2, on AVX-512 1.09–1.17×
-    // and 1.13–1.14× on effnet_dw5x5_s2 (0.93–1.02× on mbv2_dw3x3_s2;
-    // AVX-512's 16-channel tile ran slower than AVX2's on all three); the
-    // width tile stays on wider or unstrided rows (the depthwise tile ran
-    // 0.54–0.82× there).
-    let avx2_depthwise = depthwise
+    // With AVX2 or more, an assembled depthwise tile (8 or 16 channels in
+    // lanes, over a copy blocked by as many) on rows under 8 output pixels
+    // and on strided rows of up to 28: measured (docs/schedules.md), on
+    // AVX2 1.25× the f32x4 depthwise tile at 7 pixels and 1.12–1.16× the
+    // width tile on mbv2_dw3x3_s2 and effnet_dw5x5_s2; on AVX-512, whose
+    // tile stores its outputs itself, 1.11–1.15× and 1.19–1.24× AVX2's
+    // tile there (which ran 0.93–1.14× the width tile); the width tile
+    // stays on wider or unstrided rows (the depthwise tile ran 0.54–0.82×
+    // there; on AVX-512 `joined_rows` takes the unstrided ones first).
+    let depthwise_isa = Isa::host().min(widest).min(Isa::Avx512);
+    let assembled_depthwise = depthwise
         && spec.op() == crate::spec::Op::Conv2d
-        && Isa::host().min(widest) >= Isa::Avx2
+        && depthwise_isa >= Isa::Avx2
         && (spec.out_width() < MIN_WIDTH_FOR_ROWS
             || (spec.stride()[1] > 1 && spec.out_width() <= MAX_NARROW_ROW));
     let strategy = match depthwise {
-        true if avx2_depthwise => Strategy::Depthwise,
+        true if assembled_depthwise => Strategy::Depthwise,
         // One input channel per group. Along the row, each FMA takes its
         // input vector straight from the NCHW copy and the stores are whole
         // vectors; across channels (a channel-blocked copy), no lane idles
@@ -107,7 +108,7 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     let isa = match strategy {
         Strategy::Direct => direct_isa(spec, widest),
         Strategy::Width if widest_assembled(widest) => Isa::host().min(widest),
-        Strategy::Depthwise if avx2_depthwise => Isa::Avx2,
+        Strategy::Depthwise if assembled_depthwise => depthwise_isa,
         _ => Isa::Sse,
     };
     // The assembled tiles take up to 14 accumulators, the measured best on
@@ -155,7 +156,7 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
             (along * isa.lanes(), (vectors / along).clamp(1, geometry.most_rows().max(1)))
         }
         Strategy::Width => (LANES, MAX_ACCUMULATORS),
-        Strategy::Depthwise if avx2_depthwise => (MAX_ACCUMULATORS, 1),
+        Strategy::Depthwise if assembled_depthwise => (MAX_ACCUMULATORS, 1),
         Strategy::Direct if narrow && taps > 3 => (7, 2),
         Strategy::Direct if isa.is_assembled() => {
             let most = MAX_ACCUMULATORS;

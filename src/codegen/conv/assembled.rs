@@ -175,7 +175,8 @@ impl Emitter<'_> {
         };
         let own_stores = match form {
             Form::Channels => self.own_stores(phase, shape),
-            Form::Pixels(_) | Form::Depthwise => None,
+            Form::Depthwise => self.own_stores(phase, shape),
+            Form::Pixels(_) => None,
         };
         let kw = self.spec.kernel()[1] as i64;
         let tap_bytes = self.tap_bytes();

@@ -435,15 +435,10 @@ mod tests {
                     }
                     return tile;
                 }
-                // Channels of a group each: vectors of weights times
-                // vectors of pixels, each vector its own plane.
-                if kind == 3 {
-                    let mut tile = any_channels_tile(isa, (vectors, p), grid, sizes, None);
-                    tile.form = Form::Depthwise;
-                    return tile;
-                }
-                // Positions in whole rows when the tile stores them.
-                let (p, stores) = if kind == 1 && isa == Isa::Avx512 {
+                // Positions in whole rows when the tile stores them (a
+                // channels tile, or a depthwise one: kind 3).
+                let own = (kind == 1 || (kind == 3 && rows_of % 2 == 0)) && isa == Isa::Avx512;
+                let (p, stores) = if own {
                     let rows_of = rows_of.min(p);
                     let pixels = p / rows_of;
                     // Consecutive pixels, or a transposed phase's (every
@@ -462,7 +457,13 @@ mod tests {
                 } else {
                     (p, None)
                 };
-                any_channels_tile(isa, (vectors, p), grid, sizes, stores)
+                let mut tile = any_channels_tile(isa, (vectors, p), grid, sizes, stores);
+                // Channels of a group each: vectors of weights times
+                // vectors of pixels, each vector its own plane.
+                if kind == 3 {
+                    tile.form = Form::Depthwise;
+                }
+                tile
             },
         )
     }
