@@ -422,10 +422,7 @@ impl Algorithm {
                             "rows are joined on avx512 only (its masks zero a tap's lanes)",
                         );
                     }
-                    if spec.op() != crate::spec::Op::Conv2d
-                        || spec.stride() != [1, 1]
-                        || spec.out_width() != spec.width()
-                    {
+                    if !spec.rows_join() {
                         return runs(
                             "joined rows compute a conv2d of stride 1 whose output rows are as \
                              wide as its input rows",

@@ -50,7 +50,7 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     }
     let geometry = Geometry::of(spec);
     let taps = geometry.most_taps();
-    let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
+    let depthwise = depthwise(spec);
     // With AVX2 or more, an assembled depthwise tile (8 or 16 channels in
     // lanes, over a copy blocked by as many) on rows under 8 output pixels
     // and on strided rows of up to 28: measured (docs/schedules.md), on
@@ -267,8 +267,7 @@ fn staging(spec: &ValidSpec, geometry: &Geometry, threads: usize) -> (InputCopy,
 fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
     let isa = Isa::host().min(widest);
     let pixels = spec.out_height() * spec.out_width();
-    let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
-    if !isa.is_assembled() || !spec.plane_is_flat() || depthwise || pixels < MIN_FLAT_PIXELS {
+    if !isa.is_assembled() || !spec.plane_is_flat() || depthwise(spec) || pixels < MIN_FLAT_PIXELS {
         return None;
     }
     let tile = FLAT_PIXEL_VECTORS * isa.lanes();
@@ -319,11 +318,7 @@ fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule>
 /// 1.2–1.3× on 56×56 and 1.1× on 112×112. `None` for other layers and
 /// below AVX-512.
 fn joined_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
-    let depthwise = spec.in_per_group() == 1 && spec.groups() > 1;
-    let joins = spec.op() == crate::spec::Op::Conv2d
-        && spec.stride() == [1, 1]
-        && spec.out_width() == spec.width();
-    if !depthwise || !joins || Isa::host().min(widest) != Isa::Avx512 {
+    if !depthwise(spec) || !spec.rows_join() || Isa::host().min(widest) != Isa::Avx512 {
         return None;
     }
     let (isa, lanes) = (Isa::Avx512, Isa::Avx512.lanes());
@@ -352,6 +347,12 @@ fn joined_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule
     let schedule = Schedule { isa, algorithm, loop_nest: LoopNest::RowsOuter, copy, run };
     schedule.legal(spec).ok()?;
     Some(schedule)
+}
+
+/// Whether `spec` is depthwise: groups of one input channel each (any
+/// channel multiplier).
+fn depthwise(spec: &ValidSpec) -> bool {
+    spec.in_per_group() == 1 && spec.groups() > 1
 }
 
 /// The most vectors of a plane the heuristic computes as one run of

@@ -239,6 +239,15 @@ impl ValidSpec {
             && [p.top, p.left, p.bottom, p.right] == [0; 4]
     }
 
+    /// Whether each output row is computed from input rows of its own
+    /// width at the same columns' offsets (a conv2d of stride 1 whose
+    /// output rows are as wide as its input rows), so that the width
+    /// algorithm may join its rows into runs
+    /// ([`crate::algorithm::Width::joined`]).
+    pub fn rows_join(&self) -> bool {
+        self.op == Op::Conv2d && self.stride == [1, 1] && self.out_width() == self.width()
+    }
+
     /// The same layer on its planes cut into rows of `len` pixels: the
     /// same tensors in memory, element for element, when
     /// [`ValidSpec::plane_is_flat`] and `len` divides the pixels of a

@@ -97,7 +97,7 @@ impl Space {
             // The layer's own rows once more, joined into runs
             // ([`algorithm::Width::joined`]), where an AVX-512 width tile
             // may join them.
-            let joinable = strategy == Strategy::Width && isa == Isa::Avx512 && joins(spec);
+            let joinable = strategy == Strategy::Width && isa == Isa::Avx512 && spec.rows_join();
             let views =
                 views.into_iter().map(|v| (v, false)).chain(joinable.then_some((None, true)));
             for (row_length, joined) in views {
@@ -262,15 +262,6 @@ fn row_lengths(spec: &ValidSpec, isa: Isa) -> Vec<Option<usize>> {
         }
     }
     lengths
-}
-
-/// Whether the width algorithm may join `spec`'s rows into runs
-/// ([`algorithm::Width::joined`]): a conv2d of stride 1 whose output
-/// rows are as wide as its input rows.
-fn joins(spec: &ValidSpec) -> bool {
-    spec.op() == crate::spec::Op::Conv2d
-        && spec.stride() == [1, 1]
-        && spec.out_width() == spec.width()
 }
 
 /// Vectors per row the width algorithm may cut a flat plane into.

@@ -174,8 +174,7 @@ impl Emitter<'_> {
             }
         };
         let own_stores = match form {
-            Form::Channels => self.own_stores(phase, shape),
-            Form::Depthwise => self.own_stores(phase, shape),
+            Form::Channels | Form::Depthwise => self.own_stores(phase, shape),
             Form::Pixels(_) => None,
         };
         let kw = self.spec.kernel()[1] as i64;

@@ -180,7 +180,7 @@ impl Emit<'_> {
         // wait in `xmm31` (a pixels tile's epilogue reads them last).
         let masked = !self.tile.masks.is_empty();
         if masked {
-            self.keep(xmm31, r9)?;
+            self.evex(|a| a.vmovq(xmm31, r9))?;
         }
         if has_taps {
             let unroll = self.tile.unroll.clamp(1, self.tile.channels.max(1));
@@ -205,7 +205,7 @@ impl Emit<'_> {
             self.channels(rest)?;
         }
         if masked {
-            self.bring_back(r9, xmm31)?;
+            self.evex(|a| a.vmovq(r9, xmm31))?;
         }
         if let Form::Pixels(stores) = &self.tile.form {
             self.pixel_stores(stores)?;
@@ -221,18 +221,10 @@ impl Emit<'_> {
         self.a.ret()
     }
 
-    /// `vmovq keep, reg`: `xmm16`–`xmm31` have EVEX encodings only.
-    fn keep(&mut self, keep: AsmRegisterXmm, reg: AsmRegister64) -> R {
+    /// `emit`'s instructions EVEX-encoded, as `xmm16`–`xmm31` need.
+    fn evex(&mut self, emit: impl FnOnce(&mut CodeAssembler) -> R) -> R {
         self.a.set_prefer_vex(false);
-        let done = self.a.vmovq(keep, reg);
-        self.a.set_prefer_vex(true);
-        done
-    }
-
-    /// `vmovq reg, kept`, as [`Emit::keep`] encodes it.
-    fn bring_back(&mut self, reg: AsmRegister64, kept: AsmRegisterXmm) -> R {
-        self.a.set_prefer_vex(false);
-        let done = self.a.vmovq(reg, kept);
+        let done = emit(self.a);
         self.a.set_prefer_vex(true);
         done
     }
