@@ -207,7 +207,10 @@ proptest! {
 /// 20 × 20, 1 or 2 images, every activation.
 fn joinable_spec() -> impl Strategy<Value = ValidSpec> {
     let shape = (1i64..=2, 1i64..=3, 1i64..=12, 1i64..=12);
-    let kernel = ((1i64..=5, 1i64..=5), (1i64..=2, 1i64..=2));
+    // Kernels of more taps than are unrolled (9 × 8) now and then: their
+    // tiles read a padded copy, the others the image itself.
+    let size = prop_oneof![8 => 1i64..=5, 1 => 8i64..=9];
+    let kernel = ((size.clone(), size), (1i64..=2, 1i64..=2));
     let pads = (0i64..=3, 0i64..=3, 0i64..=8);
     let sizes = ([0i64..=19, 0i64..=19], (any::<bool>(), 0usize..5));
     (shape, kernel, pads, sizes).prop_filter_map(
@@ -232,7 +235,8 @@ fn joinable_spec() -> impl Strategy<Value = ValidSpec> {
 
 /// A joined-rows width schedule for `spec`, if one of the drawn shape is
 /// legal: `row_tile` rows (up to the plane's) as one run, 1 to 3
-/// channels, any unroll, copy, loop nest and threads.
+/// channels, any unroll, copy, loop nest, threads and split (rows where
+/// the copy allows it: a kernel that reads the image shares items).
 fn joined_schedule(spec: &ValidSpec) -> impl Strategy<Value = Option<Schedule>> + use<> {
     let spec = spec.clone();
     let copy = prop_oneof![
@@ -240,8 +244,9 @@ fn joined_schedule(spec: &ValidSpec) -> impl Strategy<Value = Option<Schedule>> 
         Just(InputCopy::Group),
         (1usize..=4).prop_map(InputCopy::Bands)
     ];
-    (1usize..=20, 1usize..=3, 1usize..=4, copy, any::<bool>(), 1usize..=2).prop_map(
-        move |(rows, channels, unroll, copy, rows_outer, threads)| {
+    let run = (1usize..=2, any::<bool>());
+    (1usize..=20, 1usize..=3, 1usize..=4, copy, any::<bool>(), run).prop_map(
+        move |(rows, channels, unroll, copy, rows_outer, (threads, split_rows))| {
             let rows = rows.min(spec.out_height());
             let width = Width {
                 pixel_vectors: (rows * spec.width()).div_ceil(Isa::Avx512.lanes()),
@@ -253,6 +258,7 @@ fn joined_schedule(spec: &ValidSpec) -> impl Strategy<Value = Option<Schedule>> 
             };
             let split = match copy {
                 InputCopy::Bands(_) => Split::Rows,
+                InputCopy::Image if split_rows => Split::Rows,
                 _ => Split::Items,
             };
             let schedule = Schedule {
@@ -299,6 +305,16 @@ fn joined_rows_are_refused_where_they_do_not_apply() {
             "{spec} with {s:?}: {e}"
         );
     };
+    // Its tiles read the image itself, however padded (their masks zero
+    // what lies outside); a kernel of more taps than are unrolled reads a
+    // padded copy.
+    let plan = convjit::codegen::plan::Plan::new(&same, &joined(Isa::Avx512, 2, None));
+    assert!(plan.reads_image && !plan.needs_copy && plan.origin() == 12 + 1);
+    let wide = spec(
+        r#"{"op":"conv2d","in_channels":4,"out_channels":4,"height":12,"width":12,"kernel":9,"padding":4,"groups":4}"#,
+    );
+    let plan = convjit::codegen::plan::Plan::new(&wide, &joined(Isa::Avx512, 2, None));
+    assert!(!plan.reads_image && plan.needs_copy && plan.origin() == 0);
     refused(&same, joined(Isa::Avx2, 2, None), "joined");
     refused(&same, joined(Isa::Sse, 2, None), "joined");
     refused(&same, joined(Isa::Avx512, 3, None), "pixel_vectors");

@@ -272,6 +272,16 @@ impl Algorithm {
         matches!(*self, Algorithm::Width(Width { joined: true, .. }))
     }
 
+    /// Whether its tiles read the NCHW image of `spec` itself, with no
+    /// padded copy: joined rows ([`Width::joined`]) whose kernel's taps
+    /// are unrolled, so that the lane masks of the tiles at the top and
+    /// bottom of a plane zero the inputs above and below the image as
+    /// every tile's zero those left and right of a row.
+    pub fn joined_reads_image(&self, spec: &ValidSpec) -> bool {
+        let taps = spec.kernel()[0] * spec.kernel()[1];
+        self.joined() && taps <= crate::codegen::MAX_UNROLLED_TAPS
+    }
+
     /// The column phases and sub-row length of its copy of a layer of
     /// `geometry` with vectors of `isa` (see `codegen::Plan`): the
     /// family's, or for joined rows the input's own width, with no
@@ -331,6 +341,9 @@ impl Algorithm {
     /// of `isa`: a padded, channel-blocked or NHWC copy, or one whose rows
     /// are split into column phases or stored longer than the image's.
     pub fn reads_copy(&self, spec: &ValidSpec, geometry: &Geometry, isa: Isa) -> bool {
+        if self.joined_reads_image(spec) {
+            return false;
+        }
         let (col_phases, sub_row) = self.row_phases(geometry, isa);
         // A row split into column phases is a copy even when its length
         // happens to equal the image's (stride 2, no padding, the last

@@ -54,6 +54,14 @@ pub struct Plan {
     /// elements into the next row (whose padding columns they are), and
     /// each plane ends with `left` more elements for its last row's.
     pub joined: bool,
+    /// Whether the code reads the NCHW image itself
+    /// ([`crate::algorithm::Algorithm::joined_reads_image`]): padded row
+    /// `r`, column `c` of a plane is then element `(r − top) · width + c −
+    /// left` of the image's, a pixel outside the image never read (the
+    /// tiles that reach past its top or bottom rows have masks of their
+    /// own, so the code computes every row of a plane: threads share
+    /// work items, never rows).
+    pub reads_image: bool,
 }
 
 impl Plan {
@@ -89,6 +97,7 @@ impl Plan {
             col_phases,
             sub_row,
             joined: schedule.algorithm.joined(),
+            reads_image: schedule.algorithm.joined_reads_image(spec),
         }
     }
 
@@ -128,8 +137,30 @@ impl Plan {
     /// Elements of one padded input plane (a channel, or a block of one
     /// vector's channels; a whole interleaved copy).
     pub fn plane_len(&self) -> usize {
+        if self.reads_image {
+            let [top, _, bottom, _] = self.geometry.pad;
+            return (self.geometry.padded[0] - top - bottom) * self.row_len();
+        }
         let spill = if self.joined { self.geometry.pad[1] } else { 0 };
         self.stored_rows() * self.row_len() * self.pixel_len() + spill
+    }
+
+    /// Elements from padded row 0, column 0 of a plane to its first pixel
+    /// of the image: 0 in a padded copy, which stores the padding;
+    /// `top · width + left` when the code reads the image itself
+    /// ([`Plan::reads_image`]).
+    pub fn origin(&self) -> usize {
+        if self.reads_image {
+            let [top, left, _, _] = self.geometry.pad;
+            return top * self.row_len() + left;
+        }
+        0
+    }
+
+    /// How threads share a run's work: as `split` says, but by work items
+    /// when the code computes every row of a plane ([`Plan::reads_image`]).
+    pub fn split(&self, split: crate::schedule::Split) -> crate::schedule::Split {
+        if self.reads_image { crate::schedule::Split::Items } else { split }
     }
 
     /// Rows of each stored plane: a band's, or the padded height.

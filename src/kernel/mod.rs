@@ -204,7 +204,7 @@ impl Kernel {
         } else if let Some(bands) = self.plan.bands {
             bands.parts
         } else {
-            match run.split {
+            match self.plan.split(run.split) {
                 Split::Items => self.plan.work.items,
                 Split::Rows => {
                     self.plan.geometry.phases.iter().map(|p| p.rows.count).max().unwrap_or(1)
@@ -339,7 +339,7 @@ impl Kernel {
                 None => call,
             };
             let items = self.plan.work.items;
-            let split = run.split;
+            let split = self.plan.split(run.split);
             runtime::on_each(threads, move |t| {
                 let (items, part, parts) = match split {
                     Split::Items => (runtime::share(items, t, threads), 0, 1),

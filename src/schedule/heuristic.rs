@@ -306,17 +306,17 @@ fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule>
 /// as wide as its input rows, on AVX-512: the width tile of one channel
 /// on rows joined into runs ([`Width::joined`]), no lane idle at a row's
 /// end. A plane of up to [`MAX_JOINED_VECTORS`] vectors (and rows) is
-/// one run, read from a copy of the whole image; a larger one runs
-/// [`JOINED_RUN_VECTORS`] vectors' worth of whole rows at a time, over the
-/// copy the other depthwise layers take ([`staging`]: each channel's,
-/// made just before it, where the channels share evenly among the
-/// threads). Rows of more than 224 pixels (a row past 14 vectors) are
-/// left to the rules below. Measured (an AMD AVX-512
-/// host, `compare_schedules --relative`, docs/schedules.md), against
-/// the AVX2 depthwise tile and the width tile of the layer's own rows:
-/// 2.0× on 7×7 planes, 1.6× on 14×14, 1.2× on 28×28 (5×5 kernel),
-/// 1.2–1.3× on 56×56 and 1.1× on 112×112. `None` for other layers and
-/// below AVX-512.
+/// one run; a larger one runs [`JOINED_RUN_VECTORS`] vectors' worth of
+/// whole rows at a time. The tiles read the image itself, with no copy
+/// (`Algorithm::joined_reads_image`), a channel's whole plane before the
+/// next's (channels outer). Rows of more than 224 pixels (a row past 14
+/// vectors) are left to the rules below. Measured (an AMD AVX-512 host,
+/// `compare_schedules --relative`, docs/schedules.md), against the AVX2
+/// depthwise tile and the width tile of the layer's own rows, with a
+/// padded copy: 2.0× on 7×7 planes, 1.6× on 14×14, 1.2× on 28×28 (5×5
+/// kernel), 1.2–1.3× on 56×56 and 1.1× on 112×112; reading the image,
+/// 1.1–1.6× that (`scripts/compare_builds.py`, docs/schedules.md).
+/// `None` for other layers and below AVX-512.
 fn joined_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
     if !depthwise(spec) || !spec.rows_join() || Isa::host().min(widest) != Isa::Avx512 {
         return None;
@@ -338,13 +338,11 @@ fn joined_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule
         row_length: None,
         joined: true,
     });
-    let geometry = Geometry::of(spec);
-    let (copy, split) = match whole {
-        true => (InputCopy::Image, Split::Items),
-        false => staging(spec, &geometry, threads),
-    };
-    let run = Run { threads, split };
-    let schedule = Schedule { isa, algorithm, loop_nest: LoopNest::RowsOuter, copy, run };
+    // Its tiles read the image itself (`Algorithm::joined_reads_image`):
+    // each channel's plane in turn, the order the image is stored in.
+    let run = Run { threads, split: Split::Items };
+    let (loop_nest, copy) = (LoopNest::ChannelsOuter, InputCopy::Image);
+    let schedule = Schedule { isa, algorithm, loop_nest, copy, run };
     schedule.legal(spec).ok()?;
     Some(schedule)
 }

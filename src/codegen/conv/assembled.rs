@@ -202,8 +202,17 @@ impl Emitter<'_> {
         };
         let masks = if self.plan.joined {
             let offsets: Vec<usize> = phase.cols.taps.iter().map(|t| t.offset).collect();
-            let per_iteration = taps.taps.len() / offsets.len().max(1);
-            self.joined_masks(shape, &offsets, per_iteration)
+            // A tile that reads the image itself at a row whose taps reach
+            // above or below it: every tap unrolled, each tap's padded row
+            // known.
+            let rows: Vec<Option<usize>> = if let Some(t) = self.border_row {
+                debug_assert_eq!(taps.rows, 1);
+                let first = t * phase.rows.in_step;
+                phase.rows.taps.iter().map(|tap| Some(first + tap.offset)).collect()
+            } else {
+                vec![None; taps.taps.len() / offsets.len().max(1)]
+            };
+            self.joined_masks(shape, &offsets, &rows)
         } else {
             Vec::new()
         };
@@ -225,24 +234,29 @@ impl Emitter<'_> {
     }
 
     /// The lanes each tap of a tile of joined rows loads (see
-    /// [`Tile::masks`]): its taps are `kernel_rows` kernel rows (those one
+    /// [`Tile::masks`]): its taps are `rows.len()` kernel rows (those one
     /// iteration of the tap loop runs) of the column taps at padded
-    /// offsets `cols`, row-major; lane `l` of vector `n`
-    /// is pixel `f = lanes · n + l` of the run, column `f mod width` of
-    /// its row, and loads where that column plus the tap's offset lies
-    /// in the row's pixels and `f` in the run.
-    fn joined_masks(&self, shape: Shape, cols: &[usize], kernel_rows: usize) -> Vec<u16> {
+    /// offsets `cols`, row-major; lane `l` of vector `n` is pixel `f =
+    /// lanes · n + l` of the run, column `f mod width` of row `f / width`,
+    /// and loads where that column plus the tap's offset lies in the
+    /// row's pixels and `f` in the run — and, for a tile that reads the
+    /// image itself at a row whose taps reach past it, the row plus the
+    /// padded row of the tile's first row and kernel row (`Some`) in the
+    /// image's rows.
+    fn joined_masks(&self, shape: Shape, cols: &[usize], rows: &[Option<usize>]) -> Vec<u16> {
         let (lanes, width) = (self.schedule.isa.lanes(), self.spec.width());
-        let left = self.plan.geometry.pad[1];
-        let run = shape.positions();
+        let [top, left, _, _] = self.plan.geometry.pad;
+        let (height, run) = (self.spec.height(), shape.positions());
         let vectors = run.div_ceil(lanes);
-        let mut masks = Vec::with_capacity(kernel_rows * cols.len() * vectors);
-        for _ in 0..kernel_rows {
+        let mut masks = Vec::with_capacity(rows.len() * cols.len() * vectors);
+        for &row in rows {
             for &offset in cols {
                 for n in 0..vectors {
                     let inside = |l: &usize| {
                         let f = lanes * n + l;
-                        f < run && (left..left + width).contains(&(f % width + offset))
+                        let in_rows =
+                            row.is_none_or(|r| (top..top + height).contains(&(f / width + r)));
+                        f < run && in_rows && (left..left + width).contains(&(f % width + offset))
                     };
                     masks.push((0..lanes).filter(inside).fold(0u16, |m, l| m | 1 << l));
                 }

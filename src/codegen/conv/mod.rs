@@ -88,6 +88,7 @@ pub fn lower(
         b: params[2],
         y: params[3],
         assembled: Assembled { linker, tiles: HashMap::new(), slot: None, failed: None },
+        border_row: None,
     };
     e.body(params[4], params[5], params[6]);
     if let Some(error) = e.assembled.failed.take() {
@@ -150,6 +151,10 @@ struct Emitter<'a> {
     w: Value,
     b: Value,
     y: Value,
+    /// While a tile of a plan that reads the image is emitted at a row of
+    /// its own (see `image_row_tiles`): that row, whose taps reach above
+    /// or below the image.
+    border_row: Option<usize>,
 }
 
 impl Emitter<'_> {
@@ -326,7 +331,55 @@ impl Emitter<'_> {
         body: impl FnMut(&mut Self, Value, usize),
     ) {
         let tile = self.schedule.row_tile().min(phase.rows.count).max(1);
+        if self.plan.reads_image {
+            self.image_row_tiles(phase, tile, body);
+            return;
+        }
         self.row_tiles(first, last, tile, body);
+    }
+
+    /// Every row of `phase` in tiles of `tile` rows, then one at a time,
+    /// for a plan that reads the image itself: the tiles whose taps reach
+    /// rows above or below the image each at its own row (`border_row`,
+    /// for their masks), the others in loops.
+    fn image_row_tiles(
+        &mut self,
+        phase: &Phase,
+        tile: usize,
+        mut body: impl FnMut(&mut Self, Value, usize),
+    ) {
+        let (count, step) = (phase.rows.count, phase.rows.in_step);
+        let full = count / tile * tile;
+        let tiles: Vec<(usize, usize)> = (0..full)
+            .step_by(tile)
+            .map(|t| (t, tile))
+            .chain((full..count).map(|t| (t, 1)))
+            .collect();
+        let (top, height) = (self.plan.geometry.pad[0], self.spec.height());
+        let border = |&(t, rows): &(usize, usize)| {
+            phase.rows.offset_range().is_some_and(|(low, high)| {
+                t * step + low < top || (t + rows - 1) * step + high >= top + height
+            })
+        };
+        let mut i = 0;
+        while i < tiles.len() {
+            let (t, rows) = tiles[i];
+            if border(&tiles[i]) {
+                self.border_row = Some(t);
+                let at = self.iconst(t as i64);
+                body(self, at, rows);
+                self.border_row = None;
+                i += 1;
+                continue;
+            }
+            let run = tiles[i..].iter().take_while(|r| r.1 == rows && !border(r)).count();
+            let (first, end) = (self.iconst(t as i64), self.iconst((t + run * rows) as i64));
+            self.counted_loop(first, end, rows as i64, &[], |e, at, _| {
+                body(e, at, rows);
+                vec![]
+            });
+            i += run;
+        }
     }
 
     /// The output rows `[first, last)` of phase `index`, as the caller
@@ -361,7 +414,11 @@ impl Emitter<'_> {
         let per_group = work.group_items as i64;
         let q = self.base.fb.ins().udiv_imm_u(wi, per_group);
         let r = self.base.fb.ins().urem_imm_u(wi, per_group);
+        // The image itself, read with padded coordinates (`Plan::origin`):
+        // a pointer before the plane's first pixel, which only the lanes of
+        // pixels inside the image are read through.
         let x = self.group_input(q);
+        let x = self.offset(x, -(self.plan.origin() as i64 * 4));
         let y = self.scaled(self.y, q, work.q_channels as i64 * out_plane_bytes);
         let y = self.scaled(y, r, work.r_channels as i64 * out_plane_bytes);
         let last = match work.tail.coordinate {
