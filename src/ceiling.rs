@@ -199,6 +199,7 @@ impl Wide {
             stores: None,
             form: Form::Channels,
             masks: Vec::new(),
+            deinterleave: false,
         };
         let (code, intended) = wide::assemble(&tile)?;
         wide::audit(&code, &intended)

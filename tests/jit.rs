@@ -168,6 +168,7 @@ fn any_flat_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<
                 channels: m,
                 row_length: Some(len),
                 joined: false,
+                deinterleaved: false,
             };
             let candidate = Schedule { algorithm: Algorithm::Width(width), ..schedule };
             if candidate.legal(&spec).is_ok() {
@@ -255,6 +256,7 @@ fn joined_schedule(spec: &ValidSpec) -> impl Strategy<Value = Option<Schedule>> 
                 channels: channels.min(spec.out_per_group()),
                 row_length: None,
                 joined: true,
+                deinterleaved: false,
             };
             let split = match copy {
                 InputCopy::Bands(_) => Split::Rows,
@@ -288,6 +290,7 @@ fn joined_rows_are_refused_where_they_do_not_apply() {
             channels: 1,
             row_length,
             joined: true,
+            deinterleaved: false,
         }),
         loop_nest: LoopNest::RowsOuter,
         copy: InputCopy::Image,
@@ -337,8 +340,133 @@ fn joined_rows_are_refused_where_they_do_not_apply() {
     }
 }
 
+/// A conv2d of column stride 2 (any row stride, kernel, dilation,
+/// padding and groups), a few channels: the layers deinterleaved loads
+/// compute.
+fn column_strided_spec() -> impl Strategy<Value = ValidSpec> {
+    let shape = (1i64..=2, 1i64..=3, 1i64..=3, 1i64..=4);
+    let size = prop_oneof![8 => 1i64..=5, 1 => 8i64..=9];
+    let kernel = ((size.clone(), size), (1i64..=2, 1i64..=2), 1i64..=3);
+    let pads = (0i64..=3, 0i64..=3, 0i64..=3, 0i64..=3);
+    let sizes = ([0i64..=20, 0i64..=40], (any::<bool>(), 0usize..5));
+    (shape, kernel, pads, sizes).prop_filter_map(
+        "invalid spec",
+        |(
+            (batch, groups, cig, cog),
+            ((kh, kw), (dh, dw), sh),
+            (top, left, bottom, right),
+            (extra, output),
+        )| {
+            common::build_spec(
+                (false, batch, groups, cig, cog),
+                ([kh, kw], [sh, 2], [dh, dw]),
+                ([top, left, bottom, right], extra, [0, 0]),
+                output,
+            )
+        },
+    )
+}
+
+/// A deinterleaved width schedule for `spec`, if one of the drawn shape is
+/// legal: a whole output row (or a vector more) per tile row, 1 to 4 rows,
+/// 1 to 3 channels, any unroll, loop nest, threads and split.
+fn deinterleaved_schedule(spec: &ValidSpec) -> impl Strategy<Value = Option<Schedule>> + use<> {
+    let spec = spec.clone();
+    let run = (1usize..=2, any::<bool>());
+    (0usize..=1, 1usize..=4, 1usize..=3, 1usize..=4, any::<bool>(), run).prop_map(
+        move |(more, rows, channels, unroll, rows_outer, (threads, split_rows))| {
+            let width = Width {
+                pixel_vectors: spec.out_width().div_ceil(Isa::Avx512.lanes()) + more,
+                row_tile: rows,
+                reduction_unroll: unroll.min(spec.in_per_group()),
+                channels: channels.min(spec.out_per_group()),
+                row_length: None,
+                joined: false,
+                deinterleaved: true,
+            };
+            let schedule = Schedule {
+                isa: Isa::Avx512,
+                algorithm: Algorithm::Width(width),
+                loop_nest: nest(rows_outer, None),
+                copy: InputCopy::Image,
+                run: Run { threads, split: if split_rows { Split::Rows } else { Split::Items } },
+            };
+            schedule.legal(&spec).is_ok().then_some(schedule)
+        },
+    )
+}
+
+#[test]
+fn deinterleaved_loads_are_refused_where_they_do_not_apply() {
+    let loads = |isa: Isa, pixel_vectors: usize, joined: bool| Schedule {
+        isa,
+        algorithm: Algorithm::Width(Width {
+            pixel_vectors,
+            row_tile: 2,
+            reduction_unroll: 1,
+            channels: 1,
+            row_length: None,
+            joined,
+            deinterleaved: true,
+        }),
+        loop_nest: LoopNest::RowsOuter,
+        copy: InputCopy::Image,
+        run: Run::default(),
+    };
+    // Output rows of 20 pixels: 2 vectors of 16.
+    let strided = spec(
+        r#"{"op":"conv2d","in_channels":4,"out_channels":4,"height":40,"width":40,"kernel":3,"padding":1,"stride":2,"groups":4}"#,
+    );
+    assert!(loads(Isa::Avx512, 2, false).legal(&strided).is_ok());
+    // It reads the image itself.
+    let plan = convjit::codegen::plan::Plan::new(&strided, &loads(Isa::Avx512, 2, false));
+    assert!(plan.reads_image && !plan.needs_copy && plan.col_phases == 1);
+    let refused = |spec: &ValidSpec, s: Schedule, field: &str| {
+        let e = s.legal(spec).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidSchedule { field: f, .. } if *f == field),
+            "{spec} with {s:?}: {e}"
+        );
+    };
+    refused(&strided, loads(Isa::Avx2, 2, false), "deinterleaved");
+    refused(&strided, loads(Isa::Sse, 2, false), "deinterleaved");
+    refused(&strided, loads(Isa::Avx512, 1, false), "pixel_vectors");
+    let others = [
+        r#"{"op":"conv2d","in_channels":4,"out_channels":4,"height":40,"width":20,"kernel":3,"padding":1}"#,
+        r#"{"op":"conv2d","in_channels":4,"out_channels":4,"height":40,"width":60,"kernel":3,"padding":1,"stride":3}"#,
+        r#"{"op":"conv2d","in_channels":4,"out_channels":4,"height":40,"width":40,"kernel":9,"padding":4,"stride":2}"#,
+        r#"{"op":"conv_transpose2d","in_channels":4,"out_channels":4,"height":20,"width":10,"kernel":3,"padding":1,"stride":2,"output_padding":1}"#,
+    ];
+    for json in others {
+        let layer = spec(json);
+        let vectors = layer.out_width().div_ceil(16);
+        refused(&layer, loads(Isa::Avx512, vectors, false), "deinterleaved");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Deinterleaved loads (two vectors of the image's pixels, every
+    /// second one kept; the lanes outside the image masked off, those of
+    /// the rows above and below by tiles of their own) match the
+    /// reference, plain and checked, on every thread count and split; on
+    /// hosts without AVX-512 every such schedule is refused instead.
+    #[test]
+    fn deinterleaved_loads_match_reference(
+        (spec, schedule) in column_strided_spec().prop_flat_map(|s| {
+            let sched = deinterleaved_schedule(&s);
+            (Just(s), sched)
+        }),
+        seed in any::<u64>(),
+    ) {
+        let Some(schedule) = schedule else { return Ok(()) };
+        if !Isa::Avx512.on_host() {
+            prop_assert!(Compiler::host().unwrap().compile_with(&spec, &schedule).is_err());
+            return Ok(());
+        }
+        check_kernel(&spec, &schedule, seed);
+    }
 
     /// Rows joined into runs (a vector spanning the end of one row and the
     /// start of the next, each tap's lanes across a row's edge masked)
@@ -397,13 +525,13 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
     (
         (0usize..3, k.clone(), k.clone(), k.clone(), k.clone()),
         (any::<bool>(), prop::option::of(k.clone()), k.clone(), any::<bool>(), copy, any::<bool>()),
-        (prop::sample::select(isas), prop::option::of(k), any::<bool>()),
+        (prop::sample::select(isas), prop::option::of(k), (any::<bool>(), any::<bool>())),
     )
         .prop_map(
             |(
                 (family, oc_vectors, pixel_tile, reduction_unroll, row_tile),
                 (rows_outer, col_block, threads, split_rows, copy, interleave),
-                (isa, row_length, joined),
+                (isa, row_length, (joined, deinterleaved)),
             )| {
                 let tile = Tile { oc_vectors, pixel_tile, row_tile };
                 let algorithm = match family {
@@ -421,6 +549,7 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
                         channels: oc_vectors,
                         row_length,
                         joined,
+                        deinterleaved,
                     }),
                 };
                 Schedule {
@@ -941,6 +1070,7 @@ fn illegal_schedules_are_refused() {
             channels: 1,
             row_length: None,
             joined: false,
+            deinterleaved: false,
         }),
         ..base
     };
@@ -1327,6 +1457,7 @@ fn rows_of_another_length_are_for_flat_planes_only() {
             channels: 1,
             row_length: Some(len),
             joined: false,
+            deinterleaved: false,
         }),
         isa: Isa::Sse,
         ..schedule::choose(spec)

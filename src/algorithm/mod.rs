@@ -26,13 +26,22 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+/// The most taps of one channel the emitter unrolls: past this, it loops
+/// over the kernel's rows (and over chunks of a row's columns), so compile
+/// time and memory grow with the register tile and not with the kernel. A
+/// 7×7 kernel (49 taps) stays unrolled; a legal 1→1-channel conv with a
+/// 256×256 kernel compiles in milliseconds instead of needing gigabytes.
+/// The tiles whose lane masks depend on the kernel row (those that read
+/// the image itself) need their taps unrolled.
+pub const MAX_UNROLLED_TAPS: usize = 64;
+
 pub use depthwise::Depthwise;
 pub use direct::Direct;
 pub use width::Width;
 
 use crate::error::{Error, Result};
 use crate::geometry::{Geometry, Phase};
-use crate::spec::ValidSpec;
+use crate::spec::{Op, ValidSpec};
 use crate::target::Isa;
 
 /// The most accumulators a register tile may hold: the target's vector
@@ -175,6 +184,7 @@ impl Algorithm {
                 channels: tile.oc_vectors,
                 row_length: None,
                 joined: false,
+                deinterleaved: false,
             }),
         }
     }
@@ -274,12 +284,19 @@ impl Algorithm {
 
     /// Whether its tiles read the NCHW image of `spec` itself, with no
     /// padded copy: joined rows ([`Width::joined`]) whose kernel's taps
-    /// are unrolled, so that the lane masks of the tiles at the top and
-    /// bottom of a plane zero the inputs above and below the image as
-    /// every tile's zero those left and right of a row.
-    pub fn joined_reads_image(&self, spec: &ValidSpec) -> bool {
+    /// are unrolled, or deinterleaved loads ([`Width::deinterleaved`]),
+    /// so that the lane masks of the tiles at the top and bottom of a
+    /// plane zero the inputs above and below the image as every tile's
+    /// zero those left and right of a row.
+    pub fn reads_image(&self, spec: &ValidSpec) -> bool {
         let taps = spec.kernel()[0] * spec.kernel()[1];
-        self.joined() && taps <= crate::codegen::MAX_UNROLLED_TAPS
+        (self.joined() && taps <= MAX_UNROLLED_TAPS) || self.deinterleaved()
+    }
+
+    /// Whether its tiles load every second pixel of two vectors
+    /// ([`Width::deinterleaved`]).
+    pub fn deinterleaved(&self) -> bool {
+        matches!(*self, Algorithm::Width(Width { deinterleaved: true, .. }))
     }
 
     /// The column phases and sub-row length of its copy of a layer of
@@ -287,7 +304,7 @@ impl Algorithm {
     /// family's, or for joined rows the input's own width, with no
     /// columns of padding.
     pub fn row_phases(&self, geometry: &Geometry, isa: Isa) -> (usize, usize) {
-        if self.joined() {
+        if self.joined() || self.deinterleaved() {
             let [_, left, _, right] = geometry.pad;
             return (1, geometry.padded[1] - left - right);
         }
@@ -341,7 +358,7 @@ impl Algorithm {
     /// of `isa`: a padded, channel-blocked or NHWC copy, or one whose rows
     /// are split into column phases or stored longer than the image's.
     pub fn reads_copy(&self, spec: &ValidSpec, geometry: &Geometry, isa: Isa) -> bool {
-        if self.joined_reads_image(spec) {
+        if self.reads_image(spec) {
             return false;
         }
         let (col_phases, sub_row) = self.row_phases(geometry, isa);
@@ -453,6 +470,37 @@ impl Algorithm {
                                 "joined rows take exactly the vectors of row_tile rows: {needed}"
                             ),
                         );
+                    }
+                }
+                if w.deinterleaved {
+                    let loads = |why: &str| bad("deinterleaved", "true".into(), why);
+                    if isa != Isa::Avx512 {
+                        return loads(
+                            "deinterleaved loads are avx512's (a permute of two vectors)",
+                        );
+                    }
+                    if spec.op() != Op::Conv2d || spec.stride()[1] != 2 {
+                        return loads("deinterleaved loads compute a conv2d of column stride 2");
+                    }
+                    if w.joined || w.row_length.is_some() {
+                        return loads("the rows of deinterleaved loads are the layer's own");
+                    }
+                    let needed = spec.out_width().div_ceil(isa.lanes());
+                    if w.pixel_vectors < needed {
+                        return bad(
+                            "pixel_vectors",
+                            w.pixel_vectors.to_string(),
+                            &format!(
+                                "deinterleaved loads take a whole output row per tile: at \
+                                 least {needed}"
+                            ),
+                        );
+                    }
+                    if spec.kernel()[0] * spec.kernel()[1] > MAX_UNROLLED_TAPS {
+                        return loads(&format!(
+                            "deinterleaved loads mask the taps of a kernel of at most {} taps",
+                            MAX_UNROLLED_TAPS
+                        ));
                     }
                 }
                 if w.channels > 1 && !isa.is_assembled() {

@@ -47,6 +47,14 @@ pub struct Width {
     /// longer leave lanes idle (default false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub joined: bool,
+    /// Whether a conv2d of column stride 2 reads the NCHW image itself,
+    /// each vector of 16 output pixels' inputs loaded as the 32
+    /// consecutive pixels they lie among and every second one kept (an
+    /// AVX-512 permute; lanes outside the image are masked off the loads),
+    /// instead of a copy whose rows are split into column phases (default
+    /// false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deinterleaved: bool,
 }
 
 fn one() -> usize {

@@ -55,7 +55,7 @@ pub struct Plan {
     /// each plane ends with `left` more elements for its last row's.
     pub joined: bool,
     /// Whether the code reads the NCHW image itself
-    /// ([`crate::algorithm::Algorithm::joined_reads_image`]): padded row
+    /// ([`crate::algorithm::Algorithm::reads_image`]): padded row
     /// `r`, column `c` of a plane is then element `(r − top) · width + c −
     /// left` of the image's, a pixel outside the image never read (the
     /// tiles that reach past its top or bottom rows have masks of their
@@ -97,7 +97,7 @@ impl Plan {
             col_phases,
             sub_row,
             joined: schedule.algorithm.joined(),
-            reads_image: schedule.algorithm.joined_reads_image(spec),
+            reads_image: schedule.algorithm.reads_image(spec),
         }
     }
 

@@ -31,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use crate::algorithm::{self, Algorithm, Layout};
 use crate::geometry::Geometry;
 use crate::schedule::{InputCopy, LoopNest, Run, Schedule, Split, Strategy};
-use crate::spec::ValidSpec;
+use crate::spec::{Op, ValidSpec};
 use crate::target::Isa;
 
 /// Fewer accumulators than this leave the two FMA pipes (4 cycles of
@@ -46,7 +46,7 @@ const COL_BLOCKS: [usize; 3] = [16, 32, 64];
 const BAND_ROWS: [usize; 4] = [1, 2, 4, 8];
 
 /// The knobs, in the order [`Space::knobs`] reports them.
-pub const KNOBS: [&str; 11] = [
+pub const KNOBS: [&str; 12] = [
     "isa",
     "algorithm",
     "tile",
@@ -58,6 +58,7 @@ pub const KNOBS: [&str; 11] = [
     "layout",
     "row_length",
     "joined",
+    "deinterleaved",
 ];
 
 /// The schedules a tuner may try for one layer.
@@ -98,9 +99,18 @@ impl Space {
             // ([`algorithm::Width::joined`]), where an AVX-512 width tile
             // may join them.
             let joinable = strategy == Strategy::Width && isa == Isa::Avx512 && spec.rows_join();
-            let views =
-                views.into_iter().map(|v| (v, false)).chain(joinable.then_some((None, true)));
-            for (row_length, joined) in views {
+            // And, for a conv2d of column stride 2, read with deinterleaved
+            // loads ([`algorithm::Width::deinterleaved`]).
+            let deinterleavable = strategy == Strategy::Width
+                && isa == Isa::Avx512
+                && spec.op() == Op::Conv2d
+                && spec.stride()[1] == 2;
+            let views = views
+                .into_iter()
+                .map(|v| (v, false, false))
+                .chain(joinable.then_some((None, true, false)))
+                .chain(deinterleavable.then_some((None, false, true)));
+            for (row_length, joined, deinterleaved) in views {
                 // The layer as the schedules of this view compute it.
                 let lowered = row_length.and_then(|len| spec.as_rows(len));
                 let view = lowered.as_ref().unwrap_or(spec);
@@ -116,8 +126,13 @@ impl Space {
                     let mut seen = HashSet::new();
                     tiles.retain(|t| seen.insert(*t));
                 }
-                // Joined tiles span whole rows: a column block is the row.
-                let nests: Vec<LoopNest> = match joined {
+                if deinterleaved {
+                    // A whole output row per tile row.
+                    tiles.retain(|t| t.pixel_tile >= spec.out_width());
+                }
+                // Joined or deinterleaved tiles span whole rows: a column
+                // block is the row.
+                let nests: Vec<LoopNest> = match joined || deinterleaved {
                     true => nests
                         .into_iter()
                         .filter(|n| !matches!(n, LoopNest::ColumnBlocks(_)))
@@ -142,6 +157,7 @@ impl Space {
                             if let Algorithm::Width(w) = &mut algorithm {
                                 w.row_length = row_length;
                                 w.joined = joined;
+                                w.deinterleaved = deinterleaved;
                             }
                             let run = Run { threads, split };
                             let s = Schedule { isa, algorithm, loop_nest, copy, run };
@@ -151,7 +167,14 @@ impl Space {
                             // Without a copy to make, every copy
                             // granularity is the same kernel.
                             let copied = *reads_copy
-                                .entry((strategy, isa, interleave, row_length, joined))
+                                .entry((
+                                    strategy,
+                                    isa,
+                                    interleave,
+                                    row_length,
+                                    joined,
+                                    deinterleaved,
+                                ))
                                 .or_insert_with(|| s.algorithm.reads_copy(view, &geometry, isa));
                             if copied || copy == InputCopy::Image {
                                 members.push(s);
@@ -194,7 +217,7 @@ impl Space {
     /// The value of every knob of `schedule` (in the order of [`KNOBS`]),
     /// encoded as a number: two schedules differ in a knob exactly when
     /// these differ.
-    pub fn knobs(schedule: &Schedule) -> [u64; 11] {
+    pub fn knobs(schedule: &Schedule) -> [u64; 12] {
         let s = schedule;
         let strategy = match s.strategy() {
             Strategy::Direct => 0,
@@ -226,6 +249,7 @@ impl Space {
             u64::from(s.interleave()),
             s.algorithm.row_length().unwrap_or(0) as u64,
             u64::from(s.algorithm.joined()),
+            u64::from(s.algorithm.deinterleaved()),
         ]
     }
 }

@@ -317,6 +317,7 @@ pub fn algorithm(
                 channels: tile.oc_vectors,
                 row_length: None,
                 joined: false,
+                deinterleaved: false,
             })
         }
     }

@@ -33,8 +33,9 @@ pub(super) struct Assembled<'a> {
 }
 
 /// Bytes of the accumulator block: the most accumulators of the widest
-/// vector, and one vector of a constant past them.
-const SLOT_BYTES: u32 = ((MAX_ACCUMULATORS + 1) * crate::target::Isa::Avx512.bytes()) as u32;
+/// vector, and two vectors of constants past them (see
+/// [`Tile::acc_bytes`]; `linked` refuses a tile that would need more).
+const SLOT_BYTES: u32 = ((MAX_ACCUMULATORS + 2) * crate::target::Isa::Avx512.bytes()) as u32;
 
 impl Emitter<'_> {
     /// The assembled tile computing `shape` at `item` in `phase`, called;
@@ -132,11 +133,12 @@ impl Emitter<'_> {
                 valid.push((run - lanes * n).min(lanes));
             }
         } else {
+            // The column-phase copy keeps a phase's pixels consecutive;
+            // deinterleaving loads read the image's, `stride` apart.
+            let pixel_in = self.col_stride(phase) * eb;
             for r in 0..shape.rows {
                 for n in 0..per_row {
-                    // The column-phase copy keeps a phase's pixels
-                    // consecutive.
-                    positions.push(r as i64 * row_step + (lanes * n) as i64 * eb);
+                    positions.push(r as i64 * row_step + (lanes * n) as i64 * pixel_in);
                     out.push(r as i64 * out_row + (lanes * n) as i64 * pixel_out);
                     valid.push((shape.pixels - lanes * n).min(lanes));
                 }
@@ -200,7 +202,10 @@ impl Emitter<'_> {
             let (first, step) = progression(&rows);
             Taps { rows: rows.len(), row_step: (step.0 * tap_bytes, step.1), taps: grid(&[first]) }
         };
-        let masks = if self.plan.joined {
+        let deinterleave = self.schedule.algorithm.deinterleaved();
+        let masks = if deinterleave {
+            self.deinterleaved_masks(phase, shape)
+        } else if self.plan.joined {
             let offsets: Vec<usize> = phase.cols.taps.iter().map(|t| t.offset).collect();
             // A tile that reads the image itself at a row whose taps reach
             // above or below it: every tap unrolled, each tap's padded row
@@ -228,9 +233,47 @@ impl Emitter<'_> {
             taps,
             stores: own_stores,
             form,
+            // A tile without taps loads nothing.
+            deinterleave: deinterleave && !masks.is_empty(),
             masks,
         }
         .reaching()
+    }
+
+    /// The lanes each tap of a deinterleaving tile loads (see
+    /// [`Tile::masks`]), its taps every row tap of `phase` by every column
+    /// tap, row-major, and each row of the tile one row of output pixels
+    /// (a whole row: legal deinterleaved schedules tile rows whole): lane
+    /// `l` of vector `n` of row `r` is output pixel `o = lanes · n + l`,
+    /// and loads where `o` is in the row, its input column (`stride · o`
+    /// plus the tap's padded offset) in the image's columns, and — for a
+    /// tile at a row whose taps reach past the image (`border_row`) — its
+    /// input row in the image's rows.
+    fn deinterleaved_masks(&self, phase: &Phase, shape: Shape) -> Vec<u16> {
+        let lanes = self.schedule.isa.lanes();
+        let [top, left, _, _] = self.plan.geometry.pad;
+        let (height, width) = (self.spec.height(), self.spec.width());
+        let (rows, cols) = (&phase.rows, &phase.cols);
+        let per_row = shape.pixels.div_ceil(lanes);
+        let mut masks = Vec::new();
+        for row_tap in &rows.taps {
+            for col_tap in &cols.taps {
+                for r in 0..shape.rows {
+                    let row = self.border_row.map(|t| (t + r) * rows.in_step + row_tap.offset);
+                    let row_inside = row.is_none_or(|row| (top..top + height).contains(&row));
+                    for n in 0..per_row {
+                        let inside = |l: &usize| {
+                            let o = lanes * n + l;
+                            let col = o * cols.in_step + col_tap.offset;
+                            o < shape.pixels && (left..left + width).contains(&col)
+                        };
+                        let mask = (0..lanes).filter(inside).fold(0u16, |m, l| m | 1 << l);
+                        masks.push(if row_inside { mask } else { 0 });
+                    }
+                }
+            }
+        }
+        masks
     }
 
     /// The lanes each tap of a tile of joined rows loads (see
@@ -273,6 +316,13 @@ impl Emitter<'_> {
         }
         if let Some(&func) = self.assembled.tiles.get(tile) {
             return Some(func);
+        }
+        if tile.acc_bytes() > SLOT_BYTES as usize {
+            let bytes = tile.acc_bytes();
+            let error =
+                format!("a tile needs {bytes} bytes of accumulator block, past {SLOT_BYTES}");
+            self.assembled.failed = Some(Error::Jit(error));
+            return None;
         }
         let name = format!("tile{}", self.assembled.tiles.len());
         // Every tile is audited before it is linked (`wide::audit`): a

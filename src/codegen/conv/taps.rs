@@ -11,12 +11,7 @@ use crate::codegen::lower::Lower;
 use crate::codegen::tile::{self, Form, Layout, Operand, Tile};
 use crate::geometry::{Phase, Tap};
 
-/// The most taps of one channel the emitter unrolls: past this, it loops
-/// over the kernel's rows (and over chunks of a row's columns), so compile
-/// time and memory grow with the register tile and not with the kernel. A
-/// 7×7 kernel (49 taps) stays unrolled; a legal 1→1-channel conv with a
-/// 256×256 kernel compiles in milliseconds instead of needing gigabytes.
-pub const MAX_UNROLLED_TAPS: usize = 64;
+pub use crate::algorithm::MAX_UNROLLED_TAPS;
 
 /// Whether `steps` (pairs) form an arithmetic progression.
 fn is_progression(steps: &[(i64, i64)]) -> bool {

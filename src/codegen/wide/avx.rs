@@ -16,6 +16,7 @@
 //! | vector A+V | AVX2 only: the broadcast input pixel (not in a depthwise tile, whose FMAs read a vector of pixels) |
 //! | `zmm16`–`zmm31`, `k1`, `k2` | the epilogue's transpose and masks (AVX-512) |
 //! | `zmm16`, `k3` | a masked load of joined rows, zeros in the lanes it skips (AVX-512) |
+//! | `zmm16`, `zmm17`, `zmm18`, `k3`–`k5` | a deinterleaved load (AVX-512): the two vectors loaded (the first is the result), the permute's indices, the masks of the even elements (`k4` all of them) |
 //!
 //! The epilogue of a tile with [`Stores`] (AVX-512): the accumulators go
 //! to the `acc` block, then for each vector of channels its 16 (or fewer)
@@ -70,11 +71,17 @@ pub fn assemble(tile: &Tile) -> Result<(Vec<u8>, Vec<iced_x86::Instruction>)> {
         || (tile.isa == Isa::Avx512
             && matches!(tile.form, Form::Pixels(_))
             && tile.masks.len() == tile.taps.taps.len() * tile.positions.len());
+    // Deinterleaving loads are an AVX-512 pixels tile's, always masked.
+    let deinterleave_ok = !tile.deinterleave
+        || (tile.isa == Isa::Avx512
+            && matches!(tile.form, Form::Pixels(_))
+            && !tile.masks.is_empty());
     if !tile.isa.is_assembled()
         || registers > 16
         || tile.accumulators() == 0
         || !stores_ok
         || !masks_ok
+        || !deinterleave_ok
     {
         return Err(Error::Jit(format!(
             "no {} tile of {} accumulators × {} weight vectors",
@@ -182,6 +189,19 @@ impl Emit<'_> {
         if masked {
             self.evex(|a| a.vmovq(xmm31, r9))?;
         }
+        if self.tile.deinterleave && has_taps {
+            // The permute's indices (every second element of two vectors)
+            // in `zmm18`, through the block past the accumulators and the
+            // epilogue's constant; the mask of the even elements of a
+            // full vector in `k4`.
+            let at = (self.accs() + 1) as i64 * vb;
+            for i in 0..16 {
+                self.a.mov(dword_ptr(rcx + disp(at + 4 * i)?), 2 * i as u32)?;
+            }
+            self.a.vmovups(zmm18, zmmword_ptr(rcx + disp(at)?))?;
+            self.a.mov(r9d, u32::from(EVEN_LANES))?;
+            self.a.kmovw(k4, r9d)?;
+        }
         if has_taps {
             let unroll = self.tile.unroll.clamp(1, self.tile.channels.max(1));
             let (full, rest) = (self.tile.channels / unroll, self.tile.channels % unroll);
@@ -269,6 +289,39 @@ impl Emit<'_> {
         self.a.vmovups(reg.k3().z(), zmmword_ptr(x + disp(off)?))
     }
 
+    /// The vector of `mask`'s lanes (see [`Tile::masks`]) of a
+    /// deinterleaving tile at `x + off` into `reg`: the 32 elements from
+    /// there loaded as two vectors, each under the mask of the even
+    /// elements its lanes need (`k4` when all of them, else built in `k3`
+    /// and `k5`), then the even ones kept by a permute (`zmm17` the second
+    /// vector, `zmm18` the indices).
+    fn deinterleaved_load(
+        &mut self,
+        reg: AsmRegisterZmm,
+        x: AsmRegister64,
+        off: i64,
+        mask: u16,
+    ) -> R {
+        let halves = [(spread(mask as u8), 0), (spread((mask >> 8) as u8), 64)];
+        for (i, (lanes, at)) in halves.into_iter().enumerate() {
+            let to = if i == 0 { reg } else { zmm17 };
+            let address = zmmword_ptr(x + disp(off + at)?);
+            if lanes == EVEN_LANES {
+                self.a.vmovups(to.k4().z(), address)?;
+                continue;
+            }
+            self.a.mov(r9d, u32::from(lanes))?;
+            if i == 0 {
+                self.a.kmovw(k3, r9d)?;
+                self.a.vmovups(to.k3().z(), address)?;
+            } else {
+                self.a.kmovw(k5, r9d)?;
+                self.a.vmovups(to.k5().z(), address)?;
+            }
+        }
+        self.a.vpermt2ps(reg, zmm18, zmm17)
+    }
+
     /// One tap of a pixels-in-lanes tile (see [`Form::Pixels`]), the
     /// input at `x + x_off + tx`, the weights at `w + w_off + tw`; `tap`
     /// its index, for its masks.
@@ -290,6 +343,14 @@ impl Emit<'_> {
                 self.broadcast_load(accs + c, w, w_at + 4 * c as i64)?;
             }
             for (q, &at) in positions.iter().enumerate() {
+                if self.tile.deinterleave {
+                    let mask = self.tile.masks[tap * j + q];
+                    self.deinterleaved_load(ZMM[16], x, x_at + at, mask)?;
+                    for c in 0..m {
+                        self.a.vfmadd231ps(ZMM[c * j + q], ZMM[accs + c], ZMM[16])?;
+                    }
+                    continue;
+                }
                 if let Some(mask) = self.lanes_of(tap, q) {
                     self.masked_load(ZMM[16], x, x_at + at, mask)?;
                     for c in 0..m {
@@ -306,6 +367,11 @@ impl Emit<'_> {
         // The pixel vectors in registers, each weight broadcast by its
         // FMAs (from memory on AVX-512, into a register on AVX2).
         for (q, &at) in positions.iter().enumerate() {
+            if self.tile.deinterleave {
+                let mask = self.tile.masks[tap * j + q];
+                self.deinterleaved_load(ZMM[accs + q], x, x_at + at, mask)?;
+                continue;
+            }
             match self.lanes_of(tap, q) {
                 Some(mask) => self.masked_load(ZMM[accs + q], x, x_at + at, mask)?,
                 None => self.mov_load(accs + q, x, x_at + at)?,
@@ -689,4 +755,13 @@ impl Emit<'_> {
         }
         Ok(())
     }
+}
+
+/// The elements of a deinterleaving load's vector that the lanes of a
+/// full output vector read: the even ones.
+const EVEN_LANES: u16 = 0x5555;
+
+/// The mask of the elements `2l` for each lane `l` set in `lanes` (of 8).
+fn spread(lanes: u8) -> u16 {
+    (0..8).filter(|l| lanes >> l & 1 == 1).fold(0, |m, l| m | 1 << (2 * l))
 }

@@ -95,11 +95,19 @@ pub struct Tile {
     pub stores: Option<Stores>,
     /// What the lanes hold.
     pub form: Form,
-    /// For a pixels tile of joined rows (AVX-512): the lanes of position
-    /// `q` whose input at tap `i` (of [`Taps::taps`]) lies in the row and
-    /// the run, at `masks[i · positions + q]`; the others are loaded as
-    /// zeros. Empty: every lane of every load.
+    /// For a pixels tile of joined rows or deinterleaved loads (AVX-512):
+    /// the lanes of position `q` whose input at tap `i` (of
+    /// [`Taps::taps`]) lies in the image (or the copy's row) and the
+    /// tile's pixels, at `masks[i · positions + q]`; the others are loaded
+    /// as zeros, and no memory is read for them. Empty: every lane of every
+    /// load.
     pub masks: Vec<u16>,
+    /// For a pixels tile (AVX-512): whether lane `l` of a position's
+    /// vector is the input `2l` elements past the position's (a conv2d of
+    /// column stride 2 read from the image itself): loaded as the two
+    /// vectors of 32 consecutive elements, of which a permute keeps the
+    /// even ones. Its lanes always come with `masks`.
+    pub deinterleave: bool,
 }
 
 /// What an assembled tile's lanes hold.
@@ -229,9 +237,13 @@ impl Tile {
     /// Bytes of the accumulator block the tile uses: accumulator `(v, q)`
     /// at `(v · positions + q) · vector bytes`; a pixels tile uses it for
     /// its stores lane by lane and one vector past the accumulators for
-    /// its activation's constant.
+    /// its activation's constant (and a deinterleaving tile the next for
+    /// its permute's indices).
     pub fn acc_bytes(&self) -> usize {
-        let extra = usize::from(matches!(self.form, Form::Pixels(_)));
+        // A deinterleaving tile keeps its permute's indices one more
+        // vector on.
+        let extra =
+            usize::from(matches!(self.form, Form::Pixels(_))) + usize::from(self.deinterleave);
         (self.accumulators() + extra) * self.isa.bytes()
     }
 
@@ -342,7 +354,9 @@ impl Tile {
         }
         if !self.masks.is_empty() {
             // Masked loads read their lanes alone: the tap and the position
-            // bound together, by each load's first and last lane.
+            // bound together, by each load's first and last lane (lane `l`
+            // the element `2l` past a deinterleaving load's first).
+            let lane = if self.deinterleave { 8 } else { 4 };
             let p = self.positions.len();
             let (mut lo, mut hi) = (i64::MAX, i64::MIN);
             for (i, &(_, tx)) in self.taps.taps.iter().enumerate() {
@@ -350,8 +364,8 @@ impl Tile {
                     let mask = self.masks.get(i * p + q).copied().unwrap_or(u16::MAX);
                     if mask != 0 {
                         let (first, last) = (mask.trailing_zeros(), 15 - mask.leading_zeros());
-                        lo = lo.min(tx + at + 4 * first as i64);
-                        hi = hi.max(tx + at + 4 * (last as i64 + 1));
+                        lo = lo.min(tx + at + lane * first as i64);
+                        hi = hi.max(tx + at + lane * last as i64 + 4);
                     }
                 }
             }
@@ -381,8 +395,9 @@ mod tests {
         let stores = (0u8..4, 1usize..=4, 0usize..=4, 0u32..4, 0usize..=48);
         let sizes = (0usize..=6, 1usize..=4, (1i64..2000, 1i64..600), 1usize..=3, 1i64..50);
         let pixels = (1usize..=14, 1usize..=4, 1usize..=40, any::<bool>());
-        // Lane masks of joined rows (AVX-512 pixels tiles), half the time.
-        let masks = prop::option::of(prop::collection::vec(any::<u16>(), 9 * 14));
+        // Lane masks of joined rows or deinterleaving loads (AVX-512
+        // pixels tiles), half the time.
+        let masks = prop::option::of((prop::collection::vec(any::<u16>(), 9 * 14), any::<bool>()));
         (isa, shape, grid, sizes, (stores, pixels, masks)).prop_map(
             |(isa, (vectors, p), grid, sizes, (stores, pixels, masks))| {
                 let (kind, rows_of, plane_out, activation, min_lanes) = stores;
@@ -429,9 +444,10 @@ mod tests {
                     tile.w_channel = tile.w_channel / (vectors_bytes(isa, 1)) * 4 * m as i64;
                     tile.taps.taps = tile.taps.taps.iter().map(|&(w, x)| (w / 4 * 4, x)).collect();
                     tile.form = Form::Pixels(stores);
-                    if let (Isa::Avx512, Some(masks)) = (isa, masks) {
+                    if let (Isa::Avx512, Some((masks, deinterleave))) = (isa, masks) {
                         let n = tile.taps.taps.len() * tile.positions.len();
                         tile.masks = masks.into_iter().cycle().take(n).collect();
+                        tile.deinterleave = deinterleave && n > 0;
                     }
                     return tile;
                 }
@@ -497,6 +513,7 @@ mod tests {
             stores,
             form: Form::Channels,
             masks: Vec::new(),
+            deinterleave: false,
         }
     }
 
