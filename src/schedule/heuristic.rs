@@ -359,10 +359,11 @@ fn joined_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule
 /// rows as leave 14 accumulators or fewer (at most 4), a channel's plane
 /// before the next's. Measured (an AMD AVX-512 host, `compare_schedules
 /// --relative`, docs/schedules.md), against the AVX-512 depthwise tile
-/// over its channel-blocked copy (the rule below): 1.49–1.68× on a 3×3
-/// layer of 56-pixel rows, 1.35× on one of 112; 0.78–0.87× on a 5×5 one,
-/// whose 25 taps share the copy (left to the depthwise tile). `None` for
-/// other layers and below AVX-512.
+/// over its channel-blocked copy (the rule below), with a row's
+/// neighbouring taps loaded in pairs: 1.99–2.18× on a 3×3 layer of
+/// 56-pixel rows, 2.04–2.09× on one of 112, 1.00–1.12× on a 5×5 one
+/// (whose 25 taps share the depthwise tile's copy). `None` for other
+/// layers and below AVX-512.
 fn deinterleaved_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
     let taps = spec.kernel()[0] * spec.kernel()[1];
     if !depthwise(spec)
@@ -390,8 +391,9 @@ fn deinterleaved_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<S
     Some(schedule)
 }
 
-/// The most taps of a layer [`deinterleaved_rows`] takes: a 3×3 kernel's.
-const MAX_DEINTERLEAVED_TAPS: usize = 9;
+/// The most taps of a layer [`deinterleaved_rows`] takes: a 5×5 kernel's
+/// (the largest measured).
+const MAX_DEINTERLEAVED_TAPS: usize = 25;
 
 /// The most output rows of a deinterleaved tile ([`deinterleaved_rows`]):
 /// 4 to 7 measured alike on 28-pixel rows, 2 slower.

@@ -16,7 +16,7 @@
 //! | vector A+V | AVX2 only: the broadcast input pixel (not in a depthwise tile, whose FMAs read a vector of pixels) |
 //! | `zmm16`–`zmm31`, `k1`, `k2` | the epilogue's transpose and masks (AVX-512) |
 //! | `zmm16`, `k3` | a masked load of joined rows, zeros in the lanes it skips (AVX-512) |
-//! | `zmm16`, `zmm17`, `zmm18`, `k3`–`k5` | a deinterleaved load (AVX-512): the two vectors loaded (the first is the result), the permute's indices, the masks of the even elements (`k4` all of them) |
+//! | `zmm16`–`zmm21`, `k3`–`k5` | a deinterleaved load (AVX-512): the two vectors loaded (the first is the result), the permute's even and odd indices (`zmm18`, `zmm20`), a pair's even result (`zmm19`), the masks (`k4` every even element) |
 //!
 //! The epilogue of a tile with [`Stores`] (AVX-512): the accumulators go
 //! to the `acc` block, then for each vector of channels its 16 (or fewer)
@@ -199,6 +199,9 @@ impl Emit<'_> {
                 self.a.mov(dword_ptr(rcx + disp(at + 4 * i)?), 2 * i as u32)?;
             }
             self.a.vmovups(zmm18, zmmword_ptr(rcx + disp(at)?))?;
+            // The odd elements' indices, for pairs of taps: each one more.
+            self.a.vpternlogd(zmm21, zmm21, zmm21, 0xff)?;
+            self.a.vpsubd(zmm20, zmm18, zmm21)?;
             self.a.mov(r9d, u32::from(EVEN_LANES))?;
             self.a.kmovw(k4, r9d)?;
         }
@@ -320,6 +323,70 @@ impl Emit<'_> {
             }
         }
         self.a.vpermt2ps(reg, zmm18, zmm17)
+    }
+
+    /// Whether a deinterleaving tile loads the taps at input offsets `tx`
+    /// and `next` together: the second's pixels are the odd elements of
+    /// the first's 32 (one element on), and its registers hold both taps'
+    /// weights (channels in registers: no more channels than pixel
+    /// vectors).
+    fn pairs(&self, tx: i64, next: i64) -> bool {
+        let (m, j) = (self.tile.vectors, self.positions());
+        self.tile.deinterleave && next == tx + 4 && m <= j && self.accs() + 2 * m <= 16
+    }
+
+    /// Two taps of a deinterleaving tile whose pixels are the even and the
+    /// odd elements of the same 32 ([`Emit::pairs`]): each position's
+    /// elements loaded once, under the union of the two taps' masks (no
+    /// mask where that is every element), then the even ones kept for the
+    /// first tap (`zmm19`, through a copy of the indices) and the odd ones
+    /// for the second (`zmm16`, indices in `zmm20`). `taps` holds each
+    /// tap's weights offset and index.
+    fn pixel_tap_pair(
+        &mut self,
+        x: AsmRegister64,
+        w: AsmRegister64,
+        x_at: i64,
+        taps: [(i64, usize); 2],
+    ) -> R {
+        let (accs, m, j) = (self.accs(), self.tile.vectors, self.positions());
+        for (t, &(w_at, _)) in taps.iter().enumerate() {
+            for c in 0..m {
+                self.broadcast_load(accs + t * m + c, w, w_at + 4 * c as i64)?;
+            }
+        }
+        let positions = self.tile.positions.clone();
+        for (q, &at) in positions.iter().enumerate() {
+            let [first, second] = taps.map(|(_, i)| self.tile.masks[i * j + q]);
+            let union =
+                |shift: u16| spread((first >> shift) as u8) | spread((second >> shift) as u8) << 1;
+            for (half, (reg, k)) in [(zmm16, 0), (zmm17, 1)].into_iter().enumerate() {
+                let lanes = union(8 * half as u16);
+                let address = zmmword_ptr(x + disp(x_at + at + 64 * half as i64)?);
+                match lanes {
+                    u16::MAX => self.a.vmovups(reg, address)?,
+                    EVEN_LANES => self.a.vmovups(reg.k4().z(), address)?,
+                    _ => {
+                        self.a.mov(r9d, u32::from(lanes))?;
+                        if k == 0 {
+                            self.a.kmovw(k3, r9d)?;
+                            self.a.vmovups(reg.k3().z(), address)?;
+                        } else {
+                            self.a.kmovw(k5, r9d)?;
+                            self.a.vmovups(reg.k5().z(), address)?;
+                        }
+                    }
+                }
+            }
+            self.a.vmovaps(zmm19, zmm18)?;
+            self.a.vpermi2ps(zmm19, zmm16, zmm17)?;
+            self.a.vpermt2ps(zmm16, zmm20, zmm17)?;
+            for c in 0..m {
+                self.a.vfmadd231ps(ZMM[c * j + q], ZMM[accs + c], zmm19)?;
+                self.a.vfmadd231ps(ZMM[c * j + q], ZMM[accs + m + c], zmm16)?;
+            }
+        }
+        Ok(())
     }
 
     /// One tap of a pixels-in-lanes tile (see [`Form::Pixels`]), the
@@ -716,8 +783,21 @@ impl Emit<'_> {
         let vb = self.tile.isa.bytes() as i64;
         let taps = self.tile.taps.taps.clone();
         if matches!(self.tile.form, Form::Pixels(_)) {
-            for (i, (tw, tx)) in taps.into_iter().enumerate() {
+            let mut i = 0;
+            while i < taps.len() {
+                let (tw, tx) = taps[i];
+                if let Some(&(next, _)) = taps.get(i + 1).filter(|t| self.pairs(tx, t.1)) {
+                    self.pixel_tap_pair(
+                        x,
+                        w,
+                        x_off + tx,
+                        [(w_off + tw, i), (w_off + next, i + 1)],
+                    )?;
+                    i += 2;
+                    continue;
+                }
                 self.pixel_tap(x, w, x_off + tx, w_off + tw, i)?;
+                i += 1;
             }
             return Ok(());
         }

@@ -448,6 +448,13 @@ mod tests {
                         let n = tile.taps.taps.len() * tile.positions.len();
                         tile.masks = masks.into_iter().cycle().take(n).collect();
                         tile.deinterleave = deinterleave && n > 0;
+                        if tile.deinterleave {
+                            // Taps one element apart, as a row's columns
+                            // are, loaded in pairs.
+                            for i in (1..tile.taps.taps.len()).step_by(2) {
+                                tile.taps.taps[i].1 = tile.taps.taps[i - 1].1 + 4;
+                            }
+                        }
                     }
                     return tile;
                 }
