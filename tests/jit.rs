@@ -454,18 +454,10 @@ proptest! {
     /// hosts without AVX-512 every such schedule is refused instead.
     #[test]
     fn deinterleaved_loads_match_reference(
-        (spec, schedule) in column_strided_spec().prop_flat_map(|s| {
-            let sched = deinterleaved_schedule(&s);
-            (Just(s), sched)
-        }),
+        (spec, schedule) in scheduled(column_strided_spec(), deinterleaved_schedule),
         seed in any::<u64>(),
     ) {
-        let Some(schedule) = schedule else { return Ok(()) };
-        if !Isa::Avx512.on_host() {
-            prop_assert!(Compiler::host().unwrap().compile_with(&spec, &schedule).is_err());
-            return Ok(());
-        }
-        check_kernel(&spec, &schedule, seed);
+        check_avx512_kernel(&spec, schedule, seed)?;
     }
 
     /// Rows joined into runs (a vector spanning the end of one row and the
@@ -475,19 +467,39 @@ proptest! {
     /// without AVX-512 every such schedule is refused instead.
     #[test]
     fn joined_rows_match_reference(
-        (spec, schedule) in joinable_spec().prop_flat_map(|s| {
-            let sched = joined_schedule(&s);
-            (Just(s), sched)
-        }),
+        (spec, schedule) in scheduled(joinable_spec(), joined_schedule),
         seed in any::<u64>(),
     ) {
-        let Some(schedule) = schedule else { return Ok(()) };
-        if !Isa::Avx512.on_host() {
-            prop_assert!(Compiler::host().unwrap().compile_with(&spec, &schedule).is_err());
-            return Ok(());
-        }
-        check_kernel(&spec, &schedule, seed);
+        check_avx512_kernel(&spec, schedule, seed)?;
     }
+}
+
+/// A spec of `specs` with a schedule `schedules` draws for it.
+fn scheduled<S: Strategy<Value = Option<Schedule>>>(
+    specs: impl Strategy<Value = ValidSpec>,
+    schedules: fn(&ValidSpec) -> S,
+) -> impl Strategy<Value = (ValidSpec, Option<Schedule>)> {
+    specs.prop_flat_map(move |s| {
+        let schedule = schedules(&s);
+        (Just(s), schedule)
+    })
+}
+
+/// Checks an AVX-512 schedule drawn for `spec` (if one was legal)
+/// against the reference, or, on a host without AVX-512, that it is
+/// refused.
+fn check_avx512_kernel(
+    spec: &ValidSpec,
+    schedule: Option<Schedule>,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let Some(schedule) = schedule else { return Ok(()) };
+    if !Isa::Avx512.on_host() {
+        prop_assert!(Compiler::host().unwrap().compile_with(spec, &schedule).is_err());
+        return Ok(());
+    }
+    check_kernel(spec, &schedule, seed);
+    Ok(())
 }
 
 /// A knob value at or past one of `Schedule::legal`'s bounds: small values

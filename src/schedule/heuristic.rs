@@ -325,7 +325,7 @@ fn joined_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule
     if !depthwise(spec) || !spec.rows_join() || Isa::host().min(widest) != Isa::Avx512 {
         return None;
     }
-    let (isa, lanes) = (Isa::Avx512, Isa::Avx512.lanes());
+    let lanes = Isa::Avx512.lanes();
     let (height, width) = (spec.out_height(), spec.width());
     // A tile holds at most `MAX_ACCUMULATORS` rows, as many vectors.
     let whole =
@@ -334,7 +334,7 @@ fn joined_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule
         true => height,
         false => (JOINED_RUN_VECTORS * lanes / width).clamp(1, height.min(MAX_ACCUMULATORS)),
     };
-    let algorithm = Algorithm::Width(Width {
+    let width = Width {
         pixel_vectors: (rows * width).div_ceil(lanes),
         row_tile: rows,
         reduction_unroll: 1,
@@ -342,12 +342,19 @@ fn joined_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule
         row_length: None,
         joined: true,
         deinterleaved: false,
-    });
-    // Its tiles read the image itself (`Algorithm::reads_image`):
-    // each channel's plane in turn, the order the image is stored in.
+    };
+    reading_the_image(spec, width, threads)
+}
+
+/// The AVX-512 schedule of a depthwise layer whose width tile (of one
+/// channel) reads the image itself (`Algorithm::reads_image`): each
+/// channel's plane in turn, the order the image is stored in; `None`
+/// where it is not legal.
+fn reading_the_image(spec: &ValidSpec, width: Width, threads: usize) -> Option<Schedule> {
+    let algorithm = Algorithm::Width(width);
     let run = Run { threads, split: Split::Items };
     let (loop_nest, copy) = (LoopNest::ChannelsOuter, InputCopy::Image);
-    let schedule = Schedule { isa, algorithm, loop_nest, copy, run };
+    let schedule = Schedule { isa: Isa::Avx512, algorithm, loop_nest, copy, run };
     schedule.legal(spec).ok()?;
     Some(schedule)
 }
@@ -375,7 +382,7 @@ fn deinterleaved_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<S
         return None;
     }
     let pixel_vectors = spec.out_width().div_ceil(Isa::Avx512.lanes());
-    let algorithm = Algorithm::Width(Width {
+    let width = Width {
         pixel_vectors,
         row_tile: (MAX_ACCUMULATORS / pixel_vectors.max(1)).clamp(1, MAX_DEINTERLEAVED_ROWS),
         reduction_unroll: 1,
@@ -383,12 +390,8 @@ fn deinterleaved_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<S
         row_length: None,
         joined: false,
         deinterleaved: true,
-    });
-    let run = Run { threads, split: Split::Items };
-    let (loop_nest, copy) = (LoopNest::ChannelsOuter, InputCopy::Image);
-    let schedule = Schedule { isa: Isa::Avx512, algorithm, loop_nest, copy, run };
-    schedule.legal(spec).ok()?;
-    Some(schedule)
+    };
+    reading_the_image(spec, width, threads)
 }
 
 /// The most taps of a layer [`deinterleaved_rows`] takes: a 5×5 kernel's

@@ -305,24 +305,38 @@ impl Emit<'_> {
         off: i64,
         mask: u16,
     ) -> R {
-        let halves = [(spread(mask as u8), 0), (spread((mask >> 8) as u8), 64)];
-        for (i, (lanes, at)) in halves.into_iter().enumerate() {
-            let to = if i == 0 { reg } else { zmm17 };
-            let address = zmmword_ptr(x + disp(off + at)?);
-            if lanes == EVEN_LANES {
-                self.a.vmovups(to.k4().z(), address)?;
-                continue;
-            }
-            self.a.mov(r9d, u32::from(lanes))?;
-            if i == 0 {
-                self.a.kmovw(k3, r9d)?;
-                self.a.vmovups(to.k3().z(), address)?;
-            } else {
-                self.a.kmovw(k5, r9d)?;
-                self.a.vmovups(to.k5().z(), address)?;
+        self.half_load(reg, x, off, spread(mask as u8), false)?;
+        self.half_load(zmm17, x, off + 64, spread((mask >> 8) as u8), true)?;
+        self.a.vpermt2ps(reg, zmm18, zmm17)
+    }
+
+    /// One of the two vectors of a deinterleaved load into `reg`: the
+    /// elements `lanes` at `x + off` (every one unmasked; the even ones
+    /// under `k4`; others under a mask built in `k3` for the first vector,
+    /// `k5` for the `second`), the others zero.
+    fn half_load(
+        &mut self,
+        reg: AsmRegisterZmm,
+        x: AsmRegister64,
+        off: i64,
+        lanes: u16,
+        second: bool,
+    ) -> R {
+        let address = zmmword_ptr(x + disp(off)?);
+        match lanes {
+            u16::MAX => self.a.vmovups(reg, address),
+            EVEN_LANES => self.a.vmovups(reg.k4().z(), address),
+            _ => {
+                self.a.mov(r9d, u32::from(lanes))?;
+                if second {
+                    self.a.kmovw(k5, r9d)?;
+                    self.a.vmovups(reg.k5().z(), address)
+                } else {
+                    self.a.kmovw(k3, r9d)?;
+                    self.a.vmovups(reg.k3().z(), address)
+                }
             }
         }
-        self.a.vpermt2ps(reg, zmm18, zmm17)
     }
 
     /// Whether a deinterleaving tile loads the taps at input offsets `tx`
@@ -360,24 +374,8 @@ impl Emit<'_> {
             let [first, second] = taps.map(|(_, i)| self.tile.masks[i * j + q]);
             let union =
                 |shift: u16| spread((first >> shift) as u8) | spread((second >> shift) as u8) << 1;
-            for (half, (reg, k)) in [(zmm16, 0), (zmm17, 1)].into_iter().enumerate() {
-                let lanes = union(8 * half as u16);
-                let address = zmmword_ptr(x + disp(x_at + at + 64 * half as i64)?);
-                match lanes {
-                    u16::MAX => self.a.vmovups(reg, address)?,
-                    EVEN_LANES => self.a.vmovups(reg.k4().z(), address)?,
-                    _ => {
-                        self.a.mov(r9d, u32::from(lanes))?;
-                        if k == 0 {
-                            self.a.kmovw(k3, r9d)?;
-                            self.a.vmovups(reg.k3().z(), address)?;
-                        } else {
-                            self.a.kmovw(k5, r9d)?;
-                            self.a.vmovups(reg.k5().z(), address)?;
-                        }
-                    }
-                }
-            }
+            self.half_load(zmm16, x, x_at + at, union(0), false)?;
+            self.half_load(zmm17, x, x_at + at + 64, union(8), true)?;
             self.a.vmovaps(zmm19, zmm18)?;
             self.a.vpermi2ps(zmm19, zmm16, zmm17)?;
             self.a.vpermt2ps(zmm16, zmm20, zmm17)?;
