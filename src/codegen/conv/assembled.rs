@@ -33,9 +33,9 @@ pub(super) struct Assembled<'a> {
 }
 
 /// Bytes of the accumulator block: the most accumulators of the widest
-/// vector, and two vectors of constants past them (see
+/// vector, and one vector of a constant past them (see
 /// [`Tile::acc_bytes`]; `linked` refuses a tile that would need more).
-const SLOT_BYTES: u32 = ((MAX_ACCUMULATORS + 2) * crate::target::Isa::Avx512.bytes()) as u32;
+const SLOT_BYTES: u32 = ((MAX_ACCUMULATORS + 1) * crate::target::Isa::Avx512.bytes()) as u32;
 
 impl Emitter<'_> {
     /// The assembled tile computing `shape` at `item` in `phase`, called;

@@ -191,14 +191,16 @@ impl Emit<'_> {
         }
         if self.tile.deinterleave && has_taps {
             // The permute's indices (every second element of two vectors)
-            // in `zmm18`, through the block past the accumulators and the
-            // epilogue's constant; the mask of the even elements of a
-            // full vector in `k4`.
-            let at = (self.accs() + 1) as i64 * vb;
-            for i in 0..16 {
-                self.a.mov(dword_ptr(rcx + disp(at + 4 * i)?), 2 * i as u32)?;
-            }
-            self.a.vmovups(zmm18, zmmword_ptr(rcx + disp(at)?))?;
+            // in `zmm18`, from immediates: the bytes 0, 2, …, 30 in
+            // `xmm21`, widened to dwords (no memory, no store to forward);
+            // the mask of the even elements of a full vector in `k4`.
+            let bytes: [u8; 16] = std::array::from_fn(|i| 2 * i as u8);
+            let half = |h: usize| u64::from_le_bytes(bytes[8 * h..8 * h + 8].try_into().unwrap());
+            self.a.mov(rax, half(0))?;
+            self.evex(|a| a.vmovq(xmm21, rax))?;
+            self.a.mov(rax, half(1))?;
+            self.evex(|a| a.vpinsrq(xmm21, xmm21, rax, 1))?;
+            self.a.vpmovzxbd(zmm18, xmm21)?;
             // The odd elements' indices, for pairs of taps: each one more.
             self.a.vpternlogd(zmm21, zmm21, zmm21, 0xff)?;
             self.a.vpsubd(zmm20, zmm18, zmm21)?;
@@ -290,6 +292,31 @@ impl Emit<'_> {
         self.a.mov(r9d, u32::from(mask))?;
         self.a.kmovw(k3, r9d)?;
         self.a.vmovups(reg.k3().z(), zmmword_ptr(x + disp(off)?))
+    }
+
+    /// Position `q`'s pixel vector for tap `tap`, at `x + off`, into
+    /// register `reg` where its loads need one (a deinterleaving tile's,
+    /// or under a mask) or `always`; whether it was loaded (else an FMA
+    /// reads it from memory).
+    fn position_load(
+        &mut self,
+        reg: usize,
+        x: AsmRegister64,
+        off: i64,
+        (tap, q): (usize, usize),
+        always: bool,
+    ) -> Result<bool, IcedError> {
+        if self.tile.deinterleave {
+            let mask = self.tile.masks[tap * self.positions() + q];
+            self.deinterleaved_load(ZMM[reg], x, off, mask)?;
+        } else if let Some(mask) = self.lanes_of(tap, q) {
+            self.masked_load(ZMM[reg], x, off, mask)?;
+        } else if always {
+            self.mov_load(reg, x, off)?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// The vector of `mask`'s lanes (see [`Tile::masks`]) of a
@@ -408,16 +435,7 @@ impl Emit<'_> {
                 self.broadcast_load(accs + c, w, w_at + 4 * c as i64)?;
             }
             for (q, &at) in positions.iter().enumerate() {
-                if self.tile.deinterleave {
-                    let mask = self.tile.masks[tap * j + q];
-                    self.deinterleaved_load(ZMM[16], x, x_at + at, mask)?;
-                    for c in 0..m {
-                        self.a.vfmadd231ps(ZMM[c * j + q], ZMM[accs + c], ZMM[16])?;
-                    }
-                    continue;
-                }
-                if let Some(mask) = self.lanes_of(tap, q) {
-                    self.masked_load(ZMM[16], x, x_at + at, mask)?;
+                if self.position_load(16, x, x_at + at, (tap, q), false)? {
                     for c in 0..m {
                         self.a.vfmadd231ps(ZMM[c * j + q], ZMM[accs + c], ZMM[16])?;
                     }
@@ -432,15 +450,7 @@ impl Emit<'_> {
         // The pixel vectors in registers, each weight broadcast by its
         // FMAs (from memory on AVX-512, into a register on AVX2).
         for (q, &at) in positions.iter().enumerate() {
-            if self.tile.deinterleave {
-                let mask = self.tile.masks[tap * j + q];
-                self.deinterleaved_load(ZMM[accs + q], x, x_at + at, mask)?;
-                continue;
-            }
-            match self.lanes_of(tap, q) {
-                Some(mask) => self.masked_load(ZMM[accs + q], x, x_at + at, mask)?,
-                None => self.mov_load(accs + q, x, x_at + at)?,
-            }
+            self.position_load(accs + q, x, x_at + at, (tap, q), true)?;
         }
         for c in 0..m {
             let weight = disp(w_at + 4 * c as i64)?;

@@ -237,13 +237,9 @@ impl Tile {
     /// Bytes of the accumulator block the tile uses: accumulator `(v, q)`
     /// at `(v · positions + q) · vector bytes`; a pixels tile uses it for
     /// its stores lane by lane and one vector past the accumulators for
-    /// its activation's constant (and a deinterleaving tile the next for
-    /// its permute's indices).
+    /// its activation's constant.
     pub fn acc_bytes(&self) -> usize {
-        // A deinterleaving tile keeps its permute's indices one more
-        // vector on.
-        let extra =
-            usize::from(matches!(self.form, Form::Pixels(_))) + usize::from(self.deinterleave);
+        let extra = usize::from(matches!(self.form, Form::Pixels(_)));
         (self.accumulators() + extra) * self.isa.bytes()
     }
 
