@@ -262,13 +262,11 @@ impl Emitter<'_> {
                     let row = self.border_row.map(|t| (t + r) * rows.in_step + row_tap.offset);
                     let row_inside = row.is_none_or(|row| (top..top + height).contains(&row));
                     for n in 0..per_row {
-                        let inside = |l: &usize| {
+                        masks.push(lanes_where(lanes, |l| {
                             let o = lanes * n + l;
                             let col = o * cols.in_step + col_tap.offset;
-                            o < shape.pixels && (left..left + width).contains(&col)
-                        };
-                        let mask = (0..lanes).filter(inside).fold(0u16, |m, l| m | 1 << l);
-                        masks.push(if row_inside { mask } else { 0 });
+                            row_inside && o < shape.pixels && (left..left + width).contains(&col)
+                        }));
                     }
                 }
             }
@@ -295,13 +293,12 @@ impl Emitter<'_> {
         for &row in rows {
             for &offset in cols {
                 for n in 0..vectors {
-                    let inside = |l: &usize| {
+                    masks.push(lanes_where(lanes, |l| {
                         let f = lanes * n + l;
                         let in_rows =
                             row.is_none_or(|r| (top..top + height).contains(&(f / width + r)));
                         f < run && in_rows && (left..left + width).contains(&(f % width + offset))
-                    };
-                    masks.push((0..lanes).filter(inside).fold(0u16, |m, l| m | 1 << l));
+                    }));
                 }
             }
         }
@@ -400,4 +397,9 @@ impl Emitter<'_> {
         self.base.fb.ins().jump(done, &[]);
         self.base.fb.switch_to_block(done);
     }
+}
+
+/// The mask of the first `lanes` lanes for which `load` holds.
+fn lanes_where(lanes: usize, load: impl Fn(usize) -> bool) -> u16 {
+    (0..lanes).filter(|&l| load(l)).fold(0, |mask, l| mask | 1 << l)
 }
