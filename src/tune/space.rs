@@ -176,6 +176,13 @@ impl Space {
                                     deinterleaved,
                                 ))
                                 .or_insert_with(|| s.algorithm.reads_copy(view, &geometry, isa));
+                            // Code that reads the image itself computes
+                            // whole planes: its threads share items
+                            // whatever the split (`Plan::split`).
+                            let shares_rows = threads > 1 && split == Split::Rows;
+                            if shares_rows && s.algorithm.reads_image(view) {
+                                continue;
+                            }
                             if copied || copy == InputCopy::Image {
                                 members.push(s);
                             }
