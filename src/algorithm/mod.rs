@@ -184,7 +184,7 @@ impl Algorithm {
                 channels: tile.oc_vectors,
                 row_length: None,
                 joined: false,
-                deinterleaved: false,
+                image: false,
             }),
         }
     }
@@ -284,19 +284,19 @@ impl Algorithm {
 
     /// Whether its tiles read the NCHW image of `spec` itself, with no
     /// padded copy: joined rows ([`Width::joined`]) whose kernel's taps
-    /// are unrolled, or deinterleaved loads ([`Width::deinterleaved`]),
-    /// so that the lane masks of the tiles at the top and bottom of a
-    /// plane zero the inputs above and below the image as every tile's
-    /// zero those left and right of a row.
+    /// are unrolled, or the image's rows ([`Width::image`]), so that the
+    /// lane masks of the tiles at the top and bottom of a plane zero the
+    /// inputs above and below the image as every tile's zero those left
+    /// and right of a row.
     pub fn reads_image(&self, spec: &ValidSpec) -> bool {
         let taps = spec.kernel()[0] * spec.kernel()[1];
-        (self.joined() && taps <= MAX_UNROLLED_TAPS) || self.deinterleaved()
+        (self.joined() && taps <= MAX_UNROLLED_TAPS) || self.image_rows()
     }
 
-    /// Whether its tiles load every second pixel of two vectors
-    /// ([`Width::deinterleaved`]).
-    pub fn deinterleaved(&self) -> bool {
-        matches!(*self, Algorithm::Width(Width { deinterleaved: true, .. }))
+    /// Whether its tiles read the image's own rows, a whole output row
+    /// wide ([`Width::image`]).
+    pub fn image_rows(&self) -> bool {
+        matches!(*self, Algorithm::Width(Width { image: true, .. }))
     }
 
     /// The column phases and sub-row length of its copy of a layer of
@@ -304,7 +304,7 @@ impl Algorithm {
     /// family's, or for joined rows the input's own width, with no
     /// columns of padding.
     pub fn row_phases(&self, geometry: &Geometry, isa: Isa) -> (usize, usize) {
-        if self.joined() || self.deinterleaved() {
+        if self.joined() || self.image_rows() {
             let [_, left, _, right] = geometry.pad;
             return (1, geometry.padded[1] - left - right);
         }
@@ -472,18 +472,22 @@ impl Algorithm {
                         );
                     }
                 }
-                if w.deinterleaved {
-                    let loads = |why: &str| bad("deinterleaved", "true".into(), why);
+                if w.image {
+                    let rows = |why: &str| bad("image", "true".into(), why);
                     if isa != Isa::Avx512 {
-                        return loads(
-                            "deinterleaved loads are avx512's (a permute of two vectors)",
+                        return rows(
+                            "the image's rows are read by avx512 tiles (its masks zero the \
+                             lanes outside the image)",
                         );
                     }
-                    if spec.op() != Op::Conv2d || spec.stride()[1] != 2 {
-                        return loads("deinterleaved loads compute a conv2d of column stride 2");
+                    if spec.op() != Op::Conv2d || spec.stride()[1] > 2 {
+                        return rows(
+                            "the image's rows are read for a conv2d of column stride 1, or 2 \
+                             (deinterleaved loads)",
+                        );
                     }
                     if w.joined || w.row_length.is_some() {
-                        return loads("the rows of deinterleaved loads are the layer's own");
+                        return rows("the image's rows are the layer's own, not joined");
                     }
                     let needed = spec.out_width().div_ceil(isa.lanes());
                     if w.pixel_vectors < needed {
@@ -491,14 +495,15 @@ impl Algorithm {
                             "pixel_vectors",
                             w.pixel_vectors.to_string(),
                             &format!(
-                                "deinterleaved loads take a whole output row per tile: at \
-                                 least {needed}"
+                                "tiles of the image's rows take a whole output row: at least \
+                                 {needed}"
                             ),
                         );
                     }
                     if spec.kernel()[0] * spec.kernel()[1] > MAX_UNROLLED_TAPS {
-                        return loads(&format!(
-                            "deinterleaved loads mask the taps of a kernel of at most {} taps",
+                        return rows(&format!(
+                            "tiles of the image's rows mask the taps of a kernel of at most {} \
+                             taps",
                             MAX_UNROLLED_TAPS
                         ));
                     }

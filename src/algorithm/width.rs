@@ -47,14 +47,19 @@ pub struct Width {
     /// longer leave lanes idle (default false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub joined: bool,
-    /// Whether a conv2d of column stride 2 reads the NCHW image itself,
-    /// each vector of 16 output pixels' inputs loaded as the 32
-    /// consecutive pixels they lie among and every second one kept (an
-    /// AVX-512 permute; lanes outside the image are masked off the loads),
-    /// instead of a copy whose rows are split into column phases (default
-    /// false).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub deinterleaved: bool,
+    /// Whether the tiles read the layer's rows from the NCHW image itself
+    /// instead of a padded copy (AVX-512; a conv2d of column stride 1 or
+    /// 2, each tile a whole output row wide): lanes whose inputs lie
+    /// outside the image are masked off the loads, and a tile of several
+    /// rows loads each input vector once for all the taps that read it.
+    /// With column stride 2, each vector of 16 output pixels' inputs is
+    /// loaded as the 32 consecutive pixels they lie among, of which a
+    /// permute keeps every second one (deinterleaved loads), instead of a
+    /// copy whose rows are split into column phases (default false;
+    /// `deinterleaved` is the name schedules saved before stride 1 was
+    /// read so).
+    #[serde(default, alias = "deinterleaved", skip_serializing_if = "std::ops::Not::not")]
+    pub image: bool,
 }
 
 fn one() -> usize {

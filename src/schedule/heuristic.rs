@@ -45,10 +45,10 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     if let Some(schedule) = flat_plane(spec, threads, widest) {
         return schedule;
     }
-    if let Some(schedule) = joined_rows(spec, threads, widest) {
+    if let Some(schedule) = image_rows(spec, threads, widest) {
         return schedule;
     }
-    if let Some(schedule) = deinterleaved_rows(spec, threads, widest) {
+    if let Some(schedule) = joined_rows(spec, threads, widest) {
         return schedule;
     }
     let geometry = Geometry::of(spec);
@@ -62,7 +62,8 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     // tile stores its outputs itself, 1.11–1.15× and 1.19–1.24× AVX2's
     // tile there (which ran 0.93–1.14× the width tile); the width tile
     // stays on wider or unstrided rows (the depthwise tile ran 0.54–0.82×
-    // there; on AVX-512 `joined_rows` takes the unstrided ones first).
+    // there; on AVX-512 `image_rows` and `joined_rows` take the unstrided
+    // ones first).
     let depthwise_isa = Isa::host().min(widest).min(Isa::Avx512);
     let assembled_depthwise = depthwise
         && spec.op() == crate::spec::Op::Conv2d
@@ -291,7 +292,7 @@ fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule>
         // The layer's own rows when they are whole tiles already.
         row_length: (len != spec.width()).then_some(len),
         joined: false,
-        deinterleaved: false,
+        image: false,
     });
     let run = Run { threads, split };
     let schedule = Schedule { isa, algorithm, loop_nest, copy, run };
@@ -307,7 +308,8 @@ fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule>
 }
 
 /// The schedule of a depthwise conv2d of stride 1 whose output rows are
-/// as wide as its input rows, on AVX-512: the width tile of one channel
+/// as wide as its input rows, on AVX-512, where [`image_rows`] does not
+/// take it (rows that fill less of their vectors): the width tile of one channel
 /// on rows joined into runs ([`Width::joined`]), no lane idle at a row's
 /// end. A plane of up to [`MAX_JOINED_VECTORS`] vectors (and rows) is
 /// one run; a larger one runs [`JOINED_RUN_VECTORS`] vectors' worth of
@@ -341,7 +343,7 @@ fn joined_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule
         channels: 1,
         row_length: None,
         joined: true,
-        deinterleaved: false,
+        image: false,
     };
     reading_the_image(spec, width, threads)
 }
@@ -359,47 +361,70 @@ fn reading_the_image(spec: &ValidSpec, width: Width, threads: usize) -> Option<S
     Some(schedule)
 }
 
-/// The schedule of a depthwise conv2d of column stride 2 and at most
-/// [`MAX_DEINTERLEAVED_TAPS`] taps on AVX-512: the width tile of one
-/// channel reading the image itself with deinterleaved loads
-/// ([`Width::deinterleaved`]), a whole output row per tile row, as many
-/// rows as leave 14 accumulators or fewer (at most 4), a channel's plane
-/// before the next's. Measured (an AMD AVX-512 host, `compare_schedules
-/// --relative`, docs/schedules.md), against the AVX-512 depthwise tile
-/// over its channel-blocked copy (the rule below), with a row's
-/// neighbouring taps loaded in pairs: 1.99–2.18× on a 3×3 layer of
-/// 56-pixel rows, 2.04–2.09× on one of 112, 1.00–1.12× on a 5×5 one
-/// (whose 25 taps share the depthwise tile's copy). `None` for other
-/// layers and below AVX-512.
-fn deinterleaved_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
+/// The schedule of a depthwise conv2d of at most [`MAX_IMAGE_ROW_TAPS`]
+/// taps on AVX-512, of column stride 2, or of stride 1 where a row's
+/// vectors are at least [`MIN_IMAGE_ROW_LANES`] full: the width tile of
+/// one channel reading the image's own rows ([`Width::image`]), a whole
+/// output row per tile row, a channel's plane before the next's.
+///
+/// - Stride 1: as many rows as 14 accumulators hold, evened out over the
+///   plane, so that each input vector loaded serves up to a kernel
+///   column's taps. Measured (an AMD AVX-512 host, `compare_schedules`,
+///   docs/schedules.md) against joined rows (`joined_rows`, which loads
+///   a vector per tap): 1.30× on 56-pixel rows (3 rows), 1.40× on 112
+///   (2 rows), 1.40× on 14×14 planes (14 rows), 1.36× with a 5×5 kernel
+///   on 28×28 (7 rows); 0.94× on 7×7 planes, whose rows fill 7 of 16
+///   lanes (joined rows keep those).
+/// - Stride 2: deinterleaved loads, as many rows as leave 14 accumulators
+///   or fewer (at most 4). Measured against the AVX-512 depthwise tile
+///   over its channel-blocked copy (the rule below), with a row's
+///   neighbouring taps loaded in pairs: 1.99–2.18× on a 3×3 layer of
+///   56-pixel rows, 2.04–2.09× on one of 112, 1.00–1.12× on a 5×5 one.
+///
+/// `None` for other layers and below AVX-512.
+fn image_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
     let taps = spec.kernel()[0] * spec.kernel()[1];
+    let lanes = Isa::Avx512.lanes();
+    let pixel_vectors = spec.out_width().div_ceil(lanes);
+    let stride = spec.stride()[1];
+    let filled = spec.out_width() as f64 / (pixel_vectors * lanes) as f64;
     if !depthwise(spec)
         || spec.op() != crate::spec::Op::Conv2d
-        || spec.stride()[1] != 2
-        || taps > MAX_DEINTERLEAVED_TAPS
+        || !(stride == 2 || (stride == 1 && filled >= MIN_IMAGE_ROW_LANES))
+        || taps > MAX_IMAGE_ROW_TAPS
         || Isa::host().min(widest) != Isa::Avx512
     {
         return None;
     }
-    let pixel_vectors = spec.out_width().div_ceil(Isa::Avx512.lanes());
+    let most = (MAX_ACCUMULATORS / pixel_vectors.max(1)).max(1);
+    let height = spec.out_height();
+    let row_tile = match stride {
+        1 => height.div_ceil(height.div_ceil(most).max(1)),
+        _ => most.min(MAX_DEINTERLEAVED_ROWS),
+    };
     let width = Width {
         pixel_vectors,
-        row_tile: (MAX_ACCUMULATORS / pixel_vectors.max(1)).clamp(1, MAX_DEINTERLEAVED_ROWS),
+        row_tile: row_tile.max(1),
         reduction_unroll: 1,
         channels: 1,
         row_length: None,
         joined: false,
-        deinterleaved: true,
+        image: true,
     };
     reading_the_image(spec, width, threads)
 }
 
-/// The most taps of a layer [`deinterleaved_rows`] takes: a 5×5 kernel's
-/// (the largest measured).
-const MAX_DEINTERLEAVED_TAPS: usize = 25;
+/// The most taps of a layer [`image_rows`] takes: a 5×5 kernel's (the
+/// largest measured).
+const MAX_IMAGE_ROW_TAPS: usize = 25;
 
-/// The most output rows of a deinterleaved tile ([`deinterleaved_rows`]):
-/// 4 to 7 measured alike on 28-pixel rows, 2 slower.
+/// The least share of a stride-1 row's vectors' lanes that are its pixels
+/// for [`image_rows`] to take it (7 of 16 measured slower than joined
+/// rows, 14 of 16 faster).
+const MIN_IMAGE_ROW_LANES: f64 = 0.75;
+
+/// The most output rows of a deinterleaved tile ([`image_rows`]): 4 to 7
+/// measured alike on 28-pixel rows, 2 slower.
 const MAX_DEINTERLEAVED_ROWS: usize = 4;
 
 /// Whether `spec` is depthwise: groups of one input channel each (any

@@ -98,7 +98,7 @@ impl Flat {
                 channels: 1,
                 row_length: None,
                 joined: false,
-                deinterleaved: false,
+                image: false,
             }),
         };
         let loop_nest = match (self.loop_order, self.col_block) {

@@ -58,7 +58,7 @@ pub const KNOBS: [&str; 12] = [
     "layout",
     "row_length",
     "joined",
-    "deinterleaved",
+    "image",
 ];
 
 /// The schedules a tuner may try for one layer.
@@ -99,18 +99,19 @@ impl Space {
             // ([`algorithm::Width::joined`]), where an AVX-512 width tile
             // may join them.
             let joinable = strategy == Strategy::Width && isa == Isa::Avx512 && spec.rows_join();
-            // And, for a conv2d of column stride 2, read with deinterleaved
-            // loads ([`algorithm::Width::deinterleaved`]).
-            let deinterleavable = strategy == Strategy::Width
+            // And read from the image itself, whole rows per tile
+            // ([`algorithm::Width::image`]), for a conv2d of column stride
+            // 1 or 2.
+            let imageable = strategy == Strategy::Width
                 && isa == Isa::Avx512
                 && spec.op() == Op::Conv2d
-                && spec.stride()[1] == 2;
+                && spec.stride()[1] <= 2;
             let views = views
                 .into_iter()
                 .map(|v| (v, false, false))
                 .chain(joinable.then_some((None, true, false)))
-                .chain(deinterleavable.then_some((None, false, true)));
-            for (row_length, joined, deinterleaved) in views {
+                .chain(imageable.then_some((None, false, true)));
+            for (row_length, joined, image) in views {
                 // The layer as the schedules of this view compute it.
                 let lowered = row_length.and_then(|len| spec.as_rows(len));
                 let view = lowered.as_ref().unwrap_or(spec);
@@ -126,13 +127,13 @@ impl Space {
                     let mut seen = HashSet::new();
                     tiles.retain(|t| seen.insert(*t));
                 }
-                if deinterleaved {
+                if image {
                     // A whole output row per tile row.
                     tiles.retain(|t| t.pixel_tile >= spec.out_width());
                 }
-                // Joined or deinterleaved tiles span whole rows: a column
-                // block is the row.
-                let nests: Vec<LoopNest> = match joined || deinterleaved {
+                // Joined tiles and those of the image's rows span whole
+                // rows: a column block is the row.
+                let nests: Vec<LoopNest> = match joined || image {
                     true => nests
                         .into_iter()
                         .filter(|n| !matches!(n, LoopNest::ColumnBlocks(_)))
@@ -157,7 +158,7 @@ impl Space {
                             if let Algorithm::Width(w) = &mut algorithm {
                                 w.row_length = row_length;
                                 w.joined = joined;
-                                w.deinterleaved = deinterleaved;
+                                w.image = image;
                             }
                             let run = Run { threads, split };
                             let s = Schedule { isa, algorithm, loop_nest, copy, run };
@@ -167,14 +168,7 @@ impl Space {
                             // Without a copy to make, every copy
                             // granularity is the same kernel.
                             let copied = *reads_copy
-                                .entry((
-                                    strategy,
-                                    isa,
-                                    interleave,
-                                    row_length,
-                                    joined,
-                                    deinterleaved,
-                                ))
+                                .entry((strategy, isa, interleave, row_length, joined, image))
                                 .or_insert_with(|| s.algorithm.reads_copy(view, &geometry, isa));
                             // Code that reads the image itself computes
                             // whole planes: its threads share items
@@ -256,7 +250,7 @@ impl Space {
             u64::from(s.interleave()),
             s.algorithm.row_length().unwrap_or(0) as u64,
             u64::from(s.algorithm.joined()),
-            u64::from(s.algorithm.deinterleaved()),
+            u64::from(s.algorithm.image_rows()),
         ]
     }
 }

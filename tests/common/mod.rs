@@ -317,7 +317,7 @@ pub fn algorithm(
                 channels: tile.oc_vectors,
                 row_length: None,
                 joined: false,
-                deinterleaved: false,
+                image: false,
             })
         }
     }

@@ -202,9 +202,9 @@ impl Emitter<'_> {
             let (first, step) = progression(&rows);
             Taps { rows: rows.len(), row_step: (step.0 * tap_bytes, step.1), taps: grid(&[first]) }
         };
-        let deinterleave = self.schedule.algorithm.deinterleaved();
-        let masks = if deinterleave {
-            self.deinterleaved_masks(phase, shape)
+        let image_rows = self.schedule.algorithm.image_rows();
+        let masks = if image_rows {
+            self.image_row_masks(phase, shape)
         } else if self.plan.joined {
             let offsets: Vec<usize> = phase.cols.taps.iter().map(|t| t.offset).collect();
             // A tile that reads the image itself at a row whose taps reach
@@ -233,23 +233,24 @@ impl Emitter<'_> {
             taps,
             stores: own_stores,
             form,
-            // A tile without taps loads nothing.
-            deinterleave: deinterleave && !masks.is_empty(),
+            // Column stride 2 (the only other an image's rows are read
+            // at) deinterleaves; a tile without taps loads nothing.
+            deinterleave: image_rows && col_step == 2 * eb && !masks.is_empty(),
             masks,
         }
         .reaching()
     }
 
-    /// The lanes each tap of a deinterleaving tile loads (see
+    /// The lanes each tap of a tile of the image's rows loads (see
     /// [`Tile::masks`]), its taps every row tap of `phase` by every column
     /// tap, row-major, and each row of the tile one row of output pixels
-    /// (a whole row: legal deinterleaved schedules tile rows whole): lane
-    /// `l` of vector `n` of row `r` is output pixel `o = lanes · n + l`,
-    /// and loads where `o` is in the row, its input column (`stride · o`
-    /// plus the tap's padded offset) in the image's columns, and — for a
-    /// tile at a row whose taps reach past the image (`border_row`) — its
-    /// input row in the image's rows.
-    fn deinterleaved_masks(&self, phase: &Phase, shape: Shape) -> Vec<u16> {
+    /// (a whole row: legal schedules of the image's rows tile rows whole):
+    /// lane `l` of vector `n` of row `r` is output pixel `o = lanes · n +
+    /// l`, and loads where `o` is in the row, its input column (`stride ·
+    /// o` plus the tap's padded offset) in the image's columns, and — for
+    /// a tile at a row whose taps reach past the image (`border_row`) —
+    /// its input row in the image's rows.
+    fn image_row_masks(&self, phase: &Phase, shape: Shape) -> Vec<u16> {
         let lanes = self.schedule.isa.lanes();
         let [top, left, _, _] = self.plan.geometry.pad;
         let (height, width) = (self.spec.height(), self.spec.width());

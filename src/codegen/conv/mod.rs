@@ -338,8 +338,8 @@ impl Emitter<'_> {
         self.row_tiles(first, last, tile, body);
     }
 
-    /// Every row of `phase` in tiles of `tile` rows, then one at a time,
-    /// for a plan that reads the image itself: the tiles whose taps reach
+    /// Every row of `phase` in tiles of `tile` rows, then one tile of the
+    /// rows left, for a plan that reads the image itself: the tiles whose taps reach
     /// rows above or below the image each at its own row (`border_row`,
     /// for their masks), the others in loops.
     fn image_row_tiles(
@@ -353,7 +353,7 @@ impl Emitter<'_> {
         let tiles: Vec<(usize, usize)> = (0..full)
             .step_by(tile)
             .map(|t| (t, tile))
-            .chain((full..count).map(|t| (t, 1)))
+            .chain((full < count).then_some((full, count - full)))
             .collect();
         let (top, height) = (self.plan.geometry.pad[0], self.spec.height());
         let border = |&(t, rows): &(usize, usize)| {

@@ -137,7 +137,7 @@ impl DscSchedule {
                 channels: 1,
                 row_length: None,
                 joined: false,
-                deinterleaved: false,
+                image: false,
             }),
             loop_nest: LoopNest::ChannelsOuter,
             copy: InputCopy::Bands(self.band_rows),

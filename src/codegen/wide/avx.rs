@@ -12,10 +12,10 @@
 //! | `rax` | the channel loop's count; the epilogue's constants |
 //! | `r10`, `r11` | the kernel-row loop's input and weights |
 //! | vector 0 … A−1 | the accumulators, `(v, q)` at `v · positions + q` |
-//! | vector A … A+V−1 | the tap's weight vectors, loaded once per tap |
+//! | vector A … A+V−1 | the tap's weight vectors, loaded once per tap; a pixels tile's channels' weights broadcast, for a chunk of taps at a time when it holds them (`zmm17`–`zmm30` too on AVX-512) |
 //! | vector A+V | AVX2 only: the broadcast input pixel (not in a depthwise tile, whose FMAs read a vector of pixels) |
 //! | `zmm16`–`zmm31`, `k1`, `k2` | the epilogue's transpose and masks (AVX-512) |
-//! | `zmm16`, `k3` | a masked load of joined rows, zeros in the lanes it skips (AVX-512) |
+//! | `zmm16`, `k3` | a pixels tile's input vector shared by several taps (`ymm15` on AVX2), or loaded under a mask, zeros in the lanes it skips (AVX-512) |
 //! | `zmm16`–`zmm21`, `k3`–`k5` | a deinterleaved load (AVX-512): the two vectors loaded (the first is the result), the permute's even and odd indices (`zmm18`, `zmm20`), a pair's even result (`zmm19`), the masks (`k4` every even element) |
 //!
 //! The epilogue of a tile with [`Stores`] (AVX-512): the accumulators go
@@ -36,6 +36,8 @@
 //! machines convjit is measured on); AVX2 has no embedded broadcast, so
 //! each pixel is broadcast once into a register and multiplied by each
 //! weight vector.
+
+use std::collections::HashMap;
 
 use iced_x86::IcedError;
 use iced_x86::code_asm::*;
@@ -412,6 +414,111 @@ impl Emit<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The registers a pixels tile holds its taps' weights in (see
+    /// [`Emit::held_weight_taps`]): those past the accumulators but the
+    /// one a shared input vector is loaded into (`zmm16` on AVX-512, which
+    /// adds `zmm17`–`zmm30`; `ymm15` on AVX2).
+    fn weight_registers(&self) -> Vec<usize> {
+        match self.tile.isa {
+            Isa::Avx512 => (self.accs()..16).chain(17..31).collect(),
+            _ => (self.accs()..15).collect(),
+        }
+    }
+
+    /// The taps of one row iteration of a pixels-in-lanes tile whose
+    /// channels' weights are held in registers (no more channels than
+    /// pixel vectors), the input at `x + x_off`, the weights at `w +
+    /// w_off`. A tile of several rows reads the same input vector for
+    /// several taps: row `r`'s tap of kernel row `ky + 1` reads what row
+    /// `r + 1`'s tap of kernel row `ky` does. Each such vector is loaded
+    /// once (under its mask) and multiplied into every accumulator that
+    /// reads it, so a tile of `R` rows of a `K`-row kernel loads a share
+    /// `(R + K − 1) / (R · K)` of the vectors its FMAs read — an unaligned
+    /// 512-bit load that splits a cache line costs two of a core's load
+    /// slots, and those loads, not the FMAs, bounded a tile that read each
+    /// vector itself. The taps are taken in chunks whose weights fit the
+    /// registers: the taps that share vectors together (a kernel column).
+    /// A vector read by one tap alone, under no mask, is the FMA's memory
+    /// operand; a tap whose mask loads no lane adds nothing (its inputs
+    /// are padding) and is left out.
+    fn held_weight_taps(
+        &mut self,
+        x: AsmRegister64,
+        w: AsmRegister64,
+        x_off: i64,
+        w_off: i64,
+    ) -> R {
+        let (m, j) = (self.tile.vectors, self.positions());
+        let taps = self.tile.taps.taps.clone();
+        let registers = self.weight_registers();
+        let reads = self.shared_reads();
+        let temp = if self.tile.isa == Isa::Avx512 { 16 } else { 15 };
+        for chunk in chunks(&reads, taps.len(), (registers.len() / m).max(1)) {
+            // Tap `i`'s weights in registers `slot[i] · m …`.
+            let mut slot = vec![None; taps.len()];
+            for (s, &i) in chunk.iter().enumerate() {
+                slot[i] = Some(s * m);
+                for c in 0..m {
+                    let at = w_off + taps[i].0 + 4 * c as i64;
+                    self.broadcast_load(registers[s * m + c], w, at)?;
+                }
+            }
+            for read in &reads {
+                let users: Vec<(usize, usize)> = read
+                    .users
+                    .iter()
+                    .filter_map(|&(i, q)| slot[i].map(|first| (first, q)))
+                    .collect();
+                let at = x_off + read.at;
+                if let [(first, q)] = users[..]
+                    && read.lanes == u16::MAX
+                {
+                    for c in 0..m {
+                        self.fma_vector(c * j + q, registers[first + c], x, at)?;
+                    }
+                    continue;
+                }
+                if users.is_empty() {
+                    continue;
+                }
+                match read.lanes {
+                    u16::MAX => self.mov_load(temp, x, at)?,
+                    lanes => self.masked_load(ZMM[temp], x, at, lanes)?,
+                }
+                for &(first, q) in &users {
+                    for c in 0..m {
+                        self.fma(c * j + q, registers[first + c], temp)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each vector the taps of one row iteration read (its input offset
+    /// and lanes), with the (tap, position) pairs that read it, in the
+    /// order the taps first read them; a pair whose mask loads no lane
+    /// reads nothing.
+    fn shared_reads(&self) -> Vec<Read> {
+        let j = self.positions();
+        let mut reads: Vec<Read> = Vec::new();
+        let mut index: HashMap<(i64, u16), usize> = HashMap::new();
+        for (i, &(_, tx)) in self.tile.taps.taps.iter().enumerate() {
+            for (q, &at) in self.tile.positions.iter().enumerate() {
+                let lanes = self.tile.masks.get(i * j + q).copied().unwrap_or(u16::MAX);
+                if lanes == 0 {
+                    continue;
+                }
+                let n = *index.entry((tx + at, lanes)).or_insert_with(|| {
+                    reads.push(Read { at: tx + at, lanes, users: Vec::new() });
+                    reads.len() - 1
+                });
+                reads[n].users.push((i, q));
+            }
+        }
+        reads
     }
 
     /// One tap of a pixels-in-lanes tile (see [`Form::Pixels`]), the
@@ -791,6 +898,9 @@ impl Emit<'_> {
         let vb = self.tile.isa.bytes() as i64;
         let taps = self.tile.taps.taps.clone();
         if matches!(self.tile.form, Form::Pixels(_)) {
+            if !self.tile.deinterleave && self.tile.vectors <= self.positions() {
+                return self.held_weight_taps(x, w, x_off, w_off);
+            }
             let mut i = 0;
             while i < taps.len() {
                 let (tw, tx) = taps[i];
@@ -843,6 +953,57 @@ impl Emit<'_> {
         }
         Ok(())
     }
+}
+
+/// One vector a pixels tile's taps read ([`Emit::shared_reads`]).
+struct Read {
+    /// Its input offset from the row iteration's pointer.
+    at: i64,
+    /// The lanes loaded (every one: `u16::MAX`).
+    lanes: u16,
+    /// The (tap, position) pairs that read it.
+    users: Vec<(usize, usize)>,
+}
+
+/// The `taps` taps in chunks of at most `most`, those that share the
+/// vectors of `reads` together: from each tap not yet taken, the taps
+/// reached through shared vectors (a kernel column of a tile of several
+/// rows; a tap alone where none is shared). A tap that reads no vector is
+/// in none.
+fn chunks(reads: &[Read], taps: usize, most: usize) -> Vec<Vec<usize>> {
+    let mut partners: Vec<Vec<usize>> = vec![Vec::new(); taps];
+    for read in reads {
+        for &(a, _) in &read.users {
+            partners[a].extend(read.users.iter().map(|&(b, _)| b).filter(|&b| b != a));
+        }
+    }
+    // A tap that reads nothing (padding rows only) takes no registers.
+    let mut taken = vec![true; taps];
+    for read in reads {
+        for &(a, _) in &read.users {
+            taken[a] = false;
+        }
+    }
+    let mut chunks = Vec::new();
+    for first in 0..taps {
+        if taken[first] {
+            continue;
+        }
+        taken[first] = true;
+        let mut chunk = vec![first];
+        let mut k = 0;
+        while k < chunk.len() && chunk.len() < most {
+            for &b in &partners[chunk[k]] {
+                if !taken[b] && chunk.len() < most {
+                    taken[b] = true;
+                    chunk.push(b);
+                }
+            }
+            k += 1;
+        }
+        chunks.push(chunk);
+    }
+    chunks
 }
 
 /// The elements of a deinterleaving load's vector that the lanes of a
