@@ -99,7 +99,7 @@ pub fn assemble(tile: &Tile) -> Result<(Vec<u8>, Vec<iced_x86::Instruction>)> {
         )));
     }
     let mut a = CodeAssembler::new(64).map_err(fail)?;
-    let mut e = Emit { a: &mut a, tile };
+    let mut e = Emit { a: &mut a, tile, held: [None; 2] };
     e.function().map_err(fail)?;
     let instructions = a.instructions().to_vec();
     let bytes = a.assemble(0).map_err(fail)?;
@@ -132,6 +132,10 @@ fn broadcasts(tile: &Tile) -> bool {
 struct Emit<'a> {
     a: &'a mut CodeAssembler,
     tile: &'a Tile,
+    /// The lanes `k3` and `k5` hold where the code emitted last runs,
+    /// when known: a load under the same mask does not build it again.
+    /// Unknown at a label (a loop's top is reached from its end too).
+    held: [Option<u16>; 2],
 }
 
 /// A displacement: [`assemble`] first checks that every one the tile
@@ -222,7 +226,7 @@ impl Emit<'_> {
             } else if full > 1 {
                 let mut top = self.a.create_label();
                 self.a.mov(rax, full as u64)?;
-                self.a.set_label(&mut top)?;
+                self.label(&mut top)?;
                 self.channels(unroll)?;
                 self.advance(rdi, unroll as i64 * self.tile.plane)?;
                 self.advance(rsi, unroll as i64 * self.tile.w_channel)?;
@@ -290,35 +294,46 @@ impl Emit<'_> {
     /// The vector at `x + off` into `reg` (AVX-512), only the lanes of
     /// `mask`, the others zero: a masked-off lane reads no memory.
     fn masked_load(&mut self, reg: AsmRegisterZmm, x: AsmRegister64, off: i64, mask: u16) -> R {
-        // `r9` is free through the reduction (see `function`).
-        self.a.mov(r9d, u32::from(mask))?;
-        self.a.kmovw(k3, r9d)?;
+        self.mask(false, mask)?;
         self.a.vmovups(reg.k3().z(), zmmword_ptr(x + disp(off)?))
     }
 
+    /// `lanes` in `k3`, or in `k5` for the `second` vector of a
+    /// deinterleaved load, unless it holds them already.
+    fn mask(&mut self, second: bool, lanes: u16) -> R {
+        let held = &mut self.held[usize::from(second)];
+        if *held == Some(lanes) {
+            return Ok(());
+        }
+        *held = Some(lanes);
+        // `r9` is free through the reduction (see `function`).
+        self.a.mov(r9d, u32::from(lanes))?;
+        self.a.kmovw(if second { k5 } else { k3 }, r9d)
+    }
+
+    /// A label here: what the mask registers hold is unknown past it.
+    fn label(&mut self, label: &mut CodeLabel) -> R {
+        self.held = [None; 2];
+        self.a.set_label(label)
+    }
+
     /// Position `q`'s pixel vector for tap `tap`, at `x + off`, into
-    /// register `reg` where its loads need one (a deinterleaving tile's,
-    /// or under a mask) or `always`; whether it was loaded (else an FMA
-    /// reads it from memory).
+    /// register `reg`: deinterleaved, under its mask, or whole.
     fn position_load(
         &mut self,
         reg: usize,
         x: AsmRegister64,
         off: i64,
         (tap, q): (usize, usize),
-        always: bool,
-    ) -> Result<bool, IcedError> {
+    ) -> R {
         if self.tile.deinterleave {
             let mask = self.tile.masks[tap * self.positions() + q];
-            self.deinterleaved_load(ZMM[reg], x, off, mask)?;
+            self.deinterleaved_load(ZMM[reg], x, off, mask)
         } else if let Some(mask) = self.lanes_of(tap, q) {
-            self.masked_load(ZMM[reg], x, off, mask)?;
-        } else if always {
-            self.mov_load(reg, x, off)?;
+            self.masked_load(ZMM[reg], x, off, mask)
         } else {
-            return Ok(false);
+            self.mov_load(reg, x, off)
         }
-        Ok(true)
     }
 
     /// The vector of `mask`'s lanes (see [`Tile::masks`]) of a
@@ -356,72 +371,25 @@ impl Emit<'_> {
             u16::MAX => self.a.vmovups(reg, address),
             EVEN_LANES => self.a.vmovups(reg.k4().z(), address),
             _ => {
-                self.a.mov(r9d, u32::from(lanes))?;
-                if second {
-                    self.a.kmovw(k5, r9d)?;
-                    self.a.vmovups(reg.k5().z(), address)
-                } else {
-                    self.a.kmovw(k3, r9d)?;
-                    self.a.vmovups(reg.k3().z(), address)
+                self.mask(second, lanes)?;
+                match second {
+                    true => self.a.vmovups(reg.k5().z(), address),
+                    false => self.a.vmovups(reg.k3().z(), address),
                 }
             }
         }
     }
 
-    /// Whether a deinterleaving tile loads the taps at input offsets `tx`
-    /// and `next` together: the second's pixels are the odd elements of
-    /// the first's 32 (one element on), and its registers hold both taps'
-    /// weights (channels in registers: no more channels than pixel
-    /// vectors).
-    fn pairs(&self, tx: i64, next: i64) -> bool {
-        let (m, j) = (self.tile.vectors, self.positions());
-        self.tile.deinterleave && next == tx + 4 && m <= j && self.accs() + 2 * m <= 16
-    }
-
-    /// Two taps of a deinterleaving tile whose pixels are the even and the
-    /// odd elements of the same 32 ([`Emit::pairs`]): each position's
-    /// elements loaded once, under the union of the two taps' masks (no
-    /// mask where that is every element), then the even ones kept for the
-    /// first tap (`zmm19`, through a copy of the indices) and the odd ones
-    /// for the second (`zmm16`, indices in `zmm20`). `taps` holds each
-    /// tap's weights offset and index.
-    fn pixel_tap_pair(
-        &mut self,
-        x: AsmRegister64,
-        w: AsmRegister64,
-        x_at: i64,
-        taps: [(i64, usize); 2],
-    ) -> R {
-        let (accs, m, j) = (self.accs(), self.tile.vectors, self.positions());
-        for (t, &(w_at, _)) in taps.iter().enumerate() {
-            for c in 0..m {
-                self.broadcast_load(accs + t * m + c, w, w_at + 4 * c as i64)?;
-            }
-        }
-        let positions = self.tile.positions.clone();
-        for (q, &at) in positions.iter().enumerate() {
-            let [first, second] = taps.map(|(_, i)| self.tile.masks[i * j + q]);
-            let union =
-                |shift: u16| spread((first >> shift) as u8) | spread((second >> shift) as u8) << 1;
-            self.half_load(zmm16, x, x_at + at, union(0), false)?;
-            self.half_load(zmm17, x, x_at + at + 64, union(8), true)?;
-            self.a.vmovaps(zmm19, zmm18)?;
-            self.a.vpermi2ps(zmm19, zmm16, zmm17)?;
-            self.a.vpermt2ps(zmm16, zmm20, zmm17)?;
-            for c in 0..m {
-                self.a.vfmadd231ps(ZMM[c * j + q], ZMM[accs + c], zmm19)?;
-                self.a.vfmadd231ps(ZMM[c * j + q], ZMM[accs + m + c], zmm16)?;
-            }
-        }
-        Ok(())
-    }
-
     /// The registers a pixels tile holds its taps' weights in (see
     /// [`Emit::held_weight_taps`]): those past the accumulators but the
     /// one a shared input vector is loaded into (`zmm16` on AVX-512, which
-    /// adds `zmm17`–`zmm30`; `ymm15` on AVX2).
+    /// adds `zmm17`–`zmm30`, or `zmm22`–`zmm30` past a deinterleaving
+    /// tile's; `ymm15` on AVX2).
     fn weight_registers(&self) -> Vec<usize> {
         match self.tile.isa {
+            // A deinterleaving tile's loads and permutes take
+            // `zmm16`–`zmm21`.
+            Isa::Avx512 if self.tile.deinterleave => (self.accs()..16).chain(22..31).collect(),
             Isa::Avx512 => (self.accs()..16).chain(17..31).collect(),
             _ => (self.accs()..15).collect(),
         }
@@ -450,12 +418,22 @@ impl Emit<'_> {
         x_off: i64,
         w_off: i64,
     ) -> R {
-        let (m, j) = (self.tile.vectors, self.positions());
+        let m = self.tile.vectors;
         let taps = self.tile.taps.taps.clone();
         let registers = self.weight_registers();
         let reads = self.shared_reads();
-        let temp = if self.tile.isa == Isa::Avx512 { 16 } else { 15 };
-        for chunk in chunks(&reads, taps.len(), (registers.len() / m).max(1)) {
+        // A deinterleaving tile's reads one input pixel apart: the second's
+        // elements are the odd ones of the first's 32.
+        let twins: Vec<Option<usize>> = match self.tile.deinterleave {
+            true => {
+                let at: HashMap<i64, usize> =
+                    reads.iter().enumerate().map(|(n, r)| (r.at, n)).collect();
+                reads.iter().map(|r| at.get(&(r.at + 4)).copied()).collect()
+            }
+            false => vec![None; reads.len()],
+        };
+        let most = (registers.len() / m).max(1);
+        for chunk in chunks(&reads, &twins, taps.len(), most) {
             // Tap `i`'s weights in registers `slot[i] · m …`.
             let mut slot = vec![None; taps.len()];
             for (s, &i) in chunk.iter().enumerate() {
@@ -465,36 +443,79 @@ impl Emit<'_> {
                     self.broadcast_load(registers[s * m + c], w, at)?;
                 }
             }
-            for read in &reads {
-                let users: Vec<(usize, usize)> = read
-                    .users
-                    .iter()
-                    .filter_map(|&(i, q)| slot[i].map(|first| (first, q)))
-                    .collect();
+            // Each read's (first weight register, position) pairs of this
+            // chunk's taps.
+            let users: Vec<Vec<(usize, usize)>> = reads
+                .iter()
+                .map(|r| r.users.iter().filter_map(|&(i, q)| Some((slot[i]?, q))).collect())
+                .collect();
+            let mut done = vec![false; reads.len()];
+            for (n, read) in reads.iter().enumerate() {
+                if done[n] || users[n].is_empty() {
+                    continue;
+                }
+                done[n] = true;
                 let at = x_off + read.at;
-                if let [(first, q)] = users[..]
-                    && read.lanes == u16::MAX
-                {
-                    for c in 0..m {
-                        self.fma_vector(c * j + q, registers[first + c], x, at)?;
+                if self.tile.deinterleave {
+                    let twin = twins[n].filter(|&t| !done[t] && !users[t].is_empty());
+                    if let Some(t) = twin {
+                        done[t] = true;
+                        self.twin_load(x, at, [read.lanes, reads[t].lanes])?;
+                        self.multiply(&users[n], &registers, 19)?;
+                        self.multiply(&users[t], &registers, 16)?;
+                    } else {
+                        self.deinterleaved_load(zmm16, x, at, read.lanes)?;
+                        self.multiply(&users[n], &registers, 16)?;
                     }
                     continue;
                 }
-                if users.is_empty() {
-                    continue;
-                }
-                match read.lanes {
-                    u16::MAX => self.mov_load(temp, x, at)?,
-                    lanes => self.masked_load(ZMM[temp], x, at, lanes)?,
-                }
-                for &(first, q) in &users {
-                    for c in 0..m {
-                        self.fma(c * j + q, registers[first + c], temp)?;
+                let temp = if self.tile.isa == Isa::Avx512 { 16 } else { 15 };
+                match (&users[n][..], read.lanes) {
+                    // Read once, whole: the FMA's memory operand.
+                    (&[(first, q)], u16::MAX) => {
+                        for c in 0..m {
+                            let acc = c * self.positions() + q;
+                            self.fma_vector(acc, registers[first + c], x, at)?;
+                        }
+                        continue;
                     }
+                    (_, u16::MAX) => self.mov_load(temp, x, at)?,
+                    (_, lanes) => self.masked_load(ZMM[temp], x, at, lanes)?,
                 }
+                self.multiply(&users[n], &registers, temp)?;
             }
         }
         Ok(())
+    }
+
+    /// The vector in register `pixels` multiplied into the accumulators of
+    /// `users`, each (first weight register, position) with its channels'
+    /// weights in `registers`.
+    fn multiply(&mut self, users: &[(usize, usize)], registers: &[usize], pixels: usize) -> R {
+        let j = self.positions();
+        for &(first, q) in users {
+            for c in 0..self.tile.vectors {
+                self.fma(c * j + q, registers[first + c], pixels)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A deinterleaving tile's two reads one input pixel apart, at `x +
+    /// off` and one pixel on, under `lanes` each (see [`Tile::masks`]):
+    /// the 32 elements from `x + off` loaded once, under the union of the
+    /// two reads' masks, the first read's even elements kept in `zmm19`
+    /// (through a copy of the indices) and the second's odd ones in
+    /// `zmm16` (indices in `zmm20`).
+    fn twin_load(&mut self, x: AsmRegister64, off: i64, lanes: [u16; 2]) -> R {
+        let [first, second] = lanes;
+        let union =
+            |shift: u16| spread((first >> shift) as u8) | spread((second >> shift) as u8) << 1;
+        self.half_load(zmm16, x, off, union(0), false)?;
+        self.half_load(zmm17, x, off + 64, union(8), true)?;
+        self.a.vmovaps(zmm19, zmm18)?;
+        self.a.vpermi2ps(zmm19, zmm16, zmm17)?;
+        self.a.vpermt2ps(zmm16, zmm20, zmm17)
     }
 
     /// Each vector the taps of one row iteration read (its input offset
@@ -521,9 +542,11 @@ impl Emit<'_> {
         reads
     }
 
-    /// One tap of a pixels-in-lanes tile (see [`Form::Pixels`]), the
-    /// input at `x + x_off + tx`, the weights at `w + w_off + tw`; `tap`
-    /// its index, for its masks.
+    /// One tap of a pixels-in-lanes tile (see [`Form::Pixels`]) of more
+    /// channels than pixel vectors, the input at `x + x_at`, the weights
+    /// at `w + w_at`; `tap` its index, for its masks: the pixel vectors in
+    /// registers, each weight broadcast by its FMAs (from memory on
+    /// AVX-512, into a register on AVX2).
     fn pixel_tap(
         &mut self,
         x: AsmRegister64,
@@ -534,30 +557,8 @@ impl Emit<'_> {
     ) -> R {
         let (accs, m, j) = (self.accs(), self.tile.vectors, self.positions());
         let positions = self.tile.positions.clone();
-        if m <= j {
-            // The channels' weights broadcast into registers, each pixel
-            // vector read by its FMAs (loaded first into `zmm16` where a
-            // mask zeroes some of its lanes).
-            for c in 0..m {
-                self.broadcast_load(accs + c, w, w_at + 4 * c as i64)?;
-            }
-            for (q, &at) in positions.iter().enumerate() {
-                if self.position_load(16, x, x_at + at, (tap, q), false)? {
-                    for c in 0..m {
-                        self.a.vfmadd231ps(ZMM[c * j + q], ZMM[accs + c], ZMM[16])?;
-                    }
-                    continue;
-                }
-                for c in 0..m {
-                    self.fma_vector(c * j + q, accs + c, x, x_at + at)?;
-                }
-            }
-            return Ok(());
-        }
-        // The pixel vectors in registers, each weight broadcast by its
-        // FMAs (from memory on AVX-512, into a register on AVX2).
         for (q, &at) in positions.iter().enumerate() {
-            self.position_load(accs + q, x, x_at + at, (tap, q), true)?;
+            self.position_load(accs + q, x, x_at + at, (tap, q))?;
         }
         for c in 0..m {
             let weight = disp(w_at + 4 * c as i64)?;
@@ -879,7 +880,7 @@ impl Emit<'_> {
             self.a.lea(r11, qword_ptr(rsi + disp(u * wch)?))?;
             self.a.mov(rdx, self.tile.taps.rows as u64)?;
             let mut row = self.a.create_label();
-            self.a.set_label(&mut row)?;
+            self.label(&mut row)?;
             self.taps(r10, r11, 0, 0)?;
             self.advance(r10, x_step)?;
             self.advance(r11, w_step)?;
@@ -898,24 +899,11 @@ impl Emit<'_> {
         let vb = self.tile.isa.bytes() as i64;
         let taps = self.tile.taps.taps.clone();
         if matches!(self.tile.form, Form::Pixels(_)) {
-            if !self.tile.deinterleave && self.tile.vectors <= self.positions() {
+            if vectors <= p {
                 return self.held_weight_taps(x, w, x_off, w_off);
             }
-            let mut i = 0;
-            while i < taps.len() {
-                let (tw, tx) = taps[i];
-                if let Some(&(next, _)) = taps.get(i + 1).filter(|t| self.pairs(tx, t.1)) {
-                    self.pixel_tap_pair(
-                        x,
-                        w,
-                        x_off + tx,
-                        [(w_off + tw, i), (w_off + next, i + 1)],
-                    )?;
-                    i += 2;
-                    continue;
-                }
+            for (i, &(tw, tx)) in taps.iter().enumerate() {
                 self.pixel_tap(x, w, x_off + tx, w_off + tw, i)?;
-                i += 1;
             }
             return Ok(());
         }
@@ -966,15 +954,18 @@ struct Read {
 }
 
 /// The `taps` taps in chunks of at most `most`, those that share the
-/// vectors of `reads` together: from each tap not yet taken, the taps
-/// reached through shared vectors (a kernel column of a tile of several
-/// rows; a tap alone where none is shared). A tap that reads no vector is
-/// in none.
-fn chunks(reads: &[Read], taps: usize, most: usize) -> Vec<Vec<usize>> {
+/// vectors of `reads` (or, a deinterleaving tile's, the loads of a read
+/// and its twin) together: from each tap not yet taken, the taps reached
+/// through shared vectors (a kernel column of a tile of several rows; a
+/// tap alone where none is shared). A tap that reads no vector is in
+/// none.
+fn chunks(reads: &[Read], twins: &[Option<usize>], taps: usize, most: usize) -> Vec<Vec<usize>> {
     let mut partners: Vec<Vec<usize>> = vec![Vec::new(); taps];
-    for read in reads {
+    for (read, twin) in reads.iter().zip(twins) {
+        let shared = twin.map_or(&[][..], |t| &reads[t].users[..]);
         for &(a, _) in &read.users {
-            partners[a].extend(read.users.iter().map(|&(b, _)| b).filter(|&b| b != a));
+            let others = read.users.iter().chain(shared).map(|&(b, _)| b);
+            partners[a].extend(others.filter(|&b| b != a));
         }
     }
     // A tap that reads nothing (padding rows only) takes no registers.
