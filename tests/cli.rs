@@ -901,6 +901,7 @@ fn tune_reports_saves_and_run_and_bench_use_the_result() {
         tile: Tile { oc_vectors: 1, pixel_tile: 99, row_tile: 1 },
         reduction_unroll: 1,
         layout: Layout::Nchw,
+        row_length: None,
     });
     convjit::tune::TuningCache::update(std::path::Path::new(&edited), entry).unwrap();
     let out = case.run(&case.json, &["--tuned", "--cache", &edited, "--stats", "--check"]);

@@ -179,6 +179,45 @@ fn any_flat_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<
     )
 }
 
+/// A k×1 conv2d of stride 1 without columns of padding (any kernel height
+/// up to 7, row dilation and row padding), whose planes may be computed
+/// each as one row. Up to 3 groups of up to 20 channels, 1 or 2 images.
+fn flat_columns_spec() -> impl Strategy<Value = ValidSpec> {
+    let shape = (1i64..=2, 1i64..=3, 1i64..=20, 1i64..=20);
+    let rows = (1i64..=7, 1i64..=3, 0i64..=3, 0i64..=3);
+    (shape, rows, [0i64..=12, 0i64..=20], (any::<bool>(), 0usize..5)).prop_filter_map(
+        "invalid spec",
+        |((batch, groups, cig, cog), (kh, dh, top, bottom), extra, output)| {
+            common::build_spec(
+                (false, batch, groups, cig, cog),
+                ([kh, 1], [1, 1], [dh, 1]),
+                ([top, 0, bottom, 0], extra, [0, 0]),
+                output,
+            )
+        },
+    )
+}
+
+/// A legal schedule for the flat-columns `spec` with its planes computed
+/// each as one row (`row_length` = `H·W`), of the direct or the width
+/// algorithm (any tile, ISA, loop nest, copy and threads), where one was
+/// drawn that takes it; else the drawn schedule.
+fn one_row_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
+    let len = spec.height() * spec.width();
+    let spec = spec.clone();
+    any_schedule(&spec).prop_map(move |schedule| {
+        let mut candidate = schedule;
+        match &mut candidate.algorithm {
+            Algorithm::Direct(d) => d.row_length = Some(len),
+            Algorithm::Width(w) => {
+                (w.row_length, w.joined, w.image) = (Some(len), false, false);
+            }
+            Algorithm::Depthwise(_) => {}
+        }
+        if candidate.legal(&spec).is_ok() { candidate } else { schedule }
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -190,6 +229,24 @@ proptest! {
     fn flat_planes_in_rows_of_any_length_match_reference(
         (spec, schedule) in flat_spec().prop_flat_map(|s| {
             let sched = any_flat_schedule(&s);
+            (Just(s), sched)
+        }),
+        seed in any::<u64>(),
+    ) {
+        prop_assert!(schedule.legal(&spec).is_ok(), "{schedule:?} illegal for {spec}");
+        check_kernel(&spec, &schedule, seed);
+        check_kernel(&spec, &schedule::choose(&spec), seed);
+    }
+
+    /// A k×1 layer computed on each plane as one row (its taps a row of
+    /// pixels apart, a tile's pixels running on past an image row's end)
+    /// matches the reference with the direct and width algorithms, every
+    /// ISA, tile, loop nest, copy and thread count — and so does the
+    /// heuristic's schedule for it.
+    #[test]
+    fn flat_columns_as_one_row_match_reference(
+        (spec, schedule) in flat_columns_spec().prop_flat_map(|s| {
+            let sched = one_row_schedule(&s);
             (Just(s), sched)
         }),
         seed in any::<u64>(),
@@ -560,6 +617,7 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
                         tile,
                         reduction_unroll,
                         layout: if interleave { Layout::Nhwc } else { Layout::Nchw },
+                        row_length,
                     }),
                     1 => Algorithm::Depthwise(Depthwise { tile }),
                     // The width tile in vectors: any knob value, as drawn.
@@ -1080,7 +1138,12 @@ fn illegal_schedules_are_refused() {
     let base = schedule::choose(&spec);
     let t = base.tile();
     let direct = |tile: Tile, reduction_unroll: usize| Schedule {
-        algorithm: Algorithm::Direct(Direct { tile, reduction_unroll, layout: Layout::Nchw }),
+        algorithm: Algorithm::Direct(Direct {
+            tile,
+            reduction_unroll,
+            layout: Layout::Nchw,
+            row_length: None,
+        }),
         ..base
     };
     let width = |pixel_vectors: usize, row_tile: usize| Schedule {
@@ -1172,7 +1235,12 @@ fn bug_overflowing_knobs_are_refused() {
     let compiler = Compiler::host().unwrap();
     let base = Schedule { loop_nest: LoopNest::RowsOuter, ..schedule::choose(&spec) };
     let direct = |tile: Tile| Schedule {
-        algorithm: Algorithm::Direct(Direct { tile, reduction_unroll: 1, layout: Layout::Nchw }),
+        algorithm: Algorithm::Direct(Direct {
+            tile,
+            reduction_unroll: 1,
+            layout: Layout::Nchw,
+            row_length: None,
+        }),
         ..base
     };
     let (max, half) = (usize::MAX, 1usize << 63);
@@ -1468,7 +1536,7 @@ proptest! {
 /// plane: anything else is refused naming the field; a legal one reads
 /// and writes the same tensors as the layer's own rows.
 #[test]
-fn rows_of_another_length_are_for_flat_planes_only() {
+fn rows_of_another_length_are_for_flat_planes_and_columns_only() {
     let compiler = Compiler::host().unwrap();
     let in_rows = |spec: &ValidSpec, len: usize| Schedule {
         algorithm: Algorithm::Width(Width {
@@ -1504,5 +1572,27 @@ fn rows_of_another_length_are_for_flat_planes_only() {
         let schedule = in_rows(&flat, len);
         check_kernel(&flat, &schedule, len as u64);
         assert_eq!(Schedule::from_json(&schedule.to_json()).unwrap(), schedule);
+    }
+    // A k×1 layer without columns of padding: its whole plane as one row
+    // (60 pixels), and no other length; a column of padding, a stride or
+    // a kernel wider than one column refuses that too.
+    let columns = spec(
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":[3,1],"padding":[1,0],"dilation":[2,1],"bias":true}"#,
+    );
+    for len in [10, 12, 30] {
+        let e = compiler.compile_with(&columns, &in_rows(&columns, len)).unwrap_err();
+        assert!(matches!(&e, Error::InvalidSchedule { field: "row_length", .. }), "{len}: {e}");
+    }
+    let one_row = in_rows(&columns, 60);
+    check_kernel(&columns, &one_row, 60);
+    assert_eq!(Schedule::from_json(&one_row.to_json()).unwrap(), one_row);
+    for json in [
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":[3,1],"padding":1}"#,
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":[3,1],"stride":[2,1]}"#,
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":[3,2]}"#,
+    ] {
+        let layer = spec(json);
+        let e = compiler.compile_with(&layer, &in_rows(&layer, 60)).unwrap_err();
+        assert!(matches!(&e, Error::InvalidSchedule { field: "row_length", .. }), "{json}: {e}");
     }
 }

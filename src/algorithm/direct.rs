@@ -25,6 +25,15 @@ pub struct Direct {
     /// The layout of the padded copy the microkernel reads.
     #[serde(default)]
     pub layout: Layout,
+    /// The length of the rows the layer's planes are computed as, when not
+    /// its own width: a k×1 conv2d of stride 1 without columns of padding
+    /// computes each plane as one row of `H·W` pixels, its taps `W`
+    /// pixels apart, so a tile's pixels run on past the end of an image
+    /// row ([`crate::spec::ValidSpec::as_rows`]; a 1×1 conv2d of stride 1
+    /// without padding, any length that divides a plane). Absent: the
+    /// layer's rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_length: Option<usize>,
 }
 
 /// The direct algorithm's registry entry.

@@ -175,6 +175,7 @@ impl Algorithm {
                 tile,
                 reduction_unroll,
                 layout: if nhwc { Layout::Nhwc } else { Layout::Nchw },
+                row_length: None,
             }),
             Strategy::Depthwise => Algorithm::Depthwise(Depthwise { tile }),
             Strategy::Width => Algorithm::Width(Width {
@@ -339,7 +340,8 @@ impl Algorithm {
     pub fn row_length(&self) -> Option<usize> {
         match *self {
             Algorithm::Width(w) => w.row_length,
-            _ => None,
+            Algorithm::Direct(d) => d.row_length,
+            Algorithm::Depthwise(_) => None,
         }
     }
 
@@ -434,17 +436,6 @@ impl Algorithm {
                         ),
                     );
                 }
-                if let Some(len) = w.row_length
-                    && spec.as_rows(len).is_none()
-                {
-                    return bad(
-                        "row_length",
-                        len.to_string(),
-                        "rows of another length compute only a 1×1 conv2d of stride 1 \
-                         without padding (its input and output planes are the same pixels), \
-                         and the length must divide the pixels of a plane",
-                    );
-                }
                 if w.joined {
                     let runs = |why: &str| bad("joined", "true".into(), why);
                     if isa != Isa::Avx512 {
@@ -516,6 +507,18 @@ impl Algorithm {
                     );
                 }
             }
+        }
+        if let Some(len) = self.row_length()
+            && spec.as_rows(len).is_none()
+        {
+            return bad(
+                "row_length",
+                len.to_string(),
+                "rows of another length compute a 1×1 conv2d of stride 1 without padding \
+                 (its input and output planes are the same pixels: any length that divides \
+                 the pixels of a plane), or a k×1 conv2d of stride 1 without columns of \
+                 padding (a whole plane as one row: its pixels)",
+            );
         }
         let row_tile = self.row_tile();
         if !(1..=MAX_ACCUMULATORS).contains(&row_tile) || self.accumulators() > MAX_ACCUMULATORS {

@@ -74,6 +74,7 @@ impl Flat {
                 tile,
                 reduction_unroll: self.reduction_unroll,
                 layout: if self.interleave { Layout::Nhwc } else { Layout::Nchw },
+                row_length: None,
             }),
             Strategy::Depthwise if self.reduction_unroll != 1 => {
                 return refuse(

@@ -248,13 +248,34 @@ impl ValidSpec {
         self.op == Op::Conv2d && self.stride == [1, 1] && self.out_width() == self.width()
     }
 
+    /// Whether each output column is computed from its own input column
+    /// alone (a k×1 conv2d of stride 1 without columns of padding), so
+    /// that the layer may be computed on each plane as one row, its
+    /// kernel's taps a row of pixels apart ([`ValidSpec::as_rows`]).
+    pub fn columns_are_flat(&self) -> bool {
+        self.op == Op::Conv2d
+            && self.kernel[1] == 1
+            && self.stride == [1, 1]
+            && self.padding.left == 0
+            && self.padding.right == 0
+    }
+
     /// The same layer on its planes cut into rows of `len` pixels: the
-    /// same tensors in memory, element for element, when
-    /// [`ValidSpec::plane_is_flat`] and `len` divides the pixels of a
-    /// plane; `None` otherwise.
+    /// same tensors in memory, element for element. When
+    /// [`ValidSpec::plane_is_flat`], `len` may be any length that divides
+    /// the pixels of a plane. When [`ValidSpec::columns_are_flat`], `len`
+    /// may be a whole input plane (`H·W`): the layer is then a 1×k conv2d
+    /// on one row of `H·W` pixels (and `H_out·W` outputs), its taps
+    /// dilated to `dilation·W` and its padding `top·W` and `bottom·W`
+    /// pixels at the row's ends — the same weights in memory, `[C_out]
+    /// [C_in/groups][k][1]` read as `[C_out][C_in/groups][1][k]`. `None`
+    /// otherwise.
     pub fn as_rows(&self, len: usize) -> Option<ValidSpec> {
-        let pixels = self.height * self.width;
-        if !self.plane_is_flat() || len == 0 || !pixels.is_multiple_of(len) {
+        let pixels = self.height.checked_mul(self.width)?;
+        if !self.plane_is_flat() {
+            return self.as_one_row(len, pixels);
+        }
+        if len == 0 || !pixels.is_multiple_of(len) {
             return None;
         }
         let rows = pixels / len;
@@ -263,6 +284,30 @@ impl ValidSpec {
             width: len,
             out_height: rows,
             out_width: len,
+            ..self.clone()
+        })
+    }
+
+    /// The one-row form of a layer whose columns are flat (see
+    /// [`ValidSpec::as_rows`]), for `len` the `pixels` of a plane.
+    fn as_one_row(&self, len: usize, pixels: usize) -> Option<ValidSpec> {
+        if !self.columns_are_flat() || len != pixels || self.height == 1 {
+            return None;
+        }
+        let w = self.width;
+        Some(ValidSpec {
+            height: 1,
+            width: pixels,
+            out_height: 1,
+            out_width: self.out_height.checked_mul(w)?,
+            kernel: [1, self.kernel[0]],
+            dilation: [1, self.dilation[0].checked_mul(w)?],
+            padding: Padding {
+                top: 0,
+                left: self.padding.top.checked_mul(w)?,
+                bottom: 0,
+                right: self.padding.bottom.checked_mul(w)?,
+            },
             ..self.clone()
         })
     }

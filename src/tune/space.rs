@@ -13,7 +13,9 @@
 //! | threads | 1 to the count asked for; how they split (items or rows) when more than one |
 //! | input copy | whole image; per group (grouped layers); bands of 1, 2, 4 or 8 rows (at most the rows a phase has) — when the kernel reads a copy at all |
 //! | layout | NCHW or NHWC (direct) |
-//! | row length | the layer's rows; for a 1×1 conv2d of stride 1 without padding (width), its planes as rows of 2, 4 or 8 vectors, or as one row |
+//! | row length | the layer's rows; for a 1×1 conv2d of stride 1 without padding (width), its planes as rows of 2, 4 or 8 vectors, or as one row; for a k×1 conv2d of stride 1 without columns of padding (direct, width), its planes as one row |
+//! | joined | the width tile's rows apart, or joined into one run (AVX-512, conv2d of stride 1 whose output rows are as wide as its input rows) |
+//! | image | the width tile over a padded copy, or reading the image's rows (AVX-512, conv2d of column stride 1 or 2) |
 //!
 //! Threads and split are the [`Run`], not the code: the members that
 //! differ only in them are listed one after another and share one compiled
@@ -93,7 +95,8 @@ impl Space {
                 family.layouts().iter().map(|&l| l == Layout::Nhwc).collect();
             let views = match strategy {
                 Strategy::Width => row_lengths(spec, isa),
-                _ => vec![None],
+                Strategy::Direct => [None].into_iter().chain(one_row(spec).map(Some)).collect(),
+                Strategy::Depthwise => vec![None],
             };
             // The layer's own rows once more, joined into runs
             // ([`algorithm::Width::joined`]), where an AVX-512 width tile
@@ -273,9 +276,11 @@ fn staging(spec: &ValidSpec, geometry: &Geometry) -> (Vec<LoopNest>, Vec<InputCo
 /// ([`crate::algorithm::Width::row_length`]): the layer's own rows, and
 /// for a layer whose planes are flat ([`ValidSpec::plane_is_flat`]) rows
 /// of 2, 4 and 8 vectors of `isa` that divide a plane, and the plane as
-/// one row.
+/// one row; for a k×1 layer whose columns are flat, the plane as one row
+/// ([`one_row`]).
 fn row_lengths(spec: &ValidSpec, isa: Isa) -> Vec<Option<usize>> {
-    let mut lengths = vec![None];
+    let mut lengths: Vec<Option<usize>> =
+        [None].into_iter().chain(one_row(spec).map(Some)).collect();
     if spec.plane_is_flat() {
         let pixels = spec.height() * spec.width();
         let tiles = ROW_VECTORS.iter().map(|&v| v * isa.lanes()).chain([pixels]);
@@ -287,6 +292,13 @@ fn row_lengths(spec: &ValidSpec, isa: Isa) -> Vec<Option<usize>> {
         }
     }
     lengths
+}
+
+/// The row length that computes each plane of a k×1 layer (`k` > 1)
+/// whose columns are flat as one row ([`ValidSpec::as_rows`]).
+fn one_row(spec: &ValidSpec) -> Option<usize> {
+    let len = spec.height() * spec.width();
+    (spec.kernel()[0] > 1 && spec.as_rows(len).is_some()).then_some(len)
 }
 
 /// Vectors per row the width algorithm may cut a flat plane into.

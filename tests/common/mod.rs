@@ -301,6 +301,7 @@ pub fn algorithm(
             tile,
             reduction_unroll,
             layout: if nhwc { Layout::Nhwc } else { Layout::Nchw },
+            row_length: None,
         }),
         Strategy::Depthwise => {
             assert_eq!(reduction_unroll, 1, "the depthwise algorithm has no channel reduction");
