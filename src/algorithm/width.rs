@@ -99,7 +99,8 @@ impl Family for WidthFamily {
         let pixels: Vec<usize> =
             (1..=MAX_ACCUMULATORS).map(|v| lanes * v).filter(|&p| p < cols + lanes).collect();
         let mut out = Vec::new();
-        let channels: &[usize] = if isa.is_assembled() { &[1, 2, 3, 4, 5, 6, 7, 14] } else { &[1] };
+        let channels: &[usize] =
+            if isa.is_assembled() { &[1, 2, 3, 4, 5, 6, 7, 12, 14] } else { &[1] };
         for &m in channels.iter().filter(|&&m| m == 1 || m <= spec.out_per_group()) {
             let per_row = |_, p: usize| m * (p / lanes);
             let tiles = tiles_of(1, &pixels, per_row, geometry, min_accumulators, isa);

@@ -282,8 +282,10 @@ fn flat_columns(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedul
 /// and output planes are the same pixels, [`ValidSpec::plane_is_flat`])
 /// with assembled tiles, for planes of at least [`MIN_FLAT_PIXELS`]
 /// pixels: a GEMM of the weights by the plane. The width tile of up to 6
-/// output channels by 2 vectors (16 pixels on AVX2, 32 on AVX-512: 12
-/// accumulators, 2 pixel vectors, a broadcast weight), on the plane cut
+/// output channels by 2 vectors of 8 pixels on AVX2 (12 accumulators, 2
+/// pixel vectors, a broadcast weight), up to 12 channels by one vector of
+/// 16 on AVX-512 (whose FMAs broadcast the weight from memory: a pixel
+/// vector per 12 FMAs), on the plane cut
 /// into rows of whole tiles — the longest of 4, 2 or 1 tiles that
 /// divides it, else the plane as one row, computed in
 /// column blocks of 32 pixels that stay in cache while every channel block
@@ -296,14 +298,17 @@ fn flat_columns(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedul
 /// one of 2,048 channels (49 pixels, left to the direct tile). On
 /// AVX-512 (an AMD host, `compare_schedules`, the same 1×1 layers): 1.05–1.74×
 /// the direct NHWC tile on planes of 14×14 to 112×112, 0.95–0.97× on the
-/// 7×7 ones. `None` for other layers and for `sse`.
+/// 7×7 ones; 12 channels by one vector then 1.00–1.13× 6 by 2 on the
+/// suite's and holdout's 1×1 layers. `None` for other layers and for
+/// `sse`.
 fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
     let isa = Isa::host().min(widest);
     let pixels = spec.out_height() * spec.out_width();
     if !isa.is_assembled() || !spec.plane_is_flat() || depthwise(spec) || pixels < MIN_FLAT_PIXELS {
         return None;
     }
-    let tile = FLAT_PIXEL_VECTORS * isa.lanes();
+    let (channels, vectors) = flat_tile(isa, spec.out_per_group());
+    let tile = vectors * isa.lanes();
     let whole = [4, 2, 1].map(|t| t * tile).into_iter().find(|&len| pixels.is_multiple_of(len));
     let len = whole.unwrap_or(pixels);
     let lowered = spec.as_rows(len)?;
@@ -314,10 +319,10 @@ fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule>
         _ => LoopNest::RowsOuter,
     };
     let algorithm = Algorithm::Width(Width {
-        pixel_vectors: FLAT_PIXEL_VECTORS,
+        pixel_vectors: vectors,
         row_tile: 1,
         reduction_unroll: MAX_ASSEMBLED_BODY_TAPS.min(spec.in_per_group()),
-        channels: spec.out_per_group().min(FLAT_CHANNELS),
+        channels,
         // The layer's own rows when they are whole tiles already.
         row_length: (len != spec.width()).then_some(len),
         joined: false,
@@ -479,11 +484,19 @@ const AVX2_CHANNEL_VECTORS: usize = 2;
 /// ([`flat_plane`]).
 const MIN_FLAT_PIXELS: usize = 64;
 
-/// Output channels of the GEMM's tile ([`flat_plane`]).
-const FLAT_CHANNELS: usize = 6;
-
-/// Pixel vectors of the GEMM's tile ([`flat_plane`]).
-const FLAT_PIXEL_VECTORS: usize = 2;
+/// The output channels and pixel vectors of the GEMM's tile on `isa`
+/// for a group of `channels` output channels ([`flat_plane`]): up to 12
+/// channels by one vector on AVX-512, more vectors where the group has
+/// too few channels to fill 12 accumulators; up to 6 by 2 on AVX2.
+fn flat_tile(isa: Isa, channels: usize) -> (usize, usize) {
+    match isa {
+        Isa::Avx512 => {
+            let m = channels.clamp(1, 12);
+            (m, (12 / m).max(1))
+        }
+        _ => (channels.clamp(1, 6), 2),
+    }
+}
 
 /// Pixels per column block of a plane computed as one row ([`flat_plane`]).
 const FLAT_COLUMN_BLOCK: usize = 32;

@@ -13,7 +13,7 @@
 //! | threads | 1 to the count asked for; how they split (items or rows) when more than one |
 //! | input copy | whole image; per group (grouped layers); bands of 1, 2, 4 or 8 rows (at most the rows a phase has) — when the kernel reads a copy at all |
 //! | layout | NCHW or NHWC (direct) |
-//! | row length | the layer's rows; for a 1×1 conv2d of stride 1 without padding (width), its planes as rows of 2, 4 or 8 vectors, or as one row; for a k×1 conv2d of stride 1 without columns of padding (direct, width), its planes as one row |
+//! | row length | the layer's rows; for a 1×1 conv2d of stride 1 without padding (width), its planes as rows of 1, 2, 4 or 8 vectors, or as one row; for a k×1 conv2d of stride 1 without columns of padding (direct, width), its planes as one row |
 //! | joined | the width tile's rows apart, or joined into one run (AVX-512, conv2d of stride 1 whose output rows are as wide as its input rows) |
 //! | image | the width tile over a padded copy, or reading the image's rows (AVX-512, conv2d of column stride 1 or 2) |
 //!
@@ -275,7 +275,7 @@ fn staging(spec: &ValidSpec, geometry: &Geometry) -> (Vec<LoopNest>, Vec<InputCo
 /// The row lengths the width algorithm may compute `spec`'s planes as
 /// ([`crate::algorithm::Width::row_length`]): the layer's own rows, and
 /// for a layer whose planes are flat ([`ValidSpec::plane_is_flat`]) rows
-/// of 2, 4 and 8 vectors of `isa` that divide a plane, and the plane as
+/// of 1, 2, 4 and 8 vectors of `isa` that divide a plane, and the plane as
 /// one row; for a k×1 layer whose columns are flat, the plane as one row
 /// ([`one_row`]).
 fn row_lengths(spec: &ValidSpec, isa: Isa) -> Vec<Option<usize>> {
@@ -302,7 +302,7 @@ fn one_row(spec: &ValidSpec) -> Option<usize> {
 }
 
 /// Vectors per row the width algorithm may cut a flat plane into.
-const ROW_VECTORS: [usize; 3] = [2, 4, 8];
+const ROW_VECTORS: [usize; 4] = [1, 2, 4, 8];
 
 /// The members whose knobs (as `knobs` encodes them) differ from
 /// `config`'s in exactly one position, in the members' order.
