@@ -54,7 +54,7 @@ pub struct Width {
     /// rows loads each input vector once for all the taps that read it.
     /// With column stride 2, each vector of 16 output pixels' inputs is
     /// loaded as the 32 consecutive pixels they lie among, of which a
-    /// permute keeps every second one (deinterleaved loads), instead of a
+    /// shuffle keeps every second one (deinterleaved loads), instead of a
     /// copy whose rows are split into column phases (default false;
     /// `deinterleaved` is the name schedules saved before stride 1 was
     /// read so).

@@ -16,7 +16,7 @@
 //! | vector A+V | AVX2 only: the broadcast input pixel (not in a depthwise tile, whose FMAs read a vector of pixels) |
 //! | `zmm16`–`zmm31`, `k1`, `k2` | the epilogue's transpose and masks (AVX-512) |
 //! | `zmm16`, `k3` | a pixels tile's input vector shared by several taps (`ymm15` on AVX2), or loaded under a mask, zeros in the lanes it skips (AVX-512) |
-//! | `zmm16`–`zmm21`, `k3`–`k5` | a deinterleaved load (AVX-512): the two vectors loaded (the first is the result), the permute's even and odd indices (`zmm18`, `zmm20`), a pair's even result (`zmm19`), the masks (`k4` every even element) |
+//! | `zmm16`–`zmm18`, `k3`–`k5` | a deinterleaved load (AVX-512): the two vectors loaded (the first is the result, or a pair's odd one), a pair's even result (`zmm18`), the masks (`k4` every even element); `zmm16` the epilogue's permute back into pixel order |
 //!
 //! The epilogue of a tile with [`Stores`] (AVX-512): the accumulators go
 //! to the `acc` block, then for each vector of channels its 16 (or fewer)
@@ -196,20 +196,7 @@ impl Emit<'_> {
             self.evex(|a| a.vmovq(xmm31, r9))?;
         }
         if self.tile.deinterleave && has_taps {
-            // The permute's indices (every second element of two vectors)
-            // in `zmm18`, from immediates: the bytes 0, 2, …, 30 in
-            // `xmm21`, widened to dwords (no memory, no store to forward);
-            // the mask of the even elements of a full vector in `k4`.
-            let bytes: [u8; 16] = std::array::from_fn(|i| 2 * i as u8);
-            let half = |h: usize| u64::from_le_bytes(bytes[8 * h..8 * h + 8].try_into().unwrap());
-            self.a.mov(rax, half(0))?;
-            self.evex(|a| a.vmovq(xmm21, rax))?;
-            self.a.mov(rax, half(1))?;
-            self.evex(|a| a.vpinsrq(xmm21, xmm21, rax, 1))?;
-            self.a.vpmovzxbd(zmm18, xmm21)?;
-            // The odd elements' indices, for pairs of taps: each one more.
-            self.a.vpternlogd(zmm21, zmm21, zmm21, 0xff)?;
-            self.a.vpsubd(zmm20, zmm18, zmm21)?;
+            // The mask of the even elements of a full vector in `k4`.
             self.a.mov(r9d, u32::from(EVEN_LANES))?;
             self.a.kmovw(k4, r9d)?;
         }
@@ -237,6 +224,9 @@ impl Emit<'_> {
         }
         if masked {
             self.evex(|a| a.vmovq(r9, xmm31))?;
+        }
+        if self.tile.deinterleave && has_taps {
+            self.pixels_in_order()?;
         }
         if let Form::Pixels(stores) = &self.tile.form {
             self.pixel_stores(stores)?;
@@ -340,8 +330,8 @@ impl Emit<'_> {
     /// deinterleaving tile at `x + off` into `reg`: the 32 elements from
     /// there loaded as two vectors, each under the mask of the even
     /// elements its lanes need (`k4` when all of them, else built in `k3`
-    /// and `k5`), then the even ones kept by a permute (`zmm17` the second
-    /// vector, `zmm18` the indices).
+    /// and `k5`), then the even ones kept by an in-lane shuffle (`zmm17`
+    /// the second vector), in the order of [`SHUFFLED_PIXELS`].
     fn deinterleaved_load(
         &mut self,
         reg: AsmRegisterZmm,
@@ -351,7 +341,28 @@ impl Emit<'_> {
     ) -> R {
         self.half_load(reg, x, off, spread(mask as u8), false)?;
         self.half_load(zmm17, x, off + 64, spread((mask >> 8) as u8), true)?;
-        self.a.vpermt2ps(reg, zmm18, zmm17)
+        self.a.vshufps(reg, reg, zmm17, EVEN_ELEMENTS)
+    }
+
+    /// A deinterleaving tile's accumulators, whose lanes hold the pixels
+    /// in the order of [`SHUFFLED_PIXELS`], back in order, for the
+    /// epilogue: one permute each, its indices in `zmm16` from
+    /// immediates (the bytes widened to dwords; no memory read).
+    fn pixels_in_order(&mut self) -> R {
+        let mut lane_of = [0u8; 16];
+        for (lane, &pixel) in SHUFFLED_PIXELS.iter().enumerate() {
+            lane_of[usize::from(pixel)] = lane as u8;
+        }
+        let half = |h: usize| u64::from_le_bytes(lane_of[8 * h..8 * h + 8].try_into().unwrap());
+        self.a.mov(rax, half(0))?;
+        self.evex(|a| a.vmovq(xmm16, rax))?;
+        self.a.mov(rax, half(1))?;
+        self.evex(|a| a.vpinsrq(xmm16, xmm16, rax, 1))?;
+        self.a.vpmovzxbd(zmm16, xmm16)?;
+        for &acc in &ZMM[..self.accs()] {
+            self.a.vpermps(acc, zmm16, acc)?;
+        }
+        Ok(())
     }
 
     /// One of the two vectors of a deinterleaved load into `reg`: the
@@ -383,13 +394,13 @@ impl Emit<'_> {
     /// The registers a pixels tile holds its taps' weights in (see
     /// [`Emit::held_weight_taps`]): those past the accumulators but the
     /// one a shared input vector is loaded into (`zmm16` on AVX-512, which
-    /// adds `zmm17`–`zmm30`, or `zmm22`–`zmm30` past a deinterleaving
+    /// adds `zmm17`–`zmm30`, or `zmm19`–`zmm30` past a deinterleaving
     /// tile's; `ymm15` on AVX2).
     fn weight_registers(&self) -> Vec<usize> {
         match self.tile.isa {
             // A deinterleaving tile's loads and permutes take
-            // `zmm16`–`zmm21`.
-            Isa::Avx512 if self.tile.deinterleave => (self.accs()..16).chain(22..31).collect(),
+            // `zmm16`–`zmm18`.
+            Isa::Avx512 if self.tile.deinterleave => (self.accs()..16).chain(19..31).collect(),
             Isa::Avx512 => (self.accs()..16).chain(17..31).collect(),
             _ => (self.accs()..15).collect(),
         }
@@ -461,7 +472,7 @@ impl Emit<'_> {
                     if let Some(t) = twin {
                         done[t] = true;
                         self.twin_load(x, at, [read.lanes, reads[t].lanes])?;
-                        self.multiply(&users[n], &registers, 19)?;
+                        self.multiply(&users[n], &registers, 18)?;
                         self.multiply(&users[t], &registers, 16)?;
                     } else {
                         self.deinterleaved_load(zmm16, x, at, read.lanes)?;
@@ -504,18 +515,17 @@ impl Emit<'_> {
     /// A deinterleaving tile's two reads one input pixel apart, at `x +
     /// off` and one pixel on, under `lanes` each (see [`Tile::masks`]):
     /// the 32 elements from `x + off` loaded once, under the union of the
-    /// two reads' masks, the first read's even elements kept in `zmm19`
-    /// (through a copy of the indices) and the second's odd ones in
-    /// `zmm16` (indices in `zmm20`).
+    /// two reads' masks, the first read's even elements kept in `zmm18`
+    /// and the second's odd ones in `zmm16` (in-lane shuffles, in the
+    /// order of [`SHUFFLED_PIXELS`]).
     fn twin_load(&mut self, x: AsmRegister64, off: i64, lanes: [u16; 2]) -> R {
         let [first, second] = lanes;
         let union =
             |shift: u16| spread((first >> shift) as u8) | spread((second >> shift) as u8) << 1;
         self.half_load(zmm16, x, off, union(0), false)?;
         self.half_load(zmm17, x, off + 64, union(8), true)?;
-        self.a.vmovaps(zmm19, zmm18)?;
-        self.a.vpermi2ps(zmm19, zmm16, zmm17)?;
-        self.a.vpermt2ps(zmm16, zmm20, zmm17)
+        self.a.vshufps(zmm18, zmm16, zmm17, EVEN_ELEMENTS)?;
+        self.a.vshufps(zmm16, zmm16, zmm17, ODD_ELEMENTS)
     }
 
     /// Each vector the taps of one row iteration read (its input offset
@@ -1000,6 +1010,22 @@ fn chunks(reads: &[Read], twins: &[Option<usize>], taps: usize, most: usize) -> 
 /// The elements of a deinterleaving load's vector that the lanes of a
 /// full output vector read: the even ones.
 const EVEN_LANES: u16 = 0x5555;
+
+/// `vshufps`'s selector of the even elements of two vectors, within each
+/// 128-bit block: the first's 0 and 2, then the second's 0 and 2.
+const EVEN_ELEMENTS: u32 = 0x88;
+
+/// `vshufps`'s selector of the odd elements (1 and 3 of each).
+const ODD_ELEMENTS: u32 = 0xdd;
+
+/// The pixels in each lane of a deinterleaved vector: block `b` of 4
+/// lanes holds the even elements `4b`, `4b + 2` of the first vector and
+/// `16 + 4b`, `16 + 4b + 2` of the second — pixels `2b`, `2b + 1`, `8 +
+/// 2b`, `9 + 2b`. Every deinterleaved vector of a tile has its pixels in
+/// this order, so its FMAs (lane by lane) need no other; the epilogue
+/// puts them back in order, one permute per accumulator, where a permute
+/// across two vectors per load cost two shuffles of a slower kind.
+const SHUFFLED_PIXELS: [u8; 16] = [0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15];
 
 /// The mask of the elements `2l` for each lane `l` set in `lanes` (of 8).
 fn spread(lanes: u8) -> u16 {

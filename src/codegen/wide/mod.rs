@@ -105,8 +105,9 @@ pub struct Tile {
     /// For a pixels tile (AVX-512): whether lane `l` of a position's
     /// vector is the input `2l` elements past the position's (a conv2d of
     /// column stride 2 read from the image itself): loaded as the two
-    /// vectors of 32 consecutive elements, of which a permute keeps the
-    /// even ones. Its lanes always come with `masks`.
+    /// vectors of 32 consecutive elements, of which an in-lane shuffle
+    /// keeps the even ones (in an order of its own that the epilogue
+    /// undoes). Its lanes always come with `masks`.
     pub deinterleave: bool,
 }
 
