@@ -227,15 +227,10 @@ proptest! {
     /// thread count — and so does the heuristic's schedule for it.
     #[test]
     fn flat_planes_in_rows_of_any_length_match_reference(
-        (spec, schedule) in flat_spec().prop_flat_map(|s| {
-            let sched = any_flat_schedule(&s);
-            (Just(s), sched)
-        }),
+        (spec, schedule) in scheduled(flat_spec(), any_flat_schedule),
         seed in any::<u64>(),
     ) {
-        prop_assert!(schedule.legal(&spec).is_ok(), "{schedule:?} illegal for {spec}");
-        check_kernel(&spec, &schedule, seed);
-        check_kernel(&spec, &schedule::choose(&spec), seed);
+        check_with_heuristic(&spec, &schedule, seed)?;
     }
 
     /// A k×1 layer computed on each plane as one row (its taps a row of
@@ -245,15 +240,10 @@ proptest! {
     /// heuristic's schedule for it.
     #[test]
     fn flat_columns_as_one_row_match_reference(
-        (spec, schedule) in flat_columns_spec().prop_flat_map(|s| {
-            let sched = one_row_schedule(&s);
-            (Just(s), sched)
-        }),
+        (spec, schedule) in scheduled(flat_columns_spec(), one_row_schedule),
         seed in any::<u64>(),
     ) {
-        prop_assert!(schedule.legal(&spec).is_ok(), "{schedule:?} illegal for {spec}");
-        check_kernel(&spec, &schedule, seed);
-        check_kernel(&spec, &schedule::choose(&spec), seed);
+        check_with_heuristic(&spec, &schedule, seed)?;
     }
 }
 
@@ -540,11 +530,24 @@ proptest! {
     }
 }
 
+/// Checks the legal `schedule` drawn for `spec` against the reference,
+/// and the heuristic's schedule for it.
+fn check_with_heuristic(
+    spec: &ValidSpec,
+    schedule: &Schedule,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    prop_assert!(schedule.legal(spec).is_ok(), "{schedule:?} illegal for {spec}");
+    check_kernel(spec, schedule, seed);
+    check_kernel(spec, &schedule::choose(spec), seed);
+    Ok(())
+}
+
 /// A spec of `specs` with a schedule `schedules` draws for it.
-fn scheduled<S: Strategy<Value = Option<Schedule>>>(
+fn scheduled<S: Strategy>(
     specs: impl Strategy<Value = ValidSpec>,
     schedules: fn(&ValidSpec) -> S,
-) -> impl Strategy<Value = (ValidSpec, Option<Schedule>)> {
+) -> impl Strategy<Value = (ValidSpec, S::Value)> {
     specs.prop_flat_map(move |s| {
         let schedule = schedules(&s);
         (Just(s), schedule)
