@@ -3,7 +3,7 @@
 
     python3 scripts/compare_builds.py --base OLD/convjit --new target/release/convjit \
         [--suite suite/layers.json --suite suite/holdout.json] [--threads 1 --threads 2] \
-        [--rounds 3] [--min-time 0.3]
+        [--rounds 3] [--min-time 0.3] [--isa avx2]
 
 Each round runs `convjit bench --engines jit --no-check --json` once per
 suite, thread count and build, the two builds one after the other (the
@@ -11,8 +11,9 @@ base first in odd rounds, the new one first in even ones), so that both
 see the same state of a shared host. Per layer and thread count it prints
 the median over the rounds of each build's median run time, and their
 ratio (base over new: above 1, the new build is faster), then the median
-compile time of each build over every layer and round. Standard library
-only.
+compile time of each build over every layer and round. `--isa` passes
+the widest vector ISA to both builds (a host's lower ISAs measured on
+it). Standard library only.
 """
 
 import argparse
@@ -23,10 +24,12 @@ import sys
 from collections import defaultdict
 
 
-def bench(binary, suite, threads, min_time):
+def bench(binary, suite, threads, min_time, isa):
     """One `convjit bench` run: its results, by layer."""
     command = [binary, "bench", "--suite", suite, "--engines", "jit", "--no-check",
                "--min-time", str(min_time), "--threads", str(threads), "--json"]
+    if isa:
+        command += ["--isa", isa]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out)["results"]
 
@@ -39,6 +42,7 @@ def main():
     parser.add_argument("--threads", action="append", type=int, help="a thread count (repeatable)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-time", type=float, default=0.3)
+    parser.add_argument("--isa", help="the widest vector ISA both builds use (default: the host's)")
     args = parser.parse_args()
     suites = args.suite or ["suite/layers.json", "suite/holdout.json"]
     threads = args.threads or [1, 2]
@@ -50,7 +54,7 @@ def main():
         for suite in suites:
             for t in threads:
                 for build, binary in order:
-                    for row in bench(binary, suite, t, args.min_time):
+                    for row in bench(binary, suite, t, args.min_time, args.isa):
                         times[(suite, t, row["layer"], build)].append(row["median_s"])
                         compiles[build].append(row["compile_ms"])
         print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
