@@ -37,7 +37,7 @@ pub const MAX_UNROLLED_TAPS: usize = 64;
 
 pub use depthwise::Depthwise;
 pub use direct::Direct;
-pub use width::Width;
+pub use width::{Width, even_blocks};
 
 use crate::error::{Error, Result};
 use crate::geometry::{Geometry, Phase};

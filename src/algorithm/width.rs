@@ -70,6 +70,14 @@ fn is_one(n: &usize) -> bool {
     *n == 1
 }
 
+/// The size of `count` items cut into the fewest near-equal blocks of at
+/// most `most` (64 channels in blocks of 12: 11, five of 11 and one of 9,
+/// where blocks of 12 leave one of 4).
+pub fn even_blocks(count: usize, most: usize) -> usize {
+    let blocks = count.div_ceil(most.max(1)).max(1);
+    count.div_ceil(blocks).max(1)
+}
+
 /// The width algorithm's registry entry.
 pub(super) struct WidthFamily;
 
@@ -99,8 +107,13 @@ impl Family for WidthFamily {
         let pixels: Vec<usize> =
             (1..=MAX_ACCUMULATORS).map(|v| lanes * v).filter(|&p| p < cols + lanes).collect();
         let mut out = Vec::new();
-        let channels: &[usize] =
-            if isa.is_assembled() { &[1, 2, 3, 4, 5, 6, 7, 12, 14] } else { &[1] };
+        let mut channels: Vec<usize> = match isa.is_assembled() {
+            // And a group's channels in near-equal blocks of at most 12.
+            true => vec![1, 2, 3, 4, 5, 6, 7, 12, 14, even_blocks(spec.out_per_group(), 12)],
+            false => vec![1],
+        };
+        channels.sort_unstable();
+        channels.dedup();
         for &m in channels.iter().filter(|&&m| m == 1 || m <= spec.out_per_group()) {
             let per_row = |_, p: usize| m * (p / lanes);
             let tiles = tiles_of(1, &pixels, per_row, geometry, min_accumulators, isa);
