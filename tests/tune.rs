@@ -104,6 +104,15 @@ fn the_space_of_a_suite_layer_spans_every_knob() {
         let heuristic = schedule::choose(&layer);
         assert!(Space::of(&layer, 1).contains(&heuristic), "{layer}: {}", heuristic.to_json());
     }
+    // So is a k×1 layer's heuristic schedule, its planes each one row,
+    // and the space holds that view for the direct algorithm.
+    let columns = spec(
+        r#"{"op": "conv2d", "in_channels": 64, "out_channels": 64, "height": 17, "width": 17,
+            "kernel": [7, 1], "padding": [3, 0]}"#,
+    );
+    let one_row = schedule::choose(&columns);
+    assert_eq!(one_row.algorithm.row_length(), Some(17 * 17), "{}", one_row.to_json());
+    assert!(Space::of(&columns, 1).contains(&one_row), "{}", one_row.to_json());
     // Reading the image's rows is a knob (deinterleaved loads on
     // column-strided layers, where the space has the heuristic's schedule
     // of a depthwise one).

@@ -336,7 +336,7 @@ impl Algorithm {
     }
 
     /// The length of the rows it computes the layer's planes as, when not
-    /// the layer's own ([`Width::row_length`]).
+    /// the layer's own ([`Width::row_length`], [`Direct::row_length`]).
     pub fn row_length(&self) -> Option<usize> {
         match *self {
             Algorithm::Width(w) => w.row_length,
@@ -550,8 +550,11 @@ impl Algorithm {
                 ),
             );
         }
+        // The limits of the layer as it is computed (a k×1 kernel's taps
+        // are a row's on its planes as one row).
+        let lowered = self.lowered(spec);
         if isa.is_assembled()
-            && let Some(reason) = beyond_assembled(spec, self.work(spec, isa).lanes)
+            && let Some(reason) = beyond_assembled(&lowered, self.work(&lowered, isa).lanes)
         {
             return bad("isa", isa.name().into(), &reason);
         }

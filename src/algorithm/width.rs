@@ -71,8 +71,8 @@ fn is_one(n: &usize) -> bool {
 }
 
 /// The size of `count` items cut into the fewest near-equal blocks of at
-/// most `most` (64 channels in blocks of 12: 11, five of 11 and one of 9,
-/// where blocks of 12 leave one of 4).
+/// most `most`: 64 channels, at most 12 a block, in blocks of 11 (five of
+/// 11 and one of 9), where blocks of 12 leave one of 4.
 pub fn even_blocks(count: usize, most: usize) -> usize {
     let blocks = count.div_ceil(most.max(1)).max(1);
     count.div_ceil(blocks).max(1)

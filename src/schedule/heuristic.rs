@@ -264,10 +264,7 @@ fn staging(spec: &ValidSpec, geometry: &Geometry, threads: usize) -> (InputCopy,
 /// inception_7x1 (17×17) and on acnet_3x1 (56×56). `None` for other
 /// layers.
 fn flat_columns(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
-    if !spec.columns_are_flat() || spec.kernel()[0] < 2 {
-        return None;
-    }
-    let len = spec.height() * spec.width();
+    let len = spec.one_row_length()?;
     let row = spec.as_rows(len)?;
     let mut schedule = choose_for(&row, threads, widest);
     match &mut schedule.algorithm {

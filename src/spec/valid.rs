@@ -288,6 +288,13 @@ impl ValidSpec {
         })
     }
 
+    /// The row length that computes each plane of a k×1 layer (`k` > 1)
+    /// whose columns are flat as one row ([`ValidSpec::as_rows`]): `H·W`.
+    pub fn one_row_length(&self) -> Option<usize> {
+        let len = self.height.checked_mul(self.width)?;
+        (self.kernel[0] > 1 && self.as_rows(len).is_some()).then_some(len)
+    }
+
     /// The one-row form of a layer whose columns are flat (see
     /// [`ValidSpec::as_rows`]), for `len` the `pixels` of a plane.
     fn as_one_row(&self, len: usize, pixels: usize) -> Option<ValidSpec> {

@@ -95,7 +95,9 @@ impl Space {
                 family.layouts().iter().map(|&l| l == Layout::Nhwc).collect();
             let views = match strategy {
                 Strategy::Width => row_lengths(spec, isa),
-                Strategy::Direct => [None].into_iter().chain(one_row(spec).map(Some)).collect(),
+                Strategy::Direct => {
+                    [None].into_iter().chain(spec.one_row_length().map(Some)).collect()
+                }
                 Strategy::Depthwise => vec![None],
             };
             // The layer's own rows once more, joined into runs
@@ -158,10 +160,12 @@ impl Space {
                                 interleave,
                                 isa,
                             );
-                            if let Algorithm::Width(w) = &mut algorithm {
-                                w.row_length = row_length;
-                                w.joined = joined;
-                                w.image = image;
+                            match &mut algorithm {
+                                Algorithm::Width(w) => {
+                                    (w.row_length, w.joined, w.image) = (row_length, joined, image)
+                                }
+                                Algorithm::Direct(d) => d.row_length = row_length,
+                                Algorithm::Depthwise(_) => {}
                             }
                             let run = Run { threads, split };
                             let s = Schedule { isa, algorithm, loop_nest, copy, run };
@@ -277,10 +281,10 @@ fn staging(spec: &ValidSpec, geometry: &Geometry) -> (Vec<LoopNest>, Vec<InputCo
 /// for a layer whose planes are flat ([`ValidSpec::plane_is_flat`]) rows
 /// of 1, 2, 4 and 8 vectors of `isa` that divide a plane, and the plane as
 /// one row; for a k×1 layer whose columns are flat, the plane as one row
-/// ([`one_row`]).
+/// ([`ValidSpec::one_row_length`]).
 fn row_lengths(spec: &ValidSpec, isa: Isa) -> Vec<Option<usize>> {
     let mut lengths: Vec<Option<usize>> =
-        [None].into_iter().chain(one_row(spec).map(Some)).collect();
+        [None].into_iter().chain(spec.one_row_length().map(Some)).collect();
     if spec.plane_is_flat() {
         let pixels = spec.height() * spec.width();
         let tiles = ROW_VECTORS.iter().map(|&v| v * isa.lanes()).chain([pixels]);
@@ -292,13 +296,6 @@ fn row_lengths(spec: &ValidSpec, isa: Isa) -> Vec<Option<usize>> {
         }
     }
     lengths
-}
-
-/// The row length that computes each plane of a k×1 layer (`k` > 1)
-/// whose columns are flat as one row ([`ValidSpec::as_rows`]).
-fn one_row(spec: &ValidSpec) -> Option<usize> {
-    let len = spec.height() * spec.width();
-    (spec.kernel()[0] > 1 && spec.as_rows(len).is_some()).then_some(len)
 }
 
 /// Vectors per row the width algorithm may cut a flat plane into.

@@ -12,7 +12,7 @@
 //! | `rax` | the channel loop's count; the epilogue's constants |
 //! | `r10`, `r11` | the kernel-row loop's input and weights |
 //! | vector 0 … A−1 | the accumulators, `(v, q)` at `v · positions + q` |
-//! | vector A … A+V−1 | the tap's weight vectors, loaded once per tap; a pixels tile's channels' weights broadcast, for a chunk of taps at a time when it holds them (`zmm17`–`zmm30` too on AVX-512) |
+//! | vector A … A+V−1 | the tap's weight vectors, loaded once per tap; a pixels tile's channels' weights broadcast, for a chunk of taps at a time when it holds them (`zmm17`–`zmm30` too on AVX-512, `zmm19`–`zmm30` in a deinterleaving tile) |
 //! | vector A+V | AVX2 only: the broadcast input pixel (not in a depthwise tile, whose FMAs read a vector of pixels) |
 //! | `zmm16`–`zmm31`, `k1`, `k2` | the epilogue's transpose and masks (AVX-512) |
 //! | `zmm16`, `k3` | a pixels tile's input vector shared by several taps (`ymm15` on AVX2), or loaded under a mask, zeros in the lanes it skips (AVX-512) |
@@ -64,7 +64,7 @@ const ZMM: [AsmRegisterZmm; 32] = [
 /// (for the audit).
 pub fn assemble(tile: &Tile) -> Result<(Vec<u8>, Vec<iced_x86::Instruction>)> {
     let fail = |e: IcedError| Error::Jit(format!("assembling a {} tile: {e}", tile.isa));
-    let registers = tile.accumulators() + reused(tile) + usize::from(broadcasts(tile));
+    let registers = tile.accumulators() + reused(tile) + usize::from(scratch(tile));
     let stores_ok = tile.stores.as_ref().is_none_or(|st| {
         tile.isa == Isa::Avx512 && st.pixels > 0 && tile.positions.len().is_multiple_of(st.pixels)
     });
@@ -116,16 +116,18 @@ fn reused(tile: &Tile) -> usize {
     }
 }
 
-/// Whether the tile needs a register to broadcast an operand into (AVX2,
-/// which has no embedded broadcast, when the broadcast operand is the one
-/// read by each FMA).
-fn broadcasts(tile: &Tile) -> bool {
-    let fresh_broadcast = match tile.form {
-        Form::Channels => true,
-        Form::Pixels(_) => tile.positions.len() < tile.vectors,
+/// Whether the tile needs one more vector register on AVX2 (AVX-512
+/// takes its scratch registers from `zmm16`–`zmm31`): to broadcast an
+/// operand into (AVX2 has no embedded broadcast) where the broadcast
+/// operand is the one read by each FMA, or, in a pixels tile that holds
+/// its weights, to load a vector several taps share
+/// ([`Emit::held_weight_taps`]).
+fn scratch(tile: &Tile) -> bool {
+    let needs = match tile.form {
+        Form::Channels | Form::Pixels(_) => true,
         Form::Depthwise => false,
     };
-    tile.isa == Isa::Avx2 && fresh_broadcast
+    tile.isa == Isa::Avx2 && needs
 }
 
 /// An assembler and the tile it writes.
@@ -277,8 +279,13 @@ impl Emit<'_> {
     /// The lanes of position `q` that tap `tap` loads (see [`Tile::masks`]),
     /// when not all of them.
     fn lanes_of(&self, tap: usize, q: usize) -> Option<u16> {
-        let mask = *self.tile.masks.get(tap * self.positions() + q)?;
-        (mask != u16::MAX).then_some(mask)
+        Some(self.lanes(tap, q)).filter(|&mask| mask != u16::MAX)
+    }
+
+    /// The lanes of position `q` that tap `tap` loads: its mask, or every
+    /// lane (`u16::MAX`) in a tile without masks.
+    fn lanes(&self, tap: usize, q: usize) -> u16 {
+        self.tile.masks.get(tap * self.positions() + q).copied().unwrap_or(u16::MAX)
     }
 
     /// The vector at `x + off` into `reg` (AVX-512), only the lanes of
@@ -317,8 +324,7 @@ impl Emit<'_> {
         (tap, q): (usize, usize),
     ) -> R {
         if self.tile.deinterleave {
-            let mask = self.tile.masks[tap * self.positions() + q];
-            self.deinterleaved_load(ZMM[reg], x, off, mask)
+            self.deinterleaved_load(ZMM[reg], x, off, self.lanes(tap, q))
         } else if let Some(mask) = self.lanes_of(tap, q) {
             self.masked_load(ZMM[reg], x, off, mask)
         } else {
@@ -339,9 +345,19 @@ impl Emit<'_> {
         off: i64,
         mask: u16,
     ) -> R {
-        self.half_load(reg, x, off, spread(mask as u8), false)?;
-        self.half_load(zmm17, x, off + 64, spread((mask >> 8) as u8), true)?;
-        self.a.vshufps(reg, reg, zmm17, EVEN_ELEMENTS)
+        self.window(x, off, [mask, 0])?;
+        self.a.vshufps(reg, zmm16, zmm17, EVEN_ELEMENTS)
+    }
+
+    /// The 32 elements at `x + off` as two vectors in `zmm16` and `zmm17`,
+    /// loaded under the elements that the lanes `even` of the vector of
+    /// their even elements and `odd` of the vector of their odd ones read
+    /// (see [`Tile::masks`]).
+    fn window(&mut self, x: AsmRegister64, off: i64, [even, odd]: [u16; 2]) -> R {
+        let elements =
+            |shift: u16| spread((even >> shift) as u8) | spread((odd >> shift) as u8) << 1;
+        self.half_load(zmm16, x, off, elements(0), false)?;
+        self.half_load(zmm17, x, off + 64, elements(8), true)
     }
 
     /// A deinterleaving tile's accumulators, whose lanes hold the pixels
@@ -398,12 +414,19 @@ impl Emit<'_> {
     /// tile's; `ymm15` on AVX2).
     fn weight_registers(&self) -> Vec<usize> {
         match self.tile.isa {
-            // A deinterleaving tile's loads and permutes take
+            // A deinterleaving tile's loads and shuffles take
             // `zmm16`–`zmm18`.
             Isa::Avx512 if self.tile.deinterleave => (self.accs()..16).chain(19..31).collect(),
             Isa::Avx512 => (self.accs()..16).chain(17..31).collect(),
-            _ => (self.accs()..15).collect(),
+            _ => (self.accs()..self.shared_register()).collect(),
         }
+    }
+
+    /// The register a pixels tile that holds its weights loads a shared
+    /// input vector into (see [`Emit::held_weight_taps`]): `zmm16`, or
+    /// `ymm15` on AVX2 ([`scratch`] counts it).
+    fn shared_register(&self) -> usize {
+        if self.tile.isa == Isa::Avx512 { 16 } else { 15 }
     }
 
     /// The taps of one row iteration of a pixels-in-lanes tile whose
@@ -480,7 +503,7 @@ impl Emit<'_> {
                     }
                     continue;
                 }
-                let temp = if self.tile.isa == Isa::Avx512 { 16 } else { 15 };
+                let temp = self.shared_register();
                 match (&users[n][..], read.lanes) {
                     // Read once, whole: the FMA's memory operand.
                     (&[(first, q)], u16::MAX) => {
@@ -519,11 +542,7 @@ impl Emit<'_> {
     /// and the second's odd ones in `zmm16` (in-lane shuffles, in the
     /// order of [`SHUFFLED_PIXELS`]).
     fn twin_load(&mut self, x: AsmRegister64, off: i64, lanes: [u16; 2]) -> R {
-        let [first, second] = lanes;
-        let union =
-            |shift: u16| spread((first >> shift) as u8) | spread((second >> shift) as u8) << 1;
-        self.half_load(zmm16, x, off, union(0), false)?;
-        self.half_load(zmm17, x, off + 64, union(8), true)?;
+        self.window(x, off, lanes)?;
         self.a.vshufps(zmm18, zmm16, zmm17, EVEN_ELEMENTS)?;
         self.a.vshufps(zmm16, zmm16, zmm17, ODD_ELEMENTS)
     }
@@ -533,12 +552,11 @@ impl Emit<'_> {
     /// order the taps first read them; a pair whose mask loads no lane
     /// reads nothing.
     fn shared_reads(&self) -> Vec<Read> {
-        let j = self.positions();
         let mut reads: Vec<Read> = Vec::new();
         let mut index: HashMap<(i64, u16), usize> = HashMap::new();
         for (i, &(_, tx)) in self.tile.taps.taps.iter().enumerate() {
             for (q, &at) in self.tile.positions.iter().enumerate() {
-                let lanes = self.tile.masks.get(i * j + q).copied().unwrap_or(u16::MAX);
+                let lanes = self.lanes(i, q);
                 if lanes == 0 {
                     continue;
                 }
@@ -566,15 +584,17 @@ impl Emit<'_> {
         tap: usize,
     ) -> R {
         let (accs, m, j) = (self.accs(), self.tile.vectors, self.positions());
+        // The positions whose inputs at this tap are not all padding.
+        let live: Vec<usize> = (0..j).filter(|&q| self.lanes(tap, q) != 0).collect();
         let positions = self.tile.positions.clone();
-        for (q, &at) in positions.iter().enumerate() {
-            self.position_load(accs + q, x, x_at + at, (tap, q))?;
+        for &q in &live {
+            self.position_load(accs + q, x, x_at + positions[q], (tap, q))?;
         }
         for c in 0..m {
             let weight = disp(w_at + 4 * c as i64)?;
             match self.tile.isa {
                 Isa::Avx512 => {
-                    for q in 0..j {
+                    for &q in &live {
                         let (acc, pixels) = (ZMM[c * j + q], ZMM[accs + q]);
                         self.a.vfmadd231ps(acc, pixels, dword_bcst(w + weight))?;
                     }
@@ -582,7 +602,7 @@ impl Emit<'_> {
                 _ => {
                     let tmp = accs + j;
                     self.a.vbroadcastss(YMM[tmp], dword_ptr(w + weight))?;
-                    for q in 0..j {
+                    for &q in &live {
                         self.fma(c * j + q, accs + q, tmp)?;
                     }
                 }

@@ -95,7 +95,7 @@ pub struct Tile {
     pub stores: Option<Stores>,
     /// What the lanes hold.
     pub form: Form,
-    /// For a pixels tile of joined rows or deinterleaved loads (AVX-512):
+    /// For a pixels tile of joined rows or of the image's rows (AVX-512):
     /// the lanes of position `q` whose input at tap `i` (of
     /// [`Taps::taps`]) lies in the image (or the copy's row) and the
     /// tile's pixels, at `masks[i · positions + q]`; the others are loaded
