@@ -1554,6 +1554,18 @@ fn rows_of_another_length_are_for_flat_planes_and_columns_only() {
         isa: Isa::Sse,
         ..schedule::choose(spec)
     };
+    let refused = |layer: &ValidSpec, len: usize| {
+        let e = compiler.compile_with(layer, &in_rows(layer, len)).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidSchedule { field: "row_length", .. }),
+            "{layer} {len}: {e}"
+        );
+    };
+    let accepted = |layer: &ValidSpec, len: usize| {
+        let schedule = in_rows(layer, len);
+        check_kernel(layer, &schedule, len as u64);
+        assert_eq!(Schedule::from_json(&schedule.to_json()).unwrap(), schedule);
+    };
     let flat = spec(
         r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":1,"bias":true}"#,
     );
@@ -1563,18 +1575,13 @@ fn rows_of_another_length_are_for_flat_planes_and_columns_only() {
         r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":1,"padding":1}"#,
         r#"{"op":"conv_transpose2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":1}"#,
     ] {
-        let layer = spec(json);
-        let e = compiler.compile_with(&layer, &in_rows(&layer, 12)).unwrap_err();
-        assert!(matches!(&e, Error::InvalidSchedule { field: "row_length", .. }), "{json}: {e}");
+        refused(&spec(json), 12);
     }
     for len in [0, 7, 61, 120] {
-        let e = compiler.compile_with(&flat, &in_rows(&flat, len)).unwrap_err();
-        assert!(matches!(&e, Error::InvalidSchedule { field: "row_length", .. }), "{len}: {e}");
+        refused(&flat, len);
     }
     for len in [1, 4, 12, 60] {
-        let schedule = in_rows(&flat, len);
-        check_kernel(&flat, &schedule, len as u64);
-        assert_eq!(Schedule::from_json(&schedule.to_json()).unwrap(), schedule);
+        accepted(&flat, len);
     }
     // A k×1 layer without columns of padding: its whole plane as one row
     // (60 pixels), and no other length; a column of padding, a stride or
@@ -1583,19 +1590,14 @@ fn rows_of_another_length_are_for_flat_planes_and_columns_only() {
         r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":[3,1],"padding":[1,0],"dilation":[2,1],"bias":true}"#,
     );
     for len in [10, 12, 30] {
-        let e = compiler.compile_with(&columns, &in_rows(&columns, len)).unwrap_err();
-        assert!(matches!(&e, Error::InvalidSchedule { field: "row_length", .. }), "{len}: {e}");
+        refused(&columns, len);
     }
-    let one_row = in_rows(&columns, 60);
-    check_kernel(&columns, &one_row, 60);
-    assert_eq!(Schedule::from_json(&one_row.to_json()).unwrap(), one_row);
+    accepted(&columns, 60);
     for json in [
         r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":[3,1],"padding":1}"#,
         r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":[3,1],"stride":[2,1]}"#,
         r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":[3,2]}"#,
     ] {
-        let layer = spec(json);
-        let e = compiler.compile_with(&layer, &in_rows(&layer, 60)).unwrap_err();
-        assert!(matches!(&e, Error::InvalidSchedule { field: "row_length", .. }), "{json}: {e}");
+        refused(&spec(json), 60);
     }
 }

@@ -5,6 +5,7 @@ use super::{
     Algorithm, InputCopy, LoopNest, MAX_ACCUMULATORS, MAX_THREADS, Run, Schedule, Split, Strategy,
     Tile, Width,
 };
+use crate::algorithm::even_blocks;
 use crate::geometry::Geometry;
 use crate::spec::ValidSpec;
 use crate::target::{Isa, LANES};
@@ -153,7 +154,7 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
         Strategy::Direct if pairs => {
             let most = crate::algorithm::isa_accumulators(isa, AVX2_CHANNEL_VECTORS)
                 / AVX2_CHANNEL_VECTORS;
-            (cols.div_ceil(cols.div_ceil(most).max(1)).clamp(1, most), 1)
+            (even_blocks(cols, most), 1)
         }
         Strategy::Width if isa.is_assembled() => {
             let m = width_channels;
@@ -167,7 +168,7 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
         Strategy::Direct if narrow && taps > 3 => (7, 2),
         Strategy::Direct if isa.is_assembled() => {
             let most = MAX_ACCUMULATORS;
-            (cols.div_ceil(cols.div_ceil(most).max(1)).clamp(1, most), 1)
+            (even_blocks(cols, most), 1)
         }
         _ => (12, 1),
     };
@@ -430,12 +431,12 @@ fn image_rows(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule>
     let most = (MAX_ACCUMULATORS / pixel_vectors.max(1)).max(1);
     let height = spec.out_height();
     let row_tile = match stride {
-        1 => height.div_ceil(height.div_ceil(most).max(1)),
+        1 => even_blocks(height, most),
         _ => most.min(MAX_DEINTERLEAVED_ROWS),
     };
     let width = Width {
         pixel_vectors,
-        row_tile: row_tile.max(1),
+        row_tile,
         reduction_unroll: 1,
         channels: 1,
         row_length: None,
@@ -490,7 +491,7 @@ const MIN_FLAT_PIXELS: usize = 64;
 fn flat_tile(isa: Isa, channels: usize) -> (usize, usize) {
     match isa {
         Isa::Avx512 => {
-            let m = crate::algorithm::even_blocks(channels, 12);
+            let m = even_blocks(channels, 12);
             (m, (12 / m).max(1))
         }
         _ => (channels.clamp(1, 6), 2),

@@ -33,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 use crate::algorithm::{self, Algorithm, Layout};
 use crate::geometry::Geometry;
 use crate::schedule::{InputCopy, LoopNest, Run, Schedule, Split, Strategy};
-use crate::spec::{Op, ValidSpec};
+use crate::spec::ValidSpec;
 use crate::target::Isa;
 
 /// Fewer accumulators than this leave the two FMA pipes (4 cycles of
@@ -105,12 +105,8 @@ impl Space {
             // may join them.
             let joinable = strategy == Strategy::Width && isa == Isa::Avx512 && spec.rows_join();
             // And read from the image itself, whole rows per tile
-            // ([`algorithm::Width::image`]), for a conv2d of column stride
-            // 1 or 2.
-            let imageable = strategy == Strategy::Width
-                && isa == Isa::Avx512
-                && spec.op() == Op::Conv2d
-                && spec.stride()[1] <= 2;
+            // ([`algorithm::Width::image`]), where that is legal.
+            let imageable = strategy == Strategy::Width && isa == Isa::Avx512;
             let views = views
                 .into_iter()
                 .map(|v| (v, false, false))
