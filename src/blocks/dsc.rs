@@ -424,8 +424,9 @@ impl DscKernel {
         for (x, y) in input.chunks(image_in).zip(output.chunks_mut(image_out)) {
             let out = Out(y.as_mut_ptr());
             let out = &out; // shared whole: its field alone is not `Sync`
+            let shares = runtime::Shares::new(parts, threads);
             let work = |t: usize, (copy, band): &mut (Scratch, Scratch)| {
-                for b in runtime::share(parts, t, threads) {
+                while let Some(b) = shares.next(t) {
                     let rows = self.band.rows_of(dw.out_height(), b);
                     let (lo, hi) = (rows.start as i64, rows.end as i64);
                     let copy_rows = self.plan.band_rows(b);

@@ -192,7 +192,7 @@ impl Kernel {
     }
 
     /// The threads a run uses: the schedule's, but no more than there are
-    /// shares (groups, work items or rows) or threads in rayon's pool.
+    /// shares (groups, work items or rows) or cores.
     pub fn threads(&self) -> usize {
         self.threads_of(&self.schedule.run)
     }
@@ -219,7 +219,8 @@ impl Kernel {
     /// kernel, is checked before the compiled code runs.
     ///
     /// With [`Kernel::threads`] above 1 the work of each image is shared
-    /// across rayon's pool: with a whole-image copy ([`crate::schedule::InputCopy`]),
+    /// among threads (the caller and the process's workers,
+    /// `runtime::on_each`): with a whole-image copy ([`crate::schedule::InputCopy`]),
     /// the copy by channel planes and then the output as [`Run::split`]
     /// says (row slices or ranges of work items); with a copy per group or
     /// by bands of rows, whole groups or bands, each thread copying its own.
@@ -350,17 +351,18 @@ impl Kernel {
         }
     }
 
-    /// One image by bands of rows: thread `t` of `buffers.len()` takes a
-    /// contiguous range of the `parts` bands and, for each, copies the
-    /// input rows the band reads into its buffer and runs every work item
-    /// on the band.
+    /// One image by bands of rows: thread `t` of `buffers.len()` takes
+    /// bands as [`runtime::Shares`] deals them (its own contiguous range
+    /// first) and, for each, copies the input rows the band reads into its
+    /// buffer and runs every work item on the band.
     fn run_bands(&self, x: &[f32], call: Call, parts: usize, buffers: &mut [Scratch]) {
         let threads = buffers.len();
         let row = (self.plan.row_len() * self.plan.pixel_len()) as isize;
         let items = self.plan.work.items;
         let call = &call; // shared whole: its fields alone are not `Sync`
+        let shares = runtime::Shares::new(parts, threads);
         let work = |t: usize, buffer: &mut Scratch| {
-            for b in runtime::share(parts, t, threads) {
+            while let Some(b) = shares.next(t) {
                 self.copier().band(x, b, buffer.get_mut());
                 // The code addresses padded row r at `x + r · row`: point
                 // `x` that many rows before the buffer, which holds the
@@ -379,14 +381,16 @@ impl Kernel {
     }
 
     /// One image with a copy per group: thread `t` of `buffers.len()` takes
-    /// a contiguous range of groups and, for each, copies the group's
-    /// planes into its buffer and runs the group's work items on it.
+    /// groups as [`runtime::Shares`] deals them and, for each, copies the
+    /// group's planes into its buffer and runs the group's work items on
+    /// it.
     fn run_groups(&self, x: &[f32], call: Call, buffers: &mut [Scratch]) {
         let (groups, per_group) = (self.plan.groups(), self.plan.work.group_items);
         let threads = buffers.len();
         let call = &call; // shared whole: its fields alone are not `Sync`
+        let shares = runtime::Shares::new(groups, threads);
         let work = |t: usize, buffer: &mut Scratch| {
-            for g in runtime::share(groups, t, threads) {
+            while let Some(g) = shares.next(t) {
                 self.copier().group(x, g, buffer.get_mut());
                 let call = call.reading(buffer.as_ptr(), buffer.as_ptr(), self.plan.copy_len());
                 // SAFETY: see `run`; the buffer holds group `g`'s planes,

@@ -1,0 +1,308 @@
+//! What every compiled op's run shares (the conv [`crate::Kernel`] and the
+//! fused block's `DscKernel`): the threads it takes, how it deals its
+//! shares out to them, and the buffers it keeps between runs. The calls
+//! into the code are `abi`'s; which shares there are (groups, bands, work
+//! items, rows) is each op's plan.
+
+mod team;
+
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Result;
+
+/// The threads a run uses: `wanted`, but no more than there are `shares`
+/// or cores to run them (asked only when more than one is wanted, since
+/// asking starts the team of workers).
+pub(crate) fn threads(wanted: usize, shares: usize) -> usize {
+    let wanted = wanted.min(shares);
+    if wanted > 1 { wanted.min(team::most_threads()) } else { 1 }
+}
+
+/// The contiguous range of `n` shares that thread `t` of `threads` takes:
+/// the threads' ranges tile `0..n` in order, and differ in length by at
+/// most one.
+pub(crate) fn share(n: usize, t: usize, threads: usize) -> Range<usize> {
+    t * n / threads..(t + 1) * n / threads
+}
+
+/// `n` shares dealt to threads in contiguous ranges ([`share`]), each
+/// thread taking its own from the front; a thread whose range is empty
+/// then takes from the back of the range with the most left.
+///
+/// So each thread keeps to its part of the image from one run to the next
+/// (its input and output rows stay in its core's cache: a round-robin
+/// deal of the same bands ran 5% slower on two threads), yet a thread
+/// that starts late or runs on a slower core (a shared host's vCPUs
+/// differ by up to 30% within a run) hands its last shares to the other.
+pub(crate) struct Shares {
+    /// Per thread, the range it has left: `start` in the low 32 bits,
+    /// `end` in the high ones.
+    ranges: Vec<AtomicU64>,
+}
+
+impl Shares {
+    /// `n` shares for `threads` threads (`n` past `u32::MAX` is dealt as
+    /// that many: never the case of rows, bands or groups of a layer that
+    /// fits in memory).
+    pub(crate) fn new(n: usize, threads: usize) -> Shares {
+        let n = n.min(u32::MAX as usize);
+        let ranges = (0..threads.max(1))
+            .map(|t| {
+                let r = share(n, t, threads.max(1));
+                AtomicU64::new(pack(r.start, r.end))
+            })
+            .collect();
+        Shares { ranges }
+    }
+
+    /// The next share for thread `t`, or `None` when every share is taken.
+    pub(crate) fn next(&self, t: usize) -> Option<usize> {
+        self.take(t, true).or_else(|| {
+            // The range with the most left, from its back, until none has
+            // any (a range taken empty meanwhile is passed over).
+            loop {
+                let (victim, left) = (0..self.ranges.len())
+                    .map(|v| {
+                        let (start, end) = unpack(self.ranges[v].load(Ordering::Acquire));
+                        (v, end.saturating_sub(start))
+                    })
+                    .max_by_key(|&(_, left)| left)?;
+                if left == 0 {
+                    return None;
+                }
+                if let Some(share) = self.take(victim, false) {
+                    return Some(share);
+                }
+            }
+        })
+    }
+
+    /// A share off the front (`front`) or the back of thread `t`'s range.
+    fn take(&self, t: usize, front: bool) -> Option<usize> {
+        let range = &self.ranges[t];
+        let mut current = range.load(Ordering::Acquire);
+        loop {
+            let (start, end) = unpack(current);
+            if start >= end {
+                return None;
+            }
+            let (taken, next) =
+                if front { (start, pack(start + 1, end)) } else { (end - 1, pack(start, end - 1)) };
+            match range.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(taken),
+                Err(now) => current = now,
+            }
+        }
+    }
+}
+
+fn pack(start: usize, end: usize) -> u64 {
+    start as u64 | (end as u64) << 32
+}
+
+fn unpack(range: u64) -> (usize, usize) {
+    ((range & u64::from(u32::MAX)) as usize, (range >> 32) as usize)
+}
+
+/// Runs `work(t, buffer)` for every buffer `t`, each on its own thread
+/// (as [`on_each`]).
+pub(crate) fn on_threads<B: Send>(buffers: &mut [B], work: impl Fn(usize, &mut B) + Sync) {
+    match buffers {
+        [only] => work(0, only),
+        [] => {}
+        _ => {
+            // Each thread locks only its own buffer: never contended.
+            let buffers: Vec<Mutex<&mut B>> = buffers.iter_mut().map(Mutex::new).collect();
+            on_each(buffers.len(), |t| {
+                let mut buffer = buffers[t].lock().unwrap_or_else(|p| p.into_inner());
+                work(t, &mut buffer)
+            });
+        }
+    }
+}
+
+/// Runs `work(t)` for every thread `t` of `threads` and returns when all
+/// have: the calling thread takes thread 0 (and runs alone when
+/// `threads` is 1), the process's team of workers the others
+/// (`team`), or rayon's pool while the team is busy with another run.
+pub(crate) fn on_each(threads: usize, work: impl Fn(usize) + Sync) {
+    if threads <= 1 {
+        return work(0);
+    }
+    if team::run(threads, &work) {
+        return;
+    }
+    rayon::in_place_scope(|s| {
+        let work = &work;
+        for t in 1..threads {
+            s.spawn(move |_| work(t));
+        }
+        work(0);
+    });
+}
+
+/// Buffers an op keeps between runs (zeroed once: a padded copy's borders
+/// stay zero, as only its interior is ever written), one per thread that
+/// needs its own.
+pub(crate) struct Kept<T>(Mutex<Vec<T>>);
+
+impl<T> Default for Kept<T> {
+    fn default() -> Kept<T> {
+        Kept(Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> Kept<T> {
+    /// Runs `f` on at least `needed` buffers: the kept ones, with as many
+    /// more made by `make` as are missing; or, when another run (on another
+    /// thread) is using them, on buffers made for this run alone.
+    pub(crate) fn with<R>(
+        &self,
+        needed: usize,
+        mut make: impl FnMut() -> Result<T>,
+        f: impl FnOnce(&mut [T]) -> Result<R>,
+    ) -> Result<R> {
+        let mut kept = self.0.try_lock().ok();
+        let mut local = Vec::new();
+        let buffers: &mut Vec<T> = kept.as_deref_mut().unwrap_or(&mut local);
+        while buffers.len() < needed {
+            buffers.push(make()?);
+        }
+        f(buffers)
+    }
+}
+
+/// Floats in a cache line (64 bytes).
+const LINE_FLOATS: usize = 16;
+
+/// A zeroed buffer for a padded copy that shares no cache line with any
+/// other allocation: the threads of a run each write their own, and small
+/// ones side by side on the heap would otherwise bounce lines between
+/// cores (two threads ran small depthwise layers at half the speed of one).
+pub(crate) struct Scratch {
+    /// The buffer with a cache line of margin on each side.
+    data: Vec<f32>,
+}
+
+impl Scratch {
+    /// A zeroed buffer of `len` floats (at least 1), named `what` if the
+    /// memory is refused.
+    pub(crate) fn zeroed(len: usize, what: &'static str) -> Result<Scratch> {
+        let len = len.max(1).saturating_add(2 * LINE_FLOATS);
+        Ok(Scratch { data: crate::alloc::zeroed_f32(len, what)? })
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut [f32] {
+        let end = self.data.len() - LINE_FLOATS;
+        &mut self.data[LINE_FLOATS..end]
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const f32 {
+        self.data[LINE_FLOATS..].as_ptr()
+    }
+
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut f32 {
+        self.data[LINE_FLOATS..].as_mut_ptr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts, per share, how often `take` handed it out.
+    fn counts(n: usize) -> Vec<AtomicUsize> {
+        (0..n).map(|_| AtomicUsize::new(0)).collect()
+    }
+
+    #[test]
+    fn one_thread_takes_its_own_shares_in_order_then_the_others_from_their_backs() {
+        let shares = Shares::new(10, 3); // ranges 0..3, 3..6, 6..10
+        let order: Vec<usize> = std::iter::from_fn(|| shares.next(0)).collect();
+        // Its own, then the back of the range with the most left (6..10).
+        assert_eq!(order[..4], [0, 1, 2, 9]);
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_eq!(shares.next(1), None);
+        assert_eq!(shares.next(2), None);
+    }
+
+    #[test]
+    fn threads_of_unequal_speed_take_every_share_exactly_once() {
+        for (n, threads) in [(0, 2), (1, 2), (7, 2), (14, 2), (33, 4), (1000, 3)] {
+            let shares = Shares::new(n, threads);
+            let taken = counts(n);
+            std::thread::scope(|s| {
+                for t in 0..threads {
+                    let (shares, taken) = (&shares, &taken);
+                    s.spawn(move || {
+                        while let Some(i) = shares.next(t) {
+                            taken[i].fetch_add(1, Ordering::Relaxed);
+                            // Thread 0 slow: the others take from its back.
+                            if t == 0 {
+                                std::thread::sleep(std::time::Duration::from_micros(50));
+                            }
+                        }
+                    });
+                }
+            });
+            let taken: Vec<usize> = taken.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            assert_eq!(taken, vec![1; n], "{n} shares on {threads} threads");
+        }
+    }
+
+    #[test]
+    fn every_thread_of_a_run_runs_once_and_the_run_waits_for_all() {
+        for threads in [1, 2, 3, 8] {
+            let runs = counts(threads);
+            on_each(threads, |t| {
+                std::thread::sleep(std::time::Duration::from_millis(if t == 0 { 0 } else { 5 }));
+                runs[t].fetch_add(1, Ordering::Relaxed);
+            });
+            let runs: Vec<usize> = runs.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            assert_eq!(runs, vec![1; threads], "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn runs_from_several_threads_at_once_each_complete() {
+        // One takes the team, the others rayon's pool, in any order.
+        std::thread::scope(|s| {
+            for caller in 0..4 {
+                s.spawn(move || {
+                    for round in 0..50 {
+                        let mut buffers = vec![0usize; 2];
+                        on_threads(&mut buffers, |t, b| *b = caller * 1000 + round * 10 + t);
+                        let expected: Vec<usize> =
+                            (0..2).map(|t| caller * 1000 + round * 10 + t).collect();
+                        assert_eq!(buffers, expected);
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn a_share_that_panics_fails_its_run_and_leaves_the_team_working() {
+        if team::most_threads() < 2 {
+            return; // a one-core host: no worker to panic on
+        }
+        let panicked = std::panic::catch_unwind(|| {
+            on_each(2, |t| {
+                if t == 1 {
+                    panic!("share 1 fails");
+                }
+            })
+        });
+        assert!(panicked.is_err());
+        let runs = counts(2);
+        on_each(2, |t| {
+            runs[t].fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(runs.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>(), [1, 1]);
+    }
+}
