@@ -11,8 +11,9 @@ use crate::spec::ValidSpec;
 use crate::target::{Isa, LANES};
 
 /// The fewest MACs (`macs_valid`) per thread the heuristic splits a layer
-/// into: about 0.25 ms of work at 8 MACs per TSC tick.
-pub const MIN_MACS_PER_THREAD: u64 = 2_000_000;
+/// into: about 12 thousand TSC ticks (5 µs) of work at 8 MACs per tick,
+/// where handing a share to a spinning worker takes 1–4 thousand.
+pub const MIN_MACS_PER_THREAD: u64 = 100_000;
 
 /// Output rows below which threads share channel blocks instead of rows
 /// (rows measured as fast as channel blocks or faster on every suite layer,
@@ -37,9 +38,11 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
 /// host has). The measurements behind each choice are in
 /// `docs/schedules.md` (`examples/compare_schedules.rs`).
 pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
-    // Waking another core costs tens of microseconds in the VMs measured:
-    // layers of a few hundred microseconds ran slower on two threads than
-    // on one. Each thread gets at least `MIN_MACS_PER_THREAD` of the work.
+    // Each thread gets at least `MIN_MACS_PER_THREAD` of the work. With
+    // the runtime's spinning workers, the suites' layers of 0.3 to 4 M
+    // MACs (depthwise, grouped, 1×1) ran 1.8–2.0× faster on two threads
+    // than on one (docs/schedules.md), where a worker woken from rayon's
+    // parked pool made them 0.9–1.3×.
     let macs = crate::complexity::Complexity::of(spec).macs_valid;
     let worth = usize::try_from(macs / MIN_MACS_PER_THREAD).unwrap_or(usize::MAX);
     let threads = threads.min(worth).clamp(1, MAX_THREADS);
