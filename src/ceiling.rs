@@ -186,6 +186,7 @@ impl Wide {
         let tile = Tile {
             isa,
             vectors: 1,
+            members: 1,
             positions: (0..WIDE_ACCUMULATORS as i64).map(|q| q * 4).collect(),
             channels: 1,
             unroll: 1,

@@ -62,6 +62,18 @@ pub struct Shift {
 }
 
 impl Axis {
+    /// Whether one register tile can compute every member of this axis at
+    /// once: its members are consecutive output pixels (`out_step` of
+    /// them, one output apart, so that a position's members fill the gap
+    /// to the next position's), each reading the same input pixels with
+    /// the next kernel index. A transposed conv whose kernel is as long
+    /// as its stride along the axis (and a few others) has such a run.
+    pub fn merges(&self) -> bool {
+        self.members > 1
+            && self.out_step == self.members
+            && self.shift == Shift { out: 1, kernel: 1, offset: 0 }
+    }
+
     /// The smallest and largest padded-input offset any tap of any member
     /// reads at phase position 0 (`None` without taps).
     pub fn offset_range(&self) -> Option<(usize, usize)> {
@@ -154,6 +166,16 @@ impl Geometry {
         };
         let padded = [spec.height() + pad[0] + pad[2], spec.width() + pad[1] + pad[3]];
         Geometry { pad, padded, rows, cols, phases, phase_count, holes }
+    }
+
+    /// How many column phases a tile computes at once when the schedule
+    /// merges them ([`crate::algorithm::Direct::merged_columns`]): the
+    /// members of the column runs, when every run has as many and each
+    /// [merges](Axis::merges); `None` for a layer without such runs.
+    pub fn merged_columns(&self) -> Option<usize> {
+        let first = self.cols.first()?;
+        let all = self.cols.iter().all(|c| c.merges() && c.members == first.members);
+        all.then_some(first.members)
     }
 
     /// Whether the JIT compiles this layer: at most [`MAX_PHASES`] phases.
@@ -341,6 +363,27 @@ mod tests {
 
     fn geometry(json: &str) -> Geometry {
         Geometry::of(&crate::ConvSpec::from_json(json).unwrap().validate().unwrap())
+    }
+
+    #[test]
+    fn column_phases_merge_where_the_kernel_is_as_wide_as_the_stride() {
+        let merged = |kernel: &str, stride: &str, padding: &str| {
+            geometry(&format!(
+                r#"{{"op":"conv_transpose2d","in_channels":1,"out_channels":1,"height":5,"width":7,"kernel":{kernel},"stride":{stride},"padding":{padding}}}"#
+            ))
+            .merged_columns()
+        };
+        assert_eq!(merged("2", "2", "0"), Some(2));
+        assert_eq!(merged("[2, 3]", "[2, 3]", "0"), Some(3));
+        assert_eq!(merged("[3, 1]", "[2, 1]", "0"), None); // one column phase
+        // Phases of two taps each, reading different pixels.
+        assert_eq!(merged("4", "2", "1"), None);
+        assert_eq!(merged("3", "2", "1"), None);
+        // conv2d has one member per axis.
+        let g = geometry(
+            r#"{"op":"conv2d","in_channels":1,"out_channels":1,"height":9,"width":13,"kernel":2,"stride":2}"#,
+        );
+        assert_eq!(g.merged_columns(), None);
     }
 
     #[test]

@@ -902,6 +902,7 @@ fn tune_reports_saves_and_run_and_bench_use_the_result() {
         reduction_unroll: 1,
         layout: Layout::Nchw,
         row_length: None,
+        merged_columns: false,
     });
     convjit::tune::TuningCache::update(std::path::Path::new(&edited), entry).unwrap();
     let out = case.run(&case.json, &["--tuned", "--cache", &edited, "--stats", "--check"]);

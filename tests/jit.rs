@@ -247,6 +247,75 @@ proptest! {
     }
 }
 
+/// A conv_transpose2d whose kernel is as wide as its stride (2 to 4
+/// columns), so that one tile may compute its column phases together: any
+/// kernel height, row stride and row dilation, row padding, and now and
+/// then column padding or dilation (whose phases may not merge); up to 3
+/// groups of up to 20 channels, 1 or 2 images, output padding, every
+/// activation.
+fn merged_columns_spec() -> impl Strategy<Value = ValidSpec> {
+    let shape = (1i64..=2, 1i64..=3, 1i64..=20, 1i64..=20);
+    let rows = (1i64..=4, 1i64..=3, 1i64..=2, 0i64..=2, 0i64..=2);
+    let pads = prop_oneof![6 => Just(0i64), 1 => 1i64..=2];
+    let cols = (2i64..=4, pads, prop_oneof![6 => Just(1i64), 1 => Just(2i64)]);
+    let sizes = ([0i64..=12, 0i64..=20], [0i64..=3, 0i64..=3], (any::<bool>(), 0usize..5));
+    (shape, rows, cols, sizes).prop_filter_map(
+        "invalid spec",
+        |(
+            (batch, groups, cig, cog),
+            (kh, sh, dh, top, bottom),
+            (kw, pad, dw),
+            (extra, op, output),
+        )| {
+            common::build_spec(
+                (true, batch, groups, cig, cog),
+                ([kh, kw], [sh, kw], [dh, dw]),
+                ([top, pad, bottom, pad], extra, op),
+                output,
+            )
+        },
+    )
+}
+
+/// A legal schedule for `spec` with its column phases merged (the direct
+/// algorithm on an assembled ISA, any pixel tile of one row, unroll,
+/// layout, loop nest, copy and threads), where one was drawn that takes
+/// it; else the drawn schedule.
+fn merged_columns_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
+    let spec = spec.clone();
+    let isas: Vec<Isa> = Isa::available().filter(|i| i.is_assembled()).collect();
+    let isa = prop::sample::select(if isas.is_empty() { vec![Isa::Sse] } else { isas });
+    let knobs = (isa, 1usize..=8, 1usize..=4, any::<bool>());
+    (any_schedule(&spec), knobs).prop_map(move |(schedule, (isa, pixels, unroll, nhwc))| {
+        let direct = Direct {
+            tile: Tile { oc_vectors: 1, pixel_tile: pixels, row_tile: 1 },
+            reduction_unroll: unroll.min(spec.in_per_group()),
+            layout: if nhwc { Layout::Nhwc } else { Layout::Nchw },
+            row_length: None,
+            merged_columns: true,
+        };
+        let candidate = Schedule { isa, algorithm: Algorithm::Direct(direct), ..schedule };
+        if candidate.legal(&spec).is_ok() { candidate } else { schedule }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// A transposed conv whose column phases one tile computes together
+    /// (each a vector of accumulators of the same channels, their pixels
+    /// stored interleaved) matches the reference, with every assembled
+    /// ISA, pixel tile, loop nest, copy and thread count, in the checked
+    /// lowering too — and so does the heuristic's schedule for it.
+    #[test]
+    fn merged_column_phases_match_reference(
+        (spec, schedule) in scheduled(merged_columns_spec(), merged_columns_schedule),
+        seed in any::<u64>(),
+    ) {
+        check_with_heuristic(&spec, &schedule, seed)?;
+    }
+}
+
 /// A conv2d of stride 1 whose output rows are as wide as its input rows:
 /// the layers whose rows an AVX-512 width tile may join. Kernels up to
 /// 5 × 5, dilation 1 or 2, any vertical padding, the horizontal padding
@@ -606,13 +675,17 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
     (
         (0usize..3, k.clone(), k.clone(), k.clone(), k.clone()),
         (any::<bool>(), prop::option::of(k.clone()), k.clone(), any::<bool>(), copy, any::<bool>()),
-        (prop::sample::select(isas), prop::option::of(k), (any::<bool>(), any::<bool>())),
+        (
+            prop::sample::select(isas),
+            prop::option::of(k),
+            (any::<bool>(), any::<bool>(), any::<bool>()),
+        ),
     )
         .prop_map(
             |(
                 (family, oc_vectors, pixel_tile, reduction_unroll, row_tile),
                 (rows_outer, col_block, threads, split_rows, copy, interleave),
-                (isa, row_length, (joined, image)),
+                (isa, row_length, (joined, image, merged_columns)),
             )| {
                 let tile = Tile { oc_vectors, pixel_tile, row_tile };
                 let algorithm = match family {
@@ -621,6 +694,7 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
                         reduction_unroll,
                         layout: if interleave { Layout::Nhwc } else { Layout::Nchw },
                         row_length,
+                        merged_columns,
                     }),
                     1 => Algorithm::Depthwise(Depthwise { tile }),
                     // The width tile in vectors: any knob value, as drawn.
@@ -1146,6 +1220,7 @@ fn illegal_schedules_are_refused() {
             reduction_unroll,
             layout: Layout::Nchw,
             row_length: None,
+            merged_columns: false,
         }),
         ..base
     };
@@ -1243,6 +1318,7 @@ fn bug_overflowing_knobs_are_refused() {
             reduction_unroll: 1,
             layout: Layout::Nchw,
             row_length: None,
+            merged_columns: false,
         }),
         ..base
     };
@@ -1599,5 +1675,51 @@ fn rows_of_another_length_are_for_flat_planes_and_columns_only() {
         r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":[3,2]}"#,
     ] {
         refused(&spec(json), 60);
+    }
+}
+
+/// Merged column phases are a transposed conv's whose kernel is as wide as
+/// its stride, on an assembled ISA, with one vector of channels, one row
+/// and at most 16 output pixels a tile: every other schedule that asks
+/// for them is refused, naming the field.
+#[test]
+fn merged_columns_are_for_column_phases_one_tile_can_take() {
+    let Some(isa) = Isa::available().filter(|i| i.is_assembled()).max() else { return };
+    let merged = |layer: &ValidSpec, tile: Tile, isa: Isa| Schedule {
+        isa,
+        algorithm: Algorithm::Direct(Direct {
+            tile,
+            reduction_unroll: 1,
+            layout: Layout::Nchw,
+            row_length: None,
+            merged_columns: true,
+        }),
+        ..schedule::choose(layer)
+    };
+    let tile = |oc_vectors, pixel_tile, row_tile| Tile { oc_vectors, pixel_tile, row_tile };
+    let refused = |layer: &ValidSpec, schedule: Schedule| {
+        let e = Compiler::host().unwrap().compile_with(layer, &schedule).unwrap_err();
+        let named = matches!(&e, Error::InvalidSchedule { field: "merged_columns", .. });
+        assert!(named, "{layer} {schedule:?}: {e}");
+    };
+    for json in [
+        r#"{"op":"conv2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":2,"stride":2}"#,
+        r#"{"op":"conv_transpose2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":4,"stride":2,"padding":1}"#,
+        r#"{"op":"conv_transpose2d","in_channels":3,"out_channels":5,"height":6,"width":10,"kernel":[2,1],"stride":[2,1]}"#,
+    ] {
+        let layer = spec(json);
+        refused(&layer, merged(&layer, tile(1, 4, 1), isa));
+    }
+    let layer = spec(
+        r#"{"op":"conv_transpose2d","in_channels":3,"out_channels":20,"height":6,"width":10,"kernel":2,"stride":2,"bias":true}"#,
+    );
+    refused(&layer, merged(&layer, tile(1, 4, 1), Isa::Sse));
+    refused(&layer, merged(&layer, tile(2, 4, 1), isa));
+    refused(&layer, merged(&layer, tile(1, 4, 2), isa));
+    refused(&layer, merged(&layer, tile(1, 9, 1), isa)); // 18 pixels a row
+    for pixels in [1, 3, 6] {
+        let schedule = merged(&layer, tile(1, pixels, 1), isa);
+        check_kernel(&layer, &schedule, pixels as u64);
+        assert_eq!(Schedule::from_json(&schedule.to_json()).unwrap(), schedule);
     }
 }

@@ -122,14 +122,30 @@ fn the_space_of_a_suite_layer_spans_every_knob() {
     );
     let strided_space = Space::of(&strided, 1);
     assert!(strided_space.contains(&schedule::choose(&strided)));
+    // Merging column phases is a knob on a transposed conv whose kernel is
+    // as wide as its stride (where the space has the heuristic's merged
+    // schedule).
+    let upsampling = spec(
+        r#"{"op": "conv_transpose2d", "in_channels": 128, "out_channels": 64, "height": 64,
+            "width": 64, "kernel": 2, "stride": 2, "bias": true}"#,
+    );
+    let upsampling_space = Space::of(&upsampling, 1);
+    let merged = schedule::choose(&upsampling);
+    assert_eq!(merged.algorithm.merged_columns(), Isa::Avx512.on_host(), "{}", merged.to_json());
+    assert!(upsampling_space.contains(&merged), "{}", merged.to_json());
     for (k, knob) in KNOBS.iter().enumerate() {
-        // Rows are joined, and the image's read, by AVX-512 tiles only.
+        // Rows are joined, and the image's read, by AVX-512 tiles only;
+        // column phases are merged by AVX2 and AVX-512 tiles.
         if matches!(*knob, "joined" | "image") && !Isa::Avx512.on_host() {
+            continue;
+        }
+        if *knob == "merged_columns" && !Isa::Avx2.on_host() {
             continue;
         }
         let space = match *knob {
             "row_length" => &flat,
             "image" => &strided_space,
+            "merged_columns" => &upsampling_space,
             _ => &space,
         };
         let values: std::collections::HashSet<u64> =

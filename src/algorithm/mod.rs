@@ -77,6 +77,11 @@ pub const MAX_ASSEMBLED_ROW_TAPS: usize = 256;
 /// weights are larger is computed with Cranelift's tiles.
 pub const MAX_ASSEMBLED_REACH: i64 = i32::MAX as i64;
 
+/// The most output pixels of a row a tile of merged column phases
+/// ([`Direct::merged_columns`]) computes: its epilogue stores each
+/// channel's as the lanes of one vector.
+pub const MAX_MERGED_PIXELS: usize = 16;
+
 /// The most vectors of output channels a register tile may hold.
 pub const MAX_OC_VECTORS: usize = 3;
 
@@ -176,6 +181,7 @@ impl Algorithm {
                 reduction_unroll,
                 layout: if nhwc { Layout::Nhwc } else { Layout::Nchw },
                 row_length: None,
+                merged_columns: false,
             }),
             Strategy::Depthwise => Algorithm::Depthwise(Depthwise { tile }),
             Strategy::Width => Algorithm::Width(Width {
@@ -292,6 +298,12 @@ impl Algorithm {
     pub fn reads_image(&self, spec: &ValidSpec) -> bool {
         let taps = spec.kernel()[0] * spec.kernel()[1];
         (self.joined() && taps <= MAX_UNROLLED_TAPS) || self.image_rows()
+    }
+
+    /// Whether its tiles compute a transposed convolution's column phases
+    /// together ([`Direct::merged_columns`]).
+    pub fn merged_columns(&self) -> bool {
+        matches!(*self, Algorithm::Direct(Direct { merged_columns: true, .. }))
     }
 
     /// Whether its tiles read the image's own rows, a whole output row
@@ -553,6 +565,28 @@ impl Algorithm {
         // The limits of the layer as it is computed (a k×1 kernel's taps
         // are a row's on its planes as one row).
         let lowered = self.lowered(spec);
+        if self.merged_columns() {
+            let merged = |why: &str| bad("merged_columns", "true".into(), why);
+            let Some(members) = Geometry::of(&lowered).merged_columns() else {
+                return merged(
+                    "merged column phases are a transposed conv's whose kernel is as wide as                      its stride (each column phase one kernel column of the same input pixels)",
+                );
+            };
+            if !isa.is_assembled() || self.oc_vectors() != 1 || row_tile != 1 {
+                return merged(
+                    "merged column phases take an assembled ISA, one vector of                                channels and tiles of one row",
+                );
+            }
+            let pixels = members * self.pixel_tile(isa);
+            let most = isa_accumulators(isa, members);
+            if pixels > MAX_MERGED_PIXELS || pixels > most {
+                return merged(&format!(
+                    "{members} merged column phases of {} pixels make {pixels} accumulators                      and output pixels a row, past the {} a tile of {isa} holds",
+                    self.pixel_tile(isa),
+                    most.min(MAX_MERGED_PIXELS)
+                ));
+            }
+        }
         if isa.is_assembled()
             && let Some(reason) = beyond_assembled(&lowered, self.work(&lowered, isa).lanes)
         {

@@ -75,6 +75,7 @@ impl Flat {
                 reduction_unroll: self.reduction_unroll,
                 layout: if self.interleave { Layout::Nhwc } else { Layout::Nchw },
                 row_length: None,
+                merged_columns: false,
             }),
             Strategy::Depthwise if self.reduction_unroll != 1 => {
                 return refuse(

@@ -16,6 +16,7 @@
 //! | row length | the layer's rows; for a 1×1 conv2d of stride 1 without padding (width), its planes as rows of 1, 2, 4 or 8 vectors, or as one row; for a k×1 conv2d of stride 1 without columns of padding (direct, width), its planes as one row |
 //! | joined | the width tile's rows apart, or joined into one run (AVX-512, conv2d of stride 1 whose output rows are as wide as its input rows) |
 //! | image | the width tile over a padded copy, or reading the image's rows (AVX-512, conv2d of column stride 1 or 2) |
+//! | merged columns | the direct tile's column phases one at a time, or all in one tile (AVX2, AVX-512, conv_transpose2d whose kernel is as wide as its stride) |
 //!
 //! Threads and split are the [`Run`], not the code: the members that
 //! differ only in them are listed one after another and share one compiled
@@ -48,7 +49,7 @@ const COL_BLOCKS: [usize; 3] = [16, 32, 64];
 const BAND_ROWS: [usize; 4] = [1, 2, 4, 8];
 
 /// The knobs, in the order [`Space::knobs`] reports them.
-pub const KNOBS: [&str; 12] = [
+pub const KNOBS: [&str; 13] = [
     "isa",
     "algorithm",
     "tile",
@@ -61,6 +62,7 @@ pub const KNOBS: [&str; 12] = [
     "row_length",
     "joined",
     "image",
+    "merged_columns",
 ];
 
 /// The schedules a tuner may try for one layer.
@@ -107,12 +109,18 @@ impl Space {
             // And read from the image itself, whole rows per tile
             // ([`algorithm::Width::image`]), where that is legal.
             let imageable = strategy == Strategy::Width && isa == Isa::Avx512;
+            // And, on a transposed conv's column phases that one tile can
+            // take, with them merged ([`algorithm::Direct::merged_columns`]).
+            let mergeable = strategy == Strategy::Direct
+                && isa.is_assembled()
+                && Geometry::of(spec).merged_columns().is_some();
             let views = views
                 .into_iter()
-                .map(|v| (v, false, false))
-                .chain(joinable.then_some((None, true, false)))
-                .chain(imageable.then_some((None, false, true)));
-            for (row_length, joined, image) in views {
+                .map(|v| (v, false, false, false))
+                .chain(joinable.then_some((None, true, false, false)))
+                .chain(imageable.then_some((None, false, true, false)))
+                .chain(mergeable.then_some((None, false, false, true)));
+            for (row_length, joined, image, merged) in views {
                 // The layer as the schedules of this view compute it.
                 let lowered = row_length.and_then(|len| spec.as_rows(len));
                 let view = lowered.as_ref().unwrap_or(spec);
@@ -160,7 +168,9 @@ impl Space {
                                 Algorithm::Width(w) => {
                                     (w.row_length, w.joined, w.image) = (row_length, joined, image)
                                 }
-                                Algorithm::Direct(d) => d.row_length = row_length,
+                                Algorithm::Direct(d) => {
+                                    (d.row_length, d.merged_columns) = (row_length, merged)
+                                }
                                 Algorithm::Depthwise(_) => {}
                             }
                             let run = Run { threads, split };
@@ -221,7 +231,7 @@ impl Space {
     /// The value of every knob of `schedule` (in the order of [`KNOBS`]),
     /// encoded as a number: two schedules differ in a knob exactly when
     /// these differ.
-    pub fn knobs(schedule: &Schedule) -> [u64; 12] {
+    pub fn knobs(schedule: &Schedule) -> [u64; 13] {
         let s = schedule;
         let strategy = match s.strategy() {
             Strategy::Direct => 0,
@@ -254,6 +264,7 @@ impl Space {
             s.algorithm.row_length().unwrap_or(0) as u64,
             u64::from(s.algorithm.joined()),
             u64::from(s.algorithm.image_rows()),
+            u64::from(s.algorithm.merged_columns()),
         ]
     }
 }

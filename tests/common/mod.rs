@@ -302,6 +302,7 @@ pub fn algorithm(
             reduction_unroll,
             layout: if nhwc { Layout::Nhwc } else { Layout::Nchw },
             row_length: None,
+            merged_columns: false,
         }),
         Strategy::Depthwise => {
             assert_eq!(reduction_unroll, 1, "the depthwise algorithm has no channel reduction");

@@ -99,6 +99,20 @@ impl Emitter<'_> {
             return None;
         }
         let work = self.plan.work;
+        // Merged column phases: each channel's pixels of every phase, one
+        // consecutive run (legal schedules tile them one row at a time).
+        let members = self.merged_members(phase);
+        if members > 1 {
+            debug_assert_eq!(shape.rows, 1);
+            return Some(Stores {
+                pixels: members * shape.pixels,
+                pixel_step: 1,
+                out_row: (phase.rows.out_step * self.spec.out_width()) as i64 * 4,
+                out_plane: (work.lane_stride as i64) * self.out_plane() * 4,
+                activation: self.spec.activation().into(),
+                min_lanes: work.tail.lanes.min(work.lanes),
+            });
+        }
         Some(Stores {
             pixels: shape.pixels,
             pixel_step: phase.cols.out_step,
@@ -222,9 +236,14 @@ impl Emitter<'_> {
             Vec::new()
         };
         let channels = self.spec.in_per_group();
+        // Merged column phases: a vector of the tap's weights per phase,
+        // the next kernel column's one vector on.
+        let members = self.merged_members(phase);
+        debug_assert!(members == 1 || tap_bytes == self.schedule.isa.bytes() as i64);
         Tile {
             isa: self.schedule.isa,
-            vectors: self.schedule.oc_vectors(),
+            vectors: self.schedule.oc_vectors() * members,
+            members,
             positions,
             channels,
             unroll: self.schedule.reduction_unroll().min(channels),

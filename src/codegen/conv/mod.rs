@@ -279,7 +279,13 @@ impl Emitter<'_> {
     /// in loops over the rows' and the columns' members, or once for an
     /// axis of one.
     fn members(&mut self, phase: &Phase, mut body: impl FnMut(&mut Self, Member)) {
-        let (rows, cols) = (phase.rows.members as i64, phase.cols.members as i64);
+        // A tile of merged column phases computes every member of the
+        // columns at once, from member 0.
+        let cols = match self.merged_members(phase) {
+            1 => phase.cols.members as i64,
+            _ => 1,
+        };
+        let rows = phase.rows.members as i64;
         let mut over_cols = |e: &mut Self, r: Index| {
             if cols == 1 {
                 body(e, Member { rows: r, cols: Index::Fixed(0) });
@@ -300,6 +306,28 @@ impl Emitter<'_> {
             over_cols(e, Index::Variable(r));
             vec![]
         });
+    }
+
+    /// How many column phases of `phase` one tile computes: its column
+    /// run's members where the schedule merges them, else 1.
+    pub(super) fn merged_members(&self, phase: &Phase) -> usize {
+        match self.schedule.algorithm.merged_columns() && phase.cols.merges() {
+            true => phase.cols.members,
+            false => 1,
+        }
+    }
+
+    /// The epilogue of a tile of every merged column phase of `phase`
+    /// whose accumulators the IR stores: each phase's vectors
+    /// (`accs.len() / members` of them, in order) at its own output
+    /// pixels, one on from the phase before's.
+    fn member_epilogues(&mut self, item: &Item, phase: &Phase, shape: Shape, accs: Vec<Value>) {
+        let members = self.merged_members(phase);
+        let per = accs.len() / members;
+        for (v, accs) in accs.chunks(per).enumerate() {
+            let y = self.offset(item.y, v as i64 * phase.cols.shift.out * 4);
+            self.epilogue(&Item { y, ..*item }, phase, shape, accs.to_vec());
+        }
     }
 
     /// `item`'s pointers moved to `member` of `phase`: its input by the
@@ -481,7 +509,7 @@ impl Emitter<'_> {
         let pixels = self.microkernel().lanes == Lanes::Pixels;
         if self.schedule.isa.is_assembled() && (has_taps || pixels) {
             if let Some(accs) = self.assembled_tile(item, phase, shape) {
-                self.epilogue(item, phase, shape, accs);
+                self.member_epilogues(item, phase, shape, accs);
             }
             return;
         }
@@ -506,6 +534,10 @@ impl Emitter<'_> {
                 self.taps(item.x, item.w, phase, shape, &mut step, accs)
             };
         }
-        self.epilogue(item, phase, shape, accs);
+        // Merged column phases reach here without taps only (their tiles
+        // are assembled): every phase is the bias.
+        let members = self.merged_members(phase);
+        let accs = (0..members).flat_map(|_| accs.iter().copied()).collect();
+        self.member_epilogues(item, phase, shape, accs);
     }
 }

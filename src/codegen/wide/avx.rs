@@ -28,7 +28,11 @@
 //! the store's base may lie before the row). A transposed phase's pixels
 //! lie `stride` apart: runs of `⌈16 / stride⌉` of them are rotated to lane
 //! 0 (`valignd`), spread to every `stride`-th lane (`vexpandps`) and
-//! stored under that mask.
+//! stored under that mask. A tile of merged column phases
+//! ([`super::Tile::members`]) loads accumulator `(v, q)` — phase `v`,
+//! position `q` — as the transpose's row `q · members + v`, so that each
+//! channel's register holds every phase's pixels in output order: one
+//! masked store per channel.
 //!
 //! On AVX-512 each FMA broadcasts its input pixel from memory
 //! (`vfmadd231ps zmm, zmm, dword bcst [...]`), the shape that measured
@@ -66,8 +70,18 @@ pub fn assemble(tile: &Tile) -> Result<(Vec<u8>, Vec<iced_x86::Instruction>)> {
     let fail = |e: IcedError| Error::Jit(format!("assembling a {} tile: {e}", tile.isa));
     let registers = tile.accumulators() + reused(tile) + usize::from(scratch(tile));
     let stores_ok = tile.stores.as_ref().is_none_or(|st| {
-        tile.isa == Isa::Avx512 && st.pixels > 0 && tile.positions.len().is_multiple_of(st.pixels)
+        let positions = tile.positions.len() * tile.members.max(1);
+        tile.isa == Isa::Avx512 && st.pixels > 0 && positions.is_multiple_of(st.pixels)
     });
+    // Merged column phases: a channels tile, each vector a phase, whose
+    // own stores take every phase's pixels of a channel in one vector.
+    let members_ok = tile.members <= 1
+        || (tile.form == Form::Channels
+            && tile.vectors == tile.members
+            && tile.stores.as_ref().is_none_or(|st| {
+                st.pixel_step == 1 && st.pixels == tile.members * tile.positions.len()
+            })
+            && tile.members * tile.positions.len() <= 16);
     // Masks are an AVX-512 pixels tile's, one per tap and position.
     let masks_ok = tile.masks.is_empty()
         || (tile.isa == Isa::Avx512
@@ -82,6 +96,7 @@ pub fn assemble(tile: &Tile) -> Result<(Vec<u8>, Vec<iced_x86::Instruction>)> {
         || registers > 16
         || tile.accumulators() == 0
         || !stores_ok
+        || !members_ok
         || !masks_ok
         || !deinterleave_ok
     {
@@ -181,10 +196,10 @@ impl Emit<'_> {
         let p = self.positions();
         for v in 0..self.tile.vectors {
             for q in 0..p {
+                // Merged column phases share their channels' bias.
+                let bias = if self.tile.members > 1 { 0 } else { v as i64 * vb };
                 match self.tile.form {
-                    Form::Channels | Form::Depthwise => {
-                        self.mov_load(v * p + q, rdx, v as i64 * vb)?
-                    }
+                    Form::Channels | Form::Depthwise => self.mov_load(v * p + q, rdx, bias)?,
                     // Channel v's bias in every lane.
                     Form::Pixels(_) => self.broadcast_load(v * p + q, rdx, v as i64 * 4)?,
                 }
@@ -752,8 +767,17 @@ impl Emit<'_> {
     fn stores(&mut self, st: &Stores) -> R {
         let p = self.positions();
         let (zero, constant) = (ZMM[16], ZMM[17]);
-        let rows = p / st.pixels;
-        for v in 0..self.tile.vectors {
+        let rows = self.tile.store_rows(st);
+        let members = self.tile.members.max(1);
+        // Merged column phases are one vector of channels whose row holds
+        // position `q` of phase `v` at pixel `q · members + v`: the
+        // transpose's row of that pixel is loaded with accumulator `(v, q)`.
+        let (vectors, slots) = if members > 1 { (1, p * members) } else { (self.tile.vectors, p) };
+        let accumulator = |v: usize, slot: usize| match members {
+            1 => v * p + slot,
+            m => (slot % m) * p + slot / m,
+        };
+        for v in 0..vectors {
             // Set for each vector of channels: the transpose of the one
             // before used every register from zmm16 on.
             self.a.vxorps(zero, zero, zero)?;
@@ -763,11 +787,12 @@ impl Emit<'_> {
                 Activation::None | Activation::Relu => {}
             }
             for (q, &r) in ZMM[..16].iter().enumerate() {
-                if q >= p {
+                if q >= slots {
                     self.a.vxorps(r, r, r)?;
                     continue;
                 }
-                self.a.vmovups(r, zmmword_ptr(rcx + disp(((v * p + q) * 64) as i64)?))?;
+                let acc = accumulator(v, q);
+                self.a.vmovups(r, zmmword_ptr(rcx + disp((acc * 64) as i64)?))?;
                 match st.activation {
                     Activation::None => {}
                     // `vmaxps a, b` gives b when either is NaN: NaN stays.

@@ -77,6 +77,13 @@ pub struct Tile {
     pub isa: Isa,
     /// Vectors of output channels (the weights reused by every position).
     pub vectors: usize,
+    /// 1, or (a channels tile of merged column phases) the column phases
+    /// its `vectors` are: each vector the same channels in the next
+    /// phase, its weights the next kernel column's (one vector on), its
+    /// bias the first vector's, and its outputs one pixel on, so that
+    /// [`Stores`] takes each channel's positions of every phase as one
+    /// row of `members · positions` consecutive pixels.
+    pub members: usize,
     /// Input bytes from the tile's first pixel to each position's.
     pub positions: Vec<i64>,
     /// Input channels summed over.
@@ -235,6 +242,19 @@ impl Tile {
         self.vectors * self.positions.len()
     }
 
+    /// The output channels of a channels tile: its vectors' lanes, or
+    /// one vector's for merged column phases (each vector a phase of the
+    /// same channels).
+    pub fn channel_lanes(&self) -> usize {
+        self.vectors / self.members.max(1) * self.isa.lanes()
+    }
+
+    /// The rows of output pixels a tile with `st` stores: its positions
+    /// (of every member) in rows of `st.pixels`.
+    pub fn store_rows(&self, st: &Stores) -> usize {
+        self.positions.len() * self.members.max(1) / st.pixels.max(1)
+    }
+
     /// Bytes of the accumulator block the tile uses: accumulator `(v, q)`
     /// at `(v · positions + q) · vector bytes`; a pixels tile uses it for
     /// its stores lane by lane and one vector past the accumulators for
@@ -267,7 +287,7 @@ impl Tile {
         let [x, w, b] = self.footprint();
         let y = match (&self.stores, &self.form) {
             (Some(st), _) => {
-                let rows = (self.positions.len() / st.pixels.max(1)) as i64;
+                let rows = self.store_rows(st) as i64;
                 let reach = (self.vectors * self.isa.lanes()) as i64 * st.out_plane.abs()
                     + rows * (st.out_row.abs() + st.row_bytes());
                 [reach, -reach]
@@ -298,7 +318,9 @@ impl Tile {
             return Some((lo, (lanes - 1) as i64 * st.out_plane + hi));
         }
         let st = self.stores.as_ref()?;
-        let rows = self.positions.len() / st.pixels;
+        let rows = self.store_rows(st);
+        // Merged column phases are one vector of channels.
+        let lanes = lanes.min(self.channel_lanes());
         if lanes == 0 || rows == 0 {
             return Some((0, 0));
         }
@@ -342,7 +364,10 @@ impl Tile {
         // weights, a vector of pixels and a weight broadcast, or a vector
         // of each.
         let (pixel, weights, bias) = match self.form {
-            Form::Channels => (4, self.vectors as i64 * vb, self.vectors as i64 * vb),
+            Form::Channels => {
+                let bias = if self.members > 1 { vb } else { self.vectors as i64 * vb };
+                (4, self.vectors as i64 * vb, bias)
+            }
             Form::Pixels(_) => (vb, self.vectors as i64 * 4, self.vectors as i64 * 4),
             Form::Depthwise => (vb, self.vectors as i64 * vb, self.vectors as i64 * vb),
         };
@@ -455,6 +480,21 @@ mod tests {
                     }
                     return tile;
                 }
+                // Merged column phases (a channels tile of several
+                // vectors, a phase each): one row of every phase's pixels.
+                if kind == 1 && vectors > 1 && rows_of == 4 {
+                    let pixels = vectors * p;
+                    let stores = (isa == Isa::Avx512).then(|| Stores {
+                        pixels,
+                        pixel_step: 1,
+                        out_row: 4 * (pixels + 3) as i64,
+                        out_plane: 4 * (pixels + 3 + plane_out) as i64,
+                        activation,
+                        min_lanes: min_lanes.min(16),
+                    });
+                    let tile = any_channels_tile(isa, (vectors, p), grid, sizes, stores);
+                    return Tile { members: vectors, ..tile };
+                }
                 // Positions in whole rows when the tile stores them (a
                 // channels tile, or a depthwise one: kind 3).
                 let own = (kind == 1 || (kind == 3 && rows_of % 2 == 0)) && isa == Isa::Avx512;
@@ -504,6 +544,7 @@ mod tests {
         Tile {
             isa,
             vectors,
+            members: 1,
             positions: (0..p as i64).map(|q| q * 8).collect(),
             channels,
             unroll,
@@ -540,7 +581,7 @@ mod tests {
             let (all, least) = match &tile.form {
                 Form::Pixels(st) => (tile.vectors, st.min_lanes),
                 Form::Channels | Form::Depthwise => {
-                    (tile.vectors * tile.isa.lanes(), tile.stores.as_ref().map_or(1, |s| s.min_lanes))
+                    (tile.channel_lanes(), tile.stores.as_ref().map_or(1, |s| s.min_lanes))
                 }
             };
             let lanes = lanes.clamp(least.max(1), all);
