@@ -9,9 +9,8 @@
 
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use crate::codegen::Plan;
+use crate::runtime;
 use crate::spec::ValidSpec;
 
 /// Makes the copies of one kernel's plan.
@@ -37,11 +36,7 @@ impl Copier<'_> {
                 let rows = first..first + dst.len() / row;
                 self.interleave_rows(x, &channels, rows, dst)
             };
-            if threads == 1 {
-                scratch.chunks_mut(per_share * row).enumerate().for_each(copy);
-            } else {
-                scratch.par_chunks_mut(per_share * row).enumerate().for_each(copy);
-            }
+            on_chunks(scratch, per_share * row, threads, copy);
             return;
         }
         let plane = self.plan.plane_len();
@@ -50,16 +45,7 @@ impl Copier<'_> {
             let dst = &mut dst[interior.start * self.plan.row_len() * self.plan.pixel_len()..];
             self.plane(x, p, interior.clone(), dst)
         };
-        if threads == 1 {
-            scratch.chunks_mut(plane).enumerate().for_each(copy);
-        } else {
-            let planes = scratch.len().div_ceil(plane);
-            scratch
-                .par_chunks_mut(plane)
-                .with_min_len(planes.div_ceil(threads))
-                .enumerate()
-                .for_each(copy);
-        }
+        on_chunks(scratch, plane, threads, copy);
     }
 
     /// Copies the planes of group `g` into `scratch` (one group's planes),
@@ -228,6 +214,32 @@ impl Copier<'_> {
             }
         }
     }
+}
+
+/// Runs `copy((i, chunk))` on every `chunk`-long piece `i` of `scratch`
+/// (the last may be shorter), the pieces dealt to `threads` threads in
+/// contiguous ranges (`runtime::on_threads`: the calling thread and the
+/// process's spinning workers).
+fn on_chunks(
+    scratch: &mut [f32],
+    chunk: usize,
+    threads: usize,
+    copy: impl Fn((usize, &mut [f32])) + Sync,
+) {
+    let chunk = chunk.max(1);
+    let n = scratch.len().div_ceil(chunk);
+    let mut parts = Vec::with_capacity(threads.max(1));
+    let mut rest = scratch;
+    for t in 0..threads.max(1) {
+        let shares = runtime::share(n, t, threads.max(1));
+        let len = (shares.len() * chunk).min(rest.len());
+        let (part, after) = std::mem::take(&mut rest).split_at_mut(len);
+        parts.push((shares.start, part));
+        rest = after;
+    }
+    runtime::on_threads(&mut parts, |_, (first, part)| {
+        part.chunks_mut(chunk).enumerate().for_each(|(i, piece)| copy((*first + i, piece)))
+    });
 }
 
 /// Writes `rows[i][p + j]` to `dst[j · stride + i]` for `i, j < 4`.

@@ -248,28 +248,29 @@ proptest! {
 }
 
 /// A conv_transpose2d whose kernel is as wide as its stride (2 to 4
-/// columns), so that one tile may compute its column phases together: any
-/// kernel height, row stride and row dilation, row padding, and now and
-/// then column padding or dilation (whose phases may not merge); up to 3
-/// groups of up to 20 channels, 1 or 2 images, output padding, every
-/// activation.
+/// columns) or twice as wide, so that one tile may compute its column
+/// phases together: any kernel height, row stride and row dilation, row
+/// padding, and now and then column padding or dilation (whose phases may
+/// not merge); up to 3 groups of up to 20 channels, 1 or 2 images, output
+/// padding, every activation.
 fn merged_columns_spec() -> impl Strategy<Value = ValidSpec> {
     let shape = (1i64..=2, 1i64..=3, 1i64..=20, 1i64..=20);
     let rows = (1i64..=4, 1i64..=3, 1i64..=2, 0i64..=2, 0i64..=2);
     let pads = prop_oneof![6 => Just(0i64), 1 => 1i64..=2];
-    let cols = (2i64..=4, pads, prop_oneof![6 => Just(1i64), 1 => Just(2i64)]);
+    let widths = prop_oneof![4 => Just(1i64), 1 => Just(2i64)];
+    let cols = ((2i64..=4, widths), pads, prop_oneof![6 => Just(1i64), 1 => Just(2i64)]);
     let sizes = ([0i64..=12, 0i64..=20], [0i64..=3, 0i64..=3], (any::<bool>(), 0usize..5));
     (shape, rows, cols, sizes).prop_filter_map(
         "invalid spec",
         |(
             (batch, groups, cig, cog),
             (kh, sh, dh, top, bottom),
-            (kw, pad, dw),
+            ((sw, n), pad, dw),
             (extra, op, output),
         )| {
             common::build_spec(
                 (true, batch, groups, cig, cog),
-                ([kh, kw], [sh, kw], [dh, dw]),
+                ([kh, sw * n], [sh, sw], [dh, dw]),
                 ([top, pad, bottom, pad], extra, op),
                 output,
             )

@@ -34,14 +34,17 @@ pub struct Direct {
     /// layer's rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_length: Option<usize>,
-    /// A transposed convolution whose kernel is as wide as its stride
-    /// (each column phase one kernel column, every one reading the same
-    /// input pixels): one tile computes its `stride` column phases, a
-    /// vector of accumulators each for the same channels, each input
-    /// pixel broadcast once for all of them, and stores each channel's
+    /// A transposed convolution whose column phases read the same input
+    /// pixels, each with the next kernel column (a kernel as wide as its
+    /// stride; also, e.g., 4 columns at stride 2 without padding;
+    /// [`crate::geometry::Axis::merges`]): one tile computes its `stride`
+    /// column phases, a vector of accumulators each for the same
+    /// channels, each input pixel broadcast once for all of them. The
+    /// AVX-512 tile that stores its outputs itself stores each channel's
     /// pixels of all of them interleaved, as one run of consecutive
-    /// outputs ([`crate::geometry::Axis::merges`]). The tile is then
-    /// `stride · pixel_tile` accumulators, at most 16 output pixels a row.
+    /// outputs; otherwise (AVX2, the checked lowering) the IR stores each
+    /// phase's. The tile is then `stride · pixel_tile` accumulators, at
+    /// most 16 output pixels a row.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub merged_columns: bool,
 }

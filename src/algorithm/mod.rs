@@ -569,19 +569,23 @@ impl Algorithm {
             let merged = |why: &str| bad("merged_columns", "true".into(), why);
             let Some(members) = Geometry::of(&lowered).merged_columns() else {
                 return merged(
-                    "merged column phases are a transposed conv's whose kernel is as wide as                      its stride (each column phase one kernel column of the same input pixels)",
+                    "merged column phases are a transposed conv's whose column phases read the \
+                     same input pixels, each with the next kernel column (a kernel as wide as \
+                     its stride, among others)",
                 );
             };
             if !isa.is_assembled() || self.oc_vectors() != 1 || row_tile != 1 {
                 return merged(
-                    "merged column phases take an assembled ISA, one vector of                                channels and tiles of one row",
+                    "merged column phases take an assembled ISA, one vector of channels and \
+                     tiles of one row",
                 );
             }
             let pixels = members * self.pixel_tile(isa);
             let most = isa_accumulators(isa, members);
             if pixels > MAX_MERGED_PIXELS || pixels > most {
                 return merged(&format!(
-                    "{members} merged column phases of {} pixels make {pixels} accumulators                      and output pixels a row, past the {} a tile of {isa} holds",
+                    "{members} merged column phases of {} pixels make {pixels} accumulators \
+                     and output pixels a row, past the {} a tile of {isa} holds",
                     self.pixel_tile(isa),
                     most.min(MAX_MERGED_PIXELS)
                 ));

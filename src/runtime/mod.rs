@@ -43,11 +43,10 @@ pub(crate) struct Shares {
 }
 
 impl Shares {
-    /// `n` shares for `threads` threads (`n` past `u32::MAX` is dealt as
-    /// that many: never the case of rows, bands or groups of a layer that
-    /// fits in memory).
+    /// `n` shares for `threads` threads. `n` fits 32 bits: rows, bands
+    /// and groups of a layer whose tensors fit in memory do.
     pub(crate) fn new(n: usize, threads: usize) -> Shares {
-        let n = n.min(u32::MAX as usize);
+        assert!(u32::try_from(n).is_ok(), "{n} shares are past what a range holds");
         let ranges = (0..threads.max(1))
             .map(|t| {
                 let r = share(n, t, threads.max(1));

@@ -55,6 +55,8 @@ struct Team {
     job: Mutex<(u64, Option<Job>)>,
     /// Workers of the current run that have not finished their share.
     pending: AtomicUsize,
+    /// Workers the current run wants (the first ones).
+    helpers: AtomicUsize,
     /// Whether a share of the current run panicked.
     panicked: AtomicBool,
     /// Per worker: whether it is parked (or about to be), so must be
@@ -76,6 +78,7 @@ fn team() -> &'static Team {
             epoch: AtomicU64::new(0),
             job: Mutex::new((0, None)),
             pending: AtomicUsize::new(0),
+            helpers: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             parked: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             threads: OnceLock::new(),
@@ -122,6 +125,7 @@ pub(crate) fn run(threads: usize, work: Work<'_>) -> bool {
     let erased = (&work as *const Work<'_>).cast::<Work<'static>>();
     team.panicked.store(false, Ordering::Relaxed);
     team.pending.store(helpers, Ordering::SeqCst);
+    team.helpers.store(helpers, Ordering::SeqCst);
     {
         let mut job = team.job.lock().unwrap_or_else(|p| p.into_inner());
         let epoch = team.epoch.load(Ordering::Relaxed) + 1;
@@ -168,8 +172,10 @@ impl Team {
     /// share `i + 1` if the run wants it, and wait again.
     fn work(&self, i: usize) {
         let mut seen = 0;
+        // Since the worker last ran a share (or was started): runs that
+        // do not want it do not keep it spinning.
+        let mut start = Instant::now();
         loop {
-            let start = Instant::now();
             let mut spins = 0u32;
             loop {
                 if self.epoch.load(Ordering::Acquire) != seen {
@@ -189,12 +195,30 @@ impl Team {
                 }
                 self.parked[i].store(false, Ordering::SeqCst);
             }
+            // A run of fewer helpers: passed over without the lock (its
+            // helpers are published before its epoch; one read after a
+            // newer run's was posted is that run's, whose epoch then
+            // differs from the one noted here, so it is looked at again).
+            let epoch = self.epoch.load(Ordering::Acquire);
+            if i >= self.helpers.load(Ordering::Acquire) {
+                seen = epoch;
+                continue;
+            }
             // The epoch read with the job, so that each run's job is taken
             // at most once (a run posts its job only once the last run's
             // helpers have all finished, so none misses its own).
             let (epoch, job) = *self.job.lock().unwrap_or_else(|p| p.into_inner());
             seen = epoch;
             let Some(job) = job.filter(|job| i < job.helpers) else { continue };
+            // Counted done however the share ends, even if dropping a
+            // panic's payload panics.
+            struct Done<'a>(&'a AtomicUsize);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::Release);
+                }
+            }
+            let _done = Done(&self.pending);
             // SAFETY: the run that posted `job` waits for `pending` to
             // reach zero before its reference to its closure, and the
             // closure, go away.
@@ -202,7 +226,8 @@ impl Team {
             if panic::catch_unwind(AssertUnwindSafe(|| work(i + 1))).is_err() {
                 self.panicked.store(true, Ordering::Relaxed);
             }
-            self.pending.fetch_sub(1, Ordering::Release);
+            drop(_done);
+            start = Instant::now();
         }
     }
 }

@@ -224,16 +224,18 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
 }
 
 /// `schedule` with its direct AVX-512 tile computing both column phases
-/// of a transposed conv whose kernel is two columns wide as is its stride
-/// ([`crate::algorithm::Direct::merged_columns`]): 2 × up to 7 pixels,
-/// the row in near-equal tiles. Each broadcast input pixel then feeds
-/// both phases' FMAs, and each channel's 14 outputs are one store where
-/// each phase stored its 7 pixels at every other lane (half a cache line
-/// at a time). Measured (the AMD AVX-512 host, `compare_schedules
-/// --relative`, docs/schedules.md): 1.08–1.11× on unet_tconv2x2s2, and
-/// 1.06–1.19× on five layers like it of 17 to 64 columns and 64 to 256
-/// channels. Three column phases (4 pixels each) ran 0.96×: `None` for
-/// them, as for every other layer.
+/// of a transposed conv of column stride 2 whose phases merge
+/// ([`crate::algorithm::Direct::merged_columns`]: a kernel two columns
+/// wide, or four without padding): 2 × up to 7 pixels, the row in
+/// near-equal tiles. Each broadcast input pixel then feeds both phases'
+/// FMAs, and each channel's 14 outputs are one store where each phase
+/// stored its 7 pixels at every other lane (half a cache line at a time).
+/// Measured (the AMD AVX-512 host, `compare_schedules --relative`,
+/// docs/schedules.md): 1.08–1.11× on unet_tconv2x2s2, 1.06–1.19× on five
+/// layers like it of 17 to 64 columns and 64 to 256 channels, and
+/// 1.02–1.10× on 4×4 stride-2 unpadded ones of 16 to 56 columns. Three
+/// column phases (4 pixels each) ran 0.96×: `None` for them, as for every
+/// other layer.
 fn merged_columns(spec: &ValidSpec, geometry: &Geometry, schedule: Schedule) -> Option<Schedule> {
     let Algorithm::Direct(direct) = schedule.algorithm else { return None };
     if schedule.isa != Isa::Avx512 || geometry.merged_columns() != Some(2) {

@@ -16,7 +16,7 @@
 //! | row length | the layer's rows; for a 1×1 conv2d of stride 1 without padding (width), its planes as rows of 1, 2, 4 or 8 vectors, or as one row; for a k×1 conv2d of stride 1 without columns of padding (direct, width), its planes as one row |
 //! | joined | the width tile's rows apart, or joined into one run (AVX-512, conv2d of stride 1 whose output rows are as wide as its input rows) |
 //! | image | the width tile over a padded copy, or reading the image's rows (AVX-512, conv2d of column stride 1 or 2) |
-//! | merged columns | the direct tile's column phases one at a time, or all in one tile (AVX2, AVX-512, conv_transpose2d whose kernel is as wide as its stride) |
+//! | merged columns | the direct tile's column phases one at a time, or all in one tile (AVX2, AVX-512, conv_transpose2d whose column phases read the same input pixels) |
 //!
 //! Threads and split are the [`Run`], not the code: the members that
 //! differ only in them are listed one after another and share one compiled

@@ -534,8 +534,9 @@ impl Emitter<'_> {
                 self.taps(item.x, item.w, phase, shape, &mut step, accs)
             };
         }
-        // Merged column phases reach here without taps only (their tiles
-        // are assembled): every phase is the bias.
+        // One tile per phase but where the schedule merges them (whose
+        // tiles are assembled, so reach here only for a phase without
+        // taps: each merged phase is then the bias).
         let members = self.merged_members(phase);
         let accs = (0..members).flat_map(|_| accs.iter().copied()).collect();
         self.member_epilogues(item, phase, shape, accs);
