@@ -241,8 +241,12 @@ fn merged_columns(spec: &ValidSpec, geometry: &Geometry, schedule: Schedule) -> 
     if schedule.isa != Isa::Avx512 || geometry.merged_columns() != Some(2) {
         return None;
     }
+    // As many pixels as the register file and the stores take: 7.
+    let most = crate::algorithm::isa_accumulators(Isa::Avx512, 2)
+        .min(crate::algorithm::MAX_MERGED_PIXELS)
+        / 2;
     let tile =
-        Tile { oc_vectors: 1, pixel_tile: even_blocks(geometry.most_cols(), 7), row_tile: 1 };
+        Tile { oc_vectors: 1, pixel_tile: even_blocks(geometry.most_cols(), most), row_tile: 1 };
     let algorithm = Algorithm::Direct(Direct { tile, merged_columns: true, ..direct });
     let merged = Schedule { algorithm, ..schedule };
     merged.legal(spec).is_ok().then_some(merged)

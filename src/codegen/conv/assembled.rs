@@ -102,20 +102,14 @@ impl Emitter<'_> {
         // Merged column phases: each channel's pixels of every phase, one
         // consecutive run (legal schedules tile them one row at a time).
         let members = self.merged_members(phase);
-        if members > 1 {
-            debug_assert_eq!(shape.rows, 1);
-            return Some(Stores {
-                pixels: members * shape.pixels,
-                pixel_step: 1,
-                out_row: (phase.rows.out_step * self.spec.out_width()) as i64 * 4,
-                out_plane: (work.lane_stride as i64) * self.out_plane() * 4,
-                activation: self.spec.activation().into(),
-                min_lanes: work.tail.lanes.min(work.lanes),
-            });
-        }
+        debug_assert!(members == 1 || shape.rows == 1);
+        let (pixels, pixel_step) = match members {
+            1 => (shape.pixels, phase.cols.out_step),
+            m => (m * shape.pixels, 1),
+        };
         Some(Stores {
-            pixels: shape.pixels,
-            pixel_step: phase.cols.out_step,
+            pixels,
+            pixel_step,
             out_row: (phase.rows.out_step * self.spec.out_width()) as i64 * 4,
             out_plane: (work.lane_stride as i64) * self.out_plane() * 4,
             activation: self.spec.activation().into(),

@@ -288,7 +288,7 @@ impl Tile {
         let y = match (&self.stores, &self.form) {
             (Some(st), _) => {
                 let rows = self.store_rows(st) as i64;
-                let reach = (self.vectors * self.isa.lanes()) as i64 * st.out_plane.abs()
+                let reach = self.channel_lanes() as i64 * st.out_plane.abs()
                     + rows * (st.out_row.abs() + st.row_bytes());
                 [reach, -reach]
             }
