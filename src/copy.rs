@@ -70,10 +70,11 @@ impl Copier<'_> {
         top..top + self.spec.height()
     }
 
-    /// Copies the padded input rows of band `b` into `scratch` (one band's
+    /// Copies the padded input rows that parts `span` of `parts` read
+    /// (`Plan::span_rows`: at most a band's) into `scratch` (one band's
     /// planes, each of `Bands::rows` stored rows).
-    pub(crate) fn band(&self, x: &[f32], b: usize, scratch: &mut [f32]) {
-        let rows = self.plan.band_rows(b);
+    pub(crate) fn band(&self, x: &[f32], span: Range<usize>, parts: usize, scratch: &mut [f32]) {
+        let rows = self.plan.span_rows(span, parts);
         if self.plan.interleaved {
             let channels = 0..self.spec.in_channels();
             self.interleave_rows(x, &channels, rows, scratch);

@@ -83,10 +83,12 @@ impl Axis {
         Some(((low + last.min(0)) as usize, (high + last.max(0)) as usize))
     }
 
-    /// Part `part` of `parts` equal slices of the positions:
-    /// `[count·part / parts, count·(part + 1) / parts)`.
-    pub fn part(&self, part: usize, parts: usize) -> std::ops::Range<usize> {
-        self.count * part / parts..self.count * (part + 1) / parts
+    /// Parts `span` of `parts` equal slices of the positions:
+    /// `[count·span.start / parts, count·span.end / parts)`, so that
+    /// consecutive spans tile the positions and the span `2b..2b + 2` of
+    /// `2·parts` is part `b..b + 1` of `parts`.
+    pub fn part(&self, span: std::ops::Range<usize>, parts: usize) -> std::ops::Range<usize> {
+        self.count * span.start / parts..self.count * span.end / parts
     }
 }
 

@@ -801,7 +801,9 @@ proptest! {
 
     /// The parts the runtime hands the code tile every phase's rows
     /// exactly: in order, without a gap or an overlap, for any count of
-    /// parts.
+    /// parts; and the `pieces` pieces of a part (a thread's last band, cut
+    /// for the threads of a run) tile the part's rows and read only input
+    /// rows the part reads, which its band's copy holds.
     #[test]
     fn part_rows_tile_every_phase(
         (spec, schedule) in any_spec().prop_flat_map(|s| {
@@ -809,15 +811,33 @@ proptest! {
             (Just(s), sched)
         }),
         parts in 1usize..9,
+        pieces in 1usize..4,
     ) {
         let plan = convjit::codegen::Plan::new(&spec, &schedule);
         let mut next: Vec<usize> = vec![0; plan.geometry.phases.len()];
         for part in 0..parts {
-            for (phase, rows) in plan.part_rows(part, parts).enumerate() {
+            for (phase, rows) in plan.part_rows(part..part + 1, parts).enumerate() {
                 prop_assert_eq!(rows.start, next[phase]);
                 prop_assert!(rows.start <= rows.end);
                 next[phase] = rows.end;
             }
+            let reads = plan.span_rows(part..part + 1, parts);
+            let whole: Vec<_> = plan.part_rows(part..part + 1, parts).collect();
+            let mut at: Vec<usize> = whole.iter().map(|rows| rows.start).collect();
+            for piece in part * pieces..(part + 1) * pieces {
+                let span = piece..piece + 1;
+                for (phase, rows) in plan.part_rows(span.clone(), parts * pieces).enumerate() {
+                    prop_assert_eq!(rows.start, at[phase]);
+                    at[phase] = rows.end;
+                }
+                let read = plan.span_rows(span, parts * pieces);
+                prop_assert!(
+                    read.is_empty() || (reads.start <= read.start && read.end <= reads.end),
+                    "piece {} of {} reads rows {:?} outside its part's {:?}", piece, parts * pieces, read, reads
+                );
+            }
+            let ends: Vec<usize> = whole.iter().map(|rows| rows.end).collect();
+            prop_assert_eq!(at, ends);
         }
         for (phase, &end) in next.iter().enumerate() {
             prop_assert_eq!(end, plan.geometry.phases[phase].rows.count);

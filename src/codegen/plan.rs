@@ -16,6 +16,10 @@ pub struct Bands {
     /// Stored rows of a band's copy: the most padded input rows a band
     /// reads.
     pub rows: usize,
+    /// Pieces the threads of a run may cut a band into, at the end of a
+    /// thread's range (`runtime::Shares`): 2 where each half keeps at
+    /// least two rows and a whole register tile of rows, else 1.
+    pub pieces: usize,
 }
 
 /// Everything the emitter and the run-time input copy need to agree on.
@@ -82,8 +86,10 @@ impl Plan {
                 let phases = &geometry.phases;
                 let most = phases.iter().map(|p| p.rows.count).max().unwrap_or(1);
                 let parts = most.div_ceil(rows).max(1);
-                let rows = (0..parts).map(|b| band_input_rows(phases, b, parts).len()).max();
-                Some(Bands { parts, rows: rows.unwrap_or(0).max(1) })
+                let rows = (0..parts).map(|b| band_input_rows(phases, b..b + 1, parts).len()).max();
+                let halves = most / parts >= 2 * schedule.row_tile().max(2);
+                let pieces = if halves { 2 } else { 1 };
+                Some(Bands { parts, rows: rows.unwrap_or(0).max(1), pieces })
             }
             _ => None,
         };
@@ -168,23 +174,32 @@ impl Plan {
         self.bands.map_or(self.geometry.padded[0], |b| b.rows)
     }
 
-    /// The output rows, of each phase, that part `part` of `parts` computes:
-    /// `[count·part / parts, count·(part + 1) / parts)` of a phase of
-    /// `count` rows, so that the parts tile every phase exactly. The one
-    /// place the partition is computed: the runtime passes these ranges to
-    /// the code, and the band copies hold the input rows they read.
+    /// The output rows, of each phase, that parts `span` of `parts`
+    /// compute: `[count·span.start / parts, count·span.end / parts)` of a
+    /// phase of `count` rows, so that the parts tile every phase exactly.
+    /// The one place the partition is computed: the runtime passes these
+    /// ranges to the code, and the band copies hold the input rows they
+    /// read.
     pub fn part_rows(
         &self,
-        part: usize,
+        span: std::ops::Range<usize>,
         parts: usize,
     ) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-        self.geometry.phases.iter().map(move |phase| phase.rows.part(part, parts))
+        self.geometry.phases.iter().map(move |phase| phase.rows.part(span.clone(), parts))
     }
 
     /// The padded input rows band `b` reads (see [`Bands`]).
     pub fn band_rows(&self, b: usize) -> std::ops::Range<usize> {
         let parts = self.bands.map_or(1, |bands| bands.parts);
-        band_input_rows(&self.geometry.phases, b, parts)
+        self.span_rows(b..b + 1, parts)
+    }
+
+    /// The padded input rows that parts `span` of `parts` read: within
+    /// band `b`'s when the span lies within parts `b·k..(b + 1)·k` of
+    /// `parts = k · Bands::parts`, since a phase's rows of the span then
+    /// lie within the band's.
+    pub fn span_rows(&self, span: std::ops::Range<usize>, parts: usize) -> std::ops::Range<usize> {
+        band_input_rows(&self.geometry.phases, span, parts)
     }
 
     /// Groups of work items (see `group_items`).
@@ -217,10 +232,14 @@ impl Plan {
 
 /// The padded input rows that part `b` of `parts` of every phase's output
 /// rows reads (empty when it reads none).
-fn band_input_rows(phases: &[Phase], b: usize, parts: usize) -> std::ops::Range<usize> {
+fn band_input_rows(
+    phases: &[Phase],
+    span: std::ops::Range<usize>,
+    parts: usize,
+) -> std::ops::Range<usize> {
     let mut rows: Option<(usize, usize)> = None;
     for phase in phases {
-        let std::ops::Range { start: first, end: last } = phase.rows.part(b, parts);
+        let std::ops::Range { start: first, end: last } = phase.rows.part(span.clone(), parts);
         let Some((low, high)) = phase.rows.offset_range() else { continue };
         if first == last || phase.cols.taps.is_empty() {
             continue;

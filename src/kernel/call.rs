@@ -2,6 +2,7 @@
 //! of each phase it computes, and, for the checked lowering, the guard
 //! block and where a fault is reported.
 
+use std::ops::Range;
 use std::sync::Mutex;
 
 use crate::abi::{ConvFn, Guard};
@@ -38,12 +39,17 @@ pub(super) struct Call<'a> {
 unsafe impl Send for Call<'_> {}
 unsafe impl Sync for Call<'_> {}
 
-/// Writes the output rows of each phase of `plan` for part `part` of
+/// Writes the output rows of each phase of `plan` for parts `span` of
 /// `parts` into `ranges` as the code reads them (`[first, last)`, two i64
 /// a phase); returns how many it wrote.
-pub(super) fn fill_ranges(plan: &Plan, part: usize, parts: usize, ranges: &mut [i64]) -> usize {
+pub(super) fn fill_ranges(
+    plan: &Plan,
+    span: Range<usize>,
+    parts: usize,
+    ranges: &mut [i64],
+) -> usize {
     let mut n = 0;
-    for (range, slot) in plan.part_rows(part, parts).zip(ranges.chunks_exact_mut(2)) {
+    for (range, slot) in plan.part_rows(span, parts).zip(ranges.chunks_exact_mut(2)) {
         slot.copy_from_slice(&[range.start as i64, range.end as i64]);
         n += 2;
     }
@@ -64,16 +70,16 @@ impl<'a> Call<'a> {
         Call { x, buffers, ..self }
     }
 
-    /// Runs the work items `items` of the image, on part `part` of `parts`
+    /// Runs the work items `items` of the image, on parts `span` of `parts`
     /// slices of its output rows. Checked code gets a guard block of the
     /// call's buffers; an access it found outside them is reported to the
     /// run's `faults`.
     ///
     /// # Safety
     /// The pointers must be valid for the lengths the plan implies (see
-    /// `Kernel::run`), `part < parts`, and no other call may run an
+    /// `Kernel::run`), `span.end <= parts`, and no other call may run an
     /// overlapping share at the same time.
-    pub(super) unsafe fn share(self, items: std::ops::Range<usize>, part: usize, parts: usize) {
+    pub(super) unsafe fn share(self, items: Range<usize>, span: Range<usize>, parts: usize) {
         let (begin, end) = (items.start as i64, items.end as i64);
         // The output rows of each phase, `[first, last)`: the code reads
         // two i64 per phase of the plan (at most `MAX_PHASES`, or it would
@@ -83,7 +89,7 @@ impl<'a> Call<'a> {
             self.whole
         } else {
             part_ranges = [0; 2 * MAX_PHASES];
-            let n = fill_ranges(self.plan, part, parts, &mut part_ranges);
+            let n = fill_ranges(self.plan, span, parts, &mut part_ranges);
             &part_ranges[..n]
         };
         let rows = ranges.as_ptr();

@@ -14,6 +14,7 @@ use crate::abi::{Code, ConvFn};
 use crate::alloc;
 use crate::border::Border;
 use crate::codegen::Plan;
+use crate::codegen::plan::Bands;
 use crate::complexity::Complexity;
 use crate::copy::Copier;
 use crate::error::{Error, Result};
@@ -23,6 +24,10 @@ use crate::spec::{Op, ValidSpec};
 use crate::timing;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Pieces of each thread's rows when threads share a whole-image copy's
+/// rows.
+const ROW_PIECES: usize = 4;
 
 /// A compiled convolution for one spec and schedule. Dropping it frees its
 /// code; no pointer to the code leaves it.
@@ -96,7 +101,7 @@ impl Kernel {
         checked: bool,
     ) -> Kernel {
         let mut whole = vec![0; 2 * plan.geometry.phases.len()];
-        fill_ranges(&plan, 0, 1, &mut whole);
+        fill_ranges(&plan, 0..1, 1, &mut whole);
         Kernel {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             lowered: schedule.lowered(&spec).into_owned(),
@@ -329,7 +334,7 @@ impl Kernel {
                 continue;
             }
             if let Some(bands) = self.plan.bands {
-                self.run_bands(x, call, bands.parts, &mut buffers[..threads]);
+                self.run_bands(x, call, bands, &mut buffers[..threads]);
                 continue;
             }
             let call = match buffers.first_mut().filter(|_| self.plan.needs_copy) {
@@ -340,41 +345,56 @@ impl Kernel {
                 None => call,
             };
             let items = self.plan.work.items;
-            let split = self.plan.split(run.split);
-            runtime::on_each(threads, move |t| {
-                let (items, part, parts) = match split {
-                    Split::Items => (runtime::share(items, t, threads), 0, 1),
-                    Split::Rows => (0..items, t, threads),
-                };
-                unsafe { call.share(items, part, parts) }
-            });
+            match self.plan.split(run.split) {
+                Split::Items => runtime::on_each(threads, |t| unsafe {
+                    call.share(runtime::share(items, t, threads), 0..1, 1)
+                }),
+                Split::Rows => {
+                    // Each thread's rows in pieces, so that a thread that
+                    // finishes early takes the other's last ones.
+                    let grain = if threads > 1 { ROW_PIECES } else { 1 };
+                    let pieces = threads * grain;
+                    let shares = runtime::Shares::pieces(threads, grain, threads);
+                    runtime::on_each(threads, |t| {
+                        while let Some(span) = shares.next_pieces(t) {
+                            unsafe { call.share(0..items, span, pieces) }
+                        }
+                    });
+                }
+            }
         }
     }
 
     /// One image by bands of rows: thread `t` of `buffers.len()` takes
     /// bands as [`runtime::Shares`] deals them (its own contiguous range
-    /// first) and, for each, copies the input rows the band reads into its
-    /// buffer and runs every work item on the band.
-    fn run_bands(&self, x: &[f32], call: Call, parts: usize, buffers: &mut [Scratch]) {
+    /// first, each range's last band in `Bands::pieces`) and, for each,
+    /// copies the input rows the band reads into its buffer and runs every
+    /// work item on the band.
+    fn run_bands(&self, x: &[f32], call: Call, bands: Bands, buffers: &mut [Scratch]) {
         let threads = buffers.len();
         let row = (self.plan.row_len() * self.plan.pixel_len()) as isize;
         let items = self.plan.work.items;
         let call = &call; // shared whole: its fields alone are not `Sync`
-        let shares = runtime::Shares::new(parts, threads);
+        // Parts of the image's rows: `Bands::pieces` a band, for threads
+        // that share them.
+        let grain = if threads > 1 { bands.pieces } else { 1 };
+        let pieces = bands.parts * grain;
+        let shares = runtime::Shares::pieces(bands.parts, grain, threads);
         let work = |t: usize, buffer: &mut Scratch| {
-            while let Some(b) = shares.next(t) {
-                self.copier().band(x, b, buffer.get_mut());
+            while let Some(span) = shares.next_pieces(t) {
+                self.copier().band(x, span.clone(), pieces, buffer.get_mut());
                 // The code addresses padded row r at `x + r · row`: point
                 // `x` that many rows before the buffer, which holds the
-                // band's rows from its first on. A wrapping offset, never
+                // span's rows from its first on. A wrapping offset, never
                 // dereferenced outside the buffer.
-                let first = self.plan.band_rows(b).start as isize;
+                let first = self.plan.span_rows(span.clone(), pieces).start as isize;
                 let x = buffer.as_ptr().wrapping_offset(-first * row);
-                // SAFETY: see `run`; band `b` of the code reads only the
-                // padded rows `band_rows(b)`, which the buffer holds, at
-                // most `Bands::rows` of them in each plane.
+                // SAFETY: see `run`; the pieces of one band (`next_pieces`
+                // never spans two) read only the padded rows `span_rows`,
+                // which the buffer holds, at most the band's `Bands::rows`
+                // in each plane.
                 let copy = self.plan.copy_len();
-                unsafe { call.reading(x, buffer.as_ptr(), copy).share(0..items, b, parts) };
+                unsafe { call.reading(x, buffer.as_ptr(), copy).share(0..items, span, pieces) };
             }
         };
         runtime::on_threads(buffers, work);
@@ -396,7 +416,7 @@ impl Kernel {
                 // SAFETY: see `run`; the buffer holds group `g`'s planes,
                 // `copy_len` elements, which is what the code reads for the
                 // group's items.
-                unsafe { call.share(g * per_group..(g + 1) * per_group, 0, 1) };
+                unsafe { call.share(g * per_group..(g + 1) * per_group, 0..1, 1) };
             }
         };
         runtime::on_threads(buffers, work);
@@ -506,7 +526,7 @@ mod tests {
             let call = call.reading(copy.as_ptr(), copy.as_ptr(), kernel.plan.copy_len());
             // SAFETY: the pointers are valid for the plan's lengths; the
             // guard only claims less.
-            unsafe { call.share(0..kernel.plan.work.items, 0, 1) };
+            unsafe { call.share(0..kernel.plan.work.items, 0..1, 1) };
             let fault = faults.into_inner().unwrap().expect("a fault");
             let Error::CheckedAccess { buffer, offset, len } = fault else { panic!("{fault}") };
             assert_eq!((buffer, len), ("output", 4 * half as u64));

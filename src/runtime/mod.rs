@@ -36,28 +36,53 @@ pub(crate) fn share(n: usize, t: usize, threads: usize) -> Range<usize> {
 /// deal of the same bands ran 5% slower on two threads), yet a thread
 /// that starts late or runs on a slower core (a shared host's vCPUs
 /// differ by up to 30% within a run) hands its last shares to the other.
+///
+/// Shares may be cut into `grain` pieces ([`Shares::pieces`]): a thread
+/// then takes whole shares (`grain` pieces) while its range holds more
+/// than one, and the last one piece by piece, so that a thread finishing
+/// early takes half (with `grain` 2) of the other's last share rather
+/// than waiting while the other computes all of it.
 pub(crate) struct Shares {
-    /// Per thread, the range it has left: `start` in the low 32 bits,
-    /// `end` in the high ones.
+    /// Per thread, the range of pieces it has left: `start` in the low 32
+    /// bits, `end` in the high ones.
     ranges: Vec<AtomicU64>,
+    /// Pieces per share.
+    grain: usize,
 }
 
 impl Shares {
     /// `n` shares for `threads` threads. `n` fits 32 bits: rows, bands
     /// and groups of a layer whose tensors fit in memory do.
     pub(crate) fn new(n: usize, threads: usize) -> Shares {
-        assert!(u32::try_from(n).is_ok(), "{n} shares are past what a range holds");
+        Shares::pieces(n, 1, threads)
+    }
+
+    /// `n` shares of `grain` pieces each for `threads` threads: thread `t`
+    /// starts with the pieces of shares [`share`]`(n, t, threads)`.
+    pub(crate) fn pieces(n: usize, grain: usize, threads: usize) -> Shares {
+        let grain = grain.max(1);
+        let pieces = n.checked_mul(grain).filter(|&p| u32::try_from(p).is_ok());
+        assert!(pieces.is_some(), "{n} shares of {grain} pieces are past what a range holds");
         let ranges = (0..threads.max(1))
             .map(|t| {
                 let r = share(n, t, threads.max(1));
-                AtomicU64::new(pack(r.start, r.end))
+                AtomicU64::new(pack(r.start * grain, r.end * grain))
             })
             .collect();
-        Shares { ranges }
+        Shares { ranges, grain }
     }
 
-    /// The next share for thread `t`, or `None` when every share is taken.
+    /// The next share for thread `t`, or `None` when every share is taken
+    /// (shares of one piece: [`Shares::new`]).
     pub(crate) fn next(&self, t: usize) -> Option<usize> {
+        debug_assert_eq!(self.grain, 1, "shares of pieces are taken by next_pieces");
+        self.next_pieces(t).map(|pieces| pieces.start)
+    }
+
+    /// The next pieces for thread `t` (a whole share, or one piece of a
+    /// range's last share: never pieces of two shares), or `None` when
+    /// every piece is taken.
+    pub(crate) fn next_pieces(&self, t: usize) -> Option<Range<usize>> {
         self.take(t, true).or_else(|| {
             // The range with the most left, from its back, until none has
             // any (a range taken empty meanwhile is passed over).
@@ -71,15 +96,17 @@ impl Shares {
                 if left == 0 {
                     return None;
                 }
-                if let Some(share) = self.take(victim, false) {
-                    return Some(share);
+                if let Some(pieces) = self.take(victim, false) {
+                    return Some(pieces);
                 }
             }
         })
     }
 
-    /// A share off the front (`front`) or the back of thread `t`'s range.
-    fn take(&self, t: usize, front: bool) -> Option<usize> {
+    /// Pieces off the front (`front`) or the back of thread `t`'s range:
+    /// up to the edge of their share while more than one share's worth is
+    /// left, else one.
+    fn take(&self, t: usize, front: bool) -> Option<Range<usize>> {
         let range = &self.ranges[t];
         let mut current = range.load(Ordering::Acquire);
         loop {
@@ -87,8 +114,14 @@ impl Shares {
             if start >= end {
                 return None;
             }
-            let (taken, next) =
-                if front { (start, pack(start + 1, end)) } else { (end - 1, pack(start, end - 1)) };
+            let whole = end - start > self.grain;
+            let (taken, next) = if front {
+                let n = if whole { self.grain - start % self.grain } else { 1 };
+                (start..start + n, pack(start + n, end))
+            } else {
+                let n = if whole { (end - 1) % self.grain + 1 } else { 1 };
+                (end - n..end, pack(start, end - n))
+            };
             match range.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Some(taken),
                 Err(now) => current = now,
@@ -251,6 +284,49 @@ mod tests {
             });
             let taken: Vec<usize> = taken.iter().map(|c| c.load(Ordering::Relaxed)).collect();
             assert_eq!(taken, vec![1; n], "{n} shares on {threads} threads");
+        }
+    }
+
+    #[test]
+    fn a_range_is_taken_in_whole_shares_and_its_last_share_in_pieces() {
+        let shares = Shares::pieces(5, 2, 2); // shares 0..2 and 2..5: pieces 0..4, 4..10
+        let own: Vec<Range<usize>> = std::iter::from_fn(|| shares.take(1, true)).collect();
+        assert_eq!(own, [4..6, 6..8, 8..9, 9..10]);
+        // Thread 0's range, from its back: a whole share while it has more
+        // than one, so thread 0's last share is then taken piece by piece.
+        assert_eq!(shares.next_pieces(1), Some(2..4));
+        assert_eq!(shares.next_pieces(0), Some(0..1));
+        assert_eq!(shares.next_pieces(1), Some(1..2));
+        assert_eq!(shares.next_pieces(0), None);
+    }
+
+    #[test]
+    fn pieces_are_taken_exactly_once_and_never_across_two_shares() {
+        for (n, grain, threads) in
+            [(0, 2, 2), (1, 2, 2), (7, 2, 2), (14, 2, 2), (9, 4, 3), (100, 3, 2)]
+        {
+            let shares = Shares::pieces(n, grain, threads);
+            let taken = counts(n * grain);
+            std::thread::scope(|s| {
+                for t in 0..threads {
+                    let (shares, taken) = (&shares, &taken);
+                    s.spawn(move || {
+                        while let Some(pieces) = shares.next_pieces(t) {
+                            assert!(!pieces.is_empty());
+                            let share = pieces.start / grain;
+                            assert_eq!((pieces.end - 1) / grain, share, "{pieces:?} of {grain}");
+                            for i in pieces {
+                                taken[i].fetch_add(1, Ordering::Relaxed);
+                            }
+                            if t == 0 {
+                                std::thread::sleep(std::time::Duration::from_micros(50));
+                            }
+                        }
+                    });
+                }
+            });
+            let taken: Vec<usize> = taken.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            assert_eq!(taken, vec![1; n * grain], "{n} shares of {grain} on {threads} threads");
         }
     }
 
