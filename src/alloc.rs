@@ -45,3 +45,141 @@ pub fn copied<T: Clone + Default>(values: &[T], what: &'static str) -> Result<Ve
     v.clone_from_slice(values);
     Ok(v)
 }
+
+/// Unmapped address space kept on each side of a [`Pages`] buffer.
+#[cfg(unix)]
+const GUARD_BYTES: usize = 64 << 10;
+
+/// `len` zeroed floats on pages of their own, between two guard regions
+/// of [`GUARD_BYTES`] that any access faults on (on Unix: an anonymous
+/// mapping, which the kernel zeroes and the thread that first writes it
+/// places), rather than a block of the allocator's heap beside other
+/// allocations. For the buffers the threads of a run each write (the
+/// padded band copies): two such buffers less than 64 KiB apart made the
+/// band copies into the upper one 3–8× as slow, whichever thread wrote it
+/// (on the AMD EPYC host; 32 KiB apart as slow; 64 KiB apart, or more,
+/// as fast as the other's). A write past a buffer's end faults rather
+/// than reaching another allocation.
+pub(crate) struct Pages {
+    ptr: std::ptr::NonNull<f32>,
+    len: usize,
+    /// The whole mapping, guards included.
+    #[cfg(unix)]
+    mapping: (*mut libc::c_void, usize),
+    /// The vector whose floats these are.
+    #[cfg(not(unix))]
+    _vec: Vec<f32>,
+}
+
+// SAFETY: `Pages` owns its memory alone, as a `Vec<f32>` does.
+unsafe impl Send for Pages {}
+unsafe impl Sync for Pages {}
+
+impl Pages {
+    /// `len` zeros (at least one), or [`Error::Allocation`] naming `what`.
+    #[cfg(unix)]
+    pub(crate) fn zeroed(len: usize, what: &'static str) -> Result<Pages> {
+        let len = len.max(1);
+        let refused = Error::Allocation { what, bytes: len as u128 * 4 };
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let data = len.checked_mul(4).and_then(|b| b.checked_next_multiple_of(page.max(1)));
+        let Some(total) = data.and_then(|d| d.checked_add(2 * GUARD_BYTES)) else {
+            return Err(refused);
+        };
+        // SAFETY: a new private anonymous mapping with no access: no
+        // address is given, no file, and nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(refused);
+        }
+        let inner = base.cast::<u8>().wrapping_add(GUARD_BYTES).cast::<libc::c_void>();
+        let data = total - 2 * GUARD_BYTES;
+        // SAFETY: `inner..inner + data` lies inside the mapping just made.
+        let opened = unsafe { libc::mprotect(inner, data, libc::PROT_READ | libc::PROT_WRITE) };
+        let ptr = std::ptr::NonNull::new(inner.cast::<f32>());
+        match ptr.filter(|_| opened == 0) {
+            Some(ptr) => Ok(Pages { ptr, len, mapping: (base, total) }),
+            None => {
+                // SAFETY: the mapping just made, which nothing refers to.
+                unsafe { libc::munmap(base, total) };
+                Err(refused)
+            }
+        }
+    }
+
+    /// `len` zeros (at least one), or [`Error::Allocation`] naming `what`:
+    /// a vector where there are no anonymous mappings.
+    #[cfg(not(unix))]
+    pub(crate) fn zeroed(len: usize, what: &'static str) -> Result<Pages> {
+        let mut vec = zeroed_f32(len.max(1), what)?;
+        let ptr = std::ptr::NonNull::new(vec.as_mut_ptr()).expect("a vector's pointer");
+        Ok(Pages { ptr, len: vec.len(), _vec: vec })
+    }
+
+    /// The floats.
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        // SAFETY: `len` floats at `ptr`, zeroed when mapped, owned here.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The floats, to write.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
+        // SAFETY: as `as_slice`, borrowed mutably through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Pages {
+    fn drop(&mut self) {
+        let (base, total) = self.mapping;
+        // SAFETY: the mapping `zeroed` made, unmapped once; no reference
+        // into it outlives `self`.
+        unsafe { libc::munmap(base, total) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_zeroed_writable_and_apart() {
+        let mut buffers: Vec<Pages> =
+            [1, 0, 1000, 70_000].iter().map(|&n| Pages::zeroed(n, "a buffer").unwrap()).collect();
+        for (b, &n) in buffers.iter_mut().zip(&[1, 1, 1000, 70_000]) {
+            assert_eq!(b.as_slice().len(), n);
+            assert!(b.as_slice().iter().all(|&v| v == 0.0));
+            b.as_mut_slice().fill(1.5);
+            assert!(b.as_slice().iter().all(|&v| v == 1.5));
+        }
+        // Each buffer's floats are 64 KiB or more from any other's.
+        if cfg!(not(unix)) {
+            return;
+        }
+        let mut spans: Vec<(usize, usize)> = buffers
+            .iter()
+            .map(|b| (b.as_slice().as_ptr() as usize, b.as_slice().as_ptr() as usize + 4 * b.len))
+            .collect();
+        spans.sort_unstable();
+        for pair in spans.windows(2) {
+            assert!(pair[1].0 - pair[0].1 >= 64 << 10, "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn pages_past_the_address_space_are_refused() {
+        let e = Pages::zeroed(usize::MAX / 2, "the padded input copy").err().unwrap().to_string();
+        assert!(e.contains("cannot allocate the padded input copy"), "{e}");
+    }
+}

@@ -206,37 +206,32 @@ impl<T> Kept<T> {
     }
 }
 
-/// Floats in a cache line (64 bytes).
-const LINE_FLOATS: usize = 16;
-
-/// A zeroed buffer for a padded copy that shares no cache line with any
-/// other allocation: the threads of a run each write their own, and small
-/// ones side by side on the heap would otherwise bounce lines between
-/// cores (two threads ran small depthwise layers at half the speed of one).
+/// A zeroed buffer for a padded copy, on pages of its own
+/// ([`crate::alloc::Pages`]): the threads of a run each write their own,
+/// and buffers side by side on the heap bounced lines between cores (two
+/// threads ran small depthwise layers at half the speed of one) and made
+/// the second thread's band copies several times as slow as the first's.
 pub(crate) struct Scratch {
-    /// The buffer with a cache line of margin on each side.
-    data: Vec<f32>,
+    data: crate::alloc::Pages,
 }
 
 impl Scratch {
     /// A zeroed buffer of `len` floats (at least 1), named `what` if the
     /// memory is refused.
     pub(crate) fn zeroed(len: usize, what: &'static str) -> Result<Scratch> {
-        let len = len.max(1).saturating_add(2 * LINE_FLOATS);
-        Ok(Scratch { data: crate::alloc::zeroed_f32(len, what)? })
+        Ok(Scratch { data: crate::alloc::Pages::zeroed(len, what)? })
     }
 
     pub(crate) fn get_mut(&mut self) -> &mut [f32] {
-        let end = self.data.len() - LINE_FLOATS;
-        &mut self.data[LINE_FLOATS..end]
+        self.data.as_mut_slice()
     }
 
     pub(crate) fn as_ptr(&self) -> *const f32 {
-        self.data[LINE_FLOATS..].as_ptr()
+        self.data.as_slice().as_ptr()
     }
 
     pub(crate) fn as_mut_ptr(&mut self) -> *mut f32 {
-        self.data[LINE_FLOATS..].as_mut_ptr()
+        self.data.as_mut_slice().as_mut_ptr()
     }
 }
 
