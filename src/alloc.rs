@@ -46,20 +46,25 @@ pub fn copied<T: Clone + Default>(values: &[T], what: &'static str) -> Result<Ve
     Ok(v)
 }
 
-/// Unmapped address space kept on each side of a [`Pages`] buffer.
+/// Address space without access kept on each side of a [`Pages`] buffer
+/// (rounded up to whole pages).
 #[cfg(unix)]
 const GUARD_BYTES: usize = 64 << 10;
 
 /// `len` zeroed floats on pages of their own, between two guard regions
-/// of [`GUARD_BYTES`] that any access faults on (on Unix: an anonymous
-/// mapping, which the kernel zeroes and the thread that first writes it
-/// places), rather than a block of the allocator's heap beside other
-/// allocations. For the buffers the threads of a run each write (the
-/// padded band copies): two such buffers less than 64 KiB apart made the
-/// band copies into the upper one 3–8× as slow, whichever thread wrote it
-/// (on the AMD EPYC host; 32 KiB apart as slow; 64 KiB apart, or more,
-/// as fast as the other's). A write past a buffer's end faults rather
-/// than reaching another allocation.
+/// of 64 KiB (or whole pages past that) that any access faults on (on
+/// Unix: an anonymous mapping, which the kernel zeroes and the thread
+/// that first writes it places), rather than a block of the allocator's
+/// heap beside other allocations. For the buffers the threads of a run
+/// each write (the padded band copies): two such buffers less than 64 KiB
+/// apart made the band copies into the upper one 3–8× as slow, whichever
+/// thread wrote it (on the AMD EPYC host; 32 KiB apart as slow; 64 KiB
+/// apart, or more, as fast as the other's). The floats end within 64
+/// bytes of the upper guard (they start on a cache line), so a write
+/// past their end by more than that faults rather than reaching another
+/// allocation. Each buffer costs three system calls, made when a kernel
+/// first runs (and on every run that finds the kernel's buffers in use by
+/// another thread's run, which makes its own).
 pub(crate) struct Pages {
     ptr: std::ptr::NonNull<f32>,
     len: usize,
@@ -83,8 +88,14 @@ impl Pages {
         let refused = Error::Allocation { what, bytes: len as u128 * 4 };
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let data = len.checked_mul(4).and_then(|b| b.checked_next_multiple_of(page.max(1)));
-        let Some(total) = data.and_then(|d| d.checked_add(2 * GUARD_BYTES)) else {
+        let page = page.max(1);
+        let guard = GUARD_BYTES.next_multiple_of(page);
+        // The floats' bytes, to a whole cache line, and the pages holding them.
+        let Some(lines) = len.checked_mul(4).and_then(|b| b.checked_next_multiple_of(64)) else {
+            return Err(refused);
+        };
+        let data = lines.checked_next_multiple_of(page);
+        let Some((data, total)) = data.and_then(|d| Some((d, d.checked_add(2 * guard)?))) else {
             return Err(refused);
         };
         // SAFETY: a new private anonymous mapping with no access: no
@@ -102,11 +113,12 @@ impl Pages {
         if base == libc::MAP_FAILED {
             return Err(refused);
         }
-        let inner = base.cast::<u8>().wrapping_add(GUARD_BYTES).cast::<libc::c_void>();
-        let data = total - 2 * GUARD_BYTES;
+        let inner = base.cast::<u8>().wrapping_add(guard).cast::<libc::c_void>();
         // SAFETY: `inner..inner + data` lies inside the mapping just made.
         let opened = unsafe { libc::mprotect(inner, data, libc::PROT_READ | libc::PROT_WRITE) };
-        let ptr = std::ptr::NonNull::new(inner.cast::<f32>());
+        // The floats at the end of the opened pages.
+        let floats = inner.cast::<u8>().wrapping_add(data - lines).cast::<f32>();
+        let ptr = std::ptr::NonNull::new(floats);
         match ptr.filter(|_| opened == 0) {
             Some(ptr) => Ok(Pages { ptr, len, mapping: (base, total) }),
             None => {
@@ -128,7 +140,8 @@ impl Pages {
 
     /// The floats.
     pub(crate) fn as_slice(&self) -> &[f32] {
-        // SAFETY: `len` floats at `ptr`, zeroed when mapped, owned here.
+        // SAFETY: `len` floats at `ptr`, inside the opened pages, zeroed
+        // when mapped, owned here.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -179,7 +192,42 @@ mod tests {
 
     #[test]
     fn pages_past_the_address_space_are_refused() {
-        let e = Pages::zeroed(usize::MAX / 2, "the padded input copy").err().unwrap().to_string();
-        assert!(e.contains("cannot allocate the padded input copy"), "{e}");
+        // Past what a size holds, and past the address space (256 TiB).
+        for len in [usize::MAX / 2, 1 << 46] {
+            let e = Pages::zeroed(len, "the padded input copy").err().unwrap().to_string();
+            assert!(e.contains("cannot allocate the padded input copy"), "{e}");
+        }
+    }
+
+    /// The floats end within a cache line of the upper guard, and both
+    /// guards are mapped without access, 64 KiB at least.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn pages_lie_between_guards_without_access() {
+        let pages = Pages::zeroed(70_000, "a buffer").unwrap();
+        let (start, end) =
+            (pages.as_slice().as_ptr() as usize, pages.as_slice().as_ptr() as usize + 4 * 70_000);
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let regions: Vec<(usize, usize, String)> = maps
+            .lines()
+            .map(|line| {
+                let (range, rest) = line.split_once(' ').unwrap();
+                let (a, b) = range.split_once('-').unwrap();
+                let perms = rest.split(' ').next().unwrap().to_string();
+                (
+                    usize::from_str_radix(a, 16).unwrap(),
+                    usize::from_str_radix(b, 16).unwrap(),
+                    perms,
+                )
+            })
+            .collect();
+        let open = regions.iter().find(|r| r.0 <= start && end <= r.1).expect("the floats' pages");
+        assert!(open.2.starts_with("rw"), "{open:?}");
+        assert!(open.1 - end < 64, "the floats end {} bytes before the guard", open.1 - end);
+        let below = regions.iter().find(|r| r.1 == open.0).expect("the lower guard");
+        let above = regions.iter().find(|r| r.0 == open.1).expect("the upper guard");
+        for guard in [below, above] {
+            assert!(guard.2.starts_with("---") && guard.1 - guard.0 >= 64 << 10, "{guard:?}");
+        }
     }
 }

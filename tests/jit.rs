@@ -823,6 +823,10 @@ proptest! {
             }
             let reads = plan.span_rows(part..part + 1, parts);
             let whole: Vec<_> = plan.part_rows(part..part + 1, parts).collect();
+            // All of a part's pieces at once are the part.
+            let all = part * pieces..(part + 1) * pieces;
+            prop_assert_eq!(&plan.part_rows(all.clone(), parts * pieces).collect::<Vec<_>>(), &whole);
+            prop_assert_eq!(plan.span_rows(all, parts * pieces), reads.clone());
             let mut at: Vec<usize> = whole.iter().map(|rows| rows.start).collect();
             for piece in part * pieces..(part + 1) * pieces {
                 let span = piece..piece + 1;

@@ -17,8 +17,9 @@ pub struct Bands {
     /// reads.
     pub rows: usize,
     /// Pieces the threads of a run may cut a band into, at the end of a
-    /// thread's range (`runtime::Shares`): 2 where each half keeps at
-    /// least two rows and a whole register tile of rows, else 1.
+    /// thread's range (`runtime::Shares`): 2 where each half of the phase
+    /// with the most rows keeps at least two rows and a whole register
+    /// tile of rows, else 1 (a phase with fewer rows may get less).
     pub pieces: usize,
 }
 
@@ -230,8 +231,8 @@ impl Plan {
     }
 }
 
-/// The padded input rows that part `b` of `parts` of every phase's output
-/// rows reads (empty when it reads none).
+/// The padded input rows that parts `span` of `parts` of every phase's
+/// output rows read (empty when they read none).
 fn band_input_rows(
     phases: &[Phase],
     span: std::ops::Range<usize>,

@@ -25,8 +25,8 @@ use crate::timing;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Pieces of each thread's rows when threads share a whole-image copy's
-/// rows.
+/// The most pieces of each thread's rows when threads share a
+/// whole-image copy's rows.
 const ROW_PIECES: usize = 4;
 
 /// A compiled convolution for one spec and schedule. Dropping it frees its
@@ -351,8 +351,11 @@ impl Kernel {
                 }),
                 Split::Rows => {
                     // Each thread's rows in pieces, so that a thread that
-                    // finishes early takes the other's last ones.
-                    let grain = if threads > 1 { ROW_PIECES } else { 1 };
+                    // finishes early takes the other's last ones; pieces
+                    // of two rows and a register tile of rows at least.
+                    let rows = self.plan.geometry.most_rows();
+                    let least = threads * self.schedule.row_tile().max(2);
+                    let grain = if threads > 1 { (rows / least).clamp(1, ROW_PIECES) } else { 1 };
                     let pieces = threads * grain;
                     let shares = runtime::Shares::pieces(threads, grain, threads);
                     runtime::on_each(threads, |t| {

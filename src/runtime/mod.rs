@@ -293,6 +293,10 @@ mod tests {
         assert_eq!(shares.next_pieces(0), Some(0..1));
         assert_eq!(shares.next_pieces(1), Some(1..2));
         assert_eq!(shares.next_pieces(0), None);
+        // From the back: whole shares while more than one is left.
+        let shares = Shares::pieces(3, 3, 1); // pieces 0..9
+        let back: Vec<Range<usize>> = std::iter::from_fn(|| shares.take(0, false)).collect();
+        assert_eq!(back, [6..9, 3..6, 2..3, 1..2, 0..1]);
     }
 
     #[test]
