@@ -10,6 +10,11 @@
 //! | depthwise | `depthwise.rs` | groups of one input channel each |
 //! | width | `width.rs` | consecutive output pixels of one channel |
 //!
+//! `winograd/` holds the transforms of Winograd's minimal filtering and
+//! the growth of their rounding error, measured against the tolerance by
+//! `examples/winograd_accuracy.rs` (docs/correctness.md); the algorithm
+//! that uses them is not in the registry yet.
+//!
 //! Adding one: its file (configuration, [`Family`]), a variant of
 //! [`Algorithm`] and of [`Strategy`], and its line in [`REGISTRY`]. The
 //! lowering (`codegen::conv`) matches on no algorithm: it reads the
@@ -21,6 +26,7 @@
 mod depthwise;
 mod direct;
 mod width;
+pub mod winograd;
 
 use std::borrow::Cow;
 

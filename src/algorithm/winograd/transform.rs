@@ -1,0 +1,296 @@
+//! The transforms of F(m, r), from interpolation points.
+//!
+//! The linear convolution `c = u ∗ g` of `u` (m taps) and `g` (r taps) is
+//! the polynomial product `c(x) = u(x)·g(x)`, of degree α − 1: evaluated
+//! at α − 1 points and at infinity (the leading coefficient), it is
+//! `V_α c = (V_m u) ⊙ (V_r g)`, with `V_k` the α × k matrix whose row
+//! for point p is `[1, p, …, p^(k−1)]` and whose row for infinity picks
+//! the last coefficient. So `c = V_α⁻¹ diag(V_r g) V_m u`, and the
+//! correlation `y = Σ_j g_j d_(k+j)` this layer computes, the transpose
+//! of that map, is `y = V_mᵀ [(V_r g) ⊙ (V_α⁻ᵀ d)]`:
+//! `Aᵀ = V_mᵀ`, `G = V_r`, `Bᵀ = V_α⁻ᵀ`. Each row of `Bᵀ` is then scaled
+//! to the smallest integers and the same row of `G` divided by as much,
+//! which leaves the product unchanged (Lavin and Gray's matrices for
+//! F(2, 3) and F(4, 3), up to the order and signs of the points).
+
+use super::ratio::Ratio;
+
+/// A rational matrix, row-major.
+#[derive(Clone, Debug, PartialEq)]
+struct Matrix {
+    rows: usize,
+    cols: usize,
+    at: Vec<Ratio>,
+}
+
+impl Matrix {
+    fn from_fn(rows: usize, cols: usize, f: impl Fn(usize, usize) -> Ratio) -> Matrix {
+        let at = (0..rows * cols).map(|i| f(i / cols, i % cols)).collect();
+        Matrix { rows, cols, at }
+    }
+
+    fn get(&self, i: usize, j: usize) -> Ratio {
+        self.at[i * self.cols + j]
+    }
+
+    fn transpose(&self) -> Matrix {
+        Matrix::from_fn(self.cols, self.rows, |i, j| self.get(j, i))
+    }
+
+    /// The inverse of a square matrix (Gauss–Jordan; the Vandermonde
+    /// matrices of distinct points are invertible).
+    fn inverse(&self) -> Matrix {
+        let n = self.rows;
+        let mut a = self.clone();
+        let mut inv = Matrix::from_fn(n, n, |i, j| if i == j { Ratio::ONE } else { Ratio::ZERO });
+        for col in 0..n {
+            let pivot = (col..n).find(|&r| !a.get(r, col).is_zero()).expect("distinct points");
+            for k in 0..n {
+                a.at.swap(col * n + k, pivot * n + k);
+                inv.at.swap(col * n + k, pivot * n + k);
+            }
+            let p = a.get(col, col);
+            for k in 0..n {
+                a.at[col * n + k] = a.get(col, k) / p;
+                inv.at[col * n + k] = inv.get(col, k) / p;
+            }
+            for r in (0..n).filter(|&r| r != col) {
+                let f = a.get(r, col);
+                if f.is_zero() {
+                    continue;
+                }
+                for k in 0..n {
+                    a.at[r * n + k] = a.get(r, k) - f * a.get(col, k);
+                    inv.at[r * n + k] = inv.get(r, k) - f * inv.get(col, k);
+                }
+            }
+        }
+        inv
+    }
+
+    fn to_f64(&self) -> Vec<f64> {
+        self.at.iter().map(|r| r.to_f64()).collect()
+    }
+}
+
+/// The first `n` interpolation points of the usual sequence `0, 1, −1, 2,
+/// −2, 1/2, −1/2, 3, −3, 1/3, −1/3, …`: small magnitudes, and reciprocal
+/// pairs, keep the transforms' entries and their rounding error small.
+fn points(n: usize) -> Vec<Ratio> {
+    let mut points = vec![Ratio::ZERO];
+    let mut k = 1;
+    while points.len() < n {
+        points.extend([Ratio::int(k), Ratio::int(-k)]);
+        if k > 1 {
+            points.extend([Ratio::new(1, k), Ratio::new(-1, k)]);
+        }
+        k += 1;
+    }
+    points.truncate(n);
+    points
+}
+
+/// `V_k` for `points` and infinity: α × k.
+fn vandermonde(points: &[Ratio], k: usize) -> Matrix {
+    let alpha = points.len() + 1;
+    Matrix::from_fn(alpha, k, |i, j| match points.get(i) {
+        Some(&p) => (0..j).fold(Ratio::ONE, |acc, _| acc * p),
+        None if j == k - 1 => Ratio::ONE,
+        None => Ratio::ZERO,
+    })
+}
+
+/// The exact transforms of F(m, r).
+struct Exact {
+    at: Matrix,
+    g: Matrix,
+    bt: Matrix,
+}
+
+fn exact(m: usize, r: usize) -> Exact {
+    let alpha = m + r - 1;
+    let p = points(alpha - 1);
+    let at = vandermonde(&p, m).transpose();
+    let mut g = vandermonde(&p, r);
+    let mut bt = vandermonde(&p, alpha).inverse().transpose();
+    // Row i of Bᵀ to its smallest integers, its first nonzero positive;
+    // row i of G divided by the same factor.
+    for i in 0..alpha {
+        let row = &bt.at[i * alpha..(i + 1) * alpha];
+        let lcm = row.iter().fold(1i128, |l, x| l / gcd(l, x.denom()) * x.denom());
+        let nums = row.iter().fold(0i128, |acc, x| gcd(acc, x.numer() * (lcm / x.denom())));
+        let first = row.iter().find(|x| !x.is_zero()).map_or(1, |x| x.numer().signum());
+        let s = Ratio::new(lcm * first, nums.max(1));
+        for k in 0..alpha {
+            bt.at[i * alpha + k] = bt.get(i, k) * s;
+        }
+        for k in 0..r {
+            g.at[i * r + k] = g.get(i, k) / s;
+        }
+    }
+    Exact { at, g, bt }
+}
+
+fn gcd(a: i128, b: i128) -> i128 {
+    let (mut a, mut b) = (a.abs(), b.abs());
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The transforms of Winograd's F(m × m, r × r), in f64 (exact in binary
+/// for the points used up to F(6, 3): their denominators are powers of 2
+/// and 3; G's entries are rounded).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transform {
+    /// Outputs per tile side.
+    pub m: usize,
+    /// Kernel taps per side.
+    pub r: usize,
+    /// `Aᵀ`: m × α, row-major.
+    pub at: Vec<f64>,
+    /// `G`: α × r, row-major.
+    pub g: Vec<f64>,
+    /// `Bᵀ`: α × α, row-major, each row the smallest integers.
+    pub bt: Vec<f64>,
+}
+
+impl Transform {
+    /// F(m × m, r × r) from the first α − 1 points of `0, ±1, ±2, ±1/2,
+    /// ±3, ±1/3, …` and infinity. `m` and `r` at least 1, α = m + r − 1 at
+    /// most 12.
+    pub fn new(m: usize, r: usize) -> Transform {
+        assert!(m >= 1 && r >= 1 && m + r - 1 <= 12, "F({m}, {r}) is not built here");
+        let e = exact(m, r);
+        Transform { m, r, at: e.at.to_f64(), g: e.g.to_f64(), bt: e.bt.to_f64() }
+    }
+
+    /// The input tile's side, `m + r − 1`.
+    pub fn alpha(&self) -> usize {
+        self.m + self.r - 1
+    }
+
+    /// The `m × m` outputs of one `alpha × alpha` input tile `d` correlated
+    /// with one `r × r` kernel `g` (row-major), through the transforms.
+    pub fn tile(&self, d: &[f64], g: &[f64]) -> Vec<f64> {
+        let (m, r, a) = (self.m, self.r, self.alpha());
+        assert_eq!((d.len(), g.len()), (a * a, r * r), "a tile and a kernel of F({m}, {r})");
+        let u = sandwich(&self.g, g, a, r); // G g Gᵀ
+        let v = sandwich(&self.bt, d, a, a); // Bᵀ d B
+        let uv: Vec<f64> = u.iter().zip(&v).map(|(x, y)| x * y).collect();
+        sandwich(&self.at, &uv, m, a) // Aᵀ (…) A
+    }
+
+    /// How much larger the rounding error of a tile computed through the
+    /// transforms can be than the direct correlation's: the largest
+    /// output of `|Aᵀ| [(|G| J |Gᵀ|) ⊙ (|Bᵀ| J |B|)] |A|` (J all ones),
+    /// the componentwise bound's sum of magnitudes when every input and
+    /// weight has magnitude 1, over the direct correlation's `r²`.
+    pub fn growth(&self) -> f64 {
+        let (m, r, a) = (self.m, self.r, self.alpha());
+        let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+        let u = sandwich(&abs(&self.g), &vec![1.0; r * r], a, r);
+        let v = sandwich(&abs(&self.bt), &vec![1.0; a * a], a, a);
+        let uv: Vec<f64> = u.iter().zip(&v).map(|(x, y)| x * y).collect();
+        let y = sandwich(&abs(&self.at), &uv, m, a);
+        y.iter().fold(0.0f64, |acc, &x| acc.max(x)) / (r * r) as f64
+    }
+}
+
+/// `L x Lᵀ` for `L` (`rows × cols`) and square `x` (`cols × cols`).
+fn sandwich(l: &[f64], x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut lx = vec![0.0; rows * cols];
+    for i in 0..rows {
+        for k in 0..cols {
+            lx[i * cols + k] = (0..cols).map(|j| l[i * cols + j] * x[j * cols + k]).sum();
+        }
+    }
+    let mut out = vec![0.0; rows * rows];
+    for i in 0..rows {
+        for k in 0..rows {
+            out[i * rows + k] = (0..cols).map(|j| lx[i * cols + j] * l[k * cols + j]).sum();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VARIANTS: [(usize, usize); 7] = [(2, 3), (4, 3), (6, 3), (2, 5), (4, 5), (2, 7), (1, 3)];
+
+    /// In exact arithmetic, `Aᵀ [(G g) ⊙ (Bᵀ d)]` is the correlation of `d`
+    /// with `g` for every input and kernel (checked on unit vectors, so on
+    /// all of them by linearity).
+    #[test]
+    fn the_transforms_compute_the_correlation_exactly() {
+        for (m, r) in VARIANTS {
+            let e = exact(m, r);
+            let alpha = m + r - 1;
+            for j in 0..r {
+                for i in 0..alpha {
+                    let gg: Vec<Ratio> = (0..alpha).map(|p| e.g.get(p, j)).collect();
+                    let bd: Vec<Ratio> = (0..alpha).map(|p| e.bt.get(p, i)).collect();
+                    for k in 0..m {
+                        let y = (0..alpha)
+                            .fold(Ratio::ZERO, |acc, p| acc + e.at.get(k, p) * gg[p] * bd[p]);
+                        let want = if k + j == i { Ratio::ONE } else { Ratio::ZERO };
+                        assert_eq!(y, want, "F({m}, {r}): output {k}, tap {j}, input {i}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bt_rows_are_integers_and_f_2_3_is_the_usual_one() {
+        for (m, r) in VARIANTS {
+            let t = Transform::new(m, r);
+            assert!(t.bt.iter().all(|x| x.fract() == 0.0), "F({m}, {r}): {:?}", t.bt);
+        }
+        let t = Transform::new(2, 3);
+        let bt = [1., 0., -1., 0., 0., 1., 1., 0., 0., 1., -1., 0., 0., 1., 0., -1.];
+        assert_eq!(t.bt, bt);
+        assert_eq!(t.at, [1., 1., 1., 0., 0., 1., -1., 1.]);
+    }
+
+    /// In f64, a 2-D tile through the transforms matches the direct
+    /// correlation to near the unit roundoff, on pseudo-random data.
+    #[test]
+    fn a_tile_matches_the_direct_correlation() {
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        for (m, r) in VARIANTS {
+            let t = Transform::new(m, r);
+            let a = t.alpha();
+            for _ in 0..20 {
+                let d: Vec<f64> = (0..a * a).map(|_| next()).collect();
+                let g: Vec<f64> = (0..r * r).map(|_| next()).collect();
+                let y = t.tile(&d, &g);
+                for (i, k) in (0..m).flat_map(|i| (0..m).map(move |k| (i, k))) {
+                    let direct: f64 = (0..r)
+                        .flat_map(|p| (0..r).map(move |q| (p, q)))
+                        .map(|(p, q)| g[p * r + q] * d[(i + p) * a + k + q])
+                        .sum();
+                    let bound = 1e-13 * t.growth() * (r * r) as f64;
+                    assert!((y[i * m + k] - direct).abs() <= bound, "F({m}, {r}) at ({i}, {k})");
+                }
+            }
+        }
+    }
+
+    /// The error growth rises with the tile: F(2, 3) < F(4, 3) < F(6, 3),
+    /// each above the direct correlation's 1.
+    #[test]
+    fn growth_rises_with_the_tile() {
+        let growth = |m| Transform::new(m, 3).growth();
+        assert!(1.0 < growth(2) && growth(2) < growth(4) && growth(4) < growth(6));
+    }
+}
