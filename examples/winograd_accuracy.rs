@@ -122,122 +122,97 @@ fn pixel(spec: &ValidSpec, x: &[f32], n: usize, c: usize, y: isize, col: isize) 
     x[((n * spec.in_channels() + c) * spec.height() + y as usize) * spec.width() + col as usize]
 }
 
+/// The sizes both computations use: output rows and columns, output
+/// channels, input channels and output channels per group, and the
+/// padding above and on the left.
+struct Dims {
+    oh: usize,
+    ow: usize,
+    k: usize,
+    cg: usize,
+    kg: usize,
+    top: isize,
+    left: isize,
+}
+
+fn dims(spec: &ValidSpec) -> Dims {
+    let pad = spec.padding();
+    Dims {
+        oh: spec.out_height(),
+        ow: spec.out_width(),
+        k: spec.out_channels(),
+        cg: spec.in_channels() / spec.groups(),
+        kg: spec.out_channels() / spec.groups(),
+        top: pad.top as isize,
+        left: pad.left as isize,
+    }
+}
+
 /// The direct correlation in f32, channels outer, taps inner.
 fn direct(spec: &ValidSpec, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
-    let (oh, ow, k, cg) = (
-        spec.out_height(),
-        spec.out_width(),
-        spec.out_channels(),
-        spec.in_channels() / spec.groups(),
-    );
-    let kg = k / spec.groups();
-    let pad = spec.padding();
+    let Dims { oh, ow, k, cg, kg, top, left } = dims(spec);
     let mut y = vec![0.0f32; spec.output_len()];
     for n in 0..spec.batch() {
         for o in 0..k {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let mut acc = 0.0f32;
-                    for c in 0..cg {
-                        let ci = o / kg * cg + c;
-                        for p in 0..3 {
-                            for q in 0..3 {
-                                let v = pixel(
-                                    spec,
-                                    x,
-                                    n,
-                                    ci,
-                                    (i + p) as isize - pad.top as isize,
-                                    (j + q) as isize - pad.left as isize,
-                                );
-                                acc += w[((o * cg + c) * 3 + p) * 3 + q] * v;
-                            }
-                        }
+            for (i, j) in (0..oh).flat_map(|i| (0..ow).map(move |j| (i, j))) {
+                let mut acc = 0.0f32;
+                for c in 0..cg {
+                    let ci = o / kg * cg + c;
+                    for (p, q) in (0..3).flat_map(|p| (0..3).map(move |q| (p, q))) {
+                        let (row, col) = ((i + p) as isize - top, (j + q) as isize - left);
+                        acc += w[((o * cg + c) * 3 + p) * 3 + q] * pixel(spec, x, n, ci, row, col);
                     }
-                    y[((n * k + o) * oh + i) * ow + j] = acc + b[o];
                 }
+                y[((n * k + o) * oh + i) * ow + j] = acc + b[o];
             }
         }
     }
     y
 }
 
-/// `L x Lᵀ` in f32 for `L` (`rows × cols`) and square `x` (`cols × cols`).
-fn sandwich(l: &[f32], x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut lx = vec![0.0f32; rows * cols];
-    for i in 0..rows {
-        for k in 0..cols {
-            lx[i * cols + k] = (0..cols).map(|j| l[i * cols + j] * x[j * cols + k]).sum();
-        }
-    }
-    let mut out = vec![0.0f32; rows * rows];
-    for i in 0..rows {
-        for k in 0..rows {
-            out[i * rows + k] = (0..cols).map(|j| lx[i * cols + j] * l[k * cols + j]).sum();
-        }
-    }
-    out
-}
-
 /// The layer through F(m, 3) in f32, as described at the top.
 fn winograd(t: &Transform, spec: &ValidSpec, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     let (m, a) = (t.m, t.alpha());
-    let (oh, ow, k, cg) = (
-        spec.out_height(),
-        spec.out_width(),
-        spec.out_channels(),
-        spec.in_channels() / spec.groups(),
-    );
-    let kg = k / spec.groups();
-    let pad = spec.padding();
-    let to_f32 = |v: &[f64]| v.iter().map(|&e| e as f32).collect::<Vec<f32>>();
-    let (at, bt) = (to_f32(&t.at), to_f32(&t.bt));
+    let Dims { oh, ow, k, cg, kg, top, left } = dims(spec);
     // The transformed weights, from f64 once: U[o][c] is α × α.
-    let u: Vec<Vec<f32>> = (0..k * cg)
-        .map(|oc| {
-            let g: Vec<f64> = w[oc * 9..oc * 9 + 9].iter().map(|&v| f64::from(v)).collect();
-            let mut gg = vec![0.0f64; a * 3];
-            for i in 0..a {
-                for q in 0..3 {
-                    gg[i * 3 + q] = (0..3).map(|p| t.g[i * 3 + p] * g[p * 3 + q]).sum();
-                }
-            }
-            (0..a * a)
-                .map(|e| (0..3).map(|q| gg[e / a * 3 + q] * t.g[e % a * 3 + q]).sum::<f64>() as f32)
-                .collect()
+    let u: Vec<Vec<f32>> = w
+        .chunks_exact(9)
+        .map(|g| {
+            let g: Vec<f64> = g.iter().map(|&v| f64::from(v)).collect();
+            t.kernel(&g).iter().map(|&v| v as f32).collect()
         })
         .collect();
     let mut y = vec![0.0f32; spec.output_len()];
     for n in 0..spec.batch() {
-        for ty in 0..oh.div_ceil(m) {
-            for tx in 0..ow.div_ceil(m) {
-                // The input tiles of every channel, transformed.
-                let v: Vec<Vec<f32>> = (0..spec.in_channels())
-                    .map(|c| {
-                        let d: Vec<f32> = (0..a * a)
-                            .map(|e| {
-                                let row = (ty * m + e / a) as isize - pad.top as isize;
-                                let col = (tx * m + e % a) as isize - pad.left as isize;
-                                pixel(spec, x, n, c, row, col)
-                            })
-                            .collect();
-                        sandwich(&bt, &d, a, a)
-                    })
-                    .collect();
-                for o in 0..k {
-                    let mut acc = vec![0.0f32; a * a];
-                    for c in 0..cg {
-                        let (uc, vc) = (&u[o * cg + c], &v[o / kg * cg + c]);
-                        for e in 0..a * a {
-                            acc[e] += uc[e] * vc[e];
-                        }
+        for (ty, tx) in
+            (0..oh.div_ceil(m)).flat_map(|ty| (0..ow.div_ceil(m)).map(move |tx| (ty, tx)))
+        {
+            // The input tiles of every channel, transformed.
+            let v: Vec<Vec<f32>> = (0..spec.in_channels())
+                .map(|c| {
+                    let d: Vec<f32> = (0..a * a)
+                        .map(|e| {
+                            let row = (ty * m + e / a) as isize - top;
+                            let col = (tx * m + e % a) as isize - left;
+                            pixel(spec, x, n, c, row, col)
+                        })
+                        .collect();
+                    t.input(&d)
+                })
+                .collect();
+            for o in 0..k {
+                let mut products = vec![0.0f32; a * a];
+                for c in 0..cg {
+                    let (uc, vc) = (&u[o * cg + c], &v[o / kg * cg + c]);
+                    for (acc, (&p, &q)) in products.iter_mut().zip(uc.iter().zip(vc)) {
+                        *acc += p * q;
                     }
-                    let tile = sandwich(&at, &acc, m, a);
-                    for i in 0..m.min(oh - ty * m) {
-                        for j in 0..m.min(ow - tx * m) {
-                            y[((n * k + o) * oh + ty * m + i) * ow + tx * m + j] =
-                                tile[i * m + j] + b[o];
-                        }
+                }
+                let tile = t.output(&products);
+                for i in 0..m.min(oh - ty * m) {
+                    for j in 0..m.min(ow - tx * m) {
+                        y[((n * k + o) * oh + ty * m + i) * ow + tx * m + j] =
+                            tile[i * m + j] + b[o];
                     }
                 }
             }

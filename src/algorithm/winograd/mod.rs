@@ -19,4 +19,4 @@
 mod ratio;
 mod transform;
 
-pub use transform::Transform;
+pub use transform::{Element, Transform};

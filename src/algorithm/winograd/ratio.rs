@@ -10,7 +10,8 @@ pub(super) struct Ratio {
     den: i128,
 }
 
-fn gcd(a: i128, b: i128) -> i128 {
+/// The greatest common divisor of `|a|` and `|b|` (0 for two zeros).
+pub(super) fn gcd(a: i128, b: i128) -> i128 {
     let (mut a, mut b) = (a.abs(), b.abs());
     while b != 0 {
         (a, b) = (b, a % b);

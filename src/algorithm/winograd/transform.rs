@@ -13,7 +13,7 @@
 //! which leaves the product unchanged (Lavin and Gray's matrices for
 //! F(2, 3) and F(4, 3), up to the order and signs of the points).
 
-use super::ratio::Ratio;
+use super::ratio::{Ratio, gcd};
 
 /// A rational matrix, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -131,14 +131,6 @@ fn exact(m: usize, r: usize) -> Exact {
     Exact { at, g, bt }
 }
 
-fn gcd(a: i128, b: i128) -> i128 {
-    let (mut a, mut b) = (a.abs(), b.abs());
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
-}
-
 /// The transforms of Winograd's F(m × m, r × r), in f64 (exact in binary
 /// for the points used up to F(6, 3): their denominators are powers of 2
 /// and 3; G's entries are rounded).
@@ -159,9 +151,9 @@ pub struct Transform {
 impl Transform {
     /// F(m × m, r × r) from the first α − 1 points of `0, ±1, ±2, ±1/2,
     /// ±3, ±1/3, …` and infinity. `m` and `r` at least 1, α = m + r − 1 at
-    /// most 12.
+    /// most 8 (F(6, 3), F(4, 5), F(2, 7): the tiles the tests check).
     pub fn new(m: usize, r: usize) -> Transform {
-        assert!(m >= 1 && r >= 1 && m + r - 1 <= 12, "F({m}, {r}) is not built here");
+        assert!(m >= 1 && r >= 1 && m + r - 1 <= 8, "F({m}, {r}) is not built here");
         let e = exact(m, r);
         Transform { m, r, at: e.at.to_f64(), g: e.g.to_f64(), bt: e.bt.to_f64() }
     }
@@ -171,15 +163,34 @@ impl Transform {
         self.m + self.r - 1
     }
 
+    /// `G g Gᵀ`: an `r × r` kernel (row-major) transformed, `alpha ×
+    /// alpha`, in f64 (weights are transformed once, then rounded).
+    pub fn kernel(&self, g: &[f64]) -> Vec<f64> {
+        assert_eq!(g.len(), self.r * self.r, "a kernel of F({}, {})", self.m, self.r);
+        sandwich(&self.g, g, self.alpha(), self.r)
+    }
+
+    /// `Bᵀ d B`: an `alpha × alpha` input tile transformed, in `T`.
+    pub fn input<T: Element>(&self, d: &[T]) -> Vec<T> {
+        let a = self.alpha();
+        assert_eq!(d.len(), a * a, "an input tile of F({}, {})", self.m, self.r);
+        sandwich(&T::matrix(&self.bt), d, a, a)
+    }
+
+    /// `Aᵀ M A`: the `m × m` outputs of a tile from its `alpha × alpha`
+    /// transformed products (summed over channels), in `T`.
+    pub fn output<T: Element>(&self, products: &[T]) -> Vec<T> {
+        let a = self.alpha();
+        assert_eq!(products.len(), a * a, "the products of a tile of F({}, {})", self.m, self.r);
+        sandwich(&T::matrix(&self.at), products, self.m, a)
+    }
+
     /// The `m × m` outputs of one `alpha × alpha` input tile `d` correlated
     /// with one `r × r` kernel `g` (row-major), through the transforms.
     pub fn tile(&self, d: &[f64], g: &[f64]) -> Vec<f64> {
-        let (m, r, a) = (self.m, self.r, self.alpha());
-        assert_eq!((d.len(), g.len()), (a * a, r * r), "a tile and a kernel of F({m}, {r})");
-        let u = sandwich(&self.g, g, a, r); // G g Gᵀ
-        let v = sandwich(&self.bt, d, a, a); // Bᵀ d B
+        let (u, v) = (self.kernel(g), self.input(d));
         let uv: Vec<f64> = u.iter().zip(&v).map(|(x, y)| x * y).collect();
-        sandwich(&self.at, &uv, m, a) // Aᵀ (…) A
+        self.output(&uv)
     }
 
     /// How much larger the rounding error of a tile computed through the
@@ -198,18 +209,40 @@ impl Transform {
     }
 }
 
-/// `L x Lᵀ` for `L` (`rows × cols`) and square `x` (`cols × cols`).
-fn sandwich(l: &[f64], x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
-    let mut lx = vec![0.0; rows * cols];
+/// The floating-point types the transforms are applied in.
+pub trait Element:
+    Copy + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
+{
+    /// A transform's matrix in this type.
+    fn matrix(m: &[f64]) -> Vec<Self>;
+}
+
+impl Element for f64 {
+    fn matrix(m: &[f64]) -> Vec<f64> {
+        m.to_vec()
+    }
+}
+
+impl Element for f32 {
+    fn matrix(m: &[f64]) -> Vec<f32> {
+        m.iter().map(|&v| v as f32).collect()
+    }
+}
+
+/// `L x Lᵀ` for `L` (`rows × cols`) and square `x` (`cols × cols`), the
+/// products of each entry summed in order.
+fn sandwich<T: Element>(l: &[T], x: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let dot = |f: &dyn Fn(usize) -> T| (0..cols).fold(T::default(), |acc, j| acc + f(j));
+    let mut lx = vec![T::default(); rows * cols];
     for i in 0..rows {
         for k in 0..cols {
-            lx[i * cols + k] = (0..cols).map(|j| l[i * cols + j] * x[j * cols + k]).sum();
+            lx[i * cols + k] = dot(&|j| l[i * cols + j] * x[j * cols + k]);
         }
     }
-    let mut out = vec![0.0; rows * rows];
+    let mut out = vec![T::default(); rows * rows];
     for i in 0..rows {
         for k in 0..rows {
-            out[i * rows + k] = (0..cols).map(|j| lx[i * cols + j] * l[k * cols + j]).sum();
+            out[i * rows + k] = dot(&|j| lx[i * cols + j] * l[k * cols + j]);
         }
     }
     out
