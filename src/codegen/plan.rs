@@ -19,7 +19,8 @@ pub struct Bands {
     /// Pieces the threads of a run may cut a band into, at the end of a
     /// thread's range (`runtime::Shares`): 2 where each half of the phase
     /// with the most rows keeps at least two rows and a whole register
-    /// tile of rows, else 1 (a phase with fewer rows may get less).
+    /// tile of rows ([`pieces`]), else 1 (a phase with fewer rows may get
+    /// less).
     pub pieces: usize,
 }
 
@@ -88,8 +89,7 @@ impl Plan {
                 let most = phases.iter().map(|p| p.rows.count).max().unwrap_or(1);
                 let parts = most.div_ceil(rows).max(1);
                 let rows = (0..parts).map(|b| band_input_rows(phases, b..b + 1, parts).len()).max();
-                let halves = most / parts >= 2 * schedule.row_tile().max(2);
-                let pieces = if halves { 2 } else { 1 };
+                let pieces = pieces(most / parts, schedule.row_tile(), 2);
                 Some(Bands { parts, rows: rows.unwrap_or(0).max(1), pieces })
             }
             _ => None,
@@ -231,6 +231,14 @@ impl Plan {
     }
 }
 
+/// Into how many pieces (1 to `most`) threads may cut a share of `rows`
+/// output rows, computed by register tiles of `row_tile` rows: each piece
+/// keeps two rows and a register tile of rows at least, so that no piece
+/// leaves its rows to tail tiles or pays a kernel's halo for one row.
+pub fn pieces(rows: usize, row_tile: usize, most: usize) -> usize {
+    (rows / row_tile.max(2)).clamp(1, most.max(1))
+}
+
 /// The padded input rows that parts `span` of `parts` of every phase's
 /// output rows read (empty when they read none).
 fn band_input_rows(
@@ -250,4 +258,27 @@ fn band_input_rows(
         rows = Some(rows.map_or((lo, hi), |(a, z)| (a.min(lo), z.max(hi))));
     }
     rows.map_or(0..0, |(lo, hi)| lo..hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pieces;
+
+    #[test]
+    fn pieces_keep_two_rows_and_a_register_tile() {
+        // Rows, row tile, most pieces: pieces.
+        let cases = [
+            (4, 1, 2, 2),
+            (3, 1, 2, 1),
+            (8, 2, 2, 2),
+            (7, 2, 2, 2),
+            (3, 2, 2, 1),
+            (28, 1, 4, 4),
+            (7, 4, 4, 1),
+        ];
+        for (rows, row_tile, most, want) in cases {
+            assert_eq!(pieces(rows, row_tile, most), want, "{rows} rows, tiles of {row_tile}");
+        }
+        assert_eq!(pieces(0, 1, 4), 1);
+    }
 }

@@ -14,7 +14,7 @@ use crate::abi::{Code, ConvFn};
 use crate::alloc;
 use crate::border::Border;
 use crate::codegen::Plan;
-use crate::codegen::plan::Bands;
+use crate::codegen::plan::{Bands, pieces};
 use crate::complexity::Complexity;
 use crate::copy::Copier;
 use crate::error::{Error, Result};
@@ -351,16 +351,15 @@ impl Kernel {
                 }),
                 Split::Rows => {
                     // Each thread's rows in pieces, so that a thread that
-                    // finishes early takes the other's last ones; pieces
-                    // of two rows and a register tile of rows at least.
-                    let rows = self.plan.geometry.most_rows();
-                    let least = threads * self.schedule.row_tile().max(2);
-                    let grain = if threads > 1 { (rows / least).clamp(1, ROW_PIECES) } else { 1 };
-                    let pieces = threads * grain;
+                    // finishes early takes the other's last ones.
+                    let rows = self.plan.geometry.most_rows() / threads;
+                    let row_tile = self.schedule.row_tile();
+                    let grain = if threads > 1 { pieces(rows, row_tile, ROW_PIECES) } else { 1 };
+                    let parts = threads * grain;
                     let shares = runtime::Shares::pieces(threads, grain, threads);
                     runtime::on_each(threads, |t| {
                         while let Some(span) = shares.next_pieces(t) {
-                            unsafe { call.share(0..items, span, pieces) }
+                            unsafe { call.share(0..items, span, parts) }
                         }
                     });
                 }
