@@ -188,3 +188,10 @@ pub fn human_bytes(bytes: u128) -> String {
     }
     if b >= 1e3 { format!("{:.1} kB", b / 1e3) } else { format!("{bytes} bytes") }
 }
+
+/// What `serde_json` says of a user's JSON, as one line safe to print: it
+/// quotes the text it refuses (an unknown field or variant), which may hold
+/// newlines or terminal control characters ([`crate::terminal::escape`]).
+pub(crate) fn json_message(e: &serde_json::Error) -> String {
+    crate::terminal::escape(&e.to_string()).into_owned()
+}

@@ -774,6 +774,33 @@ fn json_nested_100000_deep_is_refused_in_every_format() {
     }
 }
 
+/// serde quotes the name it does not know; a name holding a newline or a
+/// terminal escape comes back escaped on one line, in every JSON format.
+#[test]
+fn unknown_names_with_control_characters_are_quoted_escaped_on_one_line() {
+    let odd = "con\\nv\\u001b[2J2d";
+    let escaped = ["\\n", "\\u{1b}"];
+    let spec = SPECS[0].replace("\"conv2d\"", &format!("\"{odd}\""));
+    assert_ne!(spec, SPECS[0]);
+    let file = scratch("spec.json", spec.as_bytes());
+    refused("spec", read_spec(&file.path), &escaped);
+    clean("spec", read_spec(&file.path));
+    let file = scratch("suite.json", format!("[{spec}]").as_bytes());
+    refused("suite", read_suite(&file.path), &escaped);
+    clean("suite", read_suite(&file.path));
+    let model = model_json().replacen("\"conv_transpose2d\"", &format!("\"{odd}\""), 1);
+    assert_ne!(model, model_json());
+    let file = scratch("model.json", model.as_bytes());
+    refused("model", read_model(&file.path), &escaped);
+    clean("model", read_model(&file.path));
+    let schedule = schedule_json();
+    let key = format!("\"{odd}\":1,");
+    let schedule = schedule.replacen('{', &format!("{{{key}"), 1);
+    let file = scratch("schedule.json", schedule.as_bytes());
+    refused("schedule", read_schedule(&file.path), &escaped);
+    clean("schedule", read_schedule(&file.path));
+}
+
 /// Numbers too large for their field are serde's errors, in the schedule
 /// (unsigned fields) and the model (signed ones); upper bounds on the
 /// values that fit are the validations' job.

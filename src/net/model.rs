@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::blocks::DscMode;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, json_message};
 use crate::spec::{ActivationKind, Op, PaddingSpec, Pair};
 
 /// What a layer reads when it names no `input`: the model's input for the
@@ -49,7 +49,7 @@ impl Model {
     /// (its `name`, or its position when it has none).
     pub fn from_json(text: &str) -> Result<Model> {
         let outline: Outline = serde_json::from_str(text)
-            .map_err(|e| Error::Model { layer: MODEL.into(), reason: e.to_string() })?;
+            .map_err(|e| Error::Model { layer: MODEL.into(), reason: json_message(&e) })?;
         let layers = outline
             .layers
             .into_iter()
@@ -60,7 +60,7 @@ impl Model {
                     _ => format!("layers[{i}]"),
                 };
                 serde_json::from_value(value)
-                    .map_err(|e| Error::Model { layer: label, reason: e.to_string() })
+                    .map_err(|e| Error::Model { layer: label, reason: json_message(&e) })
             })
             .collect::<Result<_>>()?;
         Ok(Model { name: outline.name, input: outline.input, layers })

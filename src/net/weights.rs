@@ -22,7 +22,7 @@ use super::infer::Operation;
 use super::model::{LayerKind, MODEL};
 use super::{in_layer, model_error};
 use crate::blocks::{AcBlock, BN_EPS, BatchNorm, Branch, Conv};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, json_message};
 use crate::spec::{Activation, ValidSpec};
 
 /// One stored tensor: its dtype as safetensors names it, its shape, and
@@ -86,8 +86,8 @@ impl Tensors {
         reader.read_exact(&mut header).map_err(io)?;
         // The format's own reader checks the header: JSON, tensors in
         // contiguous ranges, each range the size of its dtype and shape.
-        let metadata: Metadata =
-            serde_json::from_slice(&header).map_err(|e| invalid(format!("its header: {e}")))?;
+        let metadata: Metadata = serde_json::from_slice(&header)
+            .map_err(|e| invalid(format!("its header: {}", json_message(&e))))?;
         drop(header);
         let declared = metadata.data_len() as u64;
         let held = size - 8 - header_len;

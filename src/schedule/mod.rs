@@ -41,7 +41,7 @@ mod legacy;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, json_message};
 use crate::spec::ValidSpec;
 pub use crate::target::Isa;
 
@@ -291,7 +291,7 @@ impl Schedule {
     /// Parses a schedule from JSON: the typed form, or the flat form of
     /// schedule files written before it ([`legacy`]), migrated.
     pub fn from_json(text: &str) -> Result<Schedule> {
-        serde_json::from_str(text).map_err(|e| Error::ScheduleJson(e.to_string()))
+        serde_json::from_str(text).map_err(|e| Error::ScheduleJson(json_message(&e)))
     }
 
     /// The schedule as JSON (the typed form).

@@ -19,7 +19,7 @@ pub use kind::{Activation, ActivationKind, Kind, Op, activation_fields};
 pub use valid::{Padding, ValidSpec};
 pub use validate::{MAX_DIM, MAX_TENSOR_ELEMENTS};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, json_message};
 
 /// A pair written as one integer (`3`) or as `[h, w]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,12 +138,12 @@ fn pair_zero() -> Pair {
 impl ConvSpec {
     /// Parses a spec from JSON text.
     pub fn from_json(text: &str) -> Result<ConvSpec> {
-        serde_json::from_str(text).map_err(|e| Error::SpecJson(e.to_string()))
+        serde_json::from_str(text).map_err(|e| Error::SpecJson(json_message(&e)))
     }
 
     /// Parses a list of specs (a suite file) from JSON text.
     pub fn suite_from_json(text: &str) -> Result<Vec<ConvSpec>> {
-        serde_json::from_str(text).map_err(|e| Error::SpecJson(e.to_string()))
+        serde_json::from_str(text).map_err(|e| Error::SpecJson(json_message(&e)))
     }
 
     /// Serialises the spec as JSON.

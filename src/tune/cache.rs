@@ -158,6 +158,7 @@ impl TuningCache {
         let file: File = match serde_json::from_str(&text) {
             Ok(file) => file,
             Err(e) => {
+                let e = crate::error::json_message(&e);
                 log::warn!(
                     "tuning cache {} is not a convjit tuning cache ({e}); ignoring it (saving a \
                      tuning result keeps it as {} or the first free {}.N)",

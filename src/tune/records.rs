@@ -149,6 +149,7 @@ pub fn read(path: &Path) -> Result<(Vec<Record>, usize)> {
             Ok(record) => records.push(record),
             Err(e) => {
                 skipped += 1;
+                let e = crate::error::json_message(&e);
                 log::warn!("{}:{number}: not a tuning record ({e}); skipped", path.display());
             }
         }
