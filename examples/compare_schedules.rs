@@ -8,7 +8,10 @@
 //! Each SCHEDULE is `heuristic` (what `schedule::choose` picks),
 //! `heuristic:N` (what `schedule::choose_threaded` picks for N threads),
 //! `cache:FILE` (the schedule `convjit tune` saved in that tuning cache for
-//! one thread; `-` for layers it does not hold), or a JSON object of the
+//! one thread; `-` for layers it does not hold), `winograd:M:PANEL[:N]`
+//! (Winograd F(M × M, r × r) in panels of PANEL tiles on N threads, its
+//! batched products as the heuristic schedules them; `-` for layers
+//! Winograd does not compute), or a JSON object of the
 //! schedule fields to change from the heuristic's, e.g.
 //! `'{"algorithm":{"width":{"pixel_vectors":12,"row_tile":1,"reduction_unroll":1}}}'`
 //! or `'{"copy":"image"}'` (fields of the typed form replace the heuristic's
@@ -22,7 +25,7 @@
 
 use std::path::Path;
 
-use convjit::schedule::{self, LoopNest, Schedule};
+use convjit::schedule::{self, LoopNest, Schedule, Winograd};
 use convjit::tune::TuningCache;
 use convjit::{Compiler, Complexity, ConvSpec, ValidSpec, suite, timing};
 
@@ -96,6 +99,20 @@ fn variant(spec: &ValidSpec, text: &str) -> Result<Option<Schedule>, Box<dyn std
     }
     if let Some(file) = text.strip_prefix("cache:") {
         return Ok(TuningCache::load(Path::new(file)).lookup(spec, 1));
+    }
+    if let Some(rest) = text.strip_prefix("winograd:") {
+        let knobs: Vec<usize> = rest.split(':').map(str::parse).collect::<Result<_, _>>()?;
+        let (config, threads) = match knobs[..] {
+            [output_tile, panel] => (Winograd { output_tile, panel }, 1),
+            [output_tile, panel, threads] => (Winograd { output_tile, panel }, threads),
+            _ => return Err(format!("{text}: not winograd:M:PANEL[:N]").into()),
+        };
+        let Ok(gemm) = config.legal(spec).and_then(|()| config.gemm(spec)) else {
+            return Ok(None);
+        };
+        let products = schedule::choose(&gemm);
+        let run = schedule::Run::threads(threads);
+        return Ok(Some(Schedule { winograd: Some(config), run, ..products }));
     }
     let changes: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)?;
     // Fields of the flat form change the heuristic's flat view; the typed

@@ -99,34 +99,49 @@ impl Border {
 
     /// One output, from its real taps only.
     fn output(&self, x: &[f32], n: usize, oc: usize, oy: usize, ox: usize) -> f32 {
-        let s = &self.spec;
-        let [_, c_in, h, wd] = s.input_shape();
-        let [kh, kw] = s.kernel();
-        let (cig, cog) = (s.in_per_group(), s.out_per_group());
-        let (g, ocg) = (oc / cog, oc % cog);
-        let p = s.padding();
-        let (pad, stride, dilation) = ([p.top, p.left], s.stride(), s.dilation());
-        let mut sum = self.bias.as_ref().map_or(0.0, |b| b[oc]);
-        for icg in 0..cig {
-            let ic = g * cig + icg;
-            for i in 0..kh {
-                let Some(iy) = source(s.op(), oy, i, stride[0], dilation[0], pad[0], h) else {
+        let bias = self.bias.as_deref();
+        exact(&self.spec, &self.weight, bias, x, [n, oc, oy, ox])
+    }
+}
+
+/// Output `[image, channel, row, column]` of `spec` from its real taps
+/// only, summed in f32 tap by tap as the naive loop does: how engines
+/// whose own computation leaves an output non-finite where this one may
+/// not (a padded copy's zeros times an infinite weight; a Winograd tile
+/// that a non-finite input spreads over) recompute it.
+pub(crate) fn exact(
+    s: &ValidSpec,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    x: &[f32],
+    [n, oc, oy, ox]: [usize; 4],
+) -> f32 {
+    let [_, c_in, h, wd] = s.input_shape();
+    let [kh, kw] = s.kernel();
+    let (cig, cog) = (s.in_per_group(), s.out_per_group());
+    let (g, ocg) = (oc / cog, oc % cog);
+    let p = s.padding();
+    let (pad, stride, dilation) = ([p.top, p.left], s.stride(), s.dilation());
+    let mut sum = bias.map_or(0.0, |b| b[oc]);
+    for icg in 0..cig {
+        let ic = g * cig + icg;
+        for i in 0..kh {
+            let Some(iy) = source(s.op(), oy, i, stride[0], dilation[0], pad[0], h) else {
+                continue;
+            };
+            for j in 0..kw {
+                let Some(ix) = source(s.op(), ox, j, stride[1], dilation[1], pad[1], wd) else {
                     continue;
                 };
-                for j in 0..kw {
-                    let Some(ix) = source(s.op(), ox, j, stride[1], dilation[1], pad[1], wd) else {
-                        continue;
-                    };
-                    let w = match s.op() {
-                        Op::Conv2d => self.weight[((oc * cig + icg) * kh + i) * kw + j],
-                        Op::ConvTranspose2d => self.weight[((ic * cog + ocg) * kh + i) * kw + j],
-                    };
-                    sum += x[((n * c_in + ic) * h + iy) * wd + ix] * w;
-                }
+                let w = match s.op() {
+                    Op::Conv2d => weight[((oc * cig + icg) * kh + i) * kw + j],
+                    Op::ConvTranspose2d => weight[((ic * cog + ocg) * kh + i) * kw + j],
+                };
+                sum += x[((n * c_in + ic) * h + iy) * wd + ix] * w;
             }
         }
-        s.activation().apply_f32(sum)
     }
+    s.activation().apply_f32(sum)
 }
 
 /// The input position that output `o` reads through tap `k` along one

@@ -15,7 +15,7 @@ use crate::abi::{Code, ConvFn};
 use crate::codegen::wide::{self, Linker};
 use crate::codegen::{self, Plan, Target};
 use crate::error::{Error, Result};
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, WinogradLayer};
 use crate::schedule::Schedule;
 use crate::source::{self, Request, Resolved, ScheduleSource};
 use crate::spec::ValidSpec;
@@ -194,6 +194,7 @@ impl Compiler {
     pub fn compile_with(&self, spec: &ValidSpec, schedule: &Schedule) -> Result<Kernel> {
         self.admits(spec, schedule)?;
         let start = Instant::now();
+        let winograd = schedule.winograd.map(|w| WinogradLayer::new(spec, w)).transpose()?;
         let lowered = schedule.lowered(spec);
         let plan = Plan::new(&lowered, schedule);
         plan.compilable()?;
@@ -206,7 +207,17 @@ impl Compiler {
         let function = unsafe { ConvFn::from_code(pointer) };
         let compile_time = start.elapsed();
         log::info!("compiled {spec} with {} in {compile_time:?}", schedule.to_json());
-        Ok(Kernel::new(spec.clone(), *schedule, plan, code, function, compile_time, self.checked))
+        let checked = self.checked;
+        Ok(Kernel::new(
+            spec.clone(),
+            *schedule,
+            plan,
+            code,
+            function,
+            compile_time,
+            checked,
+            winograd,
+        ))
     }
 
     /// Checks that this compiler can compile `spec` with `schedule`: the

@@ -14,6 +14,8 @@ use crate::error::Result;
 
 /// Which output planes `(image, channel)` to compute.
 type Keep<'a> = dyn Fn(usize, usize) -> bool + Sync + 'a;
+use crate::algorithm::winograd::Transform;
+use crate::schedule::Schedule;
 use crate::spec::{Op, ValidSpec};
 
 /// Computes the layer's output (NCHW, f32) from the input (NCHW), the
@@ -327,6 +329,133 @@ impl Oracle {
             *bound = gamma * (f64::from(m) + b) + u * f64::from(e).abs();
         }
         Ok(Oracle { shape: spec.output_shape(), expected, bound, planes })
+    }
+
+    /// The oracle of `spec` computed as `schedule` computes it: through
+    /// Winograd's transforms ([`Oracle::winograd`]) when it says so, else
+    /// directly ([`Oracle::new`]).
+    pub fn for_schedule(
+        spec: &ValidSpec,
+        schedule: &Schedule,
+        input: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<Oracle> {
+        match schedule.winograd {
+            Some(w) => {
+                w.legal(spec)?;
+                Oracle::winograd(spec, &w.transform(spec), input, weight, bias)
+            }
+            None => Oracle::new(spec, input, weight, bias),
+        }
+    }
+
+    /// The oracle of a conv2d computed through Winograd's F(m × m, r × r)
+    /// (`transform`, the layer's kernel r × r, stride and dilation 1): each
+    /// element's bound is the larger of the direct one ([`Oracle::new`]:
+    /// an output the transforms leave non-finite is recomputed directly)
+    /// and the componentwise bound of the bilinear algorithm,
+    ///
+    /// ```text
+    /// γ_n · ( |Aᵀ| [ Σ_c (|G| |g_c| |Gᵀ|) ⊙ (|Bᵀ| |d_c| |B|) ] |A| + |b| ) + u·|y|
+    /// ```
+    ///
+    /// over each tile `d` of the zero-padded input, with
+    /// `n = C_in/groups + 4α + 4`: the sum over the channels, two passes of
+    /// at most α terms in each of the input and output transforms, the
+    /// transformed weights' rounding (from f64), the product and the bias.
+    /// Non-finite inputs and weights count as 0 in it: the outputs they
+    /// reach are recomputed directly. `docs/correctness.md` derives it.
+    pub fn winograd(
+        spec: &ValidSpec,
+        transform: &Transform,
+        input: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<Oracle> {
+        let mut oracle = Oracle::new(spec, input, weight, bias)?;
+        let (m, r, a) = (transform.m, transform.r, transform.alpha());
+        let pad = spec.padding();
+        if spec.op() != Op::Conv2d
+            || spec.kernel() != [r, r]
+            || spec.stride() != [1, 1]
+            || spec.dilation() != [1, 1]
+        {
+            return Err(crate::error::Error::InvalidSchedule {
+                field: "winograd",
+                value: format!("F({m}, {r})"),
+                reason: format!("computes a {r}×{r} conv2d of stride 1 and dilation 1, not {spec}"),
+            });
+        }
+        // The transforms' magnitudes, and the operands' (finite ones).
+        let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+        let magnitudes = Transform {
+            at: abs(&transform.at),
+            g: abs(&transform.g),
+            bt: abs(&transform.bt),
+            ..transform.clone()
+        };
+        let finite = |v: f32| if v.is_finite() { f64::from(v).abs() } else { 0.0 };
+        let [batch, c_in, h, w] = spec.input_shape();
+        let [_, c_out, oh, ow] = spec.output_shape();
+        let (cig, cog) = (spec.in_per_group(), spec.out_per_group());
+        let terms = (cig + 4 * a + 4) as f64;
+        let u = f64::from(f32::EPSILON) / 2.0;
+        let gamma = terms * u / (1.0 - terms * u);
+        let kernels: Vec<Vec<f64>> = weight
+            .chunks_exact(r * r)
+            .map(|g| magnitudes.kernel(&g.iter().map(|&v| finite(v)).collect::<Vec<_>>()))
+            .collect();
+        let mut tiles = vec![vec![0.0; a * a]; cig];
+        let mut d = vec![0.0; a * a];
+        for n in 0..batch {
+            for group in 0..spec.groups() {
+                for ty in 0..oh.div_ceil(m) {
+                    for tx in 0..ow.div_ceil(m) {
+                        for (c, tile) in tiles.iter_mut().enumerate() {
+                            let plane = &input[(n * c_in + group * cig + c) * h * w..][..h * w];
+                            for (k, d) in d.iter_mut().enumerate() {
+                                let y = (ty * m + k / a).checked_sub(pad.top).filter(|&y| y < h);
+                                let x = (tx * m + k % a).checked_sub(pad.left).filter(|&x| x < w);
+                                *d = match (y, x) {
+                                    (Some(y), Some(x)) => finite(plane[y * w + x]),
+                                    _ => 0.0,
+                                };
+                            }
+                            *tile = magnitudes.input(&d);
+                        }
+                        for k in group * cog..(group + 1) * cog {
+                            let mut sum = vec![0.0; a * a];
+                            for (c, tile) in tiles.iter().enumerate() {
+                                let kernel = &kernels[k * cig + c];
+                                for ((s, &u), &v) in sum.iter_mut().zip(kernel).zip(tile) {
+                                    *s += u * v;
+                                }
+                            }
+                            let y = magnitudes.output(&sum);
+                            let b = bias.map_or(0.0, |b| finite(b[k]));
+                            for (i, row) in y.chunks_exact(m).enumerate() {
+                                for (j, &y) in row.iter().enumerate() {
+                                    let (oy, ox) = (ty * m + i, tx * m + j);
+                                    if oy >= oh || ox >= ow {
+                                        continue;
+                                    }
+                                    let at = ((n * c_out + k) * oh + oy) * ow + ox;
+                                    let e = f64::from(oracle.expected[at]).abs();
+                                    let bound = gamma * (y + b) + u * e;
+                                    let kept = &mut oracle.bound[at];
+                                    // NaN stays: the element must match exactly.
+                                    if bound > *kept {
+                                        *kept = bound;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(oracle)
     }
 
     /// The oracle of a pointwise conv2d (1×1, stride 1, no padding, one

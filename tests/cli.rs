@@ -1488,3 +1488,28 @@ fn os_errors_are_printed_once() {
     let out = convjit(&["tune", "--spec", CONV, "--no-cache", "--records", &records]);
     os_error_once("records below a file", &out, &records, "(os error 20)");
 }
+
+/// A Winograd schedule file runs, `--check` holds it to its transforms'
+/// bound, `--stats` prints it, and `ir` says which algorithm the code is
+/// part of.
+#[test]
+fn a_winograd_schedule_runs_checked_and_says_so() {
+    let case = Case::new(SHARED);
+    let config = convjit::schedule::Winograd { output_tile: 4, panel: 10 };
+    let products = config.gemm(&case.spec).unwrap();
+    let schedule =
+        convjit::Schedule { winograd: Some(config), ..convjit::schedule::choose(&products) };
+    let file = case.path("schedule.json");
+    fs::write(&file, schedule.to_json()).unwrap();
+    let file = file.to_str().unwrap();
+    let out = case.run(&case.json, &["--schedule", file, "--threads", "2", "--check", "--stats"]);
+    succeeded("a Winograd schedule", &out);
+    assert!(
+        stdout(&out).contains(r#""winograd":{"output_tile":4,"panel":10}"#),
+        "{}",
+        stdout(&out)
+    );
+    let out = convjit(&["ir", "--spec", &case.json, "--schedule", file]);
+    succeeded("ir of a Winograd schedule", &out);
+    assert!(stdout(&out).contains("; algorithm: Winograd F(4×4, 3×3)"), "{}", stdout(&out));
+}

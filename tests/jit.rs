@@ -82,6 +82,7 @@ fn any_schedule(spec: &ValidSpec) -> impl Strategy<Value = Schedule> + use<> {
             let nhwc = interleave && strategy == Family::Direct;
             let algorithm = common::algorithm(strategy, tile, unroll, nhwc);
             Schedule {
+                winograd: None,
                 isa,
                 algorithm,
                 loop_nest: nest(rows_outer, col_block),
@@ -381,6 +382,7 @@ fn joined_schedule(spec: &ValidSpec) -> impl Strategy<Value = Option<Schedule>> 
                 _ => Split::Items,
             };
             let schedule = Schedule {
+                winograd: None,
                 isa: Isa::Avx512,
                 algorithm: Algorithm::Width(width),
                 loop_nest: nest(rows_outer, None),
@@ -399,6 +401,7 @@ fn joined_schedule(spec: &ValidSpec) -> impl Strategy<Value = Option<Schedule>> 
 #[test]
 fn joined_rows_are_refused_where_they_do_not_apply() {
     let joined = |isa: Isa, pixel_vectors: usize, row_length: Option<usize>| Schedule {
+        winograd: None,
         isa,
         algorithm: Algorithm::Width(Width {
             pixel_vectors,
@@ -502,6 +505,7 @@ fn image_row_schedule(spec: &ValidSpec) -> impl Strategy<Value = Option<Schedule
                 image: true,
             };
             let schedule = Schedule {
+                winograd: None,
                 isa: Isa::Avx512,
                 algorithm: Algorithm::Width(width),
                 loop_nest: nest(rows_outer, None),
@@ -516,6 +520,7 @@ fn image_row_schedule(spec: &ValidSpec) -> impl Strategy<Value = Option<Schedule
 #[test]
 fn image_rows_are_refused_where_they_do_not_apply() {
     let loads = |isa: Isa, pixel_vectors: usize, joined: bool| Schedule {
+        winograd: None,
         isa,
         algorithm: Algorithm::Width(Width {
             pixel_vectors,
@@ -710,6 +715,7 @@ fn wild_schedule() -> impl Strategy<Value = Schedule> {
                     }),
                 };
                 Schedule {
+                    winograd: None,
                     isa,
                     algorithm,
                     loop_nest: nest(rows_outer, col_block),
@@ -903,6 +909,7 @@ fn check_all(json: &str) {
                 };
                 let unroll = if strategy == Family::Direct { 3 } else { 1 };
                 let s = Schedule {
+                    winograd: None,
                     isa: Isa::Sse,
                     algorithm: common::algorithm(strategy, tile, unroll, false),
                     loop_nest: if rows_outer {

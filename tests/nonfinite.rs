@@ -6,13 +6,11 @@
 
 mod common;
 
-use common::{check_engine, random_tensor, small_spec, spec};
+use common::{SPECIALS, check_engine, random_tensor, small_spec, spec};
 use convjit::blocks::{Conv, Dsc, DscMode};
 use convjit::schedule::{self, Schedule, Strategy, Tile};
 use convjit::{Activation, Compiler, Engine, ValidSpec, reference};
 use proptest::prelude::*;
-
-const SPECIALS: [f32; 3] = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
 
 /// Runs every engine (and the JIT with each strategy legal for `spec`) on
 /// `x`, `w`, `b` and asserts that each agrees with the reference.
@@ -74,14 +72,8 @@ proptest! {
         inputs in proptest::collection::vec((any::<prop::sample::Index>(), 0usize..3), 0..3),
     ) {
         let (mut x, mut w, b) = tensors(&spec, seed);
-        for (at, kind) in weights {
-            let i = at.index(w.len());
-            w[i] = SPECIALS[kind];
-        }
-        for (at, kind) in inputs {
-            let i = at.index(x.len());
-            x[i] = SPECIALS[kind];
-        }
+        common::poison(&mut w, &weights);
+        common::poison(&mut x, &inputs);
         every_engine_agrees(&spec, &x, &w, b.as_deref());
     }
 }

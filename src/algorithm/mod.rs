@@ -10,10 +10,13 @@
 //! | depthwise | `depthwise.rs` | groups of one input channel each |
 //! | width | `width.rs` | consecutive output pixels of one channel |
 //!
-//! `winograd/` holds the transforms of Winograd's minimal filtering and
-//! the growth of their rounding error, measured against the tolerance by
-//! `examples/winograd_accuracy.rs` (docs/correctness.md); the algorithm
-//! that uses them is not in the registry yet.
+//! `winograd/` holds Winograd's minimal filtering: its configuration
+//! ([`winograd::Winograd`]), its transforms and the growth of their
+//! rounding error (docs/correctness.md). It is not a register tile but a
+//! transform around one: its α² products are a grouped 1×1 layer that
+//! one of the algorithms above computes, so a schedule holds it beside
+//! its algorithm (`Schedule::winograd`), and the kernel applies the
+//! transforms around the compiled products (`kernel/winograd.rs`).
 //!
 //! Adding one: its file (configuration, [`Family`]), a variant of
 //! [`Algorithm`] and of [`Strategy`], and its line in [`REGISTRY`]. The
@@ -21,7 +24,7 @@
 //! [`Work`] and the [`Microkernel`] — what a tile's lanes hold, which
 //! operand is broadcast, whether it reduces over channels — so an
 //! algorithm that is such a register tile needs no code of its own there;
-//! one that is not (a Winograd transform) brings its own lowering.
+//! one that is not brings its own lowering.
 
 mod depthwise;
 mod direct;

@@ -37,6 +37,15 @@ pub fn main(args: &Args) -> Result<()> {
     let listing = compiler.listing(&spec, &schedule, args.asm)?;
     println!("; {spec}");
     println!("; schedule: {}", schedule.to_json());
+    if let Some(w) = schedule.winograd {
+        let r = spec.kernel()[0];
+        println!(
+            "; algorithm: Winograd F({m}×{m}, {r}×{r}); the code below computes its batched \
+             products, {}, between the input and output transforms",
+            schedule.lowered(&spec).as_ref(),
+            m = w.output_tile
+        );
+    }
     println!("{}", listing.ir);
     if let Some(asm) = listing.asm {
         println!("; machine code");

@@ -7,6 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 mod call;
+mod winograd;
+
+pub(crate) use winograd::Layer as WinogradLayer;
 
 use call::{Call, fill_ranges, floats};
 
@@ -51,6 +54,11 @@ pub struct Kernel {
     /// The zero-bordered padded copies (one, or one per thread when each
     /// holds a group or a band), kept between runs.
     scratch: Kept<Scratch>,
+    /// With Winograd ([`Schedule::winograd`]): the layer's tiles and
+    /// transforms (the code computes the batched products), and each
+    /// thread's panel buffer, kept between runs.
+    winograd: Option<winograd::Layer>,
+    panels: Kept<Scratch>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -75,6 +83,9 @@ pub struct PackedWeights {
     /// The outputs to redo exactly after each run when a non-finite weight
     /// meets the padded copy's zeros (see `border`).
     border: Option<Box<Border>>,
+    /// A Winograd kernel's bias and the weights as given
+    /// (`winograd.rs`); `weights` are then the transformed ones.
+    winograd: Option<Box<winograd::Weights>>,
 }
 
 /// What one timed run cost.
@@ -91,6 +102,7 @@ pub struct RunStats {
 }
 
 impl Kernel {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         spec: ValidSpec,
         schedule: Schedule,
@@ -99,6 +111,7 @@ impl Kernel {
         function: ConvFn,
         compile_time: Duration,
         checked: bool,
+        winograd: Option<winograd::Layer>,
     ) -> Kernel {
         let mut whole = vec![0; 2 * plan.geometry.phases.len()];
         fill_ranges(&plan, 0..1, 1, &mut whole);
@@ -114,6 +127,8 @@ impl Kernel {
             compile_time,
             checked,
             scratch: Kept::default(),
+            winograd,
+            panels: Kept::default(),
         }
     }
 
@@ -133,7 +148,7 @@ impl Kernel {
     /// [`crate::schedule::MAX_THREADS`], or it splits otherwise than its
     /// input copy needs).
     pub fn set_run(&mut self, run: Run) -> Result<()> {
-        run.legal(self.schedule.copy)?;
+        self.schedule.run_legal(&run)?;
         self.schedule.run = run;
         Ok(())
     }
@@ -148,9 +163,26 @@ impl Kernel {
     /// channel, per tap, a block of `lanes` output channels (the channel of
     /// each lane as the algorithm's [`crate::algorithm::Work`] maps it),
     /// zero past the channel tail.
+    ///
+    /// A Winograd kernel transforms the weights first (`G g Gᵀ`, in f64)
+    /// and packs them as its batched products read them.
     pub fn pack(&self, weight: &[f32], bias: Option<&[f32]>) -> Result<PackedWeights> {
         let spec = &self.spec;
         spec.check_operands(spec.input_len(), weight.len(), bias.map(<[f32]>::len))?;
+        match &self.winograd {
+            Some(layer) => self.pack_winograd(layer, weight, bias),
+            None => self.pack_layer(spec, weight, bias),
+        }
+    }
+
+    /// Packs the weights of `spec`, the layer the code computes (the
+    /// kernel's own, or its batched Winograd products), operands checked.
+    fn pack_layer(
+        &self,
+        spec: &ValidSpec,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<PackedWeights> {
         let work = &self.plan.work;
         let lanes = work.lanes;
         let taps = spec.kernel()[0] * spec.kernel()[1];
@@ -193,7 +225,7 @@ impl Kernel {
             Vec::new()
         };
         let border = Border::new(spec, weight, bias)?.map(Box::new);
-        Ok(PackedWeights { kernel: self.id, weights: w, bias: b, holes, border })
+        Ok(PackedWeights { kernel: self.id, weights: w, bias: b, holes, border, winograd: None })
     }
 
     /// The threads a run uses: the schedule's, but no more than there are
@@ -204,6 +236,9 @@ impl Kernel {
 
     /// The threads `run` uses on this kernel.
     fn threads_of(&self, run: &Run) -> usize {
+        if let Some(layer) = &self.winograd {
+            return runtime::threads(run.threads, layer.panels);
+        }
         let shares = if self.plan.copy_per_group {
             self.plan.groups()
         } else if let Some(bands) = self.plan.bands {
@@ -248,6 +283,9 @@ impl Kernel {
         if weights.kernel != self.id {
             return Err(Error::ForeignWeights);
         }
+        if let Some(layer) = &self.winograd {
+            return self.run_winograd(layer, run, input, weights, output);
+        }
         let threads = self.threads_of(run);
         // Where the checked lowering's calls report an access out of bounds.
         let faults: Mutex<Option<Error>> = Mutex::new(None);
@@ -284,7 +322,9 @@ impl Kernel {
         buffers: &mut [Scratch],
         faults: &Mutex<Option<Error>>,
     ) {
-        let spec = &self.spec;
+        // The layer the code computes: the kernel's own on its rows, or
+        // a Winograd kernel's batched products.
+        let spec = &self.lowered;
         let image_in = spec.in_channels() * spec.height() * spec.width();
         let image_out = spec.out_channels() * spec.out_height() * spec.out_width();
         for n in 0..spec.batch() {

@@ -213,7 +213,8 @@ pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     let tile = Tile { oc_vectors, pixel_tile, row_tile };
     let algorithm = Algorithm::from_knobs(strategy, tile, reduction_unroll, interleave, isa);
     let run = Run { threads, split };
-    let schedule = Schedule { isa, algorithm, loop_nest: LoopNest::RowsOuter, copy, run };
+    let schedule =
+        Schedule { isa, algorithm, winograd: None, loop_nest: LoopNest::RowsOuter, copy, run };
     // A layer the assembled tiles cannot take (a kernel row of more than
     // 256 taps, buffers past their 32-bit displacements) gets the
     // schedule Cranelift's tiles would have.
@@ -359,7 +360,7 @@ fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule>
         image: false,
     });
     let run = Run { threads, split };
-    let schedule = Schedule { isa, algorithm, loop_nest, copy, run };
+    let schedule = Schedule { isa, algorithm, winograd: None, loop_nest, copy, run };
     schedule.legal(spec).ok()?;
     // Rows of whole vectors need no copy (no padding, no room past a
     // row): the code reads the image itself, in any band, and one thread
@@ -420,7 +421,7 @@ fn reading_the_image(spec: &ValidSpec, width: Width, threads: usize) -> Option<S
     let algorithm = Algorithm::Width(width);
     let run = Run { threads, split: Split::Items };
     let (loop_nest, copy) = (LoopNest::ChannelsOuter, InputCopy::Image);
-    let schedule = Schedule { isa: Isa::Avx512, algorithm, loop_nest, copy, run };
+    let schedule = Schedule { isa: Isa::Avx512, algorithm, winograd: None, loop_nest, copy, run };
     schedule.legal(spec).ok()?;
     Some(schedule)
 }

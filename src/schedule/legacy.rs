@@ -114,6 +114,7 @@ impl Flat {
         Ok(Schedule {
             isa: crate::target::Isa::Sse,
             algorithm,
+            winograd: None,
             loop_nest,
             copy: self.copy,
             run: Run { threads: self.threads, split: self.split },

@@ -39,12 +39,15 @@
 mod heuristic;
 mod legacy;
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, json_message};
 use crate::spec::ValidSpec;
 pub use crate::target::Isa;
 
+pub use crate::algorithm::winograd::Winograd;
 pub use crate::algorithm::{
     Algorithm, Depthwise, Direct, Layout, MAX_ACCUMULATORS, MAX_OC_VECTORS, MAX_REDUCTION_UNROLL,
     Strategy, Tile, Width,
@@ -77,8 +80,16 @@ pub struct Schedule {
     /// schedule without one is `"sse"`, what every schedule meant before
     /// the wider tiles.
     pub isa: Isa,
-    /// The algorithm and its configuration.
+    /// The algorithm and its configuration; with [`Schedule::winograd`],
+    /// the algorithm of the batched products.
     pub algorithm: Algorithm,
+    /// Computed through Winograd's minimal filtering: the input tiles
+    /// transformed, multiplied by the transformed weights as one grouped
+    /// 1×1 layer ([`Winograd::gemm`]) — which the other fields (ISA,
+    /// algorithm, loop nest, copy) compile —, and transformed back. In
+    /// JSON `"winograd"`, absent for direct computation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub winograd: Option<Winograd>,
     /// The order of the channel-block and row loops: which operand stays hot.
     pub loop_nest: LoopNest,
     /// How much of the input each padded copy holds.
@@ -97,6 +108,7 @@ pub struct Schedule {
 pub struct CodeKey {
     isa: Isa,
     algorithm: Algorithm,
+    winograd: Option<Winograd>,
     loop_nest: LoopNest,
     copy: InputCopy,
 }
@@ -211,6 +223,7 @@ impl Schedule {
         CodeKey {
             isa: self.isa,
             algorithm: self.algorithm,
+            winograd: self.winograd,
             loop_nest: self.loop_nest,
             copy: self.copy,
         }
@@ -246,10 +259,27 @@ impl Schedule {
         self.algorithm.reduction_unroll()
     }
 
-    /// The layer as this schedule computes it ([`Algorithm::lowered`]): the
-    /// spec the plan and the code are made for.
-    pub fn lowered<'a>(&self, spec: &'a ValidSpec) -> std::borrow::Cow<'a, ValidSpec> {
-        self.algorithm.lowered(spec)
+    /// The layer as this schedule's code computes it: with Winograd, its
+    /// batched products ([`Winograd::gemm`]); then as the algorithm
+    /// computes that ([`Algorithm::lowered`]): the spec the plan and the
+    /// code are made for. For a schedule legal for `spec`.
+    pub fn lowered<'a>(&self, spec: &'a ValidSpec) -> Cow<'a, ValidSpec> {
+        match self.winograd.and_then(|w| w.gemm(spec).ok()) {
+            Some(gemm) => Cow::Owned(self.algorithm.lowered(&gemm).into_owned()),
+            None => self.algorithm.lowered(spec),
+        }
+    }
+
+    /// The layer this schedule's algorithm, tile, loop nest and copy
+    /// compute: `spec`, or with Winograd its batched products.
+    pub fn computed<'a>(&self, spec: &'a ValidSpec) -> Result<Cow<'a, ValidSpec>> {
+        match self.winograd {
+            Some(w) => {
+                w.legal(spec)?;
+                Ok(Cow::Owned(w.gemm(spec)?))
+            }
+            None => Ok(Cow::Borrowed(spec)),
+        }
     }
 
     /// Whether the microkernel reads an NHWC copy.
@@ -266,7 +296,8 @@ impl Schedule {
         let bad = |field: &'static str, value: String, reason: &str| {
             Err(Error::InvalidSchedule { field, value, reason: reason.to_string() })
         };
-        self.algorithm.legal(spec, self.isa)?;
+        let computed = self.computed(spec)?;
+        self.algorithm.legal(&computed, self.isa)?;
         if let LoopNest::ColumnBlocks(b) = self.loop_nest
             && !(1..=MAX_KNOB).contains(&b)
         {
@@ -285,7 +316,17 @@ impl Schedule {
                 &format!("a band has 1 to {MAX_KNOB} rows"),
             );
         }
-        self.run.legal(self.copy)
+        self.run_legal(&self.run)
+    }
+
+    /// Checks that `run` can share the work of this schedule's code
+    /// ([`Run::legal`]): with Winograd, threads share panels and each
+    /// panel's products run on one thread, so any split is.
+    pub fn run_legal(&self, run: &Run) -> Result<()> {
+        match self.winograd {
+            Some(_) => run.legal(InputCopy::Image),
+            None => run.legal(self.copy),
+        }
     }
 
     /// Parses a schedule from JSON: the typed form, or the flat form of
@@ -308,6 +349,8 @@ struct Typed {
     #[serde(default)]
     isa: Isa,
     algorithm: Algorithm,
+    #[serde(default)]
+    winograd: Option<Winograd>,
     loop_nest: LoopNest,
     #[serde(default)]
     copy: InputCopy,
@@ -337,6 +380,7 @@ impl<'de> Deserialize<'de> for Schedule {
         Ok(Schedule {
             isa: t.isa,
             algorithm: t.algorithm,
+            winograd: t.winograd,
             loop_nest: t.loop_nest,
             copy: t.copy,
             run: Run { threads: t.threads, split: t.split },

@@ -174,7 +174,8 @@ impl Space {
                                 Algorithm::Depthwise(_) => {}
                             }
                             let run = Run { threads, split };
-                            let s = Schedule { isa, algorithm, loop_nest, copy, run };
+                            let s =
+                                Schedule { isa, algorithm, winograd: None, loop_nest, copy, run };
                             if s.legal(spec).is_err() {
                                 continue;
                             }

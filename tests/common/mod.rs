@@ -144,9 +144,9 @@ pub fn build_spec(
 }
 
 /// Compiles `spec` with `schedule`, runs it on random tensors drawn from
-/// `seed`, and asserts that every element is within the reduction-length
-/// error bound of `convjit::reference::verify` (docs/correctness.md).
-/// One seed in four compiles the checked lowering (`Compiler::checked`),
+/// `seed`, and asserts that every element is within the error bound of
+/// `convjit::reference::Oracle::for_schedule` (docs/correctness.md): the
+/// reduction length's, or with Winograd its transforms'. One seed in four compiles the checked lowering (`Compiler::checked`),
 /// whose every access is tested against its buffer's bounds: an access out
 /// of bounds fails the run with `Error::CheckedAccess` instead of touching
 /// memory, so the property tests of every strategy hunt for them too.
@@ -163,7 +163,9 @@ pub fn check_kernel(spec: &ValidSpec, schedule: &convjit::Schedule, seed: u64) {
     // Poison the output so that an element the kernel forgets to write fails.
     let mut y = vec![f32::NAN; spec.output_len()];
     kernel.run(&x, &packed, &mut y).expect("run");
-    let verdict = convjit::reference::verify(spec, &x, &w, b.as_deref(), &y).expect("verify");
+    // A Winograd schedule is held to its transforms' bound.
+    let oracle = convjit::reference::Oracle::for_schedule(spec, schedule, &x, &w, b.as_deref());
+    let verdict = oracle.and_then(|o| o.verify(&y)).expect("verify");
     if !verdict.passed() {
         let i = verdict.worst.expect("a failed verdict has a worst element");
         let expected = convjit::reference::conv(spec, &x, &w, b.as_deref()).expect("reference");
@@ -322,5 +324,15 @@ pub fn algorithm(
                 image: false,
             })
         }
+    }
+}
+
+/// ±∞ and NaN, the values [`poison`] places.
+pub const SPECIALS: [f32; 3] = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+
+/// Places `SPECIALS[kind]` at each drawn position `(at, kind)` of `values`.
+pub fn poison(values: &mut [f32], picks: &[(proptest::sample::Index, usize)]) {
+    for (at, kind) in picks {
+        values[at.index(values.len())] = SPECIALS[*kind];
     }
 }

@@ -10,13 +10,173 @@
 //! layer's multiplications become α² matrix products (one per transform
 //! point) of the transformed weights by the transformed input tiles.
 //!
-//! This folder holds the transforms ([`Transform`]), built exactly (in
-//! rationals) from interpolation points by the Toom–Cook construction, and
-//! the growth of their rounding error over direct convolution
-//! ([`Transform::growth`]), which decides which tile sizes stay inside a
-//! layer's tolerance (docs/correctness.md).
+//! - `transform.rs`: the transforms ([`Transform`]), built exactly (in
+//!   rationals) from interpolation points by the Toom–Cook construction,
+//!   and the growth of their rounding error over direct convolution
+//!   ([`Transform::growth`]), which decides which tile sizes stay inside a
+//!   layer's tolerance (docs/correctness.md);
+//! - `rows.rs`: the transforms as the kernel applies them in f32, a tile
+//!   row at a time, vectorised along the row's tiles ([`Rows`]);
+//! - this file: the algorithm's configuration ([`Winograd`]), the layers
+//!   it accepts, and the layer its α² products are computed as: one
+//!   grouped 1×1 conv2d ([`Winograd::gemm`]) over a panel of tiles, which
+//!   the rest of the schedule (an algorithm of the registry, its tile,
+//!   loop nest and copy) compiles like any other layer.
 
 mod ratio;
+pub(crate) mod rows;
 mod transform;
 
+pub use rows::Rows;
 pub use transform::{Element, Transform};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::spec::{ActivationKind, ConvSpec, Op, PaddingSpec, Pair, ValidSpec};
+
+/// The largest input tile side the transforms are built for (F(6, 3)).
+pub const MAX_ALPHA: usize = 8;
+
+/// The most tiles a panel may hold (the batched products' row length).
+pub const MAX_PANEL: usize = 1 << 16;
+
+/// Winograd's configuration: the output tile, and how many tiles go
+/// through the batched products at once. In JSON `{"output_tile": 4,
+/// "panel": 196}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Winograd {
+    /// `m`: output pixels per tile side (F(m × m, r × r)). Larger tiles
+    /// save more multiplications (`m²r²/α²`: 2.25× for F(2, 3), 4× for
+    /// F(4, 3), 5.06× for F(6, 3)) and cost more in the transforms and in
+    /// rounding error ([`Transform::growth`]).
+    pub output_tile: usize,
+    /// Tiles per panel: the input tiles transformed, multiplied and
+    /// transformed back together, sized so that the panel's transformed
+    /// input and products stay in cache. Threads share panels.
+    pub panel: usize,
+}
+
+/// How a layer's output is cut into tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiles {
+    /// Tile rows of an image (`⌈out_height / m⌉`).
+    pub rows: usize,
+    /// Tiles of a tile row (`⌈out_width / m⌉`).
+    pub cols: usize,
+    /// Tiles of the whole batch.
+    pub count: usize,
+}
+
+impl Winograd {
+    /// Why Winograd cannot compute `spec`, when it cannot: it takes a
+    /// conv2d with a square kernel of at least 2 taps, stride 1 and
+    /// dilation 1.
+    pub fn refuses(spec: &ValidSpec) -> Option<&'static str> {
+        let [kh, kw] = spec.kernel();
+        if spec.op() != Op::Conv2d
+            || kh != kw
+            || kh < 2
+            || spec.stride() != [1, 1]
+            || spec.dilation() != [1, 1]
+        {
+            return Some(
+                "Winograd computes a conv2d with a square kernel of 2 × 2 taps or more, stride 1 \
+                 and dilation 1",
+            );
+        }
+        None
+    }
+
+    /// Checks this configuration against `spec`; the error names the field.
+    pub fn legal(&self, spec: &ValidSpec) -> Result<()> {
+        let bad = |field: &'static str, value: String, reason: String| {
+            Err(Error::InvalidSchedule { field, value, reason })
+        };
+        if let Some(reason) = Winograd::refuses(spec) {
+            return bad("winograd", format!("{self:?}"), reason.into());
+        }
+        let r = spec.kernel()[0];
+        if self.output_tile < 2 || self.output_tile + r - 1 > MAX_ALPHA {
+            return bad(
+                "output_tile",
+                self.output_tile.to_string(),
+                format!(
+                    "F(m, {r}) is built for m from 2 to {} (input tiles of at most {MAX_ALPHA})",
+                    (MAX_ALPHA + 1).saturating_sub(r).max(1)
+                ),
+            );
+        }
+        if !(1..=MAX_PANEL).contains(&self.panel) {
+            return bad("panel", self.panel.to_string(), format!("must be 1 to {MAX_PANEL}"));
+        }
+        self.gemm(spec).map(drop)
+    }
+
+    /// The transforms F(m, r) of `spec`'s kernel.
+    pub fn transform(&self, spec: &ValidSpec) -> Transform {
+        Transform::new(self.output_tile, spec.kernel()[0])
+    }
+
+    /// The input tile side α.
+    pub fn alpha(&self, spec: &ValidSpec) -> usize {
+        self.output_tile + spec.kernel()[0] - 1
+    }
+
+    /// The tiles of `spec`'s output.
+    pub fn tiles(&self, spec: &ValidSpec) -> Tiles {
+        let m = self.output_tile;
+        let (rows, cols) = (spec.out_height().div_ceil(m), spec.out_width().div_ceil(m));
+        Tiles { rows, cols, count: spec.batch() * rows * cols }
+    }
+
+    /// Tiles per panel: the configured panel, or all the tiles when there
+    /// are fewer.
+    pub fn panel_tiles(&self, spec: &ValidSpec) -> usize {
+        self.panel.min(self.tiles(spec).count)
+    }
+
+    /// Panels of the whole batch.
+    pub fn panels(&self, spec: &ValidSpec) -> usize {
+        self.tiles(spec).count.div_ceil(self.panel_tiles(spec))
+    }
+
+    /// The layer the α² products of one panel are: a grouped 1×1 conv2d of
+    /// one row of [`Winograd::panel_tiles`] pixels (the tiles), with
+    /// `α²·C_in` input and `α²·C_out` output channels in `α²·groups`
+    /// groups — transform point `ξ`'s group `g` takes the transformed
+    /// input channels `ξ·C_in + g·C_in/groups …` to the products'
+    /// channels `ξ·C_out + g·C_out/groups …` — without bias or
+    /// activation (the output transform adds them).
+    pub fn gemm(&self, spec: &ValidSpec) -> Result<ValidSpec> {
+        let refused = |reason: String| Error::InvalidSchedule {
+            field: "winograd",
+            value: format!("{self:?}"),
+            reason: format!("its batched products are not a layer convjit computes: {reason}"),
+        };
+        let points = (self.alpha(spec) * self.alpha(spec)) as i64;
+        let scaled = |v: usize| {
+            (v as i64).checked_mul(points).ok_or_else(|| refused("too many channels".into()))
+        };
+        let gemm = ConvSpec {
+            name: None,
+            op: Op::Conv2d,
+            batch: 1,
+            in_channels: scaled(spec.in_channels())?,
+            out_channels: scaled(spec.out_channels())?,
+            height: 1,
+            width: self.panel_tiles(spec) as i64,
+            kernel: Pair::One(1),
+            stride: Pair::One(1),
+            padding: PaddingSpec::One(0),
+            dilation: Pair::One(1),
+            groups: scaled(spec.groups())?,
+            output_padding: Pair::One(0),
+            bias: false,
+            activation: ActivationKind::None,
+            negative_slope: None,
+        };
+        gemm.validate().map_err(|e| refused(e.to_string()))
+    }
+}

@@ -139,6 +139,7 @@ impl DscSchedule {
                 joined: false,
                 image: false,
             }),
+            winograd: None,
             loop_nest: LoopNest::ChannelsOuter,
             copy: InputCopy::Bands(self.band_rows),
             run: Run::threads(self.threads),

@@ -1,0 +1,300 @@
+//! A kernel computed through Winograd's minimal filtering
+//! ([`crate::algorithm::winograd`]): the layer's output is cut into m × m
+//! tiles, and the tiles of the batch, in order, into panels; threads share
+//! panels. For each panel, on its thread's buffer:
+//!
+//! 1. each input channel's tiles are transformed (`Bᵀ d B`) into the
+//!    panel's transformed input, `α²·C_in` rows of the panel's tiles;
+//! 2. the kernel's compiled code — the batched products, a grouped 1×1
+//!    layer ([`Winograd::gemm`]) — multiplies them by the weights
+//!    transformed at pack time (`G g Gᵀ`, in f64, rounded once);
+//! 3. each output channel's products are transformed back (`Aᵀ M A`),
+//!    the bias added and the activation applied, and the outputs inside
+//!    the image stored.
+//!
+//! An output the transforms leave non-finite is recomputed exactly
+//! ([`crate::border::exact`]): a non-finite input or weight spreads over a
+//! whole tile (∞ − ∞), and the transformed values can overflow where the
+//! direct sum does not, while every output must be what the direct sum
+//! gives (NaN where it is NaN, ±∞ where it is, finite where it is). Where
+//! every output is finite this costs one test a value.
+
+use std::ops::Range;
+use std::sync::Mutex;
+
+use super::{Kernel, PackedWeights};
+use crate::algorithm::winograd::{Rows, Tiles, Transform, Winograd, rows::CHUNK};
+use crate::alloc;
+use crate::error::{Error, Result};
+use crate::runtime::{self, Scratch};
+use crate::schedule::Run;
+use crate::spec::ValidSpec;
+
+/// What a Winograd kernel knows of its layer beyond the compiled products.
+#[derive(Clone, Debug)]
+pub(crate) struct Layer {
+    config: Winograd,
+    transform: Transform,
+    rows: Rows,
+    tiles: Tiles,
+    /// Tiles per panel.
+    panel: usize,
+    /// Panels of the batch.
+    pub(super) panels: usize,
+    /// The batched products' layer ([`Winograd::gemm`]).
+    gemm: ValidSpec,
+}
+
+/// What a Winograd kernel's packed weights hold beyond the transformed
+/// weights the compiled products read.
+#[derive(Clone, Debug)]
+pub(crate) struct Weights {
+    /// Each output channel's bias (0 without one), added after the output
+    /// transform.
+    bias: Vec<f32>,
+    /// The layer's weights and bias as given, for the outputs recomputed
+    /// exactly.
+    weight: Vec<f32>,
+    given_bias: Option<Vec<f32>>,
+}
+
+impl Layer {
+    /// The Winograd layer of `spec` under `config` (legal for it).
+    pub(crate) fn new(spec: &ValidSpec, config: Winograd) -> Result<Layer> {
+        config.legal(spec)?;
+        let transform = config.transform(spec);
+        Ok(Layer {
+            config,
+            rows: Rows::new(&transform),
+            transform,
+            tiles: config.tiles(spec),
+            panel: config.panel_tiles(spec),
+            panels: config.panels(spec),
+            gemm: config.gemm(spec)?,
+        })
+    }
+
+    /// Transform points: α².
+    fn points(&self) -> usize {
+        self.transform.alpha() * self.transform.alpha()
+    }
+
+    /// Floats of one thread's buffer: the panel's transformed input and
+    /// products, and the transforms' work.
+    fn buffer_len(&self, spec: &ValidSpec) -> usize {
+        let per_tile = self.points() * (spec.in_channels() + spec.out_channels());
+        per_tile * self.panel + self.rows.work_len()
+    }
+
+    /// The layer's weights (PyTorch's `[C_out, C_in/groups, r, r]`)
+    /// transformed, `G g Gᵀ` in f64 rounded to f32, in the layout of the
+    /// batched products' weights: output channel `ξ·C_out + k`.
+    fn transform_weights(&self, spec: &ValidSpec, weight: &[f32]) -> Result<Vec<f32>> {
+        let (c_out, cig) = (spec.out_channels(), spec.in_per_group());
+        let taps = spec.kernel()[0] * spec.kernel()[1];
+        let mut u = alloc::zeroed_f32(self.points() * c_out * cig, "the transformed weights")?;
+        let mut g = vec![0.0; taps];
+        for (k, kernels) in weight.chunks_exact(cig * taps).enumerate() {
+            for (c, kernel) in kernels.chunks_exact(taps).enumerate() {
+                g.iter_mut().zip(kernel).for_each(|(g, &w)| *g = f64::from(w));
+                for (xi, &v) in self.transform.kernel(&g).iter().enumerate() {
+                    u[(xi * c_out + k) * cig + c] = v as f32;
+                }
+            }
+        }
+        Ok(u)
+    }
+}
+
+/// The output tensor, written by the threads of a run at disjoint
+/// elements through its pointer (never through overlapping references).
+struct Output {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the threads write disjoint elements (the tiles of their own
+// panels) and read only those they wrote.
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// Writes element `i` (in bounds: asserted).
+    fn write(&self, i: usize, v: f32) {
+        assert!(i < self.len, "an output element inside the tensor");
+        // SAFETY: in bounds; no reference to the element exists.
+        unsafe { self.ptr.add(i).write(v) }
+    }
+
+    /// Reads element `i` (in bounds: asserted), which this thread wrote.
+    fn read(&self, i: usize) -> f32 {
+        assert!(i < self.len, "an output element inside the tensor");
+        // SAFETY: as `write`.
+        unsafe { self.ptr.add(i).read() }
+    }
+}
+
+/// One run of tiles of a tile row: image `n`, tile row `row`, tile
+/// columns `cols`, at position `pos` of its panel.
+struct Segment {
+    n: usize,
+    row: usize,
+    cols: Range<usize>,
+    pos: usize,
+}
+
+impl Layer {
+    /// The runs of at most [`CHUNK`] tiles of one tile row that panel `p`
+    /// holds, in order.
+    fn segments(&self, p: usize) -> Vec<Segment> {
+        let Tiles { rows, cols, count } = self.tiles;
+        let (first, last) = (p * self.panel, ((p + 1) * self.panel).min(count));
+        let mut out = Vec::new();
+        let mut t = first;
+        while t < last {
+            let (n, within) = (t / (rows * cols), t % (rows * cols));
+            let (row, col) = (within / cols, within % cols);
+            let len = (cols - col).min(last - t).min(CHUNK);
+            out.push(Segment { n, row, cols: col..col + len, pos: t - first });
+            t += len;
+        }
+        out
+    }
+}
+
+impl Kernel {
+    /// Packs the weights of a Winograd kernel: transformed, then packed as
+    /// the compiled products read them.
+    pub(super) fn pack_winograd(
+        &self,
+        layer: &Layer,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<PackedWeights> {
+        let spec = &self.spec;
+        let u = layer.transform_weights(spec, weight)?;
+        let mut packed = self.pack_layer(&layer.gemm, &u, None)?;
+        drop(u);
+        packed.winograd = Some(Box::new(Weights {
+            bias: bias.map_or_else(|| vec![0.0; spec.out_channels()], <[f32]>::to_vec),
+            weight: alloc::copied(weight, "the weights kept for outputs recomputed exactly")?,
+            given_bias: bias.map(<[f32]>::to_vec),
+        }));
+        Ok(packed)
+    }
+
+    /// [`Kernel::run`] of a Winograd kernel (lengths and the weights'
+    /// kernel checked): panels shared among `run.threads` threads.
+    pub(super) fn run_winograd(
+        &self,
+        layer: &Layer,
+        run: &Run,
+        input: &[f32],
+        weights: &PackedWeights,
+        output: &mut [f32],
+    ) -> Result<()> {
+        let Some(extra) = weights.winograd.as_deref() else {
+            return Err(Error::ForeignWeights);
+        };
+        let threads = runtime::threads(run.threads, layer.panels);
+        let faults: Mutex<Option<Error>> = Mutex::new(None);
+        let out = Output { ptr: output.as_mut_ptr(), len: output.len() };
+        let copies = if self.plan.needs_copy { threads } else { 0 };
+        let copy = || Scratch::zeroed(self.plan.copy_len(), "the padded input copy");
+        let buffer = || Scratch::zeroed(layer.buffer_len(&self.spec), "the Winograd panel");
+        self.scratch.with(copies, copy, |copies| {
+            self.panels.with(threads, buffer, |buffers| {
+                let mut copies = copies.iter_mut().map(Some).chain(std::iter::repeat_with(|| None));
+                let mut pairs: Vec<_> =
+                    buffers[..threads].iter_mut().map(|b| (b, copies.next().flatten())).collect();
+                let shares = runtime::Shares::new(layer.panels, threads);
+                runtime::on_threads(&mut pairs, |t, (buffer, copy)| {
+                    while let Some(p) = shares.next(t) {
+                        let copy =
+                            copy.as_deref_mut().map(std::slice::from_mut).unwrap_or_default();
+                        self.panel(layer, p, input, weights, extra, &out, buffer, copy, &faults);
+                    }
+                });
+                Ok(())
+            })
+        })?;
+        match faults.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(fault) => Err(fault),
+            None => Ok(()),
+        }
+    }
+
+    /// Panel `p`: its tiles transformed into `buffer`, multiplied by the
+    /// compiled products (whose padded copy, if it makes one, is `copy`),
+    /// and transformed back into the output.
+    #[allow(clippy::too_many_arguments)]
+    fn panel(
+        &self,
+        layer: &Layer,
+        p: usize,
+        x: &[f32],
+        weights: &PackedWeights,
+        extra: &Weights,
+        out: &Output,
+        buffer: &mut Scratch,
+        copy: &mut [Scratch],
+        faults: &Mutex<Option<Error>>,
+    ) {
+        let spec = &self.spec;
+        let [_, c_in, h, w] = spec.input_shape();
+        let [_, c_out, oh, ow] = spec.output_shape();
+        let (points, panel) = (layer.points(), layer.panel);
+        let pad = spec.padding();
+        let (transformed, rest) = buffer.get_mut().split_at_mut(points * c_in * panel);
+        let (products, work) = rest.split_at_mut(points * c_out * panel);
+        let segments = layer.segments(p);
+        for s in &segments {
+            for c in 0..c_in {
+                let plane = &x[(s.n * c_in + c) * h * w..][..h * w];
+                let into = &mut transformed[c * panel + s.pos..];
+                let (size, at) = ([h, w], [pad.top, pad.left]);
+                layer.rows.input(plane, size, at, s.row, s.cols.clone(), work, into, c_in * panel);
+            }
+        }
+        self.run_images(&Run::default(), 1, transformed, weights, products, copy, faults);
+        let activation = spec.activation();
+        let m = layer.config.output_tile;
+        for s in &segments {
+            for k in 0..c_out {
+                let plane = (s.n * c_out + k) * oh * ow;
+                let store = |i: usize, j: usize, v: f32| out.write(plane + i * ow + j, v);
+                let from = &products[k * panel + s.pos..];
+                let (stride, bias) = (c_out * panel, extra.bias[k]);
+                let rows = s.row * m..((s.row + 1) * m).min(oh);
+                let cols = s.cols.start * m..(s.cols.end * m).min(ow);
+                let size = [oh, ow];
+                if layer.rows.output(
+                    from,
+                    stride,
+                    bias,
+                    activation,
+                    store,
+                    size,
+                    s.row,
+                    s.cols.clone(),
+                    work,
+                ) {
+                    for i in rows {
+                        for j in cols.clone() {
+                            if !out.read(plane + i * ow + j).is_finite() {
+                                let given = extra.given_bias.as_deref();
+                                let v = crate::border::exact(
+                                    spec,
+                                    &extra.weight,
+                                    given,
+                                    x,
+                                    [s.n, k, i, j],
+                                );
+                                out.write(plane + i * ow + j, v);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
