@@ -23,7 +23,8 @@ use std::ops::Range;
 use std::sync::Mutex;
 
 use super::{Kernel, PackedWeights};
-use crate::algorithm::winograd::{Rows, Tiles, Transform, Winograd, rows::CHUNK};
+use crate::algorithm::winograd::rows::{CHUNK, InputChunk, OutputChunk};
+use crate::algorithm::winograd::{Rows, Tiles, Transform, Winograd};
 use crate::alloc;
 use crate::error::{Error, Result};
 use crate::runtime::{self, Scratch};
@@ -33,7 +34,6 @@ use crate::spec::ValidSpec;
 /// What a Winograd kernel knows of its layer beyond the compiled products.
 #[derive(Clone, Debug)]
 pub(crate) struct Layer {
-    config: Winograd,
     transform: Transform,
     rows: Rows,
     tiles: Tiles,
@@ -64,7 +64,6 @@ impl Layer {
         config.legal(spec)?;
         let transform = config.transform(spec);
         Ok(Layer {
-            config,
             rows: Rows::new(&transform),
             transform,
             tiles: config.tiles(spec),
@@ -80,10 +79,9 @@ impl Layer {
     }
 
     /// Floats of one thread's buffer: the panel's transformed input and
-    /// products, and the transforms' work.
+    /// products.
     fn buffer_len(&self, spec: &ValidSpec) -> usize {
-        let per_tile = self.points() * (spec.in_channels() + spec.out_channels());
-        per_tile * self.panel + self.rows.work_len()
+        self.points() * (spec.in_channels() + spec.out_channels()) * self.panel
     }
 
     /// The layer's weights (PyTorch's `[C_out, C_in/groups, r, r]`)
@@ -118,18 +116,12 @@ struct Output {
 unsafe impl Sync for Output {}
 
 impl Output {
-    /// Writes element `i` (in bounds: asserted).
-    fn write(&self, i: usize, v: f32) {
-        assert!(i < self.len, "an output element inside the tensor");
-        // SAFETY: in bounds; no reference to the element exists.
-        unsafe { self.ptr.add(i).write(v) }
-    }
-
-    /// Reads element `i` (in bounds: asserted), which this thread wrote.
-    fn read(&self, i: usize) -> f32 {
-        assert!(i < self.len, "an output element inside the tensor");
-        // SAFETY: as `write`.
-        unsafe { self.ptr.add(i).read() }
+    /// Writes `run` from element `i` on (in bounds: asserted).
+    fn write(&self, i: usize, run: &[f32]) {
+        assert!(i <= self.len && run.len() <= self.len - i, "outputs inside the tensor");
+        // SAFETY: in bounds; no reference to these elements exists, and
+        // `run` is not among them (it is the caller's own buffer).
+        unsafe { std::ptr::copy_nonoverlapping(run.as_ptr(), self.ptr.add(i), run.len()) }
     }
 }
 
@@ -244,56 +236,43 @@ impl Kernel {
         let [_, c_out, oh, ow] = spec.output_shape();
         let (points, panel) = (layer.points(), layer.panel);
         let pad = spec.padding();
-        let (transformed, rest) = buffer.get_mut().split_at_mut(points * c_in * panel);
-        let (products, work) = rest.split_at_mut(points * c_out * panel);
+        let (transformed, products) = buffer.get_mut().split_at_mut(points * c_in * panel);
         let segments = layer.segments(p);
         for s in &segments {
             for c in 0..c_in {
-                let plane = &x[(s.n * c_in + c) * h * w..][..h * w];
-                let into = &mut transformed[c * panel + s.pos..];
-                let (size, at) = ([h, w], [pad.top, pad.left]);
-                layer.rows.input(plane, size, at, s.row, s.cols.clone(), work, into, c_in * panel);
+                layer.rows.input(InputChunk {
+                    x: &x[(s.n * c_in + c) * h * w..][..h * w],
+                    size: [h, w],
+                    pad: [pad.top, pad.left],
+                    row: s.row,
+                    cols: s.cols.clone(),
+                    out: &mut transformed[c * panel + s.pos..],
+                    stride: c_in * panel,
+                    room: panel - s.pos,
+                });
             }
         }
         self.run_images(&Run::default(), 1, transformed, weights, products, copy, faults);
-        let activation = spec.activation();
-        let m = layer.config.output_tile;
         for s in &segments {
             for k in 0..c_out {
                 let plane = (s.n * c_out + k) * oh * ow;
-                let store = |i: usize, j: usize, v: f32| out.write(plane + i * ow + j, v);
-                let from = &products[k * panel + s.pos..];
-                let (stride, bias) = (c_out * panel, extra.bias[k]);
-                let rows = s.row * m..((s.row + 1) * m).min(oh);
-                let cols = s.cols.start * m..(s.cols.end * m).min(ow);
-                let size = [oh, ow];
-                if layer.rows.output(
-                    from,
-                    stride,
-                    bias,
-                    activation,
-                    store,
-                    size,
-                    s.row,
-                    s.cols.clone(),
-                    work,
-                ) {
-                    for i in rows {
-                        for j in cols.clone() {
-                            if !out.read(plane + i * ow + j).is_finite() {
-                                let given = extra.given_bias.as_deref();
-                                let v = crate::border::exact(
-                                    spec,
-                                    &extra.weight,
-                                    given,
-                                    x,
-                                    [s.n, k, i, j],
-                                );
-                                out.write(plane + i * ow + j, v);
-                            }
-                        }
-                    }
-                }
+                let chunk = OutputChunk {
+                    products: &products[k * panel + s.pos..],
+                    stride: c_out * panel,
+                    room: panel - s.pos,
+                    bias: extra.bias[k],
+                    activation: spec.activation(),
+                    size: [oh, ow],
+                    row: s.row,
+                    cols: s.cols.clone(),
+                };
+                let store = |i: usize, j: usize, run: &[f32]| out.write(plane + i * ow + j, run);
+                let redo = |i: usize, j: usize| {
+                    let bias = extra.given_bias.as_deref();
+                    let v = crate::border::exact(spec, &extra.weight, bias, x, [s.n, k, i, j]);
+                    out.write(plane + i * ow + j, &[v]);
+                };
+                layer.rows.output(chunk, store, redo);
             }
         }
     }

@@ -15,14 +15,17 @@
 //!   and the growth of their rounding error over direct convolution
 //!   ([`Transform::growth`]), which decides which tile sizes stay inside a
 //!   layer's tolerance (docs/correctness.md);
-//! - `rows.rs`: the transforms as the kernel applies them in f32, a tile
-//!   row at a time, vectorised along the row's tiles ([`Rows`]);
+//! - `rows.rs`: the transforms as the kernel applies them in f32, 16
+//!   tiles of a tile row at a time, one a lane ([`Rows`]); `avx512.rs`:
+//!   the same with AVX-512 intrinsics for the usual tile sizes;
 //! - this file: the algorithm's configuration ([`Winograd`]), the layers
 //!   it accepts, and the layer its α² products are computed as: one
 //!   grouped 1×1 conv2d ([`Winograd::gemm`]) over a panel of tiles, which
 //!   the rest of the schedule (an algorithm of the registry, its tile,
 //!   loop nest and copy) compiles like any other layer.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod ratio;
 pub(crate) mod rows;
 mod transform;

@@ -1,197 +1,363 @@
-//! Winograd's transforms in f32 as the kernel applies them: a tile row of
-//! one channel at a time, each step a loop along the row's tiles (which
-//! the compiler vectorises), with only the transforms' nonzero entries.
+//! Winograd's transforms in f32 as the kernel applies them: up to
+//! [`CHUNK`] tiles of one tile row of one channel at a time, each tile a
+//! lane, so that every step of a transform is one operation on the lanes
+//! of all of them (vectors the compiler emits for the host's widest
+//! ISA: AVX-512 or AVX2 and FMA where it has them).
 //!
-//! The input transform `Bᵀ d B` first splits each of the α input rows a
-//! tile row reads into its `m` column phases (column `c` of the padded
-//! row in phase `c mod m`), so that entry `j` of every tile's window is
-//! phase `j mod m` shifted by `j div m` tiles: both passes (along the
-//! rows, then down the columns) are then sums of whole runs of tiles.
-//! The output transform `Aᵀ M A` reads each point's products as one run
-//! of tiles, and interleaves the `m` columns of each tile on the store.
+//! The input transform `Bᵀ d B` gathers each tile's α × α window of the
+//! (zero-padded) plane into the lanes, then sums along the rows and down
+//! the columns with the nonzero entries of `Bᵀ`, and stores each transform
+//! point's lanes as one run of the panel's row for that point and
+//! channel. The output transform `Aᵀ M A` loads each point's run of
+//! products, sums down the columns and along the rows with `Aᵀ`, adds the
+//! bias, puts each output row's pixels back in order (tile by tile) and
+//! stores them as one run after the activation. The tiles of 3 × 3 and
+//! 5 × 5 kernels (F(2, 3), F(4, 3), F(6, 3), F(2, 5), F(4, 5)) are compiled
+//! for their sizes, every loop unrolled; the others run the same code with
+//! their sizes as variables.
+
+// The transforms are written as their formulas, index by index: clearer
+// here than iterators over the grids' rows, and the same code once the
+// sizes are constants.
+#![allow(clippy::needless_range_loop)]
 
 use std::ops::Range;
 
-use super::Transform;
+use super::{MAX_ALPHA, Transform};
 use crate::spec::Activation;
+use crate::target::Isa;
 
-/// The most tiles of a row transformed in one call: the work buffer holds
-/// the phases and the intermediate sums of this many.
-pub const CHUNK: usize = 64;
+/// Tiles transformed together: the lanes of one transform step.
+pub const CHUNK: usize = 16;
 
-/// A matrix's nonzero entries, by row: `(column, coefficient)`.
-#[derive(Clone, Debug, PartialEq)]
-struct Sparse(Vec<Vec<(usize, f32)>>);
+/// The largest output tile side (kernels of at least 2 taps).
+const MAX_M: usize = MAX_ALPHA - 1;
 
-impl Sparse {
-    fn of(matrix: &[f64], rows: usize, cols: usize) -> Sparse {
-        Sparse(
-            (0..rows)
-                .map(|i| {
-                    (0..cols)
-                        .filter(|&j| matrix[i * cols + j] != 0.0)
-                        .map(|j| (j, matrix[i * cols + j] as f32))
-                        .collect()
-                })
-                .collect(),
-        )
+/// One value of each of the chunk's tiles.
+type Lanes = [f32; CHUNK];
+
+/// An `N` × `N` grid of lanes: α × α (or the largest α, of which a
+/// transform compiled without its sizes uses the first α).
+type Grid<const N: usize> = [[Lanes; N]; N];
+
+/// `Σ_k coefficients[k] · source(k)` over the first `len` coefficients,
+/// lane by lane, skipping the zero ones.
+#[inline(always)]
+fn sum<'a>(
+    coefficients: &[f32; MAX_ALPHA],
+    len: usize,
+    source: impl Fn(usize) -> &'a Lanes,
+) -> Lanes {
+    let mut acc = [0.0; CHUNK];
+    for (k, &c) in coefficients.iter().enumerate().take(len) {
+        if c != 0.0 {
+            let s = source(k);
+            for l in 0..CHUNK {
+                acc[l] += c * s[l];
+            }
+        }
     }
+    acc
 }
 
-/// `out[t] = Σ c · src(k)[t]` over the terms `(k, c)`, for `t` in `0..n`.
-#[inline]
-fn combine<'a>(out: &mut [f32], terms: &[(usize, f32)], src: impl Fn(usize) -> &'a [f32]) {
-    out.fill(0.0);
-    for &(k, c) in terms {
-        let src = &src(k)[..out.len()];
-        if c == 1.0 {
-            out.iter_mut().zip(src).for_each(|(o, &s)| *o += s);
-        } else if c == -1.0 {
-            out.iter_mut().zip(src).for_each(|(o, &s)| *o -= s);
-        } else {
-            out.iter_mut().zip(src).for_each(|(o, &s)| *o += c * s);
+/// Applies `activation` to every value of `run` (NaN stays NaN), as
+/// [`Activation::apply_f32`] does.
+#[inline(always)]
+fn activate(run: &mut [f32], activation: Activation) {
+    match activation {
+        Activation::None => {}
+        Activation::Relu => run.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v }),
+        Activation::Relu6 => run.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        Activation::LeakyRelu { negative_slope } => {
+            run.iter_mut().for_each(|v| *v = if *v < 0.0 { negative_slope * *v } else { *v })
         }
     }
 }
 
-/// The transforms of F(m, r) in f32, applied a tile row at a time.
+/// The input tiles of one call of [`Rows::input`].
+pub struct InputChunk<'a> {
+    /// One channel's plane, `size` = `[h, w]`.
+    pub x: &'a [f32],
+    /// The plane's height and width.
+    pub size: [usize; 2],
+    /// Rows and columns of zeros before its first: `[top, left]`.
+    pub pad: [usize; 2],
+    /// The tile row.
+    pub row: usize,
+    /// The tile columns (at most [`CHUNK`]).
+    pub cols: Range<usize>,
+    /// Where transform point `ξ`'s values of the tiles go, one after the
+    /// other: `out[ξ · stride ..]`.
+    pub out: &'a mut [f32],
+    /// The distance between two points' runs in `out`.
+    pub stride: usize,
+    /// How many values each point's run may take: where it is at least
+    /// [`CHUNK`], all the lanes are stored (one vector), those past the
+    /// tiles as zeros, for the next call to overwrite.
+    pub room: usize,
+}
+
+/// The products of one call of [`Rows::output`].
+pub struct OutputChunk<'a> {
+    /// One output channel's products: point `ξ`'s of the tiles at
+    /// `products[ξ · stride ..]`, one after the other.
+    pub products: &'a [f32],
+    /// The distance between two points' runs.
+    pub stride: usize,
+    /// How many values each point's run holds from its first: where it is
+    /// at least [`CHUNK`], all the lanes are loaded (one vector).
+    pub room: usize,
+    /// The channel's bias.
+    pub bias: f32,
+    /// The activation after the bias.
+    pub activation: Activation,
+    /// The output plane's height and width.
+    pub size: [usize; 2],
+    /// The tile row.
+    pub row: usize,
+    /// The tile columns (at most [`CHUNK`]).
+    pub cols: Range<usize>,
+}
+
+/// The transforms of F(m, r) in f32, applied [`CHUNK`] tiles at a time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rows {
     m: usize,
     alpha: usize,
-    bt: Sparse,
-    at: Sparse,
+    /// `Bᵀ` (α × α) and `Aᵀ` (m × α), zero past their sizes.
+    pub(super) bt: [[f32; MAX_ALPHA]; MAX_ALPHA],
+    pub(super) at: [[f32; MAX_ALPHA]; MAX_M],
+    /// The widest vectors the host's compiled transforms use.
+    isa: Isa,
 }
 
+/// Calls the body of `$body` for this transform's sizes in the host's
+/// widest ISA: on AVX-512 the intrinsics of `avx512.rs` for the tiles
+/// compiled for their sizes; otherwise `$self.$body::<M, A, N>` (`N` = α)
+/// compiled for the ISA, or `<0, 0, MAX_ALPHA>` for the other tiles.
+macro_rules! dispatch {
+    ($self:ident, $body:ident, $($arg:expr),*) => {{
+        macro_rules! compiled {
+            ($m:literal, $a:literal, $n:expr) => {
+                match $self.isa {
+                    // SAFETY: the host has the ISA's features (`Isa::host`).
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { wide::$body::<$m, $a, $n>($self, $($arg),*) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { narrow::$body::<$m, $a, $n>($self, $($arg),*) },
+                    _ => $self.$body::<$m, $a, $n>($($arg),*),
+                }
+            };
+        }
+        macro_rules! sized {
+            ($m:literal, $a:literal) => {
+                match $self.isa {
+                    // SAFETY: the host has AVX-512F (`Isa::host`).
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { super::avx512::$body::<$m, $a>($self, $($arg),*) },
+                    _ => compiled!($m, $a, $a),
+                }
+            };
+        }
+        match ($self.m, $self.alpha) {
+            (2, 4) => sized!(2, 4),
+            (4, 6) => sized!(4, 6),
+            (6, 8) => sized!(6, 8),
+            (2, 6) => sized!(2, 6),
+            (4, 8) => sized!(4, 8),
+            _ => compiled!(0, 0, MAX_ALPHA),
+        }
+    }};
+}
+
+/// The transforms compiled for a target feature set: `$name::input_body`
+/// and `$name::output_body` call the bodies with it enabled.
+macro_rules! compiled_for {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $name {
+            use super::{InputChunk, OutputChunk, Rows};
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn input_body<const M: usize, const A: usize, const N: usize>(
+                rows: &Rows,
+                chunk: InputChunk<'_>,
+            ) {
+                rows.input_body::<M, A, N>(chunk)
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn output_body<const M: usize, const A: usize, const N: usize>(
+                rows: &Rows,
+                chunk: OutputChunk<'_>,
+                store: impl FnMut(usize, usize, &[f32]),
+                redo: impl FnMut(usize, usize),
+            ) {
+                rows.output_body::<M, A, N>(chunk, store, redo)
+            }
+        }
+    };
+}
+
+compiled_for!(wide, "avx512f,avx512vl,avx2,fma");
+compiled_for!(narrow, "avx2,fma");
+
 impl Rows {
-    /// The f32 transforms of `transform`.
+    /// The f32 transforms of `transform`, compiled for the host.
     pub fn new(transform: &Transform) -> Rows {
         let (m, alpha) = (transform.m, transform.alpha());
-        Rows {
-            m,
-            alpha,
-            bt: Sparse::of(&transform.bt, alpha, alpha),
-            at: Sparse::of(&transform.at, m, alpha),
-        }
-    }
-
-    /// Tiles past its own whose columns a tile's window reaches.
-    fn reach(&self) -> usize {
-        (self.alpha - 1) / self.m
-    }
-
-    /// Floats of the work buffer [`Rows::input`] and [`Rows::output`] need.
-    pub fn work_len(&self) -> usize {
-        let (m, a) = (self.m, self.alpha);
-        let input = a * m * (CHUNK + self.reach()) + a * a * CHUNK;
-        let output = m * a * CHUNK + CHUNK;
-        input.max(output)
-    }
-
-    /// Transforms the tiles `cols` (at most [`CHUNK`] tile columns) of tile
-    /// row `row` of one channel's plane `x` (`size` = `[h, w]`, padded by
-    /// `pad` = `[top, left]` rows and columns of zeros before its first):
-    /// transform point `ξ`'s values of the tiles at `out[ξ · stride ..]`,
-    /// one after the other.
-    #[allow(clippy::too_many_arguments)]
-    pub fn input(
-        &self,
-        x: &[f32],
-        size: [usize; 2],
-        pad: [usize; 2],
-        row: usize,
-        cols: Range<usize>,
-        work: &mut [f32],
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        let (m, a, n) = (self.m, self.alpha, cols.len());
-        assert!(n <= CHUNK && x.len() == size[0] * size[1], "a chunk of a channel's plane");
-        let [h, w] = size;
-        let run = n + self.reach();
-        let (phases, sums) = work.split_at_mut(a * m * run);
-        // The α input rows, each split into its m column phases.
-        for (i, rows) in phases.chunks_exact_mut(m * run).enumerate() {
-            let y = (row * m + i).checked_sub(pad[0]).filter(|&y| y < h);
-            let Some(y) = y else {
-                rows.fill(0.0);
-                continue;
-            };
-            let line = &x[y * w..(y + 1) * w];
-            for (q, phase) in rows.chunks_exact_mut(run).enumerate() {
-                for (u, v) in phase.iter_mut().enumerate() {
-                    let c = ((cols.start + u) * m + q).checked_sub(pad[1]);
-                    *v = c.and_then(|c| line.get(c)).copied().unwrap_or(0.0);
-                }
+        let mut bt = [[0.0; MAX_ALPHA]; MAX_ALPHA];
+        let mut at = [[0.0; MAX_ALPHA]; MAX_M];
+        for i in 0..alpha {
+            for j in 0..alpha {
+                bt[i][j] = transform.bt[i * alpha + j] as f32;
             }
         }
-        // Along the rows: sums[i][ξ] = Σ_j Bᵀ[ξ][j] · d[i][j].
-        let phases = &*phases;
-        for (i, sums) in sums[..a * a * n].chunks_exact_mut(a * n).enumerate() {
-            for (terms, sum) in self.bt.0.iter().zip(sums.chunks_exact_mut(n)) {
-                let rows = &phases[i * m * run..];
-                combine(sum, terms, |j| &rows[(j % m) * run + j / m..]);
+        for i in 0..m {
+            for j in 0..alpha {
+                at[i][j] = transform.at[i * alpha + j] as f32;
             }
         }
-        // Down the columns: point (ξy, ξx) = Σ_i Bᵀ[ξy][i] · sums[i][ξx].
-        let sums = &sums[..a * a * n];
-        for (yi, terms) in self.bt.0.iter().enumerate() {
-            for xi in 0..a {
-                let out = &mut out[(yi * a + xi) * stride..][..n];
-                combine(out, terms, |i| &sums[(i * a + xi) * n..]);
-            }
-        }
+        Rows { m, alpha, bt, at, isa: Isa::host() }
     }
 
-    /// Transforms one output channel's products of the tiles `cols` (at
-    /// most [`CHUNK`]) of tile row `row` back — point `ξ`'s at
-    /// `products[ξ · stride ..]`, one after the other —, adds `bias`,
-    /// applies `activation` and stores, by `store(row, column, value)`,
-    /// the outputs that lie inside the channel's plane (`size` =
-    /// `[out_height, out_width]`). Returns whether some output stored is
-    /// not finite.
-    #[allow(clippy::too_many_arguments)]
+    /// Transforms the chunk's tiles of one channel's plane (see
+    /// [`InputChunk`]).
+    pub fn input(&self, chunk: InputChunk<'_>) {
+        assert!(chunk.cols.len() <= CHUNK, "a chunk of a tile row");
+        assert_eq!(chunk.x.len(), chunk.size[0] * chunk.size[1], "a channel's plane");
+        dispatch!(self, input_body, chunk)
+    }
+
+    /// Transforms one output channel's products of the chunk's tiles
+    /// back (see [`OutputChunk`]), adds the bias and, for the outputs that
+    /// lie inside the plane, stores each output row's run of finite ones
+    /// activated by `store(row, first column, run)`, then calls
+    /// `redo(row, column)` for each one that is not finite before the
+    /// activation (the caller recomputes it).
     pub fn output(
         &self,
-        products: &[f32],
-        stride: usize,
-        bias: f32,
-        activation: Activation,
-        mut store: impl FnMut(usize, usize, f32),
-        size: [usize; 2],
-        row: usize,
-        cols: Range<usize>,
-        work: &mut [f32],
-    ) -> bool {
-        let (m, a, n) = (self.m, self.alpha, cols.len());
-        assert!(n <= CHUNK, "a chunk of a tile row");
-        let [oh, ow] = size;
-        let (sums, out) = work.split_at_mut(m * a * n);
-        // Down the columns: sums[i][ξx] = Σ_ξy Aᵀ[i][ξy] · products[ξy][ξx].
-        for (terms, sums) in self.at.0.iter().zip(sums.chunks_exact_mut(a * n)) {
-            for (xi, sum) in sums.chunks_exact_mut(n).enumerate() {
-                combine(sum, terms, |yi| &products[(yi * a + xi) * stride..]);
-            }
-        }
-        let sums = &*sums;
-        let out = &mut out[..n];
-        let mut finite = true;
-        for i in 0..m.min(oh.saturating_sub(row * m)) {
-            for (j, terms) in self.at.0.iter().enumerate() {
-                // Along the rows: Σ_ξx Aᵀ[j][ξx] · sums[i][ξx].
-                combine(out, terms, |xi| &sums[(i * a + xi) * n..]);
-                for (t, &v) in out.iter().enumerate() {
-                    let col = (cols.start + t) * m + j;
-                    if col >= ow {
-                        break;
+        chunk: OutputChunk<'_>,
+        store: impl FnMut(usize, usize, &[f32]),
+        redo: impl FnMut(usize, usize),
+    ) {
+        assert!(chunk.cols.len() <= CHUNK, "a chunk of a tile row");
+        dispatch!(self, output_body, chunk, store, redo)
+    }
+
+    /// [`Rows::input`] for tiles of `M` × `M` outputs and `A` × `A` inputs
+    /// (0: this transform's own, as variables), on grids of `N` × `N`.
+    #[inline(always)]
+    fn input_body<const M: usize, const A: usize, const N: usize>(&self, c: InputChunk<'_>) {
+        let m = if M == 0 { self.m } else { M };
+        let a = if A == 0 { self.alpha } else { A };
+        let n = c.cols.len();
+        let [h, w] = c.size;
+        // Each tile's window, column j of tile l at plane column
+        // `first + l·m + j`.
+        let first = (c.cols.start * m) as isize - c.pad[1] as isize;
+        let inside = first >= 0 && first as usize + (n.max(1) - 1) * m + a <= w;
+        let mut d: Grid<N> = [[[0.0; CHUNK]; N]; N];
+        for (i, d) in d.iter_mut().enumerate().take(a) {
+            let Some(y) = (c.row * m + i).checked_sub(c.pad[0]).filter(|&y| y < h) else {
+                continue;
+            };
+            let line = &c.x[y * w..(y + 1) * w];
+            if inside {
+                let line = &line[first as usize..];
+                for l in 0..n {
+                    let window = &line[l * m..l * m + a];
+                    for j in 0..a {
+                        d[j][l] = window[j];
                     }
-                    let v = activation.apply_f32(v + bias);
-                    finite &= v.is_finite();
-                    store(row * m + i, col, v);
+                }
+            } else {
+                for l in 0..n {
+                    for j in 0..a {
+                        let col = first + (l * m + j) as isize;
+                        if col >= 0 && (col as usize) < w {
+                            d[j][l] = line[col as usize];
+                        }
+                    }
                 }
             }
         }
-        !finite
+        // Along the rows: t[i][ξ] = Σ_j Bᵀ[ξ][j] · d[i][j].
+        let mut t: Grid<N> = [[[0.0; CHUNK]; N]; N];
+        for i in 0..a {
+            for xi in 0..a {
+                t[i][xi] = sum(&self.bt[xi], a, |j| &d[i][j]);
+            }
+        }
+        // Down the columns: point (ξy, ξx) = Σ_i Bᵀ[ξy][i] · t[i][ξx].
+        for yi in 0..a {
+            for xi in 0..a {
+                let v = sum(&self.bt[yi], a, |i| &t[i][xi]);
+                let out = &mut c.out[(yi * a + xi) * c.stride..];
+                if c.room >= CHUNK {
+                    out[..CHUNK].copy_from_slice(&v);
+                } else {
+                    out[..n].copy_from_slice(&v[..n]);
+                }
+            }
+        }
+    }
+
+    /// [`Rows::output`] for tiles of `M` × `M` outputs and `A` × `A` inputs
+    /// (0: this transform's own, as variables), on grids of `N` × `N`.
+    #[inline(always)]
+    fn output_body<const M: usize, const A: usize, const N: usize>(
+        &self,
+        c: OutputChunk<'_>,
+        mut store: impl FnMut(usize, usize, &[f32]),
+        mut redo: impl FnMut(usize, usize),
+    ) {
+        let m = if M == 0 { self.m } else { M };
+        let a = if A == 0 { self.alpha } else { A };
+        let n = c.cols.len();
+        let [oh, ow] = c.size;
+        let mut p: Grid<N> = [[[0.0; CHUNK]; N]; N];
+        for yi in 0..a {
+            for xi in 0..a {
+                let products = &c.products[(yi * a + xi) * c.stride..];
+                if c.room >= CHUNK {
+                    p[yi][xi].copy_from_slice(&products[..CHUNK]);
+                } else {
+                    p[yi][xi][..n].copy_from_slice(&products[..n]);
+                }
+            }
+        }
+        // Down the columns: s[i][ξx] = Σ_ξy Aᵀ[i][ξy] · p[ξy][ξx] (m ≤ N).
+        let mut s: Grid<N> = [[[0.0; CHUNK]; N]; N];
+        for i in 0..m {
+            for xi in 0..a {
+                s[i][xi] = sum(&self.at[i], a, |yi| &p[yi][xi]);
+            }
+        }
+        let (first, width) = (c.cols.start * m, ow.saturating_sub(c.cols.start * m));
+        let mut line = [0.0f32; CHUNK * MAX_M];
+        for i in 0..m.min(oh.saturating_sub(c.row * m)) {
+            // Along the rows, each tile's m pixels put back in order.
+            for j in 0..m {
+                let o = sum(&self.at[j], a, |xi| &s[i][xi]);
+                for l in 0..n {
+                    line[l * m + j] = o[l] + c.bias;
+                }
+            }
+            let (row, run) = (c.row * m + i, &mut line[..(n * m).min(width)]);
+            let finite = run.iter().fold(true, |f, v| f & v.is_finite());
+            // Which are not finite before the activation (ReLU makes −∞ 0).
+            let mut redone = [false; CHUNK * MAX_M];
+            if !finite {
+                run.iter().zip(&mut redone).for_each(|(v, r)| *r = !v.is_finite());
+            }
+            activate(run, c.activation);
+            store(row, first, run);
+            if !finite {
+                let columns = redone.iter().enumerate().filter(|(_, r)| **r);
+                columns.for_each(|(k, _)| redo(row, first + k));
+            }
+        }
     }
 }
 
@@ -205,23 +371,40 @@ mod tests {
         h as f32 / (1u64 << 23) as f32 - 1.0
     }
 
+    /// The tiles compiled for their sizes and one that is not (F(3, 2)),
+    /// in every ISA the host has.
+    fn sizes() -> impl Iterator<Item = ((usize, usize), Isa)> {
+        let sizes = [(2, 3), (4, 3), (6, 3), (2, 5), (4, 5), (3, 2)];
+        sizes.into_iter().flat_map(|s| Isa::available().map(move |isa| (s, isa)))
+    }
+
     /// Every tile of a padded plane, transformed by rows, is the tile
     /// transformed by `Transform::input` (in f64, to f32's rounding).
     #[test]
     fn input_rows_are_the_tiles_transformed() {
-        for (m, r) in [(2, 3), (4, 3), (6, 3), (2, 5), (3, 2)] {
+        for ((m, r), isa) in sizes() {
             let t = Transform::new(m, r);
-            let rows = Rows::new(&t);
+            let rows = Rows { isa, ..Rows::new(&t) };
             let a = t.alpha();
-            let ([h, w], [top, left]) = ([7, 11], [1, 2]);
+            let ([h, w], [top, left]) = ([7, 11 + 16 * m], [1, 2]);
             let x: Vec<f32> = (0..h * w).map(value).collect();
             let (tile_rows, tile_cols) = ((h + 2 - r + 1).div_ceil(m), (w + 3 - r + 1).div_ceil(m));
-            let mut work = vec![0.0; rows.work_len()];
             for row in 0..tile_rows {
-                let cols = 1..tile_cols;
+                let cols = 1..tile_cols.min(1 + CHUNK);
                 let stride = cols.len() + 3;
                 let mut out = vec![f32::NAN; a * a * stride];
-                rows.input(&x, [h, w], [top, left], row, cols.clone(), &mut work, &mut out, stride);
+                let (size, pad) = ([h, w], [top, left]);
+                let cols_ = cols.clone();
+                rows.input(InputChunk {
+                    x: &x,
+                    size,
+                    pad,
+                    row,
+                    cols: cols_,
+                    out: &mut out,
+                    stride,
+                    room: stride,
+                });
                 for (t_i, tc) in cols.enumerate() {
                     let d: Vec<f64> = (0..a * a)
                         .map(|k| {
@@ -234,11 +417,17 @@ mod tests {
                         })
                         .collect();
                     let want = t.input(&d);
+                    // Two passes of at most α terms in f32: within
+                    // γ_2α of the sums of magnitudes.
+                    let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+                    let magnitude = Transform { bt: abs(&t.bt), ..t.clone() }.input(&abs(&d));
+                    let gamma = 2.0 * a as f64 * f64::from(f32::EPSILON);
                     for (xi, &v) in want.iter().enumerate() {
                         let got = f64::from(out[xi * stride + t_i]);
                         assert!(
-                            (got - v).abs() <= 1e-5 * (1.0 + v.abs()),
-                            "F({m},{r}) {row} {tc} {xi}"
+                            (got - v).abs() <= gamma * magnitude[xi],
+                            "F({m},{r}) {row} {tc} {xi}: {got} for {v} (magnitude {})",
+                            magnitude[xi]
                         );
                     }
                 }
@@ -250,36 +439,40 @@ mod tests {
     /// tile, plus the bias, activated, cropped to the plane.
     #[test]
     fn output_rows_are_the_tiles_transformed_back() {
-        for (m, r) in [(2, 3), (4, 3), (6, 3), (2, 5)] {
+        for ((m, r), isa) in sizes() {
             let t = Transform::new(m, r);
-            let rows = Rows::new(&t);
+            let rows = Rows { isa, ..Rows::new(&t) };
             let a = t.alpha();
-            let [oh, ow] = [2 * m + 1, 3 * m - 1];
+            let [oh, ow] = [2 * m + 1, 16 * m - 1];
             let (tile_rows, tile_cols) = (oh.div_ceil(m), ow.div_ceil(m));
             let stride = tile_cols + 2;
             let products: Vec<f32> = (0..a * a * stride).map(value).collect();
-            let mut work = vec![0.0; rows.work_len()];
             for activation in [Activation::None, Activation::Relu] {
                 let mut y = vec![f32::NAN; oh * ow];
                 for row in 0..tile_rows {
-                    let store = |i: usize, j: usize, v: f32| y[i * ow + j] = v;
-                    let bad = rows.output(
-                        &products,
+                    let store = |i: usize, j: usize, run: &[f32]| {
+                        y[i * ow + j..][..run.len()].copy_from_slice(run)
+                    };
+                    let redo = |i: usize, j: usize| panic!("({i}, {j}) is finite");
+                    let chunk = OutputChunk {
+                        products: &products,
                         stride,
-                        0.25,
+                        room: stride,
+                        bias: 0.25,
                         activation,
-                        store,
-                        [oh, ow],
+                        size: [oh, ow],
                         row,
-                        0..tile_cols,
-                        &mut work,
-                    );
-                    assert!(!bad);
+                        cols: 0..tile_cols,
+                    };
+                    rows.output(chunk, store, redo);
                 }
                 for tc in 0..tile_cols {
                     let p: Vec<f64> =
                         (0..a * a).map(|k| f64::from(products[k * stride + tc])).collect();
                     let want = t.output(&p);
+                    let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+                    let magnitude = Transform { at: abs(&t.at), ..t.clone() }.output(&abs(&p));
+                    let magnitude: Vec<f64> = magnitude.iter().map(|v| v + 0.25).collect();
                     for row in 0..tile_rows {
                         for (k, &want) in want.iter().enumerate() {
                             let (yy, xx) = (row * m + k / m, tc * m + k % m);
@@ -288,9 +481,11 @@ mod tests {
                             }
                             let v = activation.apply_f64(want + 0.25);
                             let got = f64::from(y[yy * ow + xx]);
+                            // Two passes of at most α terms and the bias.
+                            let bound = (2 * a + 1) as f64 * f64::from(f32::EPSILON) * magnitude[k];
                             assert!(
-                                (got - v).abs() <= 1e-5 * (1.0 + v.abs()),
-                                "F({m},{r}) {yy} {xx}"
+                                (got - v).abs() <= bound,
+                                "F({m},{r}) {yy} {xx}: {got} for {v}"
                             );
                         }
                     }

@@ -1,0 +1,284 @@
+//! The transforms on AVX-512, for the tiles compiled for their sizes: one
+//! `zmm` holds a value of each of the chunk's 16 tiles, every loop over
+//! the tile is unrolled, and each sum is a run of fused multiply-adds
+//! with the transform's entries broadcast (a zero entry adds `0 · v`,
+//! which changes no finite sum; a non-finite one becomes NaN and is
+//! recomputed, as every non-finite output is).
+//!
+//! The input windows are gathered (`vgatherdps`, lanes outside the plane
+//! or past the chunk masked off as zeros); the transformed values and the
+//! products move as masked loads and stores of the chunk's lanes; an
+//! output row's pixels are put back in order by two rounds of
+//! `vpermt2ps` (m = 2, 4) or through a buffer (other m) before the store.
+
+// As in `rows.rs`: the transforms written as their formulas, by index.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use super::rows::{InputChunk, OutputChunk, Rows};
+use crate::spec::Activation;
+
+/// `Σ_k coefficients[k] · v[k]` over `K` terms.
+#[inline(always)]
+unsafe fn sum<const K: usize>(coefficients: &[f32], v: impl Fn(usize) -> __m512) -> __m512 {
+    // SAFETY: the caller guarantees the host has AVX-512F and the
+    // operands the function documents.
+    unsafe {
+        let mut acc = _mm512_setzero_ps();
+        for k in 0..K {
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(coefficients[k]), v(k), acc);
+        }
+        acc
+    }
+}
+
+/// The mask of the first `n` lanes (n ≤ 16).
+#[inline(always)]
+fn first(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+/// [`Rows::input`] for F(M, A − M + 1) on AVX-512.
+///
+/// # Safety
+/// The host has AVX-512F; `chunk` is as [`Rows::input`] checks it.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn input_body<const M: usize, const A: usize>(rows: &Rows, c: InputChunk<'_>) {
+    // SAFETY: the caller guarantees the host has AVX-512F and the
+    // operands the function documents.
+    unsafe {
+        let n = c.cols.len();
+        let [h, w] = c.size;
+        assert!(c.out.len() >= (A * A - 1) * c.stride + n, "room for every point's run");
+        let lanes = first(n);
+        // Lane l's column of window column 0, and the columns inside the plane.
+        let first_col = (c.cols.start * M) as i64 - c.pad[1] as i64;
+        let step = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(M as i32),
+        );
+        let mut d = [[_mm512_setzero_ps(); A]; A];
+        for i in 0..A {
+            let Some(y) = (c.row * M + i).checked_sub(c.pad[0]).filter(|&y| y < h) else {
+                continue;
+            };
+            let line = c.x[y * w..(y + 1) * w].as_ptr();
+            if M == 2 || M == 4 {
+                // Window column j = s·M + q is phase q of the pixels from
+                // column first + s·M.
+                for set in 0..A.div_ceil(M) {
+                    let phases = phases::<M>(line, first_col + (set * M) as i64, w);
+                    for q in 0..M.min(A - set * M) {
+                        d[i][set * M + q] = phases[q];
+                    }
+                }
+                continue;
+            }
+            for j in 0..A {
+                let cols = _mm512_add_epi32(step, _mm512_set1_epi32((first_col + j as i64) as i32));
+                let inside = _mm512_cmpge_epi32_mask(cols, _mm512_setzero_si512())
+                    & _mm512_cmplt_epi32_mask(cols, _mm512_set1_epi32(w as i32));
+                // Only lanes whose column is inside the row are read.
+                d[i][j] =
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), lanes & inside, cols, line);
+            }
+        }
+        // Along the rows: t[i][ξ] = Σ_j Bᵀ[ξ][j] · d[i][j].
+        let mut t = [[_mm512_setzero_ps(); A]; A];
+        for i in 0..A {
+            for xi in 0..A {
+                t[i][xi] = sum::<A>(&rows.bt[xi], |j| d[i][j]);
+            }
+        }
+        // Down the columns: point (ξy, ξx) = Σ_i Bᵀ[ξy][i] · t[i][ξx].
+        let out = c.out.as_mut_ptr();
+        for yi in 0..A {
+            for xi in 0..A {
+                let v = sum::<A>(&rows.bt[yi], |i| t[i][xi]);
+                // SAFETY: the run of n values is inside `out` (asserted).
+                _mm512_mask_storeu_ps(out.add((yi * A + xi) * c.stride), lanes, v);
+            }
+        }
+    }
+}
+
+/// The `M` column phases of the 16·M pixels of a row from column `start`
+/// (M = 2 or 4): phase q's lane l is the pixel at `start + l·M + q`, 0
+/// outside the row `line` of `w` pixels. Loaded as M masked vectors (the
+/// lanes outside the row are not read) and split by `vpermt2ps` (and, for
+/// M = 4, `vshuff32x4`).
+#[inline(always)]
+unsafe fn phases<const M: usize>(line: *const f32, start: i64, w: usize) -> [__m512; M] {
+    // SAFETY: the loads read only the lanes inside the row.
+    unsafe {
+        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let mut u = [_mm512_setzero_ps(); M];
+        for (k, u) in u.iter_mut().enumerate() {
+            let at = start + 16 * k as i64;
+            let cols = _mm512_add_epi32(iota, _mm512_set1_epi32(at as i32));
+            let inside = _mm512_cmpge_epi32_mask(cols, _mm512_setzero_si512())
+                & _mm512_cmplt_epi32_mask(cols, _mm512_set1_epi32(w as i32));
+            *u = _mm512_maskz_loadu_ps(inside, line.wrapping_offset(at as isize));
+        }
+        // Lane t of `idx(q)` picks element t·M + q of two vectors.
+        let idx = |q: usize| {
+            let mut idx = [0i32; 16];
+            for (t, i) in idx.iter_mut().enumerate() {
+                *i = ((t * M + q) % 32) as i32;
+            }
+            _mm512_loadu_si512(idx.as_ptr().cast())
+        };
+        let mut out = [_mm512_setzero_ps(); M];
+        for (q, out) in out.iter_mut().enumerate() {
+            *out = match M {
+                2 => _mm512_permutex2var_ps(u[0], idx(q), u[1]),
+                _ => {
+                    // Tiles 0–7 from the first two vectors, 8–15 from the
+                    // last two, each in its lower half.
+                    let low = _mm512_permutex2var_ps(u[0], idx(q), u[1]);
+                    let high = _mm512_permutex2var_ps(u[2 % M], idx(q), u[3 % M]);
+                    _mm512_shuffle_f32x4::<0b0100_0100>(low, high)
+                }
+            };
+        }
+        out
+    }
+}
+
+/// [`Rows::output`] for F(M, A − M + 1) on AVX-512.
+///
+/// # Safety
+/// The host has AVX-512F; `chunk` is as [`Rows::output`] checks it.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn output_body<const M: usize, const A: usize>(
+    rows: &Rows,
+    c: OutputChunk<'_>,
+    mut store: impl FnMut(usize, usize, &[f32]),
+    mut redo: impl FnMut(usize, usize),
+) {
+    // SAFETY: the caller guarantees the host has AVX-512F and the
+    // operands the function documents.
+    unsafe {
+        let n = c.cols.len();
+        let [oh, ow] = c.size;
+        assert!(c.products.len() >= (A * A - 1) * c.stride + n, "every point's run");
+        let lanes = first(n);
+        let products = c.products.as_ptr();
+        let mut p = [[_mm512_setzero_ps(); A]; A];
+        for yi in 0..A {
+            for xi in 0..A {
+                // SAFETY: the run of n values is inside `products` (asserted).
+                p[yi][xi] = _mm512_maskz_loadu_ps(lanes, products.add((yi * A + xi) * c.stride));
+            }
+        }
+        // Down the columns: s[i][ξx] = Σ_ξy Aᵀ[i][ξy] · p[ξy][ξx].
+        let mut s = [[_mm512_setzero_ps(); A]; M];
+        for i in 0..M {
+            for xi in 0..A {
+                s[i][xi] = sum::<A>(&rows.at[i], |yi| p[yi][xi]);
+            }
+        }
+        let (zero, bias) = (_mm512_setzero_ps(), _mm512_set1_ps(c.bias));
+        let first_col = c.cols.start * M;
+        let width = (n * M).min(ow.saturating_sub(first_col));
+        let mut line = [0.0f32; 16 * 8];
+        for i in 0..M.min(oh.saturating_sub(c.row * M)) {
+            // Along the rows: o[j] = Σ_ξx Aᵀ[j][ξx] · s[i][ξx], plus the bias.
+            let mut o = [zero; M];
+            // Per column of the tiles, the tiles whose value is finite
+            // before the activation (0 · v is 0 exactly for finite v).
+            let mut finite = [lanes; M];
+            for j in 0..M {
+                o[j] = _mm512_add_ps(sum::<A>(&rows.at[j], |xi| s[i][xi]), bias);
+                finite[j] = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_mul_ps(o[j], zero), zero);
+            }
+            for v in &mut o {
+                *v = activate(*v, c.activation);
+            }
+            interleave::<M>(&o, &mut line);
+            let row = c.row * M + i;
+            store(row, first_col, &line[..width]);
+            if finite.iter().any(|&f| f & lanes != lanes) {
+                for k in 0..width {
+                    if finite[k % M] & (1 << (k / M)) == 0 {
+                        redo(row, first_col + k);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `activation` on each lane (NaN stays NaN), as
+/// `Activation::apply_f32` computes it.
+#[inline(always)]
+unsafe fn activate(v: __m512, activation: Activation) -> __m512 {
+    // SAFETY: the caller guarantees the host has AVX-512F and the
+    // operands the function documents.
+    unsafe {
+        let zero = _mm512_setzero_ps();
+        match activation {
+            Activation::None => v,
+            // maxps returns its second operand when either is NaN (or both 0).
+            Activation::Relu => _mm512_max_ps(zero, v),
+            Activation::Relu6 => _mm512_min_ps(_mm512_set1_ps(6.0), _mm512_max_ps(zero, v)),
+            Activation::LeakyRelu { negative_slope } => {
+                let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, zero);
+                _mm512_mask_mul_ps(v, negative, v, _mm512_set1_ps(negative_slope))
+            }
+        }
+    }
+}
+
+/// Puts an output row's pixels in order: `o[j]` holds column `j` of each
+/// tile, the row is tile after tile.
+#[inline(always)]
+unsafe fn interleave<const M: usize>(o: &[__m512; M], line: &mut [f32; 128]) {
+    // SAFETY: the caller guarantees the host has AVX-512F and the
+    // operands the function documents.
+    unsafe {
+        let out = line.as_mut_ptr();
+        // Lane 2t takes `a`'s lane `base + t`, lane 2t + 1 `b`'s.
+        let pairs = |base: i32| {
+            let mut idx = [0i32; 16];
+            for t in 0..8 {
+                idx[2 * t] = base + t as i32;
+                idx[2 * t + 1] = 16 + base + t as i32;
+            }
+            _mm512_loadu_si512(idx.as_ptr().cast())
+        };
+        match M {
+            2 => {
+                _mm512_storeu_ps(out, _mm512_permutex2var_ps(o[0], pairs(0), o[1]));
+                _mm512_storeu_ps(out.add(16), _mm512_permutex2var_ps(o[0], pairs(8), o[1]));
+            }
+            4 => {
+                let (lo, hi) = (pairs(0), pairs(8));
+                let (e_lo, e_hi) = (
+                    _mm512_permutex2var_ps(o[0], lo, o[2]),
+                    _mm512_permutex2var_ps(o[0], hi, o[2]),
+                );
+                let (f_lo, f_hi) = (
+                    _mm512_permutex2var_ps(o[1], lo, o[3]),
+                    _mm512_permutex2var_ps(o[1], hi, o[3]),
+                );
+                _mm512_storeu_ps(out, _mm512_permutex2var_ps(e_lo, lo, f_lo));
+                _mm512_storeu_ps(out.add(16), _mm512_permutex2var_ps(e_lo, hi, f_lo));
+                _mm512_storeu_ps(out.add(32), _mm512_permutex2var_ps(e_hi, lo, f_hi));
+                _mm512_storeu_ps(out.add(48), _mm512_permutex2var_ps(e_hi, hi, f_hi));
+            }
+            _ => {
+                let mut columns = [[0.0f32; 16]; 8];
+                for j in 0..M {
+                    _mm512_storeu_ps(columns[j].as_mut_ptr(), o[j]);
+                }
+                for l in 0..16 {
+                    for j in 0..M {
+                        line[l * M + j] = columns[j][l];
+                    }
+                }
+            }
+        }
+    }
+}
