@@ -333,20 +333,22 @@ impl Oracle {
 
     /// The oracle of `spec` computed as `schedule` computes it: through
     /// Winograd's transforms ([`Oracle::winograd`]) when it says so, else
-    /// directly ([`Oracle::new`]).
+    /// directly ([`Oracle::new`]); `None` (an engine that does not
+    /// compile) is direct.
     pub fn for_schedule(
         spec: &ValidSpec,
-        schedule: &Schedule,
+        schedule: Option<&Schedule>,
         input: &[f32],
         weight: &[f32],
         bias: Option<&[f32]>,
     ) -> Result<Oracle> {
-        match schedule.winograd {
+        let oracle = Oracle::new(spec, input, weight, bias)?;
+        match schedule.and_then(|s| s.winograd) {
             Some(w) => {
                 w.legal(spec)?;
-                Oracle::winograd(spec, &w.transform(spec), input, weight, bias)
+                oracle.widened(spec, &w.transform(spec), input, weight, bias)
             }
-            None => Oracle::new(spec, input, weight, bias),
+            None => Ok(oracle),
         }
     }
 
@@ -373,13 +375,27 @@ impl Oracle {
         weight: &[f32],
         bias: Option<&[f32]>,
     ) -> Result<Oracle> {
-        let mut oracle = Oracle::new(spec, input, weight, bias)?;
+        Oracle::new(spec, input, weight, bias)?.widened(spec, transform, input, weight, bias)
+    }
+
+    /// This oracle with the bounds of its checked planes raised to
+    /// Winograd's where those are larger ([`Oracle::winograd`]).
+    pub fn widened(
+        mut self,
+        spec: &ValidSpec,
+        transform: &Transform,
+        input: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<Oracle> {
+        let oracle = &mut self;
         let (m, r, a) = (transform.m, transform.r, transform.alpha());
         let pad = spec.padding();
         if spec.op() != Op::Conv2d
             || spec.kernel() != [r, r]
             || spec.stride() != [1, 1]
             || spec.dilation() != [1, 1]
+            || spec.output_shape() != oracle.shape
         {
             return Err(crate::error::Error::InvalidSchedule {
                 field: "winograd",
@@ -425,6 +441,10 @@ impl Oracle {
                             *tile = magnitudes.input(&d);
                         }
                         for k in group * cog..(group + 1) * cog {
+                            let checked = oracle.planes.as_ref().is_none_or(|p| p[n * c_out + k]);
+                            if !checked {
+                                continue;
+                            }
                             let mut sum = vec![0.0; a * a];
                             for (c, tile) in tiles.iter().enumerate() {
                                 let kernel = &kernels[k * cig + c];
@@ -455,7 +475,7 @@ impl Oracle {
                 }
             }
         }
-        Ok(oracle)
+        Ok(self)
     }
 
     /// The oracle of a pointwise conv2d (1×1, stride 1, no padding, one

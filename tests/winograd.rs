@@ -92,7 +92,7 @@ proptest! {
         let packed = kernel.pack(&w, b.as_deref()).unwrap();
         let mut y = vec![12345.0; spec.output_len()];
         kernel.run(&x, &packed, &mut y).unwrap();
-        let oracle = reference::Oracle::for_schedule(&spec, &schedule, &x, &w, b.as_deref());
+        let oracle = reference::Oracle::for_schedule(&spec, Some(&schedule), &x, &w, b.as_deref());
         let verdict = oracle.unwrap().verify(&y).unwrap();
         prop_assert!(verdict.passed(), "{spec} with {schedule:?}: {verdict:?}");
     }

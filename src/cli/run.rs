@@ -107,10 +107,7 @@ pub fn main(mut args: Args) -> Result<()> {
     if args.check {
         let Operands { x, w, b } = &operands;
         // A Winograd schedule is held to the bound of its transforms.
-        let oracle = match &schedule {
-            Some(schedule) => reference::Oracle::for_schedule(&spec, schedule, x, w, b.as_deref())?,
-            None => reference::Oracle::new(&spec, x, w, b.as_deref())?,
-        };
+        let oracle = reference::Oracle::for_schedule(&spec, schedule.as_ref(), x, w, b.as_deref())?;
         let verdict = oracle.verify(&y)?;
         let d = verdict.deviation;
         println!(

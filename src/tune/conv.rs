@@ -1,6 +1,7 @@
 //! A convolution layer as a [`Tunable`] op: its schedule space, its kernels,
 //! and its random test data checked against the reference.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use rand::rngs::StdRng;
@@ -16,7 +17,7 @@ use crate::error::Result;
 use crate::jit::Compiler;
 use crate::kernel::{Kernel, PackedWeights};
 use crate::reference::Oracle;
-use crate::schedule::{self, CodeKey, Run, Schedule};
+use crate::schedule::{self, CodeKey, Run, Schedule, Winograd};
 use crate::spec::ValidSpec;
 
 /// Layers of up to this many MACs (the dense count) are verified on every
@@ -37,6 +38,11 @@ pub(crate) struct ConvTuning<'a> {
     oracle: Oracle,
     /// The output of the last run.
     pub(super) output: Vec<f32>,
+    /// Whether the last run computed through Winograd's transforms, and
+    /// how: its output is held to their bound.
+    ran_winograd: Option<Winograd>,
+    /// The oracles with Winograd's bounds made so far.
+    winograd_oracles: RefCell<Vec<(Winograd, Rc<Oracle>)>>,
     heuristic: Schedule,
     space: Space,
     /// The kernel of each code still held (by a finalist, the heuristic or
@@ -68,10 +74,29 @@ impl<'a> ConvTuning<'a> {
             data,
             oracle,
             output,
+            ran_winograd: None,
+            winograd_oracles: RefCell::default(),
             heuristic: schedule::choose_for(spec, threads, compiler.vector_isa()),
             space: Space::up_to(spec, threads, compiler.vector_isa()),
             built: Memo::default(),
         })
+    }
+}
+
+impl ConvTuning<'_> {
+    /// The oracle with Winograd's bound for `w` ([`Oracle::widened`]) on
+    /// the same planes, made once.
+    fn winograd_oracle(&self, w: Winograd) -> Result<Rc<Oracle>> {
+        let mut made = self.winograd_oracles.borrow_mut();
+        if let Some((_, oracle)) = made.iter().find(|(v, _)| *v == w) {
+            return Ok(Rc::clone(oracle));
+        }
+        let LayerData { input, weight, bias } = &self.data;
+        let transform = w.transform(self.spec);
+        let oracle =
+            self.oracle.clone().widened(self.spec, &transform, input, weight, bias.as_deref())?;
+        made.push((w, Rc::new(oracle)));
+        Ok(Rc::clone(&made[made.len() - 1].1))
     }
 }
 
@@ -128,11 +153,16 @@ impl Tunable for ConvTuning<'_> {
 
     fn run(&mut self, (built, run): &(Rc<Built>, Run)) -> Result<()> {
         let (kernel, weights) = &**built;
+        self.ran_winograd = kernel.schedule().winograd;
         kernel.run_as(run, &self.data.input, weights, &mut self.output)
     }
 
     fn verify(&self) -> Result<Option<String>> {
-        Ok(self.oracle.verify(&self.output)?.failure())
+        let verdict = match self.ran_winograd {
+            Some(w) => self.winograd_oracle(w)?.verify(&self.output)?,
+            None => self.oracle.verify(&self.output)?,
+        };
+        Ok(verdict.failure())
     }
 
     fn checked(&self) -> usize {

@@ -164,7 +164,8 @@ pub fn check_kernel(spec: &ValidSpec, schedule: &convjit::Schedule, seed: u64) {
     let mut y = vec![f32::NAN; spec.output_len()];
     kernel.run(&x, &packed, &mut y).expect("run");
     // A Winograd schedule is held to its transforms' bound.
-    let oracle = convjit::reference::Oracle::for_schedule(spec, schedule, &x, &w, b.as_deref());
+    let oracle =
+        convjit::reference::Oracle::for_schedule(spec, Some(schedule), &x, &w, b.as_deref());
     let verdict = oracle.and_then(|o| o.verify(&y)).expect("verify");
     if !verdict.passed() {
         let i = verdict.worst.expect("a failed verdict has a worst element");
@@ -183,7 +184,8 @@ pub fn check_kernel(spec: &ValidSpec, schedule: &convjit::Schedule, seed: u64) {
 
 /// Prepares `spec` with `engine` on up to `threads` threads, runs it on
 /// random tensors drawn from `seed`, and asserts that every element is
-/// within the reduction-length error bound of `convjit::reference::verify`.
+/// within the error bound of `Oracle::for_schedule` (the reduction
+/// length's, or with a Winograd schedule its transforms').
 pub fn check_engine(engine: convjit::Engine, threads: usize, spec: &ValidSpec, seed: u64) {
     let x = random_tensor(seed, spec.input_len());
     let w = random_tensor(seed ^ 0x9e37_79b9, spec.weight_len());
@@ -194,7 +196,11 @@ pub fn check_engine(engine: convjit::Engine, threads: usize, spec: &ValidSpec, s
     // Poison the output so that an element the engine forgets to write fails.
     let mut y = vec![f32::NAN; spec.output_len()];
     layer.run(&x, &mut y).expect("run");
-    let verdict = convjit::reference::verify(spec, &x, &w, b.as_deref(), &y).expect("verify");
+    // The jit's schedule may compute through Winograd's transforms.
+    let schedule = layer.schedule();
+    let oracle =
+        convjit::reference::Oracle::for_schedule(spec, schedule.as_ref(), &x, &w, b.as_deref());
+    let verdict = oracle.and_then(|o| o.verify(&y)).expect("verify");
     if !verdict.passed() {
         let i = verdict.worst.expect("a failed verdict has a worst element");
         let expected = convjit::reference::conv(spec, &x, &w, b.as_deref()).expect("reference");
