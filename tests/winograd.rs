@@ -157,6 +157,10 @@ fn winograd_refuses_what_it_cannot_compute() {
     refused(&conv, Winograd { output_tile: 7, panel: 64 }, "output_tile");
     refused(&conv, Winograd { output_tile: 1, panel: 64 }, "output_tile");
     refused(&conv, Winograd { output_tile: 4, panel: 0 }, "panel");
+    // A tile past every size, not an overflow.
+    refused(&conv, Winograd { output_tile: usize::MAX, panel: 64 }, "output_tile");
+    let eight = format!(r#"{{"op": "conv2d", {base}, "kernel": 8}}"#);
+    refused(&eight, Winograd { output_tile: 2, panel: 64 }, "winograd");
 }
 
 /// A schedule with Winograd reads and writes back as JSON, and a schedule

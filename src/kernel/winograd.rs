@@ -91,11 +91,12 @@ impl Layer {
         let (c_out, cig) = (spec.out_channels(), spec.in_per_group());
         let taps = spec.kernel()[0] * spec.kernel()[1];
         let mut u = alloc::zeroed_f32(self.points() * c_out * cig, "the transformed weights")?;
-        let mut g = vec![0.0; taps];
+        let (mut g, mut t) = (vec![0.0; taps], vec![0.0; self.points()]);
         for (k, kernels) in weight.chunks_exact(cig * taps).enumerate() {
             for (c, kernel) in kernels.chunks_exact(taps).enumerate() {
                 g.iter_mut().zip(kernel).for_each(|(g, &w)| *g = f64::from(w));
-                for (xi, &v) in self.transform.kernel(&g).iter().enumerate() {
+                self.transform.kernel_into(&g, &mut t);
+                for (xi, &v) in t.iter().enumerate() {
                     u[(xi * c_out + k) * cig + c] = v as f32;
                 }
             }
@@ -111,8 +112,9 @@ struct Output {
     len: usize,
 }
 
-// SAFETY: the threads write disjoint elements (the tiles of their own
-// panels) and read only those they wrote.
+// SAFETY: the threads write disjoint elements (the outputs of the tiles of
+// their own panels, each tile in one panel, each panel on one thread) and
+// read none.
 unsafe impl Sync for Output {}
 
 impl Output {

@@ -602,8 +602,9 @@ const MIN_WIDTH_FOR_ROWS: usize = 8;
 /// direct schedule on the suites' dense 3 × 3 layers (64 and 128 channels,
 /// 49 to 1024 tiles), 0.81× on alexnet_g2_3x3 (16 tiles) and 0.2× with
 /// ResNeXt's 4 or 8 channels a group (docs/schedules.md). Panels of at
-/// most [`WINOGRAD_PANEL`] tiles, as many as a multiple of the threads and
-/// equal; the products (a grouped 1×1 layer) scheduled by the heuristic.
+/// most [`WINOGRAD_PANEL`] tiles, about equal, as many as a multiple of
+/// the threads while each keeps [`MIN_WINOGRAD_PANEL`]; the products (a
+/// grouped 1×1 layer) scheduled by the heuristic.
 fn winograd(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
     let isa = Isa::host().min(widest);
     let dense = spec.in_per_group() >= MIN_WINOGRAD_CHANNELS
@@ -615,7 +616,10 @@ fn winograd(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
     if tiles < MIN_WINOGRAD_TILES {
         return None;
     }
-    let panels = tiles.div_ceil(WINOGRAD_PANEL).next_multiple_of(threads).min(tiles);
+    // As many panels as a multiple of the threads, while each keeps a
+    // chunk of the transforms' tiles.
+    let most = (tiles / MIN_WINOGRAD_PANEL).max(1);
+    let panels = tiles.div_ceil(WINOGRAD_PANEL).next_multiple_of(threads).min(most);
     let config = Winograd { output_tile: 4, panel: tiles.div_ceil(panels) };
     let products = choose_for(&config.gemm(spec).ok()?, 1, widest);
     let schedule = Schedule { winograd: Some(config), run: Run::threads(threads), ..products };
@@ -630,6 +634,10 @@ const MIN_WINOGRAD_CHANNELS: usize = 64;
 /// The fewest tiles of 4 × 4 outputs for the heuristic to take Winograd:
 /// 49 ran 1.65× direct, 16 0.81× (docs/schedules.md).
 const MIN_WINOGRAD_TILES: usize = 32;
+
+/// The fewest tiles of a Winograd panel the heuristic takes when threads
+/// would cut them finer: the transforms' chunk (16 lanes).
+const MIN_WINOGRAD_PANEL: usize = 16;
 
 /// The most tiles of a Winograd panel the heuristic takes: its transformed
 /// input and products of 64 channels (1.2 MB) about fill a 1 MB L2;

@@ -264,8 +264,11 @@ impl Schedule {
     /// computes that ([`Algorithm::lowered`]): the spec the plan and the
     /// code are made for. For a schedule legal for `spec`.
     pub fn lowered<'a>(&self, spec: &'a ValidSpec) -> Cow<'a, ValidSpec> {
-        match self.winograd.and_then(|w| w.gemm(spec).ok()) {
-            Some(gemm) => Cow::Owned(self.algorithm.lowered(&gemm).into_owned()),
+        match self.winograd {
+            Some(w) => {
+                let gemm = w.gemm(spec).expect("a schedule legal for the spec has its products");
+                Cow::Owned(self.algorithm.lowered(&gemm).into_owned())
+            }
             None => self.algorithm.lowered(spec),
         }
     }

@@ -5,8 +5,10 @@
 //! which changes no finite sum; a non-finite one becomes NaN and is
 //! recomputed, as every non-finite output is).
 //!
-//! The input windows are gathered (`vgatherdps`, lanes outside the plane
-//! or past the chunk masked off as zeros); the transformed values and the
+//! Each input row is loaded as masked vectors (lanes outside the row
+//! read as zeros) and split into its m column phases by `vpermt2ps` for
+//! m = 2 and 4, or gathered (`vgatherdps`, masked the same way) for the
+//! others; the transformed values and the
 //! products move as masked loads and stores of the chunk's lanes; an
 //! output row's pixels are put back in order by two rounds of
 //! `vpermt2ps` (m = 2, 4) or through a buffer (other m) before the store.
@@ -54,6 +56,9 @@ pub(super) unsafe fn input_body<const M: usize, const A: usize>(rows: &Rows, c: 
         let lanes = first(n);
         // Lane l's column of window column 0, and the columns inside the plane.
         let first_col = (c.cols.start * M) as i64 - c.pad[1] as i64;
+        // The lane masks are computed in 32 bits: every column they test
+        // fits (a spec's sizes and padding are at most 2^24).
+        assert!(w < 1 << 30 && first_col.unsigned_abs() < 1 << 30, "columns in 32 bits");
         let step = _mm512_mullo_epi32(
             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
             _mm512_set1_epi32(M as i32),

@@ -101,13 +101,24 @@ impl Winograd {
             return bad("winograd", format!("{self:?}"), reason.into());
         }
         let r = spec.kernel()[0];
-        if self.output_tile < 2 || self.output_tile + r - 1 > MAX_ALPHA {
+        if r + 1 > MAX_ALPHA {
+            return bad(
+                "winograd",
+                format!("{self:?}"),
+                format!(
+                    "F(m, {r}) needs input tiles of at least {} pixels a side; they are built up \
+                     to {MAX_ALPHA}",
+                    r + 1
+                ),
+            );
+        }
+        if self.output_tile < 2 || self.output_tile > MAX_ALPHA + 1 - r {
             return bad(
                 "output_tile",
                 self.output_tile.to_string(),
                 format!(
                     "F(m, {r}) is built for m from 2 to {} (input tiles of at most {MAX_ALPHA})",
-                    (MAX_ALPHA + 1).saturating_sub(r).max(1)
+                    MAX_ALPHA + 1 - r
                 ),
             );
         }

@@ -92,7 +92,7 @@ pub struct InputChunk<'a> {
     /// The distance between two points' runs in `out`.
     pub stride: usize,
     /// How many values each point's run may take: where it is at least
-    /// [`CHUNK`], all the lanes are stored (one vector), those past the
+    /// [`CHUNK`], all the lanes may be stored (one vector), those past the
     /// tiles as zeros, for the next call to overwrite.
     pub room: usize,
 }
@@ -199,7 +199,7 @@ macro_rules! compiled_for {
     };
 }
 
-compiled_for!(wide, "avx512f,avx512vl,avx2,fma");
+compiled_for!(wide, "avx512f,avx2,fma");
 compiled_for!(narrow, "avx2,fma");
 
 impl Rows {

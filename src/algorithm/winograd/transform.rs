@@ -153,7 +153,10 @@ impl Transform {
     /// ±3, ±1/3, …` and infinity. `m` and `r` at least 1, α = m + r − 1 at
     /// most 8 (F(6, 3), F(4, 5), F(2, 7): the tiles the tests check).
     pub fn new(m: usize, r: usize) -> Transform {
-        assert!(m >= 1 && r >= 1 && m + r - 1 <= 8, "F({m}, {r}) is not built here");
+        assert!(
+            m >= 1 && r >= 1 && m <= 8 && r <= 8 && m + r - 1 <= 8,
+            "F({m}, {r}) is not built here"
+        );
         let e = exact(m, r);
         Transform { m, r, at: e.at.to_f64(), g: e.g.to_f64(), bt: e.bt.to_f64() }
     }
@@ -166,8 +169,18 @@ impl Transform {
     /// `G g Gᵀ`: an `r × r` kernel (row-major) transformed, `alpha ×
     /// alpha`, in f64 (weights are transformed once, then rounded).
     pub fn kernel(&self, g: &[f64]) -> Vec<f64> {
+        let mut out = vec![0.0; self.alpha() * self.alpha()];
+        self.kernel_into(g, &mut out);
+        out
+    }
+
+    /// [`Transform::kernel`] into `out` (`alpha × alpha`), allocating
+    /// nothing: a layer's weights are transformed kernel by kernel.
+    pub fn kernel_into(&self, g: &[f64], out: &mut [f64]) {
         assert_eq!(g.len(), self.r * self.r, "a kernel of F({}, {})", self.m, self.r);
-        sandwich(&self.g, g, self.alpha(), self.r)
+        let (a, r) = (self.alpha(), self.r);
+        let mut lx = [0.0; 64];
+        sandwich_into(&self.g, g, a, r, &mut lx[..a * r], &mut out[..a * a]);
     }
 
     /// `Bᵀ d B`: an `alpha × alpha` input tile transformed, in `T`.
@@ -232,20 +245,40 @@ impl Element for f32 {
 /// `L x Lᵀ` for `L` (`rows × cols`) and square `x` (`cols × cols`), the
 /// products of each entry summed in order.
 fn sandwich<T: Element>(l: &[T], x: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let dot = |f: &dyn Fn(usize) -> T| (0..cols).fold(T::default(), |acc, j| acc + f(j));
     let mut lx = vec![T::default(); rows * cols];
+    let mut out = vec![T::default(); rows * rows];
+    sandwich_into(l, x, rows, cols, &mut lx, &mut out);
+    out
+}
+
+/// [`sandwich`] into `out` (`rows × rows`), with `lx` (`rows × cols`) for
+/// the intermediate product.
+fn sandwich_into<T: Element>(
+    l: &[T],
+    x: &[T],
+    rows: usize,
+    cols: usize,
+    lx: &mut [T],
+    out: &mut [T],
+) {
     for i in 0..rows {
         for k in 0..cols {
-            lx[i * cols + k] = dot(&|j| l[i * cols + j] * x[j * cols + k]);
+            let mut acc = T::default();
+            for j in 0..cols {
+                acc = acc + l[i * cols + j] * x[j * cols + k];
+            }
+            lx[i * cols + k] = acc;
         }
     }
-    let mut out = vec![T::default(); rows * rows];
     for i in 0..rows {
         for k in 0..rows {
-            out[i * rows + k] = dot(&|j| lx[i * cols + j] * l[k * cols + j]);
+            let mut acc = T::default();
+            for j in 0..cols {
+                acc = acc + lx[i * cols + j] * l[k * cols + j];
+            }
+            out[i * rows + k] = acc;
         }
     }
-    out
 }
 
 #[cfg(test)]
