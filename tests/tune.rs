@@ -531,3 +531,28 @@ fn big_layers_are_verified_on_sampled_planes() {
     assert!(!oracle.verify(&y).unwrap().passed(), "a checked plane is checked");
     assert!(convjit::reference::Oracle::of_planes(&layer, &x, &w, Some(&b), &[(3, 0)]).is_err());
 }
+
+/// A dense 3×3 layer's space holds Winograd's variants — every output
+/// tile the transforms are built for, each verified like any member — with
+/// the heuristic's among them where it takes Winograd; they are
+/// neighbours of one another and of no direct member.
+#[test]
+fn the_space_holds_winograd_variants() {
+    let layer = spec(
+        r#"{"op": "conv2d", "in_channels": 64, "out_channels": 64, "height": 28, "width": 28,
+            "kernel": 3, "padding": 1}"#,
+    );
+    let space = Space::of(&layer, 2);
+    let winograd: Vec<Schedule> =
+        space.members().iter().filter(|s| s.winograd.is_some()).copied().collect();
+    let tiles: std::collections::BTreeSet<usize> =
+        winograd.iter().filter_map(|s| s.winograd.map(|w| w.output_tile)).collect();
+    assert_eq!(tiles.into_iter().collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
+    let heuristic = schedule::choose(&layer);
+    assert_eq!(heuristic.winograd.is_some(), Isa::Avx512.on_host(), "{}", heuristic.to_json());
+    assert!(space.contains(&heuristic), "{}", heuristic.to_json());
+    let neighbours = space.neighbours(&winograd[0]);
+    assert!(!neighbours.is_empty());
+    assert!(neighbours.iter().all(|s| s.winograd.is_some()));
+    check_kernel(&layer, &winograd[winograd.len() - 1], 7);
+}

@@ -616,14 +616,20 @@ fn winograd(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
     if tiles < MIN_WINOGRAD_TILES {
         return None;
     }
-    // As many panels as a multiple of the threads, while each keeps a
-    // chunk of the transforms' tiles.
-    let most = (tiles / MIN_WINOGRAD_PANEL).max(1);
-    let panels = tiles.div_ceil(WINOGRAD_PANEL).next_multiple_of(threads).min(most);
-    let config = Winograd { output_tile: 4, panel: tiles.div_ceil(panels) };
+    let config = Winograd { output_tile: 4, panel: winograd_panel(tiles, threads, WINOGRAD_PANEL) };
     let products = choose_for(&config.gemm(spec).ok()?, 1, widest);
     let schedule = Schedule { winograd: Some(config), run: Run::threads(threads), ..products };
     schedule.legal(spec).is_ok().then_some(schedule)
+}
+
+/// The tiles of each of a Winograd layer's `tiles` the heuristic puts in a
+/// panel on `threads` threads: at most `most` a panel, about equal, as many
+/// panels as a multiple of the threads while each keeps
+/// [`MIN_WINOGRAD_PANEL`].
+pub(crate) fn winograd_panel(tiles: usize, threads: usize, most: usize) -> usize {
+    let fewest = (tiles / MIN_WINOGRAD_PANEL).max(1);
+    let panels = tiles.div_ceil(most.max(1)).next_multiple_of(threads.max(1)).min(fewest);
+    tiles.div_ceil(panels)
 }
 
 /// The fewest input and output channels a group has for the heuristic to

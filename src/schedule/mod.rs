@@ -52,6 +52,7 @@ pub use crate::algorithm::{
     Algorithm, Depthwise, Direct, Layout, MAX_ACCUMULATORS, MAX_OC_VECTORS, MAX_REDUCTION_UNROLL,
     Strategy, Tile, Width,
 };
+pub(crate) use heuristic::winograd_panel;
 pub use heuristic::{MIN_MACS_PER_THREAD, choose, choose_for, choose_threaded};
 
 /// The order of the two outer loops. In JSON: `"channels_outer"`,

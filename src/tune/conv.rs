@@ -41,8 +41,8 @@ pub(crate) struct ConvTuning<'a> {
     /// Whether the last run computed through Winograd's transforms, and
     /// how: its output is held to their bound.
     ran_winograd: Option<Winograd>,
-    /// The oracles with Winograd's bounds made so far.
-    winograd_oracles: RefCell<Vec<(Winograd, Rc<Oracle>)>>,
+    /// The oracles with Winograd's bounds made so far, by output tile.
+    winograd_oracles: RefCell<Vec<(usize, Rc<Oracle>)>>,
     heuristic: Schedule,
     space: Space,
     /// The kernel of each code still held (by a finalist, the heuristic or
@@ -85,17 +85,18 @@ impl<'a> ConvTuning<'a> {
 
 impl ConvTuning<'_> {
     /// The oracle with Winograd's bound for `w` ([`Oracle::widened`]) on
-    /// the same planes, made once.
+    /// the same planes, made once for each output tile (the bound depends
+    /// on the transforms, not on the panel).
     fn winograd_oracle(&self, w: Winograd) -> Result<Rc<Oracle>> {
         let mut made = self.winograd_oracles.borrow_mut();
-        if let Some((_, oracle)) = made.iter().find(|(v, _)| *v == w) {
+        if let Some((_, oracle)) = made.iter().find(|(m, _)| *m == w.output_tile) {
             return Ok(Rc::clone(oracle));
         }
         let LayerData { input, weight, bias } = &self.data;
         let transform = w.transform(self.spec);
         let oracle =
             self.oracle.clone().widened(self.spec, &transform, input, weight, bias.as_deref())?;
-        made.push((w, Rc::new(oracle)));
+        made.push((w.output_tile, Rc::new(oracle)));
         Ok(Rc::clone(&made[made.len() - 1].1))
     }
 }

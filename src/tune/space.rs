@@ -17,6 +17,7 @@
 //! | joined | the width tile's rows apart, or joined into one run (AVX-512, conv2d of stride 1 whose output rows are as wide as its input rows) |
 //! | image | the width tile over a padded copy, or reading the image's rows (AVX-512, conv2d of column stride 1 or 2) |
 //! | merged columns | the direct tile's column phases one at a time, or all in one tile (AVX2, AVX-512, conv_transpose2d whose column phases read the same input pixels) |
+//! | winograd | none; or, for a conv2d of a square kernel, stride 1 and dilation 1, Winograd F(m × m, r × r) for every m its transforms are built for, in panels of about 32, 64 and 128 tiles (sized as the heuristic sizes them for the threads), its products scheduled by the heuristic — the other knobs of such a member are its products' and not searched |
 //!
 //! Threads and split are the [`Run`], not the code: the members that
 //! differ only in them are listed one after another and share one compiled
@@ -27,10 +28,15 @@
 //!
 //! Two schedules are neighbours when they differ in exactly one knob; the
 //! register tile and the loop nest count as one knob each, so that a local
-//! search can reshape a tile without passing through illegal ones.
+//! search can reshape a tile without passing through illegal ones. So does
+//! Winograd's configuration: its members are neighbours of one another
+//! (another tile or panel, another thread count), not of the direct ones,
+//! so a local search stays with the computation it starts from (the
+//! heuristic's); a random or exhaustive one draws from both.
 
 use std::collections::{HashMap, HashSet};
 
+use crate::algorithm::winograd::{MAX_ALPHA, Winograd};
 use crate::algorithm::{self, Algorithm, Layout};
 use crate::geometry::Geometry;
 use crate::schedule::{InputCopy, LoopNest, Run, Schedule, Split, Strategy};
@@ -48,8 +54,11 @@ const COL_BLOCKS: [usize; 3] = [16, 32, 64];
 /// Band heights the input copy may take (output rows).
 const BAND_ROWS: [usize; 4] = [1, 2, 4, 8];
 
+/// The panels Winograd's members take about this many tiles in.
+const WINOGRAD_PANELS: [usize; 3] = [32, 64, 128];
+
 /// The knobs, in the order [`Space::knobs`] reports them.
-pub const KNOBS: [&str; 13] = [
+pub const KNOBS: [&str; 14] = [
     "isa",
     "algorithm",
     "tile",
@@ -63,6 +72,7 @@ pub const KNOBS: [&str; 13] = [
     "joined",
     "image",
     "merged_columns",
+    "winograd",
 ];
 
 /// The schedules a tuner may try for one layer.
@@ -199,6 +209,8 @@ impl Space {
                 }
             }
         }
+        let widest = isas.last().copied().unwrap_or_default();
+        members.extend(winograd(spec, &threads, widest));
         let index = members.iter().copied().collect();
         Space { members, index }
     }
@@ -232,8 +244,14 @@ impl Space {
     /// The value of every knob of `schedule` (in the order of [`KNOBS`]),
     /// encoded as a number: two schedules differ in a knob exactly when
     /// these differ.
-    pub fn knobs(schedule: &Schedule) -> [u64; 13] {
+    pub fn knobs(schedule: &Schedule) -> [u64; 14] {
         let s = schedule;
+        let threads = s.run.threads as u64;
+        if let Some(w) = s.winograd {
+            // Its products' schedule is the heuristic's, no knob.
+            let config = (w.output_tile * 1_000_000 + w.panel) as u64;
+            return [s.isa as u64, 3, 0, 0, 0, threads, 0, 0, 0, 0, 0, 0, 0, config];
+        }
         let strategy = match s.strategy() {
             Strategy::Direct => 0,
             Strategy::Depthwise => 1,
@@ -266,8 +284,42 @@ impl Space {
             u64::from(s.algorithm.joined()),
             u64::from(s.algorithm.image_rows()),
             u64::from(s.algorithm.merged_columns()),
+            0,
         ]
     }
+}
+
+/// Winograd's members for `spec` on each of `threads` (see the module's
+/// table), the products scheduled by the heuristic with ISAs up to
+/// `isa`; none for a layer Winograd does not compute.
+fn winograd(spec: &ValidSpec, threads: &[usize], isa: Isa) -> Vec<Schedule> {
+    let r = spec.kernel()[0];
+    if Winograd::refuses(spec).is_some() || r + 1 > MAX_ALPHA {
+        return Vec::new();
+    }
+    let mut members = Vec::new();
+    for output_tile in 2..=MAX_ALPHA + 1 - r {
+        let tiles = Winograd { output_tile, panel: 1 }.tiles(spec).count;
+        for &t in threads {
+            let mut panels: Vec<usize> = WINOGRAD_PANELS
+                .iter()
+                .map(|&most| crate::schedule::winograd_panel(tiles, t, most))
+                .collect();
+            panels.dedup();
+            for panel in panels {
+                let config = Winograd { output_tile, panel };
+                let Ok(gemm) = config.legal(spec).and_then(|()| config.gemm(spec)) else {
+                    continue;
+                };
+                let products = crate::schedule::choose_for(&gemm, 1, isa);
+                let s = Schedule { winograd: Some(config), run: Run::threads(t), ..products };
+                if s.legal(spec).is_ok() {
+                    members.push(s);
+                }
+            }
+        }
+    }
+    members
 }
 
 /// The loop nests and input copies the space tries on a layer of
