@@ -194,7 +194,8 @@ impl Compiler {
     pub fn compile_with(&self, spec: &ValidSpec, schedule: &Schedule) -> Result<Kernel> {
         self.admits(spec, schedule)?;
         let start = Instant::now();
-        let winograd = schedule.winograd.map(|w| WinogradLayer::new(spec, w)).transpose()?;
+        let layer = |w| WinogradLayer::new(spec, w, self.vector_isa);
+        let winograd = schedule.winograd.map(layer).transpose()?;
         let lowered = schedule.lowered(spec);
         let plan = Plan::new(&lowered, schedule);
         plan.compilable()?;

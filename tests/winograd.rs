@@ -2,14 +2,14 @@
 //! reference: random conv2d layers of square kernels, stride 1 (groups,
 //! batch, asymmetric padding 0–2, odd sizes, every activation), every
 //! output tile the transforms are built for, panels that cut tile rows and
-//! images, the products' tiles of every ISA the host has, one and two
-//! threads. Each output is held to the Winograd bound
+//! images, the products' tiles and the transforms on every ISA the host
+//! has, one and two threads. Each output is held to the Winograd bound
 //! (`Oracle::for_schedule`, docs/correctness.md) and, on this data, to the
 //! tolerance users hold a convolution to.
 
 mod common;
 
-use common::{build_spec, check_kernel, random_tensor};
+use common::{build_spec, check_kernel_on, random_tensor};
 use convjit::schedule::{self, Isa, Run, Schedule, Winograd};
 use convjit::{Compiler, ValidSpec, reference};
 use proptest::prelude::*;
@@ -48,16 +48,18 @@ proptest! {
         spec in layer(),
         tile in any::<prop::sample::Index>(),
         panel in 1usize..=80,
-        wide in any::<bool>(),
+        isa in any::<prop::sample::Index>(),
         threads in 1usize..=2,
         seed in any::<u64>(),
     ) {
         let tiles = tiles(spec.kernel()[0]);
         let m = tiles[tile.index(tiles.len())];
-        let isa = if wide { Isa::host() } else { Isa::Sse };
+        // Every ISA the host has, for the products and the transforms.
+        let isas: Vec<Isa> = Isa::available().collect();
+        let isa = isas[isa.index(isas.len())];
         let mut schedule = winograd(&spec, m, panel, isa);
         schedule.run = Run::threads(threads);
-        check_kernel(&spec, &schedule, seed);
+        check_kernel_on(isa, &spec, &schedule, seed);
     }
 }
 

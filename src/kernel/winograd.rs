@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::runtime::{self, Scratch};
 use crate::schedule::Run;
 use crate::spec::ValidSpec;
+use crate::target::Isa;
 
 /// What a Winograd kernel knows of its layer beyond the compiled products.
 #[derive(Clone, Debug)]
@@ -46,25 +47,23 @@ pub(crate) struct Layer {
 }
 
 /// What a Winograd kernel's packed weights hold beyond the transformed
-/// weights the compiled products read.
+/// weights the compiled products read: the layer's weights and bias as
+/// given, the bias added after the output transform, both read by the
+/// outputs recomputed exactly.
 #[derive(Clone, Debug)]
 pub(crate) struct Weights {
-    /// Each output channel's bias (0 without one), added after the output
-    /// transform.
-    bias: Vec<f32>,
-    /// The layer's weights and bias as given, for the outputs recomputed
-    /// exactly.
     weight: Vec<f32>,
-    given_bias: Option<Vec<f32>>,
+    bias: Option<Vec<f32>>,
 }
 
 impl Layer {
-    /// The Winograd layer of `spec` under `config` (legal for it).
-    pub(crate) fn new(spec: &ValidSpec, config: Winograd) -> Result<Layer> {
+    /// The Winograd layer of `spec` under `config` (legal for it), its
+    /// transforms on vectors of at most `isa` (the compiler's).
+    pub(crate) fn new(spec: &ValidSpec, config: Winograd, isa: Isa) -> Result<Layer> {
         config.legal(spec)?;
         let transform = config.transform(spec);
         Ok(Layer {
-            rows: Rows::new(&transform),
+            rows: Rows::new(&transform, isa),
             transform,
             tiles: config.tiles(spec),
             panel: config.panel_tiles(spec),
@@ -169,9 +168,8 @@ impl Kernel {
         let mut packed = self.pack_layer(&layer.gemm, &u, None)?;
         drop(u);
         packed.winograd = Some(Box::new(Weights {
-            bias: bias.map_or_else(|| vec![0.0; spec.out_channels()], <[f32]>::to_vec),
             weight: alloc::copied(weight, "the weights kept for outputs recomputed exactly")?,
-            given_bias: bias.map(<[f32]>::to_vec),
+            bias: bias.map(<[f32]>::to_vec),
         }));
         Ok(packed)
     }
@@ -262,7 +260,7 @@ impl Kernel {
                     products: &products[k * panel + s.pos..],
                     stride: c_out * panel,
                     room: panel - s.pos,
-                    bias: extra.bias[k],
+                    bias: extra.bias.as_ref().map_or(0.0, |b| b[k]),
                     activation: spec.activation(),
                     size: [oh, ow],
                     row: s.row,
@@ -270,7 +268,7 @@ impl Kernel {
                 };
                 let store = |i: usize, j: usize, run: &[f32]| out.write(plane + i * ow + j, run);
                 let redo = |i: usize, j: usize| {
-                    let bias = extra.given_bias.as_deref();
+                    let bias = extra.bias.as_deref();
                     let v = crate::border::exact(spec, &extra.weight, bias, x, [s.n, k, i, j]);
                     out.write(plane + i * ow + j, &[v]);
                 };

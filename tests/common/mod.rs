@@ -151,7 +151,19 @@ pub fn build_spec(
 /// of bounds fails the run with `Error::CheckedAccess` instead of touching
 /// memory, so the property tests of every strategy hunt for them too.
 pub fn check_kernel(spec: &ValidSpec, schedule: &convjit::Schedule, seed: u64) {
+    check_kernel_on(convjit::target::Isa::host(), spec, schedule, seed)
+}
+
+/// [`check_kernel`] with a compiler held to vectors of `isa` (its kernels,
+/// and a Winograd kernel's transforms, use none wider).
+pub fn check_kernel_on(
+    isa: convjit::target::Isa,
+    spec: &ValidSpec,
+    schedule: &convjit::Schedule,
+    seed: u64,
+) {
     let compiler = convjit::Compiler::host().expect("host compiler");
+    let compiler = compiler.with_vector_isa(isa).expect("an ISA the host has");
     let compiler = if seed.is_multiple_of(4) { compiler.checked() } else { compiler };
     let kernel = compiler
         .compile_with(spec, schedule)

@@ -41,6 +41,23 @@ fn first(n: usize) -> __mmask16 {
     ((1u32 << n) - 1) as __mmask16
 }
 
+/// The lanes whose column, `cols`, lies inside a row of `w` pixels.
+#[inline(always)]
+unsafe fn inside(cols: __m512i, w: usize) -> __mmask16 {
+    // SAFETY: the caller has AVX-512F.
+    unsafe {
+        _mm512_cmpge_epi32_mask(cols, _mm512_setzero_si512())
+            & _mm512_cmplt_epi32_mask(cols, _mm512_set1_epi32(w as i32))
+    }
+}
+
+/// Lane l holds l.
+#[inline(always)]
+unsafe fn iota() -> __m512i {
+    // SAFETY: the caller has AVX-512F.
+    unsafe { _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) }
+}
+
 /// [`Rows::input`] for F(M, A − M + 1) on AVX-512.
 ///
 /// # Safety
@@ -59,10 +76,7 @@ pub(super) unsafe fn input_body<const M: usize, const A: usize>(rows: &Rows, c: 
         // The lane masks are computed in 32 bits: every column they test
         // fits (a spec's sizes and padding are at most 2^24).
         assert!(w < 1 << 30 && first_col.unsigned_abs() < 1 << 30, "columns in 32 bits");
-        let step = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(M as i32),
-        );
+        let step = _mm512_mullo_epi32(iota(), _mm512_set1_epi32(M as i32));
         let mut d = [[_mm512_setzero_ps(); A]; A];
         for i in 0..A {
             let Some(y) = (c.row * M + i).checked_sub(c.pad[0]).filter(|&y| y < h) else {
@@ -82,11 +96,9 @@ pub(super) unsafe fn input_body<const M: usize, const A: usize>(rows: &Rows, c: 
             }
             for j in 0..A {
                 let cols = _mm512_add_epi32(step, _mm512_set1_epi32((first_col + j as i64) as i32));
-                let inside = _mm512_cmpge_epi32_mask(cols, _mm512_setzero_si512())
-                    & _mm512_cmplt_epi32_mask(cols, _mm512_set1_epi32(w as i32));
                 // Only lanes whose column is inside the row are read.
-                d[i][j] =
-                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), lanes & inside, cols, line);
+                let read = lanes & inside(cols, w);
+                d[i][j] = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), read, cols, line);
             }
         }
         // Along the rows: t[i][ξ] = Σ_j Bᵀ[ξ][j] · d[i][j].
@@ -117,14 +129,11 @@ pub(super) unsafe fn input_body<const M: usize, const A: usize>(rows: &Rows, c: 
 unsafe fn phases<const M: usize>(line: *const f32, start: i64, w: usize) -> [__m512; M] {
     // SAFETY: the loads read only the lanes inside the row.
     unsafe {
-        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         let mut u = [_mm512_setzero_ps(); M];
         for (k, u) in u.iter_mut().enumerate() {
             let at = start + 16 * k as i64;
-            let cols = _mm512_add_epi32(iota, _mm512_set1_epi32(at as i32));
-            let inside = _mm512_cmpge_epi32_mask(cols, _mm512_setzero_si512())
-                & _mm512_cmplt_epi32_mask(cols, _mm512_set1_epi32(w as i32));
-            *u = _mm512_maskz_loadu_ps(inside, line.wrapping_offset(at as isize));
+            let cols = _mm512_add_epi32(iota(), _mm512_set1_epi32(at as i32));
+            *u = _mm512_maskz_loadu_ps(inside(cols, w), line.wrapping_offset(at as isize));
         }
         // Lane t of `idx(q)` picks element t·M + q of two vectors.
         let idx = |q: usize| {

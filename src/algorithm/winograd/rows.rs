@@ -127,7 +127,7 @@ pub struct Rows {
     /// `Bᵀ` (α × α) and `Aᵀ` (m × α), zero past their sizes.
     pub(super) bt: [[f32; MAX_ALPHA]; MAX_ALPHA],
     pub(super) at: [[f32; MAX_ALPHA]; MAX_M],
-    /// The widest vectors the host's compiled transforms use.
+    /// The widest vectors the compiled transforms use.
     isa: Isa,
 }
 
@@ -203,8 +203,10 @@ compiled_for!(wide, "avx512f,avx2,fma");
 compiled_for!(narrow, "avx2,fma");
 
 impl Rows {
-    /// The f32 transforms of `transform`, compiled for the host.
-    pub fn new(transform: &Transform) -> Rows {
+    /// The f32 transforms of `transform` on vectors of at most `isa`
+    /// (those of them the host has): a compiler held to a narrower ISA
+    /// runs no wider code here either.
+    pub fn new(transform: &Transform, isa: Isa) -> Rows {
         let (m, alpha) = (transform.m, transform.alpha());
         let mut bt = [[0.0; MAX_ALPHA]; MAX_ALPHA];
         let mut at = [[0.0; MAX_ALPHA]; MAX_M];
@@ -218,7 +220,7 @@ impl Rows {
                 at[i][j] = transform.at[i * alpha + j] as f32;
             }
         }
-        Rows { m, alpha, bt, at, isa: Isa::host() }
+        Rows { m, alpha, bt, at, isa: isa.min(Isa::host()) }
     }
 
     /// Transforms the chunk's tiles of one channel's plane (see
@@ -384,7 +386,7 @@ mod tests {
     fn input_rows_are_the_tiles_transformed() {
         for ((m, r), isa) in sizes() {
             let t = Transform::new(m, r);
-            let rows = Rows { isa, ..Rows::new(&t) };
+            let rows = Rows::new(&t, isa);
             let a = t.alpha();
             let ([h, w], [top, left]) = ([7, 11 + 16 * m], [1, 2]);
             let x: Vec<f32> = (0..h * w).map(value).collect();
@@ -441,7 +443,7 @@ mod tests {
     fn output_rows_are_the_tiles_transformed_back() {
         for ((m, r), isa) in sizes() {
             let t = Transform::new(m, r);
-            let rows = Rows { isa, ..Rows::new(&t) };
+            let rows = Rows::new(&t, isa);
             let a = t.alpha();
             let [oh, ow] = [2 * m + 1, 16 * m - 1];
             let (tile_rows, tile_cols) = (oh.div_ceil(m), ow.div_ceil(m));
