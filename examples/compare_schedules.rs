@@ -7,6 +7,7 @@
 //!
 //! Each SCHEDULE is `heuristic` (what `schedule::choose` picks),
 //! `heuristic:N` (what `schedule::choose_threaded` picks for N threads),
+//! `direct` (what the heuristic picks where Winograd is not an option),
 //! `cache:FILE` (the schedule `convjit tune` saved in that tuning cache for
 //! one thread; `-` for layers it does not hold), `winograd:M:PANEL[:N]`
 //! (Winograd F(M × M, r × r) in panels of PANEL tiles on N threads, its
@@ -94,6 +95,9 @@ fn variant(spec: &ValidSpec, text: &str) -> Result<Option<Schedule>, Box<dyn std
     if text == "heuristic" {
         return Ok(Some(heuristic));
     }
+    if text == "direct" {
+        return Ok(Some(schedule::choose_direct_for(spec, 1, schedule::Isa::host())));
+    }
     if let Some(threads) = text.strip_prefix("heuristic:") {
         return Ok(Some(schedule::choose_threaded(spec, threads.parse()?)));
     }
@@ -107,12 +111,7 @@ fn variant(spec: &ValidSpec, text: &str) -> Result<Option<Schedule>, Box<dyn std
             [output_tile, panel, threads] => (Winograd { output_tile, panel }, threads),
             _ => return Err(format!("{text}: not winograd:M:PANEL[:N]").into()),
         };
-        let Ok(gemm) = config.legal(spec).and_then(|()| config.gemm(spec)) else {
-            return Ok(None);
-        };
-        let products = schedule::choose(&gemm);
-        let run = schedule::Run::threads(threads);
-        return Ok(Some(Schedule { winograd: Some(config), run, ..products }));
+        return Ok(schedule::winograd_with(spec, config, threads, schedule::Isa::host()));
     }
     let changes: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)?;
     // Fields of the flat form change the heuristic's flat view; the typed

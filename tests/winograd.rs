@@ -14,12 +14,23 @@ use convjit::schedule::{self, Isa, Run, Schedule, Winograd};
 use convjit::{Compiler, ValidSpec, reference};
 use proptest::prelude::*;
 
-/// A Winograd schedule for `spec`: the heuristic's schedule of the batched
-/// products on `isa`.
-fn winograd(spec: &ValidSpec, output_tile: usize, panel: usize, isa: Isa) -> Schedule {
+/// A Winograd schedule for `spec`: its batched products on `isa` as
+/// `schedule::winograd_with` schedules them, or as the heuristic schedules
+/// any layer of their shape (`direct`).
+fn winograd(
+    spec: &ValidSpec,
+    output_tile: usize,
+    panel: usize,
+    isa: Isa,
+    direct: bool,
+) -> Schedule {
     let config = Winograd { output_tile, panel };
     let gemm = config.gemm(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
-    Schedule { winograd: Some(config), ..schedule::choose_for(&gemm, 1, isa) }
+    let products = Schedule { winograd: Some(config), ..schedule::choose_for(&gemm, 1, isa) };
+    match direct {
+        true => products,
+        false => schedule::winograd_with(spec, config, 1, isa).unwrap_or(products),
+    }
 }
 
 /// The output tiles F(m, r) is built for with a kernel of `r` taps.
@@ -49,6 +60,7 @@ proptest! {
         tile in any::<prop::sample::Index>(),
         panel in 1usize..=80,
         isa in any::<prop::sample::Index>(),
+        direct in any::<bool>(),
         threads in 1usize..=2,
         seed in any::<u64>(),
     ) {
@@ -57,7 +69,7 @@ proptest! {
         // Every ISA the host has, for the products and the transforms.
         let isas: Vec<Isa> = Isa::available().collect();
         let isa = isas[isa.index(isas.len())];
-        let mut schedule = winograd(&spec, m, panel, isa);
+        let mut schedule = winograd(&spec, m, panel, isa, direct);
         schedule.run = Run::threads(threads);
         check_kernel_on(isa, &spec, &schedule, seed);
     }
@@ -83,7 +95,7 @@ proptest! {
     ) {
         let tiles = tiles(spec.kernel()[0]);
         let m = tiles[tile.index(tiles.len())];
-        let mut schedule = winograd(&spec, m, panel, Isa::host());
+        let mut schedule = winograd(&spec, m, panel, Isa::host(), false);
         schedule.run = Run::threads(threads);
         let mut x = random_tensor(seed, spec.input_len());
         let mut w = random_tensor(seed ^ 1, spec.weight_len());
@@ -119,7 +131,7 @@ fn every_variant_is_well_inside_the_users_tolerance() {
         let largest = expected.iter().fold(0.0f64, |a, &v| a.max(f64::from(v).abs()));
         let tolerance = 3e-5 * ((cig * r * r) as f64).sqrt() * (1.0 + largest);
         for m in tiles(r) {
-            let schedule = winograd(&spec, m, 37, Isa::host());
+            let schedule = winograd(&spec, m, 37, Isa::host(), false);
             let kernel = compiler.compile_with(&spec, &schedule).unwrap();
             let packed = kernel.pack(&w, Some(&b)).unwrap();
             let mut y = vec![f32::NAN; spec.output_len()];
@@ -172,7 +184,7 @@ fn winograd_schedules_round_trip_as_json() {
     let spec = common::spec(
         r#"{"op": "conv2d", "in_channels": 8, "out_channels": 8, "height": 9, "width": 9, "kernel": 3}"#,
     );
-    let s = winograd(&spec, 4, 25, Isa::Sse);
+    let s = winograd(&spec, 4, 25, Isa::Sse, true);
     let json = s.to_json();
     assert!(json.contains(r#""winograd":{"output_tile":4,"panel":25}"#), "{json}");
     assert_eq!(Schedule::from_json(&json).unwrap(), s);

@@ -126,18 +126,19 @@ impl Output {
     }
 }
 
-/// One run of tiles of a tile row: image `n`, tile row `row`, tile
-/// columns `cols`, at position `pos` of its panel.
+/// A chunk of at most [`CHUNK`] consecutive tiles of one image: image
+/// `n`, its tiles `tiles` (numbered row by row), at position `pos` of
+/// their panel.
 struct Segment {
     n: usize,
-    row: usize,
-    cols: Range<usize>,
+    tiles: Range<usize>,
     pos: usize,
 }
 
 impl Layer {
-    /// The runs of at most [`CHUNK`] tiles of one tile row that panel `p`
-    /// holds, in order.
+    /// The chunks of at most [`CHUNK`] tiles of one image that panel `p`
+    /// holds, in order: a chunk may span tile rows, so that images a few
+    /// tiles wide fill the transforms' lanes too.
     fn segments(&self, p: usize) -> Vec<Segment> {
         let Tiles { rows, cols, count } = self.tiles;
         let (first, last) = (p * self.panel, ((p + 1) * self.panel).min(count));
@@ -145,9 +146,8 @@ impl Layer {
         let mut t = first;
         while t < last {
             let (n, within) = (t / (rows * cols), t % (rows * cols));
-            let (row, col) = (within / cols, within % cols);
-            let len = (cols - col).min(last - t).min(CHUNK);
-            out.push(Segment { n, row, cols: col..col + len, pos: t - first });
+            let len = (rows * cols - within).min(last - t).min(CHUNK);
+            out.push(Segment { n, tiles: within..within + len, pos: t - first });
             t += len;
         }
         out
@@ -244,8 +244,8 @@ impl Kernel {
                     x: &x[(s.n * c_in + c) * h * w..][..h * w],
                     size: [h, w],
                     pad: [pad.top, pad.left],
-                    row: s.row,
-                    cols: s.cols.clone(),
+                    tiles: s.tiles.clone(),
+                    tile_cols: layer.tiles.cols,
                     out: &mut transformed[c * panel + s.pos..],
                     stride: c_in * panel,
                     room: panel - s.pos,
@@ -263,8 +263,8 @@ impl Kernel {
                     bias: extra.bias.as_ref().map_or(0.0, |b| b[k]),
                     activation: spec.activation(),
                     size: [oh, ow],
-                    row: s.row,
-                    cols: s.cols.clone(),
+                    tiles: s.tiles.clone(),
+                    tile_cols: layer.tiles.cols,
                 };
                 let store = |i: usize, j: usize, run: &[f32]| out.write(plane + i * ow + j, run);
                 let redo = |i: usize, j: usize| {

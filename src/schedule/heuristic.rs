@@ -38,17 +38,31 @@ pub fn choose_threaded(spec: &ValidSpec, threads: usize) -> Schedule {
 /// host has). The measurements behind each choice are in
 /// `docs/schedules.md` (`examples/compare_schedules.rs`).
 pub fn choose_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
-    // Each thread gets at least `MIN_MACS_PER_THREAD` of the work. With
-    // the runtime's spinning workers, the suites' layers of 0.3 to 4 M
-    // MACs (depthwise, grouped, 1×1) ran 1.8–2.0× faster on two threads
-    // than on one (docs/schedules.md), where a worker woken from rayon's
-    // parked pool made them 0.9–1.3×.
+    let threads = worth_threads(spec, threads);
+    winograd(spec, threads, widest).unwrap_or_else(|| direct(spec, threads, widest))
+}
+
+/// What [`choose_for`] picks where Winograd is not an option: the layer
+/// computed by its own algorithm (direct, width or depthwise).
+pub fn choose_direct_for(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
+    direct(spec, worth_threads(spec, threads), widest)
+}
+
+/// `threads` clamped to 1..=[`MAX_THREADS`] and to as many as give each
+/// at least `MIN_MACS_PER_THREAD` of the work. With the runtime's spinning
+/// workers, the suites' layers of 0.3 to 4 M MACs (depthwise, grouped,
+/// 1×1) ran 1.8–2.0× faster on two threads than on one
+/// (docs/schedules.md), where a worker woken from rayon's parked pool
+/// made them 0.9–1.3×.
+fn worth_threads(spec: &ValidSpec, threads: usize) -> usize {
     let macs = crate::complexity::Complexity::of(spec).macs_valid;
     let worth = usize::try_from(macs / MIN_MACS_PER_THREAD).unwrap_or(usize::MAX);
-    let threads = threads.min(worth).clamp(1, MAX_THREADS);
-    if let Some(schedule) = winograd(spec, threads, widest) {
-        return schedule;
-    }
+    threads.min(worth).clamp(1, MAX_THREADS)
+}
+
+/// The heuristic's schedule of the layer's own algorithm, for `threads`
+/// threads already clamped.
+fn direct(spec: &ValidSpec, threads: usize, widest: Isa) -> Schedule {
     if let Some(schedule) = flat_plane(spec, threads, widest) {
         return schedule;
     }
@@ -336,9 +350,14 @@ fn flat_columns(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedul
 /// suite's and holdout's 1×1 layers. `None` for other layers and for
 /// `sse`.
 fn flat_plane(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
+    flat_plane_of(spec, threads, widest, MIN_FLAT_PIXELS)
+}
+
+/// [`flat_plane`] for planes of at least `fewest` pixels.
+fn flat_plane_of(spec: &ValidSpec, threads: usize, widest: Isa, fewest: usize) -> Option<Schedule> {
     let isa = Isa::host().min(widest);
     let pixels = spec.out_height() * spec.out_width();
-    if !isa.is_assembled() || !spec.plane_is_flat() || depthwise(spec) || pixels < MIN_FLAT_PIXELS {
+    if !isa.is_assembled() || !spec.plane_is_flat() || depthwise(spec) || pixels < fewest {
         return None;
     }
     let (channels, vectors) = flat_tile(isa, spec.out_per_group());
@@ -597,14 +616,13 @@ const MIN_WIDTH_FOR_ROWS: usize = 8;
 
 /// Winograd F(4 × 4, 3 × 3) for a conv2d 3 × 3 of stride 1 and dilation
 /// 1 with at least [`MIN_WINOGRAD_CHANNELS`] input and output channels a
-/// group and [`MIN_WINOGRAD_TILES`] tiles, on AVX-512 (the transforms'
-/// intrinsics and the products' 512-bit tiles): measured 1.42–2.12× the
-/// direct schedule on the suites' dense 3 × 3 layers (64 and 128 channels,
-/// 49 to 1024 tiles), 0.81× on alexnet_g2_3x3 (16 tiles) and 0.2× with
-/// ResNeXt's 4 or 8 channels a group (docs/schedules.md). Panels of at
-/// most [`WINOGRAD_PANEL`] tiles, about equal, as many as a multiple of
-/// the threads while each keeps [`MIN_WINOGRAD_PANEL`]; the products (a
-/// grouped 1×1 layer) scheduled by the heuristic.
+/// group and a panel of [`WINOGRAD_PANEL`] tiles per thread, on AVX-512
+/// (the transforms' intrinsics and the products' 512-bit tiles): measured
+/// 1.88–2.54× the direct schedule on the suites' dense 3 × 3 layers (64 to
+/// 192 channels a group, 16 to 1024 tiles), and 0.2× with ResNeXt's 4 or 8
+/// channels a group (docs/schedules.md). Fewer tiles than a panel a thread
+/// leave threads idle that the direct schedule keeps busy. The products
+/// as [`winograd_with`] schedules them.
 fn winograd(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
     let isa = Isa::host().min(widest);
     let dense = spec.in_per_group() >= MIN_WINOGRAD_CHANNELS
@@ -612,24 +630,31 @@ fn winograd(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
     if isa < Isa::Avx512 || !dense || spec.kernel() != [3, 3] || Winograd::refuses(spec).is_some() {
         return None;
     }
-    let tiles = Winograd { output_tile: 4, panel: 1 }.tiles(spec).count;
-    if tiles < MIN_WINOGRAD_TILES {
+    let config = Winograd { output_tile: 4, panel: WINOGRAD_PANEL };
+    if config.tiles(spec).count < WINOGRAD_PANEL * threads {
         return None;
     }
-    let config = Winograd { output_tile: 4, panel: winograd_panel(tiles, threads, WINOGRAD_PANEL) };
-    let products = choose_for(&config.gemm(spec).ok()?, 1, widest);
-    let schedule = Schedule { winograd: Some(config), run: Run::threads(threads), ..products };
-    schedule.legal(spec).is_ok().then_some(schedule)
+    winograd_with(spec, config, threads, widest)
 }
 
-/// The tiles of each of a Winograd layer's `tiles` the heuristic puts in a
-/// panel on `threads` threads: at most `most` a panel, about equal, as many
-/// panels as a multiple of the threads while each keeps
-/// [`MIN_WINOGRAD_PANEL`].
-pub(crate) fn winograd_panel(tiles: usize, threads: usize, most: usize) -> usize {
-    let fewest = (tiles / MIN_WINOGRAD_PANEL).max(1);
-    let panels = tiles.div_ceil(most.max(1)).next_multiple_of(threads.max(1)).min(fewest);
-    tiles.div_ceil(panels)
+/// The schedule of `spec` through Winograd as `config` says, on `threads`
+/// threads, its products (a grouped 1×1 layer over a row of the panel's
+/// tiles, [`Winograd::gemm`]) scheduled as [`flat_plane`] schedules a
+/// plane of any size: each tile of up to 12 output channels by a vector
+/// of tiles reads the transformed input where it lies (no copy), where the
+/// direct NHWC tile would copy it across each group. `None` where
+/// Winograd does not compute `spec` or the ISAs cannot run it.
+pub fn winograd_with(
+    spec: &ValidSpec,
+    config: Winograd,
+    threads: usize,
+    widest: Isa,
+) -> Option<Schedule> {
+    let gemm = config.legal(spec).and_then(|()| config.gemm(spec)).ok()?;
+    let products =
+        flat_plane_of(&gemm, 1, widest, 1).unwrap_or_else(|| choose_for(&gemm, 1, widest));
+    let schedule = Schedule { winograd: Some(config), run: Run::threads(threads), ..products };
+    schedule.legal(spec).is_ok().then_some(schedule)
 }
 
 /// The fewest input and output channels a group has for the heuristic to
@@ -637,15 +662,10 @@ pub(crate) fn winograd_panel(tiles: usize, threads: usize, most: usize) -> usize
 /// leave its products tiny matrices (0.2× direct).
 const MIN_WINOGRAD_CHANNELS: usize = 64;
 
-/// The fewest tiles of 4 × 4 outputs for the heuristic to take Winograd:
-/// 49 ran 1.65× direct, 16 0.81× (docs/schedules.md).
-const MIN_WINOGRAD_TILES: usize = 32;
-
-/// The fewest tiles of a Winograd panel the heuristic takes when threads
-/// would cut them finer: the transforms' chunk (16 lanes).
-const MIN_WINOGRAD_PANEL: usize = 16;
-
-/// The most tiles of a Winograd panel the heuristic takes: its transformed
-/// input and products of 64 channels (1.2 MB) about fill a 1 MB L2;
-/// measured the fastest of 32, 64 and 128 on every dense layer.
-const WINOGRAD_PANEL: usize = 64;
+/// The tiles of a Winograd panel the heuristic takes: one chunk of the
+/// transforms (16 lanes) and one vector of the products' tile, whose
+/// transformed input and products stay in L2 (295 KB each at 128
+/// channels). Measured against 32, 48 and 64 (`compare_schedules
+/// --relative`): 1.04–1.29× on the dense 3 × 3 layers; 24 (a vector and a
+/// half) ran 0.64–0.73× 32.
+const WINOGRAD_PANEL: usize = 16;

@@ -52,8 +52,9 @@ pub use crate::algorithm::{
     Algorithm, Depthwise, Direct, Layout, MAX_ACCUMULATORS, MAX_OC_VECTORS, MAX_REDUCTION_UNROLL,
     Strategy, Tile, Width,
 };
-pub(crate) use heuristic::winograd_panel;
-pub use heuristic::{MIN_MACS_PER_THREAD, choose, choose_for, choose_threaded};
+pub use heuristic::{
+    MIN_MACS_PER_THREAD, choose, choose_direct_for, choose_for, choose_threaded, winograd_with,
+};
 
 /// The order of the two outer loops. In JSON: `"channels_outer"`,
 /// `"rows_outer"` or `{"column_blocks": 32}`.

@@ -17,7 +17,7 @@
 //! | joined | the width tile's rows apart, or joined into one run (AVX-512, conv2d of stride 1 whose output rows are as wide as its input rows) |
 //! | image | the width tile over a padded copy, or reading the image's rows (AVX-512, conv2d of column stride 1 or 2) |
 //! | merged columns | the direct tile's column phases one at a time, or all in one tile (AVX2, AVX-512, conv_transpose2d whose column phases read the same input pixels) |
-//! | winograd | none; or, for a conv2d of a square kernel, stride 1 and dilation 1, Winograd F(m × m, r × r) for every m its transforms are built for, in panels of about 32, 64 and 128 tiles (sized as the heuristic sizes them for the threads), its products scheduled by the heuristic — the other knobs of such a member are its products' and not searched |
+//! | winograd | none; or, for a conv2d of a square kernel, stride 1 and dilation 1, Winograd F(m × m, r × r) for every m its transforms are built for, in panels of 16, 32 and 64 tiles, its products scheduled by the heuristic (`schedule::winograd_with`) — the other knobs of such a member are its products' and not searched |
 //!
 //! Threads and split are the [`Run`], not the code: the members that
 //! differ only in them are listed one after another and share one compiled
@@ -54,8 +54,9 @@ const COL_BLOCKS: [usize; 3] = [16, 32, 64];
 /// Band heights the input copy may take (output rows).
 const BAND_ROWS: [usize; 4] = [1, 2, 4, 8];
 
-/// The panels Winograd's members take about this many tiles in.
-const WINOGRAD_PANELS: [usize; 3] = [32, 64, 128];
+/// The tiles of Winograd's members' panels (or all the tiles, where
+/// fewer): one, two and four vectors of the products' tiles.
+const WINOGRAD_PANELS: [usize; 3] = [16, 32, 64];
 
 /// The knobs, in the order [`Space::knobs`] reports them.
 pub const KNOBS: [&str; 14] = [
@@ -301,21 +302,11 @@ fn winograd(spec: &ValidSpec, threads: &[usize], isa: Isa) -> Vec<Schedule> {
     for output_tile in 2..=MAX_ALPHA + 1 - r {
         let tiles = Winograd { output_tile, panel: 1 }.tiles(spec).count;
         for &t in threads {
-            let mut panels: Vec<usize> = WINOGRAD_PANELS
-                .iter()
-                .map(|&most| crate::schedule::winograd_panel(tiles, t, most))
-                .collect();
+            let mut panels: Vec<usize> = WINOGRAD_PANELS.iter().map(|&p| p.min(tiles)).collect();
             panels.dedup();
             for panel in panels {
                 let config = Winograd { output_tile, panel };
-                let Ok(gemm) = config.legal(spec).and_then(|()| config.gemm(spec)) else {
-                    continue;
-                };
-                let products = crate::schedule::choose_for(&gemm, 1, isa);
-                let s = Schedule { winograd: Some(config), run: Run::threads(t), ..products };
-                if s.legal(spec).is_ok() {
-                    members.push(s);
-                }
+                members.extend(crate::schedule::winograd_with(spec, config, t, isa));
             }
         }
     }

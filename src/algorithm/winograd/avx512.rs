@@ -5,20 +5,23 @@
 //! which changes no finite sum; a non-finite one becomes NaN and is
 //! recomputed, as every non-finite output is).
 //!
-//! Each input row is loaded as masked vectors (lanes outside the row
-//! read as zeros) and split into its m column phases by `vpermt2ps` for
-//! m = 2 and 4, or gathered (`vgatherdps`, masked the same way) for the
-//! others; the transformed values and the
-//! products move as masked loads and stores of the chunk's lanes; an
-//! output row's pixels are put back in order by two rounds of
-//! `vpermt2ps` (m = 2, 4) or through a buffer (other m) before the store.
+//! Input rows are loaded as masked vectors (lanes outside the row read as
+//! zeros): a chunk of one tile row (m = 2, 4) has each row split into its
+//! m column phases by `vpermt2ps`; any other chunk is cut into runs of
+//! tiles of one tile row whose windows lie in 32 consecutive pixels, and
+//! each window column of a run's lanes is picked out of the two vectors
+//! of those pixels by `vpermt2ps` and blended into its lanes (no gathers).
+//! The transformed values and the products move as masked loads and
+//! stores of the chunk's lanes; an output row's pixels are put back in
+//! order by two rounds of `vpermt2ps` (m = 2, 4) or through a buffer
+//! (other m), and stored tile row by tile row.
 
 // As in `rows.rs`: the transforms written as their formulas, by index.
 #![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
 
-use super::rows::{InputChunk, OutputChunk, Rows};
+use super::rows::{InputChunk, OutputChunk, Rows, one_row, runs};
 use crate::spec::Activation;
 
 /// `Σ_k coefficients[k] · v[k]` over `K` terms.
@@ -67,38 +70,65 @@ pub(super) unsafe fn input_body<const M: usize, const A: usize>(rows: &Rows, c: 
     // SAFETY: the caller guarantees the host has AVX-512F and the
     // operands the function documents.
     unsafe {
-        let n = c.cols.len();
+        let n = c.tiles.len();
         let [h, w] = c.size;
         assert!(c.out.len() >= (A * A - 1) * c.stride + n, "room for every point's run");
         let lanes = first(n);
-        // Lane l's column of window column 0, and the columns inside the plane.
-        let first_col = (c.cols.start * M) as i64 - c.pad[1] as i64;
         // The lane masks are computed in 32 bits: every column they test
         // fits (a spec's sizes and padding are at most 2^24).
-        assert!(w < 1 << 30 && first_col.unsigned_abs() < 1 << 30, "columns in 32 bits");
-        let step = _mm512_mullo_epi32(iota(), _mm512_set1_epi32(M as i32));
+        let reach = (c.tile_cols * M + A) as i64 + c.pad[1] as i64;
+        assert!(w < 1 << 30 && reach < 1 << 30, "columns in 32 bits");
         let mut d = [[_mm512_setzero_ps(); A]; A];
-        for i in 0..A {
-            let Some(y) = (c.row * M + i).checked_sub(c.pad[0]).filter(|&y| y < h) else {
-                continue;
-            };
-            let line = c.x[y * w..(y + 1) * w].as_ptr();
-            if M == 2 || M == 4 {
-                // Window column j = s·M + q is phase q of the pixels from
-                // column first + s·M.
+        if (M == 2 || M == 4) && one_row(&c.tiles, c.tile_cols) {
+            // One tile row: window column j = s·M + q of every lane is
+            // phase q of the pixels from column first + s·M.
+            let (row, col) = (c.tiles.start / c.tile_cols, c.tiles.start % c.tile_cols);
+            let first_col = (col * M) as i64 - c.pad[1] as i64;
+            for i in 0..A {
+                let Some(y) = (row * M + i).checked_sub(c.pad[0]).filter(|&y| y < h) else {
+                    continue;
+                };
+                let line = c.x[y * w..(y + 1) * w].as_ptr();
                 for set in 0..A.div_ceil(M) {
                     let phases = phases::<M>(line, first_col + (set * M) as i64, w);
                     for q in 0..M.min(A - set * M) {
                         d[i][set * M + q] = phases[q];
                     }
                 }
-                continue;
             }
-            for j in 0..A {
-                let cols = _mm512_add_epi32(step, _mm512_set1_epi32((first_col + j as i64) as i32));
-                // Only lanes whose column is inside the row are read.
-                let read = lanes & inside(cols, w);
-                d[i][j] = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), read, cols, line);
+        } else {
+            // Runs of tiles whose windows lie in 32 consecutive pixels of
+            // a tile row: each window row loaded as two masked vectors,
+            // and window column j of the run's lanes picked out of them by
+            // `vpermt2ps` (lane l of the run: pixel (l − first lane)·M + j).
+            let piece = (32 - (A - M)) / M;
+            let mut base = [_mm512_setzero_si512(); A];
+            for (j, base) in base.iter_mut().enumerate() {
+                let step = _mm512_mullo_epi32(iota(), _mm512_set1_epi32(M as i32));
+                *base = _mm512_add_epi32(step, _mm512_set1_epi32(j as i32));
+            }
+            for run in runs(&c.tiles, c.tile_cols, piece) {
+                let mask = lanes & !first(run.lanes.start);
+                let mask = mask & first(run.lanes.end);
+                let shift = _mm512_set1_epi32((run.lanes.start * M) as i32);
+                let idx = base.map(|b| _mm512_sub_epi32(b, shift));
+                let start = (run.col * M) as i64 - c.pad[1] as i64;
+                for i in 0..A {
+                    let Some(y) = (run.row * M + i).checked_sub(c.pad[0]).filter(|&y| y < h) else {
+                        continue;
+                    };
+                    let line = c.x[y * w..(y + 1) * w].as_ptr();
+                    let [low, high] = [0, 16].map(|k| {
+                        let at = start + k;
+                        let cols = _mm512_add_epi32(iota(), _mm512_set1_epi32(at as i32));
+                        // Only lanes whose column is inside the row are read.
+                        _mm512_maskz_loadu_ps(inside(cols, w), line.wrapping_offset(at as isize))
+                    });
+                    for j in 0..A {
+                        let v = _mm512_permutex2var_ps(low, idx[j], high);
+                        d[i][j] = _mm512_mask_blend_ps(mask, d[i][j], v);
+                    }
+                }
             }
         }
         // Along the rows: t[i][ξ] = Σ_j Bᵀ[ξ][j] · d[i][j].
@@ -174,7 +204,7 @@ pub(super) unsafe fn output_body<const M: usize, const A: usize>(
     // SAFETY: the caller guarantees the host has AVX-512F and the
     // operands the function documents.
     unsafe {
-        let n = c.cols.len();
+        let n = c.tiles.len();
         let [oh, ow] = c.size;
         assert!(c.products.len() >= (A * A - 1) * c.stride + n, "every point's run");
         let lanes = first(n);
@@ -194,10 +224,9 @@ pub(super) unsafe fn output_body<const M: usize, const A: usize>(
             }
         }
         let (zero, bias) = (_mm512_setzero_ps(), _mm512_set1_ps(c.bias));
-        let first_col = c.cols.start * M;
-        let width = (n * M).min(ow.saturating_sub(first_col));
+        let top = c.tiles.start / c.tile_cols;
         let mut line = [0.0f32; 16 * 8];
-        for i in 0..M.min(oh.saturating_sub(c.row * M)) {
+        for i in 0..M.min(oh.saturating_sub(top * M)) {
             // Along the rows: o[j] = Σ_ξx Aᵀ[j][ξx] · s[i][ξx], plus the bias.
             let mut o = [zero; M];
             // Per column of the tiles, the tiles whose value is finite
@@ -211,12 +240,21 @@ pub(super) unsafe fn output_body<const M: usize, const A: usize>(
                 *v = activate(*v, c.activation);
             }
             interleave::<M>(&o, &mut line);
-            let row = c.row * M + i;
-            store(row, first_col, &line[..width]);
-            if finite.iter().any(|&f| f & lanes != lanes) {
-                for k in 0..width {
-                    if finite[k % M] & (1 << (k / M)) == 0 {
-                        redo(row, first_col + k);
+            let all_finite = finite.iter().all(|&f| f & lanes == lanes);
+            // Each tile row's run of the line, cropped to the plane.
+            for run in runs(&c.tiles, c.tile_cols, 16) {
+                let (row, first_col) = (run.row * M + i, run.col * M);
+                if row >= oh {
+                    break;
+                }
+                let width = (run.lanes.len() * M).min(ow.saturating_sub(first_col));
+                let at = run.lanes.start * M;
+                store(row, first_col, &line[at..at + width]);
+                if !all_finite {
+                    for k in at..at + width {
+                        if finite[k % M] & (1 << (k / M)) == 0 {
+                            redo(row, first_col + k - at);
+                        }
                     }
                 }
             }

@@ -1,8 +1,9 @@
 //! Winograd's transforms in f32 as the kernel applies them: up to
-//! [`CHUNK`] tiles of one tile row of one channel at a time, each tile a
-//! lane, so that every step of a transform is one operation on the lanes
-//! of all of them (vectors the compiler emits for the host's widest
-//! ISA: AVX-512 or AVX2 and FMA where it has them).
+//! [`CHUNK`] consecutive tiles of one channel's plane at a time (of one
+//! tile row or of several, so that planes a few tiles wide fill the
+//! lanes too), each tile a lane, so that every step of a transform is one
+//! operation on the lanes of all of them (vectors the compiler emits for
+//! the host's widest ISA: AVX-512 or AVX2 and FMA where it has them).
 //!
 //! The input transform `Bᵀ d B` gathers each tile's α × α window of the
 //! (zero-padded) plane into the lanes, then sums along the rows and down
@@ -11,7 +12,7 @@
 //! channel. The output transform `Aᵀ M A` loads each point's run of
 //! products, sums down the columns and along the rows with `Aᵀ`, adds the
 //! bias, puts each output row's pixels back in order (tile by tile) and
-//! stores them as one run after the activation. The tiles of 3 × 3 and
+//! stores each tile row's run of them after the activation. The tiles of 3 × 3 and
 //! 5 × 5 kernels (F(2, 3), F(4, 3), F(6, 3), F(2, 5), F(4, 5)) are compiled
 //! for their sizes, every loop unrolled; the others run the same code with
 //! their sizes as variables.
@@ -82,10 +83,12 @@ pub struct InputChunk<'a> {
     pub size: [usize; 2],
     /// Rows and columns of zeros before its first: `[top, left]`.
     pub pad: [usize; 2],
-    /// The tile row.
-    pub row: usize,
-    /// The tile columns (at most [`CHUNK`]).
-    pub cols: Range<usize>,
+    /// The tiles, at most [`CHUNK`] consecutive ones of the plane's
+    /// (numbered row by row, `tile_cols` a row): lane `l` transforms tile
+    /// `tiles.start + l`.
+    pub tiles: Range<usize>,
+    /// Tiles of a tile row.
+    pub tile_cols: usize,
     /// Where transform point `ξ`'s values of the tiles go, one after the
     /// other: `out[ξ · stride ..]`.
     pub out: &'a mut [f32],
@@ -113,10 +116,42 @@ pub struct OutputChunk<'a> {
     pub activation: Activation,
     /// The output plane's height and width.
     pub size: [usize; 2],
-    /// The tile row.
+    /// The tiles, as [`InputChunk::tiles`].
+    pub tiles: Range<usize>,
+    /// Tiles of a tile row.
+    pub tile_cols: usize,
+}
+
+/// A run of a chunk's tiles that lie in one tile row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    /// The lanes of the run's tiles.
+    pub lanes: Range<usize>,
+    /// Their tile row.
     pub row: usize,
-    /// The tile columns (at most [`CHUNK`]).
-    pub cols: Range<usize>,
+    /// The tile column of the first.
+    pub col: usize,
+}
+
+/// The chunk's `tiles` (`tile_cols` a tile row) as runs of at most `most`
+/// tiles of one tile row, in order.
+pub fn runs(tiles: &Range<usize>, tile_cols: usize, most: usize) -> impl Iterator<Item = Run> {
+    let (start, end) = (tiles.start, tiles.end);
+    let mut t = start;
+    std::iter::from_fn(move || {
+        (t < end).then(|| {
+            let (row, col) = (t / tile_cols, t % tile_cols);
+            let len = (tile_cols - col).min(end - t).min(most);
+            let run = Run { lanes: t - start..t - start + len, row, col };
+            t += len;
+            run
+        })
+    })
+}
+
+/// Whether the chunk's tiles all lie in one tile row.
+pub fn one_row(tiles: &Range<usize>, tile_cols: usize) -> bool {
+    tiles.is_empty() || tiles.start / tile_cols == (tiles.end - 1) / tile_cols
 }
 
 /// The transforms of F(m, r) in f32, applied [`CHUNK`] tiles at a time.
@@ -226,7 +261,7 @@ impl Rows {
     /// Transforms the chunk's tiles of one channel's plane (see
     /// [`InputChunk`]).
     pub fn input(&self, chunk: InputChunk<'_>) {
-        assert!(chunk.cols.len() <= CHUNK, "a chunk of a tile row");
+        assert!(chunk.tiles.len() <= CHUNK && chunk.tile_cols > 0, "a chunk of tiles");
         assert_eq!(chunk.x.len(), chunk.size[0] * chunk.size[1], "a channel's plane");
         dispatch!(self, input_body, chunk)
     }
@@ -243,7 +278,7 @@ impl Rows {
         store: impl FnMut(usize, usize, &[f32]),
         redo: impl FnMut(usize, usize),
     ) {
-        assert!(chunk.cols.len() <= CHUNK, "a chunk of a tile row");
+        assert!(chunk.tiles.len() <= CHUNK && chunk.tile_cols > 0, "a chunk of tiles");
         dispatch!(self, output_body, chunk, store, redo)
     }
 
@@ -253,32 +288,33 @@ impl Rows {
     fn input_body<const M: usize, const A: usize, const N: usize>(&self, c: InputChunk<'_>) {
         let m = if M == 0 { self.m } else { M };
         let a = if A == 0 { self.alpha } else { A };
-        let n = c.cols.len();
+        let n = c.tiles.len();
         let [h, w] = c.size;
-        // Each tile's window, column j of tile l at plane column
-        // `first + l·m + j`.
-        let first = (c.cols.start * m) as isize - c.pad[1] as isize;
-        let inside = first >= 0 && first as usize + (n.max(1) - 1) * m + a <= w;
         let mut d: Grid<N> = [[[0.0; CHUNK]; N]; N];
-        for (i, d) in d.iter_mut().enumerate().take(a) {
-            let Some(y) = (c.row * m + i).checked_sub(c.pad[0]).filter(|&y| y < h) else {
-                continue;
-            };
-            let line = &c.x[y * w..(y + 1) * w];
-            if inside {
-                let line = &line[first as usize..];
-                for l in 0..n {
-                    let window = &line[l * m..l * m + a];
-                    for j in 0..a {
-                        d[j][l] = window[j];
-                    }
-                }
-            } else {
-                for l in 0..n {
-                    for j in 0..a {
-                        let col = first + (l * m + j) as isize;
-                        if col >= 0 && (col as usize) < w {
-                            d[j][l] = line[col as usize];
+        for run in runs(&c.tiles, c.tile_cols, CHUNK) {
+            // Each tile's window, column j of the run's lane `lanes.start + l`
+            // at plane column `first + l·m + j`.
+            let first = (run.col * m) as isize - c.pad[1] as isize;
+            let len = run.lanes.len();
+            let inside = first >= 0 && first as usize + (len - 1) * m + a <= w;
+            for (i, d) in d.iter_mut().enumerate().take(a) {
+                let Some(y) = (run.row * m + i).checked_sub(c.pad[0]).filter(|&y| y < h) else {
+                    continue;
+                };
+                let line = &c.x[y * w..(y + 1) * w];
+                for (k, l) in run.lanes.clone().enumerate() {
+                    let at = first + (k * m) as isize;
+                    if inside {
+                        let window = &line[at as usize..][..a];
+                        for j in 0..a {
+                            d[j][l] = window[j];
+                        }
+                    } else {
+                        for j in 0..a {
+                            let col = at + j as isize;
+                            if col >= 0 && (col as usize) < w {
+                                d[j][l] = line[col as usize];
+                            }
                         }
                     }
                 }
@@ -316,7 +352,7 @@ impl Rows {
     ) {
         let m = if M == 0 { self.m } else { M };
         let a = if A == 0 { self.alpha } else { A };
-        let n = c.cols.len();
+        let n = c.tiles.len();
         let [oh, ow] = c.size;
         let mut p: Grid<N> = [[[0.0; CHUNK]; N]; N];
         for yi in 0..a {
@@ -336,9 +372,9 @@ impl Rows {
                 s[i][xi] = sum(&self.at[i], a, |yi| &p[yi][xi]);
             }
         }
-        let (first, width) = (c.cols.start * m, ow.saturating_sub(c.cols.start * m));
         let mut line = [0.0f32; CHUNK * MAX_M];
-        for i in 0..m.min(oh.saturating_sub(c.row * m)) {
+        let top = c.tiles.start / c.tile_cols;
+        for i in 0..m.min(oh.saturating_sub(top * m)) {
             // Along the rows, each tile's m pixels put back in order.
             for j in 0..m {
                 let o = sum(&self.at[j], a, |xi| &s[i][xi]);
@@ -346,18 +382,25 @@ impl Rows {
                     line[l * m + j] = o[l] + c.bias;
                 }
             }
-            let (row, run) = (c.row * m + i, &mut line[..(n * m).min(width)]);
-            let finite = run.iter().fold(true, |f, v| f & v.is_finite());
-            // Which are not finite before the activation (ReLU makes −∞ 0).
-            let mut redone = [false; CHUNK * MAX_M];
-            if !finite {
-                run.iter().zip(&mut redone).for_each(|(v, r)| *r = !v.is_finite());
-            }
-            activate(run, c.activation);
-            store(row, first, run);
-            if !finite {
-                let columns = redone.iter().enumerate().filter(|(_, r)| **r);
-                columns.for_each(|(k, _)| redo(row, first + k));
+            for run in runs(&c.tiles, c.tile_cols, CHUNK) {
+                let (row, first) = (run.row * m + i, run.col * m);
+                if row >= oh {
+                    break;
+                }
+                let width = (run.lanes.len() * m).min(ow.saturating_sub(first));
+                let run = &mut line[run.lanes.start * m..][..width];
+                let finite = run.iter().fold(true, |f, v| f & v.is_finite());
+                // Which are not finite before the activation (ReLU makes −∞ 0).
+                let mut redone = [false; CHUNK * MAX_M];
+                if !finite {
+                    run.iter().zip(&mut redone).for_each(|(v, r)| *r = !v.is_finite());
+                }
+                activate(run, c.activation);
+                store(row, first, run);
+                if !finite {
+                    let columns = redone.iter().enumerate().filter(|(_, r)| **r);
+                    columns.for_each(|(k, _)| redo(row, first + k));
+                }
             }
         }
     }
@@ -380,102 +423,126 @@ mod tests {
         sizes.into_iter().flat_map(|s| Isa::available().map(move |isa| (s, isa)))
     }
 
-    /// Every tile of a padded plane, transformed by rows, is the tile
-    /// transformed by `Transform::input` (in f64, to f32's rounding).
+    /// Plane sizes: wider than a chunk's tiles, a few tiles wide (chunks
+    /// span tile rows), one tile (of a kernel of `r` taps, padded by 2 and
+    /// 3 at least: at least one output).
+    fn planes(m: usize, r: usize) -> [[usize; 2]; 4] {
+        let one = r.saturating_sub(2).max(1);
+        [[7, 11 + 16 * m], [13, 13], [2 * m + 3, 5], [one, one]]
+    }
+
+    /// Every tile of a padded plane, transformed in chunks of 16, 7 and 3
+    /// consecutive tiles, is the tile transformed by `Transform::input` (in
+    /// f64, to f32's rounding).
     #[test]
     fn input_rows_are_the_tiles_transformed() {
         for ((m, r), isa) in sizes() {
             let t = Transform::new(m, r);
             let rows = Rows::new(&t, isa);
             let a = t.alpha();
-            let ([h, w], [top, left]) = ([7, 11 + 16 * m], [1, 2]);
-            let x: Vec<f32> = (0..h * w).map(value).collect();
-            let (tile_rows, tile_cols) = ((h + 2 - r + 1).div_ceil(m), (w + 3 - r + 1).div_ceil(m));
-            for row in 0..tile_rows {
-                let cols = 1..tile_cols.min(1 + CHUNK);
-                let stride = cols.len() + 3;
-                let mut out = vec![f32::NAN; a * a * stride];
-                let (size, pad) = ([h, w], [top, left]);
-                let cols_ = cols.clone();
-                rows.input(InputChunk {
-                    x: &x,
-                    size,
-                    pad,
-                    row,
-                    cols: cols_,
-                    out: &mut out,
-                    stride,
-                    room: stride,
-                });
-                for (t_i, tc) in cols.enumerate() {
-                    let d: Vec<f64> = (0..a * a)
-                        .map(|k| {
-                            let (yy, xx) = (
-                                (row * m + k / a) as i64 - top as i64,
-                                (tc * m + k % a) as i64 - left as i64,
+            for [h, w] in planes(m, r) {
+                let [top, left] = [1, 2];
+                let x: Vec<f32> = (0..h * w).map(value).collect();
+                let tile_rows = (h + 2 - r + 1).div_ceil(m);
+                let tile_cols = (w + 3 - r + 1).div_ceil(m);
+                let count = tile_rows * tile_cols;
+                let stride = count + 3;
+                for len in [CHUNK, 7, 3] {
+                    let mut out = vec![f32::NAN; a * a * stride];
+                    for start in (0..count).step_by(len) {
+                        let tiles = start..(start + len).min(count);
+                        rows.input(InputChunk {
+                            x: &x,
+                            size: [h, w],
+                            pad: [top, left],
+                            tiles,
+                            tile_cols,
+                            out: &mut out[start..],
+                            stride,
+                            room: stride - start,
+                        });
+                    }
+                    for tile in 0..count {
+                        let (row, tc) = (tile / tile_cols, tile % tile_cols);
+                        let d: Vec<f64> = (0..a * a)
+                            .map(|k| {
+                                let (yy, xx) = (
+                                    (row * m + k / a) as i64 - top as i64,
+                                    (tc * m + k % a) as i64 - left as i64,
+                                );
+                                let inside =
+                                    (0..h as i64).contains(&yy) && (0..w as i64).contains(&xx);
+                                if inside {
+                                    f64::from(x[yy as usize * w + xx as usize])
+                                } else {
+                                    0.0
+                                }
+                            })
+                            .collect();
+                        let want = t.input(&d);
+                        // Two passes of at most α terms in f32: within
+                        // γ_2α of the sums of magnitudes.
+                        let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+                        let magnitude = Transform { bt: abs(&t.bt), ..t.clone() }.input(&abs(&d));
+                        let gamma = 2.0 * a as f64 * f64::from(f32::EPSILON);
+                        for (xi, &v) in want.iter().enumerate() {
+                            let got = f64::from(out[xi * stride + tile]);
+                            assert!(
+                                (got - v).abs() <= gamma * magnitude[xi],
+                                "F({m},{r}) {isa:?} {h}×{w} by {len}, tile {row} {tc}, point \
+                                 {xi}: {got} for {v} (magnitude {})",
+                                magnitude[xi]
                             );
-                            let inside = (0..h as i64).contains(&yy) && (0..w as i64).contains(&xx);
-                            if inside { f64::from(x[yy as usize * w + xx as usize]) } else { 0.0 }
-                        })
-                        .collect();
-                    let want = t.input(&d);
-                    // Two passes of at most α terms in f32: within
-                    // γ_2α of the sums of magnitudes.
-                    let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-                    let magnitude = Transform { bt: abs(&t.bt), ..t.clone() }.input(&abs(&d));
-                    let gamma = 2.0 * a as f64 * f64::from(f32::EPSILON);
-                    for (xi, &v) in want.iter().enumerate() {
-                        let got = f64::from(out[xi * stride + t_i]);
-                        assert!(
-                            (got - v).abs() <= gamma * magnitude[xi],
-                            "F({m},{r}) {row} {tc} {xi}: {got} for {v} (magnitude {})",
-                            magnitude[xi]
-                        );
+                        }
                     }
                 }
             }
         }
     }
 
-    /// Products transformed back by rows are `Transform::output` of each
-    /// tile, plus the bias, activated, cropped to the plane.
+    /// Products transformed back in chunks of 16, 7 and 3 consecutive
+    /// tiles are `Transform::output` of each tile, plus the bias,
+    /// activated, cropped to the plane.
     #[test]
     fn output_rows_are_the_tiles_transformed_back() {
         for ((m, r), isa) in sizes() {
             let t = Transform::new(m, r);
             let rows = Rows::new(&t, isa);
             let a = t.alpha();
-            let [oh, ow] = [2 * m + 1, 16 * m - 1];
-            let (tile_rows, tile_cols) = (oh.div_ceil(m), ow.div_ceil(m));
-            let stride = tile_cols + 2;
-            let products: Vec<f32> = (0..a * a * stride).map(value).collect();
-            for activation in [Activation::None, Activation::Relu] {
-                let mut y = vec![f32::NAN; oh * ow];
-                for row in 0..tile_rows {
-                    let store = |i: usize, j: usize, run: &[f32]| {
-                        y[i * ow + j..][..run.len()].copy_from_slice(run)
-                    };
-                    let redo = |i: usize, j: usize| panic!("({i}, {j}) is finite");
-                    let chunk = OutputChunk {
-                        products: &products,
-                        stride,
-                        room: stride,
-                        bias: 0.25,
-                        activation,
-                        size: [oh, ow],
-                        row,
-                        cols: 0..tile_cols,
-                    };
-                    rows.output(chunk, store, redo);
-                }
-                for tc in 0..tile_cols {
-                    let p: Vec<f64> =
-                        (0..a * a).map(|k| f64::from(products[k * stride + tc])).collect();
-                    let want = t.output(&p);
-                    let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-                    let magnitude = Transform { at: abs(&t.at), ..t.clone() }.output(&abs(&p));
-                    let magnitude: Vec<f64> = magnitude.iter().map(|v| v + 0.25).collect();
-                    for row in 0..tile_rows {
+            for [oh, ow] in planes(m, r).into_iter().chain([[2 * m + 1, 16 * m - 1]]) {
+                let (tile_rows, tile_cols) = (oh.div_ceil(m), ow.div_ceil(m));
+                let count = tile_rows * tile_cols;
+                let stride = count + 2;
+                let products: Vec<f32> = (0..a * a * stride).map(value).collect();
+                for (len, activation) in
+                    [(CHUNK, Activation::None), (7, Activation::Relu), (3, Activation::None)]
+                {
+                    let mut y = vec![f32::NAN; oh * ow];
+                    for start in (0..count).step_by(len) {
+                        let store = |i: usize, j: usize, run: &[f32]| {
+                            y[i * ow + j..][..run.len()].copy_from_slice(run)
+                        };
+                        let redo = |i: usize, j: usize| panic!("({i}, {j}) is finite");
+                        let chunk = OutputChunk {
+                            products: &products[start..],
+                            stride,
+                            room: stride - start,
+                            bias: 0.25,
+                            activation,
+                            size: [oh, ow],
+                            tiles: start..(start + len).min(count),
+                            tile_cols,
+                        };
+                        rows.output(chunk, store, redo);
+                    }
+                    for tile in 0..count {
+                        let (row, tc) = (tile / tile_cols, tile % tile_cols);
+                        let p: Vec<f64> =
+                            (0..a * a).map(|k| f64::from(products[k * stride + tile])).collect();
+                        let want = t.output(&p);
+                        let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+                        let magnitude = Transform { at: abs(&t.at), ..t.clone() }.output(&abs(&p));
+                        let magnitude: Vec<f64> = magnitude.iter().map(|v| v + 0.25).collect();
                         for (k, &want) in want.iter().enumerate() {
                             let (yy, xx) = (row * m + k / m, tc * m + k % m);
                             if yy >= oh || xx >= ow {
@@ -487,13 +554,26 @@ mod tests {
                             let bound = (2 * a + 1) as f64 * f64::from(f32::EPSILON) * magnitude[k];
                             assert!(
                                 (got - v).abs() <= bound,
-                                "F({m},{r}) {yy} {xx}: {got} for {v}"
+                                "F({m},{r}) {isa:?} {oh}×{ow} by {len}: {yy} {xx}: {got} for {v}"
                             );
                         }
                     }
+                    assert!(y.iter().all(|v| !v.is_nan()), "every output stored");
                 }
-                assert!(y.iter().all(|v| !v.is_nan()), "every output stored");
             }
         }
+    }
+
+    /// A chunk's tiles cut into runs of one tile row.
+    #[test]
+    fn runs_cut_at_tile_rows() {
+        let all: Vec<Run> = runs(&(3..14), 4, CHUNK).collect();
+        let want = [(0..1, 0, 3), (1..5, 1, 0), (5..9, 2, 0), (9..11, 3, 0)];
+        let want: Vec<Run> =
+            want.into_iter().map(|(lanes, row, col)| Run { lanes, row, col }).collect();
+        assert_eq!(all, want);
+        let short: Vec<Run> = runs(&(0..5), 8, 2).collect();
+        assert_eq!(short.iter().map(|r| r.lanes.clone()).collect::<Vec<_>>(), [0..2, 2..4, 4..5]);
+        assert!(one_row(&(4..8), 4) && !one_row(&(3..5), 4) && one_row(&(2..2), 4));
     }
 }
