@@ -189,7 +189,7 @@ macro_rules! dispatch {
                 match $self.isa {
                     // SAFETY: the host has AVX-512F (`Isa::host`).
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe { super::avx512::$body::<$m, $a>($self, $($arg),*) },
+                    Isa::Avx512 => unsafe { super::avx512::$body::<$m, $a>($($arg),*) },
                     _ => compiled!($m, $a, $a),
                 }
             };
