@@ -1509,6 +1509,11 @@ fn a_winograd_schedule_runs_checked_and_says_so() {
         "{}",
         stdout(&out)
     );
+    assert!(
+        stdout(&out).contains("algorithm:     Winograd F(4×4, 3×3) in panels of 10 tiles"),
+        "{}",
+        stdout(&out)
+    );
     let out = convjit(&["ir", "--spec", &case.json, "--schedule", file]);
     succeeded("ir of a Winograd schedule", &out);
     assert!(stdout(&out).contains("; algorithm: Winograd F(4×4, 3×3)"), "{}", stdout(&out));

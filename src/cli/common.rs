@@ -134,3 +134,25 @@ pub fn ensure_passed(spec: &ValidSpec, verdict: &reference::Verdict) -> Result<(
     }
     Ok(())
 }
+
+/// Which algorithm computes `spec` under `schedule`, in words: "Winograd
+/// F(4×4, 3×3) in panels of 16 tiles, its products by the width
+/// algorithm", or the algorithm's own name ("direct").
+pub fn algorithm(spec: &ValidSpec, schedule: &schedule::Schedule) -> String {
+    let name = match schedule.algorithm.strategy() {
+        schedule::Strategy::Direct => "direct",
+        schedule::Strategy::Depthwise => "depthwise",
+        schedule::Strategy::Width => "width",
+    };
+    match schedule.winograd {
+        Some(w) => {
+            let (m, r) = (w.output_tile, spec.kernel()[0]);
+            let panel = w.panel_tiles(spec);
+            format!(
+                "Winograd F({m}×{m}, {r}×{r}) in panels of {panel} tiles, its products by the \
+                 {name} algorithm"
+            )
+        }
+        None => name.to_string(),
+    }
+}

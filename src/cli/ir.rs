@@ -37,13 +37,12 @@ pub fn main(args: &Args) -> Result<()> {
     let listing = compiler.listing(&spec, &schedule, args.asm)?;
     println!("; {spec}");
     println!("; schedule: {}", schedule.to_json());
-    if let Some(w) = schedule.winograd {
-        let r = spec.kernel()[0];
+    if schedule.winograd.is_some() {
         println!(
-            "; algorithm: Winograd F({m}×{m}, {r}×{r}); the code below computes its batched \
-             products, {}, between the input and output transforms",
+            "; algorithm: {}; the code below computes its batched products, {}, between the \
+             input and output transforms",
+            super::common::algorithm(&spec, &schedule),
             schedule.lowered(&spec).as_ref(),
-            m = w.output_tile
         );
     }
     println!("{}", listing.ir);

@@ -39,7 +39,7 @@ pub struct Args {
     /// slower; docs/correctness.md).
     #[arg(long)]
     checked: bool,
-    /// Print cycles, MACs/cycle, compile time and the schedule (jit).
+    /// Print cycles, MACs/cycle, compile time, the schedule and the algorithm it computes by (jit).
     #[arg(long)]
     stats: bool,
     /// A schedule JSON file for the jit engine (default: the heuristic's).
@@ -153,6 +153,7 @@ fn run_jit(
             schedule.to_json(),
             terminal::escape(&origin.to_string())
         );
+        println!("algorithm:     {}", super::common::algorithm(spec, &schedule));
         println!("compile time:  {:.3} ms", kernel.compile_time().as_secs_f64() * 1e3);
         println!("run time:      {:.3} ms", stats.wall.as_secs_f64() * 1e3);
         println!("cycles:        {} ({})", stats.cycles, stats.clock);

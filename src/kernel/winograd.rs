@@ -13,8 +13,9 @@
 //!    the image stored.
 //!
 //! An output the transforms leave non-finite is recomputed exactly
-//! ([`crate::border::exact`]): a non-finite input or weight spreads over a
-//! whole tile (∞ − ∞), and the transformed values can overflow where the
+//! ([`crate::border::exact`]): a non-finite input or weight spreads over
+//! the outputs of its tile that any nonzero entry of the transforms
+//! reaches, often as ∞ − ∞, and the transformed values can overflow where the
 //! direct sum does not, while every output must be what the direct sum
 //! gives (NaN where it is NaN, ±∞ where it is, finite where it is). Where
 //! every output is finite this costs one test a value.

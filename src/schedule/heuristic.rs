@@ -618,7 +618,7 @@ const MIN_WIDTH_FOR_ROWS: usize = 8;
 /// 1 with at least [`MIN_WINOGRAD_CHANNELS`] input and output channels a
 /// group and a panel of [`WINOGRAD_PANEL`] tiles per thread, on AVX-512
 /// (the transforms' intrinsics and the products' 512-bit tiles): measured
-/// 1.88–2.54× the direct schedule on the suites' dense 3 × 3 layers (64 to
+/// 1.76–2.51× the direct schedule on the suites' dense 3 × 3 layers (64 to
 /// 192 channels a group, 16 to 1024 tiles), and 0.2× with ResNeXt's 4 or 8
 /// channels a group (docs/schedules.md). Fewer tiles than a panel a thread
 /// leave threads idle that the direct schedule keeps busy. The products
@@ -640,10 +640,12 @@ fn winograd(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
 /// The schedule of `spec` through Winograd as `config` says, on `threads`
 /// threads, its products (a grouped 1×1 layer over a row of the panel's
 /// tiles, [`Winograd::gemm`]) scheduled as [`flat_plane`] schedules a
-/// plane of any size: each tile of up to 12 output channels by a vector
-/// of tiles reads the transformed input where it lies (no copy), where the
-/// direct NHWC tile would copy it across each group. `None` where
-/// Winograd does not compute `spec` or the ISAs cannot run it.
+/// plane of any size (with assembled tiles; the heuristic's own schedule
+/// of them on `sse`): on AVX-512 each tile of up to 12 output channels by
+/// a vector of tiles, on AVX2 up to 6 by two, which, on a panel of whole
+/// vectors, read the transformed input where it lies, where the direct
+/// NHWC tile would copy it across each group. `None` where Winograd does
+/// not compute `spec` or the ISAs cannot run it.
 pub fn winograd_with(
     spec: &ValidSpec,
     config: Winograd,
@@ -665,7 +667,7 @@ const MIN_WINOGRAD_CHANNELS: usize = 64;
 /// The tiles of a Winograd panel the heuristic takes: one chunk of the
 /// transforms (16 lanes) and one vector of the products' tile, whose
 /// transformed input and products stay in L2 (295 KB each at 128
-/// channels). Measured against 32, 48 and 64 (`compare_schedules
-/// --relative`): 1.04–1.29× on the dense 3 × 3 layers; 24 (a vector and a
-/// half) ran 0.64–0.73× 32.
+/// channels). Measured (`compare_schedules --relative`, docs/schedules.md)
+/// on the dense 3 × 3 layers: 1.00–1.20× panels of 32 and 1.05–1.31× panels
+/// of 64; 24 (a vector and a half) ran 0.64–0.73× 32.
 const WINOGRAD_PANEL: usize = 16;

@@ -16,8 +16,9 @@
 //!   ([`Transform::growth`]), which decides which tile sizes stay inside a
 //!   layer's tolerance (docs/correctness.md);
 //! - `rows.rs`: the transforms as the kernel applies them in f32, 16
-//!   tiles of a tile row at a time, one a lane ([`Rows`]); `avx512.rs`:
-//!   the same with AVX-512 intrinsics for the usual tile sizes;
+//!   consecutive tiles of an image at a time (of one tile row or more),
+//!   one a lane ([`Rows`]); `avx512.rs`: the same with AVX-512 intrinsics
+//!   and constant entries for the usual tile sizes;
 //! - this file: the algorithm's configuration ([`Winograd`]), the layers
 //!   it accepts, and the layer its α² products are computed as: one
 //!   grouped 1×1 conv2d ([`Winograd::gemm`]) over a panel of tiles, which

@@ -164,11 +164,16 @@ pub struct Rows {
     pub(super) at: [[f32; MAX_ALPHA]; MAX_M],
     /// The widest vectors the compiled transforms use.
     isa: Isa,
+    /// Whether the entries are those `Transform::new` builds: the
+    /// AVX-512 bodies hold them as constants, so another transform of the
+    /// same sizes runs the compiled-for-the-ISA ones.
+    usual: bool,
 }
 
 /// Calls the body of `$body` for this transform's sizes in the host's
 /// widest ISA: on AVX-512 the intrinsics of `avx512.rs` for the tiles
-/// compiled for their sizes; otherwise `$self.$body::<M, A, N>` (`N` = α)
+/// compiled for their sizes (the usual transforms: their entries are
+/// constants there); otherwise `$self.$body::<M, A, N>` (`N` = α)
 /// compiled for the ISA, or `<0, 0, MAX_ALPHA>` for the other tiles.
 macro_rules! dispatch {
     ($self:ident, $body:ident, $($arg:expr),*) => {{
@@ -189,7 +194,7 @@ macro_rules! dispatch {
                 match $self.isa {
                     // SAFETY: the host has AVX-512F (`Isa::host`).
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe { super::avx512::$body::<$m, $a>($($arg),*) },
+                    Isa::Avx512 if $self.usual => unsafe { super::avx512::$body::<$m, $a>($($arg),*) },
                     _ => compiled!($m, $a, $a),
                 }
             };
@@ -255,7 +260,8 @@ impl Rows {
                 at[i][j] = transform.at[i * alpha + j] as f32;
             }
         }
-        Rows { m, alpha, bt, at, isa: isa.min(Isa::host()) }
+        let usual = *transform == Transform::new(m, transform.r);
+        Rows { m, alpha, bt, at, isa: isa.min(Isa::host()), usual }
     }
 
     /// Transforms the chunk's tiles of one channel's plane (see
@@ -560,6 +566,34 @@ mod tests {
                     }
                     assert!(y.iter().all(|v| !v.is_nan()), "every output stored");
                 }
+            }
+        }
+    }
+
+    /// A transform of the usual sizes with other entries is applied with
+    /// its own (the AVX-512 bodies hold the usual ones as constants).
+    #[test]
+    fn other_entries_of_the_usual_sizes_are_their_own() {
+        let mut t = Transform::new(4, 3);
+        let a = t.alpha();
+        t.bt.iter_mut().take(a).for_each(|v| *v *= 2.0);
+        let x: Vec<f32> = (0..a * a).map(value).collect();
+        for isa in Isa::available() {
+            let rows = Rows::new(&t, isa);
+            let mut out = vec![f32::NAN; a * a];
+            rows.input(InputChunk {
+                x: &x,
+                size: [a, a],
+                pad: [0, 0],
+                tiles: 0..1,
+                tile_cols: 1,
+                out: &mut out,
+                stride: 1,
+                room: 1,
+            });
+            let want = t.input(&x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+            for (xi, (&got, want)) in out.iter().zip(want).enumerate() {
+                assert!((f64::from(got) - want).abs() <= 1e-5 * (1.0 + want.abs()), "{isa:?} {xi}");
             }
         }
     }
