@@ -160,8 +160,8 @@ pub struct Rows {
     m: usize,
     alpha: usize,
     /// `Bᵀ` (α × α) and `Aᵀ` (m × α), zero past their sizes.
-    pub(super) bt: [[f32; MAX_ALPHA]; MAX_ALPHA],
-    pub(super) at: [[f32; MAX_ALPHA]; MAX_M],
+    bt: [[f32; MAX_ALPHA]; MAX_ALPHA],
+    at: [[f32; MAX_ALPHA]; MAX_M],
     /// The widest vectors the compiled transforms use.
     isa: Isa,
     /// Whether the entries are those `Transform::new` builds: the
