@@ -1,15 +1,18 @@
-//! How close Winograd's F(m × m, 3 × 3) comes to the exact convolution in
-//! f32, on the suite's 3×3 stride-1 layers: the measurement behind the
-//! tile sizes docs/correctness.md allows.
+//! How close Winograd's F(m × m, 3 × 3) and the 1-D F(m, 3) and F(m, 7)
+//! come to the exact convolution in f32, on the suites' 3×3, 1×3, 3×1,
+//! 1×7 and 7×1 stride-1 layers: the measurement behind the tile sizes
+//! docs/correctness.md allows.
 //!
 //! ```text
 //! cargo run --release --example winograd_accuracy -- [--suite FILE]... [--images N]
 //! ```
 //!
-//! For each conv2d layer with a 3×3 kernel, stride 1 and dilation 1 in
+//! For each conv2d layer with such a kernel, stride 1 and dilation 1 in
 //! the suites (default: `suite/layers.json` and `suite/holdout.json`), and
-//! for m = 2, 4 and 6, the layer is computed as the Winograd algorithm
-//! computes it in f32 — the transformed weights `G g Gᵀ` rounded from f64
+//! for m = 2, 4 and 6 (those whose input tiles are at most 8 pixels), the
+//! layer is computed as the Winograd algorithm computes it in f32 (F(m, r)
+//! on each axis of more than one tap) — the transformed weights
+//! `G_h g G_wᵀ` rounded from f64
 //! once, the input tiles transformed in f32, the transformed products
 //! summed over the input channels in f32, the output transform in f32 —
 //! and compared with the f64 reference on three kinds of data: normal
@@ -17,8 +20,8 @@
 //! 100 + normal) and a large dynamic range (each input normal × 10^u, u
 //! uniform in [−3, 3]). Each figure is the largest error over the layer's
 //! outputs as a fraction of the tolerance convjit holds every kernel to,
-//! `3e-5 · √R · (1 + max|ref|)`, R = (in_channels / groups) · 9: below 1
-//! passes. The direct correlation in f32 (same data) is the first column.
+//! `3e-5 · √R · (1 + max|ref|)`, R = (in_channels / groups) · taps: below
+//! 1 passes. The direct correlation in f32 (same data) is the first column.
 
 use convjit::algorithm::winograd::Transform;
 use convjit::{ConvSpec, ValidSpec, reference};
@@ -52,31 +55,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if suites.is_empty() {
         suites = vec!["suite/layers.json".into(), "suite/holdout.json".into()];
     }
-    let transforms: Vec<Transform> = [2, 4, 6].map(|m| Transform::new(m, 3)).into();
-    println!(
-        "growth of the error bound over direct: F(2,3) {:.1}, F(4,3) {:.1}, F(6,3) {:.1}",
-        transforms[0].growth(),
-        transforms[1].growth(),
-        transforms[2].growth()
-    );
+    const TILES: [usize; 3] = [2, 4, 6];
+    for kernel in [[3, 3], [1, 3], [1, 7]] {
+        let growth: Vec<String> = TILES
+            .iter()
+            .filter(|&&m| m + kernel[1] - 1 <= 8)
+            .map(|&m| {
+                let t = Transform::for_kernel(m, kernel);
+                format!("{} {:.1}", t.name(), t.growth())
+            })
+            .collect();
+        println!("growth of the error bound over direct: {}", growth.join(", "));
+    }
     println!(
         "{:<20} {:<10} {:>8} {:>8} {:>8} {:>8}",
-        "layer", "data", "direct", "F(2,3)", "F(4,3)", "F(6,3)"
+        "layer", "data", "direct", "m = 2", "m = 4", "m = 6"
     );
     for file in &suites {
         for layer in ConvSpec::suite_from_json(&std::fs::read_to_string(file)?)? {
             let spec = layer.validate()?;
-            let three =
-                spec.kernel() == [3, 3] && spec.stride() == [1, 1] && spec.dilation() == [1, 1];
-            if spec.op() != convjit::spec::Op::Conv2d || !three {
+            let kernel = spec.kernel();
+            let shape = matches!(kernel, [3, 3] | [1, 3] | [3, 1] | [1, 7] | [7, 1]);
+            let unit = spec.stride() == [1, 1] && spec.dilation() == [1, 1];
+            if spec.op() != convjit::spec::Op::Conv2d || !shape || !unit {
                 continue;
             }
+            let r = kernel[0].max(kernel[1]);
             for data in ["normal", "mean 100", "range 1e6"] {
                 let (x, w, b) = operands(&spec, data);
                 let want = reference::conv(&spec, &x, &w, Some(&b))?;
-                let r = (spec.in_channels() / spec.groups() * 9) as f64;
+                let taps = (spec.in_channels() / spec.groups() * kernel[0] * kernel[1]) as f64;
                 let peak = want.iter().fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
-                let tolerance = 3e-5 * r.sqrt() * (1.0 + peak);
+                let tolerance = 3e-5 * taps.sqrt() * (1.0 + peak);
                 let score = |y: &[f32]| {
                     y.iter().zip(&want).map(|(a, b)| f64::from(a - b).abs()).fold(0.0, f64::max)
                         / tolerance
@@ -84,8 +94,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let direct = score(&direct(&spec, &x, &w, &b));
                 let name = spec.name().unwrap_or("-");
                 print!("{name:<20} {data:<10} {direct:>8.4}");
-                for t in &transforms {
-                    print!(" {:>8.4}", score(&winograd(t, &spec, &x, &w, &b)));
+                for m in TILES {
+                    if m + r - 1 > 8 {
+                        print!(" {:>8}", "-");
+                        continue;
+                    }
+                    let t = Transform::for_kernel(m, kernel);
+                    print!(" {:>8.4}", score(&winograd(&t, &spec, &x, &w, &b)));
                 }
                 println!();
             }
@@ -97,7 +112,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Input, weights and bias of `spec` for `data`.
 fn operands(spec: &ValidSpec, data: &str) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut rng = Rng(0x2545f4914f6cdd1d);
-    let r = (spec.in_channels() / spec.groups() * 9) as f64;
+    let [kh, kw] = spec.kernel();
+    let r = (spec.in_channels() / spec.groups() * kh * kw) as f64;
     let x = (0..spec.input_len())
         .map(|_| {
             let v = rng.normal();
@@ -151,6 +167,7 @@ fn dims(spec: &ValidSpec) -> Dims {
 /// The direct correlation in f32, channels outer, taps inner.
 fn direct(spec: &ValidSpec, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     let Dims { oh, ow, k, cg, kg, top, left } = dims(spec);
+    let [kh, kw] = spec.kernel();
     let mut y = vec![0.0f32; spec.output_len()];
     for n in 0..spec.batch() {
         for o in 0..k {
@@ -158,9 +175,10 @@ fn direct(spec: &ValidSpec, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
                 let mut acc = 0.0f32;
                 for c in 0..cg {
                     let ci = o / kg * cg + c;
-                    for (p, q) in (0..3).flat_map(|p| (0..3).map(move |q| (p, q))) {
+                    for (p, q) in (0..kh).flat_map(|p| (0..kw).map(move |q| (p, q))) {
                         let (row, col) = ((i + p) as isize - top, (j + q) as isize - left);
-                        acc += w[((o * cg + c) * 3 + p) * 3 + q] * pixel(spec, x, n, ci, row, col);
+                        acc +=
+                            w[((o * cg + c) * kh + p) * kw + q] * pixel(spec, x, n, ci, row, col);
                     }
                 }
                 y[((n * k + o) * oh + i) * ow + j] = acc + b[o];
@@ -170,13 +188,13 @@ fn direct(spec: &ValidSpec, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     y
 }
 
-/// The layer through F(m, 3) in f32, as described at the top.
+/// The layer through `t` in f32, as described at the top.
 fn winograd(t: &Transform, spec: &ValidSpec, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
-    let (m, a) = (t.m, t.alpha());
+    let ([mh, mw], [ah, aw], [kh, kw]) = (t.m(), t.alpha(), t.r());
     let Dims { oh, ow, k, cg, kg, top, left } = dims(spec);
-    // The transformed weights, from f64 once: U[o][c] is α × α.
+    // The transformed weights, from f64 once: U[o][c] is α_h × α_w.
     let u: Vec<Vec<f32>> = w
-        .chunks_exact(9)
+        .chunks_exact(kh * kw)
         .map(|g| {
             let g: Vec<f64> = g.iter().map(|&v| f64::from(v)).collect();
             t.kernel(&g).iter().map(|&v| v as f32).collect()
@@ -185,15 +203,15 @@ fn winograd(t: &Transform, spec: &ValidSpec, x: &[f32], w: &[f32], b: &[f32]) ->
     let mut y = vec![0.0f32; spec.output_len()];
     for n in 0..spec.batch() {
         for (ty, tx) in
-            (0..oh.div_ceil(m)).flat_map(|ty| (0..ow.div_ceil(m)).map(move |tx| (ty, tx)))
+            (0..oh.div_ceil(mh)).flat_map(|ty| (0..ow.div_ceil(mw)).map(move |tx| (ty, tx)))
         {
             // The input tiles of every channel, transformed.
             let v: Vec<Vec<f32>> = (0..spec.in_channels())
                 .map(|c| {
-                    let d: Vec<f32> = (0..a * a)
+                    let d: Vec<f32> = (0..ah * aw)
                         .map(|e| {
-                            let row = (ty * m + e / a) as isize - top;
-                            let col = (tx * m + e % a) as isize - left;
+                            let row = (ty * mh + e / aw) as isize - top;
+                            let col = (tx * mw + e % aw) as isize - left;
                             pixel(spec, x, n, c, row, col)
                         })
                         .collect();
@@ -201,7 +219,7 @@ fn winograd(t: &Transform, spec: &ValidSpec, x: &[f32], w: &[f32], b: &[f32]) ->
                 })
                 .collect();
             for o in 0..k {
-                let mut products = vec![0.0f32; a * a];
+                let mut products = vec![0.0f32; ah * aw];
                 for c in 0..cg {
                     let (uc, vc) = (&u[o * cg + c], &v[o / kg * cg + c]);
                     for (acc, (&p, &q)) in products.iter_mut().zip(uc.iter().zip(vc)) {
@@ -209,10 +227,10 @@ fn winograd(t: &Transform, spec: &ValidSpec, x: &[f32], w: &[f32], b: &[f32]) ->
                     }
                 }
                 let tile = t.output(&products);
-                for i in 0..m.min(oh - ty * m) {
-                    for j in 0..m.min(ow - tx * m) {
-                        y[((n * k + o) * oh + ty * m + i) * ow + tx * m + j] =
-                            tile[i * m + j] + b[o];
+                for i in 0..mh.min(oh - ty * mh) {
+                    for j in 0..mw.min(ow - tx * mw) {
+                        y[((n * k + o) * oh + ty * mh + i) * ow + tx * mw + j] =
+                            tile[i * mw + j] + b[o];
                     }
                 }
             }

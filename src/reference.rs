@@ -352,18 +352,19 @@ impl Oracle {
         }
     }
 
-    /// The oracle of a conv2d computed through Winograd's F(m × m, r × r)
-    /// (`transform`, the layer's kernel r × r, stride and dilation 1): each
+    /// The oracle of a conv2d computed through Winograd's F(m_h × m_w, r_h ×
+    /// r_w) (`transform`, the layer's kernel r_h × r_w, stride and dilation
+    /// 1): each
     /// element's bound is the larger of the direct one ([`Oracle::new`]:
     /// an output the transforms leave non-finite is recomputed directly)
     /// and the componentwise bound of the bilinear algorithm,
     ///
     /// ```text
-    /// γ_n · ( |Aᵀ| [ Σ_c (|G| |g_c| |Gᵀ|) ⊙ (|Bᵀ| |d_c| |B|) ] |A| + |b| ) + u·|y|
+    /// γ_n · ( |Aᵀ_h| [ Σ_c (|G_h| |g_c| |G_wᵀ|) ⊙ (|Bᵀ_h| |d_c| |B_w|) ] |A_w| + |b| ) + u·|y|
     /// ```
     ///
     /// over each tile `d` of the zero-padded input, with
-    /// `n = C_in/groups + 4α + 4`: the sum over the channels, two passes of
+    /// `n = C_in/groups + 4α + 4` (α the larger side): the sum over the channels, two passes of
     /// at most α terms in each of the input and output transforms, the
     /// transformed weights' rounding (from f64), the product and the bias.
     /// Non-finite inputs and weights count as 0 in it: the outputs they
@@ -389,50 +390,47 @@ impl Oracle {
         bias: Option<&[f32]>,
     ) -> Result<Oracle> {
         let oracle = &mut self;
-        let (m, r, a) = (transform.m, transform.r, transform.alpha());
+        let ([mh, mw], [ah, aw], r) = (transform.m(), transform.alpha(), transform.r());
         let pad = spec.padding();
         if spec.op() != Op::Conv2d
-            || spec.kernel() != [r, r]
+            || spec.kernel() != r
             || spec.stride() != [1, 1]
             || spec.dilation() != [1, 1]
             || spec.output_shape() != oracle.shape
         {
             return Err(crate::error::Error::InvalidSchedule {
                 field: "winograd",
-                value: format!("F({m}, {r})"),
-                reason: format!("computes a {r}×{r} conv2d of stride 1 and dilation 1, not {spec}"),
+                value: transform.name(),
+                reason: format!(
+                    "computes a {}×{} conv2d of stride 1 and dilation 1, not {spec}",
+                    r[0], r[1]
+                ),
             });
         }
         // The transforms' magnitudes, and the operands' (finite ones).
-        let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-        let magnitudes = Transform {
-            at: abs(&transform.at),
-            g: abs(&transform.g),
-            bt: abs(&transform.bt),
-            ..transform.clone()
-        };
+        let magnitudes = transform.magnitudes();
         let finite = |v: f32| if v.is_finite() { f64::from(v).abs() } else { 0.0 };
         let [batch, c_in, h, w] = spec.input_shape();
         let [_, c_out, oh, ow] = spec.output_shape();
         let (cig, cog) = (spec.in_per_group(), spec.out_per_group());
-        let terms = (cig + 4 * a + 4) as f64;
+        let terms = (cig + 4 * ah.max(aw) + 4) as f64;
         let u = f64::from(f32::EPSILON) / 2.0;
         let gamma = terms * u / (1.0 - terms * u);
         let kernels: Vec<Vec<f64>> = weight
-            .chunks_exact(r * r)
+            .chunks_exact(r[0] * r[1])
             .map(|g| magnitudes.kernel(&g.iter().map(|&v| finite(v)).collect::<Vec<_>>()))
             .collect();
-        let mut tiles = vec![vec![0.0; a * a]; cig];
-        let mut d = vec![0.0; a * a];
+        let mut tiles = vec![vec![0.0; ah * aw]; cig];
+        let mut d = vec![0.0; ah * aw];
         for n in 0..batch {
             for group in 0..spec.groups() {
-                for ty in 0..oh.div_ceil(m) {
-                    for tx in 0..ow.div_ceil(m) {
+                for ty in 0..oh.div_ceil(mh) {
+                    for tx in 0..ow.div_ceil(mw) {
                         for (c, tile) in tiles.iter_mut().enumerate() {
                             let plane = &input[(n * c_in + group * cig + c) * h * w..][..h * w];
                             for (k, d) in d.iter_mut().enumerate() {
-                                let y = (ty * m + k / a).checked_sub(pad.top).filter(|&y| y < h);
-                                let x = (tx * m + k % a).checked_sub(pad.left).filter(|&x| x < w);
+                                let y = (ty * mh + k / aw).checked_sub(pad.top).filter(|&y| y < h);
+                                let x = (tx * mw + k % aw).checked_sub(pad.left).filter(|&x| x < w);
                                 *d = match (y, x) {
                                     (Some(y), Some(x)) => finite(plane[y * w + x]),
                                     _ => 0.0,
@@ -445,7 +443,7 @@ impl Oracle {
                             if !checked {
                                 continue;
                             }
-                            let mut sum = vec![0.0; a * a];
+                            let mut sum = vec![0.0; ah * aw];
                             for (c, tile) in tiles.iter().enumerate() {
                                 let kernel = &kernels[k * cig + c];
                                 for ((s, &u), &v) in sum.iter_mut().zip(kernel).zip(tile) {
@@ -454,9 +452,9 @@ impl Oracle {
                             }
                             let y = magnitudes.output(&sum);
                             let b = bias.map_or(0.0, |b| finite(b[k]));
-                            for (i, row) in y.chunks_exact(m).enumerate() {
+                            for (i, row) in y.chunks_exact(mw).enumerate() {
                                 for (j, &y) in row.iter().enumerate() {
-                                    let (oy, ox) = (ty * m + i, tx * m + j);
+                                    let (oy, ox) = (ty * mh + i, tx * mw + j);
                                     if oy >= oh || ox >= ow {
                                         continue;
                                     }

@@ -104,13 +104,14 @@ fn the_space_of_a_suite_layer_spans_every_knob() {
         let heuristic = schedule::choose(&layer);
         assert!(Space::of(&layer, 1).contains(&heuristic), "{layer}: {}", heuristic.to_json());
     }
-    // So is a k×1 layer's heuristic schedule, its planes each one row,
-    // and the space holds that view for the direct algorithm.
+    // So is a k×1 layer's direct heuristic schedule (the heuristic's own
+    // is Winograd's F(2, 7) on AVX-512), its planes each one row, and the
+    // space holds that view for the direct algorithm.
     let columns = spec(
         r#"{"op": "conv2d", "in_channels": 64, "out_channels": 64, "height": 17, "width": 17,
             "kernel": [7, 1], "padding": [3, 0]}"#,
     );
-    let one_row = schedule::choose(&columns);
+    let one_row = schedule::choose_direct_for(&columns, 1, Isa::host());
     assert_eq!(one_row.algorithm.row_length(), Some(17 * 17), "{}", one_row.to_json());
     assert!(Space::of(&columns, 1).contains(&one_row), "{}", one_row.to_json());
     // Reading the image's rows is a knob (deinterleaved loads on
@@ -535,24 +536,28 @@ fn big_layers_are_verified_on_sampled_planes() {
 /// A dense 3×3 layer's space holds Winograd's variants — every output
 /// tile the transforms are built for, each verified like any member — with
 /// the heuristic's among them where it takes Winograd; they are
-/// neighbours of one another and of no direct member.
+/// neighbours of one another and of no direct member. So do 1 × 3 and
+/// 7 × 1 layers' spaces, with the 1-D transforms.
 #[test]
 fn the_space_holds_winograd_variants() {
-    let layer = spec(
-        r#"{"op": "conv2d", "in_channels": 64, "out_channels": 64, "height": 28, "width": 28,
-            "kernel": 3, "padding": 1}"#,
-    );
-    let space = Space::of(&layer, 2);
-    let winograd: Vec<Schedule> =
-        space.members().iter().filter(|s| s.winograd.is_some()).copied().collect();
-    let tiles: std::collections::BTreeSet<usize> =
-        winograd.iter().filter_map(|s| s.winograd.map(|w| w.output_tile)).collect();
-    assert_eq!(tiles.into_iter().collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
-    let heuristic = schedule::choose(&layer);
-    assert_eq!(heuristic.winograd.is_some(), Isa::Avx512.on_host(), "{}", heuristic.to_json());
-    assert!(space.contains(&heuristic), "{}", heuristic.to_json());
-    let neighbours = space.neighbours(&winograd[0]);
-    assert!(!neighbours.is_empty());
-    assert!(neighbours.iter().all(|s| s.winograd.is_some()));
-    check_kernel(&layer, &winograd[winograd.len() - 1], 7);
+    let layers = [("3", "1", vec![2, 3, 4, 5, 6]), ("[1, 3]", "[0, 1]", vec![2, 3, 4, 5, 6])];
+    for (kernel, padding, want) in layers.into_iter().chain([("[7, 1]", "[3, 0]", vec![2])]) {
+        let layer = spec(&format!(
+            r#"{{"op": "conv2d", "in_channels": 64, "out_channels": 64, "height": 28,
+                "width": 28, "kernel": {kernel}, "padding": {padding}}}"#
+        ));
+        let space = Space::of(&layer, 2);
+        let winograd: Vec<Schedule> =
+            space.members().iter().filter(|s| s.winograd.is_some()).copied().collect();
+        let tiles: std::collections::BTreeSet<usize> =
+            winograd.iter().filter_map(|s| s.winograd.map(|w| w.output_tile)).collect();
+        assert_eq!(tiles.into_iter().collect::<Vec<_>>(), want, "{kernel}");
+        let heuristic = schedule::choose(&layer);
+        assert_eq!(heuristic.winograd.is_some(), Isa::Avx512.on_host(), "{}", heuristic.to_json());
+        assert!(space.contains(&heuristic), "{}", heuristic.to_json());
+        let neighbours = space.neighbours(&winograd[0]);
+        assert!(!neighbours.is_empty());
+        assert!(neighbours.iter().all(|s| s.winograd.is_some()));
+        check_kernel(&layer, &winograd[winograd.len() - 1], 7);
+    }
 }

@@ -1,5 +1,6 @@
 //! Winograd kernels ([`convjit::schedule::Winograd`]) against the
-//! reference: random conv2d layers of square kernels, stride 1 (groups,
+//! reference: random conv2d layers of square kernels, of 1-D ones (1 × r
+//! and r × 1) and of rectangles, stride 1 (groups,
 //! batch, asymmetric padding 0–2, odd sizes, every activation), every
 //! output tile the transforms are built for, panels that cut tile rows and
 //! images, the products' tiles and the transforms on every ISA the host
@@ -33,26 +34,38 @@ fn winograd(
     }
 }
 
-/// The output tiles F(m, r) is built for with a kernel of `r` taps.
-fn tiles(r: usize) -> Vec<usize> {
+/// The output tiles F(m, r) is built for with a kernel of `[r_h, r_w]`
+/// taps (`r` the larger).
+fn tiles(kernel: [usize; 2]) -> Vec<usize> {
+    let r = kernel[0].max(kernel[1]);
     (2..=convjit::algorithm::winograd::MAX_ALPHA + 1 - r).collect()
 }
 
 fn layer() -> impl Strategy<Value = ValidSpec> {
+    let kernel = prop_oneof![
+        4 => Just([3i64, 3]),
+        1 => Just([2, 2]),
+        1 => Just([5, 5]),
+        2 => Just([1, 3]),
+        2 => Just([3, 1]),
+        1 => Just([1, 7]),
+        1 => Just([7, 1]),
+        1 => Just([3, 5]),
+    ];
     (
         (1i64..=2, 1i64..=2, 1i64..=6, 1i64..=9),
-        prop_oneof![4 => Just(3i64), 1 => Just(2i64), 1 => Just(5i64)],
+        kernel,
         ([0i64..=2, 0i64..=2, 0i64..=2, 0i64..=2], [0i64..=9, 0i64..=9]),
         (any::<bool>(), 0usize..5),
     )
-        .prop_filter_map("a valid layer", |((batch, groups, cig, cog), r, (p, extra), act)| {
+        .prop_filter_map("a valid layer", |((batch, groups, cig, cog), k, (p, extra), act)| {
             let shape = (false, batch, groups, cig, cog);
-            build_spec(shape, ([r, r], [1, 1], [1, 1]), (p, extra, [0, 0]), act)
+            build_spec(shape, (k, [1, 1], [1, 1]), (p, extra, [0, 0]), act)
         })
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 224, ..ProptestConfig::default() })]
 
     #[test]
     fn winograd_kernels_match_the_reference(
@@ -64,7 +77,7 @@ proptest! {
         threads in 1usize..=2,
         seed in any::<u64>(),
     ) {
-        let tiles = tiles(spec.kernel()[0]);
+        let tiles = tiles(spec.kernel());
         let m = tiles[tile.index(tiles.len())];
         // Every ISA the host has, for the products and the transforms.
         let isas: Vec<Isa> = Isa::available().collect();
@@ -93,7 +106,7 @@ proptest! {
         weights in proptest::collection::vec((any::<prop::sample::Index>(), 0usize..3), 0..3),
         inputs in proptest::collection::vec((any::<prop::sample::Index>(), 0usize..3), 0..4),
     ) {
-        let tiles = tiles(spec.kernel()[0]);
+        let tiles = tiles(spec.kernel());
         let m = tiles[tile.index(tiles.len())];
         let mut schedule = winograd(&spec, m, panel, Isa::host(), false);
         schedule.run = Run::threads(threads);
@@ -118,19 +131,21 @@ proptest! {
 #[test]
 fn every_variant_is_well_inside_the_users_tolerance() {
     let compiler = Compiler::host().unwrap();
-    for (r, cig) in [(3, 64), (3, 256), (5, 32)] {
+    let kernels = [([3, 3], 64), ([3, 3], 256), ([5, 5], 32), ([1, 3], 64), ([3, 1], 256)];
+    for ([kh, kw], cig) in kernels.into_iter().chain([([1, 7], 128), ([7, 1], 128)]) {
         let spec = common::spec(&format!(
             r#"{{"op": "conv2d", "in_channels": {cig}, "out_channels": 16, "height": 13,
-                "width": 11, "kernel": {r}, "padding": {}}}"#,
-            r / 2
+                "width": 11, "kernel": [{kh}, {kw}], "padding": [{}, {}]}}"#,
+            kh / 2,
+            kw / 2
         ));
         let x = random_tensor(1, spec.input_len());
         let w = random_tensor(2, spec.weight_len());
         let b = random_tensor(3, spec.out_channels());
         let expected = reference::conv(&spec, &x, &w, Some(&b)).unwrap();
         let largest = expected.iter().fold(0.0f64, |a, &v| a.max(f64::from(v).abs()));
-        let tolerance = 3e-5 * ((cig * r * r) as f64).sqrt() * (1.0 + largest);
-        for m in tiles(r) {
+        let tolerance = 3e-5 * ((cig * kh * kw) as f64).sqrt() * (1.0 + largest);
+        for m in tiles([kh, kw]) {
             let schedule = winograd(&spec, m, 37, Isa::host(), false);
             let kernel = compiler.compile_with(&spec, &schedule).unwrap();
             let packed = kernel.pack(&w, Some(&b)).unwrap();
@@ -142,15 +157,14 @@ fn every_variant_is_well_inside_the_users_tolerance() {
                 .fold(0.0f64, |a, (&y, &e)| a.max((f64::from(y) - f64::from(e)).abs()));
             assert!(
                 error < tolerance / 4.0,
-                "F({m}, {r}), {cig} channels: {error:e} of {tolerance:e}"
+                "F({m}) of {kh}×{kw}, {cig} channels: {error:e} of {tolerance:e}"
             );
         }
     }
 }
 
-/// What Winograd refuses: other ops, strides, dilations, kernels that are
-/// not square, tiles past the transforms built; the error names the
-/// field.
+/// What Winograd refuses: other ops, strides, dilations, 1×1 kernels,
+/// tiles past the transforms built; the error names the field.
 #[test]
 fn winograd_refuses_what_it_cannot_compute() {
     let refused = |json: &str, config: Winograd, field: &str| {
@@ -165,7 +179,7 @@ fn winograd_refuses_what_it_cannot_compute() {
     let base = r#""in_channels": 4, "out_channels": 4, "height": 9, "width": 9"#;
     refused(&format!(r#"{{"op": "conv2d", {base}, "kernel": 3, "stride": 2}}"#), f43, "winograd");
     refused(&format!(r#"{{"op": "conv2d", {base}, "kernel": 3, "dilation": 2}}"#), f43, "winograd");
-    refused(&format!(r#"{{"op": "conv2d", {base}, "kernel": [3, 1]}}"#), f43, "winograd");
+    refused(&format!(r#"{{"op": "conv2d", {base}, "kernel": 1}}"#), f43, "winograd");
     refused(&format!(r#"{{"op": "conv_transpose2d", {base}, "kernel": 3}}"#), f43, "winograd");
     let conv = format!(r#"{{"op": "conv2d", {base}, "kernel": 3}}"#);
     refused(&conv, Winograd { output_tile: 7, panel: 64 }, "output_tile");
@@ -175,6 +189,10 @@ fn winograd_refuses_what_it_cannot_compute() {
     refused(&conv, Winograd { output_tile: usize::MAX, panel: 64 }, "output_tile");
     let eight = format!(r#"{{"op": "conv2d", {base}, "kernel": 8}}"#);
     refused(&eight, Winograd { output_tile: 2, panel: 64 }, "winograd");
+    let line = format!(r#"{{"op": "conv2d", {base}, "kernel": [1, 8]}}"#);
+    refused(&line, Winograd { output_tile: 2, panel: 64 }, "winograd");
+    let seven = format!(r#"{{"op": "conv2d", {base}, "kernel": [7, 1]}}"#);
+    refused(&seven, Winograd { output_tile: 3, panel: 64 }, "output_tile");
 }
 
 /// A schedule with Winograd reads and writes back as JSON, and a schedule

@@ -146,12 +146,8 @@ pub fn algorithm(spec: &ValidSpec, schedule: &schedule::Schedule) -> String {
     };
     match schedule.winograd {
         Some(w) => {
-            let (m, r) = (w.output_tile, spec.kernel()[0]);
-            let panel = w.panel_tiles(spec);
-            format!(
-                "Winograd F({m}×{m}, {r}×{r}) in panels of {panel} tiles, its products by the \
-                 {name} algorithm"
-            )
+            let (f, panel) = (w.transform(spec).name(), w.panel_tiles(spec));
+            format!("Winograd {f} in panels of {panel} tiles, its products by the {name} algorithm")
         }
         None => name.to_string(),
     }

@@ -1,14 +1,14 @@
 //! A kernel computed through Winograd's minimal filtering
-//! ([`crate::algorithm::winograd`]): the layer's output is cut into m × m
-//! tiles, and the tiles of the batch, in order, into panels; threads share
-//! panels. For each panel, on its thread's buffer:
+//! ([`crate::algorithm::winograd`]): the layer's output is cut into m_h ×
+//! m_w tiles (m × m, or 1 × m and m × 1 for 1-D kernels), and the tiles of
+//! the batch, in order, into panels; threads share panels. For each panel, on its thread's buffer:
 //!
 //! 1. each input channel's tiles are transformed (`Bᵀ d B`) into the
-//!    panel's transformed input, `α²·C_in` rows of the panel's tiles;
+//!    panel's transformed input, `α_h·α_w·C_in` rows of the panel's tiles;
 //! 2. the kernel's compiled code — the batched products, a grouped 1×1
 //!    layer ([`Winograd::gemm`]) — multiplies them by the weights
-//!    transformed at pack time (`G g Gᵀ`, in f64, rounded once);
-//! 3. each output channel's products are transformed back (`Aᵀ M A`),
+//!    transformed at pack time (`G_h g G_wᵀ`, in f64, rounded once);
+//! 3. each output channel's products are transformed back (`Aᵀ_h M A_w`),
 //!    the bias added and the activation applied, and the outputs inside
 //!    the image stored.
 //!
@@ -73,9 +73,9 @@ impl Layer {
         })
     }
 
-    /// Transform points: α².
+    /// Transform points: α_h·α_w.
     fn points(&self) -> usize {
-        self.transform.alpha() * self.transform.alpha()
+        self.transform.points()
     }
 
     /// Floats of one thread's buffer: the panel's transformed input and
@@ -84,8 +84,8 @@ impl Layer {
         self.points() * (spec.in_channels() + spec.out_channels()) * self.panel
     }
 
-    /// The layer's weights (PyTorch's `[C_out, C_in/groups, r, r]`)
-    /// transformed, `G g Gᵀ` in f64 rounded to f32, in the layout of the
+    /// The layer's weights (PyTorch's `[C_out, C_in/groups, r_h, r_w]`)
+    /// transformed, `G_h g G_wᵀ` in f64 rounded to f32, in the layout of the
     /// batched products' weights: output channel `ξ·C_out + k`.
     fn transform_weights(&self, spec: &ValidSpec, weight: &[f32]) -> Result<Vec<f32>> {
         let (c_out, cig) = (spec.out_channels(), spec.in_per_group());

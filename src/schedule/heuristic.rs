@@ -614,27 +614,45 @@ const MAX_NARROW_ROW: usize = 28;
 /// channels: two vectors per row keep too few accumulators busy.
 const MIN_WIDTH_FOR_ROWS: usize = 8;
 
-/// Winograd F(4 × 4, 3 × 3) for a conv2d 3 × 3 of stride 1 and dilation
-/// 1 with at least [`MIN_WINOGRAD_CHANNELS`] input and output channels a
-/// group and a panel of [`WINOGRAD_PANEL`] tiles per thread, on AVX-512
-/// (the transforms' intrinsics and the products' 512-bit tiles): measured
-/// 1.76–2.51× the direct schedule on the suites' dense 3 × 3 layers (64 to
-/// 192 channels a group, 16 to 1024 tiles), and 0.2× with ResNeXt's 4 or 8
-/// channels a group (docs/schedules.md). Fewer tiles than a panel a thread
-/// leave threads idle that the direct schedule keeps busy. The products
-/// as [`winograd_with`] schedules them.
+/// Winograd for a conv2d of stride 1 and dilation 1 whose kernel has an
+/// output tile here ([`winograd_tile`]), with at least
+/// [`MIN_WINOGRAD_CHANNELS`] input and output channels a group and a
+/// panel of [`WINOGRAD_PANEL`] tiles per thread, on AVX-512 (the
+/// transforms' intrinsics and the products' 512-bit tiles). Measured
+/// against the direct schedule (docs/schedules.md): F(4 × 4, 3 × 3)
+/// 1.76–2.51× on the suites' dense 3 × 3 layers (64 to 192 channels a
+/// group, 16 to 1024 tiles) and 0.2× with ResNeXt's 4 or 8 channels a
+/// group; the 1-D F(6, 3) 1.11–1.30× on 1 × 3 and 3 × 1 layers of 64
+/// channels, F(2, 7) 1.25–1.29× on 1 × 7 and 7 × 1 layers of 128. Fewer
+/// tiles than a panel a thread leave threads idle that the direct
+/// schedule keeps busy. The products as [`winograd_with`] schedules them.
 fn winograd(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
     let isa = Isa::host().min(widest);
     let dense = spec.in_per_group() >= MIN_WINOGRAD_CHANNELS
         && spec.out_per_group() >= MIN_WINOGRAD_CHANNELS;
-    if isa < Isa::Avx512 || !dense || spec.kernel() != [3, 3] || Winograd::refuses(spec).is_some() {
+    if isa < Isa::Avx512 || !dense || Winograd::refuses(spec).is_some() {
         return None;
     }
-    let config = Winograd { output_tile: 4, panel: WINOGRAD_PANEL };
+    let config = Winograd { output_tile: winograd_tile(spec.kernel())?, panel: WINOGRAD_PANEL };
     if config.tiles(spec).count < WINOGRAD_PANEL * threads {
         return None;
     }
     winograd_with(spec, config, threads, widest)
+}
+
+/// The output tile the heuristic takes for a kernel, where Winograd
+/// measured faster than direct: 4 for 3 × 3 (F(6 × 6, 3 × 3) is 0.93–1.08×
+/// F(4 × 4) and grows the error twice as much), 6 for 1 × 3 and 3 × 1
+/// (1.02–1.06× F(4, 3); its error grows 23 times, a tenth of F(4 × 4,
+/// 3 × 3)'s), 2 for 1 × 7 and 7 × 1 (the only F(m, 7) the transforms are
+/// built for).
+fn winograd_tile(kernel: [usize; 2]) -> Option<usize> {
+    match kernel {
+        [3, 3] => Some(4),
+        [1, 3] | [3, 1] => Some(6),
+        [1, 7] | [7, 1] => Some(2),
+        _ => None,
+    }
 }
 
 /// The schedule of `spec` through Winograd as `config` says, on `threads`

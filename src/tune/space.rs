@@ -17,7 +17,7 @@
 //! | joined | the width tile's rows apart, or joined into one run (AVX-512, conv2d of stride 1 whose output rows are as wide as its input rows) |
 //! | image | the width tile over a padded copy, or reading the image's rows (AVX-512, conv2d of column stride 1 or 2) |
 //! | merged columns | the direct tile's column phases one at a time, or all in one tile (AVX2, AVX-512, conv_transpose2d whose column phases read the same input pixels) |
-//! | winograd | none; or, for a conv2d of a square kernel, stride 1 and dilation 1, Winograd F(m × m, r × r) for every m its transforms are built for, in panels of 16, 32 and 64 tiles, its products scheduled by the heuristic (`schedule::winograd_with`) — the other knobs of such a member are its products' and not searched |
+//! | winograd | none; or, for a conv2d of stride 1 and dilation 1 with a kernel of 2 taps or more on an axis, Winograd F(m, r) on each such axis (F(m × m, r × r), or the 1-D F(1 × m, 1 × r) and F(m × 1, r × 1)) for every m its transforms are built for, in panels of 16, 32 and 64 tiles, its products scheduled by the heuristic (`schedule::winograd_with`) — the other knobs of such a member are its products' and not searched |
 //!
 //! Threads and split are the [`Run`], not the code: the members that
 //! differ only in them are listed one after another and share one compiled
@@ -294,7 +294,7 @@ impl Space {
 /// table), the products scheduled by the heuristic with ISAs up to
 /// `isa`; none for a layer Winograd does not compute.
 fn winograd(spec: &ValidSpec, threads: &[usize], isa: Isa) -> Vec<Schedule> {
-    let r = spec.kernel()[0];
+    let r = spec.kernel().into_iter().max().unwrap_or(1);
     if Winograd::refuses(spec).is_some() || r + 1 > MAX_ALPHA {
         return Vec::new();
     }

@@ -1,4 +1,5 @@
-//! The transforms on AVX-512, for the tiles compiled for their sizes: one
+//! The transforms on AVX-512, for the tiles compiled for their sizes
+//! (square, and the 1-D ones whose other axis is the identity): one
 //! `zmm` holds a value of each of the chunk's 16 tiles, and the entries of
 //! `Bᵀ` and `Aᵀ` are constants, so each sum leaves out its zero terms,
 //! adds or subtracts its ±1 ones and takes a fused multiply-add for the
@@ -9,7 +10,9 @@
 //! runs of `scripts/compare_builds.py` on the six dense 3 × 3 layers).
 //!
 //! Input rows are loaded as masked vectors (lanes outside the row read as
-//! zeros): a chunk of one tile row (m = 2, 4) has each row split into its
+//! zeros): tiles one pixel wide (r × 1 kernels) take each run of a tile
+//! row's pixels as one vector; a chunk of one tile row (m = 2, 4) has each
+//! row split into its
 //! m column phases by `vpermt2ps`; any other chunk is cut into runs of
 //! tiles of one tile row whose windows lie in 32 consecutive pixels, and
 //! each window column of a run's lanes is picked out of the two vectors
@@ -24,16 +27,18 @@
 
 use std::arch::x86_64::*;
 
-use super::rows::{InputChunk, OutputChunk, one_row, runs};
+use super::rows::{InputChunk, OutputChunk, Runs, one_row, runs};
 use crate::spec::Activation;
 
 /// `Bᵀ` of the transforms compiled for their sizes, for α = 4, 6 and 8 (the
-/// same for every m of one α), zero past α: the entries `Transform::new`
-/// builds (a test checks), as constants, so that each sum leaves out its
-/// zero entries and adds or subtracts its ±1 ones.
+/// same for every m of one α) and 1 (the identity across a 1-D kernel),
+/// zero past α: the entries `Axis::new` builds (a test checks), as
+/// constants, so that each sum leaves out its zero entries and adds or
+/// subtracts its ±1 ones.
 const fn bt(a: usize) -> [[f32; 8]; 8] {
     const Z: [f32; 8] = [0.0; 8];
     match a {
+        1 => [[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], Z, Z, Z, Z, Z, Z, Z],
         4 => [
             [1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
             [0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
@@ -71,7 +76,7 @@ const fn bt(a: usize) -> [[f32; 8]; 8] {
 /// `Aᵀ` of F(m, α − m + 1), zero past its sizes: row i holds the i-th
 /// powers of the finite points `0, 1, −1, 2, −2, 1/2, −1/2` (the first
 /// α − 1) and, in the last column, 1 for the last row (the point at
-/// infinity), as `Transform::new` builds it (a test checks).
+/// infinity), as `Axis::new` builds it (a test checks).
 const fn at(m: usize, a: usize) -> [[f32; 8]; 7] {
     const POINTS: [f32; 7] = [0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5];
     let mut at = [[0.0f32; 8]; 7];
@@ -200,7 +205,7 @@ unsafe fn apply_bt<const A: usize>(plan: &BtPlan, v: impl Fn(usize) -> __m512) -
         let mut out = [_mm512_setzero_ps(); A];
         out[0] = dot::<A>(&plan.rows[0], &v);
         out[A - 1] = dot::<A>(&plan.rows[A - 1], &v);
-        unrolled!(@ A / 2 - 1, k => {
+        unrolled!(@ (A / 2).saturating_sub(1), k => {
             let (r, s) = (2 * k + 1, 2 * k + 2);
             if plan.pair[k] {
                 let (e, o) = (dot::<A>(&plan.same[k], &v), dot::<A>(&plan.opposite[k], &v));
@@ -298,38 +303,66 @@ unsafe fn iota() -> __m512i {
     unsafe { _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) }
 }
 
-/// [`Rows::input`] for F(M, A − M + 1) on AVX-512.
+/// [`Rows::input`] for F(MH × MW, (AH − MH + 1) × (AW − MW + 1)) on
+/// AVX-512: square (MH = MW) or 1-D (MH = AH = 1 or MW = AW = 1, the
+/// identity across the kernel's single tap).
 ///
 /// # Safety
 /// The host has AVX-512F; `chunk` is as [`Rows::input`] checks it.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn input_body<const M: usize, const A: usize>(c: InputChunk<'_>) {
+pub(super) unsafe fn input_body<
+    const MH: usize,
+    const AH: usize,
+    const MW: usize,
+    const AW: usize,
+>(
+    c: InputChunk<'_>,
+) {
     // SAFETY: the caller guarantees the host has AVX-512F and the
     // operands the function documents.
     unsafe {
         let n = c.tiles.len();
         let [h, w] = c.size;
-        assert!(c.out.len() >= (A * A - 1) * c.stride + n, "room for every point's run");
+        assert!(c.out.len() >= (AH * AW - 1) * c.stride + n, "room for every point's run");
         let lanes = first(n);
         // The lane masks are computed in 32 bits: every column they test
         // fits (a spec's sizes and padding are at most 2^24).
-        let reach = (c.tile_cols * M + A) as i64 + c.pad[1] as i64;
+        let reach = (c.tile_cols * MW + AW) as i64 + c.pad[1] as i64;
         assert!(w < 1 << 30 && reach < 1 << 30, "columns in 32 bits");
-        let mut d = [[_mm512_setzero_ps(); A]; A];
-        if (M == 2 || M == 4) && one_row(&c.tiles, c.tile_cols) {
+        let mut d = [[_mm512_setzero_ps(); AW]; AH];
+        if MW == 1 {
+            // Tiles one pixel wide (a kernel of one column): each run's
+            // window row is its pixels in order, one masked load into
+            // the run's lanes.
+            for run in runs(&c.tiles, c.tile_cols, 16) {
+                let start = run.col as i64 - c.pad[1] as i64 - run.lanes.start as i64;
+                let cols = _mm512_add_epi32(iota(), _mm512_set1_epi32(start as i32));
+                let mask = inside(cols, w) & first(run.lanes.end) & !first(run.lanes.start);
+                for i in 0..AH {
+                    let Some(y) = (run.row * MH + i).checked_sub(c.pad[0]).filter(|&y| y < h)
+                    else {
+                        continue;
+                    };
+                    let line = c.x[y * w..(y + 1) * w].as_ptr();
+                    // Only the run's lanes inside the row are read.
+                    d[i][0] =
+                        _mm512_mask_loadu_ps(d[i][0], mask, line.wrapping_offset(start as isize));
+                }
+            }
+        } else if (MW == 2 || MW == 4) && one_row(&c.tiles, c.tile_cols) {
             // One tile row: window column j = s·M + q of every lane is
             // phase q of the pixels from column first + s·M.
             let (row, col) = (c.tiles.start / c.tile_cols, c.tiles.start % c.tile_cols);
-            let first_col = (col * M) as i64 - c.pad[1] as i64;
-            for i in 0..A {
-                let Some(y) = (row * M + i).checked_sub(c.pad[0]).filter(|&y| y < h) else {
+            let first_col = (col * MW) as i64 - c.pad[1] as i64;
+            for i in 0..AH {
+                let Some(y) = (row * MH + i).checked_sub(c.pad[0]).filter(|&y| y < h) else {
                     continue;
                 };
                 let line = c.x[y * w..(y + 1) * w].as_ptr();
-                for set in 0..A.div_ceil(M) {
-                    let phases = phases::<M>(line, first_col + (set * M) as i64, w);
-                    for q in 0..M.min(A - set * M) {
-                        d[i][set * M + q] = phases[q];
+                for set in 0..AW.div_ceil(MW) {
+                    let phases = phases::<MW>(line, first_col + (set * MW) as i64, w);
+                    for q in 0..MW.min(AW - set * MW) {
+                        d[i][set * MW + q] = phases[q];
                     }
                 }
             }
@@ -338,20 +371,21 @@ pub(super) unsafe fn input_body<const M: usize, const A: usize>(c: InputChunk<'_
             // a tile row: each window row loaded as two masked vectors,
             // and window column j of the run's lanes picked out of them by
             // `vpermt2ps` (lane l of the run: pixel (l − first lane)·M + j).
-            let piece = (32 - (A - M)) / M;
-            let mut base = [_mm512_setzero_si512(); A];
+            let piece = (32 - (AW - MW)) / MW;
+            let mut base = [_mm512_setzero_si512(); AW];
             for (j, base) in base.iter_mut().enumerate() {
-                let step = _mm512_mullo_epi32(iota(), _mm512_set1_epi32(M as i32));
+                let step = _mm512_mullo_epi32(iota(), _mm512_set1_epi32(MW as i32));
                 *base = _mm512_add_epi32(step, _mm512_set1_epi32(j as i32));
             }
             for run in runs(&c.tiles, c.tile_cols, piece) {
                 let mask = lanes & !first(run.lanes.start);
                 let mask = mask & first(run.lanes.end);
-                let shift = _mm512_set1_epi32((run.lanes.start * M) as i32);
+                let shift = _mm512_set1_epi32((run.lanes.start * MW) as i32);
                 let idx = base.map(|b| _mm512_sub_epi32(b, shift));
-                let start = (run.col * M) as i64 - c.pad[1] as i64;
-                for i in 0..A {
-                    let Some(y) = (run.row * M + i).checked_sub(c.pad[0]).filter(|&y| y < h) else {
+                let start = (run.col * MW) as i64 - c.pad[1] as i64;
+                for i in 0..AH {
+                    let Some(y) = (run.row * MH + i).checked_sub(c.pad[0]).filter(|&y| y < h)
+                    else {
                         continue;
                     };
                     let line = c.x[y * w..(y + 1) * w].as_ptr();
@@ -361,33 +395,40 @@ pub(super) unsafe fn input_body<const M: usize, const A: usize>(c: InputChunk<'_
                         // Only lanes whose column is inside the row are read.
                         _mm512_maskz_loadu_ps(inside(cols, w), line.wrapping_offset(at as isize))
                     });
-                    for j in 0..A {
+                    for j in 0..AW {
                         let v = _mm512_permutex2var_ps(low, idx[j], high);
                         d[i][j] = _mm512_mask_blend_ps(mask, d[i][j], v);
                     }
                 }
             }
         }
-        let plan = const { bt_plan(A) };
-        // Along the rows: t[i][ξ] = Σ_j Bᵀ[ξ][j] · d[i][j].
-        let mut t = [[_mm512_setzero_ps(); A]; A];
-        for i in 0..A {
-            t[i] = apply_bt::<A>(&plan, |j| d[i][j]);
+        // Along the rows: t[i][ξ] = Σ_j Bᵀ_w[ξ][j] · d[i][j] (the window
+        // itself across a kernel's single tap).
+        let mut t = d;
+        if AW > 1 {
+            let plan = const { bt_plan(AW) };
+            for i in 0..AH {
+                t[i] = apply_bt::<AW>(&plan, |j| d[i][j]);
+            }
         }
-        // Down the columns: point (ξy, ξx) = Σ_i Bᵀ[ξy][i] · t[i][ξx].
+        // Down the columns: point (ξy, ξx) = Σ_i Bᵀ_h[ξy][i] · t[i][ξx].
         let out = c.out.as_mut_ptr();
-        for xi in 0..A {
-            let column = apply_bt::<A>(&plan, |i| t[i][xi]);
+        let plan = const { bt_plan(AH) };
+        for xi in 0..AW {
+            let column = match AH {
+                1 => [t[0][xi]; AH],
+                _ => apply_bt::<AH>(&plan, |i| t[i][xi]),
+            };
             for (yi, v) in column.into_iter().enumerate() {
                 // SAFETY: the run of n values is inside `out` (asserted).
-                _mm512_mask_storeu_ps(out.add((yi * A + xi) * c.stride), lanes, v);
+                _mm512_mask_storeu_ps(out.add((yi * AW + xi) * c.stride), lanes, v);
             }
         }
     }
 }
 
 /// The `M` column phases of the 16·M pixels of a row from column `start`
-/// (M = 2 or 4): phase q's lane l is the pixel at `start + l·M + q`, 0
+/// (M = 1, 2 or 4): phase q's lane l is the pixel at `start + l·M + q`, 0
 /// outside the row `line` of `w` pixels. Loaded as M masked vectors (the
 /// lanes outside the row are not read) and split by `vpermt2ps` (and, for
 /// M = 4, `vshuff32x4`).
@@ -412,11 +453,12 @@ unsafe fn phases<const M: usize>(line: *const f32, start: i64, w: usize) -> [__m
         let mut out = [_mm512_setzero_ps(); M];
         for (q, out) in out.iter_mut().enumerate() {
             *out = match M {
-                2 => _mm512_permutex2var_ps(u[0], idx(q), u[1]),
+                1 => u[0],
+                2 => _mm512_permutex2var_ps(u[0], idx(q), u[1 % M]),
                 _ => {
                     // Tiles 0–7 from the first two vectors, 8–15 from the
                     // last two, each in its lower half.
-                    let low = _mm512_permutex2var_ps(u[0], idx(q), u[1]);
+                    let low = _mm512_permutex2var_ps(u[0], idx(q), u[1 % M]);
                     let high = _mm512_permutex2var_ps(u[2 % M], idx(q), u[3 % M]);
                     _mm512_shuffle_f32x4::<0b0100_0100>(low, high)
                 }
@@ -426,12 +468,18 @@ unsafe fn phases<const M: usize>(line: *const f32, start: i64, w: usize) -> [__m
     }
 }
 
-/// [`Rows::output`] for F(M, A − M + 1) on AVX-512.
+/// [`Rows::output`] for F(MH × MW, (AH − MH + 1) × (AW − MW + 1)) on
+/// AVX-512, square or 1-D as [`input_body`].
 ///
 /// # Safety
 /// The host has AVX-512F; `chunk` is as [`Rows::output`] checks it.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn output_body<const M: usize, const A: usize>(
+pub(super) unsafe fn output_body<
+    const MH: usize,
+    const AH: usize,
+    const MW: usize,
+    const AW: usize,
+>(
     c: OutputChunk<'_>,
     mut store: impl FnMut(usize, usize, &[f32]),
     mut redo: impl FnMut(usize, usize),
@@ -441,55 +489,64 @@ pub(super) unsafe fn output_body<const M: usize, const A: usize>(
     unsafe {
         let n = c.tiles.len();
         let [oh, ow] = c.size;
-        assert!(c.products.len() >= (A * A - 1) * c.stride + n, "every point's run");
+        assert!(c.products.len() >= (AH * AW - 1) * c.stride + n, "every point's run");
         let lanes = first(n);
         let products = c.products.as_ptr();
-        let mut p = [[_mm512_setzero_ps(); A]; A];
-        for yi in 0..A {
-            for xi in 0..A {
+        let mut p = [[_mm512_setzero_ps(); AW]; AH];
+        for yi in 0..AH {
+            for xi in 0..AW {
                 // SAFETY: the run of n values is inside `products` (asserted).
-                p[yi][xi] = _mm512_maskz_loadu_ps(lanes, products.add((yi * A + xi) * c.stride));
+                p[yi][xi] = _mm512_maskz_loadu_ps(lanes, products.add((yi * AW + xi) * c.stride));
             }
         }
-        let plan = const { at_plan(M, A) };
-        // Down the columns: s[i][ξx] = Σ_ξy Aᵀ[i][ξy] · p[ξy][ξx].
-        let mut s = [[_mm512_setzero_ps(); A]; M];
-        for xi in 0..A {
-            let column = apply_at::<M, A>(&plan, |yi| p[yi][xi]);
+        // Down the columns: s[i][ξx] = Σ_ξy Aᵀ_h[i][ξy] · p[ξy][ξx] (the
+        // products themselves across a kernel's single tap).
+        let mut s = [[_mm512_setzero_ps(); AW]; MH];
+        let plan = const { at_plan(MH, AH) };
+        for xi in 0..AW {
+            let column = match AH {
+                1 => [p[0][xi]; MH],
+                _ => apply_at::<MH, AH>(&plan, |yi| p[yi][xi]),
+            };
             for (i, v) in column.into_iter().enumerate() {
                 s[i][xi] = v;
             }
         }
         let (zero, bias) = (_mm512_setzero_ps(), _mm512_set1_ps(c.bias));
-        let top = c.tiles.start / c.tile_cols;
+        let all = Runs::new(&c.tiles, c.tile_cols);
+        let top = all.iter().next().map_or(0, |run| run.row);
         let mut line = [0.0f32; 16 * 8];
-        for i in 0..M.min(oh.saturating_sub(top * M)) {
-            // Along the rows: o[j] = Σ_ξx Aᵀ[j][ξx] · s[i][ξx], plus the bias.
-            let mut o = apply_at::<M, A>(&plan, |xi| s[i][xi]);
+        let plan = const { at_plan(MW, AW) };
+        for i in 0..MH.min(oh.saturating_sub(top * MH)) {
+            // Along the rows: o[j] = Σ_ξx Aᵀ_w[j][ξx] · s[i][ξx], plus the bias.
+            let mut o = match AW {
+                1 => [s[i][0]; MW],
+                _ => apply_at::<MW, AW>(&plan, |xi| s[i][xi]),
+            };
             // Per column of the tiles, the tiles whose value is finite
             // before the activation (0 · v is 0 exactly for finite v).
-            let mut finite = [lanes; M];
-            for j in 0..M {
+            let mut finite = [lanes; MW];
+            for j in 0..MW {
                 o[j] = _mm512_add_ps(o[j], bias);
                 finite[j] = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_mul_ps(o[j], zero), zero);
             }
             for v in &mut o {
                 *v = activate(*v, c.activation);
             }
-            interleave::<M>(&o, &mut line);
+            interleave::<MW>(&o, &mut line);
             let all_finite = finite.iter().all(|&f| f & lanes == lanes);
             // Each tile row's run of the line, cropped to the plane.
-            for run in runs(&c.tiles, c.tile_cols, 16) {
-                let (row, first_col) = (run.row * M + i, run.col * M);
+            for run in all.iter() {
+                let (row, first_col) = (run.row * MH + i, run.col * MW);
                 if row >= oh {
                     break;
                 }
-                let width = (run.lanes.len() * M).min(ow.saturating_sub(first_col));
-                let at = run.lanes.start * M;
+                let width = (run.lanes.len() * MW).min(ow.saturating_sub(first_col));
+                let at = run.lanes.start * MW;
                 store(row, first_col, &line[at..at + width]);
                 if !all_finite {
                     for k in at..at + width {
-                        if finite[k % M] & (1 << (k / M)) == 0 {
+                        if finite[k % MW] & (1 << (k / MW)) == 0 {
                             redo(row, first_col + k - at);
                         }
                     }
@@ -538,19 +595,20 @@ unsafe fn interleave<const M: usize>(o: &[__m512; M], line: &mut [f32; 128]) {
             _mm512_loadu_si512(idx.as_ptr().cast())
         };
         match M {
+            1 => _mm512_storeu_ps(out, o[0]),
             2 => {
-                _mm512_storeu_ps(out, _mm512_permutex2var_ps(o[0], pairs(0), o[1]));
-                _mm512_storeu_ps(out.add(16), _mm512_permutex2var_ps(o[0], pairs(8), o[1]));
+                _mm512_storeu_ps(out, _mm512_permutex2var_ps(o[0], pairs(0), o[1 % M]));
+                _mm512_storeu_ps(out.add(16), _mm512_permutex2var_ps(o[0], pairs(8), o[1 % M]));
             }
             4 => {
                 let (lo, hi) = (pairs(0), pairs(8));
                 let (e_lo, e_hi) = (
-                    _mm512_permutex2var_ps(o[0], lo, o[2]),
-                    _mm512_permutex2var_ps(o[0], hi, o[2]),
+                    _mm512_permutex2var_ps(o[0], lo, o[2 % M]),
+                    _mm512_permutex2var_ps(o[0], hi, o[2 % M]),
                 );
                 let (f_lo, f_hi) = (
-                    _mm512_permutex2var_ps(o[1], lo, o[3]),
-                    _mm512_permutex2var_ps(o[1], hi, o[3]),
+                    _mm512_permutex2var_ps(o[1 % M], lo, o[3 % M]),
+                    _mm512_permutex2var_ps(o[1 % M], hi, o[3 % M]),
                 );
                 _mm512_storeu_ps(out, _mm512_permutex2var_ps(e_lo, lo, f_lo));
                 _mm512_storeu_ps(out.add(16), _mm512_permutex2var_ps(e_lo, hi, f_lo));
@@ -574,15 +632,15 @@ unsafe fn interleave<const M: usize>(o: &[__m512; M], line: &mut [f32; 128]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Transform;
+    use super::super::Axis;
     use super::{at, bt};
 
-    /// The constant entries are those `Transform::new` builds, for every
-    /// transform compiled for its sizes.
+    /// The constant entries are those `Axis::new` builds, for every
+    /// transform compiled for its sizes (and the identity).
     #[test]
     fn the_constant_entries_are_the_transforms() {
-        for (m, r) in [(2, 3), (4, 3), (6, 3), (2, 5), (4, 5)] {
-            let t = Transform::new(m, r);
+        for (m, r) in [(1, 1), (2, 3), (4, 3), (6, 3), (2, 5), (4, 5), (2, 7)] {
+            let t = Axis::new(m, r);
             let a = t.alpha();
             let (bt, at) = (bt(a), at(m, a));
             for i in 0..8 {

@@ -131,14 +131,15 @@ fn exact(m: usize, r: usize) -> Exact {
     Exact { at, g, bt }
 }
 
-/// The transforms of Winograd's F(m × m, r × r), in f64 (exact in binary
-/// for the points used up to F(6, 3): their denominators are powers of 2
-/// and 3; G's entries are rounded).
+/// The transforms of Winograd's F(m, r) along one axis of the image, in
+/// f64 (exact in binary for the points used up to α = 8: their
+/// denominators are powers of 2 and 3; G's entries are rounded).
+/// F(1, 1) is the identity: the axis of a kernel's single tap.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Transform {
+pub struct Axis {
     /// Outputs per tile side.
     pub m: usize,
-    /// Kernel taps per side.
+    /// Kernel taps.
     pub r: usize,
     /// `Aᵀ`: m × α, row-major.
     pub at: Vec<f64>,
@@ -148,17 +149,17 @@ pub struct Transform {
     pub bt: Vec<f64>,
 }
 
-impl Transform {
-    /// F(m × m, r × r) from the first α − 1 points of `0, ±1, ±2, ±1/2,
-    /// ±3, ±1/3, …` and infinity. `m` and `r` at least 1, α = m + r − 1 at
-    /// most 8 (F(6, 3), F(4, 5), F(2, 7): the tiles the tests check).
-    pub fn new(m: usize, r: usize) -> Transform {
+impl Axis {
+    /// F(m, r) from the first α − 1 points of `0, ±1, ±2, ±1/2, ±3, ±1/3,
+    /// …` and infinity. `m` and `r` at least 1, α = m + r − 1 at most 8
+    /// (F(6, 3), F(4, 5), F(2, 7): the tiles the tests check).
+    pub fn new(m: usize, r: usize) -> Axis {
         assert!(
             m >= 1 && r >= 1 && m <= 8 && r <= 8 && m + r - 1 <= 8,
             "F({m}, {r}) is not built here"
         );
         let e = exact(m, r);
-        Transform { m, r, at: e.at.to_f64(), g: e.g.to_f64(), bt: e.bt.to_f64() }
+        Axis { m, r, at: e.at.to_f64(), g: e.g.to_f64(), bt: e.bt.to_f64() }
     }
 
     /// The input tile's side, `m + r − 1`.
@@ -166,59 +167,124 @@ impl Transform {
         self.m + self.r - 1
     }
 
-    /// `G g Gᵀ`: an `r × r` kernel (row-major) transformed, `alpha ×
-    /// alpha`, in f64 (weights are transformed once, then rounded).
+    /// This axis with every entry's magnitude.
+    fn magnitudes(&self) -> Axis {
+        let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect();
+        Axis { at: abs(&self.at), g: abs(&self.g), bt: abs(&self.bt), ..*self }
+    }
+}
+
+/// The transforms of Winograd's F(m_h × m_w, r_h × r_w): one [`Axis`] down
+/// the columns (`h`) and one along the rows (`w`). A square kernel has the
+/// same on both; a 1 × r or r × 1 kernel the identity F(1, 1) on its
+/// single tap's axis, so that a tile is one row of m outputs (or one
+/// column) and the 1-D F(m, r) does its work.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transform {
+    /// Down the columns: F(m_h, r_h).
+    pub h: Axis,
+    /// Along the rows: F(m_w, r_w).
+    pub w: Axis,
+}
+
+impl Transform {
+    /// F(m × m, r × r) ([`Axis::new`] on both axes).
+    pub fn new(m: usize, r: usize) -> Transform {
+        Transform { h: Axis::new(m, r), w: Axis::new(m, r) }
+    }
+
+    /// F(m_h × m_w, r_h × r_w) for an `[r_h, r_w]` kernel: F(m, r) on each
+    /// axis of more than one tap, the identity on the others.
+    pub fn for_kernel(m: usize, kernel: [usize; 2]) -> Transform {
+        let axis = |r: usize| if r > 1 { Axis::new(m, r) } else { Axis::new(1, 1) };
+        Transform { h: axis(kernel[0]), w: axis(kernel[1]) }
+    }
+
+    /// Outputs of a tile: `[m_h, m_w]`.
+    pub fn m(&self) -> [usize; 2] {
+        [self.h.m, self.w.m]
+    }
+
+    /// Kernel taps: `[r_h, r_w]`.
+    pub fn r(&self) -> [usize; 2] {
+        [self.h.r, self.w.r]
+    }
+
+    /// The input tile: `[α_h, α_w]`.
+    pub fn alpha(&self) -> [usize; 2] {
+        [self.h.alpha(), self.w.alpha()]
+    }
+
+    /// Transform points: `α_h · α_w`.
+    pub fn points(&self) -> usize {
+        self.h.alpha() * self.w.alpha()
+    }
+
+    /// `F(4×4, 3×3)`, `F(1×4, 1×3)`: the transform's name.
+    pub fn name(&self) -> String {
+        let ([mh, mw], [rh, rw]) = (self.m(), self.r());
+        format!("F({mh}×{mw}, {rh}×{rw})")
+    }
+
+    /// `G_h g G_wᵀ`: an `r_h × r_w` kernel (row-major) transformed, `α_h ×
+    /// α_w`, in f64 (weights are transformed once, then rounded).
     pub fn kernel(&self, g: &[f64]) -> Vec<f64> {
-        let mut out = vec![0.0; self.alpha() * self.alpha()];
+        let mut out = vec![0.0; self.points()];
         self.kernel_into(g, &mut out);
         out
     }
 
-    /// [`Transform::kernel`] into `out` (`alpha × alpha`), allocating
-    /// nothing: a layer's weights are transformed kernel by kernel.
+    /// [`Transform::kernel`] into `out` (`α_h × α_w`), allocating nothing:
+    /// a layer's weights are transformed kernel by kernel.
     pub fn kernel_into(&self, g: &[f64], out: &mut [f64]) {
-        assert_eq!(g.len(), self.r * self.r, "a kernel of F({}, {})", self.m, self.r);
-        let (a, r) = (self.alpha(), self.r);
+        let ([ah, aw], [rh, rw]) = (self.alpha(), self.r());
+        assert_eq!(g.len(), rh * rw, "a kernel of {}", self.name());
         let mut lx = [0.0; 64];
-        sandwich_into(&self.g, g, a, r, &mut lx[..a * r], &mut out[..a * a]);
+        sandwich_into(&self.h.g, g, &self.w.g, [ah, rh], [aw, rw], &mut lx[..ah * rw], out);
     }
 
-    /// `Bᵀ d B`: an `alpha × alpha` input tile transformed, in `T`.
+    /// `Bᵀ_h d B_w`: an `α_h × α_w` input tile transformed, in `T`.
     pub fn input<T: Element>(&self, d: &[T]) -> Vec<T> {
-        let a = self.alpha();
-        assert_eq!(d.len(), a * a, "an input tile of F({}, {})", self.m, self.r);
-        sandwich(&T::matrix(&self.bt), d, a, a)
+        let [ah, aw] = self.alpha();
+        assert_eq!(d.len(), ah * aw, "an input tile of {}", self.name());
+        sandwich(&T::matrix(&self.h.bt), d, &T::matrix(&self.w.bt), [ah, ah], [aw, aw])
     }
 
-    /// `Aᵀ M A`: the `m × m` outputs of a tile from its `alpha × alpha`
+    /// `Aᵀ_h M A_w`: the `m_h × m_w` outputs of a tile from its `α_h × α_w`
     /// transformed products (summed over channels), in `T`.
     pub fn output<T: Element>(&self, products: &[T]) -> Vec<T> {
-        let a = self.alpha();
-        assert_eq!(products.len(), a * a, "the products of a tile of F({}, {})", self.m, self.r);
-        sandwich(&T::matrix(&self.at), products, self.m, a)
+        let ([mh, mw], [ah, aw]) = (self.m(), self.alpha());
+        assert_eq!(products.len(), ah * aw, "the products of a tile of {}", self.name());
+        sandwich(&T::matrix(&self.h.at), products, &T::matrix(&self.w.at), [mh, ah], [mw, aw])
     }
 
-    /// The `m × m` outputs of one `alpha × alpha` input tile `d` correlated
-    /// with one `r × r` kernel `g` (row-major), through the transforms.
+    /// The `m_h × m_w` outputs of one `α_h × α_w` input tile `d` correlated
+    /// with one `r_h × r_w` kernel `g` (row-major), through the transforms.
     pub fn tile(&self, d: &[f64], g: &[f64]) -> Vec<f64> {
         let (u, v) = (self.kernel(g), self.input(d));
         let uv: Vec<f64> = u.iter().zip(&v).map(|(x, y)| x * y).collect();
         self.output(&uv)
     }
 
+    /// This transform with every entry's magnitude: the matrices of the
+    /// componentwise error bound.
+    pub fn magnitudes(&self) -> Transform {
+        Transform { h: self.h.magnitudes(), w: self.w.magnitudes() }
+    }
+
     /// How much larger the rounding error of a tile computed through the
     /// transforms can be than the direct correlation's: the largest
-    /// output of `|Aᵀ| [(|G| J |Gᵀ|) ⊙ (|Bᵀ| J |B|)] |A|` (J all ones),
-    /// the componentwise bound's sum of magnitudes when every input and
-    /// weight has magnitude 1, over the direct correlation's `r²`.
+    /// output of `|Aᵀ_h| [(|G_h| J |G_wᵀ|) ⊙ (|Bᵀ_h| J |B_w|)] |A_w|` (J all
+    /// ones), the componentwise bound's sum of magnitudes when every input
+    /// and weight has magnitude 1, over the direct correlation's `r_h r_w`.
     pub fn growth(&self) -> f64 {
-        let (m, r, a) = (self.m, self.r, self.alpha());
-        let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-        let u = sandwich(&abs(&self.g), &vec![1.0; r * r], a, r);
-        let v = sandwich(&abs(&self.bt), &vec![1.0; a * a], a, a);
+        let abs = self.magnitudes();
+        let ([ah, aw], [rh, rw]) = (self.alpha(), self.r());
+        let u = abs.kernel(&vec![1.0; rh * rw]);
+        let v = abs.input(&vec![1.0; ah * aw]);
         let uv: Vec<f64> = u.iter().zip(&v).map(|(x, y)| x * y).collect();
-        let y = sandwich(&abs(&self.at), &uv, m, a);
-        y.iter().fold(0.0f64, |acc, &x| acc.max(x)) / (r * r) as f64
+        let y = abs.output(&uv);
+        y.iter().fold(0.0f64, |acc, &x| acc.max(x)) / (rh * rw) as f64
     }
 }
 
@@ -242,41 +308,42 @@ impl Element for f32 {
     }
 }
 
-/// `L x Lᵀ` for `L` (`rows × cols`) and square `x` (`cols × cols`), the
-/// products of each entry summed in order.
-fn sandwich<T: Element>(l: &[T], x: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut lx = vec![T::default(); rows * cols];
-    let mut out = vec![T::default(); rows * rows];
-    sandwich_into(l, x, rows, cols, &mut lx, &mut out);
+/// `L x Rᵀ` for `L` (`l[0] × l[1]`), `x` (`l[1] × r[1]`) and `R` (`r[0] ×
+/// r[1]`), the products of each entry summed in order.
+fn sandwich<T: Element>(l: &[T], x: &[T], r: &[T], ls: [usize; 2], rs: [usize; 2]) -> Vec<T> {
+    let mut lx = vec![T::default(); ls[0] * rs[1]];
+    let mut out = vec![T::default(); ls[0] * rs[0]];
+    sandwich_into(l, x, r, ls, rs, &mut lx, &mut out);
     out
 }
 
-/// [`sandwich`] into `out` (`rows × rows`), with `lx` (`rows × cols`) for
+/// [`sandwich`] into `out` (`l[0] × r[0]`), with `lx` (`l[0] × r[1]`) for
 /// the intermediate product.
 fn sandwich_into<T: Element>(
     l: &[T],
     x: &[T],
-    rows: usize,
-    cols: usize,
+    r: &[T],
+    [rows, inner]: [usize; 2],
+    [cols, width]: [usize; 2],
     lx: &mut [T],
     out: &mut [T],
 ) {
     for i in 0..rows {
-        for k in 0..cols {
+        for k in 0..width {
             let mut acc = T::default();
-            for j in 0..cols {
-                acc = acc + l[i * cols + j] * x[j * cols + k];
+            for j in 0..inner {
+                acc = acc + l[i * inner + j] * x[j * width + k];
             }
-            lx[i * cols + k] = acc;
+            lx[i * width + k] = acc;
         }
     }
     for i in 0..rows {
-        for k in 0..rows {
+        for k in 0..cols {
             let mut acc = T::default();
-            for j in 0..cols {
-                acc = acc + lx[i * cols + j] * l[k * cols + j];
+            for j in 0..width {
+                acc = acc + lx[i * width + j] * r[k * width + j];
             }
-            out[i * rows + k] = acc;
+            out[i * cols + k] = acc;
         }
     }
 }
@@ -313,10 +380,17 @@ mod tests {
     #[test]
     fn bt_rows_are_integers_and_f_2_3_is_the_usual_one() {
         for (m, r) in VARIANTS {
-            let t = Transform::new(m, r);
+            let t = Axis::new(m, r);
             assert!(t.bt.iter().all(|x| x.fract() == 0.0), "F({m}, {r}): {:?}", t.bt);
         }
-        let t = Transform::new(2, 3);
+        let identity = Axis::new(1, 1);
+        assert_eq!((identity.at, identity.g, identity.bt), (vec![1.], vec![1.], vec![1.]));
+        let column = Transform::for_kernel(6, [3, 1]);
+        assert_eq!(
+            (column.name(), column.alpha(), column.points()),
+            ("F(6×1, 3×1)".into(), [8, 1], 8)
+        );
+        let t = Axis::new(2, 3);
         let bt = [1., 0., -1., 0., 0., 1., 1., 0., 0., 1., -1., 0., 0., 1., 0., -1.];
         assert_eq!(t.bt, bt);
         assert_eq!(t.at, [1., 1., 1., 0., 0., 1., -1., 1.]);
@@ -333,30 +407,38 @@ mod tests {
             state ^= state << 17;
             (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
         };
-        for (m, r) in VARIANTS {
-            let t = Transform::new(m, r);
-            let a = t.alpha();
+        // Square tiles, the 1-D forms (1 × r and r × 1) and a rectangle.
+        let square = VARIANTS.map(|(m, r)| Transform::new(m, r));
+        let other = [(4, [1, 3]), (6, [3, 1]), (2, [1, 7]), (2, [7, 1]), (2, [3, 5])];
+        let other = other.map(|(m, kernel)| Transform::for_kernel(m, kernel));
+        for t in square.into_iter().chain(other) {
+            let ([mh, mw], [ah, aw], [rh, rw]) = (t.m(), t.alpha(), t.r());
             for _ in 0..20 {
-                let d: Vec<f64> = (0..a * a).map(|_| next()).collect();
-                let g: Vec<f64> = (0..r * r).map(|_| next()).collect();
+                let d: Vec<f64> = (0..ah * aw).map(|_| next()).collect();
+                let g: Vec<f64> = (0..rh * rw).map(|_| next()).collect();
                 let y = t.tile(&d, &g);
-                for (i, k) in (0..m).flat_map(|i| (0..m).map(move |k| (i, k))) {
-                    let direct: f64 = (0..r)
-                        .flat_map(|p| (0..r).map(move |q| (p, q)))
-                        .map(|(p, q)| g[p * r + q] * d[(i + p) * a + k + q])
+                for (i, k) in (0..mh).flat_map(|i| (0..mw).map(move |k| (i, k))) {
+                    let direct: f64 = (0..rh)
+                        .flat_map(|p| (0..rw).map(move |q| (p, q)))
+                        .map(|(p, q)| g[p * rw + q] * d[(i + p) * aw + k + q])
                         .sum();
-                    let bound = 1e-13 * t.growth() * (r * r) as f64;
-                    assert!((y[i * m + k] - direct).abs() <= bound, "F({m}, {r}) at ({i}, {k})");
+                    let bound = 1e-13 * t.growth() * (rh * rw) as f64;
+                    let name = t.name();
+                    assert!((y[i * mw + k] - direct).abs() <= bound, "{name} at ({i}, {k})");
                 }
             }
         }
     }
 
     /// The error growth rises with the tile: F(2, 3) < F(4, 3) < F(6, 3),
-    /// each above the direct correlation's 1.
+    /// each above the direct correlation's 1, square and 1-D.
     #[test]
     fn growth_rises_with_the_tile() {
         let growth = |m| Transform::new(m, 3).growth();
         assert!(1.0 < growth(2) && growth(2) < growth(4) && growth(4) < growth(6));
+        let line = |m| Transform::for_kernel(m, [1, 3]).growth();
+        assert!(1.0 < line(2) && line(2) < line(4) && line(4) < line(6));
+        // A 1-D tile grows as one axis of the square one.
+        assert!(line(4) < growth(4));
     }
 }
