@@ -10,7 +10,8 @@
 //! `direct` (what the heuristic picks where Winograd is not an option),
 //! `cache:FILE` (the schedule `convjit tune` saved in that tuning cache for
 //! one thread; `-` for layers it does not hold), `winograd:M:PANEL[:N]`
-//! (Winograd F(M × M, r × r) in panels of PANEL tiles on N threads, its
+//! (Winograd F(M × M, r × r), or the 1-D F(M, r) of a 1 × r or r × 1
+//! kernel, in panels of PANEL tiles on N threads, its
 //! batched products as the heuristic schedules them; `-` for layers
 //! Winograd does not compute), or a JSON object of the
 //! schedule fields to change from the heuristic's, e.g.
