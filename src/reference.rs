@@ -352,21 +352,22 @@ impl Oracle {
         }
     }
 
-    /// The oracle of a conv2d computed through Winograd's F(m_h × m_w, r_h ×
-    /// r_w) (`transform`, the layer's kernel r_h × r_w, stride and dilation
-    /// 1): each
-    /// element's bound is the larger of the direct one ([`Oracle::new`]:
-    /// an output the transforms leave non-finite is recomputed directly)
-    /// and the componentwise bound of the bilinear algorithm,
+    /// The oracle of a conv2d computed through Winograd's F(m_h × m_w,
+    /// r_h × r_w) (`transform`, the layer's kernel r_h × r_w, stride and
+    /// dilation 1): each element's bound is the larger of the direct one
+    /// ([`Oracle::new`]: an output the transforms leave non-finite is
+    /// recomputed directly) and the componentwise bound of the bilinear
+    /// algorithm,
     ///
     /// ```text
     /// γ_n · ( |Aᵀ_h| [ Σ_c (|G_h| |g_c| |G_wᵀ|) ⊙ (|Bᵀ_h| |d_c| |B_w|) ] |A_w| + |b| ) + u·|y|
     /// ```
     ///
     /// over each tile `d` of the zero-padded input, with
-    /// `n = C_in/groups + 4α + 4` (α the larger side): the sum over the channels, two passes of
-    /// at most α terms in each of the input and output transforms, the
-    /// transformed weights' rounding (from f64), the product and the bias.
+    /// `n = C_in/groups + 2(α_h + α_w) + 4`: the sum over the channels,
+    /// the input and the output transform's passes of at most α_w and α_h
+    /// terms, the transformed weights' rounding (from f64), the product and
+    /// the bias.
     /// Non-finite inputs and weights count as 0 in it: the outputs they
     /// reach are recomputed directly. `docs/correctness.md` derives it.
     pub fn winograd(
@@ -413,7 +414,7 @@ impl Oracle {
         let [batch, c_in, h, w] = spec.input_shape();
         let [_, c_out, oh, ow] = spec.output_shape();
         let (cig, cog) = (spec.in_per_group(), spec.out_per_group());
-        let terms = (cig + 4 * ah.max(aw) + 4) as f64;
+        let terms = (cig + 2 * (ah + aw) + 4) as f64;
         let u = f64::from(f32::EPSILON) / 2.0;
         let gamma = terms * u / (1.0 - terms * u);
         let kernels: Vec<Vec<f64>> = weight

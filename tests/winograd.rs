@@ -51,6 +51,8 @@ fn layer() -> impl Strategy<Value = ValidSpec> {
         1 => Just([1, 7]),
         1 => Just([7, 1]),
         1 => Just([3, 5]),
+        1 => Just([5, 3]),
+        1 => Just([2, 1]),
     ];
     (
         (1i64..=2, 1i64..=2, 1i64..=6, 1i64..=9),

@@ -1,7 +1,8 @@
 //! A kernel computed through Winograd's minimal filtering
 //! ([`crate::algorithm::winograd`]): the layer's output is cut into m_h ×
 //! m_w tiles (m × m, or 1 × m and m × 1 for 1-D kernels), and the tiles of
-//! the batch, in order, into panels; threads share panels. For each panel, on its thread's buffer:
+//! the batch, in order, into panels; threads share panels. For each panel,
+//! on its thread's buffer:
 //!
 //! 1. each input channel's tiles are transformed (`Bᵀ d B`) into the
 //!    panel's transformed input, `α_h·α_w·C_in` rows of the panel's tiles;

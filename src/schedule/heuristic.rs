@@ -622,8 +622,10 @@ const MIN_WIDTH_FOR_ROWS: usize = 8;
 /// against the direct schedule (docs/schedules.md): F(4 × 4, 3 × 3)
 /// 1.76–2.51× on the suites' dense 3 × 3 layers (64 to 192 channels a
 /// group, 16 to 1024 tiles) and 0.2× with ResNeXt's 4 or 8 channels a
-/// group; the 1-D F(6, 3) 1.15–1.22× on 1 × 3 and 3 × 1 layers of 64
-/// channels, F(2, 7) 1.22–1.29× on 1 × 7 and 7 × 1 layers of 128. Fewer
+/// group; the 1-D F(6, 3) in panels of 16 1.15–1.22× on 1 × 3 and 3 × 1
+/// layers of 64 channels, F(2, 7) 1.22–1.29× on 1 × 7 and 7 × 1 layers of
+/// 128 (each range over two runs, the schedule timed as the heuristic's
+/// and by its configuration). Fewer
 /// tiles than a panel a thread leave threads idle that the direct
 /// schedule keeps busy. The products as [`winograd_with`] schedules them.
 fn winograd(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
@@ -643,7 +645,7 @@ fn winograd(spec: &ValidSpec, threads: usize, widest: Isa) -> Option<Schedule> {
 /// The output tile the heuristic takes for a kernel, where Winograd
 /// measured faster than direct: 4 for 3 × 3 (F(6 × 6, 3 × 3) is 0.93–1.08×
 /// F(4 × 4) and grows the error twice as much), 6 for 1 × 3 and 3 × 1
-/// (1.07–1.10× F(4, 3); its error grows 23 times, a tenth of F(4 × 4,
+/// (1.06–1.10× F(4, 3); its error grows 23 times, a tenth of F(4 × 4,
 /// 3 × 3)'s), 2 for 1 × 7 and 7 × 1 (the only F(m, 7) the transforms are
 /// built for).
 fn winograd_tile(kernel: [usize; 2]) -> Option<usize> {

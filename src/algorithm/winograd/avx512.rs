@@ -200,6 +200,9 @@ const fn bt_plan(a: usize) -> BtPlan {
 /// `Bᵀ v` (α = `A`) by `plan`.
 #[inline(always)]
 unsafe fn apply_bt<const A: usize>(plan: &BtPlan, v: impl Fn(usize) -> __m512) -> [__m512; A] {
+    // An axis of one tap is the identity, which the callers apply
+    // themselves (row 0 would be taken twice here, as first and last).
+    assert!(A >= 2, "Bᵀ of a tile of 2 inputs or more");
     // SAFETY: the caller has AVX-512F.
     unsafe {
         let mut out = [_mm512_setzero_ps(); A];
@@ -253,6 +256,8 @@ unsafe fn apply_at<const M: usize, const A: usize>(
     plan: &AtPlan,
     v: impl Fn(usize) -> __m512,
 ) -> [__m512; M] {
+    // As in `apply_bt`: column 0 would be taken twice, as first and last.
+    assert!(A >= 2, "Aᵀ of a tile of 2 inputs or more");
     // SAFETY: the caller has AVX-512F.
     unsafe {
         let zero = _mm512_setzero_ps();

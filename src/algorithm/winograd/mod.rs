@@ -171,11 +171,11 @@ impl Winograd {
         self.tiles(spec).count.div_ceil(self.panel_tiles(spec))
     }
 
-    /// The layer the α² products (`α_h · α_w`, [`Winograd::points`]) of one
-    /// panel are: a grouped 1×1 conv2d of
-    /// one row of [`Winograd::panel_tiles`] pixels (the tiles), with
-    /// `α²·C_in` input and `α²·C_out` output channels in `α²·groups`
-    /// groups — transform point `ξ`'s group `g` takes the transformed
+    /// The layer the products of one panel are, one per transform point
+    /// (`P` = α_h·α_w of them, [`Winograd::points`]): a grouped 1×1 conv2d
+    /// of one row of [`Winograd::panel_tiles`] pixels (the tiles), with
+    /// `P·C_in` input and `P·C_out` output channels in `P·groups` groups —
+    /// transform point `ξ`'s group `g` takes the transformed
     /// input channels `ξ·C_in + g·C_in/groups …` to the products'
     /// channels `ξ·C_out + g·C_out/groups …` — without bias or
     /// activation (the output transform adds them).

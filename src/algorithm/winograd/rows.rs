@@ -682,9 +682,34 @@ mod tests {
     }
 
     /// A transform of the usual sizes with other entries is applied with
-    /// its own (the AVX-512 bodies hold the usual ones as constants).
+    /// its own (the AVX-512 bodies hold the usual ones as constants): a
+    /// square one's input transform, a 1-D one's output transform.
     #[test]
     fn other_entries_of_the_usual_sizes_are_their_own() {
+        let mut column = Transform::for_kernel(6, [3, 1]);
+        column.h.at.iter_mut().skip(2).step_by(3).for_each(|v| *v *= 2.0);
+        let products: Vec<f32> = (0..8).map(value).collect();
+        for isa in Isa::available() {
+            let rows = Rows::new(&column, isa);
+            let mut y = [f32::NAN; 6];
+            let chunk = OutputChunk {
+                products: &products,
+                stride: 1,
+                room: 1,
+                bias: 0.0,
+                activation: Activation::None,
+                size: [6, 1],
+                tiles: 0..1,
+                tile_cols: 1,
+            };
+            let store =
+                |i: usize, j: usize, run: &[f32]| y[i + j..][..run.len()].copy_from_slice(run);
+            rows.output(chunk, store, |i, j| panic!("({i}, {j}) is finite"));
+            let want = column.output(&products.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+            for (i, (&got, want)) in y.iter().zip(want).enumerate() {
+                assert!((f64::from(got) - want).abs() <= 1e-5 * (1.0 + want.abs()), "{isa:?} {i}");
+            }
+        }
         let mut t = Transform::new(4, 3);
         let a = t.h.alpha();
         t.h.bt.iter_mut().take(a).for_each(|v| *v *= 2.0);

@@ -137,9 +137,9 @@ fn exact(m: usize, r: usize) -> Exact {
 /// F(1, 1) is the identity: the axis of a kernel's single tap.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Axis {
-    /// Outputs per tile side.
+    /// Outputs of a tile along this axis.
     pub m: usize,
-    /// Kernel taps.
+    /// Kernel taps along this axis.
     pub r: usize,
     /// `Aᵀ`: m × α, row-major.
     pub at: Vec<f64>,
@@ -151,11 +151,11 @@ pub struct Axis {
 
 impl Axis {
     /// F(m, r) from the first α − 1 points of `0, ±1, ±2, ±1/2, ±3, ±1/3,
-    /// …` and infinity. `m` and `r` at least 1, α = m + r − 1 at most 8
-    /// (F(6, 3), F(4, 5), F(2, 7): the tiles the tests check).
+    /// …` and infinity. `m` and `r` at least 1, m at most 7, α = m + r − 1
+    /// at most 8 (F(6, 3), F(4, 5), F(2, 7): the tiles the tests check).
     pub fn new(m: usize, r: usize) -> Axis {
         assert!(
-            m >= 1 && r >= 1 && m <= 8 && r <= 8 && m + r - 1 <= 8,
+            m >= 1 && r >= 1 && m <= 7 && r <= 8 && m + r - 1 <= 8,
             "F({m}, {r}) is not built here"
         );
         let e = exact(m, r);
@@ -308,17 +308,23 @@ impl Element for f32 {
     }
 }
 
-/// `L x Rᵀ` for `L` (`l[0] × l[1]`), `x` (`l[1] × r[1]`) and `R` (`r[0] ×
-/// r[1]`), the products of each entry summed in order.
-fn sandwich<T: Element>(l: &[T], x: &[T], r: &[T], ls: [usize; 2], rs: [usize; 2]) -> Vec<T> {
-    let mut lx = vec![T::default(); ls[0] * rs[1]];
-    let mut out = vec![T::default(); ls[0] * rs[0]];
-    sandwich_into(l, x, r, ls, rs, &mut lx, &mut out);
+/// `L x Rᵀ` for `L` (`rows × inner`), `x` (`inner × width`) and `R`
+/// (`cols × width`), the products of each entry summed in order.
+fn sandwich<T: Element>(
+    left: &[T],
+    x: &[T],
+    right: &[T],
+    [rows, inner]: [usize; 2],
+    [cols, width]: [usize; 2],
+) -> Vec<T> {
+    let mut lx = vec![T::default(); rows * width];
+    let mut out = vec![T::default(); rows * cols];
+    sandwich_into(left, x, right, [rows, inner], [cols, width], &mut lx, &mut out);
     out
 }
 
-/// [`sandwich`] into `out` (`l[0] × r[0]`), with `lx` (`l[0] × r[1]`) for
-/// the intermediate product.
+/// [`sandwich`] into `out` (`rows × cols`), with `lx` (`rows × width`)
+/// for the intermediate product.
 fn sandwich_into<T: Element>(
     l: &[T],
     x: &[T],
