@@ -39,6 +39,8 @@ pub const SCHEDULE: Kind = Kind { what: "schedule", limit: MIB };
 pub const SUITE: Kind = Kind { what: "suite", limit: 16 * MIB };
 /// A model file (`convjit net --model`): a list of layers.
 pub const MODEL: Kind = Kind { what: "model", limit: 16 * MIB };
+/// An ONNX model with its weights: protobuf's limit on one message (2 GiB).
+pub const ONNX: Kind = Kind { what: "ONNX model", limit: 2 << 30 };
 /// The tuning cache: one entry of about a kilobyte per tuned workload.
 pub const TUNING_CACHE: Kind = Kind { what: "tuning cache", limit: 64 * MIB };
 /// A tuning records file, one line per candidate ever evaluated; it is read

@@ -13,12 +13,12 @@ use super::common::check_threads;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model: a JSON file, or builtin:NAME (mobilenetv2, resnet18,
-    /// jvet_lf).
-    #[arg(long, value_name = "FILE|builtin:NAME")]
+    /// The model: a JSON file, an ONNX file (.onnx, with its weights), or
+    /// builtin:NAME (mobilenetv2, resnet18, jvet_lf).
+    #[arg(long, value_name = "FILE|F.onnx|builtin:NAME")]
     model: String,
     /// The weights: a PyTorch state_dict saved with safetensors (default:
-    /// random weights).
+    /// random weights; an ONNX model's own).
     #[arg(long, value_name = "W.safetensors")]
     weights: Option<PathBuf>,
     /// The input tensor, float32 [N, C, H, W] (default: random).
@@ -61,7 +61,10 @@ const MAX_NET_RUNS: usize = 100_000;
 const NET_INPUT_SEED: u64 = 1;
 
 pub fn main(args: Args) -> Result<()> {
-    let model = load_model(&args.model)?;
+    let (model, onnx_tensors) = load_model(&args.model)?;
+    if onnx_tensors.is_some() && args.weights.is_some() {
+        bail!("--weights: an ONNX model carries its own weights (its initializers)");
+    }
     if args.print_model {
         println!("{}", model.to_json());
         return Ok(());
@@ -76,7 +79,7 @@ pub fn main(args: Args) -> Result<()> {
     let graph = net::Graph::new(&model)?;
     let tensors = match &args.weights {
         Some(path) => Some(net::Tensors::load(path)?),
-        None => None,
+        None => onnx_tensors,
     };
     let network = net::Network::new(graph, tensors.as_ref())?;
     let shape = network.graph().input_shape();
@@ -97,14 +100,22 @@ pub fn main(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// `builtin:NAME`, or the model file at that path.
-fn load_model(model: &str) -> Result<net::Model> {
+/// `builtin:NAME`, or the model file at that path: an ONNX model (a
+/// `.onnx` file) with its weights, or a JSON model.
+fn load_model(model: &str) -> Result<(net::Model, Option<net::Tensors>)> {
+    let path = Path::new(model);
+    let onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
     Ok(match model.strip_prefix("builtin:") {
-        Some(name) => net::builtin(name)?,
+        Some(name) => (net::builtin(name)?, None),
+        None if onnx => {
+            let (model, tensors) =
+                net::onnx::load(path).with_context(|| format!("ONNX model {model}"))?;
+            (model, Some(tensors))
+        }
         None => {
-            let text = files::read_text(Path::new(model), files::MODEL)
-                .context("cannot read the model file")?;
-            net::Model::from_json(&text).with_context(|| format!("model file {model}"))?
+            let text =
+                files::read_text(path, files::MODEL).context("cannot read the model file")?;
+            (net::Model::from_json(&text).with_context(|| format!("model file {model}"))?, None)
         }
     })
 }

@@ -37,6 +37,7 @@ mod folding;
 mod graph;
 mod infer;
 mod model;
+pub mod onnx;
 mod ops;
 mod report;
 mod weights;

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Builds the small ONNX models `cargo test` reads (tests/fixtures/onnx/),
+with an input and onnxruntime's output for each, so that the tests compare
+convjit with onnxruntime without Python.
+
+    python3 -m venv venv && venv/bin/pip install -r scripts/requirements-peers.txt
+    venv/bin/python scripts/onnx_fixtures.py [--out tests/fixtures/onnx]
+
+Models (opset 17, as `torch.onnx.export` writes by default):
+
+- resnet_like: a stem conv with bias and ReLU, max pool, a basic block
+  (conv, BatchNorm, ReLU, conv, BatchNorm, the residual Add, ReLU), global
+  average pool, Flatten and Gemm (transB = 1, PyTorch's Linear);
+- mobilenet_like: conv, BatchNorm, Clip to [0, 6] (bounds as initializers),
+  a depthwise conv and Clip (bounds as Constant nodes), a pointwise conv
+  and LeakyRelu, a 1×7 and a 7×1 conv with asymmetric pads, a
+  ConvTranspose of stride 2 with output_padding, Dropout and Identity,
+  global average pool, Flatten and Gemm (transB = 0);
+- refused_sigmoid: a model with a Sigmoid node (an operator not read);
+- refused_two_inputs: a model with two inputs.
+
+Each model M is written as M.onnx, with M.input.npy (its input) and
+M.output.npy (onnxruntime's output, one thread) for those convjit reads.
+"""
+
+import argparse
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def init(rng, name, shape, scale=None):
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    scale = scale if scale is not None else 1.0 / np.sqrt(max(fan_in, 1))
+    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def bn_inits(rng, name, c):
+    return [
+        numpy_helper.from_array((1 + 0.1 * rng.standard_normal(c)).astype(np.float32), f"{name}.scale"),
+        numpy_helper.from_array((0.1 * rng.standard_normal(c)).astype(np.float32), f"{name}.b"),
+        numpy_helper.from_array((0.1 * rng.standard_normal(c)).astype(np.float32), f"{name}.mean"),
+        numpy_helper.from_array((1 + 0.2 * rng.random(c)).astype(np.float32), f"{name}.var"),
+    ]
+
+
+def bn(name, x, y):
+    return helper.make_node(
+        "BatchNormalization",
+        [x, f"{name}.scale", f"{name}.b", f"{name}.mean", f"{name}.var"],
+        [y],
+        name=name,
+        epsilon=1e-5,
+    )
+
+
+def model(nodes, inits, inputs, output, out_shape, name):
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)],
+        inits,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def resnet_like(rng):
+    inits = [init(rng, "stem.w", [16, 3, 3, 3]), init(rng, "stem.b", [16], 0.1)]
+    inits += [init(rng, "b1.w", [16, 16, 3, 3]), init(rng, "b2.w", [16, 16, 3, 3])]
+    inits += bn_inits(rng, "bn1", 16) + bn_inits(rng, "bn2", 16)
+    inits += [init(rng, "fc.w", [10, 16]), init(rng, "fc.b", [10], 0.1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "stem.w", "stem.b"], ["s"], name="stem",
+                         kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["s"], ["sr"], name="stem_relu"),
+        helper.make_node("MaxPool", ["sr"], ["p"], name="pool",
+                         kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["p", "b1.w"], ["c1"], name="conv1",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        bn("bn1", "c1", "n1"),
+        helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "b2.w"], ["c2"], name="conv2",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        bn("bn2", "c2", "n2"),
+        helper.make_node("Add", ["n2", "p"], ["a"], name="residual"),
+        helper.make_node("Relu", ["a"], ["ar"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["ar"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], name="fc", transB=1),
+    ]
+    return model(nodes, inits, [("x", [1, 3, 32, 32])], "y", [1, 10], "resnet_like")
+
+
+def mobilenet_like(rng):
+    inits = [init(rng, "c0.w", [8, 3, 3, 3]), init(rng, "dw.w", [8, 1, 3, 3])]
+    inits += [init(rng, "pw.w", [12, 8, 1, 1]), init(rng, "pw.b", [12], 0.1)]
+    inits += [init(rng, "row.w", [12, 12, 1, 7]), init(rng, "col.w", [12, 12, 7, 1])]
+    inits += [init(rng, "up.w", [12, 6, 3, 3]), init(rng, "up.b", [6], 0.1)]
+    inits += bn_inits(rng, "bn0", 8) + bn_inits(rng, "bn_dw", 8)
+    inits += [numpy_helper.from_array(np.array(0, np.float32), "zero"),
+              numpy_helper.from_array(np.array(6, np.float32), "six")]
+    # Gemm with transB = 0: weights stored [in, out].
+    inits += [init(rng, "fc.w", [6, 5], 0.4), init(rng, "fc.b", [5], 0.1)]
+    constant = lambda name, v: helper.make_node(  # noqa: E731
+        "Constant", [], [name], name=f"{name}_const",
+        value=numpy_helper.from_array(np.array(v, np.float32), name))
+    nodes = [
+        helper.make_node("Conv", ["x", "c0.w"], ["c0"], name="conv0",
+                         kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        bn("bn0", "c0", "n0"),
+        helper.make_node("Clip", ["n0", "zero", "six"], ["r0"], name="relu6_0"),
+        helper.make_node("Conv", ["r0", "dw.w"], ["dw"], name="depthwise",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=8),
+        bn("bn_dw", "dw", "ndw"),
+        constant("lo", 0.0),
+        constant("hi", 6.0),
+        helper.make_node("Clip", ["ndw", "lo", "hi"], ["rdw"], name="relu6_dw"),
+        helper.make_node("Conv", ["rdw", "pw.w", "pw.b"], ["pw"], name="pointwise",
+                         kernel_shape=[1, 1]),
+        helper.make_node("LeakyRelu", ["pw"], ["lr"], name="leaky", alpha=0.1),
+        helper.make_node("Conv", ["lr", "row.w"], ["row"], name="conv_1x7",
+                         kernel_shape=[1, 7], pads=[0, 3, 0, 3]),
+        helper.make_node("Conv", ["row", "col.w"], ["col"], name="conv_7x1",
+                         kernel_shape=[7, 1], pads=[2, 0, 4, 0]),
+        helper.make_node("ConvTranspose", ["col", "up.w", "up.b"], ["up"], name="upsample",
+                         kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                         output_padding=[1, 1]),
+        helper.make_node("Dropout", ["up"], ["d"], name="dropout"),
+        helper.make_node("Identity", ["d"], ["i"], name="identity"),
+        helper.make_node("GlobalAveragePool", ["i"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], name="fc"),
+    ]
+    return model(nodes, inits, [("x", [2, 3, 24, 20])], "y", [2, 5], "mobilenet_like")
+
+
+def refused_sigmoid(rng):
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3]),
+        helper.make_node("Sigmoid", ["c"], ["y"], name="gate"),
+    ]
+    return model(nodes, [init(rng, "w", [4, 3, 3, 3])], [("x", [1, 3, 8, 8])], "y",
+                 [1, 4, 6, 6], "refused_sigmoid")
+
+
+def refused_two_inputs(rng):
+    nodes = [helper.make_node("Add", ["x", "qp"], ["y"], name="sum")]
+    return model(nodes, [], [("x", [1, 3, 8, 8]), ("qp", [1, 3, 8, 8])], "y", [1, 3, 8, 8],
+                 "refused_two_inputs")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.path.join("tests", "fixtures", "onnx"))
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    rng = np.random.default_rng(20261207)
+    for build, run in [(resnet_like, True), (mobilenet_like, True),
+                       (refused_sigmoid, False), (refused_two_inputs, False)]:
+        m = build(rng)
+        name = build.__name__
+        path = os.path.join(args.out, f"{name}.onnx")
+        onnx.save(m, path)
+        if run:
+            shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+            x = rng.uniform(-1, 1, shape).astype(np.float32)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            (y,) = session.run(None, {m.graph.input[0].name: x})
+            np.save(os.path.join(args.out, f"{name}.input.npy"), x)
+            np.save(os.path.join(args.out, f"{name}.output.npy"), y.astype(np.float32))
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

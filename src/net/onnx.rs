@@ -1,0 +1,669 @@
+//! ONNX models in: a `.onnx` file's graph as a [`Model`] and its
+//! initializers as [`Tensors`] (docs/networks.md), so that the model runs,
+//! counts and checks as a model file with its safetensors weights does.
+//!
+//! The file is decoded by the `protobuf` crate from the ONNX project's own
+//! schema (`proto/onnx.proto`, compiled to Rust by `build.rs`); a file that
+//! is not a valid `ModelProto` (truncated, fuzzed, another format) is
+//! refused whole. The graph must have one input, an f32 `[N, C, H, W]` of
+//! fixed sizes, and one output, the last node's; its nodes, in the file's
+//! (topological) order, become the model's layers:
+//!
+//! | ONNX (default domain, opset 13–21) | layer |
+//! |---|---|
+//! | Conv, ConvTranspose (explicit `pads`, no `output_shape`) | `conv` |
+//! | BatchNormalization (inference) | `batchnorm` |
+//! | Relu, LeakyRelu, Clip to [0, 6] or [0, ∞) | `activation` |
+//! | Add of two computed tensors | `add` |
+//! | MaxPool (symmetric `pads`, floor, no dilation) | `max_pool` |
+//! | GlobalAveragePool | `global_avg_pool` |
+//! | Flatten (axis 1), then Gemm (α = β = 1, weights an initializer) | `linear` |
+//! | Identity, Dropout, Constant | none: an alias, a value |
+//!
+//! A layer takes the node's name (its first output's where it has none);
+//! its weights are stored under PyTorch's names for that layer
+//! (`{layer}.weight`, `{layer}.running_var`, ...). Anything else — another
+//! operator, domain or opset, a tensor of another type, a shape that is
+//! not fixed — is refused in one error naming the node, its operator and
+//! the opset, with the operators there are.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use protobuf::Message;
+
+use super::model::{
+    ActivationLayer, AddLayer, BatchNormLayer, ConvLayer, INPUT, Layer, LinearLayer, MODEL,
+    MaxPoolLayer, Model, PlainLayer,
+};
+use super::{Tensors, model_error};
+use crate::error::{Error, Result};
+use crate::files;
+use crate::spec::{ActivationKind, Op, PaddingSpec, Pair};
+
+mod proto {
+    // The messages `build.rs` generates from proto/onnx.proto.
+    #![allow(clippy::all, clippy::pedantic, missing_docs, unused)]
+    include!(concat!(env!("OUT_DIR"), "/onnx/mod.rs"));
+}
+
+use proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+
+/// The opsets of the default domain whose operators this reads.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
+
+/// The operators this reads, as errors list them.
+pub const OPERATORS: [&str; 14] = [
+    "Add",
+    "BatchNormalization",
+    "Clip",
+    "Constant",
+    "Conv",
+    "ConvTranspose",
+    "Dropout",
+    "Flatten",
+    "Gemm",
+    "GlobalAveragePool",
+    "Identity",
+    "LeakyRelu",
+    "MaxPool",
+    "Relu",
+];
+
+/// `TensorProto.DataType.FLOAT`.
+const FLOAT: i32 = 1;
+
+/// Reads an ONNX model: its graph as a [`Model`] named after the file (or
+/// the graph), its weights as [`Tensors`].
+pub fn load(path: &Path) -> Result<(Model, Tensors)> {
+    let bytes = files::read(path, files::ONNX)?;
+    let model = ModelProto::parse_from_bytes(&bytes).map_err(|e| Error::InputFile {
+        path: path.to_path_buf(),
+        reason: format!("not a valid ONNX model ({e})"),
+    })?;
+    drop(bytes);
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+    import(&model, name)
+}
+
+/// A tensor a node reads: what the model computes, or a value.
+#[derive(Clone, Debug)]
+enum Value {
+    /// The output of this layer (or [`INPUT`], the model's input); `flat`
+    /// once a Flatten has taken it (only a Gemm may read it then).
+    Computed { layer: String, flat: bool },
+    /// An initializer or a Constant: its shape and values.
+    Constant { shape: Vec<usize>, data: Vec<f32> },
+}
+
+/// What the import has seen so far.
+struct Import {
+    opset: i64,
+    values: BTreeMap<String, Value>,
+    layers: Vec<Layer>,
+    names: BTreeSet<String>,
+    tensors: Tensors,
+}
+
+fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
+    let refuse = |reason: String| model_error(MODEL, reason);
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain().is_empty() || o.domain() == "ai.onnx")
+        .map(|o| o.version())
+        .ok_or_else(|| refuse("the model imports no opset of the default ONNX domain".into()))?;
+    if !OPSETS.contains(&opset) {
+        return Err(refuse(format!(
+            "opset {opset} of the default domain; this reads opsets {} to {}",
+            OPSETS.start(),
+            OPSETS.end()
+        )));
+    }
+    let graph: &GraphProto = model.graph.as_ref().ok_or_else(|| refuse("no graph".into()))?;
+    let mut import = Import {
+        opset,
+        values: BTreeMap::new(),
+        layers: Vec::new(),
+        names: BTreeSet::from([INPUT.to_string()]),
+        tensors: Tensors::new(),
+    };
+    for t in &graph.initializer {
+        let (shape, data) = tensor_values(t, &format!("initializer {}", t.name()))?;
+        import.values.insert(t.name().to_string(), Value::Constant { shape, data });
+    }
+    let inputs: Vec<_> =
+        graph.input.iter().filter(|i| !import.values.contains_key(i.name())).collect();
+    let [input] = inputs.as_slice() else {
+        let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
+        return Err(refuse(format!(
+            "the graph has {} inputs ({names:?}); this reads one",
+            names.len()
+        )));
+    };
+    let shape = input_shape(input)?;
+    import.values.insert(
+        input.name().to_string(),
+        Value::Computed { layer: INPUT.to_string(), flat: false },
+    );
+    for (i, node) in graph.node.iter().enumerate() {
+        import.node(node, i)?;
+    }
+    let [output] = graph.output.as_slice() else {
+        return Err(refuse(format!(
+            "the graph has {} outputs; this reads one",
+            graph.output.len()
+        )));
+    };
+    let last = import.layers.last().map(layer_name);
+    match import.values.get(output.name()) {
+        Some(Value::Computed { layer, .. }) if Some(layer.as_str()) == last => {}
+        _ => {
+            return Err(refuse(format!(
+                "the graph's output {} is not its last layer's: this reads models whose last \
+                 node computes the output",
+                output.name()
+            )));
+        }
+    }
+    let model = Model { name, input: shape, layers: import.layers };
+    Ok((model, import.tensors))
+}
+
+/// The name of a layer.
+fn layer_name(layer: &Layer) -> &str {
+    match layer {
+        Layer::Conv(l) => &l.name,
+        Layer::Batchnorm(l) => &l.name,
+        Layer::Activation(l) => &l.name,
+        Layer::Dsc(l) => &l.name,
+        Layer::Acblock(l) => &l.name,
+        Layer::Add(l) => &l.name,
+        Layer::MaxPool(l) => &l.name,
+        Layer::GlobalAvgPool(l) => &l.name,
+        Layer::Linear(l) => &l.name,
+    }
+}
+
+/// The graph input's shape: an f32 tensor of four fixed sizes.
+fn input_shape(input: &proto::onnx::ValueInfoProto) -> Result<[i64; 4]> {
+    let refuse =
+        |reason: String| model_error(MODEL, format!("the input {}: {reason}", input.name()));
+    let tensor = input.type_.tensor_type();
+    if tensor.elem_type() != FLOAT {
+        return Err(refuse(format!(
+            "element type {} (this reads float32, type {FLOAT})",
+            tensor.elem_type()
+        )));
+    }
+    let dims: Vec<Option<i64>> = tensor
+        .shape
+        .dim
+        .iter()
+        .map(|d| (d.has_dim_value() && d.dim_value() > 0).then(|| d.dim_value()))
+        .collect();
+    match dims.as_slice() {
+        [Some(n), Some(c), Some(h), Some(w)] => Ok([*n, *c, *h, *w]),
+        _ => Err(refuse(format!(
+            "shape {dims:?}: this reads an [N, C, H, W] input of fixed sizes (a dynamic size \
+             such as a batch named by a parameter is refused)"
+        ))),
+    }
+}
+
+/// An f32 tensor's shape and values (`what` names it in errors).
+fn tensor_values(t: &TensorProto, what: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    let refuse = |reason: String| model_error(MODEL, format!("{what}: {reason}"));
+    if t.data_type() != FLOAT {
+        return Err(refuse(format!(
+            "data type {} (this reads float32, type {FLOAT})",
+            t.data_type()
+        )));
+    }
+    if !t.external_data.is_empty() {
+        return Err(refuse(
+            "its data is in an external file; this reads models in one file".into(),
+        ));
+    }
+    let shape: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| refuse(format!("a dimension of {d}"))))
+        .collect::<Result<_>>()?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| refuse(format!("shape {shape:?}: its element count overflows")))?;
+    let data: Vec<f32> = if !t.float_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        let raw = t.raw_data();
+        if raw.len() != count.saturating_mul(4) {
+            return Err(refuse(format!(
+                "shape {shape:?} holds {count} values, its raw data {} bytes",
+                raw.len()
+            )));
+        }
+        raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    };
+    if data.len() != count {
+        return Err(refuse(format!(
+            "shape {shape:?} holds {count} values, its data {}",
+            data.len()
+        )));
+    }
+    Ok((shape, data))
+}
+
+/// A node's attributes, read by name.
+struct Attributes<'a> {
+    node: &'a NodeProto,
+    label: String,
+}
+
+impl Attributes<'_> {
+    fn get(&self, name: &str) -> Option<&AttributeProto> {
+        self.node.attribute.iter().find(|a| a.name() == name)
+    }
+
+    fn int(&self, name: &str, default: i64) -> i64 {
+        self.get(name).map_or(default, |a| a.i())
+    }
+
+    fn float(&self, name: &str, default: f32) -> f32 {
+        self.get(name).map_or(default, |a| a.f())
+    }
+
+    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.get(name).map(|a| a.ints.clone())
+    }
+
+    fn string(&self, name: &str) -> Option<String> {
+        self.get(name).map(|a| String::from_utf8_lossy(a.s()).into_owned())
+    }
+
+    /// A pair of a 2-D operator's attribute (`[h, w]`), or `default`.
+    fn pair(&self, name: &str, default: i64) -> Result<[i64; 2]> {
+        match self.ints(name).as_deref() {
+            None => Ok([default, default]),
+            Some(&[h, w]) => Ok([h, w]),
+            Some(other) => Err(model_error(
+                &self.label,
+                format!("attribute {name} {other:?}: this reads 2-D operators ([h, w])"),
+            )),
+        }
+    }
+
+    /// `pads` as `[top, left, bottom, right]`, after checking that
+    /// `auto_pad` leaves them explicit.
+    fn pads(&self) -> Result<[i64; 4]> {
+        match self.string("auto_pad").as_deref() {
+            None | Some("NOTSET") => {}
+            Some("VALID") => return Ok([0; 4]),
+            Some(other) => {
+                return Err(model_error(
+                    &self.label,
+                    format!("auto_pad {other}: this reads explicit pads (NOTSET) or VALID"),
+                ));
+            }
+        }
+        match self.ints("pads").as_deref() {
+            None => Ok([0; 4]),
+            Some(&[t, l, b, r]) => Ok([t, l, b, r]),
+            Some(other) => Err(model_error(
+                &self.label,
+                format!("pads {other:?}: this reads 2-D operators ([top, left, bottom, right])"),
+            )),
+        }
+    }
+}
+
+impl Import {
+    /// Reads node `index`.
+    fn node(&mut self, node: &NodeProto, index: usize) -> Result<()> {
+        let op = node.op_type();
+        let shown = if node.name().is_empty() { format!("#{index}") } else { node.name().into() };
+        let label = format!("{shown} ({op}, opset {})", self.opset);
+        let refuse = |reason: String| model_error(&label, reason);
+        if !(node.domain().is_empty() || node.domain() == "ai.onnx") {
+            return Err(refuse(format!(
+                "domain {}: this reads the default ONNX domain's operators: {}",
+                node.domain(),
+                OPERATORS.join(", ")
+            )));
+        }
+        let attributes = Attributes { node, label: label.clone() };
+        let output = node.output.first().cloned().unwrap_or_default();
+        match op {
+            "Identity" | "Dropout" => {
+                let value = self.computed(node, 0, &label)?;
+                self.values.insert(output, value);
+            }
+            "Constant" => {
+                let tensor = attributes
+                    .get("value")
+                    .and_then(|a| a.t.as_ref())
+                    .ok_or_else(|| refuse("a Constant of no tensor `value`".into()))?;
+                let (shape, data) = tensor_values(tensor, &label)?;
+                self.values.insert(output, Value::Constant { shape, data });
+            }
+            "Flatten" => {
+                if attributes.int("axis", 1) != 1 {
+                    return Err(refuse("this reads Flatten with axis 1 (before a Gemm)".into()));
+                }
+                let Value::Computed { layer, .. } = self.computed(node, 0, &label)? else {
+                    unreachable!("computed values only")
+                };
+                self.values.insert(output, Value::Computed { layer, flat: true });
+            }
+            _ => {
+                let layer = self.layer(node, &attributes, &label)?;
+                let name = layer_name(&layer).to_string();
+                self.values.insert(output, Value::Computed { layer: name, flat: false });
+                self.layers.push(layer);
+            }
+        }
+        Ok(())
+    }
+
+    /// Input `i` of `node`, which the model computes (not flattened).
+    fn computed(&self, node: &NodeProto, i: usize, label: &str) -> Result<Value> {
+        let value = self.input(node, i, label)?;
+        match value {
+            Value::Computed { flat: false, .. } => Ok(value),
+            Value::Computed { flat: true, .. } if node.op_type() == "Gemm" => Ok(value),
+            Value::Computed { .. } => Err(model_error(
+                label,
+                "reads a flattened tensor: this reads Flatten only before a Gemm".to_string(),
+            )),
+            Value::Constant { .. } => Err(model_error(
+                label,
+                format!("input {i} is a constant; this reads it computed from the model's input"),
+            )),
+        }
+    }
+
+    /// The layer `node`'s input `i` is the output of.
+    fn source(&self, node: &NodeProto, i: usize, label: &str) -> Result<String> {
+        match self.computed(node, i, label)? {
+            Value::Computed { layer, .. } => Ok(layer),
+            Value::Constant { .. } => unreachable!("computed values only"),
+        }
+    }
+
+    /// Input `i` of `node`.
+    fn input(&self, node: &NodeProto, i: usize, label: &str) -> Result<Value> {
+        let name = node
+            .input
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| model_error(label, format!("input {i} is missing")))?;
+        self.values.get(name).cloned().ok_or_else(|| {
+            model_error(label, format!("reads {name}, which no initializer or earlier node gives"))
+        })
+    }
+
+    /// Input `i` of `node`, a constant (absent: `None`).
+    fn constant(
+        &self,
+        node: &NodeProto,
+        i: usize,
+        label: &str,
+    ) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        if node.input.get(i).is_none_or(|n| n.is_empty()) {
+            return Ok(None);
+        }
+        match self.input(node, i, label)? {
+            Value::Constant { shape, data } => Ok(Some((shape, data))),
+            Value::Computed { .. } => Err(model_error(
+                label,
+                format!("input {i} is computed; this reads it as an initializer or a Constant"),
+            )),
+        }
+    }
+
+    /// A fresh layer name for `node`: its own, or its first output's.
+    fn name(&mut self, node: &NodeProto, label: &str) -> Result<String> {
+        let name = if node.name().is_empty() {
+            node.output.first().cloned().unwrap_or_default()
+        } else {
+            node.name().to_string()
+        };
+        if name.is_empty() || !self.names.insert(name.clone()) {
+            return Err(model_error(label, format!("its name {name:?} is empty or taken")));
+        }
+        Ok(name)
+    }
+
+    /// Stores `data` as `{layer}.{part}` of `shape`.
+    fn store(&mut self, layer: &str, part: &str, shape: &[usize], data: Vec<f32>) -> Result<()> {
+        self.tensors.insert(&format!("{layer}.{part}"), shape, data)
+    }
+
+    /// The layer `node` is.
+    fn layer(&mut self, node: &NodeProto, a: &Attributes<'_>, label: &str) -> Result<Layer> {
+        let refuse = |reason: String| model_error(label, reason);
+        let op = node.op_type();
+        let one = |v: Option<(Vec<usize>, Vec<f32>)>| match v {
+            Some((shape, data)) if data.len() == 1 => Ok(Some((shape, data[0]))),
+            Some((shape, _)) => Err(refuse(format!("a bound of shape {shape:?}, not one value"))),
+            None => Ok(None),
+        };
+        Ok(match op {
+            "Conv" | "ConvTranspose" => {
+                let input = self.source(node, 0, label)?;
+                let (shape, weight) = self
+                    .constant(node, 1, label)?
+                    .ok_or_else(|| refuse("the weights are missing".into()))?;
+                let &[first, second, kh, kw] = shape.as_slice() else {
+                    return Err(refuse(format!(
+                        "weights of shape {shape:?}: this reads 2-D convs"
+                    )));
+                };
+                let groups = a.int("group", 1);
+                let g = usize::try_from(groups).ok().filter(|&g| g > 0);
+                let g = g.ok_or_else(|| refuse(format!("group {groups}")))?;
+                let transposed = op == "ConvTranspose";
+                let grouped = second
+                    .checked_mul(g)
+                    .ok_or_else(|| refuse(format!("group {groups} of {second} channels")))?;
+                let (in_channels, out_channels) = match transposed {
+                    false => (grouped, first),
+                    true => (first, grouped),
+                };
+                if transposed && a.get("output_shape").is_some() {
+                    return Err(refuse(
+                        "output_shape: this reads ConvTranspose by its pads".into(),
+                    ));
+                }
+                let bias = self.constant(node, 2, label)?;
+                let name = self.name(node, label)?;
+                self.store(&name, "weight", &shape, weight)?;
+                let has_bias = bias.is_some();
+                if let Some((shape, data)) = bias {
+                    self.store(&name, "bias", &shape, data)?;
+                }
+                Layer::Conv(ConvLayer {
+                    name,
+                    input: Some(input),
+                    op: Some(if transposed { Op::ConvTranspose2d } else { Op::Conv2d }),
+                    in_channels: Some(in_channels as i64),
+                    out_channels: out_channels as i64,
+                    kernel: Pair::Two([kh as i64, kw as i64]),
+                    stride: Some(Pair::Two(a.pair("strides", 1)?)),
+                    padding: Some(PaddingSpec::List(a.pads()?.to_vec())),
+                    dilation: Some(Pair::Two(a.pair("dilations", 1)?)),
+                    groups: Some(groups),
+                    output_padding: transposed
+                        .then(|| a.pair("output_padding", 0).map(Pair::Two))
+                        .transpose()?,
+                    bias: Some(has_bias),
+                    activation: None,
+                    negative_slope: None,
+                })
+            }
+            "BatchNormalization" => {
+                if a.int("training_mode", 0) != 0 {
+                    return Err(refuse("training_mode 1: this reads inference".into()));
+                }
+                let input = self.source(node, 0, label)?;
+                let mut parts = Vec::new();
+                for (i, part) in
+                    ["weight", "bias", "running_mean", "running_var"].iter().enumerate()
+                {
+                    let value = self.constant(node, i + 1, label)?;
+                    parts.push((
+                        *part,
+                        value.ok_or_else(|| refuse(format!("input {} is missing", i + 1)))?,
+                    ));
+                }
+                let features = parts[0].1.1.len();
+                let name = self.name(node, label)?;
+                for (part, (shape, data)) in parts {
+                    self.store(&name, part, &shape, data)?;
+                }
+                Layer::Batchnorm(BatchNormLayer {
+                    name,
+                    input: Some(input),
+                    num_features: Some(features as i64),
+                    eps: Some(f64::from(a.float("epsilon", 1e-5))),
+                })
+            }
+            "Relu" | "LeakyRelu" | "Clip" => {
+                let input = self.source(node, 0, label)?;
+                let (activation, negative_slope) = match op {
+                    "Relu" => (ActivationKind::Relu, None),
+                    "LeakyRelu" => (ActivationKind::LeakyRelu, Some(a.float("alpha", 0.01))),
+                    _ => {
+                        let low = one(self.constant(node, 1, label)?)?.map(|(_, v)| v);
+                        let high = one(self.constant(node, 2, label)?)?.map(|(_, v)| v);
+                        match (low, high) {
+                            (Some(0.0), Some(6.0)) => (ActivationKind::Relu6, None),
+                            (Some(0.0), None) => (ActivationKind::Relu, None),
+                            (low, high) => {
+                                return Err(refuse(format!(
+                                    "Clip to [{low:?}, {high:?}]: this reads [0, 6] (ReLU6) and \
+                                     [0, ∞) (ReLU)"
+                                )));
+                            }
+                        }
+                    }
+                };
+                let name = self.name(node, label)?;
+                Layer::Activation(ActivationLayer {
+                    name,
+                    input: Some(input),
+                    activation,
+                    negative_slope,
+                })
+            }
+            "Add" => {
+                let (input, with) = (self.source(node, 0, label)?, self.source(node, 1, label)?);
+                let name = self.name(node, label)?;
+                Layer::Add(AddLayer {
+                    name,
+                    input: Some(input),
+                    with,
+                    activation: None,
+                    negative_slope: None,
+                })
+            }
+            "MaxPool" => {
+                if a.int("ceil_mode", 0) != 0 || a.pair("dilations", 1)? != [1, 1] {
+                    return Err(refuse(
+                        "ceil_mode or dilations: this reads floor, dilation 1".into(),
+                    ));
+                }
+                if node.output.get(1).is_some_and(|o| !o.is_empty()) {
+                    return Err(refuse("its indices output: this reads the values alone".into()));
+                }
+                let [t, l, b, r] = a.pads()?;
+                if t != b || l != r {
+                    return Err(refuse(format!(
+                        "pads {:?}: this reads symmetric pads",
+                        [t, l, b, r]
+                    )));
+                }
+                let input = self.source(node, 0, label)?;
+                let kernel =
+                    a.ints("kernel_shape").ok_or_else(|| refuse("no kernel_shape".into()))?;
+                let &[kh, kw] = kernel.as_slice() else {
+                    return Err(refuse(format!("kernel_shape {kernel:?}: this reads 2-D pools")));
+                };
+                let name = self.name(node, label)?;
+                Layer::MaxPool(MaxPoolLayer {
+                    name,
+                    input: Some(input),
+                    kernel: Pair::Two([kh, kw]),
+                    stride: Some(Pair::Two(a.pair("strides", 1)?)),
+                    padding: Some(Pair::Two([t, l])),
+                })
+            }
+            "GlobalAveragePool" => {
+                let input = self.source(node, 0, label)?;
+                let name = self.name(node, label)?;
+                Layer::GlobalAvgPool(PlainLayer { name, input: Some(input) })
+            }
+            "Gemm" => {
+                let flattened =
+                    matches!(self.input(node, 0, label)?, Value::Computed { flat: true, .. });
+                if !flattened {
+                    return Err(refuse("this reads Gemm after a Flatten (axis 1)".into()));
+                }
+                if a.float("alpha", 1.0) != 1.0
+                    || a.float("beta", 1.0) != 1.0
+                    || a.int("transA", 0) != 0
+                {
+                    return Err(refuse(
+                        "alpha, beta or transA: this reads x·Wᵀ + b (PyTorch's Linear)".into(),
+                    ));
+                }
+                let input = self.source(node, 0, label)?;
+                let (shape, weight) = self
+                    .constant(node, 1, label)?
+                    .ok_or_else(|| refuse("the weights are missing".into()))?;
+                let &[rows, cols] = shape.as_slice() else {
+                    return Err(refuse(format!("weights of shape {shape:?}: this reads a matrix")));
+                };
+                // PyTorch's [out, in]; transB = 0 stores [in, out].
+                let (out_features, in_features, weight) = match a.int("transB", 0) {
+                    0 => {
+                        let mut t = vec![0.0; weight.len()];
+                        for (k, &v) in weight.iter().enumerate() {
+                            t[(k % cols) * rows + k / cols] = v;
+                        }
+                        (cols, rows, t)
+                    }
+                    _ => (rows, cols, weight),
+                };
+                let bias = self.constant(node, 2, label)?;
+                if let Some((shape, data)) = &bias
+                    && data.len() != out_features
+                {
+                    return Err(refuse(format!(
+                        "a bias of shape {shape:?} for {out_features} outputs"
+                    )));
+                }
+                let name = self.name(node, label)?;
+                self.store(&name, "weight", &[out_features, in_features], weight)?;
+                let has_bias = bias.is_some();
+                if let Some((_, data)) = bias {
+                    self.store(&name, "bias", &[out_features], data)?;
+                }
+                Layer::Linear(LinearLayer {
+                    name,
+                    input: Some(input),
+                    in_features: Some(in_features as i64),
+                    out_features: out_features as i64,
+                    bias: Some(has_bias),
+                })
+            }
+            other => {
+                return Err(refuse(format!(
+                    "operator {other}: this reads {}",
+                    OPERATORS.join(", ")
+                )));
+            }
+        })
+    }
+}

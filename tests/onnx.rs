@@ -1,0 +1,144 @@
+//! ONNX models in (`convjit::net::onnx`), against onnxruntime: the models
+//! of `tests/fixtures/onnx/` (built by `scripts/onnx_fixtures.py`, with
+//! an input and onnxruntime's output each) run on the JIT and the
+//! reference engine within `1e-4 · (1 + max|y|)` of onnxruntime; what is
+//! not read is refused naming the node, its operator and opset; a
+//! truncated or corrupted file is refused, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use convjit::net::{self, Network, Options};
+use convjit::{Engine, npy};
+use proptest::prelude::*;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx").join(name)
+}
+
+/// Runs fixture model `name` on `engine` with its input.
+fn run(name: &str, engine: Engine) -> (Vec<f32>, Vec<f32>) {
+    let (model, tensors) = net::onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
+    let graph = net::Graph::new(&model).unwrap();
+    let network = Network::new(graph, Some(&tensors)).unwrap();
+    assert!(network.unused_tensors().is_empty(), "{:?}", network.unused_tensors());
+    let input_shape = network.graph().input_shape();
+    let x = npy::read_f32(&fixture(&format!("{name}.input.npy")), "input", &input_shape).unwrap();
+    let [n, c, h, w] = network.graph().output_shape();
+    assert_eq!([h, w], [1, 1], "the fixtures end in a linear layer");
+    let want = npy::read_f32(&fixture(&format!("{name}.output.npy")), "output", &[n, c]).unwrap();
+    let options = Options { engine, ..Options::default() };
+    let mut prepared = network.prepare(&options, None).unwrap();
+    (prepared.run(&x).unwrap().to_vec(), want)
+}
+
+/// The outputs of the fixture models are onnxruntime's, on both engines.
+#[test]
+fn models_match_onnxruntime() {
+    for name in ["resnet_like", "mobilenet_like"] {
+        for engine in [Engine::Jit, Engine::Reference] {
+            let (y, want) = run(name, engine);
+            assert_eq!(y.len(), want.len());
+            let peak = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let error = y.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(error <= 1e-4 * (1.0 + peak), "{name} on {engine}: {error:e} (peak {peak})");
+        }
+    }
+}
+
+/// The import keeps each layer's weights under PyTorch's names and reads
+/// the operators as the model file's layers.
+#[test]
+fn layers_and_weights_take_pytorch_names() {
+    let (model, tensors) = net::onnx::load(&fixture("mobilenet_like.onnx")).unwrap();
+    let json = model.to_json();
+    for part in [
+        r#""kind":"conv","name":"depthwise""#,
+        r#""groups":8"#,
+        r#""kind":"activation","name":"relu6_dw","input":"bn_dw","activation":"relu6""#,
+        r#""kind":"activation","name":"leaky","input":"pointwise","activation":"leaky_relu","negative_slope":0.1"#,
+        r#""padding":[2,0,4,0]"#,
+        r#""op":"conv_transpose2d""#,
+        r#""output_padding":[1,1]"#,
+        r#""kind":"global_avg_pool","name":"gap","input":"upsample""#,
+        r#""kind":"linear","name":"fc","input":"gap","in_features":6,"out_features":5"#,
+    ] {
+        assert!(json.contains(part), "{part} in {json}");
+    }
+    let names: Vec<&str> = tensors.names().collect();
+    for name in ["bn0.running_var", "depthwise.weight", "fc.bias", "upsample.bias"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    assert_eq!(model.input, [2, 3, 24, 20]);
+}
+
+/// What is not read is refused in one error naming the node, its operator
+/// and the opset, with the operators there are.
+#[test]
+fn what_is_not_read_is_refused_naming_it() {
+    let error = |name: &str| net::onnx::load(&fixture(name)).unwrap_err().to_string();
+    let sigmoid = error("refused_sigmoid.onnx");
+    for part in ["gate", "Sigmoid", "opset 17", "Conv, ConvTranspose"] {
+        assert!(sigmoid.contains(part), "{part} in {sigmoid}");
+    }
+    let two = error("refused_two_inputs.onnx");
+    assert!(two.contains("2 inputs") && two.contains("qp"), "{two}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A truncated or corrupted file is refused or read, never a panic;
+    /// what is read is a model the graph then judges.
+    #[test]
+    fn damaged_files_never_panic(
+        cut in 0.0f64..1.0,
+        flips in proptest::collection::vec((0.0f64..1.0, any::<u8>()), 0..6),
+    ) {
+        let mut bytes = std::fs::read(fixture("resnet_like.onnx")).unwrap();
+        // Cut short at a fraction of the file (whole above 0.9: flips only).
+        let keep = if cut > 0.9 { bytes.len() } else { ((bytes.len() as f64) * cut / 0.9) as usize };
+        bytes.truncate(keep);
+        for (at, value) in flips {
+            let i = ((bytes.len() as f64) * at) as usize;
+            if let Some(b) = bytes.get_mut(i) {
+                *b ^= value;
+            }
+        }
+        let file = tempfile::Builder::new().suffix(".onnx").tempfile().unwrap();
+        std::fs::write(file.path(), &bytes).unwrap();
+        if let Ok((model, tensors)) = net::onnx::load(file.path())
+            && let Ok(graph) = net::Graph::new(&model)
+        {
+            let _ = Network::new(graph, Some(&tensors));
+        }
+    }
+}
+
+/// `convjit net --model F.onnx` runs the file with its weights, checked,
+/// and writes onnxruntime's output; `--weights` is refused beside it.
+#[test]
+fn the_cli_runs_an_onnx_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("y.npy");
+    let run = |extra: &[&str]| {
+        let (model, input) = (fixture("resnet_like.onnx"), fixture("resnet_like.input.npy"));
+        Command::new(env!("CARGO_BIN_EXE_convjit"))
+            .args(["net", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&input)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let done = run(&["--check", "--runs", "1", "--output", out.to_str().unwrap()]);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let y = npy::read_f32(&out, "output", &[1, 10, 1, 1]).unwrap();
+    let want = npy::read_f32(&fixture("resnet_like.output.npy"), "output", &[1, 10]).unwrap();
+    let error = y.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(error <= 1e-4 * 2.0, "{error:e}");
+    let refused = run(&["--weights", "w.safetensors"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("carries its own weights"));
+}
