@@ -142,3 +142,28 @@ fn the_cli_runs_an_onnx_model() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("carries its own weights"));
 }
+
+/// `convjit macs --model` counts an ONNX model from its shapes, as
+/// `convjit net` does, without compiling it.
+#[test]
+fn macs_counts_a_model_without_running_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_convjit"))
+        .args(["macs", "--json", "--model"])
+        .arg(fixture("resnet_like.onnx"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = report["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 12);
+    let sum = |key: &str| layers.iter().map(|l| l[key].as_u64().unwrap()).sum::<u64>();
+    for key in ["params", "macs", "macs_valid", "macs_ptflops"] {
+        assert_eq!(report["total"][key].as_u64(), Some(sum(key)), "{key}");
+    }
+    // The stem: 16 × 3 × 3 × 3 weights and 16 biases, 16 × 16 × 16 outputs
+    // of 27 multiply-adds each.
+    assert_eq!(layers[0]["params"], 448);
+    assert_eq!(layers[0]["macs"], 16 * 16 * 16 * 27);
+    let ptflops = report["total"]["macs_ptflops"].as_f64().unwrap();
+    assert_eq!(report["kmac_per_pixel"].as_f64(), Some(ptflops / (32.0 * 32.0) / 1000.0));
+}

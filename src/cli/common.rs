@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use convjit::schedule::Isa;
 use convjit::tune::TuningCache;
-use convjit::{Compiler, ConvSpec, ValidSpec, files, reference, schedule, suite};
+use convjit::{Compiler, ConvSpec, ValidSpec, files, net, reference, schedule, suite};
 
 /// The error and its causes, as `{e:#}` gives them, but without a cause
 /// its error already ends with (a file's I/O error names its cause).
@@ -109,6 +109,26 @@ impl Layers {
     pub fn load(&self) -> Result<Vec<ValidSpec>> {
         load_layers(self.spec.as_deref(), self.suite.as_deref())
     }
+}
+
+/// `builtin:NAME`, or the model file at that path: an ONNX model (a
+/// `.onnx` file) with its weights, or a JSON model.
+pub fn load_model(model: &str) -> Result<(net::Model, Option<net::Tensors>)> {
+    let path = Path::new(model);
+    let onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    Ok(match model.strip_prefix("builtin:") {
+        Some(name) => (net::builtin(name)?, None),
+        None if onnx => {
+            let (model, tensors) =
+                net::onnx::load(path).with_context(|| format!("ONNX model {model}"))?;
+            (model, Some(tensors))
+        }
+        None => {
+            let text =
+                files::read_text(path, files::MODEL).context("cannot read the model file")?;
+            (net::Model::from_json(&text).with_context(|| format!("model file {model}"))?, None)
+        }
+    })
 }
 
 /// The layers of `--spec`, `--suite`, or the built-in suite.

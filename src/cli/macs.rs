@@ -1,22 +1,28 @@
-//! `convjit macs`: the complexity report of a layer or a suite.
+//! `convjit macs`: the complexity report of a layer, a suite or a whole
+//! model (counted from the shapes alone, nothing compiled).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Serialize;
 
+use convjit::net::{self, Cost, LayerKind};
 use convjit::{Complexity, terminal};
 
-use super::common::load_layers;
+use super::common::{load_layers, load_model};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The spec: a JSON file, or the JSON text itself.
-    #[arg(long, conflicts_with = "suite", required_unless_present = "suite")]
+    #[arg(long, conflicts_with_all = ["suite", "model"], required_unless_present_any = ["suite", "model"])]
     spec: Option<String>,
     /// A suite file: a JSON list of specs.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "model")]
     suite: Option<PathBuf>,
+    /// A whole model: a JSON file, an ONNX file (.onnx) or builtin:NAME;
+    /// each layer's counts and the totals, from the shapes alone.
+    #[arg(long, value_name = "FILE|F.onnx|builtin:NAME")]
+    model: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -35,7 +41,90 @@ struct MacsRow<'a> {
     kmac_per_pixel: f64,
 }
 
+/// One layer's row of a model's report.
+#[derive(Serialize)]
+struct ModelRow<'a> {
+    name: &'a str,
+    kind: LayerKind,
+    output_shape: [usize; 4],
+    #[serde(flatten)]
+    cost: Cost,
+}
+
+/// A model's report: its layers, the totals and the multiply-adds per
+/// pixel of its input (`macs_ptflops` over `N·H·W` pixels, JVET NNVC's
+/// kMAC/pixel, as `convjit net` reports it).
+#[derive(Serialize)]
+struct ModelReport<'a> {
+    model: &'a str,
+    input: [usize; 4],
+    layers: Vec<ModelRow<'a>>,
+    total: Cost,
+    kmac_per_pixel: f64,
+}
+
+/// The counts of a whole model, from its shapes: nothing is compiled or
+/// run.
+fn model(name: &str, json: bool) -> Result<()> {
+    let (model, _) = load_model(name)?;
+    let graph = net::Graph::new(&model)?;
+    let input = graph.input_shape();
+    let pixels = (input[0] * input[2] * input[3]) as f64;
+    let total = graph.total();
+    let report = ModelReport {
+        model: graph.name(),
+        input,
+        layers: graph
+            .nodes()
+            .iter()
+            .map(|n| ModelRow {
+                name: n.name(),
+                kind: n.kind(),
+                output_shape: n.output_shape(),
+                cost: n.cost(),
+            })
+            .collect(),
+        total,
+        kmac_per_pixel: total.macs_ptflops as f64 / pixels / 1000.0,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<15} {:<18} {:>12} {:>14} {:>14} {:>14}",
+        "layer", "kind", "output", "params", "macs", "macs_valid", "macs_ptflops"
+    );
+    let shape = |s: [usize; 4]| format!("{}×{}×{}×{}", s[0], s[1], s[2], s[3]);
+    let row = |name: &str, kind: &str, output: String, c: Cost| {
+        println!(
+            "{:<24} {:<15} {:<18} {:>12} {:>14} {:>14} {:>14}",
+            terminal::escape(name),
+            kind,
+            output,
+            c.params,
+            c.macs,
+            c.macs_valid,
+            c.macs_ptflops
+        )
+    };
+    for layer in &report.layers {
+        row(layer.name, layer.kind.as_str(), shape(layer.output_shape), layer.cost);
+    }
+    row("total", "", shape(graph.output_shape()), total);
+    println!(
+        "{:.3} kMAC per input pixel (macs_ptflops over {} × {} × {} pixels); macs: dense \
+         multiply-adds of the convs and linear layers, no bias; macs_valid: those reading real \
+         input; macs_ptflops: ptflops' module count (docs/networks.md)",
+        report.kmac_per_pixel, input[0], input[2], input[3]
+    );
+    Ok(())
+}
+
 pub fn main(args: &Args) -> Result<()> {
+    if let Some(name) = &args.model {
+        return model(name, args.json);
+    }
     let valid = load_layers(args.spec.as_deref(), args.suite.as_deref())?;
     let rows: Vec<MacsRow> = valid
         .iter()

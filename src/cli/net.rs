@@ -1,15 +1,15 @@
 //! `convjit net`: a whole model, layer by layer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use indicatif::ProgressBar;
 
 use convjit::blocks::DscMode;
-use convjit::{Engine, atomic, files, net, npy, terminal};
+use convjit::{Engine, atomic, net, npy, terminal};
 
-use super::common::check_threads;
+use super::common::{check_threads, load_model};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -98,26 +98,6 @@ pub fn main(args: Args) -> Result<()> {
         print!("{}", report.table());
     }
     Ok(())
-}
-
-/// `builtin:NAME`, or the model file at that path: an ONNX model (a
-/// `.onnx` file) with its weights, or a JSON model.
-fn load_model(model: &str) -> Result<(net::Model, Option<net::Tensors>)> {
-    let path = Path::new(model);
-    let onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
-    Ok(match model.strip_prefix("builtin:") {
-        Some(name) => (net::builtin(name)?, None),
-        None if onnx => {
-            let (model, tensors) =
-                net::onnx::load(path).with_context(|| format!("ONNX model {model}"))?;
-            (model, Some(tensors))
-        }
-        None => {
-            let text =
-                files::read_text(path, files::MODEL).context("cannot read the model file")?;
-            (net::Model::from_json(&text).with_context(|| format!("model file {model}"))?, None)
-        }
-    })
 }
 
 /// Compiles and times the model, and with `--check` compares its output
