@@ -10,14 +10,18 @@ Models (opset 17, as `torch.onnx.export` writes by default):
 
 - resnet_like: a stem conv with bias and ReLU, max pool, a basic block
   (conv, BatchNorm, ReLU, conv, BatchNorm, the residual Add, ReLU), global
-  average pool, Flatten and Gemm (transB = 1, PyTorch's Linear);
+  average pool, Flatten and a classifier of Gemm (transB = 1, PyTorch's
+  Linear), ReLU, Dropout and Gemm (its bias of shape [1, out]);
 - mobilenet_like: conv, BatchNorm, Clip to [0, 6] (bounds as initializers),
   a depthwise conv and Clip (bounds as Constant nodes), a pointwise conv
   and LeakyRelu, a 1×7 and a 7×1 conv with asymmetric pads, a
-  ConvTranspose of stride 2 with output_padding, Dropout and Identity,
-  global average pool, Flatten and Gemm (transB = 0);
-- refused_sigmoid: a model with a Sigmoid node (an operator not read);
-- refused_two_inputs: a model with two inputs.
+  ConvTranspose of stride 2 with output_padding, Clip with no upper bound
+  (an empty input: ReLU), Dropout and Identity, global average pool,
+  Flatten and Gemm (transB = 0);
+- refused_*: models convjit refuses, each for one reason (an operator not
+  read, two inputs, a Flatten added to an image, one initializer as two
+  layers' weights, a kernel_shape that disagrees with the weights, an
+  attribute of the wrong type, MaxPool's ceil_mode).
 
 Each model M is written as M.onnx, with M.input.npy (its input) and
 M.output.npy (onnxruntime's output, one thread) for those convjit reads.
@@ -77,7 +81,8 @@ def resnet_like(rng):
     inits = [init(rng, "stem.w", [16, 3, 3, 3]), init(rng, "stem.b", [16], 0.1)]
     inits += [init(rng, "b1.w", [16, 16, 3, 3]), init(rng, "b2.w", [16, 16, 3, 3])]
     inits += bn_inits(rng, "bn1", 16) + bn_inits(rng, "bn2", 16)
-    inits += [init(rng, "fc.w", [10, 16]), init(rng, "fc.b", [10], 0.1)]
+    inits += [init(rng, "fc.w", [12, 16]), init(rng, "fc.b", [12], 0.1)]
+    inits += [init(rng, "fc2.w", [10, 12]), init(rng, "fc2.b", [1, 10], 0.1)]
     nodes = [
         helper.make_node("Conv", ["x", "stem.w", "stem.b"], ["s"], name="stem",
                          kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
@@ -95,7 +100,10 @@ def resnet_like(rng):
         helper.make_node("Relu", ["a"], ["ar"], name="relu2"),
         helper.make_node("GlobalAveragePool", ["ar"], ["g"], name="gap"),
         helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
-        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], name="fc", transB=1),
+        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["h"], name="fc", transB=1),
+        helper.make_node("Relu", ["h"], ["hr"], name="fc_relu"),
+        helper.make_node("Dropout", ["hr"], ["hd"], name="fc_dropout"),
+        helper.make_node("Gemm", ["hd", "fc2.w", "fc2.b"], ["y"], name="fc2", transB=1),
     ]
     return model(nodes, inits, [("x", [1, 3, 32, 32])], "y", [1, 10], "resnet_like")
 
@@ -134,13 +142,66 @@ def mobilenet_like(rng):
         helper.make_node("ConvTranspose", ["col", "up.w", "up.b"], ["up"], name="upsample",
                          kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
                          output_padding=[1, 1]),
-        helper.make_node("Dropout", ["up"], ["d"], name="dropout"),
+        helper.make_node("Clip", ["up", "zero", ""], ["upr"], name="relu_up"),
+        helper.make_node("Dropout", ["upr"], ["d"], name="dropout"),
         helper.make_node("Identity", ["d"], ["i"], name="identity"),
         helper.make_node("GlobalAveragePool", ["i"], ["g"], name="gap"),
         helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
         helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], name="fc"),
     ]
     return model(nodes, inits, [("x", [2, 3, 24, 20])], "y", [2, 5], "mobilenet_like")
+
+
+def unchecked(nodes, inits, inputs, output, out_shape, name):
+    """A model the checker would refuse too (an attribute of the wrong type)."""
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)],
+        inits,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    m.ir_version = 8
+    return m
+
+
+def refused_flatten_add(rng):
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Add", ["f", "g"], ["y"], name="mixed"),
+    ]
+    return unchecked(nodes, [], [("x", [1, 3, 8, 8])], "y", [1, 3, 1, 3], "refused_flatten_add")
+
+
+def refused_shared_weights(rng):
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a"], name="first", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["a", "w"], ["y"], name="second", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1]),
+    ]
+    return model(nodes, [init(rng, "w", [3, 3, 3, 3])], [("x", [1, 3, 8, 8])], "y",
+                 [1, 3, 8, 8], "refused_shared_weights")
+
+
+def refused_kernel_shape(rng):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[5, 5])]
+    return unchecked(nodes, [init(rng, "w", [4, 3, 3, 3])], [("x", [1, 3, 8, 8])], "y",
+                     [1, 4, 6, 6], "refused_kernel_shape")
+
+
+def refused_int_alpha(rng):
+    node = helper.make_node("LeakyRelu", ["x"], ["y"], name="leaky")
+    node.attribute.append(helper.make_attribute("alpha", 1))
+    return unchecked([node], [], [("x", [1, 3, 8, 8])], "y", [1, 3, 8, 8], "refused_int_alpha")
+
+
+def refused_ceil_mode(rng):
+    nodes = [helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2],
+                              strides=[2, 2], ceil_mode=1)]
+    return model(nodes, [], [("x", [1, 3, 9, 9])], "y", [1, 3, 5, 5], "refused_ceil_mode")
 
 
 def refused_sigmoid(rng):
@@ -164,8 +225,9 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(20261207)
-    for build, run in [(resnet_like, True), (mobilenet_like, True),
-                       (refused_sigmoid, False), (refused_two_inputs, False)]:
+    refused = [refused_sigmoid, refused_two_inputs, refused_flatten_add, refused_shared_weights,
+               refused_kernel_shape, refused_int_alpha, refused_ceil_mode]
+    for build, run in [(resnet_like, True), (mobilenet_like, True)] + [(r, False) for r in refused]:
         m = build(rng)
         name = build.__name__
         path = os.path.join(args.out, f"{name}.onnx")

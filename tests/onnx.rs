@@ -46,8 +46,9 @@ fn models_match_onnxruntime() {
     }
 }
 
-/// The import keeps each layer's weights under PyTorch's names and reads
-/// the operators as the model file's layers.
+/// The import names each layer after its node, keeps its weights under
+/// PyTorch's names for that layer (`{node}.weight`, ...), and reads the
+/// operators as the model file's layers.
 #[test]
 fn layers_and_weights_take_pytorch_names() {
     let (model, tensors) = net::onnx::load(&fixture("mobilenet_like.onnx")).unwrap();
@@ -60,7 +61,8 @@ fn layers_and_weights_take_pytorch_names() {
         r#""padding":[2,0,4,0]"#,
         r#""op":"conv_transpose2d""#,
         r#""output_padding":[1,1]"#,
-        r#""kind":"global_avg_pool","name":"gap","input":"upsample""#,
+        r#""kind":"activation","name":"relu_up","input":"upsample","activation":"relu""#,
+        r#""kind":"global_avg_pool","name":"gap","input":"relu_up""#,
         r#""kind":"linear","name":"fc","input":"gap","in_features":6,"out_features":5"#,
     ] {
         assert!(json.contains(part), "{part} in {json}");
@@ -81,8 +83,20 @@ fn what_is_not_read_is_refused_naming_it() {
     for part in ["gate", "Sigmoid", "opset 17", "Conv, ConvTranspose"] {
         assert!(sigmoid.contains(part), "{part} in {sigmoid}");
     }
-    let two = error("refused_two_inputs.onnx");
-    assert!(two.contains("2 inputs") && two.contains("qp"), "{two}");
+    let refused = [
+        ("refused_two_inputs", &["2 inputs", "qp"][..]),
+        ("refused_flatten_add", &["mixed (Add", "a matrix [N, F] and an image"]),
+        ("refused_shared_weights", &["second (Conv", "tensor w, another layer's weights"]),
+        ("refused_kernel_shape", &["conv (Conv", "kernel_shape [5, 5]", "disagree"]),
+        ("refused_int_alpha", &["leaky (LeakyRelu", "alpha is of type INT, not FLOAT"]),
+        ("refused_ceil_mode", &["pool (MaxPool", "ceil_mode"]),
+    ];
+    for (name, parts) in refused {
+        let text = error(&format!("{name}.onnx"));
+        for part in parts {
+            assert!(text.contains(part), "{name}: {part} in {text}");
+        }
+    }
 }
 
 proptest! {
@@ -155,7 +169,7 @@ fn macs_counts_a_model_without_running_it() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let layers = report["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 12);
+    assert_eq!(layers.len(), 14);
     let sum = |key: &str| layers.iter().map(|l| l[key].as_u64().unwrap()).sum::<u64>();
     for key in ["params", "macs", "macs_valid", "macs_ptflops"] {
         assert_eq!(report["total"][key].as_u64(), Some(sum(key)), "{key}");

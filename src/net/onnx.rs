@@ -17,12 +17,18 @@
 //! | Add of two computed tensors | `add` |
 //! | MaxPool (symmetric `pads`, floor, no dilation) | `max_pool` |
 //! | GlobalAveragePool | `global_avg_pool` |
-//! | Flatten (axis 1), then Gemm (α = β = 1, weights an initializer) | `linear` |
-//! | Identity, Dropout, Constant | none: an alias, a value |
+//! | Gemm of a matrix (α = β = 1, weights an initializer) | `linear` |
+//! | Flatten (axis 1), Identity, Dropout, Constant | none: an alias, a value |
+//!
+//! A matrix `[N, F]` (a Flatten's or a Gemm's output, and what elementwise
+//! layers make of it) is held as `[N, F, 1, 1]`: convs and pools refuse
+//! it, an Add refuses a matrix and an image, and a Gemm reads only a
+//! matrix.
 //!
 //! A layer takes the node's name (its first output's where it has none);
 //! its weights are stored under PyTorch's names for that layer
-//! (`{layer}.weight`, `{layer}.running_var`, ...). Anything else — another
+//! (`{layer}.weight`, `{layer}.running_var`, ...), each initializer taken
+//! by one layer at most and decoded only then. Anything else — another
 //! operator, domain or opset, a tensor of another type, a shape that is
 //! not fixed — is refused in one error naming the node, its operator and
 //! the opset, with the operators there are.
@@ -47,6 +53,7 @@ mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx/mod.rs"));
 }
 
+use proto::onnx::attribute_proto::AttributeType;
 use proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
 
 /// The opsets of the default domain whose operators this reads.
@@ -86,20 +93,26 @@ pub fn load(path: &Path) -> Result<(Model, Tensors)> {
     import(&model, name)
 }
 
-/// A tensor a node reads: what the model computes, or a value.
+/// A tensor a node reads: what the model computes, or a tensor of the
+/// file.
 #[derive(Clone, Debug)]
-enum Value {
+enum Value<'a> {
     /// The output of this layer (or [`INPUT`], the model's input); `flat`
-    /// once a Flatten has taken it (only a Gemm may read it then).
+    /// for a matrix `[N, F]` (a Flatten's, a Gemm's and what elementwise
+    /// layers make of them), which the model holds as `[N, F, 1, 1]`.
     Computed { layer: String, flat: bool },
-    /// An initializer or a Constant: its shape and values.
-    Constant { shape: Vec<usize>, data: Vec<f32> },
+    /// An initializer or a Constant's value, decoded when a node takes it
+    /// (an unused one, such as a shape of another type, costs nothing).
+    Tensor(&'a TensorProto),
 }
 
 /// What the import has seen so far.
-struct Import {
+struct Import<'a> {
     opset: i64,
-    values: BTreeMap<String, Value>,
+    values: BTreeMap<String, Value<'a>>,
+    /// The tensors taken as a layer's weights: each is taken once, so the
+    /// weights hold no more than the file does.
+    taken: BTreeSet<String>,
     layers: Vec<Layer>,
     names: BTreeSet<String>,
     tensors: Tensors,
@@ -124,13 +137,13 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
     let mut import = Import {
         opset,
         values: BTreeMap::new(),
+        taken: BTreeSet::new(),
         layers: Vec::new(),
         names: BTreeSet::from([INPUT.to_string()]),
         tensors: Tensors::new(),
     };
     for t in &graph.initializer {
-        let (shape, data) = tensor_values(t, &format!("initializer {}", t.name()))?;
-        import.values.insert(t.name().to_string(), Value::Constant { shape, data });
+        import.values.insert(t.name().to_string(), Value::Tensor(t));
     }
     let inputs: Vec<_> =
         graph.input.iter().filter(|i| !import.values.contains_key(i.name())).collect();
@@ -155,34 +168,19 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
             graph.output.len()
         )));
     };
-    let last = import.layers.last().map(layer_name);
+    let last = import.layers.last().map(Layer::name);
     match import.values.get(output.name()) {
         Some(Value::Computed { layer, .. }) if Some(layer.as_str()) == last => {}
         _ => {
             return Err(refuse(format!(
                 "the graph's output {} is not its last layer's: this reads models whose last \
-                 node computes the output",
+                 layer (Identity, Dropout and Flatten aside) computes the output",
                 output.name()
             )));
         }
     }
     let model = Model { name, input: shape, layers: import.layers };
     Ok((model, import.tensors))
-}
-
-/// The name of a layer.
-fn layer_name(layer: &Layer) -> &str {
-    match layer {
-        Layer::Conv(l) => &l.name,
-        Layer::Batchnorm(l) => &l.name,
-        Layer::Activation(l) => &l.name,
-        Layer::Dsc(l) => &l.name,
-        Layer::Acblock(l) => &l.name,
-        Layer::Add(l) => &l.name,
-        Layer::MaxPool(l) => &l.name,
-        Layer::GlobalAvgPool(l) => &l.name,
-        Layer::Linear(l) => &l.name,
-    }
 }
 
 /// The graph input's shape: an f32 tensor of four fixed sizes.
@@ -211,9 +209,25 @@ fn input_shape(input: &proto::onnx::ValueInfoProto) -> Result<[i64; 4]> {
     }
 }
 
-/// An f32 tensor's shape and values (`what` names it in errors).
+/// A tensor's shape, its element count checked not to overflow.
+fn tensor_shape(t: &TensorProto, what: &str) -> Result<(Vec<usize>, usize)> {
+    let refuse = |reason: String| model_error(what, format!("tensor {}: {reason}", t.name()));
+    let shape: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| refuse(format!("a dimension of {d}"))))
+        .collect::<Result<_>>()?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| refuse(format!("shape {shape:?}: its element count overflows")))?;
+    Ok((shape, count))
+}
+
+/// An f32 tensor's shape and values (`what`, the node reading it, names it
+/// in errors).
 fn tensor_values(t: &TensorProto, what: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-    let refuse = |reason: String| model_error(MODEL, format!("{what}: {reason}"));
+    let refuse = |reason: String| model_error(what, format!("tensor {}: {reason}", t.name()));
     if t.data_type() != FLOAT {
         return Err(refuse(format!(
             "data type {} (this reads float32, type {FLOAT})",
@@ -225,15 +239,7 @@ fn tensor_values(t: &TensorProto, what: &str) -> Result<(Vec<usize>, Vec<f32>)> 
             "its data is in an external file; this reads models in one file".into(),
         ));
     }
-    let shape: Vec<usize> = t
-        .dims
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| refuse(format!("a dimension of {d}"))))
-        .collect::<Result<_>>()?;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| refuse(format!("shape {shape:?}: its element count overflows")))?;
+    let (shape, count) = tensor_shape(t, what)?;
     let data: Vec<f32> = if !t.float_data.is_empty() {
         t.float_data.clone()
     } else {
@@ -255,36 +261,45 @@ fn tensor_values(t: &TensorProto, what: &str) -> Result<(Vec<usize>, Vec<f32>)> 
     Ok((shape, data))
 }
 
-/// A node's attributes, read by name.
+/// A node's attributes, read by name, each of the type ONNX gives it.
 struct Attributes<'a> {
     node: &'a NodeProto,
     label: String,
 }
 
-impl Attributes<'_> {
-    fn get(&self, name: &str) -> Option<&AttributeProto> {
-        self.node.attribute.iter().find(|a| a.name() == name)
+impl<'a> Attributes<'a> {
+    /// The attribute `name`, when it is there, of type `kind`.
+    fn get(&self, name: &str, kind: AttributeType) -> Result<Option<&'a AttributeProto>> {
+        match self.node.attribute.iter().find(|a| a.name() == name) {
+            Some(a) if a.type_() != kind => Err(model_error(
+                &self.label,
+                format!("attribute {name} is of type {:?}, not {kind:?}", a.type_()),
+            )),
+            found => Ok(found),
+        }
     }
 
-    fn int(&self, name: &str, default: i64) -> i64 {
-        self.get(name).map_or(default, |a| a.i())
+    fn int(&self, name: &str, default: i64) -> Result<i64> {
+        Ok(self.get(name, AttributeType::INT)?.map_or(default, |a| a.i()))
     }
 
-    fn float(&self, name: &str, default: f32) -> f32 {
-        self.get(name).map_or(default, |a| a.f())
+    fn float(&self, name: &str, default: f32) -> Result<f32> {
+        Ok(self.get(name, AttributeType::FLOAT)?.map_or(default, |a| a.f()))
     }
 
-    fn ints(&self, name: &str) -> Option<Vec<i64>> {
-        self.get(name).map(|a| a.ints.clone())
+    fn ints(&self, name: &str) -> Result<Option<Vec<i64>>> {
+        Ok(self.get(name, AttributeType::INTS)?.map(|a| a.ints.clone()))
     }
 
-    fn string(&self, name: &str) -> Option<String> {
-        self.get(name).map(|a| String::from_utf8_lossy(a.s()).into_owned())
+    fn string(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .get(name, AttributeType::STRING)?
+            .map(|a| String::from_utf8_lossy(a.s()).into_owned()))
     }
 
     /// A pair of a 2-D operator's attribute (`[h, w]`), or `default`.
     fn pair(&self, name: &str, default: i64) -> Result<[i64; 2]> {
-        match self.ints(name).as_deref() {
+        match self.ints(name)?.as_deref() {
             None => Ok([default, default]),
             Some(&[h, w]) => Ok([h, w]),
             Some(other) => Err(model_error(
@@ -297,7 +312,7 @@ impl Attributes<'_> {
     /// `pads` as `[top, left, bottom, right]`, after checking that
     /// `auto_pad` leaves them explicit.
     fn pads(&self) -> Result<[i64; 4]> {
-        match self.string("auto_pad").as_deref() {
+        match self.string("auto_pad")?.as_deref() {
             None | Some("NOTSET") => {}
             Some("VALID") => return Ok([0; 4]),
             Some(other) => {
@@ -307,7 +322,7 @@ impl Attributes<'_> {
                 ));
             }
         }
-        match self.ints("pads").as_deref() {
+        match self.ints("pads")?.as_deref() {
             None => Ok([0; 4]),
             Some(&[t, l, b, r]) => Ok([t, l, b, r]),
             Some(other) => Err(model_error(
@@ -318,9 +333,14 @@ impl Attributes<'_> {
     }
 }
 
-impl Import {
+/// `v` as an `i64` for a layer's field (a size of the file, which fits).
+fn field(v: usize, what: &str, label: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| model_error(label, format!("{what} {v} is past every size")))
+}
+
+impl<'a> Import<'a> {
     /// Reads node `index`.
-    fn node(&mut self, node: &NodeProto, index: usize) -> Result<()> {
+    fn node(&mut self, node: &'a NodeProto, index: usize) -> Result<()> {
         let op = node.op_type();
         let shown = if node.name().is_empty() { format!("#{index}") } else { node.name().into() };
         let label = format!("{shown} ({op}, opset {})", self.opset);
@@ -336,63 +356,38 @@ impl Import {
         let output = node.output.first().cloned().unwrap_or_default();
         match op {
             "Identity" | "Dropout" => {
-                let value = self.computed(node, 0, &label)?;
+                if op == "Dropout" && node.input.get(2).is_some_and(|n| !n.is_empty()) {
+                    return Err(refuse("its training_mode input: this reads inference".into()));
+                }
+                let value = self.input(node, 0, &label)?;
                 self.values.insert(output, value);
             }
             "Constant" => {
                 let tensor = attributes
-                    .get("value")
+                    .get("value", AttributeType::TENSOR)?
                     .and_then(|a| a.t.as_ref())
                     .ok_or_else(|| refuse("a Constant of no tensor `value`".into()))?;
-                let (shape, data) = tensor_values(tensor, &label)?;
-                self.values.insert(output, Value::Constant { shape, data });
+                self.values.insert(output, Value::Tensor(tensor));
             }
             "Flatten" => {
-                if attributes.int("axis", 1) != 1 {
+                if attributes.int("axis", 1)? != 1 {
                     return Err(refuse("this reads Flatten with axis 1 (before a Gemm)".into()));
                 }
-                let Value::Computed { layer, .. } = self.computed(node, 0, &label)? else {
-                    unreachable!("computed values only")
-                };
+                let (layer, _) = self.source(node, 0, &label)?;
                 self.values.insert(output, Value::Computed { layer, flat: true });
             }
             _ => {
-                let layer = self.layer(node, &attributes, &label)?;
-                let name = layer_name(&layer).to_string();
-                self.values.insert(output, Value::Computed { layer: name, flat: false });
+                let (layer, flat) = self.layer(node, &attributes, &label)?;
+                let name = layer.name().to_string();
+                self.values.insert(output, Value::Computed { layer: name, flat });
                 self.layers.push(layer);
             }
         }
         Ok(())
     }
 
-    /// Input `i` of `node`, which the model computes (not flattened).
-    fn computed(&self, node: &NodeProto, i: usize, label: &str) -> Result<Value> {
-        let value = self.input(node, i, label)?;
-        match value {
-            Value::Computed { flat: false, .. } => Ok(value),
-            Value::Computed { flat: true, .. } if node.op_type() == "Gemm" => Ok(value),
-            Value::Computed { .. } => Err(model_error(
-                label,
-                "reads a flattened tensor: this reads Flatten only before a Gemm".to_string(),
-            )),
-            Value::Constant { .. } => Err(model_error(
-                label,
-                format!("input {i} is a constant; this reads it computed from the model's input"),
-            )),
-        }
-    }
-
-    /// The layer `node`'s input `i` is the output of.
-    fn source(&self, node: &NodeProto, i: usize, label: &str) -> Result<String> {
-        match self.computed(node, i, label)? {
-            Value::Computed { layer, .. } => Ok(layer),
-            Value::Constant { .. } => unreachable!("computed values only"),
-        }
-    }
-
     /// Input `i` of `node`.
-    fn input(&self, node: &NodeProto, i: usize, label: &str) -> Result<Value> {
+    fn input(&self, node: &NodeProto, i: usize, label: &str) -> Result<Value<'a>> {
         let name = node
             .input
             .get(i)
@@ -403,9 +398,37 @@ impl Import {
         })
     }
 
-    /// Input `i` of `node`, a constant (absent: `None`).
-    fn constant(
-        &self,
+    /// The layer `node`'s input `i` is the output of, and whether that is
+    /// a matrix (`flat`).
+    fn source(&self, node: &NodeProto, i: usize, label: &str) -> Result<(String, bool)> {
+        match self.input(node, i, label)? {
+            Value::Computed { layer, flat } => Ok((layer, flat)),
+            Value::Tensor(t) => Err(model_error(
+                label,
+                format!(
+                    "input {i} is the tensor {}; this reads it computed from the model's input",
+                    t.name()
+                ),
+            )),
+        }
+    }
+
+    /// The layer `node`'s input `i` is the output of, an image `[N, C, H,
+    /// W]` (not a matrix).
+    fn image(&self, node: &NodeProto, i: usize, label: &str) -> Result<String> {
+        match self.source(node, i, label)? {
+            (layer, false) => Ok(layer),
+            (_, true) => Err(model_error(
+                label,
+                format!("input {i} is a matrix [N, F]; this reads it as an image [N, C, H, W]"),
+            )),
+        }
+    }
+
+    /// Input `i` of `node`, a tensor of the file, taken as a layer's
+    /// weights (absent: `None`): each tensor is taken once.
+    fn weights(
+        &mut self,
         node: &NodeProto,
         i: usize,
         label: &str,
@@ -414,11 +437,36 @@ impl Import {
             return Ok(None);
         }
         match self.input(node, i, label)? {
-            Value::Constant { shape, data } => Ok(Some((shape, data))),
+            Value::Tensor(t) => {
+                if !self.taken.insert(t.name().to_string()) {
+                    return Err(model_error(
+                        label,
+                        format!(
+                            "input {i} is the tensor {}, another layer's weights too: this \
+                             reads each tensor as one layer's",
+                            t.name()
+                        ),
+                    ));
+                }
+                tensor_values(t, label).map(Some)
+            }
             Value::Computed { .. } => Err(model_error(
                 label,
                 format!("input {i} is computed; this reads it as an initializer or a Constant"),
             )),
+        }
+    }
+
+    /// Input `i` of `node`, one value of the file (absent: `None`).
+    fn scalar(&self, node: &NodeProto, i: usize, label: &str) -> Result<Option<f32>> {
+        if node.input.get(i).is_none_or(|n| n.is_empty()) {
+            return Ok(None);
+        }
+        match self.input(node, i, label)? {
+            Value::Tensor(t) if tensor_shape(t, label)?.1 == 1 => {
+                Ok(Some(tensor_values(t, label)?.1[0]))
+            }
+            _ => Err(model_error(label, format!("input {i} is not one value of the file"))),
         }
     }
 
@@ -440,27 +488,34 @@ impl Import {
         self.tensors.insert(&format!("{layer}.{part}"), shape, data)
     }
 
-    /// The layer `node` is.
-    fn layer(&mut self, node: &NodeProto, a: &Attributes<'_>, label: &str) -> Result<Layer> {
+    /// The layer `node` is, and whether its output is a matrix.
+    fn layer(
+        &mut self,
+        node: &NodeProto,
+        a: &Attributes<'_>,
+        label: &str,
+    ) -> Result<(Layer, bool)> {
         let refuse = |reason: String| model_error(label, reason);
         let op = node.op_type();
-        let one = |v: Option<(Vec<usize>, Vec<f32>)>| match v {
-            Some((shape, data)) if data.len() == 1 => Ok(Some((shape, data[0]))),
-            Some((shape, _)) => Err(refuse(format!("a bound of shape {shape:?}, not one value"))),
-            None => Ok(None),
-        };
         Ok(match op {
             "Conv" | "ConvTranspose" => {
-                let input = self.source(node, 0, label)?;
+                let input = self.image(node, 0, label)?;
                 let (shape, weight) = self
-                    .constant(node, 1, label)?
+                    .weights(node, 1, label)?
                     .ok_or_else(|| refuse("the weights are missing".into()))?;
                 let &[first, second, kh, kw] = shape.as_slice() else {
                     return Err(refuse(format!(
                         "weights of shape {shape:?}: this reads 2-D convs"
                     )));
                 };
-                let groups = a.int("group", 1);
+                if let Some(kernel) = a.ints("kernel_shape")?
+                    && kernel != [kh as i64, kw as i64]
+                {
+                    return Err(refuse(format!(
+                        "kernel_shape {kernel:?}, weights of shape {shape:?}: they disagree"
+                    )));
+                }
+                let groups = a.int("group", 1)?;
                 let g = usize::try_from(groups).ok().filter(|&g| g > 0);
                 let g = g.ok_or_else(|| refuse(format!("group {groups}")))?;
                 let transposed = op == "ConvTranspose";
@@ -471,105 +526,115 @@ impl Import {
                     false => (grouped, first),
                     true => (first, grouped),
                 };
-                if transposed && a.get("output_shape").is_some() {
+                if transposed && a.get("output_shape", AttributeType::INTS)?.is_some() {
                     return Err(refuse(
                         "output_shape: this reads ConvTranspose by its pads".into(),
                     ));
                 }
-                let bias = self.constant(node, 2, label)?;
+                let output_padding =
+                    if transposed { Some(Pair::Two(a.pair("output_padding", 0)?)) } else { None };
+                let (stride, dilation) = (a.pair("strides", 1)?, a.pair("dilations", 1)?);
+                let padding = a.pads()?;
+                let bias = self.weights(node, 2, label)?;
                 let name = self.name(node, label)?;
                 self.store(&name, "weight", &shape, weight)?;
                 let has_bias = bias.is_some();
                 if let Some((shape, data)) = bias {
                     self.store(&name, "bias", &shape, data)?;
                 }
-                Layer::Conv(ConvLayer {
+                let layer = Layer::Conv(ConvLayer {
                     name,
                     input: Some(input),
                     op: Some(if transposed { Op::ConvTranspose2d } else { Op::Conv2d }),
-                    in_channels: Some(in_channels as i64),
-                    out_channels: out_channels as i64,
-                    kernel: Pair::Two([kh as i64, kw as i64]),
-                    stride: Some(Pair::Two(a.pair("strides", 1)?)),
-                    padding: Some(PaddingSpec::List(a.pads()?.to_vec())),
-                    dilation: Some(Pair::Two(a.pair("dilations", 1)?)),
+                    in_channels: Some(field(in_channels, "in_channels", label)?),
+                    out_channels: field(out_channels, "out_channels", label)?,
+                    kernel: Pair::Two([field(kh, "kh", label)?, field(kw, "kw", label)?]),
+                    stride: Some(Pair::Two(stride)),
+                    padding: Some(PaddingSpec::List(padding.to_vec())),
+                    dilation: Some(Pair::Two(dilation)),
                     groups: Some(groups),
-                    output_padding: transposed
-                        .then(|| a.pair("output_padding", 0).map(Pair::Two))
-                        .transpose()?,
+                    output_padding,
                     bias: Some(has_bias),
                     activation: None,
                     negative_slope: None,
-                })
+                });
+                (layer, false)
             }
             "BatchNormalization" => {
-                if a.int("training_mode", 0) != 0 {
+                if a.int("training_mode", 0)? != 0 {
                     return Err(refuse("training_mode 1: this reads inference".into()));
                 }
-                let input = self.source(node, 0, label)?;
+                let (input, flat) = self.source(node, 0, label)?;
+                let eps = a.float("epsilon", 1e-5)?;
                 let mut parts = Vec::new();
                 for (i, part) in
                     ["weight", "bias", "running_mean", "running_var"].iter().enumerate()
                 {
-                    let value = self.constant(node, i + 1, label)?;
-                    parts.push((
-                        *part,
-                        value.ok_or_else(|| refuse(format!("input {} is missing", i + 1)))?,
-                    ));
+                    let value = self.weights(node, i + 1, label)?;
+                    let value =
+                        value.ok_or_else(|| refuse(format!("input {} is missing", i + 1)))?;
+                    parts.push((*part, value));
                 }
                 let features = parts[0].1.1.len();
                 let name = self.name(node, label)?;
                 for (part, (shape, data)) in parts {
                     self.store(&name, part, &shape, data)?;
                 }
-                Layer::Batchnorm(BatchNormLayer {
+                let layer = Layer::Batchnorm(BatchNormLayer {
                     name,
                     input: Some(input),
-                    num_features: Some(features as i64),
-                    eps: Some(f64::from(a.float("epsilon", 1e-5))),
-                })
+                    num_features: Some(field(features, "num_features", label)?),
+                    eps: Some(f64::from(eps)),
+                });
+                (layer, flat)
             }
             "Relu" | "LeakyRelu" | "Clip" => {
-                let input = self.source(node, 0, label)?;
+                let (input, flat) = self.source(node, 0, label)?;
                 let (activation, negative_slope) = match op {
                     "Relu" => (ActivationKind::Relu, None),
-                    "LeakyRelu" => (ActivationKind::LeakyRelu, Some(a.float("alpha", 0.01))),
-                    _ => {
-                        let low = one(self.constant(node, 1, label)?)?.map(|(_, v)| v);
-                        let high = one(self.constant(node, 2, label)?)?.map(|(_, v)| v);
-                        match (low, high) {
-                            (Some(0.0), Some(6.0)) => (ActivationKind::Relu6, None),
-                            (Some(0.0), None) => (ActivationKind::Relu, None),
-                            (low, high) => {
-                                return Err(refuse(format!(
-                                    "Clip to [{low:?}, {high:?}]: this reads [0, 6] (ReLU6) and \
-                                     [0, ∞) (ReLU)"
-                                )));
-                            }
+                    "LeakyRelu" => (ActivationKind::LeakyRelu, Some(a.float("alpha", 0.01)?)),
+                    _ => match (self.scalar(node, 1, label)?, self.scalar(node, 2, label)?) {
+                        (Some(0.0), Some(6.0)) => (ActivationKind::Relu6, None),
+                        (Some(0.0), None) => (ActivationKind::Relu, None),
+                        (low, high) => {
+                            return Err(refuse(format!(
+                                "Clip to [{low:?}, {high:?}]: this reads [0, 6] (ReLU6) and \
+                                 [0, ∞) (ReLU)"
+                            )));
                         }
-                    }
+                    },
                 };
                 let name = self.name(node, label)?;
-                Layer::Activation(ActivationLayer {
+                let layer = Layer::Activation(ActivationLayer {
                     name,
                     input: Some(input),
                     activation,
                     negative_slope,
-                })
+                });
+                (layer, flat)
             }
             "Add" => {
-                let (input, with) = (self.source(node, 0, label)?, self.source(node, 1, label)?);
+                let (input, flat) = self.source(node, 0, label)?;
+                let (with, with_flat) = self.source(node, 1, label)?;
+                if flat != with_flat {
+                    return Err(refuse(
+                        "a matrix [N, F] and an image [N, C, H, W]: this reads the sum of two \
+                         tensors of one shape"
+                            .into(),
+                    ));
+                }
                 let name = self.name(node, label)?;
-                Layer::Add(AddLayer {
+                let layer = Layer::Add(AddLayer {
                     name,
                     input: Some(input),
                     with,
                     activation: None,
                     negative_slope: None,
-                })
+                });
+                (layer, flat)
             }
             "MaxPool" => {
-                if a.int("ceil_mode", 0) != 0 || a.pair("dilations", 1)? != [1, 1] {
+                if a.int("ceil_mode", 0)? != 0 || a.pair("dilations", 1)? != [1, 1] {
                     return Err(refuse(
                         "ceil_mode or dilations: this reads floor, dilation 1".into(),
                     ));
@@ -584,49 +649,52 @@ impl Import {
                         [t, l, b, r]
                     )));
                 }
-                let input = self.source(node, 0, label)?;
+                let input = self.image(node, 0, label)?;
                 let kernel =
-                    a.ints("kernel_shape").ok_or_else(|| refuse("no kernel_shape".into()))?;
+                    a.ints("kernel_shape")?.ok_or_else(|| refuse("no kernel_shape".into()))?;
                 let &[kh, kw] = kernel.as_slice() else {
                     return Err(refuse(format!("kernel_shape {kernel:?}: this reads 2-D pools")));
                 };
+                let stride = a.pair("strides", 1)?;
                 let name = self.name(node, label)?;
-                Layer::MaxPool(MaxPoolLayer {
+                let layer = Layer::MaxPool(MaxPoolLayer {
                     name,
                     input: Some(input),
                     kernel: Pair::Two([kh, kw]),
-                    stride: Some(Pair::Two(a.pair("strides", 1)?)),
+                    stride: Some(Pair::Two(stride)),
                     padding: Some(Pair::Two([t, l])),
-                })
+                });
+                (layer, false)
             }
             "GlobalAveragePool" => {
-                let input = self.source(node, 0, label)?;
+                let input = self.image(node, 0, label)?;
                 let name = self.name(node, label)?;
-                Layer::GlobalAvgPool(PlainLayer { name, input: Some(input) })
+                (Layer::GlobalAvgPool(PlainLayer { name, input: Some(input) }), false)
             }
             "Gemm" => {
-                let flattened =
-                    matches!(self.input(node, 0, label)?, Value::Computed { flat: true, .. });
-                if !flattened {
-                    return Err(refuse("this reads Gemm after a Flatten (axis 1)".into()));
+                let (input, flat) = self.source(node, 0, label)?;
+                if !flat {
+                    return Err(refuse(
+                        "this reads Gemm of a matrix [N, F] (after a Flatten of axis 1 or a \
+                         Gemm)"
+                            .into(),
+                    ));
                 }
-                if a.float("alpha", 1.0) != 1.0
-                    || a.float("beta", 1.0) != 1.0
-                    || a.int("transA", 0) != 0
-                {
+                let (alpha, beta) = (a.float("alpha", 1.0)?, a.float("beta", 1.0)?);
+                if alpha != 1.0 || beta != 1.0 || a.int("transA", 0)? != 0 {
                     return Err(refuse(
                         "alpha, beta or transA: this reads x·Wᵀ + b (PyTorch's Linear)".into(),
                     ));
                 }
-                let input = self.source(node, 0, label)?;
+                let trans_b = a.int("transB", 0)?;
                 let (shape, weight) = self
-                    .constant(node, 1, label)?
+                    .weights(node, 1, label)?
                     .ok_or_else(|| refuse("the weights are missing".into()))?;
                 let &[rows, cols] = shape.as_slice() else {
                     return Err(refuse(format!("weights of shape {shape:?}: this reads a matrix")));
                 };
                 // PyTorch's [out, in]; transB = 0 stores [in, out].
-                let (out_features, in_features, weight) = match a.int("transB", 0) {
+                let (out_features, in_features, weight) = match trans_b {
                     0 => {
                         let mut t = vec![0.0; weight.len()];
                         for (k, &v) in weight.iter().enumerate() {
@@ -636,12 +704,14 @@ impl Import {
                     }
                     _ => (rows, cols, weight),
                 };
-                let bias = self.constant(node, 2, label)?;
-                if let Some((shape, data)) = &bias
-                    && data.len() != out_features
+                let bias = self.weights(node, 2, label)?;
+                if let Some((shape, _)) = &bias
+                    && shape.as_slice() != [out_features]
+                    && shape.as_slice() != [1, out_features]
                 {
                     return Err(refuse(format!(
-                        "a bias of shape {shape:?} for {out_features} outputs"
+                        "a bias of shape {shape:?}: this reads [{out_features}] or [1, \
+                         {out_features}], one value per output"
                     )));
                 }
                 let name = self.name(node, label)?;
@@ -650,13 +720,14 @@ impl Import {
                 if let Some((_, data)) = bias {
                     self.store(&name, "bias", &[out_features], data)?;
                 }
-                Layer::Linear(LinearLayer {
+                let layer = Layer::Linear(LinearLayer {
                     name,
                     input: Some(input),
-                    in_features: Some(in_features as i64),
-                    out_features: out_features as i64,
+                    in_features: Some(field(in_features, "in_features", label)?),
+                    out_features: field(out_features, "out_features", label)?,
                     bias: Some(has_bias),
-                })
+                });
+                (layer, true)
             }
             other => {
                 return Err(refuse(format!(
