@@ -63,7 +63,9 @@ def bn(name, x, y):
     )
 
 
-def model(nodes, inits, inputs, output, out_shape, name):
+def model(nodes, inits, inputs, output, out_shape, name, check=True):
+    """The model of `nodes`; `check=False` for one the checker would refuse
+    too (an attribute of the wrong type, a kernel_shape that disagrees)."""
     graph = helper.make_graph(
         nodes,
         name,
@@ -73,7 +75,8 @@ def model(nodes, inits, inputs, output, out_shape, name):
     )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     m.ir_version = 8
-    onnx.checker.check_model(m)
+    if check:
+        onnx.checker.check_model(m)
     return m
 
 
@@ -152,18 +155,8 @@ def mobilenet_like(rng):
     return model(nodes, inits, [("x", [2, 3, 24, 20])], "y", [2, 5], "mobilenet_like")
 
 
-def unchecked(nodes, inits, inputs, output, out_shape, name):
-    """A model the checker would refuse too (an attribute of the wrong type)."""
-    graph = helper.make_graph(
-        nodes,
-        name,
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)],
-        inits,
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    m.ir_version = 8
-    return m
+def unchecked(*args):
+    return model(*args, check=False)
 
 
 def refused_flatten_add(rng):
