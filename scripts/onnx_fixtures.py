@@ -17,11 +17,11 @@ Models (opset 17, as `torch.onnx.export` writes by default):
   and LeakyRelu, a 1×7 and a 7×1 conv with asymmetric pads, a
   ConvTranspose of stride 2 with output_padding, Clip with no upper bound
   (an empty input: ReLU), Dropout and Identity, global average pool,
-  Flatten and Gemm (transB = 0);
+  Reshape to [0, -1] and Gemm (transB = 0);
 - refused_*: models convjit refuses, each for one reason (an operator not
   read, two inputs, a Flatten added to an image, one initializer as two
   layers' weights, a kernel_shape that disagrees with the weights, an
-  attribute of the wrong type, MaxPool's ceil_mode).
+  attribute of the wrong type, MaxPool's ceil_mode, a Reshape to 3-D).
 
 Each model M is written as M.onnx, with M.input.npy (its input) and
 M.output.npy (onnxruntime's output, one thread) for those convjit reads.
@@ -121,6 +121,7 @@ def mobilenet_like(rng):
               numpy_helper.from_array(np.array(6, np.float32), "six")]
     # Gemm with transB = 0: weights stored [in, out].
     inits += [init(rng, "fc.w", [6, 5], 0.4), init(rng, "fc.b", [5], 0.1)]
+    inits += [numpy_helper.from_array(np.array([0, -1], np.int64), "flat")]
     constant = lambda name, v: helper.make_node(  # noqa: E731
         "Constant", [], [name], name=f"{name}_const",
         value=numpy_helper.from_array(np.array(v, np.float32), name))
@@ -149,7 +150,7 @@ def mobilenet_like(rng):
         helper.make_node("Dropout", ["upr"], ["d"], name="dropout"),
         helper.make_node("Identity", ["d"], ["i"], name="identity"),
         helper.make_node("GlobalAveragePool", ["i"], ["g"], name="gap"),
-        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Reshape", ["g", "flat"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], name="fc"),
     ]
     return model(nodes, inits, [("x", [2, 3, 24, 20])], "y", [2, 5], "mobilenet_like")
@@ -197,6 +198,15 @@ def refused_ceil_mode(rng):
     return model(nodes, [], [("x", [1, 3, 9, 9])], "y", [1, 3, 5, 5], "refused_ceil_mode")
 
 
+def refused_reshape(rng):
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["g"], name="gap"),
+        helper.make_node("Reshape", ["g", "to"], ["y"], name="to_3d"),
+    ]
+    to = numpy_helper.from_array(np.array([1, 3, -1], np.int64), "to")
+    return model(nodes, [to], [("x", [1, 3, 8, 8])], "y", [1, 3, 1], "refused_reshape")
+
+
 def refused_sigmoid(rng):
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3]),
@@ -219,7 +229,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(20261207)
     refused = [refused_sigmoid, refused_two_inputs, refused_flatten_add, refused_shared_weights,
-               refused_kernel_shape, refused_int_alpha, refused_ceil_mode]
+               refused_kernel_shape, refused_int_alpha, refused_ceil_mode, refused_reshape]
     for build, run in [(resnet_like, True), (mobilenet_like, True)] + [(r, False) for r in refused]:
         m = build(rng)
         name = build.__name__

@@ -90,6 +90,7 @@ fn what_is_not_read_is_refused_naming_it() {
         ("refused_kernel_shape", &["conv (Conv", "kernel_shape [5, 5]", "disagree"]),
         ("refused_int_alpha", &["leaky (LeakyRelu", "alpha is of type INT, not FLOAT"]),
         ("refused_ceil_mode", &["pool (MaxPool", "ceil_mode"]),
+        ("refused_reshape", &["to_3d (Reshape", "shape [1, 3, -1]", "a matrix [N, F]"]),
     ];
     for (name, parts) in refused {
         let text = error(&format!("{name}.onnx"));

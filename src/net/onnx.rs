@@ -18,9 +18,9 @@
 //! | MaxPool (symmetric `pads`, floor, no dilation) | `max_pool` |
 //! | GlobalAveragePool | `global_avg_pool` |
 //! | Gemm of a matrix (α = β = 1, weights an initializer) | `linear` |
-//! | Flatten (axis 1), Identity, Dropout, Constant | none: an alias, a value |
+//! | Flatten (axis 1), Reshape to `[N, F]`, Identity, Dropout, Constant | none: an alias, a value |
 //!
-//! A matrix `[N, F]` (a Flatten's or a Gemm's output, and what elementwise
+//! A matrix `[N, F]` (a Flatten's, a Reshape's or a Gemm's output, and what elementwise
 //! layers make of it) is held as `[N, F, 1, 1]`: convs and pools refuse
 //! it, an Add refuses a matrix and an image, and a Gemm reads only a
 //! matrix.
@@ -60,7 +60,7 @@ use proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 
 /// The operators this reads, as errors list them.
-pub const OPERATORS: [&str; 14] = [
+pub const OPERATORS: [&str; 15] = [
     "Add",
     "BatchNormalization",
     "Clip",
@@ -75,7 +75,11 @@ pub const OPERATORS: [&str; 14] = [
     "LeakyRelu",
     "MaxPool",
     "Relu",
+    "Reshape",
 ];
+
+/// `TensorProto.DataType.INT64`: shapes.
+const INT64: i32 = 7;
 
 /// `TensorProto.DataType.FLOAT`.
 const FLOAT: i32 = 1;
@@ -109,6 +113,8 @@ enum Value<'a> {
 /// What the import has seen so far.
 struct Import<'a> {
     opset: i64,
+    /// The model's batch, N of its input.
+    batch: i64,
     values: BTreeMap<String, Value<'a>>,
     /// The tensors taken as a layer's weights: each is taken once, so the
     /// weights hold no more than the file does.
@@ -136,6 +142,7 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
     let graph: &GraphProto = model.graph.as_ref().ok_or_else(|| refuse("no graph".into()))?;
     let mut import = Import {
         opset,
+        batch: 0,
         values: BTreeMap::new(),
         taken: BTreeSet::new(),
         layers: Vec::new(),
@@ -155,6 +162,7 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
         )));
     };
     let shape = input_shape(input)?;
+    import.batch = shape[0];
     import.values.insert(
         input.name().to_string(),
         Value::Computed { layer: INPUT.to_string(), flat: false },
@@ -376,6 +384,27 @@ impl<'a> Import<'a> {
                 let (layer, _) = self.source(node, 0, &label)?;
                 self.values.insert(output, Value::Computed { layer, flat: true });
             }
+            "Reshape" => {
+                // A flatten written as a reshape to [N, F]: [0, -1] or
+                // [N, -1] (PyTorch's `x.view(x.size(0), -1)`), or F given
+                // (the Gemm after it checks it against C·H·W).
+                let (layer, _) = self.source(node, 0, &label)?;
+                let shape = self.shape(node, 1, &label)?;
+                let zero =
+                    if attributes.int("allowzero", 0)? == 0 { Some(self.batch) } else { None };
+                let batch = |n: i64| n == self.batch || (n == 0 && zero.is_some()) || n == -1;
+                match shape.as_slice() {
+                    &[n, f] if batch(n) && (f == -1 || f > 0) && !(n == -1 && f == -1) => {}
+                    other => {
+                        return Err(refuse(format!(
+                            "shape {other:?}: this reads Reshape to a matrix [N, F] ([0, -1], \
+                             [N, -1] or [N, F], N = {})",
+                            self.batch
+                        )));
+                    }
+                }
+                self.values.insert(output, Value::Computed { layer, flat: true });
+            }
             _ => {
                 let (layer, flat) = self.layer(node, &attributes, &label)?;
                 let name = layer.name().to_string();
@@ -455,6 +484,48 @@ impl<'a> Import<'a> {
                 format!("input {i} is computed; this reads it as an initializer or a Constant"),
             )),
         }
+    }
+
+    /// Input `i` of `node`, a shape of the file (int64 values).
+    fn shape(&self, node: &NodeProto, i: usize, label: &str) -> Result<Vec<i64>> {
+        let refuse = |reason: String| model_error(label, reason);
+        let Value::Tensor(t) = self.input(node, i, label)? else {
+            return Err(refuse(format!("input {i} is computed; this reads a constant shape")));
+        };
+        if t.data_type() != INT64 {
+            return Err(refuse(format!(
+                "the shape {} is of data type {}, not int64",
+                t.name(),
+                t.data_type()
+            )));
+        }
+        let (_, count) = tensor_shape(t, label)?;
+        if count > 8 {
+            return Err(refuse(format!("the shape {} has {count} values", t.name())));
+        }
+        let values: Vec<i64> = if !t.int64_data.is_empty() {
+            t.int64_data.clone()
+        } else {
+            let raw = t.raw_data();
+            if raw.len() != count.saturating_mul(8) {
+                return Err(refuse(format!(
+                    "the shape {} has {} bytes of data",
+                    t.name(),
+                    raw.len()
+                )));
+            }
+            raw.chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect()
+        };
+        if values.len() != count {
+            return Err(refuse(format!(
+                "the shape {} holds {} values of {count}",
+                t.name(),
+                values.len()
+            )));
+        }
+        Ok(values)
     }
 
     /// Input `i` of `node`, one value of the file (absent: `None`).
