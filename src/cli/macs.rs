@@ -95,7 +95,6 @@ fn model(name: &str, json: bool) -> Result<()> {
         "{:<24} {:<15} {:<18} {:>12} {:>14} {:>14} {:>14}",
         "layer", "kind", "output", "params", "macs", "macs_valid", "macs_ptflops"
     );
-    let shape = |s: [usize; 4]| format!("{}×{}×{}×{}", s[0], s[1], s[2], s[3]);
     let row = |name: &str, kind: &str, output: String, c: Cost| {
         println!(
             "{:<24} {:<15} {:<18} {:>12} {:>14} {:>14} {:>14}",
@@ -109,9 +108,9 @@ fn model(name: &str, json: bool) -> Result<()> {
         )
     };
     for layer in &report.layers {
-        row(layer.name, layer.kind.as_str(), shape(layer.output_shape), layer.cost);
+        row(layer.name, layer.kind.as_str(), net::shape_str(layer.output_shape), layer.cost);
     }
-    row("total", "", shape(graph.output_shape()), total);
+    row("total", "", net::shape_str(graph.output_shape()), total);
     println!(
         "{:.3} kMAC per input pixel (macs_ptflops over {} × {} × {} pixels); macs: dense \
          multiply-adds of the convs and linear layers, no bias; macs_valid: those reading real \

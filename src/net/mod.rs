@@ -51,7 +51,7 @@ pub use model::{
     AcBlockLayer, ActivationLayer, AddLayer, BatchNormLayer, ConvLayer, DscLayer, INPUT, Layer,
     LayerKind, LinearLayer, MODEL, MaxPoolLayer, Model, PlainLayer,
 };
-pub use report::{CHECK_TOLERANCE, CheckReport, LayerReport, Report, Total};
+pub use report::{CHECK_TOLERANCE, CheckReport, LayerReport, Report, Total, shape_str};
 pub use weights::{Network, Tensors};
 
 use rand::rngs::StdRng;

@@ -232,13 +232,21 @@ fn tensor_shape(t: &TensorProto, what: &str) -> Result<(Vec<usize>, usize)> {
     Ok((shape, count))
 }
 
-/// An f32 tensor's shape and values (`what`, the node reading it, names it
-/// in errors).
-fn tensor_values(t: &TensorProto, what: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+/// A tensor's shape and values of one element type: its typed field
+/// (`typed`) or its little-endian `raw_data` of `N`-byte values (`what`,
+/// the node reading it, names it in errors; `kind` is the type ONNX
+/// numbers `data_type`, `name` the type's).
+fn decode<T: Clone, const N: usize>(
+    t: &TensorProto,
+    what: &str,
+    (kind, name): (i32, &str),
+    typed: &[T],
+    from_le: fn([u8; N]) -> T,
+) -> Result<(Vec<usize>, Vec<T>)> {
     let refuse = |reason: String| model_error(what, format!("tensor {}: {reason}", t.name()));
-    if t.data_type() != FLOAT {
+    if t.data_type() != kind {
         return Err(refuse(format!(
-            "data type {} (this reads float32, type {FLOAT})",
+            "data type {} (this reads {name}, type {kind})",
             t.data_type()
         )));
     }
@@ -248,17 +256,17 @@ fn tensor_values(t: &TensorProto, what: &str) -> Result<(Vec<usize>, Vec<f32>)> 
         ));
     }
     let (shape, count) = tensor_shape(t, what)?;
-    let data: Vec<f32> = if !t.float_data.is_empty() {
-        t.float_data.clone()
+    let data: Vec<T> = if !typed.is_empty() {
+        typed.to_vec()
     } else {
         let raw = t.raw_data();
-        if raw.len() != count.saturating_mul(4) {
+        if raw.len() != count.saturating_mul(N) {
             return Err(refuse(format!(
                 "shape {shape:?} holds {count} values, its raw data {} bytes",
                 raw.len()
             )));
         }
-        raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        raw.chunks_exact(N).map(|b| from_le(b.try_into().expect("N bytes"))).collect()
     };
     if data.len() != count {
         return Err(refuse(format!(
@@ -267,6 +275,11 @@ fn tensor_values(t: &TensorProto, what: &str) -> Result<(Vec<usize>, Vec<f32>)> 
         )));
     }
     Ok((shape, data))
+}
+
+/// An f32 tensor's shape and values (`what` names the node reading it).
+fn tensor_values(t: &TensorProto, what: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    decode(t, what, (FLOAT, "float32"), &t.float_data, f32::from_le_bytes)
 }
 
 /// A node's attributes, read by name, each of the type ONNX gives it.
@@ -492,38 +505,14 @@ impl<'a> Import<'a> {
         let Value::Tensor(t) = self.input(node, i, label)? else {
             return Err(refuse(format!("input {i} is computed; this reads a constant shape")));
         };
-        if t.data_type() != INT64 {
-            return Err(refuse(format!(
-                "the shape {} is of data type {}, not int64",
-                t.name(),
-                t.data_type()
-            )));
+        // A shape has a few values: a larger tensor is refused undecoded.
+        if tensor_shape(t, label)?.1 > 8 {
+            return Err(refuse(format!("the shape {} has more than 8 values", t.name())));
         }
-        let (_, count) = tensor_shape(t, label)?;
-        if count > 8 {
-            return Err(refuse(format!("the shape {} has {count} values", t.name())));
-        }
-        let values: Vec<i64> = if !t.int64_data.is_empty() {
-            t.int64_data.clone()
-        } else {
-            let raw = t.raw_data();
-            if raw.len() != count.saturating_mul(8) {
-                return Err(refuse(format!(
-                    "the shape {} has {} bytes of data",
-                    t.name(),
-                    raw.len()
-                )));
-            }
-            raw.chunks_exact(8)
-                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .collect()
-        };
-        if values.len() != count {
-            return Err(refuse(format!(
-                "the shape {} holds {} values of {count}",
-                t.name(),
-                values.len()
-            )));
+        let (shape, values) =
+            decode(t, label, (INT64, "int64"), &t.int64_data, i64::from_le_bytes)?;
+        if shape.len() != 1 {
+            return Err(refuse(format!("the shape {} is of shape {shape:?}", t.name())));
         }
         Ok(values)
     }

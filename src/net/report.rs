@@ -201,7 +201,8 @@ pub struct Report {
     pub check: Option<CheckReport>,
 }
 
-fn shape_str(s: [usize; 4]) -> String {
+/// A shape as the tables print it: `N×C×H×W`.
+pub fn shape_str(s: [usize; 4]) -> String {
     format!("{}×{}×{}×{}", s[0], s[1], s[2], s[3])
 }
 
