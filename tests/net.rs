@@ -906,3 +906,39 @@ fn bug_tensor_shapes_that_overflow_are_refused() {
     let err = Tensors::load(&path).unwrap_err().to_string();
     assert!(err.contains("huge.safetensors") && err.contains("overflow"), "{err}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Max pooling of every window shape (rectangular kernels, strides
+    /// and paddings, windows clipped at either border or whole) matches
+    /// PyTorch's definition exactly, NaN and ±∞ included.
+    #[test]
+    fn max_pool_matches_its_definition(
+        (h, w) in (1usize..14, 1usize..14),
+        (kh, kw) in (1usize..6, 1usize..6),
+        (sh, sw) in (1usize..5, 1usize..5),
+        (ph, pw) in (0usize..3, 0usize..3),
+        channels in 1usize..3,
+        specials in proptest::collection::vec((0usize..400, 0usize..3), 0..4),
+        seed in any::<u64>(),
+    ) {
+        let (ph, pw) = (ph.min(kh / 2), pw.min(kw / 2));
+        prop_assume!(h + 2 * ph >= kh && w + 2 * pw >= kw);
+        let shape = [1, channels, h, w];
+        let mut x = random_tensor(seed, channels * h * w);
+        for (at, which) in specials {
+            let len = x.len();
+            x[at % len] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][which];
+        }
+        let layer = format!(
+            r#"{{"kind": "max_pool", "name": "p", "kernel": [{kh}, {kw}], "stride": [{sh}, {sw}], "padding": [{ph}, {pw}]}}"#
+        );
+        let y = one_layer(shape, &layer, &x, None);
+        let expected = brute_max_pool(&x, shape, [kh, kw], [sh, sw], [ph, pw]);
+        prop_assert_eq!(y.len(), expected.len());
+        for (a, e) in y.iter().zip(&expected) {
+            prop_assert!(a.to_bits() == e.to_bits() || (a.is_nan() && e.is_nan()), "{layer}: {a} vs {e}");
+        }
+    }
+}

@@ -20,10 +20,12 @@ use super::ops::Exec;
 use super::report::Report;
 use super::weights::{Network, Params};
 use super::{Options, folding, in_layer, model_error};
+use crate::blocks::DscMode;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
 use crate::reference::{self, Deviation};
+use crate::spec::ValidSpec;
 use crate::timing::{self, Measurement};
 
 /// Where a step's operand is.
@@ -98,7 +100,9 @@ impl Preparing<'_> {
             ),
             (Operation::BatchNorm(_), Params::BatchNorm(bn)) => Exec::BatchNorm(bn.clone()),
             (Operation::Activation(act), _) => Exec::Activation(*act),
-            (Operation::Add { activation, .. }, _) => Exec::Add(*activation),
+            (Operation::Add { .. }, _) => {
+                Exec::Add(folding::add_activation(self.network, &self.plan, i))
+            }
             (Operation::MaxPool(pool), _) => Exec::MaxPool(*pool),
             (Operation::GlobalAvgPool, _) => Exec::GlobalAvgPool,
             _ => unreachable!("binding gives every operation its parameters"),
@@ -106,7 +110,62 @@ impl Preparing<'_> {
     }
 }
 
+/// A conv kernel the JIT compiles for a network ([`Network::jit_convs`]).
+#[derive(Clone, Debug)]
+pub struct JitConv {
+    /// The conv as its kernel computes it: the BatchNorms folded into it
+    /// (so a bias), the activation fused.
+    pub spec: ValidSpec,
+    /// The nodes whose step runs this kernel (one conv, or a
+    /// depthwise-separable block run as two kernels), in order.
+    pub nodes: Vec<usize>,
+}
+
 impl Network {
+    /// The distinct conv kernels the JIT compiles for this network on
+    /// `options`, in the order they first run: what `convjit tune --model`
+    /// tunes and what a tuning cache is asked for. Layers of the same
+    /// shape (their names aside) are one kernel. A depthwise-separable
+    /// block's fused kernel is not among them: it is a block of its own.
+    pub fn jit_convs(&self, options: &Options) -> Result<Vec<JitConv>> {
+        let plan = folding::plan(self);
+        let mut convs: Vec<JitConv> = Vec::new();
+        let mut add = |spec: &ValidSpec, node: usize| {
+            let mut key = spec.to_conv_spec();
+            key.name = None;
+            match convs.iter_mut().find(|c| {
+                let mut other = c.spec.to_conv_spec();
+                other.name = None;
+                other == key
+            }) {
+                Some(c) if c.nodes.last() != Some(&node) => c.nodes.push(node),
+                Some(_) => {}
+                None => convs.push(JitConv { spec: spec.clone(), nodes: vec![node] }),
+            }
+        };
+        for (i, node) in self.graph.nodes().iter().enumerate() {
+            let within = in_layer(node.name());
+            match (&node.op, &self.params[i]) {
+                _ if plan[i].is_some() => {}
+                (Operation::Conv(_), Params::Conv(conv)) => {
+                    add(folding::fold_into(self, &plan, i, conv)?.spec(), i);
+                }
+                (Operation::AcBlock { deploy: true, .. }, Params::AcBlock(block)) => {
+                    add(block.deploy().map_err(&within)?.spec(), i);
+                }
+                (Operation::Dsc(op), Params::Dsc(params))
+                    if op.mode.unwrap_or(options.dsc) == DscMode::Unfused =>
+                {
+                    let block = params.folded().map_err(&within)?;
+                    add(block.depthwise().spec(), i);
+                    add(block.pointwise().spec(), i);
+                }
+                _ => {}
+            }
+        }
+        Ok(convs)
+    }
+
     /// Prepares every step on `options.engine`, compiled by `compiler`
     /// (the host's when `None`).
     pub fn prepare(&self, options: &Options, compiler: Option<&Compiler>) -> Result<PreparedNet> {

@@ -4,7 +4,8 @@
 //! A BatchNorm folds into the conv (or linear layer) right before it when
 //! nothing else reads that conv's output and the conv has no activation;
 //! an activation that alone reads a conv's (or its folded BatchNorm's)
-//! output is fused into the conv's kernel. A depthwise-separable block
+//! output is fused into the conv's kernel, and one that alone reads an
+//! add's (a residual's `relu(x + f(x))`) into the add's loop. A depthwise-separable block
 //! folds its own BatchNorms and activations ([`DscParams::folded`]). The
 //! folded layers keep their report rows, with no time of their own. The
 //! reference engine folds nothing: it runs the model as written.
@@ -29,6 +30,9 @@ pub(crate) fn plan(network: &Network) -> Vec<Option<usize>> {
     // A conv or a linear layer (the nodes bound to a `Conv`) without an
     // activation of its own.
     let is_conv = |j: usize| matches!(&network.params[j], Params::Conv(c) if c.spec().activation() == Activation::None);
+    // An add without an activation of its own.
+    let is_add =
+        |j: usize| matches!(nodes[j].op, Operation::Add { activation: Activation::None, .. });
     for (i, node) in nodes.iter().enumerate() {
         let Source::Node(j) = node.input() else { continue };
         if readers[j] != 1 {
@@ -40,8 +44,8 @@ pub(crate) fn plan(network: &Network) -> Vec<Option<usize>> {
                 has_bn[j] = true;
             }
             Operation::Activation(_) => {
-                let conv = folded[j].or(is_conv(j).then_some(j));
-                if let Some(c) = conv.filter(|&c| !has_act[c]) {
+                let into = folded[j].or((is_conv(j) || is_add(j)).then_some(j));
+                if let Some(c) = into.filter(|&c| !has_act[c]) {
                     folded[i] = Some(c);
                     has_act[c] = true;
                 }
@@ -50,6 +54,18 @@ pub(crate) fn plan(network: &Network) -> Vec<Option<usize>> {
         }
     }
     folded
+}
+
+/// The activation of the add at node `i`: its own, or the one `plan`
+/// folds into it.
+pub(crate) fn add_activation(network: &Network, plan: &[Option<usize>], i: usize) -> Activation {
+    let nodes = network.graph.nodes();
+    let folded = (i + 1..nodes.len()).find(|&k| plan[k] == Some(i));
+    match (&nodes[i].op, folded.map(|k| &nodes[k].op)) {
+        (_, Some(Operation::Activation(act))) => *act,
+        (Operation::Add { activation, .. }, _) => *activation,
+        _ => unreachable!("only adds have an add's activation"),
+    }
 }
 
 /// `conv`, node `i`'s, with every node that `plan` folds into it applied in

@@ -44,7 +44,7 @@ mod weights;
 
 pub use builtin::{BUILTINS, builtin, jvet_lf, mobilenet_v2, resnet18};
 pub use cost::Cost;
-pub use execution::PreparedNet;
+pub use execution::{JitConv, PreparedNet};
 pub use graph::{Graph, Node};
 pub use infer::Source;
 pub use model::{

@@ -51,14 +51,11 @@ impl Exec {
                 bn.apply(y, shape)
             }
             Exec::Activation(act) => {
-                y.iter_mut().zip(x).for_each(|(y, &x)| *y = act.apply_f32(x));
+                elementwise(*act, y, x, None);
                 Ok(())
             }
-            Exec::Add(activation) => {
-                let with = with.expect("an add has its operand");
-                for ((y, &a), &b) in y.iter_mut().zip(x).zip(with) {
-                    *y = activation.apply_f32(a + b);
-                }
+            Exec::Add(act) => {
+                elementwise(*act, y, x, Some(with.expect("an add has its operand")));
                 Ok(())
             }
             Exec::MaxPool(pool) => max_pool(pool, x, shape, y),
@@ -86,46 +83,149 @@ impl DscParams {
     }
 }
 
+/// `y = act(x)`, or `y = act(x + with)`: [`Activation::apply_f32`] for
+/// each element, written once per activation in f32 (which rounds the same)
+/// so that each loop compiles to vector code.
+fn elementwise(act: Activation, y: &mut [f32], x: &[f32], with: Option<&[f32]>) {
+    fn each(f: impl Fn(f32) -> f32, y: &mut [f32], x: &[f32], with: Option<&[f32]>) {
+        match with {
+            None => y.iter_mut().zip(x).for_each(|(y, &x)| *y = f(x)),
+            Some(w) => y.iter_mut().zip(x).zip(w).for_each(|((y, &a), &b)| *y = f(a + b)),
+        }
+    }
+    match act {
+        Activation::None => each(|v| v, y, x, with),
+        // Comparisons that leave NaN as it is, as `apply_f32` does.
+        Activation::Relu => each(|v| if v < 0.0 { 0.0 } else { v }, y, x, with),
+        Activation::Relu6 => each(|v| v.clamp(0.0, 6.0), y, x, with),
+        Activation::LeakyRelu { negative_slope: s } => {
+            each(|v| if v < 0.0 { s * v } else { v }, y, x, with)
+        }
+    }
+}
+
 /// The mean of each plane of `x` (NCHW of `shape`) into `y`, summed in
 /// f64.
 fn global_avg_pool(x: &[f32], shape: [usize; 4], y: &mut [f32]) {
     let plane = shape[2] * shape[3];
     for (y, x) in y.iter_mut().zip(x.chunks(plane)) {
-        *y = (x.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64) as f32;
+        // Eight partial sums (vector code), then theirs.
+        let mut sums = [0.0f64; 8];
+        let chunks = x.chunks_exact(8);
+        let tail: f64 = chunks.remainder().iter().map(|&v| f64::from(v)).sum();
+        for chunk in chunks {
+            sums.iter_mut().zip(chunk).for_each(|(s, &v)| *s += f64::from(v));
+        }
+        *y = ((sums.iter().sum::<f64>() + tail) / plane as f64) as f32;
     }
 }
 
 /// Max pooling of `x` (NCHW of `shape`) into `y`: each output the largest
 /// input of its window, the padding never chosen (PyTorch's −∞); NaN wins,
-/// as in PyTorch. Separable: each input row's maxima over the column
-/// windows first, then the maxima of those over the row windows.
+/// as in PyTorch. Separable: for each output row, the maxima of its
+/// window's input rows, element by element (contiguous, so vector code);
+/// then each output the largest of those over its columns.
 fn max_pool(pool: &Pool, x: &[f32], shape: [usize; 4], y: &mut [f32]) -> Result<()> {
     let [_, _, h, w] = shape;
     let (kernel, stride, pad) = (pool.kernel, pool.stride, pool.padding);
     let out_w = (w + 2 * pad[1] - kernel[1]) / stride[1] + 1;
     let out_h = (h + 2 * pad[0] - kernel[0]) / stride[0] + 1;
-    // The input rows or columns of window `o` on an axis, inside the input.
-    let window = |o: usize, axis: usize, size: usize| {
-        let start = (o * stride[axis]) as isize - pad[axis] as isize;
-        let end = (start + kernel[axis] as isize).min(size as isize) as usize;
-        start.max(0) as usize..end
+    // The input rows or columns of each window on an axis, inside the
+    // input (never empty: the padding is at most half the window).
+    let windows = |axis: usize, size: usize, count: usize| -> Vec<std::ops::Range<usize>> {
+        (0..count)
+            .map(|o| {
+                let start = (o * stride[axis]) as isize - pad[axis] as isize;
+                let end = (start + kernel[axis] as isize).min(size as isize) as usize;
+                start.max(0) as usize..end
+            })
+            .collect()
     };
+    let (rows, cols) = (windows(0, h, out_h), windows(1, w, out_w));
+    // The output columns whose window is whole: `start..`, one of at least
+    // `pad` columns in; `..end`, one that ends inside the row.
+    let start = pad[1].div_ceil(stride[1]).min(out_w);
+    let end = match (w + pad[1]).checked_sub(kernel[1]) {
+        Some(last) => (last / stride[1] + 1).clamp(start, out_w),
+        None => start,
+    };
+    let inner = start..end;
     let larger = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
-    let mut rows = crate::alloc::filled(h * out_w, f32::NEG_INFINITY, "the pool's row maxima")?;
+    let mut column = crate::alloc::filled(w, f32::NEG_INFINITY, "the pool's column maxima")?;
     for (x, y) in x.chunks(h * w).zip(y.chunks_mut(out_h * out_w)) {
-        for (row, maxima) in x.chunks(w).zip(rows.chunks_mut(out_w)) {
-            for (ox, m) in maxima.iter_mut().enumerate() {
-                *m = row[window(ox, 1, w)].iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v));
+        for (window, out) in rows.iter().zip(y.chunks_mut(out_w)) {
+            column.fill(f32::NEG_INFINITY);
+            for row in x.chunks(w).skip(window.start).take(window.len()) {
+                column.iter_mut().zip(row).for_each(|(m, &v)| *m = larger(*m, v));
             }
-        }
-        for (oy, out) in y.chunks_mut(out_w).enumerate() {
+            // The windows inside the row, a tap at a time over them all
+            // (the loop the compiler vectorises); the clipped ones at the
+            // borders, one by one.
+            for (ox, window) in cols.iter().enumerate().filter(|(o, _)| !inner.contains(o)) {
+                out[ox] =
+                    column[window.clone()].iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v));
+            }
+            let out = &mut out[inner.clone()];
             out.fill(f32::NEG_INFINITY);
-            for maxima in
-                rows.chunks(out_w).skip(window(oy, 0, h).start).take(window(oy, 0, h).len())
-            {
-                out.iter_mut().zip(maxima).for_each(|(o, &v)| *o = larger(*o, v));
+            let taps = if inner.is_empty() { 0 } else { kernel[1] };
+            for tap in 0..taps {
+                let first = inner.start * stride[1] + tap - pad[1];
+                let taps = column[first..].iter().step_by(stride[1]);
+                out.iter_mut().zip(taps).for_each(|(m, &v)| *m = larger(*m, v));
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The elementwise loops give exactly [`Activation::apply_f32`], of
+    /// `x` and of `x + with`, on the values where activations differ:
+    /// signed zeros, NaN, infinities, subnormals, the bounds of ReLU6.
+    #[test]
+    fn elementwise_loops_round_as_apply_f32() {
+        let values = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            6.0,
+            6.5,
+            -6.5,
+            1e-40,
+            -1e-40,
+            3.4e38,
+            -3.4e38,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.1,
+            -0.3,
+        ];
+        let with: Vec<f32> = values.iter().rev().copied().collect();
+        let activations = [
+            Activation::None,
+            Activation::Relu,
+            Activation::Relu6,
+            Activation::LeakyRelu { negative_slope: 0.01 },
+            Activation::LeakyRelu { negative_slope: -3.0 },
+        ];
+        for act in activations {
+            for other in [None, Some(&with[..])] {
+                let mut y = vec![0.0; values.len()];
+                elementwise(act, &mut y, &values, other);
+                for (i, &got) in y.iter().enumerate() {
+                    let v = other.map_or(values[i], |w| values[i] + w[i]);
+                    let want = act.apply_f32(v);
+                    assert!(
+                        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                        "{act} of {v}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
 }
