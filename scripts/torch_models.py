@@ -46,8 +46,13 @@ average pool, Linear):
 and, when the convjit binary exists, checks it on that fixture as well (both
 ACNet forms, fused and unfused depthwise-separable blocks).
 
+With --onnx DIR it exports the models to DIR/<model>.onnx instead
+(torch.onnx.export, opset 17), for `convjit net --model` and
+scripts/model_peers.py.
+
 Usage:
     python3 scripts/torch_models.py [--models mobilenetv2,resnet18,jvet_lf]
+    python3 scripts/torch_models.py --onnx DIR
         [--convjit target/release/convjit] [--out DIR] [--seed 0] [--tol 1e-4]
     python3 scripts/torch_models.py --fixture tests/data/torch_tiny
 
@@ -674,6 +679,25 @@ def check_fixture(directory, model, x, convjit, tol):
 
 # ---------------------------------------------------------------------------
 
+def export_onnx(outdir, models, seed):
+    """Exports each of `models` (comma-separated), randomised in eval mode, to
+    `outdir`/<model>.onnx, as a user exports a trained model."""
+    os.makedirs(outdir, exist_ok=True)
+    for name in [n.strip() for n in models.split(",") if n.strip()]:
+        if name not in BUILD:
+            sys.exit(f"torch_models: unknown model {name}: give {', '.join(MODELS)}")
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        cls, shape = BUILD[name]
+        model = randomise(cls(), shape, gen)
+        x = torch.randn(shape, generator=gen)
+        path = os.path.join(outdir, f"{name}.onnx")
+        torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"])
+        print(f"wrote {path} ({os.path.getsize(path):,} B)")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS),
@@ -687,8 +711,14 @@ def main():
                     help="normwise relative error bound on the output (default 1e-4)")
     ap.add_argument("--fixture", metavar="DIR",
                     help="write the test fixture (tests/data/torch_tiny) to DIR instead")
+    ap.add_argument("--onnx", metavar="DIR",
+                    help="export the models instead, randomised as above, to DIR/<model>.onnx "
+                         "(torch.onnx.export, opset 17, the TorchScript exporter), for "
+                         "`convjit net --model` and scripts/model_peers.py")
     args = ap.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.onnx:
+        return export_onnx(args.onnx, args.models, args.seed)
     have_convjit = os.path.isfile(args.convjit) and os.access(args.convjit, os.X_OK)
     convjit = Convjit(args.convjit)
 

@@ -182,3 +182,70 @@ fn macs_counts_a_model_without_running_it() {
     let ptflops = report["total"]["macs_ptflops"].as_f64().unwrap();
     assert_eq!(report["kmac_per_pixel"].as_f64(), Some(ptflops / (32.0 * 32.0) / 1000.0));
 }
+
+/// `convjit tune --model` tunes the distinct conv kernels of a model within
+/// one budget and saves them; a second run finds them in the cache and
+/// goes on with the others; `net --tuned` compiles the model with them, and its
+/// output still matches the reference run.
+#[test]
+fn tune_model_saves_what_net_tuned_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("tuning.json");
+    let model = fixture("resnet_like.onnx");
+    let convjit = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_convjit"))
+            .args(args)
+            .arg("--model")
+            .arg(&model)
+            .arg("--cache")
+            .arg(&cache)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let out = convjit(&["tune", "--budget", "3", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tuned = report["results"].as_array().unwrap();
+    assert!(!tuned.is_empty(), "{report}");
+    let saved = convjit::tune::TuningCache::load(&cache);
+    assert_eq!(saved.entries().len(), tuned.len());
+    // A second run goes on with the kernels the first left.
+    let again = convjit(&["tune", "--budget", "3", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let layer = |r: &serde_json::Value| r["layer"].as_str().unwrap().to_string();
+    let first: Vec<String> = tuned.iter().map(layer).collect();
+    for r in report["results"].as_array().unwrap() {
+        assert!(!first.contains(&layer(r)), "{} tuned twice", layer(r));
+    }
+    let said = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(said.contains(&format!("{} already in the cache", first.len())), "{said}");
+    convjit(&["net", "--tuned", "--check", "--runs", "1"]);
+}
+
+/// The kernels the JIT compiles for a model: each distinct once, with the
+/// BatchNorm folded (a bias) and the activation fused, and the layers that
+/// run it.
+#[test]
+fn jit_convs_are_the_distinct_kernels_as_compiled() {
+    let graph = net::Graph::new(&net::resnet18()).unwrap();
+    let network = Network::new(graph, None).unwrap();
+    let convs = network.jit_convs(&Options::default()).unwrap();
+    let nodes = network.graph().nodes();
+    // The stem, per stage the 3×3 convs (one of stride 2 from stage 2 on)
+    // and the downsampling 1×1s, the classifier.
+    let names: Vec<&str> = convs.iter().map(|c| nodes[c.nodes[0]].name()).collect();
+    assert_eq!(convs.len(), 1 + 2 + 3 * 4 + 1, "{names:?}");
+    assert_eq!(convs.iter().map(|c| c.nodes.len()).sum::<usize>(), 1 + 16 + 3 + 1);
+    let stem = &convs[0];
+    assert!(stem.spec.has_bias(), "the BatchNorm folded into a bias");
+    assert_eq!(stem.spec.activation(), convjit::Activation::Relu);
+    // layer1's four 3×3 convs: two with the ReLU, two whose output the
+    // residual add reads.
+    let relu = |c: &&net::JitConv| c.spec.activation() == convjit::Activation::Relu;
+    let layer1: Vec<_> =
+        convs.iter().filter(|c| nodes[c.nodes[0]].name().starts_with("layer1.")).collect();
+    assert_eq!(layer1.len(), 2);
+    assert_eq!(layer1.iter().filter(|c| relu(c)).count(), 1);
+    assert!(layer1.iter().all(|c| c.nodes.len() == 2));
+}

@@ -7,9 +7,9 @@ use anyhow::{Result, bail};
 use indicatif::ProgressBar;
 
 use convjit::blocks::DscMode;
-use convjit::{Engine, atomic, net, npy, terminal};
+use convjit::{Compiler, Engine, atomic, net, npy, terminal};
 
-use super::common::{check_threads, load_model};
+use super::common::{cache_file, check_threads, load_model};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,6 +49,15 @@ pub struct Args {
     /// Where to write the model's output, float32.
     #[arg(long, value_name = "Y.npy")]
     output: Option<PathBuf>,
+    /// Compile each conv with the schedule `convjit tune` saved for it
+    /// (`tune --model` tunes a whole model's), the heuristic's for those
+    /// the cache does not hold.
+    #[arg(long)]
+    tuned: bool,
+    /// The tuning cache --tuned reads (default: convjit/tuning.json in
+    /// the user's cache directory).
+    #[arg(long, value_name = "FILE", requires = "tuned")]
+    cache: Option<PathBuf>,
     /// Print the model as JSON (a file to start from) and exit.
     #[arg(long)]
     print_model: bool,
@@ -70,6 +79,9 @@ pub fn main(args: Args) -> Result<()> {
         return Ok(());
     }
     check_threads(args.threads)?;
+    if args.tuned && args.engine != Engine::Jit {
+        bail!("--tuned applies to the jit engine only");
+    }
     if !(1..=MAX_NET_RUNS).contains(&args.runs) {
         bail!("--runs {}: give 1 to {MAX_NET_RUNS}", args.runs);
     }
@@ -113,7 +125,11 @@ fn measure(
     spinner.enable_steady_tick(Duration::from_millis(120));
     let name = terminal::escape(model);
     spinner.set_message(format!("{name}: compiling"));
-    let prepared = network.prepare(options, None);
+    let compiler = match &args.cache {
+        _ if !args.tuned => None,
+        cache => Some(Compiler::host()?.with_tuning_cache(cache_file(cache.clone())?)),
+    };
+    let prepared = network.prepare(options, compiler.as_ref());
     spinner.set_message(format!("{name}: {} runs", args.runs + 1));
     let measured = prepared.and_then(|mut p| p.measure(x, args.runs));
     let checked = match (&measured, args.check) {

@@ -8,15 +8,27 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use convjit::tune::{Options, Outcome, RecordLog, Search, TuningCache};
-use convjit::{Compiler, ValidSpec, terminal, timing};
+use convjit::{Compiler, ValidSpec, net, terminal, timing};
 
-use super::common::{Layers, cache_file, check_threads};
+use super::common::{Layers, cache_file, check_threads, load_model};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     layers: Layers,
-    /// Time per layer, everything included (seconds).
+    /// A whole model (a JSON model, an ONNX file or builtin:NAME): its
+    /// distinct conv kernels as the JIT compiles them (BatchNorms folded,
+    /// activations fused), tuned within --budget in all, each given a
+    /// share of it by its share of the model's time.
+    #[arg(long, value_name = "FILE|F.onnx|builtin:NAME", conflicts_with_all = ["spec", "suite"])]
+    model: Option<String>,
+    /// With --model, tune again the kernels the cache already holds (by
+    /// default they are skipped, so an interrupted run resumes where it
+    /// stopped).
+    #[arg(long, requires = "model")]
+    retune: bool,
+    /// Time per layer, everything included (seconds); with --model, for
+    /// the whole model.
     #[arg(long, default_value_t = 10.0)]
     budget: f64,
     /// How to pick candidates: auto (exhaustive when the space fits the
@@ -63,16 +75,30 @@ pub fn main(args: Args) -> Result<()> {
         bail!("--budget must be a number of seconds > 0");
     };
     let options = Options { budget, search: args.strategy, threads: args.threads, seed: args.seed };
-    let cache = if args.no_cache { None } else { Some(cache_file(args.cache)?) };
-    let layers = args.layers.load()?;
+    let cache = if args.no_cache { None } else { Some(cache_file(args.cache.clone())?) };
     check_threads(options.threads)?;
+    let compiler = super::common::host_compiler(args.isa)?;
+    let (layers, budgets) = match &args.model {
+        Some(model) => {
+            let cached = match (&cache, args.retune) {
+                (Some(path), false) => TuningCache::load(path),
+                _ => TuningCache::default(),
+            };
+            model_layers(model, &compiler, &options, &cached)?
+        }
+        None => {
+            let layers = args.layers.load()?;
+            let budgets = vec![options.budget; layers.len()];
+            (layers, budgets)
+        }
+    };
     let mut records = match &args.records {
         Some(path) => Some(RecordLog::open(path)?),
         None => None,
     };
-    let compiler = super::common::host_compiler(args.isa)?;
     let mut results = Vec::with_capacity(layers.len());
-    for (i, spec) in layers.iter().enumerate() {
+    for (i, (spec, &budget)) in layers.iter().zip(&budgets).enumerate() {
+        let options = Options { budget, ..options };
         let outcome = tune_layer(&compiler, spec, (i, layers.len()), &options, records.as_mut())?;
         if let Some(path) = &cache {
             TuningCache::update(path, outcome.entry(spec, options.threads))?;
@@ -94,6 +120,96 @@ pub fn main(args: Args) -> Result<()> {
         println!("tuning cache: {}", terminal::escape(&path.display().to_string()));
     }
     Ok(())
+}
+
+/// The least budget `tune --model` gives a kernel: one with a smaller
+/// share of the model's time keeps the heuristic's schedule.
+const MIN_MODEL_SHARE: Duration = Duration::from_secs(1);
+
+/// The distinct conv kernels of `model` that `options.budget` is split
+/// between, each named after the first layer that runs it, and each one's
+/// budget: the total split by each kernel's share of the model's time (a
+/// run of its heuristic schedules, timed step by step), kernels whose
+/// share would be under [`MIN_MODEL_SHARE`] left out. Kernels `cached`
+/// holds a schedule for are left out too.
+fn model_layers(
+    model: &str,
+    compiler: &Compiler,
+    options: &Options,
+    cached: &TuningCache,
+) -> Result<(Vec<ValidSpec>, Vec<Duration>)> {
+    let (model, tensors) = load_model(model)?;
+    let network = net::Network::new(net::Graph::new(&model)?, tensors.as_ref())?;
+    let net_options = net::Options { threads: options.threads, ..net::Options::default() };
+    let convs = network.jit_convs(&net_options)?;
+    let spinner = ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    spinner.set_message(format!("{}: timing the heuristic's schedules", model.name));
+    let x = net::random_input(network.graph().input_shape(), 1)?;
+    let report = network.prepare(&net_options, Some(compiler)).and_then(|mut p| p.measure(&x, 3));
+    spinner.finish_and_clear();
+    let (_, report) = report?;
+    let nodes = network.graph().nodes();
+    // Each kernel's time: its nodes' step times, a step of two kernels
+    // (an unfused block) split by their multiply-adds.
+    let time = |conv: &net::JitConv| -> f64 {
+        let macs = convjit::Complexity::of(&conv.spec).macs_valid as f64;
+        conv.nodes
+            .iter()
+            .map(|&n| {
+                let node = nodes[n].cost().macs_valid.max(1) as f64;
+                report.layers[n].median_s * (macs / node).min(1.0)
+            })
+            .sum()
+    };
+    let mut kernels: Vec<(ValidSpec, f64)> = Vec::new();
+    let mut held = 0;
+    for conv in &convs {
+        if cached.lookup(&conv.spec, options.threads).is_some() {
+            held += 1;
+            continue;
+        }
+        let first = nodes[conv.nodes[0]].name();
+        let name = match conv.nodes.len() {
+            1 => first.to_string(),
+            n => format!("{first} (×{n})"),
+        };
+        let mut named = conv.spec.to_conv_spec();
+        named.name = Some(name);
+        kernels.push((named.validate()?, time(conv)));
+    }
+    // The most time-consuming kernels, as many as the budget gives each
+    // at least MIN_MODEL_SHARE when it is split between them by time.
+    let mut times: Vec<f64> = kernels.iter().map(|(_, t)| *t).collect();
+    times.sort_by(|a, b| b.total_cmp(a));
+    let kept = (1..=times.len())
+        .rev()
+        .find(|&k| {
+            let total: f64 = times[..k].iter().sum();
+            total > 0.0 && options.budget.mul_f64(times[k - 1] / total) >= MIN_MODEL_SHARE
+        })
+        .unwrap_or(0);
+    let least = if kept == 0 { f64::INFINITY } else { times[kept - 1] };
+    let total: f64 = times[..kept].iter().sum();
+    // Every kernel slower than the least kept; of those as slow as it,
+    // the first in the model's order.
+    let mut ties = kept - times[..kept].iter().filter(|&&t| t > least).count();
+    kernels.retain(|(_, t)| {
+        let tie = *t == least && ties > 0;
+        ties -= usize::from(tie);
+        *t > least || tie
+    });
+    let budgets = kernels.iter().map(|(_, t)| options.budget.mul_f64(t / total)).collect();
+    eprintln!(
+        "{}: {} distinct conv kernels; {} tuned here, {held} already in the cache, {} with less \
+         than {}s of the budget keep the heuristic's schedule",
+        terminal::escape(&model.name),
+        convs.len(),
+        kernels.len(),
+        convs.len() - held - kernels.len(),
+        MIN_MODEL_SHARE.as_secs()
+    );
+    Ok((kernels.into_iter().map(|(s, _)| s).collect(), budgets))
 }
 
 /// Tunes `spec`, layer `i + 1` of `count`, with a progress bar.
