@@ -20,7 +20,11 @@ over the rounds of each engine's median time per run.
                PERFORMANCE_HINT: LATENCY, INFERENCE_PRECISION_HINT: f32}),
                warmed up and timed as onnxruntime
 
+onnxruntime is required (its output is the one every engine is checked
+against); OpenVINO is skipped when it is not installed.
+
 Install (Python 3.11): pip install -r scripts/requirements-peers.txt
+(torch too, to export the models: scripts/torch_models.py --onnx DIR)
 
 Run:
     python3 scripts/model_peers.py --model resnet18.onnx --model mobilenetv2.onnx

@@ -52,8 +52,8 @@ scripts/model_peers.py.
 
 Usage:
     python3 scripts/torch_models.py [--models mobilenetv2,resnet18,jvet_lf]
-    python3 scripts/torch_models.py --onnx DIR
         [--convjit target/release/convjit] [--out DIR] [--seed 0] [--tol 1e-4]
+    python3 scripts/torch_models.py --onnx DIR [--models ...] [--seed 0]
     python3 scripts/torch_models.py --fixture tests/data/torch_tiny
 
 Exit status 0 when everything agrees, 1 on any mismatch.

@@ -292,6 +292,13 @@ fn plain_layers_follow_pytorch() {
     let y = one_layer([1, 1, 4, 4], r#"{"kind": "max_pool", "name": "p", "kernel": 2}"#, &x, None);
     assert!(y[0].is_nan());
     assert_eq!(y[1..], [7.0, 13.0, 15.0]);
+    // Of 0 and −0, the first in row-major order wins, as PyTorch's
+    // `val > max` keeps it: +0 in [[−1, 0], [−0, −1]], −0 in its mirror.
+    let pool = r#"{"kind": "max_pool", "name": "p", "kernel": 2}"#;
+    for (x, first) in [([-1.0, 0.0, -0.0, -1.0], 0.0f32), ([-1.0, -0.0, 0.0, -1.0], -0.0)] {
+        let y = one_layer([1, 1, 2, 2], pool, &x, None);
+        assert_eq!(y[0].to_bits(), first.to_bits(), "{x:?}: {y:?}");
+    }
     // global_avg_pool: each plane's mean.
     let x = [1.0, 2.0, 3.0, 6.0, -1.0, -1.0, -1.0, -5.0];
     let gap = r#"{"kind": "global_avg_pool", "name": "g"}"#;
@@ -912,7 +919,8 @@ proptest! {
 
     /// Max pooling of every window shape (rectangular kernels, strides
     /// and paddings, windows clipped at either border or whole) matches
-    /// PyTorch's definition exactly, NaN and ±∞ included.
+    /// PyTorch's definition exactly, NaN and ±∞ included, and of 0 and −0
+    /// the first in row-major order.
     #[test]
     fn max_pool_matches_its_definition(
         (h, w) in (1usize..14, 1usize..14),
@@ -920,7 +928,7 @@ proptest! {
         (sh, sw) in (1usize..5, 1usize..5),
         (ph, pw) in (0usize..3, 0usize..3),
         channels in 1usize..3,
-        specials in proptest::collection::vec((0usize..400, 0usize..3), 0..4),
+        specials in proptest::collection::vec((0usize..400, 0usize..5), 0..12),
         seed in any::<u64>(),
     ) {
         let (ph, pw) = (ph.min(kh / 2), pw.min(kw / 2));
@@ -929,7 +937,7 @@ proptest! {
         let mut x = random_tensor(seed, channels * h * w);
         for (at, which) in specials {
             let len = x.len();
-            x[at % len] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][which];
+            x[at % len] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0][which];
         }
         let layer = format!(
             r#"{{"kind": "max_pool", "name": "p", "kernel": [{kh}, {kw}], "stride": [{sh}, {sw}], "padding": [{ph}, {pw}]}}"#
@@ -940,5 +948,32 @@ proptest! {
         for (a, e) in y.iter().zip(&expected) {
             prop_assert!(a.to_bits() == e.to_bits() || (a.is_nan() && e.is_nan()), "{layer}: {a} vs {e}");
         }
+    }
+}
+
+/// An activation that alone reads an add (`relu(x + f(x))`) is computed in
+/// the add's loop — its row folded into the add's, the output the
+/// reference's — and one that shares the add's output with another reader
+/// runs on its own.
+#[test]
+fn an_activation_after_an_add_folds_into_it() {
+    let json = |extra: &str| {
+        format!(
+            r#"{{"name": "m", "input": [1, 4, 6, 6], "layers": [
+            {{"kind": "conv", "name": "c1", "out_channels": 4, "kernel": 3, "padding": 1}},
+            {{"kind": "conv", "name": "c2", "out_channels": 4, "kernel": 3, "padding": 1}},
+            {{"kind": "add", "name": "sum", "with": "c1"}},
+            {{"kind": "activation", "name": "act", "activation": "leaky_relu", "negative_slope": 0.2}}{extra}]}}"#
+        )
+    };
+    let also_read = r#", {"kind": "add", "name": "again", "input": "act", "with": "sum"}"#;
+    for (extra, folds) in [("", true), (also_read, false)] {
+        let network = Network::new(graph(&json(extra)), None).unwrap();
+        let x = net::random_input(network.graph().input_shape(), 5).unwrap();
+        let mut prepared = network.prepare(&Options::default(), None).unwrap();
+        let (y, report) = prepared.measure(&x, 1).unwrap();
+        let act = report.layers.iter().find(|l| l.name == "act").unwrap();
+        assert_eq!(act.folded_into.as_deref(), folds.then_some("sum"), "{extra}");
+        assert!(network.check(&x, &y).unwrap().within(TOLERANCE), "{extra}");
     }
 }

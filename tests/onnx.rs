@@ -210,6 +210,13 @@ fn tune_model_saves_what_net_tuned_uses() {
     assert!(!tuned.is_empty(), "{report}");
     let saved = convjit::tune::TuningCache::load(&cache);
     assert_eq!(saved.entries().len(), tuned.len());
+    // Each saved schedule is the one a kernel of the model asks for.
+    let (onnx, tensors) = net::onnx::load(&model).unwrap();
+    let network = Network::new(net::Graph::new(&onnx).unwrap(), Some(&tensors)).unwrap();
+    let compiler = convjit::Compiler::host().unwrap().with_tuning_cache(&cache);
+    let convs = network.jit_convs(&Options::default()).unwrap();
+    let found = convs.iter().filter(|c| compiler.tuned_schedule(&c.spec, 1).is_some()).count();
+    assert_eq!(found, tuned.len());
     // A second run goes on with the kernels the first left.
     let again = convjit(&["tune", "--budget", "3", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
@@ -219,8 +226,12 @@ fn tune_model_saves_what_net_tuned_uses() {
         assert!(!first.contains(&layer(r)), "{} tuned twice", layer(r));
     }
     let said = String::from_utf8_lossy(&again.stderr).to_string();
-    assert!(said.contains(&format!("{} already in the cache", first.len())), "{said}");
-    convjit(&["net", "--tuned", "--check", "--runs", "1"]);
+    assert!(said.contains(&format!("here, {} already in the cache", first.len())), "{said}");
+    let done = convjit(&["net", "--tuned", "--check", "--runs", "1"]);
+    let tuned_now = first.len() + report["results"].as_array().unwrap().len();
+    let said = String::from_utf8_lossy(&done.stderr).to_string();
+    let holds = format!("the cache holds {tuned_now} of the model's {} conv kernels", convs.len());
+    assert!(said.contains(&holds), "{said}");
 }
 
 /// The kernels the JIT compiles for a model: each distinct once, with the

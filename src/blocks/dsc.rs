@@ -196,6 +196,16 @@ impl Dsc {
         nonfinite.then(|| format!("a {kh}×{kw} depthwise kernel has non-finite weights"))
     }
 
+    /// The mode [`Dsc::prepare`] runs the block in when asked for `mode`:
+    /// unfused, whatever `mode` says, when the block is
+    /// [`Dsc::unfusable`].
+    pub fn mode_for(&self, mode: DscMode) -> DscMode {
+        match (mode, self.unfusable()) {
+            (DscMode::Fused, Some(_)) => DscMode::Unfused,
+            _ => mode,
+        }
+    }
+
     /// Prepares the block to run `mode`, compiled by `compiler` (the
     /// host's when `None`), on up to `threads` threads. A depthwise kernel
     /// of more than [`crate::codegen::MAX_UNROLLED_TAPS`] taps, or with a
@@ -208,13 +218,10 @@ impl Dsc {
         threads: usize,
     ) -> Result<PreparedDsc> {
         let compiler = &*Compiler::given_or_host(compiler)?;
-        let mode = match (mode, self.unfusable()) {
-            (DscMode::Fused, Some(why)) => {
-                log::info!("dsc: {why}: the block runs unfused");
-                DscMode::Unfused
-            }
-            _ => mode,
-        };
+        if let (DscMode::Fused, Some(why)) = (mode, self.unfusable()) {
+            log::info!("dsc: {why}: the block runs unfused");
+        }
+        let mode = self.mode_for(mode);
         let inner = match mode {
             DscMode::Fused => {
                 let schedule =

@@ -100,7 +100,24 @@ pub fn main(args: Args) -> Result<()> {
         None => net::random_input(shape, NET_INPUT_SEED)?,
     };
     let options = net::Options { engine: args.engine, dsc: args.dsc, threads: args.threads };
-    let (y, report) = measure(&network, &model.name, &x, &options, &args)?;
+    let compiler = match &args.cache {
+        _ if !args.tuned => None,
+        cache => Some(Compiler::host()?.with_tuning_cache(cache_file(cache.clone())?)),
+    };
+    if let Some(compiler) = &compiler {
+        let convs = network.jit_convs(&options)?;
+        let tuned =
+            convs.iter().filter(|c| compiler.tuned_schedule(&c.spec, args.threads).is_some());
+        eprintln!(
+            "--tuned: the cache holds {} of the model's {} conv kernels (for {} thread{}); the \
+             others take the heuristic's schedule",
+            tuned.count(),
+            convs.len(),
+            args.threads,
+            if args.threads == 1 { "" } else { "s" }
+        );
+    }
+    let (y, report) = measure(&network, &model.name, &x, &options, compiler.as_ref(), &args)?;
     if let Some(path) = &args.output {
         npy::write_f32(path, &network.graph().output_shape(), &y)?;
     }
@@ -119,17 +136,14 @@ fn measure(
     model: &str,
     x: &[f32],
     options: &net::Options,
+    compiler: Option<&Compiler>,
     args: &Args,
 ) -> Result<(Vec<f32>, net::Report)> {
     let spinner = ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(120));
     let name = terminal::escape(model);
     spinner.set_message(format!("{name}: compiling"));
-    let compiler = match &args.cache {
-        _ if !args.tuned => None,
-        cache => Some(Compiler::host()?.with_tuning_cache(cache_file(cache.clone())?)),
-    };
-    let prepared = network.prepare(options, compiler.as_ref());
+    let prepared = network.prepare(options, compiler);
     spinner.set_message(format!("{name}: {} runs", args.runs + 1));
     let measured = prepared.and_then(|mut p| p.measure(x, args.runs));
     let checked = match (&measured, args.check) {

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use convjit::blocks::DscMode;
 use convjit::tune::{Options, Outcome, RecordLog, Search, TuningCache};
 use convjit::{Compiler, ValidSpec, net, terminal, timing};
 
@@ -27,6 +28,10 @@ pub struct Args {
     /// stopped).
     #[arg(long, requires = "model")]
     retune: bool,
+    /// With --model, how its depthwise-separable blocks run, as `net
+    /// --dsc` (unfused: their two convs are kernels to tune).
+    #[arg(long, default_value_t = DscMode::Fused, requires = "model")]
+    dsc: DscMode,
     /// Time per layer, everything included (seconds); with --model, for
     /// the whole model.
     #[arg(long, default_value_t = 10.0)]
@@ -84,7 +89,7 @@ pub fn main(args: Args) -> Result<()> {
                 (Some(path), false) => TuningCache::load(path),
                 _ => TuningCache::default(),
             };
-            model_layers(model, &compiler, &options, &cached)?
+            model_layers(model, args.dsc, &compiler, &options, &cached)?
         }
         None => {
             let layers = args.layers.load()?;
@@ -131,17 +136,27 @@ const MIN_MODEL_SHARE: Duration = Duration::from_secs(1);
 /// budget: the total split by each kernel's share of the model's time (a
 /// run of its heuristic schedules, timed step by step), kernels whose
 /// share would be under [`MIN_MODEL_SHARE`] left out. Kernels `cached`
-/// holds a schedule for are left out too.
+/// holds a schedule for are left out first: each run splits its budget
+/// between the kernels not tuned yet.
 fn model_layers(
     model: &str,
+    dsc: DscMode,
     compiler: &Compiler,
     options: &Options,
     cached: &TuningCache,
 ) -> Result<(Vec<ValidSpec>, Vec<Duration>)> {
     let (model, tensors) = load_model(model)?;
     let network = net::Network::new(net::Graph::new(&model)?, tensors.as_ref())?;
-    let net_options = net::Options { threads: options.threads, ..net::Options::default() };
+    let net_options = net::Options { threads: options.threads, dsc, ..net::Options::default() };
     let convs = network.jit_convs(&net_options)?;
+    let held = convs.iter().filter(|c| cached.lookup(&c.spec, options.threads).is_some()).count();
+    if held == convs.len() {
+        eprintln!(
+            "{}: the cache holds all {held} of its conv kernels (--retune tunes them again)",
+            terminal::escape(&model.name)
+        );
+        return Ok((Vec::new(), Vec::new()));
+    }
     let spinner = ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(120));
     spinner.set_message(format!("{}: timing the heuristic's schedules", model.name));
@@ -163,16 +178,13 @@ fn model_layers(
             .sum()
     };
     let mut kernels: Vec<(ValidSpec, f64)> = Vec::new();
-    let mut held = 0;
     for conv in &convs {
         if cached.lookup(&conv.spec, options.threads).is_some() {
-            held += 1;
             continue;
         }
-        let first = nodes[conv.nodes[0]].name();
         let name = match conv.nodes.len() {
-            1 => first.to_string(),
-            n => format!("{first} (×{n})"),
+            1 => conv.name.clone(),
+            n => format!("{} (×{n})", conv.name),
         };
         let mut named = conv.spec.to_conv_spec();
         named.name = Some(name);
@@ -200,6 +212,14 @@ fn model_layers(
         *t > least || tie
     });
     let budgets = kernels.iter().map(|(_, t)| options.budget.mul_f64(t / total)).collect();
+    if kept == 0 {
+        eprintln!(
+            "{}: --budget {}s gives no kernel the {}s a kernel is tuned with at least",
+            terminal::escape(&model.name),
+            options.budget.as_secs_f64(),
+            MIN_MODEL_SHARE.as_secs()
+        );
+    }
     eprintln!(
         "{}: {} distinct conv kernels; {} tuned here, {held} already in the cache, {} with less \
          than {}s of the budget keep the heuristic's schedule",

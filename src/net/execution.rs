@@ -53,7 +53,7 @@ pub struct PreparedNet {
     steps: Vec<Step>,
     /// Per node: the step whose output is its value.
     value: Vec<usize>,
-    /// Per node: the conv node it was folded into.
+    /// Per node: the node (a conv, an add) it was folded into.
     folded_into: Vec<Option<usize>>,
     outputs: Vec<Vec<f32>>,
     compile_time: Duration,
@@ -65,7 +65,7 @@ struct Preparing<'a> {
     network: &'a Network,
     options: &'a Options,
     compiler: Option<&'a Compiler>,
-    /// Per node, the conv it folds into (none on the reference engine).
+    /// Per node, the node (a conv, an add) it folds into (none on the reference engine).
     plan: Vec<Option<usize>>,
 }
 
@@ -116,6 +116,9 @@ pub struct JitConv {
     /// The conv as its kernel computes it: the BatchNorms folded into it
     /// (so a bias), the activation fused.
     pub spec: ValidSpec,
+    /// The first layer that runs it (`.depthwise` or `.pointwise` added
+    /// for a block's conv).
+    pub name: String,
     /// The nodes whose step runs this kernel (one conv, or a
     /// depthwise-separable block run as two kernels), in order.
     pub nodes: Vec<usize>,
@@ -126,11 +129,13 @@ impl Network {
     /// `options`, in the order they first run: what `convjit tune --model`
     /// tunes and what a tuning cache is asked for. Layers of the same
     /// shape (their names aside) are one kernel. A depthwise-separable
-    /// block's fused kernel is not among them: it is a block of its own.
+    /// block run fused is not among them (its kernel is a block's, with a
+    /// schedule of its own), nor an ACNet block in its training form.
     pub fn jit_convs(&self, options: &Options) -> Result<Vec<JitConv>> {
         let plan = folding::plan(self);
         let mut convs: Vec<JitConv> = Vec::new();
-        let mut add = |spec: &ValidSpec, node: usize| {
+        let nodes = self.graph.nodes();
+        let mut add = |spec: &ValidSpec, node: usize, part: &str| {
             let mut key = spec.to_conv_spec();
             key.name = None;
             match convs.iter_mut().find(|c| {
@@ -140,25 +145,29 @@ impl Network {
             }) {
                 Some(c) if c.nodes.last() != Some(&node) => c.nodes.push(node),
                 Some(_) => {}
-                None => convs.push(JitConv { spec: spec.clone(), nodes: vec![node] }),
+                None => convs.push(JitConv {
+                    spec: spec.clone(),
+                    name: format!("{}{part}", nodes[node].name()),
+                    nodes: vec![node],
+                }),
             }
         };
-        for (i, node) in self.graph.nodes().iter().enumerate() {
+        for (i, node) in nodes.iter().enumerate() {
             let within = in_layer(node.name());
             match (&node.op, &self.params[i]) {
                 _ if plan[i].is_some() => {}
                 (Operation::Conv(_), Params::Conv(conv)) => {
-                    add(folding::fold_into(self, &plan, i, conv)?.spec(), i);
+                    add(folding::fold_into(self, &plan, i, conv)?.spec(), i, "");
                 }
                 (Operation::AcBlock { deploy: true, .. }, Params::AcBlock(block)) => {
-                    add(block.deploy().map_err(&within)?.spec(), i);
+                    add(block.deploy().map_err(&within)?.spec(), i, "");
                 }
-                (Operation::Dsc(op), Params::Dsc(params))
-                    if op.mode.unwrap_or(options.dsc) == DscMode::Unfused =>
-                {
+                (Operation::Dsc(op), Params::Dsc(params)) => {
                     let block = params.folded().map_err(&within)?;
-                    add(block.depthwise().spec(), i);
-                    add(block.pointwise().spec(), i);
+                    if block.mode_for(op.mode.unwrap_or(options.dsc)) == DscMode::Unfused {
+                        add(block.depthwise().spec(), i, ".depthwise");
+                        add(block.pointwise().spec(), i, ".pointwise");
+                    }
                 }
                 _ => {}
             }
@@ -193,7 +202,7 @@ impl Network {
         let graph = &self.graph;
         let nodes = graph.nodes();
         let plan = if jit { folding::plan(self) } else { vec![None; nodes.len()] };
-        // Every node not folded into a conv is a step with an output of
+        // Every node not folded into another is a step with an output of
         // its own. They are allocated before anything is compiled, so a
         // model too large for the memory fails at once.
         let outputs = nodes
@@ -214,7 +223,7 @@ impl Network {
         };
         for (i, node) in nodes.iter().enumerate() {
             if let Some(c) = preparing.plan[i] {
-                // The step of the conv it folds into computes it.
+                // The step of the node it folds into computes it.
                 value[i] = value[c];
                 continue;
             }

@@ -1,14 +1,16 @@
-//! Folding: on the JIT, the layers a conv's kernel computes besides the
-//! conv, so that they cost no step (docs/networks.md, "How a model runs").
+//! Folding: on the JIT, the layers a conv's kernel (or an add's loop)
+//! computes besides its own work, so that they cost no step
+//! (docs/networks.md, "How a model runs").
 //!
 //! A BatchNorm folds into the conv (or linear layer) right before it when
 //! nothing else reads that conv's output and the conv has no activation;
 //! an activation that alone reads a conv's (or its folded BatchNorm's)
 //! output is fused into the conv's kernel, and one that alone reads an
-//! add's (a residual's `relu(x + f(x))`) into the add's loop. A depthwise-separable block
-//! folds its own BatchNorms and activations ([`DscParams::folded`]). The
-//! folded layers keep their report rows, with no time of their own. The
-//! reference engine folds nothing: it runs the model as written.
+//! add's (a residual's `relu(x + f(x))`) into the add's loop. A
+//! depthwise-separable block folds its own BatchNorms and activations
+//! ([`DscParams::folded`]). The folded layers keep their report rows, with
+//! no time of their own. The reference engine folds nothing: it runs the
+//! model as written.
 
 use super::in_layer;
 use super::infer::{Operation, Source};
@@ -17,8 +19,8 @@ use crate::blocks::{Conv, Dsc};
 use crate::error::Result;
 use crate::spec::Activation;
 
-/// Which nodes fold into which: per node, the conv node whose kernel
-/// computes it, when it is not computed on its own.
+/// Which nodes fold into which: per node, the node (a conv, an add) whose
+/// step computes it, when it is not computed on its own.
 pub(crate) fn plan(network: &Network) -> Vec<Option<usize>> {
     let graph = &network.graph;
     let readers = graph.readers();

@@ -122,9 +122,12 @@ fn global_avg_pool(x: &[f32], shape: [usize; 4], y: &mut [f32]) {
 
 /// Max pooling of `x` (NCHW of `shape`) into `y`: each output the largest
 /// input of its window, the padding never chosen (PyTorch's −∞); NaN wins,
-/// as in PyTorch. Separable: for each output row, the maxima of its
-/// window's input rows, element by element (contiguous, so vector code);
-/// then each output the largest of those over its columns.
+/// and of equal values (0 and −0) the first in row-major order, as in
+/// PyTorch. Separable: each input row's maxima over the column windows
+/// first — the windows inside the row one tap at a time over them all (the
+/// loop the compiler vectorises), those clipped at its ends one by one —
+/// then, per output row, the element-wise maxima of its window's rows
+/// (contiguous, vector code), in order.
 fn max_pool(pool: &Pool, x: &[f32], shape: [usize; 4], y: &mut [f32]) -> Result<()> {
     let [_, _, h, w] = shape;
     let (kernel, stride, pad) = (pool.kernel, pool.stride, pool.padding);
@@ -150,34 +153,31 @@ fn max_pool(pool: &Pool, x: &[f32], shape: [usize; 4], y: &mut [f32]) -> Result<
         None => start,
     };
     let inner = start..end;
+    let inner_taps = if inner.is_empty() { 0 } else { kernel[1] };
     let larger = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
-    let mut column = crate::alloc::filled(w, f32::NEG_INFINITY, "the pool's column maxima")?;
+    let mut maxima = crate::alloc::filled(h * out_w, f32::NEG_INFINITY, "the pool's row maxima")?;
     for (x, y) in x.chunks(h * w).zip(y.chunks_mut(out_h * out_w)) {
-        for (window, out) in rows.iter().zip(y.chunks_mut(out_w)) {
-            column.fill(f32::NEG_INFINITY);
-            for row in x.chunks(w).skip(window.start).take(window.len()) {
-                column.iter_mut().zip(row).for_each(|(m, &v)| *m = larger(*m, v));
-            }
-            // The windows inside the row, a tap at a time over them all
-            // (the loop the compiler vectorises); the clipped ones at the
-            // borders, one by one.
+        for (row, m) in x.chunks(w).zip(maxima.chunks_mut(out_w)) {
             for (ox, window) in cols.iter().enumerate().filter(|(o, _)| !inner.contains(o)) {
-                out[ox] =
-                    column[window.clone()].iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v));
+                m[ox] = row[window.clone()].iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v));
             }
-            let out = &mut out[inner.clone()];
-            out.fill(f32::NEG_INFINITY);
-            let taps = if inner.is_empty() { 0 } else { kernel[1] };
-            for tap in 0..taps {
+            let m = &mut m[inner.clone()];
+            m.fill(f32::NEG_INFINITY);
+            for tap in 0..inner_taps {
                 let first = inner.start * stride[1] + tap - pad[1];
-                let taps = column[first..].iter().step_by(stride[1]);
-                out.iter_mut().zip(taps).for_each(|(m, &v)| *m = larger(*m, v));
+                let column = row[first..].iter().step_by(stride[1]);
+                m.iter_mut().zip(column).for_each(|(m, &v)| *m = larger(*m, v));
+            }
+        }
+        for (window, out) in rows.iter().zip(y.chunks_mut(out_w)) {
+            out.fill(f32::NEG_INFINITY);
+            for m in maxima.chunks(out_w).skip(window.start).take(window.len()) {
+                out.iter_mut().zip(m).for_each(|(o, &v)| *o = larger(*o, v));
             }
         }
     }
     Ok(())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

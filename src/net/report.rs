@@ -27,7 +27,7 @@ impl Report {
     /// The report of the timed runs of `graph`, prepared with `options` in
     /// `compile_time`: `steps` are each step's node and its times, one per
     /// run, `totals` the whole runs' times; `folded_into` is, per node, the
-    /// conv node whose kernel computes it.
+    /// node whose step computes it (a conv's kernel, an add's loop).
     pub(crate) fn new(
         graph: &Graph,
         options: &Options,
@@ -116,14 +116,14 @@ pub struct LayerReport {
     pub macs_valid: u64,
     /// What ptflops counts for it.
     pub macs_ptflops: u64,
-    /// The median time of its step (0 when folded into a conv's).
+    /// The median time of its step (0 when folded into another layer's).
     pub median_s: f64,
     /// The median TSC ticks of its step.
     pub median_cycles: u64,
     /// `macs_valid` per TSC tick of the median, for layers with MACs that
     /// run as a step of their own.
     pub macs_per_cycle: Option<f64>,
-    /// The conv whose kernel computes it, when it was folded.
+    /// The layer whose step computes it (a conv's kernel, an add's loop), when it was folded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub folded_into: Option<String>,
 }
