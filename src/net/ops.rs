@@ -158,8 +158,8 @@ fn max_pool(pool: &Pool, x: &[f32], shape: [usize; 4], y: &mut [f32]) -> Result<
     let mut maxima = crate::alloc::filled(h * out_w, f32::NEG_INFINITY, "the pool's row maxima")?;
     for (x, y) in x.chunks(h * w).zip(y.chunks_mut(out_h * out_w)) {
         for (row, m) in x.chunks(w).zip(maxima.chunks_mut(out_w)) {
-            for (ox, window) in cols.iter().enumerate().filter(|(o, _)| !inner.contains(o)) {
-                m[ox] = row[window.clone()].iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v));
+            for ox in (0..inner.start).chain(inner.end..out_w) {
+                m[ox] = row[cols[ox].clone()].iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v));
             }
             let m = &mut m[inner.clone()];
             m.fill(f32::NEG_INFINITY);
