@@ -18,13 +18,17 @@ Models (opset 17, as `torch.onnx.export` writes by default):
   ConvTranspose of stride 2 with output_padding, Clip with no upper bound
   (an empty input: ReLU), Dropout and Identity, global average pool,
   Reshape to [0, -1] and Gemm (transB = 0);
+- two_inputs: an in-loop filter's shape, two inputs (a reconstruction
+  `rec` and a QP map `qp`) concatenated, convs, the QP map concatenated
+  again beside the features (axis -3), and a residual Add of `rec`;
 - refused_*: models convjit refuses, each for one reason (an operator not
-  read, two inputs, a Flatten added to an image, one initializer as two
+  read, a Concat along the rows, a Flatten added to an image, one initializer as two
   layers' weights, a kernel_shape that disagrees with the weights, an
   attribute of the wrong type, MaxPool's ceil_mode, a Reshape to 3-D).
 
-Each model M is written as M.onnx, with M.input.npy (its input) and
-M.output.npy (onnxruntime's output, one thread) for those convjit reads.
+Each model M is written as M.onnx, with M.input.npy (its input; of a
+model of several, M.<name>.npy for each) and M.output.npy (onnxruntime's
+output, one thread) for those convjit reads.
 """
 
 import argparse
@@ -216,10 +220,29 @@ def refused_sigmoid(rng):
                  [1, 4, 6, 6], "refused_sigmoid")
 
 
-def refused_two_inputs(rng):
-    nodes = [helper.make_node("Add", ["x", "qp"], ["y"], name="sum")]
-    return model(nodes, [], [("x", [1, 3, 8, 8]), ("qp", [1, 3, 8, 8])], "y", [1, 3, 8, 8],
-                 "refused_two_inputs")
+def refused_concat_axis(rng):
+    nodes = [helper.make_node("Concat", ["x", "x"], ["y"], name="rows", axis=2)]
+    return model(nodes, [], [("x", [1, 3, 8, 8])], "y", [1, 3, 16, 8], "refused_concat_axis")
+
+
+def two_inputs(rng):
+    """An in-loop filter's shape: a reconstruction `rec` and a QP map `qp`
+    concatenated, convs, and the residual added to `rec`."""
+    inits = [init(rng, "head.w", [8, 2, 3, 3]), init(rng, "head.b", [8], 0.1),
+             init(rng, "tail.w", [1, 11, 3, 3]), init(rng, "tail.b", [1], 0.1)]
+    nodes = [
+        helper.make_node("Concat", ["rec", "qp"], ["cat"], name="cat", axis=1),
+        helper.make_node("Conv", ["cat", "head.w", "head.b"], ["h"], name="head",
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["h"], ["hr"], name="head_relu"),
+        # The QP map again, beside the features (axis -3: the channels).
+        helper.make_node("Concat", ["hr", "qp", "qp", "rec"], ["cat2"], name="cat2", axis=-3),
+        helper.make_node("Conv", ["cat2", "tail.w", "tail.b"], ["t"], name="tail",
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["rec", "t"], ["y"], name="residual"),
+    ]
+    shape = [2, 1, 12, 10]
+    return model(nodes, inits, [("rec", shape), ("qp", shape)], "y", shape, "two_inputs")
 
 
 def main():
@@ -228,21 +251,27 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(20261207)
-    refused = [refused_sigmoid, refused_two_inputs, refused_flatten_add, refused_shared_weights,
+    refused = [refused_sigmoid, refused_concat_axis, refused_flatten_add, refused_shared_weights,
                refused_kernel_shape, refused_int_alpha, refused_ceil_mode, refused_reshape]
-    for build, run in [(resnet_like, True), (mobilenet_like, True)] + [(r, False) for r in refused]:
+    runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True)]
+    for build, run in runs + [(r, False) for r in refused]:
         m = build(rng)
         name = build.__name__
         path = os.path.join(args.out, f"{name}.onnx")
         onnx.save(m, path)
         if run:
-            shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
-            x = rng.uniform(-1, 1, shape).astype(np.float32)
+            feeds = {}
+            for i in m.graph.input:
+                shape = [d.dim_value for d in i.type.tensor_type.shape.dim]
+                feeds[i.name] = rng.uniform(-1, 1, shape).astype(np.float32)
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-            (y,) = session.run(None, {m.graph.input[0].name: x})
-            np.save(os.path.join(args.out, f"{name}.input.npy"), x)
+            (y,) = session.run(None, feeds)
+            # One input: M.input.npy; several: M.<input>.npy each.
+            for i, x in feeds.items():
+                suffix = "input" if len(feeds) == 1 else i
+                np.save(os.path.join(args.out, f"{name}.{suffix}.npy"), x)
             np.save(os.path.join(args.out, f"{name}.output.npy"), y.astype(np.float32))
         print(path)
 

@@ -575,7 +575,7 @@ fn models_that_do_not_chain_are_refused_naming_the_layer() {
     names(&err, "dw2", "negative_slope");
     // A layer may not be called "input", and the model needs an input.
     let err = refused(&edited(r#""name": "gap""#, r#""name": "input""#));
-    names(&err, "input", "must not be empty nor");
+    names(&err, "input", "must not be empty, \"input\" nor");
     let err = refused(&EVERY_KIND.replace("[2, 3, 12, 10]", "[2, 3, 0, 10]"));
     names(&err, net::MODEL, "every size must be at least 1");
 }
@@ -976,4 +976,52 @@ fn an_activation_after_an_add_folds_into_it() {
         assert_eq!(act.folded_into.as_deref(), folds.then_some("sum"), "{extra}");
         assert!(network.check(&x, &y).unwrap().within(TOLERANCE), "{extra}");
     }
+}
+
+/// A model file of named inputs: layers read them by name, a concat joins
+/// their channels (the JIT's run is the reference's), the file prints and
+/// reads back as the same model; what does not fit is refused naming it.
+#[test]
+fn named_inputs_and_concat() {
+    let json = r#"{"name": "two", "input": [
+            {"name": "rec", "shape": [2, 2, 5, 6]}, {"name": "qp", "shape": [2, 1, 5, 6]}],
+        "layers": [
+            {"kind": "conv", "name": "head", "out_channels": 4, "kernel": 3, "padding": 1},
+            {"kind": "concat", "name": "cat", "inputs": ["head", "qp", "rec", "qp"]},
+            {"kind": "conv", "name": "tail", "out_channels": 2, "kernel": 3, "padding": 1},
+            {"kind": "add", "name": "residual", "with": "rec"}]}"#;
+    let model = Model::from_json(json).unwrap();
+    assert_eq!(Model::from_json(&model.to_json()).unwrap(), model);
+    let network = Network::new(graph(json), None).unwrap();
+    let cat = &network.graph().nodes()[1];
+    assert_eq!(cat.output_shape(), [2, 4 + 1 + 2 + 1, 5, 6]);
+    let xs = [random_tensor(1, 2 * 2 * 30), random_tensor(2, 2 * 30)];
+    let xs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+    let mut prepared = network.prepare(&Options::default(), None).unwrap();
+    let y = prepared.run_inputs(&xs).unwrap().to_vec();
+    assert!(network.check_inputs(&xs, &y).unwrap().within(TOLERANCE));
+    // The concat copies each operand's planes in turn, per batch item.
+    let reference = Options { engine: Engine::Reference, ..Options::default() };
+    let one = r#"{"name": "c", "input": [{"name": "a", "shape": [2, 1, 1, 2]},
+        {"name": "b", "shape": [2, 2, 1, 2]}],
+        "layers": [{"kind": "concat", "name": "cat", "inputs": ["b", "a"]}]}"#;
+    let network = Network::new(graph(one), None).unwrap();
+    let (a, b) = ([1.0, 2.0, 3.0, 4.0], [10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0]);
+    for options in [Options::default(), reference] {
+        let mut prepared = network.prepare(&options, None).unwrap();
+        let y = prepared.run_inputs(&[&a, &b]).unwrap();
+        assert_eq!(y, [10.0, 11.0, 12.0, 13.0, 1.0, 2.0, 14.0, 15.0, 16.0, 17.0, 3.0, 4.0]);
+    }
+    // Refused, naming the layer or the input.
+    let edited = |from: &str, to: &str| json.replace(from, to);
+    let err = refused(&edited(r#""shape": [2, 1, 5, 6]"#, r#""shape": [2, 1, 5, 7]"#));
+    assert!(err.contains(r#"layer "cat""#) && err.contains("N, H and W differ"), "{err}");
+    let err = refused(&edited(r#""name": "qp""#, r#""name": "rec""#));
+    assert!(err.contains(r#"input "rec""#) && err.contains("each its own"), "{err}");
+    let err = refused(&edited(r#""name": "head""#, r#""name": "qp""#));
+    assert!(err.contains("nor an input's"), "{err}");
+    let err = refused(&edited(r#""inputs": ["head", "qp", "rec", "qp"]"#, r#""inputs": []"#));
+    assert!(err.contains("at least one tensor"), "{err}");
+    let err = refused(&edited(r#""shape": [2, 1, 5, 6]}]"#, r#""size": [2, 1, 5, 6]}]"#));
+    assert!(err.contains("a list of named inputs"), "{err}");
 }

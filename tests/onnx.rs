@@ -71,7 +71,8 @@ fn layers_and_weights_take_pytorch_names() {
     for name in ["bn0.running_var", "depthwise.weight", "fc.bias", "upsample.bias"] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
-    assert_eq!(model.input, [2, 3, 24, 20]);
+    let input = net::NamedInput { name: "x".into(), shape: [2, 3, 24, 20] };
+    assert_eq!(model.input, net::Inputs::Named(vec![input]));
 }
 
 /// What is not read is refused in one error naming the node, its operator
@@ -84,7 +85,7 @@ fn what_is_not_read_is_refused_naming_it() {
         assert!(sigmoid.contains(part), "{part} in {sigmoid}");
     }
     let refused = [
-        ("refused_two_inputs", &["2 inputs", "qp"][..]),
+        ("refused_concat_axis", &["rows (Concat", "along the channels (axis 1)"][..]),
         ("refused_flatten_add", &["mixed (Add", "a matrix [N, F] and an image"]),
         ("refused_shared_weights", &["second (Conv", "tensor w, another layer's weights"]),
         ("refused_kernel_shape", &["conv (Conv", "kernel_shape [5, 5]", "disagree"]),
@@ -259,4 +260,65 @@ fn jit_convs_are_the_distinct_kernels_as_compiled() {
     assert_eq!(layer1.len(), 2);
     assert_eq!(layer1.iter().filter(|c| relu(c)).count(), 1);
     assert!(layer1.iter().all(|c| c.nodes.len() == 2));
+}
+
+/// A model of two inputs — a reconstruction and a QP map, concatenated
+/// twice along the channels, the residual added to the first — matches
+/// onnxruntime on both engines, through the library and the CLI, its
+/// inputs given by name in any order.
+#[test]
+fn a_model_of_two_inputs_matches_onnxruntime() {
+    let (model, tensors) = net::onnx::load(&fixture("two_inputs.onnx")).unwrap();
+    let network = Network::new(net::Graph::new(&model).unwrap(), Some(&tensors)).unwrap();
+    let inputs = network.graph().inputs().to_vec();
+    let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["rec", "qp"]);
+    let read = |name: &str, shape: &[usize]| {
+        npy::read_f32(&fixture(&format!("two_inputs.{name}.npy")), "tensor", shape).unwrap()
+    };
+    let xs: Vec<Vec<f32>> = inputs.iter().map(|(n, s)| read(n, s)).collect();
+    let xs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+    let shape = network.graph().output_shape();
+    let want = read("output", &shape);
+    let peak = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let close = |y: &[f32], what: &str| {
+        let error = y.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(error <= 1e-4 * (1.0 + peak), "{what}: {error:e} (peak {peak})");
+    };
+    for engine in [Engine::Jit, Engine::Reference] {
+        let options = Options { engine, ..Options::default() };
+        let mut prepared = network.prepare(&options, None).unwrap();
+        close(prepared.run_inputs(&xs).unwrap(), &engine.to_string());
+        // One tensor for a model of two is refused, naming the inputs.
+        let err = prepared.run(xs[0]).unwrap_err().to_string();
+        assert!(err.contains("1 input tensors given; the model has 2 (rec, qp)"), "{err}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("y.npy");
+    let given =
+        |name: &str| format!("{name}={}", fixture(&format!("two_inputs.{name}.npy")).display());
+    let cli = |inputs: &[String]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_convjit"));
+        command.args(["net", "--runs", "1", "--check", "--model"]).arg(fixture("two_inputs.onnx"));
+        for input in inputs {
+            command.args(["--input", input]);
+        }
+        command.arg("--output").arg(&out).output().unwrap()
+    };
+    for inputs in [[given("rec"), given("qp")], [given("qp"), given("rec")]] {
+        let done = cli(&inputs);
+        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+        close(&npy::read_f32(&out, "output", &shape).unwrap(), "the CLI");
+    }
+    // The file of the first input not named, by position.
+    let rec = fixture("two_inputs.rec.npy").display().to_string();
+    let done = cli(&[given("qp"), rec.clone()]);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    close(&npy::read_f32(&out, "output", &shape).unwrap(), "the CLI, by position");
+    let twice = cli(&[given("qp"), given("qp")]);
+    assert!(!twice.status.success());
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("input qp is given twice"));
+    let three = cli(&[given("qp"), rec.clone(), rec]);
+    assert!(String::from_utf8_lossy(&three.stderr).contains("every input of the model"));
 }

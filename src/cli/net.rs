@@ -21,9 +21,11 @@ pub struct Args {
     /// random weights; an ONNX model's own).
     #[arg(long, value_name = "W.safetensors")]
     weights: Option<PathBuf>,
-    /// The input tensor, float32 [N, C, H, W] (default: random).
-    #[arg(long, value_name = "X.npy")]
-    input: Option<PathBuf>,
+    /// An input tensor, float32 [N, C, H, W]: NAME=X.npy for the model's
+    /// input NAME, or X.npy for the first not named (repeatable; default:
+    /// random, uniform in [-1, 1)).
+    #[arg(long, value_name = "[NAME=]X.npy")]
+    input: Vec<String>,
     /// Print JSON (DESIGN.md contract 5) instead of the table.
     #[arg(long)]
     json: bool,
@@ -94,11 +96,8 @@ pub fn main(args: Args) -> Result<()> {
         None => onnx_tensors,
     };
     let network = net::Network::new(graph, tensors.as_ref())?;
-    let shape = network.graph().input_shape();
-    let x = match &args.input {
-        Some(path) => npy::read_f32(path, "input", &shape)?,
-        None => net::random_input(shape, NET_INPUT_SEED)?,
-    };
+    let inputs = model_inputs(network.graph(), &args.input)?;
+    let xs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
     let options = net::Options { engine: args.engine, dsc: args.dsc, threads: args.threads };
     let compiler = match &args.cache {
         _ if !args.tuned => None,
@@ -117,7 +116,7 @@ pub fn main(args: Args) -> Result<()> {
             if args.threads == 1 { "" } else { "s" }
         );
     }
-    let (y, report) = measure(&network, &model.name, &x, &options, compiler.as_ref(), &args)?;
+    let (y, report) = measure(&network, &model.name, &xs, &options, compiler.as_ref(), &args)?;
     if let Some(path) = &args.output {
         npy::write_f32(path, &network.graph().output_shape(), &y)?;
     }
@@ -134,7 +133,7 @@ pub fn main(args: Args) -> Result<()> {
 fn measure(
     network: &net::Network,
     model: &str,
-    x: &[f32],
+    xs: &[&[f32]],
     options: &net::Options,
     compiler: Option<&Compiler>,
     args: &Args,
@@ -145,11 +144,11 @@ fn measure(
     spinner.set_message(format!("{name}: compiling"));
     let prepared = network.prepare(options, compiler);
     spinner.set_message(format!("{name}: {} runs", args.runs + 1));
-    let measured = prepared.and_then(|mut p| p.measure(x, args.runs));
+    let measured = prepared.and_then(|mut p| p.measure_inputs(xs, args.runs));
     let checked = match (&measured, args.check) {
         (Ok((y, _)), true) => {
             spinner.set_message(format!("{name}: the reference run"));
-            Some(network.check(x, y))
+            Some(network.check_inputs(xs, y))
         }
         _ => None,
     };
@@ -168,4 +167,39 @@ fn measure(
         report.check = Some(check);
     }
     Ok((y, report))
+}
+
+/// The model's inputs, in order: from `--input` (`NAME=X.npy`, or `X.npy`
+/// for the first input not named), random for those not given (input k
+/// from seed [`NET_INPUT_SEED`] + k).
+fn model_inputs(graph: &net::Graph, given: &[String]) -> Result<Vec<Vec<f32>>> {
+    let names: Vec<&str> = graph.inputs().iter().map(|(n, _)| n.as_str()).collect();
+    let mut files: Vec<Option<PathBuf>> = vec![None; names.len()];
+    let mut unnamed = Vec::new();
+    for arg in given {
+        match arg.split_once('=').and_then(|(n, f)| Some((names.iter().position(|&m| m == n)?, f)))
+        {
+            Some((k, _)) if files[k].is_some() => {
+                bail!("--input: the model's input {} is given twice", terminal::escape(names[k]))
+            }
+            Some((k, file)) => files[k] = Some(PathBuf::from(file)),
+            None => unnamed.push(PathBuf::from(arg)),
+        }
+    }
+    for file in unnamed {
+        let Some(k) = files.iter().position(Option::is_none) else {
+            bail!(
+                "--input {}: every input of the model ({}) is given already",
+                terminal::escape(&file.display().to_string()),
+                terminal::escape(&names.join(", "))
+            );
+        };
+        files[k] = Some(file);
+    }
+    (graph.inputs().iter().zip(files).enumerate())
+        .map(|(k, ((name, shape), file))| match file {
+            Some(path) => Ok(npy::read_f32(&path, &format!("input {name}"), shape)?),
+            None => Ok(net::random_input(*shape, NET_INPUT_SEED + k as u64)?),
+        })
+        .collect()
 }

@@ -160,8 +160,12 @@ fn model_layers(
     let spinner = ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(120));
     spinner.set_message(format!("{}: timing the heuristic's schedules", model.name));
-    let x = net::random_input(network.graph().input_shape(), 1)?;
-    let report = network.prepare(&net_options, Some(compiler)).and_then(|mut p| p.measure(&x, 3));
+    let inputs = (network.graph().inputs().iter().enumerate())
+        .map(|(k, (_, shape))| net::random_input(*shape, 1 + k as u64))
+        .collect::<convjit::Result<Vec<_>>>()?;
+    let xs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+    let report =
+        network.prepare(&net_options, Some(compiler)).and_then(|mut p| p.measure_inputs(&xs, 3));
     spinner.finish_and_clear();
     let (_, report) = report?;
     let nodes = network.graph().nodes();

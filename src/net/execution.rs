@@ -31,16 +31,16 @@ use crate::timing::{self, Measurement};
 /// Where a step's operand is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
-    Input,
+    Input(usize),
     Step(usize),
 }
 
 struct Step {
     /// The node it reports on.
     node: usize,
-    input: Slot,
-    /// An add's second operand.
-    with: Option<Slot>,
+    /// What it reads: its input, then an add's `with` or a concat's
+    /// other operands.
+    operands: Vec<Slot>,
     in_shape: [usize; 4],
     exec: Exec,
 }
@@ -105,6 +105,7 @@ impl Preparing<'_> {
             }
             (Operation::MaxPool(pool), _) => Exec::MaxPool(*pool),
             (Operation::GlobalAvgPool, _) => Exec::GlobalAvgPool,
+            (Operation::Concat { channels, .. }, _) => Exec::Concat(channels.clone()),
             _ => unreachable!("binding gives every operation its parameters"),
         })
     }
@@ -218,7 +219,7 @@ impl Network {
         let mut steps: Vec<Step> = Vec::new();
         let mut value = vec![0; nodes.len()];
         let slot = |value: &[usize], s: Source| match s {
-            Source::Input => Slot::Input,
+            Source::Input(k) => Slot::Input(k),
             Source::Node(j) => Slot::Step(value[j]),
         };
         for (i, node) in nodes.iter().enumerate() {
@@ -231,8 +232,7 @@ impl Network {
             value[i] = steps.len();
             steps.push(Step {
                 node: i,
-                input: slot(&value, node.input()),
-                with: node.with().map(|w| slot(&value, w)),
+                operands: node.operands().into_iter().map(|s| slot(&value, s)).collect(),
                 in_shape: node.input_shape(),
                 exec,
             });
@@ -253,11 +253,18 @@ impl Network {
 
     /// Runs the network as written on the reference engine and compares
     /// `output` (this network's output on `input`, from any engine) with
-    /// its output.
+    /// its output. For a model of one input; [`Network::check_inputs`]
+    /// takes several.
     pub fn check(&self, input: &[f32], output: &[f32]) -> Result<Deviation> {
+        self.check_inputs(&[input], output)
+    }
+
+    /// [`Network::check`] of a model on `inputs`, one per model input in
+    /// order.
+    pub fn check_inputs(&self, inputs: &[&[f32]], output: &[f32]) -> Result<Deviation> {
         let options = Options { engine: Engine::Reference, ..Options::default() };
         let mut reference = self.prepare(&options, None)?;
-        let expected = reference.run(input)?;
+        let expected = reference.run_inputs(inputs)?;
         if output.len() != expected.len() {
             return Err(Error::BufferLength {
                 what: "network output",
@@ -282,9 +289,16 @@ impl PreparedNet {
     }
 
     /// The output of the network on `input` (`[N, C, H, W]` of the model's
-    /// input), its length checked first.
+    /// input), its length checked first. For a model of one input;
+    /// [`PreparedNet::run_inputs`] takes several.
     pub fn run(&mut self, input: &[f32]) -> Result<&[f32]> {
-        self.forward(input, None)?;
+        self.run_inputs(&[input])
+    }
+
+    /// The output of the network on `inputs`, one per model input in
+    /// order ([`Graph::inputs`]), their count and lengths checked first.
+    pub fn run_inputs(&mut self, inputs: &[&[f32]]) -> Result<&[f32]> {
+        self.forward(inputs, None)?;
         Ok(self.output())
     }
 
@@ -293,27 +307,51 @@ impl PreparedNet {
         &self.outputs[last]
     }
 
-    /// One run, each step measured into `times` when given.
-    fn forward(&mut self, input: &[f32], mut times: Option<&mut Vec<Measurement>>) -> Result<()> {
-        let shape = self.graph.input_shape();
-        let expected: usize = shape.iter().product();
-        if input.len() != expected {
-            return Err(Error::BufferLength {
-                what: "model input",
-                shape: shape.to_vec(),
-                expected,
-                found: input.len(),
-            });
+    /// Checks that `inputs` are one per model input, each of its length.
+    fn check_inputs(&self, inputs: &[&[f32]]) -> Result<()> {
+        let expected = self.graph.inputs();
+        if inputs.len() != expected.len() {
+            let names: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(model_error(
+                MODEL,
+                format!(
+                    "{} input tensors given; the model has {} ({})",
+                    inputs.len(),
+                    expected.len(),
+                    names.join(", ")
+                ),
+            ));
         }
+        for (x, (_, shape)) in inputs.iter().zip(expected) {
+            let len: usize = shape.iter().product();
+            if x.len() != len {
+                return Err(Error::BufferLength {
+                    what: "model input",
+                    shape: shape.to_vec(),
+                    expected: len,
+                    found: x.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One run, each step measured into `times` when given.
+    fn forward(
+        &mut self,
+        inputs: &[&[f32]],
+        mut times: Option<&mut Vec<Measurement>>,
+    ) -> Result<()> {
+        self.check_inputs(inputs)?;
         for (i, step) in self.steps.iter().enumerate() {
             let (done, rest) = self.outputs.split_at_mut(i);
-            let read = |slot: Slot| match slot {
-                Slot::Input => input,
+            let read = |slot: &Slot| match *slot {
+                Slot::Input(k) => inputs[k],
                 Slot::Step(j) => &done[j][..],
             };
-            let (x, with) = (read(step.input), step.with.map(read));
+            let xs: Vec<&[f32]> = step.operands.iter().map(read).collect();
             let (result, took) =
-                timing::measure(|| step.exec.run(x, with, &mut rest[0], step.in_shape));
+                timing::measure(|| step.exec.run(&xs, &mut rest[0], step.in_shape));
             result.map_err(in_layer(self.graph.nodes()[step.node].name()))?;
             if let Some(times) = times.as_deref_mut() {
                 times.push(took);
@@ -325,16 +363,21 @@ impl PreparedNet {
     /// Runs the network once to warm up, then `runs` times, timing every
     /// step; returns the last run's output and the report of medians.
     pub fn measure(&mut self, input: &[f32], runs: usize) -> Result<(Vec<f32>, Report)> {
+        self.measure_inputs(&[input], runs)
+    }
+
+    /// [`PreparedNet::measure`] on `inputs`, one per model input in order.
+    pub fn measure_inputs(&mut self, inputs: &[&[f32]], runs: usize) -> Result<(Vec<f32>, Report)> {
         if runs == 0 {
             return Err(model_error(MODEL, "give at least one timed run"));
         }
-        self.forward(input, None)?;
+        self.forward(inputs, None)?;
         let mut steps: Vec<(usize, Vec<Measurement>)> =
             self.steps.iter().map(|s| (s.node, Vec::with_capacity(runs))).collect();
         let mut totals = Vec::with_capacity(runs);
         for _ in 0..runs {
             let mut times = Vec::with_capacity(self.steps.len());
-            let (result, total) = timing::measure(|| self.forward(input, Some(&mut times)));
+            let (result, total) = timing::measure(|| self.forward(inputs, Some(&mut times)));
             result?;
             totals.push(total);
             for ((_, all), took) in steps.iter_mut().zip(times) {

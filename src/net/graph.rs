@@ -59,6 +59,17 @@ impl Node {
             _ => None,
         }
     }
+    /// Everything it reads, its input first (an add's `with`, a concat's
+    /// other operands after it).
+    pub fn operands(&self) -> Vec<Source> {
+        let mut operands = vec![self.input];
+        match &self.op {
+            Operation::Add { with, .. } => operands.push(*with),
+            Operation::Concat { others, .. } => operands.extend(others),
+            _ => {}
+        }
+        operands
+    }
 }
 
 /// A model whose shapes chain: every node's input exists, comes earlier
@@ -66,7 +77,8 @@ impl Node {
 #[derive(Clone, Debug)]
 pub struct Graph {
     name: String,
-    input: [usize; 4],
+    /// Each input's name and shape.
+    inputs: Vec<(String, [usize; 4])>,
     nodes: Vec<Node>,
 }
 
@@ -74,41 +86,58 @@ impl Graph {
     /// Infers every layer's shapes and costs, in order; refuses what does
     /// not chain, naming the layer.
     pub fn new(model: &Model) -> Result<Graph> {
-        if model.input.iter().any(|&d| !(1..=MAX_DIM).contains(&d)) {
-            return Err(model_error(
-                MODEL,
-                format!(
-                    "input {:?}: every size must be at least 1 and at most {MAX_DIM}",
-                    model.input
-                ),
-            ));
+        let listed = model.input.list();
+        if listed.is_empty() {
+            return Err(model_error(MODEL, "the model has no input"));
         }
-        let input = model.input.map(|d| d as usize);
-        check_size(MODEL, "input", input)?;
+        let mut inputs: Vec<(String, [usize; 4])> = Vec::new();
+        for (name, shape) in listed {
+            if shape.iter().any(|&d| !(1..=MAX_DIM).contains(&d)) {
+                return Err(model_error(
+                    MODEL,
+                    format!(
+                        "input {name:?} {shape:?}: every size must be at least 1 and at most \
+                         {MAX_DIM}"
+                    ),
+                ));
+            }
+            if name.is_empty() || inputs.iter().any(|(n, _)| n == name) {
+                return Err(model_error(
+                    MODEL,
+                    format!("input {name:?}: inputs need names, each its own"),
+                ));
+            }
+            let shape = shape.map(|d| d as usize);
+            check_size(MODEL, &format!("input {name:?}"), shape)?;
+            inputs.push((name.to_string(), shape));
+        }
         if model.layers.is_empty() {
             return Err(model_error(MODEL, "the model has no layers"));
         }
         let mut index: HashMap<&str, usize> = HashMap::new();
         for (i, layer) in model.layers.iter().enumerate() {
             let name = layer.name();
-            if name.is_empty() || name == INPUT {
+            if name.is_empty() || name == INPUT || inputs.iter().any(|(n, _)| n == name) {
                 return Err(model_error(
                     if name.is_empty() { "" } else { name },
-                    format!("a layer's name must not be empty nor {INPUT:?}"),
+                    format!("a layer's name must not be empty, {INPUT:?} nor an input's"),
                 ));
             }
             if index.insert(name, i).is_some() {
                 return Err(model_error(name, "two layers have this name"));
             }
         }
-        let mut graph = Graph { name: model.name.clone(), input, nodes: Vec::new() };
+        let mut graph = Graph { name: model.name.clone(), inputs, nodes: Vec::new() };
         for (i, layer) in model.layers.iter().enumerate() {
             let name = layer.name();
             let resolve = |what: &str, target: Option<&str>| -> Result<Source> {
+                let input = |t: &str| graph.inputs.iter().position(|(n, _)| n == t);
                 match target {
-                    None if i == 0 => Ok(Source::Input),
+                    None if i == 0 => Ok(Source::Input(0)),
                     None => Ok(Source::Node(i - 1)),
-                    Some(INPUT) => Ok(Source::Input),
+                    Some(t) if input(t).is_some() => Ok(Source::Input(input(t).unwrap_or(0))),
+                    // The model's input by its default name, when it has one.
+                    Some(INPUT) if graph.inputs.len() == 1 => Ok(Source::Input(0)),
                     Some(t) => match index.get(t) {
                         Some(&j) if j < i => Ok(Source::Node(j)),
                         Some(&j) if j == i => {
@@ -124,16 +153,21 @@ impl Graph {
                     },
                 }
             };
+            if let Layer::Concat(concat) = layer
+                && concat.inputs.is_empty()
+            {
+                return Err(model_error(name, "a concat reads at least one tensor (inputs)"));
+            }
             let source = resolve("input", layer.input())?;
-            let with = match layer {
-                Layer::Add(add) => {
-                    let with = resolve("with", Some(&add.with))?;
-                    Some((with, graph.shape_of(with)))
-                }
-                _ => None,
-            };
+            let what = if matches!(layer, Layer::Add(_)) { "with" } else { "input" };
+            let others = (layer.others().into_iter())
+                .map(|other| {
+                    let source = resolve(what, Some(other))?;
+                    Ok((source, graph.shape_of(source)))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let shape = graph.shape_of(source);
-            let (op, output_shape, cost) = infer(layer, shape, with).map_err(in_layer(name))?;
+            let (op, output_shape, cost) = infer(layer, shape, &others).map_err(in_layer(name))?;
             check_size(name, "output", output_shape)?;
             graph.nodes.push(Node {
                 name: name.to_string(),
@@ -152,13 +186,17 @@ impl Graph {
     pub fn name(&self) -> &str {
         &self.name
     }
-    /// The model's input shape.
+    /// The shape of the model's first input (its only one, mostly).
     pub fn input_shape(&self) -> [usize; 4] {
-        self.input
+        self.inputs[0].1
+    }
+    /// Each input's name and shape, in order.
+    pub fn inputs(&self) -> &[(String, [usize; 4])] {
+        &self.inputs
     }
     /// The model's output shape: the last layer's.
     pub fn output_shape(&self) -> [usize; 4] {
-        self.nodes.last().map_or(self.input, |n| n.output_shape)
+        self.nodes.last().map_or(self.inputs[0].1, |n| n.output_shape)
     }
     /// The nodes, in order.
     pub fn nodes(&self) -> &[Node] {
@@ -171,15 +209,15 @@ impl Graph {
     /// The shape `source` holds.
     pub(crate) fn shape_of(&self, source: Source) -> [usize; 4] {
         match source {
-            Source::Input => self.input,
+            Source::Input(k) => self.inputs[k].1,
             Source::Node(i) => self.nodes[i].output_shape,
         }
     }
-    /// How many nodes read each node's output (as `input` or `with`).
+    /// How many times nodes read each node's output (as any operand).
     pub(crate) fn readers(&self) -> Vec<usize> {
         let mut readers = vec![0; self.nodes.len()];
         for node in &self.nodes {
-            for source in [Some(node.input), node.with()].into_iter().flatten() {
+            for source in node.operands() {
                 if let Source::Node(j) = source {
                     readers[j] += 1;
                 }

@@ -19,8 +19,8 @@ use crate::spec::{
 /// Where a node's operand comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// The model's input.
-    Input,
+    /// The model's input of this index.
+    Input(usize),
     /// The output of the node at this index.
     Node(usize),
 }
@@ -78,6 +78,12 @@ pub(crate) enum Operation {
     },
     MaxPool(Pool),
     GlobalAvgPool,
+    /// The input's channels, then each of `others`' (`channels` holds
+    /// every operand's count, the input's first).
+    Concat {
+        others: Vec<Source>,
+        channels: Vec<usize>,
+    },
 }
 
 /// The activation a kind and slope stand for, by the spec's own rules
@@ -168,13 +174,14 @@ fn pool_pair(layer: &str, field: &str, p: Pair, min: i64) -> Result<[usize; 2]> 
     ))
 }
 
-/// A node's operation, output shape and cost; `with` is an `add`'s other
-/// operand and its shape. Errors other than [`crate::Error::Model`] are the
+/// A node's operation, output shape and cost; `others` are the operands
+/// it reads besides its input (an `add`'s `with`, a `concat`'s others)
+/// and their shapes. Errors other than [`crate::Error::Model`] are the
 /// layer's: the caller names it.
 pub(crate) fn infer(
     layer: &Layer,
     shape: [usize; 4],
-    with: Option<(Source, [usize; 4])>,
+    others: &[(Source, [usize; 4])],
 ) -> Result<(Operation, [usize; 4], Cost)> {
     let name = layer.name();
     let [n, c, h, w] = shape;
@@ -228,7 +235,9 @@ pub(crate) fn infer(
             (Operation::Activation(act), shape, Cost::activation(shape, act))
         }
         Layer::Add(l) => {
-            let (with, other) = with.expect("an add's other operand is resolved");
+            let &[(with, other)] = others else {
+                unreachable!("an add's other operand is resolved")
+            };
             if other != shape {
                 return Err(model_error(
                     name,
@@ -276,6 +285,32 @@ pub(crate) fn infer(
             (Operation::MaxPool(pool), out, Cost::pool(shape))
         }
         Layer::GlobalAvgPool(_) => (Operation::GlobalAvgPool, [n, c, 1, 1], Cost::pool(shape)),
+        Layer::Concat(l) => {
+            let mut channels = vec![c];
+            for ((_, other), operand) in others.iter().zip(&l.inputs[1..]) {
+                if [other[0], other[2], other[3]] != [n, h, w] {
+                    return Err(model_error(
+                        name,
+                        format!(
+                            "concatenates the channels of {shape:?} ({:?}) and {other:?} \
+                             ({operand:?}): N, H and W differ",
+                            l.inputs[0]
+                        ),
+                    ));
+                }
+                channels.push(other[1]);
+            }
+            let total = channels.iter().sum::<usize>();
+            if total > MAX_DIM as usize {
+                return Err(model_error(
+                    name,
+                    format!("{total} channels in all, more than {MAX_DIM}"),
+                ));
+            }
+            let others = others.iter().map(|(s, _)| *s).collect();
+            // `torch.cat` is functional: ptflops counts nothing.
+            (Operation::Concat { others, channels }, [n, total, h, w], Cost::default())
+        }
         Layer::Dsc(l) => dsc(l, shape)?,
         Layer::Acblock(l) => {
             check_count(name, "in_channels", l.in_channels, c)?;

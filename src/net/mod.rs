@@ -2,9 +2,9 @@
 //!
 //! A model goes through four stages, each its own type:
 //!
-//! 1. [`Model`] (`model.rs`): the JSON file as written — the input shape
-//!    and the layers (conv, batchnorm, activation, dsc, acblock, add,
-//!    max_pool, global_avg_pool, linear) with PyTorch's names and
+//! 1. [`Model`] (`model.rs`): the JSON file as written — the inputs'
+//!    shapes and the layers (conv, batchnorm, activation, dsc, acblock,
+//!    add, max_pool, global_avg_pool, linear, concat) with PyTorch's names and
 //!    defaults; or a built-in (`builtin`). Code that treats kinds
 //!    differently matches on [`LayerKind`], never on the file's spelling.
 //! 2. [`Graph`] (`graph.rs`): shapes inferred over the whole file before
@@ -48,8 +48,9 @@ pub use execution::{JitConv, PreparedNet};
 pub use graph::{Graph, Node};
 pub use infer::Source;
 pub use model::{
-    AcBlockLayer, ActivationLayer, AddLayer, BatchNormLayer, ConvLayer, DscLayer, INPUT, Layer,
-    LayerKind, LinearLayer, MODEL, MaxPoolLayer, Model, PlainLayer,
+    AcBlockLayer, ActivationLayer, AddLayer, BatchNormLayer, ConcatLayer, ConvLayer, DscLayer,
+    INPUT, Inputs, Layer, LayerKind, LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput,
+    PlainLayer,
 };
 pub use report::{CHECK_TOLERANCE, CheckReport, LayerReport, Report, Total, shape_str};
 pub use weights::{Network, Tensors};

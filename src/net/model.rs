@@ -23,16 +23,55 @@ pub const INPUT: &str = "input";
 /// The label errors give the model as a whole (its outer object).
 pub const MODEL: &str = "(model)";
 
-/// A model file: the input shape and the layers, run in order.
+/// A model file: the inputs and the layers, run in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Model {
     /// The model's name, for reports.
     pub name: String,
-    /// The input shape `[N, C, H, W]`.
-    pub input: [i64; 4],
+    /// The inputs: one shape, or named shapes.
+    pub input: Inputs,
     /// The layers, in the order they run.
     pub layers: Vec<Layer>,
+}
+
+/// A model's inputs, as the file's `input` states them: one shape
+/// `[N, C, H, W]` (the input named [`INPUT`]), or a list of named shapes
+/// (`[{"name": "rec", "shape": [1, 1, 128, 128]}, ...]`), which layers
+/// read by name. The first is the one a layer reads when it names none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Inputs {
+    /// One input, named [`INPUT`].
+    One([i64; 4]),
+    /// Named inputs, in order.
+    Named(Vec<NamedInput>),
+}
+
+/// One input of a model of several.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedInput {
+    /// The name layers read it by.
+    pub name: String,
+    /// Its shape `[N, C, H, W]`.
+    pub shape: [i64; 4],
+}
+
+impl From<[i64; 4]> for Inputs {
+    fn from(shape: [i64; 4]) -> Inputs {
+        Inputs::One(shape)
+    }
+}
+
+impl Inputs {
+    /// Each input's name and shape, in order.
+    pub fn list(&self) -> Vec<(&str, [i64; 4])> {
+        match self {
+            Inputs::One(shape) => vec![(INPUT, *shape)],
+            Inputs::Named(inputs) => inputs.iter().map(|i| (i.name.as_str(), i.shape)).collect(),
+        }
+    }
 }
 
 /// The outer object, its layers not parsed yet.
@@ -40,7 +79,7 @@ pub struct Model {
 #[serde(deny_unknown_fields)]
 struct Outline {
     name: String,
-    input: [i64; 4],
+    input: serde_json::Value,
     layers: Vec<serde_json::Value>,
 }
 
@@ -63,7 +102,13 @@ impl Model {
                     .map_err(|e| Error::Model { layer: label, reason: json_message(&e) })
             })
             .collect::<Result<_>>()?;
-        Ok(Model { name: outline.name, input: outline.input, layers })
+        let input = serde_json::from_value(outline.input).map_err(|_| Error::Model {
+            layer: MODEL.into(),
+            reason: "input: give one shape [N, C, H, W], or a list of named inputs \
+                     [{\"name\": ..., \"shape\": [N, C, H, W]}, ...]"
+                .into(),
+        })?;
+        Ok(Model { name: outline.name, input, layers })
     }
 
     /// The model as JSON, one layer per line, which [`Model::from_json`]
@@ -104,6 +149,8 @@ pub enum Layer {
     GlobalAvgPool(PlainLayer),
     /// `nn.Linear` on the flattened input.
     Linear(LinearLayer),
+    /// `torch.cat` along the channels.
+    Concat(ConcatLayer),
 }
 
 /// The kind of a layer, without its fields: what reports print and what
@@ -133,11 +180,13 @@ pub enum LayerKind {
     GlobalAvgPool,
     /// [`Layer::Linear`].
     Linear,
+    /// [`Layer::Concat`].
+    Concat,
 }
 
 impl LayerKind {
     /// Every kind, in [`Layer`]'s order.
-    pub const ALL: [LayerKind; 9] = [
+    pub const ALL: [LayerKind; 10] = [
         LayerKind::Conv,
         LayerKind::Batchnorm,
         LayerKind::Activation,
@@ -147,6 +196,7 @@ impl LayerKind {
         LayerKind::MaxPool,
         LayerKind::GlobalAvgPool,
         LayerKind::Linear,
+        LayerKind::Concat,
     ];
 
     /// The `kind` as the model file writes it.
@@ -161,6 +211,7 @@ impl LayerKind {
             LayerKind::MaxPool => "max_pool",
             LayerKind::GlobalAvgPool => "global_avg_pool",
             LayerKind::Linear => "linear",
+            LayerKind::Concat => "concat",
         }
     }
 }
@@ -183,9 +234,23 @@ impl Layer {
         self.common().0
     }
 
-    /// The layer whose output it reads, when it names one.
+    /// The layer whose output it reads, when it names one (a concat's
+    /// first operand).
     pub fn input(&self) -> Option<&str> {
-        self.common().1.as_deref()
+        match self {
+            Layer::Concat(l) => l.inputs.first().map(String::as_str),
+            _ => self.common().1.as_deref(),
+        }
+    }
+
+    /// What it reads besides its input: an add's `with`, a concat's other
+    /// operands.
+    pub fn others(&self) -> Vec<&str> {
+        match self {
+            Layer::Add(l) => vec![l.with.as_str()],
+            Layer::Concat(l) => l.inputs.iter().skip(1).map(String::as_str).collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// The layer's kind.
@@ -200,6 +265,7 @@ impl Layer {
             Layer::MaxPool(_) => LayerKind::MaxPool,
             Layer::GlobalAvgPool(_) => LayerKind::GlobalAvgPool,
             Layer::Linear(_) => LayerKind::Linear,
+            Layer::Concat(_) => LayerKind::Concat,
         }
     }
 
@@ -214,6 +280,7 @@ impl Layer {
             Layer::MaxPool(l) => (&l.name, &l.input),
             Layer::GlobalAvgPool(l) => (&l.name, &l.input),
             Layer::Linear(l) => (&l.name, &l.input),
+            Layer::Concat(l) => (&l.name, &NO_INPUT),
         }
     }
 }
@@ -491,6 +558,20 @@ pub struct LinearLayer {
     pub bias: Option<bool>,
 }
 
+/// The channels of several tensors of one `[N, H, W]`, in order:
+/// `torch.cat(inputs, dim=1)`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcatLayer {
+    /// The name.
+    pub name: String,
+    /// The layers (or model inputs) it reads, at least one.
+    pub inputs: Vec<String>,
+}
+
+/// What [`Layer::input`] gives a layer that names no single input.
+static NO_INPUT: Option<String> = None;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,7 +586,8 @@ mod tests {
         {"kind": "add", "name": "s", "with": "c"},
         {"kind": "max_pool", "name": "p", "kernel": 2},
         {"kind": "global_avg_pool", "name": "g"},
-        {"kind": "linear", "name": "l", "out_features": 2}]}"#;
+        {"kind": "linear", "name": "l", "out_features": 2},
+        {"kind": "concat", "name": "cat", "inputs": ["l", "l"]}]}"#;
 
     /// A layer's typed kind is spelt as the file's `kind` tag, for every
     /// kind, both ways: the one read and the one written.

@@ -5,9 +5,10 @@
 //! The file is decoded by the `protobuf` crate from the ONNX project's own
 //! schema (`proto/onnx.proto`, compiled to Rust by `build.rs`); a file that
 //! is not a valid `ModelProto` (truncated, fuzzed, another format) is
-//! refused whole. The graph must have one input, an f32 `[N, C, H, W]` of
-//! fixed sizes, and one output, the last node's; its nodes, in the file's
-//! (topological) order, become the model's layers:
+//! refused whole. The graph's inputs (those that are no initializer) must
+//! be f32 `[N, C, H, W]` of fixed sizes; they become the model's inputs
+//! under their ONNX names. It must have one output, the last node's; its
+//! nodes, in the file's (topological) order, become the model's layers:
 //!
 //! | ONNX (default domain, opset 13–21) | layer |
 //! |---|---|
@@ -15,6 +16,7 @@
 //! | BatchNormalization (inference) | `batchnorm` |
 //! | Relu, LeakyRelu, Clip to [0, 6] or [0, ∞) | `activation` |
 //! | Add of two computed tensors | `add` |
+//! | Concat of images along the channels (axis 1) | `concat` |
 //! | MaxPool (symmetric `pads`, floor, no dilation) | `max_pool` |
 //! | GlobalAveragePool | `global_avg_pool` |
 //! | Gemm of a matrix (α = β = 1, weights an initializer) | `linear` |
@@ -39,8 +41,8 @@ use std::path::Path;
 use protobuf::Message;
 
 use super::model::{
-    ActivationLayer, AddLayer, BatchNormLayer, ConvLayer, INPUT, Layer, LinearLayer, MODEL,
-    MaxPoolLayer, Model, PlainLayer,
+    ActivationLayer, AddLayer, BatchNormLayer, ConcatLayer, ConvLayer, INPUT, Inputs, Layer,
+    LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput, PlainLayer,
 };
 use super::{Tensors, model_error};
 use crate::error::{Error, Result};
@@ -60,10 +62,11 @@ use proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 
 /// The operators this reads, as errors list them.
-pub const OPERATORS: [&str; 15] = [
+pub const OPERATORS: [&str; 16] = [
     "Add",
     "BatchNormalization",
     "Clip",
+    "Concat",
     "Constant",
     "Conv",
     "ConvTranspose",
@@ -101,7 +104,7 @@ pub fn load(path: &Path) -> Result<(Model, Tensors)> {
 /// file.
 #[derive(Clone, Debug)]
 enum Value<'a> {
-    /// The output of this layer (or [`INPUT`], the model's input); `flat`
+    /// The output of this layer (or of the model's input of this name); `flat`
     /// for a matrix `[N, F]` (a Flatten's, a Gemm's and what elementwise
     /// layers make of them), which the model holds as `[N, F, 1, 1]`.
     Computed { layer: String, flat: bool },
@@ -154,19 +157,21 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
     }
     let inputs: Vec<_> =
         graph.input.iter().filter(|i| !import.values.contains_key(i.name())).collect();
-    let [input] = inputs.as_slice() else {
-        let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
-        return Err(refuse(format!(
-            "the graph has {} inputs ({names:?}); this reads one",
-            names.len()
-        )));
-    };
-    let shape = input_shape(input)?;
-    import.batch = shape[0];
-    import.values.insert(
-        input.name().to_string(),
-        Value::Computed { layer: INPUT.to_string(), flat: false },
-    );
+    if inputs.is_empty() {
+        return Err(refuse("the graph has no input but its initializers".into()));
+    }
+    let mut named = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let shape = input_shape(input)?;
+        let name = input.name().to_string();
+        if name.is_empty() {
+            return Err(refuse("an input of the graph has no name".into()));
+        }
+        import.names.insert(name.clone());
+        import.values.insert(name.clone(), Value::Computed { layer: name.clone(), flat: false });
+        named.push(NamedInput { name, shape });
+    }
+    import.batch = named[0].shape[0];
     for (i, node) in graph.node.iter().enumerate() {
         import.node(node, i)?;
     }
@@ -187,7 +192,7 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
             )));
         }
     }
-    let model = Model { name, input: shape, layers: import.layers };
+    let model = Model { name, input: Inputs::Named(named), layers: import.layers };
     Ok((model, import.tensors))
 }
 
@@ -692,6 +697,28 @@ impl<'a> Import<'a> {
                     negative_slope: None,
                 });
                 (layer, flat)
+            }
+            "Concat" => {
+                if ![1, -3].contains(&a.int("axis", 1)?) {
+                    return Err(refuse(
+                        "this reads Concat of images along the channels (axis 1)".into(),
+                    ));
+                }
+                let mut inputs = Vec::with_capacity(node.input.len());
+                for i in 0..node.input.len() {
+                    let (input, flat) = self.source(node, i, label)?;
+                    if flat {
+                        return Err(refuse(format!(
+                            "input {i} is a matrix [N, F]: this reads Concat of images"
+                        )));
+                    }
+                    inputs.push(input);
+                }
+                if inputs.is_empty() {
+                    return Err(refuse("a Concat of no input".into()));
+                }
+                let name = self.name(node, label)?;
+                (Layer::Concat(ConcatLayer { name, inputs }), false)
             }
             "MaxPool" => {
                 if a.int("ceil_mode", 0)? != 0 || a.pair("dilations", 1)? != [1, 1] {

@@ -27,17 +27,15 @@ pub(crate) enum Exec {
     Add(Activation),
     MaxPool(Pool),
     GlobalAvgPool,
+    /// Each operand's channels in turn; the operands' channel counts.
+    Concat(Vec<usize>),
 }
 
 impl Exec {
-    /// Computes `y` from `x` (of `shape`) and, for an add, `with`.
-    pub(crate) fn run(
-        &self,
-        x: &[f32],
-        with: Option<&[f32]>,
-        y: &mut [f32],
-        shape: [usize; 4],
-    ) -> Result<()> {
+    /// Computes `y` from its operands `xs` — the input (of `shape`)
+    /// first, then an add's `with` or a concat's others.
+    pub(crate) fn run(&self, xs: &[&[f32]], y: &mut [f32], shape: [usize; 4]) -> Result<()> {
+        let (x, with) = (xs[0], xs.get(1).copied());
         match self {
             Exec::Conv(layer) => layer.run(x, y),
             Exec::Dsc(block) => block.run(x, y),
@@ -61,6 +59,21 @@ impl Exec {
             Exec::MaxPool(pool) => max_pool(pool, x, shape, y),
             Exec::GlobalAvgPool => {
                 global_avg_pool(x, shape, y);
+                Ok(())
+            }
+            Exec::Concat(channels) => {
+                // Per batch item, each operand's planes in turn.
+                let plane = shape[2] * shape[3];
+                let mut out = y.chunks_mut(channels.iter().sum::<usize>() * plane);
+                for n in 0..shape[0] {
+                    let y = out.next().expect("the output holds every batch item");
+                    let mut at = 0;
+                    for (x, &c) in xs.iter().zip(channels) {
+                        let len = c * plane;
+                        y[at..at + len].copy_from_slice(&x[n * len..(n + 1) * len]);
+                        at += len;
+                    }
+                }
                 Ok(())
             }
         }

@@ -376,6 +376,7 @@ fn bind(node: &Node, supply: &mut Supply<'_>, seed: u64) -> Result<Params> {
         Operation::Activation(_)
         | Operation::Add { .. }
         | Operation::MaxPool(_)
-        | Operation::GlobalAvgPool => Params::None,
+        | Operation::GlobalAvgPool
+        | Operation::Concat { .. } => Params::None,
     })
 }
