@@ -21,8 +21,11 @@ Models (opset 17, as `torch.onnx.export` writes by default):
 - two_inputs: an in-loop filter's shape, two inputs (a reconstruction
   `rec` and a QP map `qp`) concatenated, convs, the QP map concatenated
   again beside the features (axis -3), and a residual Add of `rec`;
+- nnvc_like: a JVET NNVC-style in-loop filter of two inputs (SpaceToDepth,
+  Concat, convs with PRelu of a slope per channel and of one slope,
+  DepthToSpace in DCR and CRD modes, a residual Add to an input);
 - refused_*: models convjit refuses, each for one reason (an operator not
-  read, a Concat along the rows, a Flatten added to an image, one initializer as two
+  read, a Concat along the rows, PRelu slopes that broadcast along W, a Flatten added to an image, one initializer as two
   layers' weights, a kernel_shape that disagrees with the weights, an
   attribute of the wrong type, MaxPool's ceil_mode, a Reshape to 3-D).
 
@@ -220,6 +223,42 @@ def refused_sigmoid(rng):
                  [1, 4, 6, 6], "refused_sigmoid")
 
 
+def nnvc_like(rng):
+    """A JVET NNVC-style in-loop filter: a luma reconstruction `rec` and a
+    QP map `qp`, each unshuffled to half resolution (SpaceToDepth),
+    concatenated, convs with PReLU (a slope per channel, then one slope),
+    a DepthToSpace (DCR) and SpaceToDepth pair, a conv to 4 channels
+    shuffled back to full resolution (DepthToSpace, CRD: PyTorch's
+    PixelShuffle), and the residual added to `rec`."""
+    inits = [init(rng, "c1.w", [16, 8, 3, 3]), init(rng, "c1.b", [16], 0.1),
+             numpy_helper.from_array((0.25 + 0.1 * rng.standard_normal((16, 1, 1))).astype(np.float32), "a1"),
+             init(rng, "c2.w", [16, 16, 3, 3]), init(rng, "c2.b", [16], 0.1),
+             numpy_helper.from_array(np.array([0.2], dtype=np.float32), "a2"),
+             init(rng, "c3.w", [4, 16, 3, 3]), init(rng, "c3.b", [4], 0.1)]
+    nodes = [
+        helper.make_node("SpaceToDepth", ["rec"], ["rec4"], name="unshuffle_rec", blocksize=2),
+        helper.make_node("SpaceToDepth", ["qp"], ["qp4"], name="unshuffle_qp", blocksize=2),
+        helper.make_node("Concat", ["rec4", "qp4"], ["cat"], name="cat", axis=1),
+        helper.make_node("Conv", ["cat", "c1.w", "c1.b"], ["h1"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["h1", "a1"], ["p1"], name="prelu1"),
+        helper.make_node("Conv", ["p1", "c2.w", "c2.b"], ["h2"], name="c2", pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["h2", "a2"], ["p2"], name="prelu2"),
+        helper.make_node("DepthToSpace", ["p2"], ["up"], name="up", blocksize=2),
+        helper.make_node("SpaceToDepth", ["up"], ["down"], name="down", blocksize=2),
+        helper.make_node("Conv", ["down", "c3.w", "c3.b"], ["h3"], name="c3", pads=[1, 1, 1, 1]),
+        helper.make_node("DepthToSpace", ["h3"], ["t"], name="shuffle", blocksize=2, mode="CRD"),
+        helper.make_node("Add", ["rec", "t"], ["y"], name="residual"),
+    ]
+    shape = [1, 1, 24, 32]
+    return model(nodes, inits, [("rec", shape), ("qp", shape)], "y", shape, "nnvc_like")
+
+
+def refused_prelu_slopes(rng):
+    inits = [numpy_helper.from_array(np.full([8], 0.25, dtype=np.float32), "a")]
+    nodes = [helper.make_node("PRelu", ["x", "a"], ["y"], name="prelu")]
+    return model(nodes, inits, [("x", [1, 3, 8, 8])], "y", [1, 3, 8, 8], "refused_prelu_slopes")
+
+
 def refused_concat_axis(rng):
     nodes = [helper.make_node("Concat", ["x", "x"], ["y"], name="rows", axis=2)]
     return model(nodes, [], [("x", [1, 3, 8, 8])], "y", [1, 3, 16, 8], "refused_concat_axis")
@@ -252,8 +291,9 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(20261207)
     refused = [refused_sigmoid, refused_concat_axis, refused_flatten_add, refused_shared_weights,
-               refused_kernel_shape, refused_int_alpha, refused_ceil_mode, refused_reshape]
-    runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True)]
+               refused_kernel_shape, refused_int_alpha, refused_ceil_mode, refused_reshape,
+               refused_prelu_slopes]
+    runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True), (nnvc_like, True)]
     for build, run in runs + [(r, False) for r in refused]:
         m = build(rng)
         name = build.__name__

@@ -1025,3 +1025,64 @@ fn named_inputs_and_concat() {
     let err = refused(&edited(r#""shape": [2, 1, 5, 6]}]"#, r#""size": [2, 1, 5, 6]}]"#));
     assert!(err.contains("a list of named inputs"), "{err}");
 }
+
+/// Pixel shuffles move each channel's values as PyTorch's `PixelShuffle`
+/// (`crd`) and ONNX's DepthToSpace default (`dcr`) do; an unshuffle of
+/// the same order undoes a shuffle; a PReLU has a slope per channel, and
+/// one of a single slope folds into the conv before it.
+#[test]
+fn pixel_shuffles_and_prelu_follow_their_definitions() {
+    let x: Vec<f32> = (0..8).map(|v| v as f32).collect();
+    for (order, want) in [
+        ("crd", [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]),
+        ("dcr", [0.0, 2.0, 4.0, 6.0, 1.0, 3.0, 5.0, 7.0]),
+    ] {
+        let layer =
+            format!(r#"{{"kind": "pixel_shuffle", "name": "s", "factor": 2, "order": "{order}"}}"#);
+        assert_eq!(one_layer([1, 8, 1, 1], &layer, &x, None), want, "{order}");
+        let both = format!(
+            r#"{{"name": "m", "input": [2, 8, 3, 5], "layers": [{layer},
+            {{"kind": "pixel_unshuffle", "name": "u", "factor": 2, "order": "{order}"}}]}}"#
+        );
+        let network = Network::new(graph(&both), None).unwrap();
+        assert_eq!(network.graph().nodes()[0].output_shape(), [2, 2, 6, 10]);
+        let x = random_tensor(4, 2 * 8 * 15);
+        for options in
+            [Options::default(), Options { engine: Engine::Reference, ..Options::default() }]
+        {
+            assert_eq!(run(&network, &options, &x), x, "{order}");
+        }
+    }
+    let refused_shuffle = refused(&one_layer_model(
+        [1, 6, 2, 2],
+        r#"{"kind": "pixel_shuffle", "name": "s", "factor": 2}"#,
+    ));
+    assert!(refused_shuffle.contains("multiple of 4"), "{refused_shuffle}");
+
+    // A slope per channel: x where x > 0, else a · x.
+    let mut tensors = Tensors::new();
+    tensors.insert("p.weight", &[2], vec![0.5, -2.0]).unwrap();
+    let prelu = r#"{"kind": "prelu", "name": "p", "num_parameters": 2}"#;
+    let y = one_layer([1, 2, 1, 2], prelu, &[-2.0, 3.0, -2.0, 3.0], Some(&tensors));
+    assert_eq!(y, [-1.0, 3.0, 4.0, 3.0]);
+    // One slope folds into the conv as a leaky ReLU; one per channel runs
+    // on its own; both as the reference computes them.
+    for (parameters, folds) in [(1, true), (3, false)] {
+        let json = format!(
+            r#"{{"name": "m", "input": [1, 2, 6, 6], "layers": [
+            {{"kind": "conv", "name": "c", "out_channels": 3, "kernel": 3, "padding": 1}},
+            {{"kind": "prelu", "name": "p", "num_parameters": {parameters}}}]}}"#
+        );
+        let network = Network::new(graph(&json), None).unwrap();
+        let x = net::random_input(network.graph().input_shape(), 9).unwrap();
+        let mut prepared = network.prepare(&Options::default(), None).unwrap();
+        let (y, report) = prepared.measure(&x, 1).unwrap();
+        assert_eq!(report.layers[1].folded_into.as_deref(), folds.then_some("c"));
+        assert!(network.check(&x, &y).unwrap().within(TOLERANCE));
+    }
+    let err = refused(&one_layer_model(
+        [1, 2, 2, 2],
+        r#"{"kind": "prelu", "name": "p", "num_parameters": 3}"#,
+    ));
+    assert!(err.contains("num_parameters 3"), "{err}");
+}

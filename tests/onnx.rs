@@ -86,6 +86,7 @@ fn what_is_not_read_is_refused_naming_it() {
     }
     let refused = [
         ("refused_concat_axis", &["rows (Concat", "along the channels (axis 1)"][..]),
+        ("refused_prelu_slopes", &["prelu (PRelu", "slopes of shape [8]"]),
         ("refused_flatten_add", &["mixed (Add", "a matrix [N, F] and an image"]),
         ("refused_shared_weights", &["second (Conv", "tensor w, another layer's weights"]),
         ("refused_kernel_shape", &["conv (Conv", "kernel_shape [5, 5]", "disagree"]),
@@ -262,38 +263,27 @@ fn jit_convs_are_the_distinct_kernels_as_compiled() {
     assert!(layer1.iter().all(|c| c.nodes.len() == 2));
 }
 
-/// A model of two inputs — a reconstruction and a QP map, concatenated
-/// twice along the channels, the residual added to the first — matches
-/// onnxruntime on both engines, through the library and the CLI, its
-/// inputs given by name in any order.
+/// Models of two inputs match onnxruntime on both engines: an NNVC-style
+/// filter, and a reconstruction and QP map concatenated twice along the
+/// channels with the residual added to the first, also through the CLI,
+/// its inputs given by name in any order or by position.
 #[test]
-fn a_model_of_two_inputs_matches_onnxruntime() {
-    let (model, tensors) = net::onnx::load(&fixture("two_inputs.onnx")).unwrap();
-    let network = Network::new(net::Graph::new(&model).unwrap(), Some(&tensors)).unwrap();
-    let inputs = network.graph().inputs().to_vec();
-    let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+fn models_of_two_inputs_match_onnxruntime() {
+    // The NNVC-style filter: SpaceToDepth, Concat, PRelu of one slope
+    // and of one per channel, DepthToSpace of both orders, the residual.
+    let (model, _, _) = two_input_fixture("nnvc_like");
+    let names: Vec<&str> = model.graph().inputs().iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["rec", "qp"]);
-    let read = |name: &str, shape: &[usize]| {
-        npy::read_f32(&fixture(&format!("two_inputs.{name}.npy")), "tensor", shape).unwrap()
-    };
-    let xs: Vec<Vec<f32>> = inputs.iter().map(|(n, s)| read(n, s)).collect();
+    let (network, xs, close) = two_input_fixture("two_inputs");
     let xs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
     let shape = network.graph().output_shape();
-    let want = read("output", &shape);
-    let peak = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let close = |y: &[f32], what: &str| {
-        let error = y.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(error <= 1e-4 * (1.0 + peak), "{what}: {error:e} (peak {peak})");
-    };
     for engine in [Engine::Jit, Engine::Reference] {
         let options = Options { engine, ..Options::default() };
         let mut prepared = network.prepare(&options, None).unwrap();
-        close(prepared.run_inputs(&xs).unwrap(), &engine.to_string());
         // One tensor for a model of two is refused, naming the inputs.
         let err = prepared.run(xs[0]).unwrap_err().to_string();
         assert!(err.contains("1 input tensors given; the model has 2 (rec, qp)"), "{err}");
     }
-
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("y.npy");
     let given =
@@ -321,4 +311,35 @@ fn a_model_of_two_inputs_matches_onnxruntime() {
     assert!(String::from_utf8_lossy(&twice.stderr).contains("input qp is given twice"));
     let three = cli(&[given("qp"), rec.clone(), rec]);
     assert!(String::from_utf8_lossy(&three.stderr).contains("every input of the model"));
+}
+
+/// Fixture model `name` of several inputs, loaded, its inputs read, and a
+/// check of an output against onnxruntime's; the model's output on both
+/// engines is checked with it first.
+#[allow(clippy::type_complexity)]
+fn two_input_fixture(name: &str) -> (Network, Vec<Vec<f32>>, Box<dyn Fn(&[f32], &str)>) {
+    let (model, tensors) = net::onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
+    let network = Network::new(net::Graph::new(&model).unwrap(), Some(&tensors)).unwrap();
+    assert!(network.unused_tensors().is_empty(), "{:?}", network.unused_tensors());
+    let file = format!("{name}.{{}}.npy");
+    let read = move |part: &str, shape: &[usize]| {
+        npy::read_f32(&fixture(&file.replace("{}", part)), "tensor", shape).unwrap()
+    };
+    let inputs = network.graph().inputs().to_vec();
+    let xs: Vec<Vec<f32>> = inputs.iter().map(|(n, s)| read(n, s)).collect();
+    let want = read("output", &network.graph().output_shape());
+    let peak = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let model_name = name.to_string();
+    let close = move |y: &[f32], what: &str| {
+        assert_eq!(y.len(), want.len());
+        let error = y.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(error <= 1e-4 * (1.0 + peak), "{model_name}, {what}: {error:e} (peak {peak})");
+    };
+    let slices: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+    for engine in [Engine::Jit, Engine::Reference] {
+        let options = Options { engine, ..Options::default() };
+        let mut prepared = network.prepare(&options, None).unwrap();
+        close(prepared.run_inputs(&slices).unwrap(), &engine.to_string());
+    }
+    (network, xs, Box::new(close))
 }

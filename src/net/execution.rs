@@ -106,6 +106,8 @@ impl Preparing<'_> {
             (Operation::MaxPool(pool), _) => Exec::MaxPool(*pool),
             (Operation::GlobalAvgPool, _) => Exec::GlobalAvgPool,
             (Operation::Concat { channels, .. }, _) => Exec::Concat(channels.clone()),
+            (Operation::Prelu(_), Params::Prelu(slopes)) => Exec::Prelu(slopes.clone()),
+            (Operation::Shuffle(shuffle), _) => Exec::Shuffle(*shuffle),
             _ => unreachable!("binding gives every operation its parameters"),
         })
     }

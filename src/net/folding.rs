@@ -5,7 +5,8 @@
 //! A BatchNorm folds into the conv (or linear layer) right before it when
 //! nothing else reads that conv's output and the conv has no activation;
 //! an activation that alone reads a conv's (or its folded BatchNorm's)
-//! output is fused into the conv's kernel, and one that alone reads an
+//! output is fused into the conv's kernel (a PReLU of one slope too, as
+//! the leaky ReLU it is), and one that alone reads an
 //! add's (a residual's `relu(x + f(x))`) into the add's loop. A
 //! depthwise-separable block folds its own BatchNorms and activations
 //! ([`DscParams::folded`]). The folded layers keep their report rows, with
@@ -45,7 +46,7 @@ pub(crate) fn plan(network: &Network) -> Vec<Option<usize>> {
                 folded[i] = Some(j);
                 has_bn[j] = true;
             }
-            Operation::Activation(_) => {
+            Operation::Activation(_) | Operation::Prelu(1) => {
                 let into = folded[j].or((is_conv(j) || is_add(j)).then_some(j));
                 if let Some(c) = into.filter(|&c| !has_act[c]) {
                     folded[i] = Some(c);
@@ -65,6 +66,13 @@ pub(crate) fn add_activation(network: &Network, plan: &[Option<usize>], i: usize
     let folded = (i + 1..nodes.len()).find(|&k| plan[k] == Some(i));
     match (&nodes[i].op, folded.map(|k| &nodes[k].op)) {
         (_, Some(Operation::Activation(act))) => *act,
+        (_, Some(Operation::Prelu(_))) => {
+            let k = folded.expect("a folded node");
+            match &network.params[k] {
+                Params::Prelu(slopes) => Activation::LeakyRelu { negative_slope: slopes[0] },
+                _ => unreachable!("a PReLU's parameters are its slopes"),
+            }
+        }
         (Operation::Add { activation, .. }, _) => *activation,
         _ => unreachable!("only adds have an add's activation"),
     }
@@ -87,6 +95,11 @@ pub(crate) fn fold_into(
         conv = match (&other.op, &network.params[k]) {
             (Operation::BatchNorm(_), Params::BatchNorm(bn)) => conv.fold(bn),
             (Operation::Activation(act), _) => conv.with_activation(*act),
+            // One slope: a leaky ReLU (which differs from PyTorch's PReLU
+            // only in the sign of a zero).
+            (Operation::Prelu(_), Params::Prelu(slopes)) => {
+                conv.with_activation(Activation::LeakyRelu { negative_slope: slopes[0] })
+            }
             _ => unreachable!("only BatchNorms and activations fold"),
         }
         .map_err(in_layer(other.name()))?;

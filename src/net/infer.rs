@@ -8,7 +8,7 @@
 //! (names, what each layer reads, tensor sizes) is [`super::graph`]'s.
 
 use super::cost::Cost;
-use super::model::{self, Layer};
+use super::model::{self, Layer, ShuffleOrder};
 use super::model_error;
 use crate::blocks::{AcBlock, BN_EPS, DscMode};
 use crate::error::Result;
@@ -58,6 +58,16 @@ pub(crate) struct Pool {
     pub padding: [usize; 2],
 }
 
+/// A pixel shuffle's or unshuffle's geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shuffle {
+    /// The block's side r.
+    pub factor: usize,
+    pub order: ShuffleOrder,
+    /// Channels to space (a shuffle), or space to channels.
+    pub up: bool,
+}
+
 /// What a node computes, its shapes resolved.
 #[derive(Clone, Debug)]
 pub(crate) enum Operation {
@@ -78,6 +88,10 @@ pub(crate) enum Operation {
     },
     MaxPool(Pool),
     GlobalAvgPool,
+    /// PReLU with this many slopes (1, or the channels).
+    Prelu(usize),
+    /// A pixel shuffle (`up`) or unshuffle.
+    Shuffle(Shuffle),
     /// The input's channels, then each of `others`' (`channels` holds
     /// every operand's count, the input's first).
     Concat {
@@ -285,6 +299,56 @@ pub(crate) fn infer(
             (Operation::MaxPool(pool), out, Cost::pool(shape))
         }
         Layer::GlobalAvgPool(_) => (Operation::GlobalAvgPool, [n, c, 1, 1], Cost::pool(shape)),
+        Layer::Prelu(l) => {
+            let count = match l.num_parameters {
+                None | Some(1) => 1,
+                Some(p) if p == c as i64 => c,
+                Some(p) => {
+                    return Err(model_error(
+                        name,
+                        format!("num_parameters {p}: 1, or the input's {c} channels"),
+                    ));
+                }
+            };
+            let cost = Cost { params: count as u64, ..Cost::activation(shape, Activation::Relu) };
+            (Operation::Prelu(count), shape, cost)
+        }
+        Layer::PixelShuffle(l) | Layer::PixelUnshuffle(l) => {
+            let up = matches!(layer, Layer::PixelShuffle(_));
+            let r = l.factor;
+            if !(1..=MAX_DIM).contains(&r) {
+                return Err(model_error(
+                    name,
+                    format!("factor {r}: at least 1, at most {MAX_DIM}"),
+                ));
+            }
+            let r = r as usize;
+            let out = if up {
+                if c % (r * r) != 0 {
+                    return Err(model_error(
+                        name,
+                        format!(
+                            "{c} channels: a pixel shuffle by {r} needs a multiple of {}",
+                            r * r
+                        ),
+                    ));
+                }
+                [n, c / (r * r), h * r, w * r]
+            } else {
+                if h % r != 0 || w % r != 0 {
+                    return Err(model_error(
+                        name,
+                        format!(
+                            "{h}×{w}: a pixel unshuffle by {r} needs sides that are multiples of {r}"
+                        ),
+                    ));
+                }
+                [n, c * r * r, h / r, w / r]
+            };
+            let shuffle = Shuffle { factor: r, order: l.order.unwrap_or_default(), up };
+            // No module hook of ptflops counts it.
+            (Operation::Shuffle(shuffle), out, Cost::default())
+        }
         Layer::Concat(l) => {
             let mut channels = vec![c];
             for ((_, other), operand) in others.iter().zip(&l.inputs[1..]) {

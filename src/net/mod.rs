@@ -4,7 +4,8 @@
 //!
 //! 1. [`Model`] (`model.rs`): the JSON file as written — the inputs'
 //!    shapes and the layers (conv, batchnorm, activation, dsc, acblock,
-//!    add, max_pool, global_avg_pool, linear, concat) with PyTorch's names and
+//!    add, max_pool, global_avg_pool, linear, concat, prelu,
+//!    pixel_shuffle, pixel_unshuffle) with PyTorch's names and
 //!    defaults; or a built-in (`builtin`). Code that treats kinds
 //!    differently matches on [`LayerKind`], never on the file's spelling.
 //! 2. [`Graph`] (`graph.rs`): shapes inferred over the whole file before
@@ -50,7 +51,7 @@ pub use infer::Source;
 pub use model::{
     AcBlockLayer, ActivationLayer, AddLayer, BatchNormLayer, ConcatLayer, ConvLayer, DscLayer,
     INPUT, Inputs, Layer, LayerKind, LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput,
-    PlainLayer,
+    PlainLayer, PreluLayer, ShuffleLayer, ShuffleOrder,
 };
 pub use report::{CHECK_TOLERANCE, CheckReport, LayerReport, Report, Total, shape_str};
 pub use weights::{Network, Tensors};

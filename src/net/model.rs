@@ -151,6 +151,13 @@ pub enum Layer {
     Linear(LinearLayer),
     /// `torch.cat` along the channels.
     Concat(ConcatLayer),
+    /// `nn.PReLU`: a learned slope for negative inputs, one or one per
+    /// channel.
+    Prelu(PreluLayer),
+    /// `nn.PixelShuffle`: channels to space.
+    PixelShuffle(ShuffleLayer),
+    /// `nn.PixelUnshuffle`: space to channels.
+    PixelUnshuffle(ShuffleLayer),
 }
 
 /// The kind of a layer, without its fields: what reports print and what
@@ -182,11 +189,17 @@ pub enum LayerKind {
     Linear,
     /// [`Layer::Concat`].
     Concat,
+    /// [`Layer::Prelu`].
+    Prelu,
+    /// [`Layer::PixelShuffle`].
+    PixelShuffle,
+    /// [`Layer::PixelUnshuffle`].
+    PixelUnshuffle,
 }
 
 impl LayerKind {
     /// Every kind, in [`Layer`]'s order.
-    pub const ALL: [LayerKind; 10] = [
+    pub const ALL: [LayerKind; 13] = [
         LayerKind::Conv,
         LayerKind::Batchnorm,
         LayerKind::Activation,
@@ -197,6 +210,9 @@ impl LayerKind {
         LayerKind::GlobalAvgPool,
         LayerKind::Linear,
         LayerKind::Concat,
+        LayerKind::Prelu,
+        LayerKind::PixelShuffle,
+        LayerKind::PixelUnshuffle,
     ];
 
     /// The `kind` as the model file writes it.
@@ -212,6 +228,9 @@ impl LayerKind {
             LayerKind::GlobalAvgPool => "global_avg_pool",
             LayerKind::Linear => "linear",
             LayerKind::Concat => "concat",
+            LayerKind::Prelu => "prelu",
+            LayerKind::PixelShuffle => "pixel_shuffle",
+            LayerKind::PixelUnshuffle => "pixel_unshuffle",
         }
     }
 }
@@ -266,6 +285,9 @@ impl Layer {
             Layer::GlobalAvgPool(_) => LayerKind::GlobalAvgPool,
             Layer::Linear(_) => LayerKind::Linear,
             Layer::Concat(_) => LayerKind::Concat,
+            Layer::Prelu(_) => LayerKind::Prelu,
+            Layer::PixelShuffle(_) => LayerKind::PixelShuffle,
+            Layer::PixelUnshuffle(_) => LayerKind::PixelUnshuffle,
         }
     }
 
@@ -281,6 +303,8 @@ impl Layer {
             Layer::GlobalAvgPool(l) => (&l.name, &l.input),
             Layer::Linear(l) => (&l.name, &l.input),
             Layer::Concat(l) => (&l.name, &NO_INPUT),
+            Layer::Prelu(l) => (&l.name, &l.input),
+            Layer::PixelShuffle(l) | Layer::PixelUnshuffle(l) => (&l.name, &l.input),
         }
     }
 }
@@ -569,6 +593,54 @@ pub struct ConcatLayer {
     pub inputs: Vec<String>,
 }
 
+/// `nn.PReLU(num_parameters)`: `x` where `x > 0`, else `a · x`, with one
+/// slope `a` for every channel or one per channel; tensor `{name}.weight`
+/// `[num_parameters]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreluLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// 1 (default, as PyTorch), or the input's channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_parameters: Option<i64>,
+}
+
+/// The order of the channels a pixel shuffle reads (or an unshuffle
+/// writes): of output channel `c` and position `(i, j)` in its `r × r`
+/// block, channel `c·r² + i·r + j` (`crd`: PyTorch's, ONNX DepthToSpace's
+/// `CRD` mode) or `(i·r + j)·C + c` (`dcr`: ONNX DepthToSpace's default
+/// and SpaceToDepth's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShuffleOrder {
+    /// Channel, then the row and column in the block (PyTorch's).
+    #[default]
+    Crd,
+    /// The row and column in the block, then the channel.
+    Dcr,
+}
+
+/// A pixel shuffle or unshuffle by `factor`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShuffleLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The block's side r: PyTorch's `upscale_factor` or
+    /// `downscale_factor`.
+    pub factor: i64,
+    /// The channels' order (default `crd`, PyTorch's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<ShuffleOrder>,
+}
+
 /// What [`Layer::input`] gives a layer that names no single input.
 static NO_INPUT: Option<String> = None;
 
@@ -587,7 +659,10 @@ mod tests {
         {"kind": "max_pool", "name": "p", "kernel": 2},
         {"kind": "global_avg_pool", "name": "g"},
         {"kind": "linear", "name": "l", "out_features": 2},
-        {"kind": "concat", "name": "cat", "inputs": ["l", "l"]}]}"#;
+        {"kind": "concat", "name": "cat", "inputs": ["l", "l"]},
+        {"kind": "prelu", "name": "pr"},
+        {"kind": "pixel_shuffle", "name": "up", "factor": 2},
+        {"kind": "pixel_unshuffle", "name": "down", "factor": 2}]}"#;
 
     /// A layer's typed kind is spelt as the file's `kind` tag, for every
     /// kind, both ways: the one read and the one written.

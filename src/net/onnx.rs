@@ -17,6 +17,8 @@
 //! | Relu, LeakyRelu, Clip to [0, 6] or [0, ∞) | `activation` |
 //! | Add of two computed tensors | `add` |
 //! | Concat of images along the channels (axis 1) | `concat` |
+//! | PRelu (one slope, or one per channel) | `prelu` |
+//! | DepthToSpace (DCR, CRD), SpaceToDepth | `pixel_shuffle`, `pixel_unshuffle` |
 //! | MaxPool (symmetric `pads`, floor, no dilation) | `max_pool` |
 //! | GlobalAveragePool | `global_avg_pool` |
 //! | Gemm of a matrix (α = β = 1, weights an initializer) | `linear` |
@@ -42,7 +44,8 @@ use protobuf::Message;
 
 use super::model::{
     ActivationLayer, AddLayer, BatchNormLayer, ConcatLayer, ConvLayer, INPUT, Inputs, Layer,
-    LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput, PlainLayer,
+    LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput, PlainLayer, PreluLayer, ShuffleLayer,
+    ShuffleOrder,
 };
 use super::{Tensors, model_error};
 use crate::error::{Error, Result};
@@ -62,7 +65,7 @@ use proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 
 /// The operators this reads, as errors list them.
-pub const OPERATORS: [&str; 16] = [
+pub const OPERATORS: [&str; 19] = [
     "Add",
     "BatchNormalization",
     "Clip",
@@ -70,6 +73,7 @@ pub const OPERATORS: [&str; 16] = [
     "Constant",
     "Conv",
     "ConvTranspose",
+    "DepthToSpace",
     "Dropout",
     "Flatten",
     "Gemm",
@@ -77,8 +81,10 @@ pub const OPERATORS: [&str; 16] = [
     "Identity",
     "LeakyRelu",
     "MaxPool",
+    "PRelu",
     "Relu",
     "Reshape",
+    "SpaceToDepth",
 ];
 
 /// `TensorProto.DataType.INT64`: shapes.
@@ -697,6 +703,44 @@ impl<'a> Import<'a> {
                     negative_slope: None,
                 });
                 (layer, flat)
+            }
+            "PRelu" => {
+                let (input, flat) = self.source(node, 0, label)?;
+                let (shape, slopes) = self
+                    .weights(node, 1, label)?
+                    .ok_or_else(|| refuse("the slopes are missing".into()))?;
+                // One slope, or one per channel: [C, 1, 1] or [1, C, 1, 1]
+                // as exports write them (broadcast against N, C, H, W).
+                let per_channel = matches!(shape.as_slice(), [_, 1, 1] | [1, _, 1, 1]);
+                if slopes.len() != 1 && (!per_channel || flat) {
+                    return Err(refuse(format!(
+                        "slopes of shape {shape:?}: this reads one slope, or one per channel of \
+                         an image ([C, 1, 1] or [1, C, 1, 1])"
+                    )));
+                }
+                let count = slopes.len();
+                let name = self.name(node, label)?;
+                self.store(&name, "weight", &[count], slopes)?;
+                let num_parameters = Some(field(count, "num_parameters", label)?);
+                (Layer::Prelu(PreluLayer { name, input: Some(input), num_parameters }), flat)
+            }
+            "DepthToSpace" | "SpaceToDepth" => {
+                let input = self.image(node, 0, label)?;
+                let factor = a.int("blocksize", 0)?;
+                // SpaceToDepth has no mode: its order is DepthToSpace's DCR.
+                let order = match a.string("mode")?.as_deref() {
+                    None | Some("DCR") => ShuffleOrder::Dcr,
+                    Some("CRD") if op == "DepthToSpace" => ShuffleOrder::Crd,
+                    Some(other) => {
+                        return Err(refuse(format!("mode {other}: this reads DCR and CRD")));
+                    }
+                };
+                let name = self.name(node, label)?;
+                let shuffle = ShuffleLayer { name, input: Some(input), factor, order: Some(order) };
+                match op {
+                    "DepthToSpace" => (Layer::PixelShuffle(shuffle), false),
+                    _ => (Layer::PixelUnshuffle(shuffle), false),
+                }
             }
             "Concat" => {
                 if ![1, -3].contains(&a.int("axis", 1)?) {

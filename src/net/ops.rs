@@ -3,7 +3,8 @@
 //! plain layers (a BatchNorm that did not fold, an activation, an add,
 //! the pools) are loops over the tensor here, with PyTorch's semantics.
 
-use super::infer::Pool;
+use super::infer::{Pool, Shuffle};
+use super::model::ShuffleOrder;
 use super::weights::DscParams;
 use crate::blocks::{BatchNorm, PreparedDsc, Training};
 use crate::engine::Prepared;
@@ -29,6 +30,9 @@ pub(crate) enum Exec {
     GlobalAvgPool,
     /// Each operand's channels in turn; the operands' channel counts.
     Concat(Vec<usize>),
+    /// PReLU of these slopes (one, or one per channel).
+    Prelu(Vec<f32>),
+    Shuffle(Shuffle),
 }
 
 impl Exec {
@@ -59,6 +63,19 @@ impl Exec {
             Exec::MaxPool(pool) => max_pool(pool, x, shape, y),
             Exec::GlobalAvgPool => {
                 global_avg_pool(x, shape, y);
+                Ok(())
+            }
+            Exec::Prelu(slopes) => {
+                let plane = shape[2] * shape[3];
+                for (k, (y, x)) in y.chunks_mut(plane).zip(x.chunks(plane)).enumerate() {
+                    let a = slopes[if slopes.len() == 1 { 0 } else { k % shape[1] }];
+                    // PyTorch's `x > 0 ? x : a · x`.
+                    y.iter_mut().zip(x).for_each(|(y, &x)| *y = if x > 0.0 { x } else { a * x });
+                }
+                Ok(())
+            }
+            Exec::Shuffle(shuffle) => {
+                pixel_shuffle(shuffle, x, shape, y);
                 Ok(())
             }
             Exec::Concat(channels) => {
@@ -113,6 +130,48 @@ fn elementwise(act: Activation, y: &mut [f32], x: &[f32], with: Option<&[f32]>) 
         Activation::Relu6 => each(|v| v.clamp(0.0, 6.0), y, x, with),
         Activation::LeakyRelu { negative_slope: s } => {
             each(|v| if v < 0.0 { s * v } else { v }, y, x, with)
+        }
+    }
+}
+
+/// A pixel shuffle or unshuffle of `x` (NCHW of `shape`, the input's)
+/// into `y`. Of the shuffled tensor's channel `c` and the position `(i, j)`
+/// in its `r × r` block, the packed tensor's channel is `c·r² + i·r + j`
+/// (`crd`) or `(i·r + j)·C + c` (`dcr`); each row of the spread tensor
+/// interleaves `r` rows of the packed one.
+fn pixel_shuffle(shuffle: &Shuffle, x: &[f32], shape: [usize; 4], y: &mut [f32]) {
+    let r = shuffle.factor;
+    // The packed side: channels of `h`×`w`; the spread side: `c` channels
+    // of `(h·r)`×`(w·r)`.
+    let [n, c_in, h_in, w_in] = shape;
+    let (c, h, w) = match shuffle.up {
+        true => (c_in / (r * r), h_in, w_in),
+        false => (c_in, h_in / r, w_in / r),
+    };
+    let packed_channel = |c_out: usize, i: usize, j: usize| match shuffle.order {
+        ShuffleOrder::Crd => c_out * r * r + i * r + j,
+        ShuffleOrder::Dcr => (i * r + j) * c + c_out,
+    };
+    let (plane, item) = (h * w, c * r * r * h * w);
+    for b in 0..n {
+        for c_out in 0..c {
+            for i in 0..r {
+                for j in 0..r {
+                    let packed = b * item + packed_channel(c_out, i, j) * plane;
+                    let spread = b * item + c_out * r * r * plane;
+                    for row in 0..h {
+                        let at = |col: usize| spread + ((row * r + i) * w + col) * r + j;
+                        let from = packed + row * w;
+                        for col in 0..w {
+                            if shuffle.up {
+                                y[at(col)] = x[from + col];
+                            } else {
+                                y[from + col] = x[at(col)];
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }

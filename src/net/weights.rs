@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use safetensors::Dtype;
 use safetensors::tensor::{Metadata, TensorInfo};
 
@@ -164,6 +166,8 @@ pub(crate) enum Params {
     /// them (the JIT folds them, the reference does not).
     Dsc(DscParams),
     AcBlock(AcBlock),
+    /// A PReLU's slopes, one or one per channel.
+    Prelu(Vec<f32>),
     /// Nothing to bind.
     None,
 }
@@ -377,6 +381,23 @@ fn bind(node: &Node, supply: &mut Supply<'_>, seed: u64) -> Result<Params> {
         | Operation::Add { .. }
         | Operation::MaxPool(_)
         | Operation::GlobalAvgPool
+        | Operation::Shuffle(_)
         | Operation::Concat { .. } => Params::None,
+        Operation::Prelu(count) => {
+            let slopes = match supply.tensors {
+                Some(tensors) => {
+                    supply.take(tensors, name, &format!("{name}.weight"), &[*count])?
+                }
+                // PyTorch's initial 0.25, spread so that channels differ.
+                None => {
+                    let mut rng = StdRng::seed_from_u64(seed);
+                    (0..*count).map(|_| rng.random_range(0.05f32..0.45)).collect()
+                }
+            };
+            if let Some(bad) = slopes.iter().find(|a| !a.is_finite()) {
+                return Err(model_error(name, format!("a slope of {bad}: slopes must be finite")));
+            }
+            Params::Prelu(slopes)
+        }
     })
 }
