@@ -24,6 +24,8 @@ Models (opset 17, as `torch.onnx.export` writes by default):
 - nnvc_like: a JVET NNVC-style in-loop filter of two inputs (SpaceToDepth,
   Concat, convs with PRelu of a slope per channel and of one slope,
   DepthToSpace in DCR and CRD modes, a residual Add to an input);
+- functions: Sigmoid, Tanh, HardSigmoid (alpha 0.3, beta 0.4), HardSwish,
+  SiLU written as Sigmoid and Mul, a Sub of two branches, batch 2;
 - refused_*: models convjit refuses, each for one reason (an operator not
   read, a Concat along the rows, PRelu slopes that broadcast along W, a Flatten added to an image, one initializer as two
   layers' weights, a kernel_shape that disagrees with the weights, an
@@ -214,13 +216,34 @@ def refused_reshape(rng):
     return model(nodes, [to], [("x", [1, 3, 8, 8])], "y", [1, 3, 1], "refused_reshape")
 
 
-def refused_sigmoid(rng):
+def refused_operator(rng):
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3]),
-        helper.make_node("Sigmoid", ["c"], ["y"], name="gate"),
+        helper.make_node("Softmax", ["c"], ["y"], name="gate", axis=1),
     ]
     return model(nodes, [init(rng, "w", [4, 3, 3, 3])], [("x", [1, 3, 8, 8])], "y",
-                 [1, 4, 6, 6], "refused_sigmoid")
+                 [1, 4, 6, 6], "refused_operator")
+
+
+def functions(rng):
+    """Elementwise functions after convs: Sigmoid, Tanh, HardSigmoid (its
+    own alpha), HardSwish, SiLU as Sigmoid and Mul, a Sub of two branches;
+    a batch of two."""
+    inits = [init(rng, "c1.w", [6, 3, 3, 3]), init(rng, "c1.b", [6], 0.1),
+             init(rng, "c2.w", [6, 6, 3, 3]), init(rng, "c2.b", [6], 0.1),
+             init(rng, "c3.w", [6, 6, 1, 1]), init(rng, "c3.b", [6], 0.1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "c1.w", "c1.b"], ["h"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["h"], ["s"], name="sigmoid"),
+        helper.make_node("Mul", ["h", "s"], ["silu"], name="silu"),
+        helper.make_node("Conv", ["silu", "c2.w", "c2.b"], ["h2"], name="c2", pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["h2"], ["hs"], name="hardswish"),
+        helper.make_node("Tanh", ["h2"], ["t"], name="tanh"),
+        helper.make_node("Sub", ["hs", "t"], ["d"], name="diff"),
+        helper.make_node("Conv", ["d", "c3.w", "c3.b"], ["h3"], name="c3"),
+        helper.make_node("HardSigmoid", ["h3"], ["y"], name="hardsigmoid", alpha=0.3, beta=0.4),
+    ]
+    return model(nodes, inits, [("x", [2, 3, 9, 7])], "y", [2, 6, 9, 7], "functions")
 
 
 def nnvc_like(rng):
@@ -290,10 +313,11 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(20261207)
-    refused = [refused_sigmoid, refused_concat_axis, refused_flatten_add, refused_shared_weights,
+    refused = [refused_operator, refused_concat_axis, refused_flatten_add, refused_shared_weights,
                refused_kernel_shape, refused_int_alpha, refused_ceil_mode, refused_reshape,
                refused_prelu_slopes]
-    runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True), (nnvc_like, True)]
+    runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True), (nnvc_like, True),
+            (functions, True)]
     for build, run in runs + [(r, False) for r in refused]:
         m = build(rng)
         name = build.__name__

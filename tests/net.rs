@@ -1053,6 +1053,20 @@ fn pixel_shuffles_and_prelu_follow_their_definitions() {
             assert_eq!(run(&network, &options, &x), x, "{order}");
         }
     }
+    // On a batch of two, 2×3 planes: each value where PyTorch's
+    // definition puts it.
+    let x: Vec<f32> = (0..2 * 8 * 6).map(|v| v as f32).collect();
+    for (order, dcr) in [("crd", false), ("dcr", true)] {
+        let layer =
+            format!(r#"{{"kind": "pixel_shuffle", "name": "s", "factor": 2, "order": "{order}"}}"#);
+        let y = one_layer([2, 8, 2, 3], &layer, &x, None);
+        for (b, c, oy, ox) in indices([2, 2, 4, 6]) {
+            let (i, j) = (oy % 2, ox % 2);
+            let packed = if dcr { (i * 2 + j) * 2 + c } else { c * 4 + i * 2 + j };
+            let want = x[((b * 8 + packed) * 2 + oy / 2) * 3 + ox / 2];
+            assert_eq!(y[((b * 2 + c) * 4 + oy) * 6 + ox], want, "{order} {b} {c} {oy} {ox}");
+        }
+    }
     let refused_shuffle = refused(&one_layer_model(
         [1, 6, 2, 2],
         r#"{"kind": "pixel_shuffle", "name": "s", "factor": 2}"#,
@@ -1063,8 +1077,9 @@ fn pixel_shuffles_and_prelu_follow_their_definitions() {
     let mut tensors = Tensors::new();
     tensors.insert("p.weight", &[2], vec![0.5, -2.0]).unwrap();
     let prelu = r#"{"kind": "prelu", "name": "p", "num_parameters": 2}"#;
-    let y = one_layer([1, 2, 1, 2], prelu, &[-2.0, 3.0, -2.0, 3.0], Some(&tensors));
-    assert_eq!(y, [-1.0, 3.0, 4.0, 3.0]);
+    let x = [-2.0, 3.0, -2.0, 3.0, -4.0, 0.5, -4.0, 0.5];
+    let y = one_layer([2, 2, 1, 2], prelu, &x, Some(&tensors));
+    assert_eq!(y, [-1.0, 3.0, 4.0, 3.0, -2.0, 0.5, 8.0, 0.5]);
     // One slope folds into the conv as a leaky ReLU; one per channel runs
     // on its own; both as the reference computes them.
     for (parameters, folds) in [(1, true), (3, false)] {
@@ -1085,4 +1100,71 @@ fn pixel_shuffles_and_prelu_follow_their_definitions() {
         r#"{"kind": "prelu", "name": "p", "num_parameters": 3}"#,
     ));
     assert!(err.contains("num_parameters 3"), "{err}");
+}
+
+/// Every index `[a, b, c, d]` below `shape`, in row-major order.
+fn indices(shape: [usize; 4]) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (0..shape.iter().product::<usize>()).map(move |k| {
+        let d = k % shape[3];
+        let c = (k / shape[3]) % shape[2];
+        let b = (k / (shape[3] * shape[2])) % shape[1];
+        (k / (shape[3] * shape[2] * shape[1]), b, c, d)
+    })
+}
+
+/// The functions of an `activation` layer that no kernel fuses, and `mul`
+/// and `sub`, compute PyTorch's definitions; a PReLU of one slope after an
+/// add folds into the add.
+#[test]
+fn functions_and_binary_layers_follow_their_definitions() {
+    let x = [-4.0f32, -1.0, 0.0, 0.5, 3.0, 20.0];
+    let sigmoid = |v: f32| 1.0 / (1.0 + (-v).exp());
+    type Definition = fn(f32) -> f32;
+    let cases: [(&str, Definition); 4] = [
+        (r#""sigmoid""#, |v| 1.0 / (1.0 + (-v).exp())),
+        (r#""tanh""#, f32::tanh),
+        (r#""hardswish""#, |v| v * (v + 3.0).clamp(0.0, 6.0) / 6.0),
+        (r#""hardsigmoid""#, |v| (v / 6.0 + 0.5).clamp(0.0, 1.0)),
+    ];
+    for (name, f) in cases {
+        let layer = format!(r#"{{"kind": "activation", "name": "f", "activation": {name}}}"#);
+        let y = one_layer([1, 1, 2, 3], &layer, &x, None);
+        for (&a, &v) in y.iter().zip(&x) {
+            assert!((a - f(v)).abs() <= 1e-6 * (1.0 + f(v).abs()), "{name}({v}): {a}");
+        }
+    }
+    let silu = r#"{"kind": "activation", "name": "f", "activation": "silu"}"#;
+    let y = one_layer([1, 1, 2, 3], silu, &x, None);
+    assert!(y.iter().zip(&x).all(|(&a, &v)| (a - v * sigmoid(v)).abs() <= 1e-6 * (1.0 + v.abs())));
+    let hard = r#"{"kind": "activation", "name": "f", "activation": "hardsigmoid", "alpha": 0.2, "beta": 0.4}"#;
+    assert_eq!(one_layer([1, 1, 1, 3], hard, &[-5.0, 1.0, 5.0], None), [0.0, 0.6, 1.0]);
+    let err = refused(&one_layer_model(
+        [1, 1, 1, 3],
+        r#"{"kind": "activation", "name": "f", "activation": "tanh", "alpha": 0.2}"#,
+    ));
+    assert!(err.contains("only allowed with hardsigmoid"), "{err}");
+
+    // mul and sub of the input and another layer; a PReLU after an add.
+    let json = r#"{"name": "m", "input": [2, 1, 1, 3], "layers": [
+        {"kind": "activation", "name": "sq", "activation": "none"},
+        {"kind": "mul", "name": "prod", "with": "input"},
+        {"kind": "sub", "name": "diff", "input": "prod", "with": "sq"},
+        {"kind": "add", "name": "sum", "with": "prod"},
+        {"kind": "prelu", "name": "p"}]}"#;
+    let mut tensors = Tensors::new();
+    tensors.insert("p.weight", &[1], vec![0.5]).unwrap();
+    let network = Network::new(graph(json), Some(&tensors)).unwrap();
+    let x = [-1.0, 2.0, -3.0, 0.5, -0.5, 4.0];
+    let mut prepared = network.prepare(&Options::default(), None).unwrap();
+    let (y, report) = prepared.measure(&x, 1).unwrap();
+    let want: Vec<f32> = x
+        .iter()
+        .map(|&v| {
+            let s = (v * v - v) + v * v;
+            if s > 0.0 { s } else { 0.5 * s }
+        })
+        .collect();
+    assert_eq!(y, want);
+    assert_eq!(report.layers[4].folded_into.as_deref(), Some("sum"));
+    assert!(network.check(&x, &y).unwrap().within(TOLERANCE));
 }

@@ -80,9 +80,9 @@ fn layers_and_weights_take_pytorch_names() {
 #[test]
 fn what_is_not_read_is_refused_naming_it() {
     let error = |name: &str| net::onnx::load(&fixture(name)).unwrap_err().to_string();
-    let sigmoid = error("refused_sigmoid.onnx");
-    for part in ["gate", "Sigmoid", "opset 17", "Conv, ConvTranspose"] {
-        assert!(sigmoid.contains(part), "{part} in {sigmoid}");
+    let softmax = error("refused_operator.onnx");
+    for part in ["gate (Softmax, opset 17)", "operator Softmax", "Conv, ConvTranspose"] {
+        assert!(softmax.contains(part), "{part} in {softmax}");
     }
     let refused = [
         ("refused_concat_axis", &["rows (Concat", "along the channels (axis 1)"][..]),
@@ -271,10 +271,10 @@ fn jit_convs_are_the_distinct_kernels_as_compiled() {
 fn models_of_two_inputs_match_onnxruntime() {
     // The NNVC-style filter: SpaceToDepth, Concat, PRelu of one slope
     // and of one per channel, DepthToSpace of both orders, the residual.
-    let (model, _, _) = two_input_fixture("nnvc_like");
+    let (model, _, _) = fixture_model("nnvc_like");
     let names: Vec<&str> = model.graph().inputs().iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["rec", "qp"]);
-    let (network, xs, close) = two_input_fixture("two_inputs");
+    let (network, xs, close) = fixture_model("two_inputs");
     let xs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
     let shape = network.graph().output_shape();
     for engine in [Engine::Jit, Engine::Reference] {
@@ -282,7 +282,7 @@ fn models_of_two_inputs_match_onnxruntime() {
         let mut prepared = network.prepare(&options, None).unwrap();
         // One tensor for a model of two is refused, naming the inputs.
         let err = prepared.run(xs[0]).unwrap_err().to_string();
-        assert!(err.contains("1 input tensors given; the model has 2 (rec, qp)"), "{err}");
+        assert!(err.contains("1 input tensor given; the model has 2 (rec, qp)"), "{err}");
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("y.npy");
@@ -310,14 +310,19 @@ fn models_of_two_inputs_match_onnxruntime() {
     assert!(!twice.status.success());
     assert!(String::from_utf8_lossy(&twice.stderr).contains("input qp is given twice"));
     let three = cli(&[given("qp"), rec.clone(), rec]);
+    assert!(!three.status.success());
     assert!(String::from_utf8_lossy(&three.stderr).contains("every input of the model"));
+    let typo = cli(&[format!("recc={}", fixture("two_inputs.rec.npy").display())]);
+    assert!(!typo.status.success());
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("no input named recc (rec, qp)"));
 }
 
-/// Fixture model `name` of several inputs, loaded, its inputs read, and a
-/// check of an output against onnxruntime's; the model's output on both
-/// engines is checked with it first.
+/// Fixture model `name`, loaded, its inputs read (`{name}.input.npy`, or
+/// `{name}.{input}.npy` each of several), and a check of an output against
+/// onnxruntime's; the model's output on both engines is checked with it
+/// first.
 #[allow(clippy::type_complexity)]
-fn two_input_fixture(name: &str) -> (Network, Vec<Vec<f32>>, Box<dyn Fn(&[f32], &str)>) {
+fn fixture_model(name: &str) -> (Network, Vec<Vec<f32>>, Box<dyn Fn(&[f32], &str)>) {
     let (model, tensors) = net::onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
     let network = Network::new(net::Graph::new(&model).unwrap(), Some(&tensors)).unwrap();
     assert!(network.unused_tensors().is_empty(), "{:?}", network.unused_tensors());
@@ -326,7 +331,9 @@ fn two_input_fixture(name: &str) -> (Network, Vec<Vec<f32>>, Box<dyn Fn(&[f32], 
         npy::read_f32(&fixture(&file.replace("{}", part)), "tensor", shape).unwrap()
     };
     let inputs = network.graph().inputs().to_vec();
-    let xs: Vec<Vec<f32>> = inputs.iter().map(|(n, s)| read(n, s)).collect();
+    let one = inputs.len() == 1;
+    let xs: Vec<Vec<f32>> =
+        inputs.iter().map(|(n, s)| read(if one { "input" } else { n }, s)).collect();
     let want = read("output", &network.graph().output_shape());
     let peak = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let model_name = name.to_string();
@@ -342,4 +349,14 @@ fn two_input_fixture(name: &str) -> (Network, Vec<Vec<f32>>, Box<dyn Fn(&[f32], 
         close(prepared.run_inputs(&slices).unwrap(), &engine.to_string());
     }
     (network, xs, Box::new(close))
+}
+
+/// Elementwise functions — Sigmoid, Tanh, HardSigmoid of its own alpha and
+/// beta, HardSwish, SiLU as Sigmoid and Mul, a Sub of two branches — match
+/// onnxruntime on both engines, on a batch of two.
+#[test]
+fn functions_match_onnxruntime() {
+    let (network, _, _) = fixture_model("functions");
+    let kinds: Vec<String> = network.graph().nodes().iter().map(|n| n.kind().to_string()).collect();
+    assert!(kinds.contains(&"mul".to_string()) && kinds.contains(&"sub".to_string()));
 }

@@ -183,6 +183,19 @@ fn model_inputs(graph: &net::Graph, given: &[String]) -> Result<Vec<Vec<f32>>> {
                 bail!("--input: the model's input {} is given twice", terminal::escape(names[k]))
             }
             Some((k, file)) => files[k] = Some(PathBuf::from(file)),
+            // NAME=X.npy of a name the model does not have (and no file of
+            // that whole path): a mistyped name, not a path.
+            None if arg.split_once('=').is_some_and(|(_, f)| !f.is_empty())
+                && !std::path::Path::new(arg).exists() =>
+            {
+                let name = arg.split_once('=').map_or("", |(n, _)| n);
+                bail!(
+                    "--input {}: no input named {} ({})",
+                    terminal::escape(arg),
+                    terminal::escape(name),
+                    terminal::escape(&names.join(", "))
+                )
+            }
             None => unnamed.push(PathBuf::from(arg)),
         }
     }

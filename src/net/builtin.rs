@@ -58,7 +58,11 @@ fn bn(name: &str) -> Layer {
 }
 
 fn act(name: &str, activation: ActivationKind) -> Layer {
-    Layer::Activation(ActivationLayer { name: name.into(), activation, ..Default::default() })
+    Layer::Activation(ActivationLayer {
+        name: name.into(),
+        activation: activation.into(),
+        ..Default::default()
+    })
 }
 
 fn add(name: &str, with: &str, activation: Option<ActivationKind>) -> Layer {

@@ -107,6 +107,8 @@ impl Preparing<'_> {
             (Operation::GlobalAvgPool, _) => Exec::GlobalAvgPool,
             (Operation::Concat { channels, .. }, _) => Exec::Concat(channels.clone()),
             (Operation::Prelu(_), Params::Prelu(slopes)) => Exec::Prelu(slopes.clone()),
+            (Operation::Function(f), _) => Exec::Function(*f),
+            (Operation::Binary { op, .. }, _) => Exec::Binary(*op),
             (Operation::Shuffle(shuffle), _) => Exec::Shuffle(*shuffle),
             _ => unreachable!("binding gives every operation its parameters"),
         })
@@ -317,8 +319,9 @@ impl PreparedNet {
             return Err(model_error(
                 MODEL,
                 format!(
-                    "{} input tensors given; the model has {} ({})",
+                    "{} input tensor{} given; the model has {} ({})",
                     inputs.len(),
+                    if inputs.len() == 1 { "" } else { "s" },
                     expected.len(),
                     names.join(", ")
                 ),

@@ -55,7 +55,7 @@ impl Node {
     /// The other operand of an `add`.
     pub fn with(&self) -> Option<Source> {
         match self.op {
-            Operation::Add { with, .. } => Some(with),
+            Operation::Add { with, .. } | Operation::Binary { with, .. } => Some(with),
             _ => None,
         }
     }
@@ -64,7 +64,7 @@ impl Node {
     pub fn operands(&self) -> Vec<Source> {
         let mut operands = vec![self.input];
         match &self.op {
-            Operation::Add { with, .. } => operands.push(*with),
+            Operation::Add { with, .. } | Operation::Binary { with, .. } => operands.push(*with),
             Operation::Concat { others, .. } => operands.extend(others),
             _ => {}
         }
@@ -159,7 +159,7 @@ impl Graph {
                 return Err(model_error(name, "a concat reads at least one tensor (inputs)"));
             }
             let source = resolve("input", layer.input())?;
-            let what = if matches!(layer, Layer::Add(_)) { "with" } else { "input" };
+            let what = if layer.kind() == LayerKind::Concat { "input" } else { "with" };
             let others = (layer.others().into_iter())
                 .map(|other| {
                     let source = resolve(what, Some(other))?;

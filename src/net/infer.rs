@@ -58,6 +58,23 @@ pub(crate) struct Pool {
     pub padding: [usize; 2],
 }
 
+/// An elementwise function of an `activation` layer that no kernel fuses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Func {
+    Sigmoid,
+    Tanh,
+    HardSigmoid { alpha: f32, beta: f32 },
+    HardSwish,
+    Silu,
+}
+
+/// A `mul` or a `sub`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BinaryOp {
+    Mul,
+    Sub,
+}
+
 /// A pixel shuffle's or unshuffle's geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Shuffle {
@@ -88,6 +105,13 @@ pub(crate) enum Operation {
     },
     MaxPool(Pool),
     GlobalAvgPool,
+    /// An elementwise function that no kernel fuses.
+    Function(Func),
+    /// The input times, or less, `with`.
+    Binary {
+        op: BinaryOp,
+        with: Source,
+    },
     /// PReLU with this many slopes (1, or the channels).
     Prelu(usize),
     /// A pixel shuffle (`up`) or unshuffle.
@@ -245,8 +269,37 @@ pub(crate) fn infer(
             (Operation::BatchNorm(eps), shape, Cost::batchnorm(shape))
         }
         Layer::Activation(l) => {
-            let act = activation(l.activation, l.negative_slope)?;
-            (Operation::Activation(act), shape, Cost::activation(shape, act))
+            let hard = l.activation == model::Function::Hardsigmoid;
+            if !hard && (l.alpha.is_some() || l.beta.is_some()) {
+                return Err(model_error(name, "alpha and beta are only allowed with hardsigmoid"));
+            }
+            match l.activation.fused() {
+                Some(kind) => {
+                    let act = activation(kind, l.negative_slope)?;
+                    (Operation::Activation(act), shape, Cost::activation(shape, act))
+                }
+                None => {
+                    if l.negative_slope.is_some() {
+                        return Err(model_error(
+                            name,
+                            "negative_slope is only allowed with \"leaky_relu\"",
+                        ));
+                    }
+                    let (alpha, beta) = (l.alpha.unwrap_or(1.0 / 6.0), l.beta.unwrap_or(0.5));
+                    if !(alpha.is_finite() && beta.is_finite()) {
+                        return Err(model_error(name, "alpha and beta must be finite"));
+                    }
+                    let f = match l.activation {
+                        model::Function::Sigmoid => Func::Sigmoid,
+                        model::Function::Tanh => Func::Tanh,
+                        model::Function::Hardsigmoid => Func::HardSigmoid { alpha, beta },
+                        model::Function::Hardswish => Func::HardSwish,
+                        _ => Func::Silu,
+                    };
+                    // No module hook of ptflops counts these.
+                    (Operation::Function(f), shape, Cost::default())
+                }
+            }
         }
         Layer::Add(l) => {
             let &[(with, other)] = others else {
@@ -299,6 +352,23 @@ pub(crate) fn infer(
             (Operation::MaxPool(pool), out, Cost::pool(shape))
         }
         Layer::GlobalAvgPool(_) => (Operation::GlobalAvgPool, [n, c, 1, 1], Cost::pool(shape)),
+        Layer::Mul(l) | Layer::Sub(l) => {
+            let &[(with, other)] = others else {
+                unreachable!("a binary layer's other operand is resolved")
+            };
+            if other != shape {
+                return Err(model_error(
+                    name,
+                    format!(
+                        "reads {shape:?} (its input) and {other:?} ({:?}): the shapes differ",
+                        l.with
+                    ),
+                ));
+            }
+            let op = if matches!(layer, Layer::Mul(_)) { BinaryOp::Mul } else { BinaryOp::Sub };
+            // Functional in PyTorch: ptflops counts nothing.
+            (Operation::Binary { op, with }, shape, Cost::default())
+        }
         Layer::Prelu(l) => {
             let count = match l.num_parameters {
                 None | Some(1) => 1,
@@ -345,6 +415,12 @@ pub(crate) fn infer(
                 }
                 [n, c * r * r, h / r, w / r]
             };
+            if let Some(d) = out.iter().find(|&&d| d > MAX_DIM as usize) {
+                return Err(model_error(
+                    name,
+                    format!("its output {out:?} has a size of {d}, more than {MAX_DIM}"),
+                ));
+            }
             let shuffle = Shuffle { factor: r, order: l.order.unwrap_or_default(), up };
             // No module hook of ptflops counts it.
             (Operation::Shuffle(shuffle), out, Cost::default())

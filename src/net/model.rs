@@ -158,6 +158,10 @@ pub enum Layer {
     PixelShuffle(ShuffleLayer),
     /// `nn.PixelUnshuffle`: space to channels.
     PixelUnshuffle(ShuffleLayer),
+    /// The product of two tensors of one shape.
+    Mul(BinaryLayer),
+    /// The difference of two tensors of one shape: the input less `with`.
+    Sub(BinaryLayer),
 }
 
 /// The kind of a layer, without its fields: what reports print and what
@@ -195,11 +199,15 @@ pub enum LayerKind {
     PixelShuffle,
     /// [`Layer::PixelUnshuffle`].
     PixelUnshuffle,
+    /// [`Layer::Mul`].
+    Mul,
+    /// [`Layer::Sub`].
+    Sub,
 }
 
 impl LayerKind {
     /// Every kind, in [`Layer`]'s order.
-    pub const ALL: [LayerKind; 13] = [
+    pub const ALL: [LayerKind; 15] = [
         LayerKind::Conv,
         LayerKind::Batchnorm,
         LayerKind::Activation,
@@ -213,6 +221,8 @@ impl LayerKind {
         LayerKind::Prelu,
         LayerKind::PixelShuffle,
         LayerKind::PixelUnshuffle,
+        LayerKind::Mul,
+        LayerKind::Sub,
     ];
 
     /// The `kind` as the model file writes it.
@@ -231,6 +241,8 @@ impl LayerKind {
             LayerKind::Prelu => "prelu",
             LayerKind::PixelShuffle => "pixel_shuffle",
             LayerKind::PixelUnshuffle => "pixel_unshuffle",
+            LayerKind::Mul => "mul",
+            LayerKind::Sub => "sub",
         }
     }
 }
@@ -267,6 +279,7 @@ impl Layer {
     pub fn others(&self) -> Vec<&str> {
         match self {
             Layer::Add(l) => vec![l.with.as_str()],
+            Layer::Mul(l) | Layer::Sub(l) => vec![l.with.as_str()],
             Layer::Concat(l) => l.inputs.iter().skip(1).map(String::as_str).collect(),
             _ => Vec::new(),
         }
@@ -288,6 +301,8 @@ impl Layer {
             Layer::Prelu(_) => LayerKind::Prelu,
             Layer::PixelShuffle(_) => LayerKind::PixelShuffle,
             Layer::PixelUnshuffle(_) => LayerKind::PixelUnshuffle,
+            Layer::Mul(_) => LayerKind::Mul,
+            Layer::Sub(_) => LayerKind::Sub,
         }
     }
 
@@ -305,6 +320,7 @@ impl Layer {
             Layer::Concat(l) => (&l.name, &NO_INPUT),
             Layer::Prelu(l) => (&l.name, &l.input),
             Layer::PixelShuffle(l) | Layer::PixelUnshuffle(l) => (&l.name, &l.input),
+            Layer::Mul(l) | Layer::Sub(l) => (&l.name, &l.input),
         }
     }
 }
@@ -406,10 +422,68 @@ pub struct ActivationLayer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
     /// The function.
-    pub activation: ActivationKind,
+    pub activation: Function,
     /// `leaky_relu`'s slope (default 0.01).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negative_slope: Option<f32>,
+    /// `hardsigmoid`'s `max(0, min(1, alpha · x + beta))`: alpha (default
+    /// 1/6, PyTorch's; ONNX's HardSigmoid defaults to 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f32>,
+    /// `hardsigmoid`'s beta (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f32>,
+}
+
+/// What an `activation` layer computes: one of the activations a conv's
+/// kernel fuses ([`ActivationKind`]), or an elementwise function of
+/// PyTorch's that runs as a step of its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Function {
+    /// The identity.
+    #[default]
+    None,
+    /// `nn.ReLU`.
+    Relu,
+    /// `nn.ReLU6`.
+    Relu6,
+    /// `nn.LeakyReLU`.
+    LeakyRelu,
+    /// `nn.Sigmoid`: `1 / (1 + e^−x)`.
+    Sigmoid,
+    /// `nn.Tanh`.
+    Tanh,
+    /// `nn.Hardsigmoid`: `max(0, min(1, alpha · x + beta))`.
+    Hardsigmoid,
+    /// `nn.Hardswish`: `x · relu6(x + 3) / 6`.
+    Hardswish,
+    /// `nn.SiLU` (swish): `x · sigmoid(x)`.
+    Silu,
+}
+
+impl Function {
+    /// The fused activation it is, if it is one.
+    pub fn fused(self) -> Option<ActivationKind> {
+        match self {
+            Function::None => Some(ActivationKind::None),
+            Function::Relu => Some(ActivationKind::Relu),
+            Function::Relu6 => Some(ActivationKind::Relu6),
+            Function::LeakyRelu => Some(ActivationKind::LeakyRelu),
+            _ => None,
+        }
+    }
+}
+
+impl From<ActivationKind> for Function {
+    fn from(kind: ActivationKind) -> Function {
+        match kind {
+            ActivationKind::None => Function::None,
+            ActivationKind::Relu => Function::Relu,
+            ActivationKind::Relu6 => Function::Relu6,
+            ActivationKind::LeakyRelu => Function::LeakyRelu,
+        }
+    }
 }
 
 /// A depthwise-separable block: a depthwise k×k conv (groups = channels),
@@ -641,6 +715,20 @@ pub struct ShuffleLayer {
     pub order: Option<ShuffleOrder>,
 }
 
+/// An elementwise product or difference of the input and `with`, of one
+/// shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinaryLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The other operand: a layer, or an input by its name.
+    pub with: String,
+}
+
 /// What [`Layer::input`] gives a layer that names no single input.
 static NO_INPUT: Option<String> = None;
 
@@ -662,7 +750,9 @@ mod tests {
         {"kind": "concat", "name": "cat", "inputs": ["l", "l"]},
         {"kind": "prelu", "name": "pr"},
         {"kind": "pixel_shuffle", "name": "up", "factor": 2},
-        {"kind": "pixel_unshuffle", "name": "down", "factor": 2}]}"#;
+        {"kind": "pixel_unshuffle", "name": "down", "factor": 2},
+        {"kind": "mul", "name": "prod", "with": "down"},
+        {"kind": "sub", "name": "diff", "with": "down"}]}"#;
 
     /// A layer's typed kind is spelt as the file's `kind` tag, for every
     /// kind, both ways: the one read and the one written.

@@ -18,6 +18,8 @@
 //! | Add of two computed tensors | `add` |
 //! | Concat of images along the channels (axis 1) | `concat` |
 //! | PRelu (one slope, or one per channel) | `prelu` |
+//! | Sigmoid, Tanh, HardSigmoid, HardSwish | `activation` |
+//! | Mul, Sub of two computed tensors | `mul`, `sub` |
 //! | DepthToSpace (DCR, CRD), SpaceToDepth | `pixel_shuffle`, `pixel_unshuffle` |
 //! | MaxPool (symmetric `pads`, floor, no dilation) | `max_pool` |
 //! | GlobalAveragePool | `global_avg_pool` |
@@ -43,9 +45,9 @@ use std::path::Path;
 use protobuf::Message;
 
 use super::model::{
-    ActivationLayer, AddLayer, BatchNormLayer, ConcatLayer, ConvLayer, INPUT, Inputs, Layer,
-    LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput, PlainLayer, PreluLayer, ShuffleLayer,
-    ShuffleOrder,
+    ActivationLayer, AddLayer, BatchNormLayer, BinaryLayer, ConcatLayer, ConvLayer, Function,
+    INPUT, Inputs, Layer, LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput, PlainLayer,
+    PreluLayer, ShuffleLayer, ShuffleOrder,
 };
 use super::{Tensors, model_error};
 use crate::error::{Error, Result};
@@ -65,7 +67,7 @@ use proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 
 /// The operators this reads, as errors list them.
-pub const OPERATORS: [&str; 19] = [
+pub const OPERATORS: [&str; 25] = [
     "Add",
     "BatchNormalization",
     "Clip",
@@ -78,13 +80,19 @@ pub const OPERATORS: [&str; 19] = [
     "Flatten",
     "Gemm",
     "GlobalAveragePool",
+    "HardSigmoid",
+    "HardSwish",
     "Identity",
     "LeakyRelu",
     "MaxPool",
+    "Mul",
     "PRelu",
     "Relu",
     "Reshape",
+    "Sigmoid",
     "SpaceToDepth",
+    "Sub",
+    "Tanh",
 ];
 
 /// `TensorProto.DataType.INT64`: shapes.
@@ -679,8 +687,9 @@ impl<'a> Import<'a> {
                 let layer = Layer::Activation(ActivationLayer {
                     name,
                     input: Some(input),
-                    activation,
+                    activation: activation.into(),
                     negative_slope,
+                    ..ActivationLayer::default()
                 });
                 (layer, flat)
             }
@@ -704,6 +713,46 @@ impl<'a> Import<'a> {
                 });
                 (layer, flat)
             }
+            "Sigmoid" | "Tanh" | "HardSigmoid" | "HardSwish" => {
+                let (input, flat) = self.source(node, 0, label)?;
+                let (activation, alpha, beta) = match op {
+                    "Sigmoid" => (Function::Sigmoid, None, None),
+                    "Tanh" => (Function::Tanh, None, None),
+                    // ONNX's defaults, not PyTorch's 1/6.
+                    "HardSigmoid" => {
+                        let (alpha, beta) = (a.float("alpha", 0.2)?, a.float("beta", 0.5)?);
+                        (Function::Hardsigmoid, Some(alpha), Some(beta))
+                    }
+                    _ => (Function::Hardswish, None, None),
+                };
+                let name = self.name(node, label)?;
+                let layer = ActivationLayer {
+                    name,
+                    input: Some(input),
+                    activation,
+                    negative_slope: None,
+                    alpha,
+                    beta,
+                };
+                (Layer::Activation(layer), flat)
+            }
+            "Mul" | "Sub" => {
+                let (input, flat) = self.source(node, 0, label)?;
+                let (with, with_flat) = self.source(node, 1, label)?;
+                if flat != with_flat {
+                    return Err(refuse(
+                        "a matrix [N, F] and an image [N, C, H, W]: this reads two tensors of \
+                         one shape"
+                            .into(),
+                    ));
+                }
+                let name = self.name(node, label)?;
+                let binary = BinaryLayer { name, input: Some(input), with };
+                match op {
+                    "Mul" => (Layer::Mul(binary), flat),
+                    _ => (Layer::Sub(binary), flat),
+                }
+            }
             "PRelu" => {
                 let (input, flat) = self.source(node, 0, label)?;
                 let (shape, slopes) = self
@@ -726,14 +775,18 @@ impl<'a> Import<'a> {
             }
             "DepthToSpace" | "SpaceToDepth" => {
                 let input = self.image(node, 0, label)?;
-                let factor = a.int("blocksize", 0)?;
+                let factor = a
+                    .get("blocksize", AttributeType::INT)?
+                    .map(|b| b.i())
+                    .ok_or_else(|| refuse("no blocksize".into()))?;
                 // SpaceToDepth has no mode: its order is DepthToSpace's DCR.
-                let order = match a.string("mode")?.as_deref() {
-                    None | Some("DCR") => ShuffleOrder::Dcr,
-                    Some("CRD") if op == "DepthToSpace" => ShuffleOrder::Crd,
-                    Some(other) => {
+                let order = match (op, a.string("mode")?.as_deref()) {
+                    (_, None) | ("DepthToSpace", Some("DCR")) => ShuffleOrder::Dcr,
+                    ("DepthToSpace", Some("CRD")) => ShuffleOrder::Crd,
+                    ("DepthToSpace", Some(other)) => {
                         return Err(refuse(format!("mode {other}: this reads DCR and CRD")));
                     }
+                    (_, Some(_)) => return Err(refuse("SpaceToDepth has no mode".into())),
                 };
                 let name = self.name(node, label)?;
                 let shuffle = ShuffleLayer { name, input: Some(input), factor, order: Some(order) };
@@ -743,7 +796,8 @@ impl<'a> Import<'a> {
                 }
             }
             "Concat" => {
-                if ![1, -3].contains(&a.int("axis", 1)?) {
+                let axis = a.get("axis", AttributeType::INT)?.map(|x| x.i());
+                if !matches!(axis, Some(1 | -3)) {
                     return Err(refuse(
                         "this reads Concat of images along the channels (axis 1)".into(),
                     ));

@@ -3,7 +3,7 @@
 //! plain layers (a BatchNorm that did not fold, an activation, an add,
 //! the pools) are loops over the tensor here, with PyTorch's semantics.
 
-use super::infer::{Pool, Shuffle};
+use super::infer::{BinaryOp, Func, Pool, Shuffle};
 use super::model::ShuffleOrder;
 use super::weights::DscParams;
 use crate::blocks::{BatchNorm, PreparedDsc, Training};
@@ -30,6 +30,8 @@ pub(crate) enum Exec {
     GlobalAvgPool,
     /// Each operand's channels in turn; the operands' channel counts.
     Concat(Vec<usize>),
+    Function(Func),
+    Binary(BinaryOp),
     /// PReLU of these slopes (one, or one per channel).
     Prelu(Vec<f32>),
     Shuffle(Shuffle),
@@ -63,6 +65,28 @@ impl Exec {
             Exec::MaxPool(pool) => max_pool(pool, x, shape, y),
             Exec::GlobalAvgPool => {
                 global_avg_pool(x, shape, y);
+                Ok(())
+            }
+            Exec::Function(f) => {
+                let mut each =
+                    |g: fn(f32) -> f32| y.iter_mut().zip(x).for_each(|(y, &x)| *y = g(x));
+                match *f {
+                    Func::Sigmoid => each(sigmoid),
+                    Func::Tanh => each(f32::tanh),
+                    Func::HardSwish => each(|x| x * (x + 3.0).clamp(0.0, 6.0) / 6.0),
+                    Func::Silu => each(|x| x * sigmoid(x)),
+                    Func::HardSigmoid { alpha, beta } => (y.iter_mut().zip(x))
+                        .for_each(|(y, &x)| *y = (alpha * x + beta).clamp(0.0, 1.0)),
+                }
+                Ok(())
+            }
+            Exec::Binary(op) => {
+                let with = with.expect("a binary layer has its operand");
+                let pairs = y.iter_mut().zip(x).zip(with);
+                match op {
+                    BinaryOp::Mul => pairs.for_each(|((y, &a), &b)| *y = a * b),
+                    BinaryOp::Sub => pairs.for_each(|((y, &a), &b)| *y = a - b),
+                }
                 Ok(())
             }
             Exec::Prelu(slopes) => {
@@ -132,6 +156,12 @@ fn elementwise(act: Activation, y: &mut [f32], x: &[f32], with: Option<&[f32]>) 
             each(|v| if v < 0.0 { s * v } else { v }, y, x, with)
         }
     }
+}
+
+/// The logistic function `1 / (1 + e^−x)`, in f32: 0 and 1 at the ends,
+/// NaN for NaN.
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }
 
 /// A pixel shuffle or unshuffle of `x` (NCHW of `shape`, the input's)

@@ -382,6 +382,8 @@ fn bind(node: &Node, supply: &mut Supply<'_>, seed: u64) -> Result<Params> {
         | Operation::MaxPool(_)
         | Operation::GlobalAvgPool
         | Operation::Shuffle(_)
+        | Operation::Function(_)
+        | Operation::Binary { .. }
         | Operation::Concat { .. } => Params::None,
         Operation::Prelu(count) => {
             let slopes = match supply.tensors {
