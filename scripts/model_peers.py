@@ -2,8 +2,8 @@
 """Run whole ONNX models in convjit, onnxruntime and OpenVINO, side by side.
 
 Optional: the end-to-end comparison of docs/networks.md, not part of CI.
-For each model file, one random input (uniform in [-1, 1), float32, seeded)
-is given to every engine; each engine's output is checked against
+For each model file, one random tensor per input (uniform in [-1, 1),
+float32, seeded) is given to every engine; each engine's output is checked against
 onnxruntime's (every element within 1e-4 * (1 + max|y|), the tolerance of
 `convjit net --check`), and each engine is timed. The rounds interleave the
 engines (convjit, onnxruntime, OpenVINO; each thread count) so that a slow
@@ -57,8 +57,7 @@ def onnxruntime_session(path, threads):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
+    return lambda feeds: session.run(None, feeds)[0]
 
 
 def openvino_session(path, threads):
@@ -72,7 +71,7 @@ def openvino_session(path, threads):
          "INFERENCE_PRECISION_HINT": "f32"},
     )
     request = compiled.create_infer_request()
-    return lambda x: request.infer([x])[compiled.output(0)]
+    return lambda feeds: request.infer(feeds)[compiled.output(0)]
 
 
 def timed(run, x, runs):
@@ -90,9 +89,11 @@ def timed(run, x, runs):
     return np.asarray(y, dtype=np.float32), statistics.median(times)
 
 
-def convjit(binary, model, x_path, y_path, threads, runs, tuned, cache):
-    args = [binary, "net", "--model", str(model), "--input", str(x_path), "--output",
-            str(y_path), "--runs", str(runs), "--threads", str(threads), "--json"]
+def convjit(binary, model, x_paths, y_path, threads, runs, tuned, cache):
+    args = [binary, "net", "--model", str(model), "--output", str(y_path), "--runs", str(runs),
+            "--threads", str(threads), "--json"]
+    for name, path in x_paths.items():
+        args += ["--input", f"{name}={path}"]
     if tuned:
         args.append("--tuned")
         if cache:
@@ -133,12 +134,16 @@ def main():
 
             graph = onnx.load(str(model), load_external_data=False).graph
             initializers = {t.name for t in graph.initializer}
-            (first,) = [i for i in graph.input if i.name not in initializers]
-            shape = [d.dim_value for d in first.type.tensor_type.shape.dim]
             rng = np.random.default_rng(args.seed)
-            x = rng.uniform(-1, 1, size=shape).astype(np.float32)
-            x_path, y_path = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
-            np.save(x_path, x)
+            x, x_paths = {}, {}
+            for i in graph.input:
+                if i.name in initializers:
+                    continue
+                shape = [d.dim_value for d in i.type.tensor_type.shape.dim]
+                x[i.name] = rng.uniform(-1, 1, size=shape).astype(np.float32)
+                x_paths[i.name] = Path(tmp) / f"x{len(x_paths)}.npy"
+                np.save(x_paths[i.name], x[i.name])
+            y_path = Path(tmp) / "y.npy"
             sessions = {}
             for threads in args.threads:
                 for engine in engines:
@@ -155,8 +160,8 @@ def main():
                 for threads in args.threads:
                     for engine in engines:
                         if engine == "convjit":
-                            y, t = convjit(args.binary, model, x_path, y_path, threads, args.runs,
-                                           args.tuned, args.cache)
+                            y, t = convjit(args.binary, model, x_paths, y_path, threads,
+                                           args.runs, args.tuned, args.cache)
                         elif (engine, threads) in sessions:
                             y, t = timed(sessions[engine, threads], x, args.runs)
                         else:

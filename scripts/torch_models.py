@@ -48,12 +48,16 @@ ACNet forms, fused and unfused depthwise-separable blocks).
 
 With --onnx DIR it exports the models to DIR/<model>.onnx instead
 (torch.onnx.export, opset 17), for `convjit net --model` and
-scripts/model_peers.py.
+scripts/model_peers.py: the three above and, with --models all, a small
+U-Net (ConvTranspose, Concat), an NNVC-style in-loop filter of a 128x128
+luma patch with a QP-map input (PReLU, PixelShuffle, a residual to an
+input) and a model mixing grouped, dilated, 1x7/7x1 and transposed convs
+with odd channel counts.
 
 Usage:
     python3 scripts/torch_models.py [--models mobilenetv2,resnet18,jvet_lf]
         [--convjit target/release/convjit] [--out DIR] [--seed 0] [--tol 1e-4]
-    python3 scripts/torch_models.py --onnx DIR [--models ...] [--seed 0]
+    python3 scripts/torch_models.py --onnx DIR [--models all|NAME,...] [--seed 0]
     python3 scripts/torch_models.py --fixture tests/data/torch_tiny
 
 Exit status 0 when everything agrees, 1 on any mismatch.
@@ -267,6 +271,89 @@ BUILD = {
     "mobilenetv2": (MobileNetV2, (1, 3, 224, 224)),
     "resnet18": (ResNet18, (1, 3, 224, 224)),
     "jvet_lf": (JvetLoopFilter, (1, 3, 128, 128)),
+}
+
+
+# ---------------------------------------------------------------------------
+# Models exported to ONNX only (--onnx): no built-in mirrors them.
+# ---------------------------------------------------------------------------
+
+def double_conv(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class UNet(nn.Module):
+    """A small U-Net: two max-pool downsamplings (16, 32, 64 channels), two
+    ConvTranspose2d upsamplings whose outputs are concatenated with the
+    skips, double 3x3 conv + BN + ReLU stages, a 1x1 head of 2 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.down0, self.down1, self.bottom = double_conv(3, 16), double_conv(16, 32), double_conv(32, 64)
+        self.pool = nn.MaxPool2d(2)
+        self.up1, self.dec1 = nn.ConvTranspose2d(64, 32, 2, stride=2), double_conv(64, 32)
+        self.up0, self.dec0 = nn.ConvTranspose2d(32, 16, 2, stride=2), double_conv(32, 16)
+        self.head = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x):
+        s0 = self.down0(x)
+        s1 = self.down1(self.pool(s0))
+        b = self.bottom(self.pool(s1))
+        d1 = self.dec1(torch.cat([self.up1(b), s1], dim=1))
+        d0 = self.dec0(torch.cat([self.up0(d1), s0], dim=1))
+        return self.head(d0)
+
+
+class NnvcFilter(nn.Module):
+    """A JVET NNVC-style in-loop filter of a 128x128 luma patch: the
+    reconstruction and a QP map concatenated, a stride-2 head conv, eight
+    3x3 convs of 64 channels each with a PReLU of a slope per channel, a tail
+    to 4 channels, PixelShuffle back to full resolution, and the residual
+    added to the reconstruction."""
+
+    def __init__(self, channels=64, depth=8):
+        super().__init__()
+        self.head = nn.Conv2d(2, channels, 3, stride=2, padding=1)
+        self.head_act = nn.PReLU(channels)
+        self.body = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in range(depth))
+        self.acts = nn.ModuleList(nn.PReLU(channels) for _ in range(depth))
+        self.tail = nn.Conv2d(channels, 4, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        for act in [self.head_act, *self.acts]:
+            nn.init.uniform_(act.weight, 0.05, 0.45)
+
+    def forward(self, rec, qp):
+        y = self.head_act(self.head(torch.cat([rec, qp], dim=1)))
+        for conv, act in zip(self.body, self.acts):
+            y = act(conv(y))
+        return rec + self.shuffle(self.tail(y))
+
+
+class Mixed(nn.Module):
+    """Odd channel counts through a grouped, a dilated, a 1x7 and a 7x1 and a
+    transposed conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 13, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(13, 24, 1), nn.BatchNorm2d(24), nn.ReLU6(),
+            nn.Conv2d(24, 24, 3, padding=1, groups=4), nn.LeakyReLU(0.1),
+            nn.Conv2d(24, 21, 3, padding=2, dilation=2), nn.ReLU(),
+            nn.Conv2d(21, 21, (1, 7), padding=(0, 3)), nn.Conv2d(21, 21, (7, 1), padding=(3, 0)),
+            nn.ReLU(),
+            nn.ConvTranspose2d(21, 11, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+EXPORT = {
+    "unet": (UNet, [(1, 3, 128, 128)]),
+    "nnvc_filter": (NnvcFilter, [(1, 1, 128, 128), (1, 1, 128, 128)]),
+    "mixed": (Mixed, [(1, 3, 64, 64)]),
 }
 
 
@@ -680,22 +767,51 @@ def check_fixture(directory, model, x, convjit, tol):
 # ---------------------------------------------------------------------------
 
 def export_onnx(outdir, models, seed):
-    """Exports each of `models` (comma-separated), randomised in eval mode, to
-    `outdir`/<model>.onnx, as a user exports a trained model."""
+    """Exports each of `models` (comma-separated, or "all"), randomised in
+    eval mode, to `outdir`/<model>.onnx, as a user exports a trained model."""
     os.makedirs(outdir, exist_ok=True)
-    for name in [n.strip() for n in models.split(",") if n.strip()]:
-        if name not in BUILD:
-            sys.exit(f"torch_models: unknown model {name}: give {', '.join(MODELS)}")
+    every = {**{n: (c, [s]) for n, (c, s) in BUILD.items()}, **EXPORT}
+    names = list(every) if models == "all" else [n.strip() for n in models.split(",") if n.strip()]
+    for name in names:
+        if name not in every:
+            sys.exit(f"torch_models: unknown model {name}: give {', '.join(every)} or all")
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
-        cls, shape = BUILD[name]
-        model = randomise(cls(), shape, gen)
-        x = torch.randn(shape, generator=gen)
+        cls, shapes = every[name]
+        model = cls()
+        if name in BUILD:
+            model = randomise(model, shapes[0], gen)
+        else:
+            # BatchNorms in eval mode with non-trivial statistics, as
+            # `randomise` does, from one forward pass on random inputs.
+            model = randomise_multi(model, shapes, gen)
+        xs = tuple(torch.randn(s, generator=gen) for s in shapes)
         path = os.path.join(outdir, f"{name}.onnx")
-        torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["output"])
+        inputs = ["input"] if len(shapes) == 1 else ["rec", "qp"][: len(shapes)]
+        torch.onnx.export(model, xs, path, dynamo=False, opset_version=17,
+                          input_names=inputs, output_names=["output"])
         print(f"wrote {path} ({os.path.getsize(path):,} B)")
     return 0
+
+
+def randomise_multi(model, shapes, gen):
+    """`randomise` for a model of any number of inputs: BatchNorm statistics
+    measured on random inputs and perturbed, eval mode."""
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for bn in bns:
+            bn.weight.uniform_(0.5, 1.5, generator=gen)
+            bn.bias.uniform_(-0.5, 0.5, generator=gen)
+        model.train()
+        for bn in bns:
+            bn.momentum = None
+            bn.reset_running_stats()
+        model(*(torch.randn(s, generator=gen) for s in shapes))
+        for bn in bns:
+            c = bn.num_features
+            bn.running_mean += 0.2 * bn.running_var.sqrt() * torch.randn(c, generator=gen)
+            bn.running_var *= 2 ** (torch.rand(c, generator=gen) * 2 - 1)
+    return model.eval()
 
 
 def main():
