@@ -26,6 +26,8 @@ Models (opset 17, as `torch.onnx.export` writes by default):
   DepthToSpace in DCR and CRD modes, a residual Add to an input);
 - functions: Sigmoid, Tanh, HardSigmoid (alpha 0.3, beta 0.4), HardSwish,
   SiLU written as Sigmoid and Mul, a Sub of two branches, batch 2;
+- auto_pad: convs padded by auto_pad SAME_UPPER (stride 2 on odd sizes,
+  stride 3) and SAME_LOWER (an even kernel);
 - refused_*: models convjit refuses, each for one reason (an operator not
   read, a Concat along the rows, PRelu slopes that broadcast along W, a Flatten added to an image, one initializer as two
   layers' weights, a kernel_shape that disagrees with the weights, an
@@ -276,6 +278,22 @@ def nnvc_like(rng):
     return model(nodes, inits, [("rec", shape), ("qp", shape)], "y", shape, "nnvc_like")
 
 
+def auto_pad(rng):
+    """Convs padded by auto_pad: SAME_UPPER of stride 2 on odd sizes, SAME_LOWER
+    of an even kernel, SAME_UPPER of stride 3 (onnxruntime refuses a dilated
+    one)."""
+    inits = [init(rng, "a.w", [5, 3, 3, 3]), init(rng, "b.w", [4, 5, 4, 2]),
+             init(rng, "c.w", [3, 4, 3, 3]), init(rng, "c.b", [3], 0.1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "a.w"], ["a"], name="a", strides=[2, 2],
+                         auto_pad="SAME_UPPER"),
+        helper.make_node("Conv", ["a", "b.w"], ["b"], name="b", auto_pad="SAME_LOWER"),
+        helper.make_node("Conv", ["b", "c.w", "c.b"], ["y"], name="c", strides=[3, 3],
+                         auto_pad="SAME_UPPER"),
+    ]
+    return model(nodes, inits, [("x", [1, 3, 9, 7])], "y", [1, 3, 2, 2], "auto_pad")
+
+
 def refused_prelu_slopes(rng):
     inits = [numpy_helper.from_array(np.full([8], 0.25, dtype=np.float32), "a")]
     nodes = [helper.make_node("PRelu", ["x", "a"], ["y"], name="prelu")]
@@ -317,7 +335,7 @@ def main():
                refused_kernel_shape, refused_int_alpha, refused_ceil_mode, refused_reshape,
                refused_prelu_slopes]
     runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True), (nnvc_like, True),
-            (functions, True)]
+            (functions, True), (auto_pad, True)]
     for build, run in runs + [(r, False) for r in refused]:
         m = build(rng)
         name = build.__name__

@@ -1168,3 +1168,30 @@ fn functions_and_binary_layers_follow_their_definitions() {
     assert_eq!(report.layers[4].folded_into.as_deref(), Some("sum"));
     assert!(network.check(&x, &y).unwrap().within(TOLERANCE));
 }
+
+/// A conv2d's `"same_upper"` and `"same_lower"` padding (ONNX's auto_pad)
+/// gives the output `ceil(size / stride)` on each axis, the odd pixel of
+/// padding after or before, dilated and strided too; the JIT's output is
+/// the reference's.
+#[test]
+fn same_upper_and_lower_padding_resolve_on_the_input() {
+    let json = r#"{"name": "m", "input": [1, 2, 9, 7], "layers": [
+        {"kind": "conv", "name": "a", "out_channels": 3, "kernel": 3, "stride": 2, "dilation": 2, "padding": "same_upper"},
+        {"kind": "conv", "name": "b", "out_channels": 2, "kernel": [4, 2], "padding": "same_lower"},
+        {"kind": "conv", "name": "c", "out_channels": 2, "kernel": 2, "stride": 3, "padding": "same_upper"}]}"#;
+    let network = Network::new(graph(json), None).unwrap();
+    let nodes = network.graph().nodes();
+    let shapes: Vec<[usize; 4]> = nodes.iter().map(|n| n.output_shape()).collect();
+    assert_eq!(shapes, [[1, 3, 5, 4], [1, 2, 5, 4], [1, 2, 2, 2]]);
+    let convs = network.jit_convs(&Options::default()).unwrap();
+    let pads: Vec<[usize; 4]> = (convs.iter().map(|c| c.spec.padding()))
+        .map(|p| [p.top, p.left, p.bottom, p.right])
+        .collect();
+    // a: 4 rows and 4 columns of padding in all, split evenly; b: 3 rows
+    // (the odd one before) and 1 column (before); c: no row (the 5 rows
+    // fill two windows of 2 at stride 3), 1 column after.
+    assert_eq!(pads, [[2, 2, 2, 2], [2, 1, 1, 0], [0, 0, 0, 1]]);
+    let x = net::random_input(network.graph().input_shape(), 2).unwrap();
+    let y = run(&network, &Options::default(), &x);
+    assert!(network.check(&x, &y).unwrap().within(TOLERANCE));
+}

@@ -360,3 +360,13 @@ fn functions_match_onnxruntime() {
     let kinds: Vec<String> = network.graph().nodes().iter().map(|n| n.kind().to_string()).collect();
     assert!(kinds.contains(&"mul".to_string()) && kinds.contains(&"sub".to_string()));
 }
+
+/// Convs padded by `auto_pad` SAME_UPPER and SAME_LOWER — strided on odd
+/// sizes, of an even kernel — match onnxruntime on both engines.
+#[test]
+fn auto_pad_same_matches_onnxruntime() {
+    let (network, _, _) = fixture_model("auto_pad");
+    let shapes: Vec<[usize; 4]> =
+        network.graph().nodes().iter().map(|n| n.output_shape()).collect();
+    assert_eq!(shapes, [[1, 5, 5, 4], [1, 4, 5, 4], [1, 3, 2, 2]]);
+}

@@ -12,7 +12,7 @@
 //!
 //! | ONNX (default domain, opset 13–21) | layer |
 //! |---|---|
-//! | Conv, ConvTranspose (explicit `pads`, no `output_shape`) | `conv` |
+//! | Conv (`pads`, `auto_pad` VALID, SAME_UPPER, SAME_LOWER), ConvTranspose (`pads`, VALID; no `output_shape`) | `conv` |
 //! | BatchNormalization (inference) | `batchnorm` |
 //! | Relu, LeakyRelu, Clip to [0, 6] or [0, ∞) | `activation` |
 //! | Add of two computed tensors | `add` |
@@ -358,7 +358,10 @@ impl<'a> Attributes<'a> {
             Some(other) => {
                 return Err(model_error(
                     &self.label,
-                    format!("auto_pad {other}: this reads explicit pads (NOTSET) or VALID"),
+                    format!(
+                        "auto_pad {other}: this reads explicit pads (NOTSET) or VALID, and a \
+                         Conv's SAME_UPPER and SAME_LOWER"
+                    ),
                 ));
             }
         }
@@ -613,7 +616,14 @@ impl<'a> Import<'a> {
                 let output_padding =
                     if transposed { Some(Pair::Two(a.pair("output_padding", 0)?)) } else { None };
                 let (stride, dilation) = (a.pair("strides", 1)?, a.pair("dilations", 1)?);
-                let padding = a.pads()?;
+                // SAME_UPPER and SAME_LOWER: padding the input's size gives,
+                // resolved by the shape inference.
+                let padding = match a.string("auto_pad")?.as_deref() {
+                    Some(same @ ("SAME_UPPER" | "SAME_LOWER")) if !transposed => {
+                        PaddingSpec::Named(same.to_lowercase())
+                    }
+                    _ => PaddingSpec::List(a.pads()?.to_vec()),
+                };
                 let bias = self.weights(node, 2, label)?;
                 let name = self.name(node, label)?;
                 self.store(&name, "weight", &shape, weight)?;
@@ -629,7 +639,7 @@ impl<'a> Import<'a> {
                     out_channels: field(out_channels, "out_channels", label)?,
                     kernel: Pair::Two([field(kh, "kh", label)?, field(kw, "kw", label)?]),
                     stride: Some(Pair::Two(stride)),
-                    padding: Some(PaddingSpec::List(padding.to_vec())),
+                    padding: Some(padding),
                     dilation: Some(Pair::Two(dilation)),
                     groups: Some(groups),
                     output_padding,
