@@ -341,18 +341,7 @@ pub(crate) fn infer(
             }
         }
         Layer::Add(l) => {
-            let &[(with, other)] = others else {
-                unreachable!("an add's other operand is resolved")
-            };
-            if other != shape {
-                return Err(model_error(
-                    name,
-                    format!(
-                        "adds {shape:?} (its input) and {other:?} ({:?}): the shapes differ",
-                        l.with
-                    ),
-                ));
-            }
+            let with = same_shape_operand(name, "adds", shape, others, &l.with)?;
             let act = activation(l.activation.unwrap_or_default(), l.negative_slope)?;
             // The `+` is functional (no module hook sees it); an activation
             // after it is a module.
@@ -392,18 +381,8 @@ pub(crate) fn infer(
         }
         Layer::GlobalAvgPool(_) => (Operation::GlobalAvgPool, [n, c, 1, 1], Cost::pool(shape)),
         Layer::Mul(l) | Layer::Sub(l) => {
-            let &[(with, other)] = others else {
-                unreachable!("a binary layer's other operand is resolved")
-            };
-            if other != shape {
-                return Err(model_error(
-                    name,
-                    format!(
-                        "reads {shape:?} (its input) and {other:?} ({:?}): the shapes differ",
-                        l.with
-                    ),
-                ));
-            }
+            let verb = if matches!(layer, Layer::Mul(_)) { "multiplies" } else { "subtracts" };
+            let with = same_shape_operand(name, verb, shape, others, &l.with)?;
             let op = if matches!(layer, Layer::Mul(_)) { BinaryOp::Mul } else { BinaryOp::Sub };
             // Functional in PyTorch: ptflops counts nothing.
             (Operation::Binary { op, with }, shape, Cost::default())
@@ -520,6 +499,27 @@ pub(crate) fn infer(
             (Operation::AcBlock { spec, deploy }, out, cost)
         }
     })
+}
+
+/// The one other operand of an elementwise layer of two (an add, a mul, a
+/// sub), which must have the input's `shape`.
+fn same_shape_operand(
+    name: &str,
+    verb: &str,
+    shape: [usize; 4],
+    others: &[(Source, [usize; 4])],
+    with: &str,
+) -> Result<Source> {
+    let &[(source, other)] = others else {
+        unreachable!("a layer of two operands has its other one resolved")
+    };
+    if other != shape {
+        return Err(model_error(
+            name,
+            format!("{verb} {shape:?} (its input) and {other:?} ({with:?}): the shapes differ"),
+        ));
+    }
+    Ok(source)
 }
 
 /// A depthwise-separable block's operation, output shape and cost.
