@@ -24,12 +24,14 @@ Models (opset 17, as `torch.onnx.export` writes by default):
 - nnvc_like: a JVET NNVC-style in-loop filter of two inputs (SpaceToDepth,
   Concat, convs with PRelu of a slope per channel and of one slope,
   DepthToSpace in DCR and CRD modes, a residual Add to an input);
-- functions: Sigmoid, Tanh, HardSigmoid (alpha 0.3, beta 0.4), HardSwish,
+- functions: Sigmoid, Tanh, HardSigmoid (alpha 0.3, beta 0.4; and ONNX's
+  defaults), HardSwish,
   SiLU written as Sigmoid and Mul, a Sub of two branches, batch 2;
 - auto_pad: convs padded by auto_pad SAME_UPPER (stride 2 on odd sizes,
   stride 3) and SAME_LOWER (an even kernel);
 - refused_*: models convjit refuses, each for one reason (an operator not
-  read, a Concat along the rows, PRelu slopes that broadcast along W, a Flatten added to an image, one initializer as two
+  read, a Concat along the rows, PRelu slopes that broadcast along W, a
+  Mul by a constant, a Flatten added to an image, one initializer as two
   layers' weights, a kernel_shape that disagrees with the weights, an
   attribute of the wrong type, MaxPool's ceil_mode, a Reshape to 3-D).
 
@@ -243,9 +245,18 @@ def functions(rng):
         helper.make_node("Tanh", ["h2"], ["t"], name="tanh"),
         helper.make_node("Sub", ["hs", "t"], ["d"], name="diff"),
         helper.make_node("Conv", ["d", "c3.w", "c3.b"], ["h3"], name="c3"),
-        helper.make_node("HardSigmoid", ["h3"], ["y"], name="hardsigmoid", alpha=0.3, beta=0.4),
+        helper.make_node("HardSigmoid", ["h3"], ["g"], name="hardsigmoid", alpha=0.3, beta=0.4),
+        # ONNX's defaults, alpha 0.2 and beta 0.5 (not PyTorch's 1/6).
+        helper.make_node("HardSigmoid", ["h3"], ["g2"], name="hardsigmoid_onnx"),
+        helper.make_node("Sub", ["g", "g2"], ["y"], name="gates"),
     ]
     return model(nodes, inits, [("x", [2, 3, 9, 7])], "y", [2, 6, 9, 7], "functions")
+
+
+def refused_mul_constant(rng):
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["y"], name="scale")]
+    inits = [numpy_helper.from_array(np.full([3, 1, 1], 0.5, dtype=np.float32), "scale")]
+    return model(nodes, inits, [("x", [1, 3, 8, 8])], "y", [1, 3, 8, 8], "refused_mul_constant")
 
 
 def nnvc_like(rng):
@@ -333,7 +344,7 @@ def main():
     rng = np.random.default_rng(20261207)
     refused = [refused_operator, refused_concat_axis, refused_flatten_add, refused_shared_weights,
                refused_kernel_shape, refused_int_alpha, refused_ceil_mode, refused_reshape,
-               refused_prelu_slopes]
+               refused_prelu_slopes, refused_mul_constant]
     runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True), (nnvc_like, True),
             (functions, True), (auto_pad, True)]
     for build, run in runs + [(r, False) for r in refused]:

@@ -1117,25 +1117,28 @@ fn indices(shape: [usize; 4]) -> impl Iterator<Item = (usize, usize, usize, usiz
 /// add folds into the add.
 #[test]
 fn functions_and_binary_layers_follow_their_definitions() {
-    let x = [-4.0f32, -1.0, 0.0, 0.5, 3.0, 20.0];
-    let sigmoid = |v: f32| 1.0 / (1.0 + (-v).exp());
-    type Definition = fn(f32) -> f32;
-    let cases: [(&str, Definition); 4] = [
-        (r#""sigmoid""#, |v| 1.0 / (1.0 + (-v).exp())),
-        (r#""tanh""#, f32::tanh),
-        (r#""hardswish""#, |v| v * (v + 3.0).clamp(0.0, 6.0) / 6.0),
-        (r#""hardsigmoid""#, |v| (v / 6.0 + 0.5).clamp(0.0, 1.0)),
+    let inf = f32::INFINITY;
+    let x = [-inf, -100.0, -3.0, 0.0, 1.0, 3.0, inf, f32::NAN];
+    // PyTorch's values, written out (sigmoid(1) = 0.7310586, tanh(1) =
+    // 0.7615942); NaN stays NaN, and so does silu and hardswish of −∞
+    // (−∞ · 0).
+    let nan = f32::NAN;
+    let cases: [(&str, [f32; 8]); 5] = [
+        ("sigmoid", [0.0, 0.0, 0.047_425_874, 0.5, 0.731_058_6, 0.952_574_13, 1.0, nan]),
+        ("tanh", [-1.0, -1.0, -0.995_055, 0.0, 0.761_594_2, 0.995_055, 1.0, nan]),
+        ("hardswish", [nan, -0.0, -0.0, 0.0, 0.666_666_7, 3.0, inf, nan]),
+        ("hardsigmoid", [0.0, 0.0, 0.0, 0.5, 0.666_666_7, 1.0, 1.0, nan]),
+        ("silu", [nan, -0.0, -0.142_277_62, 0.0, 0.731_058_6, 2.857_722_5, inf, nan]),
     ];
-    for (name, f) in cases {
-        let layer = format!(r#"{{"kind": "activation", "name": "f", "activation": {name}}}"#);
-        let y = one_layer([1, 1, 2, 3], &layer, &x, None);
-        for (&a, &v) in y.iter().zip(&x) {
-            assert!((a - f(v)).abs() <= 1e-6 * (1.0 + f(v).abs()), "{name}({v}): {a}");
+    for (name, want) in cases {
+        let layer = format!(r#"{{"kind": "activation", "name": "f", "activation": "{name}"}}"#);
+        let y = one_layer([1, 1, 2, 4], &layer, &x, None);
+        for ((&a, &w), &v) in y.iter().zip(&want).zip(&x) {
+            let close =
+                a == w || (a.is_nan() && w.is_nan()) || (a - w).abs() <= 1e-6 * (1.0 + w.abs());
+            assert!(close, "{name}({v}) = {a}, expected {w}");
         }
     }
-    let silu = r#"{"kind": "activation", "name": "f", "activation": "silu"}"#;
-    let y = one_layer([1, 1, 2, 3], silu, &x, None);
-    assert!(y.iter().zip(&x).all(|(&a, &v)| (a - v * sigmoid(v)).abs() <= 1e-6 * (1.0 + v.abs())));
     let hard = r#"{"kind": "activation", "name": "f", "activation": "hardsigmoid", "alpha": 0.2, "beta": 0.4}"#;
     assert_eq!(one_layer([1, 1, 1, 3], hard, &[-5.0, 1.0, 5.0], None), [0.0, 0.6, 1.0]);
     let err = refused(&one_layer_model(
@@ -1143,6 +1146,11 @@ fn functions_and_binary_layers_follow_their_definitions() {
         r#"{"kind": "activation", "name": "f", "activation": "tanh", "alpha": 0.2}"#,
     ));
     assert!(err.contains("only allowed with hardsigmoid"), "{err}");
+    let err = refused(&one_layer_model(
+        [1, 2, 1, 3],
+        r#"{"kind": "global_avg_pool", "name": "g", "input": "input"}, {"kind": "mul", "name": "m", "input": "input", "with": "g"}"#,
+    ));
+    assert!(err.contains("multiplies [1, 2, 1, 3]") && err.contains("no broadcasting"), "{err}");
 
     // mul and sub of the input and another layer; a PReLU after an add.
     let json = r#"{"name": "m", "input": [2, 1, 1, 3], "layers": [

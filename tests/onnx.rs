@@ -87,6 +87,7 @@ fn what_is_not_read_is_refused_naming_it() {
     let refused = [
         ("refused_concat_axis", &["rows (Concat", "along the channels (axis 1)"][..]),
         ("refused_prelu_slopes", &["prelu (PRelu", "slopes of shape [8]"]),
+        ("refused_mul_constant", &["scale (Mul", "input 1 is the tensor scale"]),
         ("refused_flatten_add", &["mixed (Add", "a matrix [N, F] and an image"]),
         ("refused_shared_weights", &["second (Conv", "tensor w, another layer's weights"]),
         ("refused_kernel_shape", &["conv (Conv", "kernel_shape [5, 5]", "disagree"]),

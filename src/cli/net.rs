@@ -185,7 +185,9 @@ fn model_inputs(graph: &net::Graph, given: &[String]) -> Result<Vec<Vec<f32>>> {
             Some((k, file)) => files[k] = Some(PathBuf::from(file)),
             // NAME=X.npy of a name the model does not have (and no file of
             // that whole path): a mistyped name, not a path.
-            None if arg.split_once('=').is_some_and(|(_, f)| !f.is_empty())
+            None if arg
+                .split_once('=')
+                .is_some_and(|(n, f)| !n.contains(['/', '\\']) && !f.is_empty())
                 && !std::path::Path::new(arg).exists() =>
             {
                 let name = arg.split_once('=').map_or("", |(n, _)| n);

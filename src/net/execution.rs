@@ -38,8 +38,8 @@ enum Slot {
 struct Step {
     /// The node it reports on.
     node: usize,
-    /// What it reads: its input, then an add's `with` or a concat's
-    /// other operands.
+    /// What it reads: its input, then an add's, a mul's or a sub's `with`,
+    /// or a concat's other operands.
     operands: Vec<Slot>,
     in_shape: [usize; 4],
     exec: Exec,

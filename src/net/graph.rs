@@ -52,7 +52,7 @@ impl Node {
     pub fn cost(&self) -> Cost {
         self.cost
     }
-    /// The other operand of an `add`.
+    /// The other operand of an `add`, a `mul` or a `sub`.
     pub fn with(&self) -> Option<Source> {
         match self.op {
             Operation::Add { with, .. } | Operation::Binary { with, .. } => Some(with),

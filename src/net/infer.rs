@@ -333,7 +333,8 @@ pub(crate) fn infer(
                         model::Function::Tanh => Func::Tanh,
                         model::Function::Hardsigmoid => Func::HardSigmoid { alpha, beta },
                         model::Function::Hardswish => Func::HardSwish,
-                        _ => Func::Silu,
+                        model::Function::Silu => Func::Silu,
+                        fused => unreachable!("{fused:?} is a fused activation"),
                     };
                     // No module hook of ptflops counts these.
                     (Operation::Function(f), shape, Cost::default())
@@ -516,7 +517,10 @@ fn same_shape_operand(
     if other != shape {
         return Err(model_error(
             name,
-            format!("{verb} {shape:?} (its input) and {other:?} ({with:?}): the shapes differ"),
+            format!(
+                "{verb} {shape:?} (its input) and {other:?} ({with:?}): the shapes differ (no \
+                 broadcasting)"
+            ),
         ));
     }
     Ok(source)

@@ -39,7 +39,8 @@ pub(crate) enum Exec {
 
 impl Exec {
     /// Computes `y` from its operands `xs` — the input (of `shape`)
-    /// first, then an add's `with` or a concat's others.
+    /// first, then an add's, a mul's or a sub's `with`, or a concat's
+    /// others.
     pub(crate) fn run(&self, xs: &[&[f32]], y: &mut [f32], shape: [usize; 4]) -> Result<()> {
         let (x, with) = (xs[0], xs.get(1).copied());
         match self {
@@ -68,15 +69,14 @@ impl Exec {
                 Ok(())
             }
             Exec::Function(f) => {
-                let mut each =
-                    |g: fn(f32) -> f32| y.iter_mut().zip(x).for_each(|(y, &x)| *y = g(x));
                 match *f {
-                    Func::Sigmoid => each(sigmoid),
-                    Func::Tanh => each(f32::tanh),
-                    Func::HardSwish => each(|x| x * (x + 3.0).clamp(0.0, 6.0) / 6.0),
-                    Func::Silu => each(|x| x * sigmoid(x)),
-                    Func::HardSigmoid { alpha, beta } => (y.iter_mut().zip(x))
-                        .for_each(|(y, &x)| *y = (alpha * x + beta).clamp(0.0, 1.0)),
+                    Func::Sigmoid => map(y, x, sigmoid),
+                    Func::Tanh => map(y, x, f32::tanh),
+                    Func::HardSwish => map(y, x, |x| x * (x + 3.0).clamp(0.0, 6.0) / 6.0),
+                    Func::Silu => map(y, x, |x| x * sigmoid(x)),
+                    Func::HardSigmoid { alpha, beta } => {
+                        map(y, x, |x| (alpha * x + beta).clamp(0.0, 1.0))
+                    }
                 }
                 Ok(())
             }
@@ -156,6 +156,11 @@ fn elementwise(act: Activation, y: &mut [f32], x: &[f32], with: Option<&[f32]>) 
             each(|v| if v < 0.0 { s * v } else { v }, y, x, with)
         }
     }
+}
+
+/// `y = f(x)`, element by element (generic, so `f` is inlined).
+fn map(y: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32) {
+    y.iter_mut().zip(x).for_each(|(y, &x)| *y = f(x));
 }
 
 /// The logistic function `1 / (1 + e^−x)`, in f32: 0 and 1 at the ends,
