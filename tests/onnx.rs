@@ -371,3 +371,32 @@ fn auto_pad_same_matches_onnxruntime() {
         network.graph().nodes().iter().map(|n| n.output_shape()).collect();
     assert_eq!(shapes, [[1, 5, 5, 4], [1, 4, 5, 4], [1, 3, 2, 2]]);
 }
+
+/// `macs --input-shape` counts a model on inputs of other shapes, each
+/// named or the first, and `--pixels-of` names the input whose pixels the
+/// kMAC per pixel counts; a name the model does not have is refused.
+#[test]
+fn macs_counts_a_model_on_other_input_shapes() {
+    let macs = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_convjit"))
+            .args(["macs", "--json", "--model"])
+            .arg(fixture("two_inputs.onnx"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out =
+        macs(&["--input-shape", "qp=1x1x4x6", "--input-shape", "1x1x4x6", "--pixels-of", "qp"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = report["layers"].as_array().unwrap();
+    assert_eq!(layers.last().unwrap()["output_shape"], serde_json::json!([1, 1, 4, 6]));
+    let ptflops = report["total"]["macs_ptflops"].as_f64().unwrap();
+    assert_eq!(report["kmac_per_pixel"].as_f64(), Some(ptflops / 24.0 / 1000.0));
+    // The head conv: 8 outputs of 2 × 3 × 3 taps at each of the 24 pixels.
+    assert_eq!(layers[1]["macs"], 24 * 8 * 18);
+    let wrong = macs(&["--input-shape", "qpp=1x1x4x6"]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("no input named qpp (rec, qp)"));
+    let odd = macs(&["--input-shape", "qp=1x1x4x7"]);
+    assert!(!odd.status.success(), "rec and qp differ in width: the concat refuses");
+}

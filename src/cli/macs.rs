@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow, bail};
 use serde::Serialize;
 
 use convjit::net::{self, Cost, LayerKind};
@@ -23,6 +23,16 @@ pub struct Args {
     /// each layer's counts and the totals, from the shapes alone.
     #[arg(long, value_name = "FILE|F.onnx|builtin:NAME")]
     model: Option<String>,
+    /// With --model, count it on an input of this shape instead:
+    /// NAME=NxCxHxW for the input NAME, or NxCxHxW for the first
+    /// (repeatable).
+    #[arg(long, value_name = "[NAME=]NxCxHxW", requires = "model")]
+    input_shape: Vec<String>,
+    /// With --model, the input whose pixels (N·H·W) the kMAC per pixel
+    /// counts (default: the first; JVET NNVC counts a filter's luma
+    /// pixels).
+    #[arg(long, value_name = "NAME", requires = "model")]
+    pixels_of: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -63,12 +73,60 @@ struct ModelReport<'a> {
     kmac_per_pixel: f64,
 }
 
+/// `model` with the input shapes `--input-shape` gives.
+fn with_input_shapes(mut model: net::Model, given: &[String]) -> Result<net::Model> {
+    let one = matches!(model.input, net::Inputs::One(_));
+    let mut inputs: Vec<net::NamedInput> = (model.input.list().into_iter())
+        .map(|(name, shape)| net::NamedInput { name: name.to_string(), shape })
+        .collect();
+    let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+    for arg in given {
+        let (k, dims) = match arg.split_once('=') {
+            Some((name, dims)) => match names.iter().position(|n| n == name) {
+                Some(k) => (k, dims),
+                None => bail!(
+                    "--input-shape {}: no input named {} ({})",
+                    terminal::escape(arg),
+                    terminal::escape(name),
+                    terminal::escape(&names.join(", "))
+                ),
+            },
+            None => (0, arg.as_str()),
+        };
+        let parsed: Vec<i64> = dims
+            .split(['x', '×'])
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()
+            .filter(|d: &Vec<i64>| d.len() == 4)
+            .ok_or_else(|| {
+                anyhow!("--input-shape {}: give N×C×H×W, as 1x3x224x224", terminal::escape(arg))
+            })?;
+        inputs[k].shape = [parsed[0], parsed[1], parsed[2], parsed[3]];
+    }
+    model.input = match (one, inputs.as_slice()) {
+        (true, [input]) => net::Inputs::One(input.shape),
+        _ => net::Inputs::Named(inputs),
+    };
+    Ok(model)
+}
+
 /// The counts of a whole model, from its shapes: nothing is compiled or
 /// run.
-fn model(name: &str, json: bool) -> Result<()> {
+fn model(name: &str, args: &Args) -> Result<()> {
+    let json = args.json;
     let (model, _) = load_model(name)?;
+    let model = with_input_shapes(model, &args.input_shape)?;
     let graph = net::Graph::new(&model)?;
-    let input = graph.input_shape();
+    let input = match &args.pixels_of {
+        None => graph.input_shape(),
+        Some(of) => match graph.inputs().iter().find(|(n, _)| n == of) {
+            Some((_, shape)) => *shape,
+            None => {
+                bail!("--pixels-of {}: the model has no input of this name", terminal::escape(of))
+            }
+        },
+    };
     let pixels = (input[0] * input[2] * input[3]) as f64;
     let total = graph.total();
     let report = ModelReport {
@@ -122,7 +180,7 @@ fn model(name: &str, json: bool) -> Result<()> {
 
 pub fn main(args: &Args) -> Result<()> {
     if let Some(name) = &args.model {
-        return model(name, args.json);
+        return model(name, args);
     }
     let valid = load_layers(args.spec.as_deref(), args.suite.as_deref())?;
     let rows: Vec<MacsRow> = valid
