@@ -178,47 +178,8 @@ impl ConvFields {
     }
 }
 
-/// A conv2d's `"same_upper"` or `"same_lower"` padding (ONNX's `auto_pad`)
-/// on an input of `[h, w]`: on each axis, what makes the output
-/// `ceil(size / stride)`, its odd pixel after (upper) or before (lower);
-/// `None` for any other padding, or sizes the spec refuses anyway.
-fn same_padding(f: &ConvFields, hw: [i64; 2]) -> Option<PaddingSpec> {
-    let Some(PaddingSpec::Named(name)) = &f.padding else { return None };
-    let upper = match name.as_str() {
-        "same_upper" => true,
-        "same_lower" => false,
-        _ => return None,
-    };
-    let pair = |p: Option<Pair>| match p.unwrap_or(Pair::One(1)) {
-        Pair::One(v) => [v, v],
-        Pair::Two(hw) => hw,
-    };
-    let (kernel, stride, dilation) = (pair(Some(f.kernel)), pair(f.stride), pair(f.dilation));
-    let sane = |v: &[i64; 2]| v.iter().all(|v| (1..=MAX_DIM).contains(v));
-    if !(sane(&kernel)
-        && sane(&stride)
-        && sane(&dilation)
-        && f.op.unwrap_or(Op::Conv2d) == Op::Conv2d)
-    {
-        return None;
-    }
-    let mut pads = [0i64; 4];
-    for axis in 0..2 {
-        let out = (hw[axis] + stride[axis] - 1) / stride[axis];
-        let span = (kernel[axis] - 1) * dilation[axis] + 1;
-        let total = ((out - 1) * stride[axis] + span - hw[axis]).max(0);
-        let before = if upper { total / 2 } else { total - total / 2 };
-        (pads[axis], pads[axis + 2]) = (before, total - before);
-    }
-    Some(PaddingSpec::List(pads.to_vec()))
-}
-
 fn conv_spec(name: &str, shape: [usize; 4], f: ConvFields) -> Result<ValidSpec> {
     let [n, c, h, w] = shape.map(|d| d as i64);
-    let f = match same_padding(&f, [h, w]) {
-        Some(padding) => ConvFields { padding: Some(padding), ..f },
-        None => f,
-    };
     let mut spec = ConvSpec::new(f.op.unwrap_or(Op::Conv2d), n, c, f.out_channels, (h, w), [1, 1]);
     spec.name = Some(name.to_string());
     spec.kernel = f.kernel;

@@ -55,7 +55,8 @@ pub enum PaddingSpec {
     One(i64),
     /// `[ph, pw]` (symmetric), or `[top, left, bottom, right]` (ONNX order).
     List(Vec<i64>),
-    /// `"same"` or `"valid"` (conv2d only, as in PyTorch).
+    /// `"same"` or `"valid"` (conv2d only, as in PyTorch), or ONNX's
+    /// `auto_pad` `"same_upper"` or `"same_lower"` (conv2d, any stride).
     Named(String),
 }
 

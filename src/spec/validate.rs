@@ -211,10 +211,27 @@ fn named_padding(name: &str, op: Op, sizes: &Sizes) -> Result<Padding> {
                 right: span[1] - span[1] / 2,
             })
         }
+        // ONNX's auto_pad, at any stride: on each axis what makes the
+        // output ceil(size / stride), the odd pixel after (upper) or
+        // before (lower).
+        "same_upper" | "same_lower" => {
+            let (span, size) = (sizes.span(), [sizes.height, sizes.width]);
+            let total = [0, 1].map(|axis| {
+                let out = size[axis].div_ceil(sizes.stride[axis]);
+                ((out - 1) * sizes.stride[axis] + span[axis] + 1).saturating_sub(size[axis])
+            });
+            let before = total.map(|t| if name == "same_upper" { t / 2 } else { t - t / 2 });
+            Ok(Padding {
+                top: before[0],
+                left: before[1],
+                bottom: total[0] - before[0],
+                right: total[1] - before[1],
+            })
+        }
         _ => Err(invalid(
             "padding",
             format!("\"{name}\""),
-            "the only padding names are \"same\" and \"valid\"",
+            "the padding names are \"same\", \"valid\", \"same_upper\" and \"same_lower\"",
         )),
     }
 }
