@@ -703,26 +703,6 @@ impl<'a> Import<'a> {
                 });
                 (layer, flat)
             }
-            "Add" => {
-                let (input, flat) = self.source(node, 0, label)?;
-                let (with, with_flat) = self.source(node, 1, label)?;
-                if flat != with_flat {
-                    return Err(refuse(
-                        "a matrix [N, F] and an image [N, C, H, W]: this reads the sum of two \
-                         tensors of one shape"
-                            .into(),
-                    ));
-                }
-                let name = self.name(node, label)?;
-                let layer = Layer::Add(AddLayer {
-                    name,
-                    input: Some(input),
-                    with,
-                    activation: None,
-                    negative_slope: None,
-                });
-                (layer, flat)
-            }
             "Sigmoid" | "Tanh" | "HardSigmoid" | "HardSwish" => {
                 let (input, flat) = self.source(node, 0, label)?;
                 let (activation, alpha, beta) = match op {
@@ -746,7 +726,7 @@ impl<'a> Import<'a> {
                 };
                 (Layer::Activation(layer), flat)
             }
-            "Mul" | "Sub" => {
+            "Add" | "Mul" | "Sub" => {
                 let (input, flat) = self.source(node, 0, label)?;
                 let (with, with_flat) = self.source(node, 1, label)?;
                 if flat != with_flat {
@@ -757,11 +737,17 @@ impl<'a> Import<'a> {
                     ));
                 }
                 let name = self.name(node, label)?;
-                let binary = BinaryLayer { name, input: Some(input), with };
-                match op {
-                    "Mul" => (Layer::Mul(binary), flat),
-                    _ => (Layer::Sub(binary), flat),
-                }
+                let layer = match op {
+                    "Add" => Layer::Add(AddLayer {
+                        name,
+                        input: Some(input),
+                        with,
+                        ..AddLayer::default()
+                    }),
+                    "Mul" => Layer::Mul(BinaryLayer { name, input: Some(input), with }),
+                    _ => Layer::Sub(BinaryLayer { name, input: Some(input), with }),
+                };
+                (layer, flat)
             }
             "PRelu" => {
                 let (input, flat) = self.source(node, 0, label)?;
