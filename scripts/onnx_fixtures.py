@@ -29,9 +29,14 @@ Models (opset 17, as `torch.onnx.export` writes by default):
   SiLU written as Sigmoid and Mul, a Sub of two branches, batch 2;
 - auto_pad: convs padded by auto_pad SAME_UPPER (stride 2 on odd sizes,
   stride 3) and SAME_LOWER (an even kernel);
+- resample: AveragePool with and without the padding counted, Resize
+  nearest and linear (by scales and by sizes, align_corners), Pad of a
+  constant, Add, Mul and Sub of constants (one per channel, a scalar, a
+  Constant node shared by two nodes);
 - refused_*: models convjit refuses, each for one reason (an operator not
   read, a Concat along the rows, PRelu slopes that broadcast along W, a
-  Mul by a constant, a Flatten added to an image, one initializer as two
+  Mul by a constant that broadcasts along W, a Resize of cubic mode or of
+  a fraction, a Pad that reflects, a Flatten added to an image, one initializer as two
   layers' weights, a kernel_shape that disagrees with the weights, an
   attribute of the wrong type, MaxPool's ceil_mode, a Reshape to 3-D).
 
@@ -253,10 +258,11 @@ def functions(rng):
     return model(nodes, inits, [("x", [2, 3, 9, 7])], "y", [2, 6, 9, 7], "functions")
 
 
-def refused_mul_constant(rng):
+def refused_constant_broadcast(rng):
     nodes = [helper.make_node("Mul", ["x", "scale"], ["y"], name="scale")]
-    inits = [numpy_helper.from_array(np.full([3, 1, 1], 0.5, dtype=np.float32), "scale")]
-    return model(nodes, inits, [("x", [1, 3, 8, 8])], "y", [1, 3, 8, 8], "refused_mul_constant")
+    inits = [numpy_helper.from_array(np.full([8], 0.5, dtype=np.float32), "scale")]
+    return model(nodes, inits, [("x", [1, 3, 8, 8])], "y", [1, 3, 8, 8],
+                 "refused_constant_broadcast")
 
 
 def nnvc_like(rng):
@@ -336,6 +342,73 @@ def two_inputs(rng):
     return model(nodes, inits, [("rec", shape), ("qp", shape)], "y", shape, "two_inputs")
 
 
+def resample(rng):
+    """Pools, resizes, a pad and constant arithmetic: AveragePool with and
+    without the padding counted, Resize nearest (asymmetric and floor, as
+    PyTorch exports nn.Upsample; half_pixel and round_prefer_floor) and
+    linear (pytorch_half_pixel by sizes, align_corners by scales, factors
+    that differ per side), Pad of 0.5, a Mul by one value per channel, a
+    Sub from a scalar, an Add of one value per channel and a Sub of a
+    scalar (one Constant node shared by two nodes)."""
+    f32 = lambda name, v: numpy_helper.from_array(np.array(v, np.float32), name)
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)
+    inits = [init(rng, "c1.w", [4, 3, 3, 3]), init(rng, "c1.b", [4], 0.1),
+             init(rng, "c2.w", [2, 4, 1, 1]),
+             f32("up2", [1, 1, 2, 2]), f32("up21", [1, 1, 2, 1]), f32("up3", [1, 1, 3, 3]),
+             i64("to", [1, 4, 22, 33]), i64("pads", [0, 0, 1, 2, 0, 0, 0, 1]),
+             f32("half", 0.5), f32("gain", rng.uniform(0.5, 1.5, [1, 4, 1, 1])),
+             f32("shift", rng.uniform(-0.5, 0.5, [4, 1, 1]))]
+    nodes = [
+        helper.make_node("Conv", ["x", "c1.w", "c1.b"], ["h"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("AveragePool", ["h"], ["p0"], name="avg_exclude", kernel_shape=[3, 3],
+                         strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("AveragePool", ["h"], ["p1"], name="avg_include", kernel_shape=[2, 2],
+                         pads=[1, 1, 1, 1], count_include_pad=1),
+        helper.make_node("Resize", ["p0", "", "up2"], ["r0"], name="nearest_floor",
+                         mode="nearest", coordinate_transformation_mode="asymmetric",
+                         nearest_mode="floor"),
+        helper.make_node("Add", ["p1", "r0"], ["s"], name="sum"),
+        helper.make_node("Pad", ["s", "pads", "half"], ["padded"], name="pad"),
+        helper.make_node("Mul", ["padded", "gain"], ["m"], name="gain"),
+        helper.make_node("Constant", [], ["one"], name="one",
+                         value=numpy_helper.from_array(np.array(1.0, np.float32), "one")),
+        helper.make_node("Sub", ["one", "m"], ["n"], name="one_less"),
+        helper.make_node("Resize", ["n", "", "", "to"], ["u"], name="bilinear_sizes",
+                         mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+        helper.make_node("AveragePool", ["u"], ["q"], name="avg", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Resize", ["q", "", "up21"], ["v"], name="bilinear_corners",
+                         mode="linear", coordinate_transformation_mode="align_corners"),
+        helper.make_node("Add", ["v", "shift"], ["b"], name="shift"),
+        helper.make_node("Sub", ["b", "one"], ["d"], name="less_one"),
+        helper.make_node("Resize", ["d", "", "up3"], ["w"], name="nearest_half_pixel",
+                         mode="nearest"),
+        helper.make_node("Conv", ["w", "c2.w"], ["y"], name="c2"),
+    ]
+    return model(nodes, inits, [("x", [1, 3, 9, 7])], "y", [1, 2, 66, 48], "resample")
+
+
+def refused_resize_cubic(rng):
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="cubic", mode="cubic")]
+    return model(nodes, [scales], [("x", [1, 3, 8, 8])], "y", [1, 3, 16, 16],
+                 "refused_resize_cubic")
+
+
+def refused_resize_fraction(rng):
+    scales = numpy_helper.from_array(np.array([1, 1, 1.5, 1.5], np.float32), "scales")
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", mode="linear")]
+    return model(nodes, [scales], [("x", [1, 3, 8, 8])], "y", [1, 3, 12, 12],
+                 "refused_resize_fraction")
+
+
+def refused_pad_reflect(rng):
+    pads = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["y"], name="mirror", mode="reflect")]
+    return model(nodes, [pads], [("x", [1, 3, 8, 8])], "y", [1, 3, 10, 10],
+                 "refused_pad_reflect")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join("tests", "fixtures", "onnx"))
@@ -344,9 +417,10 @@ def main():
     rng = np.random.default_rng(20261207)
     refused = [refused_operator, refused_concat_axis, refused_flatten_add, refused_shared_weights,
                refused_kernel_shape, refused_int_alpha, refused_ceil_mode, refused_reshape,
-               refused_prelu_slopes, refused_mul_constant]
+               refused_prelu_slopes, refused_constant_broadcast, refused_resize_cubic,
+               refused_resize_fraction, refused_pad_reflect]
     runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True), (nnvc_like, True),
-            (functions, True), (auto_pad, True)]
+            (functions, True), (auto_pad, True), (resample, True)]
     for build, run in runs + [(r, False) for r in refused]:
         m = build(rng)
         name = build.__name__

@@ -559,8 +559,8 @@ fn models_that_do_not_chain_are_refused_naming_the_layer() {
     names(&err, "stem", "unknown field `paddin`");
     let err = refused(&edited(r#", "out_features": 5"#, ""));
     names(&err, "fc", "out_features");
-    let err = refused(&edited(r#""kind": "max_pool""#, r#""kind": "avg_pool""#));
-    names(&err, "pool", "avg_pool");
+    let err = refused(&edited(r#""kind": "max_pool""#, r#""kind": "lp_pool""#));
+    names(&err, "pool", "lp_pool");
     // A max_pool padded past half its window, as PyTorch refuses.
     let err = refused(&edited(r#""stride": 2, "padding": 1}"#, r#""stride": 2, "padding": 2}"#));
     names(&err, "pool", "at most half");
@@ -949,6 +949,166 @@ proptest! {
             prop_assert!(a.to_bits() == e.to_bits() || (a.is_nan() && e.is_nan()), "{layer}: {a} vs {e}");
         }
     }
+}
+
+/// `avg_pool` of `x` (NCHW of `shape`) from PyTorch's definition, in f64:
+/// each output the sum of its window's inputs (the padding zeros) over the
+/// window's size, or over the inputs it holds.
+fn brute_avg_pool(
+    x: &[f32],
+    shape: [usize; 4],
+    k: [usize; 2],
+    s: [usize; 2],
+    p: [usize; 2],
+    count_include_pad: bool,
+) -> Vec<f64> {
+    let [n, c, h, w] = shape;
+    let (oh, ow) = ((h + 2 * p[0] - k[0]) / s[0] + 1, (w + 2 * p[1] - k[1]) / s[1] + 1);
+    let mut y = Vec::new();
+    for plane in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut sum, mut count) = (0.0f64, 0usize);
+                for i in 0..k[0] {
+                    for j in 0..k[1] {
+                        let (iy, ix) =
+                            ((oy * s[0] + i).checked_sub(p[0]), (ox * s[1] + j).checked_sub(p[1]));
+                        if let (Some(iy), Some(ix)) = (iy, ix)
+                            && iy < h
+                            && ix < w
+                        {
+                            sum += f64::from(x[(plane * h + iy) * w + ix]);
+                            count += 1;
+                        }
+                    }
+                }
+                y.push(sum / if count_include_pad { (k[0] * k[1]) as f64 } else { count as f64 });
+            }
+        }
+    }
+    y
+}
+
+/// Bilinear upsampling of `x` (NCHW of `shape`) by `f` from PyTorch's
+/// definition, in f64: output pixel `o` reads input coordinate
+/// `o · (in − 1)/(out − 1)` (align_corners) or `(o + ½)/f − ½` clamped at
+/// 0, between the two pixels around it.
+fn brute_bilinear(x: &[f32], shape: [usize; 4], f: [usize; 2], align_corners: bool) -> Vec<f64> {
+    let [n, c, h, w] = shape;
+    let (oh, ow) = (h * f[0], w * f[1]);
+    let source = |o: usize, size: usize, out: usize, f: usize| -> (usize, usize, f64) {
+        let s = if align_corners {
+            if out > 1 { o as f64 * (size - 1) as f64 / (out - 1) as f64 } else { 0.0 }
+        } else {
+            ((o as f64 + 0.5) / f as f64 - 0.5).max(0.0)
+        };
+        let i0 = (s.floor() as usize).min(size - 1);
+        (i0, (i0 + 1).min(size - 1), s - i0 as f64)
+    };
+    let mut y = Vec::new();
+    for plane in 0..n * c {
+        let at = |i: usize, j: usize| f64::from(x[(plane * h + i) * w + j]);
+        for oy in 0..oh {
+            let (r0, r1, a) = source(oy, h, oh, f[0]);
+            for ox in 0..ow {
+                let (c0, c1, b) = source(ox, w, ow, f[1]);
+                let top = (1.0 - b) * at(r0, c0) + b * at(r0, c1);
+                let bottom = (1.0 - b) * at(r1, c0) + b * at(r1, c1);
+                y.push((1.0 - a) * top + a * bottom);
+            }
+        }
+    }
+    y
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Average pooling of every window shape, counting its padding or
+    /// not, matches PyTorch's definition.
+    #[test]
+    fn avg_pool_matches_its_definition(
+        (h, w) in (1usize..14, 1usize..14),
+        (kh, kw) in (1usize..6, 1usize..6),
+        (sh, sw) in (1usize..5, 1usize..5),
+        (ph, pw) in (0usize..3, 0usize..3),
+        channels in 1usize..3,
+        count_include_pad in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let (ph, pw) = (ph.min(kh / 2), pw.min(kw / 2));
+        prop_assume!(h + 2 * ph >= kh && w + 2 * pw >= kw);
+        let shape = [2, channels, h, w];
+        let x = random_tensor(seed, 2 * channels * h * w);
+        let layer = format!(
+            r#"{{"kind": "avg_pool", "name": "p", "kernel": [{kh}, {kw}], "stride": [{sh}, {sw}], "padding": [{ph}, {pw}], "count_include_pad": {count_include_pad}}}"#
+        );
+        let y = one_layer(shape, &layer, &x, None);
+        let expected = brute_avg_pool(&x, shape, [kh, kw], [sh, sw], [ph, pw], count_include_pad);
+        prop_assert_eq!(y.len(), expected.len());
+        for (a, e) in y.iter().zip(&expected) {
+            prop_assert!((f64::from(*a) - e).abs() <= 1e-5 * (1.0 + e.abs()), "{layer}: {a} vs {e}");
+        }
+    }
+
+    /// Upsampling by whole factors matches PyTorch's definitions: nearest
+    /// exactly (output pixel `o` is input pixel `o / f`), bilinear with
+    /// align_corners either way.
+    #[test]
+    fn upsample_matches_its_definition(
+        (h, w) in (1usize..9, 1usize..9),
+        (fh, fw) in (1usize..5, 1usize..5),
+        channels in 1usize..3,
+        mode in 0usize..3,
+        seed in any::<u64>(),
+    ) {
+        let shape = [2, channels, h, w];
+        let x = random_tensor(seed, 2 * channels * h * w);
+        let fields = ["\"mode\": \"nearest\"", "\"mode\": \"bilinear\"", "\"mode\": \"bilinear\", \"align_corners\": true"][mode];
+        let layer = format!(r#"{{"kind": "upsample", "name": "u", "scale_factor": [{fh}, {fw}], {fields}}}"#);
+        let y = one_layer(shape, &layer, &x, None);
+        let (oh, ow) = (h * fh, w * fw);
+        prop_assert_eq!(y.len(), 2 * channels * oh * ow);
+        if mode == 0 {
+            for (k, &v) in y.iter().enumerate() {
+                let (plane, oy, ox) = (k / (oh * ow), k / ow % oh, k % ow);
+                prop_assert_eq!(v.to_bits(), x[(plane * h + oy / fh) * w + ox / fw].to_bits());
+            }
+        } else {
+            let expected = brute_bilinear(&x, shape, [fh, fw], mode == 2);
+            for (a, e) in y.iter().zip(&expected) {
+                prop_assert!((f64::from(*a) - e).abs() <= 1e-5 * (1.0 + e.abs()), "{layer}: {a} vs {e}");
+            }
+        }
+    }
+}
+
+/// A pad puts the input inside borders of its value ([left, right, top,
+/// bottom], as `nn.ConstantPad2d`); an affine layer multiplies and adds
+/// per channel, a product alone keeping the sign of a zero.
+#[test]
+fn pad_and_affine_follow_their_definitions() {
+    let x = [1.0, 2.0, 3.0, 4.0];
+    let pad = r#"{"kind": "pad", "name": "p", "padding": [1, 0, 0, 2], "value": -1.5}"#;
+    #[rustfmt::skip]
+    let want = [
+        -1.5, 1.0, 2.0,
+        -1.5, 3.0, 4.0,
+        -1.5, -1.5, -1.5,
+        -1.5, -1.5, -1.5,
+    ];
+    assert_eq!(one_layer([1, 1, 2, 2], pad, &x, None), want);
+    let mut tensors = Tensors::new();
+    tensors.insert("a.weight", &[2], vec![2.0, -1.0]).unwrap();
+    tensors.insert("a.bias", &[2], vec![0.5, 0.25]).unwrap();
+    let affine = r#"{"kind": "affine", "name": "a", "num_parameters": 2}"#;
+    let y = one_layer([1, 2, 1, 2], affine, &[1.0, -3.0, 4.0, 0.0], Some(&tensors));
+    assert_eq!(y, [2.5, -5.5, -3.75, 0.25]);
+    let mut tensors = Tensors::new();
+    tensors.insert("m.weight", &[1], vec![3.0]).unwrap();
+    let scale = r#"{"kind": "affine", "name": "m", "bias": false}"#;
+    let y = one_layer([1, 1, 1, 2], scale, &[-0.0, 2.0], Some(&tensors));
+    assert_eq!((y[0].to_bits(), y[1]), ((-0.0f32).to_bits(), 6.0));
 }
 
 /// An activation that alone reads an add (`relu(x + f(x))`) is computed in

@@ -87,7 +87,10 @@ fn what_is_not_read_is_refused_naming_it() {
     let refused = [
         ("refused_concat_axis", &["rows (Concat", "along the channels (axis 1)"][..]),
         ("refused_prelu_slopes", &["prelu (PRelu", "slopes of shape [8]"]),
-        ("refused_mul_constant", &["scale (Mul", "input 1 is the tensor scale"]),
+        ("refused_constant_broadcast", &["scale (Mul", "of shape [8]", "one per channel"]),
+        ("refused_resize_cubic", &["cubic (Resize", "mode cubic"]),
+        ("refused_resize_fraction", &["up (Resize", "scales [1.0, 1.0, 1.5, 1.5]", "whole"]),
+        ("refused_pad_reflect", &["mirror (Pad", "mode reflect"]),
         ("refused_flatten_add", &["mixed (Add", "a matrix [N, F] and an image"]),
         ("refused_shared_weights", &["second (Conv", "tensor w, another layer's weights"]),
         ("refused_kernel_shape", &["conv (Conv", "kernel_shape [5, 5]", "disagree"]),
@@ -360,6 +363,38 @@ fn functions_match_onnxruntime() {
     let (network, _, _) = fixture_model("functions");
     let kinds: Vec<String> = network.graph().nodes().iter().map(|n| n.kind().to_string()).collect();
     assert!(kinds.contains(&"mul".to_string()) && kinds.contains(&"sub".to_string()));
+}
+
+/// Pools, resizes, a pad and arithmetic with constants match onnxruntime
+/// on both engines: AveragePool counting its padding or not, Resize
+/// nearest (asymmetric floor; half_pixel rounding) and linear
+/// (pytorch_half_pixel by sizes, align_corners by scales), Pad of 0.5,
+/// Add, Mul and Sub of constants on either side, one Constant shared by
+/// two nodes.
+#[test]
+fn resampling_and_constants_match_onnxruntime() {
+    let (model, tensors) = net::onnx::load(&fixture("resample.onnx")).unwrap();
+    let json = model.to_json();
+    for part in [
+        r#""kind":"avg_pool","name":"avg_exclude","input":"c1","kernel":[3,3],"stride":[2,2],"padding":[1,1],"count_include_pad":false"#,
+        r#""kind":"upsample","name":"nearest_floor","input":"avg_exclude","scale_factor":[2,2],"mode":"nearest""#,
+        r#""kind":"pad","name":"pad","input":"sum","padding":[2,1,1,0],"value":0.5"#,
+        r#""kind":"affine","name":"gain","input":"pad","num_parameters":4,"weight":true,"bias":false"#,
+        r#""kind":"affine","name":"one_less","input":"gain","num_parameters":1,"weight":true,"bias":true"#,
+        r#""kind":"upsample","name":"bilinear_sizes","input":"one_less","size":[22,33],"mode":"bilinear","align_corners":false"#,
+        r#""kind":"upsample","name":"bilinear_corners","input":"avg","scale_factor":[2,1],"mode":"bilinear","align_corners":true"#,
+    ] {
+        assert!(json.contains(part), "{part} in {json}");
+    }
+    // c − x is the weight −1 and the bias c; x − c the bias −c.
+    let values = |name: &str| tensors.get(name).unwrap().1.to_vec();
+    assert_eq!((values("one_less.weight"), values("one_less.bias")), (vec![-1.0], vec![1.0]));
+    assert_eq!(values("less_one.bias"), vec![-1.0]);
+    let (network, _, _) = fixture_model("resample");
+    let kinds: Vec<String> = network.graph().nodes().iter().map(|n| n.kind().to_string()).collect();
+    for kind in ["avg_pool", "upsample", "pad", "affine"] {
+        assert!(kinds.contains(&kind.to_string()), "{kind} in {kinds:?}");
+    }
 }
 
 /// Convs padded by `auto_pad` SAME_UPPER and SAME_LOWER — strided on odd

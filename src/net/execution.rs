@@ -104,6 +104,14 @@ impl Preparing<'_> {
                 Exec::Add(folding::add_activation(self.network, &self.plan, i))
             }
             (Operation::MaxPool(pool), _) => Exec::MaxPool(*pool),
+            (Operation::AvgPool { pool, count_include_pad }, _) => {
+                Exec::AvgPool { pool: *pool, count_include_pad: *count_include_pad }
+            }
+            (Operation::Upsample(up), _) => Exec::Upsample(*up),
+            (Operation::Pad(pad), _) => Exec::Pad(*pad),
+            (Operation::Affine { .. }, Params::Affine { weight, bias }) => {
+                Exec::Affine { weight: weight.clone(), bias: bias.clone() }
+            }
             (Operation::GlobalAvgPool, _) => Exec::GlobalAvgPool,
             (Operation::Concat { channels, .. }, _) => Exec::Concat(channels.clone()),
             (Operation::Prelu(_), Params::Prelu(slopes)) => Exec::Prelu(slopes.clone()),

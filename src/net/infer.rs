@@ -8,7 +8,7 @@
 //! (names, what each layer reads, tensor sizes) is [`super::graph`]'s.
 
 use super::cost::Cost;
-use super::model::{self, Layer, ShuffleOrder};
+use super::model::{self, Layer, PadSides, ShuffleOrder, UpsampleMode};
 use super::model_error;
 use crate::blocks::{AcBlock, BN_EPS, DscMode};
 use crate::error::Result;
@@ -50,7 +50,7 @@ pub(crate) struct DscOp {
     pub mode: Option<DscMode>,
 }
 
-/// Max pooling's geometry, per axis `[h, w]`.
+/// A pool's geometry, per axis `[h, w]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Pool {
     pub kernel: [usize; 2],
@@ -85,6 +85,22 @@ pub(crate) struct Shuffle {
     pub up: bool,
 }
 
+/// An upsampling's geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Upsample {
+    /// The whole factor on each side `[h, w]`.
+    pub factor: [usize; 2],
+    pub mode: UpsampleMode,
+    pub align_corners: bool,
+}
+
+/// A constant border: its widths `[top, bottom, left, right]` and value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Pad {
+    pub sides: [usize; 4],
+    pub value: f32,
+}
+
 /// What a node computes, its shapes resolved.
 #[derive(Clone, Debug)]
 pub(crate) enum Operation {
@@ -104,7 +120,20 @@ pub(crate) enum Operation {
         activation: Activation,
     },
     MaxPool(Pool),
+    AvgPool {
+        pool: Pool,
+        count_include_pad: bool,
+    },
     GlobalAvgPool,
+    Upsample(Upsample),
+    Pad(Pad),
+    /// `x · weight + bias` of this many values each (1, or the
+    /// channels), either left out.
+    Affine {
+        count: usize,
+        weight: bool,
+        bias: bool,
+    },
     /// An elementwise function that no kernel fuses.
     Function(Func),
     /// The input times, or less, `with`.
@@ -197,7 +226,7 @@ fn conv_spec(name: &str, shape: [usize; 4], f: ConvFields) -> Result<ValidSpec> 
 /// A pooling layer's `field` as `[h, w]`, each value checked to be in
 /// `min..=`[`MAX_DIM`] (the spec's bound on every size, which keeps the
 /// pool's index arithmetic far from overflow).
-fn pool_pair(layer: &str, field: &str, p: Pair, min: i64) -> Result<[usize; 2]> {
+fn pool_pair(layer: &str, kind: &str, field: &str, p: Pair, min: i64) -> Result<[usize; 2]> {
     let hw = match p {
         Pair::One(v) => [v, v],
         Pair::Two(hw) => hw,
@@ -208,7 +237,7 @@ fn pool_pair(layer: &str, field: &str, p: Pair, min: i64) -> Result<[usize; 2]> 
     let least = if min == 0 { "not be negative" } else { "be at least 1" };
     Err(model_error(
         layer,
-        format!("max_pool {field} {hw:?}: each value must {least} and at most {MAX_DIM}"),
+        format!("{kind} {field} {hw:?}: each value must {least} and at most {MAX_DIM}"),
     ))
 }
 
@@ -310,36 +339,55 @@ pub(crate) fn infer(
             (Operation::Add { with, activation: act }, shape, Cost::activation(shape, act))
         }
         Layer::MaxPool(l) => {
-            // Each value bounded before any arithmetic on it (a padding
-            // near 2^63 once wrapped, and the pool read out of bounds).
-            let kernel = pool_pair(name, "kernel", l.kernel, 1)?;
-            let stride = l.stride.map_or(Ok(kernel), |s| pool_pair(name, "stride", s, 1))?;
-            let padding = l.padding.map_or(Ok([0, 0]), |p| pool_pair(name, "padding", p, 0))?;
-            if (0..2).any(|axis| 2 * padding[axis] > kernel[axis]) {
+            let pool = pool_geometry(name, "max_pool", [h, w], l.kernel, l.stride, l.padding)?;
+            (Operation::MaxPool(pool), pool.output(shape), Cost::pool(shape))
+        }
+        Layer::AvgPool(l) => {
+            let pool = pool_geometry(name, "avg_pool", [h, w], l.kernel, l.stride, l.padding)?;
+            let count_include_pad = l.count_include_pad.unwrap_or(true);
+            (Operation::AvgPool { pool, count_include_pad }, pool.output(shape), Cost::pool(shape))
+        }
+        Layer::Upsample(l) => upsample(l, shape)?,
+        Layer::Pad(l) => {
+            let [left, right, top, bottom] = match l.padding {
+                PadSides::One(p) => [p; 4],
+                PadSides::Four(sides) => sides,
+            };
+            let sides = [top, bottom, left, right];
+            if !sides.iter().all(|p| (0..=MAX_DIM).contains(p)) {
                 return Err(model_error(
                     name,
                     format!(
-                        "padding {padding:?} must be at most half the kernel {kernel:?} (as PyTorch)"
+                        "padding [{left}, {right}, {top}, {bottom}]: each side at least 0 and at \
+                         most {MAX_DIM}"
                     ),
                 ));
             }
-            let padded = [h + 2 * padding[0], w + 2 * padding[1]];
-            if padded[0] < kernel[0] || padded[1] < kernel[1] {
-                return Err(model_error(
-                    name,
-                    format!(
-                        "the {kernel:?} window is larger than the padded {}×{} input: the \
-                         output would be empty",
-                        padded[0], padded[1]
-                    ),
-                ));
-            }
-            let mut out = shape;
-            for axis in 0..2 {
-                out[2 + axis] = (padded[axis] - kernel[axis]) / stride[axis] + 1;
-            }
-            let pool = Pool { kernel, stride, padding };
-            (Operation::MaxPool(pool), out, Cost::pool(shape))
+            let sides = sides.map(|p| p as usize);
+            let out = [n, c, h + sides[0] + sides[1], w + sides[2] + sides[3]];
+            bounded(name, out)?;
+            let pad = Pad { sides, value: l.value.unwrap_or(0.0) };
+            // No module hook of ptflops counts a pad.
+            (Operation::Pad(pad), out, Cost::default())
+        }
+        Layer::Affine(l) => {
+            let count = match l.num_parameters {
+                None | Some(1) => 1,
+                Some(p) if p == c as i64 => c,
+                Some(p) => {
+                    return Err(model_error(
+                        name,
+                        format!("num_parameters {p}: 1, or the input's {c} channels"),
+                    ));
+                }
+            };
+            let (weight, bias) = (l.weight.unwrap_or(true), l.bias.unwrap_or(true));
+            // Functional arithmetic: ptflops counts nothing.
+            let cost = Cost {
+                params: (count * (weight as usize + bias as usize)) as u64,
+                ..Cost::default()
+            };
+            (Operation::Affine { count, weight, bias }, shape, cost)
         }
         Layer::GlobalAvgPool(_) => (Operation::GlobalAvgPool, [n, c, 1, 1], Cost::pool(shape)),
         Layer::Mul(l) | Layer::Sub(l) => {
@@ -395,12 +443,7 @@ pub(crate) fn infer(
                 }
                 [n, c * r * r, h / r, w / r]
             };
-            if let Some(d) = out.iter().find(|&&d| d > MAX_DIM as usize) {
-                return Err(model_error(
-                    name,
-                    format!("its output {out:?} has a size of {d}, more than {MAX_DIM}"),
-                ));
-            }
+            bounded(name, out)?;
             let shuffle = Shuffle { factor: r, order: l.order.unwrap_or_default(), up };
             // No module hook of ptflops counts it.
             (Operation::Shuffle(shuffle), out, Cost::default())
@@ -461,6 +504,125 @@ pub(crate) fn infer(
             (Operation::AcBlock { spec, deploy }, out, cost)
         }
     })
+}
+
+/// A pool's window, stride and padding over an `[h, w]` input, as
+/// PyTorch's pools take them: the stride the window by default, the
+/// padding at most half the window, the window inside the padded input.
+fn pool_geometry(
+    name: &str,
+    kind: &str,
+    [h, w]: [usize; 2],
+    kernel: Pair,
+    stride: Option<Pair>,
+    padding: Option<Pair>,
+) -> Result<Pool> {
+    // Each value bounded before any arithmetic on it (a padding near
+    // 2^63 once wrapped, and the pool read out of bounds).
+    let kernel = pool_pair(name, kind, "kernel", kernel, 1)?;
+    let stride = stride.map_or(Ok(kernel), |s| pool_pair(name, kind, "stride", s, 1))?;
+    let padding = padding.map_or(Ok([0, 0]), |p| pool_pair(name, kind, "padding", p, 0))?;
+    if (0..2).any(|axis| 2 * padding[axis] > kernel[axis]) {
+        return Err(model_error(
+            name,
+            format!("padding {padding:?} must be at most half the kernel {kernel:?} (as PyTorch)"),
+        ));
+    }
+    let padded = [h + 2 * padding[0], w + 2 * padding[1]];
+    if padded[0] < kernel[0] || padded[1] < kernel[1] {
+        return Err(model_error(
+            name,
+            format!(
+                "the {kernel:?} window is larger than the padded {}×{} input: the output would \
+                 be empty",
+                padded[0], padded[1]
+            ),
+        ));
+    }
+    Ok(Pool { kernel, stride, padding })
+}
+
+impl Pool {
+    /// The output's shape for an input of `shape` (floor, as
+    /// `ceil_mode` false).
+    pub(crate) fn output(&self, shape: [usize; 4]) -> [usize; 4] {
+        let mut out = shape;
+        for axis in 0..2 {
+            let padded = shape[2 + axis] + 2 * self.padding[axis];
+            out[2 + axis] = (padded - self.kernel[axis]) / self.stride[axis] + 1;
+        }
+        out
+    }
+}
+
+/// An output shape checked to keep each size within [`MAX_DIM`].
+fn bounded(name: &str, out: [usize; 4]) -> Result<()> {
+    match out.iter().find(|&&d| d > MAX_DIM as usize) {
+        Some(d) => Err(model_error(
+            name,
+            format!("its output {out:?} has a size of {d}, more than {MAX_DIM}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An `upsample` layer on `shape`: its whole factors (from
+/// `scale_factor`, or from `size` a multiple of the input's), the mode.
+fn upsample(l: &model::UpsampleLayer, shape: [usize; 4]) -> Result<(Operation, [usize; 4], Cost)> {
+    let name = &l.name;
+    let [n, c, h, w] = shape;
+    let pair = |p: Pair| match p {
+        Pair::One(v) => [v, v],
+        Pair::Two(hw) => hw,
+    };
+    let factor = match (l.scale_factor, l.size) {
+        (Some(f), None) => {
+            let f = pair(f);
+            if !f.iter().all(|v| (1..=MAX_DIM).contains(v)) {
+                return Err(model_error(
+                    name,
+                    format!("scale_factor {f:?}: whole factors, at least 1 and at most {MAX_DIM}"),
+                ));
+            }
+            f.map(|v| v as usize)
+        }
+        (None, Some(size)) => {
+            let size = pair(size);
+            let mut f = [0; 2];
+            for (axis, (&s, input)) in size.iter().zip([h, w]).enumerate() {
+                if !(1..=MAX_DIM).contains(&s) || !(s as usize).is_multiple_of(input) {
+                    return Err(model_error(
+                        name,
+                        format!(
+                            "size {size:?} of a {h}×{w} input: each side a whole multiple of \
+                             the input's, at most {MAX_DIM}"
+                        ),
+                    ));
+                }
+                f[axis] = s as usize / input;
+            }
+            f
+        }
+        _ => {
+            return Err(model_error(name, "one of scale_factor and size, not both".to_string()));
+        }
+    };
+    let mode = l.mode.unwrap_or_default();
+    if l.align_corners.is_some() && mode == UpsampleMode::Nearest {
+        return Err(model_error(
+            name,
+            "align_corners is a bilinear upsampling's (as PyTorch refuses it for nearest)"
+                .to_string(),
+        ));
+    }
+    let out = [n, c, h * factor[0], w * factor[1]];
+    bounded(name, out)?;
+    let up = Upsample { factor, mode, align_corners: l.align_corners.unwrap_or(false) };
+    // ptflops' hook counts the elements of the output's first item,
+    // C·H·W.
+    let cost =
+        Cost { macs_ptflops: out[1..].iter().map(|&d| d as u64).product(), ..Cost::default() };
+    Ok((Operation::Upsample(up), out, cost))
 }
 
 /// The one other operand of an elementwise layer of two (an add, a mul, a

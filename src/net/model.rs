@@ -162,6 +162,15 @@ pub enum Layer {
     Mul(BinaryLayer),
     /// The difference of two tensors of one shape: the input less `with`.
     Sub(BinaryLayer),
+    /// `nn.AvgPool2d`.
+    AvgPool(AvgPoolLayer),
+    /// `nn.Upsample`: nearest or bilinear, by a whole factor.
+    Upsample(UpsampleLayer),
+    /// `nn.ConstantPad2d` (`nn.ZeroPad2d`): borders of one value.
+    Pad(PadLayer),
+    /// `x · weight + bias`, one value or one per channel: a tensor
+    /// multiplied by, or added to, constants.
+    Affine(AffineLayer),
 }
 
 /// The kind of a layer, without its fields: what reports print and what
@@ -203,11 +212,19 @@ pub enum LayerKind {
     Mul,
     /// [`Layer::Sub`].
     Sub,
+    /// [`Layer::AvgPool`].
+    AvgPool,
+    /// [`Layer::Upsample`].
+    Upsample,
+    /// [`Layer::Pad`].
+    Pad,
+    /// [`Layer::Affine`].
+    Affine,
 }
 
 impl LayerKind {
     /// Every kind, in [`Layer`]'s order.
-    pub const ALL: [LayerKind; 15] = [
+    pub const ALL: [LayerKind; 19] = [
         LayerKind::Conv,
         LayerKind::Batchnorm,
         LayerKind::Activation,
@@ -223,6 +240,10 @@ impl LayerKind {
         LayerKind::PixelUnshuffle,
         LayerKind::Mul,
         LayerKind::Sub,
+        LayerKind::AvgPool,
+        LayerKind::Upsample,
+        LayerKind::Pad,
+        LayerKind::Affine,
     ];
 
     /// The `kind` as the model file writes it.
@@ -243,6 +264,10 @@ impl LayerKind {
             LayerKind::PixelUnshuffle => "pixel_unshuffle",
             LayerKind::Mul => "mul",
             LayerKind::Sub => "sub",
+            LayerKind::AvgPool => "avg_pool",
+            LayerKind::Upsample => "upsample",
+            LayerKind::Pad => "pad",
+            LayerKind::Affine => "affine",
         }
     }
 }
@@ -303,6 +328,10 @@ impl Layer {
             Layer::PixelUnshuffle(_) => LayerKind::PixelUnshuffle,
             Layer::Mul(_) => LayerKind::Mul,
             Layer::Sub(_) => LayerKind::Sub,
+            Layer::AvgPool(_) => LayerKind::AvgPool,
+            Layer::Upsample(_) => LayerKind::Upsample,
+            Layer::Pad(_) => LayerKind::Pad,
+            Layer::Affine(_) => LayerKind::Affine,
         }
     }
 
@@ -321,6 +350,10 @@ impl Layer {
             Layer::Prelu(l) => (&l.name, &l.input),
             Layer::PixelShuffle(l) | Layer::PixelUnshuffle(l) => (&l.name, &l.input),
             Layer::Mul(l) | Layer::Sub(l) => (&l.name, &l.input),
+            Layer::AvgPool(l) => (&l.name, &l.input),
+            Layer::Upsample(l) => (&l.name, &l.input),
+            Layer::Pad(l) => (&l.name, &l.input),
+            Layer::Affine(l) => (&l.name, &l.input),
         }
     }
 }
@@ -729,6 +762,117 @@ pub struct BinaryLayer {
     pub with: String,
 }
 
+/// Average pooling with PyTorch's semantics (`ceil_mode` false, no
+/// `divisor_override`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvgPoolLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The window.
+    pub kernel: Pair,
+    /// Stride (default: the kernel, as PyTorch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<Pair>,
+    /// Zero padding (default 0), at most half the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<Pair>,
+    /// Whether a window's padding counts in its divisor (default true, as
+    /// PyTorch; ONNX's AveragePool defaults to false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_include_pad: Option<bool>,
+}
+
+/// How an `upsample` layer reads between input pixels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpsampleMode {
+    /// Each output pixel is the input pixel it falls in (PyTorch's
+    /// `nearest`).
+    #[default]
+    Nearest,
+    /// Interpolated between the four input pixels around it.
+    Bilinear,
+}
+
+/// `nn.Upsample` by a whole factor on each side: `scale_factor`, or the
+/// output's `size`, a multiple of the input's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsampleLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The factor on each side (a whole number, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_factor: Option<Pair>,
+    /// The output's `[h, w]` instead of a factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Pair>,
+    /// `nearest` (default) or `bilinear`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<UpsampleMode>,
+    /// Bilinear only: corner pixels of input and output aligned (default
+    /// false, as PyTorch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub align_corners: Option<bool>,
+}
+
+/// The sides a `pad` layer adds: one width for all four, or `[left,
+/// right, top, bottom]` as `nn.ZeroPad2d` takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PadSides {
+    /// The same on every side.
+    One(i64),
+    /// Left, right, top, bottom.
+    Four([i64; 4]),
+}
+
+/// `nn.ConstantPad2d`: the input inside borders of `value`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PadLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The borders' widths (none negative).
+    pub padding: PadSides,
+    /// Their value (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f32>,
+}
+
+/// `x · weight + bias`, each one value for every channel or one per
+/// channel; tensors `{name}.weight` and `{name}.bias` `[num_parameters]`.
+/// Either may be left out: a layer of `weight` alone multiplies (`x · a`,
+/// not `x · a + 0`, so signed zeros are kept), one of `bias` alone adds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AffineLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// 1 (default), or the input's channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_parameters: Option<i64>,
+    /// Whether it multiplies by `{name}.weight` (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<bool>,
+    /// Whether it adds `{name}.bias` (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<bool>,
+}
+
 /// What [`Layer::input`] gives a layer that names no single input.
 static NO_INPUT: Option<String> = None;
 
@@ -752,7 +896,11 @@ mod tests {
         {"kind": "pixel_shuffle", "name": "up", "factor": 2},
         {"kind": "pixel_unshuffle", "name": "down", "factor": 2},
         {"kind": "mul", "name": "prod", "with": "down"},
-        {"kind": "sub", "name": "diff", "with": "down"}]}"#;
+        {"kind": "sub", "name": "diff", "with": "down"},
+        {"kind": "avg_pool", "name": "avg", "kernel": 2},
+        {"kind": "upsample", "name": "x2", "scale_factor": 2},
+        {"kind": "pad", "name": "border", "padding": 1},
+        {"kind": "affine", "name": "scale"}]}"#;
 
     /// A layer's typed kind is spelt as the file's `kind` tag, for every
     /// kind, both ways: the one read and the one written.
@@ -775,9 +923,9 @@ mod tests {
     /// kinds there are.
     #[test]
     fn an_unknown_kind_names_the_layer_and_the_known_kinds() {
-        let text = EVERY_KIND.replace(r#""kind": "max_pool""#, r#""kind": "avg_pool""#);
+        let text = EVERY_KIND.replace(r#""kind": "max_pool""#, r#""kind": "lp_pool""#);
         let err = Model::from_json(&text).unwrap_err().to_string();
-        assert!(err.contains(r#"layer "p""#) && err.contains("avg_pool"), "{err}");
+        assert!(err.contains(r#"layer "p""#) && err.contains("lp_pool"), "{err}");
         for kind in LayerKind::ALL {
             assert!(err.contains(kind.as_str()), "{err}");
         }

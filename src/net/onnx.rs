@@ -16,12 +16,15 @@
 //! | BatchNormalization (inference) | `batchnorm` |
 //! | Relu, LeakyRelu, Clip to [0, 6] or [0, ∞) | `activation` |
 //! | Add of two computed tensors | `add` |
+//! | Add, Mul, Sub of a computed tensor and a constant (one value, or one per channel) | `affine` |
 //! | Concat of images along the channels (axis 1) | `concat` |
 //! | PRelu (one slope, or one per channel) | `prelu` |
 //! | Sigmoid, Tanh, HardSigmoid, HardSwish | `activation` |
 //! | Mul, Sub of two computed tensors | `mul`, `sub` |
 //! | DepthToSpace (DCR, CRD), SpaceToDepth | `pixel_shuffle`, `pixel_unshuffle` |
-//! | MaxPool (symmetric `pads`, floor, no dilation) | `max_pool` |
+//! | MaxPool, AveragePool (symmetric `pads`, floor, no dilation) | `max_pool`, `avg_pool` |
+//! | Resize by whole factors: nearest (as PyTorch's), linear (half_pixel, pytorch_half_pixel, align_corners) | `upsample` |
+//! | Pad (constant, of the rows and columns) | `pad` |
 //! | GlobalAveragePool | `global_avg_pool` |
 //! | Gemm of a matrix (α = β = 1, weights an initializer) | `linear` |
 //! | Flatten (axis 1), Reshape to `[N, F]`, Identity, Dropout, Constant | none: an alias, a value |
@@ -44,15 +47,17 @@ use std::path::Path;
 
 use protobuf::Message;
 
+use super::infer::{Source, infer};
 use super::model::{
-    ActivationLayer, AddLayer, BatchNormLayer, BinaryLayer, ConcatLayer, ConvLayer, Function,
-    INPUT, Inputs, Layer, LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput, PlainLayer,
-    PreluLayer, ShuffleLayer, ShuffleOrder,
+    ActivationLayer, AddLayer, AffineLayer, AvgPoolLayer, BatchNormLayer, BinaryLayer, ConcatLayer,
+    ConvLayer, Function, INPUT, Inputs, Layer, LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput,
+    PadLayer, PadSides, PlainLayer, PreluLayer, ShuffleLayer, ShuffleOrder, UpsampleLayer,
+    UpsampleMode,
 };
-use super::{Tensors, model_error};
+use super::{Tensors, in_layer, model_error};
 use crate::error::{Error, Result};
 use crate::files;
-use crate::spec::{ActivationKind, Op, PaddingSpec, Pair};
+use crate::spec::{ActivationKind, MAX_DIM, Op, PaddingSpec, Pair};
 
 mod proto {
     // The messages `build.rs` generates from proto/onnx.proto.
@@ -67,8 +72,9 @@ use proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 
 /// The operators this reads, as errors list them.
-pub const OPERATORS: [&str; 25] = [
+pub const OPERATORS: [&str; 28] = [
     "Add",
+    "AveragePool",
     "BatchNormalization",
     "Clip",
     "Concat",
@@ -87,8 +93,10 @@ pub const OPERATORS: [&str; 25] = [
     "MaxPool",
     "Mul",
     "PRelu",
+    "Pad",
     "Relu",
     "Reshape",
+    "Resize",
     "Sigmoid",
     "SpaceToDepth",
     "Sub",
@@ -137,6 +145,10 @@ struct Import<'a> {
     /// weights hold no more than the file does.
     taken: BTreeSet<String>,
     layers: Vec<Layer>,
+    /// The shape of each layer's (and input's) output, by its name, as
+    /// the shape inference gives it: what a node's attributes are read
+    /// against (a Resize's sizes, a constant's broadcast).
+    shapes: BTreeMap<String, [usize; 4]>,
     names: BTreeSet<String>,
     tensors: Tensors,
 }
@@ -163,6 +175,7 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
         values: BTreeMap::new(),
         taken: BTreeSet::new(),
         layers: Vec::new(),
+        shapes: BTreeMap::new(),
         names: BTreeSet::from([INPUT.to_string()]),
         tensors: Tensors::new(),
     };
@@ -182,6 +195,7 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
             return Err(refuse("an input of the graph has no name".into()));
         }
         import.names.insert(name.clone());
+        import.shapes.insert(name.clone(), shape.map(|d| d.clamp(0, MAX_DIM) as usize));
         import.values.insert(name.clone(), Value::Computed { layer: name.clone(), flat: false });
         named.push(NamedInput { name, shape });
     }
@@ -228,10 +242,12 @@ fn input_shape(input: &proto::onnx::ValueInfoProto) -> Result<[i64; 4]> {
         .map(|d| (d.has_dim_value() && d.dim_value() > 0).then(|| d.dim_value()))
         .collect();
     match dims.as_slice() {
-        [Some(n), Some(c), Some(h), Some(w)] => Ok([*n, *c, *h, *w]),
+        [Some(n), Some(c), Some(h), Some(w)] if [n, c, h, w].iter().all(|&&d| d <= MAX_DIM) => {
+            Ok([*n, *c, *h, *w])
+        }
         _ => Err(refuse(format!(
             "shape {dims:?}: this reads an [N, C, H, W] input of fixed sizes (a dynamic size \
-             such as a batch named by a parameter is refused)"
+             such as a batch named by a parameter is refused), each at most {MAX_DIM}"
         ))),
     }
 }
@@ -376,6 +392,34 @@ impl<'a> Attributes<'a> {
     }
 }
 
+/// Whether ONNX's nearest Resize by a whole `factor`, with this
+/// coordinate transformation and rounding, takes every output pixel `o` to
+/// input pixel `o / factor` (the coordinates clamped into the image, as
+/// onnxruntime does): checked on two periods of the map, which repeats
+/// with period `factor` (the first period clamped at 0, the second not).
+fn nearest_is_floor(transform: &str, rounding: &str, factor: i64) -> bool {
+    let f = factor as f32;
+    (0..2 * factor).all(|o| {
+        let x = o as f32;
+        let source = match transform {
+            "asymmetric" => x / f,
+            "half_pixel" | "pytorch_half_pixel" => (x + 0.5) / f - 0.5,
+            "tf_half_pixel_for_nn" => (x + 0.5) / f,
+            _ => return false,
+        };
+        let index = match rounding {
+            "floor" => source.floor(),
+            "ceil" => source.ceil(),
+            "round_prefer_floor" if source.fract().abs() == 0.5 => source.floor(),
+            "round_prefer_ceil" if source.fract().abs() == 0.5 => source.ceil(),
+            "round_prefer_floor" | "round_prefer_ceil" => source.round(),
+            _ => return false,
+        };
+        let index = if o < factor { index.max(0.0) } else { index };
+        index == (o / factor) as f32
+    })
+}
+
 /// `v` as an `i64` for a layer's field (a size of the file, which fits).
 fn field(v: usize, what: &str, label: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| model_error(label, format!("{what} {v} is past every size")))
@@ -443,6 +487,12 @@ impl<'a> Import<'a> {
             _ => {
                 let (layer, flat) = self.layer(node, &attributes, &label)?;
                 let name = layer.name().to_string();
+                let shape_of = |l: &str| self.shapes.get(l).copied().unwrap_or_default();
+                let others: Vec<_> =
+                    layer.others().iter().map(|o| (Source::Input(0), shape_of(o))).collect();
+                let input = shape_of(layer.input().unwrap_or_default());
+                let (_, out, _) = infer(&layer, input, &others).map_err(in_layer(&label))?;
+                self.shapes.insert(name.clone(), out);
                 self.values.insert(output, Value::Computed { layer: name, flat });
                 self.layers.push(layer);
             }
@@ -568,6 +618,177 @@ impl<'a> Import<'a> {
     /// Stores `data` as `{layer}.{part}` of `shape`.
     fn store(&mut self, layer: &str, part: &str, shape: &[usize], data: Vec<f32>) -> Result<()> {
         self.tensors.insert(&format!("{layer}.{part}"), shape, data)
+    }
+
+    /// An Add, Mul or Sub of a computed tensor and a constant (one value,
+    /// or one per channel of an image or feature of a matrix) as an
+    /// `affine` layer: `x + c` a bias, `x · c` a weight, `x − c` the bias
+    /// −c, `c − x` the weight −1 and the bias c. The constant is copied,
+    /// so that exports that share one (a 0.5, a 6) between nodes read.
+    fn affine(&mut self, node: &NodeProto, label: &str) -> Result<(Layer, bool)> {
+        let refuse = |reason: String| model_error(label, reason);
+        let op = node.op_type();
+        // The constant's input: 0 (`c − x`) or 1.
+        let at = if matches!(self.input(node, 0, label)?, Value::Tensor(_)) { 0 } else { 1 };
+        let (input, flat) = self.source(node, 1 - at, label).map_err(|_| {
+            refuse("two constants: this reads an operator of a computed tensor".into())
+        })?;
+        let Value::Tensor(t) = self.input(node, at, label)? else {
+            unreachable!("input {at} is the constant")
+        };
+        let [_, c, ..] = self.shapes.get(&input).copied().unwrap_or_default();
+        let (shape, _) = tensor_shape(t, label)?;
+        // One value in any rank; per channel [C, 1, 1] or [1, C, 1, 1] of
+        // an image, per feature [F] or [1, F] of a matrix (numpy's
+        // broadcast aligns the last axes).
+        let per_channel = match (flat, shape.as_slice()) {
+            (_, s) if s.iter().product::<usize>() == 1 => false,
+            (false, [k, 1, 1] | [1, k, 1, 1]) | (true, [k] | [1, k]) if *k == c => true,
+            (_, s) => {
+                let want = if flat { "[F] or [1, F]" } else { "[C, 1, 1] or [1, C, 1, 1]" };
+                return Err(refuse(format!(
+                    "the constant {} of shape {s:?}: this reads one value, or one per channel \
+                     ({want}, here {c})",
+                    t.name()
+                )));
+            }
+        };
+        let (_, values) = tensor_values(t, label)?;
+        let count = values.len();
+        let name = self.name(node, label)?;
+        let (weight, bias) = match (op, at) {
+            ("Mul", _) => (Some(values), None),
+            ("Add", _) => (None, Some(values)),
+            ("Sub", 1) => (None, Some(values.iter().map(|v| -v).collect())),
+            _ => (Some(vec![-1.0; count]), Some(values)),
+        };
+        let (has_weight, has_bias) = (weight.is_some(), bias.is_some());
+        for (part, values) in [("weight", weight), ("bias", bias)] {
+            if let Some(values) = values {
+                self.store(&name, part, &[count], values)?;
+            }
+        }
+        let num_parameters =
+            Some(if per_channel { field(count, "num_parameters", label)? } else { 1 });
+        let layer = AffineLayer {
+            name,
+            input: Some(input),
+            num_parameters,
+            weight: Some(has_weight),
+            bias: Some(has_bias),
+        };
+        Ok((Layer::Affine(layer), flat))
+    }
+
+    /// A Resize (opset 13 onwards; Upsample is not in these opsets) as an
+    /// `upsample` layer: whole factors ≥ 1 from `scales`, or `sizes` of
+    /// whole multiples; `linear` as PyTorch's bilinear (`half_pixel`,
+    /// `pytorch_half_pixel`: align_corners false; `align_corners`), and
+    /// `nearest` where its coordinate mode and rounding take output pixel
+    /// `o` to input pixel `o / factor`, as PyTorch's `nearest` does.
+    fn resize(&mut self, node: &NodeProto, a: &Attributes<'_>, label: &str) -> Result<Layer> {
+        let refuse = |reason: String| model_error(label, reason);
+        let input = self.image(node, 0, label)?;
+        let shape = self.shapes.get(&input).copied().unwrap_or_default();
+        let mode = a.string("mode")?.unwrap_or_else(|| "nearest".into());
+        let transform =
+            a.string("coordinate_transformation_mode")?.unwrap_or_else(|| "half_pixel".into());
+        let rounding = a.string("nearest_mode")?.unwrap_or_else(|| "round_prefer_floor".into());
+        let axes = a.ints("axes")?.unwrap_or_else(|| vec![0, 1, 2, 3]);
+        let axes: Vec<usize> = axes.iter().map(|&x| x.rem_euclid(4) as usize).collect();
+        if node.input.get(1).is_some_and(|n| !n.is_empty()) && transform == "tf_crop_and_resize" {
+            return Err(refuse("tf_crop_and_resize: this reads whole images".into()));
+        }
+        let given = |i: usize| node.input.get(i).is_some_and(|n| !n.is_empty());
+        let whole = |hw: [f64; 2], values: &[f64], what: &str| -> Result<[i64; 2]> {
+            if hw.iter().any(|&f| f < 1.0 || f.fract() != 0.0 || f > MAX_DIM as f64) {
+                return Err(refuse(format!(
+                    "{what} {values:?} of a {}×{} input: this reads upsampling by whole factors",
+                    shape[2], shape[3]
+                )));
+            }
+            Ok(hw.map(|f| f as i64))
+        };
+        // Per axis of `axes`, the output size over the input size.
+        let (mut scale_factor, mut size) = (None, None);
+        let checked = |values: &[f64], what: &str| -> Result<[f64; 2]> {
+            let mut hw = [1.0; 2];
+            if values.len() != axes.len() {
+                return Err(refuse(format!("{what} {values:?} for axes {axes:?}")));
+            }
+            for (&v, &axis) in values.iter().zip(&axes) {
+                match axis {
+                    2 | 3 => hw[axis - 2] = v,
+                    _ if v == 1.0 => {}
+                    _ => {
+                        return Err(refuse(format!(
+                            "{what} {values:?}: this reads resizing of the rows and columns \
+                             alone"
+                        )));
+                    }
+                }
+            }
+            Ok(hw)
+        };
+        let factors = match (given(2), given(3)) {
+            (true, false) => {
+                let Value::Tensor(t) = self.input(node, 2, label)? else {
+                    return Err(refuse("its scales are computed: this reads constants".into()));
+                };
+                let (_, values) = tensor_values(t, label)?;
+                let values: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
+                let f = whole(checked(&values, "scales")?, &values, "scales")?;
+                scale_factor = Some(Pair::Two(f));
+                f
+            }
+            (false, true) => {
+                let sizes = self.shape(node, 3, label)?;
+                let input_sizes: Vec<i64> = axes.iter().map(|&x| shape[x] as i64).collect();
+                let ratio: Vec<f64> =
+                    sizes.iter().zip(&input_sizes).map(|(&s, &i)| s as f64 / i as f64).collect();
+                if a.string("keep_aspect_ratio_policy")?.is_some_and(|p| p != "stretch") {
+                    return Err(refuse("keep_aspect_ratio_policy: this reads stretch".into()));
+                }
+                let sizes: Vec<f64> = sizes.iter().map(|&s| s as f64).collect();
+                let f = whole(checked(&ratio, "sizes")?, &sizes, "sizes")?;
+                size = Some(Pair::Two([shape[2] as i64 * f[0], shape[3] as i64 * f[1]]));
+                f
+            }
+            _ => {
+                return Err(refuse(
+                    "this reads a Resize by scales or by sizes, one of them".into(),
+                ));
+            }
+        };
+        let (mode, align_corners) = match (mode.as_str(), transform.as_str()) {
+            ("linear", "half_pixel" | "pytorch_half_pixel") => {
+                (UpsampleMode::Bilinear, Some(false))
+            }
+            ("linear", "align_corners") => (UpsampleMode::Bilinear, Some(true)),
+            ("nearest", _)
+                if factors.iter().all(|&f| nearest_is_floor(&transform, &rounding, f)) =>
+            {
+                (UpsampleMode::Nearest, None)
+            }
+            _ => {
+                return Err(refuse(format!(
+                    "mode {mode}, coordinate_transformation_mode {transform}, nearest_mode \
+                     {rounding}: this reads linear with half_pixel, pytorch_half_pixel or \
+                     align_corners, and nearest that takes output pixel o to input pixel o / \
+                     factor (asymmetric with floor, as PyTorch exports it; half_pixel with \
+                     round_prefer_floor or round_prefer_ceil)"
+                )));
+            }
+        };
+        let name = self.name(node, label)?;
+        Ok(Layer::Upsample(UpsampleLayer {
+            name,
+            input: Some(input),
+            scale_factor,
+            size,
+            mode: Some(mode),
+            align_corners,
+        }))
     }
 
     /// The layer `node` is, and whether its output is a matrix.
@@ -727,6 +948,11 @@ impl<'a> Import<'a> {
                 (Layer::Activation(layer), flat)
             }
             "Add" | "Mul" | "Sub" => {
+                let constant =
+                    |i: usize| matches!(self.input(node, i, label), Ok(Value::Tensor(_)));
+                if constant(0) || constant(1) {
+                    return self.affine(node, label);
+                }
                 let (input, flat) = self.source(node, 0, label)?;
                 let (with, with_flat) = self.source(node, 1, label)?;
                 if flat != with_flat {
@@ -814,7 +1040,7 @@ impl<'a> Import<'a> {
                 let name = self.name(node, label)?;
                 (Layer::Concat(ConcatLayer { name, inputs }), false)
             }
-            "MaxPool" => {
+            "MaxPool" | "AveragePool" => {
                 if a.int("ceil_mode", 0)? != 0 || a.pair("dilations", 1)? != [1, 1] {
                     return Err(refuse(
                         "ceil_mode or dilations: this reads floor, dilation 1".into(),
@@ -836,16 +1062,71 @@ impl<'a> Import<'a> {
                 let &[kh, kw] = kernel.as_slice() else {
                     return Err(refuse(format!("kernel_shape {kernel:?}: this reads 2-D pools")));
                 };
-                let stride = a.pair("strides", 1)?;
+                let (kernel, stride) =
+                    (Pair::Two([kh, kw]), Some(Pair::Two(a.pair("strides", 1)?)));
+                let padding = Some(Pair::Two([t, l]));
                 let name = self.name(node, label)?;
-                let layer = Layer::MaxPool(MaxPoolLayer {
-                    name,
-                    input: Some(input),
-                    kernel: Pair::Two([kh, kw]),
-                    stride: Some(Pair::Two(stride)),
-                    padding: Some(Pair::Two([t, l])),
-                });
+                let layer = match op {
+                    "MaxPool" => Layer::MaxPool(MaxPoolLayer {
+                        name,
+                        input: Some(input),
+                        kernel,
+                        stride,
+                        padding,
+                    }),
+                    _ => Layer::AvgPool(AvgPoolLayer {
+                        name,
+                        input: Some(input),
+                        kernel,
+                        stride,
+                        padding,
+                        count_include_pad: Some(a.int("count_include_pad", 0)? != 0),
+                    }),
+                };
                 (layer, false)
+            }
+            "Resize" => (self.resize(node, a, label)?, false),
+            "Pad" => {
+                let input = self.image(node, 0, label)?;
+                match a.string("mode")?.as_deref() {
+                    None | Some("constant") => {}
+                    Some(other) => {
+                        return Err(refuse(format!("mode {other}: this reads constant padding")));
+                    }
+                }
+                let pads = self.shape(node, 1, label)?;
+                let axes = match node.input.get(3).filter(|n| !n.is_empty()) {
+                    Some(_) => self.shape(node, 3, label)?,
+                    None => vec![0, 1, 2, 3],
+                };
+                // [top, bottom, left, right] from ONNX's begins then ends.
+                let mut sides = [0i64; 4];
+                let mut other_axes = false;
+                if pads.len() != 2 * axes.len() {
+                    return Err(refuse(format!("pads {pads:?} for axes {axes:?}")));
+                }
+                for (k, &axis) in axes.iter().enumerate() {
+                    let (begin, end) = (pads[k], pads[k + axes.len()]);
+                    match axis.rem_euclid(4) {
+                        2 => [sides[0], sides[1]] = [begin, end],
+                        3 => [sides[2], sides[3]] = [begin, end],
+                        _ => other_axes |= begin != 0 || end != 0,
+                    }
+                }
+                if other_axes
+                    || sides.iter().any(|&p| p < 0)
+                    || axes.iter().any(|&x| !(-4..4).contains(&x))
+                {
+                    return Err(refuse(format!(
+                        "pads {pads:?} on axes {axes:?}: this reads padding of the rows and \
+                         columns alone (N and C unpadded), none negative"
+                    )));
+                }
+                let value = self.scalar(node, 2, label)?;
+                let name = self.name(node, label)?;
+                let [top, bottom, left, right] = sides;
+                let padding = PadSides::Four([left, right, top, bottom]);
+                (Layer::Pad(PadLayer { name, input: Some(input), padding, value }), false)
             }
             "GlobalAveragePool" => {
                 let input = self.image(node, 0, label)?;

@@ -3,8 +3,8 @@
 //! plain layers (a BatchNorm that did not fold, an activation, an add,
 //! the pools) are loops over the tensor here, with PyTorch's semantics.
 
-use super::infer::{BinaryOp, Func, Pool, Shuffle};
-use super::model::ShuffleOrder;
+use super::infer::{BinaryOp, Func, Pad, Pool, Shuffle, Upsample};
+use super::model::{ShuffleOrder, UpsampleMode};
 use super::weights::DscParams;
 use crate::blocks::{BatchNorm, PreparedDsc, Training};
 use crate::engine::Prepared;
@@ -27,7 +27,19 @@ pub(crate) enum Exec {
     /// The sum of the input and a second operand, then the activation.
     Add(Activation),
     MaxPool(Pool),
+    AvgPool {
+        pool: Pool,
+        count_include_pad: bool,
+    },
     GlobalAvgPool,
+    Upsample(Upsample),
+    Pad(Pad),
+    /// `x · weight + bias`, each one value or one per channel, either
+    /// left out.
+    Affine {
+        weight: Option<Vec<f32>>,
+        bias: Option<Vec<f32>>,
+    },
     /// Each operand's channels in turn; the operands' channel counts.
     Concat(Vec<usize>),
     Function(Func),
@@ -64,6 +76,24 @@ impl Exec {
                 Ok(())
             }
             Exec::MaxPool(pool) => max_pool(pool, x, shape, y),
+            Exec::AvgPool { pool, count_include_pad } => {
+                avg_pool(pool, *count_include_pad, x, shape, y)
+            }
+            Exec::Upsample(up) => {
+                match up.mode {
+                    UpsampleMode::Nearest => nearest(up.factor, x, shape, y),
+                    UpsampleMode::Bilinear => bilinear(up, x, shape, y),
+                }
+                Ok(())
+            }
+            Exec::Pad(pad) => {
+                constant_pad(pad, x, shape, y);
+                Ok(())
+            }
+            Exec::Affine { weight, bias } => {
+                affine(weight.as_deref(), bias.as_deref(), x, shape, y);
+                Ok(())
+            }
             Exec::GlobalAvgPool => {
                 global_avg_pool(x, shape, y);
                 Ok(())
@@ -227,6 +257,155 @@ fn global_avg_pool(x: &[f32], shape: [usize; 4], y: &mut [f32]) {
     }
 }
 
+/// The input rows (`axis` 0) or columns (1) of each of a pool's `count`
+/// windows on an axis of `size`, inside the input (never empty: the
+/// padding is at most half the window).
+fn windows(pool: &Pool, axis: usize, size: usize, count: usize) -> Vec<std::ops::Range<usize>> {
+    let (kernel, stride, pad) = (pool.kernel[axis], pool.stride[axis], pool.padding[axis]);
+    (0..count)
+        .map(|o| {
+            let start = (o * stride) as isize - pad as isize;
+            let end = (start + kernel as isize).min(size as isize) as usize;
+            start.max(0) as usize..end
+        })
+        .collect()
+}
+
+/// Average pooling of `x` (NCHW of `shape`) into `y`, as PyTorch's
+/// `avg_pool2d` (`ceil_mode` false): each output the sum of its window's
+/// inputs over the window's size, or over the inputs it holds when
+/// `count_include_pad` is false (the padding adds zeros). Separable: each
+/// input row's sums over the column windows, then per output row the sums
+/// of its window's rows.
+fn avg_pool(
+    pool: &Pool,
+    count_include_pad: bool,
+    x: &[f32],
+    shape: [usize; 4],
+    y: &mut [f32],
+) -> Result<()> {
+    let [_, _, h, w] = shape;
+    let [.., out_h, out_w] = pool.output(shape);
+    let (rows, cols) = (windows(pool, 0, h, out_h), windows(pool, 1, w, out_w));
+    let mut sums = crate::alloc::filled(h * out_w, 0.0f32, "the pool's row sums")?;
+    let whole = (pool.kernel[0] * pool.kernel[1]) as f32;
+    for (x, y) in x.chunks(h * w).zip(y.chunks_mut(out_h * out_w)) {
+        for (row, s) in x.chunks(w).zip(sums.chunks_mut(out_w)) {
+            for (s, window) in s.iter_mut().zip(&cols) {
+                *s = row[window.clone()].iter().sum();
+            }
+        }
+        for (window, out) in rows.iter().zip(y.chunks_mut(out_w)) {
+            out.fill(0.0);
+            for s in sums.chunks(out_w).skip(window.start).take(window.len()) {
+                out.iter_mut().zip(s).for_each(|(o, &v)| *o += v);
+            }
+            for (o, col) in out.iter_mut().zip(&cols) {
+                let count =
+                    if count_include_pad { whole } else { (window.len() * col.len()) as f32 };
+                *o /= count;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Nearest upsampling by whole `factor`s of `x` (NCHW of `shape`) into
+/// `y`: output pixel `(i, j)` is input pixel `(i / fh, j / fw)`. Each
+/// input row is widened once, then copied to its `fh` output rows.
+fn nearest(factor: [usize; 2], x: &[f32], shape: [usize; 4], y: &mut [f32]) {
+    let [fh, fw] = factor;
+    let w = shape[3];
+    let out_w = w * fw;
+    for (row, out) in x.chunks(w).zip(y.chunks_mut(out_w * fh)) {
+        let (first, rest) = out.split_at_mut(out_w);
+        for (o, &v) in first.chunks_mut(fw).zip(row) {
+            o.fill(v);
+        }
+        for copy in rest.chunks_mut(out_w) {
+            copy.copy_from_slice(first);
+        }
+    }
+}
+
+/// One axis of a bilinear upsampling from `size` to `out` pixels, as
+/// PyTorch's `upsample_bilinear2d` computes it (in f32): for each output
+/// pixel, the two input pixels it lies between and their weights.
+fn bilinear_axis(size: usize, out: usize, align_corners: bool) -> Vec<(usize, usize, f32, f32)> {
+    let scale = match (align_corners, out > 1) {
+        (true, true) => (size - 1) as f32 / (out - 1) as f32,
+        (true, false) => 0.0,
+        (false, _) => size as f32 / out as f32,
+    };
+    (0..out)
+        .map(|o| {
+            let src = if align_corners {
+                scale * o as f32
+            } else {
+                (scale * (o as f32 + 0.5) - 0.5).max(0.0)
+            };
+            let i0 = (src as usize).min(size - 1);
+            let i1 = if i0 + 1 < size { i0 + 1 } else { i0 };
+            let l1 = src - i0 as f32;
+            (i0, i1, 1.0 - l1, l1)
+        })
+        .collect()
+}
+
+/// Bilinear upsampling of `x` (NCHW of `shape`) into `y`, PyTorch's
+/// `upsample_bilinear2d` (`align_corners` either way).
+fn bilinear(up: &Upsample, x: &[f32], shape: [usize; 4], y: &mut [f32]) {
+    let [_, _, h, w] = shape;
+    let (out_h, out_w) = (h * up.factor[0], w * up.factor[1]);
+    let rows = bilinear_axis(h, out_h, up.align_corners);
+    let cols = bilinear_axis(w, out_w, up.align_corners);
+    for (x, y) in x.chunks(h * w).zip(y.chunks_mut(out_h * out_w)) {
+        for (&(r0, r1, a0, a1), out) in rows.iter().zip(y.chunks_mut(out_w)) {
+            let (top, bottom) = (&x[r0 * w..][..w], &x[r1 * w..][..w]);
+            for (o, &(c0, c1, b0, b1)) in out.iter_mut().zip(&cols) {
+                *o = a0 * (b0 * top[c0] + b1 * top[c1]) + a1 * (b0 * bottom[c0] + b1 * bottom[c1]);
+            }
+        }
+    }
+}
+
+/// `x` (NCHW of `shape`) inside borders of `pad.value` into `y`.
+fn constant_pad(pad: &Pad, x: &[f32], shape: [usize; 4], y: &mut [f32]) {
+    let [_, _, h, w] = shape;
+    let [top, bottom, left, right] = pad.sides;
+    let out_w = left + w + right;
+    let plane = (top + h + bottom) * out_w;
+    for (x, y) in x.chunks(h * w).zip(y.chunks_mut(plane)) {
+        y.fill(pad.value);
+        for (row, out) in x.chunks(w).zip(y[top * out_w..].chunks_mut(out_w)) {
+            out[left..left + w].copy_from_slice(row);
+        }
+    }
+}
+
+/// `x · weight + bias` (NCHW of `shape`) into `y`, each one value or one
+/// per channel: a product alone where there is no bias, a sum alone where
+/// there is no weight, each rounded as its own operation.
+fn affine(
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    shape: [usize; 4],
+    y: &mut [f32],
+) {
+    let plane = shape[2] * shape[3];
+    let of = |v: &[f32], k: usize| v[if v.len() == 1 { 0 } else { k % shape[1] }];
+    for (k, (y, x)) in y.chunks_mut(plane).zip(x.chunks(plane)).enumerate() {
+        let pairs = y.iter_mut().zip(x);
+        match (weight.map(|v| of(v, k)), bias.map(|v| of(v, k))) {
+            (Some(a), Some(b)) => pairs.for_each(|(y, &x)| *y = x * a + b),
+            (Some(a), None) => pairs.for_each(|(y, &x)| *y = x * a),
+            (None, Some(b)) => pairs.for_each(|(y, &x)| *y = x + b),
+            (None, None) => y.copy_from_slice(x),
+        }
+    }
+}
+
 /// Max pooling of `x` (NCHW of `shape`) into `y`: each output the largest
 /// input of its window, the padding never chosen (PyTorch's −∞); NaN wins,
 /// and of equal values (0 and −0) the first in row-major order, as in
@@ -238,20 +417,8 @@ fn global_avg_pool(x: &[f32], shape: [usize; 4], y: &mut [f32]) {
 fn max_pool(pool: &Pool, x: &[f32], shape: [usize; 4], y: &mut [f32]) -> Result<()> {
     let [_, _, h, w] = shape;
     let (kernel, stride, pad) = (pool.kernel, pool.stride, pool.padding);
-    let out_w = (w + 2 * pad[1] - kernel[1]) / stride[1] + 1;
-    let out_h = (h + 2 * pad[0] - kernel[0]) / stride[0] + 1;
-    // The input rows or columns of each window on an axis, inside the
-    // input (never empty: the padding is at most half the window).
-    let windows = |axis: usize, size: usize, count: usize| -> Vec<std::ops::Range<usize>> {
-        (0..count)
-            .map(|o| {
-                let start = (o * stride[axis]) as isize - pad[axis] as isize;
-                let end = (start + kernel[axis] as isize).min(size as isize) as usize;
-                start.max(0) as usize..end
-            })
-            .collect()
-    };
-    let (rows, cols) = (windows(0, h, out_h), windows(1, w, out_w));
+    let [.., out_h, out_w] = pool.output(shape);
+    let (rows, cols) = (windows(pool, 0, h, out_h), windows(pool, 1, w, out_w));
     // The output columns whose window is whole: `start..`, one of at least
     // `pad` columns in; `..end`, one that ends inside the row.
     let start = pad[1].div_ceil(stride[1]).min(out_w);

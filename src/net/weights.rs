@@ -150,6 +150,12 @@ impl Tensors {
         self.tensors.keys().map(String::as_str)
     }
 
+    /// Tensor `name`'s shape and values, when it is there and f32.
+    pub fn get(&self, name: &str) -> Option<(&[usize], &[f32])> {
+        let t = self.tensors.get(name)?;
+        Some((&t.shape, t.data.as_deref()?))
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
@@ -168,6 +174,12 @@ pub(crate) enum Params {
     AcBlock(AcBlock),
     /// A PReLU's slopes, one or one per channel.
     Prelu(Vec<f32>),
+    /// An affine layer's weight and bias, each one value or one per
+    /// channel, when it has them.
+    Affine {
+        weight: Option<Vec<f32>>,
+        bias: Option<Vec<f32>>,
+    },
     /// Nothing to bind.
     None,
 }
@@ -380,6 +392,9 @@ fn bind(node: &Node, supply: &mut Supply<'_>, seed: u64) -> Result<Params> {
         Operation::Activation(_)
         | Operation::Add { .. }
         | Operation::MaxPool(_)
+        | Operation::AvgPool { .. }
+        | Operation::Upsample(_)
+        | Operation::Pad(_)
         | Operation::GlobalAvgPool
         | Operation::Shuffle(_)
         | Operation::Function(_)
@@ -400,6 +415,30 @@ fn bind(node: &Node, supply: &mut Supply<'_>, seed: u64) -> Result<Params> {
                 return Err(model_error(name, format!("a slope of {bad}: slopes must be finite")));
             }
             Params::Prelu(slopes)
+        }
+        Operation::Affine { count, weight, bias } => {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut part = |present: bool, field: &str, random: std::ops::Range<f32>| {
+                if !present {
+                    return Ok(None);
+                }
+                let values = match supply.tensors {
+                    Some(tensors) => {
+                        supply.take(tensors, name, &format!("{name}.{field}"), &[*count])?
+                    }
+                    None => (0..*count).map(|_| rng.random_range(random.clone())).collect(),
+                };
+                if let Some(bad) = values.iter().find(|a| !a.is_finite()) {
+                    return Err(model_error(
+                        name,
+                        format!("a {field} of {bad}: it must be finite"),
+                    ));
+                }
+                Ok(Some(values))
+            };
+            let weight = part(*weight, "weight", 0.5..1.5)?;
+            let bias = part(*bias, "bias", -0.5..0.5)?;
+            Params::Affine { weight, bias }
         }
     })
 }
