@@ -33,6 +33,8 @@ Models (opset 17, as `torch.onnx.export` writes by default):
   nearest and linear (by scales and by sizes, align_corners), Pad of a
   constant, Add, Mul and Sub of constants (one per channel, a scalar, a
   Constant node shared by two nodes);
+- two_outputs: two graph outputs, one of them a conv's output that a Relu
+  also reads, and a Pad before a conv;
 - refused_*: models convjit refuses, each for one reason (an operator not
   read, a Concat along the rows, PRelu slopes that broadcast along W, a
   Mul by a constant that broadcasts along W, a Resize of cubic mode or of
@@ -42,7 +44,8 @@ Models (opset 17, as `torch.onnx.export` writes by default):
 
 Each model M is written as M.onnx, with M.input.npy (its input; of a
 model of several, M.<name>.npy for each) and M.output.npy (onnxruntime's
-output, one thread) for those convjit reads.
+output, one thread; of a model of several, M.output.<name>.npy for each)
+for those convjit reads.
 """
 
 import argparse
@@ -388,6 +391,32 @@ def resample(rng):
     return model(nodes, inits, [("x", [1, 3, 9, 7])], "y", [1, 2, 66, 48], "resample")
 
 
+def two_outputs(rng):
+    """Two graph outputs, the first the last node's, the second a conv's
+    output before the Relu that reads it (which must then not fold into
+    the conv), and a Pad fed to a conv."""
+    inits = [init(rng, "a.w", [6, 3, 3, 3]), init(rng, "a.b", [6], 0.1),
+             init(rng, "b.w", [4, 6, 3, 3]), init(rng, "b.b", [4], 0.1),
+             numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")]
+    nodes = [
+        helper.make_node("Conv", ["x", "a.w", "a.b"], ["pre"], name="a", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["pre"], ["act"], name="relu"),
+        helper.make_node("Pad", ["act", "pads"], ["padded"], name="pad"),
+        helper.make_node("Conv", ["padded", "b.w", "b.b"], ["y"], name="b"),
+    ]
+    graph = helper.make_graph(
+        nodes, "two_outputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 10, 9]),
+         helper.make_tensor_value_info("pre", TensorProto.FLOAT, [1, 6, 10, 9])],
+        inits,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
 def refused_resize_cubic(rng):
     scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
     nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="cubic", mode="cubic")]
@@ -420,7 +449,7 @@ def main():
                refused_prelu_slopes, refused_constant_broadcast, refused_resize_cubic,
                refused_resize_fraction, refused_pad_reflect]
     runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True), (nnvc_like, True),
-            (functions, True), (auto_pad, True), (resample, True)]
+            (functions, True), (auto_pad, True), (resample, True), (two_outputs, True)]
     for build, run in runs + [(r, False) for r in refused]:
         m = build(rng)
         name = build.__name__
@@ -434,12 +463,15 @@ def main():
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-            (y,) = session.run(None, feeds)
+            ys = session.run(None, feeds)
             # One input: M.input.npy; several: M.<input>.npy each.
             for i, x in feeds.items():
                 suffix = "input" if len(feeds) == 1 else i
                 np.save(os.path.join(args.out, f"{name}.{suffix}.npy"), x)
-            np.save(os.path.join(args.out, f"{name}.output.npy"), y.astype(np.float32))
+            # One output: M.output.npy; several: M.output.<output>.npy each.
+            for o, y in zip(m.graph.output, ys):
+                suffix = "output" if len(ys) == 1 else f"output.{o.name}"
+                np.save(os.path.join(args.out, f"{name}.{suffix}.npy"), y.astype(np.float32))
         print(path)
 
 

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -90,7 +91,7 @@ impl Engine {
             Engine::Jit => {
                 let compiler = &*Compiler::given_or_host(compiler)?;
                 let schedule = compiler.schedule_for(spec, threads);
-                let kernel = compiler.compile_with(spec, &schedule)?;
+                let kernel = compiler.compile_shared(spec, &schedule)?;
                 let weights = kernel.pack(weight, bias)?;
                 Ok(Box::new(JitLayer { kernel, weights }))
             }
@@ -149,7 +150,9 @@ impl Prepared for ReferenceLayer {
 }
 
 struct JitLayer {
-    kernel: Kernel,
+    /// Shared with the other layers of its spec and schedule that one
+    /// compiler prepared.
+    kernel: Arc<Kernel>,
     weights: PackedWeights,
 }
 

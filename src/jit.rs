@@ -2,7 +2,8 @@
 //! owned by a [`Kernel`].
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::kernel::{Kernel, WinogradLayer};
 use crate::schedule::Schedule;
 use crate::source::{self, Request, Resolved, ScheduleSource};
-use crate::spec::ValidSpec;
+use crate::spec::{ConvSpec, ValidSpec};
 use crate::target::Isa;
 
 /// Compiles kernels for one ISA (the host's).
@@ -34,7 +35,14 @@ pub struct Compiler {
     /// Schedules chosen ahead of the run (a tuning cache), asked before
     /// the heuristic.
     source: Option<Arc<dyn ScheduleSource>>,
+    /// The kernels [`Compiler::compile_shared`] made and someone still
+    /// holds, by spec and schedule: shared by this compiler's clones, new
+    /// for a compiler of other code (another ISA, the checked lowering).
+    shared: SharedKernels,
 }
+
+/// Live kernels by their spec and schedule (see [`Compiler::compile_shared`]).
+type SharedKernels = Arc<Mutex<HashMap<String, Weak<Kernel>>>>;
 
 impl std::fmt::Debug for Compiler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,7 +97,14 @@ impl Compiler {
                  slower) instead of f32x4 fma, which Cranelift would lower to library calls"
             );
         }
-        Ok(Compiler { isa, has_fma, vector_isa: Isa::host(), checked: false, source: None })
+        Ok(Compiler {
+            isa,
+            has_fma,
+            vector_isa: Isa::host(),
+            checked: false,
+            source: None,
+            shared: SharedKernels::default(),
+        })
     }
 
     /// This compiler, its schedules limited to vector ISAs up to `isa`:
@@ -103,7 +118,7 @@ impl Compiler {
                 Isa::host()
             )));
         }
-        Ok(Compiler { vector_isa: isa, ..self })
+        Ok(Compiler { vector_isa: isa, shared: SharedKernels::default(), ..self })
     }
 
     /// The widest vector ISA this compiler's schedules may use.
@@ -118,7 +133,7 @@ impl Compiler {
     /// for tests and for `convjit run --checked`. The fused
     /// depthwise-separable kernel (`blocks::DscKernel`) has no checked form.
     pub fn checked(self) -> Compiler {
-        Compiler { checked: true, ..self }
+        Compiler { checked: true, shared: SharedKernels::default(), ..self }
     }
 
     /// Whether this compiler emits the checked lowering.
@@ -219,6 +234,30 @@ impl Compiler {
             checked,
             winograd,
         ))
+    }
+
+    /// [`Compiler::compile_with`], sharing the code: a kernel of the same
+    /// spec and schedule that this compiler (or a clone) made and that is
+    /// still held is returned again instead of compiled again, so a
+    /// model's identical layers (the loop filter's eight 64→64 convs) are
+    /// compiled once. Each holder packs its own weights; the kernel's
+    /// scratch buffers serve one run at a time and are made afresh for a
+    /// concurrent one. The compiler keeps no kernel alive.
+    pub fn compile_shared(&self, spec: &ValidSpec, schedule: &Schedule) -> Result<Arc<Kernel>> {
+        // The spec's fields but its name: layers of other names share.
+        let spec_json = serde_json::to_string(&ConvSpec { name: None, ..spec.to_conv_spec() })
+            .map_err(|e| Error::Jit(format!("the spec as a key: {e}")))?;
+        let key = format!("{spec_json} {}", schedule.to_json());
+        let lock = || self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(kernel) = lock().get(&key).and_then(Weak::upgrade) {
+            log::info!("shared the kernel of {spec} with {}", schedule.to_json());
+            return Ok(kernel);
+        }
+        let kernel = Arc::new(self.compile_with(spec, schedule)?);
+        let mut shared = lock();
+        shared.retain(|_, k| k.strong_count() > 0);
+        shared.insert(key, Arc::downgrade(&kernel));
+        Ok(kernel)
     }
 
     /// Checks that this compiler can compile `spec` with `schedule`: the

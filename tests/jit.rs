@@ -1755,3 +1755,45 @@ fn merged_columns_are_for_column_phases_one_tile_can_take() {
         assert_eq!(Schedule::from_json(&schedule.to_json()).unwrap(), schedule);
     }
 }
+
+/// A compiler shares a kernel it made among the layers of one spec (their
+/// names aside) and
+/// schedule while one of them holds it — each packing its own weights and
+/// computing its own output — keeps none alive itself, and never shares
+/// between its checked and plain lowerings.
+#[test]
+fn identical_layers_share_one_compiled_kernel() {
+    let spec = spec(
+        r#"{"op": "conv2d", "batch": 1, "in_channels": 8, "out_channels": 8, "height": 9, "width": 7, "kernel": 3, "padding": 1}"#,
+    );
+    let compiler = Compiler::host().unwrap();
+    let schedule = compiler.schedule_for(&spec, 1);
+    let first = compiler.compile_shared(&spec, &schedule).unwrap();
+    // Of another name, the same layer.
+    let named = convjit::ConvSpec { name: Some("other".into()), ..spec.to_conv_spec() };
+    let named = named.validate().unwrap();
+    let second = compiler.clone().compile_shared(&named, &schedule).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &second));
+    let checked = compiler.clone().checked().compile_shared(&spec, &schedule).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &checked));
+    // Two layers of their own weights on one kernel.
+    let x = random_tensor(1, spec.input_len());
+    for (kernel, seed) in [(&first, 2), (&second, 3)] {
+        let w = random_tensor(seed, spec.weight_len());
+        let b = random_tensor(seed + 10, spec.out_channels());
+        let packed = kernel.pack(&w, Some(&b)).unwrap();
+        let mut y = vec![f32::NAN; spec.output_len()];
+        kernel.run(&x, &packed, &mut y).unwrap();
+        let verdict =
+            convjit::reference::Oracle::for_schedule(&spec, Some(&schedule), &x, &w, Some(&b))
+                .and_then(|o| o.verify(&y))
+                .unwrap();
+        assert!(verdict.passed());
+    }
+    // The compiler keeps no kernel alive: once no layer holds it, it is
+    // freed, and the next layer compiles it again.
+    let weak = std::sync::Arc::downgrade(&first);
+    drop((first, second));
+    assert!(weak.upgrade().is_none());
+    assert!(compiler.compile_shared(&spec, &schedule).is_ok());
+}

@@ -1363,3 +1363,47 @@ fn same_upper_and_lower_padding_resolve_on_the_input() {
     let y = run(&network, &Options::default(), &x);
     assert!(network.check(&x, &y).unwrap().within(TOLERANCE));
 }
+
+/// A model file lists its outputs — layers by name, or named outputs of
+/// layers — and the run gives each, in order: an output that a later
+/// activation also reads keeps its value (the activation then runs on
+/// its own), on the JIT as on the reference. The list survives the trip
+/// through JSON; an unknown layer, a name given twice and a malformed
+/// list are refused.
+#[test]
+fn a_model_gives_the_outputs_it_lists() {
+    let json = r#"{"name": "m", "input": [1, 3, 8, 8], "layers": [
+        {"kind": "conv", "name": "c1", "out_channels": 4, "kernel": 3, "padding": 1},
+        {"kind": "activation", "name": "r1", "activation": "relu"},
+        {"kind": "conv", "name": "c2", "out_channels": 2, "kernel": 1}],
+        "outputs": [{"name": "final", "layer": "c2"}, "c1"]}"#;
+    let model = Model::from_json(json).unwrap();
+    assert_eq!(Model::from_json(&model.to_json()).unwrap(), model);
+    let network = Network::new(Graph::new(&model).unwrap(), None).unwrap();
+    assert_eq!(network.graph().outputs(), [("final", [1, 2, 8, 8]), ("c1", [1, 4, 8, 8])]);
+    let x = random_tensor(7, 3 * 64);
+    let mut jit = network.prepare(&Options::default(), None).unwrap();
+    let reference = Options { engine: Engine::Reference, ..Options::default() };
+    let mut oracle = network.prepare(&reference, None).unwrap();
+    let first = jit.run(&x).unwrap().to_vec();
+    oracle.run(&x).unwrap();
+    let (got, want) = (jit.outputs(), oracle.outputs());
+    assert_eq!(got[0], first.as_slice());
+    for (g, w) in got.iter().zip(&want) {
+        check("outputs", &[g.len(), 1, 1, 1], g, w, 1e-6);
+    }
+    // c1 before the ReLU: some of it is negative.
+    assert!(got[1].iter().any(|&v| v < 0.0));
+    let deviations = network.check_outputs(&[&x], &got).unwrap();
+    assert!(deviations.len() == 2 && deviations.iter().all(|d| d.within(TOLERANCE)));
+    let edited =
+        |outputs: &str| json.replace(r#"[{"name": "final", "layer": "c2"}, "c1"]"#, outputs);
+    for (outputs, message) in [
+        (r#"["c3"]"#, r#"output "c3": no layer is named "c3""#),
+        (r#"["c1", {"name": "c1", "layer": "c2"}]"#, r#"output "c1": outputs need names"#),
+        (r#"[{"layer": "c2"}]"#, "outputs: give a list of layer names"),
+    ] {
+        let err = refused(&edited(outputs));
+        assert!(err.contains(message), "{err}");
+    }
+}

@@ -435,3 +435,59 @@ fn macs_counts_a_model_on_other_input_shapes() {
     let odd = macs(&["--input-shape", "qp=1x1x4x7"]);
     assert!(!odd.status.success(), "rec and qp differ in width: the concat refuses");
 }
+
+/// A model of two graph outputs — the last node's, and a conv's output
+/// that a Relu also reads (which then runs on its own instead of in the
+/// conv's kernel) — gives both as onnxruntime does, on both engines and
+/// through the CLI (`--output NAME=Y.npy`, `--output Y.npy` for the
+/// first), checked against the reference.
+#[test]
+fn models_of_two_outputs_match_onnxruntime() {
+    let (model, tensors) = net::onnx::load(&fixture("two_outputs.onnx")).unwrap();
+    let network = Network::new(net::Graph::new(&model).unwrap(), Some(&tensors)).unwrap();
+    let outputs = network.graph().outputs();
+    assert_eq!(outputs, [("y", [1, 4, 10, 9]), ("pre", [1, 6, 10, 9])]);
+    let x = npy::read_f32(&fixture("two_outputs.input.npy"), "x", &[1, 3, 10, 9]).unwrap();
+    let want: Vec<Vec<f32>> = (outputs.iter())
+        .map(|(name, shape)| {
+            npy::read_f32(&fixture(&format!("two_outputs.output.{name}.npy")), name, shape).unwrap()
+        })
+        .collect();
+    let close = |y: &[f32], want: &[f32], what: &str| {
+        let peak = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let error = y.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(y.len() == want.len() && error <= 1e-4 * (1.0 + peak), "{what}: {error:e}");
+    };
+    for engine in [Engine::Jit, Engine::Reference] {
+        let mut prepared =
+            network.prepare(&Options { engine, ..Options::default() }, None).unwrap();
+        let first = prepared.run(&x).unwrap().to_vec();
+        close(&first, &want[0], "the first output");
+        for ((y, want), (name, _)) in prepared.outputs().iter().zip(&want).zip(&outputs) {
+            close(y, want, &format!("{name} on {engine}"));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (pre, y) = (dir.path().join("pre.npy"), dir.path().join("y.npy"));
+    let run = |outputs: &[String]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_convjit"));
+        command.args(["net", "--runs", "1", "--check", "--model"]).arg(fixture("two_outputs.onnx"));
+        command.arg("--input").arg(fixture("two_outputs.input.npy"));
+        for output in outputs {
+            command.arg("--output").arg(output);
+        }
+        command.output().unwrap()
+    };
+    let done = run(&[format!("pre={}", pre.display()), y.display().to_string()]);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    close(&npy::read_f32(&y, "y", &[1, 4, 10, 9]).unwrap(), &want[0], "y.npy");
+    close(&npy::read_f32(&pre, "pre", &[1, 6, 10, 9]).unwrap(), &want[1], "pre.npy");
+    for (outputs, message) in [
+        (vec![format!("post={}", pre.display())], "no output named post (y, pre)"),
+        (vec![format!("y={}", y.display()), y.display().to_string()], "output y is given twice"),
+    ] {
+        let refused = run(&outputs);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success() && stderr.contains(message), "{stderr}");
+    }
+}

@@ -48,9 +48,10 @@ pub struct Args {
     /// outputs differ by more than 1e-4 (normwise relative).
     #[arg(long)]
     check: bool,
-    /// Where to write the model's output, float32.
-    #[arg(long, value_name = "Y.npy")]
-    output: Option<PathBuf>,
+    /// Where to write an output, float32: NAME=Y.npy for the model's
+    /// output NAME, or Y.npy for its first (repeatable).
+    #[arg(long, value_name = "[NAME=]Y.npy")]
+    output: Vec<String>,
     /// Compile each conv with the schedule `convjit tune` saved for it
     /// (`tune --model` tunes a whole model's), the heuristic's for those
     /// the cache does not hold.
@@ -87,10 +88,11 @@ pub fn main(args: Args) -> Result<()> {
     if !(1..=MAX_NET_RUNS).contains(&args.runs) {
         bail!("--runs {}: give 1 to {MAX_NET_RUNS}", args.runs);
     }
-    if let Some(path) = &args.output {
+    let graph = net::Graph::new(&model)?;
+    let output_files = output_files(&graph, &args.output)?;
+    for (_, path) in &output_files {
         atomic::check(path)?;
     }
-    let graph = net::Graph::new(&model)?;
     let tensors = match &args.weights {
         Some(path) => Some(net::Tensors::load(path)?),
         None => onnx_tensors,
@@ -116,9 +118,10 @@ pub fn main(args: Args) -> Result<()> {
             if args.threads == 1 { "" } else { "s" }
         );
     }
-    let (y, report) = measure(&network, &model.name, &xs, &options, compiler.as_ref(), &args)?;
-    if let Some(path) = &args.output {
-        npy::write_f32(path, &network.graph().output_shape(), &y)?;
+    let (ys, report) = measure(&network, &model.name, &xs, &options, compiler.as_ref(), &args)?;
+    let shapes = network.graph().outputs();
+    for (k, path) in &output_files {
+        npy::write_f32(path, &shapes[*k].1, &ys[*k])?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -128,8 +131,8 @@ pub fn main(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Compiles and times the model, and with `--check` compares its output
-/// with the reference run's, behind a spinner: the output and the report.
+/// Compiles and times the model, and with `--check` compares its outputs
+/// with the reference run's, behind a spinner: the outputs and the report.
 fn measure(
     network: &net::Network,
     model: &str,
@@ -137,36 +140,83 @@ fn measure(
     options: &net::Options,
     compiler: Option<&Compiler>,
     args: &Args,
-) -> Result<(Vec<f32>, net::Report)> {
+) -> Result<(Vec<Vec<f32>>, net::Report)> {
     let spinner = ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(120));
     let name = terminal::escape(model);
     spinner.set_message(format!("{name}: compiling"));
     let prepared = network.prepare(options, compiler);
     spinner.set_message(format!("{name}: {} runs", args.runs + 1));
-    let measured = prepared.and_then(|mut p| p.measure_inputs(xs, args.runs));
+    let measured = prepared.and_then(|mut p| {
+        let (_, report) = p.measure_inputs(xs, args.runs)?;
+        Ok((p.outputs().iter().map(|y| y.to_vec()).collect::<Vec<_>>(), report))
+    });
     let checked = match (&measured, args.check) {
-        (Ok((y, _)), true) => {
+        (Ok((ys, _)), true) => {
             spinner.set_message(format!("{name}: the reference run"));
-            Some(network.check_inputs(xs, y))
+            let ys: Vec<&[f32]> = ys.iter().map(Vec::as_slice).collect();
+            Some(network.check_outputs(xs, &ys))
         }
         _ => None,
     };
     spinner.finish_and_clear();
-    let (y, mut report) = measured?;
-    if let Some(deviation) = checked.transpose()? {
-        let check = net::CheckReport::from(deviation);
+    let (ys, mut report) = measured?;
+    if let Some(deviations) = checked.transpose()? {
+        // The worst output's.
+        let names = network.graph().outputs();
+        let checks = deviations.into_iter().map(net::CheckReport::from);
+        let (k, check) = checks
+            .enumerate()
+            .max_by(|(_, a), (_, b)| {
+                (!a.passed, a.max_rel)
+                    .partial_cmp(&(!b.passed, b.max_rel))
+                    .unwrap_or(std::cmp::Ordering::Greater)
+            })
+            .expect("a model has an output");
         if !check.passed {
+            let which = if names.len() > 1 {
+                format!(" {}", terminal::escape(names[k].0))
+            } else {
+                String::new()
+            };
             bail!(
-                "check failed on {model}: the output is {:.3e} from the reference run (normwise \
-                 relative), past {:.0e}",
+                "check failed on {model}: the output{which} is {:.3e} from the reference run \
+                 (normwise relative), past {:.0e}",
                 check.max_rel,
                 check.tolerance
             );
         }
         report.check = Some(check);
     }
-    Ok((y, report))
+    Ok((ys, report))
+}
+
+/// The output files `--output` names: `NAME=Y.npy` for output NAME, `Y.npy`
+/// for the first (one such); each output once. The outputs by index.
+fn output_files(graph: &net::Graph, given: &[String]) -> Result<Vec<(usize, PathBuf)>> {
+    let outputs = graph.outputs();
+    let names: Vec<&str> = outputs.iter().map(|(n, _)| *n).collect();
+    let mut files: Vec<(usize, PathBuf)> = Vec::new();
+    for arg in given {
+        let named = arg.split_once('=').filter(|(n, f)| !n.contains(['/', '\\']) && !f.is_empty());
+        let (k, file) = match named {
+            Some((n, f)) => match names.iter().position(|&m| m == n) {
+                Some(k) => (k, f),
+                None => bail!(
+                    "--output {}: no output named {} ({})",
+                    terminal::escape(arg),
+                    terminal::escape(n),
+                    terminal::escape(&names.join(", "))
+                ),
+            },
+            None => (0, arg.as_str()),
+        };
+        if files.iter().any(|(j, _)| *j == k) {
+            bail!("--output: the model's output {} is given twice", terminal::escape(names[k]));
+        }
+        files.push((k, PathBuf::from(file)));
+    }
+    Ok(files)
 }
 
 /// The model's inputs, in order: from `--input` (`NAME=X.npy`, or `X.npy`

@@ -138,7 +138,12 @@ pub fn mobilenet_v2() -> Model {
     layers.push(act("features.18.2", Relu6));
     layers.push(global_avg_pool("avgpool"));
     layers.push(linear("classifier.1", 1000));
-    Model { name: "mobilenetv2".into(), input: [1, 3, 224, 224].into(), layers }
+    Model {
+        name: "mobilenetv2".into(),
+        input: [1, 3, 224, 224].into(),
+        layers,
+        outputs: Vec::new(),
+    }
 }
 
 /// `torchvision.models.resnet18()` at 224×224: 1.81 G multiply-adds.
@@ -187,7 +192,7 @@ pub fn resnet18() -> Model {
     }
     layers.push(global_avg_pool("avgpool"));
     layers.push(linear("fc", 1000));
-    Model { name: "resnet18".into(), input: [1, 3, 224, 224].into(), layers }
+    Model { name: "resnet18".into(), input: [1, 3, 224, 224].into(), layers, outputs: Vec::new() }
 }
 
 /// A JVET-NNVC-style in-loop filter on a 128×128 block: eight 64-channel
@@ -209,5 +214,5 @@ pub fn jvet_lf() -> Model {
     }
     layers.push(conv3("tail", 3));
     layers.push(add("residual", INPUT, None));
-    Model { name: "jvet_lf".into(), input: [1, 3, 128, 128].into(), layers }
+    Model { name: "jvet_lf".into(), input: [1, 3, 128, 128].into(), layers, outputs: Vec::new() }
 }

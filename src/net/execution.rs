@@ -272,20 +272,40 @@ impl Network {
     }
 
     /// [`Network::check`] of a model on `inputs`, one per model input in
-    /// order.
+    /// order: `output` is its first output.
     pub fn check_inputs(&self, inputs: &[&[f32]], output: &[f32]) -> Result<Deviation> {
+        let mut deviations = self.check_outputs(inputs, &[output])?;
+        Ok(deviations.remove(0))
+    }
+
+    /// Runs the network as written on the reference engine on `inputs`
+    /// and compares each of `outputs` (the model's first outputs, in
+    /// order, from any engine) with its: one deviation each.
+    pub fn check_outputs(&self, inputs: &[&[f32]], outputs: &[&[f32]]) -> Result<Vec<Deviation>> {
         let options = Options { engine: Engine::Reference, ..Options::default() };
         let mut reference = self.prepare(&options, None)?;
-        let expected = reference.run_inputs(inputs)?;
-        if output.len() != expected.len() {
-            return Err(Error::BufferLength {
-                what: "network output",
-                shape: self.graph.output_shape().to_vec(),
-                expected: expected.len(),
-                found: output.len(),
-            });
+        reference.forward(inputs, None)?;
+        let expected = reference.outputs();
+        if outputs.len() > expected.len() {
+            return Err(model_error(
+                MODEL,
+                format!("{} outputs to check; the model has {}", outputs.len(), expected.len()),
+            ));
         }
-        Ok(reference::compare(output, expected))
+        let shapes = self.graph.outputs();
+        let mut deviations = Vec::with_capacity(outputs.len());
+        for ((output, expected), (_, shape)) in outputs.iter().zip(expected).zip(shapes) {
+            if output.len() != expected.len() {
+                return Err(Error::BufferLength {
+                    what: "network output",
+                    shape: shape.to_vec(),
+                    expected: expected.len(),
+                    found: output.len(),
+                });
+            }
+            deviations.push(reference::compare(output, expected));
+        }
+        Ok(deviations)
     }
 }
 
@@ -315,8 +335,14 @@ impl PreparedNet {
     }
 
     fn output(&self) -> &[f32] {
-        let last = self.value[self.graph.nodes().len() - 1];
-        &self.outputs[last]
+        let first = self.graph.output_nodes().next().expect("a graph has an output");
+        &self.outputs[self.value[first]]
+    }
+
+    /// Each of the model's outputs ([`Graph::outputs`]), in order, as the
+    /// last run left them.
+    pub fn outputs(&self) -> Vec<&[f32]> {
+        self.graph.output_nodes().map(|i| self.outputs[self.value[i]].as_slice()).collect()
     }
 
     /// Checks that `inputs` are one per model input, each of its length.

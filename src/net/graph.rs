@@ -80,6 +80,9 @@ pub struct Graph {
     /// Each input's name and shape.
     inputs: Vec<(String, [usize; 4])>,
     nodes: Vec<Node>,
+    /// Each output's name and the node that gives it, in order (at least
+    /// one).
+    outputs: Vec<(String, usize)>,
 }
 
 impl Graph {
@@ -127,7 +130,8 @@ impl Graph {
                 return Err(model_error(name, "two layers have this name"));
             }
         }
-        let mut graph = Graph { name: model.name.clone(), inputs, nodes: Vec::new() };
+        let mut graph =
+            Graph { name: model.name.clone(), inputs, nodes: Vec::new(), outputs: Vec::new() };
         for (i, layer) in model.layers.iter().enumerate() {
             let name = layer.name();
             let resolve = |what: &str, target: Option<&str>| -> Result<Source> {
@@ -179,6 +183,26 @@ impl Graph {
                 cost,
             });
         }
+        for output in &model.outputs {
+            let (name, layer) = (output.name(), output.layer());
+            let Some(&node) = index.get(layer) else {
+                return Err(model_error(
+                    MODEL,
+                    format!("output {name:?}: no layer is named {layer:?}"),
+                ));
+            };
+            if name.is_empty() || graph.outputs.iter().any(|(n, _)| n == name) {
+                return Err(model_error(
+                    MODEL,
+                    format!("output {name:?}: outputs need names, each its own"),
+                ));
+            }
+            graph.outputs.push((name.to_string(), node));
+        }
+        if graph.outputs.is_empty() {
+            let last = graph.nodes.len() - 1;
+            graph.outputs.push((graph.nodes[last].name.clone(), last));
+        }
         Ok(graph)
     }
 
@@ -194,9 +218,18 @@ impl Graph {
     pub fn inputs(&self) -> &[(String, [usize; 4])] {
         &self.inputs
     }
-    /// The model's output shape: the last layer's.
+    /// The shape of the model's first output (its only one, mostly: the
+    /// last layer's unless the model lists its outputs).
     pub fn output_shape(&self) -> [usize; 4] {
-        self.nodes.last().map_or(self.inputs[0].1, |n| n.output_shape)
+        self.nodes[self.outputs[0].1].output_shape
+    }
+    /// Each output's name and shape, in order.
+    pub fn outputs(&self) -> Vec<(&str, [usize; 4])> {
+        self.outputs.iter().map(|(name, i)| (name.as_str(), self.nodes[*i].output_shape)).collect()
+    }
+    /// The node each output is, in order.
+    pub(crate) fn output_nodes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.outputs.iter().map(|&(_, i)| i)
     }
     /// The nodes, in order.
     pub fn nodes(&self) -> &[Node] {
@@ -213,9 +246,13 @@ impl Graph {
             Source::Node(i) => self.nodes[i].output_shape,
         }
     }
-    /// How many times nodes read each node's output (as any operand).
+    /// How many times each node's output is read: by nodes (as any
+    /// operand), and once more where it is one of the model's outputs.
     pub(crate) fn readers(&self) -> Vec<usize> {
         let mut readers = vec![0; self.nodes.len()];
+        for i in self.output_nodes() {
+            readers[i] += 1;
+        }
         for node in &self.nodes {
             for source in node.operands() {
                 if let Source::Node(j) = source {

@@ -33,6 +33,42 @@ pub struct Model {
     pub input: Inputs,
     /// The layers, in the order they run.
     pub layers: Vec<Layer>,
+    /// The outputs, in order (none given: the last layer's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<Output>,
+}
+
+/// One output of a model: a layer's, under the layer's name or a name of
+/// its own (an ONNX graph output's): `"head"` or `{"name": "y", "layer":
+/// "head"}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Output {
+    /// The output of this layer, named after it.
+    Layer(String),
+    /// The output of `layer`, named `name`.
+    Named {
+        /// What the output is called (`net --output NAME=Y.npy`).
+        name: String,
+        /// The layer whose output it is.
+        layer: String,
+    },
+}
+
+impl Output {
+    /// What the output is called.
+    pub fn name(&self) -> &str {
+        match self {
+            Output::Layer(name) | Output::Named { name, .. } => name,
+        }
+    }
+
+    /// The layer whose output it is.
+    pub fn layer(&self) -> &str {
+        match self {
+            Output::Layer(layer) | Output::Named { layer, .. } => layer,
+        }
+    }
 }
 
 /// A model's inputs, as the file's `input` states them: one shape
@@ -81,6 +117,8 @@ struct Outline {
     name: String,
     input: serde_json::Value,
     layers: Vec<serde_json::Value>,
+    #[serde(default)]
+    outputs: Option<serde_json::Value>,
 }
 
 impl Model {
@@ -108,7 +146,16 @@ impl Model {
                      [{\"name\": ..., \"shape\": [N, C, H, W]}, ...]"
                 .into(),
         })?;
-        Ok(Model { name: outline.name, input, layers })
+        let outputs = match outline.outputs {
+            None => Vec::new(),
+            Some(value) => serde_json::from_value(value).map_err(|_| Error::Model {
+                layer: MODEL.into(),
+                reason: "outputs: give a list of layer names, or of named outputs \
+                         [{\"name\": ..., \"layer\": ...}, ...]"
+                    .into(),
+            })?,
+        };
+        Ok(Model { name: outline.name, input, layers, outputs })
     }
 
     /// The model as JSON, one layer per line, which [`Model::from_json`]
@@ -118,8 +165,12 @@ impl Model {
             serde_json::to_string(value).expect("a model always serialises")
         }
         let layers: Vec<String> = self.layers.iter().map(|l| format!("    {}", json(l))).collect();
+        let outputs = match self.outputs.as_slice() {
+            [] => String::new(),
+            outputs => format!(",\n  \"outputs\": {}", json(&outputs)),
+        };
         format!(
-            "{{\n  \"name\": {},\n  \"input\": {},\n  \"layers\": [\n{}\n  ]\n}}",
+            "{{\n  \"name\": {},\n  \"input\": {},\n  \"layers\": [\n{}\n  ]{outputs}\n}}",
             json(&self.name),
             json(&self.input),
             layers.join(",\n")

@@ -7,8 +7,9 @@
 //! is not a valid `ModelProto` (truncated, fuzzed, another format) is
 //! refused whole. The graph's inputs (those that are no initializer) must
 //! be f32 `[N, C, H, W]` of fixed sizes; they become the model's inputs
-//! under their ONNX names. It must have one output, the last node's; its
-//! nodes, in the file's (topological) order, become the model's layers:
+//! under their ONNX names. Its outputs, each computed by a node, become the
+//! model's outputs under their ONNX names; its nodes, in the file's
+//! (topological) order, become the model's layers:
 //!
 //! | ONNX (default domain, opset 13–21) | layer |
 //! |---|---|
@@ -51,7 +52,7 @@ use super::infer::{Source, infer};
 use super::model::{
     ActivationLayer, AddLayer, AffineLayer, AvgPoolLayer, BatchNormLayer, BinaryLayer, ConcatLayer,
     ConvLayer, Function, INPUT, Inputs, Layer, LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput,
-    PadLayer, PadSides, PlainLayer, PreluLayer, ShuffleLayer, ShuffleOrder, UpsampleLayer,
+    Output, PadLayer, PadSides, PlainLayer, PreluLayer, ShuffleLayer, ShuffleOrder, UpsampleLayer,
     UpsampleMode,
 };
 use super::{Tensors, in_layer, model_error};
@@ -203,24 +204,30 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
     for (i, node) in graph.node.iter().enumerate() {
         import.node(node, i)?;
     }
-    let [output] = graph.output.as_slice() else {
-        return Err(refuse(format!(
-            "the graph has {} outputs; this reads one",
-            graph.output.len()
-        )));
-    };
-    let last = import.layers.last().map(Layer::name);
-    match import.values.get(output.name()) {
-        Some(Value::Computed { layer, .. }) if Some(layer.as_str()) == last => {}
-        _ => {
-            return Err(refuse(format!(
-                "the graph's output {} is not its last layer's: this reads models whose last \
-                 layer (Identity, Dropout and Flatten aside) computes the output",
-                output.name()
-            )));
+    if graph.output.is_empty() {
+        return Err(refuse("the graph has no output".into()));
+    }
+    let mut outputs = Vec::with_capacity(graph.output.len());
+    for output in &graph.output {
+        let name = output.name();
+        match import.values.get(name) {
+            Some(Value::Computed { layer, .. })
+                if import.layers.iter().any(|l| l.name() == layer) =>
+            {
+                outputs.push(match name == layer {
+                    true => Output::Layer(name.to_string()),
+                    false => Output::Named { name: name.to_string(), layer: layer.clone() },
+                });
+            }
+            _ => {
+                return Err(refuse(format!(
+                    "the graph's output {name:?} is no layer's: this reads outputs that nodes \
+                     compute (not an input, an initializer or a Constant)"
+                )));
+            }
         }
     }
-    let model = Model { name, input: Inputs::Named(named), layers: import.layers };
+    let model = Model { name, input: Inputs::Named(named), layers: import.layers, outputs };
     Ok((model, import.tensors))
 }
 
