@@ -33,14 +33,19 @@ Models (opset 17, as `torch.onnx.export` writes by default):
   nearest and linear (by scales and by sizes, align_corners), Pad of a
   constant, Add, Mul and Sub of constants (one per channel, a scalar, a
   Constant node shared by two nodes);
+- squeeze_excite: a squeeze-and-excitation block (a gate [N, C, 1, 1]
+  times the features) and a classifier of MatMul and a bias Add;
 - two_outputs: two graph outputs, one of them a conv's output that a Relu
   also reads, and a Pad before a conv;
+- shared_weights: one initializer as two convs' weights;
+- transposed: ConvTranspose sized by output_shape and by auto_pad
+  SAME_UPPER and SAME_LOWER (odd total paddings), two outputs;
 - refused_*: models convjit refuses, each for one reason (an operator not
   read, a Concat along the rows, PRelu slopes that broadcast along W, a
   Mul by a constant that broadcasts along W, a Resize of cubic mode or of
-  a fraction, a Pad that reflects, a Flatten added to an image, one initializer as two
-  layers' weights, a kernel_shape that disagrees with the weights, an
-  attribute of the wrong type, MaxPool's ceil_mode, a Reshape to 3-D).
+  a fraction, a Pad that reflects, a Flatten added to an image, a
+  kernel_shape that disagrees with the weights, an attribute of the wrong
+  type, MaxPool's ceil_mode, a Reshape to 3-D).
 
 Each model M is written as M.onnx, with M.input.npy (its input; of a
 model of several, M.<name>.npy for each) and M.output.npy (onnxruntime's
@@ -50,6 +55,7 @@ for those convjit reads.
 
 import argparse
 import os
+import zlib
 
 import numpy as np
 import onnx
@@ -190,7 +196,9 @@ def refused_flatten_add(rng):
     return unchecked(nodes, [], [("x", [1, 3, 8, 8])], "y", [1, 3, 1, 3], "refused_flatten_add")
 
 
-def refused_shared_weights(rng):
+def shared_weights(rng):
+    """One initializer as two convs' weights, as exporters store equal
+    constants once."""
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["a"], name="first", kernel_shape=[3, 3],
                          pads=[1, 1, 1, 1]),
@@ -198,7 +206,7 @@ def refused_shared_weights(rng):
                          pads=[1, 1, 1, 1]),
     ]
     return model(nodes, [init(rng, "w", [3, 3, 3, 3])], [("x", [1, 3, 8, 8])], "y",
-                 [1, 3, 8, 8], "refused_shared_weights")
+                 [1, 3, 8, 8], "shared_weights")
 
 
 def refused_kernel_shape(rng):
@@ -239,8 +247,9 @@ def refused_operator(rng):
 
 def functions(rng):
     """Elementwise functions after convs: Sigmoid, Tanh, HardSigmoid (its
-    own alpha), HardSwish, SiLU as Sigmoid and Mul, a Sub of two branches;
-    a batch of two."""
+    own alpha), HardSwish, SiLU as Sigmoid and Mul (fused into one silu),
+    a Sub of two branches, a SiLU whose Sigmoid another node reads too (not
+    fused); a batch of two."""
     inits = [init(rng, "c1.w", [6, 3, 3, 3]), init(rng, "c1.b", [6], 0.1),
              init(rng, "c2.w", [6, 6, 3, 3]), init(rng, "c2.b", [6], 0.1),
              init(rng, "c3.w", [6, 6, 1, 1]), init(rng, "c3.b", [6], 0.1)]
@@ -256,7 +265,11 @@ def functions(rng):
         helper.make_node("HardSigmoid", ["h3"], ["g"], name="hardsigmoid", alpha=0.3, beta=0.4),
         # ONNX's defaults, alpha 0.2 and beta 0.5 (not PyTorch's 1/6).
         helper.make_node("HardSigmoid", ["h3"], ["g2"], name="hardsigmoid_onnx"),
-        helper.make_node("Sub", ["g", "g2"], ["y"], name="gates"),
+        helper.make_node("Sub", ["g", "g2"], ["gd"], name="gates"),
+        # SiLU whose Sigmoid is read again (by a Sub): not fused.
+        helper.make_node("Sigmoid", ["gd"], ["s2"], name="sigmoid_shared"),
+        helper.make_node("Mul", ["s2", "gd"], ["silu2"], name="silu_unfused"),
+        helper.make_node("Sub", ["silu2", "s2"], ["y"], name="last"),
     ]
     return model(nodes, inits, [("x", [2, 3, 9, 7])], "y", [2, 6, 9, 7], "functions")
 
@@ -417,6 +430,63 @@ def two_outputs(rng):
     return m
 
 
+def squeeze_excite(rng):
+    """A squeeze-and-excitation block as MobileNetV3 and EfficientNet have
+    it (global pool, two 1×1 convs, HardSigmoid, the gate times the
+    features, the gate first), then a classifier of MatMul and an Add of a
+    bias per feature, as exporters write a Linear."""
+    inits = [init(rng, "c.w", [8, 3, 3, 3]), init(rng, "c.b", [8], 0.1),
+             init(rng, "reduce.w", [2, 8, 1, 1]), init(rng, "reduce.b", [2], 0.1),
+             init(rng, "expand.w", [8, 2, 1, 1]), init(rng, "expand.b", [8], 0.1),
+             init(rng, "fc.w", [8, 5]), init(rng, "fc.b", [5], 0.1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "c.w", "c.b"], ["h"], name="c", pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["h"], ["hs"], name="hardswish"),
+        helper.make_node("GlobalAveragePool", ["hs"], ["s"], name="squeeze"),
+        helper.make_node("Conv", ["s", "reduce.w", "reduce.b"], ["r"], name="reduce"),
+        helper.make_node("Relu", ["r"], ["rr"], name="reduce_relu"),
+        helper.make_node("Conv", ["rr", "expand.w", "expand.b"], ["e"], name="expand"),
+        helper.make_node("HardSigmoid", ["e"], ["gate"], name="gate", alpha=1 / 6, beta=0.5),
+        helper.make_node("Mul", ["gate", "hs"], ["excited"], name="excite"),
+        helper.make_node("GlobalAveragePool", ["excited"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten", axis=1),
+        helper.make_node("MatMul", ["f", "fc.w"], ["m"], name="fc"),
+        helper.make_node("Add", ["m", "fc.b"], ["y"], name="fc_bias"),
+    ]
+    return model(nodes, inits, [("x", [2, 3, 9, 8])], "y", [2, 5], "squeeze_excite")
+
+
+def transposed(rng):
+    """ConvTranspose sized by output_shape (an odd total padding; an output
+    past what padding reaches, made with output padding) and by auto_pad
+    SAME_UPPER and SAME_LOWER (odd totals), as two outputs."""
+    inits = [init(rng, "a.w", [3, 4, 3, 3]), init(rng, "a.b", [4], 0.1),
+             init(rng, "b.w", [4, 4, 3, 3]), init(rng, "c.w", [4, 4, 3, 3]),
+             init(rng, "d.w", [4, 3, 3, 3]), init(rng, "e.w", [3, 2, 3, 3])]
+    nodes = [
+        helper.make_node("ConvTranspose", ["x", "a.w", "a.b"], ["a"], name="a", strides=[2, 2],
+                         output_shape=[14, 13]),
+        helper.make_node("ConvTranspose", ["a", "b.w"], ["b"], name="b", strides=[2, 2],
+                         auto_pad="SAME_UPPER"),
+        helper.make_node("Conv", ["b", "c.w"], ["c"], name="c", strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("ConvTranspose", ["c", "d.w"], ["y"], name="d", strides=[2, 2],
+                         auto_pad="SAME_LOWER"),
+        helper.make_node("ConvTranspose", ["x", "e.w"], ["z"], name="e", strides=[2, 2],
+                         output_shape=[16, 12]),
+    ]
+    graph = helper.make_graph(
+        nodes, "transposed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 7, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 28, 26]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2, 16, 12])],
+        inits,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
 def refused_resize_cubic(rng):
     scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
     nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="cubic", mode="cubic")]
@@ -443,16 +513,18 @@ def main():
     parser.add_argument("--out", default=os.path.join("tests", "fixtures", "onnx"))
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    rng = np.random.default_rng(20261207)
-    refused = [refused_operator, refused_concat_axis, refused_flatten_add, refused_shared_weights,
+    refused = [refused_operator, refused_concat_axis, refused_flatten_add,
                refused_kernel_shape, refused_int_alpha, refused_ceil_mode, refused_reshape,
                refused_prelu_slopes, refused_constant_broadcast, refused_resize_cubic,
                refused_resize_fraction, refused_pad_reflect]
     runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True), (nnvc_like, True),
-            (functions, True), (auto_pad, True), (resample, True), (two_outputs, True)]
+            (functions, True), (auto_pad, True), (resample, True), (two_outputs, True),
+            (squeeze_excite, True), (shared_weights, True), (transposed, True)]
     for build, run in runs + [(r, False) for r in refused]:
-        m = build(rng)
         name = build.__name__
+        # Each model's own generator, so that adding one changes no other.
+        rng = np.random.default_rng([20261207, zlib.crc32(name.encode())])
+        m = build(rng)
         path = os.path.join(args.out, f"{name}.onnx")
         onnx.save(m, path)
         if run:

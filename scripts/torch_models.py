@@ -62,7 +62,8 @@ Usage:
 
 Exit status 0 when everything agrees, 1 on any mismatch.
 Needs torch, numpy and ptflops (scripts/requirements-crosscheck.txt) and
-safetensors (pip install safetensors); not torchvision.
+safetensors (pip install safetensors); torchvision only to export its
+mobilenet_v3_small and efficientnet_b0 (--onnx DIR --models NAME).
 """
 
 import argparse
@@ -350,11 +351,30 @@ class Mixed(nn.Module):
         return self.net(x)
 
 
+def _torchvision(name):
+    """A constructor of torchvision's model `name` (imported only when it
+    is exported: torchvision is needed for these alone)."""
+    def build():
+        try:
+            import torchvision
+        except ImportError:
+            sys.exit(f"torch_models: {name} is torchvision's: pip install torchvision")
+        return getattr(torchvision.models, name)()
+    return build
+
+
 EXPORT = {
     "unet": (UNet, [(1, 3, 128, 128)]),
     "nnvc_filter": (NnvcFilter, [(1, 1, 128, 128), (1, 1, 128, 128)]),
     "mixed": (Mixed, [(1, 3, 64, 64)]),
+    # Squeeze and excitation, hardswish, SiLU: torchvision's, when installed
+    # (not part of "all").
+    "mobilenet_v3_small": (_torchvision("mobilenet_v3_small"), [(1, 3, 224, 224)]),
+    "efficientnet_b0": (_torchvision("efficientnet_b0"), [(1, 3, 224, 224)]),
 }
+
+# The models "all" exports: those defined here.
+TORCHVISION = {"mobilenet_v3_small", "efficientnet_b0"}
 
 
 # ---------------------------------------------------------------------------
@@ -771,7 +791,8 @@ def export_onnx(outdir, models, seed):
     eval mode, to `outdir`/<model>.onnx, as a user exports a trained model."""
     os.makedirs(outdir, exist_ok=True)
     every = {**{n: (c, [s]) for n, (c, s) in BUILD.items()}, **EXPORT}
-    names = list(every) if models == "all" else [n.strip() for n in models.split(",") if n.strip()]
+    names = ([n for n in every if n not in TORCHVISION] if models == "all"
+             else [n.strip() for n in models.split(",") if n.strip()])
     for name in names:
         if name not in every:
             sys.exit(f"torch_models: unknown model {name}: give {', '.join(every)} or all")

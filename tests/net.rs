@@ -1308,9 +1308,36 @@ fn functions_and_binary_layers_follow_their_definitions() {
     assert!(err.contains("only allowed with hardsigmoid"), "{err}");
     let err = refused(&one_layer_model(
         [1, 2, 1, 3],
-        r#"{"kind": "global_avg_pool", "name": "g", "input": "input"}, {"kind": "mul", "name": "m", "input": "input", "with": "g"}"#,
+        r#"{"kind": "global_avg_pool", "name": "g", "input": "input"}, {"kind": "mul", "name": "m", "input": "g", "with": "input"}"#,
     ));
-    assert!(err.contains("multiplies [1, 2, 1, 3]") && err.contains("no broadcasting"), "{err}");
+    assert!(err.contains("multiplies [1, 2, 1, 1]") && err.contains("the shapes differ"), "{err}");
+    // A gate of one value per plane, [N, C, 1, 1], multiplies each plane
+    // (squeeze and excitation), or is subtracted from it.
+    for (kind, f) in [("mul", (|a, b| a * b) as fn(f32, f32) -> f32), ("sub", |a, b| a - b)] {
+        let json = one_layer_model(
+            [2, 3, 2, 3],
+            &format!(
+                r#"{{"kind": "global_avg_pool", "name": "g", "input": "input"}},
+                {{"kind": "activation", "name": "gate", "activation": "sigmoid"}},
+                {{"kind": "{kind}", "name": "m", "input": "input", "with": "gate"}}"#
+            ),
+        );
+        let network = Network::new(graph(&json), None).unwrap();
+        let x = random_tensor(9, 2 * 3 * 6);
+        for options in
+            [Options::default(), Options { engine: Engine::Reference, ..Options::default() }]
+        {
+            let y = run(&network, &options, &x);
+            for (plane, (y, x)) in y.chunks(6).zip(x.chunks(6)).enumerate() {
+                let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / 6.0;
+                let gate = 1.0 / (1.0 + (-mean).exp());
+                for (&y, &x) in y.iter().zip(x) {
+                    let want = f(x, gate as f32);
+                    assert!((y - want).abs() <= 1e-6, "{kind} plane {plane}: {y} vs {want}");
+                }
+            }
+        }
+    }
 
     // mul and sub of the input and another layer; a PReLU after an add.
     let json = r#"{"name": "m", "input": [2, 1, 1, 3], "layers": [

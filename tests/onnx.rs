@@ -92,7 +92,6 @@ fn what_is_not_read_is_refused_naming_it() {
         ("refused_resize_fraction", &["up (Resize", "scales [1.0, 1.0, 1.5, 1.5]", "whole"]),
         ("refused_pad_reflect", &["mirror (Pad", "mode reflect"]),
         ("refused_flatten_add", &["mixed (Add", "a matrix [N, F] and an image"]),
-        ("refused_shared_weights", &["second (Conv", "tensor w, another layer's weights"]),
         ("refused_kernel_shape", &["conv (Conv", "kernel_shape [5, 5]", "disagree"]),
         ("refused_int_alpha", &["leaky (LeakyRelu", "alpha is of type INT, not FLOAT"]),
         ("refused_ceil_mode", &["pool (MaxPool", "ceil_mode"]),
@@ -338,31 +337,60 @@ fn fixture_model(name: &str) -> (Network, Vec<Vec<f32>>, Box<dyn Fn(&[f32], &str
     let one = inputs.len() == 1;
     let xs: Vec<Vec<f32>> =
         inputs.iter().map(|(n, s)| read(if one { "input" } else { n }, s)).collect();
-    let want = read("output", &network.graph().output_shape());
-    let peak = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let model_name = name.to_string();
-    let close = move |y: &[f32], what: &str| {
-        assert_eq!(y.len(), want.len());
-        let error = y.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(error <= 1e-4 * (1.0 + peak), "{model_name}, {what}: {error:e} (peak {peak})");
+    // Each output's onnxruntime values: M.output.npy, or of a model of
+    // several M.output.<name>.npy each; a matrix [N, F] (held as [N, F,
+    // 1, 1]) is stored as one.
+    let outputs: Vec<(String, [usize; 4])> =
+        network.graph().outputs().iter().map(|(n, s)| (n.to_string(), *s)).collect();
+    let wants: Vec<Vec<f32>> = (outputs.iter())
+        .map(|(output, shape)| {
+            let part =
+                if outputs.len() == 1 { "output".into() } else { format!("output.{output}") };
+            let path = fixture(&format!("{name}.{part}.npy"));
+            npy::read_f32(&path, "output", shape)
+                .or_else(|_| npy::read_f32(&path, "output", &shape[..2]))
+                .unwrap()
+        })
+        .collect();
+    let within = |y: &[f32], want: &[f32], what: &str| {
+        let peak = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert_eq!(y.len(), want.len(), "{what}");
+        let error = y.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(error <= 1e-4 * (1.0 + peak), "{what}: {error:e} (peak {peak})");
     };
     let slices: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
     for engine in [Engine::Jit, Engine::Reference] {
         let options = Options { engine, ..Options::default() };
         let mut prepared = network.prepare(&options, None).unwrap();
-        close(prepared.run_inputs(&slices).unwrap(), &engine.to_string());
+        prepared.run_inputs(&slices).unwrap();
+        for ((y, want), (output, _)) in prepared.outputs().iter().zip(&wants).zip(&outputs) {
+            within(y, want, &format!("{name}, output {output} on {engine}"));
+        }
     }
+    let (model_name, first) = (name.to_string(), wants[0].clone());
+    let close = move |y: &[f32], what: &str| within(y, &first, &format!("{model_name}, {what}"));
     (network, xs, Box::new(close))
 }
 
 /// Elementwise functions — Sigmoid, Tanh, HardSigmoid of its own alpha and
-/// beta, HardSwish, SiLU as Sigmoid and Mul, a Sub of two branches — match
+/// beta, HardSwish, SiLU as Sigmoid and Mul (fused into one silu), a Sub
+/// of two branches, a SiLU whose Sigmoid is read again (not fused) — match
 /// onnxruntime on both engines, on a batch of two.
 #[test]
 fn functions_match_onnxruntime() {
     let (network, _, _) = fixture_model("functions");
-    let kinds: Vec<String> = network.graph().nodes().iter().map(|n| n.kind().to_string()).collect();
-    assert!(kinds.contains(&"mul".to_string()) && kinds.contains(&"sub".to_string()));
+    let nodes = network.graph().nodes();
+    let kind = |name: &str| nodes.iter().find(|n| n.name() == name).map(|n| n.kind().to_string());
+    // Sigmoid then Mul is one silu, named after the Sigmoid; a Sigmoid
+    // that another node reads too stays, and so does its Mul.
+    let (model, _) = net::onnx::load(&fixture("functions.onnx")).unwrap();
+    let json = model.to_json();
+    assert!(json.contains(r#""name":"sigmoid","input":"c1","activation":"silu""#), "{json}");
+    assert_eq!((kind("silu"), kind("silu_unfused")), (None, Some("mul".into())));
+    assert_eq!(
+        (kind("sigmoid_shared"), kind("diff")),
+        (Some("activation".into()), Some("sub".into()))
+    );
 }
 
 /// Pools, resizes, a pad and arithmetic with constants match onnxruntime
@@ -395,6 +423,32 @@ fn resampling_and_constants_match_onnxruntime() {
     for kind in ["avg_pool", "upsample", "pad", "affine"] {
         assert!(kinds.contains(&kind.to_string()), "{kind} in {kinds:?}");
     }
+}
+
+/// ConvTranspose sized by `output_shape` (an odd total padding, and an
+/// output past what padding reaches, made with output padding) and by
+/// `auto_pad` SAME_UPPER and SAME_LOWER matches onnxruntime on both
+/// engines.
+#[test]
+fn conv_transpose_output_shape_and_same_match_onnxruntime() {
+    let (model, _) = net::onnx::load(&fixture("transposed.onnx")).unwrap();
+    let json = model.to_json();
+    for part in [
+        r#""name":"a","input":"x","op":"conv_transpose2d","in_channels":3,"out_channels":4,"kernel":[3,3],"stride":[2,2],"padding":[1,0,0,0],"dilation":[1,1],"groups":1,"output_padding":[0,0]"#,
+        r#""name":"e","input":"x","op":"conv_transpose2d","in_channels":3,"out_channels":2,"kernel":[3,3],"stride":[2,2],"padding":[0,1,0,0],"dilation":[1,1],"groups":1,"output_padding":[1,0]"#,
+    ] {
+        assert!(json.contains(part), "{part} in {json}");
+    }
+    let (network, _, _) = fixture_model("transposed");
+    assert_eq!(network.graph().outputs(), [("y", [1, 3, 28, 26]), ("z", [1, 2, 16, 12])]);
+}
+
+/// One initializer read by two convs (exporters store equal constants
+/// once) is each one's copy, and the model matches onnxruntime.
+#[test]
+fn an_initializer_of_two_layers_is_each_ones() {
+    let (network, _, _) = fixture_model("shared_weights");
+    assert_eq!(network.graph().nodes().len(), 2);
 }
 
 /// Convs padded by `auto_pad` SAME_UPPER and SAME_LOWER — strided on odd
@@ -490,4 +544,22 @@ fn models_of_two_outputs_match_onnxruntime() {
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert!(!refused.status.success() && stderr.contains(message), "{stderr}");
     }
+}
+
+/// A squeeze-and-excitation block (a gate `[N, C, 1, 1]` times the
+/// features, the gate the Mul's first operand) and a classifier of MatMul
+/// and a bias Add match onnxruntime on both engines.
+#[test]
+fn squeeze_excitation_and_matmul_match_onnxruntime() {
+    let (model, _) = net::onnx::load(&fixture("squeeze_excite.onnx")).unwrap();
+    let json = model.to_json();
+    for part in [
+        r#""kind":"mul","name":"excite","input":"hardswish","with":"gate""#,
+        r#""kind":"linear","name":"fc","input":"pool","in_features":8,"out_features":5,"bias":false"#,
+        r#""kind":"affine","name":"fc_bias","input":"fc","num_parameters":5,"weight":false,"bias":true"#,
+    ] {
+        assert!(json.contains(part), "{part} in {json}");
+    }
+    let (network, _, _) = fixture_model("squeeze_excite");
+    assert_eq!(network.graph().output_shape(), [2, 5, 1, 1]);
 }

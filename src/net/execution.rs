@@ -116,7 +116,9 @@ impl Preparing<'_> {
             (Operation::Concat { channels, .. }, _) => Exec::Concat(channels.clone()),
             (Operation::Prelu(_), Params::Prelu(slopes)) => Exec::Prelu(slopes.clone()),
             (Operation::Function(f), _) => Exec::Function(*f),
-            (Operation::Binary { op, .. }, _) => Exec::Binary(*op),
+            (Operation::Binary { op, per_channel, .. }, _) => {
+                Exec::Binary { op: *op, per_channel: *per_channel }
+            }
             (Operation::Shuffle(shuffle), _) => Exec::Shuffle(*shuffle),
             _ => unreachable!("binding gives every operation its parameters"),
         })

@@ -139,6 +139,8 @@ pub(crate) enum Operation {
     /// The input times, or less, `with`.
     Binary {
         op: BinaryOp,
+        /// `with` is `[N, C, 1, 1]`: one value per plane.
+        per_channel: bool,
         with: Source,
     },
     /// PReLU with this many slopes (1, or the channels).
@@ -392,10 +394,17 @@ pub(crate) fn infer(
         Layer::GlobalAvgPool(_) => (Operation::GlobalAvgPool, [n, c, 1, 1], Cost::pool(shape)),
         Layer::Mul(l) | Layer::Sub(l) => {
             let verb = if matches!(layer, Layer::Mul(_)) { "multiplies" } else { "subtracts" };
-            let with = same_shape_operand(name, verb, shape, others, &l.with)?;
+            // `with` of one value per channel and batch item, `[N, C, 1,
+            // 1]`, broadcast over the plane (a squeeze-and-excitation
+            // gate), or of the input's shape.
+            let per_channel = matches!(others, &[(_, [wn, wc, 1, 1])] if [wn, wc] == [n, c]);
+            let with = match others {
+                &[(source, _)] if per_channel => source,
+                _ => same_shape_operand(name, verb, shape, others, &l.with)?,
+            };
             let op = if matches!(layer, Layer::Mul(_)) { BinaryOp::Mul } else { BinaryOp::Sub };
             // Functional in PyTorch: ptflops counts nothing.
-            (Operation::Binary { op, with }, shape, Cost::default())
+            (Operation::Binary { op, with, per_channel }, shape, Cost::default())
         }
         Layer::Prelu(l) => {
             let count = match l.num_parameters {
@@ -641,8 +650,8 @@ fn same_shape_operand(
         return Err(model_error(
             name,
             format!(
-                "{verb} {shape:?} (its input) and {other:?} ({with:?}): the shapes differ (no \
-                 broadcasting)"
+                "{verb} {shape:?} (its input) and {other:?} ({with:?}): the shapes differ (the \
+                 one broadcast is of [N, C, 1, 1], in a mul or a sub, over the planes)"
             ),
         ));
     }

@@ -13,7 +13,7 @@
 //!
 //! | ONNX (default domain, opset 13–21) | layer |
 //! |---|---|
-//! | Conv (`pads`, `auto_pad` VALID, SAME_UPPER, SAME_LOWER), ConvTranspose (`pads`, VALID; no `output_shape`) | `conv` |
+//! | Conv (`pads`, `auto_pad` VALID, SAME_UPPER, SAME_LOWER), ConvTranspose (also `output_padding`, `output_shape`) | `conv` |
 //! | BatchNormalization (inference) | `batchnorm` |
 //! | Relu, LeakyRelu, Clip to [0, 6] or [0, ∞) | `activation` |
 //! | Add of two computed tensors | `add` |
@@ -21,13 +21,13 @@
 //! | Concat of images along the channels (axis 1) | `concat` |
 //! | PRelu (one slope, or one per channel) | `prelu` |
 //! | Sigmoid, Tanh, HardSigmoid, HardSwish | `activation` |
-//! | Mul, Sub of two computed tensors | `mul`, `sub` |
+//! | Mul, Sub of two computed tensors (one of them `[N, C, 1, 1]` too: a gate per plane) | `mul`, `sub` |
 //! | DepthToSpace (DCR, CRD), SpaceToDepth | `pixel_shuffle`, `pixel_unshuffle` |
 //! | MaxPool, AveragePool (symmetric `pads`, floor, no dilation) | `max_pool`, `avg_pool` |
 //! | Resize by whole factors: nearest (as PyTorch's), linear (half_pixel, pytorch_half_pixel, align_corners) | `upsample` |
 //! | Pad (constant, of the rows and columns) | `pad` |
 //! | GlobalAveragePool | `global_avg_pool` |
-//! | Gemm of a matrix (α = β = 1, weights an initializer) | `linear` |
+//! | Gemm of a matrix (α = β = 1, weights an initializer), MatMul of a matrix by an initializer | `linear` |
 //! | Flatten (axis 1), Reshape to `[N, F]`, Identity, Dropout, Constant | none: an alias, a value |
 //!
 //! A matrix `[N, F]` (a Flatten's, a Reshape's or a Gemm's output, and what elementwise
@@ -37,8 +37,8 @@
 //!
 //! A layer takes the node's name (its first output's where it has none);
 //! its weights are stored under PyTorch's names for that layer
-//! (`{layer}.weight`, `{layer}.running_var`, ...), each initializer taken
-//! by one layer at most and decoded only then. Anything else — another
+//! (`{layer}.weight`, `{layer}.running_var`, ...), each initializer
+//! decoded when a layer takes it (a copy each, where several do). Anything else — another
 //! operator, domain or opset, a tensor of another type, a shape that is
 //! not fixed — is refused in one error naming the node, its operator and
 //! the opset, with the operators there are.
@@ -73,7 +73,7 @@ use proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 
 /// The operators this reads, as errors list them.
-pub const OPERATORS: [&str; 28] = [
+pub const OPERATORS: [&str; 29] = [
     "Add",
     "AveragePool",
     "BatchNormalization",
@@ -91,6 +91,7 @@ pub const OPERATORS: [&str; 28] = [
     "HardSwish",
     "Identity",
     "LeakyRelu",
+    "MatMul",
     "MaxPool",
     "Mul",
     "PRelu",
@@ -142,9 +143,6 @@ struct Import<'a> {
     /// The model's batch, N of its input.
     batch: i64,
     values: BTreeMap<String, Value<'a>>,
-    /// The tensors taken as a layer's weights: each is taken once, so the
-    /// weights hold no more than the file does.
-    taken: BTreeSet<String>,
     layers: Vec<Layer>,
     /// The shape of each layer's (and input's) output, by its name, as
     /// the shape inference gives it: what a node's attributes are read
@@ -152,6 +150,8 @@ struct Import<'a> {
     shapes: BTreeMap<String, [usize; 4]>,
     names: BTreeSet<String>,
     tensors: Tensors,
+    /// How many times nodes (and the graph's outputs) read each value.
+    readers: BTreeMap<String, usize>,
 }
 
 fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
@@ -174,9 +174,9 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
         opset,
         batch: 0,
         values: BTreeMap::new(),
-        taken: BTreeSet::new(),
         layers: Vec::new(),
         shapes: BTreeMap::new(),
+        readers: BTreeMap::new(),
         names: BTreeSet::from([INPUT.to_string()]),
         tensors: Tensors::new(),
     };
@@ -201,6 +201,10 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
         named.push(NamedInput { name, shape });
     }
     import.batch = named[0].shape[0];
+    let read = graph.node.iter().flat_map(|n| n.input.iter().map(String::as_str));
+    for name in read.chain(graph.output.iter().map(|o| o.name())) {
+        *import.readers.entry(name.to_string()).or_default() += 1;
+    }
     for (i, node) in graph.node.iter().enumerate() {
         import.node(node, i)?;
     }
@@ -427,6 +431,41 @@ fn nearest_is_floor(transform: &str, rounding: &str, factor: i64) -> bool {
     })
 }
 
+/// A ConvTranspose's `[top, left, bottom, right]` pads and output padding
+/// for an output of `target` `[h, w]` (`output_shape`), or, without one,
+/// of the input's size times the stride (`auto_pad` SAME_*), as ONNX
+/// states them: on each axis the total padding `stride · (in − 1) +
+/// output_padding + (k − 1) · dilation + 1 − out`, split evenly, its odd
+/// pixel at the end (SAME_UPPER) or at the start (SAME_LOWER, and
+/// NOTSET with `output_shape`). An output larger than the padding can
+/// reach is made with more output padding.
+fn transposed_pads(
+    input: [usize; 2],
+    kernel: [usize; 2],
+    (stride, dilation, adjust): ([i64; 2], [i64; 2], [i64; 2]),
+    target: Option<[i64; 2]>,
+    upper: bool,
+) -> std::result::Result<([i64; 4], [i64; 2]), String> {
+    let mut pads = [0i64; 4];
+    let mut adjusted = adjust;
+    for axis in 0..2 {
+        let (i, k) = (input[axis] as i128, kernel[axis] as i128);
+        let (s, d, a) =
+            (i128::from(stride[axis]), i128::from(dilation[axis]), i128::from(adjust[axis]));
+        let out = target.map_or(i * s, |t| i128::from(t[axis]));
+        let mut total = s * (i - 1) + a + (k - 1) * d + 1 - out;
+        if total < 0 {
+            adjusted[axis] = i64::try_from(a - total).map_err(|_| format!("output size {out}"))?;
+            total = 0;
+        }
+        let (begin, end) =
+            if upper { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
+        let fit = |v: i128| i64::try_from(v).map_err(|_| format!("a padding of {v}"));
+        [pads[axis], pads[axis + 2]] = [fit(begin)?, fit(end)?];
+    }
+    Ok((pads, adjusted))
+}
+
 /// `v` as an `i64` for a layer's field (a size of the file, which fits).
 fn field(v: usize, what: &str, label: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| model_error(label, format!("{what} {v} is past every size")))
@@ -470,6 +509,7 @@ impl<'a> Import<'a> {
                 let (layer, _) = self.source(node, 0, &label)?;
                 self.values.insert(output, Value::Computed { layer, flat: true });
             }
+            "Mul" if self.silu(node, &label)? => {}
             "Reshape" => {
                 // A flatten written as a reshape to [N, F]: [0, -1] or
                 // [N, -1] (PyTorch's `x.view(x.size(0), -1)`), or F given
@@ -505,6 +545,38 @@ impl<'a> Import<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Fuses a Mul of `x` and `sigmoid(x)` (SiLU, as exporters write
+    /// it), when nothing else reads the Sigmoid's output, into one `silu`
+    /// activation: the Sigmoid's layer becomes it, and the Mul's output
+    /// is its. Whether it did.
+    fn silu(&mut self, node: &NodeProto, label: &str) -> Result<bool> {
+        let computed = |i: usize| match self.input(node, i, label) {
+            Ok(Value::Computed { layer, .. }) => Some(layer),
+            _ => None,
+        };
+        let (Some(a), Some(b)) = (computed(0), computed(1)) else { return Ok(false) };
+        let sigmoid_of = |gate: &str, x: &str| {
+            self.layers.iter().position(|l| {
+                matches!(l, Layer::Activation(ActivationLayer { name, input: Some(input), activation: Function::Sigmoid, .. })
+                    if name == gate && input == x)
+            })
+        };
+        let (gate, at) = match (sigmoid_of(&b, &a), sigmoid_of(&a, &b)) {
+            (Some(at), _) => (1, at),
+            (None, Some(at)) => (0, at),
+            (None, None) => return Ok(false),
+        };
+        if self.readers.get(&node.input[gate]).copied() != Some(1) {
+            return Ok(false);
+        }
+        let Layer::Activation(layer) = &mut self.layers[at] else { unreachable!("found above") };
+        layer.activation = Function::Silu;
+        let (name, output) = (layer.name.clone(), node.output.first().cloned().unwrap_or_default());
+        let flat = matches!(self.input(node, 1 - gate, label)?, Value::Computed { flat: true, .. });
+        self.values.insert(output, Value::Computed { layer: name, flat });
+        Ok(true)
     }
 
     /// Input `i` of `node`.
@@ -546,8 +618,10 @@ impl<'a> Import<'a> {
         }
     }
 
-    /// Input `i` of `node`, a tensor of the file, taken as a layer's
-    /// weights (absent: `None`): each tensor is taken once.
+    /// Input `i` of `node`, a tensor of the file, decoded as a layer's
+    /// weights (absent: `None`). A tensor several nodes read (exporters
+    /// store equal constants once: two zero biases, tied weights) is
+    /// each one's copy.
     fn weights(
         &mut self,
         node: &NodeProto,
@@ -558,19 +632,7 @@ impl<'a> Import<'a> {
             return Ok(None);
         }
         match self.input(node, i, label)? {
-            Value::Tensor(t) => {
-                if !self.taken.insert(t.name().to_string()) {
-                    return Err(model_error(
-                        label,
-                        format!(
-                            "input {i} is the tensor {}, another layer's weights too: this \
-                             reads each tensor as one layer's",
-                            t.name()
-                        ),
-                    ));
-                }
-                tensor_values(t, label).map(Some)
-            }
+            Value::Tensor(t) => tensor_values(t, label).map(Some),
             Value::Computed { .. } => Err(model_error(
                 label,
                 format!("input {i} is computed; this reads it as an initializer or a Constant"),
@@ -836,21 +898,42 @@ impl<'a> Import<'a> {
                     false => (grouped, first),
                     true => (first, grouped),
                 };
-                if transposed && a.get("output_shape", AttributeType::INTS)?.is_some() {
-                    return Err(refuse(
-                        "output_shape: this reads ConvTranspose by its pads".into(),
-                    ));
-                }
-                let output_padding =
-                    if transposed { Some(Pair::Two(a.pair("output_padding", 0)?)) } else { None };
                 let (stride, dilation) = (a.pair("strides", 1)?, a.pair("dilations", 1)?);
-                // SAME_UPPER and SAME_LOWER: padding the input's size gives,
-                // resolved by the shape inference.
-                let padding = match a.string("auto_pad")?.as_deref() {
-                    Some(same @ ("SAME_UPPER" | "SAME_LOWER")) if !transposed => {
-                        PaddingSpec::Named(same.to_lowercase())
+                let auto_pad = a.string("auto_pad")?;
+                let same = matches!(auto_pad.as_deref(), Some("SAME_UPPER" | "SAME_LOWER"));
+                let output_shape = if transposed { a.ints("output_shape")? } else { None };
+                let (padding, output_padding) = match (transposed, auto_pad.as_deref()) {
+                    // SAME_UPPER and SAME_LOWER: padding the input's size
+                    // gives, resolved by the spec's validation.
+                    (false, Some(same @ ("SAME_UPPER" | "SAME_LOWER"))) => {
+                        (PaddingSpec::Named(same.to_lowercase()), None)
                     }
-                    _ => PaddingSpec::List(a.pads()?.to_vec()),
+                    (false, _) => (PaddingSpec::List(a.pads()?.to_vec()), None),
+                    (true, _) if output_shape.is_none() && !same => {
+                        let adjust = a.pair("output_padding", 0)?;
+                        (PaddingSpec::List(a.pads()?.to_vec()), Some(Pair::Two(adjust)))
+                    }
+                    (true, _) => {
+                        let [_, _, h, w] = self.shapes.get(&input).copied().unwrap_or_default();
+                        let target = match output_shape.as_deref() {
+                            None => None,
+                            Some(&[oh, ow]) => Some([oh, ow]),
+                            Some(other) => {
+                                return Err(refuse(format!(
+                                    "output_shape {other:?}: this reads [h, w]"
+                                )));
+                            }
+                        };
+                        let (pads, adjust) = transposed_pads(
+                            [h, w],
+                            [kh, kw],
+                            (stride, dilation, a.pair("output_padding", 0)?),
+                            target,
+                            auto_pad.as_deref() == Some("SAME_UPPER"),
+                        )
+                        .map_err(refuse)?;
+                        (PaddingSpec::List(pads.to_vec()), Some(Pair::Two(adjust)))
+                    }
                 };
                 let bias = self.weights(node, 2, label)?;
                 let name = self.name(node, label)?;
@@ -960,8 +1043,14 @@ impl<'a> Import<'a> {
                 if constant(0) || constant(1) {
                     return self.affine(node, label);
                 }
-                let (input, flat) = self.source(node, 0, label)?;
-                let (with, with_flat) = self.source(node, 1, label)?;
+                let (mut input, flat) = self.source(node, 0, label)?;
+                let (mut with, with_flat) = self.source(node, 1, label)?;
+                // A gate `[N, C, 1, 1]` times an image: the image is the
+                // layer's input, the gate broadcast over its planes.
+                let shape = |l: &str| self.shapes.get(l).copied().unwrap_or_default();
+                if op == "Mul" && shape(&input)[2..] == [1, 1] && shape(&with)[2..] != [1, 1] {
+                    std::mem::swap(&mut input, &mut with);
+                }
                 if flat != with_flat {
                     return Err(refuse(
                         "a matrix [N, F] and an image [N, C, H, W]: this reads two tensors of \
@@ -1140,14 +1229,16 @@ impl<'a> Import<'a> {
                 let name = self.name(node, label)?;
                 (Layer::GlobalAvgPool(PlainLayer { name, input: Some(input) }), false)
             }
-            "Gemm" => {
+            // MatMul of a matrix by a constant one is a Gemm of transB 0
+            // without a bias (its attributes, which MatMul has none of,
+            // take their defaults).
+            "Gemm" | "MatMul" => {
                 let (input, flat) = self.source(node, 0, label)?;
                 if !flat {
-                    return Err(refuse(
-                        "this reads Gemm of a matrix [N, F] (after a Flatten of axis 1 or a \
-                         Gemm)"
-                            .into(),
-                    ));
+                    return Err(refuse(format!(
+                        "this reads {op} of a matrix [N, F] (after a Flatten of axis 1, a Gemm \
+                         or a MatMul)"
+                    )));
                 }
                 let (alpha, beta) = (a.float("alpha", 1.0)?, a.float("beta", 1.0)?);
                 if alpha != 1.0 || beta != 1.0 || a.int("transA", 0)? != 0 {
@@ -1173,7 +1264,7 @@ impl<'a> Import<'a> {
                     }
                     _ => (rows, cols, weight),
                 };
-                let bias = self.weights(node, 2, label)?;
+                let bias = if op == "Gemm" { self.weights(node, 2, label)? } else { None };
                 if let Some((shape, _)) = &bias
                     && shape.as_slice() != [out_features]
                     && shape.as_slice() != [1, out_features]
