@@ -248,8 +248,8 @@ def refused_operator(rng):
 def functions(rng):
     """Elementwise functions after convs: Sigmoid, Tanh, HardSigmoid (its
     own alpha), HardSwish, SiLU as Sigmoid and Mul (fused into one silu),
-    a Sub of two branches, a SiLU whose Sigmoid another node reads too (not
-    fused); a batch of two."""
+    a Sub of two branches, SiLUs whose Sigmoid another node reads too,
+    directly or through an Identity (not fused); a batch of two."""
     inits = [init(rng, "c1.w", [6, 3, 3, 3]), init(rng, "c1.b", [6], 0.1),
              init(rng, "c2.w", [6, 6, 3, 3]), init(rng, "c2.b", [6], 0.1),
              init(rng, "c3.w", [6, 6, 1, 1]), init(rng, "c3.b", [6], 0.1)]
@@ -269,7 +269,13 @@ def functions(rng):
         # SiLU whose Sigmoid is read again (by a Sub): not fused.
         helper.make_node("Sigmoid", ["gd"], ["s2"], name="sigmoid_shared"),
         helper.make_node("Mul", ["s2", "gd"], ["silu2"], name="silu_unfused"),
-        helper.make_node("Sub", ["silu2", "s2"], ["y"], name="last"),
+        helper.make_node("Sub", ["silu2", "s2"], ["y0"], name="last"),
+        # A SiLU whose Mul reads the Sigmoid through an Identity, which
+        # another node reads too: not fused.
+        helper.make_node("Sigmoid", ["y0"], ["s3"], name="sigmoid_aliased"),
+        helper.make_node("Identity", ["s3"], ["s3i"], name="alias"),
+        helper.make_node("Mul", ["y0", "s3i"], ["m3"], name="silu_aliased"),
+        helper.make_node("Add", ["m3", "s3"], ["y"], name="plus_gate"),
     ]
     return model(nodes, inits, [("x", [2, 3, 9, 7])], "y", [2, 6, 9, 7], "functions")
 
@@ -373,7 +379,8 @@ def resample(rng):
              f32("up2", [1, 1, 2, 2]), f32("up21", [1, 1, 2, 1]), f32("up3", [1, 1, 3, 3]),
              i64("to", [1, 4, 22, 33]), i64("pads", [0, 0, 1, 2, 0, 0, 0, 1]),
              f32("half", 0.5), f32("gain", rng.uniform(0.5, 1.5, [1, 4, 1, 1])),
-             f32("shift", rng.uniform(-0.5, 0.5, [4, 1, 1]))]
+             f32("shift", rng.uniform(-0.5, 0.5, [4, 1, 1])),
+             numpy_helper.from_array(np.zeros([0], np.float32), "empty")]
     nodes = [
         helper.make_node("Conv", ["x", "c1.w", "c1.b"], ["h"], name="c1", pads=[1, 1, 1, 1]),
         helper.make_node("AveragePool", ["h"], ["p0"], name="avg_exclude", kernel_shape=[3, 3],
@@ -389,7 +396,9 @@ def resample(rng):
         helper.make_node("Constant", [], ["one"], name="one",
                          value=numpy_helper.from_array(np.array(1.0, np.float32), "one")),
         helper.make_node("Sub", ["one", "m"], ["n"], name="one_less"),
-        helper.make_node("Resize", ["n", "", "", "to"], ["u"], name="bilinear_sizes",
+        # Its scales an empty tensor, as some exporters write them beside
+        # sizes: absent.
+        helper.make_node("Resize", ["n", "", "empty", "to"], ["u"], name="bilinear_sizes",
                          mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
         helper.make_node("AveragePool", ["u"], ["q"], name="avg", kernel_shape=[2, 2],
                          strides=[2, 2]),

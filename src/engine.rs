@@ -93,7 +93,9 @@ impl Engine {
                 let schedule = compiler.schedule_for(spec, threads);
                 let kernel = compiler.compile_shared(spec, &schedule)?;
                 let weights = kernel.pack(weight, bias)?;
-                Ok(Box::new(JitLayer { kernel, weights }))
+                // Another layer holds it too: this one compiled nothing.
+                let shared = Arc::strong_count(&kernel) > 1;
+                Ok(Box::new(JitLayer { spec: spec.clone(), kernel, weights, shared }))
             }
             Engine::Naive => Ok(Box::new(Naive::new(spec, weight, bias)?)),
             Engine::Im2col => Ok(Box::new(Im2col::new(spec, weight, bias, threads)?)),
@@ -150,21 +152,25 @@ impl Prepared for ReferenceLayer {
 }
 
 struct JitLayer {
+    /// The layer's own spec (the kernel's may bear another layer's name).
+    spec: ValidSpec,
     /// Shared with the other layers of its spec and schedule that one
     /// compiler prepared.
     kernel: Arc<Kernel>,
     weights: PackedWeights,
+    /// Whether the kernel was another layer's already.
+    shared: bool,
 }
 
 impl Prepared for JitLayer {
     fn spec(&self) -> &ValidSpec {
-        self.kernel.spec()
+        &self.spec
     }
     fn threads(&self) -> usize {
         self.kernel.threads()
     }
     fn compile_time(&self) -> Option<Duration> {
-        Some(self.kernel.compile_time())
+        Some(if self.shared { Duration::ZERO } else { self.kernel.compile_time() })
     }
     fn schedule(&self) -> Option<schedule::Schedule> {
         Some(*self.kernel.schedule())

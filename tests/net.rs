@@ -1429,6 +1429,7 @@ fn a_model_gives_the_outputs_it_lists() {
         (r#"["c3"]"#, r#"output "c3": no layer is named "c3""#),
         (r#"["c1", {"name": "c1", "layer": "c2"}]"#, r#"output "c1": outputs need names"#),
         (r#"[{"layer": "c2"}]"#, "outputs: give a list of layer names"),
+        (r#"[{"name": "y", "layer": "c2", "shape": [1]}]"#, "outputs: give a list of layer names"),
     ] {
         let err = refused(&edited(outputs));
         assert!(err.contains(message), "{err}");

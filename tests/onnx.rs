@@ -387,6 +387,7 @@ fn functions_match_onnxruntime() {
     let json = model.to_json();
     assert!(json.contains(r#""name":"sigmoid","input":"c1","activation":"silu""#), "{json}");
     assert_eq!((kind("silu"), kind("silu_unfused")), (None, Some("mul".into())));
+    assert_eq!(kind("silu_aliased"), Some("mul".into()));
     assert_eq!(
         (kind("sigmoid_shared"), kind("diff")),
         (Some("activation".into()), Some("sub".into()))

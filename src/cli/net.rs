@@ -214,6 +214,9 @@ fn output_files(graph: &net::Graph, given: &[String]) -> Result<Vec<(usize, Path
         if files.iter().any(|(j, _)| *j == k) {
             bail!("--output: the model's output {} is given twice", terminal::escape(names[k]));
         }
+        if files.iter().any(|(_, f)| f.as_os_str() == file) {
+            bail!("--output {}: two outputs to one file", terminal::escape(file));
+        }
         files.push((k, PathBuf::from(file)));
     }
     Ok(files)

@@ -52,8 +52,8 @@ pub use infer::Source;
 pub use model::{
     AcBlockLayer, ActivationLayer, AddLayer, AffineLayer, AvgPoolLayer, BatchNormLayer,
     BinaryLayer, ConcatLayer, ConvLayer, DscLayer, Function, INPUT, Inputs, Layer, LayerKind,
-    LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput, Output, PadLayer, PadSides, PlainLayer,
-    PreluLayer, ShuffleLayer, ShuffleOrder, UpsampleLayer, UpsampleMode,
+    LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput, NamedOutput, Output, PadLayer, PadSides,
+    PlainLayer, PreluLayer, ShuffleLayer, ShuffleOrder, UpsampleLayer, UpsampleMode,
 };
 pub use report::{CHECK_TOLERANCE, CheckReport, LayerReport, Report, Total, shape_str};
 pub use weights::{Network, Tensors};

@@ -46,27 +46,32 @@ pub struct Model {
 pub enum Output {
     /// The output of this layer, named after it.
     Layer(String),
-    /// The output of `layer`, named `name`.
-    Named {
-        /// What the output is called (`net --output NAME=Y.npy`).
-        name: String,
-        /// The layer whose output it is.
-        layer: String,
-    },
+    /// A layer's output under a name of its own.
+    Named(NamedOutput),
+}
+
+/// A layer's output under a name of its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedOutput {
+    /// What the output is called (`net --output NAME=Y.npy`).
+    pub name: String,
+    /// The layer whose output it is.
+    pub layer: String,
 }
 
 impl Output {
     /// What the output is called.
     pub fn name(&self) -> &str {
         match self {
-            Output::Layer(name) | Output::Named { name, .. } => name,
+            Output::Layer(name) | Output::Named(NamedOutput { name, .. }) => name,
         }
     }
 
     /// The layer whose output it is.
     pub fn layer(&self) -> &str {
         match self {
-            Output::Layer(layer) | Output::Named { layer, .. } => layer,
+            Output::Layer(layer) | Output::Named(NamedOutput { layer, .. }) => layer,
         }
     }
 }
@@ -209,9 +214,11 @@ pub enum Layer {
     PixelShuffle(ShuffleLayer),
     /// `nn.PixelUnshuffle`: space to channels.
     PixelUnshuffle(ShuffleLayer),
-    /// The product of two tensors of one shape.
+    /// The product of two tensors of one shape, or of an image and one
+    /// value per plane (`[N, C, 1, 1]`).
     Mul(BinaryLayer),
-    /// The difference of two tensors of one shape: the input less `with`.
+    /// The difference of two tensors of one shape, or of an image and one
+    /// value per plane: the input less `with`.
     Sub(BinaryLayer),
     /// `nn.AvgPool2d`.
     AvgPool(AvgPoolLayer),
@@ -800,7 +807,7 @@ pub struct ShuffleLayer {
 }
 
 /// An elementwise product or difference of the input and `with`, of one
-/// shape.
+/// shape, or `with` of `[N, C, 1, 1]`: one value per plane.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BinaryLayer {

@@ -43,7 +43,7 @@
 //! not fixed — is refused in one error naming the node, its operator and
 //! the opset, with the operators there are.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use protobuf::Message;
@@ -52,8 +52,8 @@ use super::infer::{Source, infer};
 use super::model::{
     ActivationLayer, AddLayer, AffineLayer, AvgPoolLayer, BatchNormLayer, BinaryLayer, ConcatLayer,
     ConvLayer, Function, INPUT, Inputs, Layer, LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput,
-    Output, PadLayer, PadSides, PlainLayer, PreluLayer, ShuffleLayer, ShuffleOrder, UpsampleLayer,
-    UpsampleMode,
+    NamedOutput, Output, PadLayer, PadSides, PlainLayer, PreluLayer, ShuffleLayer, ShuffleOrder,
+    UpsampleLayer, UpsampleMode,
 };
 use super::{Tensors, in_layer, model_error};
 use crate::error::{Error, Result};
@@ -152,6 +152,13 @@ struct Import<'a> {
     tensors: Tensors,
     /// How many times nodes (and the graph's outputs) read each value.
     readers: BTreeMap<String, usize>,
+    /// The f32 values decoded for layers so far, and how many the file
+    /// may give: twice what it holds, and 2^24 more.
+    decoded: usize,
+    budget: usize,
+    /// Each layer's index in `layers` and the name of the value its node
+    /// wrote (aliases of it aside), by the layer's name.
+    index: HashMap<String, (usize, String)>,
 }
 
 fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
@@ -177,6 +184,12 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
         layers: Vec::new(),
         shapes: BTreeMap::new(),
         readers: BTreeMap::new(),
+        index: HashMap::new(),
+        decoded: 0,
+        // A value is 4 bytes of the file at least.
+        budget: usize::try_from(model.compute_size() / 2)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1 << 24),
         names: BTreeSet::from([INPUT.to_string()]),
         tensors: Tensors::new(),
     };
@@ -215,12 +228,10 @@ fn import(model: &ModelProto, name: String) -> Result<(Model, Tensors)> {
     for output in &graph.output {
         let name = output.name();
         match import.values.get(name) {
-            Some(Value::Computed { layer, .. })
-                if import.layers.iter().any(|l| l.name() == layer) =>
-            {
+            Some(Value::Computed { layer, .. }) if import.index.contains_key(layer) => {
                 outputs.push(match name == layer {
                     true => Output::Layer(name.to_string()),
-                    false => Output::Named { name: name.to_string(), layer: layer.clone() },
+                    false => Output::Named(NamedOutput { name: name.into(), layer: layer.clone() }),
                 });
             }
             _ => {
@@ -540,6 +551,7 @@ impl<'a> Import<'a> {
                 let input = shape_of(layer.input().unwrap_or_default());
                 let (_, out, _) = infer(&layer, input, &others).map_err(in_layer(&label))?;
                 self.shapes.insert(name.clone(), out);
+                self.index.insert(name.clone(), (self.layers.len(), output.clone()));
                 self.values.insert(output, Value::Computed { layer: name, flat });
                 self.layers.push(layer);
             }
@@ -548,33 +560,31 @@ impl<'a> Import<'a> {
     }
 
     /// Fuses a Mul of `x` and `sigmoid(x)` (SiLU, as exporters write
-    /// it), when nothing else reads the Sigmoid's output, into one `silu`
+    /// it), when nothing else reads the Sigmoid's output (the Mul reads
+    /// the value the Sigmoid's node wrote, no alias of it, and that value
+    /// has no other reader, a graph output included), into one `silu`
     /// activation: the Sigmoid's layer becomes it, and the Mul's output
     /// is its. Whether it did.
     fn silu(&mut self, node: &NodeProto, label: &str) -> Result<bool> {
         let computed = |i: usize| match self.input(node, i, label) {
-            Ok(Value::Computed { layer, .. }) => Some(layer),
+            Ok(Value::Computed { layer, flat }) => Some((layer, flat)),
             _ => None,
         };
         let (Some(a), Some(b)) = (computed(0), computed(1)) else { return Ok(false) };
-        let sigmoid_of = |gate: &str, x: &str| {
-            self.layers.iter().position(|l| {
-                matches!(l, Layer::Activation(ActivationLayer { name, input: Some(input), activation: Function::Sigmoid, .. })
-                    if name == gate && input == x)
-            })
+        // The operand `gate` (0 or 1) when it is the Sigmoid of the other.
+        let sigmoid = |gate: usize| {
+            let ((gate_layer, _), (x, _)) = if gate == 1 { (&b, &a) } else { (&a, &b) };
+            let (at, written) = self.index.get(gate_layer)?;
+            let is_sigmoid = matches!(&self.layers[*at], Layer::Activation(ActivationLayer {
+                input: Some(input), activation: Function::Sigmoid, .. }) if input == x);
+            let alone = node.input[gate] == *written && self.readers.get(written) == Some(&1);
+            (is_sigmoid && alone).then_some((gate, *at))
         };
-        let (gate, at) = match (sigmoid_of(&b, &a), sigmoid_of(&a, &b)) {
-            (Some(at), _) => (1, at),
-            (None, Some(at)) => (0, at),
-            (None, None) => return Ok(false),
-        };
-        if self.readers.get(&node.input[gate]).copied() != Some(1) {
-            return Ok(false);
-        }
+        let Some((gate, at)) = sigmoid(1).or_else(|| sigmoid(0)) else { return Ok(false) };
         let Layer::Activation(layer) = &mut self.layers[at] else { unreachable!("found above") };
         layer.activation = Function::Silu;
         let (name, output) = (layer.name.clone(), node.output.first().cloned().unwrap_or_default());
-        let flat = matches!(self.input(node, 1 - gate, label)?, Value::Computed { flat: true, .. });
+        let flat = if gate == 1 { a.1 } else { b.1 };
         self.values.insert(output, Value::Computed { layer: name, flat });
         Ok(true)
     }
@@ -632,12 +642,33 @@ impl<'a> Import<'a> {
             return Ok(None);
         }
         match self.input(node, i, label)? {
-            Value::Tensor(t) => tensor_values(t, label).map(Some),
+            Value::Tensor(t) => self.decoded(t, label).map(Some),
             Value::Computed { .. } => Err(model_error(
                 label,
                 format!("input {i} is computed; this reads it as an initializer or a Constant"),
             )),
         }
+    }
+
+    /// An f32 tensor of the file decoded for a layer, counted against the
+    /// import's budget: a tensor several layers read is each one's copy,
+    /// and the copies of a file whose nodes read one large initializer
+    /// many times are refused instead of filling the memory.
+    fn decoded(&mut self, t: &TensorProto, label: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let (_, count) = tensor_shape(t, label)?;
+        self.decoded = self.decoded.saturating_add(count);
+        if self.decoded > self.budget {
+            return Err(model_error(
+                label,
+                format!(
+                    "the tensor {}: the layers' weights would reach {} values, more than twice \
+                     the file's (each layer's copy of a tensor several read)",
+                    t.name(),
+                    self.decoded
+                ),
+            ));
+        }
+        tensor_values(t, label)
     }
 
     /// Input `i` of `node`, a shape of the file (int64 values).
@@ -705,16 +736,29 @@ impl<'a> Import<'a> {
         let Value::Tensor(t) = self.input(node, at, label)? else {
             unreachable!("input {at} is the constant")
         };
-        let [_, c, ..] = self.shapes.get(&input).copied().unwrap_or_default();
+        // A matrix's features are its image's C·H·W: one value per channel
+        // is one per feature where the planes are one pixel (after a global
+        // pool), and the only per-feature constant read.
+        let [_, c, h, w] = self.shapes.get(&input).copied().unwrap_or_default();
+        let c = if flat { c * h * w } else { c };
+        let one_pixel = h * w == 1;
         let (shape, _) = tensor_shape(t, label)?;
         // One value in any rank; per channel [C, 1, 1] or [1, C, 1, 1] of
         // an image, per feature [F] or [1, F] of a matrix (numpy's
         // broadcast aligns the last axes).
         let per_channel = match (flat, shape.as_slice()) {
             (_, s) if s.iter().product::<usize>() == 1 => false,
-            (false, [k, 1, 1] | [1, k, 1, 1]) | (true, [k] | [1, k]) if *k == c => true,
+            (false, [k, 1, 1] | [1, k, 1, 1]) if *k == c => true,
+            (true, [k] | [1, k]) if *k == c && one_pixel => true,
             (_, s) => {
-                let want = if flat { "[F] or [1, F]" } else { "[C, 1, 1] or [1, C, 1, 1]" };
+                let want = match (flat, one_pixel) {
+                    (false, _) => "[C, 1, 1] or [1, C, 1, 1]",
+                    (true, true) => "[F] or [1, F]",
+                    (true, false) => {
+                        "none per feature of a matrix flattened from planes of \
+                                      more than one pixel"
+                    }
+                };
                 return Err(refuse(format!(
                     "the constant {} of shape {s:?}: this reads one value, or one per channel \
                      ({want}, here {c})",
@@ -722,7 +766,7 @@ impl<'a> Import<'a> {
                 )));
             }
         };
-        let (_, values) = tensor_values(t, label)?;
+        let (_, values) = self.decoded(t, label)?;
         let count = values.len();
         let name = self.name(node, label)?;
         let (weight, bias) = match (op, at) {
@@ -764,11 +808,19 @@ impl<'a> Import<'a> {
             a.string("coordinate_transformation_mode")?.unwrap_or_else(|| "half_pixel".into());
         let rounding = a.string("nearest_mode")?.unwrap_or_else(|| "round_prefer_floor".into());
         let axes = a.ints("axes")?.unwrap_or_else(|| vec![0, 1, 2, 3]);
+        if axes.iter().any(|x| !(-4..4).contains(x)) {
+            return Err(refuse(format!("axes {axes:?}: an [N, C, H, W] tensor has axes −4 to 3")));
+        }
         let axes: Vec<usize> = axes.iter().map(|&x| x.rem_euclid(4) as usize).collect();
         if node.input.get(1).is_some_and(|n| !n.is_empty()) && transform == "tf_crop_and_resize" {
             return Err(refuse("tf_crop_and_resize: this reads whole images".into()));
         }
-        let given = |i: usize| node.input.get(i).is_some_and(|n| !n.is_empty());
+        // An input given: named, and not an empty tensor (which ONNX reads
+        // as absent: exporters write `scales` so beside `sizes`).
+        let given = |i: usize| {
+            node.input.get(i).is_some_and(|n| !n.is_empty())
+                && !matches!(self.input(node, i, label), Ok(Value::Tensor(t)) if t.dims.contains(&0))
+        };
         let whole = |hw: [f64; 2], values: &[f64], what: &str| -> Result<[i64; 2]> {
             if hw.iter().any(|&f| f < 1.0 || f.fract() != 0.0 || f > MAX_DIM as f64) {
                 return Err(refuse(format!(
@@ -804,6 +856,10 @@ impl<'a> Import<'a> {
                 let Value::Tensor(t) = self.input(node, 2, label)? else {
                     return Err(refuse("its scales are computed: this reads constants".into()));
                 };
+                // A few values: a larger tensor is refused undecoded.
+                if tensor_shape(t, label)?.1 > 4 {
+                    return Err(refuse(format!("the scales {} have more than 4 values", t.name())));
+                }
                 let (_, values) = tensor_values(t, label)?;
                 let values: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
                 let f = whole(checked(&values, "scales")?, &values, "scales")?;
