@@ -38,12 +38,17 @@ Models (opset 17, as `torch.onnx.export` writes by default):
 - two_outputs: two graph outputs, one of them a conv's output that a Relu
   also reads, and a Pad before a conv;
 - shared_weights: one initializer as two convs' weights;
+- shuffle_block: ShuffleNet V2's ops as exports write them (a chunk as
+  Shape and integer arithmetic and channel Slices, a channel shuffle as
+  Reshape, Transpose and Reshape, Split, ReduceMean, a view to [N, -1]
+  from the shape);
 - transposed: ConvTranspose sized by output_shape and by auto_pad
   SAME_UPPER and SAME_LOWER (odd total paddings), two outputs;
 - refused_*: models convjit refuses, each for one reason (an operator not
   read, a Concat along the rows, PRelu slopes that broadcast along W, a
   Mul by a constant that broadcasts along W, a Resize of cubic mode or of
-  a fraction, a Pad that reflects, a Flatten added to an image, a
+  a fraction, a Pad that reflects, a Transpose to NHWC, a Flatten added
+  to an image, a
   kernel_shape that disagrees with the weights, an attribute of the wrong
   type, MaxPool's ceil_mode, a Reshape to 3-D).
 
@@ -496,6 +501,54 @@ def transposed(rng):
     return m
 
 
+def shuffle_block(rng):
+    """ShuffleNet V2's ops as torch.onnx.export writes them: `x.chunk(2,
+    dim=1)` as Shape, Gather, Add, Div, Mul and Slice of the channels, a
+    channel shuffle as Reshape to [N, g, C/g, H, W], Transpose [0, 2, 1, 3,
+    4] and Reshape back, a Split of the channels, `x.mean([2, 3])` as
+    ReduceMean, and `x.view(x.size(0), -1)` as Shape, Gather, Unsqueeze,
+    Concat and Reshape before a Gemm."""
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)
+    inits = [init(rng, "c.w", [8, 3, 3, 3]), init(rng, "b.w", [4, 4, 1, 1]),
+             init(rng, "b.b", [4], 0.1), init(rng, "fc.w", [5, 8]), init(rng, "fc.b", [5], 0.1),
+             i64("one", [1]), i64("two", [2]), i64("zero", [0]), i64("axis1", [1]),
+             i64("grouped", [1, 2, 4, 6, 5]), i64("back", [1, -1, 6, 5]),
+             i64("halves", [4, 4]), i64("minus1", [-1]), i64("unsq", [0]), i64("first", 0)]
+    nodes = [
+        helper.make_node("Conv", ["x", "c.w"], ["h"], name="c", pads=[1, 1, 1, 1]),
+        helper.make_node("Shape", ["h"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "one"], ["channels"], name="gather", axis=0),
+        helper.make_node("Add", ["channels", "one"], ["plus"], name="plus"),
+        helper.make_node("Div", ["plus", "two"], ["half"], name="half"),
+        helper.make_node("Mul", ["half", "one"], ["mid"], name="mid"),
+        helper.make_node("Mul", ["half", "two"], ["end"], name="end"),
+        helper.make_node("Slice", ["h", "zero", "mid", "axis1"], ["x1"], name="first_half"),
+        helper.make_node("Slice", ["h", "mid", "end", "axis1"], ["x2"], name="second_half"),
+        helper.make_node("Conv", ["x2", "b.w", "b.b"], ["b"], name="b"),
+        helper.make_node("Relu", ["b"], ["br"], name="b_relu"),
+        helper.make_node("Concat", ["x1", "br"], ["cat"], name="cat", axis=1),
+        helper.make_node("Reshape", ["cat", "grouped"], ["g"], name="group"),
+        helper.make_node("Transpose", ["g"], ["t"], name="swap", perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t", "back"], ["shuffled"], name="shuffle"),
+        helper.make_node("Split", ["shuffled", "halves"], ["s1", "s2"], name="split", axis=1),
+        helper.make_node("Add", ["s1", "s2"], ["sum"], name="sum"),
+        helper.make_node("Concat", ["sum", "s2"], ["joined"], name="joined", axis=1),
+        helper.make_node("ReduceMean", ["joined"], ["mean"], name="mean", axes=[2, 3], keepdims=1),
+        helper.make_node("Shape", ["mean"], ["mshape"], name="mshape"),
+        helper.make_node("Gather", ["mshape", "first"], ["n"], name="n"),
+        helper.make_node("Unsqueeze", ["n", "unsq"], ["n1"], name="n1"),
+        helper.make_node("Concat", ["n1", "minus1"], ["flat_shape"], name="flat_shape", axis=0),
+        helper.make_node("Reshape", ["mean", "flat_shape"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["y"], name="fc", transB=1),
+    ]
+    return model(nodes, inits, [("x", [1, 3, 6, 5])], "y", [1, 5], "shuffle_block")
+
+
+def refused_transpose(rng):
+    nodes = [helper.make_node("Transpose", ["x"], ["y"], name="to_nhwc", perm=[0, 2, 3, 1])]
+    return model(nodes, [], [("x", [1, 3, 8, 8])], "y", [1, 8, 8, 3], "refused_transpose")
+
+
 def refused_resize_cubic(rng):
     scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
     nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="cubic", mode="cubic")]
@@ -525,10 +578,11 @@ def main():
     refused = [refused_operator, refused_concat_axis, refused_flatten_add,
                refused_kernel_shape, refused_int_alpha, refused_ceil_mode, refused_reshape,
                refused_prelu_slopes, refused_constant_broadcast, refused_resize_cubic,
-               refused_resize_fraction, refused_pad_reflect]
+               refused_resize_fraction, refused_pad_reflect, refused_transpose]
     runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True), (nnvc_like, True),
             (functions, True), (auto_pad, True), (resample, True), (two_outputs, True),
-            (squeeze_excite, True), (shared_weights, True), (transposed, True)]
+            (squeeze_excite, True), (shared_weights, True), (transposed, True),
+            (shuffle_block, True)]
     for build, run in runs + [(r, False) for r in refused]:
         name = build.__name__
         # Each model's own generator, so that adding one changes no other.

@@ -63,7 +63,8 @@ Usage:
 Exit status 0 when everything agrees, 1 on any mismatch.
 Needs torch, numpy and ptflops (scripts/requirements-crosscheck.txt) and
 safetensors (pip install safetensors); torchvision only to export its
-mobilenet_v3_small and efficientnet_b0 (--onnx DIR --models NAME).
+mobilenet_v3_small, efficientnet_b0 and shufflenet_v2_x1_0 (--onnx DIR
+--models NAME).
 """
 
 import argparse
@@ -371,10 +372,12 @@ EXPORT = {
     # (not part of "all").
     "mobilenet_v3_small": (_torchvision("mobilenet_v3_small"), [(1, 3, 224, 224)]),
     "efficientnet_b0": (_torchvision("efficientnet_b0"), [(1, 3, 224, 224)]),
+    # Channel split (chunk) and channel shuffle.
+    "shufflenet_v2_x1_0": (_torchvision("shufflenet_v2_x1_0"), [(1, 3, 224, 224)]),
 }
 
 # The models "all" exports: those defined here.
-TORCHVISION = {"mobilenet_v3_small", "efficientnet_b0"}
+TORCHVISION = {"mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2_x1_0"}
 
 
 # ---------------------------------------------------------------------------

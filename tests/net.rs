@@ -1435,3 +1435,26 @@ fn a_model_gives_the_outputs_it_lists() {
         assert!(err.contains(message), "{err}");
     }
 }
+
+/// A slice keeps a range of the channels, and a channel shuffle of g
+/// groups makes output channel k·g + j the input's j·(C/g) + k
+/// (`nn.ChannelShuffle`), per batch item; bad ranges and groups are
+/// refused naming the layer.
+#[test]
+fn slice_and_channel_shuffle_follow_their_definitions() {
+    // Two items of six one-pixel channels: item n, channel c holds 10n + c.
+    let x: Vec<f32> = (0..2).flat_map(|n| (0..6).map(move |c| (10 * n + c) as f32)).collect();
+    let slice = r#"{"kind": "slice", "name": "s", "start": 1, "end": 4}"#;
+    assert_eq!(one_layer([2, 6, 1, 1], slice, &x, None), [1.0, 2.0, 3.0, 11.0, 12.0, 13.0]);
+    let shuffle = r#"{"kind": "channel_shuffle", "name": "s", "groups": 2}"#;
+    let want = [0.0, 3.0, 1.0, 4.0, 2.0, 5.0, 10.0, 13.0, 11.0, 14.0, 12.0, 15.0];
+    assert_eq!(one_layer([2, 6, 1, 1], shuffle, &x, None), want);
+    for (layer, message) in [
+        (r#"{"kind": "slice", "name": "s", "start": 4, "end": 7}"#, "channels 4..7 of 6"),
+        (r#"{"kind": "slice", "name": "s", "start": 2, "end": 2}"#, "channels 2..2 of 6"),
+        (r#"{"kind": "channel_shuffle", "name": "s", "groups": 4}"#, "groups 4"),
+        (r#"{"kind": "channel_shuffle", "name": "s", "groups": 0}"#, "groups 0"),
+    ] {
+        names(&refused(&one_layer_model([1, 6, 2, 2], layer)), "s", message);
+    }
+}

@@ -91,6 +91,7 @@ fn what_is_not_read_is_refused_naming_it() {
         ("refused_resize_cubic", &["cubic (Resize", "mode cubic"]),
         ("refused_resize_fraction", &["up (Resize", "scales [1.0, 1.0, 1.5, 1.5]", "whole"]),
         ("refused_pad_reflect", &["mirror (Pad", "mode reflect"]),
+        ("refused_transpose", &["to_nhwc (Transpose", "perm Some([0, 2, 3, 1])"]),
         ("refused_flatten_add", &["mixed (Add", "a matrix [N, F] and an image"]),
         ("refused_kernel_shape", &["conv (Conv", "kernel_shape [5, 5]", "disagree"]),
         ("refused_int_alpha", &["leaky (LeakyRelu", "alpha is of type INT, not FLOAT"]),
@@ -112,10 +113,12 @@ proptest! {
     /// what is read is a model the graph then judges.
     #[test]
     fn damaged_files_never_panic(
+        which in 0usize..4,
         cut in 0.0f64..1.0,
         flips in proptest::collection::vec((0.0f64..1.0, any::<u8>()), 0..6),
     ) {
-        let mut bytes = std::fs::read(fixture("resnet_like.onnx")).unwrap();
+        let name = ["resnet_like", "shuffle_block", "resample", "transposed"][which];
+        let mut bytes = std::fs::read(fixture(&format!("{name}.onnx"))).unwrap();
         // Cut short at a fraction of the file (whole above 0.9: flips only).
         let keep = if cut > 0.9 { bytes.len() } else { ((bytes.len() as f64) * cut / 0.9) as usize };
         bytes.truncate(keep);
@@ -442,6 +445,29 @@ fn conv_transpose_output_shape_and_same_match_onnxruntime() {
     }
     let (network, _, _) = fixture_model("transposed");
     assert_eq!(network.graph().outputs(), [("y", [1, 3, 28, 26]), ("z", [1, 2, 16, 12])]);
+}
+
+/// ShuffleNet V2's operators as exports write them — a chunk computed
+/// from the shape (Shape, Gather, Add, Div, Mul folded at import, then
+/// Slices of the channels), a channel shuffle as Reshape, Transpose and
+/// Reshape, a Split, ReduceMean, a view to [N, -1] from the shape — match
+/// onnxruntime on both engines.
+#[test]
+fn shuffle_block_matches_onnxruntime() {
+    let (model, _) = net::onnx::load(&fixture("shuffle_block.onnx")).unwrap();
+    let json = model.to_json();
+    for part in [
+        r#""kind":"slice","name":"first_half","input":"c","start":0,"end":4"#,
+        r#""kind":"slice","name":"second_half","input":"c","start":4,"end":8"#,
+        r#""kind":"channel_shuffle","name":"shuffle","input":"cat","groups":2"#,
+        r#""kind":"slice","name":"s2","input":"shuffle","start":4,"end":8"#,
+        r#""kind":"global_avg_pool","name":"mean","input":"joined""#,
+        r#""kind":"linear","name":"fc","input":"mean""#,
+    ] {
+        assert!(json.contains(part), "{part} in {json}");
+    }
+    let (network, _, _) = fixture_model("shuffle_block");
+    assert_eq!(network.graph().output_shape(), [1, 5, 1, 1]);
 }
 
 /// One initializer read by two convs (exporters store equal constants

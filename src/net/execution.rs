@@ -109,6 +109,8 @@ impl Preparing<'_> {
             }
             (Operation::Upsample(up), _) => Exec::Upsample(*up),
             (Operation::Pad(pad), _) => Exec::Pad(*pad),
+            (Operation::Slice { start, end }, _) => Exec::Slice(*start..*end),
+            (Operation::ChannelShuffle(groups), _) => Exec::ChannelShuffle(*groups),
             (Operation::Affine { .. }, Params::Affine { weight, bias }) => {
                 Exec::Affine { weight: weight.clone(), bias: bias.clone() }
             }

@@ -127,6 +127,13 @@ pub(crate) enum Operation {
     GlobalAvgPool,
     Upsample(Upsample),
     Pad(Pad),
+    /// The input's channels `start..end`.
+    Slice {
+        start: usize,
+        end: usize,
+    },
+    /// A channel shuffle of this many groups.
+    ChannelShuffle(usize),
     /// `x · weight + bias` of this many values each (1, or the
     /// channels), either left out.
     Affine {
@@ -371,6 +378,30 @@ pub(crate) fn infer(
             let pad = Pad { sides, value: l.value.unwrap_or(0.0) };
             // No module hook of ptflops counts a pad.
             (Operation::Pad(pad), out, Cost::default())
+        }
+        Layer::Slice(l) => {
+            if !(0 <= l.start && l.start < l.end && l.end <= c as i64) {
+                return Err(model_error(
+                    name,
+                    format!(
+                        "channels {}..{} of {c}: a range of at least one of the input's",
+                        l.start, l.end
+                    ),
+                ));
+            }
+            let (start, end) = (l.start as usize, l.end as usize);
+            // Indexing: no module hook of ptflops counts it.
+            (Operation::Slice { start, end }, [n, end - start, h, w], Cost::default())
+        }
+        Layer::ChannelShuffle(l) => {
+            if !(1..=c as i64).contains(&l.groups) || c % l.groups as usize != 0 {
+                return Err(model_error(
+                    name,
+                    format!("groups {}: at least 1, dividing the input's {c} channels", l.groups),
+                ));
+            }
+            // No module hook of ptflops counts it.
+            (Operation::ChannelShuffle(l.groups as usize), shape, Cost::default())
         }
         Layer::Affine(l) => {
             let count = match l.num_parameters {

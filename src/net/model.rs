@@ -229,6 +229,11 @@ pub enum Layer {
     /// `x · weight + bias`, one value or one per channel: a tensor
     /// multiplied by, or added to, constants.
     Affine(AffineLayer),
+    /// A range of the input's channels, `x[:, start:end]` (one part of
+    /// `torch.chunk` or `torch.split` along the channels).
+    Slice(SliceLayer),
+    /// `nn.ChannelShuffle`: the channels of `groups` groups interleaved.
+    ChannelShuffle(ChannelShuffleLayer),
 }
 
 /// The kind of a layer, without its fields: what reports print and what
@@ -278,11 +283,15 @@ pub enum LayerKind {
     Pad,
     /// [`Layer::Affine`].
     Affine,
+    /// [`Layer::Slice`].
+    Slice,
+    /// [`Layer::ChannelShuffle`].
+    ChannelShuffle,
 }
 
 impl LayerKind {
     /// Every kind, in [`Layer`]'s order.
-    pub const ALL: [LayerKind; 19] = [
+    pub const ALL: [LayerKind; 21] = [
         LayerKind::Conv,
         LayerKind::Batchnorm,
         LayerKind::Activation,
@@ -302,6 +311,8 @@ impl LayerKind {
         LayerKind::Upsample,
         LayerKind::Pad,
         LayerKind::Affine,
+        LayerKind::Slice,
+        LayerKind::ChannelShuffle,
     ];
 
     /// The `kind` as the model file writes it.
@@ -326,6 +337,8 @@ impl LayerKind {
             LayerKind::Upsample => "upsample",
             LayerKind::Pad => "pad",
             LayerKind::Affine => "affine",
+            LayerKind::Slice => "slice",
+            LayerKind::ChannelShuffle => "channel_shuffle",
         }
     }
 }
@@ -390,6 +403,8 @@ impl Layer {
             Layer::Upsample(_) => LayerKind::Upsample,
             Layer::Pad(_) => LayerKind::Pad,
             Layer::Affine(_) => LayerKind::Affine,
+            Layer::Slice(_) => LayerKind::Slice,
+            Layer::ChannelShuffle(_) => LayerKind::ChannelShuffle,
         }
     }
 
@@ -412,6 +427,8 @@ impl Layer {
             Layer::Upsample(l) => (&l.name, &l.input),
             Layer::Pad(l) => (&l.name, &l.input),
             Layer::Affine(l) => (&l.name, &l.input),
+            Layer::Slice(l) => (&l.name, &l.input),
+            Layer::ChannelShuffle(l) => (&l.name, &l.input),
         }
     }
 }
@@ -931,6 +948,36 @@ pub struct AffineLayer {
     pub bias: Option<bool>,
 }
 
+/// The input's channels `start..end`: `x[:, start:end]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SliceLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The first channel.
+    pub start: i64,
+    /// One past the last (at most the input's channels).
+    pub end: i64,
+}
+
+/// `nn.ChannelShuffle(groups)`: the channels seen as `groups` groups of
+/// `C / groups`, output channel `k · groups + g` the input's `g · (C /
+/// groups) + k` (ShuffleNet's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelShuffleLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The groups (dividing the channels).
+    pub groups: i64,
+}
+
 /// What [`Layer::input`] gives a layer that names no single input.
 static NO_INPUT: Option<String> = None;
 
@@ -958,7 +1005,9 @@ mod tests {
         {"kind": "avg_pool", "name": "avg", "kernel": 2},
         {"kind": "upsample", "name": "x2", "scale_factor": 2},
         {"kind": "pad", "name": "border", "padding": 1},
-        {"kind": "affine", "name": "scale"}]}"#;
+        {"kind": "affine", "name": "scale"},
+        {"kind": "slice", "name": "part", "start": 0, "end": 2},
+        {"kind": "channel_shuffle", "name": "shuffle", "groups": 2}]}"#;
 
     /// A layer's typed kind is spelt as the file's `kind` tag, for every
     /// kind, both ways: the one read and the one written.

@@ -29,6 +29,10 @@
 //! | GlobalAveragePool | `global_avg_pool` |
 //! | Gemm of a matrix (α = β = 1, weights an initializer), MatMul of a matrix by an initializer | `linear` |
 //! | Flatten (axis 1), Reshape to `[N, F]`, Identity, Dropout, Constant | none: an alias, a value |
+//! | Split, Slice of an image's channels | `slice` |
+//! | Reshape to `[N, g, C/g, H, W]`, Transpose `[0, 2, 1, 3, 4]`, Reshape back | `channel_shuffle` |
+//! | ReduceMean over `[2, 3]` | `global_avg_pool` |
+//! | Shape, Gather, Unsqueeze, Squeeze, Cast, Concat, Add, Sub, Mul, Div, Slice of integers | none: folded at import |
 //!
 //! A matrix `[N, F]` (a Flatten's, a Reshape's or a Gemm's output, and what elementwise
 //! layers make of it) is held as `[N, F, 1, 1]`: convs and pools refuse
@@ -50,10 +54,10 @@ use protobuf::Message;
 
 use super::infer::{Source, infer};
 use super::model::{
-    ActivationLayer, AddLayer, AffineLayer, AvgPoolLayer, BatchNormLayer, BinaryLayer, ConcatLayer,
-    ConvLayer, Function, INPUT, Inputs, Layer, LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput,
-    NamedOutput, Output, PadLayer, PadSides, PlainLayer, PreluLayer, ShuffleLayer, ShuffleOrder,
-    UpsampleLayer, UpsampleMode,
+    ActivationLayer, AddLayer, AffineLayer, AvgPoolLayer, BatchNormLayer, BinaryLayer,
+    ChannelShuffleLayer, ConcatLayer, ConvLayer, Function, INPUT, Inputs, Layer, LinearLayer,
+    MODEL, MaxPoolLayer, Model, NamedInput, NamedOutput, Output, PadLayer, PadSides, PlainLayer,
+    PreluLayer, ShuffleLayer, ShuffleOrder, SliceLayer, UpsampleLayer, UpsampleMode,
 };
 use super::{Tensors, in_layer, model_error};
 use crate::error::{Error, Result};
@@ -73,10 +77,11 @@ use proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 
 /// The operators this reads, as errors list them.
-pub const OPERATORS: [&str; 29] = [
+pub const OPERATORS: [&str; 38] = [
     "Add",
     "AveragePool",
     "BatchNormalization",
+    "Cast",
     "Clip",
     "Concat",
     "Constant",
@@ -85,6 +90,7 @@ pub const OPERATORS: [&str; 29] = [
     "DepthToSpace",
     "Dropout",
     "Flatten",
+    "Gather",
     "Gemm",
     "GlobalAveragePool",
     "HardSigmoid",
@@ -96,13 +102,20 @@ pub const OPERATORS: [&str; 29] = [
     "Mul",
     "PRelu",
     "Pad",
+    "ReduceMean",
     "Relu",
     "Reshape",
     "Resize",
+    "Shape",
     "Sigmoid",
+    "Slice",
     "SpaceToDepth",
+    "Split",
+    "Squeeze",
     "Sub",
     "Tanh",
+    "Transpose",
+    "Unsqueeze",
 ];
 
 /// `TensorProto.DataType.INT64`: shapes.
@@ -135,6 +148,16 @@ enum Value<'a> {
     /// An initializer or a Constant's value, decoded when a node takes it
     /// (an unused one, such as a shape of another type, costs nothing).
     Tensor(&'a TensorProto),
+    /// A channel shuffle under way (ShuffleNet's, as exports write
+    /// it): this layer's image `[N, C, H, W]` reshaped to `[N, groups,
+    /// C/groups, H, W]` (`swapped` false), then transposed to `[N,
+    /// C/groups, groups, H, W]` (true), which a Reshape back to four axes
+    /// makes a `channel_shuffle`.
+    Shuffling { layer: String, groups: usize, swapped: bool },
+    /// Integers the import computed from shapes (a Shape, and the
+    /// arithmetic exports do on it: a chunk's bounds, a flatten's size),
+    /// as a vector (a scalar is one value).
+    Ints(Vec<i64>),
 }
 
 /// What the import has seen so far.
@@ -498,7 +521,12 @@ impl<'a> Import<'a> {
         }
         let attributes = Attributes { node, label: label.clone() };
         let output = node.output.first().cloned().unwrap_or_default();
+        if let Some(value) = self.fold(node, &attributes, &label)? {
+            self.values.insert(output, value);
+            return Ok(());
+        }
         match op {
+            "Slice" => self.channel_slice(node, &label)?,
             "Identity" | "Dropout" => {
                 if op == "Dropout" && node.input.get(2).is_some_and(|n| !n.is_empty()) {
                     return Err(refuse("its training_mode input: this reads inference".into()));
@@ -521,6 +549,27 @@ impl<'a> Import<'a> {
                 self.values.insert(output, Value::Computed { layer, flat: true });
             }
             "Mul" if self.silu(node, &label)? => {}
+            "Reshape" if self.shuffle_reshape(node, &attributes, &label)? => {}
+            "Transpose" => {
+                let perm = attributes.ints("perm")?;
+                let value = match (self.input(node, 0, &label)?, perm.as_deref()) {
+                    (Value::Shuffling { layer, groups, swapped: false }, Some([0, 2, 1, 3, 4])) => {
+                        Value::Shuffling { layer, groups, swapped: true }
+                    }
+                    (Value::Computed { layer, flat: false }, Some([0, 1, 2, 3])) => {
+                        Value::Computed { layer, flat: false }
+                    }
+                    (_, perm) => {
+                        return Err(refuse(format!(
+                            "perm {perm:?}: this reads a Transpose that keeps an image's axes \
+                             ([0, 1, 2, 3]) or swaps the groups of a channel shuffle ([0, 2, 1, \
+                             3, 4] of [N, g, C/g, H, W])"
+                        )));
+                    }
+                };
+                self.values.insert(output, value);
+            }
+            "Split" => self.split(node, &attributes, &label)?,
             "Reshape" => {
                 // A flatten written as a reshape to [N, F]: [0, -1] or
                 // [N, -1] (PyTorch's `x.view(x.size(0), -1)`), or F given
@@ -544,17 +593,292 @@ impl<'a> Import<'a> {
             }
             _ => {
                 let (layer, flat) = self.layer(node, &attributes, &label)?;
-                let name = layer.name().to_string();
-                let shape_of = |l: &str| self.shapes.get(l).copied().unwrap_or_default();
-                let others: Vec<_> =
-                    layer.others().iter().map(|o| (Source::Input(0), shape_of(o))).collect();
-                let input = shape_of(layer.input().unwrap_or_default());
-                let (_, out, _) = infer(&layer, input, &others).map_err(in_layer(&label))?;
-                self.shapes.insert(name.clone(), out);
-                self.index.insert(name.clone(), (self.layers.len(), output.clone()));
-                self.values.insert(output, Value::Computed { layer: name, flat });
-                self.layers.push(layer);
+                self.push(layer, flat, output, &label)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Input `i` of `node` as integers, when it is: computed from shapes,
+    /// or an int64 constant of the file of at most one axis and a few
+    /// values (`None` otherwise, or when it is absent).
+    fn ints(&self, node: &NodeProto, i: usize, label: &str) -> Result<Option<Vec<i64>>> {
+        let Some(name) = node.input.get(i).filter(|n| !n.is_empty()) else { return Ok(None) };
+        match self.values.get(name) {
+            Some(Value::Ints(values)) => Ok(Some(values.clone())),
+            Some(Value::Tensor(t)) if t.data_type() == INT64 && t.dims.len() <= 1 => {
+                if tensor_shape(t, label)?.1 > 64 {
+                    return Ok(None);
+                }
+                Ok(Some(decode(t, label, (INT64, "int64"), &t.int64_data, i64::from_le_bytes)?.1))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Constant folding of the integer arithmetic exports do on shapes
+    /// (`x.size(1) // 2`, `x.view(x.size(0), -1)`): Shape of a computed
+    /// tensor (its shape is known), and Gather, Add, Sub, Mul, Div,
+    /// Unsqueeze, Squeeze, Concat, Cast to int64 and Slice of such
+    /// integers. The value, when `node` is one of them.
+    fn fold(&self, node: &NodeProto, a: &Attributes<'_>, label: &str) -> Result<Option<Value<'a>>> {
+        let refuse = |reason: String| model_error(label, reason);
+        let ints = |i: usize| self.ints(node, i, label);
+        let op = node.op_type();
+        let values = match op {
+            "Shape" => {
+                let (layer, flat) = self.source(node, 0, label)?;
+                let [n, c, h, w] = self.shapes.get(&layer).copied().unwrap_or_default();
+                let dims: Vec<i64> = match flat {
+                    true => vec![n as i64, (c * h * w) as i64],
+                    false => vec![n as i64, c as i64, h as i64, w as i64],
+                };
+                let rank = dims.len() as i64;
+                let bound = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+                let (start, end) = (bound(a.int("start", 0)?), bound(a.int("end", rank)?));
+                dims[start..end.max(start)].to_vec()
+            }
+            "Gather" => {
+                let (Some(data), Some(indices)) = (ints(0)?, ints(1)?) else { return Ok(None) };
+                if a.int("axis", 0)? != 0 {
+                    return Err(refuse("a Gather of integers along axis 0 only".into()));
+                }
+                let len = data.len() as i64;
+                (indices.iter())
+                    .map(|&k| {
+                        let k = if k < 0 { k + len } else { k };
+                        (0..len)
+                            .contains(&k)
+                            .then(|| data[k as usize])
+                            .ok_or_else(|| refuse(format!("index {k} of {len} values")))
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "Add" | "Sub" | "Mul" | "Div" => {
+                let (Some(x), Some(y)) = (ints(0)?, ints(1)?) else { return Ok(None) };
+                if x.len() != y.len() && x.len() != 1 && y.len() != 1 {
+                    return Err(refuse(format!("{x:?} and {y:?} do not broadcast")));
+                }
+                let at = |v: &[i64], k: usize| v[if v.len() == 1 { 0 } else { k }];
+                (0..x.len().max(y.len()))
+                    .map(|k| {
+                        let (p, q) = (at(&x, k), at(&y, k));
+                        match op {
+                            "Add" => p.checked_add(q),
+                            "Sub" => p.checked_sub(q),
+                            "Mul" => p.checked_mul(q),
+                            _ => p.checked_div(q),
+                        }
+                        .ok_or_else(|| {
+                            refuse(format!("{op} of {p} and {q} overflows or divides by 0"))
+                        })
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "Unsqueeze" | "Squeeze" | "Identity" => {
+                let Some(x) = ints(0)? else { return Ok(None) };
+                x
+            }
+            "Cast" => {
+                let Some(x) = ints(0)? else { return Ok(None) };
+                if a.int("to", 0)? != i64::from(INT64) {
+                    return Err(refuse("a Cast of integers to int64 only".into()));
+                }
+                x
+            }
+            "Concat" => {
+                let mut all = Vec::new();
+                for i in 0..node.input.len() {
+                    let Some(x) = ints(i)? else { return Ok(None) };
+                    all.extend(x);
+                }
+                all
+            }
+            "Slice" => {
+                let Some(x) = ints(0)? else { return Ok(None) };
+                let (start, end) = self.slice_bounds(node, x.len(), label)?;
+                x[start..end.max(start)].to_vec()
+            }
+            _ => return Ok(None),
+        };
+        if values.len() > 64 {
+            return Err(refuse(format!("{} integers: this folds shapes, of a few", values.len())));
+        }
+        Ok(Some(Value::Ints(values)))
+    }
+
+    /// A Slice's `[start, end)` on an axis of `len`: its one axis (0, or 1
+    /// for an image's channels: the caller checks which), step 1, bounds
+    /// clamped as ONNX states (negative from the end).
+    fn slice_bounds(&self, node: &NodeProto, len: usize, label: &str) -> Result<(usize, usize)> {
+        let refuse = |reason: String| model_error(label, reason);
+        let one = |i: usize, what: &str| -> Result<Option<i64>> {
+            match self.ints(node, i, label)? {
+                None if node.input.get(i).is_none_or(|n| n.is_empty()) => Ok(None),
+                Some(v) if v.len() == 1 => Ok(Some(v[0])),
+                _ => Err(refuse(format!("its {what}: this reads one constant value"))),
+            }
+        };
+        let (starts, ends) = (one(1, "starts")?, one(2, "ends")?);
+        if one(4, "steps")?.is_some_and(|s| s != 1) {
+            return Err(refuse("steps: this reads step 1".into()));
+        }
+        let len = len as i64;
+        let bound = |v: i64| (if v < 0 { v.saturating_add(len) } else { v }).clamp(0, len) as usize;
+        Ok((bound(starts.unwrap_or(0)), bound(ends.unwrap_or(len))))
+    }
+
+    /// A Slice of an image's channels (`axes` [1], step 1), as exports
+    /// write `torch.chunk` and `x[:, a:b]`: a `slice` layer.
+    fn channel_slice(&mut self, node: &NodeProto, label: &str) -> Result<()> {
+        let refuse = |reason: String| model_error(label, reason);
+        let input = self.image(node, 0, label)?;
+        let axes = self.ints(node, 3, label)?;
+        if !matches!(axes.as_deref(), Some([1] | [-3])) {
+            return Err(refuse(format!(
+                "axes {axes:?}: this reads a Slice of an image's channels (axes [1])"
+            )));
+        }
+        let c = self.shapes.get(&input).copied().unwrap_or_default()[1];
+        let (start, end) = self.slice_bounds(node, c, label)?;
+        let name = self.name(node, label)?;
+        let layer = Layer::Slice(SliceLayer {
+            name,
+            input: Some(input),
+            start: field(start, "start", label)?,
+            end: field(end, "end", label)?,
+        });
+        let output = node.output.first().cloned().unwrap_or_default();
+        self.push(layer, false, output, label)
+    }
+
+    /// Adds `layer`, which writes value `output` (a matrix when `flat`),
+    /// its shape inferred.
+    fn push(&mut self, layer: Layer, flat: bool, output: String, label: &str) -> Result<()> {
+        let name = layer.name().to_string();
+        let shape_of = |l: &str| self.shapes.get(l).copied().unwrap_or_default();
+        let others: Vec<_> =
+            layer.others().iter().map(|o| (Source::Input(0), shape_of(o))).collect();
+        let input = shape_of(layer.input().unwrap_or_default());
+        let (_, out, _) = infer(&layer, input, &others).map_err(in_layer(label))?;
+        self.shapes.insert(name.clone(), out);
+        self.index.insert(name.clone(), (self.layers.len(), output.clone()));
+        self.values.insert(output, Value::Computed { layer: name, flat });
+        self.layers.push(layer);
+        Ok(())
+    }
+
+    /// A Reshape of a channel shuffle: an image `[N, C, H, W]` to `[N, g,
+    /// C/g, H, W]`, or the transposed groups back to `[N, C, H, W]` (a
+    /// `channel_shuffle` layer). Whether it was one (other Reshapes are
+    /// flattens, or refused).
+    fn shuffle_reshape(
+        &mut self,
+        node: &NodeProto,
+        a: &Attributes<'_>,
+        label: &str,
+    ) -> Result<bool> {
+        let refuse = |reason: String| model_error(label, reason);
+        let value = self.input(node, 0, label)?;
+        let shape = self.shape(node, 1, label)?;
+        let output = node.output.first().cloned().unwrap_or_default();
+        // A 0 copies the input's size on that axis (unless allowzero).
+        let zero = a.int("allowzero", 0)? == 0;
+        let size = |v: i64, at: usize, dims: &[usize]| match v {
+            0 if zero => dims.get(at).map(|&d| d as i64),
+            v => Some(v),
+        };
+        match value {
+            Value::Computed { layer, flat: false } if shape.len() == 5 => {
+                let dims = self.shapes.get(&layer).copied().unwrap_or_default();
+                let [n, c, h, w] = dims.map(|d| d as i64);
+                let got: Vec<Option<i64>> =
+                    shape.iter().enumerate().map(|(i, &v)| size(v, i, &dims)).collect();
+                let g = got[1].filter(|&g| g > 0 && c % g == 0);
+                let fits = g.is_some_and(|g| {
+                    got[0] == Some(n)
+                        && (got[2] == Some(c / g) || got[2] == Some(-1))
+                        && got[3] == Some(h)
+                        && got[4] == Some(w)
+                });
+                if !fits {
+                    return Err(refuse(format!(
+                        "shape {shape:?} of {dims:?}: this reads a Reshape to five axes as a \
+                         channel shuffle's [N, g, C/g, H, W]"
+                    )));
+                }
+                let groups = g.unwrap_or(1) as usize;
+                self.values.insert(output, Value::Shuffling { layer, groups, swapped: false });
+                Ok(true)
+            }
+            Value::Shuffling { layer, groups, swapped } => {
+                let [n, c, h, w] =
+                    self.shapes.get(&layer).copied().unwrap_or_default().map(|d| d as i64);
+                let fits = swapped
+                    && matches!(shape.as_slice(), &[sn, sc, sh, sw]
+                        if (sn == n || sn == -1 || (sn == 0 && zero)) && (sc == c || sc == -1)
+                            && sh == h && sw == w && !(sn == -1 && sc == -1));
+                if !fits {
+                    return Err(refuse(format!(
+                        "shape {shape:?}: this reads a channel shuffle's groups, transposed, back \
+                         to [N, C, H, W] = {:?}",
+                        [n, c, h, w]
+                    )));
+                }
+                let name = self.name(node, label)?;
+                let groups = field(groups, "groups", label)?;
+                let layer =
+                    Layer::ChannelShuffle(ChannelShuffleLayer { name, input: Some(layer), groups });
+                self.push(layer, false, output, label)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// A Split of an image's channels (axis 1): each output a `slice`
+    /// layer named after it; the sizes from the `split` input, or equal
+    /// (`num_outputs`, opset 18: the last part smaller where they do not
+    /// divide the channels).
+    fn split(&mut self, node: &NodeProto, a: &Attributes<'_>, label: &str) -> Result<()> {
+        let refuse = |reason: String| model_error(label, reason);
+        if !matches!(a.int("axis", 0)?, 1 | -3) {
+            return Err(refuse("this reads Split of an image's channels (axis 1)".into()));
+        }
+        let input = self.image(node, 0, label)?;
+        let c = self.shapes.get(&input).copied().unwrap_or_default()[1];
+        let parts = node.output.len();
+        let sizes: Vec<i64> = if node.input.get(1).is_some_and(|n| !n.is_empty()) {
+            self.shape(node, 1, label)?
+        } else {
+            let chunk = c.div_ceil(parts.max(1));
+            let even = a.get("num_outputs", AttributeType::INT)?.is_some() || c % parts.max(1) == 0;
+            if !even {
+                return Err(refuse(format!("{c} channels in {parts} equal parts")));
+            }
+            (0..parts).map(|k| (chunk.min(c.saturating_sub(k * chunk))) as i64).collect()
+        };
+        if sizes.len() != parts
+            || sizes.iter().any(|&s| s < 1)
+            || sizes.iter().sum::<i64>() != c as i64
+        {
+            return Err(refuse(format!(
+                "split {sizes:?} into {parts} outputs: parts of at least one channel, {c} in all"
+            )));
+        }
+        let mut start = 0;
+        for (output, size) in node.output.iter().zip(sizes) {
+            if output.is_empty() || !self.names.insert(output.clone()) {
+                return Err(refuse(format!("its output name {output:?} is empty or taken")));
+            }
+            let layer = Layer::Slice(SliceLayer {
+                name: output.clone(),
+                input: Some(input.clone()),
+                start,
+                end: start + size,
+            });
+            self.push(layer, false, output.clone(), label)?;
+            start += size;
         }
         Ok(())
     }
@@ -606,6 +930,18 @@ impl<'a> Import<'a> {
     fn source(&self, node: &NodeProto, i: usize, label: &str) -> Result<(String, bool)> {
         match self.input(node, i, label)? {
             Value::Computed { layer, flat } => Ok((layer, flat)),
+            Value::Ints(_) => Err(model_error(
+                label,
+                format!("input {i} is integers computed from shapes; this reads a tensor"),
+            )),
+            Value::Shuffling { .. } => Err(model_error(
+                label,
+                format!(
+                    "input {i} is a 5-D tensor: this reads those only in a channel shuffle \
+                     (Reshape to [N, g, C/g, H, W], Transpose [0, 2, 1, 3, 4], Reshape to [N, C, \
+                     H, W])"
+                ),
+            )),
             Value::Tensor(t) => Err(model_error(
                 label,
                 format!(
@@ -643,7 +979,7 @@ impl<'a> Import<'a> {
         }
         match self.input(node, i, label)? {
             Value::Tensor(t) => self.decoded(t, label).map(Some),
-            Value::Computed { .. } => Err(model_error(
+            Value::Computed { .. } | Value::Shuffling { .. } | Value::Ints(_) => Err(model_error(
                 label,
                 format!("input {i} is computed; this reads it as an initializer or a Constant"),
             )),
@@ -674,8 +1010,12 @@ impl<'a> Import<'a> {
     /// Input `i` of `node`, a shape of the file (int64 values).
     fn shape(&self, node: &NodeProto, i: usize, label: &str) -> Result<Vec<i64>> {
         let refuse = |reason: String| model_error(label, reason);
-        let Value::Tensor(t) = self.input(node, i, label)? else {
-            return Err(refuse(format!("input {i} is computed; this reads a constant shape")));
+        let t = match self.input(node, i, label)? {
+            Value::Tensor(t) => t,
+            Value::Ints(values) => return Ok(values),
+            _ => {
+                return Err(refuse(format!("input {i} is computed; this reads a constant shape")));
+            }
         };
         // A shape has a few values: a larger tensor is refused undecoded.
         if tensor_shape(t, label)?.1 > 8 {
@@ -1279,6 +1619,28 @@ impl<'a> Import<'a> {
                 let [top, bottom, left, right] = sides;
                 let padding = PadSides::Four([left, right, top, bottom]);
                 (Layer::Pad(PadLayer { name, input: Some(input), padding, value }), false)
+            }
+            "ReduceMean" => {
+                let input = self.image(node, 0, label)?;
+                let axes = match node.input.get(1).filter(|n| !n.is_empty()) {
+                    Some(_) => Some(self.shape(node, 1, label)?),
+                    None => a.ints("axes")?,
+                };
+                let mut axes = axes.unwrap_or_default();
+                if axes.iter().any(|x| !(-4..4).contains(x)) {
+                    return Err(refuse(format!("axes {axes:?}: an image has axes −4 to 3")));
+                }
+                axes.iter_mut().for_each(|x| *x = x.rem_euclid(4));
+                axes.sort_unstable();
+                if axes != [2, 3] {
+                    return Err(refuse(format!(
+                        "axes {axes:?}: this reads the mean over the rows and columns (a global \
+                         average pool)"
+                    )));
+                }
+                let flat = a.int("keepdims", 1)? == 0;
+                let name = self.name(node, label)?;
+                (Layer::GlobalAvgPool(PlainLayer { name, input: Some(input) }), flat)
             }
             "GlobalAveragePool" => {
                 let input = self.image(node, 0, label)?;

@@ -34,6 +34,10 @@ pub(crate) enum Exec {
     GlobalAvgPool,
     Upsample(Upsample),
     Pad(Pad),
+    /// The input's channels in this range.
+    Slice(std::ops::Range<usize>),
+    /// A channel shuffle of this many groups.
+    ChannelShuffle(usize),
     /// `x · weight + bias`, each one value or one per channel, either
     /// left out.
     Affine {
@@ -87,6 +91,26 @@ impl Exec {
                 match up.mode {
                     UpsampleMode::Nearest => nearest(up.factor, x, shape, y),
                     UpsampleMode::Bilinear => bilinear(up, x, shape, y),
+                }
+                Ok(())
+            }
+            Exec::Slice(channels) => {
+                let plane = shape[2] * shape[3];
+                let (from, to) = (channels.start * plane, channels.end * plane);
+                for (x, y) in x.chunks(shape[1] * plane).zip(y.chunks_mut(to - from)) {
+                    y.copy_from_slice(&x[from..to]);
+                }
+                Ok(())
+            }
+            Exec::ChannelShuffle(groups) => {
+                // Output channel k·g + j is input channel j·(C/g) + k.
+                let plane = shape[2] * shape[3];
+                let per = shape[1] / groups;
+                for (x, y) in x.chunks(shape[1] * plane).zip(y.chunks_mut(shape[1] * plane)) {
+                    for (o, out) in y.chunks_mut(plane).enumerate() {
+                        let i = (o % groups) * per + o / groups;
+                        out.copy_from_slice(&x[i * plane..(i + 1) * plane]);
+                    }
                 }
                 Ok(())
             }

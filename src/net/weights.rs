@@ -395,6 +395,8 @@ fn bind(node: &Node, supply: &mut Supply<'_>, seed: u64) -> Result<Params> {
         | Operation::AvgPool { .. }
         | Operation::Upsample(_)
         | Operation::Pad(_)
+        | Operation::Slice { .. }
+        | Operation::ChannelShuffle(_)
         | Operation::GlobalAvgPool
         | Operation::Shuffle(_)
         | Operation::Function(_)
