@@ -140,6 +140,8 @@ fn a_dsc_block_with_a_nonfinite_depthwise_weight() {
     let block = Dsc::new(depthwise, pointwise).unwrap();
     let prepared = block.prepare(DscMode::Fused, None, 1).unwrap();
     assert_eq!(prepared.mode(), DscMode::Unfused);
+    // Auto does not try the fused kernel it cannot run.
+    assert_eq!(block.prepare(DscMode::Auto, None, 1).unwrap().mode(), DscMode::Unfused);
     let x = random_tensor(7, dw.input_len());
     let mut y = vec![f32::NAN; block.pointwise().spec().output_len()];
     prepared.run(&x, &mut y).unwrap();

@@ -37,6 +37,10 @@ pub enum DscMode {
     Fused,
     /// Two kernels; the depthwise output is written whole, then read.
     Unfused,
+    /// Whichever of the two runs faster on this machine: both are
+    /// prepared and timed on the block's shape when it is prepared, and
+    /// the faster kept ([`Dsc::prepare`]).
+    Auto,
 }
 
 impl fmt::Display for DscMode {
@@ -44,6 +48,7 @@ impl fmt::Display for DscMode {
         f.write_str(match self {
             DscMode::Fused => "fused",
             DscMode::Unfused => "unfused",
+            DscMode::Auto => "auto",
         })
     }
 }
@@ -54,7 +59,8 @@ impl FromStr for DscMode {
         match s {
             "fused" => Ok(DscMode::Fused),
             "unfused" => Ok(DscMode::Unfused),
-            _ => Err(Error::Block(format!("unknown dsc mode {s:?}: give fused or unfused"))),
+            "auto" => Ok(DscMode::Auto),
+            _ => Err(Error::Block(format!("unknown dsc mode {s:?}: give fused, unfused or auto"))),
         }
     }
 }
@@ -201,7 +207,7 @@ impl Dsc {
     /// [`Dsc::unfusable`].
     pub fn mode_for(&self, mode: DscMode) -> DscMode {
         match (mode, self.unfusable()) {
-            (DscMode::Fused, Some(_)) => DscMode::Unfused,
+            (DscMode::Fused | DscMode::Auto, Some(_)) => DscMode::Unfused,
             _ => mode,
         }
     }
@@ -218,11 +224,21 @@ impl Dsc {
         threads: usize,
     ) -> Result<PreparedDsc> {
         let compiler = &*Compiler::given_or_host(compiler)?;
-        if let (DscMode::Fused, Some(why)) = (mode, self.unfusable()) {
+        if let (DscMode::Fused | DscMode::Auto, Some(why)) = (mode, self.unfusable()) {
             log::info!("dsc: {why}: the block runs unfused");
         }
         let mode = self.mode_for(mode);
         let inner = match mode {
+            DscMode::Auto => {
+                let fused = self.prepare(DscMode::Fused, Some(compiler), threads)?;
+                let unfused = self.prepare(DscMode::Unfused, Some(compiler), threads)?;
+                let (t_fused, t_unfused) = time_pair(&fused, &unfused)?;
+                log::info!(
+                    "dsc auto: {} fused {t_fused:?}, unfused {t_unfused:?}",
+                    self.depthwise.spec()
+                );
+                return Ok(if t_fused <= t_unfused { fused } else { unfused });
+            }
             DscMode::Fused => {
                 let schedule =
                     DscSchedule::choose(self.depthwise.spec(), self.pointwise.spec(), threads);
@@ -242,6 +258,29 @@ impl Dsc {
             inner,
         })
     }
+}
+
+/// The medians of `a`'s and `b`'s times on one input of the block's
+/// shape (deterministic values), over runs interleaved after a warm-up
+/// of each, so that a slow spell of the machine weighs on both.
+fn time_pair(a: &PreparedDsc, b: &PreparedDsc) -> Result<(Duration, Duration)> {
+    const RUNS: usize = 5;
+    let x: Vec<f32> = (0..a.input.input_len()).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+    let mut y = alloc::zeroed_f32(a.output.output_len(), "the block's output")?;
+    a.run(&x, &mut y)?;
+    b.run(&x, &mut y)?;
+    let (mut ta, mut tb) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
+    for _ in 0..RUNS {
+        let start = std::time::Instant::now();
+        a.run(&x, &mut y)?;
+        ta.push(start.elapsed());
+        let start = std::time::Instant::now();
+        b.run(&x, &mut y)?;
+        tb.push(start.elapsed());
+    }
+    ta.sort_unstable();
+    tb.sort_unstable();
+    Ok((ta[RUNS / 2], tb[RUNS / 2]))
 }
 
 /// The unfused block's intermediate tensor, for errors.

@@ -37,8 +37,9 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// How depthwise-separable blocks run unless the model says: one
-    /// fused kernel or two.
-    #[arg(long, default_value_t = DscMode::Fused)]
+    /// fused kernel, two, or auto (both timed when the model is prepared,
+    /// the faster kept).
+    #[arg(long, default_value_t = DscMode::Auto)]
     dsc: DscMode,
     /// jit, or reference: the model as written through the interpreter
     /// (slow).

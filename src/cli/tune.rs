@@ -29,8 +29,8 @@ pub struct Args {
     #[arg(long, requires = "model")]
     retune: bool,
     /// With --model, how its depthwise-separable blocks run, as `net
-    /// --dsc` (unfused: their two convs are kernels to tune).
-    #[arg(long, default_value_t = DscMode::Fused, requires = "model")]
+    /// --dsc` (unfused or auto: their two convs are kernels to tune).
+    #[arg(long, default_value_t = DscMode::Auto, requires = "model")]
     dsc: DscMode,
     /// Time per layer, everything included (seconds); with --model, for
     /// the whole model.

@@ -147,7 +147,8 @@ impl Network {
     /// tunes and what a tuning cache is asked for. Layers of the same
     /// shape (their names aside) are one kernel. A depthwise-separable
     /// block run fused is not among them (its kernel is a block's, with a
-    /// schedule of its own), nor an ACNet block in its training form.
+    /// schedule of its own; one `auto` may run unfused, so its two convs
+    /// are), nor an ACNet block in its training form.
     pub fn jit_convs(&self, options: &Options) -> Result<Vec<JitConv>> {
         let plan = folding::plan(self);
         let mut convs: Vec<JitConv> = Vec::new();
@@ -181,7 +182,7 @@ impl Network {
                 }
                 (Operation::Dsc(op), Params::Dsc(params)) => {
                     let block = params.folded().map_err(&within)?;
-                    if block.mode_for(op.mode.unwrap_or(options.dsc)) == DscMode::Unfused {
+                    if block.mode_for(op.mode.unwrap_or(options.dsc)) != DscMode::Fused {
                         add(block.depthwise().spec(), i, ".depthwise");
                         add(block.pointwise().spec(), i, ".pointwise");
                     }

@@ -80,7 +80,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { engine: Engine::Jit, dsc: DscMode::Fused, threads: 1 }
+        Options { engine: Engine::Jit, dsc: DscMode::Auto, threads: 1 }
     }
 }
 
