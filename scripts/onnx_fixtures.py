@@ -96,13 +96,16 @@ def bn(name, x, y):
 
 
 def model(nodes, inits, inputs, output, out_shape, name, check=True):
-    """The model of `nodes`; `check=False` for one the checker would refuse
-    too (an attribute of the wrong type, a kernel_shape that disagrees)."""
+    """The model of `nodes`, of one output (`output` a name, of
+    `out_shape`) or several (`output` a list of names and shapes,
+    `out_shape` None); `check=False` for one the checker would refuse too
+    (an attribute of the wrong type, a kernel_shape that disagrees)."""
+    outputs = output if out_shape is None else [(output, out_shape)]
     graph = helper.make_graph(
         nodes,
         name,
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
         inits,
     )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
@@ -431,17 +434,8 @@ def two_outputs(rng):
         helper.make_node("Pad", ["act", "pads"], ["padded"], name="pad"),
         helper.make_node("Conv", ["padded", "b.w", "b.b"], ["y"], name="b"),
     ]
-    graph = helper.make_graph(
-        nodes, "two_outputs",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10, 9])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 10, 9]),
-         helper.make_tensor_value_info("pre", TensorProto.FLOAT, [1, 6, 10, 9])],
-        inits,
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    m.ir_version = 8
-    onnx.checker.check_model(m)
-    return m
+    outputs = [("y", [1, 4, 10, 9]), ("pre", [1, 6, 10, 9])]
+    return model(nodes, inits, [("x", [1, 3, 10, 9])], outputs, None, "two_outputs")
 
 
 def squeeze_excite(rng):
@@ -488,17 +482,8 @@ def transposed(rng):
         helper.make_node("ConvTranspose", ["x", "e.w"], ["z"], name="e", strides=[2, 2],
                          output_shape=[16, 12]),
     ]
-    graph = helper.make_graph(
-        nodes, "transposed",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 7, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 28, 26]),
-         helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2, 16, 12])],
-        inits,
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    m.ir_version = 8
-    onnx.checker.check_model(m)
-    return m
+    outputs = [("y", [1, 3, 28, 26]), ("z", [1, 2, 16, 12])]
+    return model(nodes, inits, [("x", [1, 3, 7, 6])], outputs, None, "transposed")
 
 
 def shuffle_block(rng):

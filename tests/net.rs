@@ -708,6 +708,42 @@ fn one_layer_model(input: [i64; 4], layer: &str) -> String {
     format!(r#"{{"name": "m", "input": {input:?}, "layers": [{layer}]}}"#)
 }
 
+/// The inputs of each pool window over `x` (NCHW of `shape`), in
+/// row-major order, positions in the padding left out; the windows in
+/// output order.
+fn pool_windows(
+    x: &[f32],
+    shape: [usize; 4],
+    k: [usize; 2],
+    s: [usize; 2],
+    p: [usize; 2],
+) -> Vec<Vec<f32>> {
+    let [n, c, h, w] = shape;
+    let (oh, ow) = ((h + 2 * p[0] - k[0]) / s[0] + 1, (w + 2 * p[1] - k[1]) / s[1] + 1);
+    let mut windows = Vec::new();
+    for plane in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut window = Vec::new();
+                for i in 0..k[0] {
+                    for j in 0..k[1] {
+                        let (iy, ix) =
+                            ((oy * s[0] + i).checked_sub(p[0]), (ox * s[1] + j).checked_sub(p[1]));
+                        if let (Some(iy), Some(ix)) = (iy, ix)
+                            && iy < h
+                            && ix < w
+                        {
+                            window.push(x[(plane * h + iy) * w + ix]);
+                        }
+                    }
+                }
+                windows.push(window);
+            }
+        }
+    }
+    windows
+}
+
 /// `max_pool` of `x` (NCHW of `shape`) straight from PyTorch's definition:
 /// each output the largest input of its window, positions in the padding
 /// skipped, NaN winning.
@@ -718,33 +754,9 @@ fn brute_max_pool(
     s: [usize; 2],
     p: [usize; 2],
 ) -> Vec<f32> {
-    let [n, c, h, w] = shape;
-    let (oh, ow) = ((h + 2 * p[0] - k[0]) / s[0] + 1, (w + 2 * p[1] - k[1]) / s[1] + 1);
-    let mut y = Vec::new();
-    for plane in 0..n * c {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut m = f32::NEG_INFINITY;
-                for i in 0..k[0] {
-                    for j in 0..k[1] {
-                        let (iy, ix) =
-                            ((oy * s[0] + i).checked_sub(p[0]), (ox * s[1] + j).checked_sub(p[1]));
-                        if let (Some(iy), Some(ix)) = (iy, ix)
-                            && iy < h
-                            && ix < w
-                        {
-                            let v = x[(plane * h + iy) * w + ix];
-                            if v > m || v.is_nan() {
-                                m = v;
-                            }
-                        }
-                    }
-                }
-                y.push(m);
-            }
-        }
-    }
-    y
+    let larger = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
+    let windows = pool_windows(x, shape, k, s, p);
+    windows.iter().map(|w| w.iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v))).collect()
 }
 
 /// A max_pool padding of 2^63 − 1 made `2 · padding` wrap in the shape
@@ -962,31 +974,9 @@ fn brute_avg_pool(
     p: [usize; 2],
     count_include_pad: bool,
 ) -> Vec<f64> {
-    let [n, c, h, w] = shape;
-    let (oh, ow) = ((h + 2 * p[0] - k[0]) / s[0] + 1, (w + 2 * p[1] - k[1]) / s[1] + 1);
-    let mut y = Vec::new();
-    for plane in 0..n * c {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let (mut sum, mut count) = (0.0f64, 0usize);
-                for i in 0..k[0] {
-                    for j in 0..k[1] {
-                        let (iy, ix) =
-                            ((oy * s[0] + i).checked_sub(p[0]), (ox * s[1] + j).checked_sub(p[1]));
-                        if let (Some(iy), Some(ix)) = (iy, ix)
-                            && iy < h
-                            && ix < w
-                        {
-                            sum += f64::from(x[(plane * h + iy) * w + ix]);
-                            count += 1;
-                        }
-                    }
-                }
-                y.push(sum / if count_include_pad { (k[0] * k[1]) as f64 } else { count as f64 });
-            }
-        }
-    }
-    y
+    let windows = pool_windows(x, shape, k, s, p);
+    let size = |w: &[f32]| if count_include_pad { (k[0] * k[1]) as f64 } else { w.len() as f64 };
+    windows.iter().map(|w| w.iter().map(|&v| f64::from(v)).sum::<f64>() / size(w)).collect()
 }
 
 /// Bilinear upsampling of `x` (NCHW of `shape`) by `f` from PyTorch's

@@ -16,6 +16,15 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx").join(name)
 }
 
+/// That `model`, as a model file, holds each of `parts` (layers as the
+/// import writes them).
+fn imports_as(model: &net::Model, parts: &[&str]) {
+    let json = model.to_json();
+    for part in parts {
+        assert!(json.contains(part), "{part} in {json}");
+    }
+}
+
 /// Runs fixture model `name` on `engine` with its input.
 fn run(name: &str, engine: Engine) -> (Vec<f32>, Vec<f32>) {
     let (model, tensors) = net::onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
@@ -52,21 +61,21 @@ fn models_match_onnxruntime() {
 #[test]
 fn layers_and_weights_take_pytorch_names() {
     let (model, tensors) = net::onnx::load(&fixture("mobilenet_like.onnx")).unwrap();
-    let json = model.to_json();
-    for part in [
-        r#""kind":"conv","name":"depthwise""#,
-        r#""groups":8"#,
-        r#""kind":"activation","name":"relu6_dw","input":"bn_dw","activation":"relu6""#,
-        r#""kind":"activation","name":"leaky","input":"pointwise","activation":"leaky_relu","negative_slope":0.1"#,
-        r#""padding":[2,0,4,0]"#,
-        r#""op":"conv_transpose2d""#,
-        r#""output_padding":[1,1]"#,
-        r#""kind":"activation","name":"relu_up","input":"upsample","activation":"relu""#,
-        r#""kind":"global_avg_pool","name":"gap","input":"relu_up""#,
-        r#""kind":"linear","name":"fc","input":"gap","in_features":6,"out_features":5"#,
-    ] {
-        assert!(json.contains(part), "{part} in {json}");
-    }
+    imports_as(
+        &model,
+        &[
+            r#""kind":"conv","name":"depthwise""#,
+            r#""groups":8"#,
+            r#""kind":"activation","name":"relu6_dw","input":"bn_dw","activation":"relu6""#,
+            r#""kind":"activation","name":"leaky","input":"pointwise","activation":"leaky_relu","negative_slope":0.1"#,
+            r#""padding":[2,0,4,0]"#,
+            r#""op":"conv_transpose2d""#,
+            r#""output_padding":[1,1]"#,
+            r#""kind":"activation","name":"relu_up","input":"upsample","activation":"relu""#,
+            r#""kind":"global_avg_pool","name":"gap","input":"relu_up""#,
+            r#""kind":"linear","name":"fc","input":"gap","in_features":6,"out_features":5"#,
+        ],
+    );
     let names: Vec<&str> = tensors.names().collect();
     for name in ["bn0.running_var", "depthwise.weight", "fc.bias", "upsample.bias"] {
         assert!(names.contains(&name), "{name} in {names:?}");
@@ -406,18 +415,18 @@ fn functions_match_onnxruntime() {
 #[test]
 fn resampling_and_constants_match_onnxruntime() {
     let (model, tensors) = net::onnx::load(&fixture("resample.onnx")).unwrap();
-    let json = model.to_json();
-    for part in [
-        r#""kind":"avg_pool","name":"avg_exclude","input":"c1","kernel":[3,3],"stride":[2,2],"padding":[1,1],"count_include_pad":false"#,
-        r#""kind":"upsample","name":"nearest_floor","input":"avg_exclude","scale_factor":[2,2],"mode":"nearest""#,
-        r#""kind":"pad","name":"pad","input":"sum","padding":[2,1,1,0],"value":0.5"#,
-        r#""kind":"affine","name":"gain","input":"pad","num_parameters":4,"weight":true,"bias":false"#,
-        r#""kind":"affine","name":"one_less","input":"gain","num_parameters":1,"weight":true,"bias":true"#,
-        r#""kind":"upsample","name":"bilinear_sizes","input":"one_less","size":[22,33],"mode":"bilinear","align_corners":false"#,
-        r#""kind":"upsample","name":"bilinear_corners","input":"avg","scale_factor":[2,1],"mode":"bilinear","align_corners":true"#,
-    ] {
-        assert!(json.contains(part), "{part} in {json}");
-    }
+    imports_as(
+        &model,
+        &[
+            r#""kind":"avg_pool","name":"avg_exclude","input":"c1","kernel":[3,3],"stride":[2,2],"padding":[1,1],"count_include_pad":false"#,
+            r#""kind":"upsample","name":"nearest_floor","input":"avg_exclude","scale_factor":[2,2],"mode":"nearest""#,
+            r#""kind":"pad","name":"pad","input":"sum","padding":[2,1,1,0],"value":0.5"#,
+            r#""kind":"affine","name":"gain","input":"pad","num_parameters":4,"weight":true,"bias":false"#,
+            r#""kind":"affine","name":"one_less","input":"gain","num_parameters":1,"weight":true,"bias":true"#,
+            r#""kind":"upsample","name":"bilinear_sizes","input":"one_less","size":[22,33],"mode":"bilinear","align_corners":false"#,
+            r#""kind":"upsample","name":"bilinear_corners","input":"avg","scale_factor":[2,1],"mode":"bilinear","align_corners":true"#,
+        ],
+    );
     // c − x is the weight −1 and the bias c; x − c the bias −c.
     let values = |name: &str| tensors.get(name).unwrap().1.to_vec();
     assert_eq!((values("one_less.weight"), values("one_less.bias")), (vec![-1.0], vec![1.0]));
@@ -436,13 +445,13 @@ fn resampling_and_constants_match_onnxruntime() {
 #[test]
 fn conv_transpose_output_shape_and_same_match_onnxruntime() {
     let (model, _) = net::onnx::load(&fixture("transposed.onnx")).unwrap();
-    let json = model.to_json();
-    for part in [
-        r#""name":"a","input":"x","op":"conv_transpose2d","in_channels":3,"out_channels":4,"kernel":[3,3],"stride":[2,2],"padding":[1,0,0,0],"dilation":[1,1],"groups":1,"output_padding":[0,0]"#,
-        r#""name":"e","input":"x","op":"conv_transpose2d","in_channels":3,"out_channels":2,"kernel":[3,3],"stride":[2,2],"padding":[0,1,0,0],"dilation":[1,1],"groups":1,"output_padding":[1,0]"#,
-    ] {
-        assert!(json.contains(part), "{part} in {json}");
-    }
+    imports_as(
+        &model,
+        &[
+            r#""name":"a","input":"x","op":"conv_transpose2d","in_channels":3,"out_channels":4,"kernel":[3,3],"stride":[2,2],"padding":[1,0,0,0],"dilation":[1,1],"groups":1,"output_padding":[0,0]"#,
+            r#""name":"e","input":"x","op":"conv_transpose2d","in_channels":3,"out_channels":2,"kernel":[3,3],"stride":[2,2],"padding":[0,1,0,0],"dilation":[1,1],"groups":1,"output_padding":[1,0]"#,
+        ],
+    );
     let (network, _, _) = fixture_model("transposed");
     assert_eq!(network.graph().outputs(), [("y", [1, 3, 28, 26]), ("z", [1, 2, 16, 12])]);
 }
@@ -455,17 +464,17 @@ fn conv_transpose_output_shape_and_same_match_onnxruntime() {
 #[test]
 fn shuffle_block_matches_onnxruntime() {
     let (model, _) = net::onnx::load(&fixture("shuffle_block.onnx")).unwrap();
-    let json = model.to_json();
-    for part in [
-        r#""kind":"slice","name":"first_half","input":"c","start":0,"end":4"#,
-        r#""kind":"slice","name":"second_half","input":"c","start":4,"end":8"#,
-        r#""kind":"channel_shuffle","name":"shuffle","input":"cat","groups":2"#,
-        r#""kind":"slice","name":"s2","input":"shuffle","start":4,"end":8"#,
-        r#""kind":"global_avg_pool","name":"mean","input":"joined""#,
-        r#""kind":"linear","name":"fc","input":"mean""#,
-    ] {
-        assert!(json.contains(part), "{part} in {json}");
-    }
+    imports_as(
+        &model,
+        &[
+            r#""kind":"slice","name":"first_half","input":"c","start":0,"end":4"#,
+            r#""kind":"slice","name":"second_half","input":"c","start":4,"end":8"#,
+            r#""kind":"channel_shuffle","name":"shuffle","input":"cat","groups":2"#,
+            r#""kind":"slice","name":"s2","input":"shuffle","start":4,"end":8"#,
+            r#""kind":"global_avg_pool","name":"mean","input":"joined""#,
+            r#""kind":"linear","name":"fc","input":"mean""#,
+        ],
+    );
     let (network, _, _) = fixture_model("shuffle_block");
     assert_eq!(network.graph().output_shape(), [1, 5, 1, 1]);
 }
@@ -579,14 +588,14 @@ fn models_of_two_outputs_match_onnxruntime() {
 #[test]
 fn squeeze_excitation_and_matmul_match_onnxruntime() {
     let (model, _) = net::onnx::load(&fixture("squeeze_excite.onnx")).unwrap();
-    let json = model.to_json();
-    for part in [
-        r#""kind":"mul","name":"excite","input":"hardswish","with":"gate""#,
-        r#""kind":"linear","name":"fc","input":"pool","in_features":8,"out_features":5,"bias":false"#,
-        r#""kind":"affine","name":"fc_bias","input":"fc","num_parameters":5,"weight":false,"bias":true"#,
-    ] {
-        assert!(json.contains(part), "{part} in {json}");
-    }
+    imports_as(
+        &model,
+        &[
+            r#""kind":"mul","name":"excite","input":"hardswish","with":"gate""#,
+            r#""kind":"linear","name":"fc","input":"pool","in_features":8,"out_features":5,"bias":false"#,
+            r#""kind":"affine","name":"fc_bias","input":"fc","num_parameters":5,"weight":false,"bias":true"#,
+        ],
+    );
     let (network, _, _) = fixture_model("squeeze_excite");
     assert_eq!(network.graph().output_shape(), [2, 5, 1, 1]);
 }

@@ -404,16 +404,7 @@ pub(crate) fn infer(
             (Operation::ChannelShuffle(l.groups as usize), shape, Cost::default())
         }
         Layer::Affine(l) => {
-            let count = match l.num_parameters {
-                None | Some(1) => 1,
-                Some(p) if p == c as i64 => c,
-                Some(p) => {
-                    return Err(model_error(
-                        name,
-                        format!("num_parameters {p}: 1, or the input's {c} channels"),
-                    ));
-                }
-            };
+            let count = per_channel_count(name, l.num_parameters, c)?;
             let (weight, bias) = (l.weight.unwrap_or(true), l.bias.unwrap_or(true));
             // Functional arithmetic: ptflops counts nothing.
             let cost = Cost {
@@ -438,16 +429,7 @@ pub(crate) fn infer(
             (Operation::Binary { op, with, per_channel }, shape, Cost::default())
         }
         Layer::Prelu(l) => {
-            let count = match l.num_parameters {
-                None | Some(1) => 1,
-                Some(p) if p == c as i64 => c,
-                Some(p) => {
-                    return Err(model_error(
-                        name,
-                        format!("num_parameters {p}: 1, or the input's {c} channels"),
-                    ));
-                }
-            };
+            let count = per_channel_count(name, l.num_parameters, c)?;
             let cost = Cost { params: count as u64, ..Cost::activation(shape, Activation::Relu) };
             (Operation::Prelu(count), shape, cost)
         }
@@ -544,6 +526,18 @@ pub(crate) fn infer(
             (Operation::AcBlock { spec, deploy }, out, cost)
         }
     })
+}
+
+/// How many values a layer of `num_parameters` has for an input of `c`
+/// channels: 1 (the default) or one per channel.
+fn per_channel_count(name: &str, num_parameters: Option<i64>, c: usize) -> Result<usize> {
+    match num_parameters {
+        None | Some(1) => Ok(1),
+        Some(p) if p == c as i64 => Ok(c),
+        Some(p) => {
+            Err(model_error(name, format!("num_parameters {p}: 1, or the input's {c} channels")))
+        }
+    }
 }
 
 /// A pool's window, stride and padding over an `[h, w]` input, as
