@@ -44,11 +44,14 @@ Models (opset 17, as `torch.onnx.export` writes by default):
   from the shape);
 - transposed: ConvTranspose sized by output_shape and by auto_pad
   SAME_UPPER and SAME_LOWER (odd total paddings), two outputs;
+- empty_integers: integer arithmetic of an empty tensor and a scalar
+  beside a conv (read, no panic);
 - refused_*: models convjit refuses, each for one reason (an operator not
   read, a Concat along the rows, PRelu slopes that broadcast along W, a
   Mul by a constant that broadcasts along W, a Resize of cubic mode or of
-  a fraction, a Pad that reflects, a Transpose to NHWC, a Flatten added
-  to an image, a
+  a fraction, a Pad that reflects, a Transpose to NHWC, a division of
+  integers by zero, a Gather past the integers, a Flatten added to an
+  image, a
   kernel_shape that disagrees with the weights, an attribute of the wrong
   type, MaxPool's ceil_mode, a Reshape to 3-D).
 
@@ -534,6 +537,40 @@ def refused_transpose(rng):
     return model(nodes, [], [("x", [1, 3, 8, 8])], "y", [1, 8, 8, 3], "refused_transpose")
 
 
+def refused_divide_by_zero(rng):
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Div", ["s", "zero"], ["q"], name="divide"),
+        helper.make_node("Reshape", ["x", "q"], ["y"], name="reshape"),
+    ]
+    return model(nodes, [i64("zero", [0])], [("x", [1, 3, 8, 8])], "y", [1, 3, 8, 8],
+                 "refused_divide_by_zero", check=False)
+
+
+def refused_gather_index(rng):
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "nine"], ["g"], name="gather", axis=0),
+        helper.make_node("Reshape", ["x", "g"], ["y"], name="reshape"),
+    ]
+    return model(nodes, [i64("nine", [9])], [("x", [1, 3, 8, 8])], "y", [1, 3, 8, 8],
+                 "refused_gather_index", check=False)
+
+
+def empty_integers(rng):
+    """Integer arithmetic on an empty tensor and a scalar (an empty result,
+    read by nothing), beside a conv: read, not a panic."""
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)
+    inits = [init(rng, "w", [2, 3, 1, 1]), i64("none", np.zeros([0], np.int64)), i64("five", 5)]
+    nodes = [
+        helper.make_node("Add", ["none", "five"], ["sum"], name="sum"),
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv"),
+    ]
+    return model(nodes, inits, [("x", [1, 3, 4, 4])], "y", [1, 2, 4, 4], "empty_integers")
+
+
 def refused_resize_cubic(rng):
     scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
     nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="cubic", mode="cubic")]
@@ -563,11 +600,12 @@ def main():
     refused = [refused_operator, refused_concat_axis, refused_flatten_add,
                refused_kernel_shape, refused_int_alpha, refused_ceil_mode, refused_reshape,
                refused_prelu_slopes, refused_constant_broadcast, refused_resize_cubic,
-               refused_resize_fraction, refused_pad_reflect, refused_transpose]
+               refused_resize_fraction, refused_pad_reflect, refused_transpose,
+               refused_divide_by_zero, refused_gather_index]
     runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True), (nnvc_like, True),
             (functions, True), (auto_pad, True), (resample, True), (two_outputs, True),
             (squeeze_excite, True), (shared_weights, True), (transposed, True),
-            (shuffle_block, True)]
+            (shuffle_block, True), (empty_integers, True)]
     for build, run in runs + [(r, False) for r in refused]:
         name = build.__name__
         # Each model's own generator, so that adding one changes no other.

@@ -100,7 +100,9 @@ fn what_is_not_read_is_refused_naming_it() {
         ("refused_resize_cubic", &["cubic (Resize", "mode cubic"]),
         ("refused_resize_fraction", &["up (Resize", "scales [1.0, 1.0, 1.5, 1.5]", "whole"]),
         ("refused_pad_reflect", &["mirror (Pad", "mode reflect"]),
-        ("refused_transpose", &["to_nhwc (Transpose", "perm Some([0, 2, 3, 1])"]),
+        ("refused_transpose", &["to_nhwc (Transpose", "perm [0, 2, 3, 1]"]),
+        ("refused_divide_by_zero", &["divide (Div", "Div of 1 and 0 overflows or divides by 0"]),
+        ("refused_gather_index", &["gather (Gather", "index 9 of 4 values"]),
         ("refused_flatten_add", &["mixed (Add", "a matrix [N, F] and an image"]),
         ("refused_kernel_shape", &["conv (Conv", "kernel_shape [5, 5]", "disagree"]),
         ("refused_int_alpha", &["leaky (LeakyRelu", "alpha is of type INT, not FLOAT"]),
@@ -477,6 +479,14 @@ fn shuffle_block_matches_onnxruntime() {
     );
     let (network, _, _) = fixture_model("shuffle_block");
     assert_eq!(network.graph().output_shape(), [1, 5, 1, 1]);
+}
+
+/// Integer arithmetic of an empty tensor and a scalar is read (an empty
+/// result), not a panic.
+#[test]
+fn arithmetic_of_no_integers_is_read() {
+    let (network, _, _) = fixture_model("empty_integers");
+    assert_eq!(network.graph().nodes().len(), 1);
 }
 
 /// One initializer read by two convs (exporters store equal constants

@@ -230,8 +230,15 @@ impl Dsc {
         let mode = self.mode_for(mode);
         let inner = match mode {
             DscMode::Auto => {
-                let fused = self.prepare(DscMode::Fused, Some(compiler), threads)?;
                 let unfused = self.prepare(DscMode::Unfused, Some(compiler), threads)?;
+                // A fused kernel that fails to compile leaves the pair.
+                let fused = match self.prepare(DscMode::Fused, Some(compiler), threads) {
+                    Ok(fused) => fused,
+                    Err(e) => {
+                        log::info!("dsc auto: the fused kernel: {e}; the block runs unfused");
+                        return Ok(unfused);
+                    }
+                };
                 let (t_fused, t_unfused) = time_pair(&fused, &unfused)?;
                 log::info!(
                     "dsc auto: {} fused {t_fused:?}, unfused {t_unfused:?}",

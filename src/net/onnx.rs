@@ -77,7 +77,7 @@ use proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 
 /// The operators this reads, as errors list them.
-pub const OPERATORS: [&str; 38] = [
+pub const OPERATORS: [&str; 39] = [
     "Add",
     "AveragePool",
     "BatchNormalization",
@@ -88,6 +88,7 @@ pub const OPERATORS: [&str; 38] = [
     "Conv",
     "ConvTranspose",
     "DepthToSpace",
+    "Div",
     "Dropout",
     "Flatten",
     "Gather",
@@ -500,6 +501,15 @@ fn transposed_pads(
     Ok((pads, adjusted))
 }
 
+/// The features `C·H·W` of a matrix flattened from an image of those
+/// sizes, checked not to overflow.
+fn features(c: usize, h: usize, w: usize, label: &str) -> Result<i64> {
+    c.checked_mul(h)
+        .and_then(|v| v.checked_mul(w))
+        .and_then(|v| i64::try_from(v).ok())
+        .ok_or_else(|| model_error(label, format!("a matrix of {c}·{h}·{w} features")))
+}
+
 /// `v` as an `i64` for a layer's field (a size of the file, which fits).
 fn field(v: usize, what: &str, label: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| model_error(label, format!("{what} {v} is past every size")))
@@ -560,8 +570,9 @@ impl<'a> Import<'a> {
                         Value::Computed { layer, flat: false }
                     }
                     (_, perm) => {
+                        let perm = perm.map_or("absent (reversed)".into(), |p| format!("{p:?}"));
                         return Err(refuse(format!(
-                            "perm {perm:?}: this reads a Transpose that keeps an image's axes \
+                            "perm {perm}: this reads a Transpose that keeps an image's axes \
                              ([0, 1, 2, 3]) or swaps the groups of a channel shuffle ([0, 2, 1, \
                              3, 4] of [N, g, C/g, H, W])"
                         )));
@@ -630,7 +641,7 @@ impl<'a> Import<'a> {
                 let (layer, flat) = self.source(node, 0, label)?;
                 let [n, c, h, w] = self.shapes.get(&layer).copied().unwrap_or_default();
                 let dims: Vec<i64> = match flat {
-                    true => vec![n as i64, (c * h * w) as i64],
+                    true => vec![n as i64, features(c, h, w, label)?],
                     false => vec![n as i64, c as i64, h as i64, w as i64],
                 };
                 let rank = dims.len() as i64;
@@ -660,7 +671,9 @@ impl<'a> Import<'a> {
                     return Err(refuse(format!("{x:?} and {y:?} do not broadcast")));
                 }
                 let at = |v: &[i64], k: usize| v[if v.len() == 1 { 0 } else { k }];
-                (0..x.len().max(y.len()))
+                // A single value broadcasts, to none as to many.
+                let len = if x.len() == 1 { y.len() } else { x.len() };
+                (0..len)
                     .map(|k| {
                         let (p, q) = (at(&x, k), at(&y, k));
                         match op {
@@ -691,6 +704,9 @@ impl<'a> Import<'a> {
                 for i in 0..node.input.len() {
                     let Some(x) = ints(i)? else { return Ok(None) };
                     all.extend(x);
+                    if all.len() > 64 {
+                        return Err(refuse("a Concat of more than 64 integers".into()));
+                    }
                 }
                 all
             }
@@ -735,8 +751,9 @@ impl<'a> Import<'a> {
         let input = self.image(node, 0, label)?;
         let axes = self.ints(node, 3, label)?;
         if !matches!(axes.as_deref(), Some([1] | [-3])) {
+            let axes = axes.map_or("absent (every axis)".into(), |a| format!("{a:?}"));
             return Err(refuse(format!(
-                "axes {axes:?}: this reads a Slice of an image's channels (axes [1])"
+                "axes {axes}: this reads a Slice of an image's channels (axes [1])"
             )));
         }
         let c = self.shapes.get(&input).copied().unwrap_or_default()[1];
@@ -848,20 +865,22 @@ impl<'a> Import<'a> {
         let input = self.image(node, 0, label)?;
         let c = self.shapes.get(&input).copied().unwrap_or_default()[1];
         let parts = node.output.len();
+        let num_outputs = a.get("num_outputs", AttributeType::INT)?.map(|n| n.i());
+        if num_outputs.is_some_and(|n| n != parts as i64) {
+            return Err(refuse(format!("num_outputs {num_outputs:?} and {parts} outputs")));
+        }
         let sizes: Vec<i64> = if node.input.get(1).is_some_and(|n| !n.is_empty()) {
-            self.shape(node, 1, label)?
+            self.ints(node, 1, label)?
+                .ok_or_else(|| refuse("its split: this reads constant sizes (int64)".into()))?
         } else {
             let chunk = c.div_ceil(parts.max(1));
-            let even = a.get("num_outputs", AttributeType::INT)?.is_some() || c % parts.max(1) == 0;
-            if !even {
+            if num_outputs.is_none() && c % parts.max(1) != 0 {
                 return Err(refuse(format!("{c} channels in {parts} equal parts")));
             }
             (0..parts).map(|k| (chunk.min(c.saturating_sub(k * chunk))) as i64).collect()
         };
-        if sizes.len() != parts
-            || sizes.iter().any(|&s| s < 1)
-            || sizes.iter().sum::<i64>() != c as i64
-        {
+        let total = sizes.iter().try_fold(0i64, |t, &s| t.checked_add(s));
+        if sizes.len() != parts || sizes.iter().any(|&s| s < 1) || total != Some(c as i64) {
             return Err(refuse(format!(
                 "split {sizes:?} into {parts} outputs: parts of at least one channel, {c} in all"
             )));
@@ -1080,7 +1099,7 @@ impl<'a> Import<'a> {
         // is one per feature where the planes are one pixel (after a global
         // pool), and the only per-feature constant read.
         let [_, c, h, w] = self.shapes.get(&input).copied().unwrap_or_default();
-        let c = if flat { c * h * w } else { c };
+        let c = if flat { features(c, h, w, label)? as usize } else { c };
         let one_pixel = h * w == 1;
         let (shape, _) = tensor_shape(t, label)?;
         // One value in any rank; per channel [C, 1, 1] or [1, C, 1, 1] of
@@ -1706,6 +1725,12 @@ impl<'a> Import<'a> {
                     bias: Some(has_bias),
                 });
                 (layer, true)
+            }
+            "Gather" | "Cast" | "Squeeze" | "Unsqueeze" | "Div" | "Shape" => {
+                return Err(refuse(format!(
+                    "operator {op} of a tensor: this reads {op} of integers (int64 constants of \
+                     at most 64 values, or computed from shapes), folded at import"
+                )));
             }
             other => {
                 return Err(refuse(format!(
