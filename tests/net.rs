@@ -894,7 +894,10 @@ proptest! {
         let node = graph.nodes()[0].clone();
         let network = Network::new(graph, None).unwrap_or_else(|e| panic!("{json}: {e}"));
         let x = random_tensor(seed, inputs);
-        let y = run(&network, &Options::default(), &x);
+        // The fused dsc kernel, as before auto: auto would compile both
+        // forms of every wild block (auto is tested in tests/blocks.rs).
+        let options = Options { dsc: DscMode::Fused, ..Options::default() };
+        let y = run(&network, &options, &x);
         check_net(&json, &network.graph().output_shape(), &y, &reference(&network, &x));
         if node.kind() == LayerKind::MaxPool {
             let model: serde_json::Value = serde_json::from_str(&json).unwrap();
