@@ -271,7 +271,7 @@ impl Prepared for Im2col {
         }
         epilogue(&self.spec, self.bias.as_deref(), output);
         if let Some(border) = &self.border {
-            border.apply(input, output);
+            border.apply(input, output, None);
         }
         Ok(())
     }

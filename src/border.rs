@@ -77,30 +77,49 @@ impl Border {
 
     /// Recomputes, in `y`, every output of the flagged channels that lies
     /// in a border row or column, from the input `x` (the engine's own run
-    /// has written `y`; both lengths were checked).
-    pub(crate) fn apply(&self, x: &[f32], y: &mut [f32]) {
+    /// has written `y`; both lengths were checked). With the sum epilogue,
+    /// `previous` holds what those outputs held before the run
+    /// ([`Border::outputs`]), added before the activation.
+    pub(crate) fn apply(&self, x: &[f32], y: &mut [f32], previous: Option<&[f32]>) {
         let s = &self.spec;
-        let [batch, c_out, oh, ow] = s.output_shape();
-        let inside = |o: usize, [a, b]: [usize; 2]| o >= a && o < b;
-        for n in 0..batch {
-            for &oc in &self.channels {
-                for oy in 0..oh {
-                    let row_inside = inside(oy, self.rows);
-                    for ox in 0..ow {
-                        if row_inside && inside(ox, self.cols) {
-                            continue;
-                        }
-                        y[((n * c_out + oc) * oh + oy) * ow + ox] = self.output(x, n, oc, oy, ox);
-                    }
-                }
-            }
+        let bias = self.bias.as_deref();
+        for (k, at) in self.positions().enumerate() {
+            let sum = exact_sum(s, &self.weight, bias, x, at);
+            let sum = previous.map_or(sum, |p| sum + p[k]);
+            y[self.index(at)] = s.activation().apply_f32(sum);
         }
     }
 
-    /// One output, from its real taps only.
-    fn output(&self, x: &[f32], n: usize, oc: usize, oy: usize, ox: usize) -> f32 {
-        let bias = self.bias.as_deref();
-        exact(&self.spec, &self.weight, bias, x, [n, oc, oy, ox])
+    /// The values `y` holds at the outputs [`Border::apply`] recomputes, in
+    /// its order: what a sum epilogue adds to them.
+    pub(crate) fn outputs(&self, y: &[f32]) -> Result<Vec<f32>> {
+        let mut kept = crate::alloc::zeroed_f32(self.positions().count(), "the border's outputs")?;
+        for (slot, at) in kept.iter_mut().zip(self.positions()) {
+            *slot = y[self.index(at)];
+        }
+        Ok(kept)
+    }
+
+    /// The outputs of the flagged channels that lie in a border row or
+    /// column, `[image, channel, row, column]`.
+    fn positions(&self) -> impl Iterator<Item = [usize; 4]> + '_ {
+        let [batch, _, oh, ow] = self.spec.output_shape();
+        let inside = |o: usize, [a, b]: [usize; 2]| o >= a && o < b;
+        (0..batch).flat_map(move |n| {
+            self.channels.iter().flat_map(move |&oc| {
+                (0..oh).flat_map(move |oy| {
+                    (0..ow)
+                        .filter(move |&ox| !(inside(oy, self.rows) && inside(ox, self.cols)))
+                        .map(move |ox| [n, oc, oy, ox])
+                })
+            })
+        })
+    }
+
+    /// The NCHW index of output `[image, channel, row, column]`.
+    fn index(&self, [n, oc, oy, ox]: [usize; 4]) -> usize {
+        let [_, c_out, oh, ow] = self.spec.output_shape();
+        ((n * c_out + oc) * oh + oy) * ow + ox
     }
 }
 
@@ -110,6 +129,17 @@ impl Border {
 /// not (a padded copy's zeros times an infinite weight; a Winograd tile
 /// that a non-finite input spreads over) recompute it.
 pub(crate) fn exact(
+    s: &ValidSpec,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    x: &[f32],
+    at: [usize; 4],
+) -> f32 {
+    s.activation().apply_f32(exact_sum(s, weight, bias, x, at))
+}
+
+/// [`exact`] before the activation.
+fn exact_sum(
     s: &ValidSpec,
     weight: &[f32],
     bias: Option<&[f32]>,
@@ -141,7 +171,7 @@ pub(crate) fn exact(
             }
         }
     }
-    s.activation().apply_f32(sum)
+    sum
 }
 
 /// The input position that output `o` reads through tap `k` along one

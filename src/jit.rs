@@ -16,7 +16,7 @@ use crate::abi::{Code, ConvFn};
 use crate::codegen::wide::{self, Linker};
 use crate::codegen::{self, Plan, Target};
 use crate::error::{Error, Result};
-use crate::kernel::{Kernel, WinogradLayer};
+use crate::kernel::{Epilogue, Kernel, WinogradLayer};
 use crate::schedule::Schedule;
 use crate::source::{self, Request, Resolved, ScheduleSource};
 use crate::spec::{ConvSpec, ValidSpec};
@@ -207,13 +207,42 @@ impl Compiler {
 
     /// Compiles `spec` with a given schedule (checked for legality first).
     pub fn compile_with(&self, spec: &ValidSpec, schedule: &Schedule) -> Result<Kernel> {
+        self.compile_epilogue(spec, schedule, Epilogue::Store)
+    }
+
+    /// [`Compiler::compile_with`], the kernel's epilogue `epilogue`; a
+    /// schedule whose kernel cannot have it ([`Epilogue::Sum`] on Winograd,
+    /// or on a transposed layer with output pixels no tap reaches) is
+    /// refused.
+    pub fn compile_epilogue(
+        &self,
+        spec: &ValidSpec,
+        schedule: &Schedule,
+        epilogue: Epilogue,
+    ) -> Result<Kernel> {
         self.admits(spec, schedule)?;
         let start = Instant::now();
         let layer = |w| WinogradLayer::new(spec, w, self.vector_isa);
         let winograd = schedule.winograd.map(layer).transpose()?;
         let lowered = schedule.lowered(spec);
-        let plan = Plan::new(&lowered, schedule);
+        let mut plan = Plan::new(&lowered, schedule);
         plan.compilable()?;
+        if epilogue == Epilogue::Sum {
+            if winograd.is_some() {
+                return Err(Error::Unsupported(
+                    "the sum epilogue on a Winograd kernel (its outputs come from the output \
+                     transform, not a register tile's stores)"
+                        .into(),
+                ));
+            }
+            if plan.geometry.holes {
+                return Err(Error::Unsupported(format!(
+                    "the sum epilogue on {spec}: output pixels no tap reaches are filled, not \
+                     stored by a register tile"
+                )));
+            }
+            plan.sum = true;
+        }
         let signature = ConvFn::signature(self.isa.pointer_type(), self.isa.default_call_conv());
         let (code, pointer) = self.define(signature, |func, target, linker| {
             codegen::lower(&lowered, schedule, &plan, target, func, linker)
@@ -244,16 +273,27 @@ impl Compiler {
     /// scratch buffers serve one run at a time and are made afresh for a
     /// concurrent one. The compiler keeps no kernel alive.
     pub fn compile_shared(&self, spec: &ValidSpec, schedule: &Schedule) -> Result<Arc<Kernel>> {
+        self.compile_shared_epilogue(spec, schedule, Epilogue::Store)
+    }
+
+    /// [`Compiler::compile_shared`] of [`Compiler::compile_epilogue`]:
+    /// kernels share code only with kernels of the same epilogue.
+    pub fn compile_shared_epilogue(
+        &self,
+        spec: &ValidSpec,
+        schedule: &Schedule,
+        epilogue: Epilogue,
+    ) -> Result<Arc<Kernel>> {
         // The spec's fields but its name: layers of other names share.
         let spec_json = serde_json::to_string(&ConvSpec { name: None, ..spec.to_conv_spec() })
             .map_err(|e| Error::Jit(format!("the spec as a key: {e}")))?;
-        let key = format!("{spec_json} {}", schedule.to_json());
+        let key = format!("{spec_json} {} {epilogue:?}", schedule.to_json());
         let lock = || self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(kernel) = lock().get(&key).and_then(Weak::upgrade) {
             log::info!("shared the kernel of {spec} with {}", schedule.to_json());
             return Ok(kernel);
         }
-        let kernel = Arc::new(self.compile_with(spec, schedule)?);
+        let kernel = Arc::new(self.compile_epilogue(spec, schedule, epilogue)?);
         let mut shared = lock();
         shared.retain(|_, k| k.strong_count() > 0);
         shared.insert(key, Arc::downgrade(&kernel));

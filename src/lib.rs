@@ -47,6 +47,6 @@ pub use complexity::Complexity;
 pub use engine::{Engine, Prepared};
 pub use error::{Error, Result};
 pub use jit::Compiler;
-pub use kernel::{Kernel, PackedWeights, RunStats};
+pub use kernel::{Epilogue, Kernel, PackedWeights, RunStats};
 pub use schedule::Schedule;
 pub use spec::{Activation, ConvSpec, Kind, Op, ValidSpec};

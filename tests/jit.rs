@@ -10,8 +10,9 @@ use convjit::schedule::{
     self, Algorithm, Depthwise, Direct, InputCopy, Layout, LoopNest, Run, Schedule, Split,
     Strategy as Family, Tile, Width,
 };
+use convjit::spec::ActivationKind;
 use convjit::target::{Isa, LANES};
-use convjit::{Compiler, Error, ValidSpec, suite};
+use convjit::{Compiler, Epilogue, Error, ValidSpec, suite};
 use proptest::prelude::*;
 
 /// The loop nest with rows outer or not, in column blocks when given
@@ -125,6 +126,109 @@ proptest! {
         let schedule = schedule::choose_threaded(&spec, threads);
         prop_assert!(schedule.legal(&spec).is_ok());
         check_kernel(&spec, &schedule, seed);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The sum epilogue, on every legal schedule: the kernel adds what
+    /// the output held, then activates.
+    #[test]
+    fn sum_epilogue_adds_the_residual_before_the_activation(
+        (spec, schedule) in any_spec().prop_flat_map(|s| {
+            let sched = any_schedule(&s);
+            (Just(s), sched)
+        }),
+        activation in 0usize..4,
+        seed in any::<u64>(),
+    ) {
+        check_sum(&spec, &schedule, activation, seed);
+    }
+
+    /// The same on the heuristic's schedules, Winograd's among them (which
+    /// have no sum epilogue: refused).
+    #[test]
+    fn sum_epilogue_on_the_heuristic_schedules(
+        spec in any_spec(),
+        threads in 1usize..=4,
+        activation in 0usize..4,
+        seed in any::<u64>(),
+    ) {
+        check_sum(&spec, &schedule::choose_threaded(&spec, threads), activation, seed);
+    }
+
+    /// The same on the tiles of the special forms: merged column phases,
+    /// joined rows and the image's rows (the last two AVX-512 only).
+    #[test]
+    fn sum_epilogue_on_merged_phases_joined_and_image_rows(
+        (spec, schedule) in prop_oneof![
+            scheduled(merged_columns_spec(), merged_columns_schedule)
+                .prop_map(|(spec, schedule)| (spec, Some(schedule))),
+            scheduled(joinable_spec(), joined_schedule),
+            scheduled(image_row_spec(), image_row_schedule),
+        ],
+        activation in 0usize..4,
+        seed in any::<u64>(),
+    ) {
+        if let Some(schedule) = schedule.filter(|s| s.isa.on_host()) {
+            check_sum(&spec, &schedule, activation, seed);
+        }
+    }
+}
+
+/// Checks the sum epilogue of `spec` with `schedule` and activation
+/// number `activation` (none, ReLU, ReLU6, leaky): refused exactly where
+/// it does not apply (a Winograd schedule, output pixels no tap reaches);
+/// elsewhere equal to the same schedule's kernel without activation (its
+/// outputs checked against the reference) plus the residual, activated.
+/// The two kernels sum the same products in the same order, so the
+/// outputs are compared as floats, not within a tolerance.
+fn check_sum(spec: &ValidSpec, schedule: &Schedule, activation: usize, seed: u64) {
+    let with = |kind: ActivationKind| {
+        let mut conv = spec.to_conv_spec();
+        conv.activation = kind;
+        conv.negative_slope = (kind == ActivationKind::LeakyRelu).then_some(0.125);
+        conv.validate().expect("the spec with another activation")
+    };
+    let kinds = [
+        ActivationKind::None,
+        ActivationKind::Relu,
+        ActivationKind::Relu6,
+        ActivationKind::LeakyRelu,
+    ];
+    let (plain, activated) = (with(ActivationKind::None), with(kinds[activation]));
+    let compiler = Compiler::host().expect("host compiler");
+    let compiler = if seed.is_multiple_of(4) { compiler.checked() } else { compiler };
+    let summing = compiler.compile_epilogue(&activated, schedule, Epilogue::Sum);
+    if schedule.winograd.is_some() || Geometry::of(spec).holes {
+        assert!(matches!(summing, Err(Error::Unsupported(_))), "{spec} with {schedule:?}");
+        return;
+    }
+    let summing = summing.unwrap_or_else(|e| panic!("{spec} with {schedule:?}: {e}"));
+    assert_eq!(summing.epilogue(), Epilogue::Sum);
+    let storing = compiler.compile_with(&plain, schedule).expect("the kernel without a sum");
+    let x = random_tensor(seed, spec.input_len());
+    let w = random_tensor(seed ^ 0x9e37_79b9, spec.weight_len());
+    let b = spec.has_bias().then(|| random_tensor(seed ^ 0x7f4a_7c15, spec.out_channels()));
+    let residual = random_tensor(seed ^ 0x5bd1_e995, spec.output_len());
+    let mut conv = vec![f32::NAN; spec.output_len()];
+    storing.run(&x, &storing.pack(&w, b.as_deref()).expect("pack"), &mut conv).expect("run");
+    let oracle =
+        convjit::reference::Oracle::for_schedule(&plain, Some(schedule), &x, &w, b.as_deref());
+    assert!(oracle.and_then(|o| o.verify(&conv)).expect("verify").passed(), "{plain}");
+    let mut y = residual.clone();
+    summing.run(&x, &summing.pack(&w, b.as_deref()).expect("pack"), &mut y).expect("run");
+    let act = activated.activation();
+    for (i, (&got, (&c, &r))) in y.iter().zip(conv.iter().zip(&residual)).enumerate() {
+        let want = act.apply_f32(c + r);
+        assert!(
+            got == want,
+            "{spec} ({}) with {schedule:?}: element {i} at {:?} is {got}, expected {want} \
+             ({c} + {r}, activated)",
+            activated.to_conv_spec().to_json(),
+            common::coordinates(&spec.output_shape(), i),
+        );
     }
 }
 

@@ -103,6 +103,29 @@ fn an_infinite_weight_over_padding_leaves_the_border_finite() {
     every_engine_agrees(&spec, &x, &w, b.as_deref());
 }
 
+/// The sum epilogue with an infinite weight over padding: the border's
+/// outputs, recomputed after the run, still add what the output held.
+#[test]
+fn the_sum_epilogue_recomputes_the_border_with_its_residual() {
+    let json = r#"{"op":"conv2d","in_channels":3,"out_channels":8,"height":9,"width":10,"kernel":3,"padding":1"#;
+    let plain = spec(&format!("{json}}}"));
+    let activated = spec(&format!(r#"{json},"activation":"relu"}}"#));
+    let (x, mut w, b) = tensors(&plain, 5);
+    w[0] = f32::INFINITY;
+    let residual = random_tensor(6, plain.output_len());
+    let conv = reference::conv(&plain, &x, &w, b.as_deref()).unwrap();
+    let compiler = Compiler::host().unwrap();
+    let kernel = compiler
+        .compile_epilogue(&activated, &schedule::choose(&activated), convjit::Epilogue::Sum)
+        .unwrap();
+    let mut y = residual.clone();
+    kernel.run(&x, &kernel.pack(&w, b.as_deref()).unwrap(), &mut y).unwrap();
+    assert!(y[0].is_finite(), "the tap at (0, 0) meets the padding");
+    let expected: Vec<f32> =
+        conv.iter().zip(&residual).map(|(&c, &r)| Activation::Relu.apply_f32(c + r)).collect();
+    common::check("sum epilogue", &plain.output_shape(), &y, &expected, 1e-5);
+}
+
 /// Transposed convs: a tap whose input lies outside the image (the JIT's
 /// phases read the copy's padding there).
 #[test]

@@ -203,6 +203,22 @@ pub(super) trait Lower<'a>: Sized {
         }
     }
 
+    /// The loads [`Lower::store_lanes`] stores to: a vector of the first
+    /// `lanes` f32 at `base + off` bytes, lane `l` at `l · lane_bytes` from
+    /// there, zeros in the lanes past them.
+    fn load_lanes(&mut self, base: Value, off: i64, lanes: usize, lane_bytes: i64) -> Value {
+        let ty = self.vector().ty;
+        if lanes == self.vector().lanes && lane_bytes == 4 {
+            return self.load(ty, base, off);
+        }
+        let mut v = self.splat_const(0.0);
+        for l in 0..lanes {
+            let s = self.load(types::F32, base, off + l as i64 * lane_bytes);
+            v = self.fb().ins().insertlane(v, s, l as u8);
+        }
+        v
+    }
+
     /// A store of `v` at `base + off` bytes.
     fn store(&mut self, v: Value, base: Value, off: i64) {
         if self.base().checks.is_some() {

@@ -68,6 +68,10 @@ pub struct Plan {
     /// own, so the code computes every row of a plane: threads share
     /// work items, never rows).
     pub reads_image: bool,
+    /// Whether the epilogue adds what the output holds before the call to
+    /// each output, before the activation: `y = act(conv(x) + b + y)`, a
+    /// residual added in the register tile ([`crate::Epilogue::Sum`]).
+    pub sum: bool,
 }
 
 impl Plan {
@@ -105,6 +109,7 @@ impl Plan {
             sub_row,
             joined: schedule.algorithm.joined(),
             reads_image: schedule.algorithm.reads_image(spec),
+            sum: false,
         }
     }
 

@@ -32,6 +32,23 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// whole-image copy's rows.
 const ROW_PIECES: usize = 4;
 
+/// What a kernel's epilogue does with each output it computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// Stores `act(conv(x) + b)`: the output's previous contents are
+    /// never read.
+    #[default]
+    Store,
+    /// Stores `act(conv(x) + b + y)`, where `y` is what the output held
+    /// when the run began: a residual added in the register tile before
+    /// the activation, as oneDNN's sum post-op and onnxruntime's fused
+    /// Conv+Add do. The caller writes the residual into the output before
+    /// each run. Kernels of the direct, width and depthwise algorithms
+    /// have it; a Winograd kernel, or a transposed layer with output
+    /// pixels no tap reaches, does not.
+    Sum,
+}
+
 /// A compiled convolution for one spec and schedule. Dropping it frees its
 /// code; no pointer to the code leaves it.
 pub struct Kernel {
@@ -254,8 +271,15 @@ impl Kernel {
         runtime::threads(run.threads, shares)
     }
 
+    /// What the epilogue does with each output ([`Epilogue::Sum`]: adds
+    /// what `output` holds when a run begins).
+    pub fn epilogue(&self) -> Epilogue {
+        if self.plan.sum { Epilogue::Sum } else { Epilogue::Store }
+    }
+
     /// Computes the output of `input` (NCHW) with packed weights into
-    /// `output` (NCHW). Every length, and that `weights` were packed by this
+    /// `output` (NCHW); with [`Epilogue::Sum`], adds it to what `output`
+    /// holds. Every length, and that `weights` were packed by this
     /// kernel, is checked before the compiled code runs.
     ///
     /// With [`Kernel::threads`] above 1 the work of each image is shared
@@ -286,6 +310,12 @@ impl Kernel {
         if let Some(layer) = &self.winograd {
             return self.run_winograd(layer, run, input, weights, output);
         }
+        // The sum epilogue adds the previous outputs, which the border's
+        // recomputation needs too once the run has replaced them.
+        let previous = match &weights.border {
+            Some(border) if self.plan.sum => Some(border.outputs(output)?),
+            _ => None,
+        };
         let threads = self.threads_of(run);
         // Where the checked lowering's calls report an access out of bounds.
         let faults: Mutex<Option<Error>> = Mutex::new(None);
@@ -304,7 +334,7 @@ impl Kernel {
             return Err(fault);
         }
         if let Some(border) = &weights.border {
-            border.apply(input, output);
+            border.apply(input, output, previous.as_deref());
         }
         Ok(())
     }

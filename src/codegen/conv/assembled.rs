@@ -113,6 +113,7 @@ impl Emitter<'_> {
             out_row: (phase.rows.out_step * self.spec.out_width()) as i64 * 4,
             out_plane: (work.lane_stride as i64) * self.out_plane() * 4,
             activation: self.spec.activation().into(),
+            sum: self.plan.sum,
             min_lanes: work.tail.lanes.min(work.lanes),
         })
     }
@@ -159,6 +160,7 @@ impl Emitter<'_> {
             out_step: pixel_out,
             out_plane: work.lane_stride as i64 * self.out_plane() * 4,
             activation: self.spec.activation().into(),
+            sum: self.plan.sum,
             min_lanes: work.tail.lanes.min(work.lanes),
         };
         (positions, Form::Pixels(stores))

@@ -653,22 +653,11 @@ impl Emit<'_> {
             }
             self.mov_store(rcx, constant_at, constant)?;
         }
-        for a in 0..accs {
-            match st.activation {
-                Activation::None => {}
-                Activation::Relu => self.maxps(a, zero, a)?,
-                Activation::Relu6 => {
-                    self.maxps(a, zero, a)?;
-                    self.mov_load(constant, rcx, constant_at)?;
-                    self.minps(a, constant, a)?;
-                }
-                Activation::LeakyRelu(_) => {
-                    // max(x, 0) + slope · min(x, 0): NaN and −0 kept.
-                    self.minps(constant, zero, a)?;
-                    self.mulps_mem(constant, rcx, constant_at)?;
-                    self.maxps(a, zero, a)?;
-                    self.addps(a, a, constant)?;
-                }
+        // With the sum epilogue each register is activated once its
+        // outputs' previous values are added, just before its stores.
+        if !st.sum {
+            for a in 0..accs {
+                self.activate_pixels(a, st.activation, zero, constant, constant_at)?;
             }
         }
         let mut done = self.a.create_label();
@@ -681,6 +670,10 @@ impl Emit<'_> {
                 let (a, valid) = (c * j + q, st.valid[q]);
                 let off = c as i64 * st.out_plane + st.out[q];
                 let lanes = self.tile.isa.lanes();
+                if st.sum {
+                    self.add_previous(a, off, valid, st.out_step)?;
+                    self.activate_pixels(a, st.activation, zero, constant, constant_at)?;
+                }
                 if st.out_step == 4 && valid == lanes {
                     self.mov_store(r8, off, a)?;
                 } else if st.out_step == 4 && avx512 {
@@ -688,7 +681,8 @@ impl Emit<'_> {
                     self.a.kmovw(k1, eax)?;
                     self.a.vmovups(zmmword_ptr(r8 + disp(off)?).k1(), ZMM[a])?;
                 } else if st.out_step == 4 {
-                    self.partial_store(off, a, valid, zero)?;
+                    // `constant` is free between activations (`zero` is not).
+                    self.partial_store(off, a, valid, constant)?;
                 } else {
                     // Lane by lane, through the accumulator block.
                     self.mov_store(rcx, 0, a)?;
@@ -701,6 +695,60 @@ impl Emit<'_> {
         }
         self.a.set_label(&mut done)?;
         Ok(())
+    }
+
+    /// A pixels tile's activation of register `a`: `zero` holds zeros,
+    /// `constant` is free, and the activation's constant (6 or the slope)
+    /// is at `rcx + constant_at`.
+    fn activate_pixels(
+        &mut self,
+        a: usize,
+        activation: Activation,
+        zero: usize,
+        constant: usize,
+        constant_at: i64,
+    ) -> R {
+        match activation {
+            Activation::None => {}
+            Activation::Relu => self.maxps(a, zero, a)?,
+            Activation::Relu6 => {
+                self.maxps(a, zero, a)?;
+                self.mov_load(constant, rcx, constant_at)?;
+                self.minps(a, constant, a)?;
+            }
+            Activation::LeakyRelu(_) => {
+                // max(x, 0) + slope · min(x, 0): NaN and −0 kept.
+                self.minps(constant, zero, a)?;
+                self.mulps_mem(constant, rcx, constant_at)?;
+                self.maxps(a, zero, a)?;
+                self.addps(a, a, constant)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The sum epilogue of a pixels tile: register `a` plus the `valid`
+    /// outputs it is stored to (at `y + off`, `step` bytes apart) — one
+    /// add reading a whole vector, or the valid lanes under a mask
+    /// (AVX-512), or, for a partial AVX2 vector or pixels not side by side,
+    /// the valid lanes copied into the start of the `acc` block (free
+    /// once the accumulators are in registers) and added from there.
+    fn add_previous(&mut self, a: usize, off: i64, valid: usize, step: i64) -> R {
+        let lanes = self.tile.isa.lanes();
+        if step == 4 && valid == lanes {
+            return self.addps_mem(a, r8, off);
+        }
+        if step == 4 && self.tile.isa == Isa::Avx512 {
+            self.a.mov(eax, (1u32 << valid) - 1)?;
+            self.a.kmovw(k1, eax)?;
+            let previous = zmmword_ptr(r8 + disp(off)?);
+            return self.a.vaddps(ZMM[a].k1(), ZMM[a], previous);
+        }
+        for lane in 0..valid as i64 {
+            self.a.mov(eax, dword_ptr(r8 + disp(off + lane * step)?))?;
+            self.a.mov(dword_ptr(rcx + disp(4 * lane)?), eax)?;
+        }
+        self.addps_mem(a, rcx, 0)
     }
 
     /// The first `valid` (below 8) lanes of AVX2 register `a` stored at
@@ -755,6 +803,14 @@ impl Emit<'_> {
         }
     }
 
+    /// `d += the vector at base + off`.
+    fn addps_mem(&mut self, d: usize, base: AsmRegister64, off: i64) -> R {
+        match self.tile.isa {
+            Isa::Avx512 => self.a.vaddps(ZMM[d], ZMM[d], zmmword_ptr(base + disp(off)?)),
+            _ => self.a.vaddps(YMM[d], YMM[d], ymmword_ptr(base + disp(off)?)),
+        }
+    }
+
     /// `d *= the vector at base + off`.
     fn mulps_mem(&mut self, d: usize, base: AsmRegister64, off: i64) -> R {
         match self.tile.isa {
@@ -766,7 +822,6 @@ impl Emit<'_> {
     /// The epilogue of [`Stores`] (AVX-512; see the module's notes).
     fn stores(&mut self, st: &Stores) -> R {
         let p = self.positions();
-        let (zero, constant) = (ZMM[16], ZMM[17]);
         let rows = self.tile.store_rows(st);
         let members = self.tile.members.max(1);
         // Merged column phases are one vector of channels whose row holds
@@ -780,12 +835,7 @@ impl Emit<'_> {
         for v in 0..vectors {
             // Set for each vector of channels: the transpose of the one
             // before used every register from zmm16 on.
-            self.a.vxorps(zero, zero, zero)?;
-            match st.activation {
-                Activation::Relu6 => self.broadcast_bits(constant, 6.0f32.to_bits())?,
-                Activation::LeakyRelu(slope) => self.broadcast_bits(constant, slope)?,
-                Activation::None | Activation::Relu => {}
-            }
+            self.epilogue_constants(st.activation)?;
             for (q, &r) in ZMM[..16].iter().enumerate() {
                 if q >= slots {
                     self.a.vxorps(r, r, r)?;
@@ -793,22 +843,15 @@ impl Emit<'_> {
                 }
                 let acc = accumulator(v, q);
                 self.a.vmovups(r, zmmword_ptr(rcx + disp((acc * 64) as i64)?))?;
-                match st.activation {
-                    Activation::None => {}
-                    // `vmaxps a, b` gives b when either is NaN: NaN stays.
-                    Activation::Relu => self.a.vmaxps(r, zero, r)?,
-                    Activation::Relu6 => {
-                        self.a.vmaxps(r, zero, r)?;
-                        self.a.vminps(r, constant, r)?;
-                    }
-                    Activation::LeakyRelu(_) => {
-                        // Below zero (false for NaN): times the slope.
-                        self.a.vcmpps(k2, r, zero, 1)?; // LT_OS
-                        self.a.vmulps(r.k2(), r, constant)?;
-                    }
+                // With the sum epilogue the stores activate.
+                if !st.sum {
+                    self.activate_zmm(r, st.activation)?;
                 }
             }
             self.transpose()?;
+            if st.sum {
+                self.epilogue_constants(st.activation)?;
+            }
             for row in 0..rows {
                 if st.pixel_step == 1 {
                     let mask = ((1u32 << st.pixels) - 1) << (row * st.pixels);
@@ -862,13 +905,54 @@ impl Emit<'_> {
                 self.a.cmp(r9, channel as i32)?;
                 self.a.jbe(done)?;
             }
-            let stored = prepare(self.a, register)?;
+            let mut stored = prepare(self.a, register)?;
             let off = channel as i64 * st.out_plane + off;
+            if st.sum {
+                // The previous outputs under the store's mask, added into
+                // `zmm18` (the channel's register serves the other rows).
+                let sum = ZMM[18];
+                self.a.vaddps(sum.k1().z(), stored, zmmword_ptr(r8 + disp(off)?))?;
+                self.activate_zmm(sum, st.activation)?;
+                stored = sum;
+            }
             self.a.vmovups(zmmword_ptr(r8 + disp(off)?).k1(), stored)?;
         }
         // The label goes on the next instruction: the next row's mask, the
         // next vector's first load, or `vzeroupper`.
         self.a.set_label(&mut done)
+    }
+
+    /// The constants of the AVX-512 channels epilogue's activation: zeros
+    /// in `zmm16`, 6 or the slope in `zmm17`.
+    fn epilogue_constants(&mut self, activation: Activation) -> R {
+        let (zero, constant) = (ZMM[16], ZMM[17]);
+        self.a.vxorps(zero, zero, zero)?;
+        match activation {
+            Activation::Relu6 => self.broadcast_bits(constant, 6.0f32.to_bits()),
+            Activation::LeakyRelu(slope) => self.broadcast_bits(constant, slope),
+            Activation::None | Activation::Relu => Ok(()),
+        }
+    }
+
+    /// The activation of `r` in the AVX-512 channels epilogue, with the
+    /// constants [`Self::epilogue_constants`] set.
+    fn activate_zmm(&mut self, r: AsmRegisterZmm, activation: Activation) -> R {
+        let (zero, constant) = (ZMM[16], ZMM[17]);
+        match activation {
+            Activation::None => {}
+            // `vmaxps a, b` gives b when either is NaN: NaN stays.
+            Activation::Relu => self.a.vmaxps(r, zero, r)?,
+            Activation::Relu6 => {
+                self.a.vmaxps(r, zero, r)?;
+                self.a.vminps(r, constant, r)?;
+            }
+            Activation::LeakyRelu(_) => {
+                // Below zero (false for NaN): times the slope.
+                self.a.vcmpps(k2, r, zero, 1)?; // LT_OS
+                self.a.vmulps(r.k2(), r, constant)?;
+            }
+        }
+        Ok(())
     }
 
     /// `bits` as an f32 in every lane of `reg`.

@@ -158,6 +158,9 @@ pub struct PixelStores {
     pub out_plane: i64,
     /// The activation.
     pub activation: Activation,
+    /// The sum epilogue: each register plus the outputs it is stored to,
+    /// then activated.
+    pub sum: bool,
     /// Channels every call stores.
     pub min_lanes: usize,
 }
@@ -184,6 +187,9 @@ pub struct Stores {
     pub out_plane: i64,
     /// The activation.
     pub activation: Activation,
+    /// The sum epilogue: each channel's row of outputs plus what they
+    /// held (read under the store's mask), then activated.
+    pub sum: bool,
     /// Channels every call stores (the call's `lanes` is checked only
     /// past these).
     pub min_lanes: usize,
@@ -414,7 +420,8 @@ mod tests {
         let isa = prop_oneof![Just(Isa::Avx2), Just(Isa::Avx512)];
         let shape = (1usize..=3, 1usize..=12).prop_map(|(v, p)| (v, p.min(12 / v)));
         let grid = prop::collection::vec((0i64..40, 0i64..400), 0..=9);
-        let stores = (0u8..4, 1usize..=4, 0usize..=4, 0u32..4, 0usize..=48);
+        // The activation's index, plus 4 for the sum epilogue.
+        let stores = (0u8..4, 1usize..=4, 0usize..=4, 0u32..8, 0usize..=48);
         let sizes = (0usize..=6, 1usize..=4, (1i64..2000, 1i64..600), 1usize..=3, 1i64..50);
         let pixels = (1usize..=14, 1usize..=4, 1usize..=40, any::<bool>());
         // Lane masks of joined rows or deinterleaving loads (AVX-512
@@ -423,12 +430,13 @@ mod tests {
         (isa, shape, grid, sizes, (stores, pixels, masks)).prop_map(
             |(isa, (vectors, p), grid, sizes, (stores, pixels, masks))| {
                 let (kind, rows_of, plane_out, activation, min_lanes) = stores;
+                let sum = activation >= 4;
                 let activation = [
                     Activation::None,
                     Activation::Relu,
                     Activation::Relu6,
                     Activation::LeakyRelu(0.5f32.to_bits()),
-                ][activation as usize];
+                ][activation as usize % 4];
                 let lanes = isa.lanes();
                 // Pixels in lanes: m channels × vectors of a row's pixels.
                 if kind == 2 {
@@ -459,6 +467,7 @@ mod tests {
                         out_step,
                         out_plane: out_row * rows_of as i64 + 4 * plane_out as i64,
                         activation,
+                        sum,
                         min_lanes: min_lanes.min(m),
                     };
                     let mut tile = any_channels_tile(isa, (m, 1), grid, sizes, None);
@@ -490,6 +499,7 @@ mod tests {
                         out_row: 4 * (pixels + 3) as i64,
                         out_plane: 4 * (pixels + 3 + plane_out) as i64,
                         activation,
+                        sum,
                         min_lanes: min_lanes.min(16),
                     });
                     let tile = any_channels_tile(isa, (vectors, p), grid, sizes, stores);
@@ -511,6 +521,7 @@ mod tests {
                         out_row: 4 * row as i64,
                         out_plane: 4 * (rows_of * row + plane_out) as i64,
                         activation,
+                        sum,
                         min_lanes: min_lanes.min(vectors * 16),
                     };
                     (pixels * rows_of, Some(stores))
