@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::baseline::{Im2col, Naive};
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
-use crate::kernel::{Kernel, PackedWeights};
+use crate::kernel::{Epilogue, Kernel, PackedWeights};
 pub use crate::prepared::Prepared;
 use crate::reference;
 use crate::schedule;
@@ -83,6 +83,25 @@ impl Engine {
         bias: Option<&[f32]>,
         threads: usize,
     ) -> Result<Box<dyn Prepared>> {
+        self.prepare_epilogue(compiler, spec, weight, bias, threads, Epilogue::Store)
+    }
+
+    /// [`Engine::prepare_with`], the layer's outputs stored as `epilogue`
+    /// says. [`Epilogue::Sum`] (each run adds what the output held) is
+    /// the JIT's, on the schedules whose kernels have it
+    /// ([`Compiler::compile_epilogue`]); anything else refuses it.
+    pub fn prepare_epilogue(
+        self,
+        compiler: Option<&Compiler>,
+        spec: &ValidSpec,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        threads: usize,
+        epilogue: Epilogue,
+    ) -> Result<Box<dyn Prepared>> {
+        if epilogue == Epilogue::Sum && self != Engine::Jit {
+            return Err(Error::Unsupported(format!("the sum epilogue on the {self} engine")));
+        }
         if !(1..=schedule::MAX_THREADS).contains(&threads) {
             return Err(Error::InvalidThreads(threads));
         }
@@ -91,7 +110,7 @@ impl Engine {
             Engine::Jit => {
                 let compiler = &*Compiler::given_or_host(compiler)?;
                 let schedule = compiler.schedule_for(spec, threads);
-                let kernel = compiler.compile_shared(spec, &schedule)?;
+                let kernel = compiler.compile_shared_epilogue(spec, &schedule, epilogue)?;
                 let weights = kernel.pack(weight, bias)?;
                 // Another layer holds it too: this one compiled nothing.
                 let shared = Arc::strong_count(&kernel) > 1;
@@ -174,6 +193,9 @@ impl Prepared for JitLayer {
     }
     fn schedule(&self) -> Option<schedule::Schedule> {
         Some(*self.kernel.schedule())
+    }
+    fn epilogue(&self) -> Epilogue {
+        self.kernel.epilogue()
     }
     fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
         self.kernel.run(input, &self.weights, output)

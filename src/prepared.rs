@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::kernel::Epilogue;
 use crate::schedule;
 use crate::spec::ValidSpec;
 
@@ -22,7 +23,13 @@ pub trait Prepared {
     fn schedule(&self) -> Option<schedule::Schedule> {
         None
     }
-    /// Computes the output (NCHW) of `input` (NCHW). Both lengths are
-    /// checked against the spec before any work.
+    /// What a run does with the output's previous contents: nothing
+    /// ([`Epilogue::Store`]), or adds them ([`Epilogue::Sum`]).
+    fn epilogue(&self) -> Epilogue {
+        Epilogue::Store
+    }
+    /// Computes the output (NCHW) of `input` (NCHW), added to what the
+    /// output held when [`Prepared::epilogue`] is [`Epilogue::Sum`]. Both
+    /// lengths are checked against the spec before any work.
     fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()>;
 }

@@ -999,12 +999,16 @@ fn net_json_is_contract_5_and_the_check_passes() {
         assert_eq!(row["macs_ptflops"], node.cost().macs_ptflops);
         let shape: Vec<usize> = serde_json::from_value(row["output_shape"].clone()).unwrap();
         assert_eq!(shape, node.output_shape());
-        // jvet_lf's ReLUs fold into the convs before them: no step, no time.
+        // jvet_lf's ReLUs fold into the convs before them, its residual
+        // add into the tail conv's epilogue: no step, no time.
         if node.kind() == convjit::net::LayerKind::Activation {
             assert_eq!(number(row, "median_s"), 0.0, "{row}");
             assert!(
                 row["folded_into"].as_str().is_some_and(|c| row["name"] == format!("{c}.relu"))
             );
+        } else if node.kind() == convjit::net::LayerKind::Add {
+            assert_eq!(number(row, "median_s"), 0.0, "{row}");
+            assert_eq!(row["folded_into"], "tail", "{row}");
         } else {
             assert!(number(row, "median_s") > 0.0, "{row}");
         }

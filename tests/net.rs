@@ -1109,14 +1109,16 @@ fn pad_and_affine_follow_their_definitions() {
 /// An activation that alone reads an add (`relu(x + f(x))`) is computed in
 /// the add's loop — its row folded into the add's, the output the
 /// reference's — and one that shares the add's output with another reader
-/// runs on its own.
+/// runs on its own. (Neither operand's conv can take the add: one has an
+/// activation, the other's output has two readers.)
 #[test]
 fn an_activation_after_an_add_folds_into_it() {
     let json = |extra: &str| {
         format!(
             r#"{{"name": "m", "input": [1, 4, 6, 6], "layers": [
             {{"kind": "conv", "name": "c1", "out_channels": 4, "kernel": 3, "padding": 1}},
-            {{"kind": "conv", "name": "c2", "out_channels": 4, "kernel": 3, "padding": 1}},
+            {{"kind": "conv", "name": "c2", "out_channels": 4, "kernel": 3, "padding": 1,
+              "activation": "relu"}},
             {{"kind": "add", "name": "sum", "with": "c1"}},
             {{"kind": "activation", "name": "act", "activation": "leaky_relu", "negative_slope": 0.2}}{extra}]}}"#
         )
@@ -1130,6 +1132,61 @@ fn an_activation_after_an_add_folds_into_it() {
         let act = report.layers.iter().find(|l| l.name == "act").unwrap();
         assert_eq!(act.folded_into.as_deref(), folds.then_some("sum"), "{extra}");
         assert!(network.check(&x, &y).unwrap().within(TOLERANCE), "{extra}");
+    }
+}
+
+/// A residual add folds into the conv that computes one of its operands —
+/// the one computed last, whose output nothing else reads — with the
+/// activation after it: the kernel adds the other operand in its epilogue.
+/// A Winograd kernel (no sum epilogue) adds after its run, as a fused
+/// depthwise-separable kernel does; every output is the reference's.
+#[test]
+fn a_residual_add_folds_into_the_conv_that_computes_an_operand() {
+    let json = r#"{"name": "m", "input": [1, 6, 10, 9], "layers": [
+        {"kind": "conv", "name": "a", "out_channels": 8, "kernel": 3, "padding": 1},
+        {"kind": "conv", "name": "b", "input": "input", "out_channels": 8, "kernel": 3,
+         "padding": 1, "bias": false},
+        {"kind": "batchnorm", "name": "b_bn"},
+        {"kind": "add", "name": "sum", "input": "b_bn", "with": "a"},
+        {"kind": "activation", "name": "act", "activation": "leaky_relu", "negative_slope": 0.2},
+        {"kind": "dsc", "name": "block", "out_channels": 8, "kernel": 3, "padding": 1,
+         "activations": ["relu6", "none"]},
+        {"kind": "add", "name": "res", "input": "block", "with": "act"}]}"#;
+    let network = Network::new(graph(json), None).unwrap();
+    let x = net::random_input(network.graph().input_shape(), 3).unwrap();
+    let winograd = convjit::Compiler::host().unwrap().with_source(std::sync::Arc::new(Winograds));
+    let b = r#"{"op":"conv2d","in_channels":6,"out_channels":8,"height":10,"width":9,"kernel":3,
+        "padding":1,"activation":"leaky_relu","negative_slope":0.2}"#;
+    use convjit::source::ScheduleSource;
+    assert!(Winograds.schedule(&common::spec(b), 1).is_some(), "b computed through Winograd");
+    for (dsc, compiler) in [(DscMode::Unfused, None), (DscMode::Fused, Some(&winograd))] {
+        let options = Options { dsc, ..Options::default() };
+        let mut prepared = network.prepare(&options, compiler).unwrap();
+        let (y, report) = prepared.measure(&x, 1).unwrap();
+        let folded = |name: &str| {
+            let layer = report.layers.iter().find(|l| l.name == name).unwrap();
+            layer.folded_into.clone()
+        };
+        // `a` is computed before `b`: the add folds into `b`.
+        for (name, into) in [("b_bn", "b"), ("sum", "b"), ("act", "b"), ("res", "block")] {
+            assert_eq!(folded(name).as_deref(), Some(into), "{name} ({dsc})");
+        }
+        assert!(network.check(&x, &y).unwrap().within(TOLERANCE), "{dsc}");
+    }
+}
+
+/// Winograd schedules for every layer they compute (3×3, stride 1).
+struct Winograds;
+
+impl convjit::source::ScheduleSource for Winograds {
+    fn schedule(&self, spec: &convjit::ValidSpec, threads: usize) -> Option<convjit::Schedule> {
+        let config = convjit::schedule::Winograd { output_tile: 2, panel: 64 };
+        let isa = convjit::target::Isa::host();
+        convjit::schedule::winograd_with(spec, config, threads, isa)
+    }
+
+    fn describe(&self) -> String {
+        "Winograd for every layer".to_string()
     }
 }
 

@@ -253,31 +253,35 @@ fn tune_model_saves_what_net_tuned_uses() {
     assert!(said.contains(&holds), "{said}");
 }
 
-/// The kernels the JIT compiles for a model: each distinct once, with the
-/// BatchNorm folded (a bias) and the activation fused, and the layers that
-/// run it.
+/// The kernels the JIT compiles for a model: each distinct spec once, with
+/// the BatchNorm folded (a bias), the activation fused and the residual
+/// add folded into the conv computing its operand last, and the layers
+/// that run it.
 #[test]
 fn jit_convs_are_the_distinct_kernels_as_compiled() {
     let graph = net::Graph::new(&net::resnet18()).unwrap();
     let network = Network::new(graph, None).unwrap();
     let convs = network.jit_convs(&Options::default()).unwrap();
     let nodes = network.graph().nodes();
-    // The stem, per stage the 3×3 convs (one of stride 2 from stage 2 on)
-    // and the downsampling 1×1s, the classifier.
+    // The stem; layer1's 3×3 convs; per later stage the stride-2 3×3, the
+    // 3×3 whose output the add reads (the downsampling 1×1 after it takes
+    // the add and its ReLU), the downsampling 1×1 and the other 3×3s; the
+    // classifier.
     let names: Vec<&str> = convs.iter().map(|c| nodes[c.nodes[0]].name()).collect();
-    assert_eq!(convs.len(), 1 + 2 + 3 * 4 + 1, "{names:?}");
+    assert_eq!(convs.len(), 1 + 1 + 3 * 4 + 1, "{names:?}");
     assert_eq!(convs.iter().map(|c| c.nodes.len()).sum::<usize>(), 1 + 16 + 3 + 1);
     let stem = &convs[0];
     assert!(stem.spec.has_bias(), "the BatchNorm folded into a bias");
     assert_eq!(stem.spec.activation(), convjit::Activation::Relu);
-    // layer1's four 3×3 convs: two with the ReLU, two whose output the
-    // residual add reads.
-    let relu = |c: &&net::JitConv| c.spec.activation() == convjit::Activation::Relu;
+    // layer1's four 3×3 convs: two with their own ReLU, two with the
+    // residual's add and the ReLU after it — one spec.
     let layer1: Vec<_> =
         convs.iter().filter(|c| nodes[c.nodes[0]].name().starts_with("layer1.")).collect();
-    assert_eq!(layer1.len(), 2);
-    assert_eq!(layer1.iter().filter(|c| relu(c)).count(), 1);
-    assert!(layer1.iter().all(|c| c.nodes.len() == 2));
+    assert_eq!(layer1.len(), 1, "{names:?}");
+    assert_eq!(layer1[0].spec.activation(), convjit::Activation::Relu);
+    assert_eq!(layer1[0].nodes.len(), 4);
+    let downsample = convs.iter().find(|c| nodes[c.nodes[0]].name() == "layer2.0.downsample.0");
+    assert_eq!(downsample.unwrap().spec.activation(), convjit::Activation::Relu);
 }
 
 /// Models of two inputs match onnxruntime on both engines: an NNVC-style

@@ -24,6 +24,7 @@ use crate::codegen::dsc::{self as lowering, Band, DscSchedule, Stage};
 use crate::engine::{Engine, Prepared};
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
+use crate::kernel::Epilogue;
 use crate::runtime::{self, Kept, Scratch};
 use crate::spec::{Activation, Op, ValidSpec};
 
@@ -223,6 +224,21 @@ impl Dsc {
         compiler: Option<&Compiler>,
         threads: usize,
     ) -> Result<PreparedDsc> {
+        self.prepare_epilogue(mode, Epilogue::Store, compiler, threads)
+    }
+
+    /// [`Dsc::prepare`], the pointwise conv's outputs stored as `epilogue`
+    /// says when the block runs unfused (the fused kernel has no sum
+    /// epilogue: [`PreparedDsc::epilogue`] tells which the block has; on
+    /// `auto` the fused kernel is timed against the pair with the
+    /// epilogue asked for).
+    pub fn prepare_epilogue(
+        &self,
+        mode: DscMode,
+        epilogue: Epilogue,
+        compiler: Option<&Compiler>,
+        threads: usize,
+    ) -> Result<PreparedDsc> {
         let compiler = &*Compiler::given_or_host(compiler)?;
         if let (DscMode::Fused | DscMode::Auto, Some(why)) = (mode, self.unfusable()) {
             log::info!("dsc: {why}: the block runs unfused");
@@ -230,7 +246,8 @@ impl Dsc {
         let mode = self.mode_for(mode);
         let inner = match mode {
             DscMode::Auto => {
-                let unfused = self.prepare(DscMode::Unfused, Some(compiler), threads)?;
+                let unfused =
+                    self.prepare_epilogue(DscMode::Unfused, epilogue, Some(compiler), threads)?;
                 // A fused kernel that fails to compile leaves the pair.
                 let fused = match self.prepare(DscMode::Fused, Some(compiler), threads) {
                     Ok(fused) => fused,
@@ -253,7 +270,12 @@ impl Dsc {
             }
             DscMode::Unfused => {
                 let dw = self.depthwise.prepare(Engine::Jit, Some(compiler), threads)?;
-                let pw = self.pointwise.prepare(Engine::Jit, Some(compiler), threads)?;
+                let pw = self.pointwise.prepare_epilogue(
+                    Engine::Jit,
+                    Some(compiler),
+                    threads,
+                    epilogue,
+                )?;
                 let mid = alloc::zeroed_f32(self.depthwise.spec().output_len(), MID)?;
                 let mid = Mutex::new(mid);
                 Inner::Unfused { dw, pw, mid }
@@ -311,6 +333,15 @@ impl PreparedDsc {
         match self.inner {
             Inner::Fused(_) => DscMode::Fused,
             Inner::Unfused { .. } => DscMode::Unfused,
+        }
+    }
+
+    /// What a run does with the output's previous contents (see
+    /// [`Dsc::prepare_epilogue`]).
+    pub fn epilogue(&self) -> Epilogue {
+        match &self.inner {
+            Inner::Fused(_) => Epilogue::Store,
+            Inner::Unfused { pw, .. } => pw.epilogue(),
         }
     }
 

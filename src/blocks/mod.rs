@@ -26,6 +26,7 @@ use crate::alloc;
 use crate::engine::{Engine, Prepared};
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
+use crate::kernel::Epilogue;
 use crate::reference;
 use crate::spec::{Activation, Op, ValidSpec};
 
@@ -248,7 +249,20 @@ impl Conv {
         compiler: Option<&Compiler>,
         threads: usize,
     ) -> Result<Box<dyn Prepared>> {
-        engine.prepare_with(compiler, &self.spec, &self.weight, self.bias.as_deref(), threads)
+        self.prepare_epilogue(engine, compiler, threads, Epilogue::Store)
+    }
+
+    /// [`Conv::prepare`], its outputs stored as `epilogue` says
+    /// ([`Engine::prepare_epilogue`]).
+    pub fn prepare_epilogue(
+        &self,
+        engine: Engine,
+        compiler: Option<&Compiler>,
+        threads: usize,
+        epilogue: Epilogue,
+    ) -> Result<Box<dyn Prepared>> {
+        let (spec, w, b) = (&self.spec, &self.weight, self.bias.as_deref());
+        engine.prepare_epilogue(compiler, spec, w, b, threads, epilogue)
     }
 
     /// Its output on `input`, from the reference interpreter.

@@ -24,8 +24,9 @@ use crate::blocks::DscMode;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::jit::Compiler;
+use crate::kernel::Epilogue;
 use crate::reference::{self, Deviation};
-use crate::spec::ValidSpec;
+use crate::spec::{Activation, ValidSpec};
 use crate::timing::{self, Measurement};
 
 /// Where a step's operand is.
@@ -39,7 +40,7 @@ struct Step {
     /// The node it reports on.
     node: usize,
     /// What it reads: its input, then an add's, a mul's or a sub's `with`,
-    /// or a concat's other operands.
+    /// a concat's other operands, or the residual a conv adds.
     operands: Vec<Slot>,
     in_shape: [usize; 4],
     exec: Exec,
@@ -78,7 +79,29 @@ impl Preparing<'_> {
     fn exec(&self, i: usize, node: &Node) -> Result<Exec> {
         let (options, compiler, threads) = (self.options, self.compiler, self.options.threads);
         let within = in_layer(node.name());
+        let residual = folding::residual(self.network, &self.plan, i).is_some();
         Ok(match (&node.op, &self.network.params[i]) {
+            (Operation::Conv(_), Params::Conv(conv)) if residual => {
+                let conv = folding::fold_into(self.network, &self.plan, i, conv)?;
+                let engine = options.engine;
+                let summing = conv.prepare_epilogue(engine, compiler, threads, Epilogue::Sum);
+                match summing {
+                    Ok(layer) => Exec::Residual { step: Box::new(Exec::Conv(layer)), after: None },
+                    // A kernel without the sum epilogue (Winograd's): the
+                    // step adds after the conv, then activates.
+                    Err(Error::Unsupported(why)) => {
+                        log::info!("{}: the add after the conv: {why}", node.name());
+                        let activation = conv.spec().activation();
+                        let conv = conv.with_activation(Activation::None).map_err(&within)?;
+                        let layer = conv.prepare(engine, compiler, threads).map_err(&within)?;
+                        Exec::Residual {
+                            step: Box::new(Exec::Conv(layer)),
+                            after: Some(activation),
+                        }
+                    }
+                    Err(e) => return Err(within(e)),
+                }
+            }
             (Operation::Conv(_), Params::Conv(conv)) => {
                 let conv = folding::fold_into(self.network, &self.plan, i, conv)?;
                 Exec::Conv(conv.prepare(options.engine, compiler, threads).map_err(&within)?)
@@ -86,7 +109,14 @@ impl Preparing<'_> {
             (Operation::Dsc(op), Params::Dsc(params)) if self.jit() => {
                 let mode = op.mode.unwrap_or(options.dsc);
                 let block = params.folded().map_err(&within)?;
-                Exec::Dsc(Box::new(block.prepare(mode, compiler, threads).map_err(&within)?))
+                let epilogue = if residual { Epilogue::Sum } else { Epilogue::Store };
+                let block =
+                    block.prepare_epilogue(mode, epilogue, compiler, threads).map_err(&within)?;
+                // Fused, the block adds after its kernel (the folding
+                // leaves it no activation then).
+                let after = (block.epilogue() != epilogue).then_some(Activation::None);
+                let step = Exec::Dsc(Box::new(block));
+                if residual { Exec::Residual { step: Box::new(step), after } } else { step }
             }
             (Operation::Dsc(_), Params::Dsc(params)) => {
                 Exec::DscReference(Box::new(params.try_clone().map_err(&within)?))
@@ -145,7 +175,9 @@ impl Network {
     /// The distinct conv kernels the JIT compiles for this network on
     /// `options`, in the order they first run: what `convjit tune --model`
     /// tunes and what a tuning cache is asked for. Layers of the same
-    /// shape (their names aside) are one kernel. A depthwise-separable
+    /// shape (their names aside) are one kernel, whose schedule serves
+    /// them all (a layer that adds a residual in its epilogue compiles
+    /// code of its own, with that schedule). A depthwise-separable
     /// block run fused is not among them (its kernel is a block's, with a
     /// schedule of its own; one `auto` may run unfused, so its two convs
     /// are), nor an ACNet block in its training form.
@@ -246,10 +278,13 @@ impl Network {
                 continue;
             }
             let exec = preparing.exec(i, node)?;
+            // A conv's residual is its second operand.
+            let mut operands = node.operands();
+            operands.extend(folding::residual(self, &preparing.plan, i));
             value[i] = steps.len();
             steps.push(Step {
                 node: i,
-                operands: node.operands().into_iter().map(|s| slot(&value, s)).collect(),
+                operands: operands.into_iter().map(|s| slot(&value, s)).collect(),
                 in_shape: node.input_shape(),
                 exec,
             });

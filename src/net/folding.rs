@@ -9,9 +9,15 @@
 //! the leaky ReLU it is), and one that alone reads an
 //! add's (a residual's `relu(x + f(x))`) into the add's loop. A
 //! depthwise-separable block folds its own BatchNorms and activations
-//! ([`DscParams::folded`]). The folded layers keep their report rows, with
-//! no time of their own. The reference engine folds nothing: it runs the
-//! model as written.
+//! ([`DscParams::folded`]). A residual add folds into the conv (or the
+//! depthwise-separable block) that computes one of its operands, when
+//! nothing else reads that operand, the conv has no activation of its own
+//! and the other operand is computed before it: the conv's kernel adds the
+//! other operand in its epilogue ([`crate::Epilogue::Sum`]), and the add's
+//! activation, or one that alone reads the add, is the conv's (a block
+//! takes the add only without one). The folded layers keep their report
+//! rows, with no time of their own. The reference engine folds nothing: it
+//! runs the model as written.
 
 use super::in_layer;
 use super::infer::{Operation, Source};
@@ -36,7 +42,32 @@ pub(crate) fn plan(network: &Network) -> Vec<Option<usize>> {
     // An add without an activation of its own.
     let is_add =
         |j: usize| matches!(nodes[j].op, Operation::Add { activation: Activation::None, .. });
+    // A depthwise-separable block whose pointwise conv has no activation.
+    let is_block = |j: usize| matches!(&network.params[j], Params::Dsc(d) if d.stages[1].2 == Activation::None);
+    // The step computing node `j`'s value, and whether it comes before `c`'s.
+    let before = |folded: &[Option<usize>], s: Source, c: usize| match s {
+        Source::Input(_) => true,
+        Source::Node(j) => folded[j].unwrap_or(j) < c,
+    };
     for (i, node) in nodes.iter().enumerate() {
+        if let Operation::Add { with, activation } = node.op {
+            // Into the conv of either operand, the other computed first.
+            for (own, other) in [(node.input(), with), (with, node.input())] {
+                let Source::Node(j) = own else { continue };
+                let c = folded[j].unwrap_or(j);
+                let into = readers[j] == 1
+                    && !has_act[c]
+                    && (is_conv(c) || (is_block(c) && activation == Activation::None))
+                    && before(&folded, other, c);
+                if into {
+                    folded[i] = Some(c);
+                    // A block takes no activation after the add.
+                    has_act[c] = activation != Activation::None || is_block(c);
+                    break;
+                }
+            }
+            continue;
+        }
         let Source::Node(j) = node.input() else { continue };
         if readers[j] != 1 {
             continue;
@@ -78,6 +109,18 @@ pub(crate) fn add_activation(network: &Network, plan: &[Option<usize>], i: usize
     }
 }
 
+/// The operand the conv (or block) at node `i` adds in its epilogue: the
+/// other operand of the add that `plan` folds into it, if one does.
+pub(crate) fn residual(network: &Network, plan: &[Option<usize>], i: usize) -> Option<Source> {
+    let nodes = network.graph.nodes();
+    let chain = |s: Source| matches!(s, Source::Node(j) if j == i || plan[j] == Some(i));
+    (i + 1..nodes.len()).filter(|&k| plan[k] == Some(i)).find_map(|k| match nodes[k].op {
+        Operation::Add { with, .. } if chain(nodes[k].input()) => Some(with),
+        Operation::Add { .. } => Some(nodes[k].input()),
+        _ => None,
+    })
+}
+
 /// `conv`, node `i`'s, with every node that `plan` folds into it applied in
 /// order: a BatchNorm folded into its weights, an activation fused.
 pub(crate) fn fold_into(
@@ -100,7 +143,9 @@ pub(crate) fn fold_into(
             (Operation::Prelu(_), Params::Prelu(slopes)) => {
                 conv.with_activation(Activation::LeakyRelu { negative_slope: slopes[0] })
             }
-            _ => unreachable!("only BatchNorms and activations fold"),
+            // A residual: its activation follows the sum.
+            (Operation::Add { activation, .. }, _) => conv.with_activation(*activation),
+            _ => unreachable!("only BatchNorms, activations and adds fold"),
         }
         .map_err(in_layer(other.name()))?;
     }
