@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -87,9 +87,12 @@ impl Engine {
     }
 
     /// [`Engine::prepare_with`], the layer's outputs stored as `epilogue`
-    /// says. [`Epilogue::Sum`] (each run adds what the output held) is
-    /// the JIT's, on the schedules whose kernels have it
-    /// ([`Compiler::compile_epilogue`]); anything else refuses it.
+    /// says. [`Epilogue::Sum`] (each run stores `act(conv + b + y)`, `y`
+    /// what the output held) is the JIT's: in the kernel's epilogue where
+    /// the schedule's kernel has one ([`Epilogue::check`]), else (a
+    /// Winograd schedule) the kernel without its activation runs into a
+    /// buffer of its own, then the output is added and activated. The
+    /// other engines refuse it.
     pub fn prepare_epilogue(
         self,
         compiler: Option<&Compiler>,
@@ -110,11 +113,22 @@ impl Engine {
             Engine::Jit => {
                 let compiler = &*Compiler::given_or_host(compiler)?;
                 let schedule = compiler.schedule_for(spec, threads);
-                let kernel = compiler.compile_shared_epilogue(spec, &schedule, epilogue)?;
+                let after = epilogue.check(spec, &schedule).is_err().then(|| SumAfter {
+                    activation: spec.activation(),
+                    scratch: Mutex::new(Vec::new()),
+                });
+                let kernel = match &after {
+                    // The same schedule, chosen for the layer as it is.
+                    Some(_) => {
+                        let plain = without_activation(spec)?;
+                        compiler.compile_shared(&plain, &schedule)?
+                    }
+                    None => compiler.compile_shared_epilogue(spec, &schedule, epilogue)?,
+                };
                 let weights = kernel.pack(weight, bias)?;
                 // Another layer holds it too: this one compiled nothing.
                 let shared = Arc::strong_count(&kernel) > 1;
-                Ok(Box::new(JitLayer { spec: spec.clone(), kernel, weights, shared }))
+                Ok(Box::new(JitLayer { spec: spec.clone(), kernel, weights, shared, after }))
             }
             Engine::Naive => Ok(Box::new(Naive::new(spec, weight, bias)?)),
             Engine::Im2col => Ok(Box::new(Im2col::new(spec, weight, bias, threads)?)),
@@ -179,6 +193,27 @@ struct JitLayer {
     weights: PackedWeights,
     /// Whether the kernel was another layer's already.
     shared: bool,
+    /// For the sum epilogue on a kernel without one: the kernel computes
+    /// the layer without its activation, which is applied after the sum.
+    after: Option<SumAfter>,
+}
+
+/// How a [`JitLayer`] adds what its output held when its kernel cannot:
+/// the kernel runs into `scratch`, then the output is `activation(output
+/// + scratch)`.
+struct SumAfter {
+    activation: crate::spec::Activation,
+    /// The kernel's output, kept between runs (a concurrent run makes its
+    /// own).
+    scratch: Mutex<Vec<f32>>,
+}
+
+/// `spec` without its activation.
+fn without_activation(spec: &ValidSpec) -> Result<ValidSpec> {
+    let mut plain = spec.to_conv_spec();
+    (plain.activation, plain.negative_slope) =
+        crate::spec::activation_fields(crate::spec::Activation::None);
+    plain.validate()
 }
 
 impl Prepared for JitLayer {
@@ -195,9 +230,24 @@ impl Prepared for JitLayer {
         Some(*self.kernel.schedule())
     }
     fn epilogue(&self) -> Epilogue {
-        self.kernel.epilogue()
+        if self.after.is_some() { Epilogue::Sum } else { self.kernel.epilogue() }
     }
     fn run(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
-        self.kernel.run(input, &self.weights, output)
+        let Some(after) = &self.after else {
+            return self.kernel.run(input, &self.weights, output);
+        };
+        self.spec.check_output(output.len())?;
+        let mut guard = after.scratch.try_lock();
+        let mut local = Vec::new();
+        let scratch = match guard.as_deref_mut() {
+            Ok(kept) => kept,
+            Err(_) => &mut local,
+        };
+        if scratch.len() != output.len() {
+            *scratch = crate::alloc::zeroed_f32(output.len(), "the conv's output before the sum")?;
+        }
+        self.kernel.run(input, &self.weights, scratch)?;
+        after.activation.apply_sum(output, scratch);
+        Ok(())
     }
 }

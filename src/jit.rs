@@ -227,22 +227,8 @@ impl Compiler {
         let lowered = schedule.lowered(spec);
         let mut plan = Plan::new(&lowered, schedule);
         plan.compilable()?;
-        if epilogue == Epilogue::Sum {
-            if winograd.is_some() {
-                return Err(Error::Unsupported(
-                    "the sum epilogue on a Winograd kernel (its outputs come from the output \
-                     transform, not a register tile's stores)"
-                        .into(),
-                ));
-            }
-            if plan.geometry.holes {
-                return Err(Error::Unsupported(format!(
-                    "the sum epilogue on {spec}: output pixels no tap reaches are filled, not \
-                     stored by a register tile"
-                )));
-            }
-            plan.sum = true;
-        }
+        epilogue.check(spec, schedule)?;
+        plan.sum = epilogue == Epilogue::Sum;
         let signature = ConvFn::signature(self.isa.pointer_type(), self.isa.default_call_conv());
         let (code, pointer) = self.define(signature, |func, target, linker| {
             codegen::lower(&lowered, schedule, &plan, target, func, linker)

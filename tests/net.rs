@@ -1147,7 +1147,7 @@ fn a_residual_add_folds_into_the_conv_that_computes_an_operand() {
         {"kind": "conv", "name": "b", "input": "input", "out_channels": 8, "kernel": 3,
          "padding": 1, "bias": false},
         {"kind": "batchnorm", "name": "b_bn"},
-        {"kind": "add", "name": "sum", "input": "b_bn", "with": "a"},
+        {"kind": "add", "name": "sum", "input": "a", "with": "b_bn"},
         {"kind": "activation", "name": "act", "activation": "leaky_relu", "negative_slope": 0.2},
         {"kind": "dsc", "name": "block", "out_channels": 8, "kernel": 3, "padding": 1,
          "activations": ["relu6", "none"]},
@@ -1159,7 +1159,9 @@ fn a_residual_add_folds_into_the_conv_that_computes_an_operand() {
         "padding":1,"activation":"leaky_relu","negative_slope":0.2}"#;
     use convjit::source::ScheduleSource;
     assert!(Winograds.schedule(&common::spec(b), 1).is_some(), "b computed through Winograd");
-    for (dsc, compiler) in [(DscMode::Unfused, None), (DscMode::Fused, Some(&winograd))] {
+    let modes =
+        [(DscMode::Unfused, None), (DscMode::Fused, Some(&winograd)), (DscMode::Auto, None)];
+    for (dsc, compiler) in modes {
         let options = Options { dsc, ..Options::default() };
         let mut prepared = network.prepare(&options, compiler).unwrap();
         let (y, report) = prepared.measure(&x, 1).unwrap();
@@ -1167,12 +1169,34 @@ fn a_residual_add_folds_into_the_conv_that_computes_an_operand() {
             let layer = report.layers.iter().find(|l| l.name == name).unwrap();
             layer.folded_into.clone()
         };
-        // `a` is computed before `b`: the add folds into `b`.
+        // `a` is computed before `b`: the add (of `a` and `b`'s BatchNorm,
+        // in that order) folds into `b`.
         for (name, into) in [("b_bn", "b"), ("sum", "b"), ("act", "b"), ("res", "block")] {
             assert_eq!(folded(name).as_deref(), Some(into), "{name} ({dsc})");
         }
         assert!(network.check(&x, &y).unwrap().within(TOLERANCE), "{dsc}");
     }
+}
+
+/// A conv takes one add: of two chained residual adds, the second runs on
+/// its own (it had once been folded too, and its operand dropped).
+#[test]
+fn a_conv_takes_one_residual_add() {
+    let json = r#"{"name": "m", "input": [1, 4, 6, 7], "layers": [
+        {"kind": "conv", "name": "c", "out_channels": 4, "kernel": 3, "padding": 1},
+        {"kind": "add", "name": "first", "with": "input"},
+        {"kind": "add", "name": "second", "with": "input"}]}"#;
+    let network = Network::new(graph(json), None).unwrap();
+    let x = net::random_input(network.graph().input_shape(), 4).unwrap();
+    let mut prepared = network.prepare(&Options::default(), None).unwrap();
+    let (y, report) = prepared.measure(&x, 1).unwrap();
+    let folded = |name: &str| {
+        let layer = report.layers.iter().find(|l| l.name == name).unwrap();
+        layer.folded_into.clone()
+    };
+    assert_eq!(folded("first").as_deref(), Some("c"));
+    assert_eq!(folded("second"), None);
+    assert!(network.check(&x, &y).unwrap().within(TOLERANCE));
 }
 
 /// Winograd schedules for every layer they compute (3×3, stride 1).

@@ -210,3 +210,46 @@ fn winograd_schedules_round_trip_as_json() {
     assert_eq!(Schedule::from_json(&json).unwrap(), s);
     assert!(!schedule::choose(&spec).to_json().contains("winograd"));
 }
+
+/// The sum epilogue on a Winograd schedule: the kernel refuses it; the JIT
+/// engine runs the layer without its activation, then adds what the
+/// output held and activates; the other engines refuse it.
+#[test]
+fn the_sum_epilogue_on_a_winograd_schedule_adds_after_the_kernel() {
+    use convjit::source::ScheduleSource;
+    struct Source(Schedule);
+    impl ScheduleSource for Source {
+        fn schedule(&self, _: &ValidSpec, _: usize) -> Option<Schedule> {
+            Some(self.0)
+        }
+        fn describe(&self) -> String {
+            "the test's schedule".into()
+        }
+    }
+    let json = r#"{"op":"conv2d","in_channels":5,"out_channels":6,"height":9,"width":11,"kernel":3,"padding":1"#;
+    let plain = common::spec(&format!("{json}}}"));
+    let spec = common::spec(&format!(r#"{json},"activation":"relu6"}}"#));
+    let schedule = winograd(&spec, 2, 64, Isa::host(), false);
+    let compiler = Compiler::host().unwrap();
+    let refused = compiler.compile_epilogue(&spec, &schedule, convjit::Epilogue::Sum);
+    assert!(matches!(refused, Err(convjit::Error::Unsupported(_))));
+    let compiler = compiler.with_source(std::sync::Arc::new(Source(schedule)));
+    let x = common::random_tensor(1, spec.input_len());
+    let w = common::random_tensor(2, spec.weight_len());
+    let b = common::random_tensor(3, spec.out_channels());
+    let residual = common::random_tensor(4, spec.output_len());
+    let prepare = |engine: convjit::Engine| {
+        engine.prepare_epilogue(Some(&compiler), &spec, &w, Some(&b), 1, convjit::Epilogue::Sum)
+    };
+    assert!(matches!(prepare(convjit::Engine::Naive), Err(convjit::Error::Unsupported(_))));
+    let layer = prepare(convjit::Engine::Jit).unwrap();
+    assert_eq!(layer.epilogue(), convjit::Epilogue::Sum);
+    assert_eq!(layer.schedule(), Some(schedule));
+    let mut y = residual.clone();
+    layer.run(&x, &mut y).unwrap();
+    let conv = reference::conv(&plain, &x, &w, Some(&b)).unwrap();
+    let act = spec.activation();
+    let expected: Vec<f32> =
+        conv.iter().zip(&residual).map(|(&c, &r)| act.apply_f32(c + r)).collect();
+    common::check("sum after winograd", &spec.output_shape(), &y, &expected, 1e-4);
+}

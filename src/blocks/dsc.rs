@@ -224,7 +224,7 @@ impl Dsc {
         compiler: Option<&Compiler>,
         threads: usize,
     ) -> Result<PreparedDsc> {
-        self.prepare_epilogue(mode, Epilogue::Store, compiler, threads)
+        self.prepare_epilogue(mode, compiler, threads, Epilogue::Store)
     }
 
     /// [`Dsc::prepare`], the pointwise conv's outputs stored as `epilogue`
@@ -235,9 +235,9 @@ impl Dsc {
     pub fn prepare_epilogue(
         &self,
         mode: DscMode,
-        epilogue: Epilogue,
         compiler: Option<&Compiler>,
         threads: usize,
+        epilogue: Epilogue,
     ) -> Result<PreparedDsc> {
         let compiler = &*Compiler::given_or_host(compiler)?;
         if let (DscMode::Fused | DscMode::Auto, Some(why)) = (mode, self.unfusable()) {
@@ -247,7 +247,7 @@ impl Dsc {
         let inner = match mode {
             DscMode::Auto => {
                 let unfused =
-                    self.prepare_epilogue(DscMode::Unfused, epilogue, Some(compiler), threads)?;
+                    self.prepare_epilogue(DscMode::Unfused, Some(compiler), threads, epilogue)?;
                 // A fused kernel that fails to compile leaves the pair.
                 let fused = match self.prepare(DscMode::Fused, Some(compiler), threads) {
                     Ok(fused) => fused,

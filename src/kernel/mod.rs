@@ -45,8 +45,32 @@ pub enum Epilogue {
     /// Conv+Add do. The caller writes the residual into the output before
     /// each run. Kernels of the direct, width and depthwise algorithms
     /// have it; a Winograd kernel, or a transposed layer with output
-    /// pixels no tap reaches, does not.
+    /// pixels no tap reaches, does not ([`Epilogue::check`]).
     Sum,
+}
+
+impl Epilogue {
+    /// Whether a kernel of `spec` compiled with `schedule` can have this
+    /// epilogue: the error says why not.
+    pub fn check(self, spec: &ValidSpec, schedule: &Schedule) -> Result<()> {
+        if self == Epilogue::Store {
+            return Ok(());
+        }
+        if schedule.winograd.is_some() {
+            return Err(Error::Unsupported(
+                "the sum epilogue on a Winograd kernel (its outputs come from the output \
+                 transform, not a register tile's stores)"
+                    .into(),
+            ));
+        }
+        if crate::geometry::Geometry::of(spec).holes {
+            return Err(Error::Unsupported(format!(
+                "the sum epilogue on {spec}: output pixels no tap reaches are filled, not \
+                 stored by a register tile"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A compiled convolution for one spec and schedule. Dropping it frees its
@@ -278,9 +302,10 @@ impl Kernel {
     }
 
     /// Computes the output of `input` (NCHW) with packed weights into
-    /// `output` (NCHW); with [`Epilogue::Sum`], adds it to what `output`
-    /// holds. Every length, and that `weights` were packed by this
-    /// kernel, is checked before the compiled code runs.
+    /// `output` (NCHW); with [`Epilogue::Sum`], `act(conv + b + y)` where
+    /// `y` is what `output` holds (the activation of the sum). Every
+    /// length, and that `weights` were packed by this kernel, is checked
+    /// before the compiled code runs.
     ///
     /// With [`Kernel::threads`] above 1 the work of each image is shared
     /// among threads (the caller and the process's workers,

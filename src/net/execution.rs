@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use super::graph::{Graph, Node};
 use super::infer::{Operation, Source};
+use super::memory::{self, Slot};
 use super::model::MODEL;
-use super::ops::Exec;
+use super::ops::{Adds, Exec};
 use super::report::Report;
 use super::weights::{Network, Params};
 use super::{Options, folding, in_layer, model_error};
@@ -26,15 +27,8 @@ use crate::error::{Error, Result};
 use crate::jit::Compiler;
 use crate::kernel::Epilogue;
 use crate::reference::{self, Deviation};
-use crate::spec::{Activation, ValidSpec};
+use crate::spec::ValidSpec;
 use crate::timing::{self, Measurement};
-
-/// Where a step's operand is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Slot {
-    Input(usize),
-    Step(usize),
-}
 
 struct Step {
     /// The node it reports on.
@@ -56,7 +50,11 @@ pub struct PreparedNet {
     value: Vec<usize>,
     /// Per node: the node (a conv, an add) it was folded into.
     folded_into: Vec<Option<usize>>,
-    outputs: Vec<Vec<f32>>,
+    /// The buffers the steps write, shared among steps whose outputs are
+    /// never alive at once ([`memory::plan`]).
+    buffers: Vec<Vec<f32>>,
+    /// Per step: its buffer, and its output's length.
+    outputs: Vec<(usize, usize)>,
     compile_time: Duration,
 }
 
@@ -68,6 +66,8 @@ struct Preparing<'a> {
     compiler: Option<&'a Compiler>,
     /// Per node, the node (a conv, an add) it folds into (none on the reference engine).
     plan: Vec<Option<usize>>,
+    /// Per node, the residual its conv adds ([`folding::residuals`]).
+    residuals: Vec<Option<Source>>,
 }
 
 impl Preparing<'_> {
@@ -79,28 +79,14 @@ impl Preparing<'_> {
     fn exec(&self, i: usize, node: &Node) -> Result<Exec> {
         let (options, compiler, threads) = (self.options, self.compiler, self.options.threads);
         let within = in_layer(node.name());
-        let residual = folding::residual(self.network, &self.plan, i).is_some();
+        let residual = self.residuals[i].is_some();
         Ok(match (&node.op, &self.network.params[i]) {
             (Operation::Conv(_), Params::Conv(conv)) if residual => {
                 let conv = folding::fold_into(self.network, &self.plan, i, conv)?;
                 let engine = options.engine;
-                let summing = conv.prepare_epilogue(engine, compiler, threads, Epilogue::Sum);
-                match summing {
-                    Ok(layer) => Exec::Residual { step: Box::new(Exec::Conv(layer)), after: None },
-                    // A kernel without the sum epilogue (Winograd's): the
-                    // step adds after the conv, then activates.
-                    Err(Error::Unsupported(why)) => {
-                        log::info!("{}: the add after the conv: {why}", node.name());
-                        let activation = conv.spec().activation();
-                        let conv = conv.with_activation(Activation::None).map_err(&within)?;
-                        let layer = conv.prepare(engine, compiler, threads).map_err(&within)?;
-                        Exec::Residual {
-                            step: Box::new(Exec::Conv(layer)),
-                            after: Some(activation),
-                        }
-                    }
-                    Err(e) => return Err(within(e)),
-                }
+                let layer = conv.prepare_epilogue(engine, compiler, threads, Epilogue::Sum);
+                let step = Box::new(Exec::Conv(layer.map_err(&within)?));
+                Exec::Residual { step, adds: Adds::InKernel }
             }
             (Operation::Conv(_), Params::Conv(conv)) => {
                 let conv = folding::fold_into(self.network, &self.plan, i, conv)?;
@@ -111,12 +97,12 @@ impl Preparing<'_> {
                 let block = params.folded().map_err(&within)?;
                 let epilogue = if residual { Epilogue::Sum } else { Epilogue::Store };
                 let block =
-                    block.prepare_epilogue(mode, epilogue, compiler, threads).map_err(&within)?;
+                    block.prepare_epilogue(mode, compiler, threads, epilogue).map_err(&within)?;
                 // Fused, the block adds after its kernel (the folding
                 // leaves it no activation then).
-                let after = (block.epilogue() != epilogue).then_some(Activation::None);
+                let adds = if block.epilogue() == epilogue { Adds::InKernel } else { Adds::After };
                 let step = Exec::Dsc(Box::new(block));
-                if residual { Exec::Residual { step: Box::new(step), after } } else { step }
+                if residual { Exec::Residual { step: Box::new(step), adds } } else { step }
             }
             (Operation::Dsc(_), Params::Dsc(params)) => {
                 Exec::DscReference(Box::new(params.try_clone().map_err(&within)?))
@@ -252,42 +238,48 @@ impl Network {
         let graph = &self.graph;
         let nodes = graph.nodes();
         let plan = if jit { folding::plan(self) } else { vec![None; nodes.len()] };
+        let residuals = folding::residuals(self, &plan);
+        let preparing = Preparing { network: self, options, compiler, plan, residuals };
         // Every node not folded into another is a step with an output of
-        // its own. They are allocated before anything is compiled, so a
-        // model too large for the memory fails at once.
-        let outputs = nodes
-            .iter()
-            .zip(&plan)
-            .filter(|(_, folded)| folded.is_none())
-            .map(|(node, _)| {
-                let len = node.output_shape().iter().product();
-                crate::alloc::zeroed_f32(len, "the layer's output").map_err(in_layer(node.name()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let preparing = Preparing { network: self, options, compiler, plan };
-        let mut steps: Vec<Step> = Vec::new();
+        // its own: what it reads, and where its output is.
         let mut value = vec![0; nodes.len()];
-        let slot = |value: &[usize], s: Source| match s {
-            Source::Input(k) => Slot::Input(k),
-            Source::Node(j) => Slot::Step(value[j]),
-        };
+        let mut operands: Vec<Vec<Slot>> = Vec::new();
+        let mut lens = Vec::new();
+        let mut step_nodes = Vec::new();
         for (i, node) in nodes.iter().enumerate() {
             if let Some(c) = preparing.plan[i] {
                 // The step of the node it folds into computes it.
                 value[i] = value[c];
                 continue;
             }
-            let exec = preparing.exec(i, node)?;
             // A conv's residual is its second operand.
-            let mut operands = node.operands();
-            operands.extend(folding::residual(self, &preparing.plan, i));
-            value[i] = steps.len();
-            steps.push(Step {
-                node: i,
-                operands: operands.into_iter().map(|s| slot(&value, s)).collect(),
-                in_shape: node.input_shape(),
-                exec,
-            });
+            let mut reads = node.operands();
+            reads.extend(preparing.residuals[i]);
+            let slot = |s: Source| match s {
+                Source::Input(k) => Slot::Input(k),
+                Source::Node(j) => Slot::Step(value[j]),
+            };
+            operands.push(reads.into_iter().map(slot).collect());
+            lens.push(node.output_shape().iter().product::<usize>());
+            value[i] = step_nodes.len();
+            step_nodes.push(i);
+        }
+        // The buffers, allocated before anything is compiled, so that a
+        // model too large for the memory fails at once.
+        let kept: Vec<usize> = graph.output_nodes().map(|i| value[i]).collect();
+        let shared = memory::plan(&operands, &lens, &kept);
+        let buffers = (shared.lens.iter().zip(&shared.sized_by))
+            .map(|(&len, &step)| {
+                let within = in_layer(nodes[step_nodes[step]].name());
+                crate::alloc::zeroed_f32(len, "the layer's output").map_err(within)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let outputs: Vec<(usize, usize)> = shared.of_step.into_iter().zip(lens).collect();
+        let mut steps: Vec<Step> = Vec::with_capacity(step_nodes.len());
+        for (i, operands) in step_nodes.into_iter().zip(operands) {
+            let node = &nodes[i];
+            let exec = preparing.exec(i, node)?;
+            steps.push(Step { node: i, operands, in_shape: node.input_shape(), exec });
         }
         debug_assert_eq!(outputs.len(), steps.len(), "one output per step");
         let compile_time = start.elapsed();
@@ -298,6 +290,7 @@ impl Network {
             steps,
             value,
             folded_into: preparing.plan,
+            buffers,
             outputs,
             compile_time,
         })
@@ -376,13 +369,19 @@ impl PreparedNet {
 
     fn output(&self) -> &[f32] {
         let first = self.graph.output_nodes().next().expect("a graph has an output");
-        &self.outputs[self.value[first]]
+        self.output_of(self.value[first])
     }
 
     /// Each of the model's outputs ([`Graph::outputs`]), in order, as the
     /// last run left them.
     pub fn outputs(&self) -> Vec<&[f32]> {
-        self.graph.output_nodes().map(|i| self.outputs[self.value[i]].as_slice()).collect()
+        self.graph.output_nodes().map(|i| self.output_of(self.value[i])).collect()
+    }
+
+    /// The output of step `s`.
+    fn output_of(&self, s: usize) -> &[f32] {
+        let (buffer, len) = self.outputs[s];
+        &self.buffers[buffer][..len]
     }
 
     /// Checks that `inputs` are one per model input, each of its length.
@@ -423,14 +422,19 @@ impl PreparedNet {
     ) -> Result<()> {
         self.check_inputs(inputs)?;
         for (i, step) in self.steps.iter().enumerate() {
-            let (done, rest) = self.outputs.split_at_mut(i);
+            let (buffer, len) = self.outputs[i];
+            // The step's buffer, out of the list while it writes it (it
+            // reads other buffers only: `memory::plan`).
+            let mut y = std::mem::take(&mut self.buffers[buffer]);
+            let (buffers, outputs) = (&self.buffers, &self.outputs);
             let read = |slot: &Slot| match *slot {
                 Slot::Input(k) => inputs[k],
-                Slot::Step(j) => &done[j][..],
+                Slot::Step(j) => &buffers[outputs[j].0][..outputs[j].1],
             };
             let xs: Vec<&[f32]> = step.operands.iter().map(read).collect();
             let (result, took) =
-                timing::measure(|| step.exec.run(&xs, &mut rest[0], step.in_shape));
+                timing::measure(|| step.exec.run(&xs, &mut y[..len], step.in_shape));
+            self.buffers[buffer] = y;
             result.map_err(in_layer(self.graph.nodes()[step.node].name()))?;
             if let Some(times) = times.as_deref_mut() {
                 times.push(took);

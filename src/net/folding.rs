@@ -36,6 +36,8 @@ pub(crate) fn plan(network: &Network) -> Vec<Option<usize>> {
     // Per conv node: whether its kernel has taken a BatchNorm, an activation.
     let mut has_bn = vec![false; nodes.len()];
     let mut has_act = vec![false; nodes.len()];
+    // Per conv or block node: whether its kernel has taken an add.
+    let mut has_sum = vec![false; nodes.len()];
     // A conv or a linear layer (the nodes bound to a `Conv`) without an
     // activation of its own.
     let is_conv = |j: usize| matches!(&network.params[j], Params::Conv(c) if c.spec().activation() == Activation::None);
@@ -57,11 +59,13 @@ pub(crate) fn plan(network: &Network) -> Vec<Option<usize>> {
                 let c = folded[j].unwrap_or(j);
                 let into = readers[j] == 1
                     && !has_act[c]
+                    && !has_sum[c]
                     && (is_conv(c) || (is_block(c) && activation == Activation::None))
                     && before(&folded, other, c);
                 if into {
                     folded[i] = Some(c);
-                    // A block takes no activation after the add.
+                    // One add a kernel; a block takes no activation after it.
+                    has_sum[c] = true;
                     has_act[c] = activation != Activation::None || is_block(c);
                     break;
                 }
@@ -109,16 +113,18 @@ pub(crate) fn add_activation(network: &Network, plan: &[Option<usize>], i: usize
     }
 }
 
-/// The operand the conv (or block) at node `i` adds in its epilogue: the
-/// other operand of the add that `plan` folds into it, if one does.
-pub(crate) fn residual(network: &Network, plan: &[Option<usize>], i: usize) -> Option<Source> {
+/// Per node: the operand the conv (or block) there adds in its epilogue —
+/// the other operand of the add that `plan` folds into it (one at most) —
+/// if one does.
+pub(crate) fn residuals(network: &Network, plan: &[Option<usize>]) -> Vec<Option<Source>> {
     let nodes = network.graph.nodes();
-    let chain = |s: Source| matches!(s, Source::Node(j) if j == i || plan[j] == Some(i));
-    (i + 1..nodes.len()).filter(|&k| plan[k] == Some(i)).find_map(|k| match nodes[k].op {
-        Operation::Add { with, .. } if chain(nodes[k].input()) => Some(with),
-        Operation::Add { .. } => Some(nodes[k].input()),
-        _ => None,
-    })
+    let mut residuals = vec![None; nodes.len()];
+    for (k, node) in nodes.iter().enumerate() {
+        let (Some(c), Operation::Add { with, .. }) = (plan[k], &node.op) else { continue };
+        let chain = |s: Source| matches!(s, Source::Node(j) if j == c || plan[j] == Some(c));
+        residuals[c] = Some(if chain(node.input()) { *with } else { node.input() });
+    }
+    residuals
 }
 
 /// `conv`, node `i`'s, with every node that `plan` folds into it applied in

@@ -22,7 +22,8 @@
 //! 4. [`PreparedNet`] (`execution.rs`): the network compiled for an
 //!    engine, with BatchNorms and activations folded into the convs before
 //!    them where nothing else reads the conv's output (`folding.rs`), and
-//!    every buffer allocated; each step runs an op (`ops.rs`), and
+//!    every buffer allocated, shared by steps whose outputs are never
+//!    alive at once (`memory.rs`); each step runs an op (`ops.rs`), and
 //!    [`PreparedNet::measure`] times each step with the TSC and gives the
 //!    [`Report`] (`report.rs`, DESIGN.md contract 5).
 //!
@@ -38,6 +39,7 @@ mod execution;
 mod folding;
 mod graph;
 mod infer;
+mod memory;
 mod model;
 pub mod onnx;
 mod ops;

@@ -20,11 +20,11 @@ pub(crate) enum Exec {
     Dsc(Box<PreparedDsc>),
     /// A conv or a block that adds its second operand (a residual): in
     /// its kernel's epilogue ([`crate::Epilogue::Sum`]: the operand is
-    /// copied into the output first), or, for a kernel without one
-    /// (`after`), once it has run, then activated.
+    /// copied into the output first), or, for a fused depthwise-separable
+    /// kernel (which has no sum epilogue), once it has run.
     Residual {
         step: Box<Exec>,
-        after: Option<Activation>,
+        adds: Adds,
     },
     /// A depthwise-separable block as written, on the reference engine.
     DscReference(Box<DscParams>),
@@ -65,6 +65,15 @@ pub(crate) enum Exec {
     Shuffle(Shuffle),
 }
 
+/// Where a [`Exec::Residual`] step adds its residual.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Adds {
+    /// In the kernel's epilogue, before its activation.
+    InKernel,
+    /// After the kernel has run (whose activation is then none).
+    After,
+}
+
 impl Exec {
     /// Computes `y` from its operands `xs` — the input (of `shape`)
     /// first, then an add's, a mul's or a sub's `with`, or a concat's
@@ -74,16 +83,16 @@ impl Exec {
         match self {
             Exec::Conv(layer) => layer.run(x, y),
             Exec::Dsc(block) => block.run(x, y),
-            Exec::Residual { step, after } => {
+            Exec::Residual { step, adds } => {
                 let residual = with.expect("a residual step has its operand");
-                match after {
-                    None => {
+                match adds {
+                    Adds::InKernel => {
                         y.copy_from_slice(residual);
                         step.run(&[x], y, shape)
                     }
-                    Some(act) => {
+                    Adds::After => {
                         step.run(&[x], y, shape)?;
-                        add_in_place(*act, y, residual);
+                        Activation::None.apply_sum(y, residual);
                         Ok(())
                     }
                 }
@@ -233,44 +242,19 @@ impl DscParams {
 /// each element, written once per activation in f32 (which rounds the same)
 /// so that each loop compiles to vector code.
 fn elementwise(act: Activation, y: &mut [f32], x: &[f32], with: Option<&[f32]>) {
-    struct Elementwise<'a>(&'a mut [f32], &'a [f32], Option<&'a [f32]>);
-    impl Each for Elementwise<'_> {
-        fn each(self, f: impl Fn(f32) -> f32) {
-            let Elementwise(y, x, with) = self;
-            match with {
-                None => y.iter_mut().zip(x).for_each(|(y, &x)| *y = f(x)),
-                Some(w) => y.iter_mut().zip(x).zip(w).for_each(|((y, &a), &b)| *y = f(a + b)),
-            }
+    fn each(f: impl Fn(f32) -> f32, y: &mut [f32], x: &[f32], with: Option<&[f32]>) {
+        match with {
+            None => y.iter_mut().zip(x).for_each(|(y, &x)| *y = f(x)),
+            Some(w) => y.iter_mut().zip(x).zip(w).for_each(|((y, &a), &b)| *y = f(a + b)),
         }
     }
-    activated(act, Elementwise(y, x, with));
-}
-
-/// `y = act(y + with)`, element by element.
-fn add_in_place(act: Activation, y: &mut [f32], with: &[f32]) {
-    struct AddInPlace<'a>(&'a mut [f32], &'a [f32]);
-    impl Each for AddInPlace<'_> {
-        fn each(self, f: impl Fn(f32) -> f32) {
-            self.0.iter_mut().zip(self.1).for_each(|(y, &b)| *y = f(*y + b));
-        }
-    }
-    activated(act, AddInPlace(y, with));
-}
-
-/// A loop over a tensor that applies a function to each element.
-trait Each {
-    fn each(self, f: impl Fn(f32) -> f32);
-}
-
-/// `each` run with the activation `act` (a loop compiled per activation,
-/// the activation inlined), NaN left as it is, as `apply_f32` does.
-fn activated(act: Activation, each: impl Each) {
     match act {
-        Activation::None => each.each(|v| v),
-        Activation::Relu => each.each(|v| if v < 0.0 { 0.0 } else { v }),
-        Activation::Relu6 => each.each(|v| v.clamp(0.0, 6.0)),
+        Activation::None => each(|v| v, y, x, with),
+        // Comparisons that leave NaN as it is, as `apply_f32` does.
+        Activation::Relu => each(|v| if v < 0.0 { 0.0 } else { v }, y, x, with),
+        Activation::Relu6 => each(|v| v.clamp(0.0, 6.0), y, x, with),
         Activation::LeakyRelu { negative_slope: s } => {
-            each.each(|v| if v < 0.0 { s * v } else { v })
+            each(|v| if v < 0.0 { s * v } else { v }, y, x, with)
         }
     }
 }

@@ -91,6 +91,24 @@ impl Activation {
     pub fn apply_f32(self, x: f32) -> f32 {
         self.apply_f64(f64::from(x)) as f32
     }
+
+    /// `y = act(y + with)`, element by element: [`Activation::apply_f32`]
+    /// of each sum, written once per activation in f32 (which rounds the
+    /// same) so that each loop compiles to vector code.
+    pub fn apply_sum(self, y: &mut [f32], with: &[f32]) {
+        fn each(y: &mut [f32], with: &[f32], f: impl Fn(f32) -> f32) {
+            y.iter_mut().zip(with).for_each(|(y, &b)| *y = f(*y + b));
+        }
+        match self {
+            Activation::None => each(y, with, |v| v),
+            // Comparisons that leave NaN as it is, as `apply_f64` does.
+            Activation::Relu => each(y, with, |v| if v < 0.0 { 0.0 } else { v }),
+            Activation::Relu6 => each(y, with, |v| v.clamp(0.0, 6.0)),
+            Activation::LeakyRelu { negative_slope: s } => {
+                each(y, with, |v| if v < 0.0 { s * v } else { v })
+            }
+        }
+    }
 }
 
 impl fmt::Display for Activation {

@@ -834,8 +834,11 @@ impl Emit<'_> {
         };
         for v in 0..vectors {
             // Set for each vector of channels: the transpose of the one
-            // before used every register from zmm16 on.
-            self.epilogue_constants(st.activation)?;
+            // before used every register from zmm16 on. (With the sum
+            // epilogue the stores activate, once the transpose is done.)
+            if !st.sum {
+                self.epilogue_constants(st.activation)?;
+            }
             for (q, &r) in ZMM[..16].iter().enumerate() {
                 if q >= slots {
                     self.a.vxorps(r, r, r)?;
