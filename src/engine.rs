@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -90,9 +90,10 @@ impl Engine {
     /// says. [`Epilogue::Sum`] (each run stores `act(conv + b + y)`, `y`
     /// what the output held) is the JIT's: in the kernel's epilogue where
     /// the schedule's kernel has one ([`Epilogue::check`]), else (a
-    /// Winograd schedule) the kernel without its activation runs into a
-    /// buffer of its own, then the output is added and activated. The
-    /// other engines refuse it.
+    /// Winograd schedule, a transposed layer with output pixels no tap
+    /// reaches) the kernel without its activation runs into a buffer of
+    /// the layer's own, then the output is added and activated. The other
+    /// engines refuse it.
     pub fn prepare_epilogue(
         self,
         compiler: Option<&Compiler>,
@@ -237,12 +238,14 @@ impl Prepared for JitLayer {
             return self.kernel.run(input, &self.weights, output);
         };
         self.spec.check_output(output.len())?;
-        let mut guard = after.scratch.try_lock();
-        let mut local = Vec::new();
-        let scratch = match guard.as_deref_mut() {
-            Ok(kept) => kept,
-            Err(_) => &mut local,
+        let mut guard = match after.scratch.try_lock() {
+            Ok(kept) => Some(kept),
+            // A run that panicked left it: its length is still checked.
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
         };
+        let mut local = Vec::new();
+        let scratch = guard.as_deref_mut().unwrap_or(&mut local);
         if scratch.len() != output.len() {
             *scratch = crate::alloc::zeroed_f32(output.len(), "the conv's output before the sum")?;
         }

@@ -373,7 +373,8 @@ impl PreparedNet {
     }
 
     /// Each of the model's outputs ([`Graph::outputs`]), in order, as the
-    /// last run left them.
+    /// last run left them (after a run that failed, they may hold values
+    /// of other layers, which share their buffers within a run).
     pub fn outputs(&self) -> Vec<&[f32]> {
         self.graph.output_nodes().map(|i| self.output_of(self.value[i])).collect()
     }
@@ -423,18 +424,23 @@ impl PreparedNet {
         self.check_inputs(inputs)?;
         for (i, step) in self.steps.iter().enumerate() {
             let (buffer, len) = self.outputs[i];
-            // The step's buffer, out of the list while it writes it (it
-            // reads other buffers only: `memory::plan`).
-            let mut y = std::mem::take(&mut self.buffers[buffer]);
-            let (buffers, outputs) = (&self.buffers, &self.outputs);
+            // The step's buffer, written while the others are read (its
+            // operands are never in it: `memory::plan`).
+            let (before, rest) = self.buffers.split_at_mut(buffer);
+            let (y, after) = rest.split_first_mut().expect("the step's buffer");
+            let outputs = &self.outputs;
             let read = |slot: &Slot| match *slot {
                 Slot::Input(k) => inputs[k],
-                Slot::Step(j) => &buffers[outputs[j].0][..outputs[j].1],
+                Slot::Step(j) => {
+                    let (b, len) = outputs[j];
+                    debug_assert_ne!(b, buffer, "a step reads the buffer it writes");
+                    let other = if b < buffer { &before[b] } else { &after[b - buffer - 1] };
+                    &other[..len]
+                }
             };
             let xs: Vec<&[f32]> = step.operands.iter().map(read).collect();
             let (result, took) =
                 timing::measure(|| step.exec.run(&xs, &mut y[..len], step.in_shape));
-            self.buffers[buffer] = y;
             result.map_err(in_layer(self.graph.nodes()[step.node].name()))?;
             if let Some(times) = times.as_deref_mut() {
                 times.push(took);

@@ -8,6 +8,8 @@
 //! still hold, instead of into a new buffer per layer. A step never
 //! writes a buffer it reads: its operands are alive while it runs.
 
+use std::cmp::Reverse;
+
 /// Where a step's operand is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Slot {
@@ -31,8 +33,8 @@ pub(super) struct Buffers {
 /// The buffers of steps whose operands are `operands[i]` and whose output
 /// has `lens[i]` elements; the outputs of the steps in `kept` (the
 /// model's outputs) are never shared. Steps take buffers in order, the
-/// free one nearest their size above it, else the largest free one,
-/// grown, else a new one.
+/// free one nearest their size above it (of equal sizes, the one freed
+/// last), else the largest free one, grown, else a new one.
 pub(super) fn plan(operands: &[Vec<Slot>], lens: &[usize], kept: &[usize]) -> Buffers {
     let steps = lens.len();
     // Per step: the last step that reads its output (itself if none).
@@ -60,11 +62,13 @@ pub(super) fn plan(operands: &[Vec<Slot>], lens: &[usize], kept: &[usize]) -> Bu
     }
     for i in 0..steps {
         let len = lens[i];
+        // Of equal sizes, the one freed last (its memory the most recently
+        // used): `free` is in the order the buffers were freed.
         let fits = free.iter().enumerate().filter(|&(_, &b)| buffer_lens[b] >= len);
-        let nearest = fits.min_by_key(|&(_, &b)| buffer_lens[b]).map(|(k, _)| k);
-        let largest = || (0..free.len()).max_by_key(|&k| buffer_lens[free[k]]);
+        let nearest = fits.min_by_key(|&(k, &b)| (buffer_lens[b], Reverse(k))).map(|(k, _)| k);
+        let largest = || (0..free.len()).max_by_key(|&k| (buffer_lens[free[k]], k));
         let buffer = match nearest.or_else(largest) {
-            Some(k) => free.swap_remove(k),
+            Some(k) => free.remove(k),
             None => {
                 buffer_lens.push(0);
                 sized_by.push(i);
