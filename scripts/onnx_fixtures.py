@@ -42,6 +42,9 @@ Models (opset 17, as `torch.onnx.export` writes by default):
   Shape and integer arithmetic and channel Slices, a channel shuffle as
   Reshape, Transpose and Reshape, Split, ReduceMean, a view to [N, -1]
   from the shape);
+- reshape_permute: Reshape of images to other channels and rows, and of a
+  flattened matrix back to an image; Transpose to NHWC and back around a
+  1×1 conv;
 - transposed: ConvTranspose sized by output_shape and by auto_pad
   SAME_UPPER and SAME_LOWER (odd total paddings), two outputs;
 - empty_integers: integer arithmetic of an empty tensor and a scalar
@@ -533,8 +536,31 @@ def shuffle_block(rng):
 
 
 def refused_transpose(rng):
-    nodes = [helper.make_node("Transpose", ["x"], ["y"], name="to_nhwc", perm=[0, 2, 3, 1])]
-    return model(nodes, [], [("x", [1, 3, 8, 8])], "y", [1, 8, 8, 3], "refused_transpose")
+    nodes = [helper.make_node("Transpose", ["x"], ["y"], name="swap_batch", perm=[1, 0, 2, 3])]
+    return model(nodes, [], [("x", [1, 3, 8, 8])], "y", [3, 1, 8, 8], "refused_transpose")
+
+
+def reshape_permute(rng):
+    """Reshape and Transpose of images: a conv's output reshaped to other
+    channels and rows, transposed to NHWC for a 1×1 conv over its rows,
+    transposed back, flattened and reshaped to an image again (a 0 that
+    copies the batch, a -1)."""
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)
+    inits = [init(rng, "a.w", [8, 3, 3, 3]), init(rng, "b.w", [4, 3, 1, 1]),
+             init(rng, "b.b", [4], 0.1), init(rng, "c.w", [2, 24, 1, 1]),
+             i64("rows", [0, 16, 3, -1]), i64("image", [1, 24, -1, 4])]
+    nodes = [
+        helper.make_node("Conv", ["x", "a.w"], ["h"], name="a", pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["h", "rows"], ["r"], name="rows"),
+        helper.make_node("Transpose", ["r"], ["t"], name="to_nhwc", perm=[0, 2, 3, 1]),
+        helper.make_node("Conv", ["t", "b.w", "b.b"], ["b"], name="b"),
+        helper.make_node("Relu", ["b"], ["br"], name="b_relu"),
+        helper.make_node("Transpose", ["br"], ["back"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Flatten", ["back"], ["flat"], name="flatten", axis=1),
+        helper.make_node("Reshape", ["flat", "image"], ["img"], name="image"),
+        helper.make_node("Conv", ["img", "c.w"], ["y"], name="c"),
+    ]
+    return model(nodes, inits, [("x", [1, 3, 6, 6])], "y", [1, 2, 4, 4], "reshape_permute")
 
 
 def refused_divide_by_zero(rng):
@@ -605,7 +631,7 @@ def main():
     runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True), (nnvc_like, True),
             (functions, True), (auto_pad, True), (resample, True), (two_outputs, True),
             (squeeze_excite, True), (shared_weights, True), (transposed, True),
-            (shuffle_block, True), (empty_integers, True)]
+            (shuffle_block, True), (empty_integers, True), (reshape_permute, True)]
     for build, run in runs + [(r, False) for r in refused]:
         name = build.__name__
         # Each model's own generator, so that adding one changes no other.

@@ -1512,6 +1512,43 @@ fn a_model_gives_the_outputs_it_lists() {
     }
 }
 
+/// A reshape keeps each image's elements in order in another shape; a
+/// permute reorders an image's axes (`x.permute(0, 2, 3, 1)`: output
+/// `[n, i, j, k]` is input `[n, k, i, j]`); bad shapes and dims are
+/// refused naming the layer.
+#[test]
+fn reshape_and_permute_follow_their_definitions() {
+    // Two images of 2 × 2 × 3: image n, element e holds 100n + e.
+    let x: Vec<f32> = (0..2).flat_map(|n| (0..12).map(move |e| (100 * n + e) as f32)).collect();
+    let reshape = r#"{"kind": "reshape", "name": "r", "shape": [3, -1, 1]}"#;
+    assert_eq!(one_layer([2, 2, 2, 3], reshape, &x, None), x);
+    let permute = r#"{"kind": "permute", "name": "p", "dims": [0, 2, 3, 1]}"#;
+    let y = one_layer([2, 2, 2, 3], permute, &x, None);
+    let mut want = Vec::new();
+    for n in 0..2 {
+        for i in 0..2 {
+            for j in 0..3 {
+                for k in 0..2 {
+                    want.push((100 * n + k * 6 + i * 3 + j) as f32);
+                }
+            }
+        }
+    }
+    assert_eq!(y, want);
+    let json = one_layer_model([2, 2, 2, 3], permute);
+    assert_eq!(graph(&json).output_shape(), [2, 2, 3, 2]);
+    for (layer, message) in [
+        (r#"{"kind": "reshape", "name": "s", "shape": [5, -1, 1]}"#, "shape [5, -1, 1]"),
+        (r#"{"kind": "reshape", "name": "s", "shape": [-1, -1, 6]}"#, "shape [-1, -1, 6]"),
+        (r#"{"kind": "reshape", "name": "s", "shape": [0, 6, 2]}"#, "shape [0, 6, 2]"),
+        (r#"{"kind": "permute", "name": "s", "dims": [1, 0, 2, 3]}"#, "dims [1, 0, 2, 3]"),
+        (r#"{"kind": "permute", "name": "s", "dims": [0, 2, 2, 1]}"#, "dims [0, 2, 2, 1]"),
+        (r#"{"kind": "permute", "name": "s", "dims": [0, 1, 2, 4]}"#, "dims [0, 1, 2, 4]"),
+    ] {
+        names(&refused(&one_layer_model([1, 6, 2, 2], layer)), "s", message);
+    }
+}
+
 /// A slice keeps a range of the channels, and a channel shuffle of g
 /// groups makes output channel k·g + j the input's j·(C/g) + k
 /// (`nn.ChannelShuffle`), per batch item; bad ranges and groups are

@@ -100,14 +100,14 @@ fn what_is_not_read_is_refused_naming_it() {
         ("refused_resize_cubic", &["cubic (Resize", "mode cubic"]),
         ("refused_resize_fraction", &["up (Resize", "scales [1.0, 1.0, 1.5, 1.5]", "whole"]),
         ("refused_pad_reflect", &["mirror (Pad", "mode reflect"]),
-        ("refused_transpose", &["to_nhwc (Transpose", "perm [0, 2, 3, 1]"]),
+        ("refused_transpose", &["swap_batch (Transpose", "perm [1, 0, 2, 3]", "batch first"]),
         ("refused_divide_by_zero", &["divide (Div", "Div of 1 and 0 overflows or divides by 0"]),
         ("refused_gather_index", &["gather (Gather", "index 9 of 4 values"]),
         ("refused_flatten_add", &["mixed (Add", "a matrix [N, F] and an image"]),
         ("refused_kernel_shape", &["conv (Conv", "kernel_shape [5, 5]", "disagree"]),
         ("refused_int_alpha", &["leaky (LeakyRelu", "alpha is of type INT, not FLOAT"]),
         ("refused_ceil_mode", &["pool (MaxPool", "ceil_mode"]),
-        ("refused_reshape", &["to_3d (Reshape", "shape [1, 3, -1]", "a matrix [N, F]"]),
+        ("refused_reshape", &["to_3d (Reshape", "shape [1, 3, -1]", "a matrix [N, F]", "images"]),
     ];
     for (name, parts) in refused {
         let text = error(&format!("{name}.onnx"));
@@ -483,6 +483,25 @@ fn shuffle_block_matches_onnxruntime() {
     );
     let (network, _, _) = fixture_model("shuffle_block");
     assert_eq!(network.graph().output_shape(), [1, 5, 1, 1]);
+}
+
+/// Reshapes of images (a 0 copying the batch, a -1) and of a flattened
+/// matrix back to an image, and Transposes to NHWC and back around a conv,
+/// match onnxruntime on both engines.
+#[test]
+fn reshape_and_transpose_match_onnxruntime() {
+    let (model, _) = net::onnx::load(&fixture("reshape_permute.onnx")).unwrap();
+    imports_as(
+        &model,
+        &[
+            r#""kind":"reshape","name":"rows","input":"a","shape":[16,3,-1]"#,
+            r#""kind":"permute","name":"to_nhwc","input":"rows","dims":[0,2,3,1]"#,
+            r#""kind":"permute","name":"to_nchw","input":"b_relu","dims":[0,3,1,2]"#,
+            r#""kind":"reshape","name":"image","input":"to_nchw","shape":[24,-1,4]"#,
+        ],
+    );
+    let (network, _, _) = fixture_model("reshape_permute");
+    assert_eq!(network.graph().output_shape(), [1, 2, 4, 4]);
 }
 
 /// Integer arithmetic of an empty tensor and a scalar is read (an empty

@@ -127,6 +127,8 @@ impl Preparing<'_> {
             (Operation::Pad(pad), _) => Exec::Pad(*pad),
             (Operation::Slice { start, end }, _) => Exec::Slice(*start..*end),
             (Operation::ChannelShuffle(groups), _) => Exec::ChannelShuffle(*groups),
+            (Operation::Reshape, _) => Exec::Reshape,
+            (Operation::Permute(dims), _) => Exec::Permute(*dims),
             (Operation::Affine { .. }, Params::Affine { weight, bias }) => {
                 Exec::Affine { weight: weight.clone(), bias: bias.clone() }
             }

@@ -134,6 +134,11 @@ pub(crate) enum Operation {
     },
     /// A channel shuffle of this many groups.
     ChannelShuffle(usize),
+    /// Each image's elements in another shape: a copy.
+    Reshape,
+    /// Each image's axes reordered: output axis `k` is input axis
+    /// `dims[k]`.
+    Permute([usize; 4]),
     /// `x · weight + bias` of this many values each (1, or the
     /// channels), either left out.
     Affine {
@@ -402,6 +407,31 @@ pub(crate) fn infer(
             }
             // No module hook of ptflops counts it.
             (Operation::ChannelShuffle(l.groups as usize), shape, Cost::default())
+        }
+        Layer::Reshape(l) => {
+            let out = reshaped(name, l.shape, [c, h, w])?;
+            // A view: ptflops counts nothing.
+            (Operation::Reshape, [n, out[0], out[1], out[2]], Cost::default())
+        }
+        Layer::Permute(l) => {
+            let mut seen = [false; 4];
+            let dims = l.dims.map(|d| {
+                let d = usize::try_from(d).ok().filter(|&d| d < 4 && !seen[d]);
+                if let Some(d) = d {
+                    seen[d] = true;
+                }
+                d
+            });
+            let Some(dims) = (dims[0] == Some(0)).then_some(dims).and_then(|d| {
+                let all: Option<Vec<usize>> = d.into_iter().collect();
+                all.map(|all| [all[0], all[1], all[2], all[3]])
+            }) else {
+                return Err(model_error(
+                    name,
+                    format!("dims {:?}: a permutation of 0, 1, 2, 3 that keeps 0 first", l.dims),
+                ));
+            };
+            (Operation::Permute(dims), dims.map(|d| shape[d]), Cost::default())
         }
         Layer::Affine(l) => {
             let count = per_channel_count(name, l.num_parameters, c)?;
@@ -737,4 +767,30 @@ fn dsc(l: &model::DscLayer, shape: [usize; 4]) -> Result<(Operation, [usize; 4],
     let op = DscOp { depthwise, pointwise, batchnorm, activations, tensors, mode: l.mode };
     let op = Operation::Dsc(Box::new(op));
     Ok((op, out, cost))
+}
+
+/// Each image's shape `[c, h, w]` after a reshape to `shape` (one entry
+/// may be −1: what the others leave of the `C·H·W` elements).
+fn reshaped(name: &str, shape: [i64; 3], [c, h, w]: [usize; 3]) -> Result<[usize; 3]> {
+    let total = (c * h * w) as i64;
+    let refuse = || {
+        model_error(
+            name,
+            format!(
+                "shape {shape:?}: each image's {c}×{h}×{w} elements as [c, h, w], each \
+                 positive or one −1"
+            ),
+        )
+    };
+    let unknown = shape.iter().filter(|&&d| d == -1).count();
+    if unknown > 1 || shape.iter().any(|&d| d == 0 || d < -1) {
+        return Err(refuse());
+    }
+    let known = shape.iter().filter(|&&d| d != -1).try_fold(1i64, |p, &d| p.checked_mul(d));
+    let Some(known) = known.filter(|&k| k > 0 && total % k == 0) else { return Err(refuse()) };
+    let out = shape.map(|d| if d == -1 { total / known } else { d });
+    if out.iter().product::<i64>() != total || out.contains(&0) {
+        return Err(refuse());
+    }
+    Ok(out.map(|d| d as usize))
 }

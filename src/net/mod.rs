@@ -6,7 +6,7 @@
 //!    shapes and the layers (conv, batchnorm, activation, dsc, acblock,
 //!    add, mul, sub, max_pool, avg_pool, global_avg_pool, linear,
 //!    concat, prelu, pixel_shuffle, pixel_unshuffle, upsample, pad,
-//!    affine, slice, channel_shuffle) with PyTorch's names and
+//!    affine, slice, channel_shuffle, reshape, permute) with PyTorch's names and
 //!    defaults; or a built-in (`builtin`). Code that treats kinds
 //!    differently matches on [`LayerKind`], never on the file's spelling.
 //! 2. [`Graph`] (`graph.rs`): shapes inferred over the whole file before
@@ -55,8 +55,8 @@ pub use model::{
     AcBlockLayer, ActivationLayer, AddLayer, AffineLayer, AvgPoolLayer, BatchNormLayer,
     BinaryLayer, ChannelShuffleLayer, ConcatLayer, ConvLayer, DscLayer, Function, INPUT, Inputs,
     Layer, LayerKind, LinearLayer, MODEL, MaxPoolLayer, Model, NamedInput, NamedOutput, Output,
-    PadLayer, PadSides, PlainLayer, PreluLayer, ShuffleLayer, ShuffleOrder, SliceLayer,
-    UpsampleLayer, UpsampleMode,
+    PadLayer, PadSides, PermuteLayer, PlainLayer, PreluLayer, ReshapeLayer, ShuffleLayer,
+    ShuffleOrder, SliceLayer, UpsampleLayer, UpsampleMode,
 };
 pub use report::{CHECK_TOLERANCE, CheckReport, LayerReport, Report, Total, shape_str};
 pub use weights::{Network, Tensors};

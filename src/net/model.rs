@@ -234,6 +234,11 @@ pub enum Layer {
     Slice(SliceLayer),
     /// `nn.ChannelShuffle`: the channels of `groups` groups interleaved.
     ChannelShuffle(ChannelShuffleLayer),
+    /// `x.reshape(N, c, h, w)`: each image's elements, in order, in
+    /// another shape.
+    Reshape(ReshapeLayer),
+    /// `x.permute(0, a, b, c)`: each image's axes reordered.
+    Permute(PermuteLayer),
 }
 
 /// The kind of a layer, without its fields: what reports print and what
@@ -287,11 +292,15 @@ pub enum LayerKind {
     Slice,
     /// [`Layer::ChannelShuffle`].
     ChannelShuffle,
+    /// [`Layer::Reshape`].
+    Reshape,
+    /// [`Layer::Permute`].
+    Permute,
 }
 
 impl LayerKind {
     /// Every kind, in [`Layer`]'s order.
-    pub const ALL: [LayerKind; 21] = [
+    pub const ALL: [LayerKind; 23] = [
         LayerKind::Conv,
         LayerKind::Batchnorm,
         LayerKind::Activation,
@@ -313,6 +322,8 @@ impl LayerKind {
         LayerKind::Affine,
         LayerKind::Slice,
         LayerKind::ChannelShuffle,
+        LayerKind::Reshape,
+        LayerKind::Permute,
     ];
 
     /// The `kind` as the model file writes it.
@@ -339,6 +350,8 @@ impl LayerKind {
             LayerKind::Affine => "affine",
             LayerKind::Slice => "slice",
             LayerKind::ChannelShuffle => "channel_shuffle",
+            LayerKind::Reshape => "reshape",
+            LayerKind::Permute => "permute",
         }
     }
 }
@@ -405,6 +418,8 @@ impl Layer {
             Layer::Affine(_) => LayerKind::Affine,
             Layer::Slice(_) => LayerKind::Slice,
             Layer::ChannelShuffle(_) => LayerKind::ChannelShuffle,
+            Layer::Reshape(_) => LayerKind::Reshape,
+            Layer::Permute(_) => LayerKind::Permute,
         }
     }
 
@@ -429,6 +444,8 @@ impl Layer {
             Layer::Affine(l) => (&l.name, &l.input),
             Layer::Slice(l) => (&l.name, &l.input),
             Layer::ChannelShuffle(l) => (&l.name, &l.input),
+            Layer::Reshape(l) => (&l.name, &l.input),
+            Layer::Permute(l) => (&l.name, &l.input),
         }
     }
 }
@@ -978,6 +995,36 @@ pub struct ChannelShuffleLayer {
     pub groups: i64,
 }
 
+/// `x.reshape(N, c, h, w)`: each image's `C·H·W` elements, in the same
+/// order, as `shape` = `[c, h, w]` (one of which may be −1: what the
+/// others leave). The batch stays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReshapeLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Each image's new shape, `[c, h, w]`.
+    pub shape: [i64; 3],
+}
+
+/// `x.permute(dims)`: each image's axes reordered, output axis `k` the
+/// input's axis `dims[k]`; `dims` a permutation of 0, 1, 2, 3 that keeps
+/// the batch first (`dims[0] = 0`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermuteLayer {
+    /// The name.
+    pub name: String,
+    /// The layer it reads (default: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The input's axis of each output axis.
+    pub dims: [i64; 4],
+}
+
 /// What [`Layer::input`] gives a layer that names no single input.
 static NO_INPUT: Option<String> = None;
 
@@ -1007,7 +1054,9 @@ mod tests {
         {"kind": "pad", "name": "border", "padding": 1},
         {"kind": "affine", "name": "scale"},
         {"kind": "slice", "name": "part", "start": 0, "end": 2},
-        {"kind": "channel_shuffle", "name": "shuffle", "groups": 2}]}"#;
+        {"kind": "channel_shuffle", "name": "shuffle", "groups": 2},
+        {"kind": "reshape", "name": "view", "shape": [1, 2, -1]},
+        {"kind": "permute", "name": "nhwc", "dims": [0, 2, 3, 1]}]}"#;
 
     /// A layer's typed kind is spelt as the file's `kind` tag, for every
     /// kind, both ways: the one read and the one written.

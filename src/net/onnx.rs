@@ -29,6 +29,8 @@
 //! | GlobalAveragePool | `global_avg_pool` |
 //! | Gemm of a matrix (α = β = 1, weights an initializer), MatMul of a matrix by an initializer | `linear` |
 //! | Flatten (axis 1), Reshape to `[N, F]`, Identity, Dropout, Constant | none: an alias, a value |
+//! | Reshape of an image (or a matrix) to `[N, C, H, W]` | `reshape` |
+//! | Transpose of an image's axes, the batch first (`[0, a, b, c]`) | `permute` |
 //! | Split, Slice of an image's channels | `slice` |
 //! | Reshape to `[N, g, C/g, H, W]`, Transpose `[0, 2, 1, 3, 4]`, Reshape back | `channel_shuffle` |
 //! | ReduceMean over `[2, 3]` | `global_avg_pool` |
@@ -56,8 +58,9 @@ use super::infer::{Source, infer};
 use super::model::{
     ActivationLayer, AddLayer, AffineLayer, AvgPoolLayer, BatchNormLayer, BinaryLayer,
     ChannelShuffleLayer, ConcatLayer, ConvLayer, Function, INPUT, Inputs, Layer, LinearLayer,
-    MODEL, MaxPoolLayer, Model, NamedInput, NamedOutput, Output, PadLayer, PadSides, PlainLayer,
-    PreluLayer, ShuffleLayer, ShuffleOrder, SliceLayer, UpsampleLayer, UpsampleMode,
+    MODEL, MaxPoolLayer, Model, NamedInput, NamedOutput, Output, PadLayer, PadSides, PermuteLayer,
+    PlainLayer, PreluLayer, ReshapeLayer, ShuffleLayer, ShuffleOrder, SliceLayer, UpsampleLayer,
+    UpsampleMode,
 };
 use super::{Tensors, in_layer, model_error};
 use crate::error::{Error, Result};
@@ -569,12 +572,20 @@ impl<'a> Import<'a> {
                     (Value::Computed { layer, flat: false }, Some([0, 1, 2, 3])) => {
                         Value::Computed { layer, flat: false }
                     }
+                    (Value::Computed { layer, flat: false }, Some(&[0, a, b, c]))
+                        if [1, 2, 3].iter().all(|d| [a, b, c].contains(d)) =>
+                    {
+                        let name = self.name(node, &label)?;
+                        let permute = PermuteLayer { name, input: Some(layer), dims: [0, a, b, c] };
+                        self.push(Layer::Permute(permute), false, output, &label)?;
+                        return Ok(());
+                    }
                     (_, perm) => {
                         let perm = perm.map_or("absent (reversed)".into(), |p| format!("{p:?}"));
                         return Err(refuse(format!(
-                            "perm {perm}: this reads a Transpose that keeps an image's axes \
-                             ([0, 1, 2, 3]) or swaps the groups of a channel shuffle ([0, 2, 1, \
-                             3, 4] of [N, g, C/g, H, W])"
+                            "perm {perm}: this reads a Transpose of an image's axes that keeps \
+                             the batch first ([0, a, b, c]) or swaps the groups of a channel \
+                             shuffle ([0, 2, 1, 3, 4] of [N, g, C/g, H, W])"
                         )));
                     }
                 };
@@ -585,22 +596,36 @@ impl<'a> Import<'a> {
                 // A flatten written as a reshape to [N, F]: [0, -1] or
                 // [N, -1] (PyTorch's `x.view(x.size(0), -1)`), or F given
                 // (the Gemm after it checks it against C·H·W).
-                let (layer, _) = self.source(node, 0, &label)?;
+                // Or an image reshaped: each image's elements in order.
+                let (layer, flat) = self.source(node, 0, &label)?;
                 let shape = self.shape(node, 1, &label)?;
-                let zero =
-                    if attributes.int("allowzero", 0)? == 0 { Some(self.batch) } else { None };
-                let batch = |n: i64| n == self.batch || (n == 0 && zero.is_some()) || n == -1;
+                let zero = attributes.int("allowzero", 0)? == 0;
+                let batch = |n: i64| n == self.batch || (n == 0 && zero) || n == -1;
                 match shape.as_slice() {
-                    &[n, f] if batch(n) && (f == -1 || f > 0) && !(n == -1 && f == -1) => {}
+                    &[n, f] if batch(n) && (f == -1 || f > 0) && !(n == -1 && f == -1) => {
+                        self.values.insert(output, Value::Computed { layer, flat: true });
+                    }
+                    &[n, c, h, w] if batch(n) && !(n == -1 && [c, h, w].contains(&-1)) => {
+                        // A 0 copies the input's size on that axis.
+                        let [_, ic, ih, iw] = self.shapes.get(&layer).copied().unwrap_or_default();
+                        let dims = if flat { vec![ic * ih * iw] } else { vec![ic, ih, iw] };
+                        let size = |v: i64, at: usize| match v {
+                            0 if zero => dims.get(at).map_or(0, |&d| d as i64),
+                            v => v,
+                        };
+                        let shape = [size(c, 0), size(h, 1), size(w, 2)];
+                        let name = self.name(node, &label)?;
+                        let reshape = ReshapeLayer { name, input: Some(layer), shape };
+                        self.push(Layer::Reshape(reshape), false, output, &label)?;
+                    }
                     other => {
                         return Err(refuse(format!(
                             "shape {other:?}: this reads Reshape to a matrix [N, F] ([0, -1], \
-                             [N, -1] or [N, F], N = {})",
+                             [N, -1] or [N, F]) or to images [N, C, H, W] (N = {})",
                             self.batch
                         )));
                     }
                 }
-                self.values.insert(output, Value::Computed { layer, flat: true });
             }
             _ => {
                 let (layer, flat) = self.layer(node, &attributes, &label)?;

@@ -46,6 +46,10 @@ pub(crate) enum Exec {
     Slice(std::ops::Range<usize>),
     /// A channel shuffle of this many groups.
     ChannelShuffle(usize),
+    /// The input's elements in another shape.
+    Reshape,
+    /// The input's axes reordered (output axis `k`, input axis `dims[k]`).
+    Permute([usize; 4]),
     /// `x · weight + bias`, each one value or one per channel, either
     /// left out.
     Affine {
@@ -145,6 +149,14 @@ impl Exec {
                 }
                 Ok(())
             }
+            Exec::Reshape => {
+                y.copy_from_slice(x);
+                Ok(())
+            }
+            Exec::Permute(dims) => {
+                permute(x, shape, *dims, y);
+                Ok(())
+            }
             Exec::Pad(pad) => {
                 constant_pad(pad, x, shape, y);
                 Ok(())
@@ -235,6 +247,24 @@ impl DscParams {
             y.iter_mut().for_each(|v| *v = act.apply_f32(*v));
         }
         Ok(y)
+    }
+}
+
+/// `y`, of axes `dims` of `x` (of `shape`): output element `[i0, i1, i2,
+/// i3]` is the input's whose axis `dims[k]` is at `ik`.
+fn permute(x: &[f32], shape: [usize; 4], dims: [usize; 4], y: &mut [f32]) {
+    let strides = [shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1];
+    let (extent, step) = (dims.map(|d| shape[d]), dims.map(|d| strides[d]));
+    let mut out = y.iter_mut();
+    for a in 0..extent[0] {
+        for b in 0..extent[1] {
+            for c in 0..extent[2] {
+                let row = a * step[0] + b * step[1] + c * step[2];
+                for (d, y) in (0..extent[3]).zip(out.by_ref()) {
+                    *y = x[row + d * step[3]];
+                }
+            }
+        }
     }
 }
 

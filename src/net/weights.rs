@@ -397,6 +397,8 @@ fn bind(node: &Node, supply: &mut Supply<'_>, seed: u64) -> Result<Params> {
         | Operation::Pad(_)
         | Operation::Slice { .. }
         | Operation::ChannelShuffle(_)
+        | Operation::Reshape
+        | Operation::Permute(_)
         | Operation::GlobalAvgPool
         | Operation::Shuffle(_)
         | Operation::Function(_)
