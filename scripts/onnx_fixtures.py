@@ -540,6 +540,12 @@ def refused_transpose(rng):
     return model(nodes, [], [("x", [1, 3, 8, 8])], "y", [3, 1, 8, 8], "refused_transpose")
 
 
+def refused_reshape_batch(rng):
+    nodes = [helper.make_node("Reshape", ["x", "to"], ["y"], name="merge")]
+    to = numpy_helper.from_array(np.array([-1, 96], np.int64), "to")
+    return model(nodes, [to], [("x", [2, 3, 4, 4])], "y", [1, 96], "refused_reshape_batch")
+
+
 def reshape_permute(rng):
     """Reshape and Transpose of images: a conv's output reshaped to other
     channels and rows, transposed to NHWC for a 1×1 conv over its rows,
@@ -627,7 +633,7 @@ def main():
                refused_kernel_shape, refused_int_alpha, refused_ceil_mode, refused_reshape,
                refused_prelu_slopes, refused_constant_broadcast, refused_resize_cubic,
                refused_resize_fraction, refused_pad_reflect, refused_transpose,
-               refused_divide_by_zero, refused_gather_index]
+               refused_divide_by_zero, refused_gather_index, refused_reshape_batch]
     runs = [(resnet_like, True), (mobilenet_like, True), (two_inputs, True), (nnvc_like, True),
             (functions, True), (auto_pad, True), (resample, True), (two_outputs, True),
             (squeeze_excite, True), (shared_weights, True), (transposed, True),

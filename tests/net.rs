@@ -1541,12 +1541,17 @@ fn reshape_and_permute_follow_their_definitions() {
         (r#"{"kind": "reshape", "name": "s", "shape": [5, -1, 1]}"#, "shape [5, -1, 1]"),
         (r#"{"kind": "reshape", "name": "s", "shape": [-1, -1, 6]}"#, "shape [-1, -1, 6]"),
         (r#"{"kind": "reshape", "name": "s", "shape": [0, 6, 2]}"#, "shape [0, 6, 2]"),
+        (r#"{"kind": "reshape", "name": "s", "shape": [9223372036854775807, 2, -1]}"#, "shape"),
+        (r#"{"kind": "reshape", "name": "s", "shape": [-9223372036854775808, 1, 1]}"#, "shape"),
         (r#"{"kind": "permute", "name": "s", "dims": [1, 0, 2, 3]}"#, "dims [1, 0, 2, 3]"),
         (r#"{"kind": "permute", "name": "s", "dims": [0, 2, 2, 1]}"#, "dims [0, 2, 2, 1]"),
         (r#"{"kind": "permute", "name": "s", "dims": [0, 1, 2, 4]}"#, "dims [0, 1, 2, 4]"),
     ] {
         names(&refused(&one_layer_model([1, 6, 2, 2], layer)), "s", message);
     }
+    // Sizes past the most any axis may have.
+    let long = r#"{"kind": "reshape", "name": "s", "shape": [1, 1, -1]}"#;
+    names(&refused(&one_layer_model([1, 2, 4096, 4096], long)), "s", "33554432");
 }
 
 /// A slice keeps a range of the channels, and a channel shuffle of g

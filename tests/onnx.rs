@@ -108,6 +108,7 @@ fn what_is_not_read_is_refused_naming_it() {
         ("refused_int_alpha", &["leaky (LeakyRelu", "alpha is of type INT, not FLOAT"]),
         ("refused_ceil_mode", &["pool (MaxPool", "ceil_mode"]),
         ("refused_reshape", &["to_3d (Reshape", "shape [1, 3, -1]", "a matrix [N, F]", "images"]),
+        ("refused_reshape_batch", &["merge (Reshape", "shape [-1, 96] of [2, 3, 4, 4]", "N"]),
     ];
     for (name, parts) in refused {
         let text = error(&format!("{name}.onnx"));
@@ -485,7 +486,7 @@ fn shuffle_block_matches_onnxruntime() {
     assert_eq!(network.graph().output_shape(), [1, 5, 1, 1]);
 }
 
-/// Reshapes of images (a 0 copying the batch, a -1) and of a flattened
+/// Reshapes of images (a 0 copying the batch, a -1 resolved at import) and of a flattened
 /// matrix back to an image, and Transposes to NHWC and back around a conv,
 /// match onnxruntime on both engines.
 #[test]
@@ -494,10 +495,10 @@ fn reshape_and_transpose_match_onnxruntime() {
     imports_as(
         &model,
         &[
-            r#""kind":"reshape","name":"rows","input":"a","shape":[16,3,-1]"#,
+            r#""kind":"reshape","name":"rows","input":"a","shape":[16,3,6]"#,
             r#""kind":"permute","name":"to_nhwc","input":"rows","dims":[0,2,3,1]"#,
             r#""kind":"permute","name":"to_nchw","input":"b_relu","dims":[0,3,1,2]"#,
-            r#""kind":"reshape","name":"image","input":"to_nchw","shape":[24,-1,4]"#,
+            r#""kind":"reshape","name":"image","input":"to_nchw","shape":[24,4,4]"#,
         ],
     );
     let (network, _, _) = fixture_model("reshape_permute");

@@ -410,8 +410,10 @@ pub(crate) fn infer(
         }
         Layer::Reshape(l) => {
             let out = reshaped(name, l.shape, [c, h, w])?;
+            let out = [n, out[0], out[1], out[2]];
+            bounded(name, out)?;
             // A view: ptflops counts nothing.
-            (Operation::Reshape, [n, out[0], out[1], out[2]], Cost::default())
+            (Operation::Reshape, out, Cost::default())
         }
         Layer::Permute(l) => {
             let mut seen = [false; 4];
@@ -772,7 +774,7 @@ fn dsc(l: &model::DscLayer, shape: [usize; 4]) -> Result<(Operation, [usize; 4],
 /// Each image's shape `[c, h, w]` after a reshape to `shape` (one entry
 /// may be −1: what the others leave of the `C·H·W` elements).
 fn reshaped(name: &str, shape: [i64; 3], [c, h, w]: [usize; 3]) -> Result<[usize; 3]> {
-    let total = (c * h * w) as i64;
+    let total = c.checked_mul(h).and_then(|v| v.checked_mul(w)).and_then(|v| i64::try_from(v).ok());
     let refuse = || {
         model_error(
             name,
@@ -783,9 +785,10 @@ fn reshaped(name: &str, shape: [i64; 3], [c, h, w]: [usize; 3]) -> Result<[usize
         )
     };
     let unknown = shape.iter().filter(|&&d| d == -1).count();
-    if unknown > 1 || shape.iter().any(|&d| d == 0 || d < -1) {
+    let Some(total) = total.filter(|_| unknown <= 1 && !shape.iter().any(|&d| d == 0 || d < -1))
+    else {
         return Err(refuse());
-    }
+    };
     let known = shape.iter().filter(|&&d| d != -1).try_fold(1i64, |p, &d| p.checked_mul(d));
     let Some(known) = known.filter(|&k| k > 0 && total % k == 0) else { return Err(refuse()) };
     let out = shape.map(|d| if d == -1 { total / known } else { d });

@@ -513,6 +513,27 @@ fn features(c: usize, h: usize, w: usize, label: &str) -> Result<i64> {
         .ok_or_else(|| model_error(label, format!("a matrix of {c}·{h}·{w} features")))
 }
 
+/// The sizes ONNX's Reshape gives `dims` for `shape`: a 0 copies the
+/// size on that axis (unless `allowzero`: `zero` false), one −1 is what
+/// the others leave; `None` where they do not make the same number of
+/// elements, or make a size of 0.
+fn reshaped(shape: &[i64], dims: &[i64], zero: bool) -> Option<Vec<i64>> {
+    let total = dims.iter().try_fold(1i64, |p, &d| p.checked_mul(d))?;
+    let sizes: Vec<i64> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if v == 0 && zero { dims.get(i).copied() } else { Some(v) })
+        .collect::<Option<_>>()?;
+    if sizes.iter().filter(|&&v| v == -1).count() > 1 || sizes.iter().any(|&v| v == 0 || v < -1) {
+        return None;
+    }
+    let known = sizes.iter().filter(|&&v| v != -1).try_fold(1i64, |p, &v| p.checked_mul(v))?;
+    let sizes: Vec<i64> =
+        sizes.iter().map(|&v| if v == -1 && known > 0 { total / known } else { v }).collect();
+    let made = sizes.iter().try_fold(1i64, |p, &v| p.checked_mul(v))?;
+    (made == total && !sizes.contains(&0)).then_some(sizes)
+}
+
 /// `v` as an `i64` for a layer's field (a size of the file, which fits).
 fn field(v: usize, what: &str, label: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| model_error(label, format!("{what} {v} is past every size")))
@@ -594,35 +615,31 @@ impl<'a> Import<'a> {
             "Split" => self.split(node, &attributes, &label)?,
             "Reshape" => {
                 // A flatten written as a reshape to [N, F]: [0, -1] or
-                // [N, -1] (PyTorch's `x.view(x.size(0), -1)`), or F given
-                // (the Gemm after it checks it against C·H·W).
-                // Or an image reshaped: each image's elements in order.
+                // [N, -1] (PyTorch's `x.view(x.size(0), -1)`), or F given;
+                // or an image reshaped: each image's elements in order.
+                // The batch stays.
                 let (layer, flat) = self.source(node, 0, &label)?;
                 let shape = self.shape(node, 1, &label)?;
                 let zero = attributes.int("allowzero", 0)? == 0;
-                let batch = |n: i64| n == self.batch || (n == 0 && zero) || n == -1;
-                match shape.as_slice() {
-                    &[n, f] if batch(n) && (f == -1 || f > 0) && !(n == -1 && f == -1) => {
+                let [n, c, h, w] = self.shapes.get(&layer).copied().unwrap_or_default();
+                // The input as ONNX has it: a matrix [N, F], or an image.
+                let dims = match flat {
+                    true => vec![n as i64, features(c, h, w, &label)?],
+                    false => [n, c, h, w].map(|d| d as i64).to_vec(),
+                };
+                match reshaped(&shape, &dims, zero).as_deref() {
+                    Some(&[m, f]) if m == dims[0] && f == features(c, h, w, &label)? => {
                         self.values.insert(output, Value::Computed { layer, flat: true });
                     }
-                    &[n, c, h, w] if batch(n) && !(n == -1 && [c, h, w].contains(&-1)) => {
-                        // A 0 copies the input's size on that axis.
-                        let [_, ic, ih, iw] = self.shapes.get(&layer).copied().unwrap_or_default();
-                        let dims = if flat { vec![ic * ih * iw] } else { vec![ic, ih, iw] };
-                        let size = |v: i64, at: usize| match v {
-                            0 if zero => dims.get(at).map_or(0, |&d| d as i64),
-                            v => v,
-                        };
-                        let shape = [size(c, 0), size(h, 1), size(w, 2)];
+                    Some(&[m, c, h, w]) if m == dims[0] => {
                         let name = self.name(node, &label)?;
-                        let reshape = ReshapeLayer { name, input: Some(layer), shape };
+                        let reshape = ReshapeLayer { name, input: Some(layer), shape: [c, h, w] };
                         self.push(Layer::Reshape(reshape), false, output, &label)?;
                     }
-                    other => {
+                    _ => {
                         return Err(refuse(format!(
-                            "shape {other:?}: this reads Reshape to a matrix [N, F] ([0, -1], \
-                             [N, -1] or [N, F]) or to images [N, C, H, W] (N = {})",
-                            self.batch
+                            "shape {shape:?} of {dims:?}: this reads Reshape to a matrix [N, F] \
+                             or to images [N, C, H, W] of the input's N and elements"
                         )));
                     }
                 }
@@ -813,7 +830,7 @@ impl<'a> Import<'a> {
     /// A Reshape of a channel shuffle: an image `[N, C, H, W]` to `[N, g,
     /// C/g, H, W]`, or the transposed groups back to `[N, C, H, W]` (a
     /// `channel_shuffle` layer). Whether it was one (other Reshapes are
-    /// flattens, or refused).
+    /// flattens, reshapes of images, or refused).
     fn shuffle_reshape(
         &mut self,
         node: &NodeProto,
