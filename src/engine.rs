@@ -142,6 +142,14 @@ impl Engine {
     }
 }
 
+/// Every engine's name, as `--engine` takes it: "jit, naive, im2col or
+/// reference".
+pub fn names() -> String {
+    let names: Vec<String> = Engine::ALL.iter().map(Engine::to_string).collect();
+    let (last, rest) = names.split_last().expect("engines");
+    format!("{} or {last}", rest.join(", "))
+}
+
 impl fmt::Display for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -160,7 +168,7 @@ impl FromStr for Engine {
             .iter()
             .copied()
             .find(|e| e.to_string() == s)
-            .ok_or_else(|| Error::UnknownEngine(s.to_string()))
+            .ok_or_else(|| Error::UnknownEngine { name: s.to_string(), known: names() })
     }
 }
 

@@ -77,8 +77,13 @@ pub enum Error {
     #[error("the packed weights belong to another kernel (spec or schedule differ)")]
     ForeignWeights,
     /// An engine name that convjit does not have.
-    #[error("unknown engine {0:?}")]
-    UnknownEngine(String),
+    #[error("unknown engine {name:?}: give one of {known}")]
+    UnknownEngine {
+        /// The name given.
+        name: String,
+        /// The engines there are, as a phrase ("jit, naive, ... or ...").
+        known: String,
+    },
     /// A vector ISA this host does not have.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -816,6 +816,8 @@ fn bench_failures_print_one_line() {
     let spec = r#"{"op": "conv2d", "in_channels": 2, "out_channels": 2, "height": 4, "width": 4, "kernel": 1}"#;
     let out = convjit(&["bench", "--spec", spec, "--engines", "jit,gpu"]);
     failed("unknown engine", &out, "gpu");
+    // The error names the engines there are.
+    failed("unknown engine", &out, "give one of jit, naive, im2col or reference");
     let out = convjit(&["bench", "--spec", spec, "--threads", "0"]);
     failed("zero threads", &out, "thread");
     let out = convjit(&["bench", "--spec", spec, "--min-time=-1"]);
@@ -1521,4 +1523,16 @@ fn a_winograd_schedule_runs_checked_and_says_so() {
     let out = convjit(&["ir", "--spec", &case.json, "--schedule", file]);
     succeeded("ir of a Winograd schedule", &out);
     assert!(stdout(&out).contains("; algorithm: Winograd F(4×4, 3×3)"), "{}", stdout(&out));
+}
+
+/// `macs` with nothing to count names the three ways to give it something
+/// (not `--spec` alone, though `--suite` and `--model` work too), and
+/// refuses two of them at once.
+#[test]
+fn macs_names_what_it_counts() {
+    let out = convjit(&["macs"]);
+    failed("macs of nothing", &out, "<--spec <SPEC>|--suite <SUITE>|--model");
+    let spec = r#"{"op": "conv2d", "in_channels": 2, "out_channels": 2, "height": 4, "width": 4, "kernel": 1}"#;
+    let out = convjit(&["macs", "--spec", spec, "--model", "builtin:jvet_lf"]);
+    failed("macs of two", &out, "cannot be used with");
 }

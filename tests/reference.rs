@@ -673,7 +673,9 @@ fn engine_names_parse() {
     for &engine in Engine::ALL {
         assert_eq!(engine.to_string().parse::<Engine>().unwrap(), engine);
     }
-    assert!(matches!("jit!".parse::<Engine>(), Err(Error::UnknownEngine(name)) if name == "jit!"));
+    assert!(
+        matches!("jit!".parse::<Engine>(), Err(Error::UnknownEngine { name, .. }) if name == "jit!")
+    );
     assert!(Engine::ALL.contains(&Engine::fastest()));
 }
 

@@ -12,12 +12,13 @@ use convjit::{Complexity, terminal};
 use super::common::{load_layers, load_model};
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("counted").required(true).args(["spec", "suite", "model"])))]
 pub struct Args {
     /// The spec: a JSON file, or the JSON text itself.
-    #[arg(long, conflicts_with_all = ["suite", "model"], required_unless_present_any = ["suite", "model"])]
+    #[arg(long)]
     spec: Option<String>,
     /// A suite file: a JSON list of specs.
-    #[arg(long, conflicts_with = "model")]
+    #[arg(long)]
     suite: Option<PathBuf>,
     /// A whole model: a JSON file, an ONNX file (.onnx) or builtin:NAME;
     /// each layer's counts and the totals, from the shapes alone.

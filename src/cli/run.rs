@@ -26,7 +26,9 @@ pub struct Args {
     /// Where to write the output, float32 [N, C_out, H_out, W_out].
     #[arg(long)]
     output: PathBuf,
-    /// The engine (default: the fastest convjit has).
+    /// The engine: jit (the default, the fastest convjit has), naive
+    /// (the textbook loop nest), im2col (im2col + GEMM) or reference (the
+    /// f64 interpreter).
     #[arg(long, default_value_t = Engine::fastest())]
     engine: Engine,
     /// Also run the reference and print the worst absolute and relative
