@@ -114,10 +114,13 @@ impl Engine {
             Engine::Jit => {
                 let compiler = &*Compiler::given_or_host(compiler)?;
                 let schedule = compiler.schedule_for(spec, threads);
-                let after = epilogue.check(spec, &schedule).is_err().then(|| SumAfter {
-                    activation: spec.activation(),
-                    scratch: Mutex::new(Vec::new()),
-                });
+                let after = match epilogue.check(spec, &schedule) {
+                    Ok(()) => None,
+                    Err(_) => Some(SumAfter {
+                        activation: spec.activation(),
+                        scratch: Mutex::new(crate::alloc::zeroed_f32(spec.output_len(), SCRATCH)?),
+                    }),
+                };
                 let kernel = match &after {
                     // The same schedule, chosen for the layer as it is.
                     Some(_) => {
@@ -212,10 +215,13 @@ struct JitLayer {
 /// + scratch)`.
 struct SumAfter {
     activation: crate::spec::Activation,
-    /// The kernel's output, kept between runs (a concurrent run makes its
-    /// own).
+    /// The kernel's output, of the layer's output length, allocated when
+    /// the layer is prepared (a concurrent run makes its own).
     scratch: Mutex<Vec<f32>>,
 }
+
+/// The buffer a [`SumAfter`] layer's kernel writes, for errors.
+const SCRATCH: &str = "the conv's output before the sum";
 
 /// `spec` without its activation.
 fn without_activation(spec: &ValidSpec) -> Result<ValidSpec> {
@@ -248,15 +254,19 @@ impl Prepared for JitLayer {
         self.spec.check_output(output.len())?;
         let mut guard = match after.scratch.try_lock() {
             Ok(kept) => Some(kept),
-            // A run that panicked left it: its length is still checked.
+            // A run that panicked left it, of the output's length still.
             Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
             Err(TryLockError::WouldBlock) => None,
         };
-        let mut local = Vec::new();
-        let scratch = guard.as_deref_mut().unwrap_or(&mut local);
-        if scratch.len() != output.len() {
-            *scratch = crate::alloc::zeroed_f32(output.len(), "the conv's output before the sum")?;
-        }
+        let mut local;
+        let scratch = match guard.as_deref_mut() {
+            Some(kept) => kept,
+            // A concurrent run holds it: one of this run's own.
+            None => {
+                local = crate::alloc::zeroed_f32(output.len(), SCRATCH)?;
+                &mut local
+            }
+        };
         self.kernel.run(input, &self.weights, scratch)?;
         after.activation.apply_sum(output, scratch);
         Ok(())

@@ -16,13 +16,16 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx").join(name)
 }
 
-/// That `model`, as a model file, holds each of `parts` (layers as the
-/// import writes them).
-fn imports_as(model: &net::Model, parts: &[&str]) {
+/// Fixture model `name` (its file `name.onnx`) and its weights, after
+/// asserting that, as a model file, it holds each of `parts` (layers as
+/// the import writes them).
+fn imports_as(name: &str, parts: &[&str]) -> (net::Model, net::Tensors) {
+    let (model, tensors) = net::onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
     let json = model.to_json();
     for part in parts {
         assert!(json.contains(part), "{part} in {json}");
     }
+    (model, tensors)
 }
 
 /// Runs fixture model `name` on `engine` with its input.
@@ -60,9 +63,8 @@ fn models_match_onnxruntime() {
 /// operators as the model file's layers.
 #[test]
 fn layers_and_weights_take_pytorch_names() {
-    let (model, tensors) = net::onnx::load(&fixture("mobilenet_like.onnx")).unwrap();
-    imports_as(
-        &model,
+    let (model, tensors) = imports_as(
+        "mobilenet_like",
         &[
             r#""kind":"conv","name":"depthwise""#,
             r#""groups":8"#,
@@ -421,9 +423,8 @@ fn functions_match_onnxruntime() {
 /// two nodes.
 #[test]
 fn resampling_and_constants_match_onnxruntime() {
-    let (model, tensors) = net::onnx::load(&fixture("resample.onnx")).unwrap();
-    imports_as(
-        &model,
+    let (_, tensors) = imports_as(
+        "resample",
         &[
             r#""kind":"avg_pool","name":"avg_exclude","input":"c1","kernel":[3,3],"stride":[2,2],"padding":[1,1],"count_include_pad":false"#,
             r#""kind":"upsample","name":"nearest_floor","input":"avg_exclude","scale_factor":[2,2],"mode":"nearest""#,
@@ -451,9 +452,8 @@ fn resampling_and_constants_match_onnxruntime() {
 /// engines.
 #[test]
 fn conv_transpose_output_shape_and_same_match_onnxruntime() {
-    let (model, _) = net::onnx::load(&fixture("transposed.onnx")).unwrap();
     imports_as(
-        &model,
+        "transposed",
         &[
             r#""name":"a","input":"x","op":"conv_transpose2d","in_channels":3,"out_channels":4,"kernel":[3,3],"stride":[2,2],"padding":[1,0,0,0],"dilation":[1,1],"groups":1,"output_padding":[0,0]"#,
             r#""name":"e","input":"x","op":"conv_transpose2d","in_channels":3,"out_channels":2,"kernel":[3,3],"stride":[2,2],"padding":[0,1,0,0],"dilation":[1,1],"groups":1,"output_padding":[1,0]"#,
@@ -470,9 +470,8 @@ fn conv_transpose_output_shape_and_same_match_onnxruntime() {
 /// onnxruntime on both engines.
 #[test]
 fn shuffle_block_matches_onnxruntime() {
-    let (model, _) = net::onnx::load(&fixture("shuffle_block.onnx")).unwrap();
     imports_as(
-        &model,
+        "shuffle_block",
         &[
             r#""kind":"slice","name":"first_half","input":"c","start":0,"end":4"#,
             r#""kind":"slice","name":"second_half","input":"c","start":4,"end":8"#,
@@ -491,9 +490,8 @@ fn shuffle_block_matches_onnxruntime() {
 /// match onnxruntime on both engines.
 #[test]
 fn reshape_and_transpose_match_onnxruntime() {
-    let (model, _) = net::onnx::load(&fixture("reshape_permute.onnx")).unwrap();
     imports_as(
-        &model,
+        "reshape_permute",
         &[
             r#""kind":"reshape","name":"rows","input":"a","shape":[16,3,6]"#,
             r#""kind":"permute","name":"to_nhwc","input":"rows","dims":[0,2,3,1]"#,
@@ -621,9 +619,8 @@ fn models_of_two_outputs_match_onnxruntime() {
 /// and a bias Add match onnxruntime on both engines.
 #[test]
 fn squeeze_excitation_and_matmul_match_onnxruntime() {
-    let (model, _) = net::onnx::load(&fixture("squeeze_excite.onnx")).unwrap();
     imports_as(
-        &model,
+        "squeeze_excite",
         &[
             r#""kind":"mul","name":"excite","input":"hardswish","with":"gate""#,
             r#""kind":"linear","name":"fc","input":"pool","in_features":8,"out_features":5,"bias":false"#,

@@ -416,23 +416,16 @@ pub(crate) fn infer(
             (Operation::Reshape, out, Cost::default())
         }
         Layer::Permute(l) => {
-            let mut seen = [false; 4];
-            let dims = l.dims.map(|d| {
-                let d = usize::try_from(d).ok().filter(|&d| d < 4 && !seen[d]);
-                if let Some(d) = d {
-                    seen[d] = true;
-                }
-                d
-            });
-            let Some(dims) = (dims[0] == Some(0)).then_some(dims).and_then(|d| {
-                let all: Option<Vec<usize>> = d.into_iter().collect();
-                all.map(|all| [all[0], all[1], all[2], all[3]])
-            }) else {
+            // Out of range is 4, which no permutation of 0..4 holds.
+            let dims = l.dims.map(|d| usize::try_from(d).map_or(4, |d| d.min(4)));
+            let mut sorted = dims;
+            sorted.sort_unstable();
+            if dims[0] != 0 || sorted != [0, 1, 2, 3] {
                 return Err(model_error(
                     name,
                     format!("dims {:?}: a permutation of 0, 1, 2, 3 that keeps 0 first", l.dims),
                 ));
-            };
+            }
             (Operation::Permute(dims), dims.map(|d| shape[d]), Cost::default())
         }
         Layer::Affine(l) => {
@@ -773,9 +766,10 @@ fn dsc(l: &model::DscLayer, shape: [usize; 4]) -> Result<(Operation, [usize; 4],
 
 /// Each image's shape `[c, h, w]` after a reshape to `shape` (one entry
 /// may be −1: what the others leave of the `C·H·W` elements).
-fn reshaped(name: &str, shape: [i64; 3], [c, h, w]: [usize; 3]) -> Result<[usize; 3]> {
-    let total = c.checked_mul(h).and_then(|v| v.checked_mul(w)).and_then(|v| i64::try_from(v).ok());
-    let refuse = || {
+fn reshaped(name: &str, shape: [i64; 3], dims: [usize; 3]) -> Result<[usize; 3]> {
+    let [c, h, w] = dims;
+    let sizes = reshaped_sizes(&shape, &dims.map(|d| d as i64), false);
+    let sizes = sizes.ok_or_else(|| {
         model_error(
             name,
             format!(
@@ -783,17 +777,27 @@ fn reshaped(name: &str, shape: [i64; 3], [c, h, w]: [usize; 3]) -> Result<[usize
                  positive or one −1"
             ),
         )
-    };
-    let unknown = shape.iter().filter(|&&d| d == -1).count();
-    let Some(total) = total.filter(|_| unknown <= 1 && !shape.iter().any(|&d| d == 0 || d < -1))
-    else {
-        return Err(refuse());
-    };
-    let known = shape.iter().filter(|&&d| d != -1).try_fold(1i64, |p, &d| p.checked_mul(d));
-    let Some(known) = known.filter(|&k| k > 0 && total % k == 0) else { return Err(refuse()) };
-    let out = shape.map(|d| if d == -1 { total / known } else { d });
-    if out.iter().product::<i64>() != total || out.contains(&0) {
-        return Err(refuse());
+    })?;
+    Ok([sizes[0], sizes[1], sizes[2]].map(|d| d as usize))
+}
+
+/// The sizes ONNX's Reshape gives `dims` for `shape`: a 0 copies the
+/// size on that axis (unless `allowzero`: `zero` false), one −1 is what
+/// the others leave; `None` where they do not make the same number of
+/// elements, or make a size of 0.
+pub(super) fn reshaped_sizes(shape: &[i64], dims: &[i64], zero: bool) -> Option<Vec<i64>> {
+    let total = dims.iter().try_fold(1i64, |p, &d| p.checked_mul(d))?;
+    let sizes: Vec<i64> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if v == 0 && zero { dims.get(i).copied() } else { Some(v) })
+        .collect::<Option<_>>()?;
+    if sizes.iter().filter(|&&v| v == -1).count() > 1 || sizes.iter().any(|&v| v == 0 || v < -1) {
+        return None;
     }
-    Ok(out.map(|d| d as usize))
+    let known = sizes.iter().filter(|&&v| v != -1).try_fold(1i64, |p, &v| p.checked_mul(v))?;
+    let sizes: Vec<i64> =
+        sizes.iter().map(|&v| if v == -1 && known > 0 { total / known } else { v }).collect();
+    let made = sizes.iter().try_fold(1i64, |p, &v| p.checked_mul(v))?;
+    (made == total && !sizes.contains(&0)).then_some(sizes)
 }

@@ -54,7 +54,7 @@ use std::path::Path;
 
 use protobuf::Message;
 
-use super::infer::{Source, infer};
+use super::infer::{Source, infer, reshaped_sizes};
 use super::model::{
     ActivationLayer, AddLayer, AffineLayer, AvgPoolLayer, BatchNormLayer, BinaryLayer,
     ChannelShuffleLayer, ConcatLayer, ConvLayer, Function, INPUT, Inputs, Layer, LinearLayer,
@@ -513,27 +513,6 @@ fn features(c: usize, h: usize, w: usize, label: &str) -> Result<i64> {
         .ok_or_else(|| model_error(label, format!("a matrix of {c}·{h}·{w} features")))
 }
 
-/// The sizes ONNX's Reshape gives `dims` for `shape`: a 0 copies the
-/// size on that axis (unless `allowzero`: `zero` false), one −1 is what
-/// the others leave; `None` where they do not make the same number of
-/// elements, or make a size of 0.
-fn reshaped(shape: &[i64], dims: &[i64], zero: bool) -> Option<Vec<i64>> {
-    let total = dims.iter().try_fold(1i64, |p, &d| p.checked_mul(d))?;
-    let sizes: Vec<i64> = shape
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| if v == 0 && zero { dims.get(i).copied() } else { Some(v) })
-        .collect::<Option<_>>()?;
-    if sizes.iter().filter(|&&v| v == -1).count() > 1 || sizes.iter().any(|&v| v == 0 || v < -1) {
-        return None;
-    }
-    let known = sizes.iter().filter(|&&v| v != -1).try_fold(1i64, |p, &v| p.checked_mul(v))?;
-    let sizes: Vec<i64> =
-        sizes.iter().map(|&v| if v == -1 && known > 0 { total / known } else { v }).collect();
-    let made = sizes.iter().try_fold(1i64, |p, &v| p.checked_mul(v))?;
-    (made == total && !sizes.contains(&0)).then_some(sizes)
-}
-
 /// `v` as an `i64` for a layer's field (a size of the file, which fits).
 fn field(v: usize, what: &str, label: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| model_error(label, format!("{what} {v} is past every size")))
@@ -622,13 +601,14 @@ impl<'a> Import<'a> {
                 let shape = self.shape(node, 1, &label)?;
                 let zero = attributes.int("allowzero", 0)? == 0;
                 let [n, c, h, w] = self.shapes.get(&layer).copied().unwrap_or_default();
+                let features = features(c, h, w, &label)?;
                 // The input as ONNX has it: a matrix [N, F], or an image.
                 let dims = match flat {
-                    true => vec![n as i64, features(c, h, w, &label)?],
+                    true => vec![n as i64, features],
                     false => [n, c, h, w].map(|d| d as i64).to_vec(),
                 };
-                match reshaped(&shape, &dims, zero).as_deref() {
-                    Some(&[m, f]) if m == dims[0] && f == features(c, h, w, &label)? => {
+                match reshaped_sizes(&shape, &dims, zero).as_deref() {
+                    Some(&[m, f]) if m == dims[0] && f == features => {
                         self.values.insert(output, Value::Computed { layer, flat: true });
                     }
                     Some(&[m, c, h, w]) if m == dims[0] => {
